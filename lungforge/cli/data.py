@@ -1,0 +1,123 @@
+"""`lungforge phantom | prepare | info`: data commands (thin wrappers over lungforge.data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lungforge.errors import EXIT_PARTIAL
+
+
+def register(app: typer.Typer) -> None:
+    app.command("phantom")(phantom)
+    app.command("prepare")(prepare)
+    app.command("info")(info)
+
+
+def phantom(
+    out: Annotated[Path, typer.Argument(help="Directory to write the synthetic LUNA16-format dataset into.")],
+    scans: Annotated[int, typer.Option(min=1, help="Number of scans (spread over subset0..subset9).")] = 10,
+    size: Annotated[int, typer.Option(min=32, help="In-plane size in pixels (LUNA16 is 512; 128 for fast tests).")] = 512,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it already holds a phantom dataset.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+) -> None:
+    """Write a synthetic dataset in LUNA16's on-disk layout (subsets, seg masks, annotations.csv)."""
+    from lungforge.cli.console import err_console, print_json
+    from lungforge.data.phantom import make_phantom
+
+    result = make_phantom(out, scans=scans, size=size, seed=seed, overwrite=overwrite)
+    if json_out:
+        print_json(result)
+    else:
+        err_console.print(f"wrote {result['scans']} phantom scans with {result['nodules']} nodules to {out}")
+
+
+def prepare(
+    luna16_dir: Annotated[Path, typer.Argument(help="LUNA16 directory: subset0..9/, seg-lungs-LUNA16/, annotations.csv.")],
+    out: Annotated[Path, typer.Option("--out", help="Output Zarr store (e.g. real.zarr).")],
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes reading and processing scans.")] = 1,
+    lungs: Annotated[str, typer.Option(help="Lung labels from 'seg' (seg-lungs-LUNA16 masks) or 'auto' (classical segmentation).")] = "seg",
+    seg_values: Annotated[str, typer.Option(help="Seg-mask values of left lung, right lung and trachea.")] = "left=3,right=4,trachea=5",
+    nodule_slices: Annotated[str, typer.Option(help="'center': the axial slice nearest each nodule centre (the paper); 'all': every slice its mask touches.")] = "center",
+    keep_nodule_free: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fraction of nodule-free lung slices kept (deterministic by seed).")] = 0.25,
+    test_patients: Annotated[str, typer.Option(help="Test patients: a count (144, the paper) or a fraction such as 0.15.")] = "144",
+    seed: Annotated[int, typer.Option(help="Seed for the patient split and the nodule-free subsampling.")] = 0,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N scans (for trials).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same store.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing lungforge store at --out.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout.")] = False,
+) -> None:
+    """Turn LUNA16 scans into windowed 2D slices and label maps in a Zarr store (DESIGN §4).
+
+    Window [-1000, 400] HU to uint8; labels 0 background, 1 left lung, 2 right lung, 3 trachea,
+    4 body, 5 nodule. Bad scans are skipped and listed; the exit code is then 3.
+    """
+    from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.data.prepare import PrepareOptions, parse_test_patients
+    from lungforge.data.prepare import prepare as run_prepare
+    from lungforge.labels import SegValues
+
+    if lungs not in ("seg", "auto"):
+        raise typer.BadParameter(f"must be 'seg' or 'auto', got {lungs!r}", param_hint="--lungs")
+    if nodule_slices not in ("center", "all"):
+        raise typer.BadParameter(f"must be 'center' or 'all', got {nodule_slices!r}", param_hint="--nodule-slices")
+    if resume and overwrite:
+        raise typer.BadParameter("use either --resume or --overwrite, not both")
+    try:
+        values = SegValues.parse(seg_values)
+        n_test = parse_test_patients(test_patients)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    options = PrepareOptions(
+        lungs=lungs,  # type: ignore[arg-type]
+        seg_values=values,
+        nodule_slices=nodule_slices,  # type: ignore[arg-type]
+        keep_nodule_free=keep_nodule_free,
+        test_patients=n_test,
+        seed=seed,
+        limit=limit,
+        workers=workers,
+    )
+    with progress() as bar:
+        report = run_prepare(luna16_dir, out, options, resume=resume, overwrite=overwrite, progress=bar)
+    for skipped in report.skipped:
+        err_console.print(f"[yellow]skipped[/yellow] {skipped['file']}: {skipped['reason']}", highlight=False, soft_wrap=True)
+    if json_out:
+        print_json(report)
+    else:
+        err_console.print(
+            f"{report.slices} slices ({report.nodule_slices} with nodules) from {report.scans_done} scans "
+            f"written to {out}; {len(report.skipped)} scans skipped"
+        )
+    if report.skipped:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def info(
+    store: Annotated[Path, typer.Argument(help="A lungforge Zarr store.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Print counts, splits, folds and the nodule size histogram of a store."""
+    from rich.table import Table
+
+    from lungforge.cli.console import print_json
+    from lungforge.data.store import open_store
+
+    summary = open_store(store).summary()
+    if json_out:
+        print_json(summary)
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"[bold]{summary.path}[/bold]  kind={summary.kind}  {summary.slices} slices of {summary.height}×{summary.width}  {summary.series} series")
+    console.print(f"nodule slices {summary.nodule_slices}, nodule-free {summary.nodule_free_slices}, nodules {summary.nodules}")
+    table = Table("split", "slices", "nodule slices", "patients")
+    for name, row in summary.splits.items():
+        table.add_row(name, str(row["slices"]), str(row["nodule_slices"]), str(row["patients"]))
+    console.print(table)
+    console.print("folds: " + ", ".join(f"{k}: {v}" for k, v in summary.folds.items()))
+    console.print("nodule diameters: " + ", ".join(f"{k}: {v}" for k, v in summary.nodule_diameter_hist.items()))

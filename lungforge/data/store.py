@@ -1,0 +1,436 @@
+"""The lungforge slice store (Zarr v3): the only module that imports zarr (DESIGN §5).
+
+Layout::
+
+    <store>.zarr/  attrs: schema, kind, window, labels, created, version, params, [generator]
+      image, label        (N, H, W) uint8, chunk (1, H, W), shard (SHARD, H, W), zstd
+      meta/<name>         (N, ...) per-slice metadata, chunked by SHARD (one chunk per shard)
+      series/uid          (S,) str
+      nodules/<name>      (M, ...) one row per nodule per slice
+      parts/              atomic side files holding commit records while a writer is running
+
+Writers own whole shards: a block written with :meth:`Store.write_block` starts at a multiple
+of :data:`SHARD`, so no shard holding committed data is ever rewritten, and a kill at any
+moment can only damage a block that resume rewrites anyway.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from lungforge.errors import SchemaError
+from lungforge.labels import labels_attr
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+SCHEMA = "lungforge.slices/1"
+SHARD = 64
+WINDOW_HU = (-1000, 400)
+Kind = Literal["real", "synthetic"]
+
+META_DTYPES: dict[str, tuple[str, tuple[int, ...]]] = {
+    "series": ("int32", ()),
+    "z": ("int32", ()),
+    "spacing": ("float32", (2,)),
+    "split": ("uint8", ()),
+    "fold": ("int8", ()),
+    "has_nodule": ("bool", ()),
+}
+SYNTHETIC_META_DTYPES: dict[str, tuple[str, tuple[int, ...]]] = {
+    "source": ("int64", ()),
+    "seed": ("int64", ()),
+    "verified": ("bool", ()),
+    "done": ("bool", ()),
+}
+NODULE_DTYPES: dict[str, tuple[str, tuple[int, ...]]] = {
+    "slice": ("int64", ()),
+    "bbox": ("float32", (4,)),
+    "diameter_mm": ("float32", ()),
+}
+SYNTHETIC_NODULE_DTYPES: dict[str, tuple[str, tuple[int, ...]]] = {
+    "requested_mm": ("float32", ()),
+}
+SPLIT_IDS = {"train": 0, "test": 1}
+
+
+def _meta_dtypes(kind: Kind) -> dict[str, tuple[str, tuple[int, ...]]]:
+    return {**META_DTYPES, **(SYNTHETIC_META_DTYPES if kind == "synthetic" else {})}
+
+
+def _nodule_dtypes(kind: Kind) -> dict[str, tuple[str, tuple[int, ...]]]:
+    return {**NODULE_DTYPES, **(SYNTHETIC_NODULE_DTYPES if kind == "synthetic" else {})}
+
+
+def empty_nodules(kind: Kind = "real") -> dict[str, np.ndarray]:
+    """A nodule table with no rows, with the columns of `kind`."""
+    return {k: np.zeros((0, *shape), dtype=dt) for k, (dt, shape) in _nodule_dtypes(kind).items()}
+
+
+def _version() -> str:
+    from lungforge import __version__
+
+    return __version__
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """Counts of a store, as printed by `lungforge info`."""
+
+    path: str
+    kind: str
+    slices: int
+    height: int
+    width: int
+    series: int
+    nodule_slices: int
+    nodule_free_slices: int
+    nodules: int
+    splits: dict[str, dict[str, int]]
+    folds: dict[str, int]
+    nodule_diameter_hist: dict[str, int]
+    attrs: dict[str, Any]
+
+
+class Store:
+    """An open lungforge slice store. Read with :attr:`image`, :attr:`label`, :meth:`meta`."""
+
+    def __init__(self, path: Path, group: "zarr.Group", mode: str):
+        self.path = path
+        self._group = group
+        self.mode = mode
+        self._meta_cache: dict[str, np.ndarray] = {}
+
+    # -- reading -----------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._group.attrs)
+
+    @property
+    def kind(self) -> Kind:
+        return self._group.attrs["kind"]
+
+    @property
+    def image(self) -> "zarr.Array":
+        """(N, H, W) uint8 windowed CT, indexable like a numpy array."""
+        return self._group["image"]
+
+    @property
+    def label(self) -> "zarr.Array":
+        """(N, H, W) uint8 label maps (ids of :mod:`lungforge.labels`)."""
+        return self._group["label"]
+
+    def __len__(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def shape_hw(self) -> tuple[int, int]:
+        return int(self.image.shape[1]), int(self.image.shape[2])
+
+    def meta(self, name: str) -> np.ndarray:
+        """A whole `meta/<name>` column as numpy (cached; columns are small)."""
+        if name not in self._meta_cache:
+            try:
+                self._meta_cache[name] = np.asarray(self._group[f"meta/{name}"][...])
+            except KeyError:
+                raise SchemaError(f"{self.path}: no array meta/{name}") from None
+        return self._meta_cache[name]
+
+    def has_meta(self, name: str) -> bool:
+        return f"meta/{name}" in self._group
+
+    @property
+    def series_uids(self) -> list[str]:
+        return [str(u) for u in self._group["series/uid"][...]]
+
+    def nodules(self) -> dict[str, np.ndarray]:
+        """The nodule table: `slice` (M,), `bbox` (M, 4) x0,y0,x1,y1 px, `diameter_mm` (M,), ..."""
+        table = {}
+        for name in _nodule_dtypes(self.kind):
+            table[name] = np.asarray(self._group[f"nodules/{name}"][...])
+        return table
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image and label of slice `index`, each (H, W) uint8."""
+        return np.asarray(self.image[index]), np.asarray(self.label[index])
+
+    def fingerprint(self) -> str:
+        """A short stable id of the store's content summary (schema, size, series, params)."""
+        import hashlib
+
+        payload = json.dumps(
+            {
+                "schema": self.attrs.get("schema"),
+                "n": len(self),
+                "hw": self.shape_hw,
+                "series": self.series_uids,
+                "created": self.attrs.get("created"),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def summary(self) -> StoreSummary:
+        """Counts by split, fold and nodule size, as `lungforge info` prints them."""
+        split = self.meta("split")
+        has_nod = self.meta("has_nodule")
+        fold = self.meta("fold")
+        splits = {}
+        for name, sid in SPLIT_IDS.items():
+            sel = split == sid
+            series = np.unique(self.meta("series")[sel])
+            splits[name] = {
+                "slices": int(sel.sum()),
+                "nodule_slices": int((sel & has_nod).sum()),
+                "patients": int(series.size),
+            }
+        folds = {str(f): int((fold == f).sum()) for f in sorted(np.unique(fold).tolist())}
+        diam = self.nodules()["diameter_mm"]
+        edges = [0, 5, 10, 20, 30, np.inf]
+        counts, _ = np.histogram(diam, bins=edges)
+        hist = {
+            (f"{int(lo)}-{int(hi)} mm" if np.isfinite(hi) else f">={int(lo)} mm"): int(c)
+            for lo, hi, c in zip(edges[:-1], edges[1:], counts)
+        }
+        h, w = self.shape_hw
+        return StoreSummary(
+            path=str(self.path),
+            kind=self.kind,
+            slices=len(self),
+            height=h,
+            width=w,
+            series=len(self.series_uids),
+            nodule_slices=int(has_nod.sum()),
+            nodule_free_slices=int((~has_nod).sum()),
+            nodules=int(diam.size),
+            splits=splits,
+            folds=folds,
+            nodule_diameter_hist=hist,
+            attrs={k: v for k, v in self.attrs.items() if k not in ("labels",)},
+        )
+
+    # -- writing -----------------------------------------------------------------------------
+    def _require_writable(self) -> None:
+        if self.mode == "r":
+            raise SchemaError(f"{self.path}: store opened read-only")
+
+    def write_block(self, start: int, image: np.ndarray, label: np.ndarray, meta: dict[str, np.ndarray]) -> None:
+        """Write slices [start, start+n) of image/label (n, H, W) uint8 and their meta columns.
+
+        `start` must be a multiple of :data:`SHARD` so the writer owns whole shards; only the
+        final block of a store may be shorter than a shard.
+        """
+        self._require_writable()
+        if start % SHARD:
+            raise ValueError(f"block start must be a multiple of {SHARD}, got {start}")
+        n = image.shape[0]
+        if image.shape != label.shape or image.shape[1:] != self.shape_hw:
+            raise ValueError(f"block shape mismatch: image {image.shape}, label {label.shape}, store {self.shape_hw}")
+        if start + n > len(self):
+            raise ValueError(f"block [{start}, {start + n}) exceeds store capacity {len(self)}")
+        self.image[start : start + n] = image
+        self.label[start : start + n] = label
+        self.write_meta(start, meta)
+
+    def write_meta(self, start: int, meta: dict[str, np.ndarray]) -> None:
+        """Write meta columns for slices [start, start+n). `done` should be written last."""
+        self._require_writable()
+        dtypes = _meta_dtypes(self.kind)
+        for name, values in meta.items():
+            if name not in dtypes:
+                raise ValueError(f"unknown meta column {name!r}; expected one of {sorted(dtypes)}")
+            arr = np.asarray(values, dtype=dtypes[name][0])
+            self._group[f"meta/{name}"][start : start + arr.shape[0]] = arr
+            self._meta_cache.pop(name, None)
+
+    def save_part(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """Atomically save a commit record `parts/<name>.npz` (write to temp, then rename)."""
+        self._require_writable()
+        parts = self.path / "parts"
+        parts.mkdir(exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        tmp = parts / f".{name}.npz.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, parts / f"{name}.npz")
+
+    def load_parts(self) -> dict[str, dict[str, np.ndarray]]:
+        """All commit records, by name, sorted by name."""
+        parts = self.path / "parts"
+        out: dict[str, dict[str, np.ndarray]] = {}
+        if parts.is_dir():
+            for file in sorted(parts.glob("*.npz")):
+                with np.load(file, allow_pickle=False) as data:
+                    out[file.stem] = {k: data[k] for k in data.files}
+        return out
+
+    def clear_parts(self) -> None:
+        shutil.rmtree(self.path / "parts", ignore_errors=True)
+
+    def finalize(
+        self,
+        n: int,
+        series_uids: list[str],
+        nodules: dict[str, np.ndarray],
+        attrs: dict[str, Any] | None = None,
+    ) -> None:
+        """Shrink the store to `n` slices, write the series and nodule tables, mark it complete."""
+        self._require_writable()
+        h, w = self.shape_hw
+        for name in ("image", "label"):
+            self._group[name].resize((n, h, w))
+        for name, (_, shape) in _meta_dtypes(self.kind).items():
+            self._group[f"meta/{name}"].resize((n, *shape))
+        uids = np.asarray(series_uids, dtype=str)
+        _replace_array(self._group, "series/uid", uids, chunk=max(1, len(uids)))
+        expected = _nodule_dtypes(self.kind)
+        for name, (dt, shape) in expected.items():
+            if name not in nodules:
+                raise ValueError(f"nodule table lacks column {name!r}")
+            arr = np.asarray(nodules[name], dtype=dt).reshape(-1, *shape)
+            _replace_array(self._group, f"nodules/{name}", arr, chunk=max(1, arr.shape[0]))
+        self._group.attrs.update({**(attrs or {}), "complete": True})
+        self._meta_cache.clear()
+        self.clear_parts()
+
+
+def _replace_array(group: "zarr.Group", name: str, data: np.ndarray, chunk: int) -> None:
+    if name in group:
+        del group[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        arr = group.create_array(
+            name,
+            shape=data.shape,
+            chunks=(chunk, *data.shape[1:]),
+            dtype=data.dtype if data.dtype.kind != "U" else str,
+            compressors=ZstdCodec(level=3),
+        )
+    if data.size:
+        arr[...] = data
+
+
+def is_store(path: Path) -> bool:
+    """True if `path` holds a Zarr group with the lungforge schema attribute."""
+    meta = Path(path) / "zarr.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("attributes", {}).get("schema") == SCHEMA
+    except (OSError, ValueError):
+        return False
+
+
+def create_store(
+    path: str | os.PathLike,
+    *,
+    kind: Kind,
+    height: int,
+    width: int,
+    capacity: int,
+    params: dict[str, Any],
+    extra_attrs: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Store:
+    """Create an empty store able to hold `capacity` slices of (height, width) pixels.
+
+    Refuses to touch an existing path unless `overwrite`, and even then only deletes a path that
+    is a lungforge store (never an unrelated directory).
+    """
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise SchemaError(f"{path}: already exists; pass --overwrite to replace it or --resume to continue it")
+        if not is_store(path) and not (path.is_dir() and not any(path.iterdir())):
+            raise SchemaError(f"{path}: exists and is not a lungforge store; refusing to overwrite it")
+        shutil.rmtree(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        for name in ("image", "label"):
+            group.create_array(
+                name,
+                shape=(capacity, height, width),
+                chunks=(1, height, width),
+                shards=(SHARD, height, width),
+                dtype="uint8",
+                fill_value=0,
+                compressors=ZstdCodec(level=3),
+            )
+        for name, (dt, shape) in _meta_dtypes(kind).items():
+            group.create_array(
+                f"meta/{name}",
+                shape=(capacity, *shape),
+                chunks=(SHARD, *shape),
+                dtype=dt,
+                fill_value=0,
+                compressors=ZstdCodec(level=3),
+            )
+    group.attrs.update(
+        {
+            "schema": SCHEMA,
+            "kind": kind,
+            "window": list(WINDOW_HU),
+            "labels": labels_attr(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "lungforge_version": _version(),
+            "params": params,
+            "complete": False,
+            **(extra_attrs or {}),
+        }
+    )
+    return Store(path, group, "r+")
+
+
+def open_store(path: str | os.PathLike, mode: Literal["r", "r+"] = "r", require_complete: bool = True) -> Store:
+    """Open and validate a lungforge store; raise :class:`SchemaError` naming what is wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise SchemaError(f"{path}: no such store")
+    if not (path / "zarr.json").is_file():
+        raise SchemaError(f"{path}: not a Zarr v3 group (no zarr.json)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            group = zarr.open_group(str(path), mode=mode, zarr_format=3)
+    except Exception as exc:  # zarr raises several types for unreadable metadata
+        raise SchemaError(f"{path}: unreadable Zarr group ({exc})") from None
+    attrs = dict(group.attrs)
+    if attrs.get("schema") != SCHEMA:
+        raise SchemaError(f"{path}: schema is {attrs.get('schema')!r}, expected {SCHEMA!r}")
+    kind = attrs.get("kind")
+    if kind not in ("real", "synthetic"):
+        raise SchemaError(f"{path}: kind is {kind!r}, expected 'real' or 'synthetic'")
+    if attrs.get("labels") != labels_attr():
+        raise SchemaError(f"{path}: label set {attrs.get('labels')} differs from lungforge's {labels_attr()}")
+    if require_complete and not attrs.get("complete", False):
+        raise SchemaError(f"{path}: store is incomplete (an interrupted run); finish it with --resume")
+    required = ["image", "label"] + [f"meta/{m}" for m in _meta_dtypes(kind)]
+    if require_complete:
+        required += ["series/uid"] + [f"nodules/{m}" for m in _nodule_dtypes(kind)]
+    for name in required:
+        if name not in group:
+            raise SchemaError(f"{path}: missing array {name}")
+    store = Store(path, group, mode)
+    n = len(store)
+    if store.label.shape != store.image.shape or store.image.dtype != np.uint8:
+        raise SchemaError(f"{path}: image {store.image.shape} {store.image.dtype} and label {store.label.shape} must be equal (N, H, W) uint8")
+    for m in _meta_dtypes(kind):
+        if group[f"meta/{m}"].shape[0] != n:
+            raise SchemaError(f"{path}: meta/{m} has {group[f'meta/{m}'].shape[0]} rows, expected {n}")
+    return store

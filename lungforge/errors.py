@@ -1,0 +1,36 @@
+"""Error kinds raised by lungforge; the CLI prints them as one red line and exits non-zero."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+
+
+class LungforgeError(Exception):
+    """Base of every error lungforge raises on purpose. The message is one line for the user."""
+
+
+class InputError(LungforgeError):
+    """A user-supplied file or directory is missing, unreadable or malformed."""
+
+
+class ScanError(InputError):
+    """One scan of a dataset cannot be used (e.g. truncated `.raw`, no seg mask)."""
+
+
+class SchemaError(LungforgeError):
+    """A Zarr store does not follow the lungforge schema."""
+
+
+class CheckpointError(LungforgeError):
+    """A checkpoint is missing, tampered with, or does not match what was asked for."""
+
+
+class RegistryError(LungforgeError):
+    """A weights registry entry is unknown, or a download or verification failed."""
+
+
+class LayoutError(LungforgeError):
+    """A requested synthetic nodule layout cannot be placed in any label map."""
