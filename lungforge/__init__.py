@@ -16,6 +16,7 @@ _EXPORTS = {
     "create_store": "lungforge.data.store",
     "Store": "lungforge.data.store",
     "SliceDataset": "lungforge.data.dataset",
+    "collate_slices": "lungforge.data.dataset",
     "prepare": "lungforge.data.prepare",
     "PrepareOptions": "lungforge.data.prepare",
     "make_phantom": "lungforge.data.phantom",

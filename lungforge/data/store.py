@@ -136,6 +136,11 @@ class Store:
         return int(self.image.shape[0])
 
     @property
+    def shard_slices(self) -> int:
+        """Slices per shard: the unit a writer owns."""
+        return int(self.image.shards[0]) if self.image.shards else 1
+
+    @property
     def shape_hw(self) -> tuple[int, int]:
         return int(self.image.shape[1]), int(self.image.shape[2])
 
@@ -229,12 +234,12 @@ class Store:
     def write_block(self, start: int, image: np.ndarray, label: np.ndarray, meta: dict[str, np.ndarray]) -> None:
         """Write slices [start, start+n) of image/label (n, H, W) uint8 and their meta columns.
 
-        `start` must be a multiple of :data:`SHARD` so the writer owns whole shards; only the
-        final block of a store may be shorter than a shard.
+        `start` must be a multiple of :attr:`shard_slices` so the writer owns whole shards; only
+        the final block of a store may be shorter than a shard.
         """
         self._require_writable()
-        if start % SHARD:
-            raise ValueError(f"block start must be a multiple of {SHARD}, got {start}")
+        if start % self.shard_slices:
+            raise ValueError(f"block start must be a multiple of {self.shard_slices}, got {start}")
         n = image.shape[0]
         if image.shape != label.shape or image.shape[1:] != self.shape_hw:
             raise ValueError(f"block shape mismatch: image {image.shape}, label {label.shape}, store {self.shape_hw}")
@@ -346,9 +351,12 @@ def create_store(
     params: dict[str, Any],
     extra_attrs: dict[str, Any] | None = None,
     overwrite: bool = False,
+    shard_slices: int = SHARD,
 ) -> Store:
     """Create an empty store able to hold `capacity` slices of (height, width) pixels.
 
+    `shard_slices` (default 64) is the number of slices per shard and per meta chunk; smaller
+    values exist for tests.
     Refuses to touch an existing path unless `overwrite`, and even then only deletes a path that
     is a lungforge store (never an unrelated directory).
     """
@@ -365,9 +373,9 @@ def create_store(
         for name in ("image", "label"):
             group.create_array(
                 name,
-                shape=(capacity, height, width),
+                shape=(max(capacity, 1), height, width),
                 chunks=(1, height, width),
-                shards=(SHARD, height, width),
+                shards=(shard_slices, height, width),
                 dtype="uint8",
                 fill_value=0,
                 compressors=ZstdCodec(level=3),
@@ -375,8 +383,8 @@ def create_store(
         for name, (dt, shape) in _meta_dtypes(kind).items():
             group.create_array(
                 f"meta/{name}",
-                shape=(capacity, *shape),
-                chunks=(SHARD, *shape),
+                shape=(max(capacity, 1), *shape),
+                chunks=(shard_slices, *shape),
                 dtype=dt,
                 fill_value=0,
                 compressors=ZstdCodec(level=3),

@@ -1,0 +1,82 @@
+"""Open and check the stores a benchmark compares: one real store and named synthetic stores."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lungforge.data.store import Store, open_store
+from lungforge.errors import InputError, SchemaError
+
+REFERENCE = "A"
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """A `--synthetic NAME=STORE` argument: condition name and store path."""
+
+    name: str
+    path: Path
+
+    @classmethod
+    def parse(cls, text: str) -> "SyntheticSpec":
+        """Parse `B=spade.zarr`; the name must be a short identifier other than the reference A."""
+        name, sep, path = text.partition("=")
+        name = name.strip()
+        if not sep or not name or not path:
+            raise InputError(f"--synthetic must look like NAME=STORE (e.g. C=sdm.zarr), got {text!r}")
+        if not name.replace("_", "").replace("-", "").isalnum() or name == REFERENCE:
+            raise InputError(f"--synthetic name must be alphanumeric and not {REFERENCE!r} (the real-only condition), got {name!r}")
+        return cls(name=name, path=Path(path))
+
+
+def parse_synthetic(texts: list[str]) -> list[SyntheticSpec]:
+    """Parse several `NAME=STORE` arguments; names must be unique."""
+    specs = [SyntheticSpec.parse(t) for t in texts]
+    names = [s.name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"--synthetic names must be unique, got {', '.join(duplicates)} more than once")
+    return specs
+
+
+def open_real(path: str | os.PathLike) -> Store:
+    """Open a store and check that it holds real slices."""
+    store = open_store(path)
+    if store.kind != "real":
+        raise SchemaError(f"{path}: kind is {store.kind!r}, expected 'real' for --real")
+    return store
+
+
+def open_synthetic(path: str | os.PathLike, real: Store, *, need_nodules: bool = True) -> Store:
+    """Open a synthetic store made from `real`'s label maps and check it fits the benchmark.
+
+    It must be kind 'synthetic', have the real store's label set, sources inside the real store
+    and (when `need_nodules`) at least one nodule slice.
+    """
+    store = open_store(path)
+    if store.kind != "synthetic":
+        raise SchemaError(f"{path}: kind is {store.kind!r}, expected 'synthetic' for --synthetic")
+    if store.attrs.get("labels") != real.attrs.get("labels"):
+        raise SchemaError(f"{path}: label set {store.attrs.get('labels')} differs from the real store's {real.attrs.get('labels')}")
+    source = store.meta("source")
+    if source.size and (source.min() < 0 or source.max() >= len(real)):
+        raise SchemaError(
+            f"{path}: meta/source spans [{source.min()}, {source.max()}], expected indices into the real store's {len(real)} slices"
+        )
+    if need_nodules and not store.meta("has_nodule").any():
+        raise SchemaError(f"{path}: has no nodule slices; detect/localize need synthetic slices with nodules")
+    return store
+
+
+def nodule_boxes(store: Store) -> list[np.ndarray]:
+    """Per slice, its nodule boxes (K, 4) float32 x0, y0, x1, y1 in pixels of the stored H, W."""
+    table = store.nodules()
+    order = np.argsort(table["slice"], kind="stable")
+    slices = table["slice"][order]
+    boxes = table["bbox"][order].astype(np.float32)
+    bounds = np.searchsorted(slices, np.arange(len(store) + 1))
+    return [boxes[bounds[i] : bounds[i + 1]] for i in range(len(store))]

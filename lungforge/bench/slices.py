@@ -1,0 +1,53 @@
+"""Read slices of a store at the working resolution (images bilinear, labels nearest, boxes scaled)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lungforge.data.store import Store
+
+READ_BLOCK = 64
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """(n, H, W) uint8 → (n, size, size) uint8, bilinear (antialiased when shrinking)."""
+    if images.shape[1:] == (size, size):
+        return images
+    x = torch.from_numpy(images).float().unsqueeze(1)
+    shrink = size < max(images.shape[1:])
+    y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+    return y.round().clamp(0, 255).to(torch.uint8).squeeze(1).numpy()
+
+
+def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
+    """(n, H, W) uint8 label maps → (n, size, size) uint8, nearest neighbour."""
+    if labels.shape[1:] == (size, size):
+        return labels
+    x = torch.from_numpy(labels).unsqueeze(1)
+    return F.interpolate(x, size=(size, size), mode="nearest-exact").squeeze(1).numpy()
+
+
+def scale_boxes(boxes: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
+    """Boxes (K, 4) x0, y0, x1, y1 in pixels of (height, width) → pixels of (size, size)."""
+    scale = np.array([size / width, size / height, size / width, size / height], dtype=np.float32)
+    return boxes.astype(np.float32) * scale
+
+
+def read_resized(store: Store, indices: np.ndarray, size: int, *, labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Slices `indices` of `store` at (size, size): images (n, size, size) uint8 and labels or None.
+
+    Reads in sorted blocks of :data:`READ_BLOCK` slices and returns them in the order asked.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    out_img = np.zeros((indices.size, size, size), np.uint8)
+    out_lab = np.zeros((indices.size, size, size), np.uint8) if labels else None
+    order = np.argsort(indices, kind="stable")
+    for start in range(0, indices.size, READ_BLOCK):
+        pos = order[start : start + READ_BLOCK]
+        sel = indices[pos]
+        out_img[pos] = resize_images(np.asarray(store.image.oindex[sel, :, :]), size)
+        if out_lab is not None:
+            out_lab[pos] = resize_labels(np.asarray(store.label.oindex[sel, :, :]), size)
+    return out_img, out_lab

@@ -1,0 +1,194 @@
+"""Masks of the preparation recipe (DESIGN §3–4): window, body, nodules, auto lungs, label maps.
+
+All functions work on whole stacks of axial slices at once, (Z, Y, X) arrays, with 2-D
+connectivity inside each slice (the recipe is 2-D) and no per-slice Python loops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from sklearn.cluster import KMeans
+
+from lungforge.labels import BODY, LEFT_LUNG, NODULE, RIGHT_LUNG, TRACHEA, SegValues
+
+WINDOW_HU = (-1000.0, 400.0)
+BODY_THRESHOLD = 127
+
+# 2-D connectivity applied slice by slice to a (Z, Y, X) stack: no links along z.
+_CROSS_2D = np.zeros((3, 3, 3), dtype=bool)
+_CROSS_2D[1] = ndimage.generate_binary_structure(2, 1)
+_SQUARE_2D = np.zeros((3, 3, 3), dtype=bool)
+_SQUARE_2D[1] = True
+
+
+def window_to_uint8(hu: np.ndarray, window_hu: tuple[float, float] = WINDOW_HU) -> np.ndarray:
+    """Window HU linearly to uint8 0..255 (clipped): lo HU → 0, hi HU → 255. Any shape."""
+    lo, hi = window_hu
+    scaled = (hu.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def unwindow_to_hu(image: np.ndarray, window_hu: tuple[float, float] = WINDOW_HU) -> np.ndarray:
+    """Inverse of :func:`window_to_uint8` inside the window: uint8 → float32 HU."""
+    lo, hi = window_hu
+    return image.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
+
+
+def largest_component_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Keep, in every slice of a (Z, Y, X) bool stack, only its largest 8-connected component."""
+    labels, n = ndimage.label(mask, structure=_SQUARE_2D)
+    if n == 0:
+        return np.zeros_like(mask, dtype=bool)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    objects = ndimage.find_objects(labels)
+    z_of = np.fromiter((sl[0].start for sl in objects), dtype=np.int64, count=n)
+    ids = np.arange(1, n + 1)
+    # Sort components by slice, then by decreasing size: the first of each slice is the largest.
+    order = np.lexsort((-sizes[1:], z_of))
+    first = np.r_[True, z_of[order][1:] != z_of[order][:-1]]
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[ids[order][first]] = True
+    return keep[labels]
+
+
+def body_mask(windowed: np.ndarray) -> np.ndarray:
+    """Body mask of (Z, Y, X) uint8 windowed slices: > 127, holes filled, largest component."""
+    mask = ndimage.binary_fill_holes(windowed > BODY_THRESHOLD, structure=_CROSS_2D)
+    return largest_component_per_slice(mask)
+
+
+def seg_to_labels(seg: np.ndarray, values: SegValues) -> np.ndarray:
+    """Map LUNA16 seg-mask values to lungforge lung/trachea ids; other values → 0. Any shape."""
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[values.left] = LEFT_LUNG
+    lut[values.right] = RIGHT_LUNG
+    lut[values.trachea] = TRACHEA
+    return lut[np.clip(seg, 0, 255).astype(np.uint8)]
+
+
+def compose_labels(body: np.ndarray, lungs: np.ndarray, nodule: np.ndarray | None = None) -> np.ndarray:
+    """Paint label maps in DESIGN order: body (4), then lungs/trachea (1–3), then nodule (5)."""
+    label = np.where(body, np.uint8(BODY), np.uint8(0))
+    label = np.where(lungs > 0, lungs, label).astype(np.uint8)
+    if nodule is not None:
+        label[nodule] = NODULE
+    return label
+
+
+def kmeans_threshold(values: np.ndarray, seed: int = 0) -> float:
+    """Threshold between two k-means intensity clusters: the mean of the two centres."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1, 1)
+    if values.size < 2 or np.ptp(values) == 0:
+        return float(values.mean()) if values.size else 0.0
+    centres = KMeans(n_clusters=2, n_init=3, random_state=seed).fit(values).cluster_centers_
+    return float(centres.mean())
+
+
+def sphere_mask(
+    shape_zyx: tuple[int, int, int],
+    center_index_xyz: np.ndarray,
+    diameter_mm: float,
+    spacing_mm_xyz: np.ndarray,
+    direction: np.ndarray,
+) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+    """Voxels within `diameter_mm`/2 (physical distance) of a centre given as a voxel index.
+
+    Returns the (z, y, x) bounding-box slices inside the volume and the bool sphere on that box.
+    Distances use spacing and direction, so rotated or flipped volumes are handled exactly.
+    """
+    radius = diameter_mm / 2.0
+    reach = np.ceil(radius / np.asarray(spacing_mm_xyz)) + 1
+    lo = np.maximum(np.floor(center_index_xyz - reach), 0).astype(int)
+    hi = np.minimum(np.ceil(center_index_xyz + reach) + 1, np.array(shape_zyx[::-1])).astype(int)
+    box = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+    grids = np.meshgrid(*(np.arange(lo[i], hi[i]) - center_index_xyz[i] for i in (2, 1, 0)), indexing="ij")
+    offsets_xyz = np.stack([grids[2], grids[1], grids[0]], axis=-1) * np.asarray(spacing_mm_xyz)
+    physical = offsets_xyz @ np.asarray(direction).T
+    return box, np.einsum("...i,...i->...", physical, physical) <= radius * radius
+
+
+def nodule_mask(
+    volume_hu: np.ndarray,
+    center_index_xyz: np.ndarray,
+    diameter_mm: float,
+    spacing_mm_xyz: np.ndarray,
+    direction: np.ndarray,
+    seed: int = 0,
+) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+    """Nodule mask (paper §2): sphere of the annotated diameter ∩ intensity > k-means threshold.
+
+    `volume_hu` is the (Z, Y, X) HU volume; intensities are the windowed values (uint8 scale),
+    as the paper clusters the windowed crop. Returns the (z, y, x) box and the bool mask on it.
+    """
+    box, sphere = sphere_mask(volume_hu.shape, center_index_xyz, diameter_mm, spacing_mm_xyz, direction)
+    if not sphere.any():
+        return box, sphere
+    crop = window_to_uint8(volume_hu[box])
+    threshold = kmeans_threshold(crop[sphere], seed=seed)
+    return box, sphere & (crop > threshold)
+
+
+def auto_lung_labels(
+    hu: np.ndarray,
+    body: np.ndarray,
+    spacing_mm_xyz: np.ndarray,
+    left_is_high_x: bool = True,
+    superior_is_high_z: bool = True,
+    air_hu: float = -400.0,
+    min_area_mm2: float = 30.0,
+    trachea_max_area_mm2: float = 600.0,
+) -> np.ndarray:
+    """Classical lung and trachea labels for a (Z, Y, X) HU volume without a seg mask.
+
+    Air (< `air_hu`) inside the hole-filled body (so air connected to the border is removed),
+    split into 2-D components per slice; components under `min_area_mm2` are dropped. The
+    trachea is tracked from the superior end: the small (≤ `trachea_max_area_mm2`) central
+    airway component of the first slices with internal air, followed slice by slice while it
+    stays small, central and overlapping itself. The other components are lungs, left or right
+    by their centroid against the body midline (`left_is_high_x`: patient left at larger x).
+    Returns (Z, Y, X) uint8 with ids 1 left lung, 2 right lung, 3 trachea, 0 elsewhere.
+    """
+    pixel_mm2 = float(spacing_mm_xyz[0] * spacing_mm_xyz[1])
+    air = (hu < air_hu) & body
+    comps, n = ndimage.label(air, structure=_CROSS_2D)
+    if n == 0:
+        return np.zeros(hu.shape, dtype=np.uint8)
+    idx = np.arange(1, n + 1)
+    areas = np.bincount(comps.ravel(), minlength=n + 1)[1:] * pixel_mm2
+    objects = ndimage.find_objects(comps)
+    cz = np.fromiter((sl[0].start for sl in objects), dtype=np.int64, count=n)
+    cx = np.asarray(ndimage.mean(np.broadcast_to(np.arange(hu.shape[2]), hu.shape), comps, idx))
+    cols = np.where(body.any(axis=1), np.arange(hu.shape[2])[None, :], np.nan)
+    with np.errstate(all="ignore"):
+        mid_x = np.nan_to_num(np.nanmean(cols, axis=1), nan=hu.shape[2] / 2)
+    big = areas >= min_area_mm2
+    candidate = big & (areas <= trachea_max_area_mm2) & (np.abs(cx - mid_x[cz]) < 0.12 * hu.shape[2])
+    trachea = np.zeros(n, dtype=bool)
+    order = range(hu.shape[0] - 1, -1, -1) if superior_is_high_z else range(hu.shape[0])
+    previous: np.ndarray | None = None
+    for z in order:
+        in_slice = np.flatnonzero((cz == z) & big)
+        if in_slice.size == 0:
+            if previous is not None:
+                break
+            continue
+        options = in_slice[candidate[in_slice]]
+        if previous is not None:
+            overlap = np.bincount(comps[z][previous], minlength=n + 1)[options + 1] if options.size else np.zeros(0)
+            if not overlap.any():
+                break
+            chosen = options[np.argmax(overlap)]
+        elif options.size:
+            chosen = options[np.argmin(np.abs(cx[options] - mid_x[z]))]
+        else:
+            break
+        trachea[chosen] = True
+        previous = comps[z] == chosen + 1
+    lungs = big & ~trachea
+    left = lungs & ((cx > mid_x[cz]) == left_is_high_x)
+    lut = np.zeros(n + 1, dtype=np.uint8)
+    lut[idx[lungs]] = RIGHT_LUNG
+    lut[idx[left]] = LEFT_LUNG
+    lut[idx[trachea]] = TRACHEA
+    return lut[comps]

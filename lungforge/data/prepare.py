@@ -1,0 +1,440 @@
+"""`lungforge prepare`: LUNA16 scans → windowed slices and label maps in a Zarr store (DESIGN §4).
+
+Scans are processed one at a time (in a process pool when `workers > 1`) and streamed to the
+store in whole shards, in scan order, so the store is the same for any number of workers. After
+every shard flush a commit record (`parts/`) says which scans are done; `resume` continues from
+the last record and ends with the same store as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import zlib
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import numpy as np
+
+from lungforge.data import luna16
+from lungforge.data.masks import (
+    auto_lung_labels,
+    body_mask,
+    compose_labels,
+    nodule_mask,
+    seg_to_labels,
+    window_to_uint8,
+)
+from lungforge.data.store import SHARD, SPLIT_IDS, Store, create_store, is_store, open_store
+from lungforge.errors import InputError, LungforgeError, ScanError
+from lungforge.labels import LEFT_LUNG, RIGHT_LUNG, SegValues
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Options of the preparation recipe; saved in the store's `params` attribute."""
+
+    lungs: Literal["seg", "auto"] = "seg"
+    seg_values: SegValues = SegValues()
+    nodule_slices: Literal["center", "all"] = "center"
+    keep_nodule_free: float = 0.25
+    test_patients: int | float = 144
+    seed: int = 0
+    limit: int | None = None
+    workers: int = 1
+
+    def params(self) -> dict[str, Any]:
+        """The options that determine the store's content (not `workers`)."""
+        out = dataclasses.asdict(self)
+        out.pop("workers")
+        return out
+
+
+@dataclass
+class ScanSlices:
+    """The kept slices of one scan: images/labels (K, H, W) uint8 and their metadata."""
+
+    uid: str
+    image: np.ndarray
+    label: np.ndarray
+    z: np.ndarray
+    has_nodule: np.ndarray
+    spacing_rc_mm: tuple[float, float]
+    nodule_rows: list[tuple[int, tuple[float, float, float, float], float]] = field(default_factory=list)
+
+
+@dataclass
+class PrepareReport:
+    """What a prepare run produced; `skipped` lists {"file", "reason"} of every bad input."""
+
+    store: str
+    scans_total: int
+    scans_done: int
+    slices: int
+    nodule_slices: int
+    nodules: int
+    skipped: list[dict[str, str]]
+    seconds: float
+
+
+def parse_test_patients(text: str) -> int | float:
+    """`144` → 144 patients; `0.15` → 15 % of the scans. ValueError on anything else."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--test-patients must be a count or a fraction in [0, 1), got {text!r}") from None
+    if value < 0 or (value >= 1 and not value.is_integer()):
+        raise ValueError(f"--test-patients must be a count or a fraction in [0, 1), got {text!r}")
+    return int(value) if value >= 1 or value == 0 else value
+
+
+def split_patients(uids: list[str], test_patients: int | float, seed: int) -> set[str]:
+    """The seeded set of test patients (series uids) among `uids`."""
+    n = len(uids)
+    n_test = int(round(test_patients * n)) if isinstance(test_patients, float) else int(test_patients)
+    if n_test >= n and n > 0:
+        raise LungforgeError(
+            f"--test-patients {test_patients} leaves no training patient among {n} scans; "
+            "pass fewer or a fraction such as 0.2"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    return {uids[i] for i in order[:n_test]}
+
+
+def _scan_rng(seed: int, uid: str) -> np.random.Generator:
+    """A generator that depends only on the seed and the scan (not on order or workers)."""
+    return np.random.default_rng([seed, zlib.crc32(uid.encode())])
+
+
+def process_scan(
+    root: Path, ref: luna16.ScanRef, annotations: list[luna16.Annotation], options: PrepareOptions
+) -> ScanSlices:
+    """Run the recipe on one scan. Raises :class:`ScanError` naming the file and the problem."""
+    volume = luna16.read_volume(ref.mhd)
+    hu = volume.hu
+    if options.lungs == "seg":
+        seg = luna16.read_seg(root, ref.uid)
+        if seg is None:
+            seg_path = root / "seg-lungs-LUNA16" / f"{ref.uid}.mhd"
+            raise ScanError(f"{seg_path}: no seg mask for this scan (use --lungs auto to segment classically)")
+        if seg.shape != hu.shape:
+            raise ScanError(f"{root / 'seg-lungs-LUNA16' / (ref.uid + '.mhd')}: seg shape {seg.shape} differs from scan shape {hu.shape}")
+        lungs = seg_to_labels(seg, options.seg_values)
+        del seg
+    else:
+        lungs = auto_lung_labels(
+            hu,
+            body_mask(window_to_uint8(hu)),
+            volume.spacing_mm,
+            left_is_high_x=bool(volume.direction[0, 0] > 0),
+            superior_is_high_z=bool(volume.direction[2, 2] > 0),
+        )
+    n_z = hu.shape[0]
+    lung_present = np.isin(lungs, (LEFT_LUNG, RIGHT_LUNG)).any(axis=(1, 2))
+
+    nodules = []
+    if annotations:
+        centres = luna16.world_to_index(
+            np.stack([a.center_mm for a in annotations]), volume.origin_mm, volume.spacing_mm, volume.direction
+        )
+        size_xyz = np.array(hu.shape[::-1])
+        for ann, centre in zip(annotations, centres):
+            if np.any(centre < -0.5) or np.any(centre > size_xyz - 0.5):
+                raise ScanError(
+                    f"annotations.csv: nodule of {ref.uid} at {np.round(ann.center_mm, 1).tolist()} mm lies outside "
+                    f"the volume (voxel {np.round(centre, 1).tolist()}, size {size_xyz.tolist()})"
+                )
+            box, mask = nodule_mask(hu, centre, ann.diameter_mm, volume.spacing_mm, volume.direction, seed=options.seed)
+            touched = box[0].start + np.flatnonzero(mask.any(axis=(1, 2)))
+            centre_z = int(np.clip(np.rint(centre[2]), 0, n_z - 1))
+            nodules.append((ann, box, mask, touched, centre_z))
+
+    touched_any = np.zeros(n_z, dtype=bool)
+    wanted = np.zeros(n_z, dtype=bool)
+    for _, _, _, touched, centre_z in nodules:
+        touched_any[touched] = True
+        touched_any[centre_z] = True
+        if options.nodule_slices == "center":
+            wanted[centre_z] = True
+        else:
+            wanted[touched] = True
+    nodule_z = np.flatnonzero(wanted & lung_present)
+    free = np.flatnonzero(lung_present & ~touched_any)
+    n_keep = int(round(options.keep_nodule_free * free.size))
+    free_kept = np.sort(_scan_rng(options.seed, ref.uid).choice(free, size=n_keep, replace=False)) if n_keep else free[:0]
+    kept = np.union1d(nodule_z, free_kept).astype(np.int64)
+
+    image = window_to_uint8(hu[kept])
+    nodule_px = np.zeros(image.shape, dtype=bool)
+    per_nodule: list[tuple[float, np.ndarray, np.ndarray]] = []
+    for ann, box, mask, _, _ in nodules:
+        z_local = np.flatnonzero((kept >= box[0].start) & (kept < box[0].stop))
+        sub = mask[kept[z_local] - box[0].start]
+        nodule_px[z_local[:, None, None], np.arange(box[1].start, box[1].stop)[None, :, None], np.arange(box[2].start, box[2].stop)[None, None, :]] |= sub
+        per_nodule.append((ann.diameter_mm, z_local, sub))
+    label = compose_labels(body_mask(image), lungs[kept], nodule_px)
+    del hu, lungs
+
+    rows: list[tuple[int, tuple[float, float, float, float], float]] = []
+    for (diameter, z_local, sub), (_, box, _, _, _) in zip(per_nodule, nodules):
+        for k, plane in zip(z_local, sub):
+            if not plane.any():
+                continue
+            r = np.flatnonzero(plane.any(axis=1))
+            c = np.flatnonzero(plane.any(axis=0))
+            bbox = (float(box[2].start + c[0]), float(box[1].start + r[0]), float(box[2].start + c[-1] + 1), float(box[1].start + r[-1] + 1))
+            rows.append((int(k), bbox, float(diameter)))
+    has_nodule = nodule_px.any(axis=(1, 2))
+    # A nodule slice whose nodule vanished under the k-means threshold is neither a nodule
+    # slice nor nodule-free: drop it.
+    keep_mask = has_nodule | np.isin(kept, free_kept)
+    if not keep_mask.all():
+        remap = np.cumsum(keep_mask) - 1
+        rows = [(int(remap[k]), b, d) for k, b, d in rows if keep_mask[k]]
+        image, label, kept, has_nodule = image[keep_mask], label[keep_mask], kept[keep_mask], has_nodule[keep_mask]
+    rows.sort(key=lambda row: row[0])
+    return ScanSlices(
+        uid=ref.uid,
+        image=image,
+        label=label,
+        z=kept.astype(np.int32),
+        has_nodule=has_nodule,
+        spacing_rc_mm=(float(volume.spacing_mm[1]), float(volume.spacing_mm[0])),
+        nodule_rows=rows,
+    )
+
+
+def _work(args: tuple[Path, luna16.ScanRef, list[luna16.Annotation], PrepareOptions, tuple[int, int]]) -> ScanSlices | ScanError:
+    root, ref, annotations, options, shape_hw = args
+    try:
+        result = process_scan(root, ref, annotations, options)
+    except ScanError as exc:
+        return exc
+    except MemoryError:
+        return ScanError(f"{ref.mhd}: out of memory while processing")
+    if result.image.shape[1:] != shape_hw:
+        return ScanError(f"{ref.mhd}: in-plane size {result.image.shape[1:]} differs from the store's {shape_hw}")
+    return result
+
+
+def _ordered_results(tasks: list[tuple], workers: int) -> Iterator[ScanSlices | ScanError]:
+    """Results in task order, at most 2·workers scans in flight (bounded memory)."""
+    if workers <= 1:
+        for task in tasks:
+            yield _work(task)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future] = deque()
+        it = iter(tasks)
+        for task in it:
+            pending.append(pool.submit(_work, task))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(_work, nxt))
+            yield result
+
+
+class _Writer:
+    """Buffers scan results and writes them in whole shards with a commit record after each."""
+
+    def __init__(self, store: Store, n_scans: int, test_uids: set[str], folds: dict[str, int]):
+        self.store = store
+        self.shard = store.shard_slices
+        self.test_uids = test_uids
+        self.folds = folds
+        self.n_scans = n_scans
+        self.written = 0
+        self.series_uids: list[str] = []
+        self.skipped: list[tuple[int, str, str]] = []
+        self.nodules: list[np.ndarray] = []  # committed rows: slice, x0, y0, x1, y1, diameter
+        self.buffer: list[tuple[int, int, ScanSlices, int]] = []  # (scan index, offset, result, series id)
+        self.buffered = 0
+        self.flushes = 0
+
+    def restore(self) -> tuple[int, int]:
+        """Load commit records; returns (next scan index, slices of it already written)."""
+        parts = self.store.load_parts()
+        if not parts:
+            return 0, 0
+        last = parts[max(parts)]
+        self.written = int(last["written"])
+        self.series_uids = [str(u) for u in last["series_uids"]]
+        self.skipped = [(int(i), str(f), str(r)) for i, f, r in zip(last["skipped_index"], last["skipped_file"], last["skipped_reason"])]
+        self.nodules = [p["nodules"] for _, p in sorted(parts.items())]
+        self.flushes = len(parts)
+        return int(last["next_scan"]), int(last["next_offset"])
+
+    def add(self, index: int, result: ScanSlices | ScanError, offset: int = 0) -> None:
+        if isinstance(result, ScanError):
+            file, _, reason = str(result).partition(": ")
+            self.skipped.append((index, file, reason or str(result)))
+            return
+        if offset == 0:
+            self.series_uids.append(result.uid)
+        series_id = self.series_uids.index(result.uid)
+        if len(result.z) > offset:
+            self.buffer.append((index, offset, result, series_id))
+            self.buffered += len(result.z) - offset
+        while self.buffered >= self.shard:
+            self._flush(self.shard * (self.buffered // self.shard), next_scan_if_empty=index + 1)
+
+    def finish(self) -> None:
+        if self.buffered:
+            self._flush(self.buffered, next_scan_if_empty=self.n_scans)
+
+    def _flush(self, count: int, next_scan_if_empty: int) -> None:
+        images, labels, meta_cols, rows = [], [], {k: [] for k in ("series", "z", "spacing", "split", "fold", "has_nodule")}, []
+        taken = 0
+        while taken < count:
+            index, offset, res, series_id = self.buffer[0]
+            n = min(len(res.z) - offset, count - taken)
+            sl = slice(offset, offset + n)
+            images.append(res.image[sl])
+            labels.append(res.label[sl])
+            meta_cols["series"].append(np.full(n, series_id))
+            meta_cols["z"].append(res.z[sl])
+            meta_cols["spacing"].append(np.tile(res.spacing_rc_mm, (n, 1)))
+            meta_cols["split"].append(np.full(n, SPLIT_IDS["test"] if res.uid in self.test_uids else SPLIT_IDS["train"]))
+            meta_cols["fold"].append(np.full(n, self.folds[res.uid]))
+            meta_cols["has_nodule"].append(res.has_nodule[sl])
+            for k, bbox, diam in res.nodule_rows:
+                if offset <= k < offset + n:
+                    rows.append((self.written + taken + k - offset, *bbox, diam))
+            taken += n
+            if offset + n == len(res.z):
+                self.buffer.pop(0)
+            else:
+                self.buffer[0] = (index, offset + n, res, series_id)
+        start = self.written
+        self.store.write_block(
+            start, np.concatenate(images), np.concatenate(labels), {k: np.concatenate(v) for k, v in meta_cols.items()}
+        )
+        self.written += count
+        self.buffered -= count
+        next_scan, next_offset = (self.buffer[0][0], self.buffer[0][1]) if self.buffer else (next_scan_if_empty, 0)
+        done_series = [uid for uid in self.series_uids]
+        if self.buffer and self.buffer[0][1] > 0:
+            done_series = done_series[: self.buffer[0][3] + 1]
+        elif self.buffer:
+            done_series = done_series[: self.buffer[0][3]]
+        nodules = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+        self.nodules.append(nodules)
+        skipped = [s for s in self.skipped if s[0] < next_scan]
+        self.store.save_part(
+            f"flush-{self.flushes:06d}",
+            {
+                "written": np.int64(self.written),
+                "next_scan": np.int64(next_scan),
+                "next_offset": np.int64(next_offset),
+                "series_uids": np.asarray(done_series, dtype=str),
+                "nodules": nodules,
+                "skipped_index": np.asarray([s[0] for s in skipped], dtype=np.int64),
+                "skipped_file": np.asarray([s[1] for s in skipped], dtype=str),
+                "skipped_reason": np.asarray([s[2] for s in skipped], dtype=str),
+            },
+        )
+        self.flushes += 1
+
+    def nodule_table(self) -> dict[str, np.ndarray]:
+        rows = np.concatenate(self.nodules) if self.nodules else np.zeros((0, 6))
+        return {"slice": rows[:, 0].astype(np.int64), "bbox": rows[:, 1:5].astype(np.float32), "diameter_mm": rows[:, 5].astype(np.float32)}
+
+
+def prepare(
+    luna16_dir: str | Path,
+    out: str | Path,
+    options: PrepareOptions = PrepareOptions(),
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Any | None = None,
+    shard_slices: int = SHARD,
+) -> PrepareReport:
+    """Prepare a LUNA16 directory into the store `out`; see the module docstring.
+
+    `progress` is an optional Rich Progress. Bad scans are skipped and listed in the report.
+    """
+    started = time.perf_counter()
+    root, out = Path(luna16_dir), Path(out)
+    refs = luna16.discover_scans(root)
+    all_uids = {r.uid for r in refs}
+    if options.limit is not None:
+        refs = refs[: options.limit]
+    annotations = luna16.read_annotations(root)
+    unknown = sorted(set(annotations) - all_uids)
+    uids = [r.uid for r in refs]
+    test_uids = split_patients(uids, options.test_patients, options.seed)
+    folds = {r.uid: r.subset for r in refs}
+
+    headers: list[tuple[tuple[int, int, int], Any] | None] = []
+    for ref in refs:
+        try:
+            headers.append(luna16.read_header(ref.mhd))
+        except ScanError:
+            headers.append(None)
+    good = [h for h in headers if h is not None]
+    if not good:
+        raise InputError(f"{root}: none of the {len(refs)} scans has a readable header")
+    shape_hw = good[0][0][1:]
+    capacity = sum(h[0][0] for h in good)
+    params = {**options.params(), "luna16_dir": str(root.resolve()), "seg_values": dataclasses.asdict(options.seg_values)}
+
+    if resume and out.exists() and is_store(out):
+        store = open_store(out, mode="r+", require_complete=False)
+        if store.attrs.get("params") != _jsonable(params):
+            raise LungforgeError(f"{out}: was prepared with other options {store.attrs.get('params')}; use --overwrite to start over")
+        if store.attrs.get("complete"):
+            return _report(store, len(refs), started)
+    elif resume and out.exists():
+        raise LungforgeError(f"{out}: exists and is not a lungforge store; cannot --resume it")
+    else:
+        store = create_store(
+            out, kind="real", height=shape_hw[0], width=shape_hw[1], capacity=capacity,
+            params=_jsonable(params), overwrite=overwrite, shard_slices=shard_slices,
+        )
+    writer = _Writer(store, len(refs), test_uids, folds)
+    next_scan, next_offset = writer.restore()
+    task_id = progress.add_task("prepare", total=len(refs), completed=next_scan, status="") if progress else None
+    tasks = [(root, ref, annotations.get(ref.uid, []), options, shape_hw) for ref in refs[next_scan:]]
+    for i, result in enumerate(_ordered_results(tasks, options.workers)):
+        index = next_scan + i
+        writer.add(index, result, offset=next_offset if i == 0 else 0)
+        if progress is not None:
+            progress.update(task_id, advance=1, status=f"{writer.written + writer.buffered} slices, {len(writer.skipped)} skipped")
+    writer.finish()
+    skipped = [{"file": f, "reason": r} for _, f, r in writer.skipped]
+    skipped += [{"file": str(root / "annotations.csv"), "reason": f"annotation for unknown series {uid}"} for uid in unknown]
+    store.finalize(
+        writer.written,
+        writer.series_uids,
+        writer.nodule_table(),
+        attrs={"skipped": skipped, "folds_from": "LUNA16 subset number"},
+    )
+    return _report(open_store(out), len(refs), started)
+
+
+def _report(store: Store, scans_total: int, started: float) -> PrepareReport:
+    has_nodule = store.meta("has_nodule")
+    return PrepareReport(
+        store=str(store.path),
+        scans_total=scans_total,
+        scans_done=len(store.series_uids),
+        slices=len(store),
+        nodule_slices=int(has_nodule.sum()),
+        nodules=int(store.nodules()["slice"].size),
+        skipped=list(store.attrs.get("skipped", [])),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(params))
