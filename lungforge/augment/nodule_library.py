@@ -53,13 +53,19 @@ def _crop(mask: np.ndarray) -> np.ndarray:
 
 
 def _top_pixels(score: np.ndarray, n_px: int) -> np.ndarray:
-    """The `n_px` highest-scoring pixels as a tight bool crop; a 2×2 block when n_px ≤ 4."""
+    """The `n_px` highest-scoring pixels as a tight bool crop; a 2×2 block when n_px ≤ 4.
+
+    Ties at the threshold can strand a few pixels; only the largest 8-connected piece is kept.
+    """
     if n_px <= MIN_AREA_PX:
         return np.ones((2, 2), dtype=bool)
     order = np.argsort(-score, axis=None, kind="stable")[: min(n_px, score.size)]
     mask = np.zeros(score.size, dtype=bool)
     mask[order] = True
-    return _crop(mask.reshape(score.shape))
+    pieces, count = ndimage.label(mask.reshape(score.shape), structure=np.ones((3, 3), dtype=bool))
+    if count > 1:
+        return _crop(pieces == 1 + int(np.bincount(pieces.ravel())[1:].argmax()))
+    return _crop(pieces > 0)
 
 
 def sphere_shape(

@@ -101,9 +101,11 @@ class GaussianDiffusion:
         x_t = self.q_sample(x0, t, noise)
         timesteps = torch.as_tensor(self.schedule.timesteps, device=t.device)[t]
         output = model(x_t, timesteps, onehot).float()
-        eps, v = output.chunk(2, dim=1)
+        eps, v = output[:, : x0.shape[1]], output[:, x0.shape[1] :]
+        mse = (noise.float() - eps).square().flatten(1).mean(1)
+        if v.shape[1] == 0:
+            return {"loss": mse, "mse": mse, "vb": torch.zeros_like(mse)}
         # The VLB trains only the variance; ε is trained by the MSE alone.
         frozen = torch.cat([eps.detach(), v], dim=1)
         vb = self.vb_terms_bits(frozen, x0.float(), x_t.float(), t) * (self.num_timesteps / 1000.0)
-        mse = (noise.float() - eps).square().flatten(1).mean(1)
         return {"loss": mse + vb, "mse": mse, "vb": vb}

@@ -16,9 +16,9 @@ def drop_condition(onehot: torch.Tensor, p: float, generator: torch.Generator | 
     return onehot * keep.to(device=onehot.device, dtype=onehot.dtype).reshape(-1, 1, 1, 1)
 
 
-def combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    """ε_u + s·(ε_c − ε_u) on the ε channels; any further channels (the variance) come from `cond`."""
-    channels = cond.shape[1] // 2 if cond.shape[1] % 2 == 0 else cond.shape[1]
+def combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float, eps_channels: int) -> torch.Tensor:
+    """ε_u + s·(ε_c − ε_u) on the first `eps_channels` channels; the rest (variance) come from `cond`."""
+    channels = eps_channels
     eps = uncond[:, :channels] + scale * (cond[:, :channels] - uncond[:, :channels])
     return torch.cat([eps, cond[:, channels:]], dim=1)
 
@@ -32,4 +32,4 @@ def guided_output(model: Model, x: torch.Tensor, t: torch.Tensor, onehot: torch.
         return model(x, t, onehot).float()
     both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([onehot, torch.zeros_like(onehot)])).float()
     cond, uncond = both.chunk(2)
-    return combine(cond, uncond, scale)
+    return combine(cond, uncond, scale, x.shape[1])

@@ -1,0 +1,279 @@
+"""Synthetic nodule layouts: nodules of requested sizes painted into real label maps.
+
+Array level: label maps are (H, W) uint8 (ids of :mod:`lungforge.labels`) at the generator's
+resolution, with `spacing_mm` (row, col) at that resolution. Candidate positions for a nodule
+footprint are found for all pixels at once (a correlation of the footprint with the allowed
+region), and one is drawn at random.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence, get_args
+
+import numpy as np
+from scipy import ndimage, signal
+
+from lungforge.augment.nodule_library import NoduleLibrary, equivalent_diameter_mm, sphere_shape
+from lungforge.errors import LayoutError
+from lungforge.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
+
+Placement = Literal["any", "central", "peripheral", "left", "right"]
+NoduleShape = Literal["real", "sphere"]
+
+GAP_PX = 2
+"""Free pixels kept between a new nodule and any other nodule of the slice."""
+
+_LUNGS: dict[str, tuple[int, ...]] = {
+    "any": (LEFT_LUNG, RIGHT_LUNG),
+    "central": (LEFT_LUNG, RIGHT_LUNG),
+    "peripheral": (LEFT_LUNG, RIGHT_LUNG),
+    "left": (LEFT_LUNG,),
+    "right": (RIGHT_LUNG,),
+}
+_CROSS = ndimage.generate_binary_structure(2, 1)
+_GAP_DISK = np.hypot(*np.mgrid[-GAP_PX : GAP_PX + 1, -GAP_PX : GAP_PX + 1]) <= GAP_PX
+
+
+@dataclass(frozen=True)
+class LayoutRequest:
+    """What to place: nodules per slice, diameter range (mm), where, and which shapes.
+
+    `diameter_mm` None samples the empirical diameters handed to the planner; `placement`
+    "peripheral" touches the pleura, "central" keeps every nodule pixel at least the nodule's
+    radius from the lung boundary, "left"/"right" restrict to that lung (label 1 / 2).
+    """
+
+    per_slice: int = 1
+    diameter_mm: tuple[float, float] | None = None
+    placement: Placement = "any"
+    shape: NoduleShape = "sphere"
+
+    def __post_init__(self) -> None:
+        if self.per_slice < 1:
+            raise ValueError(f"per_slice must be >= 1, got {self.per_slice}")
+        if self.diameter_mm is not None:
+            lo, hi = self.diameter_mm
+            if not 0 < lo <= hi < np.inf:
+                raise ValueError(f"diameter range must satisfy 0 < MIN <= MAX mm, got {lo}:{hi}")
+        if self.placement not in get_args(Placement):
+            raise ValueError(f"placement must be one of {get_args(Placement)}, got {self.placement!r}")
+        if self.shape not in get_args(NoduleShape):
+            raise ValueError(f"shape must be one of {get_args(NoduleShape)}, got {self.shape!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class PlacedNodule:
+    """One painted nodule: a tight (h, w) bool `footprint` whose [0, 0] sits at `origin` (row, col)."""
+
+    footprint: np.ndarray
+    origin: tuple[int, int]
+    requested_mm: float
+    achieved_mm: float
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        """x0, y0, x1, y1 in pixels (x = column): min col, min row, max col + 1, max row + 1."""
+        r, c = self.origin
+        h, w = self.footprint.shape
+        return float(c), float(r), float(c + w), float(r + h)
+
+    @property
+    def area_px(self) -> int:
+        return int(self.footprint.sum())
+
+    def mask(self, shape_hw: tuple[int, int]) -> np.ndarray:
+        """The nodule as an (H, W) bool mask of a `shape_hw` label map."""
+        out = np.zeros(shape_hw, dtype=bool)
+        r, c = self.origin
+        h, w = self.footprint.shape
+        out[r : r + h, c : c + w] = self.footprint
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class PlannedSlice:
+    """A layout for one synthetic slice: source map index, edited (H, W) uint8 label, nodules."""
+
+    source: int
+    label: np.ndarray
+    nodules: tuple[PlacedNodule, ...]
+
+
+def parse_diameter_range(text: str) -> tuple[float, float]:
+    """Parse `MIN:MAX` (mm), e.g. "3:30"; ValueError naming the text when it is not valid."""
+    error = ValueError(f'diameter range must be MIN:MAX mm with 0 < MIN <= MAX, got "{text}"')
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise error
+    try:
+        lo, hi = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise error from None
+    if not 0 < lo <= hi < np.inf:
+        raise error
+    return lo, hi
+
+
+def sample_diameters(
+    rng: np.random.Generator,
+    n: int,
+    request: LayoutRequest,
+    empirical_mm: np.ndarray | None = None,
+) -> np.ndarray:
+    """(n,) diameters in mm: uniform in `request.diameter_mm`, else resampled from `empirical_mm`."""
+    if request.diameter_mm is not None:
+        return rng.uniform(request.diameter_mm[0], request.diameter_mm[1], size=n)
+    pool = np.asarray(empirical_mm if empirical_mm is not None else [], dtype=np.float64).ravel()
+    pool = pool[np.isfinite(pool) & (pool > 0)]
+    if pool.size == 0:
+        raise LayoutError("no diameter range given and no real nodule diameters to sample from; pass --diameter MIN:MAX")
+    return rng.choice(pool, size=n, replace=True)
+
+
+def _draw_footprint(
+    diameter_mm: float,
+    spacing_mm: tuple[float, float],
+    shape: NoduleShape,
+    library: NoduleLibrary | None,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    diameter_px = (diameter_mm / spacing_mm[0], diameter_mm / spacing_mm[1])
+    if shape == "real":
+        if library is None:
+            raise LayoutError("shape 'real' needs a NoduleLibrary built from a real store with nodules")
+        return library.shape(diameter_px, rng)
+    return sphere_shape(diameter_px, rng)
+
+
+def _bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _fits(region: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Top-left positions where every `kernel` pixel lies on a `region` pixel ('valid' size)."""
+    hits = signal.correlate(region.astype(np.float64), kernel.astype(np.float64), mode="valid")
+    return hits > kernel.sum() - 0.5
+
+
+def _candidate_origins(
+    footprint: np.ndarray,
+    lungs: list[np.ndarray],
+    wall_padded: np.ndarray | None,
+) -> np.ndarray:
+    """(K, 2) top-left (row, col) positions at which `footprint` fits wholly inside one lung.
+
+    With `wall_padded` (the pleura mask padded by one pixel), the footprint must also touch it
+    through 4-connectivity.
+    """
+    h, w = footprint.shape
+    area = int(footprint.sum())
+    ring = ndimage.binary_dilation(np.pad(footprint, 1), structure=_CROSS) & ~np.pad(footprint, 1)
+    found = [np.zeros((0, 2), dtype=np.int64)]
+    for region in lungs:
+        box = _bounds(region)
+        if box is None or region.sum() < area:
+            continue
+        r0, r1, c0, c1 = box
+        if r1 - r0 < h or c1 - c0 < w:
+            continue
+        ok = _fits(region[r0:r1, c0:c1], footprint)
+        if wall_padded is not None:
+            ok &= signal.correlate(wall_padded[r0 : r1 + 2, c0 : c1 + 2].astype(np.float64), ring.astype(np.float64), mode="valid") > 0.5
+        found.append(np.argwhere(ok) + (r0, c0))
+    return np.concatenate(found)
+
+
+def place_nodules(
+    label: np.ndarray,
+    spacing_mm: tuple[float, float],
+    diameters_mm: Sequence[float],
+    request: LayoutRequest,
+    rng: np.random.Generator,
+    library: NoduleLibrary | None = None,
+    max_tries: int = 4,
+) -> tuple[np.ndarray, list[PlacedNodule]] | None:
+    """Paint nodules of `diameters_mm` into a copy of `label` (H, W) uint8, largest first.
+
+    Each nodule lies wholly inside one lung allowed by `request.placement`, never on or within
+    GAP_PX pixels of another nodule. A footprint that finds no position is redrawn up to
+    `max_tries` times; None means this map cannot host the request (try another map).
+    Returns the edited label map (nodules = NODULE) and the nodules in placement order.
+    """
+    label = np.asarray(label)
+    spacing = (float(spacing_mm[0]), float(spacing_mm[1]))
+    lung_ids = _LUNGS[request.placement]
+    lung_masks = [label == k for k in lung_ids]
+    blocked = ndimage.binary_dilation(label == NODULE, structure=_GAP_DISK)
+    wall_padded = None
+    if request.placement == "peripheral":
+        wall_padded = np.pad((label == BACKGROUND) | (label == BODY), 1, constant_values=True)
+    depth_mm = None
+    if request.placement == "central":
+        depth_mm = [ndimage.distance_transform_edt(m, sampling=spacing) for m in lung_masks]
+
+    edited = label.copy()
+    placed: list[PlacedNodule] = []
+    for diameter in sorted((float(d) for d in diameters_mm), reverse=True):
+        for _ in range(max_tries):
+            footprint = _draw_footprint(diameter, spacing, request.shape, library, rng)
+            achieved = float(equivalent_diameter_mm(footprint.sum(), spacing))
+            regions = [m & ~blocked for m in lung_masks]
+            if depth_mm is not None:
+                regions = [r & (d >= achieved / 2) for r, d in zip(regions, depth_mm)]
+            origins = _candidate_origins(footprint, regions, wall_padded)
+            if len(origins):
+                break
+        else:
+            return None
+        r, c = (int(v) for v in origins[rng.integers(len(origins))])
+        nodule = PlacedNodule(footprint, (r, c), diameter, achieved)
+        h, w = footprint.shape
+        edited[r : r + h, c : c + w][footprint] = NODULE
+        blocked |= ndimage.binary_dilation(nodule.mask(label.shape), structure=_GAP_DISK)
+        placed.append(nodule)
+    return edited, placed
+
+
+def plan_layouts(
+    labels: Sequence[np.ndarray],
+    spacings_mm: np.ndarray | Sequence[tuple[float, float]],
+    n_slices: int,
+    request: LayoutRequest,
+    rng: np.random.Generator,
+    library: NoduleLibrary | None = None,
+    empirical_mm: np.ndarray | None = None,
+    max_maps: int = 64,
+    max_tries: int = 4,
+) -> list[PlannedSlice]:
+    """Plan `n_slices` nodule slices from source label maps `labels` (each (H, W) uint8).
+
+    `labels` may be any indexable of maps (a list, an (N, H, W) array, a store's label array);
+    `spacings_mm` is (N, 2) (row, col) mm or one (2,) pair for all. Per slice, diameters are
+    sampled (:func:`sample_diameters`), then up to `max_maps` random source maps are tried.
+    Raises LayoutError when none of them can host the slice's nodules.
+    """
+    n_maps = len(labels)
+    if n_maps == 0:
+        raise LayoutError("no label maps to place nodules in")
+    if request.shape == "real" and library is None:
+        raise LayoutError("shape 'real' needs a NoduleLibrary built from a real store with nodules")
+    spacings = np.broadcast_to(np.asarray(spacings_mm, dtype=np.float64).reshape(-1, 2), (n_maps, 2))
+    plans: list[PlannedSlice] = []
+    for _ in range(n_slices):
+        diameters = sample_diameters(rng, request.per_slice, request, empirical_mm)
+        order = rng.choice(n_maps, size=min(max_maps, n_maps), replace=False)
+        for source in order:
+            spacing = (float(spacings[source, 0]), float(spacings[source, 1]))
+            result = place_nodules(np.asarray(labels[source]), spacing, diameters, request, rng, library, max_tries)
+            if result is not None:
+                plans.append(PlannedSlice(int(source), result[0], tuple(result[1])))
+                break
+        else:
+            what = f"a {diameters.max():.1f} mm nodule" if diameters.size == 1 else f"{diameters.size} nodules of up to {diameters.max():.1f} mm"
+            raise LayoutError(f"no label map can host {what} with placement {request.placement!r} (tried {order.size} maps)")
+    return plans

@@ -1,0 +1,77 @@
+"""Per-fold result files that let an interrupted benchmark resume where it stopped.
+
+Layout under `<out>/<task>/`: `run.json` (the arguments of the run) and one
+`<condition>-fold<k>.json` per finished fold, written atomically as each fold ends. A rerun with
+the same arguments skips finished folds; a rerun with different arguments into the same folder is
+refused, so results from two protocols never mix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lungforge.data.store import Store
+from lungforge.errors import InputError
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+class FoldLog:
+    """Finished folds of one task; in memory only when `directory` is None."""
+
+    def __init__(self, directory: Path | None, task: str, run: dict[str, Any]):
+        self.directory = None if directory is None else Path(directory) / task
+        self._memory: dict[tuple[str, int], dict[str, Any]] = {}
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        run_file = self.directory / "run.json"
+        run = json.loads(json.dumps(run, sort_keys=True))
+        if run_file.is_file():
+            previous = json.loads(run_file.read_text())
+            if previous != run:
+                changed = sorted(k for k in set(previous) | set(run) if previous.get(k) != run.get(k))
+                raise InputError(
+                    f"{self.directory}: holds folds of a run with other arguments ({', '.join(changed)} differ); "
+                    "rerun with the same arguments to resume, or use another --out"
+                )
+        else:
+            _write_json(run_file, run)
+
+    @staticmethod
+    def _file(directory: Path, condition: str, fold: int) -> Path:
+        return directory / f"{condition}-fold{fold}.json"
+
+    def get(self, condition: str, fold: int) -> dict[str, Any] | None:
+        """The saved result of (condition, fold), or None if that fold has not finished."""
+        if (condition, fold) in self._memory:
+            return self._memory[(condition, fold)]
+        if self.directory is not None and self._file(self.directory, condition, fold).is_file():
+            result = json.loads(self._file(self.directory, condition, fold).read_text())
+            self._memory[(condition, fold)] = result
+            return result
+        return None
+
+    def put(self, condition: str, fold: int, result: dict[str, Any]) -> None:
+        """Record a finished fold (on disk atomically when there is a directory)."""
+        self._memory[(condition, fold)] = result
+        if self.directory is not None:
+            _write_json(self._file(self.directory, condition, fold), result)
+
+
+def run_signature(task: str, config: Any, real: Store, synthetic: dict[str, Store]) -> dict[str, Any]:
+    """What identifies a benchmark run for resuming: task, options and store fingerprints."""
+    return {
+        "task": task,
+        "config": dataclasses.asdict(config),
+        "real": real.fingerprint(),
+        "synthetic": {name: store.fingerprint() for name, store in synthetic.items()},
+    }

@@ -1,0 +1,269 @@
+"""Nodule localization benchmark (paper §3, Table 1-II): torchvision Faster R-CNN, k-fold CV.
+
+Trains on nodule slices (plus, optionally, nodule-free slices as pure negatives) of the real
+training folds and, per condition, of one synthetic store; evaluates AP/AR on the test fold's real
+nodule slices. Same seeds and schedule for every condition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from lungforge.bench.folds import OUTSIDE, RealSplit, real_groups, source_groups
+from lungforge.bench.foldlog import FoldLog, run_signature
+from lungforge.bench.inputs import REFERENCE, nodule_boxes
+from lungforge.bench.metrics import detection_metrics
+from lungforge.bench.slices import read_resized, scale_boxes
+from lungforge.data.store import Store
+from lungforge.errors import CheckpointError
+
+Backbone = Literal["resnet50", "resnet18"]
+ANCHORS_AT_256 = (8, 16, 32, 64, 128)
+SHOW_SCORE = 0.5
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    """Options of the localization benchmark (sizes in pixels at the working resolution)."""
+
+    size: int = 256
+    folds: int = 10
+    real_split: RealSplit = "all"
+    backbone: Backbone = "resnet50"
+    backbone_weights: str | None = None
+    epochs: int = 20
+    batch_size: int = 4
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    nodule_free_ratio: float = 0.0
+    examples: int = 4
+    seed: int = 0
+    quick: bool = False
+
+    @classmethod
+    def quick_preset(cls, **overrides: Any) -> "LocalizeConfig":
+        """2 folds, 1 epoch, ResNet-18 FPN: for CI and the demo, not the paper."""
+        return cls(**{**overrides, "folds": 2, "epochs": 1, "backbone": "resnet18", "quick": True})
+
+
+@dataclass(frozen=True)
+class SliceSet:
+    """Slices held in memory at the working size: images (n, S, S) uint8, boxes per slice (K, 4)
+    px, group (n,) fold group of the slice's patient, index (n,) slice index in its store."""
+
+    images: np.ndarray
+    boxes: list[np.ndarray]
+    group: np.ndarray
+    index: np.ndarray
+
+    def select(self, mask: np.ndarray) -> "SliceSet":
+        rows = np.flatnonzero(mask)
+        return SliceSet(self.images[rows], [self.boxes[i] for i in rows], self.group[rows], self.index[rows])
+
+    @staticmethod
+    def concat(sets: list["SliceSet"]) -> "SliceSet":
+        return SliceSet(
+            np.concatenate([s.images for s in sets]),
+            [b for s in sets for b in s.boxes],
+            np.concatenate([s.group for s in sets]),
+            np.concatenate([s.index for s in sets]),
+        )
+
+
+def load_slices(store: Store, groups: np.ndarray, size: int, nodule_free_ratio: float, rng: np.random.Generator) -> SliceSet:
+    """Nodule slices of `store` with group != -1 (real) or all (synthetic, `groups` of sources),
+    plus round(ratio × nodule slices) randomly chosen nodule-free slices, resized to `size`."""
+    has = store.meta("has_nodule")
+    boxes_all = nodule_boxes(store)
+    keep = has & np.array([b.shape[0] > 0 for b in boxes_all])
+    chosen = np.flatnonzero(keep & (groups != OUTSIDE) if store.kind == "real" else keep)
+    free = np.flatnonzero(~has & ((groups != OUTSIDE) if store.kind == "real" else True))
+    n_free = min(free.size, int(round(nodule_free_ratio * chosen.size)))
+    if n_free:
+        chosen = np.sort(np.concatenate([chosen, rng.choice(free, size=n_free, replace=False)]))
+    images, _ = read_resized(store, chosen, size, labels=False)
+    h, w = store.shape_hw
+    return SliceSet(images, [scale_boxes(boxes_all[i], h, w, size) for i in chosen], groups[chosen], chosen)
+
+
+def build_model(config: LocalizeConfig) -> torch.nn.Module:
+    """Faster R-CNN with 2 classes (background, nodule), min_size = max_size = working size.
+
+    Anchors are (8, 16, 32, 64, 128) px at 256 (scaled with the size): nodules of 3–30 mm are
+    a few to ~40 px there, below torchvision's default 32–512 px anchors.
+    """
+    from torch import nn
+    from torchvision.models.detection import FasterRCNN, fasterrcnn_resnet50_fpn
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    sizes = tuple((max(2, round(a * config.size / 256)),) for a in ANCHORS_AT_256)
+    anchors = AnchorGenerator(sizes=sizes, aspect_ratios=((0.5, 1.0, 2.0),) * len(sizes))
+    common = dict(num_classes=2, min_size=config.size, max_size=config.size, rpn_anchor_generator=anchors)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        if config.backbone == "resnet50":
+            model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, **common)
+        else:
+            backbone = resnet_fpn_backbone(backbone_name=config.backbone, weights=None, trainable_layers=5, norm_layer=nn.BatchNorm2d)
+            model = FasterRCNN(backbone, **common)
+    if config.backbone_weights:
+        load_backbone(model, Path(config.backbone_weights))
+    return model
+
+
+def load_backbone(model: torch.nn.Module, path: Path) -> None:
+    """Load a local torchvision ResNet state dict (e.g. ImageNet weights) into the FPN backbone body."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such backbone weights file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"{path}: not a loadable state dict ({exc})") from None
+    body = model.backbone.body
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")} if isinstance(state, dict) else {}
+    expected = body.state_dict()
+    wrong = sorted(set(expected) ^ set(state)) + sorted(k for k in expected if k in state and state[k].shape != expected[k].shape)
+    if wrong:
+        raise CheckpointError(f"{path}: does not match the {type(body).__name__} of the chosen backbone (first mismatch: {wrong[0]})")
+    body.load_state_dict(state)
+
+
+def to_inputs(images: np.ndarray, device: torch.device) -> list[torch.Tensor]:
+    """(B, S, S) uint8 → list of (3, S, S) float in [0, 1] (grey repeated to 3 channels)."""
+    x = torch.from_numpy(images).to(device).float().div(255.0)
+    return list(x.unsqueeze(1).expand(-1, 3, -1, -1))
+
+
+def make_targets(boxes: list[np.ndarray], device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """Torchvision targets: boxes (K, 4) float px, labels (K,) all 1 (nodule)."""
+    return [
+        {"boxes": torch.from_numpy(b).reshape(-1, 4).float().to(device), "labels": torch.ones(b.shape[0], dtype=torch.int64, device=device)}
+        for b in boxes
+    ]
+
+
+def train_detector(train: SliceSet, config: LocalizeConfig, device: torch.device) -> torch.nn.Module:
+    """SGD (momentum 0.9) with linear warm-up and cosine decay; random horizontal flips."""
+    model = build_model(config).to(device)
+    generator = torch.Generator().manual_seed(config.seed)
+    n = train.images.shape[0]
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(100, max(1, total // 10))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
+    size = config.size
+    model.train()
+    for _ in range(config.epochs):
+        order = torch.randperm(n, generator=generator).numpy()
+        flips = (torch.rand(n, generator=generator) < 0.5).numpy()
+        for step in range(steps_per_epoch):
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            images = train.images[idx].copy()
+            boxes = [train.boxes[i].copy() for i in idx]
+            for j, i in enumerate(idx):
+                if flips[i]:
+                    images[j] = images[j][:, ::-1]
+                    boxes[j][:, [0, 2]] = size - boxes[j][:, [2, 0]]
+            losses = model(to_inputs(images, device), make_targets(boxes, device))
+            loss = sum(losses.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            opt.step()
+            sched.step()
+    return model
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
+    """Per image {"boxes" (K, 4) px, "scores" (K,), "labels" (K,)} on the CPU."""
+    model.eval()
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        for p in model(to_inputs(images[start : start + batch_size], device)):
+            out.append({k: v.cpu() for k, v in p.items()})
+    return out
+
+
+def run_fold(train: SliceSet, test: SliceSet, config: LocalizeConfig, device: torch.device) -> dict[str, Any]:
+    """Train on `train`, evaluate on `test`: AP/AR, sizes, seconds and a few example predictions."""
+    start = time.perf_counter()
+    model = train_detector(train, config, device)
+    preds = predict(model, test.images, device)
+    metrics = detection_metrics(preds, make_targets(test.boxes, torch.device("cpu")))
+    examples = [
+        {
+            "slice": int(test.index[i]),
+            "truth": test.boxes[i].round(2).tolist(),
+            "predicted": preds[i]["boxes"][preds[i]["scores"] >= SHOW_SCORE].numpy().round(2).tolist(),
+            "scores": preds[i]["scores"][preds[i]["scores"] >= SHOW_SCORE].numpy().round(4).tolist(),
+        }
+        for i in range(min(config.examples, len(preds)))
+    ]
+    return {
+        **metrics,
+        "train_slices": int(train.images.shape[0]),
+        "test_slices": int(test.images.shape[0]),
+        "test_nodules": int(sum(b.shape[0] for b in test.boxes)),
+        "examples": examples,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def run_localize(
+    real: Store,
+    synthetic: dict[str, Store],
+    config: LocalizeConfig,
+    device: torch.device,
+    out: Path | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Run every (fold, condition) of the localization benchmark; finished folds in `out` are reused.
+
+    Returns {"task", "quick", "config", "conditions", "folds": {condition: [per-fold dict]}}.
+    """
+    log = FoldLog(out, "localize", run_signature("localize", config, real, synthetic))
+    conditions = [REFERENCE, *synthetic]
+    todo = [(f, c) for f in range(config.folds) for c in conditions if log.get(c, f) is None]
+    groups = real_groups(real, config.folds, config.real_split)
+    task = progress.add_task("localize", total=config.folds * len(conditions), status="") if progress else None
+    if progress:
+        progress.advance(task, config.folds * len(conditions) - len(todo))
+    if todo:
+        real_set = load_slices(real, groups, config.size, config.nodule_free_ratio, np.random.default_rng([config.seed, 0]))
+        test_mask = np.array([b.shape[0] > 0 for b in real_set.boxes])
+        syn_sets = {
+            name: load_slices(store, source_groups(store, real, groups), config.size, config.nodule_free_ratio, np.random.default_rng([config.seed, stream]))
+            for stream, (name, store) in enumerate(synthetic.items(), start=1)
+        }
+        for fold, condition in todo:
+            if progress:
+                progress.update(task, status=f"fold {fold} {condition}")
+            train_sets = [real_set.select(real_set.group != fold)]
+            if condition != REFERENCE:
+                train_sets.append(syn_sets[condition].select(syn_sets[condition].group != fold))
+            test = real_set.select((real_set.group == fold) & test_mask)
+            result = {"fold": fold, "condition": condition, **run_fold(SliceSet.concat(train_sets), test, config, device)}
+            log.put(condition, fold, result)
+            if progress:
+                progress.advance(task)
+    return {
+        "task": "localize",
+        "quick": config.quick,
+        "config": dataclasses.asdict(config),
+        "conditions": conditions,
+        "folds": {c: [log.get(c, f) for f in range(config.folds)] for c in conditions},
+    }
