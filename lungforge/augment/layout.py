@@ -40,8 +40,9 @@ class LayoutRequest:
     """What to place: nodules per slice, diameter range (mm), where, and which shapes.
 
     `diameter_mm` None samples the empirical diameters handed to the planner; `placement`
-    "peripheral" touches the pleura, "central" keeps every nodule pixel at least the nodule's
-    radius from the lung boundary, "left"/"right" restrict to that lung (label 1 / 2).
+    "peripheral" touches the pleura (4-adjacent to body or background), "central" keeps every
+    nodule pixel at least the nodule's equivalent radius (mm, through the pixel spacing) from
+    the lung boundary, "left"/"right" restrict to that lung (label 1 / 2).
     """
 
     per_slice: int = 1
@@ -219,12 +220,11 @@ def place_nodules(
     edited = label.copy()
     placed: list[PlacedNodule] = []
     for diameter in sorted((float(d) for d in diameters_mm), reverse=True):
+        free = [m & ~blocked for m in lung_masks]
         for _ in range(max_tries):
             footprint = _draw_footprint(diameter, spacing, request.shape, library, rng)
             achieved = float(equivalent_diameter_mm(footprint.sum(), spacing))
-            regions = [m & ~blocked for m in lung_masks]
-            if depth_mm is not None:
-                regions = [r & (d >= achieved / 2) for r, d in zip(regions, depth_mm)]
+            regions = free if depth_mm is None else [f & (d >= achieved / 2) for f, d in zip(free, depth_mm)]
             origins = _candidate_origins(footprint, regions, wall_padded)
             if len(origins):
                 break
@@ -240,7 +240,7 @@ def place_nodules(
 
 
 def plan_layouts(
-    labels: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray] | np.ndarray,
     spacings_mm: np.ndarray | Sequence[tuple[float, float]],
     n_slices: int,
     request: LayoutRequest,
@@ -257,7 +257,7 @@ def plan_layouts(
     sampled (:func:`sample_diameters`), then up to `max_maps` random source maps are tried.
     Raises LayoutError when none of them can host the slice's nodules.
     """
-    n_maps = len(labels)
+    n_maps = int(labels.shape[0]) if hasattr(labels, "shape") else len(labels)
     if n_maps == 0:
         raise LayoutError("no label maps to place nodules in")
     if request.shape == "real" and library is None:

@@ -236,7 +236,8 @@ def _read_array(mhd: Path) -> tuple[np.ndarray, sitk.ImageFileReader]:
         image = reader.Execute()
     except RuntimeError as exc:
         raise ScanError(f"{mhd}: SimpleITK cannot read the data ({_last_line(exc)})") from None
-    return sitk.GetArrayViewFromImage(image), reader
+    # A copy: a view would dangle once `image` is freed.
+    return sitk.GetArrayFromImage(image), reader
 
 
 def read_volume(mhd: Path) -> Volume:

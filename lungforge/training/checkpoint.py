@@ -127,7 +127,7 @@ def save_checkpoint(
         extra=extra,
     )
     write_safetensors(dir / MODEL_FILE, state_dict, meta)
-    _atomic_write_bytes(dir / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write_bytes(dir / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())
     return dir
 
 
@@ -375,7 +375,8 @@ def _check_plain(value: Any, where: str) -> None:
     )
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file beside it and `os.replace`."""
     with _temp_beside(path) as tmp:
         tmp.write_bytes(data)
         os.replace(tmp, path)

@@ -56,6 +56,38 @@ def label_512() -> np.ndarray:
     return chest_label_map(512)
 
 
+def render(label: np.ndarray, nodule_value: int) -> np.ndarray:
+    """(H, W) uint8 image of a label map: air 0, body BODY_VALUE, lung LUNG_VALUE, nodules `nodule_value`."""
+    image = np.full(label.shape, BODY_VALUE, dtype=np.uint8)
+    image[label == 0] = 0
+    image[np.isin(label, (LEFT_LUNG, RIGHT_LUNG, TRACHEA))] = LUNG_VALUE
+    image[label == NODULE] = nodule_value
+    return image
+
+
+def hu(value: float) -> float:
+    """HU of a uint8 value in the [-1000, 400] window."""
+    return -1000.0 + value / 255.0 * 1400.0
+
+
+@pytest.fixture(scope="session")
+def render_slice():
+    """Factory: `render_slice(label, nodule_value)` paints a uniform image for a label map."""
+    return render
+
+
+@pytest.fixture(scope="session")
+def lung_value() -> int:
+    """uint8 value of lung pixels in rendered slices."""
+    return LUNG_VALUE
+
+
+@pytest.fixture(scope="session")
+def mini_store_contrasts_hu() -> np.ndarray:
+    """The exact contrast (HU) of each nodule of `mini_store`."""
+    return np.array([hu(v) - hu(LUNG_VALUE) for v in NODULE_VALUES])
+
+
 def _mini_store_slices(size: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, tuple[float, float, float, float]]]]:
     """Images, labels and (slice, bbox) rows: 3 nodule slices with 2 nodules each, then 2 free ones."""
     labels = np.stack([chest_label_map(size)] * 5)
@@ -70,9 +102,7 @@ def _mini_store_slices(size: int) -> tuple[np.ndarray, np.ndarray, list[tuple[in
             labels[i][blob] = NODULE
             r, c = np.nonzero(blob)
             rows.append((i, (c.min(), r.min(), c.max() + 1, r.max() + 1)))
-    images = np.full(labels.shape, BODY_VALUE, dtype=np.uint8)
-    images[labels == 0] = 0
-    images[np.isin(labels, (LEFT_LUNG, RIGHT_LUNG, TRACHEA))] = LUNG_VALUE
+    images = np.stack([render(label, 0) for label in labels])
     for k, (i, (x0, y0, x1, y1)) in enumerate(rows):
         window = labels[i, y0:y1, x0:x1] == NODULE
         images[i, y0:y1, x0:x1][window] = NODULE_VALUES[k]

@@ -300,3 +300,14 @@ def test_real_shape_errors(empty_store, label_256, tmp_path):
     np.savez(bad, masks=np.zeros((1, 3, 3), dtype=bool))
     with pytest.raises(InputError, match="bad.npz"):
         NoduleLibrary.load(bad)
+
+
+def test_plan_layouts_reads_a_store_label_array_directly(mini_store):
+    spacings = mini_store.meta("spacing")
+    plans = plan_layouts(mini_store.label, spacings, 4, LayoutRequest(diameter_mm=(17.0, 20.0)), np.random.default_rng(0))
+    for plan in plans:
+        source = np.asarray(mini_store.label[plan.source])
+        (nodule,) = plan.nodules
+        mask = nodule.mask(source.shape)
+        assert np.isin(source[mask], LUNGS).all()
+        assert not (ndimage.binary_dilation(mask, iterations=GAP_PX) & (source == NODULE)).any()

@@ -1,0 +1,133 @@
+"""Report figures (PNG, matplotlib Agg): sample grid (paper Fig. 1A), per-fold metrics, and
+localization examples (Fig. 1B: ground truth green, prediction red)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lungforge.data.store import Store
+from lungforge.labels import LABELS
+
+LABEL_COLOURS = ("#000000", "#1f77b4", "#2ca02c", "#ff7f0e", "#7f7f7f", "#d62728")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _pick_source(synthetic: dict[str, Store], nodule: bool) -> int | None:
+    """A real source index with a (nodule | nodule-free) sample in as many synthetic stores as possible."""
+    best, best_count = None, 0
+    per_store = [set(s.meta("source")[s.meta("has_nodule") == nodule].tolist()) for s in synthetic.values()]
+    if not per_store or not per_store[0]:
+        return None
+    for source in sorted(per_store[0]):
+        count = sum(source in p for p in per_store)
+        if count > best_count:
+            best, best_count = source, count
+            if count == len(per_store):
+                break
+    return best
+
+
+def sample_grid(real: Store, synthetic: dict[str, Store], path: Path, title: str) -> Path:
+    """Rows nodule / nodule-free; columns real CT, label map of the first store's sample, one image
+    per synthetic store generated from that same source label map."""
+    from matplotlib.colors import ListedColormap
+
+    plt = _pyplot()
+    cols = 2 + len(synthetic)
+    fig, axes = plt.subplots(2, cols, figsize=(2.4 * cols, 5.0), squeeze=False)
+    cmap = ListedColormap(LABEL_COLOURS[: len(LABELS)])
+    for row, nodule in enumerate((True, False)):
+        source = _pick_source(synthetic, nodule)
+        kind = "nodule" if nodule else "nodule-free"
+        for ax in axes[row]:
+            ax.axis("off")
+        if source is None:
+            axes[row, 0].set_title(f"no {kind} sample", fontsize=8)
+            continue
+        ct, _ = real.read(source)
+        axes[row, 0].imshow(ct, cmap="gray", vmin=0, vmax=255)
+        axes[row, 0].set_title(f"real CT ({kind})", fontsize=8)
+        label_shown = False
+        for col, (name, store) in enumerate(synthetic.items(), start=2):
+            rows = np.flatnonzero((store.meta("source") == source) & (store.meta("has_nodule") == nodule))
+            if rows.size == 0:
+                axes[row, col].set_title(f"{name}: none from this source", fontsize=8)
+                continue
+            image, label = store.read(int(rows[0]))
+            axes[row, col].imshow(image, cmap="gray", vmin=0, vmax=255)
+            axes[row, col].set_title(name, fontsize=8)
+            if not label_shown:
+                axes[row, 1].imshow(label, cmap=cmap, vmin=0, vmax=len(LABELS) - 1, interpolation="nearest")
+                axes[row, 1].set_title("label map", fontsize=8)
+                label_shown = True
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def fold_metrics(result: dict[str, Any], metrics: tuple[str, ...], path: Path, title: str) -> Path:
+    """One panel per metric: per-fold values (dots) and mean ± std (bar, error bar) per condition."""
+    plt = _pyplot()
+    conditions = result["conditions"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.0), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for i, condition in enumerate(conditions):
+            values = np.array([f[metric] for f in result["folds"][condition]], dtype=float)
+            finite = values[np.isfinite(values)]
+            mean = finite.mean() if finite.size else np.nan
+            std = finite.std(ddof=1) if finite.size > 1 else 0.0
+            ax.bar(i, mean, yerr=std, color=f"C{i}", alpha=0.5, capsize=4)
+            ax.scatter(np.full(finite.size, i), finite, color=f"C{i}", s=12, zorder=3)
+        ax.set_xticks(range(len(conditions)), conditions)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(metric, fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def localization_examples(real: Store, result: dict[str, Any], size: int, path: Path, title: str) -> Path:
+    """Rows = conditions, columns = example test slices of fold 0 at the working size; ground
+    truth boxes green, predictions (score ≥ 0.5) red."""
+    from matplotlib.patches import Rectangle
+
+    from lungforge.bench.slices import read_resized
+
+    plt = _pyplot()
+    conditions = result["conditions"]
+    examples = {c: result["folds"][c][0]["examples"] for c in conditions}
+    cols = max(1, max(len(e) for e in examples.values()))
+    fig, axes = plt.subplots(len(conditions), cols, figsize=(2.4 * cols, 2.5 * len(conditions)), squeeze=False)
+    for row, condition in enumerate(conditions):
+        items = examples[condition]
+        images, _ = read_resized(real, np.array([e["slice"] for e in items], np.int64), size, labels=False)
+        for col in range(cols):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col >= len(items):
+                continue
+            ax.imshow(images[col], cmap="gray", vmin=0, vmax=255)
+            for boxes, colour in ((items[col]["truth"], "lime"), (items[col]["predicted"], "red")):
+                for x0, y0, x1, y1 in boxes:
+                    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1))
+            ax.set_title(f"{condition}: slice {items[col]['slice']}", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,152 @@
+"""`bench all`: FID, detect and localize on the same stores, written as report.json, report.md
+(paper Table 1 layout) and PNG figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lungforge.bench.detect import QUICK_LABEL, DetectConfig, run_detect
+from lungforge.bench.fid import FidConfig, InceptionUnavailable, compute_fid, make_extractor
+from lungforge.bench.figures import fold_metrics, localization_examples, sample_grid
+from lungforge.bench.inputs import SyntheticSpec, open_real, open_synthetic
+from lungforge.bench.localize import LocalizeConfig, run_localize
+from lungforge.bench.metrics import DETECT_METRICS, LOCALIZE_METRICS
+from lungforge.bench.stats import summarize
+
+TITLE = "lungforge downstream benchmark"
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with NaN/inf floats replaced by None, so the JSON is standard (no bare NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def report_title(quick: bool) -> str:
+    return f"{TITLE} — {QUICK_LABEL}" if quick else TITLE
+
+
+def run_all(
+    real_path: Path,
+    specs: list[SyntheticSpec],
+    out: Path,
+    detect: DetectConfig,
+    localize: LocalizeConfig,
+    fid: FidConfig,
+    device: torch.device,
+    inception_weights: Path | None = None,
+    allow_download: bool = True,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Run fid (if weights are available), detect and localize; write the report into `out`.
+
+    Finished folds under `out/detect` and `out/localize` are reused by a rerun with the same
+    arguments. Returns the report dict (also written as `out/report.json`).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    real = open_real(real_path)
+    synthetic = {s.name: open_synthetic(s.path, real) for s in specs}
+    quick = detect.quick or localize.quick
+    try:
+        extractor, dims = make_extractor(fid, inception_weights, device, allow_download)
+        fid_section: dict[str, Any] = {"available": True, **compute_fid(real, synthetic, fid, extractor, dims, device, progress)}
+    except InceptionUnavailable as exc:
+        fid_section = {"available": False, "reason": str(exc)}
+    detect_result = run_detect(real, synthetic, detect, device, out, progress)
+    localize_result = run_localize(real, synthetic, localize, device, out, progress)
+    title = report_title(quick)
+    figures_dir = out / "figures"
+    figures_dir.mkdir(exist_ok=True)
+    figures = [
+        sample_grid(real, synthetic, figures_dir / "samples.png", title),
+        fold_metrics(detect_result, DETECT_METRICS, figures_dir / "detect_folds.png", f"detect — {title}"),
+        fold_metrics(localize_result, LOCALIZE_METRICS, figures_dir / "localize_folds.png", f"localize — {title}"),
+        localization_examples(real, localize_result, localize.size, figures_dir / "localize_examples.png", f"localize — {title}"),
+    ]
+    report = {
+        "title": title,
+        "quick": quick,
+        "device": str(device),
+        "real": str(real_path),
+        "synthetic": {s.name: str(s.path) for s in specs},
+        "fid": {**fid_section, "config": asdict(fid)},
+        "detect": {**detect_result, "summary": summarize(detect_result, DETECT_METRICS, "accuracy")},
+        "localize": {**localize_result, "summary": summarize(localize_result, LOCALIZE_METRICS, "AP50")},
+        "figures": [str(p.relative_to(out)) for p in figures],
+    }
+    report = json_safe(report)
+    (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False, default=str))
+    (out / "report.md").write_text(markdown(report))
+    return report
+
+
+def _pct(stat: dict[str, float | None]) -> str:
+    if stat["mean"] is None:
+        return "n/a"
+    return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
+
+
+def _p(value: float | None) -> str:
+    """A p-value; None for condition A itself or when undefined (NaN became None)."""
+    return "–" if value is None else f"{value:.3g}"
+
+
+def metric_table(section: dict[str, Any], metrics: tuple[str, ...], headers: tuple[str, ...]) -> list[str]:
+    """Markdown rows: one per condition, metrics as mean ± std in %, p-value vs A."""
+    lines = ["| condition | " + " | ".join(headers) + " | p-value |", "|---" * (len(metrics) + 2) + "|"]
+    for condition in section["conditions"]:
+        row = section["summary"][condition]
+        cells = [_pct(row["metrics"][m]) for m in metrics]
+        lines.append(f"| {condition} | " + " | ".join(cells) + f" | {_p(row['p_value'])} |")
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """report.md: FID table, Table 1-I (detect), Table 1-II (localize), figure links."""
+    quick_note = ["", f"**{QUICK_LABEL}**: 2 folds, few epochs, small models.", ""] if report["quick"] else [""]
+    lines = [f"# {report['title']}", *quick_note, f"Real store: `{report['real']}`; device {report['device']}.", ""]
+    lines += ["Conditions: A = real only; " + ", ".join(f"{n} = A + `{p}`" for n, p in report["synthetic"].items()) + ".", ""]
+    fid = report["fid"]
+    lines += ["## FID (lower is better)", ""]
+    if not fid["available"]:
+        lines += [f"Unavailable: {fid['reason']}", ""]
+    else:
+        if not fid["comparable"]:
+            lines += [f"Features: {fid['features']} (**not comparable** to published FID).", ""]
+        lines += ["| synthetic | nodule | nodule-free | all |", "|---|---|---|---|"]
+        for name, scores in fid["scores"].items():
+            cells = [
+                f"{s['fid']:.2f} ({s['n_synthetic']} vs {s['n_real']})" if s["fid"] is not None else f"n/a ({s['n_synthetic']} vs {s['n_real']})"
+                for s in (scores["nodule"], scores["nodule_free"], scores["all"])
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += [""] + [f"- warning: {w}" for w in fid["warnings"]] + [""]
+    d, loc = report["detect"], report["localize"]
+    lines += [
+        f"## I. Nodule detection ({d['config']['folds']}-fold CV, {d['config']['patch']}×{d['config']['patch']} patches, "
+        f"SE-ResNet-{d['config']['depth']}; p: Wilcoxon rank-sum on accuracy vs A)",
+        "",
+        *metric_table(d, DETECT_METRICS, ("Accuracy (%)", "Precision (%)", "Rec./Sen. (%)", "Specificity (%)", "F1 (%)")),
+        "",
+        f"## II. Nodule localization ({loc['config']['folds']}-fold CV, Faster R-CNN {loc['config']['backbone']}-FPN; "
+        "p: Wilcoxon rank-sum on AP50 vs A)",
+        "",
+        *metric_table(loc, LOCALIZE_METRICS, ("AP50 (%)", "AP60 (%)", "AR50 (%)", "AR60 (%)", "AR70 (%)")),
+        "",
+        "## Figures",
+        "",
+        *[f"![{Path(f).stem}]({f})" for f in report["figures"]],
+        "",
+    ]
+    return "\n".join(lines)

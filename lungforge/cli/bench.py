@@ -1,0 +1,223 @@
+"""`lungforge bench fid | detect | localize | all`: the paper's evaluation (thin wrappers over lungforge.bench)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+bench_app = typer.Typer(help="Evaluate synthetic stores: FID, and nodule detection / localization with k-fold CV (paper §3).", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")
+
+
+RealOpt = Annotated[Path, typer.Option("--real", help="Real lungforge store (from `lungforge prepare`).")]
+SyntheticOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--synthetic", help="NAME=STORE synthetic store made from --real's label maps; one condition each (e.g. B=spade.zarr C=sdm.zarr)."),
+]
+SizeOpt = Annotated[int, typer.Option(min=32, help="Working resolution in pixels; images bilinear, labels nearest, boxes scaled.")]
+FoldsOpt = Annotated[int, typer.Option(min=2, max=10, help="Cross-validation folds; < 10 merges the official LUNA16 folds as fold mod K.")]
+SplitOpt = Annotated[str, typer.Option(help="Real patients in the CV: 'all' (the paper) or 'test' (patients the generator never saw).")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of patch sampling, model initialisation and batch order (same for every condition).")]
+QuickOpt = Annotated[bool, typer.Option("--quick", help="2 folds, 1–2 epochs, small models: for CI and demos, NOT comparable to the paper.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Folder for per-fold results; a rerun with the same arguments resumes.")]
+
+
+def _check_choice(value: str, choices: tuple[str, ...], hint: str) -> None:
+    if value not in choices:
+        raise typer.BadParameter(f"must be one of {', '.join(choices)}, got {value!r}", param_hint=hint)
+
+
+def _open(real: Path, synthetic: Optional[list[str]], need_nodules: bool = True):
+    from lungforge.bench.inputs import open_real, open_synthetic, parse_synthetic
+
+    specs = parse_synthetic(synthetic or [])
+    real_store = open_real(real)
+    return real_store, {s.name: open_synthetic(s.path, real_store, need_nodules=need_nodules) for s in specs}, specs
+
+
+def _print_summary(title: str, result: dict, metrics: tuple[str, ...], test_metric: str) -> None:
+    from rich.table import Table
+
+    from lungforge.bench.stats import summarize
+    from lungforge.cli.console import err_console
+
+    summary = summarize(result, metrics, test_metric)
+    table = Table("condition", *metrics, f"p ({test_metric} vs A)", title=title)
+    for condition, row in summary.items():
+        cells = [f"{100 * row['metrics'][m]['mean']:.2f} ± {100 * row['metrics'][m]['std']:.2f}" for m in metrics]
+        table.add_row(condition, *cells, "–" if row["p_value"] is None else f"{row['p_value']:.3g}")
+    err_console.print(table)
+
+
+@bench_app.command("fid")
+def fid(
+    real: RealOpt,
+    synthetic: Annotated[list[str], typer.Option("--synthetic", help="Synthetic store, as STORE or NAME=STORE; repeat for several.")],
+    real_split: Annotated[str, typer.Option(help="Real slices to compare with: all, train or test patients.")] = "all",
+    inception_weights: Annotated[Optional[Path], typer.Option(help="Local pt_inception-2015-12-05-6726825d.pth (else the torch hub cache, else a download).")] = None,
+    features: Annotated[str, typer.Option(help="'inception' (FID) or 'random' (tests only; not comparable).")] = "inception",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 50,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fréchet Inception Distance of synthetic vs real slices: nodule, nodule-free and all slices."""
+    from lungforge.bench.device import resolve_device
+    from lungforge.bench.fid import FidConfig, compute_fid, make_extractor
+    from lungforge.bench.report import json_safe
+    from lungforge.cli.console import err_console, print_json, progress
+
+    _check_choice(real_split, ("all", "train", "test"), "--real-split")
+    _check_choice(features, ("inception", "random"), "--features")
+    named = [s if "=" in s else f"{Path(s).stem}={s}" for s in synthetic]
+    real_store, stores, _ = _open(real, named, need_nodules=False)
+    config = FidConfig(real_split=real_split, features=features, batch_size=batch_size, seed=seed)  # type: ignore[arg-type]
+    dev = resolve_device(device)
+    extractor, dims = make_extractor(config, inception_weights, dev)
+    with progress(transient=True) as bar:
+        result = compute_fid(real_store, stores, config, extractor, dims, dev, bar)
+    for warning in result["warnings"]:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    if json_out:
+        print_json(json_safe(result))
+        return
+    if not result["comparable"]:
+        err_console.print("[yellow]random features: NOT comparable to published FID[/yellow]")
+    for name, scores in result["scores"].items():
+        cells = ", ".join(f"{k} {v['fid']:.2f}" if v["fid"] is not None else f"{k} n/a" for k, v in scores.items())
+        err_console.print(f"FID {name}: {cells}")
+
+
+@bench_app.command("detect")
+def detect(
+    real: RealOpt,
+    synthetic: SyntheticOpt = None,
+    folds: FoldsOpt = 10,
+    real_split: SplitOpt = "all",
+    size: SizeOpt = 256,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per fold and condition.")] = 30,
+    batch_size: Annotated[int, typer.Option(min=2, help="Patches per step.")] = 64,
+    depth: Annotated[int, typer.Option(min=8, help="SE-ResNet depth 6n+2 (8, 14, 20, 32, 56, 110).")] = 20,
+    out: OutOpt = None,
+    quick: QuickOpt = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Nodule / non-nodule classification of 32×32 patches with an SE-ResNet (paper Table 1-I)."""
+    from lungforge.bench.detect import QUICK_LABEL, DetectConfig, run_detect
+    from lungforge.bench.device import resolve_device
+    from lungforge.bench.metrics import DETECT_METRICS
+    from lungforge.bench.report import json_safe
+    from lungforge.cli.console import err_console, print_json, progress
+
+    _check_choice(real_split, ("all", "test"), "--real-split")
+    if (depth - 2) % 6:
+        raise typer.BadParameter(f"must be 6n+2 (8, 14, 20, ...), got {depth}", param_hint="--depth")
+    options = dict(size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, depth=depth, seed=seed)
+    config = DetectConfig.quick_preset(**options) if quick else DetectConfig(**options)  # type: ignore[arg-type]
+    real_store, stores, _ = _open(real, synthetic)
+    with progress() as bar:
+        result = run_detect(real_store, stores, config, resolve_device(device), out, bar)
+    if quick:
+        err_console.print(f"[yellow]{QUICK_LABEL}[/yellow]")
+    if json_out:
+        print_json(json_safe(result))
+    else:
+        _print_summary("detect", result, DETECT_METRICS, "accuracy")
+
+
+@bench_app.command("localize")
+def localize(
+    real: RealOpt,
+    synthetic: SyntheticOpt = None,
+    folds: FoldsOpt = 10,
+    real_split: SplitOpt = "all",
+    size: SizeOpt = 256,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per fold and condition.")] = 20,
+    batch_size: Annotated[int, typer.Option(min=1, help="Slices per step.")] = 4,
+    backbone: Annotated[str, typer.Option(help="resnet50 (the paper's Faster R-CNN) or resnet18 (lighter), both FPN.")] = "resnet50",
+    backbone_weights: Annotated[Optional[Path], typer.Option(help="Local torchvision ResNet state dict for the backbone (default: random init).")] = None,
+    nodule_free_ratio: Annotated[float, typer.Option(min=0.0, help="Nodule-free slices added as negatives, per nodule slice.")] = 0.0,
+    out: OutOpt = None,
+    quick: QuickOpt = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Nodule bounding boxes on whole slices with Faster R-CNN: AP50/60, AR50/60/70 (paper Table 1-II)."""
+    from lungforge.bench.detect import QUICK_LABEL
+    from lungforge.bench.device import resolve_device
+    from lungforge.bench.localize import LocalizeConfig, run_localize
+    from lungforge.bench.metrics import LOCALIZE_METRICS
+    from lungforge.bench.report import json_safe
+    from lungforge.cli.console import err_console, print_json, progress
+
+    _check_choice(real_split, ("all", "test"), "--real-split")
+    _check_choice(backbone, ("resnet50", "resnet18"), "--backbone")
+    options = dict(
+        size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, backbone=backbone,
+        backbone_weights=str(backbone_weights) if backbone_weights else None, nodule_free_ratio=nodule_free_ratio, seed=seed,
+    )
+    config = LocalizeConfig.quick_preset(**options) if quick else LocalizeConfig(**options)  # type: ignore[arg-type]
+    real_store, stores, _ = _open(real, synthetic)
+    with progress() as bar:
+        result = run_localize(real_store, stores, config, resolve_device(device), out, bar)
+    if quick:
+        err_console.print(f"[yellow]{QUICK_LABEL}[/yellow]")
+    if json_out:
+        print_json(json_safe(result))
+    else:
+        _print_summary("localize", result, LOCALIZE_METRICS, "AP50")
+
+
+@bench_app.command("all")
+def all_(
+    real: RealOpt,
+    out: Annotated[Path, typer.Option("--out", help="Report folder: report.md, report.json, figures/*.png, per-fold results.")],
+    synthetic: SyntheticOpt = None,
+    folds: FoldsOpt = 10,
+    real_split: SplitOpt = "all",
+    size: SizeOpt = 256,
+    inception_weights: Annotated[Optional[Path], typer.Option(help="Local FID Inception weights; without them the FID section says why it is missing.")] = None,
+    features: Annotated[str, typer.Option(help="FID features: 'inception' or 'random' (tests only; not comparable).")] = "inception",
+    quick: QuickOpt = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """FID, detection and localization on the same stores; writes report.md / report.json / PNG figures."""
+    from lungforge.bench.detect import DetectConfig
+    from lungforge.bench.device import resolve_device
+    from lungforge.bench.fid import FidConfig
+    from lungforge.bench.inputs import parse_synthetic
+    from lungforge.bench.localize import LocalizeConfig
+    from lungforge.bench.report import run_all
+    from lungforge.cli.console import err_console, print_json, progress
+
+    _check_choice(real_split, ("all", "test"), "--real-split")
+    _check_choice(features, ("inception", "random"), "--features")
+    specs = parse_synthetic(synthetic or [])
+    if not specs:
+        raise typer.BadParameter("give at least one NAME=STORE", param_hint="--synthetic")
+    options = dict(size=size, folds=folds, real_split=real_split, seed=seed)
+    detect_cfg = DetectConfig.quick_preset(**options) if quick else DetectConfig(**options)  # type: ignore[arg-type]
+    localize_cfg = LocalizeConfig.quick_preset(**options) if quick else LocalizeConfig(**options)  # type: ignore[arg-type]
+    fid_cfg = FidConfig(real_split=real_split, features=features, seed=seed)  # type: ignore[arg-type]
+    with progress() as bar:
+        report = run_all(real, specs, out, detect_cfg, localize_cfg, fid_cfg, resolve_device(device), inception_weights, progress=bar)
+    if not report["fid"]["available"]:
+        err_console.print(f"[yellow]FID unavailable:[/yellow] {report['fid']['reason']}", highlight=False, soft_wrap=True)
+    for warning in report["fid"].get("warnings", []):
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    if json_out:
+        print_json(report)
+    else:
+        err_console.print(f"{report['title']}: wrote {out / 'report.md'}, {out / 'report.json'} and {len(report['figures'])} figures")

@@ -1,0 +1,351 @@
+"""The training driver shared by SDM and SPADE: data stream, checkpoints, resume, logs, grids.
+
+A run directory holds `model.safetensors` + `config.json` (the latest checkpoint), `resume.pt`
+(everything needed to continue bit-for-bit), `metrics.jsonl` (one line per step) and
+`samples/step_NNNNNNN.png` grids. Per-step randomness comes from a generator seeded by
+(seed, rank, step), so a resumed run draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lungforge.data.dataset import SliceDataset
+from lungforge.data.store import open_store
+from lungforge.errors import CheckpointError, InputError
+from lungforge.models.presets import Preset, SDMConfig, SPADEConfig, config_to_dict, get_preset
+from lungforge.training.checkpoint import (
+    RESUME_FILE,
+    capture_rng_state,
+    load_training_state,
+    restore_rng_state,
+    save_checkpoint,
+    save_training_state,
+)
+from lungforge.training.data import LoaderSpec, check_label_ids, open_train_split, train_batches
+from lungforge.training.device import Precision, check_precision, resolve_device
+from lungforge.training.distributed import (
+    DistInfo,
+    barrier,
+    destroy_process_group,
+    dist_info_from_env,
+    init_process_group,
+    mean_across_ranks,
+)
+from lungforge.training.grid import save_grid
+
+Kind = Literal["sdm", "spade"]
+STATE_FORMAT = "lungforge.train/1"
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_DIR = "samples"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything a training run is asked to do; saved in the checkpoint's `extra.train` block.
+
+    `steps` is the total number of optimiser steps of the run (a resumed run continues up to it).
+    `lr` defaults to 1e-4 (SDM AdamW; SPADE generator), `lr_d` to 4·lr (SPADE discriminator).
+    `ema_decay` defaults per preset (tiny 0.999, paper 0.9999). `sample_every` 0 = grids only at
+    checkpoints. `grid_samples` label maps of the train split are drawn once (by seed) for grids;
+    SDM grids use `sample_steps` DPM-Solver++ steps with guidance `guidance`.
+    """
+
+    data: Path
+    out: Path
+    preset: str = "tiny"
+    steps: int = 1000
+    batch_size: int = 2
+    lr: float | None = None
+    lr_d: float | None = None
+    device: str = "auto"
+    precision: Precision = "fp32"
+    resume: bool = False
+    seed: int = 0
+    checkpoint_every: int = 1000
+    sample_every: int = 0
+    workers: int = 0
+    flip: bool = True
+    ema_decay: float | None = None
+    vgg_weights: Path | None = None
+    grid_samples: int = 4
+    sample_steps: int = 20
+    guidance: float = 1.5
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every", "grid_samples", "sample_steps"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("sample_every", "workers"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "lr_d"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise InputError(f"{name} must be > 0, got {value}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What the driver reports after each step (for progress bars)."""
+
+    step: int
+    total: int
+    loss: float
+    images_per_s: float
+    losses: dict[str, float]
+
+
+@dataclass
+class TrainResult:
+    """Summary of a finished run; `losses` holds the mean-over-ranks loss of every step run here."""
+
+    kind: str
+    preset: str
+    steps: int
+    start_step: int
+    final_loss: float
+    images_per_s: float
+    checkpoint: str
+    device: str
+    world_size: int
+    losses: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary printed by `lungforge train --json` (without the per-step losses)."""
+        return {k: v for k, v in asdict(self).items() if k != "losses"}
+
+
+class Trainer(Protocol):
+    """One kind of model being trained (see `loop_sdm.SDMTrainer`, `loop_spade.SPADETrainer`)."""
+
+    kind: Kind
+    config: SDMConfig | SPADEConfig
+
+    def train_step(self, image: Tensor, label: Tensor, generator: torch.Generator) -> dict[str, float]:
+        """One optimiser step on image (B, 1, S, S) in [-1, 1] and label (B, S, S); returns losses with `loss`."""
+
+    def sample(self, label: Tensor, generator: torch.Generator) -> Tensor:
+        """Images (B, 1, S, S) in [-1, 1] for label maps (B, S, S), with the weights a checkpoint ships."""
+
+    def checkpoint_weights(self) -> dict[str, Tensor]:
+        """The state dict written to `model.safetensors`."""
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Resolved optimiser/EMA settings, recorded beside the weights."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain training state (weights, optimisers, EMA, scaler) for `resume.pt`."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+
+TrainerFactory = Callable[[Preset, TrainOptions, torch.device, Precision, DistInfo], Trainer]
+
+
+def step_generator(seed: int, rank: int, step: int, device: torch.device) -> torch.Generator:
+    """The generator of one rank's step: seeded by (seed, rank, step) alone, so resume is exact."""
+    entropy = int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0])
+    return torch.Generator(device=device).manual_seed(entropy & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def _grid_labels(slices: SliceDataset, count: int, seed: int) -> Tensor:
+    """A fixed set of train label maps (count, S, S) chosen by seed, used for every grid of a run."""
+    rng = np.random.default_rng([seed, 0x6A1D])
+    picks = np.sort(rng.choice(len(slices), size=min(count, len(slices)), replace=False))
+    return torch.stack([slices[int(i)]["label"] for i in picks])
+
+
+def _check_resume_state(state: dict[str, Any], path: Path, kind: Kind, preset: Preset, fingerprint: str) -> None:
+    if state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path} has format {state.get('format')!r}, expected {STATE_FORMAT!r}")
+    if state.get("kind") != kind:
+        raise CheckpointError(f"{path} holds a {state.get('kind')!r} run, but `train {kind}` was asked for")
+    if state.get("preset") != preset.name:
+        raise CheckpointError(
+            f"{path} was trained with preset {state.get('preset')!r}, but --preset is {preset.name!r}; "
+            f"pass --preset {state.get('preset')} or use another --out"
+        )
+    config = preset.sdm if kind == "sdm" else preset.spade
+    if state.get("model_config") != config_to_dict(config):
+        raise CheckpointError(f"{path} was trained with a different {preset.name!r} model config than this lungforge's")
+    if state.get("store_fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"{path} was trained on store fingerprint {state.get('store_fingerprint')}, but --data has {fingerprint}"
+        )
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines past `step` (written after the checkpoint a resumed run restarts from)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(f"{line}\n" for line in kept))
+
+
+def fit(
+    kind: Kind,
+    factory: TrainerFactory,
+    options: TrainOptions,
+    on_step: Callable[[StepReport], None] | None = None,
+) -> TrainResult:
+    """Train a model of `kind` on the train split of `options.data` into `options.out`.
+
+    Works alone or under torchrun (one process per GPU/CPU rank; rank 0 writes files).
+    """
+    info = dist_info_from_env()
+    device = resolve_device(options.device, info.local_rank)
+    precision = check_precision(options.precision, device)
+    preset = get_preset(options.preset)
+    config = preset.sdm if kind == "sdm" else preset.spade
+    if kind == "sdm" and options.vgg_weights is not None:
+        raise InputError("--vgg-weights applies to SPADE only")
+    init_process_group(info, device)
+    try:
+        return _fit(kind, factory, options, on_step, info, device, precision, preset, config)
+    finally:
+        destroy_process_group()
+
+
+def _fit(
+    kind: Kind,
+    factory: TrainerFactory,
+    options: TrainOptions,
+    on_step: Callable[[StepReport], None] | None,
+    info: DistInfo,
+    device: torch.device,
+    precision: Precision,
+    preset: Preset,
+    config: SDMConfig | SPADEConfig,
+) -> TrainResult:
+    store = open_store(options.data)
+    slices = open_train_split(store, config.image_size)
+    store_fingerprint = store.fingerprint()
+    out = Path(options.out)
+    resume_path = out / RESUME_FILE
+    state: dict[str, Any] | None = None
+    if options.resume:
+        state = load_training_state(resume_path)
+        _check_resume_state(state, resume_path, kind, preset, store_fingerprint)
+    elif resume_path.exists():
+        raise InputError(f"{out} already holds a training run ({RESUME_FILE}); pass --resume to continue it or choose another --out")
+    seed = int(state["seed"]) if state is not None else options.seed
+
+    torch.manual_seed(seed)
+    trainer = factory(preset, options, device, precision, info)
+    step, consumed = 0, 0
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        restore_rng_state(state["rng"])
+        step, consumed = int(state["step"]), int(state["consumed"])
+    start_step = step
+
+    global_batch = options.batch_size * info.world_size
+    spec = LoaderSpec(batch_size=options.batch_size, seed=seed, workers=options.workers, flip=options.flip)
+    batches = train_batches(slices, spec, consumed=consumed, rank=info.rank, world_size=info.world_size)
+    grid_labels = _grid_labels(slices, options.grid_samples, seed)
+    metrics_path = out / METRICS_FILE
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if state is not None:
+            _truncate_metrics(metrics_path, step)
+        elif metrics_path.exists():
+            metrics_path.unlink()
+    barrier(info)
+
+    def write_grid() -> None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+        images = trainer.sample(grid_labels.to(device), generator)
+        save_grid(out / SAMPLES_DIR / f"step_{step:07d}.png", grid_labels, images)
+
+    def write_checkpoint() -> None:
+        barrier(info)
+        if info.is_main:
+            extra = {"train": {**options.to_json(), "seed": seed, "world_size": info.world_size, **trainer.hyperparameters()}}
+            save_checkpoint(
+                out,
+                kind=kind,
+                preset=preset.name,
+                model_config=config,
+                state_dict=trainer.checkpoint_weights(),
+                step=step,
+                store_fingerprint=store_fingerprint,
+                extra=extra,
+            )
+            save_training_state(
+                resume_path,
+                {
+                    "format": STATE_FORMAT,
+                    "kind": kind,
+                    "preset": preset.name,
+                    "model_config": config_to_dict(config),
+                    "store_fingerprint": store_fingerprint,
+                    "seed": seed,
+                    "step": step,
+                    "consumed": consumed,
+                    "batch_size": options.batch_size,
+                    "world_size": info.world_size,
+                    "trainer": trainer.state_dict(),
+                    "rng": capture_rng_state(),
+                },
+            )
+            write_grid()
+        barrier(info)
+
+    losses: list[float] = []
+    train_seconds = 0.0
+    last: dict[str, float] = {}
+    with open(metrics_path, "a") if info.is_main else open(os.devnull, "w") as log:
+        while step < options.steps:
+            batch = next(batches)
+            check_label_ids(batch["label"], batch["row"], options.data)
+            image = batch["image"].to(device, non_blocking=True)
+            label = batch["label"].to(device, non_blocking=True)
+            started = time.perf_counter()
+            step_losses = trainer.train_step(image, label, step_generator(seed, info.rank, step, device))
+            last = {k: mean_across_ranks(v, info, device) for k, v in step_losses.items()}
+            seconds = time.perf_counter() - started
+            train_seconds += seconds
+            step += 1
+            consumed += global_batch
+            losses.append(last["loss"])
+            rate = global_batch / max(seconds, 1e-9)
+            log.write(json.dumps({"step": step, **last, "img_per_s": round(rate, 3)}) + "\n")
+            log.flush()
+            if on_step is not None and info.is_main:
+                on_step(StepReport(step=step, total=options.steps, loss=last["loss"], images_per_s=rate, losses=last))
+            if step % options.checkpoint_every == 0 or step == options.steps:
+                write_checkpoint()
+            elif options.sample_every and step % options.sample_every == 0:
+                if info.is_main:
+                    write_grid()
+                barrier(info)
+
+    return TrainResult(
+        kind=kind,
+        preset=preset.name,
+        steps=step,
+        start_step=start_step,
+        final_loss=last.get("loss", float("nan")),
+        images_per_s=(step - start_step) * global_batch / train_seconds if train_seconds else 0.0,
+        checkpoint=str(out),
+        device=str(device),
+        world_size=info.world_size,
+        losses=losses,
+    )
