@@ -9,6 +9,7 @@ Nodule and nodule-free slices are scored separately, plus all slices together.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -157,7 +158,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2): pytorch-fid's own function."""
     from pytorch_fid.fid_score import calculate_frechet_distance
 
-    with contextlib.redirect_stdout(None):  # its singular-matrix notice must not pollute --json stdout
+    # its singular-matrix notice must not pollute --json stdout; scipy warns about its sqrtm call
+    with contextlib.redirect_stdout(None), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
 
 
@@ -234,7 +237,7 @@ def compute_fid(
     {name: {subset: {"fid", "n_real", "n_synthetic"}}}, "warnings": [...]}; a subset with fewer
     than 2 images on either side has fid None, one with fewer than 2048 a warning.
     """
-    warnings: list[str] = []
+    notes: list[str] = []
     real_m = store_moments(real, real_indices(real, config.real_split), extractor, dims, config.batch_size, device, progress, "real")
     scores: dict[str, dict[str, Any]] = {}
     for name, store in synthetic.items():
@@ -246,7 +249,7 @@ def compute_fid(
             if min(r.n, s.n) >= 2:
                 value = frechet_distance(*s.mean_cov(), *r.mean_cov())
             if min(r.n, s.n) < MIN_RELIABLE:
-                warnings.append(
+                notes.append(
                     f"{name} {subset}: {s.n} synthetic / {r.n} real images; FID is biased below {MIN_RELIABLE} images"
                     + ("" if value is not None else " and undefined below 2")
                 )
@@ -257,5 +260,5 @@ def compute_fid(
         "real_split": config.real_split,
         "dims": dims,
         "scores": scores,
-        "warnings": warnings,
+        "warnings": notes,
     }

@@ -7,6 +7,7 @@ nodule slices. Same seeds and schedule for every condition.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -44,14 +45,19 @@ class LocalizeConfig:
     lr: float = 0.01
     weight_decay: float = 1e-4
     nodule_free_ratio: float = 0.0
+    fpn_channels: int = 256
+    head_dim: int = 1024
+    roi_samples: int = 512
     examples: int = 4
     seed: int = 0
     quick: bool = False
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> "LocalizeConfig":
-        """2 folds, 1 epoch, ResNet-18 FPN: for CI and the demo, not the paper."""
-        return cls(**{**overrides, "folds": 2, "epochs": 1, "backbone": "resnet18", "quick": True})
+        """2 folds, 1 epoch, ResNet-18 FPN with 64 channels, a 256-d box head and 64 sampled RoIs per
+        image: for CI and the demo, not the paper."""
+        quick = {"folds": 2, "epochs": 1, "backbone": "resnet18", "fpn_channels": 64, "head_dim": 256, "roi_samples": 64, "quick": True}
+        return cls(**{**overrides, **quick})
 
 
 @dataclass(frozen=True)
@@ -97,24 +103,40 @@ def load_slices(store: Store, groups: np.ndarray, size: int, nodule_free_ratio: 
 def build_model(config: LocalizeConfig) -> torch.nn.Module:
     """Faster R-CNN with 2 classes (background, nodule), min_size = max_size = working size.
 
-    Anchors are (8, 16, 32, 64, 128) px at 256 (scaled with the size): nodules of 3–30 mm are
-    a few to ~40 px there, below torchvision's default 32–512 px anchors.
+    resnet50 with 256 FPN channels is torchvision's `fasterrcnn_resnet50_fpn`; otherwise the same
+    detector is assembled on a ResNet body with `fpn_channels` and a `head_dim` box head. Anchors
+    are (8, 16, 32, 64, 128) px at 256 (scaled with the size): nodules of 3–30 mm are a few to
+    ~40 px there, below torchvision's default 32–512 px anchors. Batch norm is trained (random
+    init makes frozen statistics meaningless).
     """
     from torch import nn
+    from torchvision.models import resnet18, resnet50
     from torchvision.models.detection import FasterRCNN, fasterrcnn_resnet50_fpn
     from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
     sizes = tuple((max(2, round(a * config.size / 256)),) for a in ANCHORS_AT_256)
     anchors = AnchorGenerator(sizes=sizes, aspect_ratios=((0.5, 1.0, 2.0),) * len(sizes))
-    common = dict(num_classes=2, min_size=config.size, max_size=config.size, rpn_anchor_generator=anchors)
+    common = dict(min_size=config.size, max_size=config.size, rpn_anchor_generator=anchors, box_batch_size_per_image=config.roi_samples)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        if config.backbone == "resnet50":
-            model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, **common)
+        if config.backbone == "resnet50" and config.fpn_channels == 256 and config.head_dim == 1024:
+            model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2, **common)
         else:
-            backbone = resnet_fpn_backbone(backbone_name=config.backbone, weights=None, trainable_layers=5, norm_layer=nn.BatchNorm2d)
-            model = FasterRCNN(backbone, **common)
+            body = (resnet50 if config.backbone == "resnet50" else resnet18)(weights=None, norm_layer=nn.BatchNorm2d)
+            stage = body.fc.in_features // 8
+            backbone = BackboneWithFPN(
+                body,
+                return_layers={f"layer{i}": str(i - 1) for i in range(1, 5)},
+                in_channels_list=[stage, 2 * stage, 4 * stage, 8 * stage],
+                out_channels=config.fpn_channels,
+                extra_blocks=LastLevelMaxPool(),
+                norm_layer=None,
+            )
+            head = TwoMLPHead(config.fpn_channels * 7 * 7, config.head_dim)
+            model = FasterRCNN(backbone, box_head=head, box_predictor=FastRCNNPredictor(config.head_dim, 2), **common)
     if config.backbone_weights:
         load_backbone(model, Path(config.backbone_weights))
     return model
@@ -151,9 +173,10 @@ def make_targets(boxes: list[np.ndarray], device: torch.device) -> list[dict[str
     ]
 
 
-def train_detector(train: SliceSet, config: LocalizeConfig, device: torch.device) -> torch.nn.Module:
-    """SGD (momentum 0.9) with linear warm-up and cosine decay; random horizontal flips."""
-    model = build_model(config).to(device)
+def train_detector(model: torch.nn.Module, train: SliceSet, config: LocalizeConfig, device: torch.device) -> torch.nn.Module:
+    """Train `model` in place: SGD (momentum 0.9), linear warm-up then cosine decay, random
+    horizontal flips; batch order and flips seeded by config.seed."""
+    model = model.to(device)
     generator = torch.Generator().manual_seed(config.seed)
     n = train.images.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -198,10 +221,11 @@ def predict(model: torch.nn.Module, images: np.ndarray, device: torch.device, ba
     return out
 
 
-def run_fold(train: SliceSet, test: SliceSet, config: LocalizeConfig, device: torch.device) -> dict[str, Any]:
-    """Train on `train`, evaluate on `test`: AP/AR, sizes, seconds and a few example predictions."""
+def run_fold(initial: torch.nn.Module, train: SliceSet, test: SliceSet, config: LocalizeConfig, device: torch.device) -> dict[str, Any]:
+    """Train a copy of `initial` on `train`, evaluate on `test`: AP/AR, sizes, seconds and a few
+    example predictions."""
     start = time.perf_counter()
-    model = train_detector(train, config, device)
+    model = train_detector(copy.deepcopy(initial), train, config, device)
     preds = predict(model, test.images, device)
     metrics = detection_metrics(preds, make_targets(test.boxes, torch.device("cpu")))
     examples = [
@@ -249,6 +273,7 @@ def run_localize(
             name: load_slices(store, source_groups(store, real, groups), config.size, config.nodule_free_ratio, np.random.default_rng([config.seed, stream]))
             for stream, (name, store) in enumerate(synthetic.items(), start=1)
         }
+        initial = build_model(config)  # built once: every fold and condition starts from these weights
         for fold, condition in todo:
             if progress:
                 progress.update(task, status=f"fold {fold} {condition}")
@@ -256,7 +281,7 @@ def run_localize(
             if condition != REFERENCE:
                 train_sets.append(syn_sets[condition].select(syn_sets[condition].group != fold))
             test = real_set.select((real_set.group == fold) & test_mask)
-            result = {"fold": fold, "condition": condition, **run_fold(SliceSet.concat(train_sets), test, config, device)}
+            result = {"fold": fold, "condition": condition, **run_fold(initial, SliceSet.concat(train_sets), test, config, device)}
             log.put(condition, fold, result)
             if progress:
                 progress.advance(task)

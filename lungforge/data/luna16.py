@@ -153,7 +153,7 @@ def _parse_header(mhd: Path) -> _Header:
     msb = fields.get("BinaryDataByteOrderMSB", fields.get("ElementByteOrderMSB", "False")).lower() == "true"
     dtype = np.dtype(("<", ">")[msb] + MET_DTYPES[element])
     data_name = need("ElementDataFile")
-    if data_name in ("LIST",) or "%" in data_name:
+    if data_name == "LIST" or "%" in data_name:
         raise ScanError(f"{mhd}: multi-file ElementDataFile {data_name!r} is not supported")
     data_file = mhd if data_name == "LOCAL" else mhd.parent / data_name
     return _Header(

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from lungforge.data.luna16 import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, SEG_DIR, index_to_world
 from lungforge.errors import LungforgeError
@@ -195,32 +194,30 @@ def render_scan(rng: np.random.Generator, geometry: PhantomGeometry) -> tuple[np
 
     body_a, body_b = min(rng.uniform(145, 165), 0.93 * fov_radius), rng.uniform(100, 118)
     fat, wall = rng.uniform(6, 15), rng.uniform(10, 15)
-    hu = np.full(geometry.shape_zyx, -1000.0, dtype=np.float32)
-    seg = np.zeros(geometry.shape_zyx, dtype=np.uint8)
 
     # Table under the patient (posterior = +y), curved, one band of HU in -200..200.
+    base = np.full((ny, nx), -1000.0, dtype=np.float32)
     table_top = body_b + rng.uniform(5, 15) + 0.0008 * X2**2
     table = (Y2 >= table_top) & (Y2 <= table_top + rng.uniform(6, 12)) & (np.abs(X2) < 0.85 * fov_radius)
-    hu[:, table] = rng.uniform(-200, 200)
+    base[table] = rng.uniform(-200, 200)
 
-    # Body: subcutaneous fat rim around muscle; spine and sternum.
-    body = _ellipse(X2, Y2, body_a, body_b)
-    muscle = _ellipse(X2, Y2, body_a - fat, body_b - fat)
-    hu[:, body] = rng.uniform(-120, -80)
-    hu[:, muscle] = rng.uniform(30, 50)
+    # Body: subcutaneous fat rim around muscle; vertebra (cortex, disc slices), canal, sternum.
+    base[_ellipse(X2, Y2, body_a, body_b)] = rng.uniform(-120, -80)
+    base[_ellipse(X2, Y2, body_a - fat, body_b - fat)] = rng.uniform(30, 50)
     inner_a, inner_b = body_a - fat - wall, body_b - fat - wall
     spine_r = rng.uniform(16, 21)
     spine_y = inner_b - spine_r + rng.uniform(0, 6)
     spine = _ellipse(X2, Y2 - spine_y, spine_r, spine_r)
-    cortex = spine & ~_ellipse(X2, Y2 - spine_y, spine_r - 2.5, spine_r - 2.5)
-    canal = _ellipse(X2, Y2 - spine_y - spine_r - 8, 7, 7)
+    base[spine] = rng.uniform(300, 450)
+    base[spine & ~_ellipse(X2, Y2 - spine_y, spine_r - 2.5, spine_r - 2.5)] = rng.uniform(600, 800)
+    base[_ellipse(X2, Y2 - spine_y - spine_r - 8, 7, 7)] = 20.0
+    base[_ellipse(X2, Y2 + inner_b + wall / 2, 14, 5)] = rng.uniform(300, 450)
+    hu = np.broadcast_to(base, geometry.shape_zyx).copy()
+    seg = np.zeros(geometry.shape_zyx, dtype=np.uint8)
+    flat = hu.reshape(nz, -1)
     z_mm = (np.arange(nz) * sz).astype(np.float32)
     disc = np.mod(z_mm + rng.uniform(0, 28), 28.0) < 5.0
-    hu[:, spine] = np.where(disc, 80.0, rng.uniform(300, 450))[:, None]
-    hu[:, cortex] = np.where(disc, 80.0, rng.uniform(600, 800))[:, None]
-    hu[:, canal] = 20.0
-    sternum = _ellipse(X2, Y2 + inner_b + wall / 2, 14, 5)
-    hu[:, sternum] = rng.uniform(300, 450)
+    flat[np.ix_(np.flatnonzero(disc), np.flatnonzero(spine))] = 80.0
 
     # Stack fraction t (0 inferior, 1 superior) and lung fraction u (0 base, 1 apex).
     t = (np.arange(nz, dtype=np.float32) + 0.5) / nz
@@ -238,7 +235,6 @@ def render_scan(rng: np.random.Generator, geometry: PhantomGeometry) -> tuple[np
     k_theta = 11 * theta.ravel()[ring]
     wave = np.cos(k_theta)[None] * np.cos(phase)[:, None] - np.sin(k_theta)[None] * np.sin(phase)[:, None]
     ribs = (wave > 0.55) & (t[:, None] < t_apex + 0.05)
-    flat = hu.reshape(nz, -1)
     flat[:, ring] = np.where(ribs, np.float32(rng.uniform(550, 800)), flat[:, ring])
 
     # Chest block: everything below lies inside the inner chest wall, so work on that box only.
@@ -289,7 +285,7 @@ def render_scan(rng: np.random.Generator, geometry: PhantomGeometry) -> tuple[np
     hu += rng.standard_normal(size=hu.shape, dtype=np.float32) * np.float32(rng.uniform(15, 25))
     outside = (x[None, :] - x.mean()) ** 2 + (y[:, None] - y.mean()) ** 2 > fov_radius**2
     hu[:, outside] = FOV_PAD_HU[int(rng.integers(len(FOV_PAD_HU)))]
-    return np.rint(hu).astype(np.int16), seg, nodules
+    return np.rint(hu, out=hu).astype(np.int16), seg, nodules
 
 
 def _ball(radius_mm: float, spacing_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -427,7 +423,7 @@ def _nodules(rng: np.random.Generator, hu: np.ndarray, seg: np.ndarray, geometry
         juxtapleural = rng.random() < 0.35
         offsets, mm = _ball(diameter / 2, spacing_zyx)
         fallback = None
-        for attempt in range(300):
+        for _ in range(300):
             k, j, i = np.unravel_index(rng.choice(wall if juxtapleural else interior), block.shape)
             centre = np.array([rows[k], j, i])
             if juxtapleural:
@@ -478,7 +474,7 @@ def _write_mhd(mhd: Path, array: np.ndarray, geometry: PhantomGeometry, *, compr
     data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
     data_file = mhd.with_suffix(".zraw" if compressed else ".raw")
     if compressed:
-        data = zlib.compress(data, 6)
+        data = zlib.compress(data, 1)
     data_file.write_bytes(data)
     nz, ny, nx = array.shape
     lines = [

@@ -18,9 +18,9 @@ def drop_condition(onehot: torch.Tensor, p: float, generator: torch.Generator | 
 
 def combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float, eps_channels: int) -> torch.Tensor:
     """ε_u + s·(ε_c − ε_u) on the first `eps_channels` channels; the rest (variance) come from `cond`."""
-    channels = eps_channels
-    eps = uncond[:, :channels] + scale * (cond[:, :channels] - uncond[:, :channels])
-    return torch.cat([eps, cond[:, channels:]], dim=1)
+    c = eps_channels
+    eps = uncond[:, :c] + scale * (cond[:, :c] - uncond[:, :c])
+    return torch.cat([eps, cond[:, c:]], dim=1)
 
 
 def guided_output(model: Model, x: torch.Tensor, t: torch.Tensor, onehot: torch.Tensor, scale: float) -> torch.Tensor:

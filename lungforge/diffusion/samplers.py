@@ -32,7 +32,9 @@ def draw_noise(
     """
     if generators is not None:
         if len(generators) != shape[0]:
-            raise ValueError(f"got {len(generators)} generators for a batch of {shape[0]} samples, expected one per sample")
+            raise ValueError(
+                f"got {len(generators)} generators for a batch of {shape[0]} samples, expected one per sample"
+            )
         return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=g.device) for g in generators]).to(device)
     gen_device = generator.device if generator is not None else device
     return torch.randn(tuple(shape), generator=generator, device=gen_device).to(device)

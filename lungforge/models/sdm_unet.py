@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lungforge.models.layers import AttentionBlock, ResBlock, timestep_embedding, zero_init
+from lungforge.models.layers import AttentionBlock, ResBlock, labels_to_onehot, timestep_embedding, zero_init
 from lungforge.models.presets import SDMConfig
 
 
@@ -108,9 +107,10 @@ def count_flops_per_forward(model: SDMUNet, batch_size: int = 1) -> int:
     c = model.config
     device = next(model.parameters()).device
     x = torch.zeros(batch_size, c.in_channels, c.image_size, c.image_size, device=device)
-    onehot = F.one_hot(torch.zeros(batch_size, c.image_size, c.image_size, dtype=torch.long, device=device), c.num_classes)
+    label = torch.zeros(batch_size, c.image_size, c.image_size, dtype=torch.long, device=device)
+    onehot = labels_to_onehot(label, c.num_classes)
     t = torch.zeros(batch_size, dtype=torch.long, device=device)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(x, t, onehot.permute(0, 3, 1, 2).float())
+        model(x, t, onehot)
     return counter.get_total_flops()

@@ -255,7 +255,9 @@ def _load_vgg_features(path: Path) -> dict[str, Tensor]:
     features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
     from torchvision.models import vgg
 
-    expected = {k: tuple(v.shape) for k, v in vgg.make_layers(vgg.cfgs["E"]).state_dict().items()}
+    with torch.device("meta"):
+        reference = vgg.make_layers(vgg.cfgs["E"])
+    expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in features.items()}
     if found != expected:
         missing = sorted(set(expected) - set(found))[:3]
@@ -264,57 +266,6 @@ def _load_vgg_features(path: Path) -> dict[str, Tensor]:
             f"(expected {len(expected)} 'features.*' tensors, found {len(found)}; e.g. missing {missing})"
         )
     return features
-
-
-def generator_step_losses(
-    generator: SPADEGenerator,
-    discriminator: MultiscaleDiscriminator,
-    onehot: Tensor,
-    real: Tensor,
-    *,
-    vgg: VGGLoss | None = None,
-    rng: torch.Generator | None = None,
-) -> tuple[dict[str, Tensor], Tensor]:
-    """G objective: hinge + λ_feat·feature matching (+ λ_vgg·VGG when `vgg` is given).
-
-    Returns the loss terms (with `total`) and the generated images `(B, 1, H, W)`.
-    """
-    cfg = generator.cfg
-    fake = generator(onehot, generator=rng)
-    pred_fake = discriminator(fake, onehot)
-    with torch.no_grad():
-        pred_real = discriminator(real, onehot)
-    losses = {
-        "gan": generator_loss(pred_fake),
-        "feat": cfg.lambda_feat * feature_matching_loss(pred_fake, pred_real),
-    }
-    if vgg is not None:
-        losses["vgg"] = cfg.lambda_vgg * vgg(fake, real)
-    losses["total"] = sum(losses.values())
-    return losses, fake
-
-
-def discriminator_step_losses(
-    generator: SPADEGenerator,
-    discriminator: MultiscaleDiscriminator,
-    onehot: Tensor,
-    real: Tensor,
-    *,
-    fake: Tensor | None = None,
-    rng: torch.Generator | None = None,
-) -> dict[str, Tensor]:
-    """D objective (hinge) on `real` and on `fake` (generated without gradient if not given)."""
-    if fake is None:
-        with torch.no_grad():
-            fake = generator(onehot, generator=rng)
-    pred_fake = discriminator(fake.detach(), onehot)
-    pred_real = discriminator(real, onehot)
-    losses = {
-        "real": _hinge_real(pred_real),
-        "fake": _hinge_fake(pred_fake),
-    }
-    losses["total"] = losses["real"] + losses["fake"]
-    return losses
 
 
 def make_optimizers(

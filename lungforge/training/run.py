@@ -54,6 +54,7 @@ SAMPLES_DIR = "samples"
 class TrainOptions:
     """Everything a training run is asked to do; saved in the checkpoint's `extra.train` block.
 
+    `preset` is a preset name (`tiny`, `paper`) or a custom :class:`Preset` (e.g. smaller test models).
     `steps` is the total number of optimiser steps of the run (a resumed run continues up to it).
     `lr` defaults to 1e-4 (SDM AdamW; SPADE generator), `lr_d` to 4·lr (SPADE discriminator).
     `ema_decay` defaults per preset (tiny 0.999, paper 0.9999). `sample_every` 0 = grids only at
@@ -63,7 +64,7 @@ class TrainOptions:
 
     data: Path
     out: Path
-    preset: str = "tiny"
+    preset: str | Preset = "tiny"
     steps: int = 1000
     batch_size: int = 2
     lr: float | None = None
@@ -97,7 +98,12 @@ class TrainOptions:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k != "preset"}
+        return {"preset": self.preset_resolved().name, **out}
+
+    def preset_resolved(self) -> Preset:
+        """The :class:`Preset` of this run."""
+        return self.preset if isinstance(self.preset, Preset) else get_preset(self.preset)
 
 
 @dataclass(frozen=True)
@@ -212,7 +218,7 @@ def fit(
     info = dist_info_from_env()
     device = resolve_device(options.device, info.local_rank)
     precision = check_precision(options.precision, device)
-    preset = get_preset(options.preset)
+    preset = options.preset_resolved()
     config = preset.sdm if kind == "sdm" else preset.spade
     if kind == "sdm" and options.vgg_weights is not None:
         raise InputError("--vgg-weights applies to SPADE only")

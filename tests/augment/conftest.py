@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,42 @@ def empty_store(tmp_path):
     store.write_block(0, np.zeros_like(labels), labels, {"spacing": np.tile(spacing_for(size), (2, 1))})
     store.finalize(2, ["1.2.3"], {"slice": np.zeros(0), "bbox": np.zeros((0, 4)), "diameter_mm": np.zeros(0)})
     return open_store(tmp_path / "empty.zarr")
+
+
+def save_micro_checkpoints(root: Path) -> dict[str, Path]:
+    """Random-init SDM and SPADE checkpoints at 64 px, as small as the configs allow (fast on CPU)."""
+    import torch
+
+    from lungforge.models.presets import SDMConfig, SPADEConfig
+    from lungforge.models.sdm_unet import SDMUNet
+    from lungforge.models.spade import SPADEGenerator
+    from lungforge.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    sdm = SDMConfig(
+        image_size=64, model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
+        num_head_channels=8, norm_groups=4, label_embed_channels=8,
+    )
+    spade = SPADEConfig(image_size=64, ngf=4, ndf=4, z_dim=8)
+    return {
+        "sdm": save_checkpoint(root / "sdm", kind="sdm", preset="tiny", model_config=sdm, state_dict=SDMUNet(sdm).state_dict(), step=0, store_fingerprint=None),
+        "spade": save_checkpoint(root / "spade", kind="spade", preset="tiny", model_config=spade, state_dict=SPADEGenerator(spade).state_dict(), step=0, store_fingerprint=None),
+    }
+
+
+@pytest.fixture(scope="session")
+def phantom_real_store(tmp_path_factory):
+    """Path of a complete 64×64 real store from phantom data (4 scans; 3 train patients, 1 test)."""
+    from lungforge.data.phantom import make_phantom
+    from lungforge.data.prepare import PrepareOptions, prepare
+
+    root = tmp_path_factory.mktemp("augment_real")
+    make_phantom(root / "luna16", scans=4, size=64, seed=0)
+    prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=0.25))
+    return root / "real.zarr"
+
+
+@pytest.fixture(scope="session")
+def micro_weights(tmp_path_factory):
+    """{"sdm": dir, "spade": dir} of random-init 64-px checkpoints."""
+    return save_micro_checkpoints(tmp_path_factory.mktemp("augment_weights"))

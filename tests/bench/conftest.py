@@ -35,7 +35,7 @@ def build_store(
     seed: int = 0,
     nodule_every: int = 2,
 ) -> Path:
-    """A finished store: series s in fold s % 10, split test for odd series; every `nodule_every`-th
+    """A finished store: series s in fold s % 10, split test for series 2, 3, 6, 7 (mod 4 ≥ 2); every `nodule_every`-th
     slice has one nodule. Synthetic stores take source = their own index (same layout as the real)."""
     rng = np.random.default_rng(seed)
     n = n_series * per_series
@@ -62,7 +62,7 @@ def build_store(
         "series": series,
         "z": np.tile(np.arange(per_series), n_series).astype(np.int32),
         "spacing": np.full((n, 2), 0.7 * 512 / size, np.float32),
-        "split": (series % 2).astype(np.uint8),
+        "split": (series % 4 >= 2).astype(np.uint8),
         "fold": (series % 10).astype(np.int8),
         "has_nodule": has,
     }
@@ -92,3 +92,9 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "B": build_store(root / "b.zarr", "synthetic", seed=1),
         "C": build_store(root / "c.zarr", "synthetic", seed=2),
     }
+
+
+@pytest.fixture(scope="session")
+def store_builder():
+    """The :func:`build_store` function, for tests that need a store of their own."""
+    return build_store

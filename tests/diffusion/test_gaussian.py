@@ -116,7 +116,8 @@ def test_tiny_sdm_learns_a_label_to_intensity_task():
 
     def eval_loss():
         with torch.no_grad():
-            return DIFFUSION.training_losses(model.eval(), x_eval, t_eval, onehot_eval, noise_eval)["loss"].mean().item()
+            losses = DIFFUSION.training_losses(model.eval(), x_eval, t_eval, onehot_eval, noise_eval)
+        return losses["loss"].mean().item()
 
     before = eval_loss()
     optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -129,7 +130,22 @@ def test_tiny_sdm_learns_a_label_to_intensity_task():
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        model.train()
-    after = eval_loss()
-    print(before, after)
-    assert after < 0.5 * before
+    assert eval_loss() < 0.5 * before
+
+
+@pytest.mark.parametrize("step", [1, 10, 500, 999])
+def test_ancestral_step_matches_diffusers_learned_range(step):
+    from diffusers import DDPMScheduler
+
+    reference = DDPMScheduler(
+        num_train_timesteps=1000, trained_betas=DIFFUSION.schedule.betas, variance_type="learned_range",
+        clip_sample=True, clip_sample_range=1.0, prediction_type="epsilon",
+    )
+    reference.set_timesteps(1000)
+    g = torch.Generator().manual_seed(step)
+    x_t = torch.randn(2, 1, 8, 8, generator=g)
+    output = torch.randn(2, 2, 8, 8, generator=g).clamp(-1, 1)
+    pred = DIFFUSION.p_mean_variance(output, x_t, torch.full((2,), step))
+    noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(1))
+    expected = reference.step(output, step, x_t, generator=torch.Generator().manual_seed(1)).prev_sample
+    torch.testing.assert_close(pred.mean + torch.exp(0.5 * pred.log_variance) * noise, expected, atol=2e-4, rtol=1e-4)

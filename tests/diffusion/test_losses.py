@@ -16,11 +16,13 @@ def test_normal_kl_matches_torch_distributions():
 def test_discretized_likelihood_sums_to_one_over_the_256_levels():
     levels = torch.linspace(-1.0, 1.0, 256)
     for mean, log_scale in [(0.0, -2.0), (0.3, -4.0), (-0.9, 0.5)]:
-        ll = discretized_gaussian_log_likelihood(levels, torch.full_like(levels, mean), torch.full_like(levels, log_scale))
+        mean_t, log_scale_t = torch.full_like(levels, mean), torch.full_like(levels, log_scale)
+        ll = discretized_gaussian_log_likelihood(levels, mean_t, log_scale_t)
         assert ll.exp().sum().item() == pytest.approx(1.0, abs=1e-4)
 
 
 def test_discretized_likelihood_peaks_at_the_mean():
     levels = torch.linspace(-1.0, 1.0, 256)
-    ll = discretized_gaussian_log_likelihood(levels, torch.full_like(levels, levels[100]), torch.full_like(levels, -3.0))
+    mean, log_scale = torch.full_like(levels, levels[100].item()), torch.full_like(levels, -3.0)
+    ll = discretized_gaussian_log_likelihood(levels, mean, log_scale)
     assert ll.argmax() == 100

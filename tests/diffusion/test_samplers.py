@@ -62,7 +62,10 @@ def test_samples_do_not_depend_on_the_batch(sampler, small_model):
     seeds = [10, 11, 12, 13]
     batched = sample(small_model, onehot, sampler=sampler, steps=3, generators=generators(seeds))
     single = torch.cat(
-        [sample(small_model, onehot[i : i + 1], sampler=sampler, steps=3, generators=generators([s])) for i, s in enumerate(seeds)]
+        [
+            sample(small_model, onehot[i : i + 1], sampler=sampler, steps=3, generators=generators([s]))
+            for i, s in enumerate(seeds)
+        ]
     )
     assert batched.shape == (4, 1, 16, 16)
     assert batched.min() >= -1 and batched.max() <= 1
@@ -79,7 +82,12 @@ def test_draw_noise_is_per_sample():
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"sampler": "euler"}, "euler"), ({"steps": 0}, "got 0"), ({"steps": 1001}, "got 1001"), ({"guidance": -1.0}, "-1.0")],
+    [
+        ({"sampler": "euler"}, "euler"),
+        ({"steps": 0}, "got 0"),
+        ({"steps": 1001}, "got 1001"),
+        ({"guidance": -1.0}, "-1.0"),
+    ],
 )
 def test_bad_arguments_are_rejected(kwargs, message):
     x0 = torch.zeros(1, 1, 4, 4)

@@ -75,7 +75,8 @@ def test_label_map_changes_the_output():
 def test_only_middle_and_decoder_see_the_labels():
     model = perturbed(SMALL)
     encoder_blocks = [m for m in model.input_blocks.modules() if isinstance(m, ResBlock)]
-    decoder_blocks = [m for s in (model.middle_block, model.output_blocks) for m in s.modules() if isinstance(m, ResBlock)]
+    decoder = (model.middle_block, model.output_blocks)
+    decoder_blocks = [m for s in decoder for m in s.modules() if isinstance(m, ResBlock)]
     assert encoder_blocks and not any(b.label_conditioned for b in encoder_blocks)
     assert not any(isinstance(m, SPADEGroupNorm) for m in model.input_blocks.modules())
     assert decoder_blocks and all(b.label_conditioned for b in decoder_blocks)

@@ -1,0 +1,344 @@
+"""Synthetic-slice production: plan layouts, sample in batches, verify nodules, commit whole shards.
+
+Pipeline per rank: a planner thread lays out the next blocks while the main thread only feeds
+the generator, and a writer thread commits finished blocks (:mod:`lungforge.augment.writer`).
+Samples whose nodules are too faint are re-sampled with fresh derived seeds, batched together
+with the next samples, up to `retries` times; then the best attempt is kept, flagged
+`verified=False`.
+
+Scale (torchrun): the output's blocks are its shards; rank r owns blocks r, r+K, ...; rank 0
+creates the store and, after all ranks finish, merges the blocks' nodule parts and finalizes.
+Sample i depends only on (seed, i), so the store is the same for any batch size or rank count.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from lungforge.augment.nodule_library import NoduleLibrary
+from lungforge.augment.options import AugmentOptions, output_defining
+from lungforge.augment.plan import PlannedSample, SamplePlanner, SourceMaps, sample_seed
+from lungforge.augment.summary import AugmentReport, summarize
+from lungforge.augment.synthesizer import SamplingSettings, Synthesizer
+from lungforge.augment.verification import weakest_contrast_hu
+from lungforge.augment.visibility import contrast_threshold_from_store
+from lungforge.augment.writer import BlockWriter, FinishedBlock, part_name
+from lungforge.data.store import SPLIT_IDS, Store, create_store, open_store
+from lungforge.errors import InputError, SchemaError
+from lungforge.registry import resolve_weights
+from lungforge.training.checkpoint import load_checkpoint
+from lungforge.training.device import check_precision, resolve_device
+from lungforge.training.distributed import (
+    DistInfo,
+    barrier,
+    destroy_process_group,
+    dist_info_from_env,
+    init_process_group,
+    mean_across_ranks,
+)
+
+PLAN_AHEAD_BLOCKS = 2
+WRITE_QUEUE_BLOCKS = 2
+Progress = Callable[[int, int, int], None]
+"""progress(slices_done, slices_total, images_sampled) for this rank's blocks."""
+
+
+@dataclass(frozen=True, eq=False)
+class _Inputs:
+    """Everything read and validated before any output is touched."""
+
+    real: Store
+    synthesizer: Synthesizer
+    planner: SamplePlanner
+
+
+def load_inputs(options: AugmentOptions, device: torch.device) -> _Inputs:
+    """Open the real store and the weights, and check the layout request can be met (no writes)."""
+    real = open_store(options.data)
+    if real.kind != "real":
+        raise InputError(f"--data {options.data}: store kind is {real.kind!r}, expected a 'real' store (synthetic slices cannot seed new ones)")
+    ckpt = load_checkpoint(resolve_weights(options.weights))
+    precision = check_precision(options.precision, device)
+    settings = SamplingSettings(options.sampler, options.steps, options.guidance)
+    synthesizer = Synthesizer(ckpt, device, precision, settings)
+    maps = SourceMaps(real, synthesizer.image_size)
+    table = real.nodules()
+    train_rows = real.meta("split")[table["slice"]] == SPLIT_IDS["train"]
+    library = None
+    if options.nodules > 0 and options.shape == "real":
+        library = NoduleLibrary.from_store(real, seed=options.seed)
+    planner = SamplePlanner(
+        maps,
+        options.layout_request(),
+        n_nodule=options.nodules,
+        seed=options.seed,
+        library=library,
+        empirical_mm=table["diameter_mm"][train_rows],
+    )
+    planner.check_feasible()
+    return _Inputs(real, synthesizer, planner)
+
+
+def _check_output_free(options: AugmentOptions) -> None:
+    if options.out.exists() and not (options.resume or options.overwrite):
+        raise SchemaError(f"{options.out}: already exists; pass --resume to continue it or --overwrite to replace it")
+
+
+def _open_resumed(options: AugmentOptions) -> Store:
+    store = open_store(options.out, "r+", require_complete=False)
+    if store.kind != "synthetic":
+        raise SchemaError(f"{options.out}: kind is {store.kind!r}, --resume expects a synthetic store written by augment")
+    if len(store) != options.total or store.shard_slices != options.shard_size:
+        raise SchemaError(
+            f"{options.out}: holds {len(store)} slices in shards of {store.shard_slices}, "
+            f"this run asks for {options.total} in shards of {options.shard_size}; resume with the same options"
+        )
+    before = output_defining(store.attrs.get("params", {}))
+    now = output_defining(options.as_params())
+    changed = sorted(k for k in now if before.get(k) != now[k])
+    if changed:
+        k = changed[0]
+        raise SchemaError(f"{options.out}: was started with {k}={before.get(k)!r}, this run has {k}={now[k]!r}; resume with the same options")
+    return store
+
+
+def _create_output(options: AugmentOptions, inputs: _Inputs) -> Store:
+    threshold = options.min_contrast_hu
+    if threshold is None and options.nodules > 0:
+        threshold = contrast_threshold_from_store(inputs.real)
+    size = inputs.synthesizer.image_size
+    return create_store(
+        options.out,
+        kind="synthetic",
+        height=size,
+        width=size,
+        capacity=options.total,
+        params=options.as_params(),
+        extra_attrs={
+            "generator": inputs.synthesizer.provenance(options.weights),
+            "input": {"path": str(options.data), "fingerprint": inputs.real.fingerprint()},
+            "min_contrast_hu": threshold,
+            "sample_order": "indices [0, nodules) are nodule slices, [nodules, nodules + nodule_free) nodule-free",
+        },
+        overwrite=options.overwrite,
+        shard_slices=options.shard_size,
+    )
+
+
+def _open_output(options: AugmentOptions, inputs: _Inputs, info: DistInfo) -> Store:
+    """Rank 0 creates (or reopens with --resume) the output; the other ranks open it after a barrier."""
+    store = None
+    if info.is_main:
+        if options.resume and options.out.exists():
+            store = _open_resumed(options)
+        else:
+            store = _create_output(options, inputs)
+    barrier(info)
+    if store is None:
+        store = open_store(options.out, "r+", require_complete=False)
+    return store
+
+
+def owned_blocks(n_blocks: int, info: DistInfo) -> list[int]:
+    """Blocks of rank `info.rank`: r, r + K, r + 2K, ..."""
+    return list(range(info.rank, n_blocks, info.world_size))
+
+
+def pending_blocks(store: Store, blocks: list[int], shard: int) -> list[int]:
+    """The blocks of `blocks` whose `meta/done` flags are not all set."""
+    done = store.meta("done")
+    return [b for b in blocks if not done[b * shard : (b + 1) * shard].all()]
+
+
+class _Assembly:
+    """One output block being filled: the best attempt so far of each of its samples."""
+
+    def __init__(self, block: int, samples: list[PlannedSample], size: int) -> None:
+        n = len(samples)
+        self.block = block
+        self.samples = samples
+        self.image = np.zeros((n, size, size), dtype=np.uint8)
+        self.seed = np.zeros(n, dtype=np.int64)
+        self.score = np.full(n, -np.inf)
+        self.first_try = np.zeros(n, dtype=bool)
+        self.remaining = n
+
+    def record(self, pos: int, image: np.ndarray, seed: int, score: float, attempt: int, passed: bool, final: bool) -> None:
+        if attempt == 0:
+            self.first_try[pos] = passed
+        if score > self.score[pos] or attempt == 0:
+            self.image[pos], self.seed[pos], self.score[pos] = image, seed, score
+        if final:
+            self.remaining -= 1
+
+    def finished(self, real: Store, threshold: float | None) -> FinishedBlock:
+        samples = self.samples
+        source = np.array([s.source for s in samples], dtype=np.int64)
+        has_nodule = np.array([s.has_nodule for s in samples], dtype=bool)
+        verified = ~has_nodule | (self.score >= threshold if threshold is not None else True)
+        rows = [(s.index, n) for s in samples for n in s.nodules]
+        meta = {
+            "series": real.meta("series")[source],
+            "z": real.meta("z")[source],
+            "spacing": np.array([s.spacing_mm for s in samples], dtype=np.float32),
+            "split": np.full(len(samples), SPLIT_IDS["train"], dtype=np.uint8),
+            "fold": real.meta("fold")[source],
+            "has_nodule": has_nodule,
+            "source": source,
+            "seed": self.seed,
+            "verified": verified,
+        }
+        part = {
+            "slice": np.array([i for i, _ in rows], dtype=np.int64),
+            "bbox": np.array([n.bbox for _, n in rows], dtype=np.float32).reshape(-1, 4),
+            "diameter_mm": np.array([n.achieved_mm for _, n in rows], dtype=np.float32),
+            "requested_mm": np.array([n.requested_mm for _, n in rows], dtype=np.float32),
+            "has_nodule": has_nodule,
+            "first_try": self.first_try | ~has_nodule,
+            "verified": verified,
+        }
+        label = np.stack([s.label for s in samples])
+        return FinishedBlock(self.block, samples[0].index, self.image, label, meta, part)
+
+
+def _planned_blocks(planner: SamplePlanner, blocks: list[int], shard: int, total: int) -> Iterator[tuple[int, list[PlannedSample]]]:
+    """Yield (block, samples) in order, planning up to PLAN_AHEAD_BLOCKS ahead on a background thread."""
+
+    def plan(b: int) -> list[PlannedSample]:
+        return [planner.plan(i) for i in range(b * shard, min((b + 1) * shard, total))]
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lungforge-planner") as pool:
+        ahead: deque[tuple[int, Future[list[PlannedSample]]]] = deque()
+        todo = iter(blocks)
+        for b in todo:
+            ahead.append((b, pool.submit(plan, b)))
+            if len(ahead) >= PLAN_AHEAD_BLOCKS:
+                break
+        while ahead:
+            b, future = ahead.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                ahead.append((nxt, pool.submit(plan, nxt)))
+            yield b, future.result()
+
+
+def produce_blocks(
+    inputs: _Inputs,
+    store: Store,
+    blocks: list[int],
+    options: AugmentOptions,
+    threshold: float | None,
+    progress: Progress | None = None,
+) -> int:
+    """Generate, verify and commit `blocks`; returns the number of images sampled (retries included)."""
+    total_slices = sum(min((b + 1) * options.shard_size, options.total) - b * options.shard_size for b in blocks)
+    size = inputs.synthesizer.image_size
+    planned = _planned_blocks(inputs.planner, blocks, options.shard_size, options.total)
+    queue: deque[tuple[_Assembly, int, int]] = deque()
+    open_blocks: list[_Assembly] = []
+    sampled = done = 0
+    with BlockWriter(store, WRITE_QUEUE_BLOCKS) as writer:
+        while True:
+            while len(queue) < options.batch_size:
+                nxt = next(planned, None)
+                if nxt is None:
+                    break
+                assembly = _Assembly(nxt[0], nxt[1], size)
+                open_blocks.append(assembly)
+                queue.extend((assembly, pos, 0) for pos in range(len(nxt[1])))
+            if not queue:
+                break
+            batch = [queue.popleft() for _ in range(min(options.batch_size, len(queue)))]
+            samples = [a.samples[pos] for a, pos, _ in batch]
+            seeds = [s.seed if attempt == 0 else sample_seed(options.seed, s.index, attempt) for s, (_, _, attempt) in zip(samples, batch)]
+            images = inputs.synthesizer(np.stack([s.label for s in samples]), seeds)
+            sampled += len(batch)
+            scores = weakest_contrast_hu(images, samples)
+            retry = []
+            for (assembly, pos, attempt), image, seed, score in zip(batch, images, seeds, scores):
+                passed = threshold is None or bool(score >= threshold)
+                final = passed or attempt >= options.retries
+                assembly.record(pos, image, seed, float(score), attempt, passed, final)
+                if not final:
+                    retry.append((assembly, pos, attempt + 1))
+            queue.extendleft(reversed(retry))
+            for assembly in [a for a in open_blocks if a.remaining == 0]:
+                open_blocks.remove(assembly)
+                writer.submit(assembly.finished(inputs.real, threshold))
+                done += len(assembly.samples)
+            if progress is not None:
+                progress(done, total_slices, sampled)
+    return sampled
+
+
+def _merge_parts(store: Store, n_blocks: int) -> dict[str, dict[str, np.ndarray]]:
+    parts = store.load_parts()
+    missing = [b for b in range(n_blocks) if part_name(b) not in parts]
+    if missing:
+        raise SchemaError(f"{store.path}: blocks {missing[:5]} have no commit record; rerun with --resume")
+    return {name: parts[name] for name in sorted(parts) if name.startswith("block-")}
+
+
+def _record_of_complete(store: Store) -> dict[str, np.ndarray]:
+    """A part-like record of an already finished store (its first-try results are no longer known)."""
+    table = store.nodules()
+    return {**table, "has_nodule": store.meta("has_nodule"), "verified": store.meta("verified")}
+
+
+def augment(options: AugmentOptions, progress: Progress | None = None) -> AugmentReport | None:
+    """Run (or resume) an augment job; under torchrun every rank calls this.
+
+    Returns the report on rank 0 and None on the other ranks. Nothing is written when the
+    inputs, weights or layout request are invalid, or when `out` exists without resume/overwrite.
+    """
+    started = time.perf_counter()
+    info = dist_info_from_env()
+    device = resolve_device(options.device, info.local_rank)
+    _check_output_free(options)
+    inputs = load_inputs(options, device)
+    init_process_group(info, device)
+    try:
+        store = _open_output(options, inputs, info)
+        threshold = store.attrs.get("min_contrast_hu")
+        shard = options.shard_size
+        n_blocks = -(-options.total // shard)
+        complete = bool(store.attrs.get("complete"))
+        blocks = [] if complete else pending_blocks(store, owned_blocks(n_blocks, info), shard)
+        sampled = produce_blocks(inputs, store, blocks, options, threshold, progress if info.is_main else None)
+        written = sum(min((b + 1) * shard, options.total) - b * shard for b in blocks)
+        sampled_all = round(mean_across_ranks(sampled, info, device) * info.world_size)
+        written_all = round(mean_across_ranks(written, info, device) * info.world_size)
+        blocks_run = round(mean_across_ranks(len(blocks), info, device) * info.world_size)
+        barrier(info)
+        if not info.is_main:
+            return None
+        if complete:
+            parts = {"store": _record_of_complete(store)}
+        else:
+            parts = _merge_parts(store, n_blocks)
+        seconds = time.perf_counter() - started
+        report = summarize(
+            parts,
+            out=str(options.out),
+            written_this_run=written_all,
+            blocks_skipped=n_blocks - blocks_run,
+            min_contrast_hu=threshold,
+            images_sampled=sampled_all,
+            images_per_s=sampled_all / seconds if seconds > 0 else 0.0,
+            seconds=seconds,
+            generator=store.attrs.get("generator", {}),
+        )
+        if not complete:
+            table = {k: np.concatenate([p[k] for p in parts.values()]) for k in ("slice", "bbox", "diameter_mm", "requested_mm")}
+            verification = {"verified_first_try": report.verified_first_try, "verified_final": report.verified_final}
+            store.finalize(options.total, inputs.real.series_uids, table, {"verification": verification})
+        return report
+    finally:
+        destroy_process_group()

@@ -1,0 +1,111 @@
+"""Options of an augment run (`lungforge augment`), as one frozen dataclass saved with the output."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args
+
+from lungforge.augment.layout import LayoutRequest, NoduleShape, Placement
+from lungforge.data.store import SHARD
+from lungforge.diffusion.samplers import SAMPLERS, Sampler
+from lungforge.training.device import PRECISIONS, Precision
+
+OUTPUT_DEFINING = (
+    "nodules",
+    "nodule_free",
+    "diameter_mm",
+    "per_slice",
+    "placement",
+    "shape",
+    "sampler",
+    "steps",
+    "guidance",
+    "precision",
+    "seed",
+    "min_contrast_hu",
+    "retries",
+    "shard_size",
+)
+"""Options that change the output's content: a resumed run must repeat them exactly.
+
+Batch size, device and rank count are absent on purpose: per-sample seeds make the output
+independent of them (on one device type and precision).
+"""
+
+
+@dataclass(frozen=True)
+class AugmentOptions:
+    """What to generate and how.
+
+    Sample order: global indices 0..nodules-1 are nodule slices, nodules..nodules+nodule_free-1
+    nodule-free ones. `diameter_mm` (MIN, MAX) in mm, None = the real train nodules' diameters.
+    `min_contrast_hu` None = the 5th percentile of real nodule contrast (HU). `shard_size`
+    slices per output shard, the unit a rank owns and resume skips.
+    """
+
+    data: Path
+    weights: str
+    out: Path
+    nodules: int = 0
+    nodule_free: int = 0
+    diameter_mm: tuple[float, float] | None = None
+    per_slice: int = 1
+    placement: Placement = "any"
+    shape: NoduleShape = "real"
+    sampler: Sampler = "dpmpp"
+    steps: int = 25
+    guidance: float = 1.5
+    batch_size: int = 32
+    device: str = "auto"
+    precision: Precision = "fp32"
+    seed: int = 0
+    min_contrast_hu: float | None = None
+    retries: int = 2
+    shard_size: int = SHARD
+    resume: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.nodules < 0 or self.nodule_free < 0:
+            raise ValueError(f"--nodules and --nodule-free must be >= 0, got {self.nodules} and {self.nodule_free}")
+        if self.nodules + self.nodule_free == 0:
+            raise ValueError("nothing to generate: pass --nodules N and/or --nodule-free M with N + M > 0")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.placement not in get_args(Placement):
+            raise ValueError(f"placement must be one of {get_args(Placement)}, got {self.placement!r}")
+        if self.steps < 1 or self.batch_size < 1 or self.shard_size < 1:
+            raise ValueError(f"steps, batch size and shard size must be >= 1, got {self.steps}, {self.batch_size}, {self.shard_size}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if self.guidance < 0:
+            raise ValueError(f"guidance scale must be >= 0, got {self.guidance}")
+        if self.resume and self.overwrite:
+            raise ValueError("use either --resume or --overwrite, not both")
+        self.layout_request()
+
+    @property
+    def total(self) -> int:
+        """Slices in the output store."""
+        return self.nodules + self.nodule_free
+
+    def layout_request(self) -> LayoutRequest:
+        """The nodule layout request of the nodule slices."""
+        return LayoutRequest(per_slice=self.per_slice, diameter_mm=self.diameter_mm, placement=self.placement, shape=self.shape)
+
+    def as_params(self) -> dict[str, Any]:
+        """All options as JSON-ready values (the output store's `params` attribute)."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            out[field.name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def output_defining(params: dict[str, Any]) -> dict[str, Any]:
+    """The subset of `params` (see :meth:`AugmentOptions.as_params`) a resume must match."""
+    return {name: params.get(name) for name in OUTPUT_DEFINING}

@@ -1,0 +1,136 @@
+"""Seeded per-sample planning: which real label map each synthetic slice starts from, and its nodules.
+
+Every sample has a global index; its seed comes from (run seed, index) alone, and both its layout
+and its sampler noise are drawn from that seed. So a sample is the same whatever batch, block or
+rank it is produced in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lungforge.augment.layout import LayoutRequest, PlacedNodule, plan_layouts
+from lungforge.augment.nodule_library import NoduleLibrary
+from lungforge.data.store import SPLIT_IDS, Store
+from lungforge.errors import InputError
+
+SEED_MASK = (1 << 63) - 1
+
+
+def sample_seed(seed: int, index: int, attempt: int = 0) -> int:
+    """The 63-bit seed of sample `index` (attempt 0) or of its `attempt`-th re-sampling.
+
+    Attempt 0 uses SeedSequence([seed, index]), retries SeedSequence([seed, index, attempt]).
+    """
+    entropy = [seed, index] if attempt == 0 else [seed, index, attempt]
+    words = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32).astype(np.uint64)
+    return int(((words[0] << np.uint64(32)) | words[1]) & np.uint64(SEED_MASK))
+
+
+def resize_label(label: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) uint8 label map → (size, size) uint8, nearest neighbour as the training data loader does."""
+    if label.shape == (size, size):
+        return np.asarray(label, dtype=np.uint8)
+    lab = torch.from_numpy(np.ascontiguousarray(label, dtype=np.uint8)).float()[None, None]
+    return F.interpolate(lab, size=(size, size), mode="nearest")[0, 0].to(torch.uint8).numpy()
+
+
+class SourceMaps:
+    """Real nodule-free TRAIN label maps of a store, read lazily and resized to `size` pixels.
+
+    Indexable like a list of (size, size) uint8 maps (what :func:`plan_layouts` accepts);
+    `indices` (P,) are their slice indices in the input store, `spacings_mm` (P, 2) their
+    (row, col) pixel spacing in mm at `size`.
+    """
+
+    def __init__(self, store: Store, size: int) -> None:
+        free = (store.meta("split") == SPLIT_IDS["train"]) & ~store.meta("has_nodule")
+        self.store = store
+        self.size = size
+        self.indices = np.flatnonzero(free)
+        if self.indices.size == 0:
+            raise InputError(f"{store.path}: no nodule-free train slices to use as source label maps")
+        h, w = store.shape_hw
+        self.spacings_mm = store.meta("spacing")[self.indices].astype(np.float64) * (h / size, w / size)
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return resize_label(np.asarray(self.store.label[int(self.indices[i])]), self.size)
+
+
+@dataclass(frozen=True, eq=False)
+class PlannedSample:
+    """One output slice before sampling: its (size, size) uint8 label map and provenance.
+
+    `source` is the slice index in the INPUT store; `seed` the attempt-0 seed;
+    `spacing_mm` (row, col) mm at the output size; `nodules` the inserted ones (empty for
+    nodule-free samples).
+    """
+
+    index: int
+    seed: int
+    source: int
+    label: np.ndarray
+    spacing_mm: tuple[float, float]
+    nodules: tuple[PlacedNodule, ...]
+
+    @property
+    def has_nodule(self) -> bool:
+        return bool(self.nodules)
+
+
+class SamplePlanner:
+    """Plans sample `index` from (seed, index) alone: indices below `n_nodule` get nodules."""
+
+    def __init__(
+        self,
+        maps: SourceMaps,
+        request: LayoutRequest,
+        *,
+        n_nodule: int,
+        seed: int,
+        library: NoduleLibrary | None = None,
+        empirical_mm: np.ndarray | None = None,
+    ) -> None:
+        self.maps = maps
+        self.request = request
+        self.n_nodule = n_nodule
+        self.seed = seed
+        self.library = library
+        self.empirical_mm = empirical_mm
+
+    def plan(self, index: int) -> PlannedSample:
+        """The layout of sample `index` (deterministic); LayoutError if no map can host it."""
+        seed = sample_seed(self.seed, index)
+        rng = np.random.default_rng(seed)
+        if index < self.n_nodule:
+            (planned,) = plan_layouts(
+                self.maps, self.maps.spacings_mm, 1, self.request, rng, self.library, self.empirical_mm
+            )
+            position, label, nodules = planned.source, planned.label, planned.nodules
+        else:
+            position = int(rng.integers(len(self.maps)))
+            label, nodules = self.maps[position], ()
+        spacing = (float(self.maps.spacings_mm[position, 0]), float(self.maps.spacings_mm[position, 1]))
+        return PlannedSample(index, seed, int(self.maps.indices[position]), label, spacing, tuple(nodules))
+
+    def check_feasible(self) -> None:
+        """Plan sample 0 and, for a `--diameter` range, a slice of its largest diameter.
+
+        Run before anything is written, so an impossible request leaves no output behind
+        (LayoutError). Empirical diameters are checked through sample 0 only: their maximum may
+        be a rare outlier.
+        """
+        if self.n_nodule == 0:
+            return
+        self.plan(0)
+        if self.request.diameter_mm is not None:
+            largest = self.request.diameter_mm[1]
+            worst = LayoutRequest(self.request.per_slice, (largest, largest), self.request.placement, self.request.shape)
+            plan_layouts(self.maps, self.maps.spacings_mm, 1, worst, np.random.default_rng(self.seed), self.library)

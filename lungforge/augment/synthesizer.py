@@ -1,0 +1,114 @@
+"""A loaded generator (SDM or SPADE) that turns label maps and per-sample seeds into CT slices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lungforge.diffusion.samplers import Sampler, sample
+from lungforge.errors import CheckpointError
+from lungforge.labels import NUM_CLASSES
+from lungforge.training.checkpoint import LoadedCheckpoint, build_model
+from lungforge.training.device import Precision, autocast
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Diffusion sampler settings (ignored by SPADE, which needs one forward pass)."""
+
+    sampler: Sampler = "dpmpp"
+    steps: int = 25
+    guidance: float = 1.5
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(B, 1, H, W) images in [-1, 1] → (B, H, W) uint8 windowed CT (inverse of the data loader's x/127.5 − 1)."""
+    return ((x.detach().float().clamp(-1.0, 1.0)[:, 0] + 1.0) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+
+def onehot_labels(labels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B, H, W) uint8 label ids → (B, NUM_CLASSES, H, W) float32 one-hot on `device`."""
+    ids = torch.from_numpy(np.ascontiguousarray(labels)).to(device=device, dtype=torch.long)
+    return F.one_hot(ids, NUM_CLASSES).permute(0, 3, 1, 2).float()
+
+
+class Synthesizer:
+    """Label maps (B, S, S) uint8 + one seed per sample → (B, S, S) uint8 images; S = image_size.
+
+    Sample i's randomness comes only from `seeds[i]` (its own torch.Generator), so an image does
+    not depend on the batch it is made in.
+    """
+
+    def __init__(
+        self,
+        ckpt: LoadedCheckpoint,
+        device: torch.device,
+        precision: Precision = "fp32",
+        settings: SamplingSettings = SamplingSettings(),
+    ) -> None:
+        if ckpt.config.num_classes != NUM_CLASSES:
+            raise CheckpointError(
+                f"checkpoint {ckpt.path} has {ckpt.config.num_classes} label classes, lungforge uses {NUM_CLASSES}"
+            )
+        if ckpt.kind == "sdm" and not 1 <= settings.steps <= ckpt.config.diffusion_steps:
+            raise CheckpointError(f"--steps {settings.steps} must be in 1..{ckpt.config.diffusion_steps} (the model's diffusion steps)")
+        self.ckpt = ckpt
+        self.device = device
+        self.precision = precision
+        self.settings = settings
+        self.model = build_model(ckpt, device)
+
+    @property
+    def kind(self) -> str:
+        return self.ckpt.kind
+
+    @property
+    def image_size(self) -> int:
+        return int(self.ckpt.config.image_size)
+
+    def provenance(self, weights: str) -> dict[str, Any]:
+        """The output store's `generator` attribute block."""
+        return {
+            "weights": weights,
+            "sha256": self.ckpt.sha256,
+            "kind": self.ckpt.kind,
+            "preset": self.ckpt.preset,
+            "step": self.ckpt.step,
+            "sampler": self.settings.sampler if self.kind == "sdm" else None,
+            "steps": self.settings.steps if self.kind == "sdm" else None,
+            "guidance": self.settings.guidance if self.kind == "sdm" else None,
+            "precision": self.precision,
+        }
+
+    def _generators(self, seeds: Sequence[int]) -> list[torch.Generator]:
+        return [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+
+    @torch.no_grad()
+    def __call__(self, labels: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
+        if len(seeds) != labels.shape[0]:
+            raise ValueError(f"got {len(seeds)} seeds for {labels.shape[0]} label maps, expected one each")
+        onehot = onehot_labels(labels, self.device)
+        generators = self._generators(seeds)
+        with autocast(self.device, self.precision):
+            if self.kind == "sdm":
+                cfg = self.ckpt.config
+                x = sample(
+                    self.model,
+                    onehot,
+                    sampler=self.settings.sampler,
+                    steps=self.settings.steps,
+                    guidance=self.settings.guidance,
+                    generators=generators,
+                    in_channels=cfg.in_channels,
+                    num_train_timesteps=cfg.diffusion_steps,
+                )
+            else:
+                z = None
+                if self.ckpt.config.z_dim > 0:
+                    z = torch.stack([torch.randn(self.ckpt.config.z_dim, generator=g, device=self.device) for g in generators])
+                x = self.model(onehot, z=z)
+        return to_uint8(x)

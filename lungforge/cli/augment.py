@@ -1,0 +1,147 @@
+"""`lungforge augment`: synthetic slices from real label maps with inserted nodules (thin over lungforge.augment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from lungforge.augment.options import AugmentOptions
+    from lungforge.augment.summary import AugmentReport
+
+
+def register(app: typer.Typer) -> None:
+    app.command("augment")(augment)
+
+
+def augment(
+    data: Annotated[Path, typer.Option("--data", help="Real store (kind 'real'); its TRAIN nodule-free label maps are the sources.")],
+    weights: Annotated[str, typer.Option("--weights", help="Generator weights: a registry name or a checkpoint dir / .safetensors.")],
+    out: Annotated[Path, typer.Option("--out", help="Output synthetic Zarr store (e.g. synth.zarr).")],
+    nodules: Annotated[int, typer.Option("--nodules", min=0, help="Slices with inserted nodules (sample indices 0..N-1).")] = 0,
+    nodule_free: Annotated[int, typer.Option("--nodule-free", min=0, help="Nodule-free slices, real maps used as they are (indices N..N+M-1).")] = 0,
+    diameter: Annotated[Optional[str], typer.Option("--diameter", help="Nodule diameter range MIN:MAX in mm, e.g. 3:30; default: the real train nodules' diameters.")] = None,
+    per_slice: Annotated[int, typer.Option("--per-slice", min=1, help="Nodules per nodule slice.")] = 1,
+    placement: Annotated[str, typer.Option(help="Where nodules go: any, central, peripheral, left or right (lung).")] = "any",
+    shape: Annotated[str, typer.Option(help="Nodule shapes: 'real' (masks of the real store's nodules, rescaled) or 'sphere' (lobulated disks).")] = "real",
+    sampler: Annotated[str, typer.Option(help="Diffusion sampler: dpmpp, ddim or ddpm (SDM only).")] = "dpmpp",
+    steps: Annotated[int, typer.Option(min=1, help="Denoising steps (SDM only).")] = 25,
+    guidance: Annotated[float, typer.Option(min=0.0, help="Classifier-free guidance scale s (SDM only).")] = 1.5,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per generator batch (does not change the output).")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (under torchrun: the GPU of LOCAL_RANK).")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (fp16 needs CUDA).")] = "fp32",
+    seed: Annotated[int, typer.Option(help="Run seed; sample i uses seeds derived from (seed, i) only.")] = 0,
+    min_contrast: Annotated[Optional[float], typer.Option("--min-contrast", help="Nodule visibility threshold in HU; default: 5th percentile of the real nodules' contrast.")] = None,
+    retries: Annotated[int, typer.Option(min=0, help="Re-samplings (fresh derived seeds) of a slice whose nodules are below --min-contrast.")] = 2,
+    shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Slices per output shard: the unit a rank writes and --resume skips.")] = 64,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same store (same options).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing lungforge store at --out.")] = False,
+    preview: Annotated[Optional[Path], typer.Option("--preview", help="Also write a PNG grid (label map | synthetic slice) of a few output slices.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")] = False,
+) -> None:
+    """Generate synthetic CT slices: real label maps, optionally with inserted nodules of chosen size and place.
+
+    Multi-GPU or multi-process: torchrun --nproc-per-node K -m lungforge augment ... (rank r writes
+    shards r, r+K, ...; the output does not depend on K or --batch-size). Every nodule's contrast
+    is checked; too-faint slices are re-sampled, then kept with meta/verified = False.
+    """
+    from lungforge.augment.layout import parse_diameter_range
+    from lungforge.augment.options import AugmentOptions
+
+    diameter_mm = None
+    if diameter is not None:
+        try:
+            diameter_mm = parse_diameter_range(diameter)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--diameter") from None
+    try:
+        options = AugmentOptions(
+            data=data,
+            weights=weights,
+            out=out,
+            nodules=nodules,
+            nodule_free=nodule_free,
+            diameter_mm=diameter_mm,
+            per_slice=per_slice,
+            placement=placement,  # type: ignore[arg-type]
+            shape=shape,  # type: ignore[arg-type]
+            sampler=sampler,  # type: ignore[arg-type]
+            steps=steps,
+            guidance=guidance,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,  # type: ignore[arg-type]
+            seed=seed,
+            min_contrast_hu=min_contrast,
+            retries=retries,
+            shard_size=shard_size,
+            resume=resume,
+            overwrite=overwrite,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    _run(options, preview, json_out)
+
+
+def _run(options: AugmentOptions, preview: Optional[Path], json_out: bool) -> None:
+    import time
+
+    from lungforge.augment.generate import augment as run_augment
+    from lungforge.cli.console import err_console, print_json, progress
+
+    started = time.perf_counter()
+    bar = progress()
+    task = bar.add_task("augment", total=None, status="")
+
+    def update(done: int, total: int, sampled: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        rate = sampled / max(time.perf_counter() - started, 1e-9)
+        bar.update(task, completed=done, total=total, status=f"{rate:.2f} img/s")
+
+    try:
+        report = run_augment(options, progress=update)
+    finally:
+        bar.stop()
+    if report is None:
+        return
+    if preview is not None:
+        from lungforge.augment.preview import write_preview
+
+        write_preview(options.out, preview)
+    if json_out:
+        print_json(report)
+    else:
+        _print_summary(report)
+    if preview is not None:
+        err_console.print(f"preview written to {preview}")
+
+
+def _print_summary(report: AugmentReport) -> None:
+    from rich.table import Table
+
+    from lungforge.cli.console import err_console
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f} %"
+
+    table = Table(title=f"augment → {report.out}", show_header=False)
+    rows = [
+        ("slices", f"{report.slices} ({report.nodule_slices} with nodules, {report.nodule_free_slices} nodule-free)"),
+        ("written this run", f"{report.written_this_run} ({report.blocks_skipped} blocks already done)"),
+        ("nodules", f"{report.nodules}: " + ", ".join(f"{k} {v}" for k, v in report.nodules_by_size.items())),
+        (
+            "diameter error",
+            "n/a"
+            if report.diameter_error_pct_mean is None
+            else f"mean |achieved − requested| {report.diameter_error_pct_mean:.1f} %, max {report.diameter_error_pct_max:.1f} %",
+        ),
+        ("visible (first try / final)", f"{pct(report.verified_first_try)} / {pct(report.verified_final)}"
+         + ("" if report.min_contrast_hu is None else f" at ≥ {report.min_contrast_hu:.0f} HU")),
+        ("speed", f"{report.images_per_s:.2f} images/s ({report.images_sampled} sampled in {report.seconds:.1f} s)"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    err_console.print(table)

@@ -1,0 +1,30 @@
+import numpy as np
+import torch
+
+from lungforge.bench.detect import DetectConfig, augment, run_detect
+from lungforge.bench.inputs import open_real, open_synthetic
+
+
+def test_augment_keeps_pixel_values():
+    x = torch.arange(2 * 32 * 32, dtype=torch.uint8).reshape(2, 32, 32)
+    y = augment(x, torch.Generator().manual_seed(0))
+    assert torch.equal(torch.sort(y.flatten(1)).values, torch.sort(x.flatten(1)).values)
+
+
+def test_quick_detect_runs_every_fold_and_condition_and_resumes(tmp_path, stores):
+    real = open_real(stores["real"])
+    syn = {"B": open_synthetic(stores["B"], real)}
+    config = DetectConfig.quick_preset(size=64, epochs=1)
+    result = run_detect(real, syn, config, torch.device("cpu"), tmp_path)
+    assert result["quick"] and result["conditions"] == ["A", "B"]
+    for condition in ("A", "B"):
+        assert [f["fold"] for f in result["folds"][condition]] == [0, 1]
+    a0, b0 = result["folds"]["A"][0], result["folds"]["B"][0]
+    assert a0["test_patches"] == b0["test_patches"] and a0["test_positive"] * 2 == a0["test_patches"]
+    # B adds the synthetic patches of fold-1 source patients only
+    assert b0["train_patches"] > a0["train_patches"]
+    assert sum(a0["confusion"].values()) == a0["test_patches"]
+    assert 0.0 <= a0["accuracy"] <= 1.0
+    again = run_detect(real, syn, config, torch.device("cpu"), tmp_path)
+    assert again["folds"] == result["folds"]  # read back, not retrained (seconds identical)
+    assert np.isfinite(a0["seconds"])

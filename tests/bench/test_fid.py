@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import torch
+from pytorch_fid.fid_score import calculate_frechet_distance
+
+from lungforge.bench.fid import (
+    FID_WEIGHTS_NAME,
+    FidConfig,
+    InceptionUnavailable,
+    Moments,
+    RandomFeatures,
+    compute_fid,
+    fid_inception_module,
+    find_inception_weights,
+    frechet_distance,
+    load_fid_inception,
+)
+from lungforge.bench.inputs import open_real, open_synthetic
+from lungforge.errors import CheckpointError
+
+
+def test_frechet_distance_equals_pytorch_fid():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 8)), rng.normal(0.5, 1.3, size=(60, 8))
+    mu1, s1, mu2, s2 = a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(calculate_frechet_distance(mu1, s1, mu2, s2))
+    assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_streamed_moments_equal_numpy_mean_and_cov():
+    rng = np.random.default_rng(1)
+    x = rng.normal(2.0, 1.5, size=(97, 5))
+    m = Moments(5)
+    for part in np.array_split(x, 4):
+        m.add(part)
+    mu, cov = m.mean_cov()
+    np.testing.assert_allclose(mu, x.mean(0))
+    np.testing.assert_allclose(cov, np.cov(x, rowvar=False), atol=1e-10)
+
+
+def test_missing_weights_name_the_expected_place(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(InceptionUnavailable, match=f"put {FID_WEIGHTS_NAME} in .*hub/checkpoints"):
+        find_inception_weights(None, allow_download=False)
+    with pytest.raises(InceptionUnavailable, match="no such file"):
+        find_inception_weights(tmp_path / "nope.pth")
+    cached = tmp_path / "hub" / "checkpoints" / FID_WEIGHTS_NAME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    assert find_inception_weights(None, allow_download=False) == cached
+
+
+def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(InceptionUnavailable, match="download failed: OSError"):
+        find_inception_weights(None)
+
+
+def test_inception_file_of_another_network_is_rejected(tmp_path):
+    wrong = tmp_path / "wrong.pth"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), wrong)
+    with pytest.raises(CheckpointError, match="is not the FID InceptionV3 network"):
+        load_fid_inception(wrong)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="not a loadable"):
+        load_fid_inception(garbage)
+
+
+def test_local_fid_inception_state_dict_loads_into_pytorch_fid_wrapper(tmp_path):
+    reference = fid_inception_module()
+    path = tmp_path / FID_WEIGHTS_NAME
+    torch.save(reference.state_dict(), path)
+    model = load_fid_inception(path)
+    assert torch.equal(model.blocks[3][1].branch1x1.conv.weight, reference.Mixed_7b.branch1x1.conv.weight)
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 64, 64))
+    assert out[0].shape == (2, 2048, 1, 1)
+
+
+def test_random_features_fid_end_to_end(stores):
+    real = open_real(stores["real"])
+    syn = {"B": open_synthetic(stores["B"], real)}
+    config = FidConfig(features="random", batch_size=16)
+    result = compute_fid(real, syn, config, RandomFeatures(), 64, torch.device("cpu"))
+    assert result["comparable"] is False
+    scores = result["scores"]["B"]
+    assert scores["nodule"]["n_real"] == 20 and scores["nodule_free"]["n_real"] == 20 and scores["all"]["n_synthetic"] == 40
+    assert all(v["fid"] is not None and v["fid"] >= 0 for v in scores.values())
+    assert any("biased below 2048" in w for w in result["warnings"])
+    same = compute_fid(real, {"R": real}, config, RandomFeatures(), 64, torch.device("cpu"))
+    assert same["scores"]["R"]["all"]["fid"] == pytest.approx(0.0, abs=1e-6)

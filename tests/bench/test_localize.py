@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from lungforge.bench.folds import real_groups
+from lungforge.bench.inputs import open_real
+from lungforge.bench.localize import LocalizeConfig, build_model, load_slices, make_targets, to_inputs
+from lungforge.errors import CheckpointError
+
+
+def test_load_slices_keeps_nodule_slices_and_scales_boxes(stores):
+    real = open_real(stores["real"])
+    groups = real_groups(real, 2, "all")
+    s = load_slices(real, groups, 32, 0.0, np.random.default_rng(0))
+    assert s.images.shape == (20, 32, 32)
+    assert all(b.shape[0] == 1 for b in s.boxes)
+    original = real.nodules()["bbox"][np.searchsorted(real.nodules()["slice"], s.index)]
+    np.testing.assert_allclose(np.concatenate(s.boxes), original / 2, rtol=1e-6)
+    with_free = load_slices(real, groups, 32, 0.5, np.random.default_rng(0))
+    assert with_free.images.shape[0] == 30 and sum(b.shape[0] == 0 for b in with_free.boxes) == 10
+
+
+@pytest.fixture(scope="module")
+def quick_model():
+    return build_model(LocalizeConfig.quick_preset(size=64))
+
+
+def test_quick_model_trains_and_predicts_at_working_size(quick_model):
+    images = np.random.default_rng(0).integers(0, 255, (2, 64, 64), dtype=np.uint8)
+    boxes = [np.array([[10, 10, 20, 20]], np.float32), np.zeros((0, 4), np.float32)]
+    quick_model.train()
+    losses = quick_model(to_inputs(images, torch.device("cpu")), make_targets(boxes, torch.device("cpu")))
+    assert set(losses) >= {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert quick_model.transform.min_size == (64,) and quick_model.transform.max_size == 64
+    assert quick_model.roi_heads.box_predictor.cls_score.out_features == 2
+
+
+def test_backbone_weights_from_a_local_file(tmp_path):
+    good = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), good)
+    model = build_model(LocalizeConfig.quick_preset(size=64, backbone_weights=str(good)))
+    reference = torch.load(good, weights_only=True)
+    assert torch.equal(model.backbone.body.conv1.weight, reference["conv1.weight"])
+    wrong = tmp_path / "wrong.pth"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), wrong)
+    with pytest.raises(CheckpointError, match="does not match"):
+        build_model(LocalizeConfig.quick_preset(size=64, backbone_weights=str(wrong)))

@@ -1,0 +1,83 @@
+"""`lungforge bench` through the CLI on tiny stores (64×64, --size 64, --quick, random FID features)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lungforge.cli.main import app
+
+
+def _build_store():
+    # the store builder lives with the bench tests; loaded by path so this file runs on its own
+    spec = importlib.util.spec_from_file_location("bench_store_builder", Path(__file__).parents[1] / "bench" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_store
+
+
+@pytest.fixture(scope="module")
+def small_stores(tmp_path_factory):
+    build = _build_store()
+    root = tmp_path_factory.mktemp("bench_cli")
+    # 10 patients × 2 slices, one nodule slice each: 5 nodule slices per quick fold group
+    return {
+        "real": build(root / "real.zarr", "real", per_series=2, seed=0),
+        "B": build(root / "b.zarr", "synthetic", per_series=2, seed=1),
+    }
+
+
+def test_bench_all_quick_writes_report_and_figures(tmp_path, small_stores, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    out = tmp_path / "report"
+    args = ["bench", "all", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--out", str(out),
+            "--quick", "--size", "64", "--features", "random", "--device", "cpu", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["quick"] is True and "QUICK (not comparable to the paper)" in report["title"]
+    assert report["fid"]["available"] and report["fid"]["comparable"] is False
+    assert report["detect"]["conditions"] == ["A", "B"] and len(report["detect"]["folds"]["B"]) == 2
+    assert set(report["localize"]["summary"]["B"]["metrics"]) == {"AP50", "AP60", "AR50", "AR60", "AR70"}
+    assert report["detect"]["summary"]["A"]["p_value"] is None
+    md = (out / "report.md").read_text()
+    assert "QUICK (not comparable to the paper)" in md and "| B |" in md and "p-value" in md
+    for figure in report["figures"]:
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(report["figures"]) == 4
+    assert sorted(p.name for p in (out / "detect").glob("*-fold*.json")) == ["A-fold0.json", "A-fold1.json", "B-fold0.json", "B-fold1.json"]
+
+
+def test_bench_fid_random_json(small_stores):
+    args = ["bench", "fid", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}",
+            "--features", "random", "--device", "cpu", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["comparable"] is False and set(payload["scores"]["B"]) == {"nodule", "nodule_free", "all"}
+    assert payload["warnings"]
+
+
+def test_bench_fid_without_weights_fails_clearly(tmp_path, small_stores, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    args = ["bench", "fid", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert "pt_inception-2015-12-05-6726825d.pth" in str(result.exception)
+
+
+def test_bench_detect_rejects_a_real_store_as_synthetic(small_stores):
+    args = ["bench", "detect", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['real']}", "--quick", "--size", "64"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert "expected 'synthetic'" in str(result.exception)
+
+
+def test_bench_bad_choice_is_usage_error(small_stores):
+    result = CliRunner().invoke(app, ["bench", "detect", "--real", str(small_stores["real"]), "--real-split", "train"])
+    assert result.exit_code == 2

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from lungforge.cli.main import app
+from lungforge.data.phantom import make_phantom
+from lungforge.data.prepare import PrepareOptions, prepare
+
+
+def _store(tmp_path):
+    make_phantom(tmp_path / "luna16", scans=4, size=64, seed=0)
+    prepare(tmp_path / "luna16", tmp_path / "real.zarr", PrepareOptions(test_patients=0.25))
+    return tmp_path / "real.zarr"
+
+
+def test_train_sdm_tiny_end_to_end_then_resume_errors(tmp_path):
+    store, out = _store(tmp_path), tmp_path / "run"
+    runner = CliRunner()
+    args = ["train", "sdm", "--data", str(store), "--out", str(out), "--preset", "tiny", "--steps", "3",
+            "--batch-size", "1", "--checkpoint-every", "2", "--sample-steps", "1", "--grid-samples", "1",
+            "--workers", "0", "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 3 and summary["kind"] == "sdm" and summary["checkpoint"] == str(out)
+    for name in ("model.safetensors", "config.json", "resume.pt", "metrics.jsonl"):
+        assert (out / name).is_file()
+    assert sorted(p.name for p in (out / "samples").glob("*.png")) == ["step_0000002.png", "step_0000003.png"]
+    assert json.loads((out / "config.json").read_text())["step"] == 3
+
+    missing = runner.invoke(app, [*args[:5], str(tmp_path / "empty"), "--resume"], standalone_mode=False)
+    assert "no training state" in str(missing.exception)
+    wrong = runner.invoke(app, [*args[:5], str(out), "--preset", "paper", "--resume", "--device", "cpu"], standalone_mode=False)
+    assert "trained with preset 'tiny', but --preset is 'paper'" in str(wrong.exception)
+
+
+def test_train_help_lists_commands():
+    result = CliRunner().invoke(app, ["train", "--help"])
+    assert result.exit_code == 0 and "sdm" in result.output and "spade" in result.output
