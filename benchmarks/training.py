@@ -55,6 +55,7 @@ def bench_one(kind: str, preset_name: str, batch: int, steps: int, device: torch
     options = TrainOptions(data=Path("."), out=Path("."), preset=preset, batch_size=batch, precision=precision)
     factory = SDMTrainer if kind == "sdm" else SPADETrainer
     if device.type == "cuda":
+        torch.cuda.init()  # resetting the peak statistics needs an initialised CUDA context
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)

@@ -49,6 +49,7 @@ class BlockWriter:
     """Commits blocks on one background thread; `submit` blocks only when `max_pending` are queued.
 
     An error in the writer thread is raised in the caller at the next `submit` or at `close`.
+    Leaving the context with an error still commits the blocks already submitted.
     """
 
     def __init__(self, store: Store, max_pending: int = 2) -> None:
@@ -79,5 +80,10 @@ class BlockWriter:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc_type is None:
             self.close()
-        else:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            return
+        # The caller failed: still commit the blocks it finished (they are whole and valid), so a
+        # resume has less to redo; their own errors give way to the caller's.
+        for future in self._pending:
+            future.exception()
+        self._pending.clear()
+        self._pool.shutdown(wait=True)

@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from lungforge.bench.folds import OUTSIDE, RealSplit, real_groups, source_groups
+from lungforge.bench.batchnorm import recalibrate_batchnorm
 from lungforge.bench.foldlog import FoldLog, run_signature
 from lungforge.bench.inputs import REFERENCE
 from lungforge.bench.metrics import Confusion, classification_metrics
@@ -66,7 +67,8 @@ def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def train_classifier(train: PatchSet, config: DetectConfig, device: torch.device) -> SEResNet:
-    """Train an SE-ResNet on `train` patches with Adam and a cosine schedule, seeded by config.seed."""
+    """Train an SE-ResNet on `train` patches with Adam and a cosine schedule, seeded by config.seed;
+    batch-norm statistics are re-estimated on the training patches at the end."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = SEResNet(depth=config.depth, width=config.width).to(device)
@@ -74,7 +76,7 @@ def train_classifier(train: PatchSet, config: DetectConfig, device: torch.device
     images = torch.from_numpy(train.images)
     target = torch.from_numpy(train.target).float()
     n = len(train)
-    steps_per_epoch = max(1, n // config.batch_size)
+    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
     total = config.epochs * steps_per_epoch
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
@@ -91,6 +93,8 @@ def train_classifier(train: PatchSet, config: DetectConfig, device: torch.device
             loss.backward()
             opt.step()
             sched.step()
+    batches = (to_input(images[i : i + 256], device) for i in range(0, n, 256))
+    recalibrate_batchnorm(model, batches)
     return model
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from lungforge.bench.batchnorm import recalibrate_batchnorm
 from lungforge.bench.folds import OUTSIDE, RealSplit, real_groups, source_groups
 from lungforge.bench.foldlog import FoldLog, run_signature
 from lungforge.bench.inputs import REFERENCE, nodule_boxes
@@ -175,7 +176,8 @@ def make_targets(boxes: list[np.ndarray], device: torch.device) -> list[dict[str
 
 def train_detector(model: torch.nn.Module, train: SliceSet, config: LocalizeConfig, device: torch.device) -> torch.nn.Module:
     """Train `model` in place: SGD (momentum 0.9), linear warm-up then cosine decay, random
-    horizontal flips; batch order and flips seeded by config.seed."""
+    horizontal flips; batch order and flips seeded by config.seed. Batch-norm statistics of the
+    backbone are re-estimated on the training slices at the end."""
     model = model.to(device)
     generator = torch.Generator().manual_seed(config.seed)
     n = train.images.shape[0]
@@ -207,6 +209,13 @@ def train_detector(model: torch.nn.Module, train: SliceSet, config: LocalizeConf
             torch.nn.utils.clip_grad_norm_(params, 10.0)
             opt.step()
             sched.step()
+
+    def backbone_pass(batch: np.ndarray) -> object:
+        images, _ = model.transform(to_inputs(batch, device))
+        return model.backbone(images.tensors)
+
+    batches = (train.images[i : i + config.batch_size] for i in range(0, n, config.batch_size))
+    recalibrate_batchnorm(model, batches, backbone_pass)
     return model
 
 

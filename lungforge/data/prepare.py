@@ -9,6 +9,7 @@ the last record and ends with the same store as an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import time
 import zlib
 from collections import deque
@@ -226,7 +227,8 @@ def _ordered_results(tasks: list[tuple], workers: int) -> Iterator[ScanSlices | 
         for task in tasks:
             yield _work(task)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: forking a parent whose OpenMP or zarr threads are running can deadlock.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         pending: deque[Future] = deque()
         it = iter(tasks)
         for task in it:

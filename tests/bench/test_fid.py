@@ -19,6 +19,7 @@ from lungforge.bench.inputs import open_real, open_synthetic
 from lungforge.errors import CheckpointError
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_frechet_distance_equals_pytorch_fid():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(50, 8)), rng.normal(0.5, 1.3, size=(60, 8))

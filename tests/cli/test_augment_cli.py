@@ -1,0 +1,109 @@
+"""`lungforge augment` through Typer's CliRunner: a JSON run, the preview grid and bad input exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lungforge.cli.main import app
+from lungforge.data.store import open_store
+from lungforge.errors import CheckpointError, InputError, LayoutError, SchemaError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    """A 64-px phantom real store and random-init micro SDM / SPADE checkpoints."""
+    from lungforge.data.phantom import make_phantom
+    from lungforge.data.prepare import PrepareOptions, prepare
+    from lungforge.models.presets import SDMConfig, SPADEConfig
+    from lungforge.models.sdm_unet import SDMUNet
+    from lungforge.models.spade import SPADEGenerator
+    from lungforge.training.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("augment_cli")
+    make_phantom(root / "luna16", scans=4, size=64, seed=1)
+    prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=0.25))
+    torch.manual_seed(0)
+    sdm = SDMConfig(image_size=64, model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(), num_head_channels=8, norm_groups=4, label_embed_channels=8)
+    spade = SPADEConfig(image_size=64, ngf=4, ndf=4, num_classes=5)
+    save_checkpoint(root / "sdm", kind="sdm", preset="tiny", model_config=sdm, state_dict=SDMUNet(sdm).state_dict(), step=0, store_fingerprint=None)
+    save_checkpoint(root / "spade5", kind="spade", preset="tiny", model_config=spade, state_dict=SPADEGenerator(spade).state_dict(), step=0, store_fingerprint=None)
+    return {"real": root / "real.zarr", "sdm": root / "sdm", "spade5": root / "spade5"}
+
+
+def _invoke(inputs: dict[str, Path], out: Path, *extra: str, weights: str = "sdm", data: Path | None = None):
+    args = [
+        "augment", "--data", str(data or inputs["real"]), "--weights", str(inputs[weights]), "--out", str(out),
+        "--steps", "2", "--shape", "sphere", "--shard-size", "4", "--device", "cpu", *extra,
+    ]
+    return CliRunner().invoke(app, args)
+
+
+def test_json_run_and_preview(inputs, tmp_path):
+    out, png = tmp_path / "synth.zarr", tmp_path / "grid.png"
+    result = _invoke(inputs, out, "--nodules", "3", "--nodule-free", "2", "--diameter", "15:25", "--json", "--preview", str(png))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["slices"] == 5 and report["nodules"] == 3 and report["written_this_run"] == 5
+    for key in ("nodules_by_size", "diameter_error_pct_mean", "diameter_error_pct_max", "verified_first_try", "verified_final", "images_per_s", "seconds"):
+        assert key in report
+    assert report["diameter_error_pct_max"] <= 25.0
+    assert len(open_store(out)) == 5
+    from PIL import Image
+
+    with Image.open(png) as grid:
+        assert grid.size == (2 * 64 + 2, 5 * 64 + 4 * 2)
+
+
+def test_reversed_diameter_range_is_bad_usage(inputs, tmp_path):
+    result = _invoke(inputs, tmp_path / "x.zarr", "--nodules", "2", "--diameter", "12:3")
+    assert result.exit_code == 2
+    assert "12:3" in result.output
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_negative_count_is_bad_usage(inputs, tmp_path):
+    assert _invoke(inputs, tmp_path / "x.zarr", "--nodules", "-1").exit_code == 2
+
+
+def test_nothing_to_generate_is_bad_usage(inputs, tmp_path):
+    assert _invoke(inputs, tmp_path / "x.zarr").exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "extra, weights, error",
+    [
+        (("--nodules", "2", "--diameter", "250:300"), "sdm", LayoutError),
+        (("--nodules", "2", "--diameter", "15:20"), "spade5", CheckpointError),
+        (("--nodules", "2", "--diameter", "15:20", "--precision", "fp16"), "sdm", InputError),
+    ],
+)
+def test_errors_exit_1_and_write_nothing(inputs, tmp_path, extra, weights, error):
+    out = tmp_path / "x.zarr"
+    result = _invoke(inputs, out, *extra, weights=weights)
+    assert result.exit_code == 1 and isinstance(result.exception, error)
+    assert not out.exists()
+
+
+def test_synthetic_input_and_existing_output(inputs, tmp_path):
+    out = tmp_path / "synth.zarr"
+    assert _invoke(inputs, out, "--nodule-free", "2").exit_code == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    again = _invoke(inputs, out, "--nodule-free", "2")
+    assert again.exit_code == 1 and isinstance(again.exception, SchemaError)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    from_synthetic = _invoke(inputs, tmp_path / "y.zarr", "--nodule-free", "2", data=out)
+    assert from_synthetic.exit_code == 1 and isinstance(from_synthetic.exception, InputError)
+    assert not (tmp_path / "y.zarr").exists()
