@@ -32,7 +32,7 @@ from lungforge.diffusion.samplers import sample
 from lungforge.labels import BODY, LEFT_LUNG, RIGHT_LUNG, TRACHEA
 from lungforge.models.presets import get_preset
 from lungforge.models.sdm_unet import SDMUNet, count_flops_per_forward
-from lungforge.training.device import device_name, resolve_device
+from lungforge.device import device_name, resolve_device
 
 BASELINE_STEPS = 1000
 

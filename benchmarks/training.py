@@ -24,7 +24,7 @@ import torch
 
 from lungforge.labels import BODY, LEFT_LUNG, RIGHT_LUNG
 from lungforge.models.presets import get_preset
-from lungforge.training.device import check_precision, device_name, resolve_device
+from lungforge.device import check_precision, device_name, resolve_device
 from lungforge.training.distributed import DistInfo
 from lungforge.training.loop_sdm import SDMTrainer
 from lungforge.training.loop_spade import SPADETrainer

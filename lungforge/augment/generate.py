@@ -34,7 +34,7 @@ from lungforge.data.store import SPLIT_IDS, Store, create_store, open_store
 from lungforge.errors import InputError, SchemaError
 from lungforge.registry import resolve_weights
 from lungforge.training.checkpoint import load_checkpoint
-from lungforge.training.device import check_precision, resolve_device
+from lungforge.device import check_precision, resolve_device
 from lungforge.training.distributed import (
     DistInfo,
     barrier,

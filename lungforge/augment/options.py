@@ -10,7 +10,7 @@ from typing import Any, get_args
 from lungforge.augment.layout import LayoutRequest, NoduleShape, Placement
 from lungforge.data.store import SHARD
 from lungforge.diffusion.samplers import SAMPLERS, Sampler
-from lungforge.training.device import PRECISIONS, Precision
+from lungforge.device import PRECISIONS, Precision
 
 OUTPUT_DEFINING = (
     "nodules",

@@ -13,7 +13,7 @@ from lungforge.diffusion.samplers import Sampler, sample
 from lungforge.errors import CheckpointError
 from lungforge.labels import NUM_CLASSES
 from lungforge.training.checkpoint import LoadedCheckpoint, build_model
-from lungforge.training.device import Precision, autocast
+from lungforge.device import Precision, autocast
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def fid(
     json_out: JsonOpt = False,
 ) -> None:
     """Fréchet Inception Distance of synthetic vs real slices: nodule, nodule-free and all slices."""
-    from lungforge.bench.device import resolve_device
+    from lungforge.device import resolve_device
     from lungforge.bench.fid import FidConfig, compute_fid, make_extractor
     from lungforge.bench.report import json_safe
     from lungforge.cli.console import err_console, print_json, progress
@@ -113,7 +113,7 @@ def detect(
 ) -> None:
     """Nodule / non-nodule classification of 32×32 patches with an SE-ResNet (paper Table 1-I)."""
     from lungforge.bench.detect import QUICK_LABEL, DetectConfig, run_detect
-    from lungforge.bench.device import resolve_device
+    from lungforge.device import resolve_device
     from lungforge.bench.metrics import DETECT_METRICS
     from lungforge.bench.report import json_safe
     from lungforge.cli.console import err_console, print_json, progress
@@ -154,7 +154,7 @@ def localize(
 ) -> None:
     """Nodule bounding boxes on whole slices with Faster R-CNN: AP50/60, AR50/60/70 (paper Table 1-II)."""
     from lungforge.bench.detect import QUICK_LABEL
-    from lungforge.bench.device import resolve_device
+    from lungforge.device import resolve_device
     from lungforge.bench.localize import LocalizeConfig, run_localize
     from lungforge.bench.metrics import LOCALIZE_METRICS
     from lungforge.bench.report import json_safe
@@ -195,7 +195,7 @@ def all_(
 ) -> None:
     """FID, detection and localization on the same stores; writes report.md / report.json / PNG figures."""
     from lungforge.bench.detect import DetectConfig
-    from lungforge.bench.device import resolve_device
+    from lungforge.device import resolve_device
     from lungforge.bench.fid import FidConfig
     from lungforge.bench.inputs import parse_synthetic
     from lungforge.bench.localize import LocalizeConfig

@@ -8,7 +8,12 @@ from typing import Annotated, Optional
 import typer
 
 from lungforge import __version__
+from lungforge.cli import augment as augment_cli
+from lungforge.cli import bench as bench_cli
 from lungforge.cli import data as data_cli
+from lungforge.cli import demo as demo_cli
+from lungforge.cli import train as train_cli
+from lungforge.cli import weights as weights_cli
 from lungforge.errors import EXIT_ERROR, LungforgeError
 
 app = typer.Typer(
@@ -39,44 +44,19 @@ def _root(
     """
 
 
-data_cli.register(app)
-
-
-def _register_optional() -> None:
-    """Attach command groups whose modules exist (each group lives in its own module)."""
-    import importlib
-
-    for module_name in ("train", "weights", "augment", "bench", "demo"):
-        try:
-            module = importlib.import_module(f"lungforge.cli.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"lungforge.cli.{module_name}":
-                continue
-            raise
-        module.register(app)
-
-
-_register_optional()
+for group in (data_cli, train_cli, weights_cli, augment_cli, bench_cli, demo_cli):
+    group.register(app)
 
 
 def run() -> None:
-    """Console-script entry point: turn LungforgeError into one red line on stderr, exit 1."""
-    from lungforge.cli.console import err_console
+    """Console-script entry point: a LungforgeError becomes one red line on stderr and exit 1.
 
+    Usage errors exit 2 and `typer.Exit` codes pass through (Typer's standalone mode).
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except LungforgeError as exc:
+        from lungforge.cli.console import err_console
+
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_ERROR)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("[red]aborted[/red]")
-        sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

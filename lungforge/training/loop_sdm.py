@@ -16,7 +16,7 @@ from lungforge.diffusion.schedule import NoiseSchedule
 from lungforge.models.layers import labels_to_onehot
 from lungforge.models.presets import Preset
 from lungforge.models.sdm_unet import SDMUNet
-from lungforge.training.device import Precision, autocast, grad_scaler
+from lungforge.device import Precision, autocast, grad_scaler
 from lungforge.training.distributed import DistInfo, wrap_ddp
 from lungforge.training.ema import EMA
 from lungforge.training.run import StepReport, TrainOptions, TrainResult, fit

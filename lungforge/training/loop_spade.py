@@ -20,7 +20,7 @@ from lungforge.models.spade import (
     generator_loss,
     make_optimizers,
 )
-from lungforge.training.device import Precision, autocast, grad_scaler
+from lungforge.device import Precision, autocast, grad_scaler
 from lungforge.training.distributed import DistInfo, wrap_ddp
 from lungforge.training.run import StepReport, TrainOptions, TrainResult, fit
 

@@ -33,7 +33,7 @@ from lungforge.training.checkpoint import (
     save_training_state,
 )
 from lungforge.training.data import LoaderSpec, check_label_ids, open_train_split, train_batches
-from lungforge.training.device import Precision, check_precision, resolve_device
+from lungforge.device import Precision, check_precision, resolve_device
 from lungforge.training.distributed import (
     DistInfo,
     barrier,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lungforge.errors import InputError
-from lungforge.training.device import autocast, check_precision, grad_scaler, resolve_device
+from lungforge.device import autocast, check_precision, grad_scaler, resolve_device
 
 
 def test_cpu_device_and_precisions():

@@ -1,0 +1,70 @@
+"""`lungforge demo`: the whole pipeline on phantom data, offline, on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+
+
+def demo(
+    out: Annotated[Optional[Path], typer.Option(help="Folder for every artefact (kept). Default: a temporary folder, deleted at the end unless --keep.")] = None,
+    keep: Annotated[bool, typer.Option(help="Keep the temporary folder when --out is not given.")] = False,
+    scans: Annotated[int, typer.Option(min=2, help="Phantom scans (spread over the 10 LUNA16 subsets = folds).")] = 10,
+    size: Annotated[int, typer.Option(min=64, help="Phantom in-plane size in pixels (the store's resolution).")] = 128,
+    nodules: Annotated[int, typer.Option(min=1, help="Synthetic nodule slices per generator.")] = 32,
+    nodule_free: Annotated[int, typer.Option(min=0, help="Synthetic nodule-free slices per generator.")] = 32,
+    steps: Annotated[int, typer.Option(min=1, help="DPM-Solver++ steps for the SDM.")] = 10,
+    sdm_weights: Annotated[str, typer.Option(help="SDM weights: registry name or path.")] = "demo-sdm-tiny",
+    spade_weights: Annotated[str, typer.Option(help="SPADE weights: registry name or path.")] = "demo-spade-tiny",
+    seed: Annotated[int, typer.Option(help="Seed of every step.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the steps, timings and outputs as JSON on stdout.")] = False,
+) -> None:
+    """Phantom → prepare → augment (demo SDM and SPADE) → bench all --quick, offline, in minutes.
+
+    The demo weights are tiny models trained on phantom data: the output shows the pipeline
+    working, not clinical or research quality.
+    """
+    import shutil
+    import tempfile
+
+    from rich.table import Table
+
+    from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.demo import DemoOptions, demo_summary, run_demo
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter(f"must be auto, cpu or cuda, got {device!r}", param_hint="--device")
+    temporary = out is None
+    folder = Path(tempfile.mkdtemp(prefix="lungforge-demo-")) if out is None else out
+    options = DemoOptions(
+        out=folder, scans=scans, size=size, nodules=nodules, nodule_free=nodule_free, steps=steps,
+        sdm_weights=sdm_weights, spade_weights=spade_weights, seed=seed, device=device,
+    )
+    try:
+        with progress(transient=True) as bar:
+            steps_done = run_demo(
+                options,
+                on_step=lambda s: bar.console.print(f"[green]✓[/green] {s.name} ({s.seconds:.1f} s) → {s.produced}", highlight=False),
+                progress=bar,
+            )
+        report = folder / "report" / "report.md"
+        if json_out:
+            print_json({"out": str(folder), "report": str(report), "steps": demo_summary(steps_done)})
+            return
+        table = Table("step", "seconds", "produced")
+        for s in steps_done:
+            table.add_row(s.name, f"{s.seconds:.1f}", s.produced)
+        err_console.print(table)
+        err_console.print(f"total {sum(s.seconds for s in steps_done):.1f} s; report: {report}")
+        if temporary and not keep:
+            err_console.print(report.read_text(), markup=False, highlight=False)
+    finally:
+        if temporary and not keep:
+            shutil.rmtree(folder, ignore_errors=True)
