@@ -1,13 +1,16 @@
-"""Shared fixtures: small phantom datasets in LUNA16 layout, written once per test session."""
+"""Shared fixtures: phantom datasets in LUNA16 layout and hand-built stores, made once per session."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lungforge.data.phantom import make_phantom
+from lungforge.data.store import SHARD, create_store, empty_nodules
+from lungforge.labels import BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
 
 PhantomFactory = Callable[..., Path]
 
@@ -35,3 +38,91 @@ def phantom_factory(tmp_path_factory: pytest.TempPathFactory) -> PhantomFactory:
 def phantom_dir(phantom_factory: PhantomFactory) -> Path:
     """A 4-scan, 96×96 phantom dataset (seed 0) in subset0..subset3; treat as read-only."""
     return phantom_factory(scans=4, size=96, seed=0)
+
+def draw_slice(size: int, nodules: list[tuple[float, float, float]], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Image and label (size, size) uint8: body ellipse, two lung ellipses, nodule disks (cy, cx, r px)."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    c = size / 2
+    label = np.zeros((size, size), np.uint8)
+    label[((yy - c) / (0.45 * size)) ** 2 + ((xx - c) / (0.47 * size)) ** 2 <= 1] = BODY
+    label[((yy - c) / (0.33 * size)) ** 2 + ((xx - 0.3 * size) / (0.14 * size)) ** 2 <= 1] = RIGHT_LUNG
+    label[((yy - c) / (0.33 * size)) ** 2 + ((xx - 0.7 * size) / (0.14 * size)) ** 2 <= 1] = LEFT_LUNG
+    for cy, cx, r in nodules:
+        label[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = NODULE
+    intensity = np.array([0, 40, 40, 20, 150, 210], np.float32)
+    image = intensity[label] + rng.normal(0, 6, label.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def build_store(
+    path: Path,
+    kind: str = "real",
+    n_series: int = 10,
+    per_series: int = 4,
+    size: int = 64,
+    seed: int = 0,
+    nodule_every: int = 2,
+) -> Path:
+    """A finished store: series s in fold s % 10, split test for series 2, 3, 6, 7 (mod 4 ≥ 2); every `nodule_every`-th
+    slice has one nodule. Synthetic stores take source = their own index (same layout as the real)."""
+    rng = np.random.default_rng(seed)
+    n = n_series * per_series
+    store = create_store(path, kind=kind, height=size, width=size, capacity=n, params={"test": True})
+    images, labels, bboxes, nod_slices, diam = [], [], [], [], []
+    series = np.repeat(np.arange(n_series), per_series).astype(np.int32)
+    has = np.zeros(n, bool)
+    for i in range(n):
+        nodules = []
+        if nodule_every and i % nodule_every == 0:
+            side = 0.3 if rng.random() < 0.5 else 0.7
+            cy = size * rng.uniform(0.35, 0.65)
+            cx = size * side + rng.uniform(-2, 2)
+            r = rng.uniform(2.5, 4.0)
+            nodules.append((cy, cx, r))
+            bboxes.append([cx - r, cy - r, cx + r, cy + r])
+            nod_slices.append(i)
+            diam.append(2 * r * 0.7)
+            has[i] = True
+        img, lab = draw_slice(size, nodules, rng)
+        images.append(img)
+        labels.append(lab)
+    meta = {
+        "series": series,
+        "z": np.tile(np.arange(per_series), n_series).astype(np.int32),
+        "spacing": np.full((n, 2), 0.7 * 512 / size, np.float32),
+        "split": (series % 4 >= 2).astype(np.uint8),
+        "fold": (series % 10).astype(np.int8),
+        "has_nodule": has,
+    }
+    if kind == "synthetic":
+        meta.update(source=np.arange(n), seed=np.arange(n), verified=np.ones(n, bool), done=np.ones(n, bool))
+    images_a, labels_a = np.stack(images), np.stack(labels)
+    for start in range(0, n, SHARD):
+        block = {k: v[start : start + SHARD] for k, v in meta.items()}
+        store.write_block(start, images_a[start : start + SHARD], labels_a[start : start + SHARD], block)
+    table = empty_nodules(kind)  # type: ignore[arg-type]
+    table["slice"] = np.array(nod_slices, np.int64)
+    table["bbox"] = np.array(bboxes, np.float32).reshape(-1, 4)
+    table["diameter_mm"] = np.array(diam, np.float32)
+    if kind == "synthetic":
+        table["requested_mm"] = table["diameter_mm"].copy()
+    store.finalize(n, [f"1.2.3.{s}" for s in range(n_series)], table)
+    return path
+
+
+@pytest.fixture(scope="session")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Paths of a real store and two synthetic stores made from it (B, C), built once per session."""
+    root = tmp_path_factory.mktemp("bench_stores")
+    real = build_store(root / "real.zarr", "real", seed=0)
+    return {
+        "real": real,
+        "B": build_store(root / "b.zarr", "synthetic", seed=1),
+        "C": build_store(root / "c.zarr", "synthetic", seed=2),
+    }
+
+
+@pytest.fixture(scope="session")
+def store_builder():
+    """The :func:`build_store` function, for tests that need a store of their own."""
+    return build_store

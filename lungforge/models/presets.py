@@ -62,12 +62,16 @@ class SDMConfig:
 
 @dataclass(frozen=True)
 class SPADEConfig:
-    """SPADE GAN settings (Park et al. 2019); `image_size` in pixels (square)."""
+    """SPADE GAN settings (Park et al. 2019); `image_size` in pixels (square).
+
+    `label_hidden` is the width of the label-map convs inside every SPADE norm (128 in the paper).
+    """
 
     image_size: int
     num_classes: int = NUM_CLASSES
     ngf: int = 64
     ndf: int = 64
+    label_hidden: int = 128
     num_upsampling_layers: Literal["normal", "more"] = "normal"
     z_dim: int = 0
     n_layers_d: int = 4
@@ -104,7 +108,7 @@ PRESETS: dict[str, Preset] = {
             norm_groups=8,
             label_embed_channels=32,
         ),
-        spade=SPADEConfig(image_size=64, ngf=16, ndf=16),
+        spade=SPADEConfig(image_size=64, ngf=8, ndf=16, label_hidden=32),
     ),
     "paper": Preset(
         name="paper",

@@ -18,7 +18,6 @@ from torch.nn.utils.parametrizations import spectral_norm
 from lungforge.errors import InputError
 from lungforge.models.presets import SPADEConfig
 
-SPADE_HIDDEN = 128
 _UPSAMPLINGS = {"normal": 5, "more": 6}
 
 DiscriminatorOutput = list[list[Tensor]]
@@ -32,12 +31,12 @@ class SPADE(nn.Module):
     `nn.SyncBatchNorm.convert_sync_batchnorm` to synchronise its statistics.
     """
 
-    def __init__(self, channels: int, num_classes: int) -> None:
+    def __init__(self, channels: int, num_classes: int, hidden: int = 128) -> None:
         super().__init__()
         self.norm = nn.BatchNorm2d(channels, affine=False)
-        self.shared = nn.Sequential(nn.Conv2d(num_classes, SPADE_HIDDEN, 3, padding=1), nn.ReLU())
-        self.gamma = nn.Conv2d(SPADE_HIDDEN, channels, 3, padding=1)
-        self.beta = nn.Conv2d(SPADE_HIDDEN, channels, 3, padding=1)
+        self.shared = nn.Sequential(nn.Conv2d(num_classes, hidden, 3, padding=1), nn.ReLU())
+        self.gamma = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.beta = nn.Conv2d(hidden, channels, 3, padding=1)
 
     def forward(self, x: Tensor, onehot: Tensor) -> Tensor:
         """Normalise `x (B, C, h, w)` modulated by `onehot (B, K, H, W)` resized (nearest) to h×w."""
@@ -49,17 +48,17 @@ class SPADE(nn.Module):
 class SPADEResBlock(nn.Module):
     """Two SPADE→LeakyReLU→conv3×3 stages with a (learned, when channels change) shortcut."""
 
-    def __init__(self, fin: int, fout: int, num_classes: int) -> None:
+    def __init__(self, fin: int, fout: int, num_classes: int, hidden: int = 128) -> None:
         super().__init__()
         fmid = min(fin, fout)
         self.learned_shortcut = fin != fout
         self.conv_0 = spectral_norm(nn.Conv2d(fin, fmid, 3, padding=1))
         self.conv_1 = spectral_norm(nn.Conv2d(fmid, fout, 3, padding=1))
-        self.norm_0 = SPADE(fin, num_classes)
-        self.norm_1 = SPADE(fmid, num_classes)
+        self.norm_0 = SPADE(fin, num_classes, hidden)
+        self.norm_1 = SPADE(fmid, num_classes, hidden)
         if self.learned_shortcut:
             self.conv_s = spectral_norm(nn.Conv2d(fin, fout, 1, bias=False))
-            self.norm_s = SPADE(fin, num_classes)
+            self.norm_s = SPADE(fin, num_classes, hidden)
 
     def forward(self, x: Tensor, onehot: Tensor) -> Tensor:
         shortcut = self.conv_s(self.norm_s(x, onehot)) if self.learned_shortcut else x
@@ -85,16 +84,16 @@ class SPADEGenerator(nn.Module):
             )
         self.cfg = cfg
         self.start_size = cfg.image_size // 2**ups
-        nf, k = cfg.ngf, cfg.num_classes
+        nf, k, h = cfg.ngf, cfg.num_classes, cfg.label_hidden
         if cfg.z_dim > 0:
             self.fc = nn.Linear(cfg.z_dim, 16 * nf * self.start_size**2)
         else:
             self.fc = nn.Conv2d(k, 16 * nf, 3, padding=1)
-        self.head_0 = SPADEResBlock(16 * nf, 16 * nf, k)
-        self.middle_0 = SPADEResBlock(16 * nf, 16 * nf, k)
-        self.middle_1 = SPADEResBlock(16 * nf, 16 * nf, k)
+        self.head_0 = SPADEResBlock(16 * nf, 16 * nf, k, h)
+        self.middle_0 = SPADEResBlock(16 * nf, 16 * nf, k, h)
+        self.middle_1 = SPADEResBlock(16 * nf, 16 * nf, k, h)
         self.up_blocks = nn.ModuleList(
-            SPADEResBlock(fin * nf, fout * nf, k) for fin, fout in ((16, 8), (8, 4), (4, 2), (2, 1))
+            SPADEResBlock(fin * nf, fout * nf, k, h) for fin, fout in ((16, 8), (8, 4), (4, 2), (2, 1))
         )
         self.conv_img = nn.Conv2d(nf, 1, 3, padding=1)
 

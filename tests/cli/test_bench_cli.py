@@ -1,6 +1,5 @@
 """`lungforge bench` through the CLI on tiny stores (64×64, --size 64, --quick, random FID features)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,17 +9,9 @@ from typer.testing import CliRunner
 from lungforge.cli.main import app
 
 
-def _build_store():
-    # the store builder lives with the bench tests; loaded by path so this file runs on its own
-    spec = importlib.util.spec_from_file_location("bench_store_builder", Path(__file__).parents[1] / "bench" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_store
-
-
 @pytest.fixture(scope="module")
-def small_stores(tmp_path_factory):
-    build = _build_store()
+def small_stores(tmp_path_factory, store_builder):
+    build = store_builder
     root = tmp_path_factory.mktemp("bench_cli")
     # 10 patients × 2 slices, one nodule slice each: 5 nodule slices per quick fold group
     return {

@@ -1,0 +1,65 @@
+"""Each script in examples/ runs on phantom data."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from lungforge.data.prepare import PrepareOptions, prepare
+from lungforge.data.store import open_store
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+@pytest.fixture(scope="module")
+def real_store(phantom_factory, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("examples") / "real.zarr"
+    prepare(phantom_factory(scans=4, size=64, seed=0), out, PrepareOptions(test_patients=0.25))
+    return out
+
+
+def _run(args, **kw):
+    # the scripts call `lungforge` and `python3` from the environment running the tests
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": path}
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, **kw)
+
+
+def test_train_detector_on_mixed_stores(real_store):
+    result = _run([sys.executable, str(EXAMPLES / "train_detector_mixed.py"), "--real", str(real_store),
+                   "--synthetic", str(real_store), "--size", "64", "--steps", "2", "--batch-size", "2", "--workers", "2"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    store = open_store(real_store)
+    train_nodule = int(((store.meta("split") == 0) & store.meta("has_nodule")).sum())
+    assert report["real"] == train_nodule
+    assert report["slices"] == train_nodule + int(store.meta("has_nodule").sum())
+    assert report["steps"] == 2 and np.isfinite(report["last_loss"])
+
+
+def test_export_store_to_png_and_nifti(real_store, tmp_path):
+    result = _run([sys.executable, str(EXAMPLES / "export_store.py"), str(real_store), str(tmp_path / "x"), "--max", "3"])
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "x").glob("*.png")) == ["00000.png", "00001.png", "00002.png"]
+    label = sitk.ReadImage(str(tmp_path / "x" / "label.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(label), open_store(real_store).label[:3])
+    assert label.GetSpacing()[0] == pytest.approx(float(open_store(real_store).meta("spacing")[0][1]))
+
+
+def test_ci_check_reports_skipped_scans(phantom_factory, tmp_path):
+    import shutil
+
+    luna = tmp_path / "luna"
+    shutil.copytree(phantom_factory(scans=4, size=64, seed=0), luna)
+    raw = next(luna.glob("subset1/*.raw"))
+    raw.write_bytes(raw.read_bytes()[:100])
+    result = _run(["bash", str(EXAMPLES / "ci_check.sh"), str(luna), str(tmp_path / "out")])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "some scans were skipped" in result.stdout
+    assert raw.stem in result.stdout
+    assert "store ok:" in result.stdout
