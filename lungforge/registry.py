@@ -40,7 +40,8 @@ TIMEOUT_S = 60.0
 @dataclass(frozen=True)
 class WeightsEntry:
     """One registered checkpoint file. `size` in bytes (0 = unknown); `path` is a shipped local file
-    relative to the manifest's directory; `source` says which registry defined it."""
+    relative to the manifest's directory; `recipe` records how it was trained (command, seed,
+    steps); `source` says which registry defined it."""
 
     name: str
     kind: Literal["sdm", "spade"]
@@ -51,6 +52,7 @@ class WeightsEntry:
     licence: str = ""
     description: str = ""
     path: str = ""
+    recipe: str = ""
     source: Literal["manifest", "user"] = "manifest"
 
 

@@ -1,0 +1,27 @@
+"""`lungforge demo` at its smallest size, with the shipped demo weights."""
+
+import json
+
+from typer.testing import CliRunner
+
+from lungforge.cli.main import app
+from lungforge.data.store import open_store
+
+
+def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGFORGE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--scans", "4", "--size", "64", "--nodules", "4", "--nodule-free", "4", "--steps", "2", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert [s["name"] for s in summary["steps"]] == ["phantom", "prepare", "augment SPADE", "augment SDM", "bench all --quick"]
+    for name in ("spade", "sdm"):
+        store = open_store(out / f"synthetic-{name}.zarr")
+        assert store.kind == "synthetic" and len(store) == 8
+        assert int(store.meta("has_nodule").sum()) == 4
+        assert store.attrs["generator"]["weights"] == f"demo-{name}-tiny"
+    report = (out / "report" / "report.md").read_text()
+    assert "QUICK" in report and "SDM" in report and "SPADE" in report
+    assert json.loads((out / "report" / "report.json").read_text())["quick"] is True
