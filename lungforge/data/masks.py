@@ -52,10 +52,20 @@ def largest_component_per_slice(mask: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
+def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Fill holes in every slice of a (Z, Y, X) bool stack: background not 4-connected to the
+    slice border becomes foreground (as binary_fill_holes per slice, in one labelling pass)."""
+    background, n = ndimage.label(~mask, structure=_CROSS_2D)
+    edges = np.concatenate([background[:, 0].ravel(), background[:, -1].ravel(), background[:, :, 0].ravel(), background[:, :, -1].ravel()])
+    outside = np.zeros(n + 1, dtype=bool)
+    outside[edges] = True
+    outside[0] = True
+    return mask | ~outside[background]
+
+
 def body_mask(windowed: np.ndarray) -> np.ndarray:
     """Body mask of (Z, Y, X) uint8 windowed slices: > 127, holes filled, largest component."""
-    mask = ndimage.binary_fill_holes(windowed > BODY_THRESHOLD, structure=_CROSS_2D)
-    return largest_component_per_slice(mask)
+    return largest_component_per_slice(fill_holes_per_slice(windowed > BODY_THRESHOLD))
 
 
 def seg_to_labels(seg: np.ndarray, values: SegValues) -> np.ndarray:
@@ -81,7 +91,9 @@ def kmeans_threshold(values: np.ndarray, seed: int = 0) -> float:
     values = np.asarray(values, dtype=np.float64).reshape(-1, 1)
     if values.size < 2 or np.ptp(values) == 0:
         return float(values.mean()) if values.size else 0.0
-    centres = KMeans(n_clusters=2, n_init=3, random_state=seed).fit(values).cluster_centers_
+    # Started from the extremes, 1-D two-means is deterministic: one run suffices.
+    init = np.array([[values.min()], [values.max()]])
+    centres = KMeans(n_clusters=2, init=init, n_init=1, random_state=seed).fit(values).cluster_centers_
     return float(centres.mean())
 
 

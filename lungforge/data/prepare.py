@@ -123,8 +123,8 @@ def process_scan(
             raise ScanError(f"{seg_path}: no seg mask for this scan (use --lungs auto to segment classically)")
         if seg.shape != hu.shape:
             raise ScanError(f"{root / 'seg-lungs-LUNA16' / (ref.uid + '.mhd')}: seg shape {seg.shape} differs from scan shape {hu.shape}")
-        lungs = seg_to_labels(seg, options.seg_values)
-        del seg
+        lungs = seg
+        lung_values = (options.seg_values.left, options.seg_values.right)
     else:
         lungs = auto_lung_labels(
             hu,
@@ -133,8 +133,9 @@ def process_scan(
             left_is_high_x=bool(volume.direction[0, 0] > 0),
             superior_is_high_z=bool(volume.direction[2, 2] > 0),
         )
+        lung_values = (LEFT_LUNG, RIGHT_LUNG)
     n_z = hu.shape[0]
-    lung_present = np.isin(lungs, (LEFT_LUNG, RIGHT_LUNG)).any(axis=(1, 2))
+    lung_present = _slices_holding(lungs, lung_values)
 
     nodules = []
     if annotations:
@@ -176,7 +177,8 @@ def process_scan(
         sub = mask[kept[z_local] - box[0].start]
         nodule_px[z_local[:, None, None], np.arange(box[1].start, box[1].stop)[None, :, None], np.arange(box[2].start, box[2].stop)[None, None, :]] |= sub
         per_nodule.append((ann.diameter_mm, z_local, sub))
-    label = compose_labels(body_mask(image), lungs[kept], nodule_px)
+    lungs_kept = seg_to_labels(lungs[kept], options.seg_values) if options.lungs == "seg" else lungs[kept]
+    label = compose_labels(body_mask(image), lungs_kept, nodule_px)
     del hu, lungs
 
     rows: list[tuple[int, tuple[float, float, float, float], float]] = []
@@ -206,6 +208,14 @@ def process_scan(
         spacing_rc_mm=(float(volume.spacing_mm[1]), float(volume.spacing_mm[0])),
         nodule_rows=rows,
     )
+
+
+def _slices_holding(volume: np.ndarray, values: tuple[int, ...]) -> np.ndarray:
+    """(Z,) bool: which axial slices of a (Z, Y, X) volume contain any of `values`."""
+    present = np.zeros(volume.shape[0], dtype=bool)
+    for value in values:
+        present |= (volume == value).reshape(volume.shape[0], -1).any(axis=1)
+    return present
 
 
 def _work(args: tuple[Path, luna16.ScanRef, list[luna16.Annotation], PrepareOptions, tuple[int, int]]) -> ScanSlices | ScanError:

@@ -111,3 +111,14 @@ def test_auto_lungs_finds_two_lungs_and_trachea():
     assert (labels[3][right] == RIGHT_LUNG).all()
     assert (labels[10][trachea] == TRACHEA).all()
     assert not (labels == NODULE).any()
+
+
+def test_fill_holes_matches_scipy_per_slice():
+    from scipy import ndimage
+
+    from lungforge.data.masks import fill_holes_per_slice
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((3, 40, 50)) < 0.55
+    expected = np.stack([ndimage.binary_fill_holes(m) for m in mask])
+    np.testing.assert_array_equal(fill_holes_per_slice(mask), expected)
