@@ -20,7 +20,7 @@ class DemoOptions:
     """Sizes of the demo; the defaults finish in a few minutes on 2 CPU cores."""
 
     out: Path
-    scans: int = 10
+    scans: int = 20
     size: int = 128
     nodules: int = 32
     nodule_free: int = 32

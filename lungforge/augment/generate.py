@@ -112,7 +112,7 @@ def _open_resumed(options: AugmentOptions) -> Store:
 def _create_output(options: AugmentOptions, inputs: _Inputs) -> Store:
     threshold = options.min_contrast_hu
     if threshold is None and options.nodules > 0:
-        threshold = contrast_threshold_from_store(inputs.real)
+        threshold = contrast_threshold_from_store(inputs.real, size=inputs.synthesizer.image_size)
     size = inputs.synthesizer.image_size
     return create_store(
         options.out,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from lungforge.data.resize import resize_slices
 from lungforge.data.store import WINDOW_HU
 from lungforge.errors import InputError
 from lungforge.labels import LUNG_LABELS, NODULE
@@ -85,19 +86,29 @@ def label_contrasts_hu(
     )
 
 
-def real_contrasts_hu(store, ring_px: tuple[int, int] = RING_PX) -> np.ndarray:
-    """Contrast (HU) of every nodule component on the nodule slices of a real store."""
+def real_contrasts_hu(store, ring_px: tuple[int, int] = RING_PX, size: int | None = None) -> np.ndarray:
+    """Contrast (HU) of every nodule component on the nodule slices of a real store.
+
+    With `size`, slices are first resized to size×size pixels as the generators see them, so
+    the contrasts compare like with like with generated images of that size.
+    """
     slices = np.flatnonzero(store.meta("has_nodule"))
-    parts = [label_contrasts_hu(*store.read(int(i)), ring_px=ring_px) for i in slices]
+    pairs = (store.read(int(i)) for i in slices)
+    if size is not None and (size, size) != tuple(store.shape_hw):
+        pairs = (tuple(a[0] for a in resize_slices(img[None], lab[None], size)) for img, lab in pairs)
+    parts = [label_contrasts_hu(img, lab, ring_px=ring_px) for img, lab in pairs]
     values = np.concatenate(parts) if parts else np.zeros(0)
     return values[np.isfinite(values)]
 
 
-def contrast_threshold_from_store(store, percentile: float = 5.0, ring_px: tuple[int, int] = RING_PX) -> float:
-    """The `percentile` (0..100) of real nodule contrast (HU): synthetic nodules below it are not visible."""
+def contrast_threshold_from_store(
+    store, percentile: float = 5.0, ring_px: tuple[int, int] = RING_PX, size: int | None = None
+) -> float:
+    """The `percentile` (0..100) of real nodule contrast (HU), measured at `size` pixels if given:
+    synthetic nodules below it are not visible."""
     if not 0.0 <= percentile <= 100.0:
         raise ValueError(f"percentile must be in [0, 100], got {percentile}")
-    values = real_contrasts_hu(store, ring_px)
+    values = real_contrasts_hu(store, ring_px, size)
     if values.size == 0:
         raise InputError(f"{store.path}: no measurable nodules on its nodule slices to derive a visibility threshold from")
     return float(np.percentile(values, percentile))

@@ -55,9 +55,9 @@ class LocalizeConfig:
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> "LocalizeConfig":
-        """2 folds, 1 epoch, ResNet-18 FPN with 64 channels, a 256-d box head and 64 sampled RoIs per
+        """2 folds, 3 epochs, ResNet-18 FPN with 64 channels, a 256-d box head and 64 sampled RoIs per
         image: for CI and the demo, not the paper."""
-        quick = {"folds": 2, "epochs": 1, "backbone": "resnet18", "fpn_channels": 64, "head_dim": 256, "roi_samples": 64, "quick": True}
+        quick = {"folds": 2, "epochs": 3, "backbone": "resnet18", "fpn_channels": 64, "head_dim": 256, "roi_samples": 64, "quick": True}
         return cls(**{**overrides, **quick})
 
 

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 def demo(
     out: Annotated[Optional[Path], typer.Option(help="Folder for every artefact (kept). Default: a temporary folder, deleted at the end unless --keep.")] = None,
     keep: Annotated[bool, typer.Option(help="Keep the temporary folder when --out is not given.")] = False,
-    scans: Annotated[int, typer.Option(min=2, help="Phantom scans (spread over the 10 LUNA16 subsets = folds).")] = 10,
+    scans: Annotated[int, typer.Option(min=2, help="Phantom scans (spread over the 10 LUNA16 subsets = folds).")] = 20,
     size: Annotated[int, typer.Option(min=64, help="Phantom in-plane size in pixels (the store's resolution).")] = 128,
     nodules: Annotated[int, typer.Option(min=1, help="Synthetic nodule slices per generator.")] = 32,
     nodule_free: Annotated[int, typer.Option(min=0, help="Synthetic nodule-free slices per generator.")] = 32,

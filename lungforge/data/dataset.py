@@ -8,9 +8,9 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from lungforge.data.resize import resize_image, resize_label
 from lungforge.data.store import SPLIT_IDS, Store, open_store
 
 
@@ -95,8 +95,8 @@ class SliceDataset(Dataset):
         spacing = torch.from_numpy(self.spacing[row].astype(np.float32))
         size = self.size
         if size is not None and (size, size) != (self.height, self.width):
-            img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
-            lab = F.interpolate(lab[None, None].float(), size=(size, size), mode="nearest")[0, 0].long()
+            img = resize_image(img[None], size)[0]
+            lab = resize_label(lab[None], size)[0]
             sx, sy = size / self.width, size / self.height
             boxes = boxes * torch.tensor([sx, sy, sx, sy])
             spacing = spacing * torch.tensor([self.height / size, self.width / size])

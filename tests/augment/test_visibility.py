@@ -78,3 +78,15 @@ def test_empty_nodule_or_ring_gives_nan():
     assert np.isnan(nodule_contrast_hu(image, nodule, nothing))
     with pytest.raises(ValueError, match="ring_px"):
         nodule_contrast_hu(image, nodule, ~nodule, ring_px=(6, 2))
+
+
+def test_threshold_at_generator_size_measures_resized_slices(mini_store):
+    from lungforge.augment.visibility import label_contrasts_hu, real_contrasts_hu
+    from lungforge.data.resize import resize_slices
+
+    size = mini_store.shape_hw[0] // 2
+    rows = np.flatnonzero(mini_store.meta("has_nodule"))
+    image, label = resize_slices(mini_store.image[rows], mini_store.label[rows], size)
+    expected = np.concatenate([label_contrasts_hu(i, l) for i, l in zip(image, label)])
+    np.testing.assert_allclose(real_contrasts_hu(mini_store, size=size), expected[np.isfinite(expected)])
+    assert not np.allclose(real_contrasts_hu(mini_store, size=size), real_contrasts_hu(mini_store)[: expected.size])
