@@ -19,7 +19,8 @@ def demo(
     size: Annotated[int, typer.Option(min=64, help="Phantom in-plane size in pixels (the store's resolution).")] = 128,
     nodules: Annotated[int, typer.Option(min=1, help="Synthetic nodule slices per generator.")] = 32,
     nodule_free: Annotated[int, typer.Option(min=0, help="Synthetic nodule-free slices per generator.")] = 32,
-    steps: Annotated[int, typer.Option(min=1, help="DPM-Solver++ steps for the SDM.")] = 10,
+    sampler: Annotated[str, typer.Option(help="SDM sampler: ddpm (robust with the tiny demo model), ddim or dpmpp.")] = "ddpm",
+    steps: Annotated[int, typer.Option(min=1, help="SDM sampling steps.")] = 10,
     sdm_weights: Annotated[str, typer.Option(help="SDM weights: registry name or path.")] = "demo-sdm-tiny",
     spade_weights: Annotated[str, typer.Option(help="SPADE weights: registry name or path.")] = "demo-spade-tiny",
     seed: Annotated[int, typer.Option(help="Seed of every step.")] = 0,
@@ -39,12 +40,14 @@ def demo(
     from lungforge.cli.console import err_console, print_json, progress
     from lungforge.demo import DemoOptions, demo_summary, run_demo
 
+    if sampler not in ("ddpm", "ddim", "dpmpp"):
+        raise typer.BadParameter(f"must be ddpm, ddim or dpmpp, got {sampler!r}", param_hint="--sampler")
     if device not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter(f"must be auto, cpu or cuda, got {device!r}", param_hint="--device")
     temporary = out is None
     folder = Path(tempfile.mkdtemp(prefix="lungforge-demo-")) if out is None else out
     options = DemoOptions(
-        out=folder, scans=scans, size=size, nodules=nodules, nodule_free=nodule_free, steps=steps,
+        out=folder, scans=scans, size=size, nodules=nodules, nodule_free=nodule_free, sampler=sampler, steps=steps,
         sdm_weights=sdm_weights, spade_weights=spade_weights, seed=seed, device=device,
     )
     try:
