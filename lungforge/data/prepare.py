@@ -231,14 +231,23 @@ def _work(args: tuple[Path, luna16.ScanRef, list[luna16.Annotation], PrepareOpti
     return result
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Never fork this process (its OpenMP and zarr threads can deadlock a forked child): fork
+    from a clean server that has imported the recipe once, or spawn where there is none."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _ordered_results(tasks: list[tuple], workers: int) -> Iterator[ScanSlices | ScanError]:
     """Results in task order, at most 2·workers scans in flight (bounded memory)."""
     if workers <= 1:
         for task in tasks:
             yield _work(task)
         return
-    # spawn, not fork: forking a parent whose OpenMP or zarr threads are running can deadlock.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
         pending: deque[Future] = deque()
         it = iter(tasks)
         for task in it:
