@@ -191,24 +191,27 @@ def train_detector(model: torch.nn.Module, train: SliceSet, config: LocalizeConf
     )
     size = config.size
     model.train()
-    for _ in range(config.epochs):
-        order = torch.randperm(n, generator=generator).numpy()
-        flips = (torch.rand(n, generator=generator) < 0.5).numpy()
-        for step in range(steps_per_epoch):
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            images = train.images[idx].copy()
-            boxes = [train.boxes[i].copy() for i in idx]
-            for j, i in enumerate(idx):
-                if flips[i]:
-                    images[j] = images[j][:, ::-1]
-                    boxes[j][:, [0, 2]] = size - boxes[j][:, [2, 0]]
-            losses = model(to_inputs(images, device), make_targets(boxes, device))
-            loss = sum(losses.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            opt.step()
-            sched.step()
+    # torchvision's RPN and RoI samplers draw from the global RNG: seed it, and restore it after.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        for _ in range(config.epochs):
+            order = torch.randperm(n, generator=generator).numpy()
+            flips = (torch.rand(n, generator=generator) < 0.5).numpy()
+            for step in range(steps_per_epoch):
+                idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+                images = train.images[idx].copy()
+                boxes = [train.boxes[i].copy() for i in idx]
+                for j, i in enumerate(idx):
+                    if flips[i]:
+                        images[j] = images[j][:, ::-1]
+                        boxes[j][:, [0, 2]] = size - boxes[j][:, [2, 0]]
+                losses = model(to_inputs(images, device), make_targets(boxes, device))
+                loss = sum(losses.values())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 10.0)
+                opt.step()
+                sched.step()
 
     def backbone_pass(batch: np.ndarray) -> object:
         images, _ = model.transform(to_inputs(batch, device))

@@ -46,3 +46,22 @@ def test_backbone_weights_from_a_local_file(tmp_path):
     torch.save(torch.nn.Linear(2, 2).state_dict(), wrong)
     with pytest.raises(CheckpointError, match="does not match"):
         build_model(LocalizeConfig.quick_preset(size=64, backbone_weights=str(wrong)))
+
+
+def test_training_is_deterministic_whatever_the_global_rng(quick_model):
+    import copy
+    import dataclasses
+
+    from lungforge.bench.localize import SliceSet, train_detector
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (4, 64, 64), dtype=np.uint8)
+    boxes = [np.array([[10, 10, 20, 20]], np.float32)] * 4
+    train = SliceSet(images=images, boxes=boxes, **{f.name: np.zeros(4, np.int64) for f in dataclasses.fields(SliceSet) if f.name not in ("images", "boxes")})
+    config = dataclasses.replace(LocalizeConfig.quick_preset(size=64), epochs=1, batch_size=2)
+    weights = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        model = train_detector(copy.deepcopy(quick_model), train, config, torch.device("cpu"))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
