@@ -73,7 +73,7 @@ def load_inputs(options: AugmentOptions, device: torch.device) -> _Inputs:
     train_rows = real.meta("split")[table["slice"]] == SPLIT_IDS["train"]
     library = None
     if options.nodules > 0 and options.shape == "real":
-        library = NoduleLibrary.from_store(real, seed=options.seed)
+        library = NoduleLibrary.from_store(real, seed=options.seed, split=SPLIT_IDS["train"])
     planner = SamplePlanner(
         maps,
         options.layout_request(),

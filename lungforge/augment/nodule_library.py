@@ -140,14 +140,19 @@ class NoduleLibrary:
         return int(self.masks.shape[0])
 
     @classmethod
-    def from_store(cls, store, max_items: int = 512, min_area_px: int = 6, seed: int = 0) -> "NoduleLibrary":
+    def from_store(
+        cls, store, max_items: int = 512, min_area_px: int = 6, seed: int = 0, split: int | None = None
+    ) -> "NoduleLibrary":
         """Collect up to `max_items` real nodule masks (label == NODULE inside each nodule's bbox).
 
         Rows of `store.nodules()` are subsampled with `seed` when there are more; masks smaller
-        than `min_area_px` pixels carry no shape and are skipped.
+        than `min_area_px` pixels carry no shape and are skipped. `split` (0 train, 1 test) keeps
+        only nodules of that split's patients, so test patients' shapes never leak into training.
         """
         table = store.nodules()
         rows = np.arange(table["slice"].shape[0])
+        if split is not None:
+            rows = rows[store.meta("split")[table["slice"]] == split]
         if rows.size > max_items:
             rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_items, replace=False))
         spacing = store.meta("spacing") if rows.size else None

@@ -311,3 +311,9 @@ def test_plan_layouts_reads_a_store_label_array_directly(mini_store):
         mask = nodule.mask(source.shape)
         assert np.isin(source[mask], LUNGS).all()
         assert not (ndimage.binary_dilation(mask, iterations=GAP_PX) & (source == NODULE)).any()
+
+
+def test_library_keeps_only_the_requested_split(mini_store):
+    assert len(NoduleLibrary.from_store(mini_store, split=0)) == 6  # every patient of the mini store is train
+    with pytest.raises(LayoutError, match="no usable nodule masks"):
+        NoduleLibrary.from_store(mini_store, split=1)
