@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from lungforge.bench.folds import OUTSIDE, RealSplit, real_groups, source_groups
+from lungforge.bench.crossval import FoldRunner, cross_validate
+from lungforge.bench.folds import OUTSIDE, RealSplit, source_groups
 from lungforge.bench.batchnorm import recalibrate_batchnorm
-from lungforge.bench.foldlog import FoldLog, run_signature
 from lungforge.bench.inputs import REFERENCE
 from lungforge.bench.metrics import Confusion, classification_metrics
 from lungforge.bench.patches import JITTER_PX, PATCH, PatchSet, sample_patches
@@ -135,35 +135,24 @@ def run_detect(
 
     Returns {"task", "quick", "config", "conditions", "folds": {condition: [per-fold dict]}}.
     """
-    log = FoldLog(out, "detect", run_signature("detect", config, real, synthetic))
-    conditions = [REFERENCE, *synthetic]
-    todo = [(f, c) for f in range(config.folds) for c in conditions if log.get(c, f) is None]
-    groups = real_groups(real, config.folds, config.real_split)
-    task = progress.add_task("detect", total=config.folds * len(conditions), status="") if progress else None
-    if progress:
-        progress.advance(task, config.folds * len(conditions) - len(todo))
-    if todo:
+
+    def make_runner(groups: np.ndarray) -> FoldRunner:
         inside = np.flatnonzero(groups != OUTSIDE)
         real_patches = sample_patches(real, inside, groups[inside], config.size, config.seed, 0, config.patch, config.jitter_px)
-        syn_patches = {}
-        for stream, (name, store) in enumerate(synthetic.items(), start=1):
-            g = source_groups(store, real, groups)
-            syn_patches[name] = sample_patches(store, np.arange(len(store)), g, config.size, config.seed, stream, config.patch, config.jitter_px)
-        for fold, condition in todo:
-            if progress:
-                progress.update(task, status=f"fold {fold} {condition}")
+        syn_patches = {
+            name: sample_patches(
+                store, np.arange(len(store)), source_groups(store, real, groups), config.size, config.seed, stream, config.patch, config.jitter_px
+            )
+            for stream, (name, store) in enumerate(synthetic.items(), start=1)
+        }
+
+        def runner(fold: int, condition: str) -> dict[str, Any]:
             train_sets = [real_patches.select(real_patches.group != fold)]
             if condition != REFERENCE:
                 train_sets.append(syn_patches[condition].select(syn_patches[condition].group != fold))
             test = real_patches.select(real_patches.group == fold)
-            result = {"fold": fold, "condition": condition, **run_fold(PatchSet.concat(train_sets, config.patch), test, config, device)}
-            log.put(condition, fold, result)
-            if progress:
-                progress.advance(task)
-    return {
-        "task": "detect",
-        "quick": config.quick,
-        "config": dataclasses.asdict(config),
-        "conditions": conditions,
-        "folds": {c: [log.get(c, f) for f in range(config.folds)] for c in conditions},
-    }
+            return run_fold(PatchSet.concat(train_sets, config.patch), test, config, device)
+
+        return runner
+
+    return cross_validate("detect", real, synthetic, config, make_runner, out, progress)

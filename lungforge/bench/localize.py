@@ -8,7 +8,6 @@ nodule slices. Same seeds and schedule for every condition.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ import numpy as np
 import torch
 
 from lungforge.bench.batchnorm import recalibrate_batchnorm
-from lungforge.bench.folds import OUTSIDE, RealSplit, real_groups, source_groups
-from lungforge.bench.foldlog import FoldLog, run_signature
+from lungforge.bench.crossval import FoldRunner, cross_validate
+from lungforge.bench.folds import OUTSIDE, RealSplit, source_groups
 from lungforge.bench.inputs import REFERENCE, nodule_boxes
 from lungforge.bench.metrics import detection_metrics
 from lungforge.bench.slices import read_resized, scale_boxes
@@ -271,14 +270,8 @@ def run_localize(
 
     Returns {"task", "quick", "config", "conditions", "folds": {condition: [per-fold dict]}}.
     """
-    log = FoldLog(out, "localize", run_signature("localize", config, real, synthetic))
-    conditions = [REFERENCE, *synthetic]
-    todo = [(f, c) for f in range(config.folds) for c in conditions if log.get(c, f) is None]
-    groups = real_groups(real, config.folds, config.real_split)
-    task = progress.add_task("localize", total=config.folds * len(conditions), status="") if progress else None
-    if progress:
-        progress.advance(task, config.folds * len(conditions) - len(todo))
-    if todo:
+
+    def make_runner(groups: np.ndarray) -> FoldRunner:
         real_set = load_slices(real, groups, config.size, config.nodule_free_ratio, np.random.default_rng([config.seed, 0]))
         test_mask = np.array([b.shape[0] > 0 for b in real_set.boxes])
         syn_sets = {
@@ -286,21 +279,14 @@ def run_localize(
             for stream, (name, store) in enumerate(synthetic.items(), start=1)
         }
         initial = build_model(config)  # built once: every fold and condition starts from these weights
-        for fold, condition in todo:
-            if progress:
-                progress.update(task, status=f"fold {fold} {condition}")
+
+        def runner(fold: int, condition: str) -> dict[str, Any]:
             train_sets = [real_set.select(real_set.group != fold)]
             if condition != REFERENCE:
                 train_sets.append(syn_sets[condition].select(syn_sets[condition].group != fold))
             test = real_set.select((real_set.group == fold) & test_mask)
-            result = {"fold": fold, "condition": condition, **run_fold(initial, SliceSet.concat(train_sets), test, config, device)}
-            log.put(condition, fold, result)
-            if progress:
-                progress.advance(task)
-    return {
-        "task": "localize",
-        "quick": config.quick,
-        "config": dataclasses.asdict(config),
-        "conditions": conditions,
-        "folds": {c: [log.get(c, f) for f in range(config.folds)] for c in conditions},
-    }
+            return run_fold(initial, SliceSet.concat(train_sets), test, config, device)
+
+        return runner
+
+    return cross_validate("localize", real, synthetic, config, make_runner, out, progress)

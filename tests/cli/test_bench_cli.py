@@ -1,7 +1,6 @@
 """`lungforge bench` through the CLI on tiny stores (64×64, --size 64, --quick, random FID features)."""
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
