@@ -340,11 +340,10 @@ class _Writer:
         self.written += count
         self.buffered -= count
         next_scan, next_offset = (self.buffer[0][0], self.buffer[0][1]) if self.buffer else (next_scan_if_empty, 0)
-        done_series = [uid for uid in self.series_uids]
-        if self.buffer and self.buffer[0][1] > 0:
-            done_series = done_series[: self.buffer[0][3] + 1]
-        elif self.buffer:
-            done_series = done_series[: self.buffer[0][3]]
+        # Series known at resume: all before the first buffered scan, plus that scan if some of
+        # its slices are already written (resume continues it at `next_offset`).
+        known = self.buffer[0][3] + (next_offset > 0) if self.buffer else len(self.series_uids)
+        done_series = self.series_uids[:known]
         nodules = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
         self.nodules.append(nodules)
         skipped = [s for s in self.skipped if s[0] < next_scan]
