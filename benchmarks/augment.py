@@ -30,7 +30,7 @@ from lungforge.data.prepare import PrepareOptions, prepare
 from lungforge.data.store import open_store
 from lungforge.models.presets import get_preset
 from lungforge.models.sdm_unet import SDMUNet
-from lungforge.training.checkpoint import load_checkpoint, save_checkpoint
+from lungforge.models.checkpoint import load_checkpoint, save_checkpoint
 from lungforge.device import check_precision, device_name, resolve_device
 
 

@@ -54,7 +54,7 @@ def chest_labels(n: int, size: int, seed: int = 0) -> np.ndarray:
 def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, str]:
     if args.weights:
         from lungforge.registry import resolve_weights
-        from lungforge.training.checkpoint import build_model, load_checkpoint
+        from lungforge.models.checkpoint import build_model, load_checkpoint
 
         ckpt = load_checkpoint(resolve_weights(args.weights), expect_kind="sdm")
         return build_model(ckpt, device), ckpt.preset

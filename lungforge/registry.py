@@ -1,7 +1,7 @@
 """Weights registry: the shipped manifest, a user registry, the local cache, downloads and sha256 checks.
 
 An entry names ONE self-describing `.safetensors` checkpoint (its config embedded in the
-safetensors metadata, see `lungforge.training.checkpoint`). Entries come from the shipped
+safetensors metadata, see `lungforge.models.checkpoint`). Entries come from the shipped
 `weights/manifest.toml` (override with `$LUNGFORGE_MANIFEST`) with the user registry
 `$LUNGFORGE_HOME/registry.toml` (imported weights) merged over it. Downloads land in
 `$LUNGFORGE_HOME/weights/<name>.safetensors` (default home `~/.cache/lungforge`); every file is
@@ -81,7 +81,7 @@ def shipped_manifest() -> Path:
 
 def weights_sha256(path: Path) -> str:
     """sha256 of the weights of `path`: a `.safetensors` file, or a run dir's `model.safetensors`."""
-    from lungforge.training.checkpoint import MODEL_FILE, sha256_file
+    from lungforge.models.checkpoint import MODEL_FILE, sha256_file
 
     path = Path(path)
     return sha256_file(path / MODEL_FILE if path.is_dir() else path)
@@ -130,7 +130,7 @@ class WeightsRegistry:
             return VerifyResult(
                 entry.name, "mismatch", path, entry.sha256, None, f"expected {entry.size} bytes, got {size}"
             )
-        from lungforge.training.checkpoint import sha256_file
+        from lungforge.models.checkpoint import sha256_file
 
         actual = sha256_file(path)
         if actual != entry.sha256:
@@ -177,7 +177,7 @@ class WeightsRegistry:
 
     def import_checkpoint(self, source: Path, name: str, *, force: bool = False) -> WeightsEntry:
         """Validate a run dir or `.safetensors`, copy it into the cache as one self-describing file, register it."""
-        from lungforge.training.checkpoint import load_checkpoint, read_checkpoint_meta, sha256_file, write_safetensors
+        from lungforge.models.checkpoint import load_checkpoint, read_checkpoint_meta, sha256_file, write_safetensors
 
         if not NAME_PATTERN.match(name):
             raise RegistryError(f"weights name must match {NAME_PATTERN.pattern}, got {name!r}")
@@ -218,7 +218,7 @@ class WeightsRegistry:
         return target
 
     def _verify_part(self, entry: WeightsEntry, part: Path) -> None:
-        from lungforge.training.checkpoint import sha256_file
+        from lungforge.models.checkpoint import sha256_file
 
         size = part.stat().st_size
         problem = ""
@@ -327,7 +327,7 @@ def _validate_entry(path: Path, entry: WeightsEntry) -> None:
 def _write_entries(path: Path, entries: dict[str, WeightsEntry]) -> None:
     import tomli_w
 
-    from lungforge.training.checkpoint import atomic_write_bytes
+    from lungforge.models.checkpoint import atomic_write_bytes
 
     table = {}
     for name, entry in sorted(entries.items()):

@@ -17,7 +17,7 @@ from lungforge.errors import RegistryError
 from lungforge.models.presets import SPADEConfig
 from lungforge.models.spade import SPADEGenerator
 from lungforge.registry import WeightsRegistry, resolve_weights, weights_sha256
-from lungforge.training.checkpoint import load_checkpoint, save_checkpoint
+from lungforge.models.checkpoint import load_checkpoint, save_checkpoint
 
 CFG = SPADEConfig(image_size=32, ngf=2, ndf=2)
 

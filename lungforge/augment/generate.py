@@ -33,7 +33,7 @@ from lungforge.augment.writer import BlockWriter, FinishedBlock, part_name
 from lungforge.data.store import SPLIT_IDS, Store, create_store, open_store
 from lungforge.errors import InputError, SchemaError
 from lungforge.registry import resolve_weights
-from lungforge.training.checkpoint import load_checkpoint
+from lungforge.models.checkpoint import load_checkpoint
 from lungforge.device import check_precision, resolve_device
 from lungforge.training.distributed import (
     DistInfo,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from lungforge.diffusion.samplers import Sampler, sample
 from lungforge.errors import CheckpointError
 from lungforge.labels import NUM_CLASSES
-from lungforge.training.checkpoint import LoadedCheckpoint, build_model
+from lungforge.models.checkpoint import LoadedCheckpoint, build_model
 from lungforge.device import Precision, autocast
 
 

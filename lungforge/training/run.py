@@ -24,7 +24,7 @@ from lungforge.data.dataset import SliceDataset
 from lungforge.data.store import open_store
 from lungforge.errors import CheckpointError, InputError
 from lungforge.models.presets import Preset, SDMConfig, SPADEConfig, config_to_dict, get_preset
-from lungforge.training.checkpoint import (
+from lungforge.models.checkpoint import (
     RESUME_FILE,
     capture_rng_state,
     load_training_state,

@@ -154,7 +154,7 @@ def save_micro_checkpoints(root: Path) -> dict[str, Path]:
     from lungforge.models.presets import SDMConfig, SPADEConfig
     from lungforge.models.sdm_unet import SDMUNet
     from lungforge.models.spade import SPADEGenerator
-    from lungforge.training.checkpoint import save_checkpoint
+    from lungforge.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     sdm = SDMConfig(

@@ -18,7 +18,7 @@ from lungforge.augment.writer import BlockWriter, FinishedBlock
 from lungforge.data.store import create_store, open_store
 from lungforge.errors import CheckpointError, InputError, LayoutError, SchemaError
 from lungforge.labels import LEFT_LUNG, LUNG_LABELS, NODULE
-from lungforge.training.checkpoint import CONFIG_FILE, MODEL_FILE, read_checkpoint_meta, write_safetensors
+from lungforge.models.checkpoint import CONFIG_FILE, MODEL_FILE, read_checkpoint_meta, write_safetensors
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -30,7 +30,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     from lungforge.models.presets import SDMConfig, SPADEConfig
     from lungforge.models.sdm_unet import SDMUNet
     from lungforge.models.spade import SPADEGenerator
-    from lungforge.training.checkpoint import save_checkpoint
+    from lungforge.models.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("augment_cli")
     make_phantom(root / "luna16", scans=4, size=64, seed=1)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lungforge.training.checkpoint import load_checkpoint, load_training_state
+from lungforge.models.checkpoint import load_checkpoint, load_training_state
 from lungforge.training.loop_spade import train_spade
 from lungforge.training.run import TrainOptions
 from lungforge.models.spade import MultiscaleDiscriminator, SPADEGenerator

@@ -14,7 +14,7 @@ import torch
 from lungforge.errors import CheckpointError
 from lungforge.models.presets import SPADEConfig, config_to_dict, get_preset
 from lungforge.models.spade import SPADEGenerator
-from lungforge.training.checkpoint import (
+from lungforge.models.checkpoint import (
     FORMAT,
     LoadedCheckpoint,
     build_model,
@@ -120,7 +120,7 @@ def test_config_json_disagreeing_with_embedded(spade_ckpt: tuple[Path, SPADEGene
 
 
 def test_label_set_and_format_mismatch(tmp_path: Path) -> None:
-    from lungforge.training.checkpoint import checkpoint_meta, write_safetensors
+    from lungforge.models.checkpoint import checkpoint_meta, write_safetensors
 
     model = SPADEGenerator(CFG)
     meta = checkpoint_meta(kind="spade", preset="x", model_config=CFG, step=0, store_fingerprint=None)
