@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from lungforge.data.prepare import PrepareOptions, prepare
 from lungforge.data.store import open_store
@@ -40,15 +39,6 @@ def test_train_detector_on_mixed_stores(real_store):
     assert report["real"] == train_nodule
     assert report["slices"] == train_nodule + int(store.meta("has_nodule").sum())
     assert report["steps"] == 2 and np.isfinite(report["last_loss"])
-
-
-def test_export_store_to_png_and_nifti(real_store, tmp_path):
-    result = _run([sys.executable, str(EXAMPLES / "export_store.py"), str(real_store), str(tmp_path / "x"), "--max", "3"])
-    assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "x").glob("*.png")) == ["00000.png", "00001.png", "00002.png"]
-    label = sitk.ReadImage(str(tmp_path / "x" / "label.nii.gz"))
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(label), open_store(real_store).label[:3])
-    assert label.GetSpacing()[0] == pytest.approx(float(open_store(real_store).meta("spacing")[0][1]))
 
 
 def test_ci_check_reports_skipped_scans(phantom_factory, tmp_path):

@@ -1,0 +1,57 @@
+"""`lungforge export`: a store's slices in the formats detectors train on (thin over lungforge.export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)
+
+
+def export(
+    store: Annotated[Path, typer.Argument(help="A lungforge Zarr store (real or synthetic).")],
+    format: Annotated[str, typer.Option("--format", help="coco (PNG + annotations.json, RLE masks), yolo (Ultralytics), nnunet (nnU-Net v2 raw dataset), nifti or png (images, label maps, CSV of boxes).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (nnunet: the nnUNet_raw folder that gets DatasetNNN_Name/).")],
+    split: Annotated[str, typer.Option(help="Slices of the store's train split, test split, or all.")] = "all",
+    size: Annotated[Optional[int], typer.Option(min=8, help="Resize slices to SIZE×SIZE pixels (images bilinear, labels nearest, boxes scaled); default: the store's size.")] = None,
+    nodule_only: Annotated[bool, typer.Option("--nodule-only", help="Only slices with at least one nodule.")] = False,
+    dataset_id: Annotated[int, typer.Option("--dataset-id", min=1, max=999, help="nnunet only: the dataset number NNN.")] = 501,
+    dataset_name: Annotated[str, typer.Option("--dataset-name", help="nnunet only: the dataset name (letters, digits, '-').")] = "Lungforge",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier lungforge export at the same place.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the export summary as JSON on stdout.")] = False,
+) -> None:
+    """Write a store's slices as COCO, YOLO, nnU-Net, NIfTI or PNG datasets.
+
+    Boxes are in pixels of the exported size. The dataset appears only when complete (it is
+    written into a hidden .NAME.partial folder beside it and renamed at the end), with a
+    lungforge-export.json marker that records the store's provenance and this summary.
+    """
+    from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.export import ExportOptions, export_store
+
+    try:
+        options = ExportOptions(
+            format=format,  # type: ignore[arg-type]
+            split=split,  # type: ignore[arg-type]
+            size=size,
+            nodule_only=nodule_only,
+            dataset_id=dataset_id,
+            dataset_name=dataset_name,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with progress() as bar:
+        report = export_store(store, out, options, overwrite=overwrite, progress=bar)
+    if json_out:
+        print_json(report)
+    else:
+        err_console.print(
+            f"exported {report.images} slices ({report.images_by_split['train']} train, {report.images_by_split['test']} test) "
+            f"with {report.nodules} nodules as {report.format} to {report.out}"
+        )
+    if report.nodules_without_mask:
+        err_console.print(f"[yellow]warning:[/yellow] {report.nodules_without_mask} nodule boxes have no nodule pixels at {report.height}×{report.width}")

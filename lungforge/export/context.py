@@ -1,0 +1,78 @@
+"""What every format writer is given: the export's options, its pixel size and the store's provenance."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from lungforge.data.store import Store
+from lungforge.export.slices import SplitChoice
+
+ExportFormat = Literal["coco", "yolo", "nnunet", "nifti", "png"]
+MARKER = "lungforge-export.json"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Options of `lungforge export`; `size` None keeps the store's resolution.
+
+    `dataset_id` and `dataset_name` name the nnU-Net folder `Dataset{id:03d}_{name}`.
+    """
+
+    format: ExportFormat
+    split: SplitChoice = "all"
+    size: int | None = None
+    nodule_only: bool = False
+    dataset_id: int = 501
+    dataset_name: str = "Lungforge"
+
+    def __post_init__(self) -> None:
+        if self.format not in get_args(ExportFormat):
+            raise ValueError(f"format must be one of {get_args(ExportFormat)}, got {self.format!r}")
+        if self.split not in ("train", "test", "all"):
+            raise ValueError(f"split must be train, test or all, got {self.split!r}")
+        if self.size is not None and self.size < 8:
+            raise ValueError(f"size must be at least 8 px, got {self.size}")
+        if not 1 <= self.dataset_id <= 999:
+            raise ValueError(f"nnU-Net dataset id must be 1..999, got {self.dataset_id}")
+        if not re.fullmatch(r"[A-Za-z0-9-]+", self.dataset_name):
+            raise ValueError(f"nnU-Net dataset name may hold letters, digits and '-', got {self.dataset_name!r}")
+
+    def target(self, out: Path) -> Path:
+        """The directory the export creates: `out` itself, or for nnU-Net `out/DatasetNNN_Name`."""
+        if self.format == "nnunet":
+            return Path(out) / f"Dataset{self.dataset_id:03d}_{self.dataset_name}"
+        return Path(out)
+
+
+@dataclass(frozen=True)
+class ExportContext:
+    """Options, exported slice size (H, W) px, and the provenance block written beside the data."""
+
+    options: ExportOptions
+    height: int
+    width: int
+    provenance: dict[str, Any]
+
+
+def provenance(store: Store, options: ExportOptions) -> dict[str, Any]:
+    """Where the exported slices come from: store path, kind, fingerprint, its options and generator."""
+    from lungforge import __version__
+
+    attrs = store.attrs
+    block = {
+        "store": str(store.path),
+        "kind": store.kind,
+        "fingerprint": store.fingerprint(),
+        "schema": attrs.get("schema"),
+        "created": attrs.get("created"),
+        "store_lungforge_version": attrs.get("lungforge_version"),
+        "params": attrs.get("params", {}),
+        "exported_by": f"lungforge {__version__}",
+        "export": asdict(options),
+    }
+    if "generator" in attrs:
+        block["generator"] = attrs["generator"]
+    return block

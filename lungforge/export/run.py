@@ -1,0 +1,138 @@
+"""`export_store`: write a store's slices in a consumer's format, atomically (temp folder, then rename)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from lungforge.data.store import open_store
+from lungforge.errors import InputError
+from lungforge.export.context import MARKER, ExportContext, ExportOptions, provenance
+from lungforge.export.slices import ExportSlice, iter_slices, select_indices
+
+WRITERS = {
+    "coco": ("lungforge.export.coco", "CocoWriter"),
+    "yolo": ("lungforge.export.yolo", "YoloWriter"),
+    "nnunet": ("lungforge.export.nnunet", "NnunetWriter"),
+    "nifti": ("lungforge.export.nifti", "NiftiWriter"),
+    "png": ("lungforge.export.png", "PngWriter"),
+}
+
+
+class Writer(Protocol):
+    """A format: created on an empty folder, given every slice in row order, then finished."""
+
+    def add(self, item: ExportSlice) -> None: ...
+
+    def finish(self) -> list[str]:
+        """Write the index files; return the top-level entries of the dataset."""
+        ...
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote: counts per split, nodule boxes, and boxes whose mask resizing erased."""
+
+    format: str
+    out: str
+    store: str
+    split: str
+    size: int | None
+    height: int
+    width: int
+    nodule_only: bool
+    images: int
+    images_by_split: dict[str, int]
+    nodules: int
+    nodules_without_mask: int
+    files: list[str]
+
+
+def export_store(
+    store_path: str | os.PathLike,
+    out: str | os.PathLike,
+    options: ExportOptions,
+    *,
+    overwrite: bool = False,
+    progress: Any | None = None,
+) -> ExportReport:
+    """Export the slices of `store_path` chosen by `options` into `out` (nnU-Net: `out/DatasetNNN_Name`).
+
+    Everything is written into a hidden `.<name>.partial` folder beside the target, which is
+    renamed into place only after the last file and the `lungforge-export.json` marker are
+    written: a killed export leaves no folder that looks complete. An existing target is replaced
+    only with `overwrite` and only if it is an earlier lungforge export (or empty).
+    `progress` is an optional Rich Progress.
+    """
+    store = open_store(store_path)
+    target = options.target(Path(out))
+    _check_target(target, overwrite)
+    indices = select_indices(store, options.split, options.nodule_only)
+    if indices.size == 0:
+        raise InputError(f"{store.path}: no slices match split={options.split}, nodule_only={options.nodule_only}")
+    h, w = (options.size, options.size) if options.size else store.shape_hw
+    context = ExportContext(options=options, height=h, width=w, provenance=provenance(store, options))
+    partial = target.parent / f".{target.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    module, name = WRITERS[options.format]
+    writer: Writer = getattr(importlib.import_module(module), name)(partial, context)
+    task = progress.add_task(f"export {options.format}", total=int(indices.size), status="") if progress else None
+    by_split = {"train": 0, "test": 0}
+    nodules = without_mask = 0
+    for item in iter_slices(store, indices, options.size):
+        writer.add(item)
+        by_split[item.split] += 1
+        nodules += len(item.boxes)
+        without_mask += int((item.nodule_pixels() == 0).sum())
+        if progress is not None:
+            progress.update(task, advance=1, status=f"{nodules} nodules")
+    files = writer.finish()
+    report = ExportReport(
+        format=options.format,
+        out=str(target),
+        store=str(store.path),
+        split=options.split,
+        size=options.size,
+        height=h,
+        width=w,
+        nodule_only=options.nodule_only,
+        images=int(indices.size),
+        images_by_split=by_split,
+        nodules=nodules,
+        nodules_without_mask=without_mask,
+        files=files + [MARKER],
+    )
+    (partial / MARKER).write_text(json.dumps({"report": asdict(report), "provenance": context.provenance}, indent=2))
+    _swap_into_place(partial, target)
+    return report
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise InputError(f"{target}: exists and is not a directory")
+    if not any(target.iterdir()):
+        return
+    if not (target / MARKER).is_file():
+        raise InputError(f"{target}: exists and is not a lungforge export; refusing to write into it")
+    if not overwrite:
+        raise InputError(f"{target}: already holds an export; pass --overwrite to replace it")
+
+
+def _swap_into_place(partial: Path, target: Path) -> None:
+    """Rename the finished `partial` folder to `target`, replacing an earlier export."""
+    if target.exists():
+        old = target.parent / f".{target.name}.replaced"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(partial, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(partial, target)

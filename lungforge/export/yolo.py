@@ -1,0 +1,54 @@
+"""`--format yolo`: Ultralytics layout, `images/<split>/*.png`, `labels/<split>/*.txt`, `data.yaml`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lungforge.export.context import ExportContext
+from lungforge.export.png import write_png
+from lungforge.export.slices import ExportSlice
+
+CLASS_ID = 0
+
+
+def yolo_lines(boxes: np.ndarray, height: int, width: int) -> list[str]:
+    """Boxes (K, 4) x0, y0, x1, y1 px → `class cx cy w h` lines, normalised to [0, 1]."""
+    scale = np.array([width, height, width, height], dtype=np.float64)
+    b = np.clip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / scale, 0.0, 1.0)
+    centre, extent = (b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]
+    return [f"{CLASS_ID} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}" for (cx, cy), (w, h) in zip(centre, extent)]
+
+
+class YoloWriter:
+    """One PNG and one label file per slice (empty for nodule-free slices: background images).
+
+    `data.yaml` maps the store's train split to `train` and its test split to `val` and `test`;
+    class 0 is "nodule".
+    """
+
+    def __init__(self, root: Path, context: ExportContext):
+        self.root = root
+        self.context = context
+        self.splits: set[str] = set()
+
+    def add(self, item: ExportSlice) -> None:
+        if item.split not in self.splits:
+            for folder in ("images", "labels"):
+                (self.root / folder / item.split).mkdir(parents=True)
+            self.splits.add(item.split)
+        write_png(self.root / "images" / item.split / f"{item.name}.png", item.image)
+        lines = yolo_lines(item.boxes, *item.shape_hw)
+        (self.root / "labels" / item.split / f"{item.name}.txt").write_text("".join(line + "\n" for line in lines))
+
+    def finish(self) -> list[str]:
+        # No `path:` key: Ultralytics then resolves images/ beside data.yaml, so the folder can move.
+        lines: list[str] = []
+        keys = {"train": ["train"], "test": ["val", "test"]}
+        for split in ("train", "test"):
+            if split in self.splits:
+                lines += [f"{key}: images/{split}" for key in keys[split]]
+        lines += ["names:", f"  {CLASS_ID}: nodule"]
+        (self.root / "data.yaml").write_text("\n".join(lines) + "\n")
+        return ["images/", "labels/", "data.yaml"]

@@ -1,0 +1,31 @@
+"""`lungforge export` through the Typer app: JSON summary, bad usage, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from lungforge.cli.main import app
+from lungforge.errors import SchemaError
+
+
+def test_export_json_summary(stores, tmp_path: Path) -> None:
+    out = tmp_path / "raw"
+    result = CliRunner().invoke(app, ["export", str(stores["B"]), "--format", "nnunet", "--out", str(out), "--split", "train",
+                                      "--size", "32", "--nodule-only", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["out"] == str(out / "Dataset501_Lungforge") and (report["height"], report["width"]) == (32, 32)
+    assert report["images"] == report["images_by_split"]["train"] == report["nodules"] == 12
+    dataset = json.loads((out / "Dataset501_Lungforge" / "dataset.json").read_text())
+    assert dataset["lungforge"]["kind"] == "synthetic" and dataset["numTraining"] == 12
+
+
+def test_export_bad_usage_and_missing_store(stores, tmp_path: Path) -> None:
+    bad = CliRunner().invoke(app, ["export", str(stores["real"]), "--format", "voc", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "got 'voc'" in bad.output
+    missing = CliRunner().invoke(app, ["export", str(tmp_path / "none.zarr"), "--format", "png", "--out", str(tmp_path / "x")])
+    assert missing.exit_code == 1 and isinstance(missing.exception, SchemaError)
+    assert not (tmp_path / "x").exists()
