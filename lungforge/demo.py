@@ -115,7 +115,7 @@ def run_demo(options: DemoOptions, on_step: Callable[[DemoStep], None] | None = 
         report_dir,
         DetectConfig.quick_preset(**common),
         LocalizeConfig.quick_preset(**common),
-        FidConfig(real_split="all", features="inception", seed=options.seed),
+        FidConfig(size=common["size"], real_split="all", features="inception", seed=options.seed),
         resolve_device(options.device),
         allow_download=False,
         progress=progress,

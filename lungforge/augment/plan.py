@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from lungforge.augment.layout import LayoutRequest, PlacedNodule, plan_layouts
 from lungforge.augment.nodule_library import NoduleLibrary
+from lungforge.data.resize import resize_label_maps
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import InputError
 
@@ -29,14 +28,6 @@ def sample_seed(seed: int, index: int, attempt: int = 0) -> int:
     entropy = [seed, index] if attempt == 0 else [seed, index, attempt]
     words = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32).astype(np.uint64)
     return int(((words[0] << np.uint64(32)) | words[1]) & np.uint64(SEED_MASK))
-
-
-def resize_label(label: np.ndarray, size: int) -> np.ndarray:
-    """(H, W) uint8 label map → (size, size) uint8, nearest neighbour as the training data loader does."""
-    if label.shape == (size, size):
-        return np.asarray(label, dtype=np.uint8)
-    lab = torch.from_numpy(np.ascontiguousarray(label, dtype=np.uint8)).float()[None, None]
-    return F.interpolate(lab, size=(size, size), mode="nearest")[0, 0].to(torch.uint8).numpy()
 
 
 class SourceMaps:
@@ -61,7 +52,7 @@ class SourceMaps:
         return int(self.indices.size)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return resize_label(np.asarray(self.store.label[int(self.indices[i])]), self.size)
+        return resize_label_maps(np.asarray(self.store.label[int(self.indices[i])])[None], self.size)[0]
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,7 +1,9 @@
 """Fréchet Inception Distance between a real and a synthetic store (pytorch-fid's network and maths).
 
 Features: pytorch-fid's InceptionV3 2048-d pool features of images in [0, 1], grayscale repeated
-to 3 channels, resized to 299 by the network as pytorch-fid does. The FID weights are loaded
+to 3 channels. Every store is first resized (bilinear, antialiased) to one working size
+(`FidConfig.size`, recorded in the result); only then does the network's own resize to 299 run,
+so stores kept at different resolutions (SPADE 512², SDM 256²) are compared on equal terms. The FID weights are loaded
 from a local file (never fetched behind the user's back except as the documented last resort).
 Nodule and nodule-free slices are scored separately, plus all slices together.
 """
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lungforge.data.resize import resize_images_uint8
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import CheckpointError, InputError
 
@@ -171,18 +174,27 @@ def _blocks(indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
 
 @torch.no_grad()
 def store_moments(
-    store: Store, indices: np.ndarray, extractor: nn.Module, dims: int, batch_size: int, device: torch.device, progress: Any = None, label: str = ""
+    store: Store,
+    indices: np.ndarray,
+    extractor: nn.Module,
+    dims: int,
+    batch_size: int,
+    device: torch.device,
+    progress: Any = None,
+    label: str = "",
+    *,
+    size: int,
 ) -> dict[str, Moments]:
     """Feature moments of slices `indices` of `store`, by subset (nodule, nodule_free, all).
 
-    Slices are streamed from the store in batches at their stored resolution, as (B, 3, H, W)
-    floats in [0, 1].
+    Slices are streamed from the store in batches, resized (antialiased) to (size, size) and fed
+    as (B, 3, size, size) floats in [0, 1].
     """
     has = store.meta("has_nodule")
     moments = {s: Moments(dims) for s in SUBSETS}
     task = progress.add_task(f"fid {label}", total=int(indices.size), status="") if progress else None
     for block in _blocks(np.sort(indices), batch_size):
-        images = np.asarray(store.image.oindex[block, :, :])
+        images = resize_images_uint8(np.asarray(store.image.oindex[block, :, :]), size)
         x = torch.from_numpy(images).to(device).float().div(255.0).unsqueeze(1).expand(-1, 3, -1, -1)
         feats = extractor(x)[0].squeeze(-1).squeeze(-1).cpu().numpy()
         nod = has[block]
@@ -196,8 +208,9 @@ def store_moments(
 
 @dataclass(frozen=True)
 class FidConfig:
-    """Options of `bench fid`."""
+    """Options of `bench fid`; `size` is the working resolution (pixels) every store is resized to."""
 
+    size: int = 256
     real_split: RealSplitFid = "all"
     features: Features = "inception"
     batch_size: int = 50
@@ -233,15 +246,17 @@ def compute_fid(
 ) -> dict[str, Any]:
     """FID of every synthetic store against the real slices, per subset (nodule, nodule_free, all).
 
-    Returns {"features", "comparable", "real_split", "dims", "scores":
+    Returns {"features", "comparable", "size", "real_split", "dims", "scores":
     {name: {subset: {"fid", "n_real", "n_synthetic"}}}, "warnings": [...]}; a subset with fewer
     than 2 images on either side has fid None, one with fewer than 2048 a warning.
     """
     notes: list[str] = []
-    real_m = store_moments(real, real_indices(real, config.real_split), extractor, dims, config.batch_size, device, progress, "real")
+    if config.size < 2:
+        raise InputError(f"FID working size must be >= 2 pixels, got {config.size}")
+    real_m = store_moments(real, real_indices(real, config.real_split), extractor, dims, config.batch_size, device, progress, "real", size=config.size)
     scores: dict[str, dict[str, Any]] = {}
     for name, store in synthetic.items():
-        syn_m = store_moments(store, np.arange(len(store)), extractor, dims, config.batch_size, device, progress, name)
+        syn_m = store_moments(store, np.arange(len(store)), extractor, dims, config.batch_size, device, progress, name, size=config.size)
         scores[name] = {}
         for subset in SUBSETS:
             r, s = real_m[subset], syn_m[subset]
@@ -257,6 +272,7 @@ def compute_fid(
     return {
         "features": config.features,
         "comparable": config.features == "inception",
+        "size": config.size,
         "real_split": config.real_split,
         "dims": dims,
         "scores": scores,

@@ -17,7 +17,7 @@ from lungforge.bench.figures import fold_metrics, localization_examples, sample_
 from lungforge.bench.inputs import SyntheticSpec, open_real, open_synthetic
 from lungforge.bench.localize import LocalizeConfig, run_localize
 from lungforge.bench.metrics import DETECT_METRICS, LOCALIZE_METRICS
-from lungforge.bench.stats import summarize
+from lungforge.bench.stats import paper_p_note, summarize
 
 TITLE = "lungforge downstream benchmark"
 
@@ -102,13 +102,31 @@ def _p(value: float | None) -> str:
     return "–" if value is None else f"{value:.3g}"
 
 
+def comparison_cells(comparison: dict[str, Any] | None) -> list[str]:
+    """Cells Δ vs reference in points [bootstrap 95 % CI], rank-sum p (min), signed-rank p (min)."""
+    if comparison is None:
+        return ["–", "–", "–"]
+    low, high = comparison["diff_ci95"]
+    diff = "n/a" if comparison["diff_mean"] is None else f"{100 * comparison['diff_mean']:+.2f} [{100 * (low or 0):+.2f}, {100 * (high or 0):+.2f}]"
+    return [
+        diff,
+        f"{_p(comparison['p_rank_sum'])} (≥ {_p(comparison['p_rank_sum_min'])})",
+        f"{_p(comparison['p_signed_rank'])} (≥ {_p(comparison['p_signed_rank_min'])})",
+    ]
+
+
+COMPARISON_HEADERS = ("Δ vs A (pts) [95 % CI]", "p rank-sum (min)", "p signed-rank (min)")
+
+
 def metric_table(section: dict[str, Any], metrics: tuple[str, ...], headers: tuple[str, ...]) -> list[str]:
-    """Markdown rows: one per condition, metrics as mean ± std in %, p-value vs A."""
-    lines = ["| condition | " + " | ".join(headers) + " | p-value |", "|---" * (len(metrics) + 2) + "|"]
+    """Markdown rows: one per condition, metrics as mean ± std in %, then the comparison of the
+    test metric with A (mean per-fold difference with bootstrap CI, rank-sum and signed-rank p,
+    each with the smallest p reachable with these folds)."""
+    lines = ["| condition | " + " | ".join((*headers, *COMPARISON_HEADERS)) + " |", "|---" * (len(metrics) + 4) + "|"]
     for condition in section["conditions"]:
         row = section["summary"][condition]
-        cells = [_pct(row["metrics"][m]) for m in metrics]
-        lines.append(f"| {condition} | " + " | ".join(cells) + f" | {_p(row['p_value'])} |")
+        cells = [_pct(row["metrics"][m]) for m in metrics] + comparison_cells(row.get("comparison"))
+        lines.append(f"| {condition} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -124,6 +142,7 @@ def markdown(report: dict[str, Any]) -> str:
     else:
         if not fid["comparable"]:
             lines += [f"Features: {fid['features']} (**not comparable** to published FID).", ""]
+        lines += [f"Every store resized (antialiased) to {fid['size']}×{fid['size']} px before the feature network.", ""]
         lines += ["| synthetic | nodule | nodule-free | all |", "|---|---|---|---|"]
         for name, scores in fid["scores"].items():
             cells = [
@@ -135,12 +154,14 @@ def markdown(report: dict[str, Any]) -> str:
     d, loc = report["detect"], report["localize"]
     lines += [
         f"## I. Nodule detection ({d['config']['folds']}-fold CV, {d['config']['patch']}×{d['config']['patch']} patches, "
-        f"SE-ResNet-{d['config']['depth']}; p: Wilcoxon rank-sum on accuracy vs A)",
+        f"SE-ResNet-{d['config']['depth']}; Δ and p: accuracy vs A, paired by fold)",
         "",
         *metric_table(d, DETECT_METRICS, ("Accuracy (%)", "Precision (%)", "Rec./Sen. (%)", "Specificity (%)", "F1 (%)")),
         "",
+        paper_p_note(),
+        "",
         f"## II. Nodule localization ({loc['config']['folds']}-fold CV, Faster R-CNN {loc['config']['backbone']}-FPN; "
-        "p: Wilcoxon rank-sum on AP50 vs A)",
+        "Δ and p: AP50 vs A, paired by fold)",
         "",
         *metric_table(loc, LOCALIZE_METRICS, ("AP50 (%)", "AP60 (%)", "AR50 (%)", "AR60 (%)", "AR70 (%)")),
         "",

@@ -1,32 +1,13 @@
-"""Read slices of a store at the working resolution (images bilinear, labels nearest, boxes scaled)."""
+"""Read slices of a store at the working resolution (lungforge.data.resize: images bilinear, labels nearest; boxes scaled)."""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from lungforge.data.resize import resize_images_uint8, resize_label_maps
 from lungforge.data.store import Store
 
 READ_BLOCK = 64
-
-
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """(n, H, W) uint8 → (n, size, size) uint8, bilinear (antialiased when shrinking)."""
-    if images.shape[1:] == (size, size):
-        return images
-    x = torch.from_numpy(images).float().unsqueeze(1)
-    shrink = size < max(images.shape[1:])
-    y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
-    return y.round().clamp(0, 255).to(torch.uint8).squeeze(1).numpy()
-
-
-def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
-    """(n, H, W) uint8 label maps → (n, size, size) uint8, nearest neighbour."""
-    if labels.shape[1:] == (size, size):
-        return labels
-    x = torch.from_numpy(labels).unsqueeze(1)
-    return F.interpolate(x, size=(size, size), mode="nearest-exact").squeeze(1).numpy()
 
 
 def scale_boxes(boxes: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
@@ -47,7 +28,7 @@ def read_resized(store: Store, indices: np.ndarray, size: int, *, labels: bool =
     for start in range(0, indices.size, READ_BLOCK):
         pos = order[start : start + READ_BLOCK]
         sel = indices[pos]
-        out_img[pos] = resize_images(np.asarray(store.image.oindex[sel, :, :]), size)
+        out_img[pos] = resize_images_uint8(np.asarray(store.image.oindex[sel, :, :]), size)
         if out_lab is not None:
-            out_lab[pos] = resize_labels(np.asarray(store.label.oindex[sel, :, :]), size)
+            out_lab[pos] = resize_label_maps(np.asarray(store.label.oindex[sel, :, :]), size)
     return out_img, out_lab

@@ -19,7 +19,7 @@ SyntheticOpt = Annotated[
     Optional[list[str]],
     typer.Option("--synthetic", help="NAME=STORE synthetic store made from --real's label maps; one condition each (e.g. B=spade.zarr C=sdm.zarr)."),
 ]
-SizeOpt = Annotated[int, typer.Option(min=32, help="Working resolution in pixels; images bilinear, labels nearest, boxes scaled.")]
+SizeOpt = Annotated[int, typer.Option(min=32, help="Working resolution in pixels for every condition (and FID); images bilinear antialiased, labels nearest, boxes scaled.")]
 FoldsOpt = Annotated[int, typer.Option(min=2, max=10, help="Cross-validation folds; < 10 merges the official LUNA16 folds as fold mod K.")]
 SplitOpt = Annotated[str, typer.Option(help="Real patients in the CV: 'all' (the paper) or 'test' (patients the generator never saw).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda.")]
@@ -48,11 +48,13 @@ def _print_summary(title: str, result: dict, metrics: tuple[str, ...], test_metr
     from lungforge.bench.stats import summarize
     from lungforge.cli.console import err_console
 
-    summary = summarize(result, metrics, test_metric)
-    table = Table("condition", *metrics, f"p ({test_metric} vs A)", title=title)
+    from lungforge.bench.report import COMPARISON_HEADERS, comparison_cells, json_safe
+
+    summary = json_safe(summarize(result, metrics, test_metric))
+    table = Table("condition", *metrics, *(f"{h} ({test_metric})" for h in COMPARISON_HEADERS), title=title)
     for condition, row in summary.items():
         cells = [f"{100 * row['metrics'][m]['mean']:.2f} ± {100 * row['metrics'][m]['std']:.2f}" for m in metrics]
-        table.add_row(condition, *cells, "–" if row["p_value"] is None else f"{row['p_value']:.3g}")
+        table.add_row(condition, *cells, *comparison_cells(row["comparison"]))
     err_console.print(table)
 
 
@@ -63,6 +65,7 @@ def fid(
     real_split: Annotated[str, typer.Option(help="Real slices to compare with: all, train or test patients.")] = "all",
     inception_weights: Annotated[Optional[Path], typer.Option(help="Local pt_inception-2015-12-05-6726825d.pth (else the torch hub cache, else a download).")] = None,
     features: Annotated[str, typer.Option(help="'inception' (FID) or 'random' (tests only; not comparable).")] = "inception",
+    size: Annotated[int, typer.Option(min=32, help="Working resolution in pixels: every store (real and synthetic) is resized to it, antialiased, before the network.")] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 50,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -78,7 +81,7 @@ def fid(
     _check_choice(features, ("inception", "random"), "--features")
     named = [s if "=" in s else f"{Path(s).stem}={s}" for s in synthetic]
     real_store, stores, _ = _open(real, named, need_nodules=False)
-    config = FidConfig(real_split=real_split, features=features, batch_size=batch_size, seed=seed)  # type: ignore[arg-type]
+    config = FidConfig(size=size, real_split=real_split, features=features, batch_size=batch_size, seed=seed)  # type: ignore[arg-type]
     dev = resolve_device(device)
     extractor, dims = make_extractor(config, inception_weights, dev)
     with progress(transient=True) as bar:
@@ -92,7 +95,7 @@ def fid(
         err_console.print("[yellow]random features: NOT comparable to published FID[/yellow]")
     for name, scores in result["scores"].items():
         cells = ", ".join(f"{k} {v['fid']:.2f}" if v["fid"] is not None else f"{k} n/a" for k, v in scores.items())
-        err_console.print(f"FID {name}: {cells}")
+        err_console.print(f"FID {name} at {result['size']}×{result['size']} px: {cells}")
 
 
 @bench_app.command("detect")
@@ -210,7 +213,7 @@ def all_(
     options = dict(size=size, folds=folds, real_split=real_split, seed=seed)
     detect_cfg = DetectConfig.quick_preset(**options) if quick else DetectConfig(**options)  # type: ignore[arg-type]
     localize_cfg = LocalizeConfig.quick_preset(**options) if quick else LocalizeConfig(**options)  # type: ignore[arg-type]
-    fid_cfg = FidConfig(real_split=real_split, features=features, seed=seed)  # type: ignore[arg-type]
+    fid_cfg = FidConfig(size=size, real_split=real_split, features=features, seed=seed)  # type: ignore[arg-type]
     with progress() as bar:
         report = run_all(real, specs, out, detect_cfg, localize_cfg, fid_cfg, resolve_device(device), inception_weights, progress=bar)
     if not report["fid"]["available"]:

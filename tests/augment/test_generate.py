@@ -12,7 +12,8 @@ from scipy import ndimage
 
 from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
-from lungforge.augment.plan import SEED_MASK, PlannedSample, resize_label, sample_seed
+from lungforge.augment.plan import SEED_MASK, PlannedSample, sample_seed
+from lungforge.data.resize import resize_label_maps
 from lungforge.augment.verification import weakest_contrast_hu
 from lungforge.augment.writer import BlockWriter, FinishedBlock
 from lungforge.data.store import create_store, open_store
@@ -86,7 +87,7 @@ def test_written_store_layouts(run, phantom_real_store):
     np.testing.assert_array_equal(table["slice"], np.arange(5))
     for i in range(7):
         label = np.asarray(store.label[i])
-        source_label = resize_label(np.asarray(real.label[int(source[i])]), 64)
+        source_label = resize_label_maps(np.asarray(real.label[int(source[i])])[None], 64)[0]
         np.testing.assert_array_equal(label[label != NODULE], source_label[label != NODULE])
         components, count = ndimage.label(label == NODULE, structure=np.ones((3, 3)))
         rows = np.flatnonzero(table["slice"] == i)
@@ -132,7 +133,7 @@ def test_placement_left_is_respected(phantom_real_store, micro_weights, tmp_path
     assert store.nodules()["slice"].tolist() == [0, 0, 1, 1, 2, 2]
     for i in range(3):
         label = np.asarray(store.label[i])
-        source_label = resize_label(np.asarray(real.label[int(store.meta("source")[i])]), 64)
+        source_label = resize_label_maps(np.asarray(real.label[int(store.meta("source")[i])])[None], 64)[0]
         assert (source_label[label == NODULE] == LEFT_LUNG).all()
 
 

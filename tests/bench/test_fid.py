@@ -96,3 +96,51 @@ def test_random_features_fid_end_to_end(stores):
     assert any("biased below 2048" in w for w in result["warnings"])
     same = compute_fid(real, {"R": real}, config, RandomFeatures(), 64, torch.device("cpu"))
     assert same["scores"]["R"]["all"]["fid"] == pytest.approx(0.0, abs=1e-6)
+
+
+def _synthetic_copy(real_path, out, size):
+    """A synthetic store holding the real store's slices resized (antialiased) to size×size."""
+    from lungforge.data.resize import resize_images_uint8, resize_label_maps
+    from lungforge.data.store import create_store, open_store
+
+    real = open_store(real_path)
+    n = len(real)
+    h, w = real.shape_hw
+    store = create_store(out, kind="synthetic", height=size, width=size, capacity=n, params={"test": True})
+    meta = {k: real.meta(k) for k in ("series", "z", "split", "fold", "has_nodule")}
+    meta.update(
+        spacing=real.meta("spacing") * (h / size), source=np.arange(n), seed=np.arange(n), verified=np.ones(n, bool),
+        done=np.ones(n, bool),
+    )
+    store.write_block(0, resize_images_uint8(real.image[...], size), resize_label_maps(real.label[...], size), meta)
+    table = real.nodules()
+    table["bbox"] = table["bbox"] * (size / w)
+    table["requested_mm"] = table["diameter_mm"].copy()
+    store.finalize(n, real.series_uids, table)
+    return out
+
+
+class _Recorder(torch.nn.Module):
+    """Random features that remember the input sizes they were given."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = RandomFeatures()
+        self.shapes = set()
+
+    def forward(self, x):
+        self.shapes.add(tuple(x.shape[-2:]))
+        return self.features(x)
+
+
+def test_fid_resizes_every_store_to_one_working_size(tmp_path, store_builder):
+    real_path = store_builder(tmp_path / "real.zarr", "real", n_series=4, per_series=8, size=128, seed=3)
+    small = _synthetic_copy(real_path, tmp_path / "small.zarr", 64)
+    real = open_real(real_path)
+    stores = {"small": open_synthetic(small, real)}
+    recorder = _Recorder()
+    result = compute_fid(real, stores, FidConfig(size=64, features="random", batch_size=8), recorder, 64, torch.device("cpu"))
+    assert recorder.shapes == {(64, 64)}
+    assert result["size"] == 64
+    # the same images stored at 128 and at 64 pixels score the same at the working size
+    assert result["scores"]["small"]["all"]["fid"] == pytest.approx(0.0, abs=1e-6)

@@ -26,3 +26,50 @@ def test_summarize_reports_p_against_a_only():
     assert s["A"]["p_value"] is None
     assert s["C"]["p_value"] == pytest.approx(ranksums([0.7, 0.8, 0.9], [0.1, 0.2, 0.3]).pvalue)
     assert s["C"]["metrics"]["acc"]["mean"] == pytest.approx(0.8)
+
+
+def test_signed_rank_is_scipy_on_per_fold_differences():
+    from scipy.stats import wilcoxon
+
+    from lungforge.bench.stats import signed_rank_p
+
+    a = [0.60, 0.71, 0.55, 0.80, 0.66, 0.59]
+    b = [0.58, 0.70, 0.51, 0.79, 0.60, 0.60]
+    assert signed_rank_p(a, b) == pytest.approx(wilcoxon(np.subtract(a, b)).pvalue)
+    assert signed_rank_p(a, a) == 1.0
+    assert signed_rank_p([0.5, float("nan")], [0.4, 0.3]) == 1.0  # one pair left: smallest p is 1
+
+
+def test_smallest_reachable_p_values():
+    from lungforge.bench.stats import PAPER_DETECT_P, min_rank_sum_p, min_signed_rank_p, paper_p_note
+
+    assert min_rank_sum_p(10, 10) == pytest.approx(ranksums(np.arange(10) + 10, np.arange(10)).pvalue)
+    assert min_rank_sum_p(10, 10) == pytest.approx(1.5705e-4, rel=1e-3)
+    assert all(p < min_rank_sum_p(10, 10) for p in PAPER_DETECT_P)
+    assert min_signed_rank_p(10) == pytest.approx(2 / 2**10)
+    assert min_signed_rank_p(5) == pytest.approx(0.0625)  # 5 paired folds can never give p < 0.05
+    assert "8.2e-05 and 9.54e-06" in paper_p_note(10) and "0.000157" in paper_p_note(10)
+
+
+def test_paired_comparison_sees_a_consistent_gain_that_rank_sum_misses():
+    from lungforge.bench.stats import compare
+
+    base = np.array([0.50, 0.62, 0.71, 0.55, 0.80, 0.66, 0.59, 0.75, 0.52, 0.68])
+    better = base + np.linspace(0.01, 0.03, 10)  # every fold gains 1-3 points; folds differ by 30
+    c = compare(better.tolist(), base.tolist(), seed=0)
+    assert c["p_signed_rank"] == pytest.approx(c["p_signed_rank_min"]) == pytest.approx(2 / 2**10)
+    assert c["p_rank_sum"] > 0.5
+    assert c["diff_mean"] == pytest.approx(0.02)
+    low, high = c["diff_ci95"]
+    assert 0.01 <= low < 0.02 < high <= 0.03
+    assert compare(better.tolist(), base.tolist(), seed=0) == c  # seeded bootstrap
+
+
+def test_summarize_carries_the_paired_comparison():
+    result = {"folds": {"A": [{"acc": 0.1}, {"acc": 0.2}, {"acc": 0.3}], "C": [{"acc": 0.7}, {"acc": 0.8}, {"acc": 0.9}]}}
+    s = summarize(result, ("acc",), "acc")
+    assert s["A"]["comparison"] is None
+    c = s["C"]["comparison"]
+    assert c["diff_mean"] == pytest.approx(0.6) and c["paired_folds"] == 3
+    assert c["p_signed_rank"] == pytest.approx(0.25) == pytest.approx(c["p_signed_rank_min"])
+    assert c["p_rank_sum"] == pytest.approx(s["C"]["p_value"])

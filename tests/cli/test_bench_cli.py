@@ -33,7 +33,8 @@ def test_bench_all_quick_writes_report_and_figures(tmp_path, small_stores, monke
     assert set(report["localize"]["summary"]["B"]["metrics"]) == {"AP50", "AP60", "AR50", "AR60", "AR70"}
     assert report["detect"]["summary"]["A"]["p_value"] is None
     md = (out / "report.md").read_text()
-    assert "QUICK (not comparable to the paper)" in md and "| B |" in md and "p-value" in md
+    assert "QUICK (not comparable to the paper)" in md and "| B |" in md and "p signed-rank (min)" in md and "below 0.000157" in md
+    assert report["fid"]["size"] == 64
     for figure in report["figures"]:
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(report["figures"]) == 4
