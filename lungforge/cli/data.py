@@ -43,7 +43,13 @@ def prepare(
     seg_values: Annotated[str, typer.Option(help="Seg-mask values of left lung, right lung and trachea.")] = "left=3,right=4,trachea=5",
     nodule_slices: Annotated[str, typer.Option(help="'center': the axial slice nearest each nodule centre (the paper); 'all': every slice its mask touches.")] = "center",
     keep_nodule_free: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fraction of nodule-free lung slices kept (deterministic by seed).")] = 0.25,
-    test_patients: Annotated[str, typer.Option(help="Test patients: a count (144, the paper) or a fraction such as 0.15.")] = "144",
+    test_patients: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Test patients: an exact count or a fraction such as 0.15. Default: the paper's 144, "
+            "or its share 144/888 of the scans when there are fewer than 888 (e.g. with --limit)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the patient split and the nodule-free subsampling.")] = 0,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N scans (for trials).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same store.")] = False,
@@ -68,7 +74,7 @@ def prepare(
         raise typer.BadParameter("use either --resume or --overwrite, not both")
     try:
         values = SegValues.parse(seg_values)
-        n_test = parse_test_patients(test_patients)
+        n_test = parse_test_patients(test_patients) if test_patients is not None else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     options = PrepareOptions(
@@ -85,12 +91,28 @@ def prepare(
         report = run_prepare(luna16_dir, out, options, resume=resume, overwrite=overwrite, progress=bar)
     for skipped in report.skipped:
         err_console.print(f"[yellow]skipped[/yellow] {skipped['file']}: {skipped['reason']}", highlight=False, soft_wrap=True)
+    for lost in report.lost_nodules:
+        err_console.print(
+            f"[yellow]nodule not labelled[/yellow] {lost['series']}, {lost['diameter_mm']} mm at "
+            f"{lost['center_mm']} mm: {lost['reason']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    absent = report.absent_series
+    if absent["series"]:
+        err_console.print(
+            f"{absent['annotations']} annotations of {absent['series']} series not in {luna16_dir} ignored "
+            "(not downloaded?; their uids are in --json)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if json_out:
         print_json(report)
     else:
         err_console.print(
-            f"{report.slices} slices ({report.nodule_slices} with nodules) from {report.scans_done} scans "
-            f"written to {out}; {len(report.skipped)} scans skipped"
+            f"{report.slices} slices ({report.nodule_slices} with nodules, {report.nodules} nodule rows) from "
+            f"{report.scans_done} scans written to {out}; {len(report.skipped)} scans skipped, "
+            f"{len(report.lost_nodules)} annotated nodules not labelled"
         )
     if report.skipped:
         raise typer.Exit(EXIT_PARTIAL)

@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from sklearn.cluster import KMeans
 
 from lungforge.labels import BODY, LEFT_LUNG, NODULE, RIGHT_LUNG, TRACHEA, SegValues
 
 WINDOW_HU = (-1000.0, 400.0)
 BODY_THRESHOLD = 127
+# The nodule rule (README, prepare): the paper's two-means split is trusted only when it separates
+# lung-dense voxels from denser tissue by at least a tissue contrast; otherwise a nodule voxel is
+# one denser than lung. Scanner noise splits one tissue into centres ~1.6 sigma apart (sigma
+# 20-80 HU), well under the contrast; solid tissue vs lung is ~850 HU, ground glass vs lung ~250.
+TISSUE_CONTRAST_HU = 150.0
+LUNG_MAX_HU = -500.0
+# Ground glass beside lung counts as a tissue of its own when it fills this share of the sphere;
+# less is the partial-volume rim of a solid nodule, which the paper's split leaves to lung.
+GROUND_GLASS_MIN_SHARE = 0.1
+# Values below any physical HU (air is -1000): the padding outside a scanner's circular field of
+# view (-2000, -3024 in LUNA16), which is neither air nor tissue.
+OUTSIDE_FOV_HU = -1500.0
 
 # 2-D connectivity applied slice by slice to a (Z, Y, X) stack: no links along z.
 _CROSS_2D = np.zeros((3, 3, 3), dtype=bool)
@@ -86,15 +97,68 @@ def compose_labels(body: np.ndarray, lungs: np.ndarray, nodule: np.ndarray | Non
     return label
 
 
-def kmeans_threshold(values: np.ndarray, seed: int = 0) -> float:
+def _two_means_sorted(distinct: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    """Exact 1-D two-means of values given as sorted distinct values and their counts."""
+    if distinct.size < 2:
+        centre = float(distinct[0]) if distinct.size else 0.0
+        return centre, centre
+    weights = counts.astype(np.float64)
+    n_left = np.cumsum(weights)[:-1]
+    s_left = np.cumsum(distinct * weights)[:-1]
+    n_right, s_right = weights.sum() - n_left, float((distinct * weights).sum()) - s_left
+    # Minimising the within-cluster sum of squares = maximising sum_k S_k^2 / n_k.
+    best = int(np.argmax(s_left**2 / n_left + s_right**2 / n_right))
+    return float(s_left[best] / n_left[best]), float(s_right[best] / n_right[best])
+
+
+def two_means_1d(values: np.ndarray) -> tuple[float, float]:
+    """Exact two-cluster k-means of 1-D values: (low centre, high centre).
+
+    In 1-D the optimal two clusters are split at a point of the sorted values, so the split that
+    minimises the within-cluster sum of squares is found exactly from prefix sums over the
+    distinct values (O(n log n), equal values never split). Equals sklearn's KMeans(2) up to ties.
+    """
+    distinct, counts = np.unique(np.asarray(values, dtype=np.float64).ravel(), return_counts=True)
+    return _two_means_sorted(distinct, counts)
+
+
+def kmeans_threshold(values: np.ndarray) -> float:
     """Threshold between two k-means intensity clusters: the mean of the two centres."""
-    values = np.asarray(values, dtype=np.float64).reshape(-1, 1)
-    if values.size < 2 or np.ptp(values) == 0:
-        return float(values.mean()) if values.size else 0.0
-    # Started from the extremes, 1-D two-means is deterministic: one run suffices.
-    init = np.array([[values.min()], [values.max()]])
-    centres = KMeans(n_clusters=2, init=init, n_init=1, random_state=seed).fit(values).cluster_centers_
-    return float(centres.mean())
+    lo, hi = two_means_1d(values)
+    return (lo + hi) / 2.0
+
+
+def nodule_threshold(windowed: np.ndarray, window_hu: tuple[float, float] = WINDOW_HU) -> tuple[float, str]:
+    """Threshold (uint8 scale) separating nodule from lung among the windowed uint8 voxels of a sphere.
+
+    Two k-means centres are *two tissues* when the low one is lung-dense (< LUNG_MAX_HU) and
+    they lie at least TISSUE_CONTRAST_HU apart. If the centres of the sphere are two tissues,
+    the threshold is the paper's, the mean of the centres; while the low cluster itself holds
+    two tissues (lung and ground glass beside a solid core, the glass filling at least
+    GROUND_GLASS_MIN_SHARE of the sphere) it is split again, so the threshold falls between
+    lung and the least dense nodule tissue. If they are not (one tissue split by
+    noise, e.g. a solid nodule filling its sphere, or two tissues both denser than lung), the
+    threshold is LUNG_MAX_HU: every voxel denser than lung is nodule. Returns the threshold and
+    the rule used, "kmeans" or "hu".
+    """
+    lo_w, hi_w = window_hu
+    counts = np.bincount(np.asarray(windowed, dtype=np.uint8).ravel(), minlength=256)
+    distinct = np.flatnonzero(counts)
+
+    def two_tissues(lo: float, hi: float) -> bool:
+        lo_hu, hi_hu = unwindow_to_hu(np.array([lo, hi]), window_hu)
+        return bool(hi_hu - lo_hu >= TISSUE_CONTRAST_HU and lo_hu < LUNG_MAX_HU)
+
+    lo, hi = _two_means_sorted(distinct.astype(np.float64), counts[distinct])
+    if not two_tissues(lo, hi):
+        return (LUNG_MAX_HU - lo_w) * 255.0 / (hi_w - lo_w), "hu"
+    min_glass = GROUND_GLASS_MIN_SHARE * counts.sum()
+    while True:
+        low = distinct[distinct <= (lo + hi) / 2.0]
+        lo2, hi2 = _two_means_sorted(low.astype(np.float64), counts[low])
+        if not two_tissues(lo2, hi2) or counts[low[low > (lo2 + hi2) / 2.0]].sum() < min_glass:
+            return (lo + hi) / 2.0, "kmeans"
+        lo, hi = lo2, hi2
 
 
 def sphere_mask(
@@ -126,19 +190,27 @@ def nodule_mask(
     diameter_mm: float,
     spacing_mm_xyz: np.ndarray,
     direction: np.ndarray,
-    seed: int = 0,
 ) -> tuple[tuple[slice, slice, slice], np.ndarray]:
-    """Nodule mask (paper §2): sphere of the annotated diameter ∩ intensity > k-means threshold.
+    """Nodule mask (paper §2): sphere of the annotated diameter ∩ intensity > threshold, holes
+    filled in every axial slice.
 
     `volume_hu` is the (Z, Y, X) HU volume; intensities are the windowed values (uint8 scale),
-    as the paper clusters the windowed crop. Returns the (z, y, x) box and the bool mask on it.
+    as the paper clusters the windowed crop; the threshold is :func:`nodule_threshold`'s.
+    Returns the (z, y, x) box and the bool mask on it.
     """
     box, sphere = sphere_mask(volume_hu.shape, center_index_xyz, diameter_mm, spacing_mm_xyz, direction)
     if not sphere.any():
         return box, sphere
     crop = window_to_uint8(volume_hu[box])
-    threshold = kmeans_threshold(crop[sphere], seed=seed)
-    return box, sphere & (crop > threshold)
+    threshold, _ = nodule_threshold(crop[sphere])
+    return box, fill_holes_per_slice(sphere & (crop > threshold))
+
+
+def _between(mask: np.ndarray, axis: int) -> np.ndarray:
+    """(Z, Y, X) bool: pixels with a `mask` pixel on both sides of them along `axis` (1 or 2)."""
+    before = np.logical_or.accumulate(mask, axis=axis)
+    after = np.flip(np.logical_or.accumulate(np.flip(mask, axis=axis), axis=axis), axis=axis)
+    return before & after
 
 
 def auto_lung_labels(
@@ -153,28 +225,35 @@ def auto_lung_labels(
 ) -> np.ndarray:
     """Classical lung and trachea labels for a (Z, Y, X) HU volume without a seg mask.
 
-    Air (< `air_hu`) inside the hole-filled body (so air connected to the border is removed),
-    split into 2-D components per slice; components under `min_area_mm2` are dropped. The
-    trachea is tracked from the superior end: the small (≤ `trachea_max_area_mm2`) central
-    airway component of the first slices with internal air, followed slice by slice while it
-    stays small, central and overlapping itself. The other components are lungs, left or right
-    by their centroid against the body midline (`left_is_high_x`: patient left at larger x).
+    Air is OUTSIDE_FOV_HU ≤ HU < `air_hu` (the padding outside a circular field of view is not
+    air), split into 2-D components per slice. A component is inside the body when most of its
+    pixels have body on both sides along a row or along a column: this keeps lungs that reach
+    the edge of the field of view (open on one side, the body above and below them) and drops
+    the air around the patient. Components under `min_area_mm2` are dropped. The trachea is
+    tracked from the superior end: the small (≤ `trachea_max_area_mm2`) central airway
+    component of the first slices with internal air, followed slice by slice while it stays
+    small, central and overlapping itself. The other components are lungs, left or right by
+    their centroid against the body midline (`left_is_high_x`: patient left at larger x).
+    Vessels and other dense structures enclosed by a lung in a slice are lung (holes filled).
     Returns (Z, Y, X) uint8 with ids 1 left lung, 2 right lung, 3 trachea, 0 elsewhere.
     """
     pixel_mm2 = float(spacing_mm_xyz[0] * spacing_mm_xyz[1])
-    air = (hu < air_hu) & body
+    air = (hu < air_hu) & (hu >= OUTSIDE_FOV_HU)
     comps, n = ndimage.label(air, structure=_CROSS_2D)
     if n == 0:
         return np.zeros(hu.shape, dtype=np.uint8)
     idx = np.arange(1, n + 1)
-    areas = np.bincount(comps.ravel(), minlength=n + 1)[1:] * pixel_mm2
+    counts = np.bincount(comps.ravel(), minlength=n + 1)[1:]
+    enclosed = np.bincount(comps.ravel(), weights=(_between(body, 1) | _between(body, 2)).ravel(), minlength=n + 1)[1:]
+    inside = enclosed > 0.5 * counts
+    areas = counts * pixel_mm2
     objects = ndimage.find_objects(comps)
     cz = np.fromiter((sl[0].start for sl in objects), dtype=np.int64, count=n)
     cx = np.asarray(ndimage.mean(np.broadcast_to(np.arange(hu.shape[2]), hu.shape), comps, idx))
     cols = np.where(body.any(axis=1), np.arange(hu.shape[2])[None, :], np.nan)
     with np.errstate(all="ignore"):
         mid_x = np.nan_to_num(np.nanmean(cols, axis=1), nan=hu.shape[2] / 2)
-    big = areas >= min_area_mm2
+    big = (areas >= min_area_mm2) & inside
     candidate = big & (areas <= trachea_max_area_mm2) & (np.abs(cx - mid_x[cz]) < 0.12 * hu.shape[2])
     trachea = np.zeros(n, dtype=bool)
     order = range(hu.shape[0] - 1, -1, -1) if superior_is_high_z else range(hu.shape[0])
@@ -203,4 +282,10 @@ def auto_lung_labels(
     lut[idx[lungs]] = RIGHT_LUNG
     lut[idx[left]] = LEFT_LUNG
     lut[idx[trachea]] = TRACHEA
-    return lut[comps]
+    labels = lut[comps]
+    del comps
+    for value in (LEFT_LUNG, RIGHT_LUNG, TRACHEA):
+        part = labels == value
+        if part.any():
+            labels[fill_holes_per_slice(part) & (labels == 0)] = value
+    return labels

@@ -9,6 +9,7 @@ the last record and ends with the same store as an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import time
 import zlib
@@ -42,7 +43,7 @@ class PrepareOptions:
     seg_values: SegValues = SegValues()
     nodule_slices: Literal["center", "all"] = "center"
     keep_nodule_free: float = 0.25
-    test_patients: int | float = 144
+    test_patients: int | float | None = None
     seed: int = 0
     limit: int | None = None
     workers: int = 1
@@ -65,11 +66,18 @@ class ScanSlices:
     has_nodule: np.ndarray
     spacing_rc_mm: tuple[float, float]
     nodule_rows: list[tuple[int, tuple[float, float, float, float], float]] = field(default_factory=list)
+    lost: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
 class PrepareReport:
-    """What a prepare run produced; `skipped` lists {"file", "reason"} of every bad input."""
+    """What a prepare run produced.
+
+    `skipped` lists {"file", "reason"} of every bad scan; `lost_nodules` every annotated nodule
+    of a written scan that yields no labelled slice ({"series", "center_mm", "diameter_mm",
+    "reason"}); `absent_series` the annotations of series not in the folder ({"series",
+    "annotations", "uids"}: counts and the uids).
+    """
 
     store: str
     scans_total: int
@@ -79,6 +87,8 @@ class PrepareReport:
     nodules: int
     skipped: list[dict[str, str]]
     seconds: float
+    lost_nodules: list[dict[str, Any]] = field(default_factory=list)
+    absent_series: dict[str, Any] = field(default_factory=lambda: {"series": 0, "annotations": 0, "uids": []})
 
 
 def parse_test_patients(text: str) -> int | float:
@@ -92,10 +102,27 @@ def parse_test_patients(text: str) -> int | float:
     return int(value) if value >= 1 or value == 0 else value
 
 
-def split_patients(uids: list[str], test_patients: int | float, seed: int) -> set[str]:
-    """The seeded set of test patients (series uids) among `uids`."""
+PAPER_SCANS = 888
+PAPER_TEST_PATIENTS = 144
+
+
+def test_patient_count(test_patients: int | float | None, n_scans: int) -> int:
+    """How many of `n_scans` patients are test patients.
+
+    None: the paper's 144, or its share 144/888 of the scans when there are fewer than 888; a
+    float: that fraction of the scans; an int: exactly that many.
+    """
+    if test_patients is None:
+        return PAPER_TEST_PATIENTS if n_scans >= PAPER_SCANS else int(round(PAPER_TEST_PATIENTS / PAPER_SCANS * n_scans))
+    if isinstance(test_patients, float):
+        return int(round(test_patients * n_scans))
+    return int(test_patients)
+
+
+def split_patients(uids: list[str], test_patients: int | float | None, seed: int) -> set[str]:
+    """The seeded set of test patients (series uids) among `uids` (see :func:`test_patient_count`)."""
     n = len(uids)
-    n_test = int(round(test_patients * n)) if isinstance(test_patients, float) else int(test_patients)
+    n_test = test_patient_count(test_patients, n)
     if n_test >= n and n > 0:
         raise LungforgeError(
             f"--test-patients {test_patients} leaves no training patient among {n} scans; "
@@ -116,13 +143,13 @@ def process_scan(
     """Run the recipe on one scan. Raises :class:`ScanError` naming the file and the problem."""
     volume = luna16.read_volume(ref.mhd)
     hu = volume.hu
+    seg_path = root / luna16.SEG_DIR / f"{ref.uid}.mhd"
     if options.lungs == "seg":
         seg = luna16.read_seg(root, ref.uid)
         if seg is None:
-            seg_path = root / "seg-lungs-LUNA16" / f"{ref.uid}.mhd"
             raise ScanError(f"{seg_path}: no seg mask for this scan (use --lungs auto to segment classically)")
         if seg.shape != hu.shape:
-            raise ScanError(f"{root / 'seg-lungs-LUNA16' / (ref.uid + '.mhd')}: seg shape {seg.shape} differs from scan shape {hu.shape}")
+            raise ScanError(f"{seg_path}: seg shape {seg.shape} differs from scan shape {hu.shape}")
         lungs = seg
         lung_values = (options.seg_values.left, options.seg_values.right)
     else:
@@ -136,6 +163,12 @@ def process_scan(
         lung_values = (LEFT_LUNG, RIGHT_LUNG)
     n_z = hu.shape[0]
     lung_present = _slices_holding(lungs, lung_values)
+    if not lung_present.any():
+        if options.lungs == "seg":
+            raise ScanError(
+                f"{seg_path}: no voxel holds the lung values left={lung_values[0]} right={lung_values[1]} (check --seg-values)"
+            )
+        raise ScanError(f"{ref.mhd}: --lungs auto found no lung (no air region of ≥ 30 mm² inside the body on any slice)")
 
     nodules = []
     if annotations:
@@ -149,7 +182,7 @@ def process_scan(
                     f"annotations.csv: nodule of {ref.uid} at {np.round(ann.center_mm, 1).tolist()} mm lies outside "
                     f"the volume (voxel {np.round(centre, 1).tolist()}, size {size_xyz.tolist()})"
                 )
-            box, mask = nodule_mask(hu, centre, ann.diameter_mm, volume.spacing_mm, volume.direction, seed=options.seed)
+            box, mask = nodule_mask(hu, centre, ann.diameter_mm, volume.spacing_mm, volume.direction)
             touched = box[0].start + np.flatnonzero(mask.any(axis=(1, 2)))
             centre_z = int(np.clip(np.rint(centre[2]), 0, n_z - 1))
             nodules.append((ann, box, mask, touched, centre_z))
@@ -182,7 +215,8 @@ def process_scan(
     del hu, lungs
 
     rows: list[tuple[int, tuple[float, float, float, float], float]] = []
-    for (diameter, z_local, sub), (_, box, _, _, _) in zip(per_nodule, nodules):
+    labelled = np.zeros(len(nodules), dtype=bool)
+    for j, ((diameter, z_local, sub), (_, box, _, _, _)) in enumerate(zip(per_nodule, nodules)):
         for k, plane in zip(z_local, sub):
             if not plane.any():
                 continue
@@ -190,15 +224,29 @@ def process_scan(
             c = np.flatnonzero(plane.any(axis=0))
             bbox = (float(box[2].start + c[0]), float(box[1].start + r[0]), float(box[2].start + c[-1] + 1), float(box[1].start + r[-1] + 1))
             rows.append((int(k), bbox, float(diameter)))
+            labelled[j] = True
     has_nodule = nodule_px.any(axis=(1, 2))
-    # A nodule slice whose nodule vanished under the k-means threshold is neither a nodule
-    # slice nor nodule-free: drop it.
+    # A nodule slice whose nodule vanished under the threshold is neither a nodule slice nor
+    # nodule-free: drop it (its nodule is reported as lost below).
     keep_mask = has_nodule | np.isin(kept, free_kept)
     if not keep_mask.all():
         remap = np.cumsum(keep_mask) - 1
         rows = [(int(remap[k]), b, d) for k, b, d in rows if keep_mask[k]]
         image, label, kept, has_nodule = image[keep_mask], label[keep_mask], kept[keep_mask], has_nodule[keep_mask]
     rows.sort(key=lambda row: row[0])
+    lost = [
+        {
+            "series": ref.uid,
+            "center_mm": [round(float(v), 2) for v in ann.center_mm],
+            "diameter_mm": round(ann.diameter_mm, 2),
+            "reason": _loss_reason(mask, touched, centre_z, options.nodule_slices),
+        }
+        for (ann, _, mask, touched, centre_z), done in zip(nodules, labelled)
+        if not done
+    ]
+    if annotations and kept.size == 0:
+        reasons = "; ".join(f"{n['diameter_mm']} mm: {n['reason']}" for n in lost)
+        raise ScanError(f"{ref.mhd}: its {len(annotations)} annotated nodules yield no slice ({reasons})")
     return ScanSlices(
         uid=ref.uid,
         image=image,
@@ -207,7 +255,19 @@ def process_scan(
         has_nodule=has_nodule,
         spacing_rc_mm=(float(volume.spacing_mm[1]), float(volume.spacing_mm[0])),
         nodule_rows=rows,
+        lost=lost,
     )
+
+
+def _loss_reason(mask: np.ndarray, touched: np.ndarray, centre_z: int, mode: str) -> str:
+    """Why an annotated nodule yields no labelled slice (for the summary and --json)."""
+    if not mask.any():
+        return "mask empty at this resolution (no voxel of its sphere is denser than the threshold)"
+    if mode == "center" and centre_z not in touched:
+        return f"mask misses its central slice z={centre_z}"
+    if mode == "center":
+        return f"no lung on its central slice z={centre_z}"
+    return "no lung on any slice its mask touches"
 
 
 def _slices_holding(volume: np.ndarray, values: tuple[int, ...]) -> np.ndarray:
@@ -274,6 +334,7 @@ class _Writer:
         self.written = 0
         self.series_uids: list[str] = []
         self.skipped: list[tuple[int, str, str]] = []
+        self.lost: list[tuple[int, dict[str, Any]]] = []  # (scan index, lost nodule)
         self.nodules: list[np.ndarray] = []  # committed rows: slice, x0, y0, x1, y1, diameter
         self.buffer: list[tuple[int, int, ScanSlices, int]] = []  # (scan index, offset, result, series id)
         self.buffered = 0
@@ -288,6 +349,8 @@ class _Writer:
         self.written = int(last["written"])
         self.series_uids = [str(u) for u in last["series_uids"]]
         self.skipped = [(int(i), str(f), str(r)) for i, f, r in zip(last["skipped_index"], last["skipped_file"], last["skipped_reason"])]
+        if "lost_json" in last:
+            self.lost = [(int(i), json.loads(str(text))) for i, text in zip(last["lost_index"], last["lost_json"])]
         self.nodules = [p["nodules"] for _, p in sorted(parts.items())]
         self.flushes = len(parts)
         return int(last["next_scan"]), int(last["next_offset"])
@@ -299,6 +362,7 @@ class _Writer:
             return
         if offset == 0:
             self.series_uids.append(result.uid)
+            self.lost += [(index, nodule) for nodule in result.lost]
         series_id = self.series_uids.index(result.uid)
         if len(result.z) > offset:
             self.buffer.append((index, offset, result, series_id))
@@ -347,6 +411,7 @@ class _Writer:
         nodules = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
         self.nodules.append(nodules)
         skipped = [s for s in self.skipped if s[0] < next_scan]
+        lost = [n for n in self.lost if n[0] < next_scan]
         self.store.save_part(
             f"flush-{self.flushes:06d}",
             {
@@ -358,6 +423,8 @@ class _Writer:
                 "skipped_index": np.asarray([s[0] for s in skipped], dtype=np.int64),
                 "skipped_file": np.asarray([s[1] for s in skipped], dtype=str),
                 "skipped_reason": np.asarray([s[2] for s in skipped], dtype=str),
+                "lost_index": np.asarray([n[0] for n in lost], dtype=np.int64),
+                "lost_json": np.asarray([json.dumps(n[1]) for n in lost], dtype=str),
             },
         )
         self.flushes += 1
@@ -388,7 +455,8 @@ def prepare(
     if options.limit is not None:
         refs = refs[: options.limit]
     annotations = luna16.read_annotations(root)
-    unknown = sorted(set(annotations) - all_uids)
+    absent = sorted(set(annotations) - all_uids)
+    absent_series = {"series": len(absent), "annotations": sum(len(annotations[u]) for u in absent), "uids": absent}
     uids = [r.uid for r in refs]
     test_uids = split_patients(uids, options.test_patients, options.seed)
     folds = {r.uid: r.subset for r in refs}
@@ -430,12 +498,16 @@ def prepare(
             progress.update(task_id, advance=1, status=f"{writer.written + writer.buffered} slices, {len(writer.skipped)} skipped")
     writer.finish()
     skipped = [{"file": f, "reason": r} for _, f, r in writer.skipped]
-    skipped += [{"file": str(root / "annotations.csv"), "reason": f"annotation for unknown series {uid}"} for uid in unknown]
     store.finalize(
         writer.written,
         writer.series_uids,
         writer.nodule_table(),
-        attrs={"skipped": skipped, "folds_from": "LUNA16 subset number"},
+        attrs={
+            "skipped": skipped,
+            "lost_nodules": [nodule for _, nodule in writer.lost],
+            "absent_series": absent_series,
+            "folds_from": "LUNA16 subset number",
+        },
     )
     return _report(open_store(out), len(refs), started)
 
@@ -451,10 +523,10 @@ def _report(store: Store, scans_total: int, started: float) -> PrepareReport:
         nodules=int(store.nodules()["slice"].size),
         skipped=list(store.attrs.get("skipped", [])),
         seconds=round(time.perf_counter() - started, 3),
+        lost_nodules=list(store.attrs.get("lost_nodules", [])),
+        absent_series=dict(store.attrs.get("absent_series", {"series": 0, "annotations": 0, "uids": []})),
     )
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    import json
-
     return json.loads(json.dumps(params))

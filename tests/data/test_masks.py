@@ -5,11 +5,14 @@ from lungforge.data.masks import (
     auto_lung_labels,
     body_mask,
     compose_labels,
+    fill_holes_per_slice,
     kmeans_threshold,
     largest_component_per_slice,
     nodule_mask,
+    nodule_threshold,
     seg_to_labels,
     sphere_mask,
+    two_means_1d,
     unwindow_to_hu,
     window_to_uint8,
 )
@@ -116,9 +119,151 @@ def test_auto_lungs_finds_two_lungs_and_trachea():
 def test_fill_holes_matches_scipy_per_slice():
     from scipy import ndimage
 
-    from lungforge.data.masks import fill_holes_per_slice
-
     rng = np.random.default_rng(0)
     mask = rng.random((3, 40, 50)) < 0.55
     expected = np.stack([ndimage.binary_fill_holes(m) for m in mask])
     np.testing.assert_array_equal(fill_holes_per_slice(mask), expected)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_two_means_equals_sklearn(seed):
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(seed)
+    n_a, n_b = rng.integers(5, 400, size=2)
+    values = np.r_[rng.normal(rng.uniform(-900, 0), rng.uniform(5, 200), n_a), rng.normal(rng.uniform(-900, 0), rng.uniform(5, 200), n_b)]
+    fit = KMeans(n_clusters=2, n_init=20, tol=0.0, random_state=seed).fit(values.reshape(-1, 1))
+    expected = np.sort(fit.cluster_centers_.ravel())
+    np.testing.assert_allclose(two_means_1d(values), expected, rtol=0, atol=1e-9)
+
+
+def test_two_means_on_integers_with_ties_reaches_sklearns_inertia():
+    from sklearn.cluster import KMeans
+
+    values = np.random.default_rng(7).integers(60, 200, size=300).astype(np.float64)
+    lo, hi = two_means_1d(values)
+    inertia = np.minimum((values - lo) ** 2, (values - hi) ** 2).sum()
+    fit = KMeans(n_clusters=2, n_init=20, tol=0.0, random_state=0).fit(values.reshape(-1, 1))
+    assert inertia <= fit.inertia_ + 1e-6
+    # equal values are never split between the clusters
+    assert not np.any((values > (lo + hi) / 2) & (values < (lo + hi) / 2))
+    assert two_means_1d(np.full(5, 3.0)) == (3.0, 3.0)
+
+
+SPACING = np.array([0.7, 0.7, 1.25])  # x, y, z mm
+
+
+def _ct(shape=(24, 48, 48), sigma_hu=35.0, seed=0):
+    """Lung (-850 HU) with scanner-like noise: Gaussian, slightly correlated in-plane."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    noise = ndimage.gaussian_filter(rng.normal(0, 1, shape), sigma=(0, 0.7, 0.7))
+    noise *= sigma_hu / noise.std()
+    return np.full(shape, -850.0) + noise, np.indices(shape)
+
+
+def _ball_mm(grid, centre_zyx, radius_mm):
+    zz, yy, xx = grid
+    d2 = ((zz - centre_zyx[0]) * SPACING[2]) ** 2 + ((yy - centre_zyx[1]) * SPACING[1]) ** 2 + ((xx - centre_zyx[2]) * SPACING[0]) ** 2
+    return d2 <= radius_mm**2
+
+
+def _nodule(hu, centre_zyx, diameter_mm):
+    box, mask = nodule_mask(np.rint(hu).astype(np.int16), np.array(centre_zyx[::-1], float), diameter_mm, SPACING, np.eye(3))
+    full = np.zeros(hu.shape, dtype=bool)
+    full[box] = mask
+    return full
+
+
+def _no_holes(mask):
+    return (fill_holes_per_slice(mask) == mask).all()
+
+
+def test_homogeneous_nodule_filling_its_sphere_is_labelled_whole():
+    hu, grid = _ct()
+    centre = (12, 24, 24)
+    solid = _ball_mm(grid, centre, 7.0)
+    hu[solid] = 35.0 + (hu[solid] + 850.0)  # soft tissue with the same noise
+    mask = _nodule(hu, centre, 10.0)
+    sphere = _ball_mm(grid, centre, 5.0)
+    # the paper's split would cut the nodule's own noise in two (speckle); every voxel is nodule
+    assert (mask == sphere).all()
+    assert nodule_threshold(window_to_uint8(hu[sphere]))[1] == "hu"
+
+
+def test_part_solid_nodule_keeps_core_and_ground_glass_not_lung():
+    hu, grid = _ct(seed=1)
+    centre = (12, 24, 24)
+    ggo, core = _ball_mm(grid, centre, 5.0), _ball_mm(grid, centre, 2.5)
+    hu[ggo] += 250.0  # ground glass, -600 HU
+    hu[core] += 870.0  # solid core, +20 HU
+    mask = _nodule(hu, centre, 16.0)
+    assert mask[core].all()
+    assert mask[ggo].mean() > 0.95, "the ground glass is nodule too"
+    lung_in_sphere = _ball_mm(grid, centre, 8.0) & ~_ball_mm(grid, centre, 5.0 + 1.0)
+    assert mask[lung_in_sphere].mean() < 0.01
+    assert _no_holes(mask)
+    assert nodule_threshold(window_to_uint8(hu[_ball_mm(grid, centre, 8.0)]))[1] == "kmeans"
+
+
+def test_juxtapleural_nodule_excludes_lung():
+    hu, grid = _ct(seed=2)
+    zz, yy, xx = grid
+    wall = xx >= 30
+    hu[wall] += 890.0  # chest wall, +40 HU
+    centre = (12, 24, 27)
+    solid = _ball_mm(grid, centre, 4.0) & ~wall
+    hu[solid] += 880.0
+    mask = _nodule(hu, centre, 14.0)
+    assert mask[solid].all()
+    lung_in_sphere = _ball_mm(grid, centre, 7.0) & ~wall & ~_ball_mm(grid, centre, 4.0 + 1.0)
+    assert lung_in_sphere.sum() > 50 and mask[lung_in_sphere].mean() < 0.01
+    assert _no_holes(mask)
+
+
+def test_lung_only_sphere_gives_an_empty_mask():
+    hu, grid = _ct(seed=3)
+    assert not _nodule(hu, (12, 24, 24), 6.0).any()
+
+
+def _chest(shape=(6, 64, 64)):
+    """HU volume: body ellipse, two lung ellipses; returns hu and the lung masks (left at high x)."""
+    z, h, w = shape
+    yy, xx = np.indices((h, w))
+    hu = np.full(shape, -1000, dtype=np.int16)
+    return hu, yy, xx
+
+
+def test_auto_lungs_fills_vessels_inside_the_lung():
+    z, h, w = 6, 64, 64
+    hu, yy, xx = _chest((z, h, w))
+    body = ((yy - 32) / 28) ** 2 + ((xx - 32) / 30) ** 2 <= 1
+    hu[:, body] = 40
+    left = ((yy - 32) / 12) ** 2 + ((xx - 46) / 9) ** 2 <= 1
+    right = ((yy - 32) / 12) ** 2 + ((xx - 18) / 9) ** 2 <= 1
+    hu[:, left | right] = -850
+    vessel = (yy - 30) ** 2 + (xx - 45) ** 2 <= 6
+    hu[:, vessel] = 30
+    labels = auto_lung_labels(hu, body_mask(window_to_uint8(hu)), np.array([1.0, 1.0, 2.5]))
+    assert (labels[:, vessel] == LEFT_LUNG).all()
+    assert (labels[:, left] == LEFT_LUNG).all() and (labels[:, right] == RIGHT_LUNG).all()
+
+
+@pytest.mark.parametrize("fov", ["square", "circle"])
+def test_auto_lungs_touching_the_field_of_view_edge(fov):
+    z, h, w = 6, 64, 64
+    hu, yy, xx = _chest((z, h, w))
+    body = ((yy - 32) / 22) ** 2 + ((xx - 32) / 40) ** 2 <= 1  # wider than the image
+    hu[:, body] = 40
+    left = (((yy - 32) / 11) ** 2 + ((xx - 60) / 14) ** 2 <= 1) & body
+    right = (((yy - 32) / 11) ** 2 + ((xx - 4) / 14) ** 2 <= 1) & body
+    hu[:, left | right] = -850
+    if fov == "circle":
+        outside = (yy - 31.5) ** 2 + (xx - 31.5) ** 2 > 31.5**2
+        hu[:, outside] = -2000
+        left, right = left & ~outside, right & ~outside
+    labels = auto_lung_labels(hu, body_mask(window_to_uint8(hu)), np.array([1.0, 1.0, 2.5]))
+    assert (labels[:, left] == LEFT_LUNG).all()
+    assert (labels[:, right] == RIGHT_LUNG).all()
+    assert not labels[:, ~(left | right)].any(), "the air around the body is not lung"

@@ -147,6 +147,7 @@ def test_resume_after_interruption_equals_clean_run(luna, store, tmp_path, monke
     a, b = _arrays(store), _arrays(open_store(out))
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert open_store(out).attrs["lost_nodules"] == store.attrs["lost_nodules"]
 
 
 def test_resume_after_kill_equals_clean_run(luna, store, tmp_path):
@@ -224,13 +225,153 @@ def test_bad_scan_is_skipped_and_listed(luna, tmp_path, damage, reason):
     _bad_store_ok(out, len(refs) - 1)
 
 
-def test_unknown_series_annotation_is_listed(luna, tmp_path):
+def test_annotations_of_absent_series_are_one_line_and_exit_0(luna, tmp_path):
     root = _copy(luna, tmp_path)
-    with open(root / "annotations.csv", "a") as fh:
-        fh.write("1.2.3.4.5,0.0,0.0,0.0,10.0\n")
+    refs = luna16.discover_scans(root)
+    gone = refs[-1]  # a partial download: one subset folder missing
+    shutil.rmtree(gone.mhd.parent)
+    n_gone = len(luna16.read_annotations(root)[gone.uid])
     result = _run(["prepare", str(root), "--out", str(tmp_path / "r.zarr"), "--test-patients", "0.3", "--json"])
-    assert result.exit_code == 3
-    assert "unknown series 1.2.3.4.5" in result.stdout
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["skipped"] == []
+    assert report["absent_series"] == {"series": 1, "annotations": n_gone, "uids": [gone.uid]}
+    lines = [line for line in result.stderr.splitlines() if "not in" in line]
+    assert len(lines) == 1 and f"{n_gone} annotations of 1 series" in lines[0]
+
+
+def _write_hu(ref: luna16.ScanRef, hu_stored: np.ndarray) -> None:
+    hu_stored.astype("<i2").tofile(ref.mhd.with_suffix(".raw"))
+
+
+def _lung_point_mm(root: Path, ref: luna16.ScanRef) -> np.ndarray:
+    """World x, y, z (mm) of a voxel deep inside a lung of `ref`, from its seg mask."""
+    from scipy import ndimage
+
+    volume = luna16.read_volume(ref.mhd)
+    lung = np.isin(luna16.read_seg(root, ref.uid), (3, 4))
+    depth = ndimage.distance_transform_edt(lung)
+    z, y, x = np.unravel_index(np.argmax(depth), depth.shape)
+    return luna16.index_to_world(np.array([[x, y, z]], float), volume.origin_mm, volume.spacing_mm, volume.direction)[0]
+
+
+def test_every_annotated_nodule_is_labelled_or_named(luna, store):
+    from lungforge.data.prepare import process_scan
+
+    annotations = luna16.read_annotations(luna)
+    lost_total = 0
+    for ref in luna16.discover_scans(luna):
+        result = process_scan(luna, ref, annotations.get(ref.uid, []), OPTIONS)
+        labelled = {round(d, 3) for _, _, d in result.nodule_rows}
+        assert all(n["series"] == ref.uid and n["reason"] for n in result.lost)
+        lost = {round(n["diameter_mm"], 2) for n in result.lost}
+        expected = {round(a.diameter_mm, 3) for a in annotations.get(ref.uid, [])}
+        assert len(labelled) + len(result.lost) == len(expected)
+        assert {round(d, 2) for d in labelled} | lost == {round(d, 2) for d in expected}
+        lost_total += len(result.lost)
+    assert lost_total == len(store.attrs["lost_nodules"])
+
+
+def test_nodule_with_empty_mask_is_named(luna, tmp_path):
+    root = _copy(luna, tmp_path)
+    victim = luna16.discover_scans(root)[2]
+    x, y, z = _lung_point_mm(root, victim)
+    with open(root / "annotations.csv", "a") as fh:
+        fh.write(f"{victim.uid},{x:.3f},{y:.3f},{z:.3f},1.5\n")
+    result = _run(["prepare", str(root), "--out", str(tmp_path / "r.zarr"), "--test-patients", "0.3", "--json"])
+    assert result.exit_code == 0, result.output
+    lost = [n for n in json.loads(result.stdout)["lost_nodules"] if n["diameter_mm"] == 1.5]
+    assert len(lost) == 1 and lost[0]["series"] == victim.uid and "mask empty" in lost[0]["reason"]
+    assert "nodule not labelled" in result.stderr and victim.uid in result.stderr
+
+
+def test_lost_nodules_survive_resume(luna, tmp_path, monkeypatch):
+    from lungforge.data import prepare as prep
+
+    root = _copy(luna, tmp_path)
+    victim = luna16.discover_scans(root)[0]
+    x, y, z = _lung_point_mm(root, victim)
+    with open(root / "annotations.csv", "a") as fh:
+        fh.write(f"{victim.uid},{x:.3f},{y:.3f},{z:.3f},1.5\n")
+    original = prep._Writer._flush
+    calls = {"n": 0}
+
+    def failing_flush(self, count, next_scan_if_empty):
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        original(self, count, next_scan_if_empty)
+
+    monkeypatch.setattr(prep._Writer, "_flush", failing_flush)
+    out = tmp_path / "r.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        prepare(root, out, OPTIONS, shard_slices=8)
+    monkeypatch.setattr(prep._Writer, "_flush", original)
+    report = prepare(root, out, OPTIONS, resume=True, shard_slices=8)
+    assert [n["diameter_mm"] for n in report.lost_nodules] == [1.5]
+    assert report.lost_nodules == prepare(root, tmp_path / "clean.zarr", OPTIONS, shard_slices=8).lost_nodules
+
+
+def test_scan_whose_nodules_yield_no_slice_is_skipped(luna, tmp_path):
+    root = _copy(luna, tmp_path)
+    victim = luna16.discover_scans(root)[2]
+    x, y, z = _lung_point_mm(root, victim)
+    rows = [r for r in (root / "annotations.csv").read_text().splitlines() if not r.startswith(victim.uid)]
+    (root / "annotations.csv").write_text("\n".join(rows + [f"{victim.uid},{x:.3f},{y:.3f},{z:.3f},1.5"]) + "\n")
+    out = tmp_path / "r.zarr"
+    result = _run(["prepare", str(root), "--out", str(out), "--test-patients", "0.3", "--keep-nodule-free", "0", "--json"])
+    assert result.exit_code == 3, result.output
+    (skipped,) = json.loads(result.stdout)["skipped"]
+    assert victim.uid in skipped["file"] and "yield no slice" in skipped["reason"] and "mask empty" in skipped["reason"]
+    assert victim.uid not in open_store(out).series_uids
+
+
+@pytest.mark.parametrize("lungs", ["seg", "auto"])
+def test_scan_without_lung_is_skipped_loudly(luna, tmp_path, lungs):
+    root = _copy(luna, tmp_path)
+    victim = luna16.discover_scans(root)[1]
+    shape, _ = luna16.read_header(victim.mhd)
+    if lungs == "auto":
+        _write_hu(victim, np.full(shape, 40, dtype=np.int16))  # soft tissue everywhere: no air
+        shutil.rmtree(root / "seg-lungs-LUNA16")
+    else:
+        header = (root / "seg-lungs-LUNA16" / f"{victim.uid}.mhd").read_text()
+        zraw = root / "seg-lungs-LUNA16" / f"{victim.uid}.zraw"
+        import zlib
+
+        data = zlib.compress(np.zeros(shape, np.uint8).tobytes())
+        zraw.write_bytes(data)
+        lines = [f"CompressedDataSize = {len(data)}" if line.startswith("CompressedDataSize") else line for line in header.splitlines()]
+        (root / "seg-lungs-LUNA16" / f"{victim.uid}.mhd").write_text("\n".join(lines) + "\n")
+    rows = [r for r in (root / "annotations.csv").read_text().splitlines() if not r.startswith(victim.uid)]
+    (root / "annotations.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "r.zarr"
+    result = _run(["prepare", str(root), "--out", str(out), "--test-patients", "0.3", "--lungs", lungs, "--json"])
+    assert result.exit_code == 3, result.output
+    (skipped,) = json.loads(result.stdout)["skipped"]
+    assert victim.uid in skipped["file"]
+    assert ("no voxel holds the lung values" if lungs == "seg" else "found no lung") in skipped["reason"]
+
+
+def test_default_test_patients_is_the_papers_share():
+    from lungforge.data.prepare import test_patient_count
+
+    assert test_patient_count(None, 888) == 144
+    assert test_patient_count(None, 1000) == 144
+    assert test_patient_count(None, 100) == round(100 * 144 / 888) == 16
+    assert test_patient_count(None, 6) == 1
+    assert test_patient_count(144, 300) == 144  # an explicit count stays exact
+    assert test_patient_count(0.25, 8) == 2
+
+
+def test_default_test_patients_works_on_a_small_trial(luna, tmp_path):
+    out = tmp_path / "r.zarr"
+    result = _run(["prepare", str(luna), "--out", str(out), "--limit", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    split = open_store(out).meta("split")
+    assert (split == SPLIT_IDS["train"]).any()
+    result = _run(["prepare", str(luna), "--out", str(tmp_path / "x.zarr"), "--test-patients", "144"])
+    assert result.exit_code == 1 and "144" in str(result.exception)
 
 
 def test_no_scans_is_an_error(tmp_path):
