@@ -35,9 +35,16 @@ _SQUARE_2D[1] = True
 
 def window_to_uint8(hu: np.ndarray, window_hu: tuple[float, float] = WINDOW_HU) -> np.ndarray:
     """Window HU linearly to uint8 0..255 (clipped): lo HU → 0, hi HU → 255. Any shape."""
+    hu = np.asarray(hu)
+    if hu.dtype == np.int16 and tuple(window_hu) == WINDOW_HU:
+        # int16 scans: one table lookup gives the same bytes as the arithmetic below.
+        return _WINDOW_LUT[hu.view(np.uint16)]
     lo, hi = window_hu
     scaled = (hu.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+_WINDOW_LUT = window_to_uint8(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.int16).astype(np.float32))
 
 
 def unwindow_to_hu(image: np.ndarray, window_hu: tuple[float, float] = WINDOW_HU) -> np.ndarray:
@@ -47,20 +54,23 @@ def unwindow_to_hu(image: np.ndarray, window_hu: tuple[float, float] = WINDOW_HU
 
 
 def largest_component_per_slice(mask: np.ndarray) -> np.ndarray:
-    """Keep, in every slice of a (Z, Y, X) bool stack, only its largest 8-connected component."""
+    """Keep, in every slice of a (Z, Y, X) bool stack, only its largest 8-connected component
+    (the first in raster order among equally large ones)."""
     labels, n = ndimage.label(mask, structure=_SQUARE_2D)
     if n == 0:
         return np.zeros_like(mask, dtype=bool)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    objects = ndimage.find_objects(labels)
-    z_of = np.fromiter((sl[0].start for sl in objects), dtype=np.int64, count=n)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    # ndimage.label numbers components in raster order, so the ids of slice z run up to the
+    # largest id of slices 0..z: the slice of each id is found without another pass.
+    last = np.maximum.accumulate(labels.reshape(labels.shape[0], -1).max(axis=1))
     ids = np.arange(1, n + 1)
+    z_of = np.searchsorted(last, ids)
     # Sort components by slice, then by decreasing size: the first of each slice is the largest.
-    order = np.lexsort((-sizes[1:], z_of))
+    order = np.lexsort((-sizes, z_of))
     first = np.r_[True, z_of[order][1:] != z_of[order][:-1]]
-    keep = np.zeros(n + 1, dtype=bool)
-    keep[ids[order][first]] = True
-    return keep[labels]
+    keep = np.full(labels.shape[0], -1, dtype=np.int64)
+    keep[z_of[order][first]] = ids[order][first]
+    return labels == keep.astype(labels.dtype)[:, None, None]
 
 
 def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
@@ -75,8 +85,18 @@ def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
 
 
 def body_mask(windowed: np.ndarray) -> np.ndarray:
-    """Body mask of (Z, Y, X) uint8 windowed slices: > 127, holes filled, largest component."""
-    return largest_component_per_slice(fill_holes_per_slice(windowed > BODY_THRESHOLD))
+    """Body mask of (Z, Y, X) uint8 windowed slices: > 127, holes filled, largest component.
+
+    Worked on the box (over all slices) that holds every pixel above the threshold: outside it
+    all is background connected to the border, so the result is the same as on whole slices.
+    """
+    tissue = windowed > BODY_THRESHOLD
+    rows, cols = np.flatnonzero(tissue.any(axis=(0, 2))), np.flatnonzero(tissue.any(axis=(0, 1)))
+    body = np.zeros(tissue.shape, dtype=bool)
+    if rows.size:
+        box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        body[box] = largest_component_per_slice(fill_holes_per_slice(tissue[box]))
+    return body
 
 
 def seg_to_labels(seg: np.ndarray, values: SegValues) -> np.ndarray:
@@ -85,13 +105,13 @@ def seg_to_labels(seg: np.ndarray, values: SegValues) -> np.ndarray:
     lut[values.left] = LEFT_LUNG
     lut[values.right] = RIGHT_LUNG
     lut[values.trachea] = TRACHEA
-    return lut[np.clip(seg, 0, 255).astype(np.uint8)]
+    return lut[seg if seg.dtype == np.uint8 else np.clip(seg, 0, 255).astype(np.uint8)]
 
 
 def compose_labels(body: np.ndarray, lungs: np.ndarray, nodule: np.ndarray | None = None) -> np.ndarray:
     """Paint label maps in DESIGN order: body (4), then lungs/trachea (1–3), then nodule (5)."""
-    label = np.where(body, np.uint8(BODY), np.uint8(0))
-    label = np.where(lungs > 0, lungs, label).astype(np.uint8)
+    label = lungs.astype(np.uint8)
+    label[body & (label == 0)] = BODY
     if nodule is not None:
         label[nodule] = NODULE
     return label

@@ -267,3 +267,31 @@ def test_auto_lungs_touching_the_field_of_view_edge(fov):
     assert (labels[:, left] == LEFT_LUNG).all()
     assert (labels[:, right] == RIGHT_LUNG).all()
     assert not labels[:, ~(left | right)].any(), "the air around the body is not lung"
+
+
+def test_largest_component_matches_scipy_per_slice():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    mask = rng.random((5, 30, 40)) < 0.45
+    mask[2] = False  # a slice without any component
+    expected = np.zeros_like(mask)
+    for z, m in enumerate(mask):
+        labels, n = ndimage.label(m, structure=np.ones((3, 3)))
+        if n:
+            sizes = np.bincount(labels.ravel())[1:]
+            expected[z] = labels == 1 + np.argmax(sizes)
+    np.testing.assert_array_equal(largest_component_per_slice(mask), expected)
+
+
+def test_body_mask_on_its_box_matches_whole_slices():
+    rng = np.random.default_rng(2)
+    windowed = np.zeros((3, 50, 60), dtype=np.uint8)
+    windowed[:, 10:40, 12:50] = rng.integers(0, 256, size=(3, 30, 38))
+    whole = largest_component_per_slice(fill_holes_per_slice(windowed > 127))
+    np.testing.assert_array_equal(body_mask(windowed), whole)
+
+
+def test_window_lookup_equals_arithmetic():
+    hu = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)
+    np.testing.assert_array_equal(window_to_uint8(hu), window_to_uint8(hu.astype(np.float64)))
