@@ -73,10 +73,17 @@ def lungforge_home() -> Path:
     return Path(os.environ.get("LUNGFORGE_HOME") or Path.home() / ".cache" / "lungforge").expanduser()
 
 
+def shipped_weights_dir() -> Path:
+    """The shipped `weights/` folder: `lungforge/weights/` in a wheel install (package data), else
+    the source checkout's top-level `weights/` (editable install or PYTHONPATH)."""
+    packaged = Path(__file__).parent / "weights"
+    return packaged if (packaged / "manifest.toml").is_file() else Path(__file__).parents[1] / "weights"
+
+
 def shipped_manifest() -> Path:
     """`$LUNGFORGE_MANIFEST`, default the `weights/manifest.toml` shipped with lungforge."""
     override = os.environ.get("LUNGFORGE_MANIFEST")
-    return Path(override).expanduser() if override else Path(__file__).parents[1] / "weights" / "manifest.toml"
+    return Path(override).expanduser() if override else shipped_weights_dir() / "manifest.toml"
 
 
 def weights_sha256(path: Path) -> str:

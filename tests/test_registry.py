@@ -267,3 +267,19 @@ def test_shipped_manifest_lists_paper_entries_without_downloads(home: Path, monk
     assert entries["sdm-paper-luna16"].kind == "sdm" and entries["spade-paper-luna16"].preset == "paper"
     with pytest.raises(RegistryError, match="No published checkpoint exists yet"):
         registry.pull("spade-paper-luna16")
+
+
+def test_shipped_weights_found_in_wheel_and_checkout_layouts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lungforge import registry as registry_module
+
+    monkeypatch.delenv("LUNGFORGE_MANIFEST", raising=False)
+    checkout = tmp_path / "checkout"
+    (checkout / "weights").mkdir(parents=True)
+    (checkout / "weights" / "manifest.toml").write_text("")
+    monkeypatch.setattr(registry_module, "__file__", str(checkout / "lungforge" / "registry.py"))
+    assert registry_module.shipped_manifest() == checkout / "weights" / "manifest.toml"
+    wheel = tmp_path / "site-packages" / "lungforge"
+    (wheel / "weights").mkdir(parents=True)
+    (wheel / "weights" / "manifest.toml").write_text("")
+    monkeypatch.setattr(registry_module, "__file__", str(wheel / "registry.py"))
+    assert registry_module.shipped_manifest() == wheel / "weights" / "manifest.toml"
