@@ -1,4 +1,4 @@
-"""A PNG preview of a synthetic store: per row, the coloured label map beside the generated slice."""
+"""A PNG preview of a synthetic store: a `lungforge view` contact sheet of a few output slices."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lungforge.data.store import open_store
-from lungforge.training.grid import save_grid
+from lungforge.view import ViewOptions, write_view
 
 
 def preview_indices(has_nodule: np.ndarray, rows: int) -> np.ndarray:
@@ -20,9 +19,9 @@ def preview_indices(has_nodule: np.ndarray, rows: int) -> np.ndarray:
 
 
 def write_preview(store_path: str | os.PathLike, png: str | os.PathLike, rows: int = 8) -> Path:
-    """Write a (label | image) grid of up to `rows` slices of a store to `png`."""
+    """Write a contact sheet (CT | CT + label overlay + boxes) of up to `rows` slices of a store to `png`."""
     store = open_store(store_path)
     index = preview_indices(store.meta("has_nodule"), rows)
-    label = torch.from_numpy(np.stack([np.asarray(store.label[int(i)]) for i in index]).astype(np.int64))
-    image = torch.from_numpy(np.stack([np.asarray(store.image[int(i)]) for i in index]).astype(np.float32) / 127.5 - 1.0)
-    return save_grid(png, label, image[:, None])
+    tile_px = int(np.clip(max(store.shape_hw), 64, 256))
+    path, _ = write_view(store_path, png, ViewOptions(index=tuple(index.tolist()), tile_px=tile_px, columns=4))
+    return path

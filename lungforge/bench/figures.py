@@ -9,9 +9,7 @@ from typing import Any
 import numpy as np
 
 from lungforge.data.store import Store
-from lungforge.labels import LABELS
-
-LABEL_COLOURS = ("#000000", "#1f77b4", "#2ca02c", "#ff7f0e", "#7f7f7f", "#d62728")
+from lungforge.drawing import PREDICTION_COLOUR, TRUTH_COLOUR, colour_labels, draw_boxes, grey_rgb
 
 
 def _pyplot():
@@ -41,12 +39,9 @@ def _pick_source(synthetic: dict[str, Store], nodule: bool) -> int | None:
 def sample_grid(real: Store, synthetic: dict[str, Store], path: Path, title: str) -> Path:
     """Rows nodule / nodule-free; columns real CT, label map of the first store's sample, one image
     per synthetic store generated from that same source label map."""
-    from matplotlib.colors import ListedColormap
-
     plt = _pyplot()
     cols = 2 + len(synthetic)
     fig, axes = plt.subplots(2, cols, figsize=(2.4 * cols, 5.0), squeeze=False)
-    cmap = ListedColormap(LABEL_COLOURS[: len(LABELS)])
     for row, nodule in enumerate((True, False)):
         source = _pick_source(synthetic, nodule)
         kind = "nodule" if nodule else "nodule-free"
@@ -68,7 +63,7 @@ def sample_grid(real: Store, synthetic: dict[str, Store], path: Path, title: str
             axes[row, col].imshow(image, cmap="gray", vmin=0, vmax=255)
             axes[row, col].set_title(name, fontsize=8)
             if not label_shown:
-                axes[row, 1].imshow(label, cmap=cmap, vmin=0, vmax=len(LABELS) - 1, interpolation="nearest")
+                axes[row, 1].imshow(colour_labels(label), interpolation="nearest")
                 axes[row, 1].set_title("label map", fontsize=8)
                 label_shown = True
     fig.suptitle(title, fontsize=9)
@@ -104,8 +99,6 @@ def fold_metrics(result: dict[str, Any], metrics: tuple[str, ...], path: Path, t
 def localization_examples(real: Store, result: dict[str, Any], size: int, path: Path, title: str) -> Path:
     """Rows = conditions, columns = example test slices of fold 0 at the working size; ground
     truth boxes green, predictions (score ≥ 0.5) red."""
-    from matplotlib.patches import Rectangle
-
     from lungforge.bench.slices import read_resized
 
     plt = _pyplot()
@@ -121,10 +114,8 @@ def localization_examples(real: Store, result: dict[str, Any], size: int, path: 
             ax.axis("off")
             if col >= len(items):
                 continue
-            ax.imshow(images[col], cmap="gray", vmin=0, vmax=255)
-            for boxes, colour in ((items[col]["truth"], "lime"), (items[col]["predicted"], "red")):
-                for x0, y0, x1, y1 in boxes:
-                    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1))
+            rgb = draw_boxes(grey_rgb(images[col]), np.asarray(items[col]["truth"]), TRUTH_COLOUR)
+            ax.imshow(draw_boxes(rgb, np.asarray(items[col]["predicted"]), PREDICTION_COLOUR), interpolation="nearest")
             ax.set_title(f"{condition}: slice {items[col]['slice']}", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

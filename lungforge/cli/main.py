@@ -14,6 +14,7 @@ from lungforge.cli import data as data_cli
 from lungforge.cli import demo as demo_cli
 from lungforge.cli import export as export_cli
 from lungforge.cli import train as train_cli
+from lungforge.cli import view as view_cli
 from lungforge.cli import weights as weights_cli
 from lungforge.errors import EXIT_ERROR, LungforgeError
 
@@ -45,7 +46,7 @@ def _root(
     """
 
 
-for group in (data_cli, train_cli, weights_cli, augment_cli, bench_cli, demo_cli, export_cli):
+for group in (data_cli, train_cli, weights_cli, augment_cli, bench_cli, demo_cli, export_cli, view_cli):
     group.register(app)
 
 

@@ -8,20 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lungforge.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, NUM_CLASSES, RIGHT_LUNG, TRACHEA
-
-PALETTE = np.zeros((NUM_CLASSES, 3), dtype=np.uint8)
-PALETTE[BACKGROUND] = (0, 0, 0)
-PALETTE[LEFT_LUNG] = (66, 135, 245)
-PALETTE[RIGHT_LUNG] = (80, 200, 120)
-PALETTE[TRACHEA] = (250, 220, 60)
-PALETTE[BODY] = (120, 120, 120)
-PALETTE[NODULE] = (230, 40, 40)
-
-
-def colour_labels(label: np.ndarray) -> np.ndarray:
-    """Label map (..., H, W) integer ids → (..., H, W, 3) uint8 RGB with :data:`PALETTE`."""
-    return PALETTE[np.clip(label, 0, NUM_CLASSES - 1)]
+from lungforge.drawing import colour_labels
 
 
 def grid_image(label: torch.Tensor, image: torch.Tensor, gap_px: int = 2) -> np.ndarray:

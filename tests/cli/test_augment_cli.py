@@ -63,8 +63,8 @@ def test_json_run_and_preview(inputs, tmp_path):
     assert len(open_store(out)) == 5
     from PIL import Image
 
-    with Image.open(png) as grid:
-        assert grid.size == (2 * 64 + 2, 5 * 64 + 4 * 2)
+    with Image.open(png) as grid:  # lungforge view's contact sheet: 5 tiles of (64 | 64), 4 columns, 2 rows
+        assert grid.size == (4 * (2 * 64 + 2) + 5 * 4, 2 * (14 + 64) + 3 * 4)
 
 
 def test_reversed_diameter_range_is_bad_usage(inputs, tmp_path):

@@ -4,8 +4,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lungforge.drawing import PALETTE
 from lungforge.labels import LEFT_LUNG, NODULE
-from lungforge.training.grid import PALETTE, save_grid
+from lungforge.training.grid import save_grid
 
 
 def test_grid_png_has_label_colours_beside_image(tmp_path):

@@ -1,0 +1,51 @@
+"""`lungforge view`: a contact sheet of any store's slices (thin over lungforge.view)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("view")(view)
+
+
+def view(
+    store: Annotated[Path, typer.Argument(help="A lungforge Zarr store (real or synthetic).")],
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write (e.g. grid.png).")],
+    index: Annotated[Optional[str], typer.Option("--index", help="Store rows to show, e.g. 3,5,10-12 (in that order).")] = None,
+    nodules: Annotated[bool, typer.Option("--nodules", help="Choose among nodule slices only.")] = False,
+    random: Annotated[Optional[int], typer.Option("--random", min=1, help="Show N slices drawn at random (with --seed) instead of the first ones.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --random.")] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Without --index or --random: show the first N slices.")] = 16,
+    tile: Annotated[int, typer.Option("--tile", min=16, help="Panel size in pixels (slices are resized to TILE×TILE).")] = 256,
+    columns: Annotated[int, typer.Option("--columns", min=1, help="Slices per row of the sheet.")] = 4,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the PNG path and the rows shown as JSON on stdout.")] = False,
+) -> None:
+    """Write a contact sheet of slices: CT beside CT with the label map overlaid and nodule boxes.
+
+    Labels: left lung blue, right lung green, trachea yellow, body grey tint, nodule red; boxes
+    yellow. Each slice is captioned "#row split fFOLD nNODULES".
+    """
+    from lungforge.cli.console import err_console, print_json
+    from lungforge.view import ViewOptions, parse_index, write_view
+
+    try:
+        options = ViewOptions(
+            index=parse_index(index) if index else (),
+            nodules=nodules,
+            random=random,
+            seed=seed,
+            limit=limit,
+            tile_px=tile,
+            columns=columns,
+        )
+        path, rows = write_view(store, out, options)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if json_out:
+        print_json({"png": str(path), "rows": rows.tolist()})
+    else:
+        err_console.print(f"wrote {rows.size} slices to {path}")

@@ -1,0 +1,109 @@
+"""`lungforge view`: a contact sheet of a store's slices, CT beside CT + label overlay + boxes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lungforge.data.resize import resize_slices
+from lungforge.data.store import SPLIT_IDS, Store, open_store
+from lungforge.drawing import contact_sheet, draw_boxes, grey_rgb, overlay
+from lungforge.errors import InputError
+
+SPLIT_NAMES = {sid: name for name, sid in SPLIT_IDS.items()}
+PANEL_GAP_PX = 2
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    """Which slices to show and how big.
+
+    `index` lists store rows (shown in that order); otherwise the pool is every slice, or the
+    nodule slices with `nodules`, from which `random` picks that many (seeded by `seed`) or the
+    first `limit` are taken. Each slice becomes a tile of two `tile_px`-square panels.
+    """
+
+    index: tuple[int, ...] = ()
+    nodules: bool = False
+    random: int | None = None
+    seed: int = 0
+    limit: int = 16
+    tile_px: int = 256
+    columns: int = 4
+
+    def __post_init__(self) -> None:
+        if self.random is not None and self.random < 1:
+            raise ValueError(f"random must be at least 1 slice, got {self.random}")
+        if self.tile_px < 16:
+            raise ValueError(f"tile size must be at least 16 px, got {self.tile_px}")
+        if self.columns < 1 or self.limit < 1:
+            raise ValueError(f"columns and limit must be at least 1, got {self.columns} and {self.limit}")
+
+
+def parse_index(text: str) -> tuple[int, ...]:
+    """`3,5,10-12` → (3, 5, 10, 11, 12); ValueError naming the bad item."""
+    out: list[int] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        lo, sep, hi = item.partition("-")
+        try:
+            start, stop = int(lo), int(hi if sep else lo)
+        except ValueError:
+            raise ValueError(f"index must look like 3,5,10-12, got {item!r}") from None
+        if stop < start:
+            raise ValueError(f"index range {item!r} runs backwards")
+        out.extend(range(start, stop + 1))
+    return tuple(out)
+
+
+def select_rows(store: Store, options: ViewOptions) -> np.ndarray:
+    """Store rows to show, per :class:`ViewOptions`; ValueError for rows outside the store."""
+    n = len(store)
+    if options.index:
+        rows = np.asarray(options.index, dtype=np.int64)
+        bad = rows[(rows < 0) | (rows >= n)]
+        if bad.size:
+            raise ValueError(f"{store.path}: index {int(bad[0])} outside 0..{n - 1}")
+        return rows
+    pool = np.flatnonzero(store.meta("has_nodule")) if options.nodules else np.arange(n)
+    if options.random is not None:
+        rng = np.random.default_rng(options.seed)
+        return np.sort(rng.choice(pool, size=min(options.random, pool.size), replace=False))
+    return pool[: options.limit]
+
+
+def render_rows(store: Store, rows: np.ndarray, tile_px: int, columns: int) -> np.ndarray:
+    """Contact sheet (RGB uint8) of store `rows`: per slice, CT | CT + label overlay + nodule boxes,
+    resized to `tile_px` squares, captioned "#row split fFOLD nNODULES"."""
+    h, w = store.shape_hw
+    pairs = [store.read(int(row)) for row in rows]
+    images, labels = resize_slices(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), tile_px)
+    table = store.nodules()
+    scale = np.array([tile_px / w, tile_px / h] * 2)
+    split, fold = store.meta("split"), store.meta("fold")
+    gap = np.full((tile_px, PANEL_GAP_PX, 3), 255, np.uint8)
+    tiles, captions = [], []
+    for j, row in enumerate(rows.tolist()):
+        boxes = table["bbox"][table["slice"] == row] * scale
+        tiles.append(np.concatenate([grey_rgb(images[j]), gap, draw_boxes(overlay(images[j], labels[j]), boxes)], axis=1))
+        captions.append(f"#{row} {SPLIT_NAMES[int(split[row])]} f{int(fold[row])} n{len(boxes)}")
+    return contact_sheet(tiles, captions, columns)
+
+
+def write_view(store_path: str | os.PathLike, png: str | os.PathLike, options: ViewOptions = ViewOptions()) -> tuple[Path, np.ndarray]:
+    """Write the contact sheet of the slices chosen by `options` to `png`; return it and the rows shown."""
+    from PIL import Image
+
+    store = open_store(store_path)
+    rows = select_rows(store, options)
+    if rows.size == 0:
+        raise InputError(f"{store.path}: no slices to show" + (" (it has no nodule slices)" if options.nodules else ""))
+    sheet = render_rows(store, rows, options.tile_px, options.columns)
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png.with_name(f".{png.name}.tmp")
+    Image.fromarray(sheet).save(tmp, format="PNG")
+    os.replace(tmp, png)
+    return png, rows
