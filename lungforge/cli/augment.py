@@ -38,7 +38,7 @@ def augment(
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Slices per output shard: the unit a rank writes and --resume skips.")] = 64,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same store (same options).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing lungforge store at --out.")] = False,
-    preview: Annotated[Optional[Path], typer.Option("--preview", help="Also write a PNG grid (label map | synthetic slice) of a few output slices.")] = None,
+    preview: Annotated[Optional[Path], typer.Option("--preview", help="Also write a PNG contact sheet (as `lungforge view`: CT | CT + label overlay + boxes) of a few output slices.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")] = False,
 ) -> None:
     """Generate synthetic CT slices: real label maps, optionally with inserted nodules of chosen size and place.
