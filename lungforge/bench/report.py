@@ -13,9 +13,11 @@ import torch
 
 from lungforge.bench.detect import QUICK_LABEL, DetectConfig, run_detect
 from lungforge.bench.fid import FidConfig, InceptionUnavailable, compute_fid, make_extractor
+from lungforge.bench.fidelity import compute_fidelity, fidelity_markdown
 from lungforge.bench.figures import fold_metrics, localization_examples, sample_grid
 from lungforge.bench.inputs import SyntheticSpec, open_real, open_synthetic
 from lungforge.bench.localize import LocalizeConfig, run_localize
+from lungforge.bench.segmenter import SegmenterConfig
 from lungforge.bench.metrics import DETECT_METRICS, LOCALIZE_METRICS
 from lungforge.bench.stats import paper_p_note, summarize
 
@@ -48,8 +50,10 @@ def run_all(
     inception_weights: Path | None = None,
     allow_download: bool = True,
     progress: Any = None,
+    fidelity: SegmenterConfig | None = None,
 ) -> dict[str, Any]:
-    """Run fid (if weights are available), detect and localize; write the report into `out`.
+    """Run fid (if weights are available), label fidelity (unless `fidelity` is None), detect and
+    localize; write the report into `out`.
 
     Finished folds under `out/detect` and `out/localize` are reused by a rerun with the same
     arguments. Returns the report dict (also written as `out/report.json`).
@@ -63,6 +67,7 @@ def run_all(
         fid_section: dict[str, Any] = {"available": True, **compute_fid(real, synthetic, fid, extractor, dims, device, progress)}
     except InceptionUnavailable as exc:
         fid_section = {"available": False, "reason": str(exc)}
+    fidelity_section = compute_fidelity(real, synthetic, fidelity, device, progress) if fidelity is not None else None
     detect_result = run_detect(real, synthetic, detect, device, out, progress)
     localize_result = run_localize(real, synthetic, localize, device, out, progress)
     title = report_title(quick)
@@ -81,6 +86,7 @@ def run_all(
         "real": str(real_path),
         "synthetic": {s.name: str(s.path) for s in specs},
         "fid": {**fid_section, "config": asdict(fid)},
+        "fidelity": fidelity_section,
         "detect": {**detect_result, "summary": summarize(detect_result, DETECT_METRICS, "accuracy")},
         "localize": {**localize_result, "summary": summarize(localize_result, LOCALIZE_METRICS, "AP50")},
         "figures": [str(p.relative_to(out)) for p in figures],
@@ -151,6 +157,8 @@ def markdown(report: dict[str, Any]) -> str:
             ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += [""] + [f"- warning: {w}" for w in fid["warnings"]] + [""]
+    if report.get("fidelity") is not None:
+        lines += ["## Label fidelity (mIoU, nodule hit rate; higher is better)", "", *fidelity_markdown(report["fidelity"]), ""]
     d, loc = report["detect"], report["localize"]
     lines += [
         f"## I. Nodule detection ({d['config']['folds']}-fold CV, {d['config']['patch']}×{d['config']['patch']} patches, "
