@@ -1,4 +1,5 @@
-"""`lungforge demo`: phantom → prepare → augment (SDM and SPADE demo weights) → bench --quick.
+"""`lungforge demo`: phantom → prepare → augment (SDM and SPADE demo weights) → bench --quick
+(label fidelity of SPADE and SDM beside the real ceiling, FID if its weights exist, detect, localize).
 
 Runs offline on a laptop CPU in minutes. Every step is the real code path at small sizes; the
 demo weights are tiny models trained on phantom data (see weights/manifest.toml), so the
@@ -33,6 +34,7 @@ class DemoOptions:
     steps: int = 10
     sdm_weights: str = "demo-sdm-tiny"
     spade_weights: str = "demo-spade-tiny"
+    segmenter_steps: int = 300
     seed: int = 0
     device: str = "cpu"
 
@@ -56,6 +58,7 @@ def run_demo(options: DemoOptions, on_step: Callable[[DemoStep], None] | None = 
     from lungforge.bench.inputs import SyntheticSpec
     from lungforge.bench.localize import LocalizeConfig
     from lungforge.bench.report import run_all
+    from lungforge.bench.segmenter import SegmenterConfig
     from lungforge.data.phantom import make_phantom
     from lungforge.data.prepare import PrepareOptions, prepare
     from lungforge.device import resolve_device
@@ -119,8 +122,10 @@ def run_demo(options: DemoOptions, on_step: Callable[[DemoStep], None] | None = 
         resolve_device(options.device),
         allow_download=False,
         progress=progress,
+        fidelity=SegmenterConfig.quick_preset(size=common["size"], steps=options.segmenter_steps, seed=options.seed),
     )
-    record("bench all --quick", started, str(report_dir / "report.md"), {"fid_available": bench["fid"]["available"]})
+    fidelity = {name: {"miou": s["miou"], "nodule_hit_rate": s["nodule_hits"]["rate"]} for name, s in bench["fidelity"]["scores"].items()}
+    record("bench all --quick", started, str(report_dir / "report.md"), {"fid_available": bench["fid"]["available"], "fidelity": fidelity})
     return steps
 
 

@@ -12,7 +12,8 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv("LUNGFORGE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--scans", "4", "--size", "64", "--nodules", "4", "--nodule-free", "4", "--steps", "2", "--json"]
+    args = ["demo", "--out", str(out), "--scans", "4", "--size", "64", "--nodules", "4", "--nodule-free", "4", "--steps", "2",
+            "--segmenter-steps", "10", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -24,4 +25,7 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
         assert store.attrs["generator"]["weights"] == f"demo-{name}-tiny"
     report = (out / "report" / "report.md").read_text()
     assert "QUICK" in report and "SDM" in report and "SPADE" in report
+    assert "## Label fidelity" in report and "| real (ceiling) |" in report and "| SPADE |" in report and "| SDM |" in report
+    fidelity = summary["steps"][-1]["details"]["fidelity"]
+    assert set(fidelity) == {"real", "SPADE", "SDM"} and all(0 <= v["miou"] <= 1 for v in fidelity.values())
     assert json.loads((out / "report" / "report.json").read_text())["quick"] is True

@@ -30,7 +30,7 @@ from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import CheckpointError, InputError
 from lungforge.labels import NUM_CLASSES
 
-MODEL_VERSION = "segunet/1"
+MODEL_VERSION = "segunet/2"
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,17 @@ def train_indices(store: Store, config: SegmenterConfig) -> np.ndarray:
     return np.sort(np.concatenate([nodule, free]))
 
 
+def class_weights(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """Median-frequency balancing (Eigen & Fergus 2015): (C,) weights median(f) / f_c of the pixel
+    frequencies f of (N, S, S) label maps, so tiny classes (nodule, trachea: ~0.1 % of pixels) weigh
+    as much in the loss as the lungs; 1 for a class absent from the labels."""
+    freq = np.bincount(labels.ravel(), minlength=num_classes)[:num_classes] / labels.size
+    present = freq > 0
+    weights = np.ones(num_classes)
+    weights[present] = np.median(freq[present]) / freq[present]
+    return torch.tensor(weights, dtype=torch.float32)
+
+
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 − mean soft Dice over the classes present in the batch; logits (B, C, S, S), target (B, S, S)."""
     probs = logits.softmax(1)
@@ -154,12 +165,13 @@ def train_segmenter(store: Store, config: SegmenterConfig, device: torch.device,
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps)))
     task = progress.add_task("fidelity segmenter", total=config.steps, status="") if progress else None
     target_all = torch.from_numpy(labels.astype(np.int64))
+    weights = class_weights(labels).to(device)
     model.train()
     loss = torch.zeros(())
     for picked in _batches(np.flatnonzero(has), np.flatnonzero(~has), config, generator):
         logits = model(to_input(images[picked], device))
         target = target_all[picked].to(device)
-        loss = F.cross_entropy(logits, target) + dice_loss(logits, target)
+        loss = F.cross_entropy(logits, target, weight=weights) + dice_loss(logits, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
