@@ -2,8 +2,9 @@
 
 `filelock`'s FileLock is an OS lock (flock on POSIX): the kernel drops it when its holder dies,
 so a lock file left behind by a killed run is never mistaken for a live writer (stale-lock safe).
-The lock file sits *beside* what it guards (`synth.zarr.lock` for `synth.zarr`), because an
-`--overwrite` deletes the guarded directory itself while the lock is held.
+A store's lock file sits *beside* it (`synth.zarr.lock` for `synth.zarr`), because an
+`--overwrite` deletes the store directory itself while the lock is held. Lock files stay after
+release (removing them would race with a waiting process); they are empty and harmless.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ def lock_path(path: Path) -> Path:
 
 
 @contextmanager
-def hold_lock(path: Path, what: str, timeout_s: float = 0.0) -> Iterator[Path]:
+def hold_lock(path: Path, what: str, timeout_s: float = 0.0, lock_file: Path | None = None) -> Iterator[Path]:
     """Hold the lock of `path` for the block; LockError if another process holds it after `timeout_s`.
 
-    `what` names the guarded thing in the error ("store", "weights registry", ...).
+    `what` names the guarded thing in the error ("store", "weights registry", ...); `lock_file`
+    defaults to :func:`lock_path` of `path`.
     """
-    lock = lock_path(path)
+    lock = lock_file if lock_file is not None else lock_path(path)
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         file_lock = FileLock(lock, timeout=timeout_s)

@@ -388,7 +388,8 @@ class Store:
         """Write slices [start, start+n) of image/label (n, H, W) uint8 and their meta columns.
 
         `start` must be a multiple of :attr:`shard_slices` so the writer owns whole shards; only
-        the final block of a store may be shorter than a shard.
+        the final block of a store may be shorter than a shard. Meta columns left out of `meta`
+        are written as zeros, except `done`, which a writer sets last (see :meth:`write_meta`).
         """
         self._require_writable()
         if start % self.shard_slices:
@@ -400,7 +401,10 @@ class Store:
             raise ValueError(f"block [{start}, {start + n}) exceeds store capacity {len(self)}")
         self._writable("image")[start : start + n] = image
         self._writable("label")[start : start + n] = label
-        self.write_meta(start, meta)
+        defaults = {
+            name: np.zeros((n, *shape), dtype=dt) for name, (dt, shape) in _meta_dtypes(self.kind).items() if name != "done"
+        }
+        self.write_meta(start, {**defaults, **meta})
 
     def write_meta(self, start: int, meta: dict[str, np.ndarray]) -> None:
         """Write meta columns for slices [start, start+n). `done` should be written last."""
