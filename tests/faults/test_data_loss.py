@@ -436,3 +436,28 @@ def test_two_concurrent_weights_imports_one_wins(weights, tmp_path):
 
     registry = WeightsRegistry(home=home)
     assert registry.check(registry.entry("same")).status == "ok"
+
+
+def test_weights_pull_waits_for_another_download_of_the_same_name(weights, tmp_path, monkeypatch, hold_in_other_process):
+    import hashlib
+
+    from lungforge import registry as registry_module
+    from lungforge.registry import WeightsRegistry
+
+    source = weights["a"] / "model.safetensors"
+    data = source.read_bytes()
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(
+        f'[weights.remote]\nkind = "sdm"\npreset = "tiny"\nurl = "{source.as_uri()}"\n'
+        f'sha256 = "{hashlib.sha256(data).hexdigest()}"\nsize = {len(data)}\n'
+    )
+    home = tmp_path / "home"
+    registry = WeightsRegistry(home=home, manifest=manifest)
+    holder = hold_in_other_process(home / "locks" / "remote.download.lock")
+    monkeypatch.setattr(registry_module, "LOCK_TIMEOUT_S", 0.2)
+    with pytest.raises(LockError, match="weights download"):
+        registry.pull("remote")
+    assert not registry.cache_path("remote").exists()
+    holder.kill()
+    holder.wait()
+    assert registry.pull("remote").read_bytes() == data
