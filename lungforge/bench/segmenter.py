@@ -154,7 +154,7 @@ def train_segmenter(store: Store, config: SegmenterConfig, device: torch.device,
     rows = train_indices(store, config)
     if rows.size < 2:
         raise InputError(f"{store.path}: {rows.size} train slices; the fidelity segmenter needs at least 2")
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     images, labels = read_resized(store, rows, config.size)
     has = store.meta("has_nodule")[rows]
     with torch.random.fork_rng(devices=[]):
@@ -184,6 +184,7 @@ def train_segmenter(store: Store, config: SegmenterConfig, device: torch.device,
         "train_nodule_slices": int(has.sum()),
         "final_loss": float(loss.detach()),
         "train_seconds": round(time.perf_counter() - started, 2),
+        "train_cpu_seconds": round(time.process_time() - started_cpu, 2),
     }
     return model, info
 
