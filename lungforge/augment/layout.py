@@ -144,7 +144,7 @@ def _draw_footprint(
         if library is None:
             raise LayoutError("shape 'real' needs a NoduleLibrary built from a real store with nodules")
         return library.shape(diameter_px, rng)
-    return sphere_shape(diameter_px, rng)
+    return sphere_shape(diameter_px, rng, diameter_mm)
 
 
 def _bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
