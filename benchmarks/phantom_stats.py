@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lungforge.augment.lidc import LidcLibrary
 from lungforge.augment.nodule_library import sphere_shape
 from lungforge.data.luna16 import discover_scans, read_annotations
 from lungforge.data.luna16_statistics import NODULES, SCANS, SCANS_WITH_NODULE, diameter_quantile_mm
 from lungforge.data.phantom import make_phantom, nodule_voxels
+from lungforge.errors import InputError
 from lungforge.nodule_shape import LIDC_REFERENCE, cross_section_statistics
 
 PIXEL_MM = 0.7
@@ -85,16 +87,11 @@ def shape_figures(n: int, seed: int) -> dict[str, dict]:
         "augment --shape sphere": [sphere_shape(d / PIXEL_MM, rng, diameter_mm=float(d)) for d in diameters],
     }
     try:
-        from lungforge.augment.lidc import LidcLibrary
-    except ImportError:
-        pass
+        library = LidcLibrary.load()
+    except InputError as exc:
+        print(f"(no lidc shapes: {exc})")
     else:
-        try:
-            library = LidcLibrary.load()
-        except Exception as exc:  # noqa: BLE001 - the extra may be absent; say so and go on
-            print(f"(no lidc shapes: {exc})")
-        else:
-            sources["augment --shape lidc"] = [library.shape(float(d), (PIXEL_MM, PIXEL_MM), rng)[0] for d in diameters]
+        sources["augment --shape lidc"] = [library.shape(float(d), (PIXEL_MM, PIXEL_MM), rng)[0] for d in diameters]
     return {name: _rounded(cross_section_statistics(masks, diameters)) for name, masks in sources.items()}
 
 
