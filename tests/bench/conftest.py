@@ -44,6 +44,7 @@ def synthetic_from_test(real_path: Path, out: Path, images: Callable[[np.ndarray
     nodules = {k: v[keep] for k, v in table.items()}
     nodules["slice"] = np.searchsorted(rows, nodules["slice"])
     nodules["requested_mm"] = nodules["diameter_mm"].copy()
+    nodules["lidc_annotation"] = np.full(nodules["slice"].shape, -1, dtype=np.int64)
     store.finalize(n, real.series_uids, nodules)
     return out
 

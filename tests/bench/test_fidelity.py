@@ -11,7 +11,7 @@ from lungforge.bench.slices import read_resized
 from lungforge.data.store import SPLIT_IDS, open_store
 from lungforge.errors import CheckpointError, InputError
 
-FEW_STEPS = SegmenterConfig.quick_preset(size=64, steps=60)
+FEW_STEPS = SegmenterConfig.quick_preset(size=64, steps=150)
 CPU = torch.device("cpu")
 
 
@@ -55,7 +55,9 @@ def test_real_test_slices_as_synthetic_reproduce_the_ceiling(scored):
 
 def test_noise_images_score_near_zero_on_the_lungs(scored):
     noise = scored["scores"]["noise"]
-    assert noise["iou"]["left_lung"] < 0.1 and noise["iou"]["right_lung"] < 0.1
+    ceiling = scored["scores"][REAL]["iou"]
+    for lung in ("left_lung", "right_lung"):  # chance level: dark noise pixels called lung
+        assert noise["iou"][lung] < 0.15 and noise["iou"][lung] < ceiling[lung] / 4
     assert noise["miou"] < scored["scores"][REAL]["miou"] - 0.3
     assert noise["feature_distance"]["all"]["fd"] > 10 * max(scored["scores"]["same"]["feature_distance"]["all"]["fd"], 1e-3)
 
