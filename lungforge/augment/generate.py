@@ -67,7 +67,7 @@ def load_inputs(options: AugmentOptions, device: torch.device) -> _Inputs:
     ckpt = load_checkpoint(resolve_weights(options.weights))
     precision = check_precision(options.precision, device)
     settings = SamplingSettings(options.sampler, options.steps, options.guidance)
-    synthesizer = Synthesizer(ckpt, device, precision, settings)
+    synthesizer = Synthesizer(ckpt, device, precision, settings, compile=options.compile)
     maps = SourceMaps(real, synthesizer.image_size)
     table = real.nodules()
     train_rows = real.meta("split")[table["slice"]] == SPLIT_IDS["train"]
@@ -333,6 +333,7 @@ def augment(options: AugmentOptions, progress: Progress | None = None) -> Augmen
             images_sampled=sampled_all,
             images_per_s=sampled_all / seconds if seconds > 0 else 0.0,
             seconds=seconds,
+            first_batch_seconds=inputs.synthesizer.first_call_seconds,
             generator=store.attrs.get("generator", {}),
         )
         if not complete:
