@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from lungforge.diffusion.samplers import sample
 from lungforge.labels import BODY, LEFT_LUNG, RIGHT_LUNG, TRACHEA
 from lungforge.models.acceleration import MEMORY_FORMATS, for_inference
 from lungforge.models.flops import sdm_forward_flops, spade_forward_flops
-from lungforge.models.presets import get_preset
+from lungforge.models.presets import SDMConfig, SPADEConfig, get_preset
 from lungforge.models.sdm_unet import SDMUNet
 from lungforge.models.spade import SPADEGenerator
 
@@ -93,7 +94,7 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="weights (registry name or checkpoint); default random init")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (autocast around the model only)")
-    parser.add_argument("--batch-size", type=int, default=2, help="images per sampling batch")
+    parser.add_argument("--batch-size", default="2", help="images per sampling batch; a list (16,64) prints one line per size")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (first call timed apart)")
     parser.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS, help="model memory format")
     parser.add_argument("--sampler", default="dpmpp", help="SDM sampler: dpmpp, ddim or ddpm")
@@ -114,9 +115,23 @@ def main() -> None:
     precision = check_precision(args.precision, device)
     model, preset = load_model(args, device)
     config = model.config if args.model == "sdm" else model.cfg
-    size = config.image_size
     forward = autocast_forward(for_inference(model, device, memory_format=args.memory_format, compile=args.compile), device, precision)
-    onehot = onehot_labels(chest_labels(args.batch_size, size), device)
+    for batch_size in [int(b) for b in args.batch_size.split(",")]:
+        report(run(args, forward, config, preset, batch_size, device, precision), args.json)
+
+
+def run(
+    args: argparse.Namespace,
+    forward: Callable[..., torch.Tensor],
+    config: SDMConfig | SPADEConfig,
+    preset: str,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+) -> dict:
+    """Time one first batch and `args.repeats` more of `batch_size` images; the result line."""
+    size = config.image_size
+    onehot = onehot_labels(chest_labels(batch_size, size), device)
     sdm = args.model == "sdm"
     passes = (1 if args.guidance == 1.0 else 2) * args.steps if sdm else 1
     flops_per_pass = sdm_forward_flops(config) if sdm else spade_forward_flops(config)
@@ -125,7 +140,7 @@ def main() -> None:
         if not sdm:
             with torch.no_grad():
                 return forward(onehot)
-        generators = [torch.Generator(device=device).manual_seed(i) for i in range(args.batch_size)]
+        generators = [torch.Generator(device=device).manual_seed(i) for i in range(batch_size)]
         return sample(forward, onehot, sampler=sampler, steps=steps, guidance=args.guidance, generators=generators)
 
     reset_peak_memory(device)
@@ -133,7 +148,7 @@ def main() -> None:
     print(f"first batch {first_s:.1f} s; timing {args.repeats} batch(es) ...", file=sys.stderr, flush=True)
     outputs: list[torch.Tensor] = []
     seconds = sum(timed(lambda: outputs.append(generate()), device) for _ in range(args.repeats))
-    images = args.batch_size * args.repeats
+    images = batch_size * args.repeats
     result = {
         "benchmark": "sampling",
         "model": args.model,
@@ -143,7 +158,7 @@ def main() -> None:
         "precision": precision,
         "memory_format": args.memory_format,
         "compile": args.compile,
-        "batch_size": args.batch_size,
+        "batch_size": batch_size,
         "sampler": f"{args.sampler}-{args.steps} s={args.guidance}" if sdm else "single pass",
         "passes_per_image": passes,
         "flops_per_pass": flops_per_pass,
@@ -165,7 +180,7 @@ def main() -> None:
         baseline_s = timed(lambda: baseline.append(generate("ddpm", steps)), device) * BASELINE_STEPS / steps
         result.update(
             baseline=f"ddpm-{BASELINE_STEPS} s={args.guidance}",
-            baseline_img_per_s=args.batch_size / baseline_s,
+            baseline_img_per_s=batch_size / baseline_s,
             baseline_extrapolated_from_steps=args.baseline_timed_steps,
             speedup=baseline_s / (seconds / args.repeats),
         )
@@ -175,9 +190,14 @@ def main() -> None:
             result["fid_note"] = "baseline was not run to 1000 steps, its samples are not comparable"
         else:
             result["fid_fast_vs_baseline"] = fid_between(outputs[-1], baseline[0], args.inception_weights, device)
-            result["fid_note"] = f"{args.batch_size} samples each: too few for a stable FID; use a large --batch-size and trained --weights"
-    if args.json:
-        print(json.dumps(result))
+            result["fid_note"] = f"{batch_size} samples each: too few for a stable FID; use a large --batch-size and trained --weights"
+    return result
+
+
+def report(result: dict, as_json: bool) -> None:
+    """Print one result: a JSON line, or aligned key: value lines."""
+    if as_json:
+        print(json.dumps(result), flush=True)
     else:
         for key, value in result.items():
             print(f"{key:>32}: {value}")

@@ -237,6 +237,15 @@ class Store:
         `start` must be a multiple of :attr:`shard_slices` so the writer owns whole shards; only
         the final block of a store may be shorter than a shard.
         """
+        self.write_slices(start, image, label)
+        self.write_meta(start, meta)
+
+    def write_slices(self, start: int, image: np.ndarray, label: np.ndarray) -> None:
+        """Write (and compress) image/label (n, H, W) uint8 at slices [start, start+n), whole shards.
+
+        Safe to call from several processes at once for disjoint blocks: each owns its shard
+        files. Meta columns are chunked more coarsely and belong to one writer process.
+        """
         self._require_writable()
         if start % self.shard_slices:
             raise ValueError(f"block start must be a multiple of {self.shard_slices}, got {start}")
@@ -247,7 +256,6 @@ class Store:
             raise ValueError(f"block [{start}, {start + n}) exceeds store capacity {len(self)}")
         self.image[start : start + n] = image
         self.label[start : start + n] = label
-        self.write_meta(start, meta)
 
     def write_meta(self, start: int, meta: dict[str, np.ndarray]) -> None:
         """Write meta columns for slices [start, start+n). `done` should be written last."""
