@@ -25,10 +25,10 @@ if [ -n "${PEAK_TFLOPS:-}" ]; then PEAK=(--peak-tflops "$PEAK_TFLOPS"); fi
 COMMON=(--device "$DEVICE" --precision "$PRECISION" --preset "$PRESET" --json "${PEAK[@]}")
 
 if [ "$PRESET" = paper ]; then
-    SMALL=16; LARGE=64; STEPS=25; TRAIN_STEPS=3; LIMIT=150
+    SMALL=16; LARGE=64; STEPS=25; TRAIN_STEPS=3; LIMIT=150; COMPILE_LIMIT=330
     AUGMENT=(--nodules 48 --nodule-free 16 --batch-size 32 --steps 10)
 else
-    SMALL=2; LARGE=4; STEPS=3; TRAIN_STEPS=2; LIMIT=900
+    SMALL=2; LARGE=4; STEPS=3; TRAIN_STEPS=2; LIMIT=900; COMPILE_LIMIT=1800
     AUGMENT=(--nodules 6 --nodule-free 2 --batch-size 4 --steps 3)
 fi
 
@@ -56,7 +56,7 @@ else
     echo '{"figure": "sdm-train-max", "skipped": "the largest-batch search needs CUDA"}'
 fi
 figure sdm-sample "$LIMIT" "$PY" benchmarks/sampling.py "${COMMON[@]}" --batch-size "$SMALL,$LARGE" --steps "$STEPS"
-figure sdm-sample-compile "$((2 * LIMIT))" "$PY" benchmarks/sampling.py "${COMMON[@]}" --batch-size "$SMALL,$LARGE" --steps "$STEPS" --compile
+figure sdm-sample-compile "$COMPILE_LIMIT" "$PY" benchmarks/sampling.py "${COMMON[@]}" --batch-size "$SMALL,$LARGE" --steps "$STEPS" --compile
 figure sdm-sample-contiguous "$LIMIT" "$PY" benchmarks/sampling.py "${COMMON[@]}" --batch-size "$SMALL" --steps "$STEPS" --memory-format contiguous
 figure spade-sample "$LIMIT" "$PY" benchmarks/sampling.py "${COMMON[@]}" --model spade --batch-size "$SMALL,$LARGE" --repeats 3
 figure augment "$LIMIT" "$PY" benchmarks/augment.py --device "$DEVICE" --precision "$PRECISION" --preset "$PRESET" --json "${AUGMENT[@]}"

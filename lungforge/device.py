@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Callable, Literal, TypeVar
+from typing import Callable, Literal
 
 import torch
 
@@ -50,10 +50,7 @@ def autocast(device: torch.device, precision: Precision) -> AbstractContextManag
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
 
 
-_Model = TypeVar("_Model", bound=Callable[..., torch.Tensor])
-
-
-def autocast_forward(model: _Model, device: torch.device, precision: Precision) -> Callable[..., torch.Tensor]:
+def autocast_forward(model: Callable[..., torch.Tensor], device: torch.device, precision: Precision) -> Callable[..., torch.Tensor]:
     """`model` with only its forward pass under autocast (`model` itself for fp32).
 
     Samplers call this instead of running under autocast themselves, so the schedule and the
