@@ -34,6 +34,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 600
+UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
 
 # Run lungforge with every Zarr chunk write after the first AFTER raising OSError(CODE).
 INJECT = """
@@ -913,7 +914,8 @@ def run_row(lab: Lab, group: str, name: str, expected: str, fn: FaultFn) -> Row:
     lost = outcome.lost or digest(lab.real) != real_before
     trace = traceback_in(outcome.stderr)
     ok = outcome.code in expected.split("/") or outcome.code == expected
-    message = first_line(outcome.stderr).replace(f"{lab.root}{os.sep}", "")
+    # shorter for the table: paths relative to the lab, LUNA16's common uid prefix elided
+    message = first_line(outcome.stderr).replace(f"{lab.root}{os.sep}", "").replace(UID_PREFIX, "…")
     return Row(group, name, expected, outcome.code, message[:160], trace, lost, ok and not trace and not lost and outcome.extra_ok, outcome.note)
 
 

@@ -78,6 +78,9 @@ def prepare(
         raise typer.BadParameter("use either --resume or --overwrite, not both")
     try:
         values = SegValues.parse(seg_values)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--seg-values") from None
+    try:
         n_test = parse_test_patients(test_patients) if test_patients is not None else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

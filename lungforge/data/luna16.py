@@ -168,7 +168,7 @@ def _parse_header(mhd: Path) -> _Header:
         raise ScanError(f"{mhd}: multi-file ElementDataFile {data_name!r} is not supported")
     # Only the scan's own file beside its header: a path elsewhere (or another scan's data)
     # would silently become this patient's voxels.
-    if data_name != "LOCAL" and (Path(data_name).name != data_name or Path(data_name).stem != mhd.stem or data_name in (".", "..")):
+    if data_name != "LOCAL" and (Path(data_name).name != data_name or Path(data_name).stem != mhd.stem):
         raise ScanError(
             f"{mhd}: ElementDataFile {data_name!r} must name this scan's own file beside the header "
             f"({mhd.stem}.raw, {mhd.stem}.zraw, ...), not a path elsewhere or another scan's data"
