@@ -817,7 +817,7 @@ def _killed_augment(lab: Lab) -> Path:
 def _(lab: Lab) -> Outcome:
     out = _killed_augment(lab)
     args = [a if a != "demo-spade-tiny" else ROOT / "weights" / "demo-sdm-tiny.safetensors" for a in _augment_args(lab, out)]
-    call = lab.cli(*args, "--resume", "--steps", "2")
+    call = lab.cli(*args, "--resume")
     return Outcome(str(call.code), call.stderr, call.code == 0)
 
 
