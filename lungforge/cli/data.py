@@ -138,6 +138,7 @@ def info(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Print counts, splits, folds and the nodule size histogram of a store."""
+    from rich.markup import escape
     from rich.table import Table
 
     from lungforge.cli.console import err_console, print_json
@@ -150,7 +151,7 @@ def info(
             print_json({"verify": checked})
         else:
             for line in checked.problems:
-                err_console.print(f"[red]damaged:[/red] {store}: {line}", highlight=False, soft_wrap=True)
+                err_console.print(f"[red]damaged:[/red] {escape(str(store))}: {escape(line)}", highlight=False, soft_wrap=True)
             more = f" (and {checked.more_problems} more)" if checked.more_problems else ""
             err_console.print(f"[red]error:[/red] {store}: {len(checked.problems)} problems{more}; the store is damaged", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_ERROR)
