@@ -29,14 +29,14 @@ OPTIONS = PrepareOptions(test_patients=1)
 SPADE = SPADEConfig(image_size=32, ngf=4, ndf=4, label_hidden=8)
 
 
-def fail_chunk_writes(monkeypatch: pytest.MonkeyPatch, code: int, after: int) -> None:
-    """Make every Zarr chunk write after the first `after` raise OSError(`code`), as a full or
-    read-only disk does (metadata writes pass, so the store exists)."""
+def fail_chunk_writes(monkeypatch: pytest.MonkeyPatch, code: int, after: int = 0, once: Path | None = None) -> None:
+    """Make Zarr chunk writes raise OSError(`code`), as a full or read-only disk does: every one
+    after the first `after`, and only once the file `once` exists (metadata writes pass)."""
     put = zarr_local._put
     count = [0]
 
     def failing_put(path: Path, value, exclusive: bool = False):
-        if f"{os.sep}c{os.sep}" in str(path):
+        if f"{os.sep}c{os.sep}" in str(path) and (once is None or once.exists()):
             count[0] += 1
             if count[0] > after:
                 raise OSError(code, os.strerror(code), str(path))
@@ -102,7 +102,7 @@ def test_disk_full_during_augment_resumes_to_the_same_store(augment_inputs, tmp_
     augment(_augment_options(augment_inputs, tmp_path / "clean.zarr"))
     out = tmp_path / "full.zarr"
     with monkeypatch.context() as patch:
-        fail_chunk_writes(patch, errno.ENOSPC, after=10)  # one block is 10 chunks: the second fails
+        fail_chunk_writes(patch, errno.ENOSPC, once=out / "parts" / "block-000001.npz")  # block 0 is done
         with pytest.raises(OutputError, match="No space left on device") as caught:
             augment(_augment_options(augment_inputs, out))
     assert "\n" not in str(caught.value) and str(out) in str(caught.value)
