@@ -36,19 +36,20 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 600
 UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
 
-# Run lungforge with every Zarr chunk write after the first AFTER raising OSError(CODE).
+# Run lungforge with Zarr chunk writes raising OSError(CODE): every one after the first AFTER,
+# once the file ONCE exists ("-": from the start).
 INJECT = """
 import errno, os, sys
 import zarr.storage._local as local
-code, after, put, count = int(sys.argv[1]), int(sys.argv[2]), local._put, [0]
+code, after, once, put, count = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], local._put, [0]
 def failing_put(path, value, exclusive=False):
-    if f"{os.sep}c{os.sep}" in str(path):
+    if f"{os.sep}c{os.sep}" in str(path) and (once == "-" or os.path.exists(once)):
         count[0] += 1
         if count[0] > after:
             raise OSError(code, os.strerror(code), str(path))
     return put(path, value, exclusive=exclusive)
 local._put = failing_put
-sys.argv = ["lungforge", *sys.argv[3:]]
+sys.argv = ["lungforge", *sys.argv[4:]]
 from lungforge.cli.main import run
 run()
 """
@@ -121,9 +122,11 @@ class Lab:
         self._n = 0
 
     # -- running -------------------------------------------------------------------------------
-    def cli(self, *args: object, inject: tuple[int, int] | None = None) -> Call:
-        """Run `lungforge ARGS` (with chunk writes failing as `inject` = (errno, after) says)."""
-        argv = [sys.executable, "-c", INJECT, str(inject[0]), str(inject[1])] if inject else [sys.executable, "-m", "lungforge"]
+    def cli(self, *args: object, inject: tuple[int, int] | tuple[int, int, Path] | None = None) -> Call:
+        """Run `lungforge ARGS`, with chunk writes failing as `inject` = (errno, after[, once]) says."""
+        argv = [sys.executable, "-m", "lungforge"]
+        if inject:
+            argv = [sys.executable, "-c", INJECT, str(inject[0]), str(inject[1]), str(inject[2]) if len(inject) > 2 else "-"]
         proc = subprocess.run([*argv, *map(str, args)], capture_output=True, text=True, env=self.env, timeout=TIMEOUT_S, cwd=self.root)
         return Call(proc.returncode, proc.stdout, proc.stderr)
 
@@ -253,11 +256,11 @@ def header_fault(group: str, name: str, key: str, value: str | None, expected: s
     fault(group, name, expected)(lambda lab: prepare_scan_fault(lab, lambda luna, v: set_field(v, key, value)))
 
 
-def unchanged(lab: Lab, store: Path, *args: object, inject: tuple[int, int] | None = None) -> Outcome:
+def unchanged(lab: Lab, store: Path, *args: object) -> Outcome:
     """Run a command against a copy of `store` (ARGS may hold the placeholder "STORE"); lost = it changed."""
     copy = lab.store_copy(store)
     before = digest(copy)
-    call = lab.cli(*[copy if a == "STORE" else a for a in args], inject=inject)
+    call = lab.cli(*[copy if a == "STORE" else a for a in args])
     return Outcome(str(call.code), call.stderr, digest(copy) != before)
 
 
@@ -683,7 +686,7 @@ def _augment_args(lab: Lab, out: Path) -> list[object]:
 @fault("writes", "augment: disk full, then --resume", "1 then 0")
 def _(lab: Lab) -> Outcome:
     out = lab.path("full.zarr")
-    call = lab.cli(*_augment_args(lab, out), inject=(errno.ENOSPC, 12))
+    call = lab.cli(*_augment_args(lab, out), inject=(errno.ENOSPC, 0, out / "parts" / "block-000001.npz"))
     again = lab.cli(*_augment_args(lab, out), "--resume")
     return Outcome(f"{call.code} then {again.code}", call.stderr + again.stderr, not same_store(out, lab.synth))
 
