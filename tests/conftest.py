@@ -106,6 +106,7 @@ def build_store(
     table["diameter_mm"] = np.array(diam, np.float32)
     if kind == "synthetic":
         table["requested_mm"] = table["diameter_mm"].copy()
+        table["lidc_annotation"] = np.full(table["slice"].shape, -1, dtype=np.int64)
     store.finalize(n, [f"1.2.3.{s}" for s in range(n_series)], table)
     return path
 

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from lungforge.augment.lidc import LidcLibrary
 from lungforge.augment.nodule_library import NoduleLibrary
 from lungforge.augment.options import AugmentOptions, output_defining
 from lungforge.augment.output_guard import check_output, refuse_overlap
@@ -76,9 +77,13 @@ def load_inputs(options: AugmentOptions, device: torch.device) -> _Inputs:
     maps = SourceMaps(real, synthesizer.image_size)
     table = real.nodules()
     train_rows = real.meta("split")[table["slice"]] == SPLIT_IDS["train"]
-    library = None
+    library: NoduleLibrary | LidcLibrary | None = None
     if options.nodules > 0 and options.shape == "real":
         library = NoduleLibrary.from_store(real, seed=options.seed, split=SPLIT_IDS["train"])
+    elif options.nodules > 0 and options.shape == "lidc":
+        # LIDC scans are LUNA16's: the contours of the store's test patients stay out.
+        test_series = np.unique(real.meta("series")[real.meta("split") == SPLIT_IDS["test"]])
+        library = LidcLibrary.load(exclude_series={real.series_uids[i] for i in test_series})
     planner = SamplePlanner(
         maps,
         options.layout_request(),
@@ -218,6 +223,7 @@ class _Assembly:
             "bbox": np.array([n.bbox for _, n in rows], dtype=np.float32).reshape(-1, 4),
             "diameter_mm": np.array([n.achieved_mm for _, n in rows], dtype=np.float32),
             "requested_mm": np.array([n.requested_mm for _, n in rows], dtype=np.float32),
+            "lidc_annotation": np.array([n.lidc_annotation for _, n in rows], dtype=np.int64),
             "has_nodule": has_nodule,
             "first_try": self.first_try | ~has_nodule,
             "verified": verified,
@@ -361,9 +367,12 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
             generator=store.attrs.get("generator", {}),
         )
         if not complete:
-            table = {k: np.concatenate([p[k] for p in parts.values()]) for k in ("slice", "bbox", "diameter_mm", "requested_mm")}
-            verification = {"verified_first_try": report.verified_first_try, "verified_final": report.verified_final}
-            store.finalize(options.total, inputs.real.series_uids, table, {"verification": verification})
+            columns = ("slice", "bbox", "diameter_mm", "requested_mm", "lidc_annotation")
+            table = {k: np.concatenate([p[k] for p in parts.values()]) for k in columns}
+            attrs: dict = {"verification": {"verified_first_try": report.verified_first_try, "verified_final": report.verified_final}}
+            if isinstance(inputs.planner.library, LidcLibrary):
+                attrs["lidc"] = inputs.planner.library.provenance(table["lidc_annotation"])
+            store.finalize(options.total, inputs.real.series_uids, table, attrs)
         return report
     finally:
         destroy_process_group()

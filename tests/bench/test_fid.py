@@ -116,6 +116,7 @@ def _synthetic_copy(real_path, out, size):
     table = real.nodules()
     table["bbox"] = table["bbox"] * (size / w)
     table["requested_mm"] = table["diameter_mm"].copy()
+    table["lidc_annotation"] = np.full(table["slice"].shape, -1, dtype=np.int64)
     store.finalize(n, real.series_uids, table)
     return out
 

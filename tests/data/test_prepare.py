@@ -227,10 +227,11 @@ def test_bad_scan_is_skipped_and_listed(luna, tmp_path, damage, reason):
 
 def test_annotations_of_absent_series_are_one_line_and_exit_0(luna, tmp_path):
     root = _copy(luna, tmp_path)
-    refs = luna16.discover_scans(root)
-    gone = refs[-1]  # a partial download: one subset folder missing
+    annotations = luna16.read_annotations(root)
+    # A partial download: the subset folder of an annotated scan is missing.
+    gone = next(ref for ref in reversed(luna16.discover_scans(root)) if ref.uid in annotations)
     shutil.rmtree(gone.mhd.parent)
-    n_gone = len(luna16.read_annotations(root)[gone.uid])
+    n_gone = len(annotations[gone.uid])
     result = _run(["prepare", str(root), "--out", str(tmp_path / "r.zarr"), "--test-patients", "0.3", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
