@@ -470,7 +470,7 @@ def _prepare_usage(*opts: str) -> FaultFn:
 
 
 def _augment_usage(*opts: str) -> FaultFn:
-    return lambda lab: usage(lab, "augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr"), "--nodules", "2", *opts)
+    return lambda lab: usage(lab, "augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr"), "--nodules", "2", "--shape", "sphere", *opts)
 
 
 for _name, _fn in [
@@ -571,19 +571,19 @@ def _(lab: Lab) -> Outcome:
 
 @fault("store", "augment --data a synthetic store", "1")
 def _(lab: Lab) -> Outcome:
-    return unchanged(lab, lab.synth, "augment", "--data", "STORE", "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr"), "--nodules", "2", "--device", "cpu")
+    return unchanged(lab, lab.synth, "augment", "--data", "STORE", "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr"), "--nodules", "2", "--shape", "sphere", "--device", "cpu")
 
 
 @fault("store", "augment --out = --data --overwrite (item 1)", "1/2")
 def _(lab: Lab) -> Outcome:
-    return unchanged(lab, lab.real, "augment", "--data", "STORE", "--weights", "demo-spade-tiny", "--out", "STORE", "--nodules", "2", "--overwrite", "--device", "cpu")
+    return unchanged(lab, lab.real, "augment", "--data", "STORE", "--weights", "demo-spade-tiny", "--out", "STORE", "--nodules", "2", "--shape", "sphere", "--overwrite", "--device", "cpu")
 
 
 @fault("store", "augment --out inside --data (item 1)", "1/2")
 def _(lab: Lab) -> Outcome:
     copy = lab.store_copy(lab.real)
     before = digest(copy)
-    call = lab.cli("augment", "--data", copy, "--weights", "demo-spade-tiny", "--out", copy / "inner.zarr", "--nodules", "2", "--device", "cpu")
+    call = lab.cli("augment", "--data", copy, "--weights", "demo-spade-tiny", "--out", copy / "inner.zarr", "--nodules", "2", "--shape", "sphere", "--device", "cpu")
     stray = sorted(p.name for p in copy.rglob("*.lock"))
     return Outcome(str(call.code), call.stderr, digest(copy) != before, note=f"lock file left inside --data: {', '.join(stray)}" if stray else "")
 
@@ -624,7 +624,7 @@ def _checkpoint_fault(lab: Lab, edit: Callable[[dict], None] | None = None, raw:
     if raw is not None:
         raw(bad)
     out = lab.path("s.zarr")
-    call = lab.cli("augment", "--data", lab.real, "--weights", bad, "--out", out, "--nodules", "2", "--device", "cpu")
+    call = lab.cli("augment", "--data", lab.real, "--weights", bad, "--out", out, "--nodules", "2", "--shape", "sphere", "--device", "cpu")
     return Outcome(str(call.code), call.stderr, False)
 
 
@@ -650,12 +650,12 @@ def _(lab: Lab) -> Outcome:
 
 @fault("checkpoint", "weights path missing", "1")
 def _(lab: Lab) -> Outcome:
-    return usage(lab, "augment", "--data", lab.real, "--weights", lab.path("none.safetensors"), "--out", lab.path("s.zarr"), "--nodules", "2", "--device", "cpu")
+    return usage(lab, "augment", "--data", lab.real, "--weights", lab.path("none.safetensors"), "--out", lab.path("s.zarr"), "--nodules", "2", "--shape", "sphere", "--device", "cpu")
 
 
 @fault("checkpoint", "unknown registry name", "1")
 def _(lab: Lab) -> Outcome:
-    return usage(lab, "augment", "--data", lab.real, "--weights", "no-such-weights", "--out", lab.path("s.zarr"), "--nodules", "2", "--device", "cpu")
+    return usage(lab, "augment", "--data", lab.real, "--weights", "no-such-weights", "--out", lab.path("s.zarr"), "--nodules", "2", "--shape", "sphere", "--device", "cpu")
 
 
 # -- failed writes (item 10) ----------------------------------------------------------------------
@@ -675,12 +675,12 @@ def _(lab: Lab) -> Outcome:
 
 @fault("writes", "augment: read-only --out", "1")
 def _(lab: Lab) -> Outcome:
-    call = lab.cli("augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("ro.zarr"), "--nodules", "2", "--device", "cpu", inject=(errno.EROFS, 0))
+    call = lab.cli("augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("ro.zarr"), "--nodules", "2", "--shape", "sphere", "--device", "cpu", inject=(errno.EROFS, 0))
     return Outcome(str(call.code), call.stderr, False)
 
 
 def _augment_args(lab: Lab, out: Path) -> list[object]:
-    return ["augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", out, "--nodules", "4", "--nodule-free", "2", "--shard-size", "2", "--device", "cpu"]
+    return ["augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", out, "--nodules", "4", "--nodule-free", "2", "--shape", "sphere", "--shard-size", "2", "--device", "cpu"]
 
 
 @fault("writes", "augment: disk full, then --resume", "1 then 0")
