@@ -73,7 +73,7 @@ def load_inputs(options: AugmentOptions, device: torch.device) -> _Inputs:
     ckpt = load_checkpoint(weights_path)
     precision = check_precision(options.precision, device)
     settings = SamplingSettings(options.sampler, options.steps, options.guidance)
-    synthesizer = Synthesizer(ckpt, device, precision, settings)
+    synthesizer = Synthesizer(ckpt, device, precision, settings, compile=options.compile)
     maps = SourceMaps(real, synthesizer.image_size)
     table = real.nodules()
     train_rows = real.meta("split")[table["slice"]] == SPLIT_IDS["train"]
@@ -364,6 +364,7 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
             images_sampled=sampled_all,
             images_per_s=sampled_all / seconds if seconds > 0 else 0.0,
             seconds=seconds,
+            first_batch_seconds=inputs.synthesizer.first_call_seconds,
             generator=store.attrs.get("generator", {}),
         )
         if not complete:

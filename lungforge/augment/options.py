@@ -30,8 +30,8 @@ OUTPUT_DEFINING = (
 )
 """Options that change the output's content: a resumed run must repeat them exactly.
 
-Batch size, device and rank count are absent on purpose: per-sample seeds make the output
-independent of them (on one device type and precision).
+Batch size, device, rank count and compilation are absent on purpose: per-sample seeds make
+the output independent of them (on one device type and precision, up to float rounding).
 """
 
 
@@ -42,7 +42,8 @@ class AugmentOptions:
     Sample order: global indices 0..nodules-1 are nodule slices, nodules..nodules+nodule_free-1
     nodule-free ones. `diameter_mm` (MIN, MAX) in mm, None = the real train nodules' diameters.
     `min_contrast_hu` None = the 5th percentile of real nodule contrast (HU). `shard_size`
-    slices per output shard, the unit a rank owns and resume skips.
+    slices per output shard, the unit a rank owns and resume skips. `compile` runs the
+    generator through `torch.compile`.
     """
 
     data: Path
@@ -61,6 +62,7 @@ class AugmentOptions:
     device: str = "auto"
     precision: Precision = "fp32"
     seed: int = 0
+    compile: bool = False
     min_contrast_hu: float | None = None
     retries: int = 2
     shard_size: int = SHARD

@@ -36,6 +36,7 @@ def augment(
     device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda (under torchrun: the GPU of LOCAL_RANK).")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (fp16 needs CUDA).")] = "fp32",
     seed: Annotated[int, typer.Option(help="Run seed; sample i uses seeds derived from (seed, i) only.")] = 0,
+    compile: Annotated[bool, typer.Option("--compile", help="Run the generator through torch.compile (same images to float rounding; the first batch pays the compilation, reported as first_batch_seconds).")] = False,
     min_contrast: Annotated[Optional[float], typer.Option("--min-contrast", callback=finite, help="Nodule visibility threshold in HU; default: 5th percentile of the real nodules' contrast.")] = None,
     retries: Annotated[int, typer.Option(min=0, help="Re-samplings (fresh derived seeds) of a slice whose nodules are below --min-contrast.")] = 2,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Slices per output shard: the unit a rank writes and --resume skips.")] = 64,
@@ -77,6 +78,7 @@ def augment(
             device=device,
             precision=precision,  # type: ignore[arg-type]
             seed=seed,
+            compile=compile,
             min_contrast_hu=min_contrast,
             retries=retries,
             shard_size=shard_size,

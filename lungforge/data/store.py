@@ -413,6 +413,19 @@ class Store:
         the final block of a store may be shorter than a shard. Meta columns left out of `meta`
         are written as zeros, except `done`, which a writer sets last (see :meth:`write_meta`).
         """
+        self.write_slices(start, image, label)
+        n = image.shape[0]
+        defaults = {
+            name: np.zeros((n, *shape), dtype=dt) for name, (dt, shape) in _meta_dtypes(self.kind).items() if name != "done"
+        }
+        self.write_meta(start, {**defaults, **meta})
+
+    def write_slices(self, start: int, image: np.ndarray, label: np.ndarray) -> None:
+        """Write (and compress) image/label (n, H, W) uint8 at slices [start, start+n), whole shards.
+
+        Safe to call from several processes at once for disjoint blocks: each owns its shard
+        files. Meta columns are chunked more coarsely and belong to one writer process.
+        """
         self._require_writable()
         if start % self.shard_slices:
             raise ValueError(f"block start must be a multiple of {self.shard_slices}, got {start}")
@@ -424,10 +437,6 @@ class Store:
         with _writing(self.path):
             self._writable("image")[start : start + n] = image
             self._writable("label")[start : start + n] = label
-        defaults = {
-            name: np.zeros((n, *shape), dtype=dt) for name, (dt, shape) in _meta_dtypes(self.kind).items() if name != "done"
-        }
-        self.write_meta(start, {**defaults, **meta})
 
     def write_meta(self, start: int, meta: dict[str, np.ndarray]) -> None:
         """Write meta columns for slices [start, start+n). `done` should be written last."""
