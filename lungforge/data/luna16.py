@@ -297,11 +297,14 @@ def read_volume(mhd: Path) -> Volume:
     if array.dtype != np.int16:
         info = np.iinfo(np.int16)
         array = np.clip(np.rint(array) if array.dtype.kind == "f" else array, info.min, info.max)
+    direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3)
+    if abs(np.linalg.det(direction)) < 1e-6:
+        raise ScanError(f"{mhd}: TransformMatrix {direction.ravel().tolist()} is singular (no world coordinates)")
     return Volume(
         hu=np.ascontiguousarray(array, dtype=np.int16),
         origin_mm=np.asarray(reader.GetOrigin(), dtype=np.float64),
         spacing_mm=np.asarray(reader.GetSpacing(), dtype=np.float64),
-        direction=np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3),
+        direction=direction,
     )
 
 
