@@ -20,6 +20,10 @@ class ScanError(InputError):
     """One scan of a dataset cannot be used (e.g. truncated `.raw`, no seg mask)."""
 
 
+class OutputError(LungforgeError):
+    """An output cannot be written (read-only folder, no permission, disk full)."""
+
+
 class SchemaError(LungforgeError):
     """A Zarr store does not follow the lungforge schema."""
 

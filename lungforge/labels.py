@@ -31,6 +31,13 @@ class SegValues:
     right: int = 4
     trachea: int = 5
 
+    def __post_init__(self) -> None:
+        values = {"left": self.left, "right": self.right, "trachea": self.trachea}
+        same = [f"{k}={v}" for k, v in values.items() if list(values.values()).count(v) > 1]
+        if same:
+            # One mask value cannot be two structures: the later label would silently win.
+            raise ValueError(f"seg values must be distinct, got {' and '.join(same)}")
+
     @classmethod
     def parse(cls, text: str) -> "SegValues":
         """Parse `left=3,right=4,trachea=5` (any subset of the keys; others keep defaults)."""

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from lungforge.data.resize import resize_images_uint8
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import CheckpointError, InputError
+from lungforge.models.checkpoint import torch_load_reason
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_DIMS = 2048
@@ -97,7 +98,7 @@ def load_fid_inception(path: Path) -> nn.Module:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt, truncated or pickled-object files
-        raise CheckpointError(f"{path}: not a loadable FID Inception state dict ({exc})") from None
+        raise CheckpointError(f"{path}: not a loadable FID Inception state dict ({torch_load_reason(exc)})") from None
     net = fid_inception_module()
     expected = net.state_dict()
     if not isinstance(state, dict):

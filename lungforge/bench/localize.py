@@ -25,6 +25,7 @@ from lungforge.bench.metrics import detection_metrics
 from lungforge.bench.slices import read_resized, scale_boxes
 from lungforge.data.store import Store
 from lungforge.errors import CheckpointError
+from lungforge.models.checkpoint import torch_load_reason
 
 Backbone = Literal["resnet50", "resnet18"]
 ANCHORS_AT_256 = (8, 16, 32, 64, 128)
@@ -149,7 +150,7 @@ def load_backbone(model: torch.nn.Module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"{path}: not a loadable state dict ({exc})") from None
+        raise CheckpointError(f"{path}: not a loadable state dict ({torch_load_reason(exc)})") from None
     body = model.backbone.body
     state = {k: v for k, v in state.items() if not k.startswith("fc.")} if isinstance(state, dict) else {}
     expected = body.state_dict()

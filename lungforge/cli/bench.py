@@ -6,6 +6,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
+
+from lungforge.cli.params import device as check_device
+from lungforge.cli.params import finite
 
 bench_app = typer.Typer(help="Evaluate synthetic stores: FID, and nodule detection / localization with k-fold CV (paper §3).", no_args_is_help=True)
 
@@ -22,7 +26,7 @@ SyntheticOpt = Annotated[
 SizeOpt = Annotated[int, typer.Option(min=32, help="Working resolution in pixels for every condition (and FID); images bilinear antialiased, labels nearest, boxes scaled.")]
 FoldsOpt = Annotated[int, typer.Option(min=2, max=10, help="Cross-validation folds; < 10 merges the official LUNA16 folds as fold mod K.")]
 SplitOpt = Annotated[str, typer.Option(help="Real patients in the CV: 'all' (the paper) or 'test' (patients the generator never saw).")]
-DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda.")]
+DeviceOpt = Annotated[str, typer.Option(callback=check_device, help="auto (CUDA if available), cpu or cuda.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of patch sampling, model initialisation and batch order (same for every condition).")]
 QuickOpt = Annotated[bool, typer.Option("--quick", help="2 folds, 1–2 epochs, small models: for CI and demos, NOT comparable to the paper.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
@@ -37,10 +41,21 @@ def _check_choice(value: str, choices: tuple[str, ...], hint: str) -> None:
         raise typer.BadParameter(f"must be one of {', '.join(choices)}, got {value!r}", param_hint=hint)
 
 
-def _open(real: Path, synthetic: Optional[list[str]], need_nodules: bool = True):
-    from lungforge.bench.inputs import open_real, open_synthetic, parse_synthetic
+def _parse_specs(synthetic: Optional[list[str]]):
+    """The `--synthetic NAME=STORE` arguments; a malformed one is a usage error (exit 2)."""
+    from lungforge.bench.inputs import parse_synthetic
+    from lungforge.errors import InputError
 
-    specs = parse_synthetic(synthetic or [])
+    try:
+        return parse_synthetic(synthetic or [])
+    except InputError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--synthetic "), param_hint="--synthetic") from None
+
+
+def _open(real: Path, synthetic: Optional[list[str]], need_nodules: bool = True):
+    from lungforge.bench.inputs import open_real, open_synthetic
+
+    specs = _parse_specs(synthetic)
     real_store = open_real(real)
     return real_store, {s.name: open_synthetic(s.path, real_store, need_nodules=need_nodules) for s in specs}, specs
 
@@ -90,7 +105,7 @@ def fid(
     with progress(transient=True) as bar:
         result = compute_fid(real_store, stores, config, extractor, dims, dev, bar)
     for warning in result["warnings"]:
-        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
     if json_out:
         print_json(json_safe(result))
         return
@@ -151,7 +166,7 @@ def localize(
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per step.")] = 4,
     backbone: Annotated[str, typer.Option(help="resnet50 (the paper's Faster R-CNN) or resnet18 (lighter), both FPN.")] = "resnet50",
     backbone_weights: Annotated[Optional[Path], typer.Option(help="Local torchvision ResNet state dict for the backbone (default: random init).")] = None,
-    nodule_free_ratio: Annotated[float, typer.Option(min=0.0, help="Nodule-free slices added as negatives, per nodule slice.")] = 0.0,
+    nodule_free_ratio: Annotated[float, typer.Option(min=0.0, callback=finite, help="Nodule-free slices added as negatives, per nodule slice.")] = 0.0,
     out: OutOpt = None,
     quick: QuickOpt = False,
     device: DeviceOpt = "auto",
@@ -204,14 +219,13 @@ def all_(
     from lungforge.bench.detect import DetectConfig
     from lungforge.device import resolve_device
     from lungforge.bench.fid import FidConfig
-    from lungforge.bench.inputs import parse_synthetic
     from lungforge.bench.localize import LocalizeConfig
     from lungforge.bench.report import run_all
     from lungforge.cli.console import err_console, print_json, progress
 
     _check_choice(real_split, ("all", "test"), "--real-split")
     _check_choice(features, ("inception", "random"), "--features")
-    specs = parse_synthetic(synthetic or [])
+    specs = _parse_specs(synthetic)
     if not specs:
         raise typer.BadParameter("give at least one NAME=STORE", param_hint="--synthetic")
     options = dict(size=size, folds=folds, real_split=real_split, seed=seed)
@@ -224,9 +238,9 @@ def all_(
             real, specs, out, detect_cfg, localize_cfg, fid_cfg, resolve_device(device), inception_weights, progress=bar, fidelity=fidelity_cfg
         )
     if not report["fid"]["available"]:
-        err_console.print(f"[yellow]FID unavailable:[/yellow] {report['fid']['reason']}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]FID unavailable:[/yellow] {escape(report['fid']['reason'])}", highlight=False, soft_wrap=True)
     for warning in report["fid"].get("warnings", []):
-        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
     if json_out:
         print_json(report)
     else:

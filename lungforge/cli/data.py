@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from lungforge.cli.params import finite
 from lungforge.errors import EXIT_ERROR, EXIT_PARTIAL
 
 
@@ -43,7 +44,7 @@ def prepare(
     lungs: Annotated[str, typer.Option(help="Lung labels from 'seg' (seg-lungs-LUNA16 masks) or 'auto' (classical segmentation).")] = "seg",
     seg_values: Annotated[str, typer.Option(help="Seg-mask values of left lung, right lung and trachea.")] = "left=3,right=4,trachea=5",
     nodule_slices: Annotated[str, typer.Option(help="'center': the axial slice nearest each nodule centre (the paper); 'all': every slice its mask touches.")] = "center",
-    keep_nodule_free: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fraction of nodule-free lung slices kept (deterministic by seed).")] = 0.25,
+    keep_nodule_free: Annotated[float, typer.Option(min=0.0, max=1.0, callback=finite, help="Fraction of nodule-free lung slices kept (deterministic by seed).")] = 0.25,
     test_patients: Annotated[
         Optional[str],
         typer.Option(
@@ -62,6 +63,8 @@ def prepare(
     Window [-1000, 400] HU to uint8; labels 0 background, 1 left lung, 2 right lung, 3 trachea,
     4 body, 5 nodule. Bad scans are skipped and listed; the exit code is then 3.
     """
+    from rich.markup import escape
+
     from lungforge.cli.console import err_console, print_json, progress
     from lungforge.data.prepare import PrepareOptions, parse_test_patients
     from lungforge.data.prepare import prepare as run_prepare
@@ -75,6 +78,9 @@ def prepare(
         raise typer.BadParameter("use either --resume or --overwrite, not both")
     try:
         values = SegValues.parse(seg_values)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--seg-values") from None
+    try:
         n_test = parse_test_patients(test_patients) if test_patients is not None else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -91,11 +97,11 @@ def prepare(
     with progress() as bar:
         report = run_prepare(luna16_dir, out, options, resume=resume, overwrite=overwrite, progress=bar)
     for skipped in report.skipped:
-        err_console.print(f"[yellow]skipped[/yellow] {skipped['file']}: {skipped['reason']}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]skipped[/yellow] {escape(skipped['file'])}: {escape(skipped['reason'])}", highlight=False, soft_wrap=True)
     for lost in report.lost_nodules:
         err_console.print(
             f"[yellow]nodule not labelled[/yellow] {lost['series']}, {lost['diameter_mm']} mm at "
-            f"{lost['center_mm']} mm: {lost['reason']}",
+            f"{lost['center_mm']} mm: {escape(lost['reason'])}",
             highlight=False,
             soft_wrap=True,
         )
@@ -132,6 +138,7 @@ def info(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Print counts, splits, folds and the nodule size histogram of a store."""
+    from rich.markup import escape
     from rich.table import Table
 
     from lungforge.cli.console import err_console, print_json
@@ -144,7 +151,7 @@ def info(
             print_json({"verify": checked})
         else:
             for line in checked.problems:
-                err_console.print(f"[red]damaged:[/red] {store}: {line}", highlight=False, soft_wrap=True)
+                err_console.print(f"[red]damaged:[/red] {escape(str(store))}: {escape(line)}", highlight=False, soft_wrap=True)
             more = f" (and {checked.more_problems} more)" if checked.more_problems else ""
             err_console.print(f"[red]error:[/red] {store}: {len(checked.problems)} problems{more}; the store is damaged", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_ERROR)

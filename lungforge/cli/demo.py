@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from lungforge.cli.params import device as check_device
+
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
@@ -25,7 +27,7 @@ def demo(
     spade_weights: Annotated[str, typer.Option(help="SPADE weights: registry name or path.")] = "demo-spade-tiny",
     segmenter_steps: Annotated[int, typer.Option(min=1, help="Training steps of the label-fidelity segmenter (bench fidelity --quick).")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of every step.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda.")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="Print the steps, timings and outputs as JSON on stdout.")] = False,
 ) -> None:
     """Phantom → prepare → augment (demo SDM and SPADE) → bench all --quick, offline, in minutes.
@@ -43,8 +45,6 @@ def demo(
 
     if sampler not in ("ddpm", "ddim", "dpmpp"):
         raise typer.BadParameter(f"must be ddpm, ddim or dpmpp, got {sampler!r}", param_hint="--sampler")
-    if device not in ("auto", "cpu", "cuda"):
-        raise typer.BadParameter(f"must be auto, cpu or cuda, got {device!r}", param_hint="--device")
     temporary = out is None
     folder = Path(tempfile.mkdtemp(prefix="lungforge-demo-")) if out is None else out
     options = DemoOptions(

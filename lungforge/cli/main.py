@@ -58,7 +58,19 @@ def run() -> None:
     try:
         app()
     except LungforgeError as exc:
-        from lungforge.cli.console import err_console
+        _fail(str(exc))
+    except OSError as exc:
+        # The environment refused (read-only folder, full disk, ...): what was written stays
+        # as the command's commit order left it, so a rerun (--resume) continues it.
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc}")
 
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(EXIT_ERROR)
+
+def _fail(message: str) -> None:
+    """Print `message` as one red line on stderr (markup in it, e.g. a regex, printed as is) and exit 1."""
+    from rich.markup import escape
+
+    from lungforge.cli.console import err_console
+
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(EXIT_ERROR)

@@ -7,6 +7,9 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from lungforge.cli.params import device as check_device
+from lungforge.cli.params import finite
+
 train_app = typer.Typer(
     help="Train a label-map-to-CT generator on a store's TRAIN split (multi-GPU: torchrun --nproc-per-node K -m lungforge train ...).",
     no_args_is_help=True,
@@ -22,7 +25,7 @@ OutOpt = Annotated[Path, typer.Option("--out", help="Run directory: model.safete
 PresetOpt = Annotated[str, typer.Option(help="Model preset: 'tiny' (64 px, CPU) or 'paper' (SDM 256 px, SPADE 512 px).")]
 StepsOpt = Annotated[int, typer.Option(min=1, help="Total optimiser steps of the run (a --resume run continues up to it).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per step per process (global batch = this × ranks).")]
-DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda.")]
+DeviceOpt = Annotated[str, typer.Option(callback=check_device, help="auto (CUDA if available), cpu or cuda.")]
 PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 (autocast; CPU or CUDA) or fp16 (CUDA only, with loss scaling).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint, bit-for-bit.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of initialisation, data order, flips and noise.")]
@@ -67,8 +70,8 @@ def sdm(
     preset: PresetOpt = "tiny",
     steps: StepsOpt = 100_000,
     batch_size: BatchOpt = 2,
-    lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate.")] = 1e-4,
-    ema_decay: Annotated[Optional[float], typer.Option(help="EMA decay of the shipped weights (default: tiny 0.999, paper 0.9999).")] = None,
+    lr: Annotated[float, typer.Option(min=0.0, callback=finite, help="AdamW learning rate.")] = 1e-4,
+    ema_decay: Annotated[Optional[float], typer.Option(callback=finite, help="EMA decay of the shipped weights (default: tiny 0.999, paper 0.9999).")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     resume: ResumeOpt = False,
@@ -101,8 +104,8 @@ def spade(
     preset: PresetOpt = "tiny",
     steps: StepsOpt = 100_000,
     batch_size: BatchOpt = 16,
-    lr: Annotated[float, typer.Option(min=0.0, help="Generator Adam learning rate (β = 0, 0.9).")] = 1e-4,
-    lr_d: Annotated[float, typer.Option("--lr-d", min=0.0, help="Discriminator learning rate.")] = 4e-4,
+    lr: Annotated[float, typer.Option(min=0.0, callback=finite, help="Generator Adam learning rate (β = 0, 0.9).")] = 1e-4,
+    lr_d: Annotated[float, typer.Option("--lr-d", min=0.0, callback=finite, help="Discriminator learning rate.")] = 4e-4,
     vgg_weights: Annotated[Optional[Path], typer.Option("--vgg-weights", help="Local torchvision VGG19 state dict: adds the perceptual loss.")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",

@@ -38,6 +38,8 @@ MET_DTYPES: dict[str, str] = {
     "MET_FLOAT": "f4",
     "MET_DOUBLE": "f8",
 }
+MAX_DIAMETER_MM = 100.0
+"""Largest annotated diameter accepted: LUNA16 nodules are 3-32 mm; a lung is about 150 mm wide."""
 _SUBSET_RE = re.compile(r"^subset(\d)$")
 _MAX_HEADER_BYTES = 1 << 16
 
@@ -101,7 +103,16 @@ def discover_scans(root: Path) -> list[ScanRef]:
     ]
     if not scans:
         raise InputError(f"{root}: no scans found (expected subset0..subset9/<seriesuid>.mhd)")
-    return sorted(scans, key=lambda s: (s.subset, s.uid))
+    scans.sort(key=lambda s: (s.subset, s.uid))
+    first: dict[str, ScanRef] = {}
+    for scan in scans:
+        if scan.uid in first:
+            raise InputError(
+                f"{root}: series {scan.uid} is in both subset{first[scan.uid].subset} and subset{scan.subset} "
+                "(one patient in two folds); keep one copy"
+            )
+        first[scan.uid] = scan
+    return scans
 
 
 def _parse_header(mhd: Path) -> _Header:
@@ -155,6 +166,13 @@ def _parse_header(mhd: Path) -> _Header:
     data_name = need("ElementDataFile")
     if data_name == "LIST" or "%" in data_name:
         raise ScanError(f"{mhd}: multi-file ElementDataFile {data_name!r} is not supported")
+    # Only the scan's own file beside its header: a path elsewhere (or another scan's data)
+    # would silently become this patient's voxels.
+    if data_name != "LOCAL" and (Path(data_name).name != data_name or Path(data_name).stem != mhd.stem):
+        raise ScanError(
+            f"{mhd}: ElementDataFile {data_name!r} must name this scan's own file beside the header "
+            f"({mhd.stem}.raw, {mhd.stem}.zraw, ...), not a path elsewhere or another scan's data"
+        )
     data_file = mhd if data_name == "LOCAL" else mhd.parent / data_name
     return _Header(
         shape_xyz=shape,
@@ -168,21 +186,28 @@ def _parse_header(mhd: Path) -> _Header:
 
 
 def _check_data_file(mhd: Path, header: _Header) -> None:
-    """Raise ScanError unless the data file exists and its byte size matches the header."""
+    """Raise ScanError unless the data file exists and its byte size is exactly what the header implies.
+
+    A larger file is as wrong as a shorter one (e.g. a MET_UCHAR header on int16 data would
+    read as garbage); compressed files must be exactly `CompressedDataSize` bytes when it is
+    given (their inflated size is checked when they are read).
+    """
     if not header.data_file.is_file():
         raise ScanError(f"{mhd}: data file {header.data_file.name} is missing")
     size = header.data_file.stat().st_size - header.data_offset
     if header.compressed:
-        if header.compressed_size is not None and size < header.compressed_size:
-            raise ScanError(
-                f"{mhd}: {header.data_file.name} is truncated ({size} bytes, header says CompressedDataSize {header.compressed_size})"
-            )
+        if header.compressed_size is not None and size != header.compressed_size:
+            state = "truncated" if size < header.compressed_size else "larger than the header says"
+            raise ScanError(f"{mhd}: {header.data_file.name} is {state} ({size} bytes, header says CompressedDataSize {header.compressed_size})")
         return
-    expected = int(np.prod(header.shape_xyz)) * header.dtype.itemsize
-    if header.header_size >= 0:
-        expected += header.header_size
+    voxels = int(np.prod(header.shape_xyz)) * header.dtype.itemsize
+    # HeaderSize -1 (MetaImage): the voxels are the file's last bytes, whatever precedes them.
+    expected = voxels + max(header.header_size, 0)
+    what = f"expected {expected} for {header.shape_xyz} {header.dtype.name}"
     if size < expected:
-        raise ScanError(f"{mhd}: {header.data_file.name} is truncated ({size} bytes, expected {expected} for {header.shape_xyz} {header.dtype.name})")
+        raise ScanError(f"{mhd}: {header.data_file.name} is truncated ({size} bytes, {what})")
+    if size > expected and header.header_size != -1:
+        raise ScanError(f"{mhd}: {header.data_file.name} is larger than its header implies ({size} bytes, {what}; wrong ElementType or DimSize?)")
 
 
 def _geometry(mhd: Path) -> sitk.ImageFileReader:
@@ -216,10 +241,14 @@ def _read_compressed(mhd: Path, header: _Header) -> np.ndarray:
         fh.seek(header.data_offset)
         payload = fh.read(header.compressed_size if header.compressed_size is not None else -1)
     expected = int(np.prod(header.shape_xyz)) * header.dtype.itemsize
+    inflater = zlib.decompressobj()
     try:
-        data = zlib.decompress(payload)
+        data = inflater.decompress(payload)
     except zlib.error as exc:
         raise ScanError(f"{mhd}: {header.data_file.name} is not a valid zlib stream ({exc})") from None
+    if not inflater.eof or inflater.unused_data:
+        state = "truncated (the zlib stream does not end)" if not inflater.eof else f"followed by {len(inflater.unused_data)} stray bytes"
+        raise ScanError(f"{mhd}: {header.data_file.name} is {state}")
     if len(data) != expected:
         raise ScanError(f"{mhd}: {header.data_file.name} inflates to {len(data)} bytes, expected {expected}")
     return np.frombuffer(data, dtype=header.dtype).reshape(header.shape_xyz[::-1])
@@ -253,18 +282,29 @@ def _read_raw(mhd: Path, header: _Header) -> np.ndarray:
     return data.reshape(header.shape_xyz[::-1])
 
 
+def _require_finite(mhd: Path, array: np.ndarray) -> None:
+    """ScanError when a float volume holds NaN or infinite voxels (they have no HU or label)."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(array.size - np.isfinite(array).sum())
+        raise ScanError(f"{mhd}: {bad} of {array.size} voxels are NaN or infinite")
+
+
 def read_volume(mhd: Path) -> Volume:
     """Read a scan as int16 HU (values outside the int16 range are clipped) with its geometry."""
     mhd = Path(mhd)
     array, reader = _read_array(mhd)
+    _require_finite(mhd, array)
     if array.dtype != np.int16:
         info = np.iinfo(np.int16)
         array = np.clip(np.rint(array) if array.dtype.kind == "f" else array, info.min, info.max)
+    direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3)
+    if abs(np.linalg.det(direction)) < 1e-6:
+        raise ScanError(f"{mhd}: TransformMatrix {direction.ravel().tolist()} is singular (no world coordinates)")
     return Volume(
         hu=np.ascontiguousarray(array, dtype=np.int16),
         origin_mm=np.asarray(reader.GetOrigin(), dtype=np.float64),
         spacing_mm=np.asarray(reader.GetSpacing(), dtype=np.float64),
-        direction=np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3),
+        direction=direction,
     )
 
 
@@ -274,6 +314,7 @@ def read_seg(root: Path, uid: str) -> np.ndarray | None:
     if not mhd.exists():
         return None
     array, _ = _read_array(mhd)
+    _require_finite(mhd, array)
     if array.dtype != np.uint8:
         if array.size and (array.min() < 0 or array.max() > 255):
             raise ScanError(f"{mhd}: seg mask values must lie in 0..255, got {array.min()}..{array.max()}")
@@ -307,6 +348,8 @@ def read_annotations(root: Path) -> dict[str, list[Annotation]]:
             raise InputError(f"{path}: line {line_no} has a non-numeric coordinate or diameter: {','.join(row[1:])}") from None
         if not uid or not np.all(np.isfinite(values)) or values[3] <= 0:
             raise InputError(f"{path}: line {line_no} needs a seriesuid, finite coordinates and diameter_mm > 0, got {','.join(row)}")
+        if values[3] > MAX_DIAMETER_MM:
+            raise InputError(f"{path}: line {line_no} has diameter_mm {values[3]:g}, expected at most {MAX_DIAMETER_MM:g} mm (a nodule, not the chest)")
         found.setdefault(uid, []).append(Annotation(uid=uid, center_mm=values[:3], diameter_mm=float(values[3])))
     return found
 

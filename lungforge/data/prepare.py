@@ -15,9 +15,11 @@ import contextlib
 import dataclasses
 import json
 import multiprocessing
+import os
+import threading
 import time
 import zlib
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +105,7 @@ def parse_test_patients(text: str) -> int | float:
         value = float(text)
     except ValueError:
         raise ValueError(f"--test-patients must be a count or a fraction in [0, 1), got {text!r}") from None
-    if value < 0 or (value >= 1 and not value.is_integer()):
+    if not np.isfinite(value) or value < 0 or (value >= 1 and not value.is_integer()):
         raise ValueError(f"--test-patients must be a count or a fraction in [0, 1), got {text!r}")
     return int(value) if value >= 1 or value == 0 else value
 
@@ -287,14 +289,39 @@ def _slices_holding(volume: np.ndarray, values: tuple[int, ...]) -> np.ndarray:
 def _work(args: tuple[Path, luna16.ScanRef, list[luna16.Annotation], PrepareOptions, tuple[int, int]]) -> ScanSlices | ScanError:
     root, ref, annotations, options, shape_hw = args
     try:
-        result = process_scan(root, ref, annotations, options)
+        (_, height, width), _ = luna16.read_header(ref.mhd)
+        if (height, width) != shape_hw:
+            raise ScanError(
+                f"{ref.mhd}: in-plane size {height}×{width} differs from the store's {shape_hw[0]}×{shape_hw[1]} "
+                "(the size of most scans)"
+            )
+        return process_scan(root, ref, annotations, options)
     except ScanError as exc:
         return exc
     except MemoryError:
         return ScanError(f"{ref.mhd}: out of memory while processing")
-    if result.image.shape[1:] != shape_hw:
-        return ScanError(f"{ref.mhd}: in-plane size {result.image.shape[1:]} differs from the store's {shape_hw}")
-    return result
+
+
+def store_shape(shapes: list[tuple[int, int]]) -> tuple[int, int]:
+    """The store's (H, W): the in-plane size of most scans (ties: the earliest scan's), so one odd
+    header skips that scan alone."""
+    return Counter(shapes).most_common(1)[0][0]
+
+
+def _exit_with_parent() -> None:
+    """Worker initializer: exit as soon as the prepare process is gone, even after `kill -9`.
+
+    multiprocessing keeps a pipe open to every worker as its parent's sentinel (also under the
+    forkserver, which itself exits with the parent); a daemon thread waits for its EOF.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_after, args=(parent,), name="lungforge-parent-watch", daemon=True).start()
+
+
+def _exit_after(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()
+    os._exit(1)
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -312,7 +339,7 @@ def _worker_pool(workers: int) -> contextlib.AbstractContextManager[ProcessPoolE
     set-up (headers, store creation); None (work in this process) for `workers <= 1`."""
     if workers <= 1:
         return contextlib.nullcontext(None)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context())
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context(), initializer=_exit_with_parent)
     for _ in range(workers):
         pool.submit(int)
     return pool
@@ -534,7 +561,7 @@ def _prepare(
     good = [h for h in headers if h is not None]
     if not good:
         raise InputError(f"{root}: none of the {len(refs)} scans has a readable header")
-    shape_hw = good[0][0][1:]
+    shape_hw = store_shape([h[0][1:] for h in good])
     capacity = sum(h[0][0] for h in good)
     params = {**options.params(), "luna16_dir": str(root.resolve()), "seg_values": dataclasses.asdict(options.seg_values)}
     manifest = input_manifest(root, refs)
@@ -548,6 +575,7 @@ def _prepare(
             raise InputError(f"{out}: cannot --resume from {root}: {difference}; use --overwrite to start over")
         if store.attrs.get("complete"):
             return _report(store, len(refs), started)
+        shape_hw = store.shape_hw
     elif resume and out.exists():
         raise LungforgeError(f"{out}: exists and is not a lungforge store; cannot --resume it")
     else:

@@ -25,6 +25,7 @@ instead of returning zeros; `lungforge info --verify` (:mod:`lungforge.data.veri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import io
 import json
@@ -33,11 +34,11 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 
-from lungforge.errors import CorruptStoreError, SchemaError
+from lungforge.errors import CorruptStoreError, OutputError, SchemaError
 from lungforge.labels import labels_attr
 
 with warnings.catch_warnings():
@@ -94,6 +95,24 @@ def _nodule_dtypes(kind: Kind) -> dict[str, tuple[str, tuple[int, ...]]]:
 def empty_nodules(kind: Kind = "real") -> dict[str, np.ndarray]:
     """A nodule table with no rows, with the columns of `kind`."""
     return {k: np.zeros((0, *shape), dtype=dt) for k, (dt, shape) in _nodule_dtypes(kind).items()}
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an OSError while writing the store at `path` into one line naming the store and the cause.
+
+    Writers commit in an order that keeps a failed write resumable (prepare's commit records,
+    augment's `meta/done` last), so the message can promise that a rerun continues.
+    """
+    try:
+        yield
+    except OSError as exc:
+        name = str(exc.filename or "")
+        inside = f" {os.path.relpath(name, path)}" if name.startswith(str(path) + os.sep) else f" {name}" if name not in ("", str(path)) else ""
+        raise OutputError(
+            f"{path}: cannot write{inside} ({exc.strerror or exc}); what is written is kept: "
+            "free space or fix permissions, then rerun with --resume"
+        ) from None
 
 
 def _compressors() -> list[Any]:
@@ -415,8 +434,9 @@ class Store:
             raise ValueError(f"block shape mismatch: image {image.shape}, label {label.shape}, store {self.shape_hw}")
         if start + n > len(self):
             raise ValueError(f"block [{start}, {start + n}) exceeds store capacity {len(self)}")
-        self._writable("image")[start : start + n] = image
-        self._writable("label")[start : start + n] = label
+        with _writing(self.path):
+            self._writable("image")[start : start + n] = image
+            self._writable("label")[start : start + n] = label
 
     def write_meta(self, start: int, meta: dict[str, np.ndarray]) -> None:
         """Write meta columns for slices [start, start+n). `done` should be written last."""
@@ -426,22 +446,24 @@ class Store:
             if name not in dtypes:
                 raise ValueError(f"unknown meta column {name!r}; expected one of {sorted(dtypes)}")
             arr = np.asarray(values, dtype=dtypes[name][0])
-            self._writable(f"meta/{name}")[start : start + arr.shape[0]] = arr
+            with _writing(self.path):
+                self._writable(f"meta/{name}")[start : start + arr.shape[0]] = arr
             self._meta_cache.pop(name, None)
 
     def save_part(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         """Atomically save a commit record `parts/<name>.npz` (write to temp, then rename)."""
         self._require_writable()
         parts = self.path / "parts"
-        parts.mkdir(exist_ok=True)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         tmp = parts / f".{name}.npz.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, parts / f"{name}.npz")
+        with _writing(self.path):
+            parts.mkdir(exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(buf.getvalue())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, parts / f"{name}.npz")
 
     def load_parts(self) -> dict[str, dict[str, np.ndarray]]:
         """All commit records, by name, sorted by name."""
@@ -466,24 +488,26 @@ class Store:
         """Shrink the store to `n` slices, write the series and nodule tables, mark it complete."""
         self._require_writable()
         h, w = self.shape_hw
-        for name in ("image", "label"):
-            self._group[name].resize((n, h, w))
-        for name, (_, shape) in _meta_dtypes(self.kind).items():
-            self._group[f"meta/{name}"].resize((n, *shape))
-        uids = np.asarray(series_uids, dtype=str)
-        _replace_array(self._group, "series/uid", uids, chunk=max(1, len(uids)))
         expected = _nodule_dtypes(self.kind)
-        for name, (dt, shape) in expected.items():
-            if name not in nodules:
-                raise ValueError(f"nodule table lacks column {name!r}")
-            arr = np.asarray(nodules[name], dtype=dt).reshape(-1, *shape)
-            _replace_array(self._group, f"nodules/{name}", arr, chunk=max(1, arr.shape[0]))
-        if self.checked:
-            for name in self.array_names():
-                lost = [key for key, _, present in self.stored_blocks(name) if not present]
-                if lost:
-                    raise SchemaError(f"{self.path}: {len(lost)} chunks of {name} were never written (first {lost[0]}); the store stays incomplete")
-        self._group.attrs.update({**(attrs or {}), "complete": True})
+        missing = sorted(set(expected) - set(nodules))
+        if missing:
+            raise ValueError(f"nodule table lacks column {missing[0]!r}")
+        with _writing(self.path):
+            for name in ("image", "label"):
+                self._group[name].resize((n, h, w))
+            for name, (_, shape) in _meta_dtypes(self.kind).items():
+                self._group[f"meta/{name}"].resize((n, *shape))
+            uids = np.asarray(series_uids, dtype=str)
+            _replace_array(self._group, "series/uid", uids, chunk=max(1, len(uids)))
+            for name, (dt, shape) in expected.items():
+                arr = np.asarray(nodules[name], dtype=dt).reshape(-1, *shape)
+                _replace_array(self._group, f"nodules/{name}", arr, chunk=max(1, arr.shape[0]))
+            if self.checked:
+                for name in self.array_names():
+                    lost = [key for key, _, present in self.stored_blocks(name) if not present]
+                    if lost:
+                        raise SchemaError(f"{self.path}: {len(lost)} chunks of {name} were never written (first {lost[0]}); the store stays incomplete")
+            self._group.attrs.update({**(attrs or {}), "complete": True})
         self._meta_cache.clear()
         self.clear_parts()
 
@@ -541,10 +565,27 @@ def create_store(
             raise SchemaError(f"{path}: already exists; pass --overwrite to replace it or --resume to continue it")
         if not is_store(path) and not (path.is_dir() and not any(path.iterdir())):
             raise SchemaError(f"{path}: exists and is not a lungforge store; refusing to overwrite it")
-        shutil.rmtree(path)
-    with warnings.catch_warnings():
+        with _writing(path):
+            shutil.rmtree(path)
+    # Attributes first: a creation cut short (disk full) still reads as a lungforge store that
+    # --overwrite may replace.
+    with _writing(path), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        group.attrs.update(
+            {
+                "schema": SCHEMA,
+                "kind": kind,
+                "window": list(WINDOW_HU),
+                "labels": labels_attr(),
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "lungforge_version": _version(),
+                "params": params,
+                "complete": False,
+                "integrity": INTEGRITY,
+                **(extra_attrs or {}),
+            }
+        )
         for name in ("image", "label"):
             group.create_array(
                 name,
@@ -566,20 +607,6 @@ def create_store(
                 compressors=_compressors(),
                 config=WRITE_CONFIG,
             )
-    group.attrs.update(
-        {
-            "schema": SCHEMA,
-            "kind": kind,
-            "window": list(WINDOW_HU),
-            "labels": labels_attr(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "lungforge_version": _version(),
-            "params": params,
-            "complete": False,
-            "integrity": INTEGRITY,
-            **(extra_attrs or {}),
-        }
-    )
     return Store(path, group, "r+")
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -236,10 +237,24 @@ def load_training_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"training state {path} cannot be read: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"training state {path} cannot be read: {torch_load_reason(exc)}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"training state {path} holds a {type(state).__name__}, expected a dict")
     return state
+
+
+def torch_load_reason(exc: BaseException) -> str:
+    """One line saying why `torch.load(..., weights_only=True)` refused a file.
+
+    torch's message for a pickle of Python objects spans several lines of advice (with terminal
+    escapes); its gist is the unpickler's line naming the refused global.
+    """
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("WeightsUnpickler error:"):
+            gist = line.removeprefix("WeightsUnpickler error:").strip().split(". ")[0].rstrip(".")
+            return f"it holds pickled Python objects, which lungforge never executes ({gist})"
+    return lines[0] if lines else type(exc).__name__
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -312,8 +327,11 @@ def _new_model(kind: Kind, config: SDMConfig | SPADEConfig) -> torch.nn.Module:
 def _check_shapes(weights: Path, kind: Kind, config: SDMConfig | SPADEConfig, state_dict: dict[str, Tensor]) -> None:
     # spectral_norm's power iteration is slow on the meta device (~1 s per layer through op
     # decompositions); building SPADE on the CPU is faster, and SDM has no such layers.
-    with torch.device("meta" if kind == "sdm" else "cpu"), torch.no_grad():
-        reference = _new_model(kind, config).state_dict()
+    try:
+        with torch.device("meta" if kind == "sdm" else "cpu"), torch.no_grad():
+            reference = _new_model(kind, config).state_dict()
+    except (RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {weights}: its config does not build a {kind} model ({torch_load_reason(exc)})") from None
     missing = sorted(set(reference) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(reference))
     wrong = sorted(k for k in set(reference) & set(state_dict) if reference[k].shape != state_dict[k].shape)

@@ -10,6 +10,16 @@ from lungforge.errors import LungforgeError
 from lungforge.labels import NUM_CLASSES
 
 
+def _require_counts(config: object, positive: tuple[str, ...], non_negative: tuple[str, ...] = ()) -> None:
+    """ValueError unless the named fields (ints or tuples of ints) are whole numbers > 0 (or >= 0)."""
+    for names, low in ((positive, 1), (non_negative, 0)):
+        for name in names:
+            value = getattr(config, name)
+            for item in value if isinstance(value, tuple) else (value,):
+                if not isinstance(item, int) or isinstance(item, bool) or item < low:
+                    raise ValueError(f"{name} must be {'> 0' if low else '>= 0'} (a whole number), got {value!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SDMConfig:
     """Semantic Diffusion Model UNet and diffusion settings.
@@ -37,6 +47,12 @@ class SDMConfig:
     cond_drop_prob: float = 0.2
 
     def __post_init__(self) -> None:
+        _require_counts(
+            self,
+            ("image_size", "in_channels", "num_classes", "model_channels", "channel_mult", "num_res_blocks",
+             "num_head_channels", "norm_groups", "label_embed_channels", "diffusion_steps"),
+            ("attention_resolutions",),
+        )
         size = self.image_size
         if size <= 0 or size % 2 ** (len(self.channel_mult) - 1):
             raise ValueError(
@@ -80,10 +96,9 @@ class SPADEConfig:
     lambda_vgg: float = 10.0
 
     def __post_init__(self) -> None:
+        _require_counts(self, ("image_size", "num_classes", "ngf", "ndf", "label_hidden", "n_layers_d", "num_d"), ("z_dim",))
         if self.num_upsampling_layers not in ("normal", "more"):
             raise ValueError(f"num_upsampling_layers must be 'normal' or 'more', got {self.num_upsampling_layers!r}")
-        if self.image_size <= 0:
-            raise ValueError(f"image_size must be > 0 pixels, got {self.image_size}")
 
 
 @dataclass(frozen=True)

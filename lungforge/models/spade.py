@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from lungforge.errors import InputError
+from lungforge.models.checkpoint import torch_load_reason
 from lungforge.models.presets import SPADEConfig
 
 _UPSAMPLINGS = {"normal": 5, "more": 6}
@@ -248,7 +249,7 @@ def _load_vgg_features(path: Path) -> dict[str, Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"VGG19 weights file {path} cannot be read: {exc}") from None
+        raise InputError(f"VGG19 weights file {path} cannot be read: {torch_load_reason(exc)}") from None
     if not isinstance(state, dict):
         raise InputError(f"VGG19 weights file {path} holds a {type(state).__name__}, expected a state dict")
     features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}

@@ -1,0 +1,974 @@
+"""The fault matrix (issue 13): hostile inputs, options, stores, kills and races, as a user meets them.
+
+    python benchmarks/faults.py                 # table on stderr-free stdout, totals last
+    python benchmarks/faults.py --json          # one JSON object: rows and totals
+    python benchmarks/faults.py --only resume   # rows whose group or name contains "resume"
+
+Builds a 6-scan, 64-px phantom, a real store and a synthetic store (the shipped demo SPADE) in a
+temporary folder, then runs every fault as a `lungforge` subprocess (full disks and read-only
+folders are simulated by making Zarr chunk writes raise the OSError). Per row: the exit code and
+the expected one, the first line of the message, whether a traceback was printed, and whether
+data were lost or mixed (a store valid before is no longer byte-identical, a resumed store is not
+array-identical to an undisturbed run, a damaged scan was stored, or good scans went missing).
+A row passes when the exit code is the expected one, with no traceback and no data lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 600
+UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
+
+# Run lungforge with Zarr chunk writes raising OSError(CODE): every one after the first AFTER,
+# once the file ONCE exists ("-": from the start).
+INJECT = """
+import errno, os, sys
+import zarr.storage._local as local
+code, after, once, put, count = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], local._put, [0]
+def failing_put(path, value, exclusive=False):
+    if f"{os.sep}c{os.sep}" in str(path) and (once == "-" or os.path.exists(once)):
+        count[0] += 1
+        if count[0] > after:
+            raise OSError(code, os.strerror(code), str(path))
+    return put(path, value, exclusive=exclusive)
+local._put = failing_put
+sys.argv = ["lungforge", *sys.argv[4:]]
+from lungforge.cli.main import run
+run()
+"""
+
+
+@dataclass
+class Call:
+    """One finished `lungforge` call."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Row:
+    """One fault and what happened."""
+
+    group: str
+    fault: str
+    expected: str
+    code: str
+    message: str
+    traceback: bool
+    lost: bool
+    ok: bool
+    note: str = ""
+
+
+@dataclass
+class Outcome:
+    """What a fault function reports: the decisive call(s), and whether data were lost."""
+
+    code: str
+    stderr: str
+    lost: bool
+    note: str = ""
+    extra_ok: bool = True
+
+
+FaultFn = Callable[["Lab"], Outcome]
+FAULTS: list[tuple[str, str, str, FaultFn]] = []
+
+
+def fault(group: str, name: str, expected: str) -> Callable[[FaultFn], FaultFn]:
+    """Register a fault row; `expected` is the exit code (or codes, e.g. "0/1") it should give."""
+
+    def register(fn: FaultFn) -> FaultFn:
+        FAULTS.append((group, name, expected, fn))
+        return fn
+
+    return register
+
+
+class Lab:
+    """The temporary folder with the pristine phantom and stores, and helpers to run lungforge."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "LUNGFORGE_HOME": str(root / "home"),
+            "OMP_NUM_THREADS": "1",
+            "COLUMNS": "200",
+        }
+        self.luna = root / "ph"
+        self.real = root / "real.zarr"
+        self.synth = root / "synth.zarr"
+        self._n = 0
+
+    # -- running -------------------------------------------------------------------------------
+    def cli(self, *args: object, inject: tuple[int, int] | tuple[int, int, Path] | None = None) -> Call:
+        """Run `lungforge ARGS`, with chunk writes failing as `inject` = (errno, after[, once]) says."""
+        argv = [sys.executable, "-m", "lungforge"]
+        if inject:
+            argv = [sys.executable, "-c", INJECT, str(inject[0]), str(inject[1]), str(inject[2]) if len(inject) > 2 else "-"]
+        proc = subprocess.run([*argv, *map(str, args)], capture_output=True, text=True, env=self.env, timeout=TIMEOUT_S, cwd=self.root)
+        return Call(proc.returncode, proc.stdout, proc.stderr)
+
+    def start(self, *args: object) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lungforge", *map(str, args)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env, cwd=self.root,
+        )
+
+    def kill_when(self, condition: Callable[[], bool], *args: object) -> tuple[bool, Call]:
+        """Start `lungforge ARGS`, SIGKILL it as soon as `condition()` holds; (killed?, its call)."""
+        proc = self.start(*args)
+        deadline = time.monotonic() + TIMEOUT_S
+        killed = False
+        while proc.poll() is None and time.monotonic() < deadline:
+            if condition():
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.01)
+        out, err = proc.communicate()
+        return killed and proc.returncode == -signal.SIGKILL, Call(proc.returncode, out, err)
+
+    # -- fixtures ------------------------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        """A fresh path in the lab (not created)."""
+        self._n += 1
+        while any(self.root.glob(f"{self._n:03d}-*")):  # a kept folder from an earlier run
+            self._n += 1
+        return self.root / f"{self._n:03d}-{name}"
+
+    def luna_copy(self) -> Path:
+        """A private copy of the phantom LUNA16 folder to damage."""
+        return Path(shutil.copytree(self.luna, self.path("luna16")))
+
+    def store_copy(self, store: Path) -> Path:
+        return Path(shutil.copytree(store, self.path(store.name)))
+
+    def scans(self, luna: Path) -> list[Path]:
+        """The scans' headers, sorted by (subset, uid) as prepare orders them."""
+        return sorted(luna.glob("subset*/*.mhd"), key=lambda p: (p.parent.name, p.stem))
+
+    def victim(self, luna: Path) -> Path:
+        """The scan damaged by header and data faults: the third one (not the first)."""
+        return self.scans(luna)[2]
+
+
+# -- checks ------------------------------------------------------------------------------------
+def digest(path: Path) -> str:
+    """SHA-256 over a folder's relative file names and bytes (lock files, empty by design, aside)."""
+    h = hashlib.sha256()
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file() and p.suffix != ".lock"):
+        h.update(str(file.relative_to(path)).encode())
+        h.update(file.read_bytes())
+    return h.hexdigest()
+
+
+def store_arrays(path: Path) -> dict[str, np.ndarray] | None:
+    """Every array of a finished store, or None when it cannot be opened as one."""
+    from lungforge.data.store import open_store
+    from lungforge.errors import LungforgeError
+
+    try:
+        store = open_store(path)
+        out = {"image": store.image[...], "label": store.label[...], "uids": np.asarray(store.series_uids)}
+        for name in ("series", "z", "spacing", "split", "fold", "has_nodule", *(("source", "seed", "verified") if store.kind == "synthetic" else ())):
+            out[name] = store.meta(name)
+        out.update({f"nodules/{k}": v for k, v in store.nodules().items()})
+        return out
+    except (LungforgeError, OSError, KeyError, ValueError):
+        return None
+
+
+def same_store(a: Path, b: Path) -> bool:
+    x, y = store_arrays(a), store_arrays(b)
+    return x is not None and y is not None and x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+
+
+def series_of(path: Path) -> list[str] | None:
+    arrays = store_arrays(path)
+    return None if arrays is None else [str(u) for u in arrays["uids"]]
+
+
+def traceback_in(text: str) -> bool:
+    return "Traceback (most recent call last)" in text
+
+
+def first_line(text: str) -> str:
+    """The first line of a message: an `error:` line if any, else the first non-progress text."""
+    lines = []
+    for raw in text.splitlines():
+        line = raw.strip().strip("│╭╮╰╯─ ").strip()
+        if not line or line == "Error" or "━" in raw or line.startswith(("Usage:", "Try '")):
+            continue
+        lines.append(line)
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or [""])[0]
+
+
+def prepare_scan_fault(lab: Lab, damage: Callable[[Path, Path], None], victim_index: int = 2) -> Outcome:
+    """Damage one scan of a phantom copy and prepare it; lost = the damaged scan was stored, or a
+    good scan is missing from the store."""
+    luna = lab.luna_copy()
+    victim = lab.scans(luna)[victim_index]
+    damage(luna, victim)
+    out = lab.path("real.zarr")
+    call = lab.cli("prepare", luna, "--out", out, "--test-patients", "2")
+    stored = series_of(out) or []
+    good = [p.stem for p in lab.scans(luna) if p != victim]
+    lost = victim.stem in stored or any(uid not in stored for uid in good)
+    return Outcome(str(call.code), call.stderr, lost if call.code in (0, 3) else False)
+
+
+def set_field(mhd: Path, key: str, value: str | None) -> None:
+    """Set (or with None drop) one `key = value` line of a MetaImage header."""
+    lines = mhd.read_text().splitlines()
+    if value is None:
+        lines = [line for line in lines if line.split("=")[0].strip() != key]
+    elif any(line.split("=")[0].strip() == key for line in lines):
+        lines = [f"{key} = {value}" if line.split("=")[0].strip() == key else line for line in lines]
+    else:
+        lines.insert(len(lines) - 1, f"{key} = {value}")
+    mhd.write_text("\n".join(lines) + "\n")
+
+
+def header_fault(group: str, name: str, key: str, value: str | None, expected: str = "3") -> None:
+    fault(group, name, expected)(lambda lab: prepare_scan_fault(lab, lambda luna, v: set_field(v, key, value)))
+
+
+def unchanged(lab: Lab, store: Path, *args: object) -> Outcome:
+    """Run a command against a copy of `store` (ARGS may hold the placeholder "STORE"); lost = it changed."""
+    copy = lab.store_copy(store)
+    before = digest(copy)
+    call = lab.cli(*[copy if a == "STORE" else a for a in args])
+    return Outcome(str(call.code), call.stderr, digest(copy) != before)
+
+
+def usage(lab: Lab, *args: object) -> Outcome:
+    call = lab.cli(*args)
+    return Outcome(str(call.code), call.stderr, False)
+
+
+# -- bad headers (prepare skips the scan, keeps the others, exits 3) -----------------------------
+header_fault("header", "NDims missing", "NDims", None)
+header_fault("header", "NDims = 2", "NDims", "2")
+header_fault("header", "DimSize not integer", "DimSize", "64 64 x")
+header_fault("header", "DimSize zero", "DimSize", "0 64 32")
+header_fault("header", "ElementType missing", "ElementType", None)
+header_fault("header", "ElementType unknown", "ElementType", "MET_FOO")
+header_fault("header", "ElementType MET_UCHAR on int16 data (item 7)", "ElementType", "MET_UCHAR")
+header_fault("header", "ElementNumberOfChannels = 3", "ElementNumberOfChannels", "3")
+header_fault("header", "ElementDataFile missing", "ElementDataFile", None)
+header_fault("header", "ElementDataFile = LIST", "ElementDataFile", "LIST")
+header_fault("header", "HeaderSize beyond the file", "HeaderSize", "100000000")
+header_fault("header", "CompressedData on raw data", "CompressedData", "True")
+header_fault("header", "ElementSpacing zero", "ElementSpacing", "0 0 0")
+header_fault("header", "TransformMatrix singular", "TransformMatrix", "0 0 0 0 0 0 0 0 0")
+
+
+@fault("header", "not a MetaImage header (text)", "3")
+def _(lab: Lab) -> Outcome:
+    return prepare_scan_fault(lab, lambda luna, v: v.write_text("this is not a header\n"))
+
+
+@fault("header", "binary junk header", "3")
+def _(lab: Lab) -> Outcome:
+    return prepare_scan_fault(lab, lambda luna, v: v.write_bytes(os.urandom(256)))
+
+
+@fault("header", "ElementDataFile ../../x.bin (item 6)", "3")
+def _(lab: Lab) -> Outcome:
+    def damage(luna: Path, v: Path) -> None:
+        shutil.copy(v.with_suffix(".raw"), luna.parent / "x.bin")
+        set_field(v, "ElementDataFile", "../../x.bin")
+
+    return prepare_scan_fault(lab, damage)
+
+
+@fault("header", "ElementDataFile absolute path (item 6)", "3")
+def _(lab: Lab) -> Outcome:
+    def damage(luna: Path, v: Path) -> None:
+        elsewhere = shutil.copy(v.with_suffix(".raw"), lab.path("elsewhere.raw"))
+        set_field(v, "ElementDataFile", str(elsewhere))
+
+    return prepare_scan_fault(lab, damage)
+
+
+@fault("header", "ElementDataFile = another scan's .raw (item 6)", "3")
+def _(lab: Lab) -> Outcome:
+    def damage(luna: Path, v: Path) -> None:
+        other = lab.scans(luna)[0]
+        shutil.copy(other.with_suffix(".raw"), v.parent / f"{other.stem}.raw")
+        set_field(v, "ElementDataFile", f"{other.stem}.raw")
+
+    return prepare_scan_fault(lab, damage)
+
+
+@fault("header", "odd in-plane size in subset0 (item 8)", "3")
+def _(lab: Lab) -> Outcome:
+    def damage(luna: Path, v: Path) -> None:  # same bytes, 32 x 128 instead of 64 x 64
+        v.write_text(v.read_text().replace("DimSize = 64 64 ", "DimSize = 32 128 "))
+
+    return prepare_scan_fault(lab, damage, victim_index=0)
+
+
+# -- data files ---------------------------------------------------------------------------------
+@fault("data", ".raw truncated", "3")
+def _(lab: Lab) -> Outcome:
+    return prepare_scan_fault(lab, lambda luna, v: v.with_suffix(".raw").write_bytes(v.with_suffix(".raw").read_bytes()[:1000]))
+
+
+@fault("data", ".raw missing", "3")
+def _(lab: Lab) -> Outcome:
+    return prepare_scan_fault(lab, lambda luna, v: v.with_suffix(".raw").unlink())
+
+
+@fault("data", ".raw with extra bytes (item 7)", "3")
+def _(lab: Lab) -> Outcome:
+    return prepare_scan_fault(lab, lambda luna, v: open(v.with_suffix(".raw"), "ab").write(b"\0" * 4096))
+
+
+@fault("data", "seg .zraw truncated", "3")
+def _(lab: Lab) -> Outcome:
+    def damage(luna: Path, v: Path) -> None:
+        z = luna / "seg-lungs-LUNA16" / f"{v.stem}.zraw"
+        z.write_bytes(z.read_bytes()[:200])
+
+    return prepare_scan_fault(lab, damage)
+
+
+@fault("data", "seg .zraw with stray bytes (item 7)", "3")
+def _(lab: Lab) -> Outcome:
+    return prepare_scan_fault(lab, lambda luna, v: open(luna / "seg-lungs-LUNA16" / f"{v.stem}.zraw", "ab").write(b"\0" * 64))
+
+
+@fault("data", "seg mask missing (--lungs seg)", "3")
+def _(lab: Lab) -> Outcome:
+    def damage(luna: Path, v: Path) -> None:
+        for f in (luna / "seg-lungs-LUNA16").glob(f"{v.stem}.*"):
+            f.unlink()
+
+    return prepare_scan_fault(lab, damage)
+
+
+@fault("data", "NaN voxels (item 9)", "3")
+def _(lab: Lab) -> Outcome:
+    def damage(luna: Path, v: Path) -> None:
+        import SimpleITK as sitk
+
+        image = sitk.Cast(sitk.ReadImage(str(v)), sitk.sitkFloat32)
+        array = sitk.GetArrayFromImage(image)
+        array[array.shape[0] // 2, 5, 5] = np.nan
+        bad = sitk.GetImageFromArray(array)
+        bad.CopyInformation(image)
+        sitk.WriteImage(bad, str(v))
+
+    return prepare_scan_fault(lab, damage)
+
+
+@fault("data", "series uid in two subsets (item 9)", "1")
+def _(lab: Lab) -> Outcome:
+    luna = lab.luna_copy()
+    v = lab.victim(luna)
+    (luna / "subset9").mkdir(exist_ok=True)
+    for f in v.parent.glob(f"{v.stem}.*"):
+        shutil.copy(f, luna / "subset9")
+    out = lab.path("real.zarr")
+    call = lab.cli("prepare", luna, "--out", out)
+    return Outcome(str(call.code), call.stderr, (series_of(out) or []).count(v.stem) > 1)
+
+
+@fault("data", "LUNA16 folder missing", "1")
+def _(lab: Lab) -> Outcome:
+    return usage(lab, "prepare", lab.path("nowhere"), "--out", lab.path("real.zarr"))
+
+
+@fault("data", "no scans in the folder", "1")
+def _(lab: Lab) -> Outcome:
+    empty = lab.path("empty")
+    (empty / "subset0").mkdir(parents=True)
+    return usage(lab, "prepare", empty, "--out", lab.path("real.zarr"))
+
+
+@fault("data", "wrong --seg-values (no lung anywhere)", "1/3")
+def _(lab: Lab) -> Outcome:
+    call = lab.cli("prepare", lab.luna, "--out", lab.path("real.zarr"), "--seg-values", "left=7,right=8,trachea=9")
+    return Outcome(str(call.code), call.stderr, False)
+
+
+# -- annotations --------------------------------------------------------------------------------
+def annotation_fault(lab: Lab, edit: Callable[[Path, str], None]) -> Outcome:
+    luna = lab.luna_copy()
+    edit(luna / "annotations.csv", lab.victim(luna).stem)
+    out = lab.path("real.zarr")
+    call = lab.cli("prepare", luna, "--out", out, "--test-patients", "2")
+    return Outcome(str(call.code), call.stderr, False)
+
+
+def append_row(row: str) -> Callable[[Path, str], None]:
+    return lambda csv, uid: open(csv, "a").write(row.replace("UID", uid) + "\n")
+
+
+for _name, _row in [
+    ("diameter 5000 mm (item 9)", "UID,0,0,0,5000"),
+    ("negative diameter", "UID,0,0,0,-4"),
+    ("NaN coordinate", "UID,nan,0,0,6"),
+    ("non-numeric coordinate", "UID,abc,0,0,6"),
+    ("row with 3 fields", "UID,0,0"),
+]:
+    fault("annotations", _name, "1")(lambda lab, row=_row: annotation_fault(lab, append_row(row)))
+
+
+@fault("annotations", "nodule outside the volume", "3")
+def _(lab: Lab) -> Outcome:
+    return prepare_scan_fault(lab, lambda luna, v: append_row("UID,5000,5000,5000,8")(luna / "annotations.csv", v.stem))
+
+
+@fault("annotations", "annotations of absent series", "0")
+def _(lab: Lab) -> Outcome:
+    return annotation_fault(lab, append_row("1.2.3.absent,0,0,0,8"))
+
+
+@fault("annotations", "annotations.csv missing", "1")
+def _(lab: Lab) -> Outcome:
+    return annotation_fault(lab, lambda csv, uid: csv.unlink())
+
+
+@fault("annotations", "wrong header columns", "1")
+def _(lab: Lab) -> Outcome:
+    return annotation_fault(lab, lambda csv, uid: csv.write_text("uid,x,y,z,d\n" + "".join(csv.read_text().splitlines(True)[1:])))
+
+
+@fault("annotations", "not UTF-8", "1")
+def _(lab: Lab) -> Outcome:
+    return annotation_fault(lab, lambda csv, uid: csv.write_bytes(b"\xff\xfe\x00garbage"))
+
+
+# -- options (usage errors, exit 2, before anything is written) -----------------------------------
+def _prepare_usage(*opts: str) -> FaultFn:
+    return lambda lab: usage(lab, "prepare", lab.luna, "--out", lab.path("real.zarr"), *opts)
+
+
+def _augment_usage(*opts: str) -> FaultFn:
+    return lambda lab: usage(lab, "augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr"), "--nodules", "2", "--shape", "sphere", *opts)
+
+
+for _name, _fn in [
+    ("--seg-values left=3,right=3 (item 9)", _prepare_usage("--seg-values", "left=3,right=3")),
+    ("--seg-values garbage", _prepare_usage("--seg-values", "lung")),
+    ("--lungs xyz", _prepare_usage("--lungs", "xyz")),
+    ("--nodule-slices xyz", _prepare_usage("--nodule-slices", "xyz")),
+    ("--keep-nodule-free 1.5", _prepare_usage("--keep-nodule-free", "1.5")),
+    ("--keep-nodule-free nan (item 11)", _prepare_usage("--keep-nodule-free", "nan")),
+    ("--test-patients nan (item 11)", _prepare_usage("--test-patients", "nan")),
+    ("--resume with --overwrite", _prepare_usage("--resume", "--overwrite")),
+    ("augment --guidance inf (item 11)", _augment_usage("--guidance", "inf")),
+    ("augment --min-contrast nan (item 11)", _augment_usage("--min-contrast", "nan")),
+    ("augment --device tpu (item 13)", _augment_usage("--device", "tpu")),
+    ("augment --diameter 30:3", _augment_usage("--diameter", "30:3")),
+    ("augment --placement nowhere", _augment_usage("--placement", "nowhere")),
+    ("augment --sampler euler", _augment_usage("--sampler", "euler")),
+    ("augment nothing to generate", lambda lab: usage(lab, "augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr"))),
+    ("train sdm --lr nan (item 11)", lambda lab: usage(lab, "train", "sdm", "--data", lab.real, "--out", lab.path("run"), "--lr", "nan")),
+    ("train spade --device tpu (item 13)", lambda lab: usage(lab, "train", "spade", "--data", lab.real, "--out", lab.path("run"), "--device", "tpu")),
+    ("bench detect --synthetic =x (item 13)", lambda lab: usage(lab, "bench", "detect", "--real", lab.real, "--synthetic", "=x")),
+    ("bench localize --nodule-free-ratio inf (item 11)", lambda lab: usage(lab, "bench", "localize", "--real", lab.real, "--nodule-free-ratio", "inf")),
+    ("bench fid --device tpu (item 13)", lambda lab: usage(lab, "bench", "fid", "--real", lab.real, "--synthetic", lab.synth, "--device", "tpu")),
+]:
+    fault("options", _name, "2")(_fn)
+
+
+@fault("options", "--test-patients = all scans", "1")
+def _(lab: Lab) -> Outcome:
+    return usage(lab, "prepare", lab.luna, "--out", lab.path("real.zarr"), "--test-patients", "6")
+
+
+@fault("options", "train --preset huge", "1/2")
+def _(lab: Lab) -> Outcome:
+    return usage(lab, "train", "sdm", "--data", lab.real, "--out", lab.path("run"), "--preset", "huge", "--device", "cpu")
+
+
+@fault("messages", "weights name regex shown intact (item 13)", "1")
+def _(lab: Lab) -> Outcome:
+    from lungforge.registry import NAME_PATTERN
+
+    call = lab.cli("weights", "import", ROOT / "weights" / "demo-spade-tiny.safetensors", "--name", "BAD")
+    return Outcome(str(call.code), call.stderr, False, extra_ok=NAME_PATTERN.pattern in call.stderr, note="regex intact" if NAME_PATTERN.pattern in call.stderr else "regex mangled")
+
+
+@fault("messages", "pickled Inception weights: one line (item 13)", "1")
+def _(lab: Lab) -> Outcome:
+    evil = lab.path("pt_inception.pth")
+    subprocess.run([sys.executable, "-c", f"import torch, collections\nclass X: pass\ntorch.save({{'a': X()}}, {str(evil)!r})"], check=True, env=lab.env)
+    call = lab.cli("bench", "fid", "--real", lab.real, "--synthetic", lab.synth, "--inception-weights", evil, "--device", "cpu")
+    lines = [line for line in call.stderr.splitlines() if line.strip()]
+    return Outcome(str(call.code), call.stderr, False, extra_ok=len(lines) == 1, note=f"{len(lines)} stderr lines")
+
+
+# -- stores -------------------------------------------------------------------------------------
+@fault("store", "info on a missing store", "1")
+def _(lab: Lab) -> Outcome:
+    return usage(lab, "info", lab.path("none.zarr"))
+
+
+@fault("store", "info on a folder that is not a store", "1")
+def _(lab: Lab) -> Outcome:
+    folder = lab.path("folder")
+    folder.mkdir()
+    return usage(lab, "info", folder)
+
+
+@fault("store", "corrupt zarr.json", "1")
+def _(lab: Lab) -> Outcome:
+    copy = lab.store_copy(lab.real)
+    (copy / "zarr.json").write_text("{not json")
+    return usage(lab, "info", copy)
+
+
+@fault("store", "deleted shard: info --verify (item 4)", "1")
+def _(lab: Lab) -> Outcome:
+    copy = lab.store_copy(lab.real)
+    next((copy / "image").rglob("c/*/*/*")).unlink()
+    return usage(lab, "info", copy, "--verify")
+
+
+@fault("store", "4 bytes overwritten: info --verify (item 4)", "1")
+def _(lab: Lab) -> Outcome:
+    copy = lab.store_copy(lab.real)
+    shard = next((copy / "image").rglob("c/*/*/*"))
+    data = bytearray(shard.read_bytes())
+    data[100:104] = b"\xde\xad\xbe\xef"
+    shard.write_bytes(bytes(data))
+    return usage(lab, "info", copy, "--verify")
+
+
+@fault("store", "deleted shard read by bench (item 4)", "1")
+def _(lab: Lab) -> Outcome:
+    copy = lab.store_copy(lab.real)
+    next((copy / "image").rglob("c/*/*/*")).unlink()
+    return usage(lab, "bench", "fid", "--real", copy, "--synthetic", lab.synth, "--features", "random", "--device", "cpu")
+
+
+@fault("store", "augment --data a synthetic store", "1")
+def _(lab: Lab) -> Outcome:
+    return unchanged(lab, lab.synth, "augment", "--data", "STORE", "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr"), "--nodules", "2", "--shape", "sphere", "--device", "cpu")
+
+
+@fault("store", "augment --out = --data --overwrite (item 1)", "1/2")
+def _(lab: Lab) -> Outcome:
+    return unchanged(lab, lab.real, "augment", "--data", "STORE", "--weights", "demo-spade-tiny", "--out", "STORE", "--nodules", "2", "--shape", "sphere", "--overwrite", "--device", "cpu")
+
+
+@fault("store", "augment --out inside --data (item 1)", "1/2")
+def _(lab: Lab) -> Outcome:
+    copy = lab.store_copy(lab.real)
+    before = digest(copy)
+    call = lab.cli("augment", "--data", copy, "--weights", "demo-spade-tiny", "--out", copy / "inner.zarr", "--nodules", "2", "--shape", "sphere", "--device", "cpu")
+    stray = sorted(p.name for p in copy.rglob("*.lock"))
+    return Outcome(str(call.code), call.stderr, digest(copy) != before, note=f"lock file left inside --data: {', '.join(stray)}" if stray else "")
+
+
+@fault("store", "prepare --out an unrelated folder", "1")
+def _(lab: Lab) -> Outcome:
+    folder = lab.path("mine")
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("precious")
+    call = lab.cli("prepare", lab.luna, "--out", folder, "--overwrite")
+    return Outcome(str(call.code), call.stderr, not (folder / "thesis.txt").is_file())
+
+
+@fault("store", "prepare --out an existing store, no flag", "1")
+def _(lab: Lab) -> Outcome:
+    return unchanged(lab, lab.real, "prepare", lab.luna, "--out", "STORE", "--test-patients", "2")
+
+
+@fault("store", "prepare --resume with other options", "1")
+def _(lab: Lab) -> Outcome:
+    return unchanged(lab, lab.real, "prepare", lab.luna, "--out", "STORE", "--test-patients", "2", "--seed", "1", "--resume")
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+def _checkpoint_fault(lab: Lab, edit: Callable[[dict], None] | None = None, raw: Callable[[Path], None] | None = None) -> Outcome:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    source = ROOT / "weights" / "demo-spade-tiny.safetensors"
+    bad = lab.path("bad.safetensors")
+    with safe_open(str(source), "pt") as fh:
+        metadata = fh.metadata()
+    if edit is not None:
+        config = json.loads(metadata["lungforge_config"])
+        edit(config)
+        metadata["lungforge_config"] = json.dumps(config)
+    save_file(load_file(source), str(bad), metadata=metadata)
+    if raw is not None:
+        raw(bad)
+    out = lab.path("s.zarr")
+    call = lab.cli("augment", "--data", lab.real, "--weights", bad, "--out", out, "--nodules", "2", "--shape", "sphere", "--device", "cpu")
+    return Outcome(str(call.code), call.stderr, False)
+
+
+@fault("checkpoint", "negative channel count (item 10)", "1")
+def _(lab: Lab) -> Outcome:
+    return _checkpoint_fault(lab, edit=lambda c: c["model_config"].update(ngf=-8))
+
+
+@fault("checkpoint", "other label set", "1")
+def _(lab: Lab) -> Outcome:
+    return _checkpoint_fault(lab, edit=lambda c: c.update(labels={"0": "background"}))
+
+
+@fault("checkpoint", "unknown config key", "1")
+def _(lab: Lab) -> Outcome:
+    return _checkpoint_fault(lab, edit=lambda c: c["model_config"].update(wings=2))
+
+
+@fault("checkpoint", "truncated .safetensors", "1")
+def _(lab: Lab) -> Outcome:
+    return _checkpoint_fault(lab, raw=lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]))
+
+
+@fault("checkpoint", "weights path missing", "1")
+def _(lab: Lab) -> Outcome:
+    return usage(lab, "augment", "--data", lab.real, "--weights", lab.path("none.safetensors"), "--out", lab.path("s.zarr"), "--nodules", "2", "--shape", "sphere", "--device", "cpu")
+
+
+@fault("checkpoint", "unknown registry name", "1")
+def _(lab: Lab) -> Outcome:
+    return usage(lab, "augment", "--data", lab.real, "--weights", "no-such-weights", "--out", lab.path("s.zarr"), "--nodules", "2", "--shape", "sphere", "--device", "cpu")
+
+
+# -- failed writes (item 10) ----------------------------------------------------------------------
+@fault("writes", "prepare: read-only --out", "1")
+def _(lab: Lab) -> Outcome:
+    call = lab.cli("prepare", lab.luna, "--out", lab.path("ro.zarr"), "--test-patients", "2", inject=(errno.EROFS, 0))
+    return Outcome(str(call.code), call.stderr, False)
+
+
+@fault("writes", "prepare: disk full, then --resume", "1 then 0")
+def _(lab: Lab) -> Outcome:
+    out = lab.path("full.zarr")
+    call = lab.cli("prepare", lab.luna, "--out", out, "--test-patients", "2", inject=(errno.ENOSPC, 4))
+    again = lab.cli("prepare", lab.luna, "--out", out, "--test-patients", "2", "--resume")
+    return Outcome(f"{call.code} then {again.code}", call.stderr + again.stderr, not same_store(out, lab.real))
+
+
+@fault("writes", "augment: read-only --out", "1")
+def _(lab: Lab) -> Outcome:
+    call = lab.cli("augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("ro.zarr"), "--nodules", "2", "--shape", "sphere", "--device", "cpu", inject=(errno.EROFS, 0))
+    return Outcome(str(call.code), call.stderr, False)
+
+
+def _augment_args(lab: Lab, out: Path) -> list[object]:
+    return ["augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", out, "--nodules", "4", "--nodule-free", "2", "--shape", "sphere", "--shard-size", "2", "--device", "cpu"]
+
+
+@fault("writes", "augment: disk full, then --resume", "1 then 0")
+def _(lab: Lab) -> Outcome:
+    out = lab.path("full.zarr")
+    call = lab.cli(*_augment_args(lab, out), inject=(errno.ENOSPC, 0, out / "parts" / "block-000001.npz"))
+    again = lab.cli(*_augment_args(lab, out), "--resume")
+    return Outcome(f"{call.code} then {again.code}", call.stderr + again.stderr, not same_store(out, lab.synth))
+
+
+# -- kill -9 and resume -------------------------------------------------------------------------
+@fault("kill", "prepare killed mid-write, --resume", "0")
+def _(lab: Lab) -> Outcome:
+    out = lab.path("killed.zarr")
+    killed, _ = lab.kill_when(lambda: (out / "image" / "c").exists(), "prepare", lab.luna, "--out", out, "--test-patients", "2")
+    again = lab.cli("prepare", lab.luna, "--out", out, "--test-patients", "2", "--resume")
+    return Outcome(str(again.code), again.stderr, not same_store(out, lab.real), note="" if killed else "finished before the kill")
+
+
+@fault("kill", "prepare --workers 2 killed: workers exit (item 12)", "0")
+def _(lab: Lab) -> Outcome:
+    out = lab.path("killed.zarr")
+    proc = lab.start("prepare", lab.luna, "--out", out, "--test-patients", "2", "--workers", "2")
+    children: set[int] = set()
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and len(children) < 3:
+        children = _descendants(proc.pid)
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    deadline = time.monotonic() + 20
+    while children & _live_pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = children & _live_pids()
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    again = lab.cli("prepare", lab.luna, "--out", out, "--test-patients", "2", "--resume")
+    note = f"{len(left)} of {len(children)} child processes outlived the parent" if left else f"all {len(children)} child processes exited"
+    return Outcome(str(again.code), again.stderr, not same_store(out, lab.real), note=note, extra_ok=not left and len(children) >= 3)
+
+
+@fault("kill", "augment killed after a block, --resume", "0")
+def _(lab: Lab) -> Outcome:
+    out = lab.path("killed.zarr")
+    killed, _ = lab.kill_when(lambda: (out / "parts" / "block-000000.npz").exists(), *_augment_args(lab, out))
+    again = lab.cli(*_augment_args(lab, out), "--resume")
+    return Outcome(str(again.code), again.stderr, not same_store(out, lab.synth), note="" if killed else "finished before the kill")
+
+
+def _train_args(out: Path, real: Path) -> list[object]:
+    return ["train", "spade", "--data", real, "--out", out, "--preset", "tiny", "--steps", "6", "--checkpoint-every", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu"]
+
+
+@fault("kill", "train killed after a checkpoint, --resume", "0")
+def _(lab: Lab) -> Outcome:
+    from safetensors.torch import load_file
+
+    clean, out = lab.path("run-clean"), lab.path("run-killed")
+    lab.cli(*_train_args(clean, lab.real))
+    killed, _ = lab.kill_when(lambda: (out / "resume.pt").exists(), *_train_args(out, lab.real))
+    again = lab.cli(*_train_args(out, lab.real), "--resume")
+    try:
+        a, b = load_file(clean / "model.safetensors"), load_file(out / "model.safetensors")
+        lost = a.keys() != b.keys() or any(not np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    except Exception:  # a missing or unreadable checkpoint is data lost
+        lost = True
+    return Outcome(str(again.code), again.stderr, lost, note="" if killed else "finished before the kill")
+
+
+def _bench_args(lab: Lab, out: Path) -> list[object]:
+    return ["bench", "detect", "--real", lab.real, "--synthetic", f"S={lab.synth}", "--quick", "--out", out, "--device", "cpu"]
+
+
+def _fold_metrics(out: Path) -> dict[str, dict]:
+    return {p.name: {k: v for k, v in json.loads(p.read_text()).items() if k != "seconds"} for p in sorted(out.rglob("*-fold*.json"))}
+
+
+@fault("kill", "bench killed after a fold, rerun", "0")
+def _(lab: Lab) -> Outcome:
+    clean, out = lab.path("bench-clean"), lab.path("bench-killed")
+    lab.cli(*_bench_args(lab, clean))
+    killed, _ = lab.kill_when(lambda: any(out.rglob("A-fold0.json")), *_bench_args(lab, out))
+    again = lab.cli(*_bench_args(lab, out))
+    return Outcome(str(again.code), again.stderr, _fold_metrics(clean) != _fold_metrics(out) or not _fold_metrics(out), note="" if killed else "finished before the kill")
+
+
+# -- resumes must match their inputs (items 2, 3) --------------------------------------------------
+def _big_luna(lab: Lab) -> Path:
+    """A 16-scan phantom: more than one shard of slices, so a killed prepare has commit records."""
+    luna = lab.path("luna16-big")
+    lab.cli("phantom", luna, "--scans", "16", "--size", "64")
+    return luna
+
+
+def _killed_prepare(lab: Lab, luna: Path) -> Path:
+    """A prepare of `luna` killed right after its first commit record."""
+    out = lab.path("killed.zarr")
+    lab.kill_when(lambda: any((out / "parts").glob("*.npz")), "prepare", luna, "--out", out, "--test-patients", "2")
+    return out
+
+
+@fault("resume", "prepare --resume after a scan was added (item 2)", "1")
+def _(lab: Lab) -> Outcome:
+    luna = _big_luna(lab)
+    out = _killed_prepare(lab, luna)
+    v = lab.scans(luna)[0]
+    for f in v.parent.glob(f"{v.stem}.*"):
+        shutil.copy(f, v.parent / f.name.replace(v.stem, "1.0.0.first"))
+    seg = luna / "seg-lungs-LUNA16"
+    for f in seg.glob(f"{v.stem}.*"):
+        shutil.copy(f, seg / f.name.replace(v.stem, "1.0.0.first"))
+    for mhd in (v.parent / "1.0.0.first.mhd", seg / "1.0.0.first.mhd"):
+        set_field(mhd, "ElementDataFile", mhd.with_suffix(".raw" if mhd.parent == v.parent else ".zraw").name)
+    call = lab.cli("prepare", luna, "--out", out, "--test-patients", "2", "--resume")
+    uids = series_of(out)
+    mixed = call.code == 0 and (uids is None or len(set(uids)) != len(uids) or "1.0.0.first" not in uids)
+    return Outcome(str(call.code), call.stderr, mixed)
+
+
+@fault("resume", "prepare --resume after a scan was removed (item 2)", "1")
+def _(lab: Lab) -> Outcome:
+    luna = _big_luna(lab)
+    out = _killed_prepare(lab, luna)
+    v = lab.scans(luna)[-1]
+    for f in v.parent.glob(f"{v.stem}.*"):
+        f.unlink()
+    call = lab.cli("prepare", luna, "--out", out, "--test-patients", "2", "--resume")
+    return Outcome(str(call.code), call.stderr, call.code == 0)
+
+
+def _killed_augment(lab: Lab) -> Path:
+    out = lab.path("killed.zarr")
+    lab.kill_when(lambda: (out / "parts" / "block-000000.npz").exists(), *_augment_args(lab, out))
+    return out
+
+
+@fault("resume", "augment --resume with other --weights (item 3)", "1")
+def _(lab: Lab) -> Outcome:
+    out = _killed_augment(lab)
+    args = [a if a != "demo-spade-tiny" else ROOT / "weights" / "demo-sdm-tiny.safetensors" for a in _augment_args(lab, out)]
+    call = lab.cli(*args, "--resume")
+    return Outcome(str(call.code), call.stderr, call.code == 0)
+
+
+@fault("resume", "augment --resume with other --data (item 3)", "1")
+def _(lab: Lab) -> Outcome:
+    out = _killed_augment(lab)
+    other = lab.path("other.zarr")
+    lab.cli("prepare", lab.luna, "--out", other, "--test-patients", "2", "--seed", "5")
+    args = [a if a != lab.real else other for a in _augment_args(lab, out)]
+    call = lab.cli(*args, "--resume")
+    return Outcome(str(call.code), call.stderr, call.code == 0)
+
+
+# -- concurrent writers (item 5) -------------------------------------------------------------------
+def _together(lab: Lab, *argvs: list[object]) -> list[Call]:
+    procs = [lab.start(*argv) for argv in argvs]
+    streams = [p.communicate() for p in procs]
+    return [Call(p.returncode, out, err) for p, (out, err) in zip(procs, streams)]
+
+
+@fault("concurrent", "two weights import of one name (item 5)", "0/1")
+def _(lab: Lab) -> Outcome:
+    calls = _together(lab, *[["weights", "import", ROOT / "weights" / f"demo-{k}-tiny.safetensors", "--name", "race"] for k in ("sdm", "spade")])
+    verify = lab.cli("weights", "verify", "race")
+    codes = "/".join(str(c) for c in sorted(c.code for c in calls))
+    return Outcome(codes, "".join(c.stderr for c in calls), verify.code != 0, note=f"verify exit {verify.code}")
+
+
+@fault("concurrent", "two augment into one --out (item 5)", "0/1")
+def _(lab: Lab) -> Outcome:
+    out = lab.path("race.zarr")
+    calls = _together(lab, _augment_args(lab, out), _augment_args(lab, out))
+    codes = "/".join(str(c) for c in sorted(c.code for c in calls))
+    return Outcome(codes, "".join(c.stderr for c in calls), not same_store(out, lab.synth))
+
+
+@fault("concurrent", "two prepare into one --out (item 5)", "0/1")
+def _(lab: Lab) -> Outcome:
+    out = lab.path("race.zarr")
+    args = ["prepare", lab.luna, "--out", out, "--test-patients", "2"]
+    calls = _together(lab, args, args)
+    codes = "/".join(str(c) for c in sorted(c.code for c in calls))
+    return Outcome(codes, "".join(c.stderr for c in calls), not same_store(out, lab.real))
+
+
+# -- process helpers ------------------------------------------------------------------------------
+def _parents() -> dict[int, int]:
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if state != "Z":
+            out[int(entry.name)] = int(ppid)
+    return out
+
+
+def _live_pids() -> set[int]:
+    return set(_parents())
+
+
+def _descendants(pid: int) -> set[int]:
+    parents, found, frontier = _parents(), set(), {pid}
+    while frontier:
+        frontier = {c for c, p in parents.items() if p in frontier} - found
+        found |= frontier
+    return found
+
+
+# -- driver -----------------------------------------------------------------------------------------
+def build(lab: Lab) -> None:
+    """The pristine inputs every row starts from (kept from an earlier run with --keep)."""
+    if lab.synth.is_dir():
+        return
+    for args in (
+        ["phantom", lab.luna, "--scans", "6", "--size", "64"],
+        ["prepare", lab.luna, "--out", lab.real, "--test-patients", "2"],
+        _augment_args(lab, lab.synth),
+    ):
+        call = lab.cli(*args)
+        if call.code != 0:
+            raise SystemExit(f"setup failed: lungforge {' '.join(map(str, args))}\n{call.stderr}")
+
+
+def run_row(lab: Lab, group: str, name: str, expected: str, fn: FaultFn) -> Row:
+    real_before = digest(lab.real)
+    try:
+        outcome = fn(lab)
+    except Exception as exc:  # a broken row is reported, not fatal to the matrix
+        outcome = Outcome("-", f"matrix error: {type(exc).__name__}: {exc}", False, extra_ok=False)
+    lost = outcome.lost or digest(lab.real) != real_before
+    trace = traceback_in(outcome.stderr)
+    ok = outcome.code in expected.split("/") or outcome.code == expected
+    # shorter for the table: paths relative to the lab, LUNA16's common uid prefix elided
+    message = first_line(outcome.stderr).replace(f"{lab.root}{os.sep}", "").replace(UID_PREFIX, "…")
+    return Row(group, name, expected, outcome.code, message[:160], trace, lost, ok and not trace and not lost and outcome.extra_ok, outcome.note)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--only", default="", help="run only rows whose group or fault contains this text")
+    parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it (default: a temporary one)")
+    args = parser.parse_args()
+    root = args.keep or Path(tempfile.mkdtemp(prefix="lungforge-faults-"))
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        lab = Lab(root)
+        build(lab)
+        rows = []
+        for group, name, expected, fn in FAULTS:
+            if args.only and args.only not in group and args.only not in name:
+                continue
+            rows.append(run_row(lab, group, name, expected, fn))
+            if not args.json:
+                print(_format(rows[-1]), flush=True)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    totals = {
+        "faults": len(rows),
+        "passed": sum(r.ok for r in rows),
+        "failed": sum(not r.ok for r in rows),
+        "tracebacks": sum(r.traceback for r in rows),
+        "data_lost": sum(r.lost for r in rows),
+        "wrong_exit_code": sum(r.code not in r.expected.split("/") and r.code != r.expected for r in rows),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    if args.json:
+        print(json.dumps({"rows": [asdict(r) for r in rows], "totals": totals}, indent=2))
+        return
+    print("failed: " + ("; ".join(f"{r.group}/{r.fault}" for r in rows if not r.ok) or "none"))
+    print("totals: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
+
+
+def _format(row: Row) -> str:
+    mark = "ok  " if row.ok else "FAIL"
+    return (
+        f"{mark} {row.group:<11} {row.fault[:52]:<52} exit {row.code:<8} (want {row.expected:<8}) "
+        f"tb {'yes' if row.traceback else 'no ':<3} lost {'yes' if row.lost else 'no ':<3} | {row.message}"
+        + (f" [{row.note}]" if row.note else "")
+    )
+
+
+if __name__ == "__main__":
+    main()

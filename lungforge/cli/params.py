@@ -1,0 +1,28 @@
+"""Option checks shared by every command: usage errors (exit 2) before any work starts."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import typer
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def finite(value: Optional[float]) -> Optional[float]:
+    """Typer callback of every float option: NaN and ±inf are usage errors.
+
+    Click's float ranges let them through, and they would reach stores and reports as `NaN` /
+    `Infinity`, which are not JSON.
+    """
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+def device(value: str) -> str:
+    """Typer callback of `--device`: one of auto, cpu, cuda."""
+    if value not in DEVICES:
+        raise typer.BadParameter(f"must be one of {', '.join(DEVICES)}, got {value!r}")
+    return value
