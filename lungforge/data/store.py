@@ -565,49 +565,79 @@ def create_store(
             raise SchemaError(f"{path}: already exists; pass --overwrite to replace it or --resume to continue it")
         if not is_store(path) and not (path.is_dir() and not any(path.iterdir())):
             raise SchemaError(f"{path}: exists and is not a lungforge store; refusing to overwrite it")
-        with _writing(path):
-            shutil.rmtree(path)
-    # Attributes first: a creation cut short (disk full) still reads as a lungforge store that
-    # --overwrite may replace.
-    with _writing(path), warnings.catch_warnings():
+    # Built beside the target and renamed into place, so a creation cut short (kill -9, disk
+    # full) never leaves a half-made store at `path`. Writers hold the store's lock, so a
+    # leftover build folder belongs to a dead run.
+    for stale in path.parent.glob(f".{path.name}.creating-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    building = path.parent / f".{path.name}.creating-{os.getpid()}"
+    try:
+        with _writing(path), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _build_empty(building, kind, height, width, capacity, params, extra_attrs, shard_slices)
+            if path.exists():
+                replaced = path.parent / f".{path.name}.replaced-{os.getpid()}"
+                os.rename(path, replaced)
+                os.rename(building, path)
+                shutil.rmtree(replaced)
+            else:
+                os.rename(building, path)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        group = zarr.open_group(str(path), mode="w", zarr_format=3)
-        group.attrs.update(
-            {
-                "schema": SCHEMA,
-                "kind": kind,
-                "window": list(WINDOW_HU),
-                "labels": labels_attr(),
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "lungforge_version": _version(),
-                "params": params,
-                "complete": False,
-                "integrity": INTEGRITY,
-                **(extra_attrs or {}),
-            }
-        )
-        for name in ("image", "label"):
-            group.create_array(
-                name,
-                shape=(max(capacity, 1), height, width),
-                chunks=(1, height, width),
-                shards=(shard_slices, height, width),
-                dtype="uint8",
-                fill_value=0,
-                compressors=_compressors(),
-                config=WRITE_CONFIG,
-            )
-        for name, (dt, shape) in _meta_dtypes(kind).items():
-            group.create_array(
-                f"meta/{name}",
-                shape=(max(capacity, 1), *shape),
-                chunks=(shard_slices, *shape),
-                dtype=dt,
-                fill_value=0,
-                compressors=_compressors(),
-                config=WRITE_CONFIG,
-            )
+        group = zarr.open_group(str(path), mode="r+", zarr_format=3)
     return Store(path, group, "r+")
+
+
+def _build_empty(
+    path: Path,
+    kind: Kind,
+    height: int,
+    width: int,
+    capacity: int,
+    params: dict[str, Any],
+    extra_attrs: dict[str, Any] | None,
+    shard_slices: int,
+) -> None:
+    group = zarr.open_group(
+        str(path),
+        mode="w",
+        zarr_format=3,
+        attributes={
+            "schema": SCHEMA,
+            "kind": kind,
+            "window": list(WINDOW_HU),
+            "labels": labels_attr(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "lungforge_version": _version(),
+            "params": params,
+            "complete": False,
+            "integrity": INTEGRITY,
+            **(extra_attrs or {}),
+        },
+    )
+    for name in ("image", "label"):
+        group.create_array(
+            name,
+            shape=(max(capacity, 1), height, width),
+            chunks=(1, height, width),
+            shards=(shard_slices, height, width),
+            dtype="uint8",
+            fill_value=0,
+            compressors=_compressors(),
+            config=WRITE_CONFIG,
+        )
+    for name, (dt, shape) in _meta_dtypes(kind).items():
+        group.create_array(
+            f"meta/{name}",
+            shape=(max(capacity, 1), *shape),
+            chunks=(shard_slices, *shape),
+            dtype=dt,
+            fill_value=0,
+            compressors=_compressors(),
+            config=WRITE_CONFIG,
+        )
 
 
 def open_store(path: str | os.PathLike, mode: Literal["r", "r+"] = "r", require_complete: bool = True) -> Store:

@@ -123,3 +123,32 @@ def test_checkpoint_with_negative_channels_is_one_line(augment_inputs, tmp_path:
     assert result.error_lines == [f"error: checkpoint {weights}: invalid SPADEConfig: ngf must be > 0 (a whole number), got -4"]
     assert not out.exists() and is_store(augment_inputs["real"])
     assert json.loads((augment_inputs["real"] / "zarr.json").read_text())["attributes"]["complete"]
+
+
+def test_store_creation_cut_short_leaves_no_store_and_resume_starts_clean(
+    phantom_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill during store creation (here: an interrupt after the first array) leaves nothing at
+    --out, so `prepare --resume` starts afresh and ends equal to an undisturbed run."""
+    import lungforge.data.store as store_module
+
+    out = tmp_path / "real.zarr"
+    build = store_module._build_empty
+    calls = [0]
+
+    def interrupted_build(path: Path, *args, **kwargs) -> None:
+        calls[0] += 1
+        build(path, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module, "_build_empty", interrupted_build)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(phantom_dir, out, OPTIONS)
+    assert calls[0] == 1 and not out.exists()
+    assert not list(tmp_path.glob(".real.zarr.creating-*"))
+    monkeypatch.setattr(store_module, "_build_empty", build)
+
+    prepare(phantom_dir, out, OPTIONS, resume=True)
+    prepare(phantom_dir, tmp_path / "clean.zarr", OPTIONS)
+    resumed, clean = open_store(out), open_store(tmp_path / "clean.zarr")
+    assert np.array_equal(resumed.image[:], clean.image[:]) and np.array_equal(resumed.label[:], clean.label[:])
