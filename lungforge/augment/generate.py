@@ -325,6 +325,7 @@ def augment(options: AugmentOptions, progress: Progress | None = None) -> Augmen
     second augment into the same `out` is refused (LockError) while the first one lives.
     """
     info = dist_info_from_env()
+    check_output(options)
     with hold_lock(options.out, "store") if info.is_main else nullcontext():
         return _augment(options, info, progress)
 
@@ -332,7 +333,6 @@ def augment(options: AugmentOptions, progress: Progress | None = None) -> Augmen
 def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None) -> AugmentReport | None:
     started = time.perf_counter()
     device = resolve_device(options.device, info.local_rank)
-    check_output(options)
     inputs = load_inputs(options, device)
     init_process_group(info, device)
     try:

@@ -26,6 +26,8 @@ def refuse_overlap(out: Path, flag: str, path: Path) -> None:
 def check_output(options: AugmentOptions) -> None:
     """Refuse an --out that overlaps --data, exists without --resume/--overwrite, or is a real store."""
     refuse_overlap(options.out, "--data", options.data)
+    if Path(options.weights).exists():
+        refuse_overlap(options.out, "--weights", Path(options.weights))
     out = options.out
     if not out.exists():
         return
