@@ -13,10 +13,8 @@ def small_stores(tmp_path_factory, store_builder):
     build = store_builder
     root = tmp_path_factory.mktemp("bench_cli")
     # 10 patients × 2 slices, one nodule slice each: 5 nodule slices per quick fold group
-    return {
-        "real": build(root / "real.zarr", "real", per_series=2, seed=0),
-        "B": build(root / "b.zarr", "synthetic", per_series=2, seed=1),
-    }
+    real = build(root / "real.zarr", "real", per_series=2, seed=0)
+    return {"real": real, "B": build(root / "b.zarr", "synthetic", per_series=2, seed=1, made_from=real)}
 
 
 def test_bench_all_quick_writes_report_and_figures(tmp_path, small_stores, monkeypatch):
