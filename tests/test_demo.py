@@ -16,12 +16,16 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert [s["name"] for s in summary["steps"]] == ["phantom", "prepare", "augment SPADE", "augment SDM", "bench all --quick"]
+    assert [s["name"] for s in summary["steps"]] == ["phantom", "prepare", "augment SPADE", "augment SDM", "bench all --quick --controls"]
+    assert summary["steps"][-1]["details"]["conditions"] == ["A", "mislabeled", "paste", "SPADE", "SDM"]
     for name in ("spade", "sdm"):
         store = open_store(out / f"synthetic-{name}.zarr")
         assert store.kind == "synthetic" and len(store) == 8
         assert int(store.meta("has_nodule").sum()) == 4
         assert store.attrs["generator"]["weights"] == f"demo-{name}-tiny"
+        assert (store.meta("attempts") == 1).all() and store.attrs["params"]["retries"] == 0
     report = (out / "report" / "report.md").read_text()
-    assert "QUICK" in report and "SDM" in report and "SPADE" in report
+    assert "QUICK" in report and "| SDM |" in report and "| SPADE |" in report and "| paste |" in report and "| mislabeled |" in report
+    assert "Controls: can this protocol see an effect?" in report
+    assert "8×8 patches at 64×64 px" in report
     assert json.loads((out / "report" / "report.json").read_text())["quick"] is True
