@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from lungforge.augment.controls import blend_patch
 from lungforge.augment.generate import augment
-from lungforge.augment.nodule_library import SizePool
+from lungforge.augment.nodule_library import NoduleLibrary, SizePool
 from lungforge.augment.options import AugmentOptions
 from lungforge.data.resize import resize_images_uint8
 from lungforge.data.store import NO_SOURCE, open_store
@@ -69,18 +69,26 @@ def test_blend_patch_replaces_the_footprint_and_softens_its_edge():
 
 
 def test_every_synthetic_nodule_records_fold_local_shape_and_size_sources(controls, phantom_real_store):
-    """Shapes and sizes come from nodules of the label map's own fold, and each row is recorded."""
+    """Shapes and sizes come from train nodules of the label map's own fold whenever that fold has
+    any (else from the others), and each nodule records the real row it came from."""
     real, store = open_store(phantom_real_store), controls["mislabeled"]
     real_table = real.nodules()
     table = store.nodules()
     pool = SizePool.from_store(real, split=0)
+    library = NoduleLibrary.from_store(real, seed=3, split=0)
     row_fold = real.meta("fold")[real_table["slice"]]
     slice_fold = store.meta("fold")[table["slice"]]
+    local = 0
     for k in range(table["slice"].size):
         shape_row, size_row = int(table["shape_source"][k]), int(table["size_source"][k])
-        assert real.meta("split")[real_table["slice"][shape_row]] == 0  # a train patient's nodule
-        assert row_fold[shape_row] == slice_fold[k] and row_fold[size_row] == slice_fold[k]
+        assert shape_row in library.source_rows and size_row in pool.source_rows  # train patients' nodules
+        if slice_fold[k] in row_fold[library.source_rows]:
+            assert row_fold[shape_row] == slice_fold[k]
+            local += 1
+        if slice_fold[k] in row_fold[pool.source_rows]:
+            assert row_fold[size_row] == slice_fold[k]
         assert table["requested_mm"][k] == pytest.approx(pool.diameters_mm[pool.source_rows == size_row][0])
+    assert local > 0
 
 
 def test_diameter_range_and_spheres_record_no_source(phantom_real_store, tmp_path):
