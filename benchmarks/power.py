@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +55,21 @@ class Clock:
         return result
 
 
+class FoldLog:
+    """A progress sink for the bench's k-fold driver: one stderr line per finished (fold, condition)."""
+
+    def add_task(self, name: str, total: int, completed: int, status: str) -> str:
+        self.name, self.total, self.done = name, total, completed
+        return name
+
+    def update(self, task: str, status: str) -> None:
+        self.status = status
+
+    def advance(self, task: str) -> None:
+        self.done += 1
+        print(f"{self.name} {self.done}/{self.total} {self.status} ({cpu_seconds():.0f} s CPU)", file=sys.stderr, flush=True)
+
+
 def table(result: dict[str, Any], metric: str = "accuracy") -> dict[str, Any]:
     """Per condition: mean ± std of `metric` and the paired comparison against A; paste vs mislabeled."""
     folds = result["folds"]
@@ -67,7 +83,8 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     clock = Clock()
     luna, real_path = root / "luna16", root / "real.zarr"
     clock("phantom", make_phantom, luna, scans=args.scans, size=args.size, seed=args.seed)
-    clock("prepare", prepare, luna, real_path, PrepareOptions(test_patients=args.test_patients, seed=args.seed, workers=1))
+    prep = PrepareOptions(test_patients=args.test_patients, nodule_slices=args.nodule_slices, seed=args.seed, workers=1)
+    clock("prepare", prepare, luna, real_path, prep)
     request = dict(nodules=args.nodules, nodule_free=args.nodule_free, shape="real", seed=args.seed, retries=0, device="cpu")
     stores = {}
     for name in ("mislabeled", "paste"):
@@ -86,7 +103,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         size=args.bench_size, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, depth=args.depth,
         width=args.width, patch=args.patch, seed=args.seed,
     )
-    result = clock("bench detect", run_detect, real, synthetic, config, torch.device("cpu"))
+    result = clock("bench detect", run_detect, real, synthetic, config, torch.device("cpu"), None, FoldLog())
     summary = real.summary()
     return {
         "config": {**vars(args), "out": str(args.out) if args.out else None},
@@ -124,10 +141,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scans", type=int, default=20, help="phantom scans (2 per official fold with 20)")
     parser.add_argument("--size", type=int, default=128, help="phantom slice size in pixels")
+    parser.add_argument("--nodule-slices", default="all", help="prepare's nodule slices: center (one per nodule) or all it touches")
     parser.add_argument("--test-patients", type=float, default=0.2, help="prepare's test share (augment sources are train patients)")
     parser.add_argument("--nodules", type=int, default=160, help="nodule slices per control store")
     parser.add_argument("--nodule-free", type=int, default=0, help="nodule-free slices per control store")
-    parser.add_argument("--generator-size", type=int, default=64, help="control stores' size in pixels (the demo generators' 64)")
+    parser.add_argument("--generator-size", type=int, default=None, help="control stores' size in pixels (default: the real store's)")
     parser.add_argument("--folds", type=int, default=10, help="cross-validation folds")
     parser.add_argument("--bench-size", type=int, default=128, help="bench working size in pixels")
     parser.add_argument("--patch", type=int, default=16, help="detection patch in pixels (size / 8, as 32 at 256)")
@@ -137,7 +155,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=8, help="SE-ResNet base width")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
     parser.add_argument("--generators", action="store_true", help="also bench the shipped demo SDM and SPADE")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: no spinning on a shared machine)")
     parser.add_argument("--out", type=Path, default=None, help="keep the stores here (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
