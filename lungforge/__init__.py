@@ -2,7 +2,7 @@
 
 Public API (imported lazily so that `import lungforge` stays fast)::
 
-    open_store, create_store, SliceDataset, prepare, PrepareOptions, make_phantom
+    open_store, create_store, verify_store, SliceDataset, prepare, PrepareOptions, make_phantom
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ _EXPORTS = {
     "open_store": "lungforge.data.store",
     "create_store": "lungforge.data.store",
     "Store": "lungforge.data.store",
+    "verify_store": "lungforge.data.verify",
     "SliceDataset": "lungforge.data.dataset",
     "collate_slices": "lungforge.data.dataset",
     "prepare": "lungforge.data.prepare",

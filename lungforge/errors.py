@@ -34,3 +34,11 @@ class RegistryError(LungforgeError):
 
 class LayoutError(LungforgeError):
     """A requested synthetic nodule layout cannot be placed in any label map."""
+
+
+class CorruptStoreError(SchemaError):
+    """A store's chunk is missing or fails its checksum (damaged on disk)."""
+
+
+class LockError(LungforgeError):
+    """Another process holds the lock on a store or on the weights registry."""

@@ -6,6 +6,11 @@ safetensors metadata, see `lungforge.models.checkpoint`). Entries come from the 
 `$LUNGFORGE_HOME/registry.toml` (imported weights) merged over it. Downloads land in
 `$LUNGFORGE_HOME/weights/<name>.safetensors` (default home `~/.cache/lungforge`); every file is
 checked against its recorded size and sha256 before it is used.
+
+Writers serialize on lock files in `$LUNGFORGE_HOME/locks/` (:mod:`lungforge.locks`): `import`
+holds `registry.lock` from its existence check to the registry write, and `pull` holds
+`<name>.download.lock` while it downloads, so concurrent imports of one name cannot both
+succeed and a registry entry always matches its file.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from lungforge.errors import RegistryError
+from lungforge.locks import hold_lock
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,6 +41,8 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60.0
+LOCK_TIMEOUT_S = 600.0
+"""How long an import or pull waits for another process's import or download of the same thing."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,16 @@ class WeightsRegistry:
         if result.status == "ok":
             return result.path
         if entry.path or entry.source == "user":
+            return self._pull_checked(entry, result, progress)
+        with hold_lock(self.cache_path(name), "weights download", LOCK_TIMEOUT_S, self.home / "locks" / f"{name}.download.lock"):
+            # Another process may have finished the download while this one waited.
+            return self._pull_checked(entry, self.check(entry), progress)
+
+    def _pull_checked(self, entry: WeightsEntry, result: VerifyResult, progress: ProgressFn | None) -> Path:
+        name = entry.name
+        if result.status == "ok":
+            return result.path
+        if entry.path or entry.source == "user":
             where = "shipped with lungforge" if entry.path else f"imported into {self.user_registry}"
             problem = "is missing" if result.status == "missing" else f"fails verification ({result.detail})"
             raise RegistryError(f"weights {name!r} ({where}) at {result.path} {problem}")
@@ -184,10 +202,14 @@ class WeightsRegistry:
 
     def import_checkpoint(self, source: Path, name: str, *, force: bool = False) -> WeightsEntry:
         """Validate a run dir or `.safetensors`, copy it into the cache as one self-describing file, register it."""
-        from lungforge.models.checkpoint import load_checkpoint, read_checkpoint_meta, sha256_file, write_safetensors
-
         if not NAME_PATTERN.match(name):
             raise RegistryError(f"weights name must match {NAME_PATTERN.pattern}, got {name!r}")
+        with hold_lock(self.user_registry, "weights registry", LOCK_TIMEOUT_S, self.home / "locks" / "registry.lock"):
+            return self._import_locked(Path(source), name, force)
+
+    def _import_locked(self, source: Path, name: str, force: bool) -> WeightsEntry:
+        from lungforge.models.checkpoint import load_checkpoint, read_checkpoint_meta, sha256_file, write_safetensors
+
         existing = self.entries().get(name)
         if existing is not None and not force:
             raise RegistryError(f"weights {name!r} already exist in the {existing.source} registry; pass --force to replace")

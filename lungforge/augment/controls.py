@@ -53,6 +53,8 @@ class ControlGenerator:
     """
 
     seeded = False
+    sha256 = None
+    """No weights: a resumed control run matches on its options alone."""
 
     def __init__(self, kind: ControlKind, real: Store, size: int) -> None:
         if kind not in CONTROLS:

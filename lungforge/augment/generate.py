@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -26,6 +27,7 @@ import torch
 from lungforge.augment.controls import CONTROLS, ControlGenerator
 from lungforge.augment.nodule_library import NoduleLibrary, SizePool
 from lungforge.augment.options import AugmentOptions, output_defining
+from lungforge.augment.output_guard import check_output, refuse_overlap
 from lungforge.augment.plan import PlannedSample, SamplePlanner, SourceMaps, sample_seed
 from lungforge.augment.summary import AugmentReport, summarize
 from lungforge.augment.synthesizer import SamplingSettings, Synthesizer
@@ -34,6 +36,7 @@ from lungforge.augment.visibility import contrast_threshold_from_store
 from lungforge.augment.writer import BlockWriter, FinishedBlock, part_name
 from lungforge.data.store import SPLIT_IDS, Store, create_store, open_store
 from lungforge.errors import InputError, SchemaError
+from lungforge.locks import hold_lock
 from lungforge.registry import resolve_weights
 from lungforge.models.checkpoint import load_checkpoint
 from lungforge.device import check_precision, resolve_device
@@ -68,7 +71,9 @@ def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Sy
         if options.weights == "paste" and options.nodules > 0 and options.shape != "real":
             raise InputError(f"--weights paste blends real nodule patches: it needs --shape real, got --shape {options.shape}")
         return ControlGenerator(options.weights, real, options.size or real.shape_hw[0])  # type: ignore[arg-type]
-    ckpt = load_checkpoint(resolve_weights(options.weights))
+    weights_path = resolve_weights(options.weights)
+    refuse_overlap(options.out, "--weights", weights_path)
+    ckpt = load_checkpoint(weights_path)
     precision = check_precision(options.precision, device)
     settings = SamplingSettings(options.sampler, options.steps, options.guidance)
     synthesizer = Synthesizer(ckpt, device, precision, settings)
@@ -101,12 +106,7 @@ def load_inputs(options: AugmentOptions, device: torch.device) -> _Inputs:
     return _Inputs(real, synthesizer, planner)
 
 
-def _check_output_free(options: AugmentOptions) -> None:
-    if options.out.exists() and not (options.resume or options.overwrite):
-        raise SchemaError(f"{options.out}: already exists; pass --resume to continue it or --overwrite to replace it")
-
-
-def _open_resumed(options: AugmentOptions) -> Store:
+def _open_resumed(options: AugmentOptions, inputs: _Inputs) -> Store:
     store = open_store(options.out, "r+", require_complete=False)
     if store.kind != "synthetic":
         raise SchemaError(f"{options.out}: kind is {store.kind!r}, --resume expects a synthetic store written by augment")
@@ -121,7 +121,25 @@ def _open_resumed(options: AugmentOptions) -> Store:
     if changed:
         k = changed[0]
         raise SchemaError(f"{options.out}: was started with {k}={before.get(k)!r}, this run has {k}={now[k]!r}; resume with the same options")
+    _check_same_inputs(options, inputs, store)
     return store
+
+
+def _check_same_inputs(options: AugmentOptions, inputs: _Inputs, store: Store) -> None:
+    """A resume must use the very weights (sha256) and real store (fingerprint) the run started with."""
+    generator, source = store.attrs.get("generator", {}), store.attrs.get("input", {})
+    sha = inputs.synthesizer.sha256
+    if generator.get("sha256") != sha:
+        raise SchemaError(
+            f"{options.out}: was started with weights {generator.get('weights')!r} (sha256 {generator.get('sha256')}), "
+            f"--weights {options.weights} has sha256 {sha}; resume with the same weights"
+        )
+    fingerprint = inputs.real.fingerprint()
+    if source.get("fingerprint") != fingerprint:
+        raise SchemaError(
+            f"{options.out}: was started from real store {source.get('path')} (fingerprint {source.get('fingerprint')}), "
+            f"--data {options.data} has fingerprint {fingerprint}; resume with the same --data"
+        )
 
 
 def _create_output(options: AugmentOptions, inputs: _Inputs) -> Store:
@@ -152,7 +170,7 @@ def _open_output(options: AugmentOptions, inputs: _Inputs, info: DistInfo) -> St
     store = None
     if info.is_main:
         if options.resume and options.out.exists():
-            store = _open_resumed(options)
+            store = _open_resumed(options, inputs)
         else:
             store = _create_output(options, inputs)
     barrier(info)
@@ -316,12 +334,19 @@ def augment(options: AugmentOptions, progress: Progress | None = None) -> Augmen
     """Run (or resume) an augment job; under torchrun every rank calls this.
 
     Returns the report on rank 0 and None on the other ranks. Nothing is written when the
-    inputs, weights or layout request are invalid, or when `out` exists without resume/overwrite.
+    inputs, weights or layout request are invalid, when `out` exists without resume/overwrite,
+    overlaps an input or is a real store. Rank 0 holds `<out>.lock` for the whole run, so a
+    second augment into the same `out` is refused (LockError) while the first one lives.
     """
-    started = time.perf_counter()
     info = dist_info_from_env()
+    with hold_lock(options.out, "store") if info.is_main else nullcontext():
+        return _augment(options, info, progress)
+
+
+def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None) -> AugmentReport | None:
+    started = time.perf_counter()
     device = resolve_device(options.device, info.local_rank)
-    _check_output_free(options)
+    check_output(options)
     inputs = load_inputs(options, device)
     init_process_group(info, device)
     try:

@@ -72,6 +72,11 @@ class Synthesizer:
         return int(self.ckpt.config.image_size)
 
     @property
+    def sha256(self) -> str:
+        """sha256 of the weights file (what a resumed run must match)."""
+        return self.ckpt.sha256
+
+    @property
     def seeded(self) -> bool:
         """Whether another seed gives another image (False for SPADE without a noise input)."""
         return self.kind == "sdm" or self.ckpt.config.z_dim > 0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from lungforge.errors import EXIT_PARTIAL
+from lungforge.errors import EXIT_ERROR, EXIT_PARTIAL
 
 
 def register(app: typer.Typer) -> None:
@@ -120,18 +121,40 @@ def prepare(
 
 def info(
     store: Annotated[Path, typer.Argument(help="A lungforge Zarr store.")],
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Also read every chunk (crc32c checksums) and check the counts against the metadata; "
+            "exit 1 naming each damaged array and chunk.",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Print counts, splits, folds and the nodule size histogram of a store."""
     from rich.table import Table
 
-    from lungforge.cli.console import print_json
+    from lungforge.cli.console import err_console, print_json
     from lungforge.data.store import open_store
+    from lungforge.data.verify import verify_store
 
+    checked = verify_store(store) if verify else None
+    if checked is not None and not checked.ok:
+        if json_out:
+            print_json({"verify": checked})
+        else:
+            for line in checked.problems:
+                err_console.print(f"[red]damaged:[/red] {store}: {line}", highlight=False, soft_wrap=True)
+            more = f" (and {checked.more_problems} more)" if checked.more_problems else ""
+            err_console.print(f"[red]error:[/red] {store}: {len(checked.problems)} problems{more}; the store is damaged", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_ERROR)
     summary = open_store(store).summary()
     if json_out:
-        print_json(summary)
+        print_json(summary if checked is None else {**asdict(summary), "verify": checked})
         return
+    if checked is not None:
+        sums = "crc32c checksums ok" if checked.checksums else "no checksums (store written before lungforge recorded them)"
+        err_console.print(f"verified: {checked.objects_read} shards/chunks of {checked.arrays} arrays read, {sums}, counts consistent", highlight=False, soft_wrap=True)
     from rich.console import Console
 
     console = Console()

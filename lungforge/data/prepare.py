@@ -22,6 +22,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 
 from lungforge.data import luna16
+from lungforge.data.input_manifest import input_manifest, manifest_difference
 from lungforge.data.masks import (
     auto_lung_labels,
     body_mask,
@@ -33,6 +34,7 @@ from lungforge.data.masks import (
 from lungforge.data.store import SHARD, SPLIT_IDS, Store, create_store, is_store, open_store
 from lungforge.errors import InputError, LungforgeError, ScanError
 from lungforge.labels import LEFT_LUNG, RIGHT_LUNG, SegValues
+from lungforge.locks import hold_lock
 
 
 @dataclass(frozen=True)
@@ -447,7 +449,23 @@ def prepare(
     """Prepare a LUNA16 directory into the store `out`; see the module docstring.
 
     `progress` is an optional Rich Progress. Bad scans are skipped and listed in the report.
+    `resume` refuses inputs (scan list, scan and seg files, annotations) other than those the run
+    started with. `<out>.lock` is held throughout: a second writer of `out` gets a LockError.
     """
+    with hold_lock(Path(out), "store"):
+        return _prepare(luna16_dir, out, options, resume=resume, overwrite=overwrite, progress=progress, shard_slices=shard_slices)
+
+
+def _prepare(
+    luna16_dir: str | Path,
+    out: str | Path,
+    options: PrepareOptions,
+    *,
+    resume: bool,
+    overwrite: bool,
+    progress: Any | None,
+    shard_slices: int,
+) -> PrepareReport:
     started = time.perf_counter()
     root, out = Path(luna16_dir), Path(out)
     refs = luna16.discover_scans(root)
@@ -473,11 +491,15 @@ def prepare(
     shape_hw = good[0][0][1:]
     capacity = sum(h[0][0] for h in good)
     params = {**options.params(), "luna16_dir": str(root.resolve()), "seg_values": dataclasses.asdict(options.seg_values)}
+    manifest = input_manifest(root, refs)
 
     if resume and out.exists() and is_store(out):
         store = open_store(out, mode="r+", require_complete=False)
         if store.attrs.get("params") != _jsonable(params):
             raise LungforgeError(f"{out}: was prepared with other options {store.attrs.get('params')}; use --overwrite to start over")
+        difference = manifest_difference(root, store.attrs.get("inputs"), manifest)
+        if difference:
+            raise InputError(f"{out}: cannot --resume from {root}: {difference}; use --overwrite to start over")
         if store.attrs.get("complete"):
             return _report(store, len(refs), started)
     elif resume and out.exists():
@@ -485,7 +507,7 @@ def prepare(
     else:
         store = create_store(
             out, kind="real", height=shape_hw[0], width=shape_hw[1], capacity=capacity,
-            params=_jsonable(params), overwrite=overwrite, shard_slices=shard_slices,
+            params=_jsonable(params), overwrite=overwrite, shard_slices=shard_slices, extra_attrs={"inputs": manifest},
         )
     writer = _Writer(store, len(refs), test_uids, folds)
     next_scan, next_offset = writer.restore()

@@ -16,10 +16,17 @@ Layout::
 Writers own whole shards: a block written with :meth:`Store.write_block` starts at a multiple
 of :data:`SHARD`, so no shard holding committed data is ever rewritten, and a kill at any
 moment can only damage a block that resume rewrites anyway.
+
+Integrity (stores whose `integrity` attribute is :data:`INTEGRITY`): every chunk ends with a
+crc32c checksum (zarr's `crc32c` codec after zstd; shard indexes have their own), and every
+chunk is written even when it equals the fill value, so in a complete store a chunk that is not
+there was lost. Reading such a store raises :class:`CorruptStoreError` for a missing chunk
+instead of returning zeros; `lungforge info --verify` (:mod:`lungforge.data.verify`) reads all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import io
 import json
@@ -33,18 +40,25 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lungforge.errors import SchemaError
+from lungforge.errors import CorruptStoreError, SchemaError
 from lungforge.labels import labels_attr
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import zarr
-    from zarr.codecs import ZstdCodec
+    from zarr.abc.store import ByteRequest
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+    from zarr.core.buffer import Buffer, BufferPrototype
+    from zarr.core.sync import sync as _zarr_sync
+    from zarr.storage import LocalStore, WrapperStore
 
 SCHEMA = "lungforge.slices/1"
 SHARD = 64
 WINDOW_HU = (-1000, 400)
 Kind = Literal["real", "synthetic"]
+INTEGRITY = {"checksums": "crc32c", "empty_chunks": "written"}
+"""The `integrity` attribute of stores written with checksums and every chunk present."""
+WRITE_CONFIG = {"write_empty_chunks": True}
 
 META_DTYPES: dict[str, tuple[str, tuple[int, ...]]] = {
     "series": ("int32", ()),
@@ -88,6 +102,112 @@ def _nodule_dtypes(kind: Kind) -> dict[str, tuple[str, tuple[int, ...]]]:
 def empty_nodules(kind: Kind = "real") -> dict[str, np.ndarray]:
     """A nodule table with no rows, with the columns of `kind`."""
     return {k: np.zeros((0, *shape), dtype=dt) for k, (dt, shape) in _nodule_dtypes(kind).items()}
+
+
+def _compressors() -> list[Any]:
+    """zstd, then a crc32c checksum of the compressed bytes (verified on every read)."""
+    return [ZstdCodec(level=3), Crc32cCodec()]
+
+
+def _is_chunk_key(key: str) -> bool:
+    """True for a chunk key (`image/c/0/0/0`, `meta/done/c/3`), False for metadata (`zarr.json`)."""
+    return "/c/" in f"/{key}" and not key.endswith("zarr.json")
+
+
+class _StrictChunks(WrapperStore[LocalStore]):
+    """A view of a complete store's files in which a missing chunk is an error, not the fill value."""
+
+    def __init__(self, store: LocalStore, root: Path) -> None:
+        super().__init__(store)
+        self._root = root
+
+    def _with_store(self, store: LocalStore) -> "_StrictChunks":
+        return type(self)(store, self._root)
+
+    def _missing(self, key: str) -> CorruptStoreError:
+        return CorruptStoreError(
+            f"{self._root}: chunk {key} is missing (deleted or lost); run `lungforge info {self._root} --verify`"
+        )
+
+    async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
+        value = await self._store.get(key, prototype, byte_range)
+        if value is None and _is_chunk_key(key):
+            raise self._missing(key)
+        return value
+
+    async def get_partial_values(
+        self, prototype: BufferPrototype, key_ranges: Any
+    ) -> list[Buffer | None]:
+        key_ranges = list(key_ranges)
+        values = await self._store.get_partial_values(prototype, key_ranges)
+        for (key, _), value in zip(key_ranges, values):
+            if value is None and _is_chunk_key(key):
+                raise self._missing(key)
+        return values
+
+
+async def _settle() -> None:
+    """Wait for the reads still running in zarr's event loop (their results are dropped)."""
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    await asyncio.gather(*others, return_exceptions=True)
+
+
+def _checked_read(path: Path, name: str, read: Any, selection: Any) -> Any:
+    """`read(selection)`, with a missing or checksum-failing chunk raised as one CorruptStoreError.
+
+    zarr leaves the sibling reads of a failed one running in its event loop; they are awaited
+    here, so a command that stops on the error exits quietly instead of printing their tracebacks.
+    """
+    try:
+        return read(selection)
+    except CorruptStoreError:
+        _zarr_sync(_settle())
+        raise
+    except ValueError as exc:
+        if "checksum" not in str(exc):
+            raise
+        _zarr_sync(_settle())
+        raise CorruptStoreError(
+            f"{path}: {name}[{_describe(selection)}] fails its crc32c checksum (damaged on disk); run `lungforge info {path} --verify`"
+        ) from None
+
+
+def _describe(selection: Any) -> str:
+    parts = selection if isinstance(selection, tuple) else (selection,)
+    return ", ".join(
+        f"{p.start or 0}:{'' if p.stop is None else p.stop}" if isinstance(p, slice) else "..." if p is Ellipsis else str(p)
+        for p in parts
+    )
+
+
+class CheckedArray:
+    """A read view of one store array: indexing (``a[i]``, ``a.oindex[...]``) as zarr's, but a
+    damaged chunk raises :class:`CorruptStoreError`; other attributes are the zarr array's."""
+
+    def __init__(self, path: Path, name: str, array: "zarr.Array") -> None:
+        self._path, self._name, self._array = path, name, array
+
+    def __getitem__(self, selection: Any) -> Any:
+        return _checked_read(self._path, self._name, self._array.__getitem__, selection)
+
+    @property
+    def oindex(self) -> "_CheckedOIndex":
+        return _CheckedOIndex(self)
+
+    def __len__(self) -> int:
+        return int(self._array.shape[0])
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._array, attr)
+
+
+class _CheckedOIndex:
+    def __init__(self, parent: CheckedArray) -> None:
+        self._parent = parent
+
+    def __getitem__(self, selection: Any) -> Any:
+        p = self._parent
+        return _checked_read(p._path, p._name, p._array.oindex.__getitem__, selection)
 
 
 def _version() -> str:
@@ -134,14 +254,14 @@ class Store:
         return self._group.attrs["kind"]
 
     @property
-    def image(self) -> "zarr.Array":
+    def image(self) -> CheckedArray:
         """(N, H, W) uint8 windowed CT, indexable like a numpy array."""
-        return self._group["image"]
+        return self.array("image")
 
     @property
-    def label(self) -> "zarr.Array":
+    def label(self) -> CheckedArray:
         """(N, H, W) uint8 label maps (ids of :mod:`lungforge.labels`)."""
-        return self._group["label"]
+        return self.array("label")
 
     def __len__(self) -> int:
         return int(self.image.shape[0])
@@ -159,7 +279,7 @@ class Store:
         """A whole `meta/<name>` column as numpy (cached; columns are small)."""
         if name not in self._meta_cache:
             try:
-                self._meta_cache[name] = np.asarray(self._group[f"meta/{name}"][...])
+                self._meta_cache[name] = np.asarray(self.array(f"meta/{name}")[...])
             except KeyError:
                 raise SchemaError(f"{self.path}: no array meta/{name}") from None
         return self._meta_cache[name]
@@ -169,13 +289,13 @@ class Store:
 
     @property
     def series_uids(self) -> list[str]:
-        return [str(u) for u in self._group["series/uid"][...]]
+        return [str(u) for u in self.array("series/uid")[...]]
 
     def nodules(self) -> dict[str, np.ndarray]:
         """The nodule table: `slice` (M,), `bbox` (M, 4) x0,y0,x1,y1 px, `diameter_mm` (M,), ..."""
         table = {}
         for name in _nodule_dtypes(self.kind):
-            table[name] = np.asarray(self._group[f"nodules/{name}"][...])
+            table[name] = np.asarray(self.array(f"nodules/{name}")[...])
         return table
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -244,16 +364,50 @@ class Store:
             attrs={k: v for k, v in self.attrs.items() if k not in ("labels",)},
         )
 
+    # -- integrity ---------------------------------------------------------------------------
+    @property
+    def checked(self) -> bool:
+        """True if the store was written with checksums and every chunk (see module docstring)."""
+        return self.attrs.get("integrity") == INTEGRITY
+
+    def array_names(self) -> list[str]:
+        """Every array of the schema present in the store: image, label, meta/*, series/uid, nodules/*."""
+        names = ["image", "label", *(f"meta/{m}" for m in _meta_dtypes(self.kind)), "series/uid"]
+        names += [f"nodules/{m}" for m in _nodule_dtypes(self.kind)]
+        return [name for name in names if name in self._group]
+
+    def array(self, name: str) -> CheckedArray:
+        """A read view of the array `name` (see :meth:`array_names`)."""
+        return CheckedArray(self.path, name, self._group[name])
+
+    def stored_blocks(self, name: str) -> list[tuple[str, tuple[slice, ...], bool]]:
+        """(key, region, present) of every stored object of array `name`: its shards, or its chunks
+        when it has no shards. `region` is the index region the object holds, clipped to the shape."""
+        arr = self._group[name]
+        grid = arr.shards or arr.chunks
+        counts = [-(-size // step) for size, step in zip(arr.shape, grid)]
+        out = []
+        for coords in np.ndindex(*counts):
+            key = f"{name}/{arr.metadata.encode_chunk_key(coords)}"
+            region = tuple(slice(c * g, min((c + 1) * g, size)) for c, g, size in zip(coords, grid, arr.shape))
+            out.append((key, region, (self.path / key).is_file()))
+        return out
+
     # -- writing -----------------------------------------------------------------------------
     def _require_writable(self) -> None:
         if self.mode == "r":
             raise SchemaError(f"{self.path}: store opened read-only")
 
+    def _writable(self, name: str) -> "zarr.Array":
+        # Every chunk is written, even all-fill ones, so that a missing chunk always means loss.
+        return self._group[name].with_config(WRITE_CONFIG)
+
     def write_block(self, start: int, image: np.ndarray, label: np.ndarray, meta: dict[str, np.ndarray]) -> None:
         """Write slices [start, start+n) of image/label (n, H, W) uint8 and their meta columns.
 
         `start` must be a multiple of :attr:`shard_slices` so the writer owns whole shards; only
-        the final block of a store may be shorter than a shard.
+        the final block of a store may be shorter than a shard. Meta columns left out of `meta`
+        are written as zeros, except `done`, which a writer sets last (see :meth:`write_meta`).
         """
         self._require_writable()
         if start % self.shard_slices:
@@ -263,9 +417,12 @@ class Store:
             raise ValueError(f"block shape mismatch: image {image.shape}, label {label.shape}, store {self.shape_hw}")
         if start + n > len(self):
             raise ValueError(f"block [{start}, {start + n}) exceeds store capacity {len(self)}")
-        self.image[start : start + n] = image
-        self.label[start : start + n] = label
-        self.write_meta(start, meta)
+        self._writable("image")[start : start + n] = image
+        self._writable("label")[start : start + n] = label
+        defaults = {
+            name: np.zeros((n, *shape), dtype=dt) for name, (dt, shape) in _meta_dtypes(self.kind).items() if name != "done"
+        }
+        self.write_meta(start, {**defaults, **meta})
 
     def write_meta(self, start: int, meta: dict[str, np.ndarray]) -> None:
         """Write meta columns for slices [start, start+n). `done` should be written last."""
@@ -275,7 +432,7 @@ class Store:
             if name not in dtypes:
                 raise ValueError(f"unknown meta column {name!r}; expected one of {sorted(dtypes)}")
             arr = np.asarray(values, dtype=dtypes[name][0])
-            self._group[f"meta/{name}"][start : start + arr.shape[0]] = arr
+            self._writable(f"meta/{name}")[start : start + arr.shape[0]] = arr
             self._meta_cache.pop(name, None)
 
     def save_part(self, name: str, arrays: dict[str, np.ndarray]) -> None:
@@ -332,6 +489,11 @@ class Store:
             raise ValueError(f"nodule table columns must have equal rows, got {rows}")
         for name, arr in columns.items():
             _replace_array(self._group, f"nodules/{name}", arr, chunk=max(1, arr.shape[0]))
+        if self.checked:
+            for name in self.array_names():
+                lost = [key for key, _, present in self.stored_blocks(name) if not present]
+                if lost:
+                    raise SchemaError(f"{self.path}: {len(lost)} chunks of {name} were never written (first {lost[0]}); the store stays incomplete")
         self._group.attrs.update({**(attrs or {}), "complete": True})
         self._meta_cache.clear()
         self.clear_parts()
@@ -347,7 +509,8 @@ def _replace_array(group: "zarr.Group", name: str, data: np.ndarray, chunk: int)
             shape=data.shape,
             chunks=(chunk, *data.shape[1:]),
             dtype=data.dtype if data.dtype.kind != "U" else str,
-            compressors=ZstdCodec(level=3),
+            compressors=_compressors(),
+            config=WRITE_CONFIG,
         )
     if data.size:
         arr[...] = data
@@ -401,7 +564,8 @@ def create_store(
                 shards=(shard_slices, height, width),
                 dtype="uint8",
                 fill_value=0,
-                compressors=ZstdCodec(level=3),
+                compressors=_compressors(),
+                config=WRITE_CONFIG,
             )
         for name, (dt, shape) in _meta_dtypes(kind).items():
             group.create_array(
@@ -410,7 +574,8 @@ def create_store(
                 chunks=(shard_slices, *shape),
                 dtype=dt,
                 fill_value=0,
-                compressors=ZstdCodec(level=3),
+                compressors=_compressors(),
+                config=WRITE_CONFIG,
             )
     group.attrs.update(
         {
@@ -423,6 +588,7 @@ def create_store(
             "lungforge_version": _version(),
             "params": params,
             "complete": False,
+            "integrity": INTEGRITY,
             **(extra_attrs or {}),
         }
     )
@@ -458,6 +624,11 @@ def open_store(path: str | os.PathLike, mode: Literal["r", "r+"] = "r", require_
     for name in required:
         if name not in group:
             raise SchemaError(f"{path}: missing array {name}")
+    if mode == "r" and attrs.get("complete") and attrs.get("integrity") == INTEGRITY:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            strict = _StrictChunks(LocalStore(str(path), read_only=True), path)
+            group = zarr.open_group(store=strict, mode="r", zarr_format=3)
     store = Store(path, group, mode)
     n = len(store)
     if store.label.shape != store.image.shape or store.image.dtype != np.uint8:

@@ -1,0 +1,35 @@
+"""Checks on `augment --out` made before anything is written: never over an input, never over real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lungforge.augment.options import AugmentOptions
+from lungforge.data.store import is_store, open_store
+from lungforge.errors import InputError, SchemaError
+
+
+def refuse_overlap(out: Path, flag: str, path: Path) -> None:
+    """InputError if `out` is `path`, contains it, or lies inside it (symlinks resolved)."""
+    out_r, path_r = Path(out).resolve(), Path(path).resolve()
+    if out_r == path_r:
+        relation = "is"
+    elif out_r in path_r.parents:
+        relation = "contains"
+    elif path_r in out_r.parents:
+        relation = "is inside"
+    else:
+        return
+    raise InputError(f"--out {out} {relation} {flag} {path}: augment never writes over its inputs; choose another --out")
+
+
+def check_output(options: AugmentOptions) -> None:
+    """Refuse an --out that overlaps --data, exists without --resume/--overwrite, or is a real store."""
+    refuse_overlap(options.out, "--data", options.data)
+    out = options.out
+    if not out.exists():
+        return
+    if not (options.resume or options.overwrite):
+        raise SchemaError(f"{out}: already exists; pass --resume to continue it or --overwrite to replace it")
+    if options.overwrite and is_store(out) and open_store(out, require_complete=False).kind == "real":
+        raise SchemaError(f"{out}: is a real store; augment never overwrites real data (choose another --out)")
