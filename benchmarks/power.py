@@ -103,7 +103,8 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         size=args.bench_size, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, depth=args.depth,
         width=args.width, patch=args.patch, seed=args.seed,
     )
-    result = clock("bench detect", run_detect, real, synthetic, config, torch.device("cpu"), None, FoldLog())
+    folds_dir = root / "bench" if args.out is not None else None  # per-fold results, kept with --out
+    result = clock("bench detect", run_detect, real, synthetic, config, torch.device("cpu"), folds_dir, FoldLog())
     summary = real.summary()
     return {
         "config": {**vars(args), "out": str(args.out) if args.out else None},

@@ -21,8 +21,8 @@ from lungforge.bench.localize import LocalizeConfig, run_localize
 from lungforge.bench.metrics import DETECT_METRICS, LOCALIZE_METRICS
 from lungforge.bench.selection import Selection, selected, selection_summary
 from lungforge.bench.stats import paper_p_note, summarize
-from lungforge.errors import InputError
 from lungforge.data.store import Store
+from lungforge.errors import InputError
 
 TITLE = "lungforge downstream benchmark"
 
