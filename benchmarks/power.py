@@ -120,7 +120,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 def _cell(c: dict[str, Any] | None) -> str:
     if c is None:
-        return "–"
+        return "– | –"
     low, high = c["diff_ci95"]
     return f"{100 * c['diff_mean']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}] | {c['p_signed_rank']:.3g} (≥ {c['p_signed_rank_min']:.3g})"
 
