@@ -3,7 +3,7 @@
     python benchmarks/augment.py --json                       # tiny preset, CPU, phantom data
     python benchmarks/augment.py --device cuda --nodules 448 --nodule-free 64 --batch-size 64 --json
 
-Prints {"img_per_s", "sampling_only_img_per_s", "overhead", ...} where overhead =
+Prints one JSON line {"img_per_s", "sampling_only_img_per_s", "overhead", ...} where overhead =
 augment seconds per image / sampling-only seconds per image − 1 (target ≤ 0.15). The augment
 side is the full call: opening the stores, the nodule library and visibility threshold, layout
 planning, verification and Zarr writes. The sampling side runs the same generator, sampler,
@@ -92,6 +92,7 @@ def main() -> None:
 
     n = report.images_sampled
     result = {
+        "benchmark": "augment",
         "device": f"{device.type}: {device_name(device)}" + (f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""),
         "preset": args.preset,
         "images": n,
@@ -107,7 +108,7 @@ def main() -> None:
         "verified_final": report.verified_final,
     }
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result))
     else:
         for key, value in result.items():
             print(f"{key:>26}: {value}")

@@ -1,38 +1,44 @@
-"""SDM sampling speed: the paper's ancestral DDPM (1000 steps, guided) vs a fast sampler, same model, one run.
+"""Generator sampling throughput with FLOP accounting: images/s, achieved TFLOP/s, fraction of peak.
 
-    python benchmarks/sampling.py --json                                  # tiny preset, CPU
-    python benchmarks/sampling.py --preset paper --device cuda --batch-size 8 --json
+    python benchmarks/sampling.py --json                                         # tiny SDM, CPU
+    python benchmarks/sampling.py --preset paper --device cuda --precision bf16 --batch-size 64 [--compile] --json
+    python benchmarks/sampling.py --model spade --preset paper --device cuda --precision bf16 --batch-size 16 --json
+    python benchmarks/sampling.py --baseline --baseline-timed-steps 20 --json     # + ancestral DDPM-1000 speedup
 
-Prints {"device", "preset", "baseline", "baseline_img_per_s", "fast", "fast_img_per_s", "speedup",
-"flops_per_image", "peak_mem_mb", "fid_fast_vs_baseline", ...}. Target: speedup ≥ 40 (e.g.
-dpmpp-20 vs ddpm-1000 → 50× fewer model passes). With `--baseline-timed-steps K` the baseline
-runs K ancestral steps and its time is scaled to 1000 steps: the output then says so
-("baseline_extrapolated_from_steps": K). For the paper preset use it: a full 1000-step guided
-run of batch 8 did not finish in 380 s on an H100 in fp32. Weights: `--weights` (registry name or checkpoint),
-else a random-init model of the preset (speed does not depend on the weights; FID does).
-FID of the fast samples against the baseline's own samples needs `--inception-weights FILE`
-(pytorch-fid's pt_inception-2015-12-05-6726825d.pth); without it "fid_fast_vs_baseline" is null
-and "fid_note" gives the reason.
+One JSON line (same keys on CPU and GPU). FLOPs per model pass are counted with
+torch.utils.flop_counter on the meta device (lungforge.models.flops); an SDM image costs
+passes_per_step × steps passes (2 with guidance ≠ 1: conditional and unconditional). The run
+goes through what augment uses (channels_last inference model, forward-only autocast, optional
+torch.compile); `first_call_s` is the first batch (warm-up, and compilation with `--compile`),
+timed apart from the `--repeats` timed batches. On CUDA `peak_fraction` compares achieved
+TFLOP/s with the GPU's dense peak for the precision (benchmarks/hardware.py; `--peak-tflops`
+overrides). Weights: `--weights` (registry name or checkpoint), else random init of the preset
+(speed does not depend on the weights). With `--baseline` the same model also runs the paper's
+ancestral DDPM-1000 (`--baseline-timed-steps K`: K steps timed and scaled to 1000, labelled as
+extrapolated) and "speedup" compares it; FID(fast, baseline) needs `--inception-weights FILE`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
+from hardware import device_fields, peak_memory_mb, peak_tflops, rate_fields, reset_peak_memory, timed
 from lungforge.augment.synthesizer import onehot_labels
+from lungforge.device import autocast_forward, check_precision, resolve_device
 from lungforge.diffusion.samplers import sample
 from lungforge.labels import BODY, LEFT_LUNG, RIGHT_LUNG, TRACHEA
-from lungforge.models.presets import get_preset
-from lungforge.models.sdm_unet import SDMUNet, count_flops_per_forward
-from lungforge.device import device_name, resolve_device
+from lungforge.models.acceleration import MEMORY_FORMATS, for_inference
+from lungforge.models.flops import sdm_forward_flops, spade_forward_flops
+from lungforge.models.presets import SDMConfig, SPADEConfig, get_preset
+from lungforge.models.sdm_unet import SDMUNet
+from lungforge.models.spade import SPADEGenerator
 
 BASELINE_STEPS = 1000
 
@@ -52,25 +58,18 @@ def chest_labels(n: int, size: int, seed: int = 0) -> np.ndarray:
 
 
 def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, str]:
+    """The generator (eval mode on `device`) and its preset name."""
     if args.weights:
-        from lungforge.registry import resolve_weights
         from lungforge.models.checkpoint import build_model, load_checkpoint
+        from lungforge.registry import resolve_weights
 
-        ckpt = load_checkpoint(resolve_weights(args.weights), expect_kind="sdm")
+        ckpt = load_checkpoint(resolve_weights(args.weights), expect_kind=args.model)
         return build_model(ckpt, device), ckpt.preset
     torch.manual_seed(0)
-    return SDMUNet(get_preset(args.preset).sdm).to(device).eval(), args.preset
-
-
-def timed_sample(model, onehot: torch.Tensor, sampler: str, steps: int, guidance: float, seed: int) -> tuple[torch.Tensor, float]:
-    generators = [torch.Generator(device=onehot.device).manual_seed(seed + i) for i in range(onehot.shape[0])]
-    if onehot.device.type == "cuda":
-        torch.cuda.synchronize(onehot.device)
-    started = time.perf_counter()
-    x = sample(model, onehot, sampler=sampler, steps=steps, guidance=guidance, generators=generators)
-    if onehot.device.type == "cuda":
-        torch.cuda.synchronize(onehot.device)
-    return x, time.perf_counter() - started
+    preset = get_preset(args.preset)
+    with torch.device(device):
+        model = SDMUNet(preset.sdm) if args.model == "sdm" else SPADEGenerator(preset.spade)
+    return model.eval(), args.preset
 
 
 def fid_between(a: torch.Tensor, b: torch.Tensor, weights: Path, device: torch.device) -> float:
@@ -90,70 +89,118 @@ def fid_between(a: torch.Tensor, b: torch.Tensor, weights: Path, device: torch.d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=("sdm", "spade"), default="sdm", help="generator kind")
     parser.add_argument("--preset", default="tiny", help="model preset when no --weights: tiny (CPU) or paper (GPU)")
-    parser.add_argument("--weights", default=None, help="SDM weights (registry name or checkpoint); default random init")
+    parser.add_argument("--weights", default=None, help="weights (registry name or checkpoint); default random init")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--batch-size", type=int, default=2, help="images per sampling batch")
-    parser.add_argument("--sampler", default="dpmpp", help="fast sampler: dpmpp or ddim")
-    parser.add_argument("--steps", type=int, default=20, help="fast sampler steps")
-    parser.add_argument("--guidance", type=float, default=1.5, help="classifier-free guidance scale (both runs)")
-    parser.add_argument("--baseline-timed-steps", type=int, default=None, help="time only K ancestral steps and scale to 1000 (labelled as extrapolated)")
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (autocast around the model only)")
+    parser.add_argument("--batch-size", default="2", help="images per sampling batch; a list (16,64) prints one line per size")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (first call timed apart)")
+    parser.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS, help="model memory format")
+    parser.add_argument("--sampler", default="dpmpp", help="SDM sampler: dpmpp, ddim or ddpm")
+    parser.add_argument("--steps", type=int, default=25, help="SDM sampler steps")
+    parser.add_argument("--guidance", type=float, default=1.5, help="classifier-free guidance scale")
+    parser.add_argument("--repeats", type=int, default=1, help="timed batches after the first")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="dense peak TFLOP/s of this device at this precision")
+    parser.add_argument("--baseline", action="store_true", help="also time ancestral DDPM-1000 (SDM) and report the speedup")
+    parser.add_argument("--baseline-timed-steps", type=int, default=None, help="with --baseline: time only K steps, scale to 1000")
+    parser.add_argument("--inception-weights", type=Path, default=None, help="with --baseline: pytorch-fid Inception weights, for FID(fast, baseline)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--inception-weights", type=Path, default=None, help="pytorch-fid Inception weights file, for FID(fast, baseline)")
-    parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--json", action="store_true", help="print one JSON line only")
     args = parser.parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    precision = check_precision(args.precision, device)
     model, preset = load_model(args, device)
-    size = model.config.image_size
-    onehot = onehot_labels(chest_labels(args.batch_size, size), device)
-    passes = 1 if args.guidance == 1.0 else 2
-    flops_forward = count_flops_per_forward(model, 1)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    config = model.config if args.model == "sdm" else model.cfg
+    forward = autocast_forward(for_inference(model, device, memory_format=args.memory_format, compile=args.compile), device, precision)
+    for batch_size in [int(b) for b in args.batch_size.split(",")]:
+        report(run(args, forward, config, preset, batch_size, device, precision), args.json)
 
-    timed_sample(model, onehot, args.sampler, 2, args.guidance, seed=0)  # warm-up
-    fast, fast_s = timed_sample(model, onehot, args.sampler, args.steps, args.guidance, seed=0)
-    print(f"fast {args.sampler}-{args.steps}: {args.batch_size / fast_s:.3f} img/s; running the baseline ...", file=sys.stderr, flush=True)
-    baseline_steps = args.baseline_timed_steps or BASELINE_STEPS
-    baseline, baseline_s = timed_sample(model, onehot, "ddpm", baseline_steps, args.guidance, seed=0)
-    baseline_s *= BASELINE_STEPS / baseline_steps
 
+def run(
+    args: argparse.Namespace,
+    forward: Callable[..., torch.Tensor],
+    config: SDMConfig | SPADEConfig,
+    preset: str,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+) -> dict:
+    """Time one first batch and `args.repeats` more of `batch_size` images; the result line."""
+    size = config.image_size
+    onehot = onehot_labels(chest_labels(batch_size, size), device)
+    sdm = args.model == "sdm"
+    passes = (1 if args.guidance == 1.0 else 2) * args.steps if sdm else 1
+    flops_per_pass = sdm_forward_flops(config) if sdm else spade_forward_flops(config)
+
+    def generate(sampler: str = args.sampler, steps: int = args.steps) -> torch.Tensor:
+        if not sdm:
+            with torch.no_grad():
+                return forward(onehot)
+        generators = [torch.Generator(device=device).manual_seed(i) for i in range(batch_size)]
+        return sample(forward, onehot, sampler=sampler, steps=steps, guidance=args.guidance, generators=generators)
+
+    reset_peak_memory(device)
+    first_s = timed(generate, device)
+    print(f"first batch {first_s:.1f} s; timing {args.repeats} batch(es) ...", file=sys.stderr, flush=True)
+    outputs: list[torch.Tensor] = []
+    seconds = sum(timed(lambda: outputs.append(generate()), device) for _ in range(args.repeats))
+    images = batch_size * args.repeats
     result = {
-        "device": f"{device.type}: {device_name(device)}" + (f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""),
+        "benchmark": "sampling",
+        "model": args.model,
         "preset": preset,
         "image_size": size,
-        "batch_size": args.batch_size,
-        "baseline": f"ddpm-{BASELINE_STEPS} s={args.guidance}",
-        "baseline_img_per_s": args.batch_size / baseline_s,
-        "baseline_extrapolated_from_steps": args.baseline_timed_steps,
-        "fast": f"{args.sampler}-{args.steps} s={args.guidance}",
-        "fast_img_per_s": args.batch_size / fast_s,
-        "speedup": baseline_s / fast_s,
-        "flops_per_image": flops_forward * passes * args.steps,
-        "baseline_flops_per_image": flops_forward * passes * BASELINE_STEPS,
-        "peak_mem_mb": (
-            torch.cuda.max_memory_allocated(device) / 2**20
-            if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        ),
+        **device_fields(device),
+        "precision": precision,
+        "memory_format": args.memory_format,
+        "compile": args.compile,
+        "batch_size": batch_size,
+        "sampler": f"{args.sampler}-{args.steps} s={args.guidance}" if sdm else "single pass",
+        "passes_per_image": passes,
+        "flops_per_pass": flops_per_pass,
+        "flops_per_image": flops_per_pass * passes,
+        "first_call_s": first_s,
+        "seconds": seconds,
+        **rate_fields(images, seconds, flops_per_pass * passes, peak_tflops(device, precision, args.peak_tflops)),
+        "peak_mem_mb": peak_memory_mb(device),
+        "baseline": None,
+        "baseline_img_per_s": None,
+        "baseline_extrapolated_from_steps": None,
+        "speedup": None,
         "fid_fast_vs_baseline": None,
         "fid_note": None,
     }
-    if args.inception_weights is None:
-        result["fid_note"] = "no --inception-weights given (FID Inception weights are not available offline)"
-    elif args.baseline_timed_steps:
-        result["fid_note"] = "baseline was not run to 1000 steps, its samples are not comparable"
-    else:
-        result["fid_fast_vs_baseline"] = fid_between(fast, baseline, args.inception_weights, device)
-        result["fid_note"] = f"{args.batch_size} samples each: too few for a stable FID; use a large --batch-size and trained --weights"
-    if args.json:
-        print(json.dumps(result, indent=2))
+    if args.baseline and sdm:
+        steps = args.baseline_timed_steps or BASELINE_STEPS
+        baseline: list[torch.Tensor] = []
+        baseline_s = timed(lambda: baseline.append(generate("ddpm", steps)), device) * BASELINE_STEPS / steps
+        result.update(
+            baseline=f"ddpm-{BASELINE_STEPS} s={args.guidance}",
+            baseline_img_per_s=batch_size / baseline_s,
+            baseline_extrapolated_from_steps=args.baseline_timed_steps,
+            speedup=baseline_s / (seconds / args.repeats),
+        )
+        if args.inception_weights is None:
+            result["fid_note"] = "no --inception-weights given (FID Inception weights are not available offline)"
+        elif args.baseline_timed_steps:
+            result["fid_note"] = "baseline was not run to 1000 steps, its samples are not comparable"
+        else:
+            result["fid_fast_vs_baseline"] = fid_between(outputs[-1], baseline[0], args.inception_weights, device)
+            result["fid_note"] = f"{batch_size} samples each: too few for a stable FID; use a large --batch-size and trained --weights"
+    return result
+
+
+def report(result: dict, as_json: bool) -> None:
+    """Print one result: a JSON line, or aligned key: value lines."""
+    if as_json:
+        print(json.dumps(result), flush=True)
     else:
         for key, value in result.items():
-            print(f"{key:>34}: {value}")
+            print(f"{key:>32}: {value}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -48,6 +48,22 @@ def autocast(device: torch.device, precision: Precision) -> AbstractContextManag
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+def autocast_forward(model: Callable[..., torch.Tensor], device: torch.device, precision: Precision) -> Callable[..., torch.Tensor]:
+    """`model` with only its forward pass under autocast (`model` itself for fp32).
+
+    Samplers call this instead of running under autocast themselves, so the schedule and the
+    sampler's update arithmetic stay in float32/64 whatever the model's precision.
+    """
+    if precision == "fp32":
+        return model
+
+    def forward(*args: object, **kwargs: object) -> torch.Tensor:
+        with autocast(device, precision):
+            return model(*args, **kwargs)
+
+    return forward
 
 
 def grad_scaler(device: torch.device, precision: Precision) -> torch.amp.GradScaler:

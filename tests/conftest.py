@@ -117,6 +117,7 @@ def build_store(
         table["requested_mm"] = table["diameter_mm"].copy()
         table["shape_source"] = np.full(len(nod_slices), NO_SOURCE, np.int64)
         table["size_source"] = np.full(len(nod_slices), NO_SOURCE, np.int64)
+        table["lidc_annotation"] = np.full(table["slice"].shape, -1, dtype=np.int64)
         table.update(nodule_columns or {})
     store.finalize(n, [f"1.2.3.{s}" for s in range(n_series)], table)
     return path

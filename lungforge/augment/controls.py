@@ -53,6 +53,7 @@ class ControlGenerator:
     """
 
     seeded = False
+    first_call_seconds = None
     sha256 = None
     """No weights: a resumed control run matches on its options alone."""
 

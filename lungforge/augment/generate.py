@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from lungforge.augment.controls import CONTROLS, ControlGenerator
+from lungforge.augment.lidc import LidcLibrary
 from lungforge.augment.nodule_library import NoduleLibrary, SizePool
 from lungforge.augment.options import AugmentOptions, output_defining
 from lungforge.augment.output_guard import check_output, refuse_overlap
@@ -49,7 +50,7 @@ from lungforge.training.distributed import (
     mean_across_ranks,
 )
 
-NODULE_COLUMNS = ("slice", "bbox", "diameter_mm", "requested_mm", "shape_source", "size_source")
+NODULE_COLUMNS = ("slice", "bbox", "diameter_mm", "requested_mm", "shape_source", "size_source", "lidc_annotation")
 PLAN_AHEAD_BLOCKS = 2
 WRITE_QUEUE_BLOCKS = 2
 Progress = Callable[[int, int, int], None]
@@ -76,7 +77,7 @@ def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Sy
     ckpt = load_checkpoint(weights_path)
     precision = check_precision(options.precision, device)
     settings = SamplingSettings(options.sampler, options.steps, options.guidance)
-    synthesizer = Synthesizer(ckpt, device, precision, settings)
+    synthesizer = Synthesizer(ckpt, device, precision, settings, compile=options.compile)
     if options.size is not None and options.size != synthesizer.image_size:
         raise InputError(f"--size {options.size}: {options.weights} generates {synthesizer.image_size} px images; --size is for paste and mislabeled")
     return synthesizer
@@ -89,9 +90,14 @@ def load_inputs(options: AugmentOptions, device: torch.device) -> _Inputs:
         raise InputError(f"--data {options.data}: store kind is {real.kind!r}, expected a 'real' store (synthetic slices cannot seed new ones)")
     synthesizer = _generator(options, real, device)
     maps = SourceMaps(real, synthesizer.image_size)
-    library = sizes = None
+    library: NoduleLibrary | LidcLibrary | None = None
+    sizes = None
     if options.nodules > 0 and options.shape == "real":
         library = NoduleLibrary.from_store(real, seed=options.seed, split=SPLIT_IDS["train"])
+    elif options.nodules > 0 and options.shape == "lidc":
+        # LIDC scans are LUNA16's: the contours of the store's test patients stay out.
+        test_series = np.unique(real.meta("series")[real.meta("split") == SPLIT_IDS["test"]])
+        library = LidcLibrary.load(exclude_series={real.series_uids[i] for i in test_series})
     if options.nodules > 0 and options.diameter_mm is None:
         sizes = SizePool.from_store(real, split=SPLIT_IDS["train"])
     planner = SamplePlanner(
@@ -238,6 +244,7 @@ class _Assembly:
             "requested_mm": np.array([n.requested_mm for _, n in rows], dtype=np.float32),
             "shape_source": np.array([n.shape_source for _, n in rows], dtype=np.int64),
             "size_source": np.array([n.size_source for _, n in rows], dtype=np.int64),
+            "lidc_annotation": np.array([n.lidc_annotation for _, n in rows], dtype=np.int64),
             "has_nodule": has_nodule,
             "first_try": self.first_try | ~has_nodule,
             "verified": verified,
@@ -378,12 +385,15 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
             images_sampled=sampled_all,
             images_per_s=sampled_all / seconds if seconds > 0 else 0.0,
             seconds=seconds,
+            first_batch_seconds=inputs.synthesizer.first_call_seconds,
             generator=store.attrs.get("generator", {}),
         )
         if not complete:
             table = {k: np.concatenate([p[k] for p in parts.values()]) for k in NODULE_COLUMNS}
-            verification = {"verified_first_try": report.verified_first_try, "verified_final": report.verified_final}
-            store.finalize(options.total, inputs.real.series_uids, table, {"verification": verification})
+            attrs: dict = {"verification": {"verified_first_try": report.verified_first_try, "verified_final": report.verified_final}}
+            if isinstance(inputs.planner.library, LidcLibrary):
+                attrs["lidc"] = inputs.planner.library.provenance(table["lidc_annotation"])
+            store.finalize(options.total, inputs.real.series_uids, table, attrs)
         return report
     finally:
         destroy_process_group()

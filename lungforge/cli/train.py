@@ -78,6 +78,7 @@ def sdm(
     sample_steps: Annotated[int, typer.Option(min=1, help="DPM-Solver++ steps for the sample grids (guidance 1.5).")] = 20,
     grid_samples: GridOpt = 4,
     workers: WorkersOpt = 2,
+    compile: Annotated[bool, typer.Option("--compile", help="Run the training forward through torch.compile (same losses to float rounding; the first step pays the compilation, reported apart).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a Semantic Diffusion Model (AdamW, hybrid loss, guidance dropout 0.2, EMA weights)."""
@@ -88,6 +89,7 @@ def sdm(
         data=data, out=out, preset=preset, steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
         device=device, precision=precision, resume=resume, seed=seed, checkpoint_every=checkpoint_every,
         sample_every=sample_every, sample_steps=sample_steps, grid_samples=grid_samples, workers=workers,
+        compile=compile,
     )
     _run(train_sdm, options, json_out)
 

@@ -232,12 +232,25 @@ def _read_array(mhd: Path) -> tuple[np.ndarray, sitk.ImageFileReader]:
     reader = _geometry(mhd)
     if header.compressed:
         return _read_compressed(mhd, header), reader
+    return _read_raw(mhd, header), reader
+
+
+def _read_raw(mhd: Path, header: _Header) -> np.ndarray:
+    """The uncompressed voxels (Z, Y, X), read straight into numpy: the values SimpleITK reads
+    from the same validated header and size-checked file, at a fraction of its time (it
+    decodes through ITK and then needs a copy into numpy)."""
+    count = int(np.prod(header.shape_xyz))
+    if header.header_size == -1:  # MetaImage: the data are the last bytes of the file
+        offset = header.data_file.stat().st_size - count * header.dtype.itemsize
+    else:
+        offset = header.data_offset + header.header_size
     try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise ScanError(f"{mhd}: SimpleITK cannot read the data ({_last_line(exc)})") from None
-    # A copy: a view would dangle once `image` is freed.
-    return sitk.GetArrayFromImage(image), reader
+        data = np.fromfile(header.data_file, dtype=header.dtype, count=count, offset=offset)
+    except (OSError, ValueError) as exc:
+        raise ScanError(f"{mhd}: cannot read {header.data_file.name} ({exc})") from None
+    if data.size != count:
+        raise ScanError(f"{mhd}: {header.data_file.name} holds {data.size} voxels, expected {count}")
+    return data.reshape(header.shape_xyz[::-1])
 
 
 def read_volume(mhd: Path) -> Volume:

@@ -12,6 +12,10 @@ the *left* lung (seg value 3) is the one at larger world x, which is the larger 
 identity direction (the image's right side in radiological display). Every fifth scan (and a
 single-scan dataset's only scan) is stored with a flipped direction, alternately z-flipped and
 x/y-flipped, to exercise readers; its annotations are still exact world positions.
+
+Nodule counts, diameters and z origins follow LUNA16 (:mod:`lungforge.data.luna16_statistics`);
+nodule cross-sections follow the LIDC contours (:mod:`lungforge.nodule_shape`). A nodule always
+holds the voxel at its annotated centre, so it survives any test resolution as one voxel.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from lungforge.data.luna16 import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, SEG_DIR, index_to_world
+from lungforge.data.luna16_statistics import sample_diameters_mm, sample_nodule_count, sample_z_origin_mm
 from lungforge.errors import LungforgeError
+from lungforge.nodule_shape import sample_outline
 
 UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
 MARKER_FILE = "phantom.json"
 SEG_LEFT, SEG_RIGHT, SEG_TRACHEA = 3, 4, 5
-NODULE_DIAMETER_MM = (3.0, 30.0)
+Z_EXTENT_LOG_SD = 0.15
+"""A nodule's z semi-axis is its equivalent radius times a log-normal factor (natural-log sd)."""
 FOV_PAD_HU = (-2000, -3024)
 
 
@@ -161,7 +168,7 @@ def _geometry(rng: np.random.Generator, size: int, flip: tuple[bool, bool, bool]
     fov_mm = size * spacing_xy
     centre = np.array([rng.uniform(-15, 15), rng.uniform(-20, 20)])
     origin_xy = np.round(centre - fov_mm / 2, 3)
-    origin = np.array([origin_xy[0], origin_xy[1], round(rng.uniform(-380.0, -250.0), 3)])
+    origin = np.array([origin_xy[0], origin_xy[1], round(sample_z_origin_mm(rng), 3)])
     return PhantomGeometry(
         shape_zyx=(slices, size, size),
         spacing_mm=np.array([spacing_xy, spacing_xy, spacing_z]),
@@ -400,12 +407,19 @@ def _trachea(
 
 
 def _nodules(rng: np.random.Generator, hu: np.ndarray, seg: np.ndarray, geometry: PhantomGeometry, u: np.ndarray) -> list[PhantomNodule]:
-    """1–3 lobulated solid nodules per scan, log-uniform 3–30 mm, about a third juxtapleural.
+    """Solid nodules with LUNA16's count per scan and diameters, about a third juxtapleural.
 
-    Each centre is a voxel inside a lung (seg 3 or 4). A juxtapleural nodule is centred a little
-    inside the lung wall so that 8–45% of its ball lies outside the lung; the others lie wholly
-    inside. A nodule that cannot be placed as drawn falls back to any position inside the lung.
+    Count and diameters come from :mod:`lungforge.data.luna16_statistics` (a third of the scans
+    have none); shapes from :func:`nodule_voxels`. Each centre is a voxel inside a lung (seg 3
+    or 4), placed largest first. A juxtapleural nodule is centred a little inside the lung wall
+    so that 8–45% of its voxels lie outside the lung; the others lie wholly inside. A nodule
+    that cannot be placed as drawn falls back to any position inside the lung, or is dropped
+    when none is found.
     """
+    count = sample_nodule_count(rng)
+    if count == 0:
+        return []
+    diameters = np.sort(sample_diameters_mm(rng, count))[::-1]
     spacing_zyx = geometry.spacing_mm[::-1]
     lung = (seg == SEG_LEFT) | (seg == SEG_RIGHT)
     rows = np.flatnonzero((u >= 0.2) & (u <= 0.85))
@@ -418,10 +432,9 @@ def _nodules(rng: np.random.Generator, hu: np.ndarray, seg: np.ndarray, geometry
     interior, wall = np.flatnonzero(block.ravel()), np.flatnonzero(edge.ravel())
     shape = np.array(hu.shape)
     placed: list[PhantomNodule] = []
-    for _ in range(int(rng.integers(1, 4))):
-        diameter = float(np.exp(rng.uniform(*np.log(NODULE_DIAMETER_MM))))
+    for diameter in (float(d) for d in diameters):
         juxtapleural = rng.random() < 0.35
-        offsets, mm = _ball(diameter / 2, spacing_zyx)
+        offsets = nodule_voxels(rng, diameter, spacing_zyx)
         fallback = None
         for _ in range(300):
             k, j, i = np.unravel_index(rng.choice(wall if juxtapleural else interior), block.shape)
@@ -444,24 +457,31 @@ def _nodules(rng: np.random.Generator, hu: np.ndarray, seg: np.ndarray, geometry
             if fallback is None:
                 continue
             centre = fallback
-        _paint_nodule(rng, hu, centre, offsets, mm, diameter / 2)
+        voxels = centre + offsets
+        voxels = voxels[np.all((voxels >= 0) & (voxels < shape), axis=1)]
+        texture = rng.normal(0.0, 8.0, size=len(voxels))
+        hu[tuple(voxels.T)] = (rng.uniform(0, 50) + texture).astype(np.float32)
         placed.append(PhantomNodule(index_xyz=centre[::-1].copy(), diameter_mm=round(diameter, 4)))
     return placed
 
 
-def _paint_nodule(rng: np.random.Generator, hu: np.ndarray, centre: np.ndarray, offsets: np.ndarray, mm: np.ndarray, radius_mm: float) -> None:
-    """A slightly lobulated solid sphere: the radius varies by ±12% with direction (centre always in)."""
-    dist = np.linalg.norm(mm, axis=1)
-    unit = mm / np.maximum(dist, 1e-6)[:, None]
-    waves = rng.normal(size=(4, 3))
-    waves *= rng.uniform(1.5, 3.0, size=(4, 1)) / np.linalg.norm(waves, axis=1, keepdims=True)
-    lobes = np.cos(unit @ waves.T * np.pi + rng.uniform(0, 2 * np.pi, size=4)).mean(axis=1)
-    inside = dist <= radius_mm * (1 + 0.24 * lobes)
-    inside[dist == 0] = True
-    voxels = centre + offsets[inside]
-    voxels = voxels[np.all((voxels >= 0) & (voxels < np.array(hu.shape)), axis=1)]
-    texture = rng.normal(0.0, 8.0, size=len(voxels))
-    hu[tuple(voxels.T)] = (rng.uniform(0, 50) + texture).astype(np.float32)
+def nodule_voxels(rng: np.random.Generator, diameter_mm: float, spacing_zyx_mm: np.ndarray) -> np.ndarray:
+    """(K, 3) integer z, y, x offsets of a nodule's voxels around its centre voxel (always in).
+
+    Every axial section is the nodule's outline (:func:`lungforge.nodule_shape.sample_outline`,
+    equivalent diameter `diameter_mm` at the centre), shrinking as an ellipsoid does towards
+    the z semi-axis: the equivalent radius times a log-normal factor (Z_EXTENT_LOG_SD). So the
+    central axial section is the largest and follows the LIDC contour statistics.
+    """
+    outline = sample_outline(rng, diameter_mm)
+    radius = diameter_mm / 2
+    z_radius = radius * float(np.exp(rng.normal(0.0, Z_EXTENT_LOG_SD)))
+    offsets, mm = _ball(radius * max(outline.reach(), z_radius / radius), spacing_zyx_mm)
+    z, y, x = mm.T
+    shrink = np.sqrt(np.clip(1.0 - (z / z_radius) ** 2, 0.0, None))
+    inside = np.hypot(x, y) <= radius * outline.radius(np.arctan2(y, x)) * shrink
+    inside[(offsets == 0).all(axis=1)] = True
+    return offsets[inside]
 
 
 def _format(values: np.ndarray) -> str:

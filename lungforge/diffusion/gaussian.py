@@ -17,8 +17,13 @@ Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def gather(values: np.ndarray, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """values[index] (float64 schedule entries at (B,) indices) shaped (B, 1, ..., 1) in like's dtype/device."""
-    picked = torch.from_numpy(values)[index.detach().cpu().long()]
+    """values[index] (float64 schedule entries at (B,) indices) shaped (B, 1, ..., 1) in like's dtype/device.
+
+    The table is copied to the index's device and indexed there: the indices are never read on
+    the host, so a sampling loop on a GPU does not wait for the device at every step.
+    """
+    table = torch.from_numpy(values).to(device=index.device, non_blocking=True)
+    picked = table[index.detach().long()]
     return picked.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
 

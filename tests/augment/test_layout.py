@@ -15,6 +15,7 @@ from lungforge.augment.layout import (
 )
 from lungforge.augment.nodule_library import NoduleLibrary, SizePool, equivalent_diameter_mm, sphere_shape
 from lungforge.data.store import NO_SOURCE
+from lungforge.nodule_shape import HARMONICS, NoduleOutline
 from lungforge.errors import InputError, LayoutError
 from lungforge.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
 
@@ -104,7 +105,7 @@ def test_size_pool_holds_the_equivalent_diameters_of_the_real_masks(mini_store):
 def test_sphere_shape_has_requested_equivalent_diameter(diameter_px):
     rng = np.random.default_rng(1)
     for _ in range(5):
-        shape = sphere_shape(diameter_px, rng)
+        shape = sphere_shape(diameter_px, rng, diameter_mm=0.7 * diameter_px)
         achieved = float(equivalent_diameter_mm(shape.sum(), (1.0, 1.0)))
         assert abs(achieved - diameter_px) / diameter_px < 0.06
         assert shape[0].any() and shape[-1].any() and shape[:, 0].any() and shape[:, -1].any()
@@ -112,12 +113,13 @@ def test_sphere_shape_has_requested_equivalent_diameter(diameter_px):
 
 
 def test_sphere_shape_clamps_tiny_nodules_to_2x2():
-    shape = sphere_shape(0.5, np.random.default_rng(0))
+    shape = sphere_shape(0.5, np.random.default_rng(0), diameter_mm=3.0)
     assert shape.shape == (2, 2) and shape.all()
 
 
 def test_sphere_shape_anisotropic_diameters():
-    shape = sphere_shape((20.0, 10.0), np.random.default_rng(0), amplitude=0.0)
+    disk = NoduleOutline(axis_ratio=1.0, angle_rad=0.0, amplitudes=np.zeros(HARMONICS.size), phases_rad=np.zeros(HARMONICS.size))
+    shape = sphere_shape((20.0, 10.0), np.random.default_rng(0), diameter_mm=10.0, outline=disk)
     assert 19 <= shape.shape[0] <= 21 and 9 <= shape.shape[1] <= 11
     assert abs(shape.sum() - np.pi * 20 * 10 / 4) <= 1
 

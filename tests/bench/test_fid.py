@@ -118,6 +118,7 @@ def _synthetic_copy(real_path, out, size):
     table["bbox"] = table["bbox"] * (size / w)
     table["requested_mm"] = table["diameter_mm"].copy()
     table["shape_source"] = table["size_source"] = np.full(table["slice"].size, -1, np.int64)
+    table["lidc_annotation"] = np.full(table["slice"].shape, -1, dtype=np.int64)
     store.finalize(n, real.series_uids, table)
     return out
 

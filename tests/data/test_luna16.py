@@ -75,6 +75,32 @@ def test_read_volume_matches_simpleitk(phantom_dir: Path) -> None:
         np.testing.assert_array_equal(spacing, volume.spacing_mm)
 
 
+@pytest.mark.parametrize("layout", ["msb", "header_size", "header_size_end", "local"])
+def test_raw_layouts_read_as_simpleitk_reads_them(tmp_path: Path, layout: str) -> None:
+    array = np.random.default_rng(0).integers(-1024, 3000, size=(3, 5, 4)).astype(np.int16)
+    _write_image(tmp_path / "scan.mhd", array)
+    header = (tmp_path / "scan.mhd").read_text()
+    raw = (tmp_path / "scan.raw").read_bytes()
+    if layout == "msb":
+        header = header.replace("ByteOrderMSB = False", "ByteOrderMSB = True")
+        raw = array.astype(">i2").tobytes()
+    elif layout == "header_size":
+        header = header.replace("ElementDataFile", "HeaderSize = 16\nElementDataFile")
+        raw = bytes(range(16)) + raw
+    elif layout == "header_size_end":
+        header = header.replace("ElementDataFile", "HeaderSize = -1\nElementDataFile")
+        raw = b"some preamble" + raw
+    (tmp_path / "scan.raw").write_bytes(raw)
+    if layout == "local":
+        text = header.replace("ElementDataFile = scan.raw", "ElementDataFile = LOCAL")
+        (tmp_path / "scan.mhd").write_bytes(text.encode() + raw)
+    else:
+        (tmp_path / "scan.mhd").write_text(header)
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "scan.mhd")))
+    np.testing.assert_array_equal(expected, array)
+    np.testing.assert_array_equal(read_volume(tmp_path / "scan.mhd").hu, expected)
+
+
 def test_read_header_needs_no_data_file(dataset: Path) -> None:
     ref = discover_scans(dataset)[0]
     shape = read_volume(ref.mhd).hu.shape

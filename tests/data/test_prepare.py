@@ -124,7 +124,17 @@ def test_workers_give_the_same_store(luna, store, tmp_path):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def test_resume_after_interruption_equals_clean_run(luna, store, tmp_path, monkeypatch):
+def test_pool_written_shards_are_byte_identical_to_a_single_process_run(luna, store, tmp_path):
+    other = Path(prepare(luna, tmp_path / "w2.zarr", PrepareOptions(test_patients=0.3, workers=2), shard_slices=8).store)
+    shards = sorted(p.relative_to(store.path) for p in (store.path / "image" / "c").rglob("*") if p.is_file())
+    shards += sorted(p.relative_to(store.path) for p in (store.path / "label" / "c").rglob("*") if p.is_file())
+    assert len(shards) > 4
+    for rel in shards:
+        assert (other / rel).read_bytes() == (store.path / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_resume_after_interruption_equals_clean_run(luna, store, tmp_path, monkeypatch, workers):
     from lungforge.data import prepare as prep
 
     calls = {"n": 0}
@@ -139,7 +149,7 @@ def test_resume_after_interruption_equals_clean_run(luna, store, tmp_path, monke
     monkeypatch.setattr(prep._Writer, "_flush", failing_flush)
     out = tmp_path / "resumed.zarr"
     with pytest.raises(KeyboardInterrupt):
-        prepare(luna, out, OPTIONS, shard_slices=8)
+        prepare(luna, out, PrepareOptions(test_patients=0.3, seed=0, workers=workers), shard_slices=8)
     with pytest.raises(SchemaError, match="incomplete"):
         open_store(out)
     monkeypatch.setattr(prep._Writer, "_flush", original)
@@ -227,10 +237,11 @@ def test_bad_scan_is_skipped_and_listed(luna, tmp_path, damage, reason):
 
 def test_annotations_of_absent_series_are_one_line_and_exit_0(luna, tmp_path):
     root = _copy(luna, tmp_path)
-    refs = luna16.discover_scans(root)
-    gone = refs[-1]  # a partial download: one subset folder missing
+    annotations = luna16.read_annotations(root)
+    # A partial download: the subset folder of an annotated scan is missing.
+    gone = next(ref for ref in reversed(luna16.discover_scans(root)) if ref.uid in annotations)
     shutil.rmtree(gone.mhd.parent)
-    n_gone = len(luna16.read_annotations(root)[gone.uid])
+    n_gone = len(annotations[gone.uid])
     result = _run(["prepare", str(root), "--out", str(tmp_path / "r.zarr"), "--test-patients", "0.3", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

@@ -98,3 +98,43 @@ def test_bad_arguments_are_rejected(kwargs, message):
 def test_explicit_noise_shape_is_checked():
     with pytest.raises(ValueError, match=r"\(1, 1, 4, 4\)"):
         sample(Oracle(torch.zeros(1, 1, 4, 4)), torch.zeros(1, 6, 4, 4), noise=torch.zeros(1, 1, 5, 5))
+
+
+class _HostReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records every op that reads a tensor's value on the host (a GPU sync on CUDA)."""
+
+    READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default, torch.ops.aten.is_nonzero.default}
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.READS:
+            self.reads.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sampling_loop_never_reads_a_tensor_on_the_host(sampler, small_model):
+    onehot = labels_to_onehot(torch.randint(0, 6, (2, 16, 16), generator=torch.Generator().manual_seed(0)))
+    reads = _HostReads()
+    with reads:
+        sample(small_model, onehot, sampler=sampler, steps=4, generators=generators([0, 1]))
+    assert reads.reads == []
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sampling_loop_does_not_synchronise_the_gpu(sampler, small_model):
+    device = torch.device("cuda")
+    model = small_model.to(device)
+    onehot = labels_to_onehot(torch.randint(0, 6, (2, 16, 16), device=device))
+    gens = [torch.Generator(device=device).manual_seed(s) for s in (0, 1)]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sample(model, onehot, sampler=sampler, steps=4, generators=gens)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        small_model.to("cpu")

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from lungforge.errors import InputError
 from lungforge.models.checkpoint import load_checkpoint, load_training_state
 from lungforge.training.loop_spade import train_spade
 from lungforge.training.run import TrainOptions
@@ -27,3 +29,9 @@ def test_spade_steps_change_generator_and_discriminator(tiny_store, micro_preset
     assert ckpt.meta["extra"]["train"]["lr_d"] == 4e-4 and ckpt.meta["extra"]["train"]["betas"] == [0.0, 0.9]
     assert all(torch.equal(ckpt.state_dict[k], g1[k]) for k in ckpt.state_dict)
     assert (tmp_path / "run" / "samples" / "step_0000002.png").is_file()
+
+
+def test_compile_is_refused_for_spade_before_anything_runs(tiny_store, micro_preset, tmp_path):
+    with pytest.raises(InputError, match="--compile applies to SDM training only"):
+        train_spade(TrainOptions(data=tiny_store, out=tmp_path / "run", preset=micro_preset, steps=1, device="cpu", compile=True))
+    assert not (tmp_path / "run").exists()
