@@ -12,7 +12,7 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv("LUNGFORGE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--scans", "4", "--size", "64", "--nodules", "4", "--nodule-free", "4", "--steps", "2", "--json"]
+    args = ["demo", "--out", str(out), "--scans", "4", "--size", "128", "--nodules", "4", "--nodule-free", "4", "--steps", "2", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -27,5 +27,5 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     report = (out / "report" / "report.md").read_text()
     assert "QUICK" in report and "| SDM |" in report and "| SPADE |" in report and "| paste |" in report and "| mislabeled |" in report
     assert "Controls: can this protocol see an effect?" in report
-    assert "8×8 patches at 64×64 px" in report
+    assert "16×16 patches at 128×128 px" in report
     assert json.loads((out / "report" / "report.json").read_text())["quick"] is True

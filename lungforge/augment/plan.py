@@ -112,7 +112,8 @@ class SamplePlanner:
     """Plans sample `index` from (seed, index) alone: indices below `n_nodule` get nodules.
 
     `library` (real shapes) and `sizes` (real mask sizes) hold the real store's train nodules;
-    each nodule slice draws from those of its label map's fold first (module docstring).
+    each nodule slice draws from those of its label map's fold first (module docstring). A
+    LidcLibrary holds no patient of the real store and is used whole.
     """
 
     def __init__(
@@ -135,9 +136,11 @@ class SamplePlanner:
         self._by_fold: dict[int, _FoldSources] = {}
         for fold in np.unique(maps.folds).tolist():
             lib = sz = None
-            if library is not None:
+            if isinstance(library, NoduleLibrary):
                 keep = row_fold[library.source_rows] == fold
                 lib = library.subset(keep) if keep.any() else library
+            else:  # LIDC shapes come from no patient of the real store
+                lib = library
             if sizes is not None:
                 keep = row_fold[sizes.source_rows] == fold
                 sz = sizes.subset(keep) if keep.any() else sizes

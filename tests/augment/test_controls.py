@@ -22,15 +22,21 @@ def _control(real, out, weights, **kw) -> AugmentOptions:
 
 
 @pytest.fixture(scope="module")
-def controls(phantom_real_store, tmp_path_factory):
+def real_path(stores):
+    """The hand-built 64-px real store: 10 patients in folds 0..9, nodule disks of 5–8 px, 6 train patients."""
+    return stores["real"]
+
+
+@pytest.fixture(scope="module")
+def controls(real_path, tmp_path_factory):
     root = tmp_path_factory.mktemp("controls")
     for name in ("paste", "mislabeled"):
-        augment(_control(phantom_real_store, root / f"{name}.zarr", name))
+        augment(_control(real_path, root / f"{name}.zarr", name))
     return {name: open_store(root / f"{name}.zarr") for name in ("paste", "mislabeled")}
 
 
-def test_mislabeled_keeps_the_real_image_and_adds_nodule_labels(controls, phantom_real_store):
-    real, store = open_store(phantom_real_store), controls["mislabeled"]
+def test_mislabeled_keeps_the_real_image_and_adds_nodule_labels(controls, real_path):
+    real, store = open_store(real_path), controls["mislabeled"]
     source = store.meta("source")
     for i in range(len(store)):
         image, label = store.read(i)
@@ -41,8 +47,8 @@ def test_mislabeled_keeps_the_real_image_and_adds_nodule_labels(controls, phanto
     assert (store.meta("attempts") == 1).all()
 
 
-def test_paste_blends_real_nodule_patches_into_the_real_slice(controls, phantom_real_store):
-    real, store = open_store(phantom_real_store), controls["paste"]
+def test_paste_blends_real_nodule_patches_into_the_real_slice(controls, real_path):
+    real, store = open_store(real_path), controls["paste"]
     source = store.meta("source")
     table = store.nodules()
     for i in range(len(store)):
@@ -68,10 +74,10 @@ def test_blend_patch_replaces_the_footprint_and_softens_its_edge():
     assert (image[:3] == 10).all() and (image[9:] == 10).all()
 
 
-def test_every_synthetic_nodule_records_fold_local_shape_and_size_sources(controls, phantom_real_store):
+def test_every_synthetic_nodule_records_fold_local_shape_and_size_sources(controls, real_path):
     """Shapes and sizes come from train nodules of the label map's own fold whenever that fold has
     any (else from the others), and each nodule records the real row it came from."""
-    real, store = open_store(phantom_real_store), controls["mislabeled"]
+    real, store = open_store(real_path), controls["mislabeled"]
     real_table = real.nodules()
     table = store.nodules()
     pool = SizePool.from_store(real, split=0)
@@ -91,21 +97,21 @@ def test_every_synthetic_nodule_records_fold_local_shape_and_size_sources(contro
     assert local > 0
 
 
-def test_diameter_range_and_spheres_record_no_source(phantom_real_store, tmp_path):
-    augment(_control(phantom_real_store, tmp_path / "m.zarr", "mislabeled", shape="sphere", diameter_mm=(8.0, 12.0)))
+def test_diameter_range_and_spheres_record_no_source(real_path, tmp_path):
+    augment(_control(real_path, tmp_path / "m.zarr", "mislabeled", shape="sphere", diameter_mm=(8.0, 12.0)))
     table = open_store(tmp_path / "m.zarr").nodules()
     assert (table["shape_source"] == NO_SOURCE).all() and (table["size_source"] == NO_SOURCE).all()
 
 
-def test_paste_needs_real_shapes_and_size_is_for_controls(phantom_real_store, micro_weights, tmp_path):
+def test_paste_needs_real_shapes_and_size_is_for_controls(real_path, micro_weights, tmp_path):
     with pytest.raises(InputError, match="--shape real"):
-        augment(_control(phantom_real_store, tmp_path / "p.zarr", "paste", shape="sphere", diameter_mm=(8.0, 12.0)))
+        augment(_control(real_path, tmp_path / "p.zarr", "paste", shape="sphere", diameter_mm=(8.0, 12.0)))
     with pytest.raises(InputError, match="--size"):
-        augment(_control(phantom_real_store, tmp_path / "s.zarr", str(micro_weights["sdm"]), size=32, steps=2))
+        augment(_control(real_path, tmp_path / "s.zarr", str(micro_weights["sdm"]), size=32, steps=2))
     assert not (tmp_path / "p.zarr").exists() and not (tmp_path / "s.zarr").exists()
 
 
-def test_controls_at_another_size(phantom_real_store, tmp_path):
-    augment(_control(phantom_real_store, tmp_path / "m32.zarr", "mislabeled", size=32))
+def test_controls_at_another_size(real_path, tmp_path):
+    augment(_control(real_path, tmp_path / "m32.zarr", "mislabeled", size=32))
     store = open_store(tmp_path / "m32.zarr")
     assert store.shape_hw == (32, 32) and store.attrs["params"]["size"] == 32
