@@ -1,4 +1,5 @@
-"""`lungforge demo`: phantom → prepare → augment (SDM and SPADE demo weights) → bench --quick --controls.
+"""`lungforge demo`: phantom → prepare → augment (SDM and SPADE demo weights) → bench --quick --controls
+(label fidelity of SPADE and SDM beside the real ceiling, FID if its weights exist, detect, localize).
 
 Runs offline on a laptop CPU in minutes. Every step is the real code path at small sizes; the
 demo weights are tiny models trained on phantom data (see weights/manifest.toml), so the
@@ -37,6 +38,7 @@ class DemoOptions:
     steps: int = 10
     sdm_weights: str = "demo-sdm-tiny"
     spade_weights: str = "demo-spade-tiny"
+    segmenter_steps: int = 300
     seed: int = 0
     device: str = "cpu"
 
@@ -65,6 +67,7 @@ def run_demo(options: DemoOptions, on_step: Callable[[DemoStep], None] | None = 
     from lungforge.bench.inputs import SyntheticSpec
     from lungforge.bench.localize import LocalizeConfig
     from lungforge.bench.report import run_all
+    from lungforge.bench.segmenter import SegmenterConfig
     from lungforge.data.phantom import make_phantom
     from lungforge.data.prepare import PrepareOptions, prepare
     from lungforge.device import resolve_device
@@ -129,8 +132,10 @@ def run_demo(options: DemoOptions, on_step: Callable[[DemoStep], None] | None = 
         allow_download=False,
         progress=progress,
         controls=True,
+        fidelity=SegmenterConfig.quick_preset(size=common["size"], steps=options.segmenter_steps, seed=options.seed),
     )
-    details = {"fid_available": bench["fid"]["available"], "conditions": bench["detect"]["conditions"]}
+    fidelity = {name: {"miou": s["miou"], "nodule_hit_rate": s["nodule_hits"]["rate"]} for name, s in bench["fidelity"]["scores"].items()}
+    details = {"fid_available": bench["fid"]["available"], "conditions": bench["detect"]["conditions"], "fidelity": fidelity}
     record("bench all --quick --controls", started, str(report_dir / "report.md"), details)
     return steps
 

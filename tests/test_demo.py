@@ -12,7 +12,8 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv("LUNGFORGE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--scans", "4", "--size", "128", "--nodules", "4", "--nodule-free", "4", "--steps", "2", "--json"]
+    args = ["demo", "--out", str(out), "--scans", "4", "--size", "128", "--nodules", "4", "--nodule-free", "4", "--steps", "2",
+            "--segmenter-steps", "10", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -28,4 +29,7 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     assert "QUICK" in report and "| SDM |" in report and "| SPADE |" in report and "| paste |" in report and "| mislabeled |" in report
     assert "Controls: can this protocol see an effect?" in report
     assert "16×16 patches at 128×128 px" in report
+    assert "## Label fidelity" in report and "| real (ceiling) |" in report
+    fidelity = summary["steps"][-1]["details"]["fidelity"]
+    assert {"real", "SPADE", "SDM"} <= set(fidelity) and all(0 <= v["miou"] <= 1 for v in fidelity.values())
     assert json.loads((out / "report" / "report.json").read_text())["quick"] is True

@@ -23,8 +23,8 @@ from lungforge.device import Precision, autocast_forward
 class SamplingSettings:
     """Diffusion sampler settings (ignored by SPADE, which needs one forward pass)."""
 
-    sampler: Sampler = "dpmpp"
-    steps: int = 25
+    sampler: Sampler = "ddpm"
+    steps: int = 50
     guidance: float = 1.5
 
 

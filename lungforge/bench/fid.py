@@ -18,6 +18,7 @@ from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
+from scipy import linalg
 from torch import nn
 from torch.nn import functional as F
 
@@ -162,8 +163,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     from pytorch_fid.fid_score import calculate_frechet_distance
 
     # its singular-matrix notice must not pollute --json stdout; scipy warns about its sqrtm call
+    # (deprecations, and singular products when there are fewer images than feature dimensions)
     with contextlib.redirect_stdout(None), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
         return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
 
 

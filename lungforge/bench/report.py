@@ -14,10 +14,12 @@ import torch
 from lungforge.bench.controls import make_controls, separation, separation_sentence
 from lungforge.bench.detect import QUICK_LABEL, DetectConfig, run_detect
 from lungforge.bench.fid import FidConfig, InceptionUnavailable, compute_fid, make_extractor
+from lungforge.bench.fidelity import compute_fidelity, fidelity_markdown
 from lungforge.bench.figures import fold_metrics, localization_examples, sample_grid
 from lungforge.bench.folds import leak_groups, real_groups
 from lungforge.bench.inputs import REFERENCE, SyntheticSpec, open_real, open_synthetic
 from lungforge.bench.localize import LocalizeConfig, run_localize
+from lungforge.bench.segmenter import SegmenterConfig
 from lungforge.bench.metrics import DETECT_METRICS, LOCALIZE_METRICS
 from lungforge.bench.selection import Selection, selected, selection_summary
 from lungforge.bench.stats import paper_p_note, summarize
@@ -54,8 +56,10 @@ def run_all(
     allow_download: bool = True,
     progress: Any = None,
     controls: bool = False,
+    fidelity: SegmenterConfig | None = None,
 ) -> dict[str, Any]:
-    """Run fid (if weights are available), detect and localize; write the report into `out`.
+    """Run fid (if weights are available), label fidelity (unless `fidelity` is None), detect and
+    localize; write the report into `out`.
 
     With `controls`, the `mislabeled` and `paste` control stores are made under `out/controls`
     (:mod:`lungforge.bench.controls`) and benched first, and the report says whether the
@@ -77,6 +81,7 @@ def run_all(
         fid_section: dict[str, Any] = {"available": True, **compute_fid(real, synthetic, fid, extractor, dims, device, progress)}
     except InceptionUnavailable as exc:
         fid_section = {"available": False, "reason": str(exc)}
+    fidelity_section = compute_fidelity(real, synthetic, fidelity, device, progress) if fidelity is not None else None
     detect_result = run_detect(real, synthetic, detect, device, out, progress)
     localize_result = run_localize(real, synthetic, localize, device, out, progress)
     title = report_title(quick)
@@ -95,6 +100,7 @@ def run_all(
         "real": str(real_path),
         "synthetic": {s.name: str(s.path) for s in specs},
         "fid": {**fid_section, "config": asdict(fid)},
+        "fidelity": fidelity_section,
         "selection": selection_report(real, synthetic, detect.select, detect.folds, detect.real_split),
         "detect": {**detect_result, "summary": summarize(detect_result, DETECT_METRICS, "accuracy"), "budget": budget(detect_result)},
         "localize": {**localize_result, "summary": summarize(localize_result, LOCALIZE_METRICS, "AP50"), "budget": budget(localize_result)},
@@ -230,6 +236,8 @@ def markdown(report: dict[str, Any]) -> str:
             ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += [""] + [f"- warning: {w}" for w in fid["warnings"]] + [""]
+    if report.get("fidelity") is not None:
+        lines += ["## Label fidelity (mIoU, nodule hit rate; higher is better)", "", *fidelity_markdown(report["fidelity"]), ""]
     d, loc = report["detect"], report["localize"]
     lines += selection_lines(report)
     lines += [

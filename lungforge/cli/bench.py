@@ -36,6 +36,9 @@ SelectOpt = Annotated[
 ]
 PatchOpt = Annotated[int, typer.Option("--patch", min=8, help="Detection patch side in pixels at the working --size (paper: 32 at 256).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Folder for per-fold results; a rerun with the same arguments resumes.")]
+SegmenterStepsOpt = Annotated[
+    Optional[int], typer.Option(min=1, help="Training steps of the fidelity segmenter (default 1500; 300 with --quick).")
+]
 
 
 def _check_choice(value: str, choices: tuple[str, ...], hint: str) -> None:
@@ -217,6 +220,7 @@ def all_(
     size: SizeOpt = 256,
     inception_weights: Annotated[Optional[Path], typer.Option(help="Local FID Inception weights; without them the FID section says why it is missing.")] = None,
     features: Annotated[str, typer.Option(help="FID features: 'inception' or 'random' (tests only; not comparable).")] = "inception",
+    segmenter_steps: SegmenterStepsOpt = None,
     patch: PatchOpt = 32,
     select: SelectOpt = "first-draw",
     controls: Annotated[
@@ -233,7 +237,7 @@ def all_(
     seed: SeedOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
-    """FID, detection and localization on the same stores; writes report.md / report.json / PNG figures."""
+    """FID, label fidelity, detection and localization on the same stores; writes report.md / report.json / PNG figures."""
     from lungforge.bench.detect import DetectConfig
     from lungforge.device import resolve_device
     from lungforge.bench.fid import FidConfig
@@ -254,9 +258,11 @@ def all_(
     detect_cfg = DetectConfig.quick_preset(**options, patch=patch) if quick else DetectConfig(**options, patch=patch)  # type: ignore[arg-type]
     localize_cfg = LocalizeConfig.quick_preset(**options) if quick else LocalizeConfig(**options)  # type: ignore[arg-type]
     fid_cfg = FidConfig(size=size, real_split=real_split, features=features, seed=seed)  # type: ignore[arg-type]
+    fidelity_cfg = _segmenter_config(size, seed, quick, segmenter_steps)
     with progress() as bar:
         report = run_all(
-            real, specs, out, detect_cfg, localize_cfg, fid_cfg, resolve_device(device), inception_weights, progress=bar, controls=controls
+            real, specs, out, detect_cfg, localize_cfg, fid_cfg, resolve_device(device), inception_weights, progress=bar,
+            controls=controls, fidelity=fidelity_cfg,
         )
     if not report["fid"]["available"]:
         err_console.print(f"[yellow]FID unavailable:[/yellow] {report['fid']['reason']}", highlight=False, soft_wrap=True)
@@ -271,3 +277,62 @@ def all_(
         for task in ("detect", "localize"):
             err_console.print(separation_sentence(task, report["controls"][task], folds=report[task]["config"]["folds"]), highlight=False, soft_wrap=True)
     err_console.print(f"{report['title']}: wrote {out / 'report.md'}, {out / 'report.json'} and {len(report['figures'])} figures")
+
+
+def _segmenter_config(size: int, seed: int, quick: bool, steps: Optional[int]):
+    from lungforge.bench.segmenter import SegmenterConfig
+
+    options = dict(size=size, seed=seed, **({"steps": steps} if steps else {}))
+    return SegmenterConfig.quick_preset(**options) if quick else SegmenterConfig(**options)
+
+
+def _pct(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+@bench_app.command("fidelity")
+def fidelity(
+    real: RealOpt,
+    synthetic: SyntheticOpt = None,
+    size: Annotated[int, typer.Option(min=32, help="Working resolution in pixels (divisible by 8); every store is resized to it.")] = 256,
+    segmenter_steps: SegmenterStepsOpt = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Narrow segmenter, 300 steps (about a minute on a CPU at 64–128 px); labelled as quick.")] = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Label fidelity, offline: a UNet trained on the real train split segments real test and synthetic
+    slices; per-class IoU, mIoU, nodule hit rate by size, and a segmenter-feature Fréchet distance.
+
+    The segmenter is cached beside --real (`<real>.fidelity/`), keyed by the store's fingerprint,
+    the options and the seed: trained once, reused.
+    """
+    from rich.table import Table
+
+    from lungforge.bench.fidelity import REAL, compute_fidelity
+    from lungforge.bench.report import json_safe
+    from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.device import resolve_device
+
+    if size % 8:
+        raise typer.BadParameter(f"must be divisible by 8, got {size}", param_hint="--size")
+    config = _segmenter_config(size, seed, quick, segmenter_steps)
+    real_store, stores, _ = _open(real, synthetic, need_nodules=False)
+    with progress(transient=True) as bar:
+        result = compute_fidelity(real_store, stores, config, resolve_device(device), bar)
+    if json_out:
+        print_json(json_safe(result))
+        return
+    table = Table("condition", "slices", "mIoU %", "lungs IoU %", "nodule IoU %", "nodule hit %", "FD nodule", "FD nodule-free",
+                  title=f"label fidelity at {size}×{size} px" + (" (quick)" if quick else ""))
+    for name, s in result["scores"].items():
+        iou, hits, fd = s["iou"], s["nodule_hits"], s["feature_distance"]
+        lungs = [v for v in (iou["left_lung"], iou["right_lung"]) if v is not None]
+        table.add_row(
+            f"{name} (ceiling)" if name == REAL else name, str(s["slices"]), _pct(s["miou"]), _pct(sum(lungs) / len(lungs) if lungs else None),
+            _pct(iou["nodule"]), f"{_pct(hits['rate'])} of {hits['nodules']}",
+            *(["–", "–"] if fd is None else [f"{fd[k]['fd']:.3f}" if fd[k]["fd"] is not None else "n/a" for k in ("nodule", "nodule_free")]),
+        )
+    err_console.print(table)
+    err_console.print(f"segmenter {'reused from' if result['segmenter']['cached'] else 'trained and cached in'} {result['segmenter']['path']}", highlight=False)
+    err_console.print(f"FD: {result['feature_note']}", highlight=False, soft_wrap=True)

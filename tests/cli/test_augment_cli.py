@@ -107,3 +107,16 @@ def test_synthetic_input_and_existing_output(inputs, tmp_path):
     from_synthetic = _invoke(inputs, tmp_path / "y.zarr", "--nodule-free", "2", data=out)
     assert from_synthetic.exit_code == 1 and isinstance(from_synthetic.exception, InputError)
     assert not (tmp_path / "y.zarr").exists()
+
+
+def test_cli_sampler_defaults_are_the_options_defaults():
+    import inspect
+
+    from lungforge.augment.options import AugmentOptions
+    from lungforge.augment.synthesizer import SamplingSettings
+    from lungforge.cli.augment import augment
+
+    params = inspect.signature(augment).parameters
+    fields = AugmentOptions.__dataclass_fields__
+    for name in ("sampler", "steps", "guidance"):
+        assert params[name].default == fields[name].default == getattr(SamplingSettings(), name), name

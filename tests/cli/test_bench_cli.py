@@ -21,10 +21,12 @@ def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = tmp_path / "report"
     args = ["bench", "all", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--out", str(out),
-            "--quick", "--size", "64", "--patch", "16", "--features", "random", "--device", "cpu", "--controls", "--json"]
+            "--quick", "--size", "64", "--patch", "16", "--features", "random", "--segmenter-steps", "5", "--device", "cpu",
+            "--controls", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
+    assert set(report["fidelity"]["scores"]) == {"real", "B"} and report["fidelity"]["quick"] is True
     assert report["quick"] is True and "QUICK (not comparable to the paper)" in report["title"]
     assert report["fid"]["available"] and report["fid"]["comparable"] is False
     assert report["detect"]["conditions"] == ["A", "mislabeled", "paste", "B"] and len(report["detect"]["folds"]["B"]) == 2
@@ -38,6 +40,7 @@ def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small
     assert set(report["localize"]["summary"]["B"]["metrics"]) == {"AP50", "AP60", "AR50", "AR60", "AR70"}
     assert report["detect"]["summary"]["A"]["p_value"] is None
     md = (out / "report.md").read_text()
+    assert "## Label fidelity" in md and "| real (ceiling) |" in md
     assert "QUICK (not comparable to the paper)" in md and "| B |" in md and "p signed-rank (min)" in md and "below 0.000157" in md
     assert "does NOT separate the positive control (paste)" in md and "a null result for a generator here means nothing" in md
     assert "Selection rule for every condition: `first-draw`" in md and "optimiser steps per fold" in md
@@ -80,3 +83,22 @@ def test_bench_detect_rejects_a_real_store_as_synthetic(small_stores):
 def test_bench_bad_choice_is_usage_error(small_stores):
     result = CliRunner().invoke(app, ["bench", "detect", "--real", str(small_stores["real"]), "--real-split", "train"])
     assert result.exit_code == 2
+
+
+def test_bench_fidelity_json_and_cache(small_stores):
+    args = ["bench", "fidelity", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--size", "64",
+            "--quick", "--segmenter-steps", "4", "--seed", "3", "--device", "cpu", "--json"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    payload = json.loads(first.stdout)
+    assert payload["segmenter"]["cached"] is False and set(payload["scores"]) == {"real", "B"}
+    assert payload["scores"]["real"]["feature_distance"] is None
+    assert set(payload["scores"]["B"]["feature_distance"]) == {"nodule", "nodule_free", "all"}
+    assert set(payload["scores"]["B"]["nodule_hits"]["by_size"]) == {"0-5 mm", "5-10 mm", "10-20 mm", ">=20 mm"}
+    second = CliRunner().invoke(app, args)
+    assert json.loads(second.stdout)["segmenter"]["cached"] is True
+
+
+def test_bench_fidelity_size_must_fit_the_poolings(small_stores):
+    result = CliRunner().invoke(app, ["bench", "fidelity", "--real", str(small_stores["real"]), "--size", "60"])
+    assert result.exit_code == 2 and "divisible by 8" in result.output

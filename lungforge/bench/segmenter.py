@@ -1,0 +1,218 @@
+"""The fidelity segmenter: a :class:`SegUNet` trained on a real store's TRAIN split (images → the
+6-class label maps) at the bench working size, cached beside the store.
+
+The cache lives in `<store>.fidelity/` next to the store (`real.zarr` → `real.fidelity/`) as
+`segmenter-<key>.safetensors` + `segmenter-<key>.json`; the key hashes the store's fingerprint,
+the :class:`SegmenterConfig` (seed included) and the model version, so a second call with the
+same store and options loads the weights instead of training again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from lungforge.bench.batchnorm import recalibrate_batchnorm
+from lungforge.bench.segunet import SegUNet
+from lungforge.bench.slices import read_resized
+from lungforge.data.store import SPLIT_IDS, Store
+from lungforge.errors import CheckpointError, InputError
+from lungforge.labels import NUM_CLASSES
+
+MODEL_VERSION = "segunet/2"
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """How the segmenter is trained. `size` is the working resolution (pixels, divisible by
+    2^levels); `max_slices` caps the train slices held in memory (every nodule slice first, then
+    seeded nodule-free ones); each batch draws `nodule_fraction` of its slices from nodule slices."""
+
+    size: int = 256
+    width: int = 16
+    levels: int = 3
+    steps: int = 1500
+    batch_size: int = 16
+    lr: float = 2e-3
+    nodule_fraction: float = 0.5
+    max_slices: int = 4096
+    seed: int = 0
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        if self.size % 2**self.levels:
+            raise InputError(f"fidelity working size must be divisible by {2**self.levels}, got {self.size}")
+        if not 0.0 <= self.nodule_fraction <= 1.0:
+            raise InputError(f"nodule_fraction must be in [0, 1], got {self.nodule_fraction}")
+
+    @classmethod
+    def quick_preset(cls, **overrides: Any) -> "SegmenterConfig":
+        """A narrow UNet and a short schedule (about a minute on one CPU core at 64–128 px), for CI
+        and the demo; `overrides` (size, seed, steps, ...) win over the preset's values."""
+        return cls(**{"width": 8, "steps": 300, "batch_size": 8, "lr": 4e-3, **overrides, "quick": True})
+
+
+@dataclass(frozen=True, eq=False)
+class Segmenter:
+    """A trained segmenter in eval mode and where it came from."""
+
+    model: SegUNet
+    config: SegmenterConfig
+    path: Path
+    cached: bool
+    info: dict[str, Any]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def predict(self, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """(N, S, S) uint8 images → label maps (N, S, S) uint8 and bottleneck features (N, D) float64."""
+        labels, feats = [], []
+        for start in range(0, len(images), batch_size):
+            x = to_input(images[start : start + batch_size], self.device)
+            logits, features = self.model.segment(x)
+            feats.append(features.double().cpu())
+            labels.append(logits.argmax(1).to(torch.uint8).cpu())
+        if not labels:
+            s = images.shape[-1]
+            return np.zeros((0, s, s), np.uint8), np.zeros((0, self.model.feature_dims))
+        return torch.cat(labels).numpy(), torch.cat(feats).numpy()
+
+
+def to_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B, S, S) uint8 → (B, 1, S, S) float in [-1, 1] on `device`."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).float().unsqueeze(1) / 127.5 - 1.0
+
+
+def cache_key(store: Store, config: SegmenterConfig) -> str:
+    """16 hex digits of sha256(store fingerprint, config, model version)."""
+    payload = json.dumps({"store": store.fingerprint(), "config": dataclasses.asdict(config), "model": MODEL_VERSION}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def cache_dir(store: Store) -> Path:
+    """`<parent>/<store stem>.fidelity`, beside the store."""
+    path = Path(store.path)
+    return path.parent / f"{path.stem}.fidelity"
+
+
+def train_indices(store: Store, config: SegmenterConfig) -> np.ndarray:
+    """Train-split rows used for training: all nodule slices, then seeded nodule-free ones, at most `max_slices`."""
+    train = store.meta("split") == SPLIT_IDS["train"]
+    has = store.meta("has_nodule")
+    nodule, free = np.flatnonzero(train & has), np.flatnonzero(train & ~has)
+    rng = np.random.default_rng(config.seed)
+    nodule = rng.permutation(nodule)[: config.max_slices]
+    free = rng.permutation(free)[: config.max_slices - nodule.size]
+    return np.sort(np.concatenate([nodule, free]))
+
+
+def class_weights(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """Median-frequency balancing (Eigen & Fergus 2015): (C,) weights median(f) / f_c of the pixel
+    frequencies f of (N, S, S) label maps, so tiny classes (nodule, trachea: ~0.1 % of pixels) weigh
+    as much in the loss as the lungs; 1 for a class absent from the labels."""
+    freq = np.bincount(labels.ravel(), minlength=num_classes)[:num_classes] / labels.size
+    present = freq > 0
+    weights = np.ones(num_classes)
+    weights[present] = np.median(freq[present]) / freq[present]
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 − mean soft Dice over the classes present in the batch; logits (B, C, S, S), target (B, S, S)."""
+    probs = logits.softmax(1)
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    inter = (probs * onehot).sum((0, 2, 3))
+    total = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    present = onehot.sum((0, 2, 3)) > 0
+    return 1.0 - (2 * inter[present] / total[present].clamp_min(1e-6)).mean()
+
+
+def _batches(nodule: np.ndarray, free: np.ndarray, config: SegmenterConfig, generator: np.random.Generator) -> Iterator[np.ndarray]:
+    """Positions into the training arrays, `nodule_fraction` of each batch from nodule slices when there are any."""
+    n_nod = round(config.batch_size * config.nodule_fraction) if nodule.size else 0
+    n_nod = config.batch_size if not free.size else n_nod
+    for _ in range(config.steps):
+        yield np.concatenate([generator.choice(nodule, n_nod), generator.choice(free, config.batch_size - n_nod)])
+
+
+def train_segmenter(store: Store, config: SegmenterConfig, device: torch.device, progress: Any = None) -> tuple[SegUNet, dict[str, Any]]:
+    """Train a SegUNet on the store's train split; returns it in eval mode and training facts."""
+    rows = train_indices(store, config)
+    if rows.size < 2:
+        raise InputError(f"{store.path}: {rows.size} train slices; the fidelity segmenter needs at least 2")
+    started, started_cpu = time.perf_counter(), time.process_time()
+    images, labels = read_resized(store, rows, config.size)
+    has = store.meta("has_nodule")[rows]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = SegUNet(config.width, config.levels).to(device)
+    generator = np.random.default_rng(config.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps)))
+    task = progress.add_task("fidelity segmenter", total=config.steps, status="") if progress else None
+    target_all = torch.from_numpy(labels.astype(np.int64))
+    weights = class_weights(labels).to(device)
+    model.train()
+    loss = torch.zeros(())
+    for picked in _batches(np.flatnonzero(has), np.flatnonzero(~has), config, generator):
+        logits = model(to_input(images[picked], device))
+        target = target_all[picked].to(device)
+        loss = F.cross_entropy(logits, target, weight=weights) + dice_loss(logits, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress:
+            progress.advance(task)
+    recalibrate_batchnorm(model, (to_input(images[i : i + 32], device) for i in range(0, len(images), 32)))
+    info = {
+        "train_slices": int(rows.size),
+        "train_nodule_slices": int(has.sum()),
+        "final_loss": float(loss.detach()),
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "train_cpu_seconds": round(time.process_time() - started_cpu, 2),
+    }
+    return model, info
+
+
+def load_or_train(store: Store, config: SegmenterConfig, device: torch.device, progress: Any = None) -> Segmenter:
+    """The cached segmenter of (store, config) if present, else a freshly trained one, then cached."""
+    from safetensors.torch import load_file, save_file
+
+    folder = cache_dir(store)
+    key = cache_key(store, config)
+    weights, meta = folder / f"segmenter-{key}.safetensors", folder / f"segmenter-{key}.json"
+    model = SegUNet(config.width, config.levels)
+    if weights.is_file() and meta.is_file():
+        try:
+            model.load_state_dict(load_file(weights))
+            info = json.loads(meta.read_text())["info"]
+        except Exception as exc:  # truncated or foreign files
+            raise CheckpointError(f"{weights}: unreadable fidelity segmenter cache ({exc}); delete it to retrain") from None
+        return Segmenter(model.to(device).eval(), config, weights, True, info)
+    model, info = train_segmenter(store, config, device, progress)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".segmenter-{key}.{os.getpid()}.partial"
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(partial))
+        os.replace(partial, weights)
+        record = {"key": key, "store": str(store.path), "fingerprint": store.fingerprint(), "model": MODEL_VERSION,
+                  "config": dataclasses.asdict(config), "info": info}
+        meta.write_text(json.dumps(record, indent=2))
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot write the fidelity segmenter cache beside the store ({exc.strerror})") from None
+    return Segmenter(model, config, weights, False, info)

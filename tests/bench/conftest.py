@@ -1,0 +1,55 @@
+"""Fixtures of the fidelity tests: a phantom real store and synthetic stores made from its test slices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from lungforge.data.store import SHARD, SPLIT_IDS, create_store, open_store
+
+
+@pytest.fixture(scope="session")
+def phantom_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete 64×64 real store from phantom data (4 scans; 3 train patients, 1 test); read-only."""
+    from lungforge.data.phantom import make_phantom
+    from lungforge.data.prepare import PrepareOptions, prepare
+
+    root = tmp_path_factory.mktemp("fidelity_real")
+    make_phantom(root / "luna16", scans=4, size=64, seed=0)
+    prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=0.25))
+    return root / "real.zarr"
+
+
+def synthetic_from_test(real_path: Path, out: Path, images: Callable[[np.ndarray], np.ndarray] | None = None) -> Path:
+    """A synthetic store holding the real store's test slices (label maps and nodules unchanged);
+    `images(original (N, H, W) uint8) -> (N, H, W) uint8` replaces the images."""
+    real = open_store(real_path)
+    rows = np.flatnonzero(real.meta("split") == SPLIT_IDS["test"])
+    h, w = real.shape_hw
+    image = np.asarray(real.image.oindex[rows, :, :])
+    label = np.asarray(real.label.oindex[rows, :, :])
+    if images is not None:
+        image = images(image)
+    n = rows.size
+    store = create_store(out, kind="synthetic", height=h, width=w, capacity=n, params={"test": True})
+    meta = {name: real.meta(name)[rows] for name in ("series", "z", "spacing", "fold", "has_nodule")}
+    meta.update(split=np.zeros(n, np.uint8), source=rows.astype(np.int64), seed=np.arange(n), verified=np.ones(n, bool), done=np.ones(n, bool))
+    for start in range(0, n, SHARD):
+        store.write_block(start, image[start : start + SHARD], label[start : start + SHARD], {k: v[start : start + SHARD] for k, v in meta.items()})
+    table = real.nodules()
+    keep = np.isin(table["slice"], rows)
+    nodules = {k: v[keep] for k, v in table.items()}
+    nodules["slice"] = np.searchsorted(rows, nodules["slice"])
+    nodules["requested_mm"] = nodules["diameter_mm"].copy()
+    nodules["lidc_annotation"] = np.full(nodules["slice"].shape, -1, dtype=np.int64)
+    store.finalize(n, real.series_uids, nodules)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_maker() -> Callable[..., Path]:
+    """The :func:`synthetic_from_test` function."""
+    return synthetic_from_test
