@@ -26,7 +26,7 @@ def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert set(report["fidelity"]["scores"]) == {"real", "B"} and report["fidelity"]["quick"] is True
+    assert set(report["fidelity"]["scores"]) == {"real", "mislabeled", "paste", "B"} and report["fidelity"]["quick"] is True
     assert report["quick"] is True and "QUICK (not comparable to the paper)" in report["title"]
     assert report["fid"]["available"] and report["fid"]["comparable"] is False
     assert report["detect"]["conditions"] == ["A", "mislabeled", "paste", "B"] and len(report["detect"]["folds"]["B"]) == 2
