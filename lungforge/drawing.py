@@ -66,6 +66,30 @@ def draw_boxes(rgb: np.ndarray, boxes: np.ndarray, colour: Sequence[int] = BOX_C
     return out
 
 
+def enlarge(rgb: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W, 3) → (factor·H, factor·W, 3) by pixel repetition (labels and boxes stay crisp)."""
+    return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+
+
+def draw_scored_boxes(
+    rgb: np.ndarray, boxes: np.ndarray, scores: Sequence[float], colour: Sequence[int] = PREDICTION_COLOUR, width: int = 1
+) -> np.ndarray:
+    """A copy of (H, W, 3) `rgb` with box outlines (K, 4 x0, y0, x1, y1 px) and each box's score
+    (two decimals) written in `colour` just above it (below it at the top edge)."""
+    from PIL import Image, ImageDraw
+
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(scores) != boxes.shape[0]:
+        raise ValueError(f"got {len(scores)} scores for {boxes.shape[0]} boxes, expected one each")
+    canvas = Image.fromarray(draw_boxes(rgb, boxes, colour, width))
+    draw = ImageDraw.Draw(canvas)
+    draw.fontmode = "1"  # no antialiasing: the text is exactly `colour`
+    for (x0, y0, _, y1), score in zip(boxes, scores):
+        top = y0 - 11 if y0 >= 11 else y1 + 1
+        draw.text((max(0.0, x0), top), f"{score:.2f}", fill=tuple(colour))
+    return np.array(canvas)
+
+
 def contact_sheet(tiles: Sequence[np.ndarray], captions: Sequence[str], columns: int, gap_px: int = 4, caption_px: int = 14) -> np.ndarray:
     """Tiles (H, W, 3) uint8 of one size laid out `columns` wide, each under its caption → RGB uint8.
 

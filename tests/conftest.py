@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lungforge.data.phantom import make_phantom
-from lungforge.data.store import SHARD, create_store, empty_nodules
+from lungforge.data.store import NO_SOURCE, SHARD, create_store, empty_nodules, open_store
 from lungforge.labels import BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
 
 PhantomFactory = Callable[..., Path]
@@ -62,12 +62,20 @@ def build_store(
     size: int = 64,
     seed: int = 0,
     nodule_every: int = 2,
+    made_from: Path | None = None,
+    meta: dict[str, np.ndarray] | None = None,
+    nodule_columns: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """A finished store: series s in fold s % 10, split test for series 2, 3, 6, 7 (mod 4 ≥ 2); every `nodule_every`-th
-    slice has one nodule. Synthetic stores take source = their own index (same layout as the real)."""
+    slice has one nodule. Synthetic stores take source = their own index (same layout as the real), record
+    `made_from`'s fingerprint as their input, one attempt per slice and nodules with no shape or size source;
+    `meta` and `nodule_columns` override columns."""
     rng = np.random.default_rng(seed)
     n = n_series * per_series
-    store = create_store(path, kind=kind, height=size, width=size, capacity=n, params={"test": True})
+    extra = None
+    if made_from is not None:
+        extra = {"input": {"path": str(made_from), "fingerprint": open_store(made_from).fingerprint()}}
+    store = create_store(path, kind=kind, height=size, width=size, capacity=n, params={"test": True}, extra_attrs=extra)
     images, labels, bboxes, nod_slices, diam = [], [], [], [], []
     series = np.repeat(np.arange(n_series), per_series).astype(np.int32)
     has = np.zeros(n, bool)
@@ -86,7 +94,7 @@ def build_store(
         img, lab = draw_slice(size, nodules, rng)
         images.append(img)
         labels.append(lab)
-    meta = {
+    columns = {
         "series": series,
         "z": np.tile(np.arange(per_series), n_series).astype(np.int32),
         "spacing": np.full((n, 2), 0.7 * 512 / size, np.float32),
@@ -95,10 +103,11 @@ def build_store(
         "has_nodule": has,
     }
     if kind == "synthetic":
-        meta.update(source=np.arange(n), seed=np.arange(n), verified=np.ones(n, bool), done=np.ones(n, bool))
+        columns.update(source=np.arange(n), seed=np.arange(n), verified=np.ones(n, bool), attempts=np.ones(n, np.int32), done=np.ones(n, bool))
+    columns.update(meta or {})
     images_a, labels_a = np.stack(images), np.stack(labels)
     for start in range(0, n, SHARD):
-        block = {k: v[start : start + SHARD] for k, v in meta.items()}
+        block = {k: v[start : start + SHARD] for k, v in columns.items()}
         store.write_block(start, images_a[start : start + SHARD], labels_a[start : start + SHARD], block)
     table = empty_nodules(kind)  # type: ignore[arg-type]
     table["slice"] = np.array(nod_slices, np.int64)
@@ -106,7 +115,10 @@ def build_store(
     table["diameter_mm"] = np.array(diam, np.float32)
     if kind == "synthetic":
         table["requested_mm"] = table["diameter_mm"].copy()
+        table["shape_source"] = np.full(len(nod_slices), NO_SOURCE, np.int64)
+        table["size_source"] = np.full(len(nod_slices), NO_SOURCE, np.int64)
         table["lidc_annotation"] = np.full(table["slice"].shape, -1, dtype=np.int64)
+        table.update(nodule_columns or {})
     store.finalize(n, [f"1.2.3.{s}" for s in range(n_series)], table)
     return path
 
@@ -118,8 +130,8 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     real = build_store(root / "real.zarr", "real", seed=0)
     return {
         "real": real,
-        "B": build_store(root / "b.zarr", "synthetic", seed=1),
-        "C": build_store(root / "c.zarr", "synthetic", seed=2),
+        "B": build_store(root / "b.zarr", "synthetic", seed=1, made_from=real),
+        "C": build_store(root / "c.zarr", "synthetic", seed=2, made_from=real),
     }
 
 

@@ -12,20 +12,24 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv("LUNGFORGE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--scans", "4", "--size", "64", "--nodules", "4", "--nodule-free", "4", "--steps", "2",
+    args = ["demo", "--out", str(out), "--scans", "4", "--size", "128", "--nodules", "4", "--nodule-free", "4", "--steps", "2",
             "--segmenter-steps", "10", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert [s["name"] for s in summary["steps"]] == ["phantom", "prepare", "augment SPADE", "augment SDM", "bench all --quick"]
+    assert [s["name"] for s in summary["steps"]] == ["phantom", "prepare", "augment SPADE", "augment SDM", "bench all --quick --controls"]
+    assert summary["steps"][-1]["details"]["conditions"] == ["A", "mislabeled", "paste", "SPADE", "SDM"]
     for name in ("spade", "sdm"):
         store = open_store(out / f"synthetic-{name}.zarr")
         assert store.kind == "synthetic" and len(store) == 8
         assert int(store.meta("has_nodule").sum()) == 4
         assert store.attrs["generator"]["weights"] == f"demo-{name}-tiny"
+        assert (store.meta("attempts") == 1).all() and store.attrs["params"]["retries"] == 0
     report = (out / "report" / "report.md").read_text()
-    assert "QUICK" in report and "SDM" in report and "SPADE" in report
-    assert "## Label fidelity" in report and "| real (ceiling) |" in report and "| SPADE |" in report and "| SDM |" in report
+    assert "QUICK" in report and "| SDM |" in report and "| SPADE |" in report and "| paste |" in report and "| mislabeled |" in report
+    assert "Controls: can this protocol see an effect?" in report
+    assert "16×16 patches at 128×128 px" in report
+    assert "## Label fidelity" in report and "| real (ceiling) |" in report
     fidelity = summary["steps"][-1]["details"]["fidelity"]
-    assert set(fidelity) == {"real", "SPADE", "SDM"} and all(0 <= v["miou"] <= 1 for v in fidelity.values())
+    assert {"real", "SPADE", "SDM"} <= set(fidelity) and all(0 <= v["miou"] <= 1 for v in fidelity.values())
     assert json.loads((out / "report" / "report.json").read_text())["quick"] is True

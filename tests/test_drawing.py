@@ -37,3 +37,27 @@ def test_contact_sheet_layout_and_captions() -> None:
     top, left = 2 + 18 + 2 + 10, 2 + 14
     assert (sheet[top : top + 8, left : left + 12] == 200).all()
     assert (sheet[2:12, 2:14] < 128).any()
+
+
+def test_scored_boxes_draw_the_score_in_the_box_colour() -> None:
+    from lungforge.drawing import PREDICTION_COLOUR, draw_scored_boxes
+
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    out = draw_scored_boxes(rgb, np.array([[5.0, 20.0, 15.0, 30.0]]), [0.87])
+    red = (out == PREDICTION_COLOUR).all(axis=-1)
+    assert red[20, 5:15].all()  # the box outline
+    assert red[:20].any()  # the score text above the box
+    assert not red[:20, 30:].any()
+
+
+def test_localization_tile_shows_truth_and_scored_predictions_in_two_colours() -> None:
+    from lungforge.bench.figures import EXAMPLE_TILE_PX, localization_tile
+    from lungforge.drawing import PREDICTION_COLOUR, TRUTH_COLOUR
+
+    example = {"truth": [[10.0, 10.0, 20.0, 20.0]], "predicted": [[30.0, 30.0, 40.0, 40.0]], "scores": [0.9]}
+    tile = localization_tile(np.full((64, 64), 80, np.uint8), example)
+    assert tile.shape == (EXAMPLE_TILE_PX, EXAMPLE_TILE_PX, 3)
+    green = (tile == TRUTH_COLOUR).all(axis=-1)
+    red = (tile == PREDICTION_COLOUR).all(axis=-1)
+    assert green[40, 40:80].all() and red[120, 120:160].all()
+    assert red[100:120].any()  # the score, written above the predicted box

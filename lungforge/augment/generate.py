@@ -4,7 +4,8 @@ Pipeline per rank: a planner thread lays out the next blocks while the main thre
 the generator, and a writer thread commits finished blocks (:mod:`lungforge.augment.writer`).
 Samples whose nodules are too faint are re-sampled with fresh derived seeds, batched together
 with the next samples, up to `retries` times; then the best attempt is kept, flagged
-`verified=False`.
+`verified=False`. `meta/attempts` records the draws made per slice. A generator whose image does
+not depend on the seed (SPADE without noise input, the model-free controls) is never re-drawn.
 
 Scale (torchrun): the output's blocks are its shards; rank r owns blocks r, r+K, ...; rank 0
 creates the store and, after all ranks finish, merges the blocks' nodule parts and finalizes.
@@ -23,8 +24,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from lungforge.augment.controls import CONTROLS, ControlGenerator
 from lungforge.augment.lidc import LidcLibrary
-from lungforge.augment.nodule_library import NoduleLibrary
+from lungforge.augment.nodule_library import NoduleLibrary, SizePool
 from lungforge.augment.options import AugmentOptions, output_defining
 from lungforge.augment.output_guard import check_output, refuse_overlap
 from lungforge.augment.plan import PlannedSample, SamplePlanner, SourceMaps, sample_seed
@@ -48,6 +50,7 @@ from lungforge.training.distributed import (
     mean_across_ranks,
 )
 
+NODULE_COLUMNS = ("slice", "bbox", "diameter_mm", "requested_mm", "shape_source", "size_source", "lidc_annotation")
 PLAN_AHEAD_BLOCKS = 2
 WRITE_QUEUE_BLOCKS = 2
 Progress = Callable[[int, int, int], None]
@@ -59,8 +62,25 @@ class _Inputs:
     """Everything read and validated before any output is touched."""
 
     real: Store
-    synthesizer: Synthesizer
+    synthesizer: Synthesizer | ControlGenerator
     planner: SamplePlanner
+
+
+def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Synthesizer | ControlGenerator:
+    """The model named by --weights, or a model-free control (`paste`, `mislabeled`) at --size."""
+    if options.weights in CONTROLS:
+        if options.weights == "paste" and options.nodules > 0 and options.shape != "real":
+            raise InputError(f"--weights paste blends real nodule patches: it needs --shape real, got --shape {options.shape}")
+        return ControlGenerator(options.weights, real, options.size or real.shape_hw[0])  # type: ignore[arg-type]
+    weights_path = resolve_weights(options.weights)
+    refuse_overlap(options.out, "--weights", weights_path)
+    ckpt = load_checkpoint(weights_path)
+    precision = check_precision(options.precision, device)
+    settings = SamplingSettings(options.sampler, options.steps, options.guidance)
+    synthesizer = Synthesizer(ckpt, device, precision, settings, compile=options.compile)
+    if options.size is not None and options.size != synthesizer.image_size:
+        raise InputError(f"--size {options.size}: {options.weights} generates {synthesizer.image_size} px images; --size is for paste and mislabeled")
+    return synthesizer
 
 
 def load_inputs(options: AugmentOptions, device: torch.device) -> _Inputs:
@@ -68,29 +88,25 @@ def load_inputs(options: AugmentOptions, device: torch.device) -> _Inputs:
     real = open_store(options.data)
     if real.kind != "real":
         raise InputError(f"--data {options.data}: store kind is {real.kind!r}, expected a 'real' store (synthetic slices cannot seed new ones)")
-    weights_path = resolve_weights(options.weights)
-    refuse_overlap(options.out, "--weights", weights_path)
-    ckpt = load_checkpoint(weights_path)
-    precision = check_precision(options.precision, device)
-    settings = SamplingSettings(options.sampler, options.steps, options.guidance)
-    synthesizer = Synthesizer(ckpt, device, precision, settings, compile=options.compile)
+    synthesizer = _generator(options, real, device)
     maps = SourceMaps(real, synthesizer.image_size)
-    table = real.nodules()
-    train_rows = real.meta("split")[table["slice"]] == SPLIT_IDS["train"]
     library: NoduleLibrary | LidcLibrary | None = None
+    sizes = None
     if options.nodules > 0 and options.shape == "real":
         library = NoduleLibrary.from_store(real, seed=options.seed, split=SPLIT_IDS["train"])
     elif options.nodules > 0 and options.shape == "lidc":
         # LIDC scans are LUNA16's: the contours of the store's test patients stay out.
         test_series = np.unique(real.meta("series")[real.meta("split") == SPLIT_IDS["test"]])
         library = LidcLibrary.load(exclude_series={real.series_uids[i] for i in test_series})
+    if options.nodules > 0 and options.diameter_mm is None:
+        sizes = SizePool.from_store(real, split=SPLIT_IDS["train"])
     planner = SamplePlanner(
         maps,
         options.layout_request(),
         n_nodule=options.nodules,
         seed=options.seed,
         library=library,
-        empirical_mm=table["diameter_mm"][train_rows],
+        sizes=sizes,
     )
     planner.check_feasible()
     return _Inputs(real, synthesizer, planner)
@@ -118,7 +134,7 @@ def _open_resumed(options: AugmentOptions, inputs: _Inputs) -> Store:
 def _check_same_inputs(options: AugmentOptions, inputs: _Inputs, store: Store) -> None:
     """A resume must use the very weights (sha256) and real store (fingerprint) the run started with."""
     generator, source = store.attrs.get("generator", {}), store.attrs.get("input", {})
-    sha = inputs.synthesizer.ckpt.sha256
+    sha = inputs.synthesizer.sha256
     if generator.get("sha256") != sha:
         raise SchemaError(
             f"{options.out}: was started with weights {generator.get('weights')!r} (sha256 {generator.get('sha256')}), "
@@ -191,6 +207,7 @@ class _Assembly:
         self.seed = np.zeros(n, dtype=np.int64)
         self.score = np.full(n, -np.inf)
         self.first_try = np.zeros(n, dtype=bool)
+        self.attempts = np.zeros(n, dtype=np.int32)
         self.remaining = n
 
     def record(self, pos: int, image: np.ndarray, seed: int, score: float, attempt: int, passed: bool, final: bool) -> None:
@@ -198,6 +215,7 @@ class _Assembly:
             self.first_try[pos] = passed
         if score > self.score[pos] or attempt == 0:
             self.image[pos], self.seed[pos], self.score[pos] = image, seed, score
+        self.attempts[pos] = attempt + 1
         if final:
             self.remaining -= 1
 
@@ -217,12 +235,15 @@ class _Assembly:
             "source": source,
             "seed": self.seed,
             "verified": verified,
+            "attempts": self.attempts,
         }
         part = {
             "slice": np.array([i for i, _ in rows], dtype=np.int64),
             "bbox": np.array([n.bbox for _, n in rows], dtype=np.float32).reshape(-1, 4),
             "diameter_mm": np.array([n.achieved_mm for _, n in rows], dtype=np.float32),
             "requested_mm": np.array([n.requested_mm for _, n in rows], dtype=np.float32),
+            "shape_source": np.array([n.shape_source for _, n in rows], dtype=np.int64),
+            "size_source": np.array([n.size_source for _, n in rows], dtype=np.int64),
             "lidc_annotation": np.array([n.lidc_annotation for _, n in rows], dtype=np.int64),
             "has_nodule": has_nodule,
             "first_try": self.first_try | ~has_nodule,
@@ -282,13 +303,13 @@ def produce_blocks(
             batch = [queue.popleft() for _ in range(min(options.batch_size, len(queue)))]
             samples = [a.samples[pos] for a, pos, _ in batch]
             seeds = [s.seed if attempt == 0 else sample_seed(options.seed, s.index, attempt) for s, (_, _, attempt) in zip(samples, batch)]
-            images = inputs.synthesizer(np.stack([s.label for s in samples]), seeds)
+            images = inputs.synthesizer.render(samples, seeds)
             sampled += len(batch)
             scores = weakest_contrast_hu(images, samples)
             retry = []
             for (assembly, pos, attempt), image, seed, score in zip(batch, images, seeds, scores):
                 passed = threshold is None or bool(score >= threshold)
-                final = passed or attempt >= options.retries
+                final = passed or attempt >= options.retries or not inputs.synthesizer.seeded
                 assembly.record(pos, image, seed, float(score), attempt, passed, final)
                 if not final:
                     retry.append((assembly, pos, attempt + 1))
@@ -368,8 +389,7 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
             generator=store.attrs.get("generator", {}),
         )
         if not complete:
-            columns = ("slice", "bbox", "diameter_mm", "requested_mm", "lidc_annotation")
-            table = {k: np.concatenate([p[k] for p in parts.values()]) for k in columns}
+            table = {k: np.concatenate([p[k] for p in parts.values()]) for k in NODULE_COLUMNS}
             attrs: dict = {"verification": {"verified_first_try": report.verified_first_try, "verified_final": report.verified_final}}
             if isinstance(inputs.planner.library, LidcLibrary):
                 attrs["lidc"] = inputs.planner.library.provenance(table["lidc_annotation"])

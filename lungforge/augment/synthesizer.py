@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lungforge.augment.plan import PlannedSample
 from lungforge.diffusion.samplers import Sampler, sample
 from lungforge.errors import CheckpointError
 from lungforge.labels import NUM_CLASSES
@@ -80,6 +81,20 @@ class Synthesizer:
     @property
     def image_size(self) -> int:
         return int(self.ckpt.config.image_size)
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the weights file (what a resumed run must match)."""
+        return self.ckpt.sha256
+
+    @property
+    def seeded(self) -> bool:
+        """Whether another seed gives another image (False for SPADE without a noise input)."""
+        return self.kind == "sdm" or self.ckpt.config.z_dim > 0
+
+    def render(self, samples: Sequence[PlannedSample], seeds: Sequence[int]) -> np.ndarray:
+        """(B, S, S) uint8 images of the planned samples' label maps, one seed each."""
+        return self(np.stack([s.label for s in samples]), seeds)
 
     def provenance(self, weights: str) -> dict[str, Any]:
         """The output store's `generator` attribute block."""

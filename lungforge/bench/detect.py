@@ -1,7 +1,9 @@
 """Nodule detection benchmark (paper §3, Table 1-I): SE-ResNet on 32×32 patches, k-fold CV.
 
-Condition A trains on real patches only; every synthetic store adds its patches (minus those whose
-source patient is in the test fold). Every condition uses the same seeds and epoch schedule.
+Condition A trains on real patches only; every synthetic store adds the patches of its selected
+slices (:mod:`lungforge.bench.selection`) minus those whose label map or nodule sources touch the
+test fold. Every condition uses the same seeds, the same optimiser steps (sized from A:
+:mod:`lungforge.bench.budget`) and the same schedule.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from lungforge.bench.crossval import FoldRunner, cross_validate
-from lungforge.bench.folds import OUTSIDE, RealSplit, source_groups
 from lungforge.bench.batchnorm import recalibrate_batchnorm
+from lungforge.bench.budget import batch_indices, reference_steps
+from lungforge.bench.crossval import FoldRunner, cross_validate
+from lungforge.bench.folds import OUTSIDE, RealSplit, leak_groups, source_groups
 from lungforge.bench.inputs import REFERENCE
 from lungforge.bench.metrics import Confusion, classification_metrics
 from lungforge.bench.patches import JITTER_PX, PATCH, PatchSet, sample_patches
+from lungforge.bench.selection import Selection, selected
 from lungforge.bench.seresnet import SEResNet
 from lungforge.data.store import Store
 
@@ -44,6 +48,7 @@ class DetectConfig:
     width: int = 16
     patch: int = PATCH
     jitter_px: int = JITTER_PX
+    select: Selection = "first-draw"
     seed: int = 0
     quick: bool = False
 
@@ -67,9 +72,10 @@ def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return (images.to(device).float().unsqueeze(1) / 127.5) - 1.0
 
 
-def train_classifier(train: PatchSet, config: DetectConfig, device: torch.device) -> SEResNet:
-    """Train an SE-ResNet on `train` patches with Adam and a cosine schedule, seeded by config.seed;
-    batch-norm statistics are re-estimated on the training patches at the end."""
+def train_classifier(train: PatchSet, config: DetectConfig, device: torch.device, steps: int) -> tuple[SEResNet, int]:
+    """Train an SE-ResNet on `train` patches for `steps` optimiser steps with Adam and a cosine
+    schedule over them, seeded by config.seed; batch-norm statistics are re-estimated on the
+    training patches at the end. Returns the model and the optimiser steps taken."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = SEResNet(depth=config.depth, width=config.width).to(device)
@@ -77,26 +83,21 @@ def train_classifier(train: PatchSet, config: DetectConfig, device: torch.device
     images = torch.from_numpy(train.images)
     target = torch.from_numpy(train.target).float()
     n = len(train)
-    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
-    total = config.epochs * steps_per_epoch
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
     model.train()
-    for _ in range(config.epochs):
-        order = torch.randperm(n, generator=generator)
-        for step in range(steps_per_epoch):
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            if idx.numel() < 2:  # batch norm needs two samples
-                continue
-            x = augment(images[idx], generator)
-            loss = F.binary_cross_entropy_with_logits(model(to_input(x, device)), target[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+    taken = 0
+    for idx in batch_indices(n, config.batch_size, steps if n >= 2 else 0, generator):  # batch norm needs two samples
+        x = augment(images[idx], generator)
+        loss = F.binary_cross_entropy_with_logits(model(to_input(x, device)), target[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        taken += 1
     batches = (to_input(images[i : i + 256], device) for i in range(0, n, 256))
     recalibrate_batchnorm(model, batches)
-    return model
+    return model, taken
 
 
 @torch.no_grad()
@@ -107,14 +108,16 @@ def predict(model: SEResNet, images: np.ndarray, device: torch.device, batch_siz
     return torch.cat(out).cpu().numpy().astype(np.uint8) if out else np.zeros(0, np.uint8)
 
 
-def run_fold(train: PatchSet, test: PatchSet, config: DetectConfig, device: torch.device) -> dict[str, Any]:
-    """Train on `train`, evaluate on `test`: metrics, confusion counts, sizes and seconds."""
+def run_fold(train: PatchSet, test: PatchSet, config: DetectConfig, device: torch.device, steps: int) -> dict[str, Any]:
+    """Train on `train` for `steps` optimiser steps, evaluate on `test`: metrics, confusion
+    counts, sizes, steps taken and seconds."""
     start = time.perf_counter()
-    model = train_classifier(train, config, device)
+    model, taken = train_classifier(train, config, device, steps)
     cm = Confusion.from_predictions(test.target, predict(model, test.images, device))
     return {
         **classification_metrics(cm),
         "confusion": dataclasses.asdict(cm),
+        "optimizer_steps": taken,
         "train_patches": len(train),
         "train_positive": int(train.target.sum()),
         "test_patches": len(test),
@@ -139,19 +142,23 @@ def run_detect(
     def make_runner(groups: np.ndarray) -> FoldRunner:
         inside = np.flatnonzero(groups != OUTSIDE)
         real_patches = sample_patches(real, inside, groups[inside], config.size, config.seed, 0, config.patch, config.jitter_px)
-        syn_patches = {
-            name: sample_patches(
-                store, np.arange(len(store)), source_groups(store, real, groups), config.size, config.seed, stream, config.patch, config.jitter_px
+        syn_patches, leaks = {}, {}
+        for stream, (name, store) in enumerate(synthetic.items(), start=1):
+            used = np.flatnonzero(selected(store, config.select))
+            syn_patches[name] = sample_patches(
+                store, used, source_groups(store, real, groups)[used], config.size, config.seed, stream, config.patch, config.jitter_px
             )
-            for stream, (name, store) in enumerate(synthetic.items(), start=1)
-        }
+            leaks[name] = leak_groups(store, real, groups)
 
         def runner(fold: int, condition: str) -> dict[str, Any]:
-            train_sets = [real_patches.select(real_patches.group != fold)]
+            reference = real_patches.select(real_patches.group != fold)
+            train_sets = [reference]
             if condition != REFERENCE:
-                train_sets.append(syn_patches[condition].select(syn_patches[condition].group != fold))
+                patches = syn_patches[condition]
+                train_sets.append(patches.select(~leaks[condition][patches.slice, fold]))
             test = real_patches.select(real_patches.group == fold)
-            return run_fold(PatchSet.concat(train_sets, config.patch), test, config, device)
+            steps = reference_steps(len(reference), config.epochs, config.batch_size)
+            return run_fold(PatchSet.concat(train_sets, config.patch), test, config, device, steps)
 
         return runner
 

@@ -1,5 +1,5 @@
 """Report figures (PNG, matplotlib Agg): sample grid (paper Fig. 1A), per-fold metrics, and
-localization examples (Fig. 1B: ground truth green, prediction red)."""
+localization examples (Fig. 1B: ground truth green, predictions red with their scores, legend)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 
 from lungforge.data.store import Store
-from lungforge.drawing import PREDICTION_COLOUR, TRUTH_COLOUR, colour_labels, draw_boxes, grey_rgb
+from lungforge.drawing import PREDICTION_COLOUR, TRUTH_COLOUR, colour_labels, draw_boxes, draw_scored_boxes, enlarge, grey_rgb
+
+EXAMPLE_TILE_PX = 256
+"""Localization examples are enlarged (pixel repetition) to at least this size, so scores are legible."""
 
 
 def _pyplot():
@@ -96,16 +99,28 @@ def fold_metrics(result: dict[str, Any], metrics: tuple[str, ...], path: Path, t
     return path
 
 
+def localization_tile(image: np.ndarray, example: dict[str, Any]) -> np.ndarray:
+    """(S, S) uint8 test slice → RGB (k·S, k·S, 3): truth boxes green, predictions (score ≥ 0.5) red
+    with their scores; k enlarges it to at least EXAMPLE_TILE_PX."""
+    factor = max(1, -(-EXAMPLE_TILE_PX // image.shape[0]))
+    rgb = enlarge(grey_rgb(image), factor)
+    rgb = draw_boxes(rgb, np.asarray(example["truth"], dtype=np.float64).reshape(-1, 4) * factor, TRUTH_COLOUR)
+    predicted = np.asarray(example["predicted"], dtype=np.float64).reshape(-1, 4) * factor
+    return draw_scored_boxes(rgb, predicted, example["scores"], PREDICTION_COLOUR)
+
+
 def localization_examples(real: Store, result: dict[str, Any], size: int, path: Path, title: str) -> Path:
     """Rows = conditions, columns = example test slices of fold 0 at the working size; ground
-    truth boxes green, predictions (score ≥ 0.5) red."""
+    truth boxes green, predictions (score ≥ 0.5) red with their scores; a legend says which is which."""
+    from matplotlib.patches import Patch
+
     from lungforge.bench.slices import read_resized
 
     plt = _pyplot()
     conditions = result["conditions"]
     examples = {c: result["folds"][c][0]["examples"] for c in conditions}
     cols = max(1, max(len(e) for e in examples.values()))
-    fig, axes = plt.subplots(len(conditions), cols, figsize=(2.4 * cols, 2.5 * len(conditions)), squeeze=False)
+    fig, axes = plt.subplots(len(conditions), cols, figsize=(2.4 * cols, 2.5 * len(conditions) + 0.4), squeeze=False)
     for row, condition in enumerate(conditions):
         items = examples[condition]
         images, _ = read_resized(real, np.array([e["slice"] for e in items], np.int64), size, labels=False)
@@ -114,11 +129,15 @@ def localization_examples(real: Store, result: dict[str, Any], size: int, path: 
             ax.axis("off")
             if col >= len(items):
                 continue
-            rgb = draw_boxes(grey_rgb(images[col]), np.asarray(items[col]["truth"]), TRUTH_COLOUR)
-            ax.imshow(draw_boxes(rgb, np.asarray(items[col]["predicted"]), PREDICTION_COLOUR), interpolation="nearest")
+            ax.imshow(localization_tile(images[col], items[col]), interpolation="nearest")
             ax.set_title(f"{condition}: slice {items[col]['slice']}", fontsize=8)
+    handles = [
+        Patch(facecolor="none", edgecolor=np.array(TRUTH_COLOUR) / 255, label="ground truth"),
+        Patch(facecolor="none", edgecolor=np.array(PREDICTION_COLOUR) / 255, label="prediction (score ≥ 0.5, value shown)"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

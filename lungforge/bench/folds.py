@@ -1,8 +1,10 @@
 """Cross-validation folds over real patients (DESIGN §9) and test-fold exclusion of synthetic slices.
 
 A patient (series) belongs to the official LUNA16 fold `meta/fold` of the real store; `--folds K`
-merges folds as `fold mod K`. Synthetic slices inherit the group of their source patient, so a
-fold's test patients never appear in its training data, real or synthetic.
+merges folds as `fold mod K`. A synthetic slice comes from up to three kinds of real patient: the
+one whose label map it starts from, and, per nodule, those whose nodule masks gave its shape and
+its size (`nodules/shape_source`, `size_source`). It is dropped from the training of every fold
+holding any of them, so a fold's test patients never reach its training data, real or synthetic.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from lungforge.data.store import SPLIT_IDS, Store
+from lungforge.data.store import NO_SOURCE, SPLIT_IDS, Store
 from lungforge.errors import InputError
 
 RealSplit = Literal["all", "test"]
@@ -49,21 +51,43 @@ def real_groups(real: Store, folds: int, real_split: RealSplit) -> np.ndarray:
     return groups
 
 
-def source_groups(synthetic: Store, real: Store, groups: np.ndarray) -> np.ndarray:
-    """(N_syn,) group of each synthetic slice's source patient (-1: patient outside the benchmark).
-
-    Looked up per patient (series), so every slice of a test-fold patient is excluded.
-    """
+def _patient_groups(real: Store, groups: np.ndarray) -> np.ndarray:
+    """(N,) group of every real slice's patient (looked up per series, so all its slices agree)."""
     series = real.meta("series")
     series_group = np.full(int(series.max()) + 1 if series.size else 0, OUTSIDE, np.int64)
     series_group[series] = groups
-    return series_group[series[synthetic.meta("source")]]
+    return series_group[series]
+
+
+def source_groups(synthetic: Store, real: Store, groups: np.ndarray) -> np.ndarray:
+    """(N_syn,) group of each synthetic slice's label-map patient (-1: patient outside the benchmark)."""
+    return _patient_groups(real, groups)[synthetic.meta("source")]
+
+
+def leak_groups(synthetic: Store, real: Store, groups: np.ndarray) -> np.ndarray:
+    """(N_syn, K) bool, K = number of fold groups: True where synthetic slice i's label map or any
+    of its nodules' shape or size source comes from a patient of group k (exclude it from fold k)."""
+    patient = _patient_groups(real, groups)
+    folds = int(groups.max()) + 1 if groups.size else 0
+    touch = np.zeros((len(synthetic), folds), bool)
+
+    def mark(slices: np.ndarray, group: np.ndarray) -> None:
+        inside = group != OUTSIDE
+        touch[slices[inside], group[inside]] = True
+
+    mark(np.arange(len(synthetic)), patient[synthetic.meta("source")])
+    table, real_slice = synthetic.nodules(), real.nodules()["slice"]
+    for column in ("shape_source", "size_source"):
+        rows = table[column]
+        known = rows != NO_SOURCE
+        mark(table["slice"][known], patient[real_slice[rows[known]]])
+    return touch
 
 
 def fold_splits(real: Store, synthetic: dict[str, Store], folds: int, real_split: RealSplit) -> list[FoldSplit]:
     """One :class:`FoldSplit` per fold group 0..folds-1."""
     groups = real_groups(real, folds, real_split)
-    syn_groups = {name: source_groups(store, real, groups) for name, store in synthetic.items()}
+    leaks = {name: leak_groups(store, real, groups) for name, store in synthetic.items()}
     splits = []
     for fold in range(folds):
         splits.append(
@@ -71,7 +95,7 @@ def fold_splits(real: Store, synthetic: dict[str, Store], folds: int, real_split
                 fold=fold,
                 test_real=np.flatnonzero(groups == fold),
                 train_real=np.flatnonzero((groups != fold) & (groups != OUTSIDE)),
-                train_synthetic={name: np.flatnonzero(g != fold) for name, g in syn_groups.items()},
+                train_synthetic={name: np.flatnonzero(~touch[:, fold]) for name, touch in leaks.items()},
             )
         )
     return splits

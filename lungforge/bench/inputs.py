@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungforge.data.store import Store, open_store
+from lungforge.data.store import NO_SOURCE, Store, open_store
 from lungforge.errors import InputError, SchemaError
 
 REFERENCE = "A"
@@ -54,12 +54,20 @@ def open_real(path: str | os.PathLike) -> Store:
 def open_synthetic(path: str | os.PathLike, real: Store, *, need_nodules: bool = True) -> Store:
     """Open a synthetic store made from `real`'s label maps and check it fits the benchmark.
 
-    It must be kind 'synthetic', have the real store's label set, sources inside the real store
-    and (when `need_nodules`) at least one nodule slice.
+    It must be kind 'synthetic', record `real`'s fingerprint as its input (so `meta/source` and
+    the nodule sources index `real`), have the real store's label set, sources inside the real
+    store and (when `need_nodules`) at least one nodule slice.
     """
     store = open_store(path)
     if store.kind != "synthetic":
         raise SchemaError(f"{path}: kind is {store.kind!r}, expected 'synthetic' for --synthetic")
+    made_from = store.input_fingerprint()
+    if made_from != real.fingerprint():
+        recorded = "records no input fingerprint" if made_from is None else f"was made from a real store with fingerprint {made_from}"
+        raise InputError(
+            f"{path}: {recorded}, but --real {real.path} has fingerprint {real.fingerprint()}; "
+            "bench a synthetic store against the real store it was made from"
+        )
     if store.attrs.get("labels") != real.attrs.get("labels"):
         raise SchemaError(f"{path}: label set {store.attrs.get('labels')} differs from the real store's {real.attrs.get('labels')}")
     source = store.meta("source")
@@ -67,6 +75,12 @@ def open_synthetic(path: str | os.PathLike, real: Store, *, need_nodules: bool =
         raise SchemaError(
             f"{path}: meta/source spans [{source.min()}, {source.max()}], expected indices into the real store's {len(real)} slices"
         )
+    n_rows = real.nodules()["slice"].size
+    table = store.nodules()
+    for column in ("shape_source", "size_source"):
+        rows = table[column]
+        if rows.size and (rows.min() < NO_SOURCE or rows.max() >= n_rows):
+            raise SchemaError(f"{path}: nodules/{column} spans [{rows.min()}, {rows.max()}], expected -1 or rows of the real store's {n_rows} nodules")
     if need_nodules and not store.meta("has_nodule").any():
         raise SchemaError(f"{path}: has no nodule slices; detect/localize need synthetic slices with nodules")
     return store

@@ -1,8 +1,9 @@
 """Nodule localization benchmark (paper §3, Table 1-II): torchvision Faster R-CNN, k-fold CV.
 
 Trains on nodule slices (plus, optionally, nodule-free slices as pure negatives) of the real
-training folds and, per condition, of one synthetic store; evaluates AP/AR on the test fold's real
-nodule slices. Same seeds and schedule for every condition.
+training folds and, per condition, of one synthetic store's selected slices that do not touch the
+test fold; evaluates AP/AR on the test fold's real nodule slices. Same seeds, optimiser steps
+(sized from A) and schedule for every condition.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import numpy as np
 import torch
 
 from lungforge.bench.batchnorm import recalibrate_batchnorm
+from lungforge.bench.budget import batch_indices, reference_steps
 from lungforge.bench.crossval import FoldRunner, cross_validate
-from lungforge.bench.folds import OUTSIDE, RealSplit, source_groups
+from lungforge.bench.folds import OUTSIDE, RealSplit, leak_groups, source_groups
 from lungforge.bench.inputs import REFERENCE, nodule_boxes
 from lungforge.bench.metrics import detection_metrics
+from lungforge.bench.selection import Selection, selected
 from lungforge.bench.slices import read_resized, scale_boxes
 from lungforge.data.store import Store
 from lungforge.errors import CheckpointError
@@ -50,6 +53,7 @@ class LocalizeConfig:
     head_dim: int = 1024
     roi_samples: int = 512
     examples: int = 4
+    select: Selection = "first-draw"
     seed: int = 0
     quick: bool = False
 
@@ -85,14 +89,18 @@ class SliceSet:
         )
 
 
-def load_slices(store: Store, groups: np.ndarray, size: int, nodule_free_ratio: float, rng: np.random.Generator) -> SliceSet:
-    """Nodule slices of `store` with group != -1 (real) or all (synthetic, `groups` of sources),
-    plus round(ratio × nodule slices) randomly chosen nodule-free slices, resized to `size`."""
+def load_slices(
+    store: Store, groups: np.ndarray, size: int, nodule_free_ratio: float, rng: np.random.Generator, used: np.ndarray | None = None
+) -> SliceSet:
+    """Nodule slices of `store` with group != -1 (real) or all `used` ones (synthetic, `groups` of
+    sources; `used` (N,) bool, default all), plus round(ratio × nodule slices) randomly chosen
+    nodule-free slices of the same kind, resized to `size`."""
     has = store.meta("has_nodule")
     boxes_all = nodule_boxes(store)
     keep = has & np.array([b.shape[0] > 0 for b in boxes_all])
-    chosen = np.flatnonzero(keep & (groups != OUTSIDE) if store.kind == "real" else keep)
-    free = np.flatnonzero(~has & ((groups != OUTSIDE) if store.kind == "real" else True))
+    allowed = (groups != OUTSIDE) if store.kind == "real" else (np.ones(len(store), bool) if used is None else used)
+    chosen = np.flatnonzero(keep & allowed)
+    free = np.flatnonzero(~has & allowed)
     n_free = min(free.size, int(round(nodule_free_ratio * chosen.size)))
     if n_free:
         chosen = np.sort(np.concatenate([chosen, rng.choice(free, size=n_free, replace=False)]))
@@ -174,44 +182,44 @@ def make_targets(boxes: list[np.ndarray], device: torch.device) -> list[dict[str
     ]
 
 
-def train_detector(model: torch.nn.Module, train: SliceSet, config: LocalizeConfig, device: torch.device) -> torch.nn.Module:
-    """Train `model` in place: SGD (momentum 0.9), linear warm-up then cosine decay, random
-    horizontal flips; batch order and flips seeded by config.seed. Batch-norm statistics of the
-    backbone are re-estimated on the training slices at the end."""
+def train_detector(
+    model: torch.nn.Module, train: SliceSet, config: LocalizeConfig, device: torch.device, steps: int
+) -> tuple[torch.nn.Module, int]:
+    """Train `model` in place for `steps` optimiser steps: SGD (momentum 0.9), linear warm-up then
+    cosine decay over those steps, random horizontal flips; batch order and flips seeded by
+    config.seed. Batch-norm statistics of the backbone are re-estimated on the training slices at
+    the end. Returns the model and the steps taken."""
     model = model.to(device)
     generator = torch.Generator().manual_seed(config.seed)
     n = train.images.shape[0]
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total = max(1, config.epochs * steps_per_epoch)
-    warmup = min(100, max(1, total // 10))
+    warmup = min(100, max(1, steps // 10))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
     size = config.size
     model.train()
+    taken = 0
     # torchvision's RPN and RoI samplers draw from the global RNG: seed it, and restore it after.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
-        for _ in range(config.epochs):
-            order = torch.randperm(n, generator=generator).numpy()
-            flips = (torch.rand(n, generator=generator) < 0.5).numpy()
-            for step in range(steps_per_epoch):
-                idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-                images = train.images[idx].copy()
-                boxes = [train.boxes[i].copy() for i in idx]
-                for j, i in enumerate(idx):
-                    if flips[i]:
-                        images[j] = images[j][:, ::-1]
-                        boxes[j][:, [0, 2]] = size - boxes[j][:, [2, 0]]
-                losses = model(to_inputs(images, device), make_targets(boxes, device))
-                loss = sum(losses.values())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 10.0)
-                opt.step()
-                sched.step()
+        for batch in batch_indices(n, config.batch_size, steps, generator):
+            idx = batch.numpy()
+            flips = (torch.rand(idx.size, generator=generator) < 0.5).numpy()
+            images = train.images[idx].copy()
+            boxes = [train.boxes[i].copy() for i in idx]
+            for j in np.flatnonzero(flips):
+                images[j] = images[j][:, ::-1]
+                boxes[j][:, [0, 2]] = size - boxes[j][:, [2, 0]]
+            losses = model(to_inputs(images, device), make_targets(boxes, device))
+            loss = sum(losses.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            opt.step()
+            sched.step()
+            taken += 1
 
     def backbone_pass(batch: np.ndarray) -> object:
         images, _ = model.transform(to_inputs(batch, device))
@@ -219,7 +227,7 @@ def train_detector(model: torch.nn.Module, train: SliceSet, config: LocalizeConf
 
     batches = (train.images[i : i + config.batch_size] for i in range(0, n, config.batch_size))
     recalibrate_batchnorm(model, batches, backbone_pass)
-    return model
+    return model, taken
 
 
 @torch.no_grad()
@@ -233,11 +241,13 @@ def predict(model: torch.nn.Module, images: np.ndarray, device: torch.device, ba
     return out
 
 
-def run_fold(initial: torch.nn.Module, train: SliceSet, test: SliceSet, config: LocalizeConfig, device: torch.device) -> dict[str, Any]:
-    """Train a copy of `initial` on `train`, evaluate on `test`: AP/AR, sizes, seconds and a few
-    example predictions."""
+def run_fold(
+    initial: torch.nn.Module, train: SliceSet, test: SliceSet, config: LocalizeConfig, device: torch.device, steps: int
+) -> dict[str, Any]:
+    """Train a copy of `initial` on `train` for `steps` optimiser steps, evaluate on `test`: AP/AR,
+    sizes, steps taken, seconds and a few example predictions."""
     start = time.perf_counter()
-    model = train_detector(copy.deepcopy(initial), train, config, device)
+    model, taken = train_detector(copy.deepcopy(initial), train, config, device, steps)
     preds = predict(model, test.images, device)
     metrics = detection_metrics(preds, make_targets(test.boxes, torch.device("cpu")))
     examples = [
@@ -251,6 +261,7 @@ def run_fold(initial: torch.nn.Module, train: SliceSet, test: SliceSet, config: 
     ]
     return {
         **metrics,
+        "optimizer_steps": taken,
         "train_slices": int(train.images.shape[0]),
         "test_slices": int(test.images.shape[0]),
         "test_nodules": int(sum(b.shape[0] for b in test.boxes)),
@@ -275,18 +286,22 @@ def run_localize(
     def make_runner(groups: np.ndarray) -> FoldRunner:
         real_set = load_slices(real, groups, config.size, config.nodule_free_ratio, np.random.default_rng([config.seed, 0]))
         test_mask = np.array([b.shape[0] > 0 for b in real_set.boxes])
-        syn_sets = {
-            name: load_slices(store, source_groups(store, real, groups), config.size, config.nodule_free_ratio, np.random.default_rng([config.seed, stream]))
-            for stream, (name, store) in enumerate(synthetic.items(), start=1)
-        }
+        syn_sets, leaks = {}, {}
+        for stream, (name, store) in enumerate(synthetic.items(), start=1):
+            rng = np.random.default_rng([config.seed, stream])
+            syn_sets[name] = load_slices(store, source_groups(store, real, groups), config.size, config.nodule_free_ratio, rng, selected(store, config.select))
+            leaks[name] = leak_groups(store, real, groups)
         initial = build_model(config)  # built once: every fold and condition starts from these weights
 
         def runner(fold: int, condition: str) -> dict[str, Any]:
-            train_sets = [real_set.select(real_set.group != fold)]
+            reference = real_set.select(real_set.group != fold)
+            train_sets = [reference]
             if condition != REFERENCE:
-                train_sets.append(syn_sets[condition].select(syn_sets[condition].group != fold))
+                slices = syn_sets[condition]
+                train_sets.append(slices.select(~leaks[condition][slices.index, fold]))
             test = real_set.select((real_set.group == fold) & test_mask)
-            return run_fold(initial, SliceSet.concat(train_sets), test, config, device)
+            steps = reference_steps(reference.images.shape[0], config.epochs, config.batch_size)
+            return run_fold(initial, SliceSet.concat(train_sets), test, config, device, steps)
 
         return runner
 

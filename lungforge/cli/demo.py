@@ -30,7 +30,10 @@ def demo(
     device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda.")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="Print the steps, timings and outputs as JSON on stdout.")] = False,
 ) -> None:
-    """Phantom → prepare → augment (demo SDM and SPADE) → bench all --quick, offline, in minutes.
+    """Phantom → prepare → augment (demo SDM and SPADE) → bench all --quick --controls, offline, in minutes.
+
+    The report's table holds A (real only), mislabeled and paste (the negative and positive
+    controls), SPADE and SDM; the bench runs at --size px with patches of 1/8 of that side.
 
     The demo weights are tiny models trained on phantom data: the output shows the pipeline
     working, not clinical or research quality.

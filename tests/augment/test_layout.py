@@ -13,7 +13,8 @@ from lungforge.augment.layout import (
     plan_layouts,
     sample_diameters,
 )
-from lungforge.augment.nodule_library import NoduleLibrary, equivalent_diameter_mm, sphere_shape
+from lungforge.augment.nodule_library import NoduleLibrary, SizePool, equivalent_diameter_mm, sphere_shape
+from lungforge.data.store import NO_SOURCE
 from lungforge.nodule_shape import HARMONICS, NoduleOutline
 from lungforge.errors import InputError, LayoutError
 from lungforge.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
@@ -66,20 +67,35 @@ def test_layout_request_validates_fields():
 
 
 def test_sample_diameters_uniform_in_range():
-    d = sample_diameters(np.random.default_rng(0), 500, LayoutRequest(diameter_mm=(3.0, 30.0)), None)
+    d, sources = sample_diameters(np.random.default_rng(0), 500, LayoutRequest(diameter_mm=(3.0, 30.0)), None)
     assert d.shape == (500,) and d.min() >= 3.0 and d.max() <= 30.0
     assert 12.0 < d.mean() < 21.0
+    assert (sources == NO_SOURCE).all()
 
 
-def test_sample_diameters_resamples_empirical_values():
-    pool = np.array([4.0, 8.0, 16.0, np.nan])
-    d = sample_diameters(np.random.default_rng(0), 200, LayoutRequest(), pool)
+def test_sample_diameters_resamples_real_mask_sizes_and_names_their_rows():
+    pool = SizePool(np.array([4.0, 8.0, 16.0]), np.array([10, 11, 12]))
+    d, sources = sample_diameters(np.random.default_rng(0), 200, LayoutRequest(), pool)
     assert set(np.unique(d)) == {4.0, 8.0, 16.0}
+    np.testing.assert_array_equal(sources, 10 + np.log2(d / 4.0).astype(int))
 
 
 def test_sample_diameters_without_range_or_pool_is_an_error():
     with pytest.raises(LayoutError, match="--diameter"):
-        sample_diameters(np.random.default_rng(0), 3, LayoutRequest(), np.zeros(0))
+        sample_diameters(np.random.default_rng(0), 3, LayoutRequest(), SizePool(np.zeros(0), np.zeros(0, np.int64)))
+
+
+def test_size_pool_holds_the_equivalent_diameters_of_the_real_masks(mini_store):
+    pool = SizePool.from_store(mini_store)
+    table = mini_store.nodules()
+    np.testing.assert_array_equal(pool.source_rows, np.arange(6))
+    for row, d in zip(pool.source_rows, pool.diameters_mm):
+        x0, y0, x1, y1 = table["bbox"][row].astype(int)
+        area = int((np.asarray(mini_store.label[int(table["slice"][row])])[y0:y1, x0:x1] == NODULE).sum())
+        sp = mini_store.meta("spacing")[0]
+        assert d == pytest.approx(2 * np.sqrt(area * sp[0] * sp[1] / np.pi))
+    # the masks, not the annotation (10 mm for every nodule of the mini store), set the sizes
+    assert not np.allclose(pool.diameters_mm, table["diameter_mm"][pool.source_rows])
 
 
 # -- shapes ---------------------------------------------------------------------------------
@@ -244,9 +260,10 @@ def test_plan_layouts_skips_maps_that_cannot_host(label_256):
     assert {p.source for p in plans} == {2}
 
 
-def test_plan_layouts_uses_empirical_diameters(label_256):
-    plans = plan_layouts([label_256], [spacing_for(256)], 4, LayoutRequest(), np.random.default_rng(0), empirical_mm=np.array([9.0]))
-    assert all(n.requested_mm == 9.0 for p in plans for n in p.nodules)
+def test_plan_layouts_uses_real_mask_sizes_and_records_their_source(label_256):
+    pool = SizePool(np.array([9.0]), np.array([3]))
+    plans = plan_layouts([label_256], [spacing_for(256)], 4, LayoutRequest(), np.random.default_rng(0), sizes=pool)
+    assert all(n.requested_mm == 9.0 and n.size_source == 3 and n.shape_source == NO_SOURCE for p in plans for n in p.nodules)
 
 
 def test_plan_layouts_raises_when_nothing_can_host(label_256):
@@ -265,16 +282,34 @@ def test_library_from_store_and_real_shapes(mini_store, tmp_path):
     library = NoduleLibrary.from_store(mini_store)
     assert len(library) == 6 and library.masks.dtype == bool
     np.testing.assert_array_equal(library.source_slices, [0, 0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(library.source_rows, np.arange(6))
     rng = np.random.default_rng(0)
     for d in (3.0, 6.0, 11.0, 25.0):
-        shape = library.shape(d, rng)
+        drawn = library.draw(d, rng)
+        shape = drawn.footprint
         assert abs(float(equivalent_diameter_mm(shape.sum(), (1.0, 1.0))) - d) / d < 0.1
+        assert drawn.texture.shape == shape.shape and drawn.texture.dtype == np.uint8
+        assert drawn.source_row in range(6)
 
     path = tmp_path / "library.npz"
     library.save(path)
     loaded = NoduleLibrary.load(path)
     np.testing.assert_array_equal(loaded.masks, library.masks)
     np.testing.assert_array_equal(loaded.diameters_mm, library.diameters_mm)
+    np.testing.assert_array_equal(loaded.textures, library.textures)
+    np.testing.assert_array_equal(loaded.source_rows, library.source_rows)
+
+
+def test_library_texture_follows_the_mask(mini_store):
+    """Inside each canvas mask the texture holds the source nodule's own pixel values (each
+    mini-store nodule is painted with one distinct value)."""
+    library = NoduleLibrary.from_store(mini_store)
+    table = mini_store.nodules()
+    for k, row in enumerate(library.source_rows):
+        x0, y0, x1, y1 = table["bbox"][row].astype(int)
+        image, label = mini_store.read(int(table["slice"][row]))
+        value = float(np.median(image[y0:y1, x0:x1][label[y0:y1, x0:x1] == NODULE]))
+        assert abs(float(np.median(library.textures[k][library.masks[k]])) - value) <= 2
 
 
 def test_plan_layouts_with_real_shapes_from_a_store(mini_store):
@@ -288,6 +323,8 @@ def test_plan_layouts_with_real_shapes_from_a_store(mini_store):
     for plan in plans:
         source = np.asarray(labels[int(free[plan.source])])
         for nodule in plan.nodules:
+            assert nodule.shape_source in range(6) and nodule.size_source == NO_SOURCE
+            assert nodule.texture.shape == nodule.footprint.shape
             assert abs(nodule.achieved_mm - nodule.requested_mm) / nodule.requested_mm < 0.25
             assert np.isin(source[nodule.mask(source.shape)], LUNGS).all()
             _assert_exact_bbox(nodule, source.shape)

@@ -34,9 +34,11 @@ def synthetic_from_test(real_path: Path, out: Path, images: Callable[[np.ndarray
     if images is not None:
         image = images(image)
     n = rows.size
-    store = create_store(out, kind="synthetic", height=h, width=w, capacity=n, params={"test": True})
+    store = create_store(out, kind="synthetic", height=h, width=w, capacity=n, params={"test": True},
+                         extra_attrs={"input": {"path": str(real_path), "fingerprint": real.fingerprint()}})
     meta = {name: real.meta(name)[rows] for name in ("series", "z", "spacing", "fold", "has_nodule")}
-    meta.update(split=np.zeros(n, np.uint8), source=rows.astype(np.int64), seed=np.arange(n), verified=np.ones(n, bool), done=np.ones(n, bool))
+    meta.update(split=np.zeros(n, np.uint8), source=rows.astype(np.int64), seed=np.arange(n), verified=np.ones(n, bool),
+                attempts=np.ones(n, np.int32), done=np.ones(n, bool))
     for start in range(0, n, SHARD):
         store.write_block(start, image[start : start + SHARD], label[start : start + SHARD], {k: v[start : start + SHARD] for k, v in meta.items()})
     table = real.nodules()
@@ -45,6 +47,7 @@ def synthetic_from_test(real_path: Path, out: Path, images: Callable[[np.ndarray
     nodules["slice"] = np.searchsorted(rows, nodules["slice"])
     nodules["requested_mm"] = nodules["diameter_mm"].copy()
     nodules["lidc_annotation"] = np.full(nodules["slice"].shape, -1, dtype=np.int64)
+    nodules["shape_source"] = nodules["size_source"] = np.full(nodules["slice"].shape, -1, dtype=np.int64)
     store.finalize(n, real.series_uids, nodules)
     return out
 

@@ -106,16 +106,18 @@ def _synthetic_copy(real_path, out, size):
     real = open_store(real_path)
     n = len(real)
     h, w = real.shape_hw
-    store = create_store(out, kind="synthetic", height=size, width=size, capacity=n, params={"test": True})
+    store = create_store(out, kind="synthetic", height=size, width=size, capacity=n, params={"test": True},
+                         extra_attrs={"input": {"path": str(real_path), "fingerprint": real.fingerprint()}})
     meta = {k: real.meta(k) for k in ("series", "z", "split", "fold", "has_nodule")}
     meta.update(
         spacing=real.meta("spacing") * (h / size), source=np.arange(n), seed=np.arange(n), verified=np.ones(n, bool),
-        done=np.ones(n, bool),
+        attempts=np.ones(n, np.int32), done=np.ones(n, bool),
     )
     store.write_block(0, resize_images_uint8(real.image[...], size), resize_label_maps(real.label[...], size), meta)
     table = real.nodules()
     table["bbox"] = table["bbox"] * (size / w)
     table["requested_mm"] = table["diameter_mm"].copy()
+    table["shape_source"] = table["size_source"] = np.full(table["slice"].size, -1, np.int64)
     table["lidc_annotation"] = np.full(table["slice"].shape, -1, dtype=np.int64)
     store.finalize(n, real.series_uids, table)
     return out

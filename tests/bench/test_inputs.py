@@ -25,16 +25,38 @@ def test_store_kinds_are_checked(stores):
 
 def test_synthetic_without_nodules_is_rejected(tmp_path, stores, store_builder):
     real = open_real(stores["real"])
-    empty = store_builder(tmp_path / "free.zarr", "synthetic", nodule_every=0)
+    empty = store_builder(tmp_path / "free.zarr", "synthetic", nodule_every=0, made_from=stores["real"])
     with pytest.raises(SchemaError, match="no nodule slices"):
         open_synthetic(empty, real)
     assert len(open_synthetic(empty, real, need_nodules=False)) == 40
 
 
 def test_sources_outside_the_real_store_are_rejected(tmp_path, stores, store_builder):
-    small = open_real(store_builder(tmp_path / "small.zarr", "real", n_series=2))
+    small_path = store_builder(tmp_path / "small.zarr", "real", n_series=2)
+    big = store_builder(tmp_path / "big.zarr", "synthetic", made_from=small_path)
     with pytest.raises(SchemaError, match="meta/source spans"):
-        open_synthetic(stores["B"], small)
+        open_synthetic(big, open_real(small_path))
+
+
+def test_a_synthetic_store_made_from_another_preparation_is_refused(tmp_path, stores, store_builder):
+    """Same patients, same slice count, prepared again: meta/source would silently point at other
+    slices, so bench refuses it with one line naming both stores."""
+    again = store_builder(tmp_path / "again.zarr", "real", seed=0)
+    real, other = open_real(stores["real"]), open_real(again)
+    assert len(real) == len(other) and real.series_uids == other.series_uids
+    with pytest.raises(InputError, match=r"b\.zarr: was made from a real store with fingerprint .*again\.zarr has fingerprint") as info:
+        open_synthetic(stores["B"], other)
+    assert "\n" not in str(info.value)
+    unrecorded = store_builder(tmp_path / "bare.zarr", "synthetic")
+    with pytest.raises(InputError, match="records no input fingerprint"):
+        open_synthetic(unrecorded, real)
+
+
+def test_nodule_sources_outside_the_real_nodule_table_are_rejected(tmp_path, stores, store_builder):
+    n_real_rows = open_real(stores["real"]).nodules()["slice"].size
+    bad = store_builder(tmp_path / "bad.zarr", "synthetic", made_from=stores["real"], nodule_columns={"shape_source": np.full(20, n_real_rows)})
+    with pytest.raises(SchemaError, match="nodules/shape_source spans"):
+        open_synthetic(bad, open_real(stores["real"]))
 
 
 def test_nodule_boxes_per_slice(stores):

@@ -62,6 +62,7 @@ def test_training_is_deterministic_whatever_the_global_rng(quick_model):
     weights = []
     for global_seed in (1, 2):
         torch.manual_seed(global_seed)
-        model = train_detector(copy.deepcopy(quick_model), train, config, torch.device("cpu"))
+        model, steps = train_detector(copy.deepcopy(quick_model), train, config, torch.device("cpu"), 2)
+        assert steps == 2
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])

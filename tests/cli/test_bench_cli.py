@@ -13,34 +13,43 @@ def small_stores(tmp_path_factory, store_builder):
     build = store_builder
     root = tmp_path_factory.mktemp("bench_cli")
     # 10 patients × 2 slices, one nodule slice each: 5 nodule slices per quick fold group
-    return {
-        "real": build(root / "real.zarr", "real", per_series=2, seed=0),
-        "B": build(root / "b.zarr", "synthetic", per_series=2, seed=1),
-    }
+    real = build(root / "real.zarr", "real", per_series=2, seed=0)
+    return {"real": real, "B": build(root / "b.zarr", "synthetic", per_series=2, seed=1, made_from=real)}
 
 
-def test_bench_all_quick_writes_report_and_figures(tmp_path, small_stores, monkeypatch):
+def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small_stores, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = tmp_path / "report"
     args = ["bench", "all", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--out", str(out),
-            "--quick", "--size", "64", "--features", "random", "--segmenter-steps", "5", "--device", "cpu", "--json"]
+            "--quick", "--size", "64", "--patch", "16", "--features", "random", "--segmenter-steps", "5", "--device", "cpu",
+            "--controls", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert set(report["fidelity"]["scores"]) == {"real", "B"} and report["fidelity"]["quick"] is True
+    assert set(report["fidelity"]["scores"]) == {"real", "mislabeled", "paste", "B"} and report["fidelity"]["quick"] is True
     assert report["quick"] is True and "QUICK (not comparable to the paper)" in report["title"]
     assert report["fid"]["available"] and report["fid"]["comparable"] is False
-    assert report["detect"]["conditions"] == ["A", "B"] and len(report["detect"]["folds"]["B"]) == 2
+    assert report["detect"]["conditions"] == ["A", "mislabeled", "paste", "B"] and len(report["detect"]["folds"]["B"]) == 2
+    assert report["detect"]["config"]["patch"] == 16
+    for task in ("detect", "localize"):
+        assert report[task]["budget"]["equal"]  # the same optimiser steps for every condition
+        assert set(report["controls"][task]) >= {"separated", "p_signed_rank", "diff_mean"}
+        assert report["controls"][task]["separated"] is False  # 2 folds: p can never be below 0.5
+    assert report["selection"]["B"]["rule"] == "first-draw" and report["selection"]["paste"]["generator"] == "paste"
+    assert (out / "controls" / "paste.zarr").is_dir() and (out / "controls" / "mislabeled.zarr").is_dir()
     assert set(report["localize"]["summary"]["B"]["metrics"]) == {"AP50", "AP60", "AR50", "AR60", "AR70"}
     assert report["detect"]["summary"]["A"]["p_value"] is None
     md = (out / "report.md").read_text()
     assert "## Label fidelity" in md and "| real (ceiling) |" in md
     assert "QUICK (not comparable to the paper)" in md and "| B |" in md and "p signed-rank (min)" in md and "below 0.000157" in md
+    assert "does NOT separate the positive control (paste)" in md and "a null result for a generator here means nothing" in md
+    assert "Selection rule for every condition: `first-draw`" in md and "optimiser steps per fold" in md
     assert report["fid"]["size"] == 64
     for figure in report["figures"]:
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(report["figures"]) == 4
-    assert sorted(p.name for p in (out / "detect").glob("*-fold*.json")) == ["A-fold0.json", "A-fold1.json", "B-fold0.json", "B-fold1.json"]
+    names = {f"{c}-fold{k}.json" for c in ("A", "B", "mislabeled", "paste") for k in (0, 1)}
+    assert {p.name for p in (out / "detect").glob("*-fold*.json")} == names
 
 
 def test_bench_fid_random_json(small_stores):

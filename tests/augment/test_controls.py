@@ -1,0 +1,117 @@
+"""Model-free controls (`augment --weights paste | mislabeled`) and the provenance every synthetic nodule records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from lungforge.augment.controls import blend_patch
+from lungforge.augment.generate import augment
+from lungforge.augment.nodule_library import NoduleLibrary, SizePool
+from lungforge.augment.options import AugmentOptions
+from lungforge.data.resize import resize_images_uint8
+from lungforge.data.store import NO_SOURCE, open_store
+from lungforge.errors import InputError
+from lungforge.labels import NODULE
+
+
+def _control(real, out, weights, **kw) -> AugmentOptions:
+    base = dict(nodules=4, nodule_free=2, shape="real", shard_size=4, device="cpu", seed=3)
+    return AugmentOptions(data=real, weights=weights, out=out, **{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def real_path(stores):
+    """The hand-built 64-px real store: 10 patients in folds 0..9, nodule disks of 5–8 px, 6 train patients."""
+    return stores["real"]
+
+
+@pytest.fixture(scope="module")
+def controls(real_path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("controls")
+    for name in ("paste", "mislabeled"):
+        augment(_control(real_path, root / f"{name}.zarr", name))
+    return {name: open_store(root / f"{name}.zarr") for name in ("paste", "mislabeled")}
+
+
+def test_mislabeled_keeps_the_real_image_and_adds_nodule_labels(controls, real_path):
+    real, store = open_store(real_path), controls["mislabeled"]
+    source = store.meta("source")
+    for i in range(len(store)):
+        image, label = store.read(i)
+        np.testing.assert_array_equal(image, resize_images_uint8(np.asarray(real.image[int(source[i])])[None], store.shape_hw[0])[0])
+        assert (label == NODULE).any() == (i < 4)
+    assert store.nodules()["slice"].tolist() == [0, 1, 2, 3]
+    assert store.attrs["generator"]["kind"] == "mislabeled" and store.attrs["generator"]["model_free"]
+    assert (store.meta("attempts") == 1).all()
+
+
+def test_paste_blends_real_nodule_patches_into_the_real_slice(controls, real_path):
+    real, store = open_store(real_path), controls["paste"]
+    source = store.meta("source")
+    table = store.nodules()
+    for i in range(len(store)):
+        image, label = store.read(i)
+        background = resize_images_uint8(np.asarray(real.image[int(source[i])])[None], store.shape_hw[0])[0]
+        nodule = label == NODULE
+        far = ~ndimage.binary_dilation(nodule, iterations=3)
+        np.testing.assert_array_equal(image[far], background[far])  # untouched away from the patches
+        if nodule.any():
+            # the pasted pixels are nodule-dense, far above the lung they replace
+            assert image[nodule].mean() > background[nodule].mean() + 40
+    assert (table["shape_source"] >= 0).all() and (store.meta("attempts") == 1).all()
+    assert store.attrs["generator"]["kind"] == "paste" and store.attrs["generator"]["sha256"] is None
+
+
+def test_blend_patch_replaces_the_footprint_and_softens_its_edge():
+    image = np.full((12, 12), 10, np.uint8)
+    footprint = np.zeros((4, 4), bool)
+    footprint[1:3, 1:3] = True
+    blend_patch(image, footprint, np.full((4, 4), 200, np.uint8), (4, 4))
+    assert (image[5:7, 5:7] == 200).all()
+    assert 10 < image[4, 5] < 200  # next to the footprint: a mix
+    assert (image[:3] == 10).all() and (image[9:] == 10).all()
+
+
+def test_every_synthetic_nodule_records_fold_local_shape_and_size_sources(controls, real_path):
+    """Shapes and sizes come from train nodules of the label map's own fold whenever that fold has
+    any (else from the others), and each nodule records the real row it came from."""
+    real, store = open_store(real_path), controls["mislabeled"]
+    real_table = real.nodules()
+    table = store.nodules()
+    pool = SizePool.from_store(real, split=0)
+    library = NoduleLibrary.from_store(real, seed=3, split=0)
+    row_fold = real.meta("fold")[real_table["slice"]]
+    slice_fold = store.meta("fold")[table["slice"]]
+    local = 0
+    for k in range(table["slice"].size):
+        shape_row, size_row = int(table["shape_source"][k]), int(table["size_source"][k])
+        assert shape_row in library.source_rows and size_row in pool.source_rows  # train patients' nodules
+        if slice_fold[k] in row_fold[library.source_rows]:
+            assert row_fold[shape_row] == slice_fold[k]
+            local += 1
+        if slice_fold[k] in row_fold[pool.source_rows]:
+            assert row_fold[size_row] == slice_fold[k]
+        assert table["requested_mm"][k] == pytest.approx(pool.diameters_mm[pool.source_rows == size_row][0])
+    assert local > 0
+
+
+def test_diameter_range_and_spheres_record_no_source(real_path, tmp_path):
+    augment(_control(real_path, tmp_path / "m.zarr", "mislabeled", shape="sphere", diameter_mm=(8.0, 12.0)))
+    table = open_store(tmp_path / "m.zarr").nodules()
+    assert (table["shape_source"] == NO_SOURCE).all() and (table["size_source"] == NO_SOURCE).all()
+
+
+def test_paste_needs_real_shapes_and_size_is_for_controls(real_path, micro_weights, tmp_path):
+    with pytest.raises(InputError, match="--shape real"):
+        augment(_control(real_path, tmp_path / "p.zarr", "paste", shape="sphere", diameter_mm=(8.0, 12.0)))
+    with pytest.raises(InputError, match="--size"):
+        augment(_control(real_path, tmp_path / "s.zarr", str(micro_weights["sdm"]), size=32, steps=2))
+    assert not (tmp_path / "p.zarr").exists() and not (tmp_path / "s.zarr").exists()
+
+
+def test_controls_at_another_size(real_path, tmp_path):
+    augment(_control(real_path, tmp_path / "m32.zarr", "mislabeled", size=32))
+    store = open_store(tmp_path / "m32.zarr")
+    assert store.shape_hw == (32, 32) and store.attrs["params"]["size"] == 32

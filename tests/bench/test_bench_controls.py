@@ -1,0 +1,45 @@
+"""`bench --controls`: the control stores' request, and the separation verdict."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lungforge.bench.controls import control_options, separation, separation_sentence
+from lungforge.bench.inputs import open_real, open_synthetic
+from lungforge.bench.report import json_safe
+
+
+def test_controls_copy_the_reference_request_and_resume_an_existing_store(tmp_path, stores):
+    real = open_real(stores["real"])
+    reference = open_synthetic(stores["B"], real)
+    options = control_options(stores["real"], real, reference, tmp_path / "controls", seed=4)
+    assert [o.weights for o in options] == ["mislabeled", "paste"]
+    has = reference.meta("has_nodule")
+    for o in options:
+        assert (o.nodules, o.nodule_free) == (int(has.sum()), int((~has).sum()))
+        assert o.size == reference.shape_hw[0] and o.shape == "real" and o.retries == 0 and not o.resume
+    (tmp_path / "controls" / "paste.zarr").mkdir()
+    again = control_options(stores["real"], real, reference, tmp_path / "controls", seed=4)
+    assert [o.resume for o in again] == [False, True]
+    alone = control_options(stores["real"], real, None, tmp_path / "alone", seed=4)
+    train_nodule_slices = int(((real.meta("split") == 0) & real.meta("has_nodule")).sum())
+    assert alone[0].nodules == alone[0].nodule_free == train_nodule_slices
+
+
+def _result(paste: list[float], mislabeled: list[float]) -> dict:
+    folds = {"paste": [{"accuracy": v} for v in paste], "mislabeled": [{"accuracy": v} for v in mislabeled]}
+    return {"folds": folds}
+
+
+def test_separation_needs_a_paired_p_below_005_with_paste_ahead():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.6, 0.8, 10)
+    ahead = separation(_result(list(base + 0.05 + rng.uniform(0, 0.01, 10)), list(base)), "accuracy")
+    assert ahead["separated"] and ahead["p_signed_rank"] < 0.05 and ahead["diff_mean"] > 0
+    behind = separation(_result(list(base), list(base + 0.05 + rng.uniform(0, 0.01, 10))), "accuracy")
+    assert not behind["separated"]
+    two_folds = separation(_result([0.9, 0.9], [0.5, 0.5]), "accuracy")
+    assert not two_folds["separated"] and two_folds["p_signed_rank_min"] == 0.5
+    sentence = separation_sentence("detect", json_safe(two_folds), 2)
+    assert "does NOT separate" in sentence and "means nothing" in sentence and "+40.00 pts" in sentence
+    assert "separates the positive control" in separation_sentence("detect", json_safe(ahead), 10)
