@@ -3,7 +3,8 @@
 A patient (series) belongs to the official LUNA16 fold `meta/fold` of the real store; `--folds K`
 merges folds as `fold mod K`. A synthetic slice comes from up to three kinds of real patient: the
 one whose label map it starts from, and, per nodule, those whose nodule masks gave its shape and
-its size (`nodules/shape_source`, `size_source`). It is dropped from the training of every fold
+its size (`nodules/shape_source`, `size_source`, or for a LIDC contour the scan named by
+`nodules/lidc_annotation`). It is dropped from the training of every fold
 holding any of them, so a fold's test patients never reach its training data, real or synthetic.
 """
 
@@ -53,10 +54,7 @@ def real_groups(real: Store, folds: int, real_split: RealSplit) -> np.ndarray:
 
 def _patient_groups(real: Store, groups: np.ndarray) -> np.ndarray:
     """(N,) group of every real slice's patient (looked up per series, so all its slices agree)."""
-    series = real.meta("series")
-    series_group = np.full(int(series.max()) + 1 if series.size else 0, OUTSIDE, np.int64)
-    series_group[series] = groups
-    return series_group[series]
+    return _series_groups(real, groups)[real.meta("series")]
 
 
 def source_groups(synthetic: Store, real: Store, groups: np.ndarray) -> np.ndarray:
@@ -81,7 +79,27 @@ def leak_groups(synthetic: Store, real: Store, groups: np.ndarray) -> np.ndarray
         rows = table[column]
         known = rows != NO_SOURCE
         mark(table["slice"][known], patient[real_slice[rows[known]]])
+    lidc = lidc_patients(synthetic, real, table["lidc_annotation"])
+    known = lidc != OUTSIDE
+    mark(table["slice"][known], _series_groups(real, groups)[lidc[known]])
     return touch
+
+
+def lidc_patients(synthetic: Store, real: Store, annotations: np.ndarray) -> np.ndarray:
+    """(M,) real series index of each nodule's LIDC contour scan, -1 for other shapes or scans
+    outside the real store (LUNA16 series are LIDC series, matched by uid)."""
+    series_of = synthetic.attrs.get("lidc", {}).get("series", {})
+    index = {uid: i for i, uid in enumerate(real.series_uids)}
+    lookup = {int(k): index.get(uid, OUTSIDE) for k, uid in series_of.items()}
+    return np.array([lookup.get(int(a), OUTSIDE) for a in annotations], dtype=np.int64)
+
+
+def _series_groups(real: Store, groups: np.ndarray) -> np.ndarray:
+    """(S,) group of every real series (-1 where it has no slice in the benchmark)."""
+    series = real.meta("series")
+    out = np.full(len(real.series_uids), OUTSIDE, np.int64)
+    out[series] = groups
+    return out
 
 
 def fold_splits(real: Store, synthetic: dict[str, Store], folds: int, real_split: RealSplit) -> list[FoldSplit]:

@@ -134,3 +134,28 @@ def test_shapes_from_the_test_fold_keep_synthetic_slices_out_of_that_fold(tmp_pa
     result = run_detect(real_store, {"B": syn}, _quick(), torch.device("cpu"))
     for a_fold, b_fold in zip(result["folds"]["A"], result["folds"]["B"]):
         assert b_fold["train_positive"] == a_fold["train_positive"]
+
+
+def test_a_lidc_contour_from_a_test_fold_scan_keeps_its_slice_out_of_that_fold(tmp_path, store_builder, stores, real_store):
+    """LUNA16 scans are LIDC scans: a `--shape lidc` contour read from a patient of the real store
+    (by series uid) counts as a source of that patient, like a real-store shape."""
+    import zarr
+
+    n_rows = real_store.nodules()["slice"].size
+    uids = real_store.series_uids
+    patient_group = real_store.meta("fold")[np.unique(real_store.meta("series"), return_index=True)[1]] % 2
+    annotation = np.arange(n_rows, dtype=np.int64) + 1000
+    path = _synthetic(tmp_path, store_builder, stores["real"], nodule_columns={"lidc_annotation": annotation})
+    other_group_uid = {g: uids[int(np.flatnonzero(patient_group == g)[0])] for g in (0, 1)}
+    syn = open_synthetic(path, real_store)
+    label_group = real_groups(real_store, 2, "all")[syn.meta("source")]
+    table = syn.nodules()
+    contour_group = 1 - label_group[table["slice"]]
+    series = {str(a): other_group_uid[int(g)] for a, g in zip(table["lidc_annotation"], contour_group)}
+    zarr.open_group(str(path), mode="r+").attrs["lidc"] = {"series": {**series, "999999": "not.in.this.store"}}
+    syn = open_synthetic(path, real_store)
+    touch = leak_groups(syn, real_store, real_groups(real_store, 2, "all"))
+    nodule_slices = np.unique(table["slice"])
+    assert touch[nodule_slices].all(), "a slice whose contour comes from the other fold group must leave both folds"
+    without = np.setdiff1d(np.arange(len(syn)), nodule_slices)
+    assert touch[without].sum(axis=1).max() <= 1
