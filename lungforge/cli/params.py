@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -26,3 +26,7 @@ def device(value: str) -> str:
     if value not in DEVICES:
         raise typer.BadParameter(f"must be one of {', '.join(DEVICES)}, got {value!r}")
     return value
+
+
+DeviceOpt = Annotated[str, typer.Option(callback=device, help="auto (CUDA if available), cpu or cuda.")]
+"""The `--device` option of train and bench."""

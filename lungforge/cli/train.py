@@ -7,8 +7,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from lungforge.cli.params import device as check_device
-from lungforge.cli.params import finite
+from lungforge.cli.params import DeviceOpt, finite
 
 train_app = typer.Typer(
     help="Train a label-map-to-CT generator on a store's TRAIN split (multi-GPU: torchrun --nproc-per-node K -m lungforge train ...).",
@@ -25,7 +24,6 @@ OutOpt = Annotated[Path, typer.Option("--out", help="Run directory: model.safete
 PresetOpt = Annotated[str, typer.Option(help="Model preset: 'tiny' (64 px, CPU) or 'paper' (SDM 256 px, SPADE 512 px).")]
 StepsOpt = Annotated[int, typer.Option(min=1, help="Total optimiser steps of the run (a --resume run continues up to it).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per step per process (global batch = this × ranks).")]
-DeviceOpt = Annotated[str, typer.Option(callback=check_device, help="auto (CUDA if available), cpu or cuda.")]
 PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 (autocast; CPU or CUDA) or fp16 (CUDA only, with loss scaling).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint, bit-for-bit.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of initialisation, data order, flips and noise.")]
