@@ -15,6 +15,18 @@ from lungforge.labels import BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
 PhantomFactory = Callable[..., Path]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`):
+    on a shared 2-core machine OpenMP spinning makes 2 threads far slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def phantom_factory(tmp_path_factory: pytest.TempPathFactory) -> PhantomFactory:
     """`phantom_factory(scans=4, size=64, seed=0) -> Path`; each distinct call is written once.

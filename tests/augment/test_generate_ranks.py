@@ -19,14 +19,7 @@ from lungforge.data.store import open_store
 COMMON = ["--diameter", "15:30", "--shape", "sphere", "--steps", "2", "--shard-size", "4", "--device", "cpu", "--seed", "3"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _env() -> dict[str, str]:

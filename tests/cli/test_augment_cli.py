@@ -14,12 +14,7 @@ from lungforge.data.store import open_store
 from lungforge.errors import CheckpointError, InputError, LayoutError, SchemaError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
