@@ -928,6 +928,8 @@ def _(lab: Lab) -> Outcome:
     seg = luna / "seg-lungs-LUNA16"
     (seg / f"{victim.stem}.mhd").write_text((seg / f"{first.stem}.mhd").read_text().replace(first.stem, victim.stem))
     shutil.copy(seg / f"{first.stem}.zraw", seg / f"{victim.stem}.zraw")
+    csv = luna / "annotations.csv"  # the victim's own nodules lie elsewhere in the copied volume
+    csv.write_text("".join(line for line in csv.read_text().splitlines(True) if not line.startswith(victim.stem)))
     out = lab.path("real.zarr")
     call = lab.cli("prepare", luna, "--out", out, "--test-patients", "2")
     stored = series_of(out) or []

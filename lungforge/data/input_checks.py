@@ -27,7 +27,7 @@ MIN_AIR_SHARE = 0.03
 """Least share of voxels (padding aside) in AIR_HU: a chest CT holds lungs, 10-50 % of its voxels."""
 PADDING_BELOW_HU = -1500.0
 """Values below any tissue or air: the padding outside a circular field of view (-2000, -3024)."""
-_SAMPLE_VOXELS = 1 << 22
+_SAMPLE_VOXELS = 1 << 20
 
 ORIGIN_TOLERANCE_VOXELS = 0.1
 """A seg mask's origin may differ from its scan's by a tenth of a voxel (header rounding)."""
@@ -43,22 +43,22 @@ _PROBES_AT = (0.25, 0.5, 0.75)
 def hu_problem(hu: np.ndarray) -> str | None:
     """Why a (Z, Y, X) volume does not hold CT numbers in HU, or None when it plausibly does.
 
-    Judged on an even sample of at most 4 Mi voxels: too many voxels above MAX_HU (a signed
+    Judged on evenly spaced whole slices, about 1 Mi voxels or more: too many voxels above MAX_HU (a signed
     scan read as unsigned, or with the wrong byte order), or too few air-like voxels among those
     above the field-of-view padding (values shifted, scaled or scrambled).
     """
-    flat = hu.reshape(-1)
-    sample = flat[:: max(1, flat.size // _SAMPLE_VOXELS)].astype(np.float32)
-    above = float(np.mean(sample > MAX_HU))
+    plane = int(np.prod(hu.shape[1:]))
+    sample = hu[:: max(1, hu.size // max(plane, 1) * plane // _SAMPLE_VOXELS)].reshape(-1)
+    above = np.count_nonzero(sample > MAX_HU) / max(sample.size, 1)
     if above > MAX_SHARE_ABOVE:
         return (
             f"{100 * above:.0f} % of voxels are above {MAX_HU} HU (CT values stop near 3071): not HU "
             "(wrong ElementType, e.g. MET_USHORT for signed data, or wrong BinaryDataByteOrderMSB?)"
         )
     body = sample[sample >= PADDING_BELOW_HU]
-    air = float(np.mean((body >= AIR_HU[0]) & (body <= AIR_HU[1]))) if body.size else 0.0
+    air = np.count_nonzero((body >= AIR_HU[0]) & (body <= AIR_HU[1])) / body.size if body.size else 0.0
     if air < MIN_AIR_SHARE:
-        p1, p50, p99 = (np.percentile(body, (1, 50, 99)) if body.size else (np.nan,) * 3)
+        p1, p50, p99 = np.percentile(body, (1, 50, 99)) if body.size else (np.nan,) * 3
         return (
             f"no air: {100 * air:.1f} % of voxels in {AIR_HU[0]:g}..{AIR_HU[1]:g} HU (air, lung; expected at least "
             f"{100 * MIN_AIR_SHARE:g} %), values {p1:g} / {p50:g} / {p99:g} HU at the 1st / 50th / 99th percentile: "
