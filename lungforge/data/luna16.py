@@ -103,7 +103,9 @@ def discover_scans(root: Path) -> list[ScanRef]:
         for mhd in folder.glob("*.mhd")
     ]
     if not scans:
-        raise InputError(f"{root}: no scans found (expected subset0..subset9/<seriesuid>.mhd)")
+        elsewhere = sorted({mhd.parent.name for mhd, _ in misplaced_scans(root)})
+        where = f"; scans found only in {', '.join(f'{name}/' for name in elsewhere)}" if elsewhere else ""
+        raise InputError(f"{root}: no scans found (expected subset0..subset9/<seriesuid>.mhd{where})")
     scans.sort(key=lambda s: (s.subset, s.uid))
     first: dict[str, ScanRef] = {}
     for scan in scans:

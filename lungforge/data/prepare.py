@@ -610,7 +610,14 @@ def _prepare(
         raise InputError(f"{root}: none of the {len(refs)} scans has a readable header")
     shape_hw = store_shape([shape[1:] for shape, _ in headers.values()])
     capacity = sum(shape[0] for shape, _ in headers.values())
-    params = {**options.params(), "luna16_dir": str(root.resolve()), "seg_values": dataclasses.asdict(options.seg_values)}
+    # The orientation is part of the params: a run started by a lungforge that stored file
+    # order cannot be resumed into a store of mixed orientations.
+    params = {
+        **options.params(),
+        "luna16_dir": str(root.resolve()),
+        "seg_values": dataclasses.asdict(options.seg_values),
+        "orientation": "LPS",
+    }
     manifest = input_manifest(root, refs)
 
     if resume and out.exists() and is_store(out):
