@@ -589,6 +589,7 @@ def _prepare(
         refs = refs[: options.limit]
     refused = [{"file": str(mhd), "reason": reason} for mhd, reason in misplaced]
     refused += [{"file": str(r.mhd), "reason": sharing[r.uid]} for r in refs if r.uid in sharing]
+    manifest = input_manifest(root, refs)  # every scan read, also those refused for sharing data
     refs = [r for r in refs if r.uid not in sharing]
     if not refs:
         first = refused[0]
@@ -618,7 +619,6 @@ def _prepare(
         "seg_values": dataclasses.asdict(options.seg_values),
         "orientation": "LPS",
     }
-    manifest = input_manifest(root, refs)
 
     if resume and out.exists() and is_store(out):
         store = open_store(out, mode="r+", require_complete=False)
