@@ -4,8 +4,8 @@ LUNA16 files store voxels in their own order: the direction matrix says which wo
 index axis runs along. Stores hold every volume in the orientation ITK calls LPS, the
 radiological display of an axial slice: the column index runs towards the patient's left (the
 left lung on the image's right), the row index towards posterior (anterior up), the slice index
-towards superior. This is what LUNA16 viewers show and what MONAI's and TorchIO's canonical
-reorientation give up to their choice of axis signs.
+towards superior. This is what LUNA16 viewers show and what SimpleITK's `DICOMOrient(image,
+"LPS")` gives (MONAI's and TorchIO's RAS canonical form has the same axes, x and y reversed).
 
 Only axis order and signs change (a transpose and flips, never a resampling): a direction that is
 not close to a signed permutation (an oblique acquisition) keeps its small rotation in the new
