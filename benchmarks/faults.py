@@ -894,6 +894,106 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+# --- issue 19: prepare inputs that disagree, one display orientation ---
+header_fault("prepare-agree", "ElementType MET_USHORT on int16 data (19.3)", "ElementType", "MET_USHORT")
+header_fault("prepare-agree", "BinaryDataByteOrderMSB = True on LE data (19.3)", "BinaryDataByteOrderMSB", "True")
+
+
+def seg_header_fault(key: str, value: Callable[[str], str]) -> FaultFn:
+    """Change one field of the victim's seg-mask header (VALUE maps the old value to the new)."""
+
+    def damage(luna: Path, v: Path) -> None:
+        seg = luna / "seg-lungs-LUNA16" / f"{v.stem}.mhd"
+        old = next(line.split("=", 1)[1].strip() for line in seg.read_text().splitlines() if line.split("=")[0].strip() == key)
+        set_field(seg, key, value(old))
+
+    return lambda lab: prepare_scan_fault(lab, damage)
+
+
+for _name, _key, _value in [
+    ("seg origin 20 mm off its scan's (19.3)", "Offset", lambda old: " ".join(str(float(v) + 20) for v in old.split())),
+    ("seg spacing differs from its scan's (19.3)", "ElementSpacing", lambda old: " ".join(str(float(v) * 1.5) for v in old.split())),
+    ("seg mirrored: direction differs (19.3)", "TransformMatrix", lambda old: " ".join(str(-float(v) if i == 0 else float(v)) for i, v in enumerate(old.split()))),
+]:
+    fault("prepare-agree", _name, "3")(seg_header_fault(_key, _value))
+
+
+@fault("prepare-agree", "two series share one .raw (symlink) (19.3)", "3")
+def _(lab: Lab) -> Outcome:
+    luna = lab.luna_copy()
+    first, victim = lab.scans(luna)[0], lab.victim(luna)
+    victim.write_text(first.read_text().replace(f"{first.stem}.raw", f"{victim.stem}.raw"))
+    victim.with_suffix(".raw").unlink()
+    victim.with_suffix(".raw").symlink_to(first.with_suffix(".raw"))
+    seg = luna / "seg-lungs-LUNA16"
+    (seg / f"{victim.stem}.mhd").write_text((seg / f"{first.stem}.mhd").read_text().replace(first.stem, victim.stem))
+    shutil.copy(seg / f"{first.stem}.zraw", seg / f"{victim.stem}.zraw")
+    csv = luna / "annotations.csv"  # the victim's own nodules lie elsewhere in the copied volume
+    csv.write_text("".join(line for line in csv.read_text().splitlines(True) if not line.startswith(victim.stem)))
+    out = lab.path("real.zarr")
+    call = lab.cli("prepare", luna, "--out", out, "--test-patients", "2")
+    stored = series_of(out) or []
+    others = [p.stem for p in lab.scans(luna) if p not in (first, victim)]
+    lost = first.stem in stored or victim.stem in stored or any(u not in stored for u in others)
+    named = first.stem in call.stderr and victim.stem in call.stderr
+    return Outcome(str(call.code), call.stderr, lost if call.code in (0, 3) else False, "" if named else "does not name both series", named)
+
+
+@fault("prepare-agree", "every annotation row twice (19.3)", "0")
+def _(lab: Lab) -> Outcome:
+    luna = lab.luna_copy()
+    csv = luna / "annotations.csv"
+    header, *rows = csv.read_text().splitlines()
+    csv.write_text("\n".join([header, *rows, *rows]) + "\n")
+    out = lab.path("real.zarr")
+    call = lab.cli("prepare", luna, "--out", out, "--test-patients", "2", "--json")
+    arrays, pristine = store_arrays(out), store_arrays(lab.real)
+    same = arrays is not None and pristine is not None and arrays["nodules/slice"].size == pristine["nodules/slice"].size
+    said = call.code == 0 and len(json.loads(call.stdout).get("duplicate_annotations", [])) == len(rows)
+    note = "" if same and said else f"{0 if arrays is None else arrays['nodules/slice'].size} nodule rows for {len(rows)} nodules" + ("" if said else ", duplicates not reported")
+    return Outcome(str(call.code), call.stderr, False, note, same and said)
+
+
+@fault("prepare-agree", "a scan in subset10/ (19.3)", "3")
+def _(lab: Lab) -> Outcome:
+    luna = lab.luna_copy()
+    victim = lab.victim(luna)
+    (luna / "subset10").mkdir()
+    for f in victim.parent.glob(f"{victim.stem}.*"):
+        f.rename(luna / "subset10" / f.name)
+    out = lab.path("real.zarr")
+    call = lab.cli("prepare", luna, "--out", out, "--test-patients", "2")
+    named = "subset10" in call.stderr and victim.stem in call.stderr
+    return Outcome(str(call.code), call.stderr, False, "" if named else "subset10 not named", named)
+
+
+@fault("prepare-agree", "a scan in Subset4/ (19.3)", "0")
+def _(lab: Lab) -> Outcome:
+    luna = lab.luna_copy()
+    (luna / "subset4").rename(luna / "Subset4")
+    out = lab.path("real.zarr")
+    call = lab.cli("prepare", luna, "--out", out, "--test-patients", "2")
+    return Outcome(str(call.code), call.stderr, not same_store(out, lab.real))
+
+
+@fault("prepare-agree", "x/y-flipped scan lands mirrored (19.3)", "0")
+def _(lab: Lab) -> Outcome:
+    luna = lab.path("ph7")
+    made = lab.cli("phantom", luna, "--scans", "7", "--size", "64", "--json")
+    flipped = json.loads(made.stdout)["flipped"]
+    out = lab.path("real.zarr")
+    call = lab.cli("prepare", luna, "--out", out, "--test-patients", "2")
+    arrays = store_arrays(out)
+    if arrays is None:
+        return Outcome(str(call.code), call.stderr, False, "no store", False)
+    cols = np.arange(arrays["label"].shape[2])
+    left, right = (np.where(arrays["label"] == v, cols, 0).sum(axis=(1, 2)) / np.maximum((arrays["label"] == v).sum(axis=(1, 2)), 1) for v in (1, 2))
+    both = ((arrays["label"] == 1).any(axis=(1, 2))) & ((arrays["label"] == 2).any(axis=(1, 2)))
+    mirrored = int((left[both] < right[both]).sum())
+    note = f"{mirrored} of {int(both.sum())} slices have the left lung on the image's left ({len(flipped)} flipped scans)"
+    return Outcome(str(call.code), call.stderr, False, note if mirrored else "", mirrored == 0)
+
+
 # -- driver -----------------------------------------------------------------------------------------
 def build(lab: Lab) -> None:
     """The pristine inputs every row starts from (kept from an earlier run with --keep)."""

@@ -61,7 +61,11 @@ def prepare(
     """Turn LUNA16 scans into windowed 2D slices and label maps in a Zarr store (DESIGN §4).
 
     Window [-1000, 400] HU to uint8; labels 0 background, 1 left lung, 2 right lung, 3 trachea,
-    4 body, 5 nodule. Bad scans are skipped and listed; the exit code is then 3.
+    4 body, 5 nodule. Every slice is stored in radiological display orientation (patient's left
+    on the image's right, anterior up) whatever the file's direction. Bad scans (unreadable, values
+    that are not HU, a seg mask laid out otherwise, data shared with another series, scans
+    outside subset0..9) are skipped and listed; the exit code is then 3. Exact duplicate rows of
+    annotations.csv are dropped and reported.
     """
     from rich.markup import escape
 
@@ -113,13 +117,23 @@ def prepare(
             highlight=False,
             soft_wrap=True,
         )
+    duplicates = report.duplicate_annotations
+    if duplicates:
+        lines = ", ".join(f"{d['line']} (= {d['same_as']})" for d in duplicates[:5])
+        err_console.print(
+            f"{len(duplicates)} exact duplicate rows of annotations.csv dropped: lines {lines}"
+            f"{' ...' if len(duplicates) > 5 else ''} (all in --json)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if json_out:
         print_json(report)
     else:
         err_console.print(
             f"{report.slices} slices ({report.nodule_slices} with nodules, {report.nodules} nodule rows) from "
             f"{report.scans_done} scans written to {out}; {len(report.skipped)} scans skipped, "
-            f"{len(report.lost_nodules)} annotated nodules not labelled"
+            f"{len(report.lost_nodules)} annotated nodules not labelled, {len(duplicates)} duplicate annotation "
+            f"rows dropped, {report.reoriented} scans turned to the display orientation"
         )
     if report.skipped:
         raise typer.Exit(EXIT_PARTIAL)

@@ -13,6 +13,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -40,7 +41,7 @@ MET_DTYPES: dict[str, str] = {
 }
 MAX_DIAMETER_MM = 100.0
 """Largest annotated diameter accepted: LUNA16 nodules are 3-32 mm; a lung is about 150 mm wide."""
-_SUBSET_RE = re.compile(r"^subset(\d)$")
+_SUBSET_RE = re.compile(r"^subset(\d)$", re.IGNORECASE)
 _MAX_HEADER_BYTES = 1 << 16
 
 
@@ -91,7 +92,7 @@ class _Header:
 
 
 def discover_scans(root: Path) -> list[ScanRef]:
-    """All `root/subset<K>/<uid>.mhd` scans, sorted by (subset, uid)."""
+    """All `root/subset<K>/<uid>.mhd` scans (K = 0..9, `Subset4` as `subset4`), sorted by (subset, uid)."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: LUNA16 directory not found (expected subset0..subset9/ inside)")
@@ -102,7 +103,9 @@ def discover_scans(root: Path) -> list[ScanRef]:
         for mhd in folder.glob("*.mhd")
     ]
     if not scans:
-        raise InputError(f"{root}: no scans found (expected subset0..subset9/<seriesuid>.mhd)")
+        elsewhere = sorted({mhd.parent.name for mhd, _ in misplaced_scans(root)})
+        where = f"; scans found only in {', '.join(f'{name}/' for name in elsewhere)}" if elsewhere else ""
+        raise InputError(f"{root}: no scans found (expected subset0..subset9/<seriesuid>.mhd{where})")
     scans.sort(key=lambda s: (s.subset, s.uid))
     first: dict[str, ScanRef] = {}
     for scan in scans:
@@ -113,6 +116,27 @@ def discover_scans(root: Path) -> list[ScanRef]:
             )
         first[scan.uid] = scan
     return scans
+
+
+def misplaced_scans(root: Path) -> list[tuple[Path, str]]:
+    """(`.mhd`, reason) of every scan in a folder of `root` that is not a LUNA16 subset
+    (`subset10/`, `subset_4/`, `extra/`, ...): prepare would otherwise pass over it without a word."""
+    found = []
+    for folder in sorted(Path(root).iterdir()):
+        if not folder.is_dir() or folder.name == SEG_DIR or _SUBSET_RE.match(folder.name):
+            continue
+        for mhd in sorted(folder.glob("*.mhd")):
+            found.append((
+                mhd,
+                f"in {folder.name}/, which is not a LUNA16 subset folder (subset0..subset9, the fold of its "
+                "scans); move the scan into its subset to prepare it",
+            ))
+    return found
+
+
+def data_file(mhd: Path) -> Path:
+    """The file holding the voxels of `mhd` (its `.raw`/`.zraw`, or `mhd` itself); ScanError on a bad header."""
+    return _parse_header(Path(mhd)).data_file
 
 
 def _parse_header(mhd: Path) -> _Header:
@@ -226,6 +250,31 @@ def _last_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Where a file's voxels sit in the world: shape_zyx in voxels; origin_mm, spacing_mm (3,)
+    x, y, z; direction (3, 3), columns the world directions of the x, y, z index axes."""
+
+    shape_zyx: tuple[int, int, int]
+    origin_mm: np.ndarray
+    spacing_mm: np.ndarray
+    direction: np.ndarray
+
+
+def read_geometry(mhd: Path) -> Geometry:
+    """The geometry of `mhd` from its header alone (ScanError when the header is invalid)."""
+    mhd = Path(mhd)
+    _parse_header(mhd)
+    reader = _geometry(mhd)
+    x, y, z = reader.GetSize()
+    return Geometry(
+        shape_zyx=(z, y, x),
+        origin_mm=np.asarray(reader.GetOrigin(), dtype=np.float64),
+        spacing_mm=np.asarray(reader.GetSpacing(), dtype=np.float64),
+        direction=np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3),
+    )
+
+
 def read_header(mhd: Path) -> tuple[tuple[int, int, int], np.ndarray]:
     """(Z, Y, X) shape in voxels and (3,) x, y, z spacing in mm, from the header alone."""
     mhd = Path(mhd)
@@ -323,7 +372,19 @@ def read_seg(root: Path, uid: str) -> np.ndarray | None:
 
 
 def read_annotations(root: Path) -> dict[str, list[Annotation]]:
-    """Nodules per seriesuid from `root/annotations.csv` (world mm centres, diameters in mm)."""
+    """Nodules per seriesuid from `root/annotations.csv` (world mm centres, diameters in mm),
+    exact duplicate rows dropped (see :func:`load_annotations`)."""
+    return load_annotations(root)[0]
+
+
+def load_annotations(root: Path) -> tuple[dict[str, list[Annotation]], list[dict[str, Any]]]:
+    """Nodules per seriesuid, and the exact duplicate rows dropped from them.
+
+    A row equal to an earlier one in every value (same series, centre and diameter) describes
+    no second nodule, only the same one again: it is dropped, and listed as {"line", "same_as",
+    "series"} (1-based line numbers of the file), so that a doubled file does not double the
+    nodules. LUNA16's own annotations.csv has no such rows.
+    """
     path = Path(root) / ANNOTATIONS_FILE
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -336,6 +397,8 @@ def read_annotations(root: Path) -> dict[str, list[Annotation]]:
     if tuple(header) != ANNOTATION_COLUMNS:
         raise InputError(f"{path}: header must be {','.join(ANNOTATION_COLUMNS)}, got {','.join(header) or 'an empty file'}")
     found: dict[str, list[Annotation]] = {}
+    first_line: dict[tuple[str, tuple[float, ...]], int] = {}
+    duplicates: list[dict[str, Any]] = []
     for line_no, row in enumerate(rows, start=2):
         if not row or all(not cell.strip() for cell in row):
             continue
@@ -350,8 +413,13 @@ def read_annotations(root: Path) -> dict[str, list[Annotation]]:
             raise InputError(f"{path}: line {line_no} needs a seriesuid, finite coordinates and diameter_mm > 0, got {','.join(row)}")
         if values[3] > MAX_DIAMETER_MM:
             raise InputError(f"{path}: line {line_no} has diameter_mm {values[3]:g}, expected at most {MAX_DIAMETER_MM:g} mm (a nodule, not the chest)")
+        key = (uid, tuple(values.tolist()))
+        if key in first_line:
+            duplicates.append({"line": line_no, "same_as": first_line[key], "series": uid})
+            continue
+        first_line[key] = line_no
         found.setdefault(uid, []).append(Annotation(uid=uid, center_mm=values[:3], diameter_mm=float(values[3])))
-    return found
+    return found, duplicates
 
 
 def index_to_world(index: np.ndarray, origin_mm: np.ndarray, spacing_mm: np.ndarray, direction: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 
 from lungforge.data import luna16
+from lungforge.data.input_checks import geometry_difference, hu_problem, shared_data
 from lungforge.data.input_manifest import input_manifest, manifest_difference
 from lungforge.data.masks import (
     auto_lung_labels,
@@ -37,6 +38,7 @@ from lungforge.data.masks import (
     seg_to_labels,
     window_to_uint8,
 )
+from lungforge.data.orientation import Reorientation
 from lungforge.data.store import SHARD, SPLIT_IDS, Store, create_store, is_store, open_store
 from lungforge.errors import InputError, LungforgeError, ScanError
 from lungforge.labels import LEFT_LUNG, RIGHT_LUNG, SegValues
@@ -81,10 +83,14 @@ class ScanSlices:
 class PrepareReport:
     """What a prepare run produced.
 
-    `skipped` lists {"file", "reason"} of every bad scan; `lost_nodules` every annotated nodule
-    of a written scan that yields no labelled slice ({"series", "center_mm", "diameter_mm",
-    "reason"}); `absent_series` the annotations of series not in the folder ({"series",
-    "annotations", "uids"}: counts and the uids).
+    `skipped` lists {"file", "reason"} of every bad scan (unreadable, implausible values, a seg
+    mask laid out otherwise, data shared with another series, outside subset0..9); `lost_nodules`
+    every annotated nodule of a written scan that yields no labelled slice ({"series",
+    "center_mm", "diameter_mm", "reason"}); `absent_series` the annotations of series not in the
+    folder ({"series", "annotations", "uids"}: counts and the uids); `duplicate_annotations` the
+    exact duplicate rows of annotations.csv that were dropped ({"line", "same_as", "series"});
+    `reoriented` how many written scans were turned into the display orientation (their files
+    store another voxel order, see :mod:`lungforge.data.orientation`).
     """
 
     store: str
@@ -97,6 +103,8 @@ class PrepareReport:
     seconds: float
     lost_nodules: list[dict[str, Any]] = field(default_factory=list)
     absent_series: dict[str, Any] = field(default_factory=lambda: {"series": 0, "annotations": 0, "uids": []})
+    duplicate_annotations: list[dict[str, Any]] = field(default_factory=list)
+    reoriented: int = 0
 
 
 def parse_test_patients(text: str) -> int | float:
@@ -148,17 +156,29 @@ def _scan_rng(seed: int, uid: str) -> np.random.Generator:
 def process_scan(
     root: Path, ref: luna16.ScanRef, annotations: list[luna16.Annotation], options: PrepareOptions
 ) -> ScanSlices:
-    """Run the recipe on one scan. Raises :class:`ScanError` naming the file and the problem."""
+    """Run the recipe on one scan. Raises :class:`ScanError` naming the file and the problem.
+
+    The scan (and its seg mask) is turned into the display orientation first, so slices, label
+    maps, boxes and spacing all follow it whatever the file's direction.
+    """
     volume = luna16.read_volume(ref.mhd)
-    hu = volume.hu
+    problem = hu_problem(volume.hu)
+    if problem:
+        raise ScanError(f"{ref.mhd}: {problem}")
+    turn = Reorientation.from_direction(volume.direction, str(ref.mhd))
     seg_path = root / luna16.SEG_DIR / f"{ref.uid}.mhd"
     if options.lungs == "seg":
         seg = luna16.read_seg(root, ref.uid)
         if seg is None:
             raise ScanError(f"{seg_path}: no seg mask for this scan (use --lungs auto to segment classically)")
-        if seg.shape != hu.shape:
-            raise ScanError(f"{seg_path}: seg shape {seg.shape} differs from scan shape {hu.shape}")
-        lungs = seg
+        scan_geometry = luna16.Geometry(volume.hu.shape, volume.origin_mm, volume.spacing_mm, volume.direction)
+        difference = geometry_difference(scan_geometry, luna16.read_geometry(seg_path))
+        if difference:
+            raise ScanError(f"{seg_path}: {difference}")
+    volume = _display(volume, turn)
+    hu = volume.hu
+    if options.lungs == "seg":
+        lungs = _contiguous(turn.apply(seg))
         lung_values = (options.seg_values.left, options.seg_values.right)
     else:
         lungs = auto_lung_labels(
@@ -267,6 +287,26 @@ def process_scan(
     )
 
 
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+def _display(volume: luna16.Volume, turn: Reorientation) -> luna16.Volume:
+    """`volume` in the display orientation (the same object when it already is)."""
+    if turn.is_identity:
+        return volume
+    origin, spacing, direction = turn.geometry(volume.hu.shape, volume.origin_mm, volume.spacing_mm, volume.direction)
+    return luna16.Volume(hu=_contiguous(turn.apply(volume.hu)), origin_mm=origin, spacing_mm=spacing, direction=direction)
+
+
+def display_shape(mhd: Path) -> tuple[tuple[int, int, int], bool]:
+    """The (Z, Y, X) shape `mhd` is stored with in display orientation, from its header alone,
+    and whether its file order differs from it (ScanError when the header is invalid)."""
+    geometry = luna16.read_geometry(mhd)
+    turn = Reorientation.from_direction(geometry.direction, str(mhd))
+    return turn.shape(geometry.shape_zyx), not turn.is_identity
+
+
 def _loss_reason(mask: np.ndarray, touched: np.ndarray, centre_z: int, mode: str) -> str:
     """Why an annotated nodule yields no labelled slice (for the summary and --json)."""
     if not mask.any():
@@ -289,7 +329,7 @@ def _slices_holding(volume: np.ndarray, values: tuple[int, ...]) -> np.ndarray:
 def _work(args: tuple[Path, luna16.ScanRef, list[luna16.Annotation], PrepareOptions, tuple[int, int]]) -> ScanSlices | ScanError:
     root, ref, annotations, options, shape_hw = args
     try:
-        (_, height, width), _ = luna16.read_header(ref.mhd)
+        (_, height, width), _ = display_shape(ref.mhd)
         if (height, width) != shape_hw:
             raise ScanError(
                 f"{ref.mhd}: in-plane size {height}×{width} differs from the store's {shape_hw[0]}×{shape_hw[1]} "
@@ -542,29 +582,43 @@ def _prepare(
 ) -> PrepareReport:
     root, out = Path(luna16_dir), Path(out)
     refs = luna16.discover_scans(root)
-    all_uids = {r.uid for r in refs}
+    misplaced = luna16.misplaced_scans(root)
+    all_uids = {r.uid for r in refs} | {mhd.stem for mhd, _ in misplaced}
+    sharing = _shared_data(refs)
     if options.limit is not None:
         refs = refs[: options.limit]
-    annotations = luna16.read_annotations(root)
+    refused = [{"file": str(mhd), "reason": reason} for mhd, reason in misplaced]
+    refused += [{"file": str(r.mhd), "reason": sharing[r.uid]} for r in refs if r.uid in sharing]
+    manifest = input_manifest(root, refs)  # every scan read, also those refused for sharing data
+    refs = [r for r in refs if r.uid not in sharing]
+    if not refs:
+        first = refused[0]
+        raise InputError(f"{root}: no scan left to prepare ({len(refused)} refused; first {first['file']}: {first['reason']})")
+    annotations, duplicate_rows = luna16.load_annotations(root)
     absent = sorted(set(annotations) - all_uids)
     absent_series = {"series": len(absent), "annotations": sum(len(annotations[u]) for u in absent), "uids": absent}
     uids = [r.uid for r in refs]
     test_uids = split_patients(uids, options.test_patients, options.seed)
     folds = {r.uid: r.subset for r in refs}
 
-    headers: list[tuple[tuple[int, int, int], Any] | None] = []
+    headers: dict[str, tuple[tuple[int, int, int], bool]] = {}
     for ref in refs:
         try:
-            headers.append(luna16.read_header(ref.mhd))
+            headers[ref.uid] = display_shape(ref.mhd)
         except ScanError:
-            headers.append(None)
-    good = [h for h in headers if h is not None]
-    if not good:
+            pass
+    if not headers:
         raise InputError(f"{root}: none of the {len(refs)} scans has a readable header")
-    shape_hw = store_shape([h[0][1:] for h in good])
-    capacity = sum(h[0][0] for h in good)
-    params = {**options.params(), "luna16_dir": str(root.resolve()), "seg_values": dataclasses.asdict(options.seg_values)}
-    manifest = input_manifest(root, refs)
+    shape_hw = store_shape([shape[1:] for shape, _ in headers.values()])
+    capacity = sum(shape[0] for shape, _ in headers.values())
+    # The orientation is part of the params: a run started by a lungforge that stored file
+    # order cannot be resumed into a store of mixed orientations.
+    params = {
+        **options.params(),
+        "luna16_dir": str(root.resolve()),
+        "seg_values": dataclasses.asdict(options.seg_values),
+        "orientation": "LPS",
+    }
 
     if resume and out.exists() and is_store(out):
         store = open_store(out, mode="r+", require_complete=False)
@@ -574,7 +628,7 @@ def _prepare(
         if difference:
             raise InputError(f"{out}: cannot --resume from {root}: {difference}; use --overwrite to start over")
         if store.attrs.get("complete"):
-            return _report(store, len(refs), started)
+            return _report(store, len(refs) + len(refused), started)
         shape_hw = store.shape_hw
     elif resume and out.exists():
         raise LungforgeError(f"{out}: exists and is not a lungforge store; cannot --resume it")
@@ -593,7 +647,7 @@ def _prepare(
         if progress is not None:
             progress.update(task_id, advance=1, status=f"{writer.written + writer.buffered} slices, {len(writer.skipped)} skipped")
     writer.finish()
-    skipped = [{"file": f, "reason": r} for _, f, r in writer.skipped]
+    skipped = refused + [{"file": f, "reason": r} for _, f, r in writer.skipped]
     store.finalize(
         writer.written,
         writer.series_uids,
@@ -602,10 +656,34 @@ def _prepare(
             "skipped": skipped,
             "lost_nodules": [nodule for _, nodule in writer.lost],
             "absent_series": absent_series,
+            "duplicate_annotations": duplicate_rows,
+            "reoriented": sum(headers[uid][1] for uid in writer.series_uids),
+            "orientation": DISPLAY_ORIENTATION,
             "folds_from": "LUNA16 subset number",
         },
     )
-    return _report(open_store(out), len(refs), started)
+    return _report(open_store(out), len(refs) + len(refused), started)
+
+
+DISPLAY_ORIENTATION = (
+    "LPS: columns run towards the patient's left, rows towards posterior, z towards superior "
+    "(radiological display: the left lung on the image's right, anterior up)"
+)
+"""The `orientation` attribute of prepared stores (see :mod:`lungforge.data.orientation`)."""
+
+
+def _shared_data(refs: list[luna16.ScanRef]) -> dict[str, str]:
+    """{uid: reason} of the scans whose data file is another scan's (same file or same bytes)."""
+    files = {}
+    for ref in refs:
+        with contextlib.suppress(ScanError):
+            files[ref.uid] = luna16.data_file(ref.mhd)
+    shared = shared_data(files)
+    return {
+        uid: f"holds the same voxel data as {', '.join(f'{other} ({files[other]})' for other in others)}: "
+        "one of these series is mislabelled, so none of them is used"
+        for uid, others in shared.items()
+    }
 
 
 def _report(store: Store, scans_total: int, started: float) -> PrepareReport:
@@ -621,6 +699,8 @@ def _report(store: Store, scans_total: int, started: float) -> PrepareReport:
         seconds=round(time.perf_counter() - started, 3),
         lost_nodules=list(store.attrs.get("lost_nodules", [])),
         absent_series=dict(store.attrs.get("absent_series", {"series": 0, "annotations": 0, "uids": []})),
+        duplicate_annotations=list(store.attrs.get("duplicate_annotations", [])),
+        reoriented=int(store.attrs.get("reoriented", 0)),
     )
 
 

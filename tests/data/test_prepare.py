@@ -343,7 +343,12 @@ def test_scan_without_lung_is_skipped_loudly(luna, tmp_path, lungs):
     victim = luna16.discover_scans(root)[1]
     shape, _ = luna16.read_header(victim.mhd)
     if lungs == "auto":
-        _write_hu(victim, np.full(shape, 40, dtype=np.int16))  # soft tissue everywhere: no air
+        # a body of soft tissue in air: plausible HU, but no air inside the body
+        yy, xx = np.mgrid[: shape[1], : shape[2]]
+        body = ((yy - shape[1] / 2) / (0.4 * shape[1])) ** 2 + ((xx - shape[2] / 2) / (0.45 * shape[2])) ** 2 <= 1
+        hu = np.full(shape, -1000, dtype=np.int16)
+        hu[:, body] = 40
+        _write_hu(victim, hu)
         shutil.rmtree(root / "seg-lungs-LUNA16")
     else:
         header = (root / "seg-lungs-LUNA16" / f"{victim.uid}.mhd").read_text()
