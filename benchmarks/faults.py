@@ -913,10 +913,18 @@ def _coco_images_missing(root: Path) -> int:
 @fault("export", "two exports into one --out (19.5)", "0/1")
 def _(lab: Lab) -> Outcome:
     out = lab.path("coco")
-    calls = _together(lab, *[["export", lab.real, "--format", "coco", "--out", out]] * 2)
-    codes = "/".join(str(c) for c in sorted(c.code for c in calls))
+    args = ["export", lab.real, "--format", "coco", "--out", out]
+    first = lab.start(*args)
+    deadline = time.monotonic() + TIMEOUT_S
+    while first.poll() is None and not (out.parent / f".{out.name}.partial").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    overlapped = first.poll() is None
+    second = lab.cli(*args)
+    stdout, stderr = first.communicate()
+    codes = "/".join(str(c) for c in sorted((first.returncode, second.code)))
     missing = _coco_images_missing(out) if out.is_dir() else 0
-    return Outcome(codes, "".join(c.stderr for c in calls), missing > 0 or not out.is_dir(), note=f"{missing} listed images missing")
+    note = f"{missing} listed images missing" + ("" if overlapped else "; the first finished before the second started")
+    return Outcome(codes, stderr + second.stderr, missing > 0 or not out.is_dir(), note=note)
 
 
 @fault("export", "export --out inside its input store (19.5)", "1")

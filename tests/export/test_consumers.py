@@ -43,20 +43,31 @@ def test_ultralytics_accepts_the_yolo_export(stores, reference, tmp_path: Path, 
         np.testing.assert_allclose(got, expected.reshape(-1, 4), atol=1e-5)
 
 
-def test_nnunet_integrity_check_and_id_lookup_pass_for_two_exports(stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    raw = tmp_path / "nnUNet_raw"
+def _two_nnunet_exports(stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Two stores exported into one nnUNet_raw without ids (nnU-Net's folders set to tmp_path)."""
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(name, str(tmp_path / name))
-    pytest.importorskip("nnunetv2")
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
+    raw = tmp_path / "nnUNet_raw"
     first = export_store(stores["real"], raw, ExportOptions(format="nnunet", size=32))
     second = export_store(stores["B"], raw, ExportOptions(format="nnunet", dataset_name="Synthetic", size=32))
-    for report in (first, second):
-        verify_dataset_integrity(report.out, num_processes=1)
-    assert maybe_convert_to_dataset_name(501) == "Dataset501_Lungforge"
-    assert maybe_convert_to_dataset_name(502) == "Dataset502_Synthetic"
+    return [Path(first.out), Path(second.out)]
+
+
+def test_nnunet_finds_each_of_two_exports_by_id(stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    folders = _two_nnunet_exports(stores, tmp_path, monkeypatch)
+    assert [maybe_convert_to_dataset_name(i) for i in (501, 502)] == [f.name for f in folders] == ["Dataset501_Lungforge", "Dataset502_Synthetic"]
+
+
+@pytest.mark.slow  # nnU-Net's check spawns worker processes that import torch (about a minute)
+def test_nnunet_integrity_check_passes(stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    for folder in _two_nnunet_exports(stores, tmp_path, monkeypatch):
+        verify_dataset_integrity(str(folder), num_processes=1)
 
 
 def test_torchvision_reads_each_coco_split(stores, reference, tmp_path: Path) -> None:
