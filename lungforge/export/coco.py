@@ -1,4 +1,5 @@
-"""`--format coco`: PNG images and one `annotations.json` (boxes and RLE nodule masks, category "nodule")."""
+"""`--format coco`: PNG images and one COCO file per split, `annotations/instances_<split>.json`
+(boxes and RLE nodule masks, category "nodule"), laid out as COCO's own train2017/val2017."""
 
 from __future__ import annotations
 
@@ -25,30 +26,34 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
 
 
 class CocoWriter:
-    """`images/<split>/<name>.png` and `annotations.json`.
+    """`images/<split>/<name>.png` and `annotations/instances_<split>.json` for each exported split.
 
-    Image ids are store row indices; annotation ids count from 1 (COCOeval reads id 0 as
-    "unmatched"). bbox is [x, y, w, h] in pixels of the exported size; `segmentation` is the
-    nodule-label pixels inside the box as RLE, `area` their count. Each image also carries its
-    split, fold, series uid, slice z and pixel spacing; `info` holds the store's provenance.
+    `file_name` is relative to the split's image folder (`images/train/`), as in COCO, so
+    `torchvision.datasets.CocoDetection("images/train", "annotations/instances_train.json")`
+    reads it. Image ids are store row indices; annotation ids count from 1 in each file
+    (COCOeval reads id 0 as "unmatched"). bbox is [x, y, w, h] in pixels of the exported size;
+    `segmentation` is the nodule's mask as RLE, `area` its pixel count. Each image also carries
+    its split, fold, series uid, slice z and pixel spacing; `info` holds the store's provenance.
     """
 
     def __init__(self, root: Path, context: ExportContext):
         self.root = root
         self.context = context
-        self.images: list[dict[str, Any]] = []
-        self.annotations: list[dict[str, Any]] = []
+        self.images: dict[str, list[dict[str, Any]]] = {}
+        self.annotations: dict[str, list[dict[str, Any]]] = {}
+        self.notes: list[str] = []
 
     def add(self, item: ExportSlice) -> None:
         folder = self.root / "images" / item.split
-        folder.mkdir(parents=True, exist_ok=True)
-        file_name = f"{item.split}/{item.name}.png"
+        if item.split not in self.images:
+            folder.mkdir(parents=True)
+            self.images[item.split], self.annotations[item.split] = [], []
         write_png(folder / f"{item.name}.png", item.image)
         h, w = item.shape_hw
-        self.images.append(
+        self.images[item.split].append(
             {
                 "id": item.index,
-                "file_name": file_name,
+                "file_name": f"{item.name}.png",
                 "height": h,
                 "width": w,
                 "split": item.split,
@@ -58,12 +63,13 @@ class CocoWriter:
                 "spacing_mm": list(item.spacing_mm),
             }
         )
+        annotations = self.annotations[item.split]
         for k, (box, diameter) in enumerate(zip(item.boxes, item.diameters_mm)):
             mask = item.nodule_mask(k)
             x0, y0, x1, y1 = (float(v) for v in box)
-            self.annotations.append(
+            annotations.append(
                 {
-                    "id": len(self.annotations) + 1,
+                    "id": len(annotations) + 1,
                     "image_id": item.index,
                     "category_id": CATEGORY["id"],
                     "bbox": [x0, y0, x1 - x0, y1 - y0],
@@ -76,19 +82,22 @@ class CocoWriter:
 
     def finish(self) -> list[str]:
         now = datetime.now(timezone.utc)
-        document = {
-            "info": {
-                "description": f"lungforge export of {self.context.provenance['store']}",
-                "version": self.context.provenance["exported_by"],
-                "year": now.year,
-                "contributor": "lungforge",
-                "date_created": now.isoformat(timespec="seconds"),
-                "lungforge": self.context.provenance,
-            },
-            "licenses": [],
-            "images": self.images,
-            "annotations": self.annotations,
-            "categories": [CATEGORY],
-        }
-        (self.root / "annotations.json").write_text(json.dumps(document))
-        return ["images/", "annotations.json"]
+        folder = self.root / "annotations"
+        folder.mkdir()
+        for split, images in self.images.items():
+            document = {
+                "info": {
+                    "description": f"lungforge export of {self.context.provenance['store']}, {split} split",
+                    "version": self.context.provenance["exported_by"],
+                    "year": now.year,
+                    "contributor": "lungforge",
+                    "date_created": now.isoformat(timespec="seconds"),
+                    "lungforge": self.context.provenance,
+                },
+                "licenses": [],
+                "images": images,
+                "annotations": self.annotations[split],
+                "categories": [CATEGORY],
+            }
+            (folder / f"instances_{split}.json").write_text(json.dumps(document))
+        return ["images/", "annotations/"]

@@ -12,20 +12,23 @@ from lungforge.export.slices import SplitChoice
 
 ExportFormat = Literal["coco", "yolo", "nnunet", "nifti", "png"]
 MARKER = "lungforge-export.json"
+FIRST_DATASET_ID = 501
+"""The lowest nnU-Net dataset id an export picks by itself (nnU-Net's own datasets use lower ones)."""
 
 
 @dataclass(frozen=True)
 class ExportOptions:
     """Options of `lungforge export`; `size` None keeps the store's resolution.
 
-    `dataset_id` and `dataset_name` name the nnU-Net folder `Dataset{id:03d}_{name}`.
+    `dataset_id` and `dataset_name` name the nnU-Net folder `Dataset{id:03d}_{name}`; a
+    `dataset_id` of None is chosen at export time (:func:`lungforge.export.nnunet.with_dataset_id`).
     """
 
     format: ExportFormat
     split: SplitChoice = "all"
     size: int | None = None
     nodule_only: bool = False
-    dataset_id: int = 501
+    dataset_id: int | None = None
     dataset_name: str = "Lungforge"
 
     def __post_init__(self) -> None:
@@ -35,15 +38,17 @@ class ExportOptions:
             raise ValueError(f"split must be train, test or all, got {self.split!r}")
         if self.size is not None and self.size < 8:
             raise ValueError(f"size must be at least 8 px, got {self.size}")
-        if not 1 <= self.dataset_id <= 999:
+        if self.dataset_id is not None and not 1 <= self.dataset_id <= 999:
             raise ValueError(f"nnU-Net dataset id must be 1..999, got {self.dataset_id}")
         if not re.fullmatch(r"[A-Za-z0-9-]+", self.dataset_name):
             raise ValueError(f"nnU-Net dataset name may hold letters, digits and '-', got {self.dataset_name!r}")
 
     def target(self, out: Path) -> Path:
-        """The directory the export creates: `out` itself, or for nnU-Net `out/DatasetNNN_Name`."""
+        """The directory the export creates: `out` itself, or for nnU-Net `out/DatasetNNN_Name`
+        (id 501 while `dataset_id` is still None)."""
         if self.format == "nnunet":
-            return Path(out) / f"Dataset{self.dataset_id:03d}_{self.dataset_name}"
+            dataset_id = FIRST_DATASET_ID if self.dataset_id is None else self.dataset_id
+            return Path(out) / f"Dataset{dataset_id:03d}_{self.dataset_name}"
         return Path(out)
 
 

@@ -31,6 +31,7 @@ class MapsWriter(ABC):
             (root / folder).mkdir()
         self.slice_rows: list[tuple] = []
         self.box_rows: list[tuple] = []
+        self.notes: list[str] = []
 
     @abstractmethod
     def write(self, path: Path, array: np.ndarray, spacing_mm: tuple[float, float]) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from pathlib import Path
 
-from lungforge.export.context import ExportContext
+from lungforge.errors import InputError
+from lungforge.export.context import FIRST_DATASET_ID, ExportContext, ExportOptions
 from lungforge.export.nifti import write_nifti
 from lungforge.export.slices import ExportSlice
 from lungforge.labels import LABELS
@@ -13,6 +16,48 @@ from lungforge.labels import LABELS
 # nnU-Net's own 2-D reader gives slices a z spacing of 999 so that no 3-D resampling mixes them.
 SLICE_THICKNESS_MM = 999.0
 CV_FOLDS = 5
+DATASET_FOLDER = re.compile(r"Dataset(\d{3})_(.+)")
+
+
+def dataset_folders(raw: Path) -> dict[int, set[str]]:
+    """The datasets of an nnUNet_raw folder: id → names of its `DatasetNNN_Name` folders."""
+    found: dict[int, set[str]] = {}
+    if Path(raw).is_dir():
+        for entry in Path(raw).iterdir():
+            match = DATASET_FOLDER.fullmatch(entry.name)
+            if match and entry.is_dir():
+                found.setdefault(int(match[1]), set()).add(match[2])
+    return found
+
+
+def with_dataset_id(raw: Path, options: ExportOptions) -> ExportOptions:
+    """`options` with the dataset id to write into `raw`; InputError where nnU-Net would see one id twice.
+
+    nnU-Net finds a dataset by its id alone, so an id may name one folder only. An explicit id
+    held by a folder of another name is refused. Without an id, the id of this name's folder is
+    reused (so --overwrite replaces it), or else the lowest id from 501 that no folder holds.
+    """
+    taken = dataset_folders(raw)
+    name = options.dataset_name
+    dataset_id = options.dataset_id
+    if dataset_id is None:
+        same_name = sorted(i for i, names in taken.items() if name in names)
+        if len(same_name) > 1:
+            folders = ", ".join(f"Dataset{i:03d}_{name}" for i in same_name)
+            raise InputError(f"{raw}: holds {folders}; choose one with --dataset-id")
+        free = [i for i in range(FIRST_DATASET_ID, 1000) if i not in taken]
+        if not same_name and not free:
+            raise InputError(f"{raw}: every dataset id from {FIRST_DATASET_ID} to 999 is taken; choose one with --dataset-id")
+        dataset_id = same_name[0] if same_name else free[0]
+    others = sorted(taken.get(dataset_id, set()) - {name})
+    if others:
+        free = next((i for i in range(FIRST_DATASET_ID, 1000) if i not in taken), None)
+        hint = f" (id {free} is free)" if free is not None else ""
+        raise InputError(
+            f"{raw}: dataset id {dataset_id} is already Dataset{dataset_id:03d}_{others[0]}; nnU-Net needs one name "
+            f"per id: choose another --dataset-id{hint}"
+        )
+    return replace(options, dataset_id=dataset_id)
 
 
 class NnunetWriter:
@@ -32,6 +77,7 @@ class NnunetWriter:
             (root / folder).mkdir()
         self.train_cases: list[tuple[str, int]] = []
         self.test_cases = 0
+        self.notes: list[str] = []
 
     def add(self, item: ExportSlice) -> None:
         case = f"lungforge_{item.name}"

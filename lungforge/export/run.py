@@ -1,4 +1,5 @@
-"""`export_store`: write a store's slices in a consumer's format, atomically (temp folder, then rename)."""
+"""`export_store`: write a store's slices in a consumer's format, atomically (temp folder, then rename),
+under a lock on the output and never into its input store."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from lungforge.data.store import open_store
+from lungforge.data.store import Store, open_store
 from lungforge.errors import InputError
 from lungforge.export.context import MARKER, ExportContext, ExportOptions, provenance
+from lungforge.export.nnunet import with_dataset_id
 from lungforge.export.slices import ExportSlice, iter_slices, select_indices
+from lungforge.locks import hold_lock
+from lungforge.overlap import refuse_overlap
 
 WRITERS = {
     "coco": ("lungforge.export.coco", "CocoWriter"),
@@ -25,7 +29,12 @@ WRITERS = {
 
 
 class Writer(Protocol):
-    """A format: created on an empty folder, given every slice in row order, then finished."""
+    """A format: created on an empty folder, given every slice in row order, then finished.
+
+    `notes` are what a writer chose for the user to know (e.g. a data.yaml key it filled in).
+    """
+
+    notes: list[str]
 
     def add(self, item: ExportSlice) -> None: ...
 
@@ -51,6 +60,7 @@ class ExportReport:
     nodules: int
     nodules_without_mask: int
     files: list[str]
+    notes: list[str]
 
 
 def export_store(
@@ -66,12 +76,33 @@ def export_store(
     Everything is written into a hidden `.<name>.partial` folder beside the target, which is
     renamed into place only after the last file and the `lungforge-export.json` marker are
     written: a killed export leaves no folder that looks complete. An existing target is replaced
-    only with `overwrite` and only if it is an earlier lungforge export (or empty).
+    only with `overwrite` and only if it is an earlier lungforge export (or empty). The export
+    resolves `out` (a symlink alias is written through) and holds its lock (`<out>.lock` beside
+    it) from its checks to the rename, so a second export into the same place fails with LockError instead of mixing files;
+    an output that is, contains or lies inside the store is refused. An nnU-Net export without a
+    dataset id gets one here (:func:`lungforge.export.nnunet.with_dataset_id`).
     `progress` is an optional Rich Progress.
     """
     store = open_store(store_path)
-    target = options.target(Path(out))
-    _check_target(target, overwrite)
+    # Resolved once: a symlink alias of `out` takes the same lock and is written through.
+    out = Path(out).resolve()
+    # Checked before the lock file is made beside `out`, so nothing is created inside the store.
+    refuse_overlap(options.target(out), "STORE", store.path, "export")
+    with hold_lock(out, "export"):
+        notes: list[str] = []
+        if options.format == "nnunet":
+            chosen = options.dataset_id is None
+            options = with_dataset_id(out, options)
+            if chosen:
+                notes.append(f"nnU-Net dataset id {options.dataset_id} chosen (no --dataset-id given)")
+        target = options.target(out)
+        refuse_overlap(target, "STORE", store.path, "export")
+        _check_target(target, overwrite)
+        return _write(store, target, options, progress, notes)
+
+
+def _write(store: Store, target: Path, options: ExportOptions, progress: Any | None, notes: list[str]) -> ExportReport:
+    """Write the dataset into `.<target>.partial`, then rename it to `target`."""
     indices = select_indices(store, options.split, options.nodule_only)
     if indices.size == 0:
         raise InputError(f"{store.path}: no slices match split={options.split}, nodule_only={options.nodule_only}")
@@ -107,6 +138,7 @@ def export_store(
         nodules=nodules,
         nodules_without_mask=without_mask,
         files=files + [MARKER],
+        notes=notes + writer.notes,
     )
     (partial / MARKER).write_text(json.dumps({"report": asdict(report), "provenance": context.provenance}, indent=2))
     _swap_into_place(partial, target)

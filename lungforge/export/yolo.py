@@ -25,13 +25,16 @@ class YoloWriter:
     """One PNG and one label file per slice (empty for nodule-free slices: background images).
 
     `data.yaml` maps the store's train split to `train` and its test split to `val` and `test`;
-    class 0 is "nodule".
+    class 0 is "nodule". Ultralytics requires both `train` and `val`: an export with one split
+    only (`--split train|test`, or any augment store, which has no test slices) points the missing
+    key at the split it has, says so in a comment in `data.yaml` and in :attr:`notes`.
     """
 
     def __init__(self, root: Path, context: ExportContext):
         self.root = root
         self.context = context
         self.splits: set[str] = set()
+        self.notes: list[str] = []
 
     def add(self, item: ExportSlice) -> None:
         if item.split not in self.splits:
@@ -44,11 +47,19 @@ class YoloWriter:
 
     def finish(self) -> list[str]:
         # No `path:` key: Ultralytics then resolves images/ beside data.yaml, so the folder can move.
-        lines: list[str] = []
-        keys = {"train": ["train"], "test": ["val", "test"]}
-        for split in ("train", "test"):
-            if split in self.splits:
-                lines += [f"{key}: images/{split}" for key in keys[split]]
+        keys = {"train": "images/train" if "train" in self.splits else None, "val": None, "test": None}
+        if "test" in self.splits:
+            keys["val"] = keys["test"] = "images/test"
+        if keys["val"] is None:
+            keys["val"] = "images/train"
+            self.notes.append("data.yaml: no test slices exported, so val points at images/train (validation scores are "
+                              "training scores); point val at a held-out export to validate")
+        if keys["train"] is None:
+            keys["train"] = "images/test"
+            self.notes.append("data.yaml: no train slices exported, so train points at images/test (for `yolo val`); "
+                              "do not train on this file")
+        lines = [f"# lungforge: {note}" for note in self.notes]
+        lines += [f"{key}: {value}" for key, value in keys.items() if value is not None]
         lines += ["names:", f"  {CLASS_ID}: nodule"]
         (self.root / "data.yaml").write_text("\n".join(lines) + "\n")
         return ["images/", "labels/", "data.yaml"]

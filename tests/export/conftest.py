@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lungforge.data.resize import resize_slices
 from lungforge.data.store import open_store
+from lungforge.labels import NODULE
 
 
 class Reference:
@@ -31,6 +33,16 @@ class Reference:
 
     def boxes(self, row: int) -> np.ndarray:
         return self.table["bbox"][self.table["slice"] == row].astype(np.float64)
+
+    def resized_boxes(self, row: int, size: int) -> np.ndarray:
+        """Boxes of a slice at size × size px: the tight box of the resized label map's nodule
+        pixels (the fixture has at most one nodule per slice), or the scaled box if none are left."""
+        boxes = self.boxes(row) * size / self.image.shape[1]
+        nodule = resize_slices(self.image[row][None], self.label[row][None], size)[1][0] == NODULE
+        if boxes.size and nodule.any():
+            rows, cols = np.flatnonzero(nodule.any(axis=1)), np.flatnonzero(nodule.any(axis=0))
+            boxes[0] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+        return boxes
 
 
 @pytest.fixture(scope="session")

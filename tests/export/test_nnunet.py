@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
+from lungforge.errors import InputError
 from lungforge.export import ExportOptions, export_store
 from lungforge.labels import LABELS
 
@@ -44,3 +46,21 @@ def test_nnunet_splits_keep_patients_together(stores, reference, tmp_path: Path)
         assert sorted(fold["train"] + fold["val"]) == sorted(series_of)
         assert not {series_of[c] for c in fold["train"]} & {series_of[c] for c in fold["val"]}
     assert sorted(c for fold in splits for c in fold["val"]) == sorted(series_of)
+
+
+def test_dataset_ids_never_clash_in_one_raw_folder(stores, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    first = export_store(stores["real"], raw, ExportOptions(format="nnunet", split="train"))
+    second = export_store(stores["B"], raw, ExportOptions(format="nnunet", dataset_name="Synthetic"))
+    assert (Path(first.out).name, Path(second.out).name) == ("Dataset501_Lungforge", "Dataset502_Synthetic")
+    assert "502" in second.notes[0]
+    with pytest.raises(InputError, match="dataset id 501 is already Dataset501_Lungforge.*id 503 is free"):
+        export_store(stores["C"], raw, ExportOptions(format="nnunet", dataset_id=501, dataset_name="Other"))
+    assert sorted(p.name for p in raw.iterdir()) == ["Dataset501_Lungforge", "Dataset502_Synthetic"]
+    with pytest.raises(InputError, match="--overwrite"):
+        export_store(stores["real"], raw, ExportOptions(format="nnunet"))
+    again = export_store(stores["real"], raw, ExportOptions(format="nnunet"), overwrite=True)
+    assert Path(again.out).name == "Dataset501_Lungforge" and json.loads((Path(again.out) / "dataset.json").read_text())["numTest"] > 0
+    (raw / "Dataset777_Lungforge").mkdir()
+    with pytest.raises(InputError, match="Dataset501_Lungforge, Dataset777_Lungforge; choose one with --dataset-id"):
+        export_store(stores["real"], raw, ExportOptions(format="nnunet"), overwrite=True)

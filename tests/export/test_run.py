@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungforge.errors import InputError
+from lungforge.errors import InputError, LockError
 from lungforge.export import ExportOptions, export_store
 from lungforge.export import png as png_module
 from lungforge.export.context import MARKER
 from lungforge.export.slices import iter_slices, select_indices
+from lungforge.labels import NODULE
+from lungforge.locks import hold_lock
 
 
 def test_killed_export_leaves_nothing_that_looks_complete(stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,7 +65,15 @@ def test_bad_options_name_the_value() -> None:
         ExportOptions(format="nnunet", dataset_name="a b")
 
 
-def test_resize_scales_boxes_and_spacing_and_counts_erased_nodules(stores, reference) -> None:
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two x0, y0, x1, y1 boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_resize_derives_boxes_from_the_resized_masks(stores, reference) -> None:
     from lungforge.data.store import open_store
 
     store = open_store(stores["real"])
@@ -71,11 +81,51 @@ def test_resize_scales_boxes_and_spacing_and_counts_erased_nodules(stores, refer
     assert rows.tolist() == reference.rows(nodule_only=True).tolist()
     items = list(iter_slices(store, rows, 16))
     assert [i.index for i in items] == rows.tolist()
+    kept = 0
     for item in items:
-        assert item.image.shape == item.label.shape == (16, 16)
-        np.testing.assert_allclose(item.boxes, reference.boxes(item.index) / 4, rtol=1e-6)
+        assert item.image.shape == item.label.shape == (16, 16) and item.masks.shape == (len(item.boxes), 16, 16)
         np.testing.assert_allclose(item.spacing_mm, reference.spacing[item.index] * 4, rtol=1e-6)
+        np.testing.assert_array_equal(item.boxes, reference.resized_boxes(item.index, 16))
+        for box, mask in zip(item.boxes, item.masks):
+            assert not (mask & (item.label != NODULE)).any()
+            if mask.any():
+                kept += 1
+                ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+                assert _iou(box, np.array([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1])) == 1.0
+    assert kept > 0
     full = list(iter_slices(store, rows, None))
     assert all((i.nodule_pixels() > 0).all() for i in full)
+    for item in full:
+        np.testing.assert_array_equal(item.boxes, reference.boxes(item.index))
     tiny = list(iter_slices(store, rows, 8))
-    assert any((i.nodule_pixels() == 0).any() for i in tiny)
+    erased = [(i, k) for i in tiny for k in np.flatnonzero(i.nodule_pixels() == 0)]
+    assert erased
+    for item, k in erased:  # an erased nodule keeps its store box, scaled
+        np.testing.assert_allclose(item.boxes[k], reference.boxes(item.index)[k] / 8, rtol=1e-6)
+
+
+def test_second_export_into_a_locked_out_fails_and_writes_nothing(stores, tmp_path: Path) -> None:
+    out = tmp_path / "coco"
+    alias = tmp_path / "alias"
+    alias.symlink_to(out)
+    with hold_lock(out.resolve(), "export"):
+        for path in (out, alias):
+            with pytest.raises(LockError, match="another lungforge process"):
+                export_store(stores["real"], path, ExportOptions(format="coco"))
+    assert not out.exists() and not (tmp_path / ".coco.partial").exists()
+    export_store(stores["real"], alias, ExportOptions(format="coco"))
+    assert (out / MARKER).is_file()
+
+
+@pytest.mark.parametrize("inside", ["", "image/c/9", "meta"])
+def test_refuses_out_in_or_over_the_store(store_builder, tmp_path: Path, inside: str) -> None:
+    store = store_builder(tmp_path / "real.zarr")
+    before = sorted(str(p.relative_to(store)) for p in store.rglob("*"))
+    out = store / inside if inside else store
+    with pytest.raises(InputError, match=f"--out {out} is(?: inside)? STORE"):
+        export_store(store, out, ExportOptions(format="png"), overwrite=True)
+    with pytest.raises(InputError, match="contains STORE"):
+        export_store(store, tmp_path, ExportOptions(format="yolo"), overwrite=True)
+    assert sorted(str(p.relative_to(store)) for p in store.rglob("*")) == before
+    raw = export_store(store, tmp_path, ExportOptions(format="nnunet"))  # DatasetNNN_* beside the store is fine
+    assert Path(raw.out).parent == tmp_path

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -33,13 +34,21 @@ def test_yolo_matches_store(stores, reference, tmp_path: Path) -> None:
             assert Image.open(path).size == (32, 32)
             label_file = root / "labels" / split / f"{path.stem}.txt"
             boxes = _boxes(label_file.read_text(), 32)
-            np.testing.assert_allclose(boxes, reference.boxes(row) / 2, atol=1e-4)
+            np.testing.assert_allclose(boxes, reference.resized_boxes(row, 32), atol=1e-4)
             assert (label_file.stat().st_size == 0) == (not reference.has_nodule[row])
 
 
-def test_yolo_only_test_split_and_clipping(stores, tmp_path: Path) -> None:
-    export_store(stores["real"], tmp_path / "y", ExportOptions(format="yolo", split="test"))
-    data = yaml.safe_load((tmp_path / "y" / "data.yaml").read_text())
-    assert "train" not in data and data["val"] == "images/test"
-    assert not (tmp_path / "y" / "images" / "train").exists()
+@pytest.mark.parametrize(("split", "missing"), [("train", "val"), ("test", "train")])
+def test_yolo_one_split_still_has_train_and_val(stores, tmp_path: Path, split: str, missing: str) -> None:
+    report = export_store(stores["real"], tmp_path / "y", ExportOptions(format="yolo", split=split))
+    text = (tmp_path / "y" / "data.yaml").read_text()
+    data = yaml.safe_load(text)
+    assert data["train"] == data["val"] == f"images/{split}"
+    assert ("test" in data) == (split == "test")
+    assert len(report.notes) == 1 and f"{missing} points at images/{split}" in report.notes[0] and report.notes[0] in text
+    other = {"train": "test", "test": "train"}[split]
+    assert not (tmp_path / "y" / "images" / other).exists()
+
+
+def test_yolo_lines_clip_to_the_image() -> None:
     assert yolo_lines(np.array([[-2.0, 0.0, 10.0, 70.0]]), 64, 64) == ["0 0.078125 0.500000 0.156250 1.000000"]

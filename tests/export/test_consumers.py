@@ -1,0 +1,91 @@
+"""Each export read by the tool its users run: Ultralytics, nnU-Net v2, torchvision's COCO reader, nibabel.
+
+These need the optional `export-tools` extra (`pip install -e .[export-tools]`) and are skipped
+without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lungforge.export import ExportOptions, export_store
+
+
+@pytest.mark.parametrize("split", ["all", "train", "test"])
+def test_ultralytics_accepts_the_yolo_export(stores, reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: str) -> None:
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo-config"))
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    pytest.importorskip("ultralytics")
+    from ultralytics.data.dataset import YOLODataset
+    from ultralytics.data.utils import check_det_dataset
+
+    root = tmp_path / "yolo"
+    export_store(stores["real"], root, ExportOptions(format="yolo", split=split, size=32))
+    data = check_det_dataset(str(root / "data.yaml"), autodownload=False)
+    assert data["nc"] == 1 and data["names"] == {0: "nodule"}
+    assert Path(data["train"]).is_dir() and Path(data["val"]).is_dir()
+    expected_val = "test" if split in ("all", "test") else "train"
+    assert Path(data["val"]) == (root / "images" / expected_val).resolve()
+    dataset = YOLODataset(img_path=data["val"], data=data, task="detect", imgsz=32, augment=False)
+    rows = reference.rows(expected_val)
+    assert len(dataset.labels) == rows.size
+    by_name = {Path(item["im_file"]).stem: item for item in dataset.labels}
+    for row in rows.tolist():
+        boxes = by_name[f"{row:06d}"]["bboxes"]  # normalised cx, cy, w, h
+        expected = reference.resized_boxes(row, 32) / 32
+        got = np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], axis=1) if len(boxes) else boxes
+        np.testing.assert_allclose(got, expected.reshape(-1, 4), atol=1e-5)
+
+
+def _two_nnunet_exports(stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Two stores exported into one nnUNet_raw without ids (nnU-Net's folders set to tmp_path)."""
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    raw = tmp_path / "nnUNet_raw"
+    first = export_store(stores["real"], raw, ExportOptions(format="nnunet", size=32))
+    second = export_store(stores["B"], raw, ExportOptions(format="nnunet", dataset_name="Synthetic", size=32))
+    return [Path(first.out), Path(second.out)]
+
+
+def test_nnunet_finds_each_of_two_exports_by_id(stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    folders = _two_nnunet_exports(stores, tmp_path, monkeypatch)
+    assert [maybe_convert_to_dataset_name(i) for i in (501, 502)] == [f.name for f in folders] == ["Dataset501_Lungforge", "Dataset502_Synthetic"]
+
+
+@pytest.mark.slow  # nnU-Net's check spawns worker processes that import torch (about a minute)
+def test_nnunet_integrity_check_passes(stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    for folder in _two_nnunet_exports(stores, tmp_path, monkeypatch):
+        verify_dataset_integrity(str(folder), num_processes=1)
+
+
+def test_torchvision_reads_each_coco_split(stores, reference, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("torchvision.datasets")
+    export_store(stores["real"], tmp_path / "coco", ExportOptions(format="coco", size=32))
+    for split in ("train", "test"):
+        with contextlib.redirect_stdout(io.StringIO()):
+            data = datasets.CocoDetection(str(tmp_path / "coco" / "images" / split), str(tmp_path / "coco" / "annotations" / f"instances_{split}.json"))
+        assert sorted(data.ids) == reference.rows(split).tolist()
+        image, targets = data[0]
+        assert image.size == (32, 32) and all(t["image_id"] == data.ids[0] for t in targets)
+
+
+def test_nibabel_reads_nifti_spacing(stores, reference, tmp_path: Path) -> None:
+    nibabel = pytest.importorskip("nibabel")
+    export_store(stores["real"], tmp_path / "nii", ExportOptions(format="nifti", split="test", size=32))
+    rows = reference.rows("test")
+    image = nibabel.load(tmp_path / "nii" / "images" / f"{rows[0]:06d}.nii.gz")
+    np.testing.assert_allclose(image.header.get_zooms()[:2], reference.spacing[rows[0]][::-1] * 2, rtol=1e-5)
+    marker = json.loads((tmp_path / "nii" / "lungforge-export.json").read_text())
+    assert marker["report"]["images"] == rows.size
