@@ -993,6 +993,7 @@ def _(lab: Lab) -> Outcome:
     note = f"{mirrored} of {int(both.sum())} slices have the left lung on the image's left ({len(flipped)} flipped scans)"
     return Outcome(str(call.code), call.stderr, False, note if mirrored else "", mirrored == 0)
 
+
 # --- issue 19: exports that real tools read (items 5, 8-11) ---
 def _coco_files(root: Path) -> dict[str, dict]:
     """Every COCO annotation file of an export (`annotations.json` or `annotations/*.json`), by path."""
