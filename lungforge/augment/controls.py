@@ -32,18 +32,22 @@ from lungforge.labels import LUNG_LABELS
 
 ControlKind = Literal["paste", "mislabeled"]
 CONTROLS: tuple[ControlKind, ...] = ("paste", "mislabeled")
+RIM_INNER_PX = 1.0
+"""Pixels around a pasted footprint copied whole from the source: its partial-volume rim."""
 
 
 def feather_alpha(footprint: np.ndarray, margin: int) -> np.ndarray:
     """(h + 2m, w + 2m) opacity of a pasted (h, w) bool footprint padded by m = `margin` pixels.
 
-    1 on the footprint; at Euclidean distance d pixels outside it a raised cosine
-    (1 + cos(π d / m)) / 2, which reaches 0 at d = m: the blend has no step at its edge.
+    1 on the footprint and up to RIM_INNER_PX outside it (the source nodule's own
+    partial-volume rim comes along whole); from there to d = m pixels (Euclidean distance from
+    the footprint) a raised cosine falls to 0, so the blend ends without a step.
     """
-    if margin < 1:
-        raise ValueError(f"feather margin must be >= 1 pixel, got {margin}")
+    if margin <= RIM_INNER_PX:
+        raise ValueError(f"feather margin must be > {RIM_INNER_PX} pixel, got {margin}")
     distance = ndimage.distance_transform_edt(~np.pad(footprint, margin))
-    return np.where(distance < margin, 0.5 * (1.0 + np.cos(np.pi * np.minimum(distance, margin) / margin)), 0.0)
+    t = np.clip((distance - RIM_INNER_PX) / (margin - RIM_INNER_PX), 0.0, 1.0)
+    return 0.5 * (1.0 + np.cos(np.pi * t))
 
 
 def blend_patch(image: np.ndarray, footprint: np.ndarray, patch: RealPatch, origin: tuple[int, int], lung: np.ndarray) -> None:
