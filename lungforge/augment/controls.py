@@ -7,8 +7,8 @@ with SDM or SPADE in the image alone:
 - `paste` is classical copy-paste augmentation: each planned nodule is one real train-patient
   nodule (shape, pixels and, without `--diameter`, size in mm: its `shape_source` row), resampled
   once from its source slice to the output pixels and blended into the REAL nodule-free slice
-  the label map came from, with the source's rim feathered past the footprint
-  (:func:`blend_patch`). Every generative model should beat it.
+  the label map came from, with the source's rim feathered past the footprint onto the
+  target's own lung level (:func:`blend_patch`). Every generative model should beat it.
 - `mislabeled` leaves the real nodule-free slice unchanged and only adds the labels and boxes:
   training on it teaches a detector that plain lung is a nodule. A protocol that cannot tell
   `paste` from `mislabeled` cannot tell anything.
@@ -55,23 +55,28 @@ def blend_patch(image: np.ndarray, footprint: np.ndarray, patch: RealPatch, orig
 
     `footprint` (h, w) bool; `patch` the source pixels m = patch.margin pixels around it;
     `lung` (H, W) bool: the target pixels the feather may touch (the slice's lung). On the
-    footprint the source pixels replace the image; outside it, up to m pixels away, the
-    source's rim (its partial-volume edge and the lung around it, where the source is lung)
-    is mixed in with :func:`feather_alpha`'s opacity, so the seam carries no intensity step.
+    footprint the source pixels replace the image. Around it, where the source is lung, the
+    source's departure from its own lung level (the median of its lung beyond the rim) is
+    added with :func:`feather_alpha`'s opacity: the nodule's partial-volume rim and the texture
+    around it come along, the target keeps its own level (a nodule on a vessel gets no patch of
+    the source's darker lung), and the seam carries no intensity step.
     """
     m = patch.margin
     h, w = footprint.shape
     if patch.image.shape != (h + 2 * m, w + 2 * m) or patch.lung.shape != patch.image.shape:
         raise ValueError(f"patch of {patch.image.shape} does not hold a {footprint.shape} footprint with margin {m}")
-    alpha = feather_alpha(footprint, m) * patch.lung
+    alpha = feather_alpha(footprint, m)
+    around = patch.lung & (alpha < 1.0)
+    source = patch.image.astype(np.float64)
+    excess = source - float(np.median(source[around])) if around.any() else np.zeros_like(source)
     r0, c0 = origin[0] - m, origin[1] - m
     rows = slice(max(r0, 0), min(r0 + h + 2 * m, image.shape[0]))
     cols = slice(max(c0, 0), min(c0 + w + 2 * m, image.shape[1]))
     inner = (slice(rows.start - r0, rows.stop - r0), slice(cols.start - c0, cols.stop - c0))
-    opacity = alpha[inner] * lung[rows, cols]
-    opacity[np.pad(footprint, m)[inner]] = 1.0
-    region = image[rows, cols].astype(np.float64)
-    image[rows, cols] = np.round(opacity * patch.image[inner] + (1.0 - opacity) * region).astype(np.uint8)
+    blended = image[rows, cols] + (alpha * patch.lung * excess)[inner] * lung[rows, cols]
+    nodule = np.pad(footprint, m)[inner]
+    blended[nodule] = source[inner][nodule]
+    image[rows, cols] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
 
 class ControlGenerator:

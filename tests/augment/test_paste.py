@@ -88,25 +88,27 @@ def test_paste_renders_at_the_output_size_and_scales_to_a_requested_diameter(min
 
 
 def test_feather_reaches_past_a_2x2_footprint():
-    """A 2×2 nodule brings its rim along whole (the 4-neighbours), then fades into the slice over
-    RIM_PX pixels, monotonically, and touches nothing beyond it or outside the target lung."""
+    """A 2×2 nodule brings its rim along whole (its 4-neighbours' excess over the source lung),
+    and the source's lung texture fades into the slice over RIM_PX pixels: it reaches past the
+    footprint, stops before RIM_PX, never leaves the target lung and keeps the target's level."""
+    side = 2 + 2 * RIM_PX
+    source = np.where(np.indices((side, side)).sum(axis=0) % 2 == 0, 50, 70).astype(np.uint8)  # lung texture, level 60
+    footprint = np.ones((2, 2), bool)
+    inside = np.pad(footprint, RIM_PX)
+    source[inside] = 200
+    rim = ndimage.binary_dilation(inside) & ~inside
+    source[rim] = 130  # partial volume: 70 above the source lung
     image = np.full((20, 20), 20, np.uint8)
     lung = np.ones((20, 20), bool)
-    lung[:, :3] = False  # a wall at the left
-    footprint = np.ones((2, 2), bool)
-    side = 2 + 2 * RIM_PX
-    blend_patch(image, footprint, RealPatch(np.full((side, side), 200, np.uint8), np.ones((side, side), bool), RIM_PX), (9, 9), lung)
+    lung[:, :9] = False  # a wall just left of the nodule
+    blend_patch(image, footprint, RealPatch(source, np.ones((side, side), bool) & ~inside, RIM_PX), (9, 9), lung)
     assert (image[9:11, 9:11] == 200).all()
-    assert image[8, 9] == image[11, 10] == image[9, 8] == image[10, 11] == 200  # the rim
+    assert image[8, 9] == image[11, 10] == image[9, 11] == 90 and image[9, 8] == 20  # rim = 20 + 70; the wall side untouched
     distance = ndimage.distance_transform_edt(~np.pad(footprint, 9)[:20, :20])
-    changed = image > 20
-    assert changed[(distance > 1) & (distance < RIM_PX)].all()  # past the footprint and its rim
-    assert not changed[distance >= RIM_PX].any() and not changed[~lung].any()
-    order = np.argsort(distance[lung], kind="stable")
-    assert (np.diff(image[lung][order].astype(int)) <= 0).all()
-    untouched = np.full((20, 20), 20, np.uint8)
-    blend_patch(untouched, footprint, RealPatch(np.full((side, side), 200, np.uint8), np.zeros((side, side), bool), RIM_PX), (9, 9), lung)
-    assert (untouched > 20).sum() == 4  # where the source is not lung only the nodule comes along
+    texture = np.abs(image.astype(int) - 20)
+    feather = lung & (distance > 1.5) & (distance < RIM_PX - 0.5)
+    assert (texture[feather] > 0).all() and (texture[feather] <= 10).all()  # attenuated ±10 texture, level kept
+    assert (texture[distance >= RIM_PX] == 0).all() and (texture[~lung] == 0).all()
 
 
 # -- the seam against real borders ------------------------------------------------------------
