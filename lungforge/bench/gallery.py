@@ -60,12 +60,12 @@ def nodule_crops(store: Store, columns: int, side_px: int) -> list[NoduleCrop]:
         x0, y0, x1, y1 = table["bbox"][row]
         top, left = round((y0 + y1 - side_px) / 2), round((x0 + x1 - side_px) / 2)
         crops.append(
-            NoduleCrop(_window(image, top, left, side_px), _window(label, top, left, side_px) == NODULE, index, float(table["diameter_mm"][row]))
+            NoduleCrop(square_window(image, top, left, side_px), square_window(label, top, left, side_px) == NODULE, index, float(table["diameter_mm"][row]))
         )
     return crops
 
 
-def _window(array: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
+def square_window(array: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
     """The (side, side) window of a 2-D array at (top, left), zero where it leaves the array."""
     h, w = array.shape
     out = np.zeros((side, side), dtype=array.dtype)
