@@ -4,9 +4,11 @@ Both take the planner's layouts (label map, nodule positions, sizes, counts) exa
 would and write the same schema, so a benchmark condition made with them differs from one made
 with SDM or SPADE in the image alone:
 
-- `paste` is classical copy-paste augmentation: each planned nodule's real train-patient patch
-  (the library texture resampled with its footprint) is blended into the REAL nodule-free slice
-  the label map came from. Every generative model should beat it.
+- `paste` is classical copy-paste augmentation: each planned nodule is one real train-patient
+  nodule (shape, pixels and, without `--diameter`, size in mm: its `shape_source` row), resampled
+  once from its source slice to the output pixels and blended into the REAL nodule-free slice
+  the label map came from, with the source's rim feathered past the footprint onto the
+  target's own lung level (:func:`blend_patch`). Every generative model should beat it.
 - `mislabeled` leaves the real nodule-free slice unchanged and only adds the labels and boxes:
   training on it teaches a detector that plain lung is a nodule. A protocol that cannot tell
   `paste` from `mislabeled` cannot tell anything.
@@ -21,29 +23,60 @@ from typing import Any, Literal, Sequence
 import numpy as np
 from scipy import ndimage
 
+from lungforge.augment.nodule_library import RealPatch
 from lungforge.augment.plan import PlannedSample
 from lungforge.data.resize import resize_images_uint8
 from lungforge.data.store import Store
 from lungforge.errors import InputError
+from lungforge.labels import LUNG_LABELS
 
 ControlKind = Literal["paste", "mislabeled"]
 CONTROLS: tuple[ControlKind, ...] = ("paste", "mislabeled")
-EDGE_SIGMA_PX = 0.7
-"""Gaussian softening (px) of a pasted patch's edge, so the blend leaves no hard seam."""
+RIM_INNER_PX = 1.0
+"""Pixels around a pasted footprint copied whole from the source: its partial-volume rim."""
 
 
-def blend_patch(image: np.ndarray, footprint: np.ndarray, texture: np.ndarray, origin: tuple[int, int]) -> None:
-    """Blend `texture` (h, w) uint8 into `image` (H, W) uint8 in place at `origin` (row, col).
+def feather_alpha(footprint: np.ndarray, margin: int) -> np.ndarray:
+    """(h + 2m, w + 2m) opacity of a pasted (h, w) bool footprint padded by m = `margin` pixels.
 
-    Inside the footprint (h, w) bool the texture replaces the image; just outside it the two
-    mix with a Gaussian-softened footprint as opacity.
+    1 on the footprint and up to RIM_INNER_PX outside it (the source nodule's own
+    partial-volume rim comes along whole); from there to d = m pixels (Euclidean distance from
+    the footprint) a raised cosine falls to 0, so the blend ends without a step.
     """
-    r, c = origin
+    if margin <= RIM_INNER_PX:
+        raise ValueError(f"feather margin must be > {RIM_INNER_PX} pixel, got {margin}")
+    distance = ndimage.distance_transform_edt(~np.pad(footprint, margin))
+    t = np.clip((distance - RIM_INNER_PX) / (margin - RIM_INNER_PX), 0.0, 1.0)
+    return 0.5 * (1.0 + np.cos(np.pi * t))
+
+
+def blend_patch(image: np.ndarray, footprint: np.ndarray, patch: RealPatch, origin: tuple[int, int], lung: np.ndarray) -> None:
+    """Blend a real nodule into `image` (H, W) uint8 in place, its footprint's [0, 0] at `origin` (row, col).
+
+    `footprint` (h, w) bool; `patch` the source pixels m = patch.margin pixels around it;
+    `lung` (H, W) bool: the target pixels the feather may touch (the slice's lung). On the
+    footprint the source pixels replace the image. Around it, where the source is lung, the
+    source's departure from its own lung level (the median of its lung beyond the rim) is
+    added with :func:`feather_alpha`'s opacity: the nodule's partial-volume rim and the texture
+    around it come along, the target keeps its own level (a nodule on a vessel gets no patch of
+    the source's darker lung), and the seam carries no intensity step.
+    """
+    m = patch.margin
     h, w = footprint.shape
-    soft = ndimage.gaussian_filter(footprint.astype(np.float64), EDGE_SIGMA_PX, mode="constant")
-    alpha = np.maximum(footprint, np.clip(soft / max(float(soft.max()), 1e-9), 0.0, 1.0))
-    region = image[r : r + h, c : c + w].astype(np.float64)
-    image[r : r + h, c : c + w] = np.round(alpha * texture + (1.0 - alpha) * region).astype(np.uint8)
+    if patch.image.shape != (h + 2 * m, w + 2 * m) or patch.lung.shape != patch.image.shape:
+        raise ValueError(f"patch of {patch.image.shape} does not hold a {footprint.shape} footprint with margin {m}")
+    alpha = feather_alpha(footprint, m)
+    around = patch.lung & (alpha < 1.0)
+    source = patch.image.astype(np.float64)
+    excess = source - float(np.median(source[around])) if around.any() else np.zeros_like(source)
+    r0, c0 = origin[0] - m, origin[1] - m
+    rows = slice(max(r0, 0), min(r0 + h + 2 * m, image.shape[0]))
+    cols = slice(max(c0, 0), min(c0 + w + 2 * m, image.shape[1]))
+    inner = (slice(rows.start - r0, rows.stop - r0), slice(cols.start - c0, cols.stop - c0))
+    blended = image[rows, cols] + (alpha * patch.lung * excess)[inner] * lung[rows, cols]
+    nodule = np.pad(footprint, m)[inner]
+    blended[nodule] = source[inner][nodule]
+    image[rows, cols] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
 
 class ControlGenerator:
@@ -77,8 +110,9 @@ class ControlGenerator:
         images = resize_images_uint8(np.asarray(self.real.image.oindex[unique, :, :]), self.image_size)[inverse]
         if self.kind == "paste":
             for image, sample in zip(images, samples):
+                lung = np.isin(sample.label, LUNG_LABELS)  # other nodules are not lung: the feather spares them
                 for nodule in sample.nodules:
-                    if nodule.texture is None:
+                    if nodule.patch is None:
                         raise InputError("augment --weights paste needs real nodule patches: use --shape real")
-                    blend_patch(image, nodule.footprint, nodule.texture, nodule.origin)
+                    blend_patch(image, nodule.footprint, nodule.patch, nodule.origin, lung)
         return images

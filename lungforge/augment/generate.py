@@ -26,7 +26,7 @@ import torch
 
 from lungforge.augment.controls import CONTROLS, ControlGenerator
 from lungforge.augment.lidc import LidcLibrary
-from lungforge.augment.nodule_library import NoduleLibrary, SizePool
+from lungforge.augment.nodule_library import SHAPE_MIN_AREA_PX, NoduleLibrary, SizePool
 from lungforge.augment.options import AugmentOptions, output_defining
 from lungforge.augment.output_guard import check_output
 from lungforge.augment.plan import PlannedSample, SamplePlanner, SourceMaps, sample_seed
@@ -94,13 +94,15 @@ def load_inputs(options: AugmentOptions, device: torch.device) -> _Inputs:
     library: NoduleLibrary | LidcLibrary | None = None
     sizes = None
     if options.nodules > 0 and options.shape == "real":
-        library = NoduleLibrary.from_store(real, seed=options.seed, split=SPLIT_IDS["train"])
+        # at their own size every real mask is usable; rescaled to --diameter only those with a shape
+        smallest = 1 if options.diameter_mm is None else SHAPE_MIN_AREA_PX
+        library = NoduleLibrary.from_store(real, min_area_px=smallest, seed=options.seed, split=SPLIT_IDS["train"])
     elif options.nodules > 0 and options.shape == "lidc":
         # LIDC scans are LUNA16's: the contours of the store's test patients stay out.
         test_series = np.unique(real.meta("series")[real.meta("split") == SPLIT_IDS["test"]])
         library = LidcLibrary.load(exclude_series={real.series_uids[i] for i in test_series})
-    if options.nodules > 0 and options.diameter_mm is None:
-        sizes = SizePool.from_store(real, split=SPLIT_IDS["train"])
+    if options.nodules > 0 and options.diameter_mm is None and options.shape != "real":
+        sizes = SizePool.from_store(real, split=SPLIT_IDS["train"])  # real shapes keep their own size
     planner = SamplePlanner(
         maps,
         options.layout_request(),

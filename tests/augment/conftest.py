@@ -85,6 +85,12 @@ def lung_value() -> int:
 
 
 @pytest.fixture(scope="session")
+def mini_store_values() -> tuple[int, ...]:
+    """The uint8 value of each nodule of `mini_store` (nodule-table row k has value k)."""
+    return NODULE_VALUES
+
+
+@pytest.fixture(scope="session")
 def mini_store_contrasts_hu() -> np.ndarray:
     """The exact contrast (HU) of each nodule of `mini_store`."""
     return np.array([hu(v) - hu(LUNG_VALUE) for v in NODULE_VALUES])

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lungforge.augment.controls import blend_patch
 from lungforge.augment.generate import augment
-from lungforge.augment.nodule_library import NoduleLibrary, SizePool
+from lungforge.augment.nodule_library import RIM_PX, NoduleLibrary
 from lungforge.augment.options import AugmentOptions
 from lungforge.data.resize import resize_images_uint8
 from lungforge.data.store import NO_SOURCE, open_store
@@ -55,8 +54,8 @@ def test_paste_blends_real_nodule_patches_into_the_real_slice(controls, real_pat
         image, label = store.read(i)
         background = resize_images_uint8(np.asarray(real.image[int(source[i])])[None], store.shape_hw[0])[0]
         nodule = label == NODULE
-        far = ~ndimage.binary_dilation(nodule, iterations=3)
-        np.testing.assert_array_equal(image[far], background[far])  # untouched away from the patches
+        far = ~ndimage.binary_dilation(nodule, np.ones((3, 3), bool), iterations=RIM_PX)
+        np.testing.assert_array_equal(image[far], background[far])  # untouched beyond the feather
         if nodule.any():
             # the pasted pixels are nodule-dense, far above the lung they replace
             assert image[nodule].mean() > background[nodule].mean() + 40
@@ -64,36 +63,23 @@ def test_paste_blends_real_nodule_patches_into_the_real_slice(controls, real_pat
     assert store.attrs["generator"]["kind"] == "paste" and store.attrs["generator"]["sha256"] is None
 
 
-def test_blend_patch_replaces_the_footprint_and_softens_its_edge():
-    image = np.full((12, 12), 10, np.uint8)
-    footprint = np.zeros((4, 4), bool)
-    footprint[1:3, 1:3] = True
-    blend_patch(image, footprint, np.full((4, 4), 200, np.uint8), (4, 4))
-    assert (image[5:7, 5:7] == 200).all()
-    assert 10 < image[4, 5] < 200  # next to the footprint: a mix
-    assert (image[:3] == 10).all() and (image[9:] == 10).all()
-
-
 def test_every_synthetic_nodule_records_fold_local_shape_and_size_sources(controls, real_path):
-    """Shapes and sizes come from train nodules of the label map's own fold whenever that fold has
-    any (else from the others), and each nodule records the real row it came from."""
+    """Each real-shaped nodule is one train nodule (its shape and its size: one row), of the label
+    map's own fold whenever that fold has any (else of the others), and records that row."""
     real, store = open_store(real_path), controls["mislabeled"]
     real_table = real.nodules()
     table = store.nodules()
-    pool = SizePool.from_store(real, split=0)
     library = NoduleLibrary.from_store(real, seed=3, split=0)
     row_fold = real.meta("fold")[real_table["slice"]]
     slice_fold = store.meta("fold")[table["slice"]]
     local = 0
     for k in range(table["slice"].size):
         shape_row, size_row = int(table["shape_source"][k]), int(table["size_source"][k])
-        assert shape_row in library.source_rows and size_row in pool.source_rows  # train patients' nodules
+        assert shape_row == size_row and shape_row in library.source_rows  # one train patient's nodule
         if slice_fold[k] in row_fold[library.source_rows]:
             assert row_fold[shape_row] == slice_fold[k]
             local += 1
-        if slice_fold[k] in row_fold[pool.source_rows]:
-            assert row_fold[size_row] == slice_fold[k]
-        assert table["requested_mm"][k] == pytest.approx(pool.diameters_mm[pool.source_rows == size_row][0])
+        assert table["requested_mm"][k] == pytest.approx(library.diameters_mm[library.source_rows == shape_row][0])
     assert local > 0
 
 

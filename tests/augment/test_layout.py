@@ -16,7 +16,7 @@ from lungforge.augment.layout import (
 from lungforge.augment.nodule_library import NoduleLibrary, SizePool, equivalent_diameter_mm, sphere_shape
 from lungforge.data.store import NO_SOURCE
 from lungforge.nodule_shape import HARMONICS, NoduleOutline
-from lungforge.errors import InputError, LayoutError
+from lungforge.errors import LayoutError
 from lungforge.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
 
 LUNGS = (LEFT_LUNG, RIGHT_LUNG)
@@ -278,38 +278,41 @@ def test_plan_layouts_raises_when_nothing_can_host(label_256):
 # -- real shapes ----------------------------------------------------------------------------
 
 
-def test_library_from_store_and_real_shapes(mini_store, tmp_path):
+def test_library_from_store_and_real_shapes(mini_store):
     library = NoduleLibrary.from_store(mini_store)
-    assert len(library) == 6 and library.masks.dtype == bool
+    assert len(library) == 6
     np.testing.assert_array_equal(library.source_slices, [0, 0, 1, 1, 2, 2])
     np.testing.assert_array_equal(library.source_rows, np.arange(6))
     rng = np.random.default_rng(0)
     for d in (3.0, 6.0, 11.0, 25.0):
-        drawn = library.draw(d, rng)
+        drawn = library.draw((1.0, 1.0), rng, diameter_mm=d)
         shape = drawn.footprint
         assert abs(float(equivalent_diameter_mm(shape.sum(), (1.0, 1.0))) - d) / d < 0.1
-        assert drawn.texture.shape == shape.shape and drawn.texture.dtype == np.uint8
+        m = drawn.patch.margin
+        assert drawn.patch.image.shape == (shape.shape[0] + 2 * m, shape.shape[1] + 2 * m) and drawn.patch.image.dtype == np.uint8
         assert drawn.source_row in range(6)
 
-    path = tmp_path / "library.npz"
-    library.save(path)
-    loaded = NoduleLibrary.load(path)
-    np.testing.assert_array_equal(loaded.masks, library.masks)
-    np.testing.assert_array_equal(loaded.diameters_mm, library.diameters_mm)
-    np.testing.assert_array_equal(loaded.textures, library.textures)
-    np.testing.assert_array_equal(loaded.source_rows, library.source_rows)
 
-
-def test_library_texture_follows_the_mask(mini_store):
-    """Inside each canvas mask the texture holds the source nodule's own pixel values (each
-    mini-store nodule is painted with one distinct value)."""
+def test_library_nodule_keeps_its_own_size_and_pixels(mini_store):
+    """Without a diameter a library nodule is its own mask and pixels: pixel for pixel at its own
+    spacing, and at a finer spacing the same size in mm with its own nodule value inside."""
     library = NoduleLibrary.from_store(mini_store)
     table = mini_store.nodules()
+    spacing = tuple(float(v) for v in mini_store.meta("spacing")[0])
     for k, row in enumerate(library.source_rows):
         x0, y0, x1, y1 = table["bbox"][row].astype(int)
         image, label = mini_store.read(int(table["slice"][row]))
-        value = float(np.median(image[y0:y1, x0:x1][label[y0:y1, x0:x1] == NODULE]))
-        assert abs(float(np.median(library.textures[k][library.masks[k]])) - value) <= 2
+        own = label[y0:y1, x0:x1] == NODULE
+        drawn = library.draw(spacing, np.random.default_rng(k), index=k)
+        m = drawn.patch.margin
+        inside = drawn.patch.image[m:-m, m:-m][drawn.footprint]
+        assert drawn.footprint.sum() == own.sum()  # rotated or flipped, never resized
+        assert set(np.unique(inside).tolist()) == set(np.unique(image[y0:y1, x0:x1][own]).tolist())
+        fine = library.draw((spacing[0] / 2, spacing[1] / 2), np.random.default_rng(k), index=k)
+        achieved = float(equivalent_diameter_mm(fine.footprint.sum(), (spacing[0] / 2, spacing[1] / 2)))
+        assert abs(achieved - library.diameters_mm[k]) / library.diameters_mm[k] < 0.05
+        m = fine.patch.margin
+        assert np.median(fine.patch.image[m:-m, m:-m][fine.footprint]) == np.median(inside)
 
 
 def test_plan_layouts_with_real_shapes_from_a_store(mini_store):
@@ -324,21 +327,20 @@ def test_plan_layouts_with_real_shapes_from_a_store(mini_store):
         source = np.asarray(labels[int(free[plan.source])])
         for nodule in plan.nodules:
             assert nodule.shape_source in range(6) and nodule.size_source == NO_SOURCE
-            assert nodule.texture.shape == nodule.footprint.shape
+            m = nodule.patch.margin
+            assert nodule.patch.image.shape == (nodule.footprint.shape[0] + 2 * m, nodule.footprint.shape[1] + 2 * m)
             assert abs(nodule.achieved_mm - nodule.requested_mm) / nodule.requested_mm < 0.25
             assert np.isin(source[nodule.mask(source.shape)], LUNGS).all()
             _assert_exact_bbox(nodule, source.shape)
 
 
-def test_real_shape_errors(empty_store, label_256, tmp_path):
+def test_real_shape_errors(empty_store, label_256):
     with pytest.raises(LayoutError, match="no usable nodule masks"):
         NoduleLibrary.from_store(empty_store)
     with pytest.raises(LayoutError, match="shape 'real'"):
         plan_layouts([label_256], spacing_for(256), 1, LayoutRequest(diameter_mm=(5.0, 6.0), shape="real"), np.random.default_rng(0))
-    bad = tmp_path / "bad.npz"
-    np.savez(bad, masks=np.zeros((1, 3, 3), dtype=bool))
-    with pytest.raises(InputError, match="bad.npz"):
-        NoduleLibrary.load(bad)
+    with pytest.raises(LayoutError, match="shape 'real'"):
+        plan_layouts([label_256], spacing_for(256), 1, LayoutRequest(shape="real"), np.random.default_rng(0))
 
 
 def test_plan_layouts_reads_a_store_label_array_directly(mini_store):

@@ -47,7 +47,7 @@ def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small
     assert report["fid"]["size"] == 64
     for figure in report["figures"]:
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(report["figures"]) == 4
+    assert len(report["figures"]) == 5 and "figures/nodule_gallery.png" in report["figures"]
     names = {f"{c}-fold{k}.json" for c in ("A", "B", "mislabeled", "paste") for k in (0, 1)}
     assert {p.name for p in (out / "detect").glob("*-fold*.json")} == names
 
