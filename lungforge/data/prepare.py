@@ -41,6 +41,7 @@ from lungforge.data.store import SHARD, SPLIT_IDS, Store, create_store, is_store
 from lungforge.errors import InputError, LungforgeError, ScanError
 from lungforge.labels import LEFT_LUNG, RIGHT_LUNG, SegValues
 from lungforge.locks import hold_lock
+from lungforge.seeds import check_seed
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ class PrepareOptions:
     seed: int = 0
     limit: int | None = None
     workers: int = 1
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
     def params(self) -> dict[str, Any]:
         """The options that determine the store's content (not `workers`)."""
