@@ -67,7 +67,7 @@ def prepare(
     from rich.markup import escape
 
     from lungforge.cli.console import err_console, print_json, progress
-    from lungforge.data.prepare import PrepareOptions, parse_test_patients
+    from lungforge.data.prepare import PrepareOptions, available_cpus, parse_test_patients, planned_workers
     from lungforge.data.prepare import prepare as run_prepare
     from lungforge.labels import SegValues
 
@@ -95,6 +95,9 @@ def prepare(
         limit=limit,
         workers=workers,
     )
+    used = planned_workers(luna16_dir, options)
+    if used < workers:
+        err_console.print(f"[yellow]note:[/yellow] --workers {workers}: using {used} (one per CPU and per scan; {available_cpus()} CPUs)", highlight=False)
     with progress() as bar:
         report = run_prepare(luna16_dir, out, options, resume=resume, overwrite=overwrite, progress=bar)
     for skipped in report.skipped:
