@@ -53,7 +53,7 @@ def test_every_script_has_a_smoke_test() -> None:
 
 
 def test_augment(capsys, monkeypatch) -> None:
-    out = run_script("augment.py", "--scans", "3", "--nodules", "2", "--nodule-free", "1", "--steps", "1", "--batch-size", "3",
+    out = run_script("augment.py", "--scans", "3", "--phantom-size", "128", "--nodules", "2", "--nodule-free", "1", "--steps", "1", "--batch-size", "3",
                      "--device", "cpu", "--json", capsys=capsys, monkeypatch=monkeypatch)
     (result,) = json_lines(out)
     assert result["benchmark"] == "augment" and result["slices"] == 3 and result["images"] >= 3
