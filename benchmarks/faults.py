@@ -971,7 +971,7 @@ for _name, _args in [
     ("view", lambda lab, s: ["view", s, "--out", lab.path("v.png")]),
     ("bench fid", lambda lab, s: ["bench", "fid", "--real", s, "--synthetic", lab.synth, "--features", "random", "--device", "cpu"]),
 ]:
-    fault("store", f"truncated image/zarr.json: {_name} (item 13)", "1")(
+    fault("store", f"truncated image/zarr.json: {_name} (issue 19.13)", "1")(
         lambda lab, args=_args: usage(lab, *args(lab, _truncated_json(lab, lab.real, "image")))
     )
 
@@ -985,23 +985,23 @@ def _nothing_made(lab: Lab, *args: object) -> Outcome:
 
 
 for _name, _fn in [
-    ("phantom --seed -1 (item 13)", lambda lab: _nothing_made(lab, "phantom", lab.path("ph"), "--scans", "2", "--size", "32", "--seed", "-1")),
-    ("prepare --seed -1 (item 13)", lambda lab: _nothing_made(lab, "prepare", lab.luna, "--out", lab.path("r.zarr"), "--seed", "-1")),
-    ("augment --seed -1 (item 13)", lambda lab: _nothing_made(lab, "augment", "--data", lab.real, "--weights", "paste", "--out", lab.path("s.zarr"), "--nodules", "2", "--seed", "-1")),
-    ("bench detect --seed -1 (item 13)", lambda lab: _nothing_made(lab, "bench", "detect", "--real", lab.real, "--synthetic", f"S={lab.synth}", "--quick", "--out", lab.path("b"), "--seed", "-1")),
-    ("bench fid --seed 2**63 (item 13)", lambda lab: _nothing_made(lab, "bench", "fid", "--real", lab.real, "--synthetic", lab.synth, "--features", "random", "--seed", str(2**63))),
-    ("view --seed -1 (item 13)", lambda lab: _nothing_made(lab, "view", lab.real, "--out", lab.path("v.png"), "--random", "2", "--seed", "-1")),
-    ("train sdm --seed -1 (item 13)", lambda lab: _nothing_made(lab, "train", "sdm", "--data", lab.real, "--out", lab.path("run"), "--seed", "-1")),
-    ("augment --nodules 10**12 (item 13)", lambda lab: _nothing_made(lab, "augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr"), "--nodules", str(10**12), "--shape", "sphere", "--device", "cpu")),
-    ("augment --size 60000 (item 13)", lambda lab: _nothing_made(lab, "augment", "--data", lab.real, "--weights", "paste", "--out", lab.path("s.zarr"), "--nodules", "2", "--size", "60000")),
-    ("export --size 60000 (item 13)", lambda lab: _nothing_made(lab, "export", lab.real, "--format", "png", "--out", lab.path("png"), "--size", "60000")),
-    ("view --tile 100000 (item 13)", lambda lab: _nothing_made(lab, "view", lab.real, "--out", lab.path("v.png"), "--tile", "100000")),
-    ("view --index 0-99999999999 (item 13)", lambda lab: _nothing_made(lab, "view", lab.real, "--out", lab.path("v.png"), "--index", "0-99999999999")),
+    ("phantom --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "phantom", lab.path("ph"), "--scans", "2", "--size", "32", "--seed", "-1")),
+    ("prepare --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "prepare", lab.luna, "--out", lab.path("r.zarr"), "--seed", "-1")),
+    ("augment --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "augment", "--data", lab.real, "--weights", "paste", "--out", lab.path("s.zarr"), "--nodules", "2", "--seed", "-1")),
+    ("bench detect --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "bench", "detect", "--real", lab.real, "--synthetic", f"S={lab.synth}", "--quick", "--out", lab.path("b"), "--seed", "-1")),
+    ("bench fid --seed 2**63 (issue 19.13)", lambda lab: _nothing_made(lab, "bench", "fid", "--real", lab.real, "--synthetic", lab.synth, "--features", "random", "--seed", str(2**63))),
+    ("view --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "view", lab.real, "--out", lab.path("v.png"), "--random", "2", "--seed", "-1")),
+    ("train sdm --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "train", "sdm", "--data", lab.real, "--out", lab.path("run"), "--seed", "-1")),
+    ("augment --nodules 10**12 (issue 19.13)", lambda lab: _nothing_made(lab, "augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr"), "--nodules", str(10**12), "--shape", "sphere", "--device", "cpu")),
+    ("augment --size 60000 (issue 19.13)", lambda lab: _nothing_made(lab, "augment", "--data", lab.real, "--weights", "paste", "--out", lab.path("s.zarr"), "--nodules", "2", "--size", "60000")),
+    ("export --size 60000 (issue 19.13)", lambda lab: _nothing_made(lab, "export", lab.real, "--format", "png", "--out", lab.path("png"), "--size", "60000")),
+    ("view --tile 100000 (issue 19.13)", lambda lab: _nothing_made(lab, "view", lab.real, "--out", lab.path("v.png"), "--tile", "100000")),
+    ("view --index 0-99999999999 (issue 19.13)", lambda lab: _nothing_made(lab, "view", lab.real, "--out", lab.path("v.png"), "--index", "0-99999999999")),
 ]:
     fault("options", _name, "2")(_fn)
 
 
-@fault("writes", "export: disk full names it, removes .partial (item 14)", "1")
+@fault("writes", "export: disk full names it, removes .partial (issue 19.14)", "1")
 def _(lab: Lab) -> Outcome:
     out = lab.path("png")
     proc = subprocess.run([sys.executable, "-c", FULL_DISK, "5", "export", lab.real, "--format", "png", "--out", out],
@@ -1012,7 +1012,7 @@ def _(lab: Lab) -> Outcome:
     return Outcome(str(proc.returncode), proc.stderr, out.exists(), note=note, extra_ok=not left and named)
 
 
-@fault("messages", "view --out DIR names DIR, leaves no temp file (item 14)", "1")
+@fault("messages", "view --out DIR names DIR, leaves no temp file (issue 19.14)", "1")
 def _(lab: Lab) -> Outcome:
     folder = lab.path("sheets")
     folder.mkdir()
@@ -1023,7 +1023,7 @@ def _(lab: Lab) -> Outcome:
     return Outcome(str(call.code), call.stderr, False, note=note, extra_ok=not stray and named)
 
 
-@fault("messages", "export error: no empty line first (item 14)", "1")
+@fault("messages", "export error: no empty line first (issue 19.14)", "1")
 def _(lab: Lab) -> Outcome:
     folder = lab.path("mine")
     folder.mkdir()
@@ -1033,7 +1033,7 @@ def _(lab: Lab) -> Outcome:
     return Outcome(str(call.code), call.stderr, not (folder / "thesis.txt").is_file(), note="" if starts else "stderr starts with an empty line", extra_ok=starts)
 
 
-@fault("options", "prepare --workers 64: capped, with a note (item 14)", "0")
+@fault("options", "prepare --workers 64: capped, with a note (issue 19.14)", "0")
 def _(lab: Lab) -> Outcome:
     call = lab.cli("prepare", lab.luna, "--out", lab.path("r.zarr"), "--test-patients", "2", "--workers", "64", "--json")
     cap = min(len(os.sched_getaffinity(0)), len(lab.scans(lab.luna)))
@@ -1046,7 +1046,7 @@ def _(lab: Lab) -> Outcome:
                    extra_ok=used is not None and used <= cap and noted)
 
 
-@fault("benchmarks", "benchmarks/augment.py on today's phantom (item 14)", "0")
+@fault("benchmarks", "benchmarks/augment.py on today's phantom (issue 19.14)", "0")
 def _(lab: Lab) -> Outcome:
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "augment.py"), "--scans", "3", "--nodules", "2", "--nodule-free", "1",
                            "--steps", "1", "--batch-size", "2", "--device", "cpu", "--json"],

@@ -117,11 +117,12 @@ def export_store(
 
 @contextlib.contextmanager
 def _removed_on_error(partial: Path, target: Path) -> Iterator[None]:
-    """Remove the `partial` folder of `target` when the export fails; a failed write (full disk,
-    read-only folder) becomes one OutputError naming the path."""
+    """Remove the `partial` folder of `target` when the export fails with an error (a kill or
+    Ctrl-C leaves it, hidden, for the next run to clear); a failed write (full disk, read-only
+    folder) becomes one OutputError naming the path."""
     try:
         yield
-    except BaseException as exc:
+    except Exception as exc:
         shutil.rmtree(partial, ignore_errors=True)
         if isinstance(exc, OSError):
             name = str(exc.filename or "")

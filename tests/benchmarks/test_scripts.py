@@ -64,7 +64,7 @@ def test_augment(capsys, monkeypatch) -> None:
 def test_faults_one_row(capsys, monkeypatch) -> None:
     out = run_script("faults.py", "--only", "phantom --seed -1", "--json", capsys=capsys, monkeypatch=monkeypatch)
     result = json.loads(out)
-    assert [r["fault"] for r in result["rows"]] == ["phantom --seed -1 (item 13)"]
+    assert [r["fault"] for r in result["rows"]] == ["phantom --seed -1 (issue 19.13)"]
     assert result["totals"]["passed"] == 1 and result["totals"]["tracebacks"] == 0
     assert result["rows"][0]["code"] == "2"
 
