@@ -45,7 +45,11 @@ def main() -> None:
     parser.add_argument("--sampler", default="dpmpp", help="sampler (both sides)")
     parser.add_argument("--steps", type=int, default=10, help="sampler steps (both sides)")
     parser.add_argument("--min-contrast", type=float, default=-1e9, help="visibility threshold in HU")
-    parser.add_argument("--scans", type=int, default=4, help="phantom scans of the input store")
+    parser.add_argument("--scans", type=int, default=4, help="phantom scans of the input store (the first two have no nodules)")
+    parser.add_argument(
+        "--phantom-size", type=int, default=256,
+        help="phantom slice size in pixels: LUNA16-sized nodules must span pixels for --shape real's mask library (at 64 px they are 1 px)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--preview", type=Path, default=None, help="also write a label | image PNG grid of the output")
     parser.add_argument("--json", action="store_true", help="print JSON only")
@@ -57,8 +61,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         size = get_preset(args.preset).sdm.image_size
-        make_phantom(root / "luna16", scans=args.scans, size=max(size, 64), seed=0)
-        prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=0.25))
+        make_phantom(root / "luna16", scans=args.scans, size=args.phantom_size, seed=0)
+        # No test patients: every phantom nodule can lend its mask (augment draws shapes from train patients only).
+        prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=0))
         torch.manual_seed(0)
         config = get_preset(args.preset).sdm
         save_checkpoint(root / "sdm", kind="sdm", preset=args.preset, model_config=config, state_dict=SDMUNet(config).state_dict(), step=0, store_fingerprint=None)

@@ -5,7 +5,7 @@
     python benchmarks/faults.py --only resume   # rows whose group or name contains "resume"
 
 Builds a 6-scan, 64-px phantom, a real store and a synthetic store (the shipped demo SPADE) in a
-temporary folder, then runs every fault as a `lungforge` subprocess (full disks and read-only
+temporary folder, each when a row first needs it, and runs every fault as a `lungforge` subprocess (full disks and read-only
 folders are simulated by making Zarr chunk writes raise the OSError). Per row: the exit code and
 the expected one, the first line of the message, whether a traceback was printed, and whether
 data were lost or mixed (a store valid before is no longer byte-identical, a resumed store is not
@@ -116,10 +116,37 @@ class Lab:
             "OMP_NUM_THREADS": "1",
             "COLUMNS": "200",
         }
-        self.luna = root / "ph"
-        self.real = root / "real.zarr"
-        self.synth = root / "synth.zarr"
+        self.luna_path = root / "ph"
+        self.real_path = root / "real.zarr"
+        self.synth_path = root / "synth.zarr"
         self._n = 0
+
+    # -- the pristine inputs, made on first use (kept from an earlier run with --keep) ------------
+    @property
+    def luna(self) -> Path:
+        """A 6-scan, 64-px phantom."""
+        if not (self.luna_path / "annotations.csv").is_file():
+            self._setup("phantom", self.luna_path, "--scans", "6", "--size", "64", "--overwrite")
+        return self.luna_path
+
+    @property
+    def real(self) -> Path:
+        """The phantom prepared with 2 test patients."""
+        if not _complete(self.real_path):
+            self._setup("prepare", self.luna, "--out", self.real_path, "--test-patients", "2", "--overwrite")
+        return self.real_path
+
+    @property
+    def synth(self) -> Path:
+        """A synthetic store from `real` (the shipped demo SPADE)."""
+        if not _complete(self.synth_path):
+            self._setup(*_augment_args(self, self.synth_path), "--overwrite")
+        return self.synth_path
+
+    def _setup(self, *args: object) -> None:
+        call = self.cli(*args)
+        if call.code != 0:
+            raise SystemExit(f"setup failed: lungforge {' '.join(map(str, args))}\n{call.stderr}")
 
     # -- running -------------------------------------------------------------------------------
     def cli(self, *args: object, inject: tuple[int, int] | tuple[int, int, Path] | None = None) -> Call:
@@ -175,6 +202,14 @@ class Lab:
 
 
 # -- checks ------------------------------------------------------------------------------------
+def _complete(store: Path) -> bool:
+    """True for a finished store (its root zarr.json says complete)."""
+    try:
+        return bool(json.loads((store / "zarr.json").read_text())["attributes"].get("complete"))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def digest(path: Path) -> str:
     """SHA-256 over a folder's relative file names and bytes (lock files, empty by design, aside)."""
     h = hashlib.sha256()
@@ -1085,28 +1120,138 @@ def _(lab: Lab) -> Outcome:
     return Outcome(str(call.code), call.stderr, call.code == 0 and bool(mixed), note=f"files {sorted(_coco_files(out))}")
 
 
+# --- issue 19: small items (13: one-line errors, bounds before anything is made; 14: export disk full, view --out, workers, benchmarks) ---
+# Run lungforge with every file opened for writing under a `.partial` folder, after the first
+# AFTER, failing its writes with ENOSPC and no file name (as PIL's and json's writes report it).
+FULL_DISK = """
+import builtins, errno, io, os, sys
+real_open, after, count = builtins.open, int(sys.argv[1]), [0]
+class Full:
+    def __init__(self, f): self._f = f
+    def write(self, data): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def __getattr__(self, name): return getattr(self._f, name)
+    def __enter__(self): return self
+    def __exit__(self, *exc): self._f.close()
+def full_open(file, mode="r", *args, **kwargs):
+    f = real_open(file, mode, *args, **kwargs)
+    if any(c in mode for c in "wax+") and ".partial" in str(file):
+        count[0] += 1
+        if count[0] > after:
+            return Full(f)
+    return f
+builtins.open = io.open = full_open
+sys.argv = ["lungforge", *sys.argv[2:]]
+from lungforge.cli.main import run
+run()
+"""
+
+
+def _truncated_json(lab: Lab, store: Path, array: str) -> Path:
+    """A copy of `store` whose `array/zarr.json` is cut in half."""
+    copy = lab.store_copy(store)
+    meta = copy / array / "zarr.json"
+    meta.write_bytes(meta.read_bytes()[: meta.stat().st_size // 2])
+    return copy
+
+
+for _name, _args in [
+    ("info", lambda lab, s: ["info", s]),
+    ("info --verify", lambda lab, s: ["info", s, "--verify"]),
+    ("augment --data", lambda lab, s: ["augment", "--data", s, "--weights", "paste", "--out", lab.path("s.zarr"), "--nodules", "2"]),
+    ("export", lambda lab, s: ["export", s, "--format", "png", "--out", lab.path("png")]),
+    ("view", lambda lab, s: ["view", s, "--out", lab.path("v.png")]),
+    ("bench fid", lambda lab, s: ["bench", "fid", "--real", s, "--synthetic", lab.synth, "--features", "random", "--device", "cpu"]),
+]:
+    fault("store", f"truncated image/zarr.json: {_name} (issue 19.13)", "1")(
+        lambda lab, args=_args: usage(lab, *args(lab, _truncated_json(lab, lab.real, "image")))
+    )
+
+
+def _nothing_made(lab: Lab, *args: object) -> Outcome:
+    """A usage error expected before anything is written: lost = something appeared at an `out` path."""
+    outs = [a for a in args if isinstance(a, Path) and not a.exists()]
+    call = lab.cli(*args)
+    made = [p.name for p in outs if p.exists() or p.with_name(p.name + ".lock").exists()]
+    return Outcome(str(call.code), call.stderr, bool(made), note=f"left: {', '.join(made)}" if made else "")
+
+
+for _name, _fn in [
+    ("phantom --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "phantom", lab.path("ph"), "--scans", "2", "--size", "32", "--seed", "-1")),
+    ("prepare --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "prepare", lab.luna, "--out", lab.path("r.zarr"), "--seed", "-1")),
+    ("augment --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "augment", "--data", lab.real, "--weights", "mislabeled", "--shape", "sphere", "--out", lab.path("s.zarr"), "--nodules", "2", "--seed", "-1")),
+    ("bench detect --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "bench", "detect", "--real", lab.real, "--synthetic", f"S={lab.synth}", "--quick", "--out", lab.path("b"), "--seed", "-1")),
+    ("bench fid --seed 2**63 (issue 19.13)", lambda lab: _nothing_made(lab, "bench", "fid", "--real", lab.real, "--synthetic", lab.synth, "--features", "random", "--seed", str(2**63))),
+    ("train sdm --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "train", "sdm", "--data", lab.real, "--out", lab.path("run"), "--seed", "-1")),
+    ("augment --nodules 10**12 (issue 19.13)", lambda lab: _nothing_made(lab, "augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr"), "--nodules", str(10**12), "--shape", "sphere", "--device", "cpu")),
+    ("augment --size 60000 (issue 19.13)", lambda lab: _nothing_made(lab, "augment", "--data", lab.real, "--weights", "mislabeled", "--shape", "sphere", "--out", lab.path("s.zarr"), "--nodules", "2", "--size", "60000")),
+    ("export --size 60000 (issue 19.13)", lambda lab: _nothing_made(lab, "export", lab.real, "--format", "png", "--out", lab.path("png"), "--size", "60000")),
+    ("view --tile 100000 (issue 19.13)", lambda lab: _nothing_made(lab, "view", lab.real, "--out", lab.path("v.png"), "--tile", "100000")),
+    ("view --index 0-99999999999 (issue 19.13)", lambda lab: _nothing_made(lab, "view", lab.real, "--out", lab.path("v.png"), "--index", "0-99999999999")),
+]:
+    fault("options", _name, "2")(_fn)
+
+
+@fault("writes", "export: disk full names it, removes .partial (issue 19.14)", "1")
+def _(lab: Lab) -> Outcome:
+    out = lab.path("png")
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, "5", "export", lab.real, "--format", "png", "--out", out],
+                          capture_output=True, text=True, env=lab.env, timeout=TIMEOUT_S, cwd=lab.root)
+    left = sorted(p.name for p in out.parent.glob(f".{out.name}*"))
+    named = out.name in first_line(proc.stderr)
+    note = ", ".join(([f"left {', '.join(left)}"] if left else []) + ([] if named else ["path not named"]))
+    return Outcome(str(proc.returncode), proc.stderr, out.exists(), note=note, extra_ok=not left and named)
+
+
+@fault("messages", "view --out DIR names DIR, leaves no temp file (issue 19.14)", "1")
+def _(lab: Lab) -> Outcome:
+    folder = lab.path("sheets")
+    folder.mkdir()
+    call = lab.cli("view", lab.real, "--out", folder)
+    stray = sorted(p.name for p in folder.parent.glob(f".{folder.name}*"))
+    named = f"{folder.name}:" in first_line(call.stderr) and ".tmp" not in first_line(call.stderr)
+    note = ", ".join(([f"left {', '.join(stray)}"] if stray else []) + ([] if named else ["DIR not named"]))
+    return Outcome(str(call.code), call.stderr, False, note=note, extra_ok=not stray and named)
+
+
+@fault("messages", "export error: no empty line first (issue 19.14)", "1")
+def _(lab: Lab) -> Outcome:
+    folder = lab.path("mine")
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("precious")
+    call = lab.cli("export", lab.real, "--format", "png", "--out", folder)
+    starts = call.stderr.startswith("error:")
+    return Outcome(str(call.code), call.stderr, not (folder / "thesis.txt").is_file(), note="" if starts else "stderr starts with an empty line", extra_ok=starts)
+
+
+@fault("options", "prepare --workers 64: capped, with a note (issue 19.14)", "0")
+def _(lab: Lab) -> Outcome:
+    call = lab.cli("prepare", lab.luna, "--out", lab.path("r.zarr"), "--test-patients", "2", "--workers", "64", "--json")
+    cap = min(len(os.sched_getaffinity(0)), len(lab.scans(lab.luna)))
+    try:
+        used = json.loads(call.stdout).get("workers")
+    except ValueError:
+        used = None
+    noted = "--workers 64" in call.stderr
+    return Outcome(str(call.code), call.stderr, False, note=f"workers used {used} (cap {cap}), note {'shown' if noted else 'missing'}",
+                   extra_ok=used is not None and used <= cap and noted)
+
+
+@fault("benchmarks", "benchmarks/augment.py on today's phantom (issue 19.14)", "0")
+def _(lab: Lab) -> Outcome:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "augment.py"), "--scans", "3", "--nodules", "2", "--nodule-free", "1",
+                           "--steps", "1", "--batch-size", "2", "--device", "cpu", "--json"],
+                          capture_output=True, text=True, env=lab.env, timeout=TIMEOUT_S, cwd=lab.root)
+    return Outcome(str(proc.returncode), proc.stderr, False)
+
+
 # -- driver -----------------------------------------------------------------------------------------
-def build(lab: Lab) -> None:
-    """The pristine inputs every row starts from (kept from an earlier run with --keep)."""
-    if lab.synth.is_dir():
-        return
-    for args in (
-        ["phantom", lab.luna, "--scans", "6", "--size", "64"],
-        ["prepare", lab.luna, "--out", lab.real, "--test-patients", "2"],
-        _augment_args(lab, lab.synth),
-    ):
-        call = lab.cli(*args)
-        if call.code != 0:
-            raise SystemExit(f"setup failed: lungforge {' '.join(map(str, args))}\n{call.stderr}")
-
-
 def run_row(lab: Lab, group: str, name: str, expected: str, fn: FaultFn) -> Row:
-    real_before = digest(lab.real)
+    real_before = digest(lab.real_path) if _complete(lab.real_path) else None
     try:
         outcome = fn(lab)
     except Exception as exc:  # a broken row is reported, not fatal to the matrix
         outcome = Outcome("-", f"matrix error: {type(exc).__name__}: {exc}", False, extra_ok=False)
-    lost = outcome.lost or digest(lab.real) != real_before
+    lost = outcome.lost or (real_before is not None and digest(lab.real_path) != real_before)
     trace = traceback_in(outcome.stderr)
     ok = outcome.code in expected.split("/") or outcome.code == expected
     # shorter for the table: paths relative to the lab, LUNA16's common uid prefix elided
@@ -1125,7 +1270,6 @@ def main() -> None:
     started = time.perf_counter()
     try:
         lab = Lab(root)
-        build(lab)
         rows = []
         for group, name, expected, fn in FAULTS:
             if args.only and args.only not in group and args.only not in name:

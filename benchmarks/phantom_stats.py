@@ -1,6 +1,6 @@
 """The phantom's nodule statistics beside LUNA16's, and nodule shape statistics beside LIDC's.
 
-    python benchmarks/phantom_stats.py [--scans 888] [--size 32] [--seed 0] [--shapes 600] [--json]
+    python benchmarks/phantom_stats.py [--scans 888] [--size 32] [--seed 0] [--shapes 600] [--no-lidc] [--json]
 
 Writes a phantom of `--scans` scans (small `--size`: only the annotations and headers are read)
 into a temporary folder and reads back its `annotations.csv` and z origins. Shape statistics
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -77,8 +78,9 @@ def _central_section(offsets: np.ndarray) -> np.ndarray:
     return mask
 
 
-def shape_figures(n: int, seed: int) -> dict[str, dict]:
-    """Cross-section statistics of each shape source over `n` LUNA16-distributed diameters."""
+def shape_figures(n: int, seed: int, lidc: bool = True) -> dict[str, dict]:
+    """Cross-section statistics of each shape source over `n` LUNA16-distributed diameters
+    (`lidc` False: without `augment --shape lidc`, whose contour library is slow to load)."""
     rng = np.random.default_rng(seed)
     diameters = diameter_quantile_mm(rng.random(n))
     spacing_zyx = np.array([1.0, PIXEL_MM, PIXEL_MM])
@@ -87,10 +89,11 @@ def shape_figures(n: int, seed: int) -> dict[str, dict]:
         "augment --shape sphere": [sphere_shape(d / PIXEL_MM, rng, diameter_mm=float(d)) for d in diameters],
     }
     try:
-        library = LidcLibrary.load()
+        library = LidcLibrary.load() if lidc else None
     except InputError as exc:
-        print(f"(no lidc shapes: {exc})")
-    else:
+        print(f"(no lidc shapes: {exc})", file=sys.stderr)
+        library = None
+    if library is not None:
         sources["augment --shape lidc"] = [library.shape(float(d), (PIXEL_MM, PIXEL_MM), rng)[0] for d in diameters]
     return {name: _rounded(cross_section_statistics(masks, diameters)) for name, masks in sources.items()}
 
@@ -105,12 +108,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shapes", type=int, default=600)
+    parser.add_argument("--no-lidc", action="store_true", help="skip `augment --shape lidc` (its contour library loads slowly)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = {
         "phantom": phantom_figures(args.scans, args.size, args.seed),
         "luna16": LUNA16,
-        "shapes": shape_figures(args.shapes, args.seed),
+        "shapes": shape_figures(args.shapes, args.seed, lidc=not args.no_lidc),
         "lidc": _rounded(LIDC_REFERENCE),
     }
     if args.json:

@@ -53,14 +53,14 @@ def setting_name(sampler: str, steps: int, guidance: float) -> str:
     return f"{sampler}-{steps}-s{guidance:g}"
 
 
-def real_store_path(work: Path) -> Path:
+def real_store_path(work: Path, scans: int = 20, size: int = 128) -> Path:
     """The demo's phantom store (20 scans, 128 px, seed 0, 20 % test patients), built once."""
     from lungforge.data.phantom import make_phantom
     from lungforge.data.prepare import PrepareOptions, prepare
 
     real = work / "real.zarr"
     if not real.exists():
-        make_phantom(work / "luna16-phantom", scans=20, size=128, seed=0)
+        make_phantom(work / "luna16-phantom", scans=scans, size=size, seed=0)
         prepare(work / "luna16-phantom", real, PrepareOptions(test_patients=0.2, seed=0, workers=1))
     return real
 
@@ -101,12 +101,13 @@ def sample_phase(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     ckpt = load_checkpoint(resolve_weights(args.weights), expect_kind="sdm")
     size = int(ckpt.config.image_size)
-    maps = plan_label_maps(args.work, real_store_path(args.work), args.images, args.per_slice, size, args.seed)
+    maps = plan_label_maps(args.work, real_store_path(args.work, args.scans, args.size), args.images, args.per_slice, size, args.seed)
     out = args.work / "samples"
     out.mkdir(parents=True, exist_ok=True)
     index, shards = args.shard
     mine = np.arange(index, len(maps["label"]), shards)  # sample i depends on its own seed only, not on the batch
     chosen = {"all": settings(), "grid": settings()[:-1], "reference": [REFERENCE]}[args.part]
+    chosen = [s for s in chosen if not args.settings or setting_name(*s) in args.settings]
     chosen = chosen[::-1] if args.reverse else chosen
     for sampler, steps, guidance in chosen:
         name = setting_name(sampler, steps, guidance)
@@ -160,11 +161,12 @@ def score_phase(args: argparse.Namespace) -> None:
     from lungforge.data.store import SPLIT_IDS, open_store
 
     torch.set_num_threads(args.threads)
-    real = open_store(real_store_path(args.work))
+    real = open_store(real_store_path(args.work, args.scans, args.size))
     maps = dict(np.load(args.work / "labels.npz"))
     labels = maps["label"]
     size = labels.shape[-1]
-    segmenter = load_or_train(real, SegmenterConfig(size=size, **SEGMENTER), torch.device("cpu"))
+    segmenter_options = {**SEGMENTER, "steps": args.segmenter_steps}
+    segmenter = load_or_train(real, SegmenterConfig(size=size, **segmenter_options), torch.device("cpu"))
     test_rows = np.flatnonzero(real.meta("split") == SPLIT_IDS["test"])
     ceiling = score_store(segmenter, real, test_rows)
     real_images, real_labels = read_resized(real, test_rows, size)
@@ -189,7 +191,7 @@ def score_phase(args: argparse.Namespace) -> None:
     ceiling_summary = ceiling.summary(None)
     result = {
         "weights": args.weights, "images": int(len(labels)), "nodules": rows[0]["nodules"] if rows else 0,
-        "size": int(size), "threads": args.threads, "segmenter": {"path": str(segmenter.path), **SEGMENTER},
+        "size": int(size), "threads": args.threads, "segmenter": {"path": str(segmenter.path), **segmenter_options},
         "real_ceiling": {"miou": ceiling_summary["miou"], "hit_rate": ceiling_summary["nodule_hits"]["rate"]},
         "reference": setting_name(*REFERENCE), "rows": rows,
     }
@@ -237,8 +239,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads while sampling")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seed", type=int, default=0, help="seed of the label-map plan and the per-sample noise")
+    parser.add_argument("--scans", type=int, default=20, help="phantom scans of the real store (the demo's 20; fewer for a smoke test)")
+    parser.add_argument("--size", type=int, default=128, help="phantom slice size in pixels (the demo's 128)")
+    parser.add_argument("--settings", type=lambda t: t.split(","), default=None,
+                        help="sample only these settings, e.g. ddim-10-s1,dpmpp-25-s1.5 (default: every one)")
+    parser.add_argument("--segmenter-steps", type=int, default=SEGMENTER["steps"], help="training steps of the fidelity segmenter")
     parser.add_argument("--json", action="store_true", help="print the result as JSON only")
     args = parser.parse_args()
+    known = {setting_name(*s) for s in settings()}
+    if args.settings and not set(args.settings) <= known:
+        parser.error(f"--settings: unknown {sorted(set(args.settings) - known)}; known: {', '.join(sorted(known))}")
     args.work.mkdir(parents=True, exist_ok=True)
     if args.phase in ("sample", "all"):
         sample_phase(args)

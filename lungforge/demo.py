@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lungforge.errors import LungforgeError
+from lungforge.seeds import check_seed
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class DemoOptions:
     segmenter_steps: int = 300
     seed: int = 0
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
     @property
     def patch(self) -> int:

@@ -90,6 +90,13 @@ def draw_scored_boxes(
     return np.array(canvas)
 
 
+def contact_sheet_shape(count: int, tile_hw: tuple[int, int], columns: int, gap_px: int = 4, caption_px: int = 14) -> tuple[int, int]:
+    """(height, width) in pixels of the :func:`contact_sheet` of `count` tiles of `tile_hw` pixels."""
+    columns = max(1, min(columns, count))
+    rows = -(-count // columns)
+    return rows * (caption_px + tile_hw[0]) + (rows + 1) * gap_px, columns * tile_hw[1] + (columns + 1) * gap_px
+
+
 def contact_sheet(tiles: Sequence[np.ndarray], captions: Sequence[str], columns: int, gap_px: int = 4, caption_px: int = 14) -> np.ndarray:
     """Tiles (H, W, 3) uint8 of one size laid out `columns` wide, each under its caption → RGB uint8.
 
@@ -99,10 +106,9 @@ def contact_sheet(tiles: Sequence[np.ndarray], captions: Sequence[str], columns:
 
     h, w = tiles[0].shape[:2]
     columns = max(1, min(columns, len(tiles)))
-    rows = -(-len(tiles) // columns)
-    cell_h, cell_w = caption_px + h, w
-    sheet = np.full((rows * cell_h + (rows + 1) * gap_px, columns * cell_w + (columns + 1) * gap_px, 3), BACKDROP, np.uint8)
-    origins = [(gap_px + (i % columns) * (cell_w + gap_px), gap_px + (i // columns) * (cell_h + gap_px)) for i in range(len(tiles))]
+    cell_h = caption_px + h
+    sheet = np.full((*contact_sheet_shape(len(tiles), (h, w), columns, gap_px, caption_px), 3), BACKDROP, np.uint8)
+    origins = [(gap_px + (i % columns) * (w + gap_px), gap_px + (i // columns) * (cell_h + gap_px)) for i in range(len(tiles))]
     canvas = Image.fromarray(sheet)
     draw = ImageDraw.Draw(canvas)
     for (left, top), caption in zip(origins, captions):

@@ -10,11 +10,39 @@ import numpy as np
 
 from lungforge.data.resize import resize_slices
 from lungforge.data.store import SPLIT_IDS, Store, open_store
-from lungforge.drawing import contact_sheet, draw_boxes, grey_rgb, overlay
-from lungforge.errors import InputError
+from lungforge.drawing import contact_sheet, contact_sheet_shape, draw_boxes, grey_rgb, overlay
+from lungforge.errors import InputError, OutputError
+from lungforge.seeds import check_seed
 
 SPLIT_NAMES = {sid: name for name, sid in SPLIT_IDS.items()}
 PANEL_GAP_PX = 2
+MAX_SHEET_PX = 89_478_485
+"""Largest contact sheet in pixels: PIL's default `Image.MAX_IMAGE_PIXELS`, above which readers
+built on PIL warn of a decompression bomb (and refuse twice as many)."""
+
+
+def sheet_pixels(count: int, tile_px: int, columns: int) -> int:
+    """Pixels of the contact sheet of `count` slices at `tile_px` (two panels per slice)."""
+    h, w = contact_sheet_shape(count, (tile_px, 2 * tile_px + PANEL_GAP_PX), columns)
+    return h * w
+
+
+def check_sheet(count: int, tile_px: int, columns: int) -> None:
+    """ValueError when the sheet of `count` slices at `tile_px` would exceed :data:`MAX_SHEET_PX`."""
+    pixels = sheet_pixels(count, tile_px, columns)
+    if pixels > MAX_SHEET_PX:
+        raise ValueError(
+            f"a sheet of {count:,} slice{'s' if count != 1 else ''} at --tile {tile_px} px would hold {pixels:,} pixels, over the "
+            f"{MAX_SHEET_PX:,} PNG readers accept; show fewer slices or use a smaller tile"
+        )
+
+
+def sheet_capacity(tile_px: int) -> int:
+    """An upper bound on the slices any sheet of `tile_px` tiles can show within :data:`MAX_SHEET_PX`
+    (ValueError when not even one can)."""
+    check_sheet(1, tile_px, 1)
+    cell_h, cell_w = contact_sheet_shape(1, (tile_px, 2 * tile_px + PANEL_GAP_PX), 1, gap_px=0)
+    return MAX_SHEET_PX // (cell_h * cell_w)
 
 
 @dataclass(frozen=True)
@@ -35,17 +63,20 @@ class ViewOptions:
     columns: int = 4
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         if self.random is not None and self.random < 1:
             raise ValueError(f"random must be at least 1 slice, got {self.random}")
         if self.tile_px < 16:
             raise ValueError(f"tile size must be at least 16 px, got {self.tile_px}")
         if self.columns < 1 or self.limit < 1:
             raise ValueError(f"columns and limit must be at least 1, got {self.columns} and {self.limit}")
+        check_sheet(max(1, len(self.index)), self.tile_px, self.columns)
 
 
-def parse_index(text: str) -> tuple[int, ...]:
-    """`3,5,10-12` → (3, 5, 10, 11, 12); ValueError naming the bad item."""
-    out: list[int] = []
+def parse_index(text: str, max_items: int | None = None) -> tuple[int, ...]:
+    """`3,5,10-12` → (3, 5, 10, 11, 12); ValueError naming the bad item, or when the list would
+    hold more than `max_items` rows (counted before any range is expanded)."""
+    ranges: list[range] = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         lo, sep, hi = item.partition("-")
         try:
@@ -54,8 +85,11 @@ def parse_index(text: str) -> tuple[int, ...]:
             raise ValueError(f"index must look like 3,5,10-12, got {item!r}") from None
         if stop < start:
             raise ValueError(f"index range {item!r} runs backwards")
-        out.extend(range(start, stop + 1))
-    return tuple(out)
+        ranges.append(range(start, stop + 1))
+    count = sum(len(r) for r in ranges)
+    if max_items is not None and count > max_items:
+        raise ValueError(f"index lists {count:,} slices, more than the {max_items:,} a sheet can show")
+    return tuple(row for r in ranges for row in r)
 
 
 def select_rows(store: Store, options: ViewOptions) -> np.ndarray:
@@ -97,13 +131,21 @@ def write_view(store_path: str | os.PathLike, png: str | os.PathLike, options: V
     from PIL import Image
 
     store = open_store(store_path)
+    png = Path(png)
+    if png.is_dir():
+        raise OutputError(f"{png}: is a folder; give the PNG file to write, e.g. {png / 'view.png'}")
     rows = select_rows(store, options)
     if rows.size == 0:
         raise InputError(f"{store.path}: no slices to show" + (" (it has no nodule slices)" if options.nodules else ""))
+    check_sheet(int(rows.size), options.tile_px, options.columns)
     sheet = render_rows(store, rows, options.tile_px, options.columns)
-    png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     tmp = png.with_name(f".{png.name}.tmp")
-    Image.fromarray(sheet).save(tmp, format="PNG")
-    os.replace(tmp, png)
+    try:
+        Image.fromarray(sheet).save(tmp, format="PNG")
+        os.replace(tmp, png)
+    except OSError as exc:
+        raise OutputError(f"{png}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return png, rows

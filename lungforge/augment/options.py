@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any, get_args
 
 from lungforge.augment.layout import LayoutRequest, NoduleShape, Placement
-from lungforge.data.store import SHARD
+from lungforge.data.resize import MAX_SIZE_PX
+from lungforge.data.store import MAX_SLICES, SHARD
 from lungforge.diffusion.samplers import SAMPLERS, Sampler
 from lungforge.device import PRECISIONS, Precision
+from lungforge.seeds import check_seed
 
 OUTPUT_DEFINING = (
     "nodules",
@@ -81,6 +83,11 @@ class AugmentOptions:
             raise ValueError(f"--nodules and --nodule-free must be >= 0, got {self.nodules} and {self.nodule_free}")
         if self.nodules + self.nodule_free == 0:
             raise ValueError("nothing to generate: pass --nodules N and/or --nodule-free M with N + M > 0")
+        if self.nodules + self.nodule_free > MAX_SLICES:
+            raise ValueError(
+                f"--nodules + --nodule-free must be at most {MAX_SLICES:,} slices (what a store holds), "
+                f"got {self.nodules + self.nodule_free:,}"
+            )
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.precision not in PRECISIONS:
@@ -93,10 +100,11 @@ class AugmentOptions:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
         if self.guidance < 0:
             raise ValueError(f"guidance scale must be >= 0, got {self.guidance}")
-        if self.size is not None and self.size < 16:
-            raise ValueError(f"size must be >= 16 pixels, got {self.size}")
+        if self.size is not None and not 16 <= self.size <= MAX_SIZE_PX:
+            raise ValueError(f"size must be 16..{MAX_SIZE_PX} pixels, got {self.size}")
         if self.resume and self.overwrite:
             raise ValueError("use either --resume or --overwrite, not both")
+        check_seed(self.seed)
         self.layout_request()
 
     @property

@@ -29,6 +29,7 @@ from lungforge.bench.patches import JITTER_PX, PATCH, PatchSet, sample_patches
 from lungforge.bench.selection import Selection, selected
 from lungforge.bench.seresnet import SEResNet
 from lungforge.data.store import Store
+from lungforge.seeds import check_seed
 
 QUICK_LABEL = "QUICK (not comparable to the paper)"
 
@@ -51,6 +52,9 @@ class DetectConfig:
     select: Selection = "first-draw"
     seed: int = 0
     quick: bool = False
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> "DetectConfig":

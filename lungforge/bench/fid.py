@@ -26,6 +26,7 @@ from lungforge.data.resize import resize_images_uint8
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import CheckpointError, InputError
 from lungforge.models.checkpoint import torch_load_reason
+from lungforge.seeds import check_seed
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_DIMS = 2048
@@ -219,6 +220,9 @@ class FidConfig:
     features: Features = "inception"
     batch_size: int = 50
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
 
 def real_indices(real: Store, real_split: RealSplitFid) -> np.ndarray:

@@ -29,6 +29,7 @@ from lungforge.bench.slices import read_resized, scale_boxes
 from lungforge.data.store import Store
 from lungforge.errors import CheckpointError
 from lungforge.models.checkpoint import torch_load_reason
+from lungforge.seeds import check_seed
 
 Backbone = Literal["resnet50", "resnet18"]
 ANCHORS_AT_256 = (8, 16, 32, 64, 128)
@@ -56,6 +57,9 @@ class LocalizeConfig:
     select: Selection = "first-draw"
     seed: int = 0
     quick: bool = False
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> "LocalizeConfig":

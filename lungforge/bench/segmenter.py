@@ -29,6 +29,7 @@ from lungforge.bench.slices import read_resized
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import CheckpointError, InputError
 from lungforge.labels import NUM_CLASSES
+from lungforge.seeds import check_seed
 
 MODEL_VERSION = "segunet/2"
 
@@ -51,6 +52,7 @@ class SegmenterConfig:
     quick: bool = False
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         if self.size % 2**self.levels:
             raise InputError(f"fidelity working size must be divisible by {2**self.levels}, got {self.size}")
         if not 0.0 <= self.nodule_fraction <= 1.0:

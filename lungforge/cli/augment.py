@@ -9,6 +9,7 @@ import typer
 
 from lungforge.cli.params import device as check_device
 from lungforge.cli.params import finite
+from lungforge.cli.params import seed as check_seed
 
 if TYPE_CHECKING:
     from lungforge.augment.options import AugmentOptions
@@ -51,7 +52,7 @@ def augment(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per generator batch (does not change the output).")] = 32,
     device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda (under torchrun: the GPU of LOCAL_RANK).")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (fp16 needs CUDA).")] = "fp32",
-    seed: Annotated[int, typer.Option(help="Run seed; sample i uses seeds derived from (seed, i) only.")] = 0,
+    seed: Annotated[int, typer.Option(callback=check_seed, help="Run seed; sample i uses seeds derived from (seed, i) only.")] = 0,
     compile: Annotated[bool, typer.Option("--compile", help="Run the generator through torch.compile (same images to float rounding; the first batch pays the compilation, reported as first_batch_seconds).")] = False,
     min_contrast: Annotated[Optional[float], typer.Option("--min-contrast", callback=finite, help="Nodule visibility threshold in HU; default: 5th percentile of the real nodules' contrast.")] = None,
     retries: Annotated[int, typer.Option(min=0, help="Re-samplings (fresh derived seeds) of a slice whose nodules are below --min-contrast; bench judges one draw per slice, so use 0 for stores you will bench.")] = 2,

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from lungforge.cli.params import DeviceOpt, finite
+from lungforge.cli.params import seed as check_seed
 
 bench_app = typer.Typer(help="Evaluate synthetic stores: FID, and nodule detection / localization with k-fold CV (paper §3).", no_args_is_help=True)
 
@@ -25,7 +26,7 @@ SyntheticOpt = Annotated[
 SizeOpt = Annotated[int, typer.Option(min=32, help="Working resolution in pixels for every condition (and FID); images bilinear antialiased, labels nearest, boxes scaled.")]
 FoldsOpt = Annotated[int, typer.Option(min=2, max=10, help="Cross-validation folds; < 10 merges the official LUNA16 folds as fold mod K.")]
 SplitOpt = Annotated[str, typer.Option(help="Real patients in the CV: 'all' (the paper) or 'test' (patients the generator never saw).")]
-SeedOpt = Annotated[int, typer.Option(help="Seed of patch sampling, model initialisation and batch order (same for every condition).")]
+SeedOpt = Annotated[int, typer.Option(callback=check_seed, help="Seed of patch sampling, model initialisation and batch order (same for every condition).")]
 QuickOpt = Annotated[bool, typer.Option("--quick", help="2 folds, 1–2 epochs, small models: for CI and demos, NOT comparable to the paper.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
 SelectOpt = Annotated[

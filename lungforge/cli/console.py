@@ -19,9 +19,25 @@ from rich.progress import (
 err_console = Console(stderr=True)
 
 
+class _Progress(Progress):
+    """Rich's Progress that prints nothing when it showed nothing.
+
+    Rich ends a bar on a non-terminal stderr with a newline even when the bar was never shown
+    (an error before the first task), so the error line would follow an empty line.
+    """
+
+    def stop(self) -> None:
+        if not self.live.is_started:
+            return
+        if self.tasks:
+            super().stop()
+        else:
+            self.live.stop()
+
+
 def progress(transient: bool = False) -> Progress:
     """A Rich progress bar on stderr with count, elapsed time and ETA."""
-    return Progress(
+    return _Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from lungforge.cli.params import finite
+from lungforge.cli.params import seed as check_seed
 from lungforge.errors import EXIT_ERROR, EXIT_PARTIAL
 
 
@@ -22,7 +23,7 @@ def phantom(
     out: Annotated[Path, typer.Argument(help="Directory to write the synthetic LUNA16-format dataset into.")],
     scans: Annotated[int, typer.Option(min=1, help="Number of scans (spread over subset0..subset9).")] = 10,
     size: Annotated[int, typer.Option(min=32, help="In-plane size in pixels (LUNA16 is 512; 128 for fast tests).")] = 512,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = 0,
+    seed: Annotated[int, typer.Option(callback=check_seed, help="Random seed; the same seed gives byte-identical files.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it already holds a phantom dataset.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
 ) -> None:
@@ -52,7 +53,7 @@ def prepare(
             "or its share 144/888 of the scans when there are fewer than 888 (e.g. with --limit)."
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the patient split and the nodule-free subsampling.")] = 0,
+    seed: Annotated[int, typer.Option(callback=check_seed, help="Seed for the patient split and the nodule-free subsampling.")] = 0,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N scans (for trials).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same store.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing lungforge store at --out.")] = False,
@@ -70,7 +71,7 @@ def prepare(
     from rich.markup import escape
 
     from lungforge.cli.console import err_console, print_json, progress
-    from lungforge.data.prepare import PrepareOptions, parse_test_patients
+    from lungforge.data.prepare import PrepareOptions, available_cpus, parse_test_patients, planned_workers
     from lungforge.data.prepare import prepare as run_prepare
     from lungforge.labels import SegValues
 
@@ -98,6 +99,9 @@ def prepare(
         limit=limit,
         workers=workers,
     )
+    used = planned_workers(luna16_dir, options)
+    if used < workers:
+        err_console.print(f"[yellow]note:[/yellow] --workers {workers}: using {used} (one per CPU and per scan; {available_cpus()} CPUs)", highlight=False)
     with progress() as bar:
         report = run_prepare(luna16_dir, out, options, resume=resume, overwrite=overwrite, progress=bar)
     for skipped in report.skipped:

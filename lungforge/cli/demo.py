@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from lungforge.cli.params import device as check_device
+from lungforge.cli.params import seed as check_seed
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +27,7 @@ def demo(
     sdm_weights: Annotated[str, typer.Option(help="SDM weights: registry name or path.")] = "demo-sdm-tiny",
     spade_weights: Annotated[str, typer.Option(help="SPADE weights: registry name or path.")] = "demo-spade-tiny",
     segmenter_steps: Annotated[int, typer.Option(min=1, help="Training steps of the label-fidelity segmenter (bench fidelity --quick).")] = 300,
-    seed: Annotated[int, typer.Option(help="Seed of every step.")] = 0,
+    seed: Annotated[int, typer.Option(callback=check_seed, help="Seed of every step.")] = 0,
     device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda.")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="Print the steps, timings and outputs as JSON on stdout.")] = False,
 ) -> None:

@@ -21,6 +21,16 @@ def finite(value: Optional[float]) -> Optional[float]:
     return value
 
 
+def seed(value: int) -> int:
+    """Typer callback of every `--seed`: outside 0..2**63 - 1 is a usage error (lungforge.seeds)."""
+    from lungforge.seeds import check_seed
+
+    try:
+        return check_seed(value, "the seed")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def device(value: str) -> str:
     """Typer callback of `--device`: one of auto, cpu, cuda."""
     if value not in DEVICES:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from lungforge.cli.params import DeviceOpt, finite
+from lungforge.cli.params import seed as check_seed
 
 train_app = typer.Typer(
     help="Train a label-map-to-CT generator on a store's TRAIN split (multi-GPU: torchrun --nproc-per-node K -m lungforge train ...).",
@@ -26,7 +27,7 @@ StepsOpt = Annotated[int, typer.Option(min=1, help="Total optimiser steps of the
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per step per process (global batch = this × ranks).")]
 PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 (autocast; CPU or CUDA) or fp16 (CUDA only, with loss scaling).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint, bit-for-bit.")]
-SeedOpt = Annotated[int, typer.Option(help="Seed of initialisation, data order, flips and noise.")]
+SeedOpt = Annotated[int, typer.Option(callback=check_seed, help="Seed of initialisation, data order, flips and noise.")]
 CkptOpt = Annotated[int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints (and sample grids).")]
 SampleOpt = Annotated[int, typer.Option("--sample-every", min=0, help="Steps between extra sample grids (0: only at checkpoints).")]
 WorkersOpt = Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")]

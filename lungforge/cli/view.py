@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from lungforge.cli.params import seed as check_seed
+
 
 def register(app: typer.Typer) -> None:
     app.command("view")(view)
@@ -18,7 +20,7 @@ def view(
     index: Annotated[Optional[str], typer.Option("--index", help="Store rows to show, e.g. 3,5,10-12 (in that order).")] = None,
     nodules: Annotated[bool, typer.Option("--nodules", help="Choose among nodule slices only.")] = False,
     random: Annotated[Optional[int], typer.Option("--random", min=1, help="Show N slices drawn at random (with --seed) instead of the first ones.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of --random.")] = 0,
+    seed: Annotated[int, typer.Option(callback=check_seed, help="Seed of --random.")] = 0,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Without --index or --random: show the first N slices.")] = 16,
     tile: Annotated[int, typer.Option("--tile", min=16, help="Panel size in pixels (slices are resized to TILE×TILE).")] = 256,
     columns: Annotated[int, typer.Option("--columns", min=1, help="Slices per row of the sheet.")] = 4,
@@ -30,11 +32,11 @@ def view(
     yellow. Each slice is captioned "#row split fFOLD nNODULES".
     """
     from lungforge.cli.console import err_console, print_json
-    from lungforge.view import ViewOptions, parse_index, write_view
+    from lungforge.view import ViewOptions, parse_index, sheet_capacity, write_view
 
     try:
         options = ViewOptions(
-            index=parse_index(index) if index else (),
+            index=parse_index(index, sheet_capacity(tile)) if index else (),
             nodules=nodules,
             random=random,
             seed=seed,

@@ -32,6 +32,7 @@ from lungforge.data.luna16 import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, SEG_DIR,
 from lungforge.data.luna16_statistics import sample_diameters_mm, sample_nodule_count, sample_z_origin_mm
 from lungforge.errors import LungforgeError
 from lungforge.nodule_shape import sample_outline
+from lungforge.seeds import check_seed
 
 UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
 MARKER_FILE = "phantom.json"
@@ -96,6 +97,7 @@ def make_phantom(out: Path, *, scans: int = 10, size: int = 512, seed: int = 0, 
         raise LungforgeError(f"scans must be >= 1, got {scans}")
     if size < 32:
         raise LungforgeError(f"size must be >= 32 pixels, got {size}")
+    check_seed(seed)
     out = Path(out)
     _prepare_out(out, overwrite)
     (out / SEG_DIR).mkdir(parents=True)

@@ -43,6 +43,7 @@ from lungforge.data.store import SHARD, SPLIT_IDS, Store, create_store, is_store
 from lungforge.errors import InputError, LungforgeError, ScanError
 from lungforge.labels import LEFT_LUNG, RIGHT_LUNG, SegValues
 from lungforge.locks import hold_lock
+from lungforge.seeds import check_seed
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class PrepareOptions:
     seed: int = 0
     limit: int | None = None
     workers: int = 1
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
     def params(self) -> dict[str, Any]:
         """The options that determine the store's content (not `workers`)."""
@@ -90,7 +96,8 @@ class PrepareReport:
     folder ({"series", "annotations", "uids"}: counts and the uids); `duplicate_annotations` the
     exact duplicate rows of annotations.csv that were dropped ({"line", "same_as", "series"});
     `reoriented` how many written scans were turned into the display orientation (their files
-    store another voxel order, see :mod:`lungforge.data.orientation`).
+    store another voxel order, see :mod:`lungforge.data.orientation`); `workers` the worker
+    processes used (:func:`planned_workers`).
     """
 
     store: str
@@ -105,6 +112,7 @@ class PrepareReport:
     absent_series: dict[str, Any] = field(default_factory=lambda: {"series": 0, "annotations": 0, "uids": []})
     duplicate_annotations: list[dict[str, Any]] = field(default_factory=list)
     reoriented: int = 0
+    workers: int = 1
 
 
 def parse_test_patients(text: str) -> int | float:
@@ -561,11 +569,27 @@ def prepare(
     started with. `<out>.lock` is held throughout: a second writer of `out` gets a LockError.
     """
     started = time.perf_counter()
-    with hold_lock(Path(out), "store"), _worker_pool(options.workers) as pool:
-        return _prepare(
+    workers = planned_workers(luna16_dir, options)
+    with hold_lock(Path(out), "store"), _worker_pool(workers) as pool:
+        report = _prepare(
             luna16_dir, out, options, resume=resume, overwrite=overwrite, progress=progress,
-            shard_slices=shard_slices, started=started, pool=pool,
+            shard_slices=shard_slices, started=started, pool=pool, workers=workers,
         )
+    return dataclasses.replace(report, workers=workers)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def planned_workers(luna16_dir: str | Path, options: PrepareOptions) -> int:
+    """The worker processes `prepare` runs: `options.workers`, capped at one per available CPU
+    and one per scan (more would only wait)."""
+    scans = len(luna16.discover_scans(Path(luna16_dir)))
+    if options.limit is not None:
+        scans = min(scans, options.limit)
+    return max(1, min(options.workers, available_cpus(), scans))
 
 
 def _prepare(
@@ -579,6 +603,7 @@ def _prepare(
     shard_slices: int,
     started: float,
     pool: ProcessPoolExecutor | None,
+    workers: int,
 ) -> PrepareReport:
     root, out = Path(luna16_dir), Path(out)
     refs = luna16.discover_scans(root)
@@ -641,7 +666,7 @@ def _prepare(
     next_scan, next_offset = writer.restore()
     task_id = progress.add_task("prepare", total=len(refs), completed=next_scan, status="") if progress else None
     tasks = [(root, ref, annotations.get(ref.uid, []), options, shape_hw) for ref in refs[next_scan:]]
-    for i, result in enumerate(_ordered_results(tasks, pool, options.workers)):
+    for i, result in enumerate(_ordered_results(tasks, pool, workers)):
         index = next_scan + i
         writer.add(index, result, offset=next_offset if i == 0 else 0)
         if progress is not None:

@@ -93,6 +93,9 @@ NO_SOURCE = -1
 """`nodules/shape_source` / `size_source` of a nodule whose shape (sphere) or size (--diameter
 range) came from no real nodule; any other value is a row of the input store's nodule table."""
 SPLIT_IDS = {"train": 0, "test": 1}
+MAX_SLICES = 10_000_000
+"""The most slices a store holds (over 40× all of LUNA16's ~230,000 slices): writers keep
+per-slice commit records and the nodule table in memory until they finalize the store."""
 
 _PER_SLICE = ["slice"]
 ARRAY_ATTRS: dict[str, dict[str, Any]] = {
@@ -609,6 +612,8 @@ def create_store(
     is a lungforge store (never an unrelated directory).
     """
     path = Path(path)
+    if not 0 <= capacity <= MAX_SLICES:
+        raise OutputError(f"{path}: a store holds at most {MAX_SLICES:,} slices, asked for {capacity:,}")
     if path.exists():
         if not overwrite:
             raise SchemaError(f"{path}: already exists; pass --overwrite to replace it or --resume to continue it")
@@ -692,6 +697,18 @@ def _build_empty(
         )
 
 
+def _require_array(path: Path, group: "zarr.Group", name: str) -> None:
+    """SchemaError when array `name` of the store at `path` is missing or its metadata unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            group[name]
+    except KeyError:
+        raise SchemaError(f"{path}: missing array {name}") from None
+    except Exception as exc:  # zarr raises several types for unreadable metadata (truncated zarr.json: JSONDecodeError)
+        raise SchemaError(f"{path}: unreadable metadata {name}/zarr.json ({exc})") from None
+
+
 def open_store(path: str | os.PathLike, mode: Literal["r", "r+"] = "r", require_complete: bool = True) -> Store:
     """Open and validate a lungforge store; raise :class:`SchemaError` naming what is wrong."""
     path = Path(path)
@@ -719,8 +736,7 @@ def open_store(path: str | os.PathLike, mode: Literal["r", "r+"] = "r", require_
     if require_complete:
         required += ["series/uid"] + [f"nodules/{m}" for m in _nodule_dtypes(kind)]
     for name in required:
-        if name not in group:
-            raise SchemaError(f"{path}: missing array {name}")
+        _require_array(path, group, name)
     if mode == "r" and attrs.get("complete") and attrs.get("integrity") == INTEGRITY:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from lungforge.data.resize import MAX_SIZE_PX
 from lungforge.data.store import Store
 from lungforge.export.slices import SplitChoice
 
@@ -36,8 +37,8 @@ class ExportOptions:
             raise ValueError(f"format must be one of {get_args(ExportFormat)}, got {self.format!r}")
         if self.split not in ("train", "test", "all"):
             raise ValueError(f"split must be train, test or all, got {self.split!r}")
-        if self.size is not None and self.size < 8:
-            raise ValueError(f"size must be at least 8 px, got {self.size}")
+        if self.size is not None and not 8 <= self.size <= MAX_SIZE_PX:
+            raise ValueError(f"size must be 8..{MAX_SIZE_PX} px, got {self.size}")
         if self.dataset_id is not None and not 1 <= self.dataset_id <= 999:
             raise ValueError(f"nnU-Net dataset id must be 1..999, got {self.dataset_id}")
         if not re.fullmatch(r"[A-Za-z0-9-]+", self.dataset_name):

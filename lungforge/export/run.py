@@ -3,16 +3,17 @@ under a lock on the output and never into its input store."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 from lungforge.data.store import Store, open_store
-from lungforge.errors import InputError
+from lungforge.errors import InputError, OutputError
 from lungforge.export.context import MARKER, ExportContext, ExportOptions, provenance
 from lungforge.export.nnunet import with_dataset_id
 from lungforge.export.slices import ExportSlice, iter_slices, select_indices
@@ -111,38 +112,55 @@ def _write(store: Store, target: Path, options: ExportOptions, progress: Any | N
     partial = target.parent / f".{target.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    module, name = WRITERS[options.format]
-    writer: Writer = getattr(importlib.import_module(module), name)(partial, context)
-    task = progress.add_task(f"export {options.format}", total=int(indices.size), status="") if progress else None
-    by_split = {"train": 0, "test": 0}
-    nodules = without_mask = 0
-    for item in iter_slices(store, indices, options.size):
-        writer.add(item)
-        by_split[item.split] += 1
-        nodules += len(item.boxes)
-        without_mask += int((item.nodule_pixels() == 0).sum())
-        if progress is not None:
-            progress.update(task, advance=1, status=f"{nodules} nodules")
-    files = writer.finish()
-    report = ExportReport(
-        format=options.format,
-        out=str(target),
-        store=str(store.path),
-        split=options.split,
-        size=options.size,
-        height=h,
-        width=w,
-        nodule_only=options.nodule_only,
-        images=int(indices.size),
-        images_by_split=by_split,
-        nodules=nodules,
-        nodules_without_mask=without_mask,
-        files=files + [MARKER],
-        notes=notes + writer.notes,
-    )
-    (partial / MARKER).write_text(json.dumps({"report": asdict(report), "provenance": context.provenance}, indent=2))
-    _swap_into_place(partial, target)
+    with _removed_on_error(partial, target):
+        module, name = WRITERS[options.format]
+        writer: Writer = getattr(importlib.import_module(module), name)(partial, context)
+        task = progress.add_task(f"export {options.format}", total=int(indices.size), status="") if progress else None
+        by_split = {"train": 0, "test": 0}
+        nodules = without_mask = 0
+        for item in iter_slices(store, indices, options.size):
+            writer.add(item)
+            by_split[item.split] += 1
+            nodules += len(item.boxes)
+            without_mask += int((item.nodule_pixels() == 0).sum())
+            if progress is not None:
+                progress.update(task, advance=1, status=f"{nodules} nodules")
+        files = writer.finish()
+        report = ExportReport(
+            format=options.format,
+            out=str(target),
+            store=str(store.path),
+            split=options.split,
+            size=options.size,
+            height=h,
+            width=w,
+            nodule_only=options.nodule_only,
+            images=int(indices.size),
+            images_by_split=by_split,
+            nodules=nodules,
+            nodules_without_mask=without_mask,
+            files=files + [MARKER],
+            notes=notes + writer.notes,
+        )
+        (partial / MARKER).write_text(json.dumps({"report": asdict(report), "provenance": context.provenance}, indent=2))
+        _swap_into_place(partial, target)
     return report
+
+
+@contextlib.contextmanager
+def _removed_on_error(partial: Path, target: Path) -> Iterator[None]:
+    """Remove the `partial` folder of `target` when the export fails with an error (a kill or
+    Ctrl-C leaves it, hidden, for the next run to clear); a failed write (full disk, read-only
+    folder) becomes one OutputError naming the path."""
+    try:
+        yield
+    except Exception as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, OSError):
+            name = str(exc.filename or "")
+            inside = f" {os.path.relpath(name, partial)}" if name.startswith(str(partial) + os.sep) else ""
+            raise OutputError(f"{target}: cannot write{inside} ({exc.strerror or exc}); nothing was exported") from None
+        raise
 
 
 def _check_target(target: Path, overwrite: bool) -> None:

@@ -32,6 +32,7 @@ from lungforge.models.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
+from lungforge.seeds import check_seed
 from lungforge.training.data import LoaderSpec, check_label_ids, open_train_split, train_batches
 from lungforge.device import Precision, check_precision, resolve_device
 from lungforge.training.distributed import (
@@ -87,6 +88,7 @@ class TrainOptions:
     compile: bool = False
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         for name in ("steps", "batch_size", "checkpoint_every", "grid_samples", "sample_steps"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
