@@ -1,9 +1,10 @@
 """Training windows of the inpainting SDM, cut from the train split at the store's native resolution.
 
-The stream's items are, first, one per real nodule of the train split whose grown mask fits the
-window (a window around it, jittered, whose edit region is the nodule's mask grown by the
-margin), then one per train slice (a window on a random lung pixel with a random disk-shaped
-edit region), so the model learns to draw nodules and plain lung. Each draw's randomness comes
+The stream's items are, first, the real nodules of the train split whose grown masks fit the
+window (a window around each, jittered, whose edit region is the nodule's mask grown by the
+margin), repeated so that they make about half of the stream, then one per train slice (a
+window on a random lung pixel with a random disk-shaped edit region), so the model learns to
+draw nodules and plain lung although nodule slices are rare. Each draw's randomness comes
 from (seed, stream position), so batches depend only on the seed and the position, as for
 whole-slice training (:mod:`lungforge.training.data`).
 """
@@ -68,9 +69,11 @@ class InpaintWindows(Dataset):
                     nodules.append((position, box.astype(np.float64)))
         self.nodules = nodules
         """(train-split position, bbox x0, y0, x1, y1) of each nodule whose grown mask fits a window."""
+        self.nodule_items = len(nodules) * max(1, round(len(slices) / len(nodules))) if nodules else 0
+        """Stream items that are nodule windows (each nodule repeated, about as many as the slices)."""
 
     def __len__(self) -> int:
-        return len(self.nodules) + len(self.slices)
+        return self.nodule_items + len(self.slices)
 
     def _nodule_window(self, label: np.ndarray, box: np.ndarray, rng: np.random.Generator) -> tuple[Window, np.ndarray]:
         x0, y0, x1, y1 = (int(round(v)) for v in box)
@@ -100,12 +103,12 @@ class InpaintWindows(Dataset):
     def __getitem__(self, key: WindowKey) -> dict[str, Any]:
         position, flip, stream_position = key
         rng = np.random.default_rng([self.seed, stream_position, 0x1A7E])
-        nodule = position < len(self.nodules)
-        slice_position = self.nodules[position][0] if nodule else position - len(self.nodules)
+        nodule = position < self.nodule_items
+        slice_position = self.nodules[position % len(self.nodules)][0] if nodule else position - self.nodule_items
         item = self.slices[slice_position]
         label = item["label"].numpy()
         if nodule:
-            box, edit = self._nodule_window(label, self.nodules[position][1], rng)
+            box, edit = self._nodule_window(label, self.nodules[position % len(self.nodules)][1], rng)
         else:
             box, edit = self._lung_window(label, rng)
         image = torch.from_numpy(np.ascontiguousarray(crop(item["image"].numpy(), box)))
