@@ -41,7 +41,7 @@ def nodule_window(nodule: PlacedNodule, window: int, margin_px: int, shape_hw: t
     edit = grow(nodule.mask(shape_hw), margin_px)
     ex0, ey0, ex1, ey1 = bounding_box(edit)
     box = window_at(((ey0 + ey1) / 2, (ex0 + ex1) / 2), window, *shape_hw)
-    check_edit_inside((ex0, ey0, ex1, ey1), box, f"nodule at x {ex0}..{ex1}, y {ey0}..{ey1}")
+    check_edit_inside((ex0, ey0, ex1, ey1), box, "planned nodule")
     return box, edit
 
 
