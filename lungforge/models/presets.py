@@ -156,10 +156,15 @@ INPAINT_CONTEXT_CHANNELS = 2
 def inpaint_preset(preset: Preset, window: int) -> Preset:
     """`preset` with its SDM turned into an inpainting SDM on `window`×`window` pixel windows.
 
-    Same UNet widths, depths and attention; the first conv reads two more channels.
+    Same UNet widths and depths, and attention at the same levels (a 256 px preset attending at
+    32, 16, 8 px attends at 8, 4, 2 px on 64 px windows); the first conv reads two more channels.
     """
+    size = preset.sdm.image_size
+    attention = tuple(sorted({window * r // size for r in preset.sdm.attention_resolutions if window * r % size == 0}, reverse=True))
     try:
-        sdm = dataclasses.replace(preset.sdm, image_size=window, context_channels=INPAINT_CONTEXT_CHANNELS)
+        sdm = dataclasses.replace(
+            preset.sdm, image_size=window, context_channels=INPAINT_CONTEXT_CHANNELS, attention_resolutions=attention
+        )
     except ValueError as exc:
         raise LungforgeError(f"--window {window}: {exc}") from None
     return dataclasses.replace(preset, sdm=sdm)
