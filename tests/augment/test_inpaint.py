@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -106,6 +107,29 @@ def test_batch_size_does_not_change_the_store(run, phantom_real_store, inpaint_w
     for name, values in a.nodules().items():
         np.testing.assert_array_equal(values, b.nodules()[name], err_msg=name)
     assert a.nodules()["window"].shape == (6, 4)
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(phantom_real_store, inpaint_weights, tmp_path):
+    clean = tmp_path / "clean.zarr"
+    augment(_options(phantom_real_store, inpaint_weights, clean, min_contrast_hu=-1e6))
+    out = tmp_path / "resume.zarr"
+    options = _options(phantom_real_store, inpaint_weights, out, min_contrast_hu=-1e6)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_block(done: int, total: int, sampled: int) -> None:
+        if done >= 4:
+            raise Killed
+
+    with pytest.raises(Killed):
+        augment(options, progress=kill_after_first_block)
+    assert open_store(out, require_complete=False).meta("done").tolist() == [True] * 4 + [False] * 3
+    report = augment(dataclasses.replace(options, resume=True, batch_size=2))
+    assert report.written_this_run == 3 and report.blocks_skipped == 1
+    a, b = open_store(clean), open_store(out)
+    np.testing.assert_array_equal(a.image[...], b.image[...])
+    np.testing.assert_array_equal(a.nodules()["window"], b.nodules()["window"])
 
 
 def test_another_context_gives_another_fill(phantom_real_store):
