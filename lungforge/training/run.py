@@ -160,11 +160,14 @@ class Trainer(Protocol):
     kind: Kind
     config: SDMConfig | SPADEConfig
 
-    def train_step(self, image: Tensor, label: Tensor, generator: torch.Generator) -> dict[str, float]:
-        """One optimiser step on image (B, 1, S, S) in [-1, 1] and label (B, S, S); returns losses with `loss`."""
+    def train_step(self, image: Tensor, label: Tensor, generator: torch.Generator, **inputs: Tensor) -> dict[str, float]:
+        """One optimiser step on image (B, 1, S, S) in [-1, 1] and label (B, S, S); returns losses with `loss`.
 
-    def sample(self, label: Tensor, generator: torch.Generator) -> Tensor:
-        """Images (B, 1, S, S) in [-1, 1] for label maps (B, S, S), with the weights a checkpoint ships."""
+        `inputs`: `context` (B, 2, S, S) for an inpainting SDM (its windows' known image and edit mask).
+        """
+
+    def sample(self, label: Tensor, generator: torch.Generator, **inputs: Tensor) -> Tensor:
+        """Images (B, 1, S, S) in [-1, 1] for label maps (B, S, S) (and `context`), with the weights a checkpoint ships."""
 
     def checkpoint_weights(self) -> dict[str, Tensor]:
         """The state dict written to `model.safetensors`."""
