@@ -6,7 +6,7 @@
 # The steps, seeds and commands are recorded in weights/manifest.toml. Training resumes
 # bit-for-bit, so the checkpoint at step N of a longer run equals a run of N steps.
 set -euo pipefail
-work="$1"; steps="${2:-1500}"
+work="$1"; steps="${2:-300}"
 mkdir -p "$work" && cd "$work"
 lungforge phantom luna --scans 40 --size 128 --seed 7
 lungforge prepare luna --out train.zarr --keep-nodule-free 1.0 --test-patients 0.2 --workers 2
