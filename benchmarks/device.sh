@@ -6,7 +6,8 @@
 #
 # Figures: SDM training (batch 8, and the largest batch that fits), SDM sampling (dpmpp-25,
 # guidance 1.5; batch 16 and 64; without and with torch.compile), SPADE sampling, and augment end
-# to end with random-initialised weights (overhead vs pure sampling). Each command has its own
+# to end with random-initialised weights (overhead vs pure sampling), and the inpainting SDM's
+# cost per nodule (64 px windows on 256 px slices) against whole-slice SDM (counted and measured). Each command has its own
 # time limit; a failed or timed-out figure prints {"figure": ..., "error": ...} and the rest go on.
 # Environment: PYTHON (default python), DEVICE (default auto), PRECISION (default bf16 on CUDA,
 # fp32 on CPU, whose bf16 is emulated on most CPUs), PEAK_TFLOPS (override the known-GPU table).
@@ -27,9 +28,11 @@ COMMON=(--device "$DEVICE" --precision "$PRECISION" --preset "$PRESET" --json "$
 if [ "$PRESET" = paper ]; then
     SMALL=16; LARGE=64; STEPS=25; TRAIN_STEPS=3; LIMIT=150; COMPILE_LIMIT=330
     AUGMENT=(--nodules 48 --nodule-free 16 --batch-size 32 --steps 10)
+    INPAINT=(--nodules 32 --batch-size 32 --steps 10)
 else
     SMALL=2; LARGE=4; STEPS=3; TRAIN_STEPS=2; LIMIT=900; COMPILE_LIMIT=1800
     AUGMENT=(--nodules 6 --nodule-free 2 --batch-size 4 --steps 3)
+    INPAINT=(--nodules 4 --batch-size 4 --steps 3)
 fi
 
 figure() {  # figure NAME LIMIT_S COMMAND...: the command's JSON lines tagged with NAME, or an error line
@@ -60,3 +63,4 @@ figure sdm-sample-compile "$COMPILE_LIMIT" "$PY" benchmarks/sampling.py "${COMMO
 figure sdm-sample-contiguous "$LIMIT" "$PY" benchmarks/sampling.py "${COMMON[@]}" --batch-size "$SMALL" --steps "$STEPS" --memory-format contiguous
 figure spade-sample "$LIMIT" "$PY" benchmarks/sampling.py "${COMMON[@]}" --model spade --batch-size "$SMALL,$LARGE" --repeats 3
 figure augment "$LIMIT" "$PY" benchmarks/augment.py --device "$DEVICE" --precision "$PRECISION" --preset "$PRESET" --json "${AUGMENT[@]}"
+figure inpaint-cost "$LIMIT" "$PY" benchmarks/inpaint_cost.py --device "$DEVICE" --precision "$PRECISION" --preset "$PRESET" --json "${INPAINT[@]}"

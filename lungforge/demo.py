@@ -4,9 +4,9 @@
 Runs offline on a laptop CPU in minutes. Every step is the real code path at small sizes; the
 demo weights are tiny models trained on phantom data (see weights/manifest.toml), so the
 synthetic images and the quick benchmark show the pipeline working, not the paper's results.
-Both generators and both controls get the same layout request (real shapes, real mask sizes,
-one draw per slice), so the five conditions A, mislabeled, paste, SPADE and SDM differ in the
-images alone; the bench runs at the phantom's resolution with patches of 1/8 of the slice side
+The generators and both controls get the same layout request (real shapes, real mask sizes,
+one draw per slice), so the six conditions A, mislabeled, paste, SPADE, SDM and SDM-inpaint
+(the inpainting SDM drawing nodules into the real slices) differ in the images alone; the bench runs at the phantom's resolution with patches of 1/8 of the slice side
 (32 px at the bench default of 256).
 """
 
@@ -39,6 +39,7 @@ class DemoOptions:
     steps: int = 10
     sdm_weights: str = "demo-sdm-tiny"
     spade_weights: str = "demo-spade-tiny"
+    inpaint_weights: str = "demo-sdm-inpaint-tiny"
     segmenter_steps: int = 300
     seed: int = 0
     device: str = "cpu"
@@ -99,7 +100,8 @@ def run_demo(options: DemoOptions, on_step: Callable[[DemoStep], None] | None = 
     record("prepare", started, str(real), {"slices": report.slices, "nodule_slices": report.nodule_slices, "skipped": len(report.skipped)})
 
     synthetic: list[SyntheticSpec] = []
-    for name, weights in (("SPADE", options.spade_weights), ("SDM", options.sdm_weights)):
+    generators = (("SPADE", options.spade_weights), ("SDM", options.sdm_weights), ("SDM-inpaint", options.inpaint_weights))
+    for name, weights in generators:
         started = time.perf_counter()
         store = out / f"synthetic-{name.lower()}.zarr"
         result = augment(

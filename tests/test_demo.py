@@ -17,9 +17,10 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert [s["name"] for s in summary["steps"]] == ["phantom", "prepare", "augment SPADE", "augment SDM", "bench all --quick --controls"]
-    assert summary["steps"][-1]["details"]["conditions"] == ["A", "mislabeled", "paste", "SPADE", "SDM"]
-    for name in ("spade", "sdm"):
+    assert [s["name"] for s in summary["steps"]] == ["phantom", "prepare", "augment SPADE", "augment SDM", "augment SDM-inpaint",
+                                                      "bench all --quick --controls"]
+    assert summary["steps"][-1]["details"]["conditions"] == ["A", "mislabeled", "paste", "SPADE", "SDM", "SDM-inpaint"]
+    for name in ("spade", "sdm", "sdm-inpaint"):
         store = open_store(out / f"synthetic-{name}.zarr")
         assert store.kind == "synthetic" and len(store) == 8
         assert int(store.meta("has_nodule").sum()) == 4
@@ -31,5 +32,6 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     assert "16×16 patches at 128×128 px" in report
     assert "## Label fidelity" in report and "| real (ceiling) |" in report
     fidelity = summary["steps"][-1]["details"]["fidelity"]
-    assert {"real", "SPADE", "SDM"} <= set(fidelity) and all(0 <= v["miou"] <= 1 for v in fidelity.values())
+    assert open_store(out / "synthetic-sdm-inpaint.zarr").nodules()["window"].shape == (4, 4)
+    assert {"real", "SPADE", "SDM", "SDM-inpaint"} <= set(fidelity) and all(0 <= v["miou"] <= 1 for v in fidelity.values())
     assert json.loads((out / "report" / "report.json").read_text())["quick"] is True

@@ -99,7 +99,7 @@ class ControlGenerator:
 
     def provenance(self, weights: str) -> dict[str, Any]:
         """The output store's `generator` attribute block (no model: no sha256, sampler or steps)."""
-        return {"weights": weights, "kind": self.kind, "model_free": True, "sha256": None, "preset": None, "step": None,
+        return {"weights": weights, "kind": self.kind, "mode": self.kind, "model_free": True, "sha256": None, "preset": None, "step": None,
                 "sampler": None, "steps": None, "guidance": None, "precision": None}
 
     def render(self, samples: Sequence[PlannedSample], seeds: Sequence[int]) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from lungforge.augment.controls import CONTROLS, ControlGenerator
+from lungforge.augment.inpainter import Inpainter
 from lungforge.augment.lidc import LidcLibrary
 from lungforge.augment.nodule_library import SHAPE_MIN_AREA_PX, NoduleLibrary, SizePool
 from lungforge.augment.options import AugmentOptions, output_defining
@@ -63,12 +64,16 @@ class _Inputs:
     """Everything read and validated before any output is touched."""
 
     real: Store
-    synthesizer: Synthesizer | ControlGenerator
+    synthesizer: Synthesizer | Inpainter | ControlGenerator
     planner: SamplePlanner
 
 
-def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Synthesizer | ControlGenerator:
-    """The model named by --weights, or a model-free control (`paste`, `mislabeled`) at --size."""
+def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Synthesizer | Inpainter | ControlGenerator:
+    """The model named by --weights, or a model-free control (`paste`, `mislabeled`) at --size.
+
+    An inpainting SDM (its checkpoint's mode) draws into the real slices at --size (default: the
+    real store's native size); a whole-slice model generates at its own size.
+    """
     if options.weights in CONTROLS:
         if options.weights == "paste" and options.nodules > 0 and options.shape != "real":
             raise InputError(f"--weights paste blends real nodule patches: it needs --shape real, got --shape {options.shape}")
@@ -78,6 +83,8 @@ def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Sy
     ckpt = load_checkpoint(weights_path)
     precision = check_precision(options.precision, device)
     settings = SamplingSettings(options.sampler, options.steps, options.guidance)
+    if ckpt.kind == "sdm" and ckpt.config.inpaint:
+        return Inpainter(ckpt, real, options.size or real.shape_hw[0], device, precision, settings, compile=options.compile)
     synthesizer = Synthesizer(ckpt, device, precision, settings, compile=options.compile)
     if options.size is not None and options.size != synthesizer.image_size:
         raise InputError(f"--size {options.size}: {options.weights} generates {synthesizer.image_size} px images; --size is for paste and mislabeled")
@@ -112,7 +119,22 @@ def load_inputs(options: AugmentOptions, device: torch.device) -> _Inputs:
         sizes=sizes,
     )
     planner.check_feasible()
+    if isinstance(synthesizer, Inpainter) and options.nodules > 0:
+        _check_windows(options, synthesizer, planner)
     return _Inputs(real, synthesizer, planner)
+
+
+def _check_windows(options: AugmentOptions, inpainter: Inpainter, planner: SamplePlanner) -> None:
+    """Refuse (one line, nothing written) a --diameter whose largest nodule's edit region cannot fit a window."""
+    inpainter.windows(planner.plan(0))
+    if options.diameter_mm is None:
+        return
+    largest_px = options.diameter_mm[1] / float(planner.maps.spacings_mm.min()) + 2 * inpainter.margin_px
+    if largest_px > inpainter.window:
+        raise InputError(
+            f"--diameter up to {options.diameter_mm[1]:g} mm: its edit region ({largest_px:.0f} px with the "
+            f"{inpainter.margin_px} px margin) is larger than the {inpainter.window} px window of {options.weights}"
+        )
 
 
 def _open_resumed(options: AugmentOptions, inputs: _Inputs) -> Store:
@@ -222,7 +244,8 @@ class _Assembly:
         if final:
             self.remaining -= 1
 
-    def finished(self, real: Store, threshold: float | None) -> FinishedBlock:
+    def finished(self, real: Store, threshold: float | None, inpainter: Inpainter | None = None) -> FinishedBlock:
+        """The block ready to write; `inpainter` adds each nodule's window (`nodules/window`)."""
         samples = self.samples
         source = np.array([s.source for s in samples], dtype=np.int64)
         has_nodule = np.array([s.has_nodule for s in samples], dtype=bool)
@@ -252,6 +275,8 @@ class _Assembly:
             "first_try": self.first_try | ~has_nodule,
             "verified": verified,
         }
+        if inpainter is not None:
+            part["window"] = np.array([w for s in samples for w in inpainter.windows(s)], dtype=np.int32).reshape(-1, 4)
         label = np.stack([s.label for s in samples])
         return FinishedBlock(self.block, samples[0].index, self.image, label, meta, part)
 
@@ -319,7 +344,8 @@ def produce_blocks(
             queue.extendleft(reversed(retry))
             for assembly in [a for a in open_blocks if a.remaining == 0]:
                 open_blocks.remove(assembly)
-                writer.submit(assembly.finished(inputs.real, threshold))
+                inpainter = inputs.synthesizer if isinstance(inputs.synthesizer, Inpainter) else None
+                writer.submit(assembly.finished(inputs.real, threshold, inpainter))
                 done += len(assembly.samples)
             if progress is not None:
                 progress(done, total_slices, sampled)
@@ -392,7 +418,8 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
             generator=store.attrs.get("generator", {}),
         )
         if not complete:
-            table = {k: np.concatenate([p[k] for p in parts.values()]) for k in NODULE_COLUMNS}
+            columns = NODULE_COLUMNS + (("window",) if isinstance(inputs.synthesizer, Inpainter) else ())
+            table = {k: np.concatenate([p[k] for p in parts.values()]) for k in columns}
             attrs: dict = {"verification": {"verified_first_try": report.verified_first_try, "verified_final": report.verified_final}}
             if isinstance(inputs.planner.library, LidcLibrary):
                 attrs["lidc"] = inputs.planner.library.provenance(table["lidc_annotation"])

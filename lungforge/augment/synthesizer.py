@@ -102,6 +102,7 @@ class Synthesizer:
             "weights": weights,
             "sha256": self.ckpt.sha256,
             "kind": self.ckpt.kind,
+            "mode": "slice",
             "preset": self.ckpt.preset,
             "step": self.ckpt.step,
             "sampler": self.settings.sampler if self.kind == "sdm" else None,

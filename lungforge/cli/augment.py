@@ -57,7 +57,7 @@ def augment(
     min_contrast: Annotated[Optional[float], typer.Option("--min-contrast", callback=finite, help="Nodule visibility threshold in HU; default: 5th percentile of the real nodules' contrast.")] = None,
     retries: Annotated[int, typer.Option(min=0, help="Re-samplings (fresh derived seeds) of a slice whose nodules are below --min-contrast; bench judges one draw per slice, so use 0 for stores you will bench.")] = 2,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Slices per output shard: the unit a rank writes and --resume skips.")] = 64,
-    size: Annotated[Optional[int], typer.Option("--size", min=16, help="Output size in pixels for paste / mislabeled (default: the real store's); a model generates at its own size.")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", min=16, help="Output size in pixels for paste, mislabeled and inpainting weights (default: the real store's); a whole-slice model generates at its own size.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same store (same options).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing lungforge store at --out.")] = False,
     preview: Annotated[Optional[Path], typer.Option("--preview", help="Also write a PNG contact sheet (as `lungforge view`: CT | CT + label overlay + boxes) of a few output slices.")] = None,
@@ -70,7 +70,9 @@ def augment(
     is checked; too-faint slices are re-sampled (only by generators whose image depends on the
     seed), then kept with meta/verified = False; meta/attempts records the draws per slice. Each
     nodule records the real nodule its shape and size came from (nodules/shape_source, size_source),
-    taken from patients of the label map's own LUNA16 fold where possible.
+    taken from patients of the label map's own LUNA16 fold where possible. Inpainting weights
+    (`train sdm --inpaint`) draw each nodule into its real host slice at native resolution: only a
+    window around it is generated (nodules/window), and outside the edit regions the slice is real.
     """
     from lungforge.augment.layout import parse_diameter_range
     from lungforge.augment.options import AugmentOptions

@@ -26,6 +26,7 @@ def demo(
     steps: Annotated[int, typer.Option(min=1, help="SDM sampling steps.")] = 10,
     sdm_weights: Annotated[str, typer.Option(help="SDM weights: registry name or path.")] = "demo-sdm-tiny",
     spade_weights: Annotated[str, typer.Option(help="SPADE weights: registry name or path.")] = "demo-spade-tiny",
+    inpaint_weights: Annotated[str, typer.Option(help="Inpainting SDM weights (nodules drawn into the real slices): registry name or path.")] = "demo-sdm-inpaint-tiny",
     segmenter_steps: Annotated[int, typer.Option(min=1, help="Training steps of the label-fidelity segmenter (bench fidelity --quick).")] = 300,
     seed: Annotated[int, typer.Option(callback=check_seed, help="Seed of every step.")] = 0,
     device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda.")] = "cpu",
@@ -53,7 +54,7 @@ def demo(
     folder = Path(tempfile.mkdtemp(prefix="lungforge-demo-")) if out is None else out
     options = DemoOptions(
         out=folder, scans=scans, size=size, nodules=nodules, nodule_free=nodule_free, sampler=sampler, steps=steps,
-        sdm_weights=sdm_weights, spade_weights=spade_weights, segmenter_steps=segmenter_steps, seed=seed, device=device,
+        sdm_weights=sdm_weights, spade_weights=spade_weights, inpaint_weights=inpaint_weights, segmenter_steps=segmenter_steps, seed=seed, device=device,
     )
     try:
         with progress(transient=True) as bar:

@@ -32,6 +32,7 @@ CkptOpt = Annotated[int, typer.Option("--checkpoint-every", min=1, help="Steps b
 SampleOpt = Annotated[int, typer.Option("--sample-every", min=0, help="Steps between extra sample grids (0: only at checkpoints).")]
 WorkersOpt = Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")]
 GridOpt = Annotated[int, typer.Option("--grid-samples", min=1, help="Label maps in each sample grid.")]
+DEFAULT_WINDOW = 64
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")]
 
 
@@ -81,17 +82,22 @@ def sdm(
     grid_samples: GridOpt = 4,
     workers: WorkersOpt = 2,
     compile: Annotated[bool, typer.Option("--compile", help="Run the training forward through torch.compile (same losses to float rounding; the first step pays the compilation, reported apart).")] = False,
+    inpaint: Annotated[bool, typer.Option("--inpaint", help="Train an inpainting SDM (lesion-focused): windows cut at the store's native resolution, the known surroundings and an edit mask as extra inputs.")] = False,
+    window: Annotated[Optional[int], typer.Option(min=8, help="Inpainting window side in pixels at the store's native resolution (with --inpaint; default 64).")] = None,
+    edit_margin: Annotated[int, typer.Option("--edit-margin", min=0, help="Pixels the edit region extends past each nodule's mask (with --inpaint).")] = 3,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a Semantic Diffusion Model (AdamW, hybrid loss, guidance dropout 0.2, EMA weights)."""
     from lungforge.training.loop_sdm import train_sdm
     from lungforge.training.run import TrainOptions
 
+    if not inpaint and window is not None:
+        raise typer.BadParameter("--window needs --inpaint", param_hint="--window")
     options = TrainOptions(
         data=data, out=out, preset=preset, steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
         device=device, precision=precision, resume=resume, seed=seed, checkpoint_every=checkpoint_every,
         sample_every=sample_every, sample_steps=sample_steps, grid_samples=grid_samples, workers=workers,
-        compile=compile,
+        compile=compile, window=(window or DEFAULT_WINDOW) if inpaint else None, edit_margin_px=edit_margin,
     )
     _run(train_sdm, options, json_out)
 

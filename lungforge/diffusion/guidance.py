@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from lungforge.diffusion.gaussian import Model
@@ -33,3 +35,17 @@ def guided_output(model: Model, x: torch.Tensor, t: torch.Tensor, onehot: torch.
     both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([onehot, torch.zeros_like(onehot)])).float()
     cond, uncond = both.chunk(2)
     return combine(cond, uncond, scale, x.shape[1])
+
+
+def with_context(model: Callable[..., torch.Tensor], context: torch.Tensor) -> Model:
+    """`model(x, t, onehot, context)` with a fixed context (B, C, H, W), as a plain :data:`Model`.
+
+    Guided sampling runs the conditional and unconditional passes as one batch of 2B; both see
+    the same context (guidance drops the label map only), so the context is repeated to fit.
+    """
+
+    def forward(x: torch.Tensor, t: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        repeats = x.shape[0] // context.shape[0]
+        return model(x, t, onehot, context.repeat(repeats, 1, 1, 1))
+
+    return forward

@@ -37,6 +37,8 @@ from lungforge.models.presets import (
 
 FORMAT = "lungforge.checkpoint/1"
 MODEL_FILE = "model.safetensors"
+DEFAULT_EDIT_MARGIN_PX = 3
+"""How far (pixels, at the training store's native resolution) an inpainting edit region extends past the nodule."""
 CONFIG_FILE = "config.json"
 RESUME_FILE = "resume.pt"
 METADATA_KEY = "lungforge_config"
@@ -76,8 +78,13 @@ def checkpoint_meta(
     step: int,
     store_fingerprint: str | None,
     extra: dict[str, Any] | None = None,
+    edit_margin_px: int = DEFAULT_EDIT_MARGIN_PX,
 ) -> dict[str, Any]:
-    """The `config.json` payload describing weights of `model_config`."""
+    """The `config.json` payload describing weights of `model_config`.
+
+    An SDM records its `mode`: "slice" (whole slices) or "inpaint" (windows of `image_size`
+    pixels, `window`, whose edit region is a nodule footprint grown by `edit_margin_px` pixels).
+    """
     from lungforge import __version__
 
     if kind not in _KINDS:
@@ -97,6 +104,11 @@ def checkpoint_meta(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "lungforge_version": __version__,
     }
+    if kind == "sdm":
+        meta["mode"] = "inpaint" if model_config.inpaint else "slice"
+        if model_config.inpaint:
+            meta["window"] = model_config.image_size
+            meta["edit_margin_px"] = int(edit_margin_px)
     if extra:
         meta["extra"] = extra
     return meta
@@ -112,6 +124,7 @@ def save_checkpoint(
     step: int,
     store_fingerprint: str | None,
     extra: dict[str, Any] | None = None,
+    edit_margin_px: int = DEFAULT_EDIT_MARGIN_PX,
 ) -> Path:
     """Write `dir/model.safetensors` and `dir/config.json` (each via a temp file and `os.replace`).
 
@@ -126,6 +139,7 @@ def save_checkpoint(
         step=step,
         store_fingerprint=store_fingerprint,
         extra=extra,
+        edit_margin_px=edit_margin_px,
     )
     write_safetensors(dir / MODEL_FILE, state_dict, meta)
     atomic_write_bytes(dir / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())
@@ -311,7 +325,23 @@ def _validate_meta(weights: Path, meta: dict[str, Any]) -> tuple[Kind, str, SDMC
         config = sdm_config_from_dict(model_config) if kind == "sdm" else spade_config_from_dict(model_config)
     except LungforgeError as exc:
         raise CheckpointError(f"checkpoint {weights}: {exc}") from None
+    if kind == "sdm":
+        _validate_mode(weights, meta, config)
     return kind, preset, config
+
+
+def _validate_mode(weights: Path, meta: dict[str, Any], config: SDMConfig) -> None:
+    """An SDM's `mode` must match its config (absent: a whole-slice checkpoint of an older lungforge)."""
+    mode = meta.get("mode", "slice")
+    expected = "inpaint" if config.inpaint else "slice"
+    if mode != expected:
+        raise CheckpointError(f"checkpoint {weights} has mode {mode!r}, but its model_config builds a {expected!r} SDM")
+    if config.inpaint:
+        margin = meta.get("edit_margin_px")
+        if not isinstance(margin, int) or isinstance(margin, bool) or margin < 0:
+            raise CheckpointError(f"checkpoint {weights} has edit_margin_px {margin!r}, expected a whole number >= 0")
+        if meta.get("window") != config.image_size:
+            raise CheckpointError(f"checkpoint {weights} has window {meta.get('window')!r}, expected its image_size {config.image_size}")
 
 
 def _new_model(kind: Kind, config: SDMConfig | SPADEConfig) -> torch.nn.Module:

@@ -33,14 +33,22 @@ def _onehot(batch: int, num_classes: int, size: int) -> torch.Tensor:
     return torch.zeros(batch, num_classes, size, size, device=META)
 
 
+def _context(config: SDMConfig, batch: int) -> torch.Tensor | None:
+    """The inpainting SDM's context input (None for a whole-slice SDM)."""
+    if not config.context_channels:
+        return None
+    return torch.zeros(batch, config.context_channels, config.image_size, config.image_size, device=META)
+
+
 def sdm_forward_flops(config: SDMConfig, batch_size: int = 1) -> int:
-    """FLOPs of one SDM UNet pass on `batch_size` images of `config.image_size`²."""
+    """FLOPs of one SDM UNet pass on `batch_size` images of `config.image_size`² (windows for an inpainting SDM)."""
     with torch.device(META):
         model = SDMUNet(config).eval()
     x = torch.zeros(batch_size, config.in_channels, config.image_size, config.image_size, device=META)
     t = torch.zeros(batch_size, dtype=torch.long, device=META)
+    context = _context(config, batch_size)
     with torch.no_grad():
-        return count_flops(lambda: model(x, t, _onehot(batch_size, config.num_classes, config.image_size)))
+        return count_flops(lambda: model(x, t, _onehot(batch_size, config.num_classes, config.image_size), context))
 
 
 def sdm_train_flops(config: SDMConfig, batch_size: int = 1) -> int:
@@ -50,8 +58,10 @@ def sdm_train_flops(config: SDMConfig, batch_size: int = 1) -> int:
     x = torch.zeros(batch_size, config.in_channels, config.image_size, config.image_size, device=META)
     t = torch.zeros(batch_size, dtype=torch.long, device=META)
 
+    context = _context(config, batch_size)
+
     def step() -> None:
-        model(x, t, _onehot(batch_size, config.num_classes, config.image_size)).square().mean().backward()
+        model(x, t, _onehot(batch_size, config.num_classes, config.image_size), context).square().mean().backward()
 
     return count_flops(step)
 

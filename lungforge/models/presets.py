@@ -25,11 +25,15 @@ class SDMConfig:
     """Semantic Diffusion Model UNet and diffusion settings.
 
     `image_size` and `attention_resolutions` are in pixels (square images); attention is applied
-    where the feature map side equals one of `attention_resolutions`.
+    where the feature map side equals one of `attention_resolutions`. `context_channels` are
+    extra inputs beside the noisy image that are not denoised: 0 for whole-slice SDM, 2 for the
+    inpainting SDM (the known image with its edit region blanked, and the edit mask), whose
+    `image_size` is then the window side.
     """
 
     image_size: int
     in_channels: int = 1
+    context_channels: int = 0
     num_classes: int = NUM_CLASSES
     model_channels: int
     channel_mult: tuple[int, ...]
@@ -51,7 +55,7 @@ class SDMConfig:
             self,
             ("image_size", "in_channels", "num_classes", "model_channels", "channel_mult", "num_res_blocks",
              "num_head_channels", "norm_groups", "label_embed_channels", "diffusion_steps"),
-            ("attention_resolutions",),
+            ("attention_resolutions", "context_channels"),
         )
         size = self.image_size
         if size <= 0 or size % 2 ** (len(self.channel_mult) - 1):
@@ -69,6 +73,11 @@ class SDMConfig:
             raise ValueError(f"cond_drop_prob must be in [0, 1), got {self.cond_drop_prob}")
         if self.noise_schedule != "linear":
             raise ValueError(f"noise_schedule must be 'linear', got {self.noise_schedule!r}")
+
+    @property
+    def inpaint(self) -> bool:
+        """Whether this is an inpainting SDM (it reads a known image and an edit mask)."""
+        return self.context_channels > 0
 
     @property
     def out_channels(self) -> int:
@@ -138,6 +147,27 @@ PRESETS: dict[str, Preset] = {
         spade=SPADEConfig(image_size=512, ngf=64, ndf=64),
     ),
 }
+
+
+INPAINT_CONTEXT_CHANNELS = 2
+"""The inpainting SDM's context: the known image (edit region blanked) and the edit mask."""
+
+
+def inpaint_preset(preset: Preset, window: int) -> Preset:
+    """`preset` with its SDM turned into an inpainting SDM on `window`×`window` pixel windows.
+
+    Same UNet widths and depths, and attention at the same levels (a 256 px preset attending at
+    32, 16, 8 px attends at 8, 4, 2 px on 64 px windows); the first conv reads two more channels.
+    """
+    size = preset.sdm.image_size
+    attention = tuple(sorted({window * r // size for r in preset.sdm.attention_resolutions if window * r % size == 0}, reverse=True))
+    try:
+        sdm = dataclasses.replace(
+            preset.sdm, image_size=window, context_channels=INPAINT_CONTEXT_CHANNELS, attention_resolutions=attention
+        )
+    except ValueError as exc:
+        raise LungforgeError(f"--window {window}: {exc}") from None
+    return dataclasses.replace(preset, sdm=sdm)
 
 
 def get_preset(name: str) -> Preset:

@@ -26,6 +26,8 @@ class SDMUNet(nn.Module):
 
     `forward(x (B, in_channels, H, W), t (B,) timesteps, onehot (B, num_classes, H, W))`
     returns (B, out_channels, H, W): ε, then the variance interpolation v when `learn_sigma`.
+    An inpainting SDM (`config.context_channels` > 0) also takes `context` (B, context_channels,
+    H, W), concatenated to x before the first conv.
     """
 
     def __init__(self, config: SDMConfig, *, use_checkpoint: bool = False) -> None:
@@ -47,7 +49,7 @@ class SDMUNet(nn.Module):
 
         ch = c.model_channels
         resolution = c.image_size
-        self.input_blocks = nn.ModuleList([_Stage([nn.Conv2d(c.in_channels, ch, 3, padding=1)])])
+        self.input_blocks = nn.ModuleList([_Stage([nn.Conv2d(c.in_channels + c.context_channels, ch, 3, padding=1)])])
         skip_channels = [ch]
         for level, mult in enumerate(c.channel_mult):
             for _ in range(c.num_res_blocks):
@@ -87,10 +89,19 @@ class SDMUNet(nn.Module):
             nn.GroupNorm(c.norm_groups, ch), nn.SiLU(), zero_init(nn.Conv2d(ch, c.out_channels, 3, padding=1))
         )
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W) noisy image, t (B,) timesteps, onehot (B, num_classes, H, W) → (B, out, H, W)."""
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, onehot: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (B, C, H, W) noisy image, t (B,) timesteps, onehot (B, num_classes, H, W) → (B, out, H, W).
+
+        `context` (B, context_channels, H, W): required by an inpainting SDM, refused otherwise.
+        """
+        expected = self.config.context_channels
+        got = 0 if context is None else context.shape[1]
+        if got != expected:
+            raise ValueError(f"this SDM takes {expected} context channels, got {got}")
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels))
-        h = x
+        h = x if context is None else torch.cat([x, context.to(x.dtype)], dim=1)
         skips = []
         for stage in self.input_blocks:
             h = stage(h, emb, onehot)

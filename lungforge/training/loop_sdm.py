@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from lungforge.diffusion.gaussian import GaussianDiffusion
-from lungforge.diffusion.guidance import drop_condition
+from lungforge.diffusion.guidance import drop_condition, with_context
 from lungforge.diffusion.samplers import sample
 from lungforge.diffusion.schedule import NoiseSchedule
 from lungforge.models.acceleration import compiled
@@ -46,13 +46,19 @@ class SDMTrainer:
         self.diffusion = GaussianDiffusion(NoiseSchedule.linear(self.config.diffusion_steps))
         self._sampler_model = copy.deepcopy(self.model).eval().requires_grad_(False)
 
-    def train_step(self, image: Tensor, label: Tensor, generator: torch.Generator) -> dict[str, float]:
-        """Hybrid loss (ε-MSE + VLB) at timesteps drawn uniformly from `generator`; one AdamW step."""
+    def train_step(self, image: Tensor, label: Tensor, generator: torch.Generator, context: Tensor | None = None) -> dict[str, float]:
+        """Hybrid loss (ε-MSE + VLB) at timesteps drawn uniformly from `generator`; one AdamW step.
+
+        `context` (B, 2, S, S): the known window and edit mask of an inpainting SDM (None otherwise).
+        """
         onehot = drop_condition(labels_to_onehot(label, self.config.num_classes), self.config.cond_drop_prob, generator)
         t = torch.randint(0, self.diffusion.num_timesteps, (image.shape[0],), generator=generator, device=self.device)
         noise = torch.randn(image.shape, generator=generator, device=self.device)
         self.model.train()
-        terms = self.diffusion.training_losses(autocast_forward(self.forward_model, self.device, self.precision), image, t, onehot, noise)
+        forward = autocast_forward(self.forward_model, self.device, self.precision)
+        if context is not None:
+            forward = with_context(forward, context)
+        terms = self.diffusion.training_losses(forward, image, t, onehot, noise)
         loss = terms["loss"].mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -62,12 +68,13 @@ class SDMTrainer:
         return {"loss": float(loss.detach()), "mse": float(terms["mse"].detach().mean()), "vb": float(terms["vb"].detach().mean())}
 
     @torch.no_grad()
-    def sample(self, label: Tensor, generator: torch.Generator) -> Tensor:
+    def sample(self, label: Tensor, generator: torch.Generator, context: Tensor | None = None) -> Tensor:
         """EMA-weight samples with DPM-Solver++ (`options.sample_steps` steps, guidance `options.guidance`)."""
         self.ema.copy_to(self._sampler_model)
         onehot = labels_to_onehot(label, self.config.num_classes)
+        forward = autocast_forward(self._sampler_model, self.device, self.precision)
         return sample(
-            autocast_forward(self._sampler_model, self.device, self.precision),
+            forward if context is None else with_context(forward, context),
             onehot,
             sampler=GRID_SAMPLER,
             steps=self.options.sample_steps,

@@ -23,8 +23,9 @@ from torch import Tensor
 from lungforge.data.dataset import SliceDataset
 from lungforge.data.store import open_store
 from lungforge.errors import CheckpointError, InputError
-from lungforge.models.presets import Preset, SDMConfig, SPADEConfig, config_to_dict, get_preset
+from lungforge.models.presets import Preset, SDMConfig, SPADEConfig, config_to_dict, get_preset, inpaint_preset
 from lungforge.models.checkpoint import (
+    DEFAULT_EDIT_MARGIN_PX,
     RESUME_FILE,
     capture_rng_state,
     load_training_state,
@@ -44,6 +45,7 @@ from lungforge.training.distributed import (
     mean_across_ranks,
 )
 from lungforge.training.grid import save_grid
+from lungforge.training.windows import InpaintWindows, window_batches
 
 Kind = Literal["sdm", "spade"]
 STATE_FORMAT = "lungforge.train/1"
@@ -62,7 +64,9 @@ class TrainOptions:
     checkpoints. `grid_samples` label maps of the train split are drawn once (by seed) for grids;
     SDM grids use `sample_steps` DPM-Solver++ steps with guidance `guidance`. `compile` runs the
     SDM's training forward through `torch.compile` (SDM only; the first step then includes the
-    compilation, reported as `first_step_seconds`).
+    compilation, reported as `first_step_seconds`). `window` trains an inpainting SDM on windows
+    of that many pixels cut at the store's native resolution (SDM only), whose edit regions
+    extend `edit_margin_px` pixels past each nodule.
     """
 
     data: Path
@@ -86,13 +90,17 @@ class TrainOptions:
     sample_steps: int = 20
     guidance: float = 1.5
     compile: bool = False
+    window: int | None = None
+    edit_margin_px: int = DEFAULT_EDIT_MARGIN_PX
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
         for name in ("steps", "batch_size", "checkpoint_every", "grid_samples", "sample_steps"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("sample_every", "workers"):
+        if self.window is not None and self.window < 1:
+            raise InputError(f"window must be >= 1 pixels, got {self.window}")
+        for name in ("sample_every", "workers", "edit_margin_px"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "lr_d"):
@@ -107,8 +115,9 @@ class TrainOptions:
         return {"preset": self.preset_resolved().name, **out}
 
     def preset_resolved(self) -> Preset:
-        """The :class:`Preset` of this run."""
-        return self.preset if isinstance(self.preset, Preset) else get_preset(self.preset)
+        """The :class:`Preset` of this run (its SDM an inpainting SDM when `window` is set)."""
+        preset = self.preset if isinstance(self.preset, Preset) else get_preset(self.preset)
+        return preset if self.window is None else inpaint_preset(preset, self.window)
 
 
 @dataclass(frozen=True)
@@ -153,11 +162,14 @@ class Trainer(Protocol):
     kind: Kind
     config: SDMConfig | SPADEConfig
 
-    def train_step(self, image: Tensor, label: Tensor, generator: torch.Generator) -> dict[str, float]:
-        """One optimiser step on image (B, 1, S, S) in [-1, 1] and label (B, S, S); returns losses with `loss`."""
+    def train_step(self, image: Tensor, label: Tensor, generator: torch.Generator, **inputs: Tensor) -> dict[str, float]:
+        """One optimiser step on image (B, 1, S, S) in [-1, 1] and label (B, S, S); returns losses with `loss`.
 
-    def sample(self, label: Tensor, generator: torch.Generator) -> Tensor:
-        """Images (B, 1, S, S) in [-1, 1] for label maps (B, S, S), with the weights a checkpoint ships."""
+        `inputs`: `context` (B, 2, S, S) for an inpainting SDM (its windows' known image and edit mask).
+        """
+
+    def sample(self, label: Tensor, generator: torch.Generator, **inputs: Tensor) -> Tensor:
+        """Images (B, 1, S, S) in [-1, 1] for label maps (B, S, S) (and `context`), with the weights a checkpoint ships."""
 
     def checkpoint_weights(self) -> dict[str, Tensor]:
         """The state dict written to `model.safetensors`."""
@@ -181,11 +193,17 @@ def step_generator(seed: int, rank: int, step: int, device: torch.device) -> tor
     return torch.Generator(device=device).manual_seed(entropy & 0x7FFF_FFFF_FFFF_FFFF)
 
 
-def _grid_labels(slices: SliceDataset, count: int, seed: int) -> Tensor:
-    """A fixed set of train label maps (count, S, S) chosen by seed, used for every grid of a run."""
+def _grid_inputs(items: SliceDataset | InpaintWindows, count: int, seed: int) -> dict[str, Tensor]:
+    """A fixed set of train label maps (count, S, S) chosen by seed, used for every grid of a run.
+
+    For an inpainting run the items are windows, and their `context` (count, 2, S, S) comes along.
+    """
     rng = np.random.default_rng([seed, 0x6A1D])
-    picks = np.sort(rng.choice(len(slices), size=min(count, len(slices)), replace=False))
-    return torch.stack([slices[int(i)]["label"] for i in picks])
+    picks = np.sort(rng.choice(len(items), size=min(count, len(items)), replace=False))
+    if isinstance(items, InpaintWindows):
+        chosen = [items[(int(i), False, int(i))] for i in picks]
+        return {"label": torch.stack([c["label"] for c in chosen]), "context": torch.stack([c["context"] for c in chosen])}
+    return {"label": torch.stack([items[int(i)]["label"] for i in picks])}
 
 
 def _check_resume_state(state: dict[str, Any], path: Path, kind: Kind, preset: Preset, fingerprint: str) -> None:
@@ -225,6 +243,8 @@ def fit(
 
     Works alone or under torchrun (one process per GPU/CPU rank; rank 0 writes files).
     """
+    if kind == "spade" and options.window is not None:
+        raise InputError("--inpaint/--window apply to SDM training only")
     info = dist_info_from_env()
     device = resolve_device(options.device, info.local_rank)
     precision = check_precision(options.precision, device)
@@ -253,7 +273,8 @@ def _fit(
     config: SDMConfig | SPADEConfig,
 ) -> TrainResult:
     store = open_store(options.data)
-    slices = open_train_split(store, config.image_size)
+    inpaint = isinstance(config, SDMConfig) and config.inpaint
+    slices = open_train_split(store, None if inpaint else config.image_size)
     store_fingerprint = store.fingerprint()
     out = Path(options.out)
     resume_path = out / RESUME_FILE
@@ -264,6 +285,11 @@ def _fit(
     elif resume_path.exists():
         raise InputError(f"{out} already holds a training run ({RESUME_FILE}); pass --resume to continue it or choose another --out")
     seed = int(state["seed"]) if state is not None else options.seed
+    if state is not None and inpaint and state.get("edit_margin_px") != options.edit_margin_px:
+        raise CheckpointError(
+            f"{resume_path} was trained with --edit-margin {state.get('edit_margin_px')}, this run asks for {options.edit_margin_px}"
+        )
+    items = InpaintWindows(slices, config.image_size, options.edit_margin_px, seed) if inpaint else slices
 
     torch.manual_seed(seed)
     trainer = factory(preset, options, device, precision, info)
@@ -276,8 +302,11 @@ def _fit(
 
     global_batch = options.batch_size * info.world_size
     spec = LoaderSpec(batch_size=options.batch_size, seed=seed, workers=options.workers, flip=options.flip)
-    batches = train_batches(slices, spec, consumed=consumed, rank=info.rank, world_size=info.world_size)
-    grid_labels = _grid_labels(slices, options.grid_samples, seed)
+    if isinstance(items, InpaintWindows):
+        batches = window_batches(items, spec, consumed=consumed, rank=info.rank, world_size=info.world_size)
+    else:
+        batches = train_batches(slices, spec, consumed=consumed, rank=info.rank, world_size=info.world_size)
+    grid = _grid_inputs(items, options.grid_samples, seed)
     metrics_path = out / METRICS_FILE
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -289,8 +318,9 @@ def _fit(
 
     def write_grid() -> None:
         generator = torch.Generator(device=device).manual_seed(seed)
-        images = trainer.sample(grid_labels.to(device), generator)
-        save_grid(out / SAMPLES_DIR / f"step_{step:07d}.png", grid_labels, images)
+        extra = {"context": grid["context"].to(device)} if "context" in grid else {}
+        images = trainer.sample(grid["label"].to(device), generator, **extra)
+        save_grid(out / SAMPLES_DIR / f"step_{step:07d}.png", grid["label"], images)
 
     def write_checkpoint() -> None:
         barrier(info)
@@ -305,6 +335,7 @@ def _fit(
                 step=step,
                 store_fingerprint=store_fingerprint,
                 extra=extra,
+                edit_margin_px=options.edit_margin_px,
             )
             save_training_state(
                 resume_path,
@@ -315,6 +346,7 @@ def _fit(
                     "model_config": config_to_dict(config),
                     "store_fingerprint": store_fingerprint,
                     "seed": seed,
+                    "edit_margin_px": options.edit_margin_px,
                     "step": step,
                     "consumed": consumed,
                     "batch_size": options.batch_size,
@@ -336,8 +368,9 @@ def _fit(
             check_label_ids(batch["label"], batch["row"], options.data)
             image = batch["image"].to(device, non_blocking=True)
             label = batch["label"].to(device, non_blocking=True)
+            extra_inputs = {"context": batch["context"].to(device, non_blocking=True)} if "context" in batch else {}
             started = time.perf_counter()
-            step_losses = trainer.train_step(image, label, step_generator(seed, info.rank, step, device))
+            step_losses = trainer.train_step(image, label, step_generator(seed, info.rank, step, device), **extra_inputs)
             last = {k: mean_across_ranks(v, info, device) for k, v in step_losses.items()}
             seconds = time.perf_counter() - started
             if first_step_seconds is None:

@@ -39,3 +39,19 @@ def test_train_sdm_tiny_end_to_end_then_resume_errors(tmp_path):
 def test_train_help_lists_commands():
     result = CliRunner().invoke(app, ["train", "--help"])
     assert result.exit_code == 0 and "sdm" in result.output and "spade" in result.output
+
+
+def test_window_without_inpaint_is_bad_usage(tmp_path):
+    result = CliRunner().invoke(app, ["train", "sdm", "--data", str(tmp_path / "x.zarr"), "--out", str(tmp_path / "run"), "--window", "32"])
+    assert result.exit_code == 2 and "--window needs --inpaint" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_inpaint_window_larger_than_the_store_is_one_line(tmp_path):
+    store = _store(tmp_path)
+    args = ["train", "sdm", "--data", str(store), "--out", str(tmp_path / "run"), "--preset", "tiny", "--inpaint",
+            "--window", "128", "--steps", "1", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "window 128 px is larger than its 64×64 px slices" in str(result.exception)
+    assert not (tmp_path / "run").exists()

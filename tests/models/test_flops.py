@@ -1,3 +1,5 @@
+import dataclasses
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -32,3 +34,14 @@ def test_paper_presets_cost_what_issue_12_measured():
     assert abs(sdm_forward_flops(PRESETS["paper"].sdm) / 3.42e12 - 1) < 0.02
     assert abs(sdm_forward_flops(PRESETS["tiny"].sdm) / 4.7e9 - 1) < 0.02
     assert abs(spade_forward_flops(PRESETS["paper"].spade) / 1.1e12 - 1) < 0.05
+
+
+def test_inpainting_a_64_px_window_costs_at_least_16_times_less_than_a_256_px_slice():
+    from lungforge.models.presets import inpaint_preset
+
+    paper = PRESETS["paper"]
+    window = inpaint_preset(paper, 64).sdm
+    assert window.attention_resolutions == (8, 4, 2) and window.context_channels == 2
+    # The first conv reads the context: the window model costs more than the same UNet without it.
+    assert sdm_forward_flops(window) > sdm_forward_flops(dataclasses.replace(window, context_channels=0))
+    assert sdm_forward_flops(paper.sdm) >= 16 * sdm_forward_flops(window)

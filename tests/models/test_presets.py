@@ -62,3 +62,18 @@ def test_invalid_values_are_rejected():
         SDMConfig(**(sdm_config_from_dict(base).__dict__ | {"norm_groups": 7}))
     with pytest.raises(ValueError, match="num_upsampling_layers"):
         SPADEConfig(image_size=64, num_upsampling_layers="most")
+
+
+def test_inpaint_preset_keeps_the_unet_and_refuses_a_window_it_cannot_halve():
+    from lungforge.errors import LungforgeError
+    from lungforge.models.presets import inpaint_preset
+
+    tiny = PRESETS["tiny"]
+    window = inpaint_preset(tiny, 32)
+    assert window.name == "tiny" and window.spade == tiny.spade
+    sdm = window.sdm
+    assert (sdm.image_size, sdm.context_channels, sdm.attention_resolutions) == (32, 2, (8,)) and sdm.inpaint
+    assert (sdm.model_channels, sdm.channel_mult, sdm.num_res_blocks) == (32, (1, 2, 2), 1)
+    assert not tiny.sdm.inpaint
+    with pytest.raises(LungforgeError, match="--window 30: image_size must be a positive multiple of 2\\*\\*2"):
+        inpaint_preset(tiny, 30)
