@@ -250,7 +250,7 @@ def _fit(
     preset: Preset,
     config: SDMConfig | SPADEConfig,
 ) -> TrainResult:
-    store = open_store(options.data)
+    store = open_store(options.data, lock_for_reading=True)  # held until the run ends: no writer replaces it meanwhile
     slices = open_train_split(store, config.image_size)
     store_fingerprint = store.fingerprint()
     out = Path(options.out)
