@@ -48,6 +48,7 @@ def open_real(path: str | os.PathLike) -> Store:
     `open_store(lock_for_reading=True)`), so no lungforge writer replaces it during the benchmark."""
     store = open_store(path, lock_for_reading=True)
     if store.kind != "real":
+        store.close()
         raise SchemaError(f"{path}: kind is {store.kind!r}, expected 'real' for --real")
     return store
 
@@ -60,6 +61,15 @@ def open_synthetic(path: str | os.PathLike, real: Store, *, need_nodules: bool =
     store and (when `need_nodules`) at least one nodule slice. Held shared like `open_real`.
     """
     store = open_store(path, lock_for_reading=True)
+    try:
+        _check_synthetic(path, store, real, need_nodules)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _check_synthetic(path: str | os.PathLike, store: Store, real: Store, need_nodules: bool) -> None:
     if store.kind != "synthetic":
         raise SchemaError(f"{path}: kind is {store.kind!r}, expected 'synthetic' for --synthetic")
     made_from = store.input_fingerprint()
@@ -89,7 +99,6 @@ def open_synthetic(path: str | os.PathLike, real: Store, *, need_nodules: bool =
             raise SchemaError(f"{path}: nodules/{column} spans [{rows.min()}, {rows.max()}], expected -1 or rows of the real store's {n_rows} nodules")
     if need_nodules and not store.meta("has_nodule").any():
         raise SchemaError(f"{path}: has no nodule slices; detect/localize need synthetic slices with nodules")
-    return store
 
 
 def nodule_boxes(store: Store) -> list[np.ndarray]:
