@@ -587,13 +587,10 @@ _MISSING_CHUNK = 2**64 - 1
 """Offset and length of an absent inner chunk in a shard index."""
 
 
-def _tail(path: Path, n: int, end_offset: int | None = None) -> bytes:
-    """The `n` bytes of file `path` ending at `end_offset` (default: the end of the file)."""
-    with open(path, "rb") as fh:
-        if end_offset is None:
-            fh.seek(-n, os.SEEK_END)
-        else:
-            fh.seek(end_offset - n)
+def _tail(path: Path, n: int) -> bytes:
+    """The last `n` bytes of file `path`."""
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(-n, os.SEEK_END)
         return fh.read(n)
 
 
@@ -603,23 +600,24 @@ def _shard_checksums(path: Path, key: str, arr: "zarr.Array") -> bytes:
 
     Inner chunks past the array's end (left from before a store was shrunk) are not content.
     """
-    per_shard = tuple(s // c for s, c in zip(arr.shards, arr.chunks))
+    chunks, shape = tuple(arr.chunks), tuple(arr.shape)
+    per_shard = tuple(s // c for s, c in zip(arr.shards, chunks))
     n_inner = int(np.prod(per_shard))
-    shard_coords = [int(c) for c in key.split("/c/")[-1].split("/")]
+    shard_coords = np.array([int(c) for c in key.split("/c/")[-1].split("/")])
+    inner = np.indices(per_shard).reshape(len(per_shard), -1).T  # C order, as the shard index
+    inside = ((shard_coords * per_shard + inner) * chunks < shape).all(axis=1)
     out = bytearray()
-    with open(path, "rb") as fh:
-        fh.seek(-(16 * n_inner + 4), os.SEEK_END)
-        index = np.frombuffer(fh.read(16 * n_inner), dtype="<u8").reshape(n_inner, 2)
-        for i, inner in enumerate(np.ndindex(*per_shard)):
-            coords = [s * p + c for s, p, c in zip(shard_coords, per_shard, inner)]
-            if any(c * step >= size for c, step, size in zip(coords, arr.chunks, arr.shape)):
-                continue
-            offset, nbytes = (int(v) for v in index[i])
-            if offset == _MISSING_CHUNK:
-                out += b"none"
-                continue
-            fh.seek(offset + nbytes - 4)
-            out += fh.read(4)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        index_bytes = 16 * n_inner
+        index_at = os.fstat(fd).st_size - index_bytes - 4
+        if index_at < 0:
+            raise ValueError(f"{key}: shorter than its shard index")
+        index = np.frombuffer(os.pread(fd, index_bytes, index_at), dtype="<u8").reshape(n_inner, 2)
+        for offset, nbytes in index[inside].tolist():
+            out += b"none" if offset == _MISSING_CHUNK else os.pread(fd, 4, offset + nbytes - 4)
+    finally:
+        os.close(fd)
     return bytes(out)
 
 
