@@ -499,6 +499,7 @@ class Store:
             raise ValueError(f"block shape mismatch: image {image.shape}, label {label.shape}, store {self.shape_hw}")
         if start + n > len(self):
             raise ValueError(f"block [{start}, {start + n}) exceeds store capacity {len(self)}")
+        self._digests = None
         with _writing(self.path):
             self._writable("image")[start : start + n] = image
             self._writable("label")[start : start + n] = label
@@ -506,6 +507,7 @@ class Store:
     def write_meta(self, start: int, meta: dict[str, np.ndarray]) -> None:
         """Write meta columns for slices [start, start+n). `done` should be written last."""
         self._require_writable()
+        self._digests = None
         dtypes = _meta_dtypes(self.kind)
         for name, values in meta.items():
             if name not in dtypes:
@@ -576,7 +578,7 @@ class Store:
                     lost = [key for key, _, present in self.stored_blocks(name) if not present]
                     if lost:
                         raise SchemaError(f"{self.path}: {len(lost)} chunks of {name} were never written (first {lost[0]}); the store stays incomplete")
-            self._digests = None
+            self._digests = None  # resized and replaced arrays above
             content = {"fingerprint": self.fingerprint(), "arrays": self.content_digests()}
             self._group.attrs.update({**(attrs or {}), "content": content, "complete": True})
         self._meta_cache.clear()
