@@ -5,7 +5,8 @@ safetensors metadata, see `lungforge.models.checkpoint`). Entries come from the 
 `weights/manifest.toml` (override with `$LUNGFORGE_MANIFEST`) with the user registry
 `$LUNGFORGE_HOME/registry.toml` (imported weights) merged over it. Downloads land in
 `$LUNGFORGE_HOME/weights/<name>.safetensors` (default home `~/.cache/lungforge`); every file is
-checked against its recorded size and sha256 before it is used.
+checked against its recorded size and sha256, and its embedded config against the entry's kind
+and preset, before it is used (so an SPADE file registered as `sdm` is refused, not run).
 
 Writers serialize on lock files in `$LUNGFORGE_HOME/locks/` (:mod:`lungforge.locks`): `import`
 holds `registry.lock` from its existence check to the registry write, and `pull` holds
@@ -152,6 +153,9 @@ class WeightsRegistry:
             return VerifyResult(
                 entry.name, "mismatch", path, entry.sha256, actual, f"expected sha256 {entry.sha256}, got {actual}"
             )
+        problem = _entry_disagrees(entry, path)
+        if problem:
+            return VerifyResult(entry.name, "mismatch", path, entry.sha256, actual, problem)
         return VerifyResult(entry.name, "ok", path, entry.sha256, actual)
 
     def verify(self, name: str | None = None) -> list[VerifyResult]:
@@ -179,12 +183,18 @@ class WeightsRegistry:
             where = "shipped with lungforge" if entry.path else f"imported into {self.user_registry}"
             problem = "is missing" if result.status == "missing" else f"fails verification ({result.detail})"
             raise RegistryError(f"weights {name!r} ({where}) at {result.path} {problem}")
+        if result.actual_sha256 == entry.sha256:  # the registered file itself: its entry is wrong
+            raise RegistryError(f"weights {name!r} in {self.manifest}: {result.detail}")
         if not entry.url:
             advice = entry.description or "train one with `lungforge train` and `lungforge weights import` it"
             raise RegistryError(f"weights {name!r} cannot be pulled: {self.manifest} gives no url. {advice}")
         if result.status == "mismatch":
             result.path.unlink()
-        return self._download(entry, progress)
+        path = self._download(entry, progress)
+        problem = _entry_disagrees(entry, path)
+        if problem:
+            raise RegistryError(f"weights {name!r} in {self.manifest}: {problem}")
+        return path
 
     def resolve(self, name_or_path: str, progress: ProgressFn | None = None) -> Path:
         """An existing path as is (run dir or `.safetensors`), else a registry name pulled and verified."""
@@ -268,6 +278,23 @@ def resolve_weights(
     """What `augment` and `bench` call: an existing run dir / `.safetensors`, or a registry name
     (pulled if needed and always sha256-verified before use)."""
     return (registry or WeightsRegistry()).resolve(name_or_path, progress)
+
+
+def _entry_disagrees(entry: WeightsEntry, path: Path) -> str:
+    """Why the checkpoint at `path` cannot be what `entry` registers (its kind or preset differs, or
+    its config is refused), or "" when it fits."""
+    from lungforge.errors import CheckpointError
+    from lungforge.models.checkpoint import checkpoint_config
+
+    try:
+        _, kind, preset, _ = checkpoint_config(path)
+    except CheckpointError as exc:
+        return str(exc)
+    if kind != entry.kind:
+        return f"registered as kind {entry.kind!r}, but {path} holds a {kind!r} model"
+    if preset != entry.preset:
+        return f"registered as preset {entry.preset!r}, but {path} was trained with preset {preset!r}"
+    return ""
 
 
 def _fetch(entry: WeightsEntry, part: Path, offset: int, progress: ProgressFn | None) -> None:

@@ -283,3 +283,28 @@ def test_shipped_weights_found_in_wheel_and_checkout_layouts(tmp_path: Path, mon
     (wheel / "weights" / "manifest.toml").write_text("")
     monkeypatch.setattr(registry_module, "__file__", str(wheel / "registry.py"))
     assert registry_module.shipped_manifest() == wheel / "weights" / "manifest.toml"
+
+
+def test_an_entry_whose_kind_differs_from_its_file_is_refused_at_verify_and_use(tmp_path: Path, home: Path, weights_bytes: bytes) -> None:
+    """Issue 19 item 7: a SPADE file registered as `sdm` must not run (its --sampler would be ignored)."""
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "w.safetensors").write_bytes(weights_bytes)
+    manifest = _manifest(shipped, "", weights_bytes, kind="sdm", path="w.safetensors")
+    registry = WeightsRegistry(manifest=manifest)
+    [result] = registry.verify("demo")
+    assert result.status == "mismatch" and result.detail.startswith("registered as kind 'sdm', but ") and "holds a 'spade' model" in result.detail
+    with pytest.raises(RegistryError, match="registered as kind 'sdm'"):
+        resolve_weights("demo", registry=registry)
+    assert (shipped / "w.safetensors").read_bytes() == weights_bytes  # the file itself is kept
+
+
+def test_a_downloaded_file_of_another_preset_is_refused_and_not_fetched_again(tmp_path: Path, home: Path, server, weights_bytes: bytes) -> None:
+    url, state = server
+    state.files["/w.safetensors"] = weights_bytes
+    registry = WeightsRegistry(manifest=_manifest(tmp_path, url + "/w.safetensors", weights_bytes, preset="paper"))
+    with pytest.raises(RegistryError, match="registered as preset 'paper', but .* was trained with preset 'custom'"):
+        registry.pull("demo")
+    with pytest.raises(RegistryError, match="registered as preset 'paper'"):
+        registry.pull("demo")
+    assert len(state.ranges) == 1  # the cached file is the registered one: its entry is wrong, no refetch

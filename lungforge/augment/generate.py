@@ -92,8 +92,20 @@ def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Sy
 
 
 def load_inputs(options: AugmentOptions, device: torch.device) -> _Inputs:
-    """Open the real store and the weights, and check the layout request can be met (no writes)."""
-    real = open_store(options.data)
+    """Open the real store and the weights, and check the layout request can be met (no writes).
+
+    The real store is held shared (`open_store(lock_for_reading=True)`) until its `close()`, so no
+    lungforge writer replaces it while its label maps are read.
+    """
+    real = open_store(options.data, lock_for_reading=True)
+    try:
+        return _load_inputs(options, device, real)
+    except BaseException:
+        real.close()
+        raise
+
+
+def _load_inputs(options: AugmentOptions, device: torch.device, real: Store) -> _Inputs:
     if real.kind != "real":
         raise InputError(f"--data {options.data}: store kind is {real.kind!r}, expected a 'real' store (synthetic slices cannot seed new ones)")
     synthesizer = _generator(options, real, device)
@@ -372,7 +384,8 @@ def augment(options: AugmentOptions, progress: Progress | None = None) -> Augmen
     Returns the report on rank 0 and None on the other ranks. Nothing is written when the
     inputs, weights or layout request are invalid, when `out` exists without resume/overwrite,
     overlaps an input or is a real store. Rank 0 holds `<out>.lock` for the whole run, so a
-    second augment into the same `out` is refused (LockError) while the first one lives.
+    second augment into the same `out` is refused (LockError) while the first one lives, and
+    every rank holds `<data>.lock` shared, so `prepare --overwrite` of `data` is refused meanwhile.
     """
     info = dist_info_from_env()
     check_output(options)
@@ -384,8 +397,8 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
     started = time.perf_counter()
     device = resolve_device(options.device, info.local_rank)
     inputs = load_inputs(options, device)
-    init_process_group(info, device)
     try:
+        init_process_group(info, device)
         store = _open_output(options, inputs, info)
         threshold = store.attrs.get("min_contrast_hu")
         shard = options.shard_size
@@ -427,3 +440,4 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
         return report
     finally:
         destroy_process_group()
+        inputs.real.close()

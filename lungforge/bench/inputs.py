@@ -44,9 +44,11 @@ def parse_synthetic(texts: list[str]) -> list[SyntheticSpec]:
 
 
 def open_real(path: str | os.PathLike) -> Store:
-    """Open a store and check that it holds real slices."""
-    store = open_store(path)
+    """Open a store and check that it holds real slices; held shared until the process ends (see
+    `open_store(lock_for_reading=True)`), so no lungforge writer replaces it during the benchmark."""
+    store = open_store(path, lock_for_reading=True)
     if store.kind != "real":
+        store.close()
         raise SchemaError(f"{path}: kind is {store.kind!r}, expected 'real' for --real")
     return store
 
@@ -56,17 +58,31 @@ def open_synthetic(path: str | os.PathLike, real: Store, *, need_nodules: bool =
 
     It must be kind 'synthetic', record `real`'s fingerprint as its input (so `meta/source` and
     the nodule sources index `real`), have the real store's label set, sources inside the real
-    store and (when `need_nodules`) at least one nodule slice.
+    store and (when `need_nodules`) at least one nodule slice. Held shared like `open_real`.
     """
-    store = open_store(path)
+    store = open_store(path, lock_for_reading=True)
+    try:
+        _check_synthetic(path, store, real, need_nodules)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _check_synthetic(path: str | os.PathLike, store: Store, real: Store, need_nodules: bool) -> None:
     if store.kind != "synthetic":
         raise SchemaError(f"{path}: kind is {store.kind!r}, expected 'synthetic' for --synthetic")
     made_from = store.input_fingerprint()
     if made_from != real.fingerprint():
+        if made_from is not None and made_from == real.legacy_fingerprint():
+            raise InputError(
+                f"{path}: records --real {real.path} by its name-based fingerprint {made_from} (lungforge before content "
+                "fingerprints), which cannot show whether the real store changed since; make it again with `lungforge augment`"
+            )
         recorded = "records no input fingerprint" if made_from is None else f"was made from a real store with fingerprint {made_from}"
         raise InputError(
-            f"{path}: {recorded}, but --real {real.path} has fingerprint {real.fingerprint()}; "
-            "bench a synthetic store against the real store it was made from"
+            f"{path}: {recorded}, but --real {real.path} has content fingerprint {real.fingerprint()}; "
+            "bench a synthetic store against the real store it was made from, unchanged"
         )
     if store.attrs.get("labels") != real.attrs.get("labels"):
         raise SchemaError(f"{path}: label set {store.attrs.get('labels')} differs from the real store's {real.attrs.get('labels')}")
@@ -83,7 +99,6 @@ def open_synthetic(path: str | os.PathLike, real: Store, *, need_nodules: bool =
             raise SchemaError(f"{path}: nodules/{column} spans [{rows.min()}, {rows.max()}], expected -1 or rows of the real store's {n_rows} nodules")
     if need_nodules and not store.meta("has_nodule").any():
         raise SchemaError(f"{path}: has no nodule slices; detect/localize need synthetic slices with nodules")
-    return store
 
 
 def nodule_boxes(store: Store) -> list[np.ndarray]:

@@ -149,7 +149,8 @@ def info(
         bool,
         typer.Option(
             "--verify",
-            help="Also read every chunk (crc32c checksums) and check the counts against the metadata; "
+            help="Also read every chunk (crc32c checksums), compare each array with the content recorded when "
+            "the store was finished, check the counts against the metadata and every box against its label map; "
             "exit 1 naming each damaged array and chunk.",
         ),
     ] = False,
@@ -179,7 +180,12 @@ def info(
         return
     if checked is not None:
         sums = "crc32c checksums ok" if checked.checksums else "no checksums (store written before lungforge recorded them)"
-        err_console.print(f"verified: {checked.objects_read} shards/chunks of {checked.arrays} arrays read, {sums}, counts consistent", highlight=False, soft_wrap=True)
+        content = "content as recorded" if checked.content_recorded else "no recorded content to compare (store finished before lungforge recorded it)"
+        err_console.print(
+            f"verified: {checked.objects_read} shards/chunks of {checked.arrays} arrays read, {sums}, {content}, "
+            f"counts consistent, {checked.boxes_checked} boxes match their label maps",
+            highlight=False, soft_wrap=True,
+        )
     from rich.console import Console
 
     console = Console()

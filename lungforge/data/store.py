@@ -25,6 +25,13 @@ crc32c checksum (zarr's `crc32c` codec after zstd; shard indexes have their own)
 chunk is written even when it equals the fill value, so in a complete store a chunk that is not
 there was lost. Reading such a store raises :class:`CorruptStoreError` for a missing chunk
 instead of returning zeros; `lungforge info --verify` (:mod:`lungforge.data.verify`) reads all.
+
+Fingerprint: :meth:`Store.fingerprint` hashes content, never names, paths or creation times: per
+array, its shape, dtype and the crc32c of every chunk in chunk order (read from the shard indexes
+and chunk tails, a few bytes per chunk). A store without checksums (written before lungforge
+recorded them) is fingerprinted by hashing every stored byte instead, which reads it whole.
+:meth:`Store.finalize` records the per-array digests in the `content` attribute, so
+`info --verify` can tell arrays rewritten or swapped in after the store was finished.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
+import hashlib
 import io
 import json
 import os
@@ -46,6 +54,7 @@ import numpy as np
 
 from lungforge.errors import CorruptStoreError, OutputError, SchemaError
 from lungforge.labels import labels_attr
+from lungforge.locks import ReadLock
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -297,11 +306,18 @@ class StoreSummary:
 class Store:
     """An open lungforge slice store. Read with :attr:`image`, :attr:`label`, :meth:`meta`."""
 
-    def __init__(self, path: Path, group: "zarr.Group", mode: str):
+    def __init__(self, path: Path, group: "zarr.Group", mode: str, read_lock: ReadLock | None = None):
         self.path = path
         self._group = group
         self.mode = mode
         self._meta_cache: dict[str, np.ndarray] = {}
+        self._digests: dict[str, str] | None = None
+        self._read_lock = read_lock
+
+    def close(self) -> None:
+        """Release the shared lock taken by ``open_store(..., lock_for_reading=True)`` (idempotent)."""
+        if self._read_lock is not None:
+            self._read_lock.release()
 
     # -- reading -----------------------------------------------------------------------------
     @property
@@ -370,22 +386,53 @@ class Store:
         return recorded.get("fingerprint") if isinstance(recorded, dict) else None
 
     def fingerprint(self) -> str:
-        """A short stable id of the store: schema, size, series, creation time and the random
-        `store_id` drawn at creation, so two preparations of the same data never share one."""
-        import hashlib
+        """16 hex digits identifying the store's content (every array, see the module docstring).
 
+        Equal content gives equal fingerprints; any rewritten chunk changes it. Computed once per
+        open store (a reader holds the store's lock, so it cannot change meanwhile).
+        """
+        payload = json.dumps({"schema": self.attrs.get("schema"), "arrays": self.content_digests()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def content_digests(self) -> dict[str, str]:
+        """Per array of :meth:`array_names`, 16 hex digits of sha256 over its shape, dtype and chunks'
+        crc32c checksums (or, in a store without checksums, its stored bytes)."""
+        if self._digests is None:
+            self._digests = {name: self._array_digest(name) for name in self.array_names()}
+        return dict(self._digests)
+
+    def recorded_digests(self) -> dict[str, str] | None:
+        """The digests :meth:`finalize` recorded (None for stores finished before they were recorded)."""
+        recorded = self.attrs.get("content")
+        return dict(recorded["arrays"]) if isinstance(recorded, dict) and isinstance(recorded.get("arrays"), dict) else None
+
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint lungforge recorded before fingerprints hashed content (schema, size,
+        series, creation time, store id), used only to explain a refusal of stores made then."""
         payload = json.dumps(
-            {
-                "schema": self.attrs.get("schema"),
-                "n": len(self),
-                "hw": self.shape_hw,
-                "series": self.series_uids,
-                "created": self.attrs.get("created"),
-                "store_id": self.attrs.get("store_id"),
-            },
+            {"schema": self.attrs.get("schema"), "n": len(self), "hw": self.shape_hw, "series": self.series_uids,
+             "created": self.attrs.get("created"), "store_id": self.attrs.get("store_id")},
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def _array_digest(self, name: str) -> str:
+        arr = self._group[name]
+        digest = hashlib.sha256(json.dumps({"shape": list(arr.shape), "dtype": str(arr.dtype)}).encode())
+        for key, _, present in self.stored_blocks(name):
+            digest.update(key.encode())
+            try:
+                if not present:
+                    digest.update(b"missing")
+                elif not self.checked:
+                    digest.update(hashlib.sha256((self.path / key).read_bytes()).digest())
+                elif arr.shards:
+                    digest.update(_shard_checksums(self.path / key, key, arr))
+                else:
+                    digest.update(_tail(self.path / key, 4))
+            except (OSError, ValueError):
+                raise CorruptStoreError(f"{self.path}: {key} is damaged (its chunk checksums cannot be read); run `lungforge info {self.path} --verify`") from None
+        return digest.hexdigest()[:16]
 
     def summary(self) -> StoreSummary:
         """Counts by split, fold and nodule size, as `lungforge info` prints them."""
@@ -492,6 +539,7 @@ class Store:
             raise ValueError(f"block shape mismatch: image {image.shape}, label {label.shape}, store {self.shape_hw}")
         if start + n > len(self):
             raise ValueError(f"block [{start}, {start + n}) exceeds store capacity {len(self)}")
+        self._digests = None
         with _writing(self.path):
             self._writable("image")[start : start + n] = image
             self._writable("label")[start : start + n] = label
@@ -499,6 +547,7 @@ class Store:
     def write_meta(self, start: int, meta: dict[str, np.ndarray]) -> None:
         """Write meta columns for slices [start, start+n). `done` should be written last."""
         self._require_writable()
+        self._digests = None
         dtypes = _meta_dtypes(self.kind)
         for name, values in meta.items():
             if name not in dtypes:
@@ -572,9 +621,49 @@ class Store:
                     lost = [key for key, _, present in self.stored_blocks(name) if not present]
                     if lost:
                         raise SchemaError(f"{self.path}: {len(lost)} chunks of {name} were never written (first {lost[0]}); the store stays incomplete")
-            self._group.attrs.update({**(attrs or {}), "complete": True})
+            self._digests = None  # resized and replaced arrays above
+            content = {"fingerprint": self.fingerprint(), "arrays": self.content_digests()}
+            self._group.attrs.update({**(attrs or {}), "content": content, "complete": True})
         self._meta_cache.clear()
         self.clear_parts()
+
+
+_MISSING_CHUNK = 2**64 - 1
+"""Offset and length of an absent inner chunk in a shard index."""
+
+
+def _tail(path: Path, n: int) -> bytes:
+    """The last `n` bytes of file `path`."""
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(-n, os.SEEK_END)
+        return fh.read(n)
+
+
+def _shard_checksums(path: Path, key: str, arr: "zarr.Array") -> bytes:
+    """The crc32c of each inner chunk of the shard file `path` (`key`) that lies inside the array,
+    in chunk order (b"none" for an absent one), read from the shard index at the file's end.
+
+    Inner chunks past the array's end (left from before a store was shrunk) are not content.
+    """
+    chunks, shape = tuple(arr.chunks), tuple(arr.shape)
+    per_shard = tuple(s // c for s, c in zip(arr.shards, chunks))
+    n_inner = int(np.prod(per_shard))
+    shard_coords = np.array([int(c) for c in key.split("/c/")[-1].split("/")])
+    inner = np.indices(per_shard).reshape(len(per_shard), -1).T  # C order, as the shard index
+    inside = ((shard_coords * per_shard + inner) * chunks < shape).all(axis=1)
+    out = bytearray()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        index_bytes = 16 * n_inner
+        index_at = os.fstat(fd).st_size - index_bytes - 4
+        if index_at < 0:
+            raise ValueError(f"{key}: shorter than its shard index")
+        index = np.frombuffer(os.pread(fd, index_bytes, index_at), dtype="<u8").reshape(n_inner, 2)
+        for offset, nbytes in index[inside].tolist():
+            out += b"none" if offset == _MISSING_CHUNK else os.pread(fd, 4, offset + nbytes - 4)
+    finally:
+        os.close(fd)
+    return bytes(out)
 
 
 def _replace_array(group: "zarr.Group", name: str, data: np.ndarray, chunk: int) -> None:
@@ -623,7 +712,9 @@ def create_store(
     `shard_slices` (default 64) is the number of slices per shard and per meta chunk; smaller
     values exist for tests.
     Refuses to touch an existing path unless `overwrite`, and even then only deletes a path that
-    is a lungforge store (never an unrelated directory).
+    is a lungforge store (never an unrelated directory). Callers hold the store's lock
+    (:func:`lungforge.locks.hold_lock`), which a reader of the store holds shared, so a store
+    being read is never replaced.
     """
     path = Path(path)
     if not 0 <= capacity <= MAX_SLICES:
@@ -723,9 +814,26 @@ def _require_array(path: Path, group: "zarr.Group", name: str) -> None:
         raise SchemaError(f"{path}: unreadable metadata {name}/zarr.json ({exc})") from None
 
 
-def open_store(path: str | os.PathLike, mode: Literal["r", "r+"] = "r", require_complete: bool = True) -> Store:
-    """Open and validate a lungforge store; raise :class:`SchemaError` naming what is wrong."""
+def open_store(
+    path: str | os.PathLike, mode: Literal["r", "r+"] = "r", require_complete: bool = True, *, lock_for_reading: bool = False
+) -> Store:
+    """Open and validate a lungforge store; raise :class:`SchemaError` naming what is wrong.
+
+    `lock_for_reading`: take the store's lock shared before opening and hold it until
+    :meth:`Store.close` (or the process ends), so that no lungforge writer replaces or rewrites
+    the store while it is read (LockError now if one is writing it).
+    """
     path = Path(path)
+    read_lock = ReadLock(path) if lock_for_reading and path.exists() else None
+    try:
+        return _open_store(path, mode, require_complete, read_lock)
+    except BaseException:
+        if read_lock is not None:
+            read_lock.release()
+        raise
+
+
+def _open_store(path: Path, mode: Literal["r", "r+"], require_complete: bool, read_lock: ReadLock | None) -> Store:
     if not path.exists():
         raise SchemaError(f"{path}: no such store")
     if not (path / "zarr.json").is_file():
@@ -756,7 +864,7 @@ def open_store(path: str | os.PathLike, mode: Literal["r", "r+"] = "r", require_
             warnings.simplefilter("ignore")
             strict = _StrictChunks(LocalStore(str(path), read_only=True), path)
             group = zarr.open_group(store=strict, mode="r", zarr_format=3)
-    store = Store(path, group, mode)
+    store = Store(path, group, mode, read_lock)
     n = len(store)
     if store.label.shape != store.image.shape or store.image.dtype != np.uint8:
         raise SchemaError(f"{path}: image {store.image.shape} {store.image.dtype} and label {store.label.shape} must be equal (N, H, W) uint8")

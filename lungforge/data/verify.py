@@ -1,8 +1,19 @@
-"""`lungforge info --verify`: read every chunk of a store and check its counts against its metadata.
+"""`lungforge info --verify`: read every chunk of a store and check it against its checksums, its
+recorded content and its tables.
+
+Checks: every chunk present and matching its crc32c; every array's content equal to what was
+recorded when the store was finished (:meth:`Store.recorded_digests`: catches chunks rewritten
+with valid checksums, or shards swapped in from another store); the tables' counts and codes;
+`meta/has_nodule` against each slice's nodule (label 5) pixels; and every box against its
+slice's label map: it must cover nodule pixels and not reach past the nodule (8-connected label-5
+component) it covers by more than :data:`BOX_TOLERANCE_PX`, and every nodule component must lie
+in a box.
 
 Each problem is one line naming the array and the chunk (or the rows) at fault. Stores written
 before checksums existed (no `integrity` attribute) are still read and counted, but a chunk absent
-from them may be a legitimately unwritten all-zero chunk, so absence is not reported there.
+from them may be a legitimately unwritten all-zero chunk, so absence is not reported there, and
+damage inside a chunk cannot be told from data. Stores finished before content digests were
+recorded get every check except the content comparison.
 """
 
 from __future__ import annotations
@@ -11,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from lungforge.data.store import SPLIT_IDS, Store, open_store
 from lungforge.errors import CorruptStoreError
@@ -18,6 +30,8 @@ from lungforge.labels import NODULE, labels_attr
 
 MAX_PROBLEMS = 50
 """Problems listed in full; the rest are counted."""
+BOX_TOLERANCE_PX = 1.0
+"""How far (pixels) a box may reach past the nodule pixels it covers (rounding of float boxes)."""
 
 
 @dataclass(frozen=True)
@@ -25,14 +39,18 @@ class StoreVerification:
     """Outcome of :func:`verify_store`: `ok` when `problems` is empty.
 
     `checksums`: the store was written with crc32c checksums and every chunk (see
-    :mod:`lungforge.data.store`); `objects_read`: shards and unsharded chunks read.
+    :mod:`lungforge.data.store`); `content_recorded`: it records its arrays' content digests;
+    `objects_read`: shards and unsharded chunks read; `boxes_checked`: nodule boxes compared
+    with their slices' label maps.
     """
 
     path: str
     ok: bool
     checksums: bool
+    content_recorded: bool
     arrays: int
     objects_read: int
+    boxes_checked: int
     problems: list[str] = field(default_factory=list)
     more_problems: int = 0
 
@@ -61,6 +79,7 @@ def verify_store(path: str | os.PathLike) -> StoreVerification:
     label_max = 0
     read = 0
     readable: set[str] = set()
+    boxes = _BoxCheck(store)
     for name in store.array_names():
         array = store.array(name)
         intact = True
@@ -79,18 +98,108 @@ def verify_store(path: str | os.PathLike) -> StoreVerification:
             if name == "label" and data.size:
                 nodule_px[region[0]] = (data == NODULE).any(axis=(1, 2))
                 label_max = max(label_max, int(data.max()))
+                boxes.check(region[0].start, data)
         if intact:
             readable.add(name)
+    _check_content(store, problems)
     _check_counts(store, readable, nodule_px, label_max, problems)
+    if "label" in readable:
+        boxes.report(problems)
     return StoreVerification(
         path=str(store.path),
         ok=not problems.lines,
         checksums=store.checked,
+        content_recorded=store.recorded_digests() is not None,
         arrays=len(store.array_names()),
         objects_read=read,
+        boxes_checked=boxes.checked,
         problems=problems.lines,
         more_problems=problems.more,
     )
+
+
+def _check_content(store: Store, problems: _Problems) -> None:
+    """Each array's content digest against the one recorded when the store was finished."""
+    recorded = store.recorded_digests()
+    if recorded is None:
+        return
+    try:
+        now = store.content_digests()
+    except CorruptStoreError as exc:
+        problems.add(f"content: cannot be fingerprinted ({exc})")
+        return
+    for name in sorted(set(recorded) | set(now)):
+        if recorded.get(name) != now.get(name):
+            problems.add(
+                f"{name}: content differs from what was recorded when the store was finished "
+                f"(digest {now.get(name)}, recorded {recorded.get(name)}): chunks rewritten or swapped in from another store"
+            )
+
+
+class _BoxCheck:
+    """Boxes of the nodule table against the label maps, one block of slices at a time."""
+
+    def __init__(self, store: Store) -> None:
+        self.checked = 0
+        self.empty: list[tuple[int, int]] = []
+        self.beyond: list[tuple[int, int, str]] = []
+        self.unboxed: list[tuple[int, int]] = []
+        self.hw = store.shape_hw
+        self.rows_of: dict[int, np.ndarray] = {}
+        self.bbox = np.zeros((0, 4), dtype=np.float32)
+        try:
+            table = store.nodules()
+        except CorruptStoreError:
+            return  # reported by the chunk checks; boxes are then checked against no table
+        slices, bbox = table["slice"], table["bbox"]
+        if slices.shape[0] != bbox.shape[0]:
+            return  # reported by the table checks
+        rows = np.flatnonzero((slices >= 0) & (slices < len(store)) & np.isfinite(bbox).all(axis=1))
+        self.bbox = bbox
+        self.rows_of = {int(s): rows[slices[rows] == s] for s in np.unique(slices[rows])}
+
+    def check(self, start: int, labels: np.ndarray) -> None:
+        """Check the slices [start, start + len(labels)) given their (n, H, W) label maps."""
+        for offset in np.flatnonzero((labels == NODULE).any(axis=(1, 2)) | np.isin(np.arange(start, start + len(labels)), list(self.rows_of))):
+            index = start + int(offset)
+            self._check_slice(index, labels[offset] == NODULE, self.rows_of.get(index, np.zeros(0, dtype=np.int64)))
+
+    def _check_slice(self, index: int, nodule: np.ndarray, rows: np.ndarray) -> None:
+        components, count = ndimage.label(nodule, structure=np.ones((3, 3), dtype=bool))
+        extents = ndimage.find_objects(components)
+        boxed = np.zeros(count + 1, dtype=bool)
+        h, w = self.hw
+        for row in rows:
+            self.checked += 1
+            x0, y0, x1, y1 = (float(v) for v in self.bbox[row])
+            c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
+            c1, r1 = min(int(np.ceil(x1)), w), min(int(np.ceil(y1)), h)
+            touched = np.unique(components[r0:r1, c0:c1]) if r1 > r0 and c1 > c0 else np.zeros(0, dtype=int)
+            touched = touched[touched > 0]
+            if not touched.size:
+                self.empty.append((int(row), index))
+                continue
+            boxed[touched] = True
+            ys = [extents[t - 1][0] for t in touched]
+            xs = [extents[t - 1][1] for t in touched]
+            lo_x, hi_x = min(s.start for s in xs), max(s.stop for s in xs)
+            lo_y, hi_y = min(s.start for s in ys), max(s.stop for s in ys)
+            tol = BOX_TOLERANCE_PX
+            if x0 < lo_x - tol or y0 < lo_y - tol or x1 > hi_x + tol or y1 > hi_y + tol:
+                self.beyond.append((int(row), index, f"box x {x0:g}..{x1:g}, y {y0:g}..{y1:g}; nodule x {lo_x}..{hi_x}, y {lo_y}..{hi_y}"))
+        for component in np.flatnonzero(~boxed[1:]) + 1:
+            self.unboxed.append((index, int((components == component).sum())))
+
+    def report(self, problems: _Problems) -> None:
+        if self.empty:
+            row, index = self.empty[0]
+            problems.add(f"nodules/bbox: {len(self.empty)} of {self.checked} boxes cover no nodule pixel of their slice, first row {row} (slice {index})")
+        if self.beyond:
+            row, index, detail = self.beyond[0]
+            problems.add(f"nodules/bbox: {len(self.beyond)} of {self.checked} boxes reach past the nodule they cover, first row {row} (slice {index}: {detail})")
+        if self.unboxed:
+            index, pixels = self.unboxed[0]
+            problems.add(f"label: {len(self.unboxed)} nodules (label-5 components) lie in no box of nodules/bbox, first on slice {index} ({pixels} px)")
 
 
 def _locate(store: Store, name: str, key: str, region: tuple[slice, ...], problems: _Problems) -> None:

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from lungforge.errors import CheckpointError, LungforgeError
 from lungforge.labels import labels_attr
+from lungforge.models.bounds import check_dimensions, check_parameters, spade_parameters
 from lungforge.models.presets import (
     SDMConfig,
     SPADEConfig,
@@ -194,11 +195,20 @@ def read_checkpoint_meta(path: Path) -> tuple[Path, dict[str, Any]]:
     return weights, embedded if embedded is not None else beside
 
 
+def checkpoint_config(path: Path) -> tuple[Path, Kind, str, SDMConfig | SPADEConfig]:
+    """(weights file, kind, preset, config) of a checkpoint, validated and size-checked like
+    :func:`load_checkpoint`, without reading its tensors."""
+    weights, meta = read_checkpoint_meta(path)
+    return (weights, *_validate_meta(weights, meta))
+
+
 def load_checkpoint(path: Path, *, expect_kind: Kind | None = None, expect_preset: str | None = None) -> LoadedCheckpoint:
     """Load and validate a checkpoint directory or a self-describing `.safetensors` file.
 
     Raises CheckpointError on missing or corrupt files, an unknown format, a different label set,
-    a kind/preset other than the expected one, or tensors that do not fit a model of the config.
+    a config larger than the bounds of :mod:`lungforge.models.bounds` (checked before anything is
+    built), a kind/preset other than the expected one, or tensors that do not fit a model of the
+    config.
     """
     weights, meta = read_checkpoint_meta(path)
     kind, preset, config = _validate_meta(weights, meta)
@@ -327,6 +337,7 @@ def _validate_meta(weights: Path, meta: dict[str, Any]) -> tuple[Kind, str, SDMC
         raise CheckpointError(f"checkpoint {weights}: {exc}") from None
     if kind == "sdm":
         _validate_mode(weights, meta, config)
+    check_config_size(weights, kind, config)
     return kind, preset, config
 
 
@@ -342,6 +353,22 @@ def _validate_mode(weights: Path, meta: dict[str, Any], config: SDMConfig) -> No
             raise CheckpointError(f"checkpoint {weights} has edit_margin_px {margin!r}, expected a whole number >= 0")
         if meta.get("window") != config.image_size:
             raise CheckpointError(f"checkpoint {weights} has window {meta.get('window')!r}, expected its image_size {config.image_size}")
+
+
+def check_config_size(weights: Path, kind: Kind, config: SDMConfig | SPADEConfig) -> None:
+    """CheckpointError naming `weights` and the field when `config` exceeds the bounds of
+    :mod:`lungforge.models.bounds`; nothing is allocated (SPADE is counted from the config, the
+    SDM UNet on the meta device once its depth is bounded)."""
+    problem = check_dimensions(kind, config)
+    if problem is None:
+        if kind == "spade":
+            parameters = spade_parameters(config)  # type: ignore[arg-type]
+        else:
+            with torch.device("meta"):
+                parameters = sum(p.numel() for p in _new_model(kind, config).parameters())
+        problem = check_parameters(kind, config, parameters)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {weights}: {problem.message}; refusing to build it")
 
 
 def _new_model(kind: Kind, config: SDMConfig | SPADEConfig) -> torch.nn.Module:

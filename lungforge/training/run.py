@@ -272,7 +272,7 @@ def _fit(
     preset: Preset,
     config: SDMConfig | SPADEConfig,
 ) -> TrainResult:
-    store = open_store(options.data)
+    store = open_store(options.data, lock_for_reading=True)  # held until the run ends: no writer replaces it meanwhile
     inpaint = isinstance(config, SDMConfig) and config.inpaint
     slices = open_train_split(store, None if inpaint else config.image_size)
     store_fingerprint = store.fingerprint()
