@@ -143,27 +143,32 @@ def _p(value: float | None) -> str:
     return "–" if value is None else f"{value:.3g}"
 
 
+def _interval(low: float | None, high: float | None) -> str:
+    return "[n/a]" if low is None or high is None else f"[{100 * low:+.2f}, {100 * high:+.2f}]"
+
+
 def comparison_cells(comparison: dict[str, Any] | None) -> list[str]:
-    """Cells Δ vs reference in points [bootstrap 95 % CI], rank-sum p (min), signed-rank p (min)."""
+    """Cells Δ vs reference in points [bootstrap 95 % CI], rank-sum p (min), signed-rank p (min),
+    corrected resampled t-test p [its 95 % CI in points]."""
     if comparison is None:
-        return ["–", "–", "–"]
-    low, high = comparison["diff_ci95"]
-    diff = "n/a" if comparison["diff_mean"] is None else f"{100 * comparison['diff_mean']:+.2f} [{100 * (low or 0):+.2f}, {100 * (high or 0):+.2f}]"
+        return ["–", "–", "–", "–"]
+    diff = "n/a" if comparison["diff_mean"] is None else f"{100 * comparison['diff_mean']:+.2f} {_interval(*comparison['diff_ci95'])}"
     return [
         diff,
         f"{_p(comparison['p_rank_sum'])} (≥ {_p(comparison['p_rank_sum_min'])})",
         f"{_p(comparison['p_signed_rank'])} (≥ {_p(comparison['p_signed_rank_min'])})",
+        f"{_p(comparison['p_corrected_t'])} {_interval(*comparison['corrected_t_ci95'])}",
     ]
 
 
-COMPARISON_HEADERS = ("Δ vs A (pts) [95 % CI]", "p rank-sum (min)", "p signed-rank (min)")
+COMPARISON_HEADERS = ("Δ vs A (pts) [95 % CI]", "p rank-sum (min)", "p signed-rank (min)", "p corrected t [95 % CI]")
 
 
 def metric_table(section: dict[str, Any], metrics: tuple[str, ...], headers: tuple[str, ...]) -> list[str]:
     """Markdown rows: one per condition, metrics as mean ± std in %, then the comparison of the
     test metric with A (mean per-fold difference with bootstrap CI, rank-sum and signed-rank p,
     each with the smallest p reachable with these folds)."""
-    lines = ["| condition | " + " | ".join((*headers, *COMPARISON_HEADERS)) + " |", "|---" * (len(metrics) + 4) + "|"]
+    lines = ["| condition | " + " | ".join((*headers, *COMPARISON_HEADERS)) + " |", "|---" * (len(metrics) + len(COMPARISON_HEADERS) + 1) + "|"]
     for condition in section["conditions"]:
         row = section["summary"][condition]
         cells = [_pct(row["metrics"][m]) for m in metrics] + comparison_cells(row.get("comparison"))
