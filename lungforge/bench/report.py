@@ -20,7 +20,7 @@ from lungforge.bench.folds import leak_groups, real_groups
 from lungforge.bench.inputs import REFERENCE, SyntheticSpec, open_real, open_synthetic
 from lungforge.bench.localize import LocalizeConfig, run_localize
 from lungforge.bench.segmenter import SegmenterConfig
-from lungforge.bench.metrics import DETECT_METRICS, LOCALIZE_METRICS
+from lungforge.bench.metrics import DETECT_EXTRA_METRICS, DETECT_METRICS, LOCALIZE_EXTRA_METRICS, LOCALIZE_METRICS
 from lungforge.bench.selection import Selection, selected, selection_summary
 from lungforge.bench.stats import paper_p_note, summarize
 from lungforge.data.store import Store
@@ -102,8 +102,10 @@ def run_all(
         "fid": {**fid_section, "config": asdict(fid)},
         "fidelity": fidelity_section,
         "selection": selection_report(real, synthetic, detect.select, detect.folds, detect.real_split),
-        "detect": {**detect_result, "summary": summarize(detect_result, DETECT_METRICS, "accuracy"), "budget": budget(detect_result)},
-        "localize": {**localize_result, "summary": summarize(localize_result, LOCALIZE_METRICS, "AP50"), "budget": budget(localize_result)},
+        "detect": {**detect_result, "summary": summarize(detect_result, DETECT_METRICS + DETECT_EXTRA_METRICS, "accuracy"),
+                   "budget": budget(detect_result)},
+        "localize": {**localize_result, "summary": summarize(localize_result, LOCALIZE_METRICS + LOCALIZE_EXTRA_METRICS, "AP50"),
+                     "budget": budget(localize_result)},
         "controls": None,
         "figures": [str(p.relative_to(out)) for p in figures],
     }
@@ -174,6 +176,20 @@ def metric_table(section: dict[str, Any], metrics: tuple[str, ...], headers: tup
         cells = [_pct(row["metrics"][m]) for m in metrics] + comparison_cells(row.get("comparison"))
         lines.append(f"| {condition} | " + " | ".join(cells) + " |")
     return lines
+
+
+def extra_table(section: dict[str, Any], metrics: tuple[str, ...], headers: tuple[str, ...]) -> list[str]:
+    """Markdown rows of the metrics beside the paper's: mean ± std in % over the folds where the
+    metric is defined (n), one row per condition."""
+    lines = ["| condition | " + " | ".join(headers) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for condition in section["conditions"]:
+        stats = section["summary"][condition]["metrics"]
+        lines.append(f"| {condition} | " + " | ".join(f"{_pct(stats[m])} (n={stats[m]['n']})" for m in metrics) + " |")
+    return lines
+
+
+DETECT_EXTRA_HEADERS = ("AUROC (%)", "Recall < 6 mm (%)", "Recall 6–10 mm (%)", "Recall ≥ 10 mm (%)")
+LOCALIZE_EXTRA_HEADERS = ("CPM (%)", *(f"Sens @ {r} FP/slice (%)" for r in ("1/8", "1/4", "1/2", "1", "2", "4", "8")))
 
 
 def selection_lines(report: dict[str, Any]) -> list[str]:
@@ -253,10 +269,21 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         paper_p_note(),
         "",
+        "Beside the paper's metrics: AUROC of the classifier's logits; recall of the positive test patches by their "
+        "nodule's diameter (`nodules/diameter_mm`); n = folds where the metric is defined (a fold with no nodule of a size has none).",
+        "",
+        *extra_table(d, DETECT_EXTRA_METRICS, DETECT_EXTRA_HEADERS),
+        "",
         f"## II. Nodule localization ({loc['config']['folds']}-fold CV, Faster R-CNN {loc['config']['backbone']}-FPN; "
         "Δ and p: AP50 vs A, paired by fold)",
         "",
         *metric_table(loc, LOCALIZE_METRICS, ("AP50 (%)", "AP60 (%)", "AR50 (%)", "AR60 (%)", "AR70 (%)")),
+        "",
+        "Beside the paper's metrics: FROC over ALL test slices of a fold, nodule-free ones included (AP/AR use its nodule "
+        "slices only): sensitivity at 1/8 … 8 false positives per slice and their mean, LUNA16's CPM read per slice. A "
+        "detection hits a nodule when its box centre lies inside the nodule's box; each nodule counts once.",
+        "",
+        *extra_table(loc, LOCALIZE_EXTRA_METRICS, LOCALIZE_EXTRA_HEADERS),
         "",
         *controls_lines(report),
         "## Figures",

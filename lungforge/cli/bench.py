@@ -83,7 +83,8 @@ def _print_summary(title: str, result: dict, metrics: tuple[str, ...], test_metr
     summary = json_safe(summarize(result, metrics, test_metric))
     table = Table("condition", *metrics, *(f"{h} ({test_metric})" for h in COMPARISON_HEADERS), title=title)
     for condition, row in summary.items():
-        cells = [f"{100 * row['metrics'][m]['mean']:.2f} ± {100 * row['metrics'][m]['std']:.2f}" for m in metrics]
+        stats = [row["metrics"][m] for m in metrics]
+        cells = ["n/a" if v["mean"] is None else f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}" for v in stats]
         table.add_row(condition, *cells, *comparison_cells(row["comparison"]))
     err_console.print(table)
 
@@ -171,7 +172,7 @@ def detect(
     if json_out:
         print_json(json_safe(result))
     else:
-        _print_summary("detect", result, DETECT_METRICS, "accuracy")
+        _print_summary("detect", result, (*DETECT_METRICS, "auroc"), "accuracy")
 
 
 @bench_app.command("localize")
@@ -200,6 +201,7 @@ def localize(
     from lungforge.bench.selection import SELECTIONS
     from lungforge.device import resolve_device
     from lungforge.bench.localize import LocalizeConfig, run_localize
+    from lungforge.bench.froc import CPM
     from lungforge.bench.metrics import LOCALIZE_METRICS
     from lungforge.bench.report import json_safe
     from lungforge.cli.console import err_console, print_json, progress
@@ -220,7 +222,7 @@ def localize(
     if json_out:
         print_json(json_safe(result))
     else:
-        _print_summary("localize", result, LOCALIZE_METRICS, "AP50")
+        _print_summary("localize", result, (*LOCALIZE_METRICS, CPM), "AP50")
 
 
 @bench_app.command("all")
