@@ -38,7 +38,7 @@ class DemoOptions:
     steps: int = 10
     sdm_weights: str = "demo-sdm-tiny"
     spade_weights: str = "demo-spade-tiny"
-    segmenter_steps: int = 150
+    segmenter_steps: int = 300
     seed: int = 0
     device: str = "cpu"
 
