@@ -24,7 +24,7 @@ from lungforge.bench.budget import batch_indices, reference_steps
 from lungforge.bench.crossval import FoldRunner, cross_validate
 from lungforge.bench.folds import OUTSIDE, RealSplit, leak_groups, source_groups
 from lungforge.bench.inputs import REFERENCE
-from lungforge.bench.metrics import Confusion, classification_metrics
+from lungforge.bench.metrics import Confusion, auroc, classification_metrics, recall_by_size
 from lungforge.bench.patches import JITTER_PX, PATCH, PatchSet, sample_patches
 from lungforge.bench.selection import Selection, selected
 from lungforge.bench.seresnet import SEResNet
@@ -105,21 +105,31 @@ def train_classifier(train: PatchSet, config: DetectConfig, device: torch.device
 
 
 @torch.no_grad()
-def predict(model: SEResNet, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """(n,) 0/1 predictions (logit > 0) for (n, P, P) uint8 patches."""
+def predict_logits(model: SEResNet, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """(n,) float32 nodule logits for (n, P, P) uint8 patches (the prediction is logit > 0)."""
     model.eval()
-    out = [model(to_input(torch.from_numpy(images[i : i + batch_size]), device)) > 0 for i in range(0, len(images), batch_size)]
-    return torch.cat(out).cpu().numpy().astype(np.uint8) if out else np.zeros(0, np.uint8)
+    out = [model(to_input(torch.from_numpy(images[i : i + batch_size]), device)) for i in range(0, len(images), batch_size)]
+    return torch.cat(out).float().cpu().numpy() if out else np.zeros(0, np.float32)
 
 
-def run_fold(train: PatchSet, test: PatchSet, config: DetectConfig, device: torch.device, steps: int) -> dict[str, Any]:
-    """Train on `train` for `steps` optimiser steps, evaluate on `test`: metrics, confusion
-    counts, sizes, steps taken and seconds."""
+def run_fold(
+    train: PatchSet, test: PatchSet, config: DetectConfig, device: torch.device, steps: int, diameter_mm: np.ndarray
+) -> dict[str, Any]:
+    """Train on `train` for `steps` optimiser steps, evaluate on `test`: metrics (the paper's,
+    AUROC of the logits, recall per nodule size from `diameter_mm`, the diameter of each of the
+    test store's nodules), confusion counts, sizes, steps taken and seconds."""
     start = time.perf_counter()
     model, taken = train_classifier(train, config, device, steps)
-    cm = Confusion.from_predictions(test.target, predict(model, test.images, device))
+    logits = predict_logits(model, test.images, device)
+    predicted = logits > 0
+    cm = Confusion.from_predictions(test.target, predicted)
+    positive = test.target.astype(bool)
+    size_recall, size_count = recall_by_size(predicted[positive], diameter_mm[test.nodule[positive]])
     return {
         **classification_metrics(cm),
+        "auroc": auroc(test.target, logits),
+        **size_recall,
+        "test_positive_by_size": size_count,
         "confusion": dataclasses.asdict(cm),
         "optimizer_steps": taken,
         "train_patches": len(train),
@@ -146,6 +156,7 @@ def run_detect(
     def make_runner(groups: np.ndarray) -> FoldRunner:
         inside = np.flatnonzero(groups != OUTSIDE)
         real_patches = sample_patches(real, inside, groups[inside], config.size, config.seed, 0, config.patch, config.jitter_px)
+        diameter_mm = real.nodules()["diameter_mm"]
         syn_patches, leaks = {}, {}
         for stream, (name, store) in enumerate(synthetic.items(), start=1):
             used = np.flatnonzero(selected(store, config.select))
@@ -162,7 +173,7 @@ def run_detect(
                 train_sets.append(patches.select(~leaks[condition][patches.slice, fold]))
             test = real_patches.select(real_patches.group == fold)
             steps = reference_steps(len(reference), config.epochs, config.batch_size)
-            return run_fold(PatchSet.concat(train_sets, config.patch), test, config, device, steps)
+            return run_fold(PatchSet.concat(train_sets, config.patch), test, config, device, steps, diameter_mm)
 
         return runner
 

@@ -1,12 +1,16 @@
-"""`bench fidelity`: label fidelity of synthetic stores, measured offline.
+"""`bench fidelity`: label fidelity of synthetic stores, measured offline and cross-fitted.
 
-A segmenter trained on the real store's train split (:mod:`lungforge.bench.segmenter`) segments
-the real TEST slices (the ceiling: what real images score) and every synthetic slice; each is
-compared with the label map it was made from: per-class IoU, mIoU and the nodule hit rate per
-size bin (rule in :mod:`lungforge.bench.label_metrics`). Beside them, the Fréchet distance
-between the segmenter's bottleneck features of synthetic and real test slices, per subset
-(nodule, nodule-free, all), with :mod:`lungforge.bench.fid`'s maths: a domain feature distance
-that needs no downloaded weights, NOT comparable with published (Inception) FID.
+Two segmenters (:mod:`lungforge.bench.segmenter`), each trained on one half of the real train
+patients (:mod:`lungforge.bench.crossfit`), segment the real train slices of the OTHER half (the
+ceiling: what real images score) and every synthetic slice whose label map, image and nodule
+sources they did not train on; each slice is compared with the label map it was made from:
+per-class IoU, mIoU and the nodule hit rate per size bin (rule in
+:mod:`lungforge.bench.label_metrics`). Slices whose sources touch both halves are not scored
+(counted as `unscored`). Beside them, the Fréchet distance between the segmenters' bottleneck
+features of synthetic and real slices, per subset (nodule, nodule-free, all), with
+:mod:`lungforge.bench.fid`'s maths, computed per scoring segmenter in its own feature space and
+averaged weighted by the synthetic slices each scored: a domain feature distance that needs no
+downloaded weights, NOT comparable with published (Inception) FID.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from lungforge.bench.crossfit import HALVES, UNSCORED, real_scorers, synthetic_scorers
 from lungforge.bench.fid import SUBSETS, Moments, frechet_distance
 from lungforge.bench.label_metrics import HIT_IOU, NoduleHits, class_iou, confusion_matrix, mean_iou, size_bin_names
 from lungforge.bench.segmenter import Segmenter, SegmenterConfig, load_or_train
 from lungforge.bench.slices import read_resized
-from lungforge.data.store import SPLIT_IDS, Store
-from lungforge.errors import InputError
+from lungforge.data.store import Store
 from lungforge.labels import NUM_CLASSES
 
 REAL = "real"
@@ -32,42 +36,56 @@ HIT_RULE = (
     f"a nodule (4-connected nodule component of the label map at the working size) is hit when the predicted nodule "
     f"components touching it have IoU >= {HIT_IOU} with it, or the prediction is nodule at its centre"
 )
-FEATURE_NOTE = "Fréchet distance on the fidelity segmenter's bottleneck features vs the real test slices: NOT comparable with published FID"
+FEATURE_NOTE = (
+    "Fréchet distance on the fidelity segmenters' bottleneck features vs the real slices each scored, averaged over the two "
+    "segmenters: NOT comparable with published FID"
+)
 
 
 @dataclass
 class FidelityScore:
-    """Running agreement of predicted and given label maps, and feature moments by subset."""
+    """Running agreement of predicted and given label maps, and feature moments by subset, one set
+    per scoring segmenter (features of two networks live in two spaces)."""
 
     confusion: torch.Tensor
     hits: NoduleHits
-    moments: dict[str, Moments]
+    moments: list[dict[str, Moments]]
     slices: int = 0
 
     @classmethod
-    def empty(cls, dims: int) -> "FidelityScore":
-        return cls(torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64), NoduleHits.empty(), {s: Moments(dims) for s in SUBSETS})
+    def empty(cls, dims: int, scorers: int = 1) -> "FidelityScore":
+        moments = [{s: Moments(dims) for s in SUBSETS} for _ in range(scorers)]
+        return cls(torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64), NoduleHits.empty(), moments)
 
-    def add(self, segmenter: Segmenter, images: np.ndarray, labels: np.ndarray, pixel_area_mm2: np.ndarray, has_nodule: np.ndarray) -> None:
-        """Score slices: images and labels (N, S, S) uint8 at the working size, pixel areas (N,) mm², has_nodule (N,) bool."""
+    def add(
+        self, segmenter: Segmenter, images: np.ndarray, labels: np.ndarray, pixel_area_mm2: np.ndarray, has_nodule: np.ndarray, scorer: int = 0
+    ) -> None:
+        """Score slices with `segmenter` (scorer number `scorer`): images and labels (N, S, S) uint8 at
+        the working size, pixel areas (N,) mm², has_nodule (N,) bool."""
         pred, feats = segmenter.predict(images)
         self.confusion += confusion_matrix(torch.from_numpy(labels), torch.from_numpy(pred), self.confusion.shape[0])
         self.hits.add(labels, pred, pixel_area_mm2)
-        self.moments["all"].add(feats)
-        self.moments["nodule"].add(feats[has_nodule])
-        self.moments["nodule_free"].add(feats[~has_nodule])
+        moments = self.moments[scorer]
+        moments["all"].add(feats)
+        moments["nodule"].add(feats[has_nodule])
+        moments["nodule_free"].add(feats[~has_nodule])
         self.slices += len(images)
 
     def summary(self, reference: "FidelityScore | None") -> dict[str, Any]:
-        """{"slices", "iou": {class: IoU}, "miou", "nodule_hits": {...}, "feature_distance": {subset: {...}} or None}."""
+        """{"slices", "iou": {class: IoU}, "miou", "nodule_hits": {...}, "feature_distance": {subset: {...}} or None}.
+
+        A subset's "fd" is the Fréchet distance of each scorer's features to the reference's
+        features of the same scorer, averaged weighted by this score's slices (scorers with fewer
+        than 2 slices on either side are left out; None when none is left)."""
         iou = class_iou(self.confusion)
         distance = None
         if reference is not None:
             distance = {}
             for subset in SUBSETS:
-                r, s = reference.moments[subset], self.moments[subset]
-                fd = frechet_distance(*s.mean_cov(), *r.mean_cov()) if min(r.n, s.n) >= 2 else None
-                distance[subset] = {"fd": fd, "n_real": r.n, "n_synthetic": s.n}
+                pairs = [(r[subset], s[subset]) for r, s in zip(reference.moments, self.moments)]
+                fds = [(frechet_distance(*s.mean_cov(), *r.mean_cov()), s.n) for r, s in pairs if min(r.n, s.n) >= 2]
+                fd = sum(d * n for d, n in fds) / sum(n for _, n in fds) if fds else None
+                distance[subset] = {"fd": fd, "n_real": sum(r.n for r, _ in pairs), "n_synthetic": sum(s.n for _, s in pairs)}
         return {"slices": self.slices, "iou": iou, "miou": mean_iou(iou), "nodule_hits": self.hits.summary(), "feature_distance": distance}
 
 
@@ -78,19 +96,39 @@ def pixel_area_mm2(store: Store, rows: np.ndarray, size: int) -> np.ndarray:
     return spacing[:, 0] * (h / size) * spacing[:, 1] * (w / size)
 
 
-def score_store(segmenter: Segmenter, store: Store, rows: np.ndarray, progress: Any = None, label: str = "") -> FidelityScore:
-    """Score slices `rows` of `store` against their own label maps, in blocks of :data:`BLOCK`."""
+def score_rows(score: FidelityScore, segmenter: Segmenter, scorer: int, store: Store, rows: np.ndarray, progress: Any = None, task: Any = None) -> None:
+    """Add slices `rows` of `store`, segmented by `segmenter` (scorer number `scorer`), to `score`,
+    in blocks of :data:`BLOCK`."""
     size = segmenter.config.size
-    score = FidelityScore.empty(segmenter.model.feature_dims)
     has = store.meta("has_nodule")
-    task = progress.add_task(f"fidelity {label}", total=int(rows.size), status="") if progress else None
     for start in range(0, rows.size, BLOCK):
         block = rows[start : start + BLOCK]
         images, labels = read_resized(store, block, size)
-        score.add(segmenter, images, labels, pixel_area_mm2(store, block, size), has[block])
+        score.add(segmenter, images, labels, pixel_area_mm2(store, block, size), has[block], scorer)
         if progress:
             progress.advance(task, block.size)
+
+
+def score_store(segmenter: Segmenter, store: Store, rows: np.ndarray, progress: Any = None, label: str = "") -> FidelityScore:
+    """Score slices `rows` of `store` against their own label maps with one segmenter."""
+    score = FidelityScore.empty(segmenter.model.feature_dims)
+    task = progress.add_task(f"fidelity {label}", total=int(rows.size), status="") if progress else None
+    score_rows(score, segmenter, 0, store, rows, progress, task)
     return score
+
+
+def score_crossfit(segmenters: list[Segmenter], store: Store, scorer: np.ndarray, progress: Any = None, label: str = "") -> FidelityScore:
+    """Score every slice of `store` with the segmenter `scorer[i]` names ((N,) int; -1: not scored)."""
+    score = FidelityScore.empty(segmenters[0].model.feature_dims, len(segmenters))
+    task = progress.add_task(f"fidelity {label}", total=int((scorer != UNSCORED).sum()), status="") if progress else None
+    for h, segmenter in enumerate(segmenters):
+        score_rows(score, segmenter, h, store, np.flatnonzero(scorer == h), progress, task)
+    return score
+
+
+def scored_counts(scorer: np.ndarray) -> dict[str, Any]:
+    """{"scored_by": [slices scored by each segmenter], "unscored": slices whose sources touch both halves}."""
+    return {"scored_by": [int((scorer == h).sum()) for h in range(HALVES)], "unscored": int((scorer == UNSCORED).sum())}
 
 
 def compute_fidelity(
@@ -100,25 +138,27 @@ def compute_fidelity(
     device: torch.device,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Train or load the segmenter of (real, config) and score the real test slices and every store.
+    """Train or load the two cross-fitted segmenters of (real, config) and score the real train
+    slices (the ceiling: each half by the other half's segmenter) and every synthetic store.
 
-    Returns {"size", "quick", "config", "segmenter": {"path", "cached", ...}, "hit_rule",
-    "size_bins", "feature_note", "scores": {"real": ceiling, name: score}}; see
-    :meth:`FidelityScore.summary` for a score.
+    Returns {"size", "quick", "config", "segmenters": [{"path", "cached", "half", ...}, two],
+    "hit_rule", "size_bins", "feature_note", "scores": {"real": ceiling, name: score}}; a score is
+    :meth:`FidelityScore.summary` plus :func:`scored_counts`.
     """
-    test_rows = np.flatnonzero(real.meta("split") == SPLIT_IDS["test"])
-    if test_rows.size == 0:
-        raise InputError(f"{real.path}: no test-split slices; the fidelity ceiling needs real test patients")
-    segmenter = load_or_train(real, config, device, progress)
-    ceiling = score_store(segmenter, real, test_rows, progress, REAL)
-    scores = {REAL: ceiling.summary(None)}
+    real_scorer = real_scorers(real, config.seed)
+    segmenters = [load_or_train(real, config, device, progress, half=h) for h in range(HALVES)]
+    ceiling = score_crossfit(segmenters, real, real_scorer, progress, REAL)
+    scores = {REAL: {**ceiling.summary(None), **scored_counts(real_scorer[real_scorer != UNSCORED])}}
     for name, store in synthetic.items():
-        scores[name] = score_store(segmenter, store, np.arange(len(store)), progress, name).summary(ceiling)
+        scorer = synthetic_scorers(store, real, config.seed)
+        scores[name] = {**score_crossfit(segmenters, store, scorer, progress, name).summary(ceiling), **scored_counts(scorer)}
     return {
         "size": config.size,
         "quick": config.quick,
         "config": dataclasses.asdict(config),
-        "segmenter": {"path": str(segmenter.path), "cached": segmenter.cached, "feature_dims": segmenter.model.feature_dims, **segmenter.info},
+        "segmenters": [
+            {"path": str(s.path), "cached": s.cached, "feature_dims": s.model.feature_dims, **s.info} for s in segmenters
+        ],
         "hit_rule": HIT_RULE,
         "size_bins": size_bin_names(),
         "feature_note": FEATURE_NOTE,
@@ -134,12 +174,15 @@ def fidelity_markdown(section: dict[str, Any]) -> list[str]:
     """Markdown lines of the fidelity section: one row per condition, the real ceiling first."""
     classes = list(next(iter(section["scores"].values()))["iou"])
     bins = section["size_bins"]
-    head = ["condition", "slices", "mIoU (%)", *(f"IoU {c}" for c in classes), "nodule hit (%)", *(f"hit {b}" for b in bins),
+    head = ["condition", "slices", "unscored", "mIoU (%)", *(f"IoU {c}" for c in classes), "nodule hit (%)", *(f"hit {b}" for b in bins),
             "FD nodule", "FD nodule-free"]
+    segs = section["segmenters"]
     lines = [
-        f"Segmenter: UNet (width {section['config']['width']}) trained on the real train split at "
-        f"{section['size']}×{section['size']} px ({section['segmenter']['train_slices']} slices, "
-        f"{'cached' if section['segmenter']['cached'] else 'trained now'}); scored on the real test slices (ceiling) and every synthetic slice.",
+        f"Segmenters: two UNets (width {section['config']['width']}, {section['config']['steps']} steps each) at "
+        f"{section['size']}×{section['size']} px, each trained on half of the real train patients "
+        f"({' and '.join(str(s['train_slices']) for s in segs)} slices; {'cached' if all(s['cached'] for s in segs) else 'trained now'}). "
+        "Cross-fitted: each scores only slices whose label map, image and nodule sources it did not train on; the ceiling is the "
+        "real train slices, each half scored by the other half's segmenter; slices whose sources touch both halves are not scored.",
         f"Nodule hit: {section['hit_rule']}. FD: {section['feature_note']}.",
         "",
         "| " + " | ".join(head) + " |",
@@ -150,7 +193,7 @@ def fidelity_markdown(section: dict[str, Any]) -> list[str]:
         by = [f"{_num(hits['by_size'][b]['rate'], digits=0)} ({hits['by_size'][b]['nodules']})" for b in bins]
         fd = s["feature_distance"]
         fds = ["–", "–"] if fd is None else [_num(fd[k]["fd"], 1.0, 3) for k in ("nodule", "nodule_free")]
-        row = [f"{name} (ceiling)" if name == REAL else name, str(s["slices"]), _num(s["miou"]),
+        row = [f"{name} (ceiling)" if name == REAL else name, str(s["slices"]), str(s["unscored"]), _num(s["miou"]),
                *(_num(s["iou"][c]) for c in classes), f"{_num(hits['rate'])} ({hits['nodules']})", *by, *fds]
         lines.append("| " + " | ".join(row) + " |")
     return lines

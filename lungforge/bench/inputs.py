@@ -101,11 +101,16 @@ def _check_synthetic(path: str | os.PathLike, store: Store, real: Store, need_no
         raise SchemaError(f"{path}: has no nodule slices; detect/localize need synthetic slices with nodules")
 
 
+def nodule_rows(store: Store) -> list[np.ndarray]:
+    """Per slice, the rows (K,) int64 of its nodules in the store's nodule table, in table order."""
+    slices = store.nodules()["slice"]
+    order = np.argsort(slices, kind="stable")
+    bounds = np.searchsorted(slices[order], np.arange(len(store) + 1))
+    return [order[bounds[i] : bounds[i + 1]].astype(np.int64) for i in range(len(store))]
+
+
 def nodule_boxes(store: Store) -> list[np.ndarray]:
-    """Per slice, its nodule boxes (K, 4) float32 x0, y0, x1, y1 in pixels of the stored H, W."""
-    table = store.nodules()
-    order = np.argsort(table["slice"], kind="stable")
-    slices = table["slice"][order]
-    boxes = table["bbox"][order].astype(np.float32)
-    bounds = np.searchsorted(slices, np.arange(len(store) + 1))
-    return [boxes[bounds[i] : bounds[i + 1]] for i in range(len(store))]
+    """Per slice, its nodule boxes (K, 4) float32 x0, y0, x1, y1 in pixels of the stored H, W
+    (in the order of :func:`nodule_rows`)."""
+    boxes = store.nodules()["bbox"].astype(np.float32)
+    return [boxes[rows] for rows in nodule_rows(store)]

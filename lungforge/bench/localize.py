@@ -2,8 +2,9 @@
 
 Trains on nodule slices (plus, optionally, nodule-free slices as pure negatives) of the real
 training folds and, per condition, of one synthetic store's selected slices that do not touch the
-test fold; evaluates AP/AR on the test fold's real nodule slices. Same seeds, optimiser steps
-(sized from A) and schedule for every condition.
+test fold; evaluates AP/AR on the test fold's real nodule slices (as the paper) and the FROC
+(sensitivity at 1/8 … 8 false positives per slice, CPM) on all its real slices, nodule-free ones
+included. Same seeds, optimiser steps (sized from A) and schedule for every condition.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from lungforge.bench.batchnorm import recalibrate_batchnorm
 from lungforge.bench.budget import batch_indices, reference_steps
 from lungforge.bench.crossval import FoldRunner, cross_validate
+from lungforge.bench.froc import CPM, FROC_METRICS, froc
 from lungforge.bench.folds import OUTSIDE, RealSplit, leak_groups, source_groups
 from lungforge.bench.inputs import REFERENCE, nodule_boxes
 from lungforge.bench.metrics import detection_metrics
@@ -246,14 +248,25 @@ def predict(model: torch.nn.Module, images: np.ndarray, device: torch.device, ba
 
 
 def run_fold(
-    initial: torch.nn.Module, train: SliceSet, test: SliceSet, config: LocalizeConfig, device: torch.device, steps: int
+    initial: torch.nn.Module,
+    train: SliceSet,
+    test: SliceSet,
+    config: LocalizeConfig,
+    device: torch.device,
+    steps: int,
+    free_test: np.ndarray,
 ) -> dict[str, Any]:
-    """Train a copy of `initial` on `train` for `steps` optimiser steps, evaluate on `test`: AP/AR,
-    sizes, steps taken, seconds and a few example predictions."""
+    """Train a copy of `initial` on `train` for `steps` optimiser steps, evaluate: AP/AR on the
+    `test` nodule slices, FROC sensitivities and CPM (:mod:`lungforge.bench.froc`) on them plus
+    the fold's nodule-free slices `free_test` (F, S, S) uint8; sizes, steps taken, seconds and a
+    few example predictions."""
     start = time.perf_counter()
     model, taken = train_detector(copy.deepcopy(initial), train, config, device, steps)
     preds = predict(model, test.images, device)
     metrics = detection_metrics(preds, make_targets(test.boxes, torch.device("cpu")))
+    every = preds + predict(model, free_test, device)
+    truth = test.boxes + [np.zeros((0, 4), np.float32)] * free_test.shape[0]
+    curve = froc([p["boxes"].numpy() for p in every], [p["scores"].numpy() for p in every], truth)
     examples = [
         {
             "slice": int(test.index[i]),
@@ -265,6 +278,9 @@ def run_fold(
     ]
     return {
         **metrics,
+        **{k: curve[k] for k in (*FROC_METRICS, CPM)},
+        "froc_slices": curve["slices"],
+        "froc_false_positives": curve["false_positives"],
         "optimizer_steps": taken,
         "train_slices": int(train.images.shape[0]),
         "test_slices": int(test.images.shape[0]),
@@ -296,6 +312,14 @@ def run_localize(
             syn_sets[name] = load_slices(store, source_groups(store, real, groups), config.size, config.nodule_free_ratio, rng, selected(store, config.select))
             leaks[name] = leak_groups(store, real, groups)
         initial = build_model(config)  # built once: every fold and condition starts from these weights
+        free_rows = np.flatnonzero(~real.meta("has_nodule") & (groups != OUTSIDE))
+        free_test: dict[int, np.ndarray] = {}  # the current fold's nodule-free slices (folds run in order)
+
+        def nodule_free_test(fold: int) -> np.ndarray:
+            if fold not in free_test:
+                free_test.clear()
+                free_test[fold] = read_resized(real, free_rows[groups[free_rows] == fold], config.size, labels=False)[0]
+            return free_test[fold]
 
         def runner(fold: int, condition: str) -> dict[str, Any]:
             reference = real_set.select(real_set.group != fold)
@@ -305,7 +329,7 @@ def run_localize(
                 train_sets.append(slices.select(~leaks[condition][slices.index, fold]))
             test = real_set.select((real_set.group == fold) & test_mask)
             steps = reference_steps(reference.images.shape[0], config.epochs, config.batch_size)
-            return run_fold(initial, SliceSet.concat(train_sets), test, config, device, steps)
+            return run_fold(initial, SliceSet.concat(train_sets), test, config, device, steps, nodule_free_test(fold))
 
         return runner
 

@@ -1,4 +1,5 @@
-"""Per-fold metrics: binary classification from a confusion matrix, and COCO-style AP/AR at one IoU."""
+"""Per-fold metrics: binary classification from a confusion matrix, AUROC and recall per nodule
+size of the classifier, and COCO-style AP/AR at one IoU."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lungforge.bench.froc import CPM, FROC_METRICS
+
 DETECT_METRICS = ("accuracy", "precision", "recall", "specificity", "f1")
 LOCALIZE_METRICS = ("AP50", "AP60", "AR50", "AR60", "AR70")
 AP_IOUS = {"AP50": 0.5, "AP60": 0.6}
 AR_IOUS = {"AR50": 0.5, "AR60": 0.6, "AR70": 0.7}
+SIZE_EDGES_MM = (6.0, 10.0)
+"""Nodule diameter bins for recall: < 6, 6–10 and ≥ 10 mm (LUNA16 annotation diameter, `nodules/diameter_mm`)."""
+SIZE_RECALL_METRICS = ("recall_lt6mm", "recall_6to10mm", "recall_ge10mm")
+DETECT_EXTRA_METRICS = ("auroc", *SIZE_RECALL_METRICS)
+"""Detection metrics beside the paper's: AUROC of the classifier's scores, recall per nodule size."""
+LOCALIZE_EXTRA_METRICS = (CPM, *FROC_METRICS)
+"""Localization metrics beside the paper's: CPM and the FROC sensitivities (:mod:`lungforge.bench.froc`)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,34 @@ def classification_metrics(cm: Confusion) -> dict[str, float]:
         "specificity": _ratio(cm.tn, cm.tn + cm.fp),
         "f1": _ratio(2 * cm.tp, 2 * cm.tp + cm.fp + cm.fn),
     }
+
+
+def auroc(target: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of (n,) scores (any monotone scale, e.g. logits) for (n,) 0/1
+    targets (sklearn's roc_auc_score); NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    t = np.asarray(target).astype(bool)
+    if t.all() or not t.any():
+        return float("nan")
+    return float(roc_auc_score(t, np.asarray(scores, dtype=np.float64)))
+
+
+def recall_by_size(predicted: np.ndarray, diameter_mm: np.ndarray) -> tuple[dict[str, float], dict[str, int]]:
+    """Recall of positive patches per nodule size bin (:data:`SIZE_EDGES_MM`).
+
+    `predicted` (n,) 0/1 predictions and `diameter_mm` (n,) diameter of the nodule of each
+    POSITIVE patch. Returns ({"recall_lt6mm", "recall_6to10mm", "recall_ge10mm": fraction, NaN
+    for an empty bin}, {same keys: positives in the bin}).
+    """
+    bins = np.digitize(np.asarray(diameter_mm, dtype=np.float64), SIZE_EDGES_MM)
+    hit = np.asarray(predicted).astype(bool)
+    recall, count = {}, {}
+    for b, name in enumerate(SIZE_RECALL_METRICS):
+        inside = bins == b
+        count[name] = int(inside.sum())
+        recall[name] = float(hit[inside].mean()) if count[name] else float("nan")
+    return recall, count
 
 
 def detection_metrics(predictions: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:

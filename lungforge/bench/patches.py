@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import maximum_filter
 
-from lungforge.bench.inputs import nodule_boxes
+from lungforge.bench.inputs import nodule_boxes, nodule_rows
 from lungforge.bench.slices import read_resized, scale_boxes
 from lungforge.data.store import Store
 from lungforge.labels import LUNG_LABELS, NODULE
@@ -20,33 +20,36 @@ from lungforge.labels import LUNG_LABELS, NODULE
 PATCH = 32
 JITTER_PX = 2
 REDRAW_ROUNDS = 8
+FIELDS = ("images", "target", "group", "slice", "centre", "nodule")
 
 
 @dataclass(frozen=True)
 class PatchSet:
     """Patches with their targets: images (n, P, P) uint8, target (n,) 1 nodule / 0 not,
-    group (n,) fold group of the slice's patient, slice (n,) index in the store, centre (n, 2) y, x px."""
+    group (n,) fold group of the slice's patient, slice (n,) index in the store, centre (n, 2) y, x px,
+    nodule (n,) row of a positive's nodule in the store's nodule table (-1 for negatives)."""
 
     images: np.ndarray
     target: np.ndarray
     group: np.ndarray
     slice: np.ndarray
     centre: np.ndarray
+    nodule: np.ndarray
 
     def __len__(self) -> int:
         return int(self.target.size)
 
     def select(self, mask: np.ndarray) -> "PatchSet":
-        return PatchSet(self.images[mask], self.target[mask], self.group[mask], self.slice[mask], self.centre[mask])
+        return PatchSet(*(getattr(self, f)[mask] for f in FIELDS))
 
     @staticmethod
     def concat(sets: list["PatchSet"], patch: int = PATCH) -> "PatchSet":
         if not sets:
             return PatchSet(
                 np.zeros((0, patch, patch), np.uint8), np.zeros(0, np.uint8), np.zeros(0, np.int64),
-                np.zeros(0, np.int64), np.zeros((0, 2), np.int64),
+                np.zeros(0, np.int64), np.zeros((0, 2), np.int64), np.zeros(0, np.int64),
             )
-        return PatchSet(*(np.concatenate([getattr(s, f) for s in sets]) for f in ("images", "target", "group", "slice", "centre")))
+        return PatchSet(*(np.concatenate([getattr(s, f) for s in sets]) for f in FIELDS))
 
 
 def positive_centres(boxes: np.ndarray, size: int, rng: np.random.Generator, patch: int = PATCH, jitter_px: int = JITTER_PX) -> np.ndarray:
@@ -87,19 +90,22 @@ def sample_block(
     store: Store,
     slices: np.ndarray,
     boxes: list[np.ndarray],
+    table_rows: list[np.ndarray],
     group: int,
     size: int,
     rng: np.random.Generator,
     patch: int = PATCH,
     jitter_px: int = JITTER_PX,
 ) -> PatchSet:
-    """Balanced patches of one block of slices; `boxes` are every slice's nodule boxes at `size`."""
+    """Balanced patches of one block of slices; `boxes` are every slice's nodule boxes at `size`,
+    `table_rows` their rows in the nodule table (:func:`nodule_rows`)."""
     counts = np.array([boxes[s].shape[0] for s in slices], np.int64)
     pos_slices = np.repeat(slices, counts)
     n_pos = pos_slices.size
     if n_pos == 0:
         return PatchSet.concat([], patch)
     pos_boxes = np.concatenate([boxes[s] for s in slices if boxes[s].shape[0]])
+    pos_rows = np.concatenate([table_rows[s] for s in slices if boxes[s].shape[0]])
     pos_centres = positive_centres(pos_boxes, size, rng, patch, jitter_px)
 
     neg_slices: list[np.ndarray] = []
@@ -132,7 +138,8 @@ def sample_block(
     stack = np.stack([images[k] for k in keys.tolist()])
     rows = np.searchsorted(keys, all_slices)
     target = np.concatenate([np.ones(n_pos, np.uint8), np.zeros(all_slices.size - n_pos, np.uint8)])
-    return PatchSet(crop(stack, rows, all_centres, patch), target, np.full(all_slices.size, group, np.int64), all_slices, all_centres)
+    nodule = np.concatenate([pos_rows, np.full(all_slices.size - n_pos, -1, np.int64)])
+    return PatchSet(crop(stack, rows, all_centres, patch), target, np.full(all_slices.size, group, np.int64), all_slices, all_centres, nodule)
 
 
 def sample_patches(
@@ -152,8 +159,9 @@ def sample_patches(
     """
     h, w = store.shape_hw
     boxes = [scale_boxes(b, h, w, size) for b in nodule_boxes(store)]
+    table_rows = nodule_rows(store)
     sets = []
     for g in np.unique(groups).tolist():
         rng = np.random.default_rng([seed, stream, g + 1])
-        sets.append(sample_block(store, slices[groups == g], boxes, g, size, rng, patch, jitter_px))
+        sets.append(sample_block(store, slices[groups == g], boxes, table_rows, g, size, rng, patch, jitter_px))
     return PatchSet.concat(sets, patch)

@@ -21,7 +21,7 @@ from lungforge.bench.gallery import nodule_gallery
 from lungforge.bench.inputs import REFERENCE, SyntheticSpec, open_real, open_synthetic
 from lungforge.bench.localize import LocalizeConfig, run_localize
 from lungforge.bench.segmenter import SegmenterConfig
-from lungforge.bench.metrics import DETECT_METRICS, LOCALIZE_METRICS
+from lungforge.bench.metrics import DETECT_EXTRA_METRICS, DETECT_METRICS, LOCALIZE_EXTRA_METRICS, LOCALIZE_METRICS
 from lungforge.bench.selection import Selection, selected, selection_summary
 from lungforge.bench.stats import paper_p_note, summarize
 from lungforge.data.store import Store
@@ -104,8 +104,10 @@ def run_all(
         "fid": {**fid_section, "config": asdict(fid)},
         "fidelity": fidelity_section,
         "selection": selection_report(real, synthetic, detect.select, detect.folds, detect.real_split),
-        "detect": {**detect_result, "summary": summarize(detect_result, DETECT_METRICS, "accuracy"), "budget": budget(detect_result)},
-        "localize": {**localize_result, "summary": summarize(localize_result, LOCALIZE_METRICS, "AP50"), "budget": budget(localize_result)},
+        "detect": {**detect_result, "summary": summarize(detect_result, DETECT_METRICS + DETECT_EXTRA_METRICS, "accuracy"),
+                   "budget": budget(detect_result)},
+        "localize": {**localize_result, "summary": summarize(localize_result, LOCALIZE_METRICS + LOCALIZE_EXTRA_METRICS, "AP50"),
+                     "budget": budget(localize_result)},
         "controls": None,
         "figures": [str(p.relative_to(out)) for p in figures],
     }
@@ -145,32 +147,51 @@ def _p(value: float | None) -> str:
     return "–" if value is None else f"{value:.3g}"
 
 
+def _interval(low: float | None, high: float | None) -> str:
+    return "[n/a]" if low is None or high is None else f"[{100 * low:+.2f}, {100 * high:+.2f}]"
+
+
 def comparison_cells(comparison: dict[str, Any] | None) -> list[str]:
-    """Cells Δ vs reference in points [bootstrap 95 % CI], rank-sum p (min), signed-rank p (min)."""
+    """Cells Δ vs reference in points [bootstrap 95 % CI], rank-sum p (min), signed-rank p (min),
+    corrected resampled t-test p [its 95 % CI in points]."""
     if comparison is None:
-        return ["–", "–", "–"]
-    low, high = comparison["diff_ci95"]
-    diff = "n/a" if comparison["diff_mean"] is None else f"{100 * comparison['diff_mean']:+.2f} [{100 * (low or 0):+.2f}, {100 * (high or 0):+.2f}]"
+        return ["–", "–", "–", "–"]
+    diff = "n/a" if comparison["diff_mean"] is None else f"{100 * comparison['diff_mean']:+.2f} {_interval(*comparison['diff_ci95'])}"
     return [
         diff,
         f"{_p(comparison['p_rank_sum'])} (≥ {_p(comparison['p_rank_sum_min'])})",
         f"{_p(comparison['p_signed_rank'])} (≥ {_p(comparison['p_signed_rank_min'])})",
+        f"{_p(comparison['p_corrected_t'])} {_interval(*comparison['corrected_t_ci95'])}",
     ]
 
 
-COMPARISON_HEADERS = ("Δ vs A (pts) [95 % CI]", "p rank-sum (min)", "p signed-rank (min)")
+COMPARISON_HEADERS = ("Δ vs A (pts) [95 % CI]", "p rank-sum (min)", "p signed-rank (min)", "p corrected t [95 % CI]")
 
 
 def metric_table(section: dict[str, Any], metrics: tuple[str, ...], headers: tuple[str, ...]) -> list[str]:
     """Markdown rows: one per condition, metrics as mean ± std in %, then the comparison of the
     test metric with A (mean per-fold difference with bootstrap CI, rank-sum and signed-rank p,
     each with the smallest p reachable with these folds)."""
-    lines = ["| condition | " + " | ".join((*headers, *COMPARISON_HEADERS)) + " |", "|---" * (len(metrics) + 4) + "|"]
+    lines = ["| condition | " + " | ".join((*headers, *COMPARISON_HEADERS)) + " |", "|---" * (len(metrics) + len(COMPARISON_HEADERS) + 1) + "|"]
     for condition in section["conditions"]:
         row = section["summary"][condition]
         cells = [_pct(row["metrics"][m]) for m in metrics] + comparison_cells(row.get("comparison"))
         lines.append(f"| {condition} | " + " | ".join(cells) + " |")
     return lines
+
+
+def extra_table(section: dict[str, Any], metrics: tuple[str, ...], headers: tuple[str, ...]) -> list[str]:
+    """Markdown rows of the metrics beside the paper's: mean ± std in % over the folds where the
+    metric is defined (n), one row per condition."""
+    lines = ["| condition | " + " | ".join(headers) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for condition in section["conditions"]:
+        stats = section["summary"][condition]["metrics"]
+        lines.append(f"| {condition} | " + " | ".join(f"{_pct(stats[m])} (n={stats[m]['n']})" for m in metrics) + " |")
+    return lines
+
+
+DETECT_EXTRA_HEADERS = ("AUROC (%)", "Recall < 6 mm (%)", "Recall 6–10 mm (%)", "Recall ≥ 10 mm (%)")
+LOCALIZE_EXTRA_HEADERS = ("CPM (%)", *(f"Sens @ {r} FP/slice (%)" for r in ("1/8", "1/4", "1/2", "1", "2", "4", "8")))
 
 
 def selection_lines(report: dict[str, Any]) -> list[str]:
@@ -250,10 +271,21 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         paper_p_note(),
         "",
+        "Beside the paper's metrics: AUROC of the classifier's logits; recall of the positive test patches by their "
+        "nodule's diameter (`nodules/diameter_mm`); n = folds where the metric is defined (a fold with no nodule of a size has none).",
+        "",
+        *extra_table(d, DETECT_EXTRA_METRICS, DETECT_EXTRA_HEADERS),
+        "",
         f"## II. Nodule localization ({loc['config']['folds']}-fold CV, Faster R-CNN {loc['config']['backbone']}-FPN; "
         "Δ and p: AP50 vs A, paired by fold)",
         "",
         *metric_table(loc, LOCALIZE_METRICS, ("AP50 (%)", "AP60 (%)", "AR50 (%)", "AR60 (%)", "AR70 (%)")),
+        "",
+        "Beside the paper's metrics: FROC over ALL test slices of a fold, nodule-free ones included (AP/AR use its nodule "
+        "slices only): sensitivity at 1/8 … 8 false positives per slice and their mean, LUNA16's CPM read per slice. A "
+        "detection hits a nodule when its box centre lies inside the nodule's box; each nodule counts once.",
+        "",
+        *extra_table(loc, LOCALIZE_EXTRA_METRICS, LOCALIZE_EXTRA_HEADERS),
         "",
         *controls_lines(report),
         "## Figures",

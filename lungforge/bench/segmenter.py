@@ -1,10 +1,11 @@
-"""The fidelity segmenter: a :class:`SegUNet` trained on a real store's TRAIN split (images → the
-6-class label maps) at the bench working size, cached beside the store.
+"""The fidelity segmenter: a :class:`SegUNet` trained on a real store's TRAIN split, or on one
+cross-fitting half of its train patients (:mod:`lungforge.bench.crossfit`), images → the 6-class
+label maps at the bench working size, cached beside the store.
 
 The cache lives in `<store>.fidelity/` next to the store (`real.zarr` → `real.fidelity/`) as
 `segmenter-<key>.safetensors` + `segmenter-<key>.json`; the key hashes the store's fingerprint,
-the :class:`SegmenterConfig` (seed included) and the model version, so a second call with the
-same store and options loads the weights instead of training again.
+the :class:`SegmenterConfig` (seed included), the half and the model version, so a second call
+with the same store and options loads the weights instead of training again.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from lungforge.bench.batchnorm import recalibrate_batchnorm
+from lungforge.bench.crossfit import train_halves
 from lungforge.bench.segunet import SegUNet
 from lungforge.bench.slices import read_resized
 from lungforge.data.store import SPLIT_IDS, Store
@@ -38,7 +40,8 @@ MODEL_VERSION = "segunet/2"
 class SegmenterConfig:
     """How the segmenter is trained. `size` is the working resolution (pixels, divisible by
     2^levels); `max_slices` caps the train slices held in memory (every nodule slice first, then
-    seeded nodule-free ones); each batch draws `nodule_fraction` of its slices from nodule slices."""
+    seeded nodule-free ones); each batch draws `nodule_fraction` of its slices from nodule slices.
+    `steps` is per segmenter: cross-fitted fidelity trains two."""
 
     size: int = 256
     width: int = 16
@@ -60,9 +63,10 @@ class SegmenterConfig:
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> "SegmenterConfig":
-        """A narrow UNet and a short schedule (about a minute on one CPU core at 64–128 px), for CI
-        and the demo; `overrides` (size, seed, steps, ...) win over the preset's values."""
-        return cls(**{"width": 8, "steps": 300, "batch_size": 8, "lr": 4e-3, **overrides, "quick": True})
+        """A narrow UNet and a short schedule (150 steps per segmenter: the two cross-fitted halves
+        together about a minute on one CPU core at 64–128 px), for CI and the demo; `overrides`
+        (size, seed, steps, ...) win over the preset's values."""
+        return cls(**{"width": 8, "steps": 150, "batch_size": 8, "lr": 4e-3, **overrides, "quick": True})
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,9 +103,10 @@ def to_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).to(device).float().unsqueeze(1) / 127.5 - 1.0
 
 
-def cache_key(store: Store, config: SegmenterConfig) -> str:
-    """16 hex digits of sha256(store fingerprint, config, model version)."""
-    payload = json.dumps({"store": store.fingerprint(), "config": dataclasses.asdict(config), "model": MODEL_VERSION}, sort_keys=True)
+def cache_key(store: Store, config: SegmenterConfig, half: int | None = None) -> str:
+    """16 hex digits of sha256(store fingerprint, config, model version, half when cross-fitted)."""
+    record = {"store": store.fingerprint(), "config": dataclasses.asdict(config), "model": MODEL_VERSION}
+    payload = json.dumps({**record, **({"half": half} if half is not None else {})}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -111,9 +116,10 @@ def cache_dir(store: Store) -> Path:
     return path.parent / f"{path.stem}.fidelity"
 
 
-def train_indices(store: Store, config: SegmenterConfig) -> np.ndarray:
-    """Train-split rows used for training: all nodule slices, then seeded nodule-free ones, at most `max_slices`."""
-    train = store.meta("split") == SPLIT_IDS["train"]
+def train_indices(store: Store, config: SegmenterConfig, half: int | None = None) -> np.ndarray:
+    """Train-split rows used for training (those of cross-fitting `half` when given): all nodule
+    slices, then seeded nodule-free ones, at most `max_slices`."""
+    train = store.meta("split") == SPLIT_IDS["train"] if half is None else train_halves(store, config.seed) == half
     has = store.meta("has_nodule")
     nodule, free = np.flatnonzero(train & has), np.flatnonzero(train & ~has)
     rng = np.random.default_rng(config.seed)
@@ -151,11 +157,15 @@ def _batches(nodule: np.ndarray, free: np.ndarray, config: SegmenterConfig, gene
         yield np.concatenate([generator.choice(nodule, n_nod), generator.choice(free, config.batch_size - n_nod)])
 
 
-def train_segmenter(store: Store, config: SegmenterConfig, device: torch.device, progress: Any = None) -> tuple[SegUNet, dict[str, Any]]:
-    """Train a SegUNet on the store's train split; returns it in eval mode and training facts."""
-    rows = train_indices(store, config)
+def train_segmenter(
+    store: Store, config: SegmenterConfig, device: torch.device, progress: Any = None, half: int | None = None
+) -> tuple[SegUNet, dict[str, Any]]:
+    """Train a SegUNet on the store's train split (or its cross-fitting `half`); returns it in eval
+    mode and training facts."""
+    rows = train_indices(store, config, half)
+    where = "train slices" if half is None else f"train slices in cross-fitting half {half}"
     if rows.size < 2:
-        raise InputError(f"{store.path}: {rows.size} train slices; the fidelity segmenter needs at least 2")
+        raise InputError(f"{store.path}: {rows.size} {where}; the fidelity segmenter needs at least 2")
     started, started_cpu = time.perf_counter(), time.process_time()
     images, labels = read_resized(store, rows, config.size)
     has = store.meta("has_nodule")[rows]
@@ -165,7 +175,8 @@ def train_segmenter(store: Store, config: SegmenterConfig, device: torch.device,
     generator = np.random.default_rng(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps)))
-    task = progress.add_task("fidelity segmenter", total=config.steps, status="") if progress else None
+    name = "fidelity segmenter" if half is None else f"fidelity segmenter {half + 1}/2"
+    task = progress.add_task(name, total=config.steps, status="") if progress else None
     target_all = torch.from_numpy(labels.astype(np.int64))
     weights = class_weights(labels).to(device)
     model.train()
@@ -182,6 +193,8 @@ def train_segmenter(store: Store, config: SegmenterConfig, device: torch.device,
             progress.advance(task)
     recalibrate_batchnorm(model, (to_input(images[i : i + 32], device) for i in range(0, len(images), 32)))
     info = {
+        "half": half,
+        "train_patients": int(np.unique(store.meta("series")[rows]).size),
         "train_slices": int(rows.size),
         "train_nodule_slices": int(has.sum()),
         "final_loss": float(loss.detach()),
@@ -191,12 +204,13 @@ def train_segmenter(store: Store, config: SegmenterConfig, device: torch.device,
     return model, info
 
 
-def load_or_train(store: Store, config: SegmenterConfig, device: torch.device, progress: Any = None) -> Segmenter:
-    """The cached segmenter of (store, config) if present, else a freshly trained one, then cached."""
+def load_or_train(store: Store, config: SegmenterConfig, device: torch.device, progress: Any = None, half: int | None = None) -> Segmenter:
+    """The cached segmenter of (store, config, half) if present, else a freshly trained one, then
+    cached; `half` None trains on the whole train split, 0 or 1 on that cross-fitting half."""
     from safetensors.torch import load_file, save_file
 
     folder = cache_dir(store)
-    key = cache_key(store, config)
+    key = cache_key(store, config, half)
     weights, meta = folder / f"segmenter-{key}.safetensors", folder / f"segmenter-{key}.json"
     model = SegUNet(config.width, config.levels)
     if weights.is_file() and meta.is_file():
@@ -206,7 +220,7 @@ def load_or_train(store: Store, config: SegmenterConfig, device: torch.device, p
         except Exception as exc:  # truncated or foreign files
             raise CheckpointError(f"{weights}: unreadable fidelity segmenter cache ({exc}); delete it to retrain") from None
         return Segmenter(model.to(device).eval(), config, weights, True, info)
-    model, info = train_segmenter(store, config, device, progress)
+    model, info = train_segmenter(store, config, device, progress, half)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         partial = folder / f".segmenter-{key}.{os.getpid()}.partial"

@@ -40,7 +40,7 @@ SelectOpt = Annotated[
 PatchOpt = Annotated[int, typer.Option("--patch", min=8, help="Detection patch side in pixels at the working --size (paper: 32 at 256).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Folder for per-fold results; a rerun with the same arguments resumes.")]
 SegmenterStepsOpt = Annotated[
-    Optional[int], typer.Option(min=1, help="Training steps of the fidelity segmenter (default 1500; 300 with --quick).")
+    Optional[int], typer.Option(min=1, help="Training steps of each of the two cross-fitted fidelity segmenters (default 1500; 150 with --quick).")
 ]
 
 
@@ -84,7 +84,8 @@ def _print_summary(title: str, result: dict, metrics: tuple[str, ...], test_metr
     summary = json_safe(summarize(result, metrics, test_metric))
     table = Table("condition", *metrics, *(f"{h} ({test_metric})" for h in COMPARISON_HEADERS), title=title)
     for condition, row in summary.items():
-        cells = [f"{100 * row['metrics'][m]['mean']:.2f} ± {100 * row['metrics'][m]['std']:.2f}" for m in metrics]
+        stats = [row["metrics"][m] for m in metrics]
+        cells = ["n/a" if v["mean"] is None else f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}" for v in stats]
         table.add_row(condition, *cells, *comparison_cells(row["comparison"]))
     err_console.print(table)
 
@@ -172,7 +173,7 @@ def detect(
     if json_out:
         print_json(json_safe(result))
     else:
-        _print_summary("detect", result, DETECT_METRICS, "accuracy")
+        _print_summary("detect", result, (*DETECT_METRICS, "auroc"), "accuracy")
 
 
 @bench_app.command("localize")
@@ -201,6 +202,7 @@ def localize(
     from lungforge.bench.selection import SELECTIONS
     from lungforge.device import resolve_device
     from lungforge.bench.localize import LocalizeConfig, run_localize
+    from lungforge.bench.froc import CPM
     from lungforge.bench.metrics import LOCALIZE_METRICS
     from lungforge.bench.report import json_safe
     from lungforge.cli.console import err_console, print_json, progress
@@ -221,7 +223,7 @@ def localize(
     if json_out:
         print_json(json_safe(result))
     else:
-        _print_summary("localize", result, LOCALIZE_METRICS, "AP50")
+        _print_summary("localize", result, (*LOCALIZE_METRICS, CPM), "AP50")
 
 
 @bench_app.command("all")
@@ -309,16 +311,18 @@ def fidelity(
     synthetic: SyntheticOpt = None,
     size: Annotated[int, typer.Option(min=32, help="Working resolution in pixels (divisible by 8); every store is resized to it.")] = 256,
     segmenter_steps: SegmenterStepsOpt = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Narrow segmenter, 300 steps (about a minute on a CPU at 64–128 px); labelled as quick.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Narrow segmenters, 150 steps each (about a minute on a CPU at 64–128 px); labelled as quick.")] = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Label fidelity, offline: a UNet trained on the real train split segments real test and synthetic
-    slices; per-class IoU, mIoU, nodule hit rate by size, and a segmenter-feature Fréchet distance.
+    """Label fidelity, offline and cross-fitted: two UNets, each trained on half of the real train
+    patients, segment the other half's real slices (the ceiling) and the synthetic slices whose sources
+    they did not train on; per-class IoU, mIoU, nodule hit rate by size, and a segmenter-feature
+    Fréchet distance.
 
-    The segmenter is cached beside --real (`<real>.fidelity/`), keyed by the store's fingerprint,
-    the options and the seed: trained once, reused.
+    The segmenters are cached beside --real (`<real>.fidelity/`), keyed by the store's fingerprint,
+    the options, the seed and the half: trained once, reused.
     """
     from rich.table import Table
 
@@ -336,16 +340,17 @@ def fidelity(
     if json_out:
         print_json(json_safe(result))
         return
-    table = Table("condition", "slices", "mIoU %", "lungs IoU %", "nodule IoU %", "nodule hit %", "FD nodule", "FD nodule-free",
+    table = Table("condition", "slices", "unscored", "mIoU %", "lungs IoU %", "nodule IoU %", "nodule hit %", "FD nodule", "FD nodule-free",
                   title=f"label fidelity at {size}×{size} px" + (" (quick)" if quick else ""))
     for name, s in result["scores"].items():
         iou, hits, fd = s["iou"], s["nodule_hits"], s["feature_distance"]
         lungs = [v for v in (iou["left_lung"], iou["right_lung"]) if v is not None]
         table.add_row(
-            f"{name} (ceiling)" if name == REAL else name, str(s["slices"]), _pct(s["miou"]), _pct(sum(lungs) / len(lungs) if lungs else None),
+            f"{name} (ceiling)" if name == REAL else name, str(s["slices"]), str(s["unscored"]), _pct(s["miou"]), _pct(sum(lungs) / len(lungs) if lungs else None),
             _pct(iou["nodule"]), f"{_pct(hits['rate'])} of {hits['nodules']}",
             *(["–", "–"] if fd is None else [f"{fd[k]['fd']:.3f}" if fd[k]["fd"] is not None else "n/a" for k in ("nodule", "nodule_free")]),
         )
     err_console.print(table)
-    err_console.print(f"segmenter {'reused from' if result['segmenter']['cached'] else 'trained and cached in'} {result['segmenter']['path']}", highlight=False)
+    for seg in result["segmenters"]:
+        err_console.print(f"segmenter {seg['half'] + 1}/2 {'reused from' if seg['cached'] else 'trained and cached in'} {seg['path']}", highlight=False)
     err_console.print(f"FD: {result['feature_note']}", highlight=False, soft_wrap=True)

@@ -1,4 +1,4 @@
-"""Fixtures of the fidelity tests: a phantom real store and synthetic stores made from its test slices."""
+"""Fixtures of the fidelity tests: a phantom real store and synthetic stores made from its slices."""
 
 from __future__ import annotations
 
@@ -23,11 +23,18 @@ def phantom_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "real.zarr"
 
 
-def synthetic_from_test(real_path: Path, out: Path, images: Callable[[np.ndarray], np.ndarray] | None = None) -> Path:
-    """A synthetic store holding the real store's test slices (label maps and nodules unchanged);
-    `images(original (N, H, W) uint8) -> (N, H, W) uint8` replaces the images."""
+def synthetic_from_split(
+    real_path: Path,
+    out: Path,
+    images: Callable[[np.ndarray], np.ndarray] | None = None,
+    split: str = "test",
+    nodule_sources: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+) -> Path:
+    """A synthetic store holding the real store's `split` slices (label maps and nodules unchanged,
+    `meta/source` = the real slice); `images(original (N, H, W) uint8) -> (N, H, W) uint8` replaces
+    the images, `nodule_sources(table) -> {column: values}` overrides nodule columns (shape_source, ...)."""
     real = open_store(real_path)
-    rows = np.flatnonzero(real.meta("split") == SPLIT_IDS["test"])
+    rows = np.flatnonzero(real.meta("split") == SPLIT_IDS[split])
     h, w = real.shape_hw
     image = np.asarray(real.image.oindex[rows, :, :])
     label = np.asarray(real.label.oindex[rows, :, :])
@@ -48,11 +55,13 @@ def synthetic_from_test(real_path: Path, out: Path, images: Callable[[np.ndarray
     nodules["requested_mm"] = nodules["diameter_mm"].copy()
     nodules["lidc_annotation"] = np.full(nodules["slice"].shape, -1, dtype=np.int64)
     nodules["shape_source"] = nodules["size_source"] = np.full(nodules["slice"].shape, -1, dtype=np.int64)
+    if nodule_sources is not None:
+        nodules.update(nodule_sources(nodules))
     store.finalize(n, real.series_uids, nodules)
     return out
 
 
 @pytest.fixture(scope="session")
 def synthetic_maker() -> Callable[..., Path]:
-    """The :func:`synthetic_from_test` function."""
-    return synthetic_from_test
+    """The :func:`synthetic_from_split` function."""
+    return synthetic_from_split

@@ -66,3 +66,23 @@ def test_training_is_deterministic_whatever_the_global_rng(quick_model):
         assert steps == 2
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
+
+
+def test_froc_scores_every_test_slice_nodule_free_included(stores):
+    """AP/AR on the fold's nodule slices, the FROC on all of its slices (the fixture: 20 per fold, 10 with a nodule)."""
+    import dataclasses
+
+    from lungforge.bench.froc import CPM, FROC_METRICS
+    from lungforge.bench.localize import run_localize
+
+    real = open_real(stores["real"])
+    config = dataclasses.replace(LocalizeConfig.quick_preset(size=64), epochs=1)
+    result = run_localize(real, {}, config, torch.device("cpu"))
+    groups = real_groups(real, 2, "all")
+    for fold, record in enumerate(result["folds"]["A"]):
+        in_fold = groups == fold
+        assert record["test_slices"] == int((in_fold & real.meta("has_nodule")).sum()) == 10
+        assert record["froc_slices"] == int(in_fold.sum()) == 20
+        sens = [record[k] for k in FROC_METRICS]
+        assert all(0.0 <= s <= 1.0 for s in sens) and sens == sorted(sens)
+        assert record[CPM] == pytest.approx(np.mean(sens))

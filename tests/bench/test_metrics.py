@@ -77,3 +77,31 @@ def test_ap_ar_match_pycocotools_on_fixed_boxes():
         assert ours[name_ar] == pytest.approx(ar, abs=1e-6)
     assert ours["AR50"] == pytest.approx(1.0)
     assert ours["AR70"] == pytest.approx(1 / 4)
+
+
+def test_auroc_matches_sklearn_and_a_hand_count():
+    from sklearn.metrics import roc_auc_score
+
+    from lungforge.bench.metrics import auroc
+
+    # positives 0.9, 0.4, 0.35; negatives 0.5, 0.3, 0.1: 7 of the 9 (pos, neg) pairs are ordered right
+    target = np.array([1, 1, 1, 0, 0, 0])
+    logits = np.array([0.9, 0.4, 0.35, 0.5, 0.3, 0.1])
+    assert auroc(target, logits) == pytest.approx(7 / 9) == pytest.approx(roc_auc_score(target, logits))
+    rng = np.random.default_rng(1)
+    t = rng.integers(0, 2, 300)
+    s = rng.normal(size=300) + t
+    assert auroc(t, s) == pytest.approx(roc_auc_score(t, s))
+    assert np.isnan(auroc(np.ones(4), np.arange(4.0)))
+
+
+def test_recall_by_size_bins():
+    from lungforge.bench.metrics import SIZE_RECALL_METRICS, recall_by_size
+
+    predicted = np.array([1, 0, 1, 1, 0, 1, 1])
+    diameter = np.array([3.0, 5.9, 6.0, 9.9, 9.95, 10.0, 25.0])
+    recall, count = recall_by_size(predicted, diameter)
+    assert [count[k] for k in SIZE_RECALL_METRICS] == [2, 3, 2]
+    assert [recall[k] for k in SIZE_RECALL_METRICS] == pytest.approx([1 / 2, 2 / 3, 1.0])
+    empty, _ = recall_by_size(np.array([1]), np.array([4.0]))
+    assert np.isnan(empty["recall_ge10mm"]) and empty["recall_lt6mm"] == 1.0

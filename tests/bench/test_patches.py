@@ -61,3 +61,19 @@ def test_sampled_patches_are_balanced_centred_and_deterministic(stores):
             window = labels[i, y - 16 : y + 16, x - 16 : x + 16]
             assert labels[i, y, x] in LUNG_LABELS
             assert not np.any(window == NODULE)
+
+
+def test_positive_patches_name_their_nodule_row(stores):
+    real = open_real(stores["real"])
+    slices = np.arange(len(real))
+    patches = sample_patches(real, slices, real.meta("fold").astype(np.int64)[slices] % 2, 64, seed=3)
+    positive = patches.target == 1
+    assert (patches.nodule[~positive] == -1).all() and (patches.nodule[positive] >= 0).all()
+    table = real.nodules()
+    rows = patches.nodule[positive]
+    np.testing.assert_array_equal(table["slice"][rows], patches.slice[positive])
+    x0, y0, x1, y1 = table["bbox"][rows].T
+    y, x = patches.centre[positive].T
+    assert ((x >= np.floor(x0) - 2) & (x <= x1 + 2) & (y >= np.floor(y0) - 2) & (y <= y1 + 2)).all()
+    assert sorted(rows.tolist()) == list(range(table["slice"].size))
+    assert patches.select(positive).nodule.tolist() == rows.tolist()

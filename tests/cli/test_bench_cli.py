@@ -5,6 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from lungforge.bench.froc import FROC_METRICS
 from lungforge.cli.main import app
 
 
@@ -37,11 +38,14 @@ def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small
         assert report["controls"][task]["separated"] is False  # 2 folds: p can never be below 0.5
     assert report["selection"]["B"]["rule"] == "first-draw" and report["selection"]["paste"]["generator"] == "paste"
     assert (out / "controls" / "paste.zarr").is_dir() and (out / "controls" / "mislabeled.zarr").is_dir()
-    assert set(report["localize"]["summary"]["B"]["metrics"]) == {"AP50", "AP60", "AR50", "AR60", "AR70"}
+    assert set(report["localize"]["summary"]["B"]["metrics"]) == {"AP50", "AP60", "AR50", "AR60", "AR70", "CPM", *FROC_METRICS}
+    assert set(report["detect"]["summary"]["B"]["metrics"]) >= {"accuracy", "auroc", "recall_lt6mm", "recall_6to10mm", "recall_ge10mm"}
+    assert report["detect"]["summary"]["B"]["comparison"]["p_corrected_t"] is not None
     assert report["detect"]["summary"]["A"]["p_value"] is None
     md = (out / "report.md").read_text()
     assert "## Label fidelity" in md and "| real (ceiling) |" in md
-    assert "QUICK (not comparable to the paper)" in md and "| B |" in md and "p signed-rank (min)" in md and "below 0.000157" in md
+    assert "QUICK (not comparable to the paper)" in md and "| B |" in md and "p signed-rank (min)" in md and "p corrected t [95 % CI]" in md
+    assert "1.08e-05 with the exact (Mann–Whitney) distribution and 0.000157" in md and "| CPM (%) |" in md and "| AUROC (%) |" in md
     assert "does NOT separate the positive control (paste)" in md and "a null result for a generator here means nothing" in md
     assert "Selection rule for every condition: `first-draw`" in md and "optimiser steps per fold" in md
     assert report["fid"]["size"] == 64
@@ -91,12 +95,12 @@ def test_bench_fidelity_json_and_cache(small_stores):
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     payload = json.loads(first.stdout)
-    assert payload["segmenter"]["cached"] is False and set(payload["scores"]) == {"real", "B"}
+    assert [s["cached"] for s in payload["segmenters"]] == [False, False] and set(payload["scores"]) == {"real", "B"}
     assert payload["scores"]["real"]["feature_distance"] is None
     assert set(payload["scores"]["B"]["feature_distance"]) == {"nodule", "nodule_free", "all"}
     assert set(payload["scores"]["B"]["nodule_hits"]["by_size"]) == {"0-5 mm", "5-10 mm", "10-20 mm", ">=20 mm"}
     second = CliRunner().invoke(app, args)
-    assert json.loads(second.stdout)["segmenter"]["cached"] is True
+    assert [s["cached"] for s in json.loads(second.stdout)["segmenters"]] == [True, True]
 
 
 def test_bench_fidelity_size_must_fit_the_poolings(small_stores):
