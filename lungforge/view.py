@@ -130,15 +130,18 @@ def write_view(store_path: str | os.PathLike, png: str | os.PathLike, options: V
     """Write the contact sheet of the slices chosen by `options` to `png`; return it and the rows shown."""
     from PIL import Image
 
-    store = open_store(store_path)
     png = Path(png)
     if png.is_dir():
         raise OutputError(f"{png}: is a folder; give the PNG file to write, e.g. {png / 'view.png'}")
-    rows = select_rows(store, options)
-    if rows.size == 0:
-        raise InputError(f"{store.path}: no slices to show" + (" (it has no nodule slices)" if options.nodules else ""))
-    check_sheet(int(rows.size), options.tile_px, options.columns)
-    sheet = render_rows(store, rows, options.tile_px, options.columns)
+    store = open_store(store_path, lock_for_reading=True)  # no writer replaces the store while it is read
+    try:
+        rows = select_rows(store, options)
+        if rows.size == 0:
+            raise InputError(f"{store.path}: no slices to show" + (" (it has no nodule slices)" if options.nodules else ""))
+        check_sheet(int(rows.size), options.tile_px, options.columns)
+        sheet = render_rows(store, rows, options.tile_px, options.columns)
+    finally:
+        store.close()
     png.parent.mkdir(parents=True, exist_ok=True)
     tmp = png.with_name(f".{png.name}.tmp")
     try:

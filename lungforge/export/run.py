@@ -84,22 +84,25 @@ def export_store(
     dataset id gets one here (:func:`lungforge.export.nnunet.with_dataset_id`).
     `progress` is an optional Rich Progress.
     """
-    store = open_store(store_path)
-    # Resolved once: a symlink alias of `out` takes the same lock and is written through.
-    out = Path(out).resolve()
-    # Checked before the lock file is made beside `out`, so nothing is created inside the store.
-    refuse_overlap(options.target(out), "STORE", store.path, "export")
-    with hold_lock(out, "export"):
-        notes: list[str] = []
-        if options.format == "nnunet":
-            chosen = options.dataset_id is None
-            options = with_dataset_id(out, options)
-            if chosen:
-                notes.append(f"nnU-Net dataset id {options.dataset_id} chosen (no --dataset-id given)")
-        target = options.target(out)
-        refuse_overlap(target, "STORE", store.path, "export")
-        _check_target(target, overwrite)
-        return _write(store, target, options, progress, notes)
+    store = open_store(store_path, lock_for_reading=True)  # no writer replaces the store while it is exported
+    try:
+        # Resolved once: a symlink alias of `out` takes the same lock and is written through.
+        out = Path(out).resolve()
+        # Checked before the lock file is made beside `out`, so nothing is created inside the store.
+        refuse_overlap(options.target(out), "STORE", store.path, "export")
+        with hold_lock(out, "export"):
+            notes: list[str] = []
+            if options.format == "nnunet":
+                chosen = options.dataset_id is None
+                options = with_dataset_id(out, options)
+                if chosen:
+                    notes.append(f"nnU-Net dataset id {options.dataset_id} chosen (no --dataset-id given)")
+            target = options.target(out)
+            refuse_overlap(target, "STORE", store.path, "export")
+            _check_target(target, overwrite)
+            return _write(store, target, options, progress, notes)
+    finally:
+        store.close()
 
 
 def _write(store: Store, target: Path, options: ExportOptions, progress: Any | None, notes: list[str]) -> ExportReport:
