@@ -59,6 +59,15 @@ class LoadedCheckpoint:
     path: Path
 
 
+@dataclass(frozen=True)
+class TrainingRecord:
+    """What a generator's weights saw: the series uids of its training patients and the number
+    of nodule slices among its training slices (`bench` keeps those patients out of test folds)."""
+
+    series: tuple[str, ...]
+    nodule_slices: int
+
+
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in `chunk_bytes` pieces."""
     digest = hashlib.sha256()
@@ -76,8 +85,10 @@ def checkpoint_meta(
     step: int,
     store_fingerprint: str | None,
     extra: dict[str, Any] | None = None,
+    seen: "TrainingRecord | None" = None,
 ) -> dict[str, Any]:
-    """The `config.json` payload describing weights of `model_config`."""
+    """The `config.json` payload describing weights of `model_config`; `seen` records the
+    patients (series uids) and nodule slices the weights were trained on."""
     from lungforge import __version__
 
     if kind not in _KINDS:
@@ -97,6 +108,9 @@ def checkpoint_meta(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "lungforge_version": __version__,
     }
+    if seen is not None:
+        meta["train_series"] = list(seen.series)
+        meta["train_nodule_slices"] = int(seen.nodule_slices)
     if extra:
         meta["extra"] = extra
     return meta
@@ -112,6 +126,7 @@ def save_checkpoint(
     step: int,
     store_fingerprint: str | None,
     extra: dict[str, Any] | None = None,
+    seen: "TrainingRecord | None" = None,
 ) -> Path:
     """Write `dir/model.safetensors` and `dir/config.json` (each via a temp file and `os.replace`).
 
@@ -126,6 +141,7 @@ def save_checkpoint(
         step=step,
         store_fingerprint=store_fingerprint,
         extra=extra,
+        seen=seen,
     )
     write_safetensors(dir / MODEL_FILE, state_dict, meta)
     atomic_write_bytes(dir / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())
