@@ -8,7 +8,8 @@ real store's train split has seen test-fold patients: `bench` refuses such a con
 leakage is explicitly allowed (and then the report's first line says so). Weights that do not
 record their patients (checkpoints from before the record) are refused alike, unless they were
 trained on the benchmark's own real store, whose train split then is what they saw. Model-free
-controls have no weights; their per-fold source exclusion is :mod:`lungforge.bench.folds`'s.
+controls have no weights; their per-fold source exclusion is :mod:`lungforge.bench.folds`'s. A
+store without a generator block (not written by `augment`) names no weights and is not checked.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from lungforge.errors import InputError
 
 @dataclass(frozen=True)
 class GeneratorExposure:
-    """What one condition's generator saw: `recorded` (the store says which patients, or they
-    were inferred from the real store), `series` the training series uids (None: unknown),
+    """What one condition's generator saw: `kind` its model (sdm, spade, a control, or None for a
+    store without a generator block), `recorded` (the store says which patients, or they were
+    inferred from the real store), `series` the training series uids (None: unknown),
     `nodule_slices` its training nodule slices (None: unknown), `test_patients` how many of the
     benchmark's test-fold patients are among them (None: unknown), `model_free` for controls."""
 
+    kind: str | None
     model_free: bool
     recorded: bool
     series: tuple[str, ...] | None
@@ -39,16 +42,17 @@ class GeneratorExposure:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "model_free": self.model_free, "recorded": self.recorded, "nodule_slices": self.nodule_slices,
+            "kind": self.kind, "model_free": self.model_free, "recorded": self.recorded, "nodule_slices": self.nodule_slices,
             "test_patients": self.test_patients, "train_store": self.train_store,
         }
 
 
 def exposure(store: Store, real: Store, groups: np.ndarray) -> GeneratorExposure:
     """The generator exposure of synthetic `store` against the benchmark patients (`groups` != -1)."""
-    block = store.attrs.get("generator", {})
+    block = store.attrs.get("generator") or {}
+    kind = block.get("kind")
     if block.get("model_free"):
-        return GeneratorExposure(True, True, (), 0, 0, None)
+        return GeneratorExposure(kind, True, True, (), 0, 0, None)
     fingerprint = block.get("train_store_fingerprint")
     series, nodules = block.get("train_series"), block.get("train_nodule_slices")
     if series is None and fingerprint is not None and fingerprint == real.fingerprint():
@@ -56,10 +60,10 @@ def exposure(store: Store, real: Store, groups: np.ndarray) -> GeneratorExposure
         series = [real.series_uids[i] for i in np.unique(real.meta("series")[train])]
         nodules = int((train & real.meta("has_nodule")).sum())
     if series is None:
-        return GeneratorExposure(False, False, None, nodules, None, fingerprint)
+        return GeneratorExposure(kind, False, False, None, nodules, None, fingerprint)
     uids = real.series_uids
     benched = {uids[i] for i in np.unique(real.meta("series")[groups != OUTSIDE])}
-    return GeneratorExposure(False, True, tuple(series), nodules, len(benched & set(series)), fingerprint)
+    return GeneratorExposure(kind, False, True, tuple(series), nodules, len(benched & set(series)), fingerprint)
 
 
 def check_leakage(real: Store, synthetic: dict[str, Store], groups: np.ndarray, allow: bool) -> dict[str, GeneratorExposure]:
@@ -74,7 +78,7 @@ def check_leakage(real: Store, synthetic: dict[str, Store], groups: np.ndarray, 
                 f"{name}: its generator's weights saw {seen.test_patients} of the benchmark's test-fold patients "
                 f"(trained on store {seen.train_store}); use --real-split test, or --allow-generator-leakage to bench it anyway"
             )
-        if not seen.recorded:
+        if not seen.recorded and seen.kind is not None:
             raise InputError(
                 f"{name}: its generator's weights record no training patients (trained on store {seen.train_store}), so test-fold "
                 "leakage cannot be ruled out; re-record the checkpoint, or pass --allow-generator-leakage"
@@ -85,7 +89,7 @@ def check_leakage(real: Store, synthetic: dict[str, Store], groups: np.ndarray, 
 def leakage_warning(found: dict[str, dict[str, Any]]) -> str | None:
     """The report's first line when leakage was allowed and is present or unknown; else None."""
     leaking = [f"{n} ({s['test_patients']} test-fold patients)" for n, s in found.items() if s["test_patients"]]
-    unknown = [n for n, s in found.items() if not s["recorded"]]
+    unknown = [n for n, s in found.items() if not s["recorded"] and s["kind"] is not None]
     if not leaking and not unknown:
         return None
     parts = []
