@@ -105,7 +105,8 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     if args.generators:
         for name, weights in GENERATORS.items():
             out = root / f"{name.lower()}.zarr"
-            options = AugmentOptions(data=real_path, weights=weights, out=out, sampler="ddpm", steps=10, batch_size=16, **control_request)
+            generator_request = {**control_request, "nodules": args.generator_nodules or args.nodules}
+            options = AugmentOptions(data=real_path, weights=weights, out=out, sampler="ddpm", steps=10, batch_size=16, **generator_request)
             clock(f"augment {name}", augment, options)
             stores[name] = out
     real = open_real(real_path)
@@ -177,6 +178,7 @@ def main() -> None:
     parser.add_argument("--nodule-slices", default="all", help="prepare's nodule slices: center (one per nodule) or all it touches")
     parser.add_argument("--test-patients", type=float, default=0.2, help="prepare's test share (augment sources are train patients)")
     parser.add_argument("--nodules", type=int, default=160, help="nodule slices per control store")
+    parser.add_argument("--generator-nodules", type=int, default=None, help="nodule slices per generator store (default: --nodules)")
     parser.add_argument("--nodule-free", type=int, default=0, help="nodule-free slices per control store")
     parser.add_argument("--generator-size", type=int, default=None, help="control stores' size in pixels (default: the real store's)")
     parser.add_argument("--folds", type=int, default=10, help="cross-validation folds")
