@@ -265,7 +265,8 @@ def compute_fid(
     real_m = store_moments(real, real_indices(real, config.real_split), extractor, dims, config.batch_size, device, progress, "real", size=config.size)
     scores: dict[str, dict[str, Any]] = {}
     for name, store in synthetic.items():
-        syn_m = store_moments(store, np.flatnonzero(selected(store, config.select)), extractor, dims, config.batch_size, device, progress, name, size=config.size)
+        used = np.flatnonzero(selected(store, config.select)) if store.kind == "synthetic" else np.arange(len(store))
+        syn_m = store_moments(store, used, extractor, dims, config.batch_size, device, progress, name, size=config.size)
         scores[name] = {}
         for subset in SUBSETS:
             r, s = real_m[subset], syn_m[subset]
