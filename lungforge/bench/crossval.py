@@ -37,6 +37,8 @@ class FoldConfig(Protocol):
     quick: bool
     seed: int
     real_nodules: int | None
+    fixed_budget: bool
+    allow_generator_leakage: bool
 
 
 ALL = "all"
@@ -119,9 +121,8 @@ def condition_stream(name: str) -> int:
 
 def log_name(task: str, config: FoldConfig) -> str:
     """The fold-log folder of a run: `task`, or `task-k<K>` for a learning-curve point."""
-    k = getattr(config, "real_nodules", None)
-    curve = getattr(config, "fixed_budget", False)
-    return f"{task}-k{point_label(k)}" if curve or k is not None else task
+    curve = config.fixed_budget or config.real_nodules is not None
+    return f"{task}-k{point_label(config.real_nodules)}" if curve else task
 
 
 def cross_validate(
@@ -142,7 +143,7 @@ def cross_validate(
     "folds": {condition: [per-fold dict]}}.
     """
     groups = real_groups(real, config.folds, config.real_split)  # type: ignore[arg-type]
-    leakage = check_leakage(real, synthetic, groups, getattr(config, "allow_generator_leakage", False))
+    leakage = check_leakage(real, synthetic, groups, config.allow_generator_leakage)
     log = FoldLog(out, log_name(task, config), run_signature(task, config, real, synthetic))
     conditions = [REFERENCE, *synthetic]
     todo = [(f, c) for f in range(config.folds) for c in conditions if log.get(c, f) is None]
