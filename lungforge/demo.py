@@ -48,7 +48,7 @@ class DemoOptions:
     segmenter_steps: int = 300
     detect_epochs: int = 60
     detect_batch: int = 16
-    localize_epochs: int = 12
+    localize_epochs: int = 3
     small_k: int = 4
     seed: int = 0
     device: str = "cpu"

@@ -27,7 +27,7 @@ def demo(
     spade_weights: Annotated[str, typer.Option(help="SPADE weights: registry name or path.")] = "demo-spade-tiny",
     segmenter_steps: Annotated[int, typer.Option(min=1, help="Training steps of the label-fidelity segmenter (bench fidelity --quick).")] = 300,
     detect_epochs: Annotated[int, typer.Option(min=1, help="Detection epochs over A's full training patches (one budget for every K and condition).")] = 60,
-    localize_epochs: Annotated[int, typer.Option(min=1, help="Localization epochs over A's full training slices (one budget for every K and condition).")] = 12,
+    localize_epochs: Annotated[int, typer.Option(min=1, help="Localization epochs over A's full training slices (one budget for every K and condition).")] = 3,
     small_k: Annotated[int, typer.Option(min=1, help="The learning curve's small point: real training nodule slices per fold (the other point: all).")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of every step.")] = 0,
     device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda.")] = "cpu",
