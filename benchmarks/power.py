@@ -2,6 +2,7 @@
 
     python benchmarks/power.py --json                          # the README configuration
     python benchmarks/power.py --generators --out power-run    # also the shipped demo SDM and SPADE
+    python benchmarks/power.py --real-nodules 8,32,all --generators   # the learning curve (docs/results.md)
 
 Phantom → prepare → `augment --weights paste` and `--weights mislabeled` (the same layout
 request) → `bench detect` with conditions A, mislabeled, paste (and demo-spade-tiny /
@@ -10,6 +11,12 @@ condition accuracy mean ± std over folds, the mean per-fold difference against 
 bootstrap 95 % interval and the paired Wilcoxon signed-rank p (and its floor with K folds), the
 paste − mislabeled comparison, and the wall and CPU seconds of each stage. The protocol has
 power here when paste beats A with p < 0.05 and mislabeled does not.
+
+With `--real-nodules K1,…,all` the bench runs a learning curve (:mod:`lungforge.bench.curves`):
+each fold's real training data cut to K nodule slices, one optimiser budget for every K and
+condition; the table then has one block per K. Control and generator stores are then made with
+a `--diameter` range (the real nodules' sizes) so their size comes from no real nodule and a
+slice joins a fold at K as soon as the one nodule it copies (shape and texture) is among the K kept.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import torch
 
 from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
+from lungforge.bench.crossval import parse_real_nodules
+from lungforge.bench.curves import curve_figure, learning_curve
 from lungforge.bench.detect import DetectConfig, run_detect
 from lungforge.bench.inputs import open_real, open_synthetic
 from lungforge.bench.stats import compare, mean_std
@@ -86,15 +95,18 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     prep = PrepareOptions(test_patients=args.test_patients, nodule_slices=args.nodule_slices, seed=args.seed, workers=1)
     clock("prepare", prepare, luna, real_path, prep)
     request = dict(nodules=args.nodules, nodule_free=args.nodule_free, shape="real", seed=args.seed, retries=0, device="cpu")
+    diameters = open_real(real_path).nodules()["diameter_mm"]
+    control_request = {**request, "diameter_mm": (float(diameters.min()), float(diameters.max()))} if args.real_nodules else request
     stores = {}
     for name in ("mislabeled", "paste"):
         out = root / f"{name}.zarr"
-        clock(f"augment {name}", augment, AugmentOptions(data=real_path, weights=name, out=out, size=args.generator_size, **request))
+        clock(f"augment {name}", augment, AugmentOptions(data=real_path, weights=name, out=out, size=args.generator_size, **control_request))
         stores[name] = out
     if args.generators:
         for name, weights in GENERATORS.items():
             out = root / f"{name.lower()}.zarr"
-            options = AugmentOptions(data=real_path, weights=weights, out=out, sampler="ddpm", steps=10, batch_size=16, **request)
+            generator_request = {**control_request, "nodules": args.generator_nodules or args.nodules}
+            options = AugmentOptions(data=real_path, weights=weights, out=out, sampler="ddpm", steps=10, batch_size=16, **generator_request)
             clock(f"augment {name}", augment, options)
             stores[name] = out
     real = open_real(real_path)
@@ -104,8 +116,23 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         width=args.width, patch=args.patch, seed=args.seed,
     )
     folds_dir = root / "bench" if args.out is not None else None  # per-fold results, kept with --out
-    result = clock("bench detect", run_detect, real, synthetic, config, torch.device("cpu"), folds_dir, FoldLog())
     summary = real.summary()
+    if args.real_nodules:
+        points = parse_real_nodules(args.real_nodules)
+        curve = clock("bench detect curve", learning_curve, run_detect, real, synthetic, config, points, torch.device("cpu"), folds_dir, FoldLog())
+        if args.out is not None:
+            curve_figure(curve, "accuracy", root / "power_curve.png", "phantom: detect accuracy against K (mean ± std, 10 folds)")
+        return {
+            "config": {**vars(args), "out": str(args.out) if args.out else None},
+            "data": {"real_slices": summary.slices, "real_nodule_slices": summary.nodule_slices, "patients": summary.series},
+            "optimizer_steps": curve["optimizer_steps"],
+            "generator_nodules": curve["generator_nodules"],
+            "curve": {point: table(result) for point, result in curve["results"].items()},
+            "seconds": clock.stages,
+            "total": {k: round(sum(s[k] for s in clock.stages.values()), 1) for k in ("wall_s", "cpu_s")},
+            "threads": torch.get_num_threads(),
+        }
+    result = clock("bench detect", run_detect, real, synthetic, config, torch.device("cpu"), folds_dir, FoldLog())
     return {
         "config": {**vars(args), "out": str(args.out) if args.out else None},
         "data": {"real_slices": summary.slices, "real_nodule_slices": summary.nodule_slices, "patients": summary.series},
@@ -126,13 +153,19 @@ def _cell(c: dict[str, Any] | None) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The README table: condition, accuracy, Δ vs A [95 % CI], paired p (floor)."""
-    d = report["detect"]
-    lines = ["| condition | accuracy (%) | Δ vs A (pts) [95 % CI] | paired signed-rank p (min) |", "|---|---|---|---|"]
-    for c, row in d["rows"].items():
-        lines.append(f"| {c} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} | {_cell(row['vs_A'])} |")
-    if d["paste_vs_mislabeled"] is not None:
-        lines.append(f"| paste − mislabeled | | {_cell(d['paste_vs_mislabeled'])} |")
+    """The docs table: (K,) condition, accuracy, Δ vs A [95 % CI], paired p (floor)."""
+    blocks = report["curve"] if "curve" in report else {None: report["detect"]}
+    head = "| K | " if "curve" in report else "| "
+    lines = [head + "condition | accuracy (%) | Δ vs A (pts) [95 % CI] | paired signed-rank p (min) |", "|---" * (4 + ("curve" in report)) + "|"]
+    for point, d in blocks.items():
+        lead = f"| {point} | " if point is not None else "| "
+        for c, row in d["rows"].items():
+            lines.append(f"{lead}{c} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} | {_cell(row['vs_A'])} |")
+        if d["paste_vs_mislabeled"] is not None:
+            lines.append(f"{lead}paste − mislabeled | | {_cell(d['paste_vs_mislabeled'])} |")
+    if "curve" in report:
+        lines.append(f"\nOptimiser budget for every K, fold and condition: {report['optimizer_steps']} steps; "
+                     f"real nodule slices the generators' weights saw: {report['generator_nodules']}.")
     t = report["total"]
     lines.append(f"\nTotal {t['wall_s']:.0f} s wall, {t['cpu_s']:.0f} s CPU ({report['threads']} torch threads).")
     return "\n".join(lines)
@@ -145,6 +178,7 @@ def main() -> None:
     parser.add_argument("--nodule-slices", default="all", help="prepare's nodule slices: center (one per nodule) or all it touches")
     parser.add_argument("--test-patients", type=float, default=0.2, help="prepare's test share (augment sources are train patients)")
     parser.add_argument("--nodules", type=int, default=160, help="nodule slices per control store")
+    parser.add_argument("--generator-nodules", type=int, default=None, help="nodule slices per generator store (default: --nodules)")
     parser.add_argument("--nodule-free", type=int, default=0, help="nodule-free slices per control store")
     parser.add_argument("--generator-size", type=int, default=None, help="control stores' size in pixels (default: the real store's)")
     parser.add_argument("--folds", type=int, default=10, help="cross-validation folds")
@@ -155,6 +189,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=8, help="SE-ResNet depth")
     parser.add_argument("--width", type=int, default=8, help="SE-ResNet base width")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
+    parser.add_argument("--real-nodules", default=None, help="learning curve: K1,K2,…,all real training nodule slices per fold")
     parser.add_argument("--generators", action="store_true", help="also bench the shipped demo SDM and SPADE")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: no spinning on a shared machine)")
     parser.add_argument("--out", type=Path, default=None, help="keep the stores here (default: a temporary folder)")

@@ -13,12 +13,12 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--scans", "4", "--size", "128", "--nodules", "4", "--nodule-free", "4", "--steps", "2",
-            "--segmenter-steps", "10", "--json"]
+            "--segmenter-steps", "10", "--detect-epochs", "2", "--localize-epochs", "1", "--small-k", "1", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert [s["name"] for s in summary["steps"]] == ["phantom", "prepare", "augment SPADE", "augment SDM", "augment SDM-inpaint",
-                                                      "bench all --quick --controls"]
+                                                      "bench all --quick --controls --real-nodules"]
     assert summary["steps"][-1]["details"]["conditions"] == ["A", "mislabeled", "paste", "SPADE", "SDM", "SDM-inpaint"]
     for name in ("spade", "sdm", "sdm-inpaint"):
         store = open_store(out / f"synthetic-{name}.zarr")
@@ -34,4 +34,11 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     fidelity = summary["steps"][-1]["details"]["fidelity"]
     assert open_store(out / "synthetic-sdm-inpaint.zarr").nodules()["window"].shape == (4, 4)
     assert {"real", "SPADE", "SDM", "SDM-inpaint"} <= set(fidelity) and all(0 <= v["miou"] <= 1 for v in fidelity.values())
-    assert json.loads((out / "report" / "report.json").read_text())["quick"] is True
+    report_json = json.loads((out / "report" / "report.json").read_text())
+    assert report_json["quick"] is True and report_json["curves"]["detect"]["points"] == ["1", "all"]
+    assert (out / "report" / "figures" / "detect_curve.png").is_file() and (out / "report" / "figures" / "localize_curve.png").is_file()
+    verdict = summary["steps"][-1]["details"]["below_bar"]
+    a = summary["steps"][-1]["details"]["A"]
+    assert (verdict is None) == (a["accuracy"] > 0.5 and a["AP50"] > 0)
+    if verdict is not None:  # two epochs on 4 scans: the report opens with the miss
+        assert report.startswith(f"**{verdict}**") and "below its bar" in verdict

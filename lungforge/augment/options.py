@@ -72,7 +72,7 @@ class AugmentOptions:
     seed: int = 0
     compile: bool = False
     min_contrast_hu: float | None = None
-    retries: int = 2
+    retries: int = 0
     shard_size: int = SHARD
     size: int | None = None
     resume: bool = False

@@ -109,6 +109,9 @@ class Synthesizer:
             "steps": self.settings.steps if self.kind == "sdm" else None,
             "guidance": self.settings.guidance if self.kind == "sdm" else None,
             "precision": self.precision,
+            "train_store_fingerprint": self.ckpt.meta.get("store_fingerprint"),
+            "train_series": self.ckpt.meta.get("train_series"),
+            "train_nodule_slices": self.ckpt.meta.get("train_nodule_slices"),
         }
 
     def _generators(self, seeds: Sequence[int]) -> list[torch.Generator]:

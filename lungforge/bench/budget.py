@@ -4,6 +4,8 @@ Fixed epochs would give a condition with 1000 extra synthetic slices twice the o
 (and a longer schedule) of real-only training, so a better score could come from training longer.
 Every condition of a fold instead trains `epochs × ⌈n_A / batch⌉` steps, n_A being the size of
 condition A's training set in that fold, with the same learning-rate schedule over those steps;
+on a learning curve, every point K trains the budget of the full training set
+(:func:`curve_steps`), so a point differs from another in its data alone;
 batches are drawn from successive seeded permutations of each condition's own training set.
 """
 
@@ -20,6 +22,13 @@ def reference_steps(n_reference: int, epochs: int, batch_size: int) -> int:
     if n_reference < 0 or epochs < 1 or batch_size < 1:
         raise ValueError(f"need n >= 0, epochs >= 1 and batch size >= 1, got {n_reference}, {epochs}, {batch_size}")
     return max(1, epochs * math.ceil(n_reference / batch_size))
+
+
+def curve_steps(n_reference_per_fold: list[int], epochs: int, batch_size: int) -> int:
+    """The one budget of a learning curve, for every point K, fold and condition: `epochs` passes
+    over the mean size of A's full training set over the folds (≥ 1 step)."""
+    mean = sum(n_reference_per_fold) / max(len(n_reference_per_fold), 1)
+    return reference_steps(round(mean), epochs, batch_size)
 
 
 def batch_indices(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:

@@ -1,13 +1,21 @@
-"""The k-fold driver shared by `bench detect` and `bench localize` (DESIGN §9).
+"""The k-fold driver shared by `bench detect` and `bench localize` (DESIGN §9), and the rule of
+a learning curve's training subsets.
 
 For every (fold, condition) not already saved in the fold log, a task-specific runner trains on
 the other folds' real slices (+ that condition's synthetic slices whose source patient is not in
 the fold) and tests on the fold's real slices. Conditions: A (real only) + one per synthetic store.
+
+Learning curves (`--real-nodules K1,K2,…,all`): in each fold the real training slices are cut to
+K nodule slices plus nodule-free slices in the store's proportion (:func:`kept_real_slices`,
+seeded per fold and nested: the K of a smaller point are among those of a larger one), the same
+for every condition; a synthetic slice joins only if every real nodule it copies is among the
+kept ones (:func:`copies_kept`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -16,7 +24,8 @@ import numpy as np
 from lungforge.bench.foldlog import FoldLog, run_signature
 from lungforge.bench.folds import real_groups
 from lungforge.bench.inputs import REFERENCE
-from lungforge.data.store import Store
+from lungforge.bench.leakage import check_leakage
+from lungforge.data.store import NO_SOURCE, Store
 
 FoldRunner = Callable[[int, str], dict[str, Any]]
 """`runner(fold, condition) -> per-fold metrics` for one task."""
@@ -26,6 +35,94 @@ class FoldConfig(Protocol):
     folds: int
     real_split: str
     quick: bool
+    seed: int
+    real_nodules: int | None
+    fixed_budget: bool
+    allow_generator_leakage: bool
+
+
+ALL = "all"
+"""The `--real-nodules` point that keeps every real training slice."""
+
+
+def parse_real_nodules(text: str) -> list[int | None]:
+    """`"4,16,all"` → [4, 16, None] (None: every real nodule slice), sorted ascending, all last.
+
+    Raises ValueError naming the bad item: not a positive integer or `all`, or a repeat."""
+    points: list[int | None] = []
+    for item in (t.strip() for t in text.split(",")):
+        if item == ALL:
+            point = None
+        elif item.isdigit() and int(item) > 0:
+            point = int(item)
+        else:
+            raise ValueError(f"items must be positive integers or {ALL!r}, got {item!r}")
+        if point in points:
+            raise ValueError(f"{item!r} is given twice")
+        points.append(point)
+    return sorted(points, key=lambda k: (k is None, k or 0))
+
+
+def point_label(k: int | None) -> str:
+    """The name of a learning-curve point: `"16"` or `"all"`."""
+    return ALL if k is None else str(k)
+
+
+def kept_real_slices(real: Store, groups: np.ndarray, fold: int, k: int | None, seed: int) -> np.ndarray:
+    """(N,) bool: the real training slices of `fold` at learning-curve point `k`.
+
+    The training fold's nodule slices are put in an order drawn from a generator seeded by
+    (seed, fold) and the first `k` kept (all of them when `k` is None or larger); nodule-free
+    training slices likewise, the first round(k × free / nodule) of them, so the share of
+    nodule-free slices stays the store's. The order does not depend on `k`, so the subsets are
+    nested, and not on the condition.
+    """
+    train = (groups != fold) & (groups >= 0)
+    has = real.meta("has_nodule")
+    nodule, free = np.flatnonzero(train & has), np.flatnonzero(train & ~has)
+    rng = np.random.default_rng([seed, fold, 0x4B])
+    nodule, free = rng.permutation(nodule), rng.permutation(free)
+    if k is not None and k < nodule.size:
+        n_free = int(round(k * free.size / max(nodule.size, 1)))
+        nodule, free = nodule[:k], free[:n_free]
+    kept = np.zeros(len(real), bool)
+    kept[nodule] = True
+    kept[free] = True
+    return kept
+
+
+def copies_kept(synthetic: Store, real: Store, kept: np.ndarray) -> np.ndarray:
+    """(N_syn,) bool: synthetic slices whose copied real nodules are all among the `kept` real slices.
+
+    A synthetic slice copies the nodules of the real slice its label map comes from (when that
+    slice has any) and, per nodule, the real nodule rows its shape (and texture) and size came
+    from (`nodules/shape_source`, `size_source`; -1 copies none).
+    """
+    has = real.meta("has_nodule")
+    source = synthetic.meta("source")
+    ok = kept[source] | ~has[source]
+    table, real_slice = synthetic.nodules(), real.nodules()["slice"]
+    for column in ("shape_source", "size_source"):
+        rows = table[column]
+        copied = rows != NO_SOURCE
+        bad = copied.copy()
+        bad[copied] = ~kept[real_slice[rows[copied]]]
+        ok[table["slice"][bad]] = False
+    return ok
+
+
+def condition_stream(name: str) -> int:
+    """A random stream of condition `name` derived from the name alone (A: 0), so a condition's
+    sampled patches or slices do not change when other conditions are added or reordered."""
+    if name == REFERENCE:
+        return 0
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:7], "little") + 1
+
+
+def log_name(task: str, config: FoldConfig) -> str:
+    """The fold-log folder of a run: `task`, or `task-k<K>` for a learning-curve point."""
+    curve = config.fixed_budget or config.real_nodules is not None
+    return f"{task}-k{point_label(config.real_nodules)}" if curve else task
 
 
 def cross_validate(
@@ -39,17 +136,21 @@ def cross_validate(
 ) -> dict[str, Any]:
     """Run every unfinished (fold, condition) of `task`; finished folds in `out` are reused.
 
+    A generator condition whose weights saw a test-fold patient is refused first
+    (:func:`~lungforge.bench.leakage.check_leakage`) unless the config allows it.
     `make_runner(groups)` receives the fold group of every real slice (−1 outside the
     benchmark) and loads its data once. Returns {"task", "quick", "config", "conditions",
     "folds": {condition: [per-fold dict]}}.
     """
-    log = FoldLog(out, task, run_signature(task, config, real, synthetic))
+    groups = real_groups(real, config.folds, config.real_split)  # type: ignore[arg-type]
+    leakage = check_leakage(real, synthetic, groups, config.allow_generator_leakage)
+    log = FoldLog(out, log_name(task, config), run_signature(task, config, real, synthetic))
     conditions = [REFERENCE, *synthetic]
     todo = [(f, c) for f in range(config.folds) for c in conditions if log.get(c, f) is None]
     total = config.folds * len(conditions)
     bar = progress.add_task(task, total=total, completed=total - len(todo), status="") if progress else None
     if todo:
-        runner = make_runner(real_groups(real, config.folds, config.real_split))
+        runner = make_runner(groups)
         for fold, condition in todo:
             if progress:
                 progress.update(bar, status=f"fold {fold} {condition}")
@@ -62,4 +163,5 @@ def cross_validate(
         "config": dataclasses.asdict(config),
         "conditions": conditions,
         "folds": {c: [log.get(c, f) for f in range(config.folds)] for c in conditions},
+        "leakage": {name: seen.as_dict() for name, seen in leakage.items()},
     }

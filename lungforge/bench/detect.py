@@ -20,8 +20,8 @@ import torch
 from torch.nn import functional as F
 
 from lungforge.bench.batchnorm import recalibrate_batchnorm
-from lungforge.bench.budget import batch_indices, reference_steps
-from lungforge.bench.crossval import FoldRunner, cross_validate
+from lungforge.bench.budget import batch_indices, curve_steps, reference_steps
+from lungforge.bench.crossval import FoldRunner, condition_stream, copies_kept, cross_validate, kept_real_slices
 from lungforge.bench.folds import OUTSIDE, RealSplit, leak_groups, source_groups
 from lungforge.bench.inputs import REFERENCE
 from lungforge.bench.metrics import Confusion, auroc, classification_metrics, recall_by_size
@@ -52,6 +52,12 @@ class DetectConfig:
     select: Selection = "first-draw"
     seed: int = 0
     quick: bool = False
+    real_nodules: int | None = None
+    """Learning-curve point: real training nodule slices per fold (None: all)."""
+    fixed_budget: bool = False
+    """Train every point, fold and condition the same steps (:func:`~lungforge.bench.budget.curve_steps`)."""
+    allow_generator_leakage: bool = False
+    """Bench generators whose weights saw test-fold patients (the report says so)."""
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
@@ -158,22 +164,28 @@ def run_detect(
         real_patches = sample_patches(real, inside, groups[inside], config.size, config.seed, 0, config.patch, config.jitter_px)
         diameter_mm = real.nodules()["diameter_mm"]
         syn_patches, leaks = {}, {}
-        for stream, (name, store) in enumerate(synthetic.items(), start=1):
+        for name, store in synthetic.items():
             used = np.flatnonzero(selected(store, config.select))
             syn_patches[name] = sample_patches(
-                store, used, source_groups(store, real, groups)[used], config.size, config.seed, stream, config.patch, config.jitter_px
+                store, used, source_groups(store, real, groups)[used], config.size, config.seed, condition_stream(name),
+                config.patch, config.jitter_px,
             )
             leaks[name] = leak_groups(store, real, groups)
+        full = [int((real_patches.group != f).sum()) for f in range(config.folds)]
+        fixed = curve_steps(full, config.epochs, config.batch_size) if config.fixed_budget else None
 
         def runner(fold: int, condition: str) -> dict[str, Any]:
-            reference = real_patches.select(real_patches.group != fold)
+            kept = kept_real_slices(real, groups, fold, config.real_nodules, config.seed)
+            reference = real_patches.select((real_patches.group != fold) & kept[real_patches.slice])
             train_sets = [reference]
             if condition != REFERENCE:
                 patches = syn_patches[condition]
-                train_sets.append(patches.select(~leaks[condition][patches.slice, fold]))
+                joins = ~leaks[condition][:, fold] & copies_kept(synthetic[condition], real, kept)
+                train_sets.append(patches.select(joins[patches.slice]))
             test = real_patches.select(real_patches.group == fold)
-            steps = reference_steps(len(reference), config.epochs, config.batch_size)
-            return run_fold(PatchSet.concat(train_sets, config.patch), test, config, device, steps, diameter_mm)
+            steps = fixed or reference_steps(len(reference), config.epochs, config.batch_size)
+            result = run_fold(PatchSet.concat(train_sets, config.patch), test, config, device, steps, diameter_mm)
+            return {**result, "real_nodule_slices": int((kept & real.meta("has_nodule")).sum())}
 
         return runner
 

@@ -22,6 +22,7 @@ from scipy import linalg
 from torch import nn
 from torch.nn import functional as F
 
+from lungforge.bench.selection import Selection, selected
 from lungforge.data.resize import resize_images_uint8
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import CheckpointError, InputError
@@ -220,6 +221,9 @@ class FidConfig:
     features: Features = "inception"
     batch_size: int = 50
     seed: int = 0
+    select: Selection = "first-draw"
+    """Synthetic slices scored: the detectors' rule by default, and `bench all` passes the detector's rule, so FID scores exactly
+    the slices the detectors train on (:mod:`lungforge.bench.selection`)."""
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
@@ -252,7 +256,8 @@ def compute_fid(
     device: torch.device,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """FID of every synthetic store against the real slices, per subset (nodule, nodule_free, all).
+    """FID of every synthetic store's selected slices (`config.select`) against the real slices,
+    per subset (nodule, nodule_free, all).
 
     Returns {"features", "comparable", "size", "real_split", "dims", "scores":
     {name: {subset: {"fid", "n_real", "n_synthetic"}}}, "warnings": [...]}; a subset with fewer
@@ -264,7 +269,8 @@ def compute_fid(
     real_m = store_moments(real, real_indices(real, config.real_split), extractor, dims, config.batch_size, device, progress, "real", size=config.size)
     scores: dict[str, dict[str, Any]] = {}
     for name, store in synthetic.items():
-        syn_m = store_moments(store, np.arange(len(store)), extractor, dims, config.batch_size, device, progress, name, size=config.size)
+        used = np.flatnonzero(selected(store, config.select)) if store.kind == "synthetic" else np.arange(len(store))
+        syn_m = store_moments(store, used, extractor, dims, config.batch_size, device, progress, name, size=config.size)
         scores[name] = {}
         for subset in SUBSETS:
             r, s = real_m[subset], syn_m[subset]
@@ -282,6 +288,7 @@ def compute_fid(
         "comparable": config.features == "inception",
         "size": config.size,
         "real_split": config.real_split,
+        "select": config.select,
         "dims": dims,
         "scores": scores,
         "warnings": notes,

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from lungforge.bench.batchnorm import recalibrate_batchnorm
-from lungforge.bench.budget import batch_indices, reference_steps
-from lungforge.bench.crossval import FoldRunner, cross_validate
+from lungforge.bench.budget import batch_indices, curve_steps, reference_steps
+from lungforge.bench.crossval import FoldRunner, condition_stream, copies_kept, cross_validate, kept_real_slices
 from lungforge.bench.froc import CPM, FROC_METRICS, froc
 from lungforge.bench.folds import OUTSIDE, RealSplit, leak_groups, source_groups
 from lungforge.bench.inputs import REFERENCE, nodule_boxes
@@ -59,6 +59,12 @@ class LocalizeConfig:
     select: Selection = "first-draw"
     seed: int = 0
     quick: bool = False
+    real_nodules: int | None = None
+    """Learning-curve point: real training nodule slices per fold (None: all)."""
+    fixed_budget: bool = False
+    """Train every point, fold and condition the same steps (:func:`~lungforge.bench.budget.curve_steps`)."""
+    allow_generator_leakage: bool = False
+    """Bench generators whose weights saw test-fold patients (the report says so)."""
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
@@ -307,8 +313,8 @@ def run_localize(
         real_set = load_slices(real, groups, config.size, config.nodule_free_ratio, np.random.default_rng([config.seed, 0]))
         test_mask = np.array([b.shape[0] > 0 for b in real_set.boxes])
         syn_sets, leaks = {}, {}
-        for stream, (name, store) in enumerate(synthetic.items(), start=1):
-            rng = np.random.default_rng([config.seed, stream])
+        for name, store in synthetic.items():
+            rng = np.random.default_rng([config.seed, condition_stream(name)])
             syn_sets[name] = load_slices(store, source_groups(store, real, groups), config.size, config.nodule_free_ratio, rng, selected(store, config.select))
             leaks[name] = leak_groups(store, real, groups)
         initial = build_model(config)  # built once: every fold and condition starts from these weights
@@ -320,16 +326,21 @@ def run_localize(
                 free_test.clear()
                 free_test[fold] = read_resized(real, free_rows[groups[free_rows] == fold], config.size, labels=False)[0]
             return free_test[fold]
+        full = [int((real_set.group != f).sum()) for f in range(config.folds)]
+        fixed = curve_steps(full, config.epochs, config.batch_size) if config.fixed_budget else None
 
         def runner(fold: int, condition: str) -> dict[str, Any]:
-            reference = real_set.select(real_set.group != fold)
+            kept = kept_real_slices(real, groups, fold, config.real_nodules, config.seed)
+            reference = real_set.select((real_set.group != fold) & kept[real_set.index])
             train_sets = [reference]
             if condition != REFERENCE:
                 slices = syn_sets[condition]
-                train_sets.append(slices.select(~leaks[condition][slices.index, fold]))
+                joins = ~leaks[condition][:, fold] & copies_kept(synthetic[condition], real, kept)
+                train_sets.append(slices.select(joins[slices.index]))
             test = real_set.select((real_set.group == fold) & test_mask)
-            steps = reference_steps(reference.images.shape[0], config.epochs, config.batch_size)
-            return run_fold(initial, SliceSet.concat(train_sets), test, config, device, steps, nodule_free_test(fold))
+            steps = fixed or reference_steps(reference.images.shape[0], config.epochs, config.batch_size)
+            result = run_fold(initial, SliceSet.concat(train_sets), test, config, device, steps, nodule_free_test(fold))
+            return {**result, "real_nodule_slices": int((kept & real.meta("has_nodule")).sum())}
 
         return runner
 

@@ -13,12 +13,14 @@ import torch
 
 from lungforge.bench.controls import make_controls, separation, separation_sentence
 from lungforge.bench.detect import QUICK_LABEL, DetectConfig, run_detect
+from lungforge.bench.curves import curve_figure, curve_table, learning_curve
 from lungforge.bench.fid import FidConfig, InceptionUnavailable, compute_fid, make_extractor
 from lungforge.bench.fidelity import compute_fidelity, fidelity_markdown
 from lungforge.bench.figures import fold_metrics, localization_examples, sample_grid
 from lungforge.bench.folds import leak_groups, real_groups
 from lungforge.bench.gallery import nodule_gallery
 from lungforge.bench.inputs import REFERENCE, SyntheticSpec, open_real, open_synthetic
+from lungforge.bench.leakage import leakage_warning
 from lungforge.bench.localize import LocalizeConfig, run_localize
 from lungforge.bench.segmenter import SegmenterConfig
 from lungforge.bench.metrics import DETECT_EXTRA_METRICS, DETECT_METRICS, LOCALIZE_EXTRA_METRICS, LOCALIZE_METRICS
@@ -58,13 +60,16 @@ def run_all(
     progress: Any = None,
     controls: bool = False,
     fidelity: SegmenterConfig | None = None,
+    curve: list[int | None] | None = None,
 ) -> dict[str, Any]:
     """Run fid (if weights are available), label fidelity (unless `fidelity` is None), detect and
     localize; write the report into `out`.
 
     With `controls`, the `mislabeled` and `paste` control stores are made under `out/controls`
     (:mod:`lungforge.bench.controls`) and benched first, and the report says whether the
-    protocol separates them. Finished folds under `out/detect` and `out/localize` are reused by
+    protocol separates them. With `curve` (learning-curve points K, None: all) detect and localize
+    run at every point with one budget (:mod:`lungforge.bench.curves`), the tables at K = all (or
+    the largest K), and a curve figure per task. Finished folds under `out/detect` and `out/localize` are reused by
     a rerun with the same arguments. Returns the report dict (also written as `out/report.json`).
     """
     out.mkdir(parents=True, exist_ok=True)
@@ -83,8 +88,15 @@ def run_all(
     except InceptionUnavailable as exc:
         fid_section = {"available": False, "reason": str(exc)}
     fidelity_section = compute_fidelity(real, synthetic, fidelity, device, progress) if fidelity is not None else None
-    detect_result = run_detect(real, synthetic, detect, device, out, progress)
-    localize_result = run_localize(real, synthetic, localize, device, out, progress)
+    curves: dict[str, Any] = {}
+    if curve is None:
+        detect_result = run_detect(real, synthetic, detect, device, out, progress)
+        localize_result = run_localize(real, synthetic, localize, device, out, progress)
+    else:
+        curves["detect"] = learning_curve(run_detect, real, synthetic, detect, curve, device, out, progress)
+        curves["localize"] = learning_curve(run_localize, real, synthetic, localize, curve, device, out, progress)
+        detect_result = curves["detect"]["results"][curves["detect"]["points"][-1]]
+        localize_result = curves["localize"]["results"][curves["localize"]["points"][-1]]
     title = report_title(quick)
     figures_dir = out / "figures"
     figures_dir.mkdir(exist_ok=True)
@@ -94,8 +106,13 @@ def run_all(
         fold_metrics(localize_result, LOCALIZE_METRICS, figures_dir / "localize_folds.png", f"localize — {title}"),
         localization_examples(real, localize_result, localize.size, figures_dir / "localize_examples.png", f"localize — {title}"),
         nodule_gallery(real, synthetic, figures_dir / "nodule_gallery.png", f"nodules in the detector's {detect.patch}-px field at {detect.size} px — {title}", detect.patch / detect.size),
+        *[
+            curve_figure(c, CURVE_METRICS[task], figures_dir / f"{task}_curve.png", f"{task}: {CURVE_METRICS[task]} against K — {title}")
+            for task, c in curves.items()
+        ],
     ]
     report = {
+        "warning": leakage_warning(detect_result["leakage"]),
         "title": title,
         "quick": quick,
         "device": str(device),
@@ -109,6 +126,7 @@ def run_all(
         "localize": {**localize_result, "summary": summarize(localize_result, LOCALIZE_METRICS + LOCALIZE_EXTRA_METRICS, "AP50"),
                      "budget": budget(localize_result)},
         "controls": None,
+        "curves": {task: {**{k: v for k, v in c.items() if k != "results"}, "table": curve_table(c, CURVE_METRICS[task])} for task, c in curves.items()} or None,
         "figures": [str(p.relative_to(out)) for p in figures],
     }
     if controls:
@@ -237,11 +255,37 @@ def controls_lines(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+CURVE_METRICS = {"detect": "accuracy", "localize": "AP50"}
+
+
+def curve_lines(report: dict[str, Any]) -> list[str]:
+    """The learning-curve section: per task the budget and one row per point K and condition."""
+    if not report.get("curves"):
+        return []
+    lines = ["## Learning curves (real training nodule slices K per fold)", ""]
+    for task, curve in report["curves"].items():
+        lines += [
+            f"### {task}: {CURVE_METRICS[task]} against K", "",
+            f"Optimiser budget for every K, fold and condition: {curve['optimizer_steps']} steps.",
+        ]
+        if curve["generator_nodules"]:
+            lines.append("Real nodule slices the generators' weights saw: "
+                         + ", ".join(f"{n}: {'unknown' if v is None else v}" for n, v in curve["generator_nodules"].items()) + ".")
+        lines += ["", "| K | real nodule slices / fold | condition | mean (%) | Δ vs A (pts) [95 % CI] | p rank-sum (min) | p signed-rank (min) |",
+                  "|---|---|---|---|---|---|---|"]
+        for point, rows in curve["table"].items():
+            for condition, row in rows.items():
+                lines.append(f"| {point} | {row['real_nodule_slices']:.1f} | {condition} | {_pct(row)} | " + " | ".join(comparison_cells(row["vs_A"])) + " |")
+        lines.append("")
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     """report.md: FID table, selection and budget, Table 1-I (detect), Table 1-II (localize),
     the controls verdict, figure links."""
     quick_note = ["", f"**{QUICK_LABEL}**: 2 folds, few epochs, small models.", ""] if report["quick"] else [""]
-    lines = [f"# {report['title']}", *quick_note, f"Real store: `{report['real']}`; device {report['device']}.", ""]
+    warning = [f"**{report['warning']}**", ""] if report.get("warning") else []
+    lines = [*warning, f"# {report['title']}", *quick_note, f"Real store: `{report['real']}`; device {report['device']}.", ""]
     lines += ["Conditions: A = real only; " + ", ".join(f"{n} = A + `{p}`" for n, p in report["synthetic"].items()) + ".", ""]
     fid = report["fid"]
     lines += ["## FID (lower is better)", ""]
@@ -288,6 +332,7 @@ def markdown(report: dict[str, Any]) -> str:
         *extra_table(loc, LOCALIZE_EXTRA_METRICS, LOCALIZE_EXTRA_HEADERS),
         "",
         *controls_lines(report),
+        *curve_lines(report),
         "## Figures",
         "",
         *[f"![{Path(f).stem}]({f})" for f in report["figures"]],

@@ -55,7 +55,7 @@ def augment(
     seed: Annotated[int, typer.Option(callback=check_seed, help="Run seed; sample i uses seeds derived from (seed, i) only.")] = 0,
     compile: Annotated[bool, typer.Option("--compile", help="Run the generator through torch.compile (same images to float rounding; the first batch pays the compilation, reported as first_batch_seconds).")] = False,
     min_contrast: Annotated[Optional[float], typer.Option("--min-contrast", callback=finite, help="Nodule visibility threshold in HU; default: 5th percentile of the real nodules' contrast.")] = None,
-    retries: Annotated[int, typer.Option(min=0, help="Re-samplings (fresh derived seeds) of a slice whose nodules are below --min-contrast; bench judges one draw per slice, so use 0 for stores you will bench.")] = 2,
+    retries: Annotated[int, typer.Option(min=0, help="Re-samplings (fresh derived seeds) of a slice whose nodules are below --min-contrast; bench judges one draw per slice (--select first-draw), so keep 0 for stores you will bench.")] = 0,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Slices per output shard: the unit a rank writes and --resume skips.")] = 64,
     size: Annotated[Optional[int], typer.Option("--size", min=16, help="Output size in pixels for paste, mislabeled and inpainting weights (default: the real store's); a whole-slice model generates at its own size.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same store (same options).")] = False,

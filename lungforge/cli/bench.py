@@ -39,6 +39,21 @@ SelectOpt = Annotated[
 ]
 PatchOpt = Annotated[int, typer.Option("--patch", min=8, help="Detection patch side in pixels at the working --size (paper: 32 at 256).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Folder for per-fold results; a rerun with the same arguments resumes.")]
+RealNodulesOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--real-nodules",
+        help="Learning curve: K1,K2,…,all real training nodule slices per fold (a seeded, nested subset, nodule-free slices in the "
+        "store's proportion, the same for every condition; one optimiser budget for every K and condition).",
+    ),
+]
+LeakageOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-generator-leakage",
+        help="Bench generators whose weights saw test-fold patients (or do not record them); the report's first line says so.",
+    ),
+]
 SegmenterStepsOpt = Annotated[
     Optional[int], typer.Option(min=1, help="Training steps of each of the two cross-fitted fidelity segmenters (default 1500; 150 with --quick).")
 ]
@@ -47,6 +62,34 @@ SegmenterStepsOpt = Annotated[
 def _check_choice(value: str, choices: tuple[str, ...], hint: str) -> None:
     if value not in choices:
         raise typer.BadParameter(f"must be one of {', '.join(choices)}, got {value!r}", param_hint=hint)
+
+
+def _points(text: Optional[str]) -> list[int | None] | None:
+    """The `--real-nodules` points, or None without the option; a malformed list is a usage error."""
+    from lungforge.bench.crossval import parse_real_nodules
+
+    if text is None:
+        return None
+    try:
+        return parse_real_nodules(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--real-nodules") from None
+
+
+def _print_curve(curve: dict, metric: str, task: str) -> None:
+    from lungforge.bench.curves import curve_markdown
+    from lungforge.cli.console import err_console
+
+    err_console.print("\n".join(curve_markdown(curve, metric, task)), highlight=False, soft_wrap=True, markup=False)
+
+
+def _print_leakage(result: dict) -> None:
+    from lungforge.bench.leakage import leakage_warning
+    from lungforge.cli.console import err_console
+
+    warning = leakage_warning(result.get("leakage", {}))
+    if warning:
+        err_console.print(f"[yellow]{escape(warning)}[/yellow]", highlight=False, soft_wrap=True)
 
 
 def _check_patch(patch: int, size: int) -> None:
@@ -90,6 +133,31 @@ def _print_summary(title: str, result: dict, metrics: tuple[str, ...], test_metr
     err_console.print(table)
 
 
+def _run_task(task, run, real_store, stores, config, device, out, points, metric, metrics, json_out) -> None:
+    """Run one task (or its learning curve over `points`); print the table or JSON; with a curve
+    and `--out`, write its figure there."""
+    from lungforge.bench.curves import curve_figure, learning_curve
+    from lungforge.bench.report import json_safe
+    from lungforge.cli.console import err_console, print_json, progress
+
+    with progress() as bar:
+        if points is None:
+            result = run(real_store, stores, config, device, out, bar)
+        else:
+            result = learning_curve(run, real_store, stores, config, points, device, out, bar)
+    first = result if points is None else next(iter(result["results"].values()))
+    _print_leakage(first)
+    if points is not None and out is not None:
+        figure = curve_figure(result, metric, Path(out) / f"{task}_curve.png", f"{task}: {metric} against K")
+        err_console.print(f"wrote {figure}", highlight=False)
+    if json_out:
+        print_json(json_safe(result))
+    elif points is None:
+        _print_summary(task, result, metrics, metric)
+    else:
+        _print_curve(result, metric, task)
+
+
 @bench_app.command("fid")
 def fid(
     real: RealOpt,
@@ -99,6 +167,7 @@ def fid(
     features: Annotated[str, typer.Option(help="'inception' (FID) or 'random' (tests only; not comparable).")] = "inception",
     size: Annotated[int, typer.Option(min=32, help="Working resolution in pixels: every store (real and synthetic) is resized to it, antialiased, before the network.")] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 50,
+    select: SelectOpt = "first-draw",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     json_out: JsonOpt = False,
@@ -111,9 +180,10 @@ def fid(
 
     _check_choice(real_split, ("all", "train", "test"), "--real-split")
     _check_choice(features, ("inception", "random"), "--features")
+    _check_choice(select, ("first-draw", "all"), "--select")
     named = [s if "=" in s else f"{Path(s).stem}={s}" for s in synthetic]
     real_store, stores, _ = _open(real, named, need_nodules=False)
-    config = FidConfig(size=size, real_split=real_split, features=features, batch_size=batch_size, seed=seed)  # type: ignore[arg-type]
+    config = FidConfig(size=size, real_split=real_split, features=features, batch_size=batch_size, seed=seed, select=select)  # type: ignore[arg-type]
     dev = resolve_device(device)
     extractor, dims = make_extractor(config, inception_weights, dev)
     with progress(transient=True) as bar:
@@ -142,6 +212,8 @@ def detect(
     depth: Annotated[int, typer.Option(min=8, help="SE-ResNet depth 6n+2 (8, 14, 20, 32, 56, 110).")] = 20,
     patch: PatchOpt = 32,
     select: SelectOpt = "first-draw",
+    real_nodules: RealNodulesOpt = None,
+    allow_generator_leakage: LeakageOpt = False,
     out: OutOpt = None,
     quick: QuickOpt = False,
     device: DeviceOpt = "auto",
@@ -163,17 +235,16 @@ def detect(
     if (depth - 2) % 6:
         raise typer.BadParameter(f"must be 6n+2 (8, 14, 20, ...), got {depth}", param_hint="--depth")
     _check_patch(patch, size)
-    options = dict(size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, depth=depth, patch=patch, select=select, seed=seed)
+    points = _points(real_nodules)
+    options = dict(
+        size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, depth=depth, patch=patch, select=select, seed=seed,
+        allow_generator_leakage=allow_generator_leakage,
+    )
     config = DetectConfig.quick_preset(**options) if quick else DetectConfig(**options)  # type: ignore[arg-type]
     real_store, stores, _ = _open(real, synthetic)
-    with progress() as bar:
-        result = run_detect(real_store, stores, config, resolve_device(device), out, bar)
+    _run_task("detect", run_detect, real_store, stores, config, resolve_device(device), out, points, "accuracy", (*DETECT_METRICS, "auroc"), json_out)
     if quick:
         err_console.print(f"[yellow]{QUICK_LABEL}[/yellow]")
-    if json_out:
-        print_json(json_safe(result))
-    else:
-        _print_summary("detect", result, (*DETECT_METRICS, "auroc"), "accuracy")
 
 
 @bench_app.command("localize")
@@ -189,6 +260,8 @@ def localize(
     backbone_weights: Annotated[Optional[Path], typer.Option(help="Local torchvision ResNet state dict for the backbone (default: random init).")] = None,
     nodule_free_ratio: Annotated[float, typer.Option(min=0.0, callback=finite, help="Nodule-free slices added as negatives, per nodule slice.")] = 0.0,
     select: SelectOpt = "first-draw",
+    real_nodules: RealNodulesOpt = None,
+    allow_generator_leakage: LeakageOpt = False,
     out: OutOpt = None,
     quick: QuickOpt = False,
     device: DeviceOpt = "auto",
@@ -213,17 +286,14 @@ def localize(
     options = dict(
         size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, backbone=backbone,
         backbone_weights=str(backbone_weights) if backbone_weights else None, nodule_free_ratio=nodule_free_ratio, select=select, seed=seed,
+        allow_generator_leakage=allow_generator_leakage,
     )
+    points = _points(real_nodules)
     config = LocalizeConfig.quick_preset(**options) if quick else LocalizeConfig(**options)  # type: ignore[arg-type]
     real_store, stores, _ = _open(real, synthetic)
-    with progress() as bar:
-        result = run_localize(real_store, stores, config, resolve_device(device), out, bar)
+    _run_task("localize", run_localize, real_store, stores, config, resolve_device(device), out, points, "AP50", (*LOCALIZE_METRICS, CPM), json_out)
     if quick:
         err_console.print(f"[yellow]{QUICK_LABEL}[/yellow]")
-    if json_out:
-        print_json(json_safe(result))
-    else:
-        _print_summary("localize", result, (*LOCALIZE_METRICS, CPM), "AP50")
 
 
 @bench_app.command("all")
@@ -248,6 +318,8 @@ def all_(
             "the report says whether the protocol separates them.",
         ),
     ] = False,
+    real_nodules: RealNodulesOpt = None,
+    allow_generator_leakage: LeakageOpt = False,
     quick: QuickOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -269,20 +341,23 @@ def all_(
     specs = _parse_specs(synthetic)
     if not specs and not controls:
         raise typer.BadParameter("give at least one NAME=STORE (or --controls)", param_hint="--synthetic")
-    options = dict(size=size, folds=folds, real_split=real_split, select=select, seed=seed)
+    points = _points(real_nodules)
+    options = dict(size=size, folds=folds, real_split=real_split, select=select, seed=seed, allow_generator_leakage=allow_generator_leakage)
     detect_cfg = DetectConfig.quick_preset(**options, patch=patch) if quick else DetectConfig(**options, patch=patch)  # type: ignore[arg-type]
     localize_cfg = LocalizeConfig.quick_preset(**options) if quick else LocalizeConfig(**options)  # type: ignore[arg-type]
-    fid_cfg = FidConfig(size=size, real_split=real_split, features=features, seed=seed)  # type: ignore[arg-type]
+    fid_cfg = FidConfig(size=size, real_split=real_split, features=features, seed=seed, select=select)  # type: ignore[arg-type]
     fidelity_cfg = _segmenter_config(size, seed, quick, segmenter_steps)
     with progress() as bar:
         report = run_all(
             real, specs, out, detect_cfg, localize_cfg, fid_cfg, resolve_device(device), inception_weights, progress=bar,
-            controls=controls, fidelity=fidelity_cfg,
+            controls=controls, fidelity=fidelity_cfg, curve=points,
         )
     if not report["fid"]["available"]:
         err_console.print(f"[yellow]FID unavailable:[/yellow] {escape(report['fid']['reason'])}", highlight=False, soft_wrap=True)
     for warning in report["fid"].get("warnings", []):
         err_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+    if report.get("warning"):
+        err_console.print(f"[yellow]{escape(report['warning'])}[/yellow]", highlight=False, soft_wrap=True)
     if json_out:
         print_json(report)
         return

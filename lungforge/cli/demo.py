@@ -28,14 +28,19 @@ def demo(
     spade_weights: Annotated[str, typer.Option(help="SPADE weights: registry name or path.")] = "demo-spade-tiny",
     inpaint_weights: Annotated[str, typer.Option(help="Inpainting SDM weights (nodules drawn into the real slices): registry name or path.")] = "demo-sdm-inpaint-tiny",
     segmenter_steps: Annotated[int, typer.Option(min=1, help="Training steps of the label-fidelity segmenter (bench fidelity --quick).")] = 300,
+    detect_epochs: Annotated[int, typer.Option(min=1, help="Detection epochs over A's full training patches (one budget for every K and condition).")] = 60,
+    localize_epochs: Annotated[int, typer.Option(min=1, help="Localization epochs over A's full training slices (one budget for every K and condition).")] = 3,
+    small_k: Annotated[int, typer.Option(min=1, help="The learning curve's small point: real training nodule slices per fold (the other point: all).")] = 4,
     seed: Annotated[int, typer.Option(callback=check_seed, help="Seed of every step.")] = 0,
     device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda.")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="Print the steps, timings and outputs as JSON on stdout.")] = False,
 ) -> None:
-    """Phantom → prepare → augment (demo SDM and SPADE) → bench all --quick --controls, offline, in minutes.
+    """Phantom → prepare → augment (demo SDM and SPADE) → bench all --quick --controls --real-nodules K,all, offline, in minutes.
 
     The report's table holds A (real only), mislabeled and paste (the negative and positive
-    controls), SPADE and SDM; the bench runs at --size px with patches of 1/8 of that side.
+    controls), SPADE and SDM at K real nodule slices per fold and at all; the bench runs at
+    --size px with patches of 1/8 of that side. When detection A is at chance or its AP50 is 0,
+    the report's first line says so.
 
     The demo weights are tiny models trained on phantom data: the output shows the pipeline
     working, not clinical or research quality.
@@ -55,6 +60,7 @@ def demo(
     options = DemoOptions(
         out=folder, scans=scans, size=size, nodules=nodules, nodule_free=nodule_free, sampler=sampler, steps=steps,
         sdm_weights=sdm_weights, spade_weights=spade_weights, inpaint_weights=inpaint_weights, segmenter_steps=segmenter_steps, seed=seed, device=device,
+        detect_epochs=detect_epochs, localize_epochs=localize_epochs, small_k=small_k,
     )
     try:
         with progress(transient=True) as bar:

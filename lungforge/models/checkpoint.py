@@ -62,6 +62,15 @@ class LoadedCheckpoint:
     path: Path
 
 
+@dataclass(frozen=True)
+class TrainingRecord:
+    """What a generator's weights saw: the series uids of its training patients and the number
+    of nodule slices among its training slices (`bench` keeps those patients out of test folds)."""
+
+    series: tuple[str, ...]
+    nodule_slices: int
+
+
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in `chunk_bytes` pieces."""
     digest = hashlib.sha256()
@@ -80,11 +89,13 @@ def checkpoint_meta(
     store_fingerprint: str | None,
     extra: dict[str, Any] | None = None,
     edit_margin_px: int = DEFAULT_EDIT_MARGIN_PX,
+    seen: "TrainingRecord | None" = None,
 ) -> dict[str, Any]:
     """The `config.json` payload describing weights of `model_config`.
 
     An SDM records its `mode`: "slice" (whole slices) or "inpaint" (windows of `image_size`
     pixels, `window`, whose edit region is a nodule footprint grown by `edit_margin_px` pixels).
+    `seen` records the patients (series uids) and nodule slices the weights were trained on.
     """
     from lungforge import __version__
 
@@ -110,6 +121,9 @@ def checkpoint_meta(
         if model_config.inpaint:
             meta["window"] = model_config.image_size
             meta["edit_margin_px"] = int(edit_margin_px)
+    if seen is not None:
+        meta["train_series"] = list(seen.series)
+        meta["train_nodule_slices"] = int(seen.nodule_slices)
     if extra:
         meta["extra"] = extra
     return meta
@@ -126,6 +140,7 @@ def save_checkpoint(
     store_fingerprint: str | None,
     extra: dict[str, Any] | None = None,
     edit_margin_px: int = DEFAULT_EDIT_MARGIN_PX,
+    seen: "TrainingRecord | None" = None,
 ) -> Path:
     """Write `dir/model.safetensors` and `dir/config.json` (each via a temp file and `os.replace`).
 
@@ -141,6 +156,7 @@ def save_checkpoint(
         store_fingerprint=store_fingerprint,
         extra=extra,
         edit_margin_px=edit_margin_px,
+        seen=seen,
     )
     write_safetensors(dir / MODEL_FILE, state_dict, meta)
     atomic_write_bytes(dir / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())

@@ -21,11 +21,12 @@ import torch
 from torch import Tensor
 
 from lungforge.data.dataset import SliceDataset
-from lungforge.data.store import open_store
+from lungforge.data.store import SPLIT_IDS, Store, open_store
 from lungforge.errors import CheckpointError, InputError
 from lungforge.models.presets import Preset, SDMConfig, SPADEConfig, config_to_dict, get_preset, inpaint_preset
 from lungforge.models.checkpoint import (
     DEFAULT_EDIT_MARGIN_PX,
+    TrainingRecord,
     RESUME_FILE,
     capture_rng_state,
     load_training_state,
@@ -261,6 +262,15 @@ def fit(
         destroy_process_group()
 
 
+def training_record(store: Store) -> TrainingRecord:
+    """The patients (series uids, sorted) and nodule slices of `store`'s train split: what
+    weights trained on it see (:func:`~lungforge.training.data.open_train_split`)."""
+    train = store.meta("split") == SPLIT_IDS["train"]
+    uids = store.series_uids
+    series = sorted({uids[i] for i in np.unique(store.meta("series")[train])})
+    return TrainingRecord(series=tuple(series), nodule_slices=int((train & store.meta("has_nodule")).sum()))
+
+
 def _fit(
     kind: Kind,
     factory: TrainerFactory,
@@ -276,6 +286,7 @@ def _fit(
     inpaint = isinstance(config, SDMConfig) and config.inpaint
     slices = open_train_split(store, None if inpaint else config.image_size)
     store_fingerprint = store.fingerprint()
+    seen = training_record(store)
     out = Path(options.out)
     resume_path = out / RESUME_FILE
     state: dict[str, Any] | None = None
@@ -336,6 +347,7 @@ def _fit(
                 store_fingerprint=store_fingerprint,
                 extra=extra,
                 edit_margin_px=options.edit_margin_px,
+                seen=seen,
             )
             save_training_state(
                 resume_path,

@@ -147,3 +147,25 @@ def test_fid_resizes_every_store_to_one_working_size(tmp_path, store_builder):
     assert result["size"] == 64
     # the same images stored at 128 and at 64 pixels score the same at the working size
     assert result["scores"]["small"]["all"]["fid"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fid_scores_exactly_the_slices_the_detectors_train_on(stores, store_builder, tmp_path):
+    """Issue 17 item 6: with --select first-draw a re-drawn slice is scored by neither FID nor the detectors."""
+    real = open_real(stores["real"])
+    attempts = np.where(np.arange(40) % 4 == 0, 3, 1).astype(np.int32)  # every 4th slice re-drawn
+    path = store_builder(tmp_path / "redrawn.zarr", "synthetic", seed=4, made_from=stores["real"], meta={"attempts": attempts})
+    syn = {"B": open_synthetic(path, real)}
+    first = compute_fid(real, syn, FidConfig(features="random", batch_size=16), RandomFeatures(), 64, torch.device("cpu"))
+    assert first["select"] == "first-draw" and first["scores"]["B"]["all"]["n_synthetic"] == 30
+    every = compute_fid(real, syn, FidConfig(features="random", batch_size=16, select="all"), RandomFeatures(), 64, torch.device("cpu"))
+    assert every["scores"]["B"]["all"]["n_synthetic"] == 40
+
+
+def test_augment_draws_once_per_slice_by_default():
+    import inspect
+
+    from lungforge.augment.options import AugmentOptions
+    from lungforge.cli.augment import augment as augment_command
+
+    assert inspect.signature(AugmentOptions).parameters["retries"].default == 0
+    assert inspect.signature(augment_command).parameters["retries"].default == 0

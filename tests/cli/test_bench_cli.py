@@ -106,3 +106,32 @@ def test_bench_fidelity_json_and_cache(small_stores):
 def test_bench_fidelity_size_must_fit_the_poolings(small_stores):
     result = CliRunner().invoke(app, ["bench", "fidelity", "--real", str(small_stores["real"]), "--size", "60"])
     assert result.exit_code == 2 and "divisible by 8" in result.output
+
+
+def test_bench_detect_rejects_a_bad_real_nodules_list(small_stores):
+    args = ["bench", "detect", "--real", str(small_stores["real"]), "--quick", "--size", "64", "--real-nodules", "4,0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "'0'" in result.output
+
+
+@pytest.mark.slow
+def test_bench_all_learning_curve_with_allowed_leakage_says_so_first(tmp_path, small_stores, store_builder, monkeypatch):
+    import zarr
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    leaky = store_builder(tmp_path / "leaky.zarr", "synthetic", per_series=2, seed=3, made_from=small_stores["real"])
+    zarr.open_group(leaky, mode="r+").attrs["generator"] = {"weights": "w", "kind": "sdm", "train_series": ["1.2.3.0", "1.2.3.4"], "train_nodule_slices": 2}
+    out = tmp_path / "report"
+    base = ["bench", "all", "--real", str(small_stores["real"]), "--synthetic", f"C={leaky}", "--out", str(out), "--quick", "--size", "64",
+            "--patch", "16", "--features", "random", "--segmenter-steps", "5", "--device", "cpu", "--real-nodules", "2,all"]
+    refused = CliRunner().invoke(app, base)
+    assert refused.exit_code != 0 and "saw 2 of the benchmark's test-fold patients" in str(refused.exception)
+    result = CliRunner().invoke(app, [*base, "--allow-generator-leakage", "--json"])
+    assert result.exit_code == 0, result.output
+    md = (out / "report.md").read_text()
+    assert md.splitlines()[0].startswith("**GENERATOR LEAKAGE ALLOWED") and "C (2 test-fold patients)" in md.splitlines()[0]
+    report = json.loads((out / "report.json").read_text())
+    assert report["curves"]["detect"]["points"] == ["2", "all"] and report["curves"]["detect"]["generator_nodules"] == {"C": 2}
+    assert "## Learning curves" in md and "| 2 | 2.0 | C |" in md
+    assert (out / "figures" / "detect_curve.png").is_file() and (out / "figures" / "localize_curve.png").is_file()
+    assert report["fid"]["select"] == "first-draw"

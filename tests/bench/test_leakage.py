@@ -1,0 +1,87 @@
+"""No generator leakage (issue 17 item 4): weights record the patients they saw, augment copies
+the record into the synthetic store, and bench refuses a generator that saw a test-fold patient."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from lungforge.bench.detect import DetectConfig, run_detect
+from lungforge.bench.inputs import open_real, open_synthetic
+from lungforge.bench.leakage import leakage_warning
+from lungforge.data.store import SPLIT_IDS, open_store
+from lungforge.errors import InputError
+from lungforge.models.checkpoint import checkpoint_meta, load_checkpoint
+from lungforge.models.presets import get_preset
+from lungforge.training.run import training_record
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+
+
+@pytest.fixture(scope="module")
+def real_store(stores):
+    return open_real(stores["real"])
+
+
+def _generator_store(tmp_path, store_builder, real_path, block: dict) -> Path:
+    path = store_builder(tmp_path / "gen.zarr", "synthetic", seed=5, made_from=real_path)
+    zarr.open_group(path, mode="r+").attrs["generator"] = {"weights": "w", "sha256": "0" * 64, **block}
+    return path
+
+
+def _config(**kw) -> DetectConfig:
+    return dataclasses.replace(DetectConfig.quick_preset(size=64), epochs=1, **kw)
+
+
+def test_training_records_the_train_split_patients_in_the_checkpoint(stores):
+    store = open_store(stores["real"])
+    seen = training_record(store)
+    train = store.meta("split") == SPLIT_IDS["train"]
+    assert set(seen.series) == {store.series_uids[i] for i in np.unique(store.meta("series")[train])} and len(seen.series) == 6
+    assert seen.nodule_slices == int((train & store.meta("has_nodule")).sum())
+    preset = get_preset("tiny")
+    meta = checkpoint_meta(kind="sdm", preset="tiny", model_config=preset.sdm, step=1, store_fingerprint=store.fingerprint(), seen=seen)
+    assert meta["train_series"] == list(seen.series) and meta["train_nodule_slices"] == seen.nodule_slices
+
+
+def test_the_demo_weights_record_their_phantom_patients_and_the_synthesizer_passes_them_on():
+    from lungforge.augment.synthesizer import Synthesizer
+
+    ckpt = load_checkpoint(WEIGHTS / "demo-spade-tiny.safetensors")
+    assert len(ckpt.meta["train_series"]) == 32 and ckpt.meta["train_nodule_slices"] == 50
+    block = Synthesizer(ckpt, torch.device("cpu")).provenance("demo-spade-tiny")
+    assert block["train_series"] == ckpt.meta["train_series"] and block["train_store_fingerprint"] == ckpt.meta["store_fingerprint"]
+
+
+def test_bench_refuses_a_generator_that_saw_test_fold_patients_with_the_count(tmp_path, store_builder, stores, real_store):
+    path = _generator_store(tmp_path, store_builder, stores["real"], {"kind": "sdm", "train_series": ["1.2.3.0", "1.2.3.1", "1.2.3.9"]})
+    syn = {"C": open_synthetic(path, real_store)}
+    with pytest.raises(InputError, match=r"^C: its generator's weights saw 3 of the benchmark's test-fold patients .*--allow-generator-leakage"):
+        run_detect(real_store, syn, _config(), torch.device("cpu"))
+    # leakage-free protocol: only the test-split patients (series 2, 3, 6, 7) are benched
+    result = run_detect(real_store, syn, _config(real_split="test"), torch.device("cpu"))
+    assert result["leakage"]["C"]["test_patients"] == 0
+    allowed = run_detect(real_store, syn, _config(allow_generator_leakage=True), torch.device("cpu"))
+    assert allowed["leakage"]["C"]["test_patients"] == 3
+    assert leakage_warning(allowed["leakage"]).startswith("GENERATOR LEAKAGE ALLOWED") and "C (3 test-fold patients)" in leakage_warning(allowed["leakage"])
+
+
+def test_old_weights_trained_on_the_benched_store_saw_its_train_split(tmp_path, store_builder, stores, real_store):
+    block = {"kind": "spade", "train_store_fingerprint": real_store.fingerprint()}
+    syn = {"C": open_synthetic(_generator_store(tmp_path, store_builder, stores["real"], block), real_store)}
+    with pytest.raises(InputError, match="saw 6 of the benchmark's test-fold patients"):
+        run_detect(real_store, syn, _config(), torch.device("cpu"))
+
+
+def test_weights_without_a_record_are_refused_unless_allowed(tmp_path, store_builder, stores, real_store):
+    syn = {"C": open_synthetic(_generator_store(tmp_path, store_builder, stores["real"], {"kind": "sdm", "train_store_fingerprint": "ffff"}), real_store)}
+    with pytest.raises(InputError, match="record no training patients"):
+        run_detect(real_store, syn, _config(), torch.device("cpu"))
+    allowed = run_detect(real_store, syn, _config(allow_generator_leakage=True), torch.device("cpu"))
+    assert "record no training patients: C" in leakage_warning(allowed["leakage"])
