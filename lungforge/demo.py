@@ -48,7 +48,7 @@ class DemoOptions:
     sdm_weights: str = "demo-sdm-tiny"
     spade_weights: str = "demo-spade-tiny"
     inpaint_weights: str = "demo-sdm-inpaint-tiny"
-    segmenter_steps: int = 300
+    segmenter_steps: int = 150
     detect_epochs: int = 60
     detect_batch: int = 16
     localize_epochs: int = 3

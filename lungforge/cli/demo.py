@@ -27,7 +27,7 @@ def demo(
     sdm_weights: Annotated[str, typer.Option(help="SDM weights: registry name or path.")] = "demo-sdm-tiny",
     spade_weights: Annotated[str, typer.Option(help="SPADE weights: registry name or path.")] = "demo-spade-tiny",
     inpaint_weights: Annotated[str, typer.Option(help="Inpainting SDM weights (nodules drawn into the real slices): registry name or path.")] = "demo-sdm-inpaint-tiny",
-    segmenter_steps: Annotated[int, typer.Option(min=1, help="Training steps of the label-fidelity segmenter (bench fidelity --quick).")] = 300,
+    segmenter_steps: Annotated[int, typer.Option(min=1, help="Training steps of each of the two cross-fitted label-fidelity segmenters (bench fidelity --quick).")] = 150,
     detect_epochs: Annotated[int, typer.Option(min=1, help="Detection epochs over A's full training patches (one budget for every K and condition).")] = 60,
     localize_epochs: Annotated[int, typer.Option(min=1, help="Localization epochs over A's full training slices (one budget for every K and condition).")] = 3,
     small_k: Annotated[int, typer.Option(min=1, help="The learning curve's small point: real training nodule slices per fold (the other point: all).")] = 4,
