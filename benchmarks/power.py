@@ -14,9 +14,8 @@ power here when paste beats A with p < 0.05 and mislabeled does not.
 
 With `--real-nodules K1,…,all` the bench runs a learning curve (:mod:`lungforge.bench.curves`):
 each fold's real training data cut to K nodule slices, one optimiser budget for every K and
-condition; the table then has one block per K. Control and generator stores are then made with
-a `--diameter` range (the real nodules' sizes) so their size comes from no real nodule and a
-slice joins a fold at K as soon as the one nodule it copies (shape and texture) is among the K kept.
+condition; the table then has one block per K. Paste copies one real nodule whole (shape, pixels
+and size), and a slice joins a fold at K as soon as that nodule is among the K kept.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from lungforge.bench.stats import compare, mean_std
 from lungforge.data.phantom import make_phantom
 from lungforge.data.prepare import PrepareOptions, prepare
 
-GENERATORS = {"SPADE": "demo-spade-tiny", "SDM": "demo-sdm-tiny"}
+GENERATORS = {"SPADE": "demo-spade-tiny", "SDM": "demo-sdm-tiny", "SDM-inpaint": "demo-sdm-inpaint-tiny"}
 
 
 def cpu_seconds() -> float:
@@ -95,17 +94,15 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     prep = PrepareOptions(test_patients=args.test_patients, nodule_slices=args.nodule_slices, seed=args.seed, workers=1)
     clock("prepare", prepare, luna, real_path, prep)
     request = dict(nodules=args.nodules, nodule_free=args.nodule_free, shape="real", seed=args.seed, retries=0, device="cpu")
-    diameters = open_real(real_path).nodules()["diameter_mm"]
-    control_request = {**request, "diameter_mm": (float(diameters.min()), float(diameters.max()))} if args.real_nodules else request
     stores = {}
     for name in ("mislabeled", "paste"):
         out = root / f"{name}.zarr"
-        clock(f"augment {name}", augment, AugmentOptions(data=real_path, weights=name, out=out, size=args.generator_size, **control_request))
+        clock(f"augment {name}", augment, AugmentOptions(data=real_path, weights=name, out=out, size=args.generator_size, **request))
         stores[name] = out
     if args.generators:
         for name, weights in GENERATORS.items():
             out = root / f"{name.lower()}.zarr"
-            generator_request = {**control_request, "nodules": args.generator_nodules or args.nodules}
+            generator_request = {**request, "nodules": args.generator_nodules or args.nodules}
             options = AugmentOptions(data=real_path, weights=weights, out=out, sampler="ddpm", steps=10, batch_size=16, **generator_request)
             clock(f"augment {name}", augment, options)
             stores[name] = out
