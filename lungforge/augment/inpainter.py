@@ -20,7 +20,7 @@ import torch
 
 from lungforge.augment.layout import PlacedNodule
 from lungforge.augment.plan import PlannedSample
-from lungforge.augment.synthesizer import SamplingSettings, onehot_labels, to_uint8
+from lungforge.augment.synthesizer import SamplingSettings, onehot_labels, to_uint8, training_provenance
 from lungforge.data.resize import resize_images_uint8
 from lungforge.data.store import Store
 from lungforge.device import Precision, autocast_forward
@@ -108,6 +108,7 @@ class Inpainter:
             "steps": self.settings.steps,
             "guidance": self.settings.guidance,
             "precision": self.precision,
+            **training_provenance(self.ckpt),
         }
 
     def windows(self, sample: PlannedSample) -> list[Window]:

@@ -33,6 +33,17 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.detach().float().clamp(-1.0, 1.0)[:, 0] + 1.0) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 
+def training_provenance(ckpt: LoadedCheckpoint) -> dict[str, Any]:
+    """What the weights saw, for a synthetic store's generator block: the training store's
+    fingerprint, its train patients' series uids and nodule slice count (None where the
+    checkpoint records none); `bench` keeps those patients out of test folds."""
+    return {
+        "train_store_fingerprint": ckpt.meta.get("store_fingerprint"),
+        "train_series": ckpt.meta.get("train_series"),
+        "train_nodule_slices": ckpt.meta.get("train_nodule_slices"),
+    }
+
+
 def onehot_labels(labels: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B, H, W) uint8 label ids → (B, NUM_CLASSES, H, W) float32 one-hot on `device`."""
     ids = torch.from_numpy(np.ascontiguousarray(labels)).to(device=device, dtype=torch.long)
@@ -109,9 +120,7 @@ class Synthesizer:
             "steps": self.settings.steps if self.kind == "sdm" else None,
             "guidance": self.settings.guidance if self.kind == "sdm" else None,
             "precision": self.precision,
-            "train_store_fingerprint": self.ckpt.meta.get("store_fingerprint"),
-            "train_series": self.ckpt.meta.get("train_series"),
-            "train_nodule_slices": self.ckpt.meta.get("train_nodule_slices"),
+            **training_provenance(self.ckpt),
         }
 
     def _generators(self, seeds: Sequence[int]) -> list[torch.Generator]:

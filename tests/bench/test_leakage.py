@@ -59,6 +59,17 @@ def test_the_demo_weights_record_their_phantom_patients_and_the_synthesizer_pass
     assert block["train_series"] == ckpt.meta["train_series"] and block["train_store_fingerprint"] == ckpt.meta["store_fingerprint"]
 
 
+def test_the_inpainting_demo_weights_record_the_same_patients_and_the_inpainter_passes_them_on(real_store):
+    from lungforge.augment.inpainter import Inpainter
+    from lungforge.augment.synthesizer import SamplingSettings
+
+    slice_ckpt = load_checkpoint(WEIGHTS / "demo-sdm-tiny.safetensors")
+    ckpt = load_checkpoint(WEIGHTS / "demo-sdm-inpaint-tiny.safetensors")
+    assert ckpt.meta["train_series"] == slice_ckpt.meta["train_series"] and ckpt.meta["train_nodule_slices"] == 50
+    block = Inpainter(ckpt, real_store, real_store.shape_hw[0], torch.device("cpu"), settings=SamplingSettings()).provenance("demo-sdm-inpaint-tiny")
+    assert block["mode"] == "inpaint" and block["train_series"] == ckpt.meta["train_series"]
+
+
 def test_bench_refuses_a_generator_that_saw_test_fold_patients_with_the_count(tmp_path, store_builder, stores, real_store):
     path = _generator_store(tmp_path, store_builder, stores["real"], {"kind": "sdm", "train_series": ["1.2.3.0", "1.2.3.1", "1.2.3.9"]})
     syn = {"C": open_synthetic(path, real_store)}
