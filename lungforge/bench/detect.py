@@ -20,13 +20,14 @@ import torch
 from torch.nn import functional as F
 
 from lungforge.bench.batchnorm import recalibrate_batchnorm
+from lungforge.choices import RealSplit, Selection, check_choice, check_range
 from lungforge.bench.budget import batch_indices, curve_steps, reference_steps
 from lungforge.bench.crossval import FoldRunner, condition_stream, copies_kept, cross_validate, kept_real_slices
-from lungforge.bench.folds import OUTSIDE, RealSplit, leak_groups, source_groups
+from lungforge.bench.folds import OUTSIDE, leak_groups, source_groups
 from lungforge.bench.inputs import REFERENCE
 from lungforge.bench.metrics import Confusion, auroc, classification_metrics, recall_by_size
 from lungforge.bench.patches import JITTER_PX, PATCH, PatchSet, sample_patches
-from lungforge.bench.selection import Selection, selected
+from lungforge.bench.selection import selected
 from lungforge.bench.seresnet import SEResNet
 from lungforge.data.store import Store
 from lungforge.seeds import check_seed
@@ -61,6 +62,18 @@ class DetectConfig:
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
+        check_choice("real_split", self.real_split, RealSplit)
+        check_choice("select", self.select, Selection)
+        check_range("size", self.size, 8)
+        check_range("folds", self.folds, 2, 10)
+        for name in ("epochs", "batch_size", "width"):
+            check_range(name, getattr(self, name), 1)
+        check_range("patch", self.patch, 8, self.size)
+        check_range("jitter_px", self.jitter_px, 0)
+        if (self.depth - 2) % 6 or self.depth < 8:
+            raise ValueError(f"depth must be 6n+2 (8, 14, 20, ...), got {self.depth}")
+        if self.real_nodules is not None:
+            check_range("real_nodules", self.real_nodules, 1)
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> "DetectConfig":

@@ -14,7 +14,7 @@ import contextlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -22,20 +22,19 @@ from scipy import linalg
 from torch import nn
 from torch.nn import functional as F
 
-from lungforge.bench.selection import Selection, selected
+from lungforge.bench.selection import selected
 from lungforge.data.resize import resize_images_uint8
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import CheckpointError, InputError
 from lungforge.models.checkpoint import torch_load_reason
 from lungforge.seeds import check_seed
+from lungforge.choices import Features, FidSplit, Selection, check_choice, check_range
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_DIMS = 2048
 RANDOM_DIMS = 64
 MIN_RELIABLE = 2048
 SUBSETS = ("nodule", "nodule_free", "all")
-Features = Literal["inception", "random"]
-RealSplitFid = Literal["all", "train", "test"]
 
 
 class InceptionUnavailable(InputError):
@@ -217,7 +216,7 @@ class FidConfig:
     """Options of `bench fid`; `size` is the working resolution (pixels) every store is resized to."""
 
     size: int = 256
-    real_split: RealSplitFid = "all"
+    real_split: FidSplit = "all"
     features: Features = "inception"
     batch_size: int = 50
     seed: int = 0
@@ -227,9 +226,14 @@ class FidConfig:
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
+        check_choice("real_split", self.real_split, FidSplit)
+        check_choice("features", self.features, Features)
+        check_choice("select", self.select, Selection)
+        check_range("size", self.size, 32)
+        check_range("batch_size", self.batch_size, 1)
 
 
-def real_indices(real: Store, real_split: RealSplitFid) -> np.ndarray:
+def real_indices(real: Store, real_split: FidSplit) -> np.ndarray:
     """Indices of the real slices of `real_split` (all, train or test patients)."""
     if real_split == "all":
         return np.arange(len(real))

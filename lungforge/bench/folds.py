@@ -11,14 +11,13 @@ holding any of them, so a fold's test patients never reach its training data, re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from lungforge.data.store import NO_SOURCE, SPLIT_IDS, Store
 from lungforge.errors import InputError
+from lungforge.choices import RealSplit
 
-RealSplit = Literal["all", "test"]
 OFFICIAL_FOLDS = 10
 OUTSIDE = -1
 

@@ -14,26 +14,26 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from lungforge.bench.batchnorm import recalibrate_batchnorm
+from lungforge.choices import Backbone, RealSplit, Selection, check_choice, check_range
 from lungforge.bench.budget import batch_indices, curve_steps, reference_steps
 from lungforge.bench.crossval import FoldRunner, condition_stream, copies_kept, cross_validate, kept_real_slices
 from lungforge.bench.froc import CPM, FROC_METRICS, froc
-from lungforge.bench.folds import OUTSIDE, RealSplit, leak_groups, source_groups
+from lungforge.bench.folds import OUTSIDE, leak_groups, source_groups
 from lungforge.bench.inputs import REFERENCE, nodule_boxes
 from lungforge.bench.metrics import detection_metrics
-from lungforge.bench.selection import Selection, selected
+from lungforge.bench.selection import selected
 from lungforge.bench.slices import read_resized, scale_boxes
 from lungforge.data.store import Store
 from lungforge.errors import CheckpointError
 from lungforge.models.checkpoint import torch_load_reason
 from lungforge.seeds import check_seed
 
-Backbone = Literal["resnet50", "resnet18"]
 ANCHORS_AT_256 = (8, 16, 32, 64, 128)
 SHOW_SCORE = 0.5
 
@@ -68,6 +68,17 @@ class LocalizeConfig:
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
+        check_choice("real_split", self.real_split, RealSplit)
+        check_choice("backbone", self.backbone, Backbone)
+        check_choice("select", self.select, Selection)
+        check_range("size", self.size, 32)
+        check_range("folds", self.folds, 2, 10)
+        for name in ("epochs", "batch_size", "fpn_channels", "head_dim", "roi_samples"):
+            check_range(name, getattr(self, name), 1)
+        check_range("nodule_free_ratio", self.nodule_free_ratio, 0.0)
+        check_range("examples", self.examples, 0)
+        if self.real_nodules is not None:
+            check_range("real_nodules", self.real_nodules, 1)
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> "LocalizeConfig":

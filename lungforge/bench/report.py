@@ -24,7 +24,8 @@ from lungforge.bench.leakage import leakage_warning
 from lungforge.bench.localize import LocalizeConfig, run_localize
 from lungforge.bench.segmenter import SegmenterConfig
 from lungforge.bench.metrics import DETECT_EXTRA_METRICS, DETECT_METRICS, LOCALIZE_EXTRA_METRICS, LOCALIZE_METRICS
-from lungforge.bench.selection import Selection, selected, selection_summary
+from lungforge.bench.selection import selected, selection_summary
+from lungforge.choices import Selection
 from lungforge.bench.stats import paper_p_note, summarize
 from lungforge.data.store import Store
 from lungforge.errors import InputError

@@ -18,14 +18,14 @@ both rules (the negative control consists of them) and their share is reported.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, get_args
 
 import numpy as np
 
 from lungforge.data.store import Store
+from lungforge.choices import Selection
 
-Selection = Literal["first-draw", "all"]
-SELECTIONS: tuple[Selection, ...] = ("first-draw", "all")
+SELECTIONS: tuple[Selection, ...] = get_args(Selection)
 
 
 def selected(store: Store, rule: Selection) -> np.ndarray:

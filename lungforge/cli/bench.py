@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from lungforge.choices import Backbone, Features, FidSplit, RealSplit, Selection
 from lungforge.cli.params import DeviceOpt, finite
 from lungforge.cli.params import seed as check_seed
 
@@ -25,12 +26,12 @@ SyntheticOpt = Annotated[
 ]
 SizeOpt = Annotated[int, typer.Option(min=32, help="Working resolution in pixels for every condition (and FID); images bilinear antialiased, labels nearest, boxes scaled.")]
 FoldsOpt = Annotated[int, typer.Option(min=2, max=10, help="Cross-validation folds; < 10 merges the official LUNA16 folds as fold mod K.")]
-SplitOpt = Annotated[str, typer.Option(help="Real patients in the CV: 'all' (the paper) or 'test' (patients the generator never saw).")]
+SplitOpt = Annotated[RealSplit, typer.Option(help="Real patients in the CV: 'all' (the paper) or 'test' (patients the generator never saw).")]
 SeedOpt = Annotated[int, typer.Option(callback=check_seed, help="Seed of patch sampling, model initialisation and batch order (same for every condition).")]
 QuickOpt = Annotated[bool, typer.Option("--quick", help="2 folds, 1–2 epochs, small models: for CI and demos, NOT comparable to the paper.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
 SelectOpt = Annotated[
-    str,
+    Selection,
     typer.Option(
         "--select",
         help="Synthetic slices every condition trains on: 'first-draw' (only slices kept at their first generator draw, "
@@ -59,9 +60,12 @@ SegmenterStepsOpt = Annotated[
 ]
 
 
-def _check_choice(value: str, choices: tuple[str, ...], hint: str) -> None:
-    if value not in choices:
-        raise typer.BadParameter(f"must be one of {', '.join(choices)}, got {value!r}", param_hint=hint)
+def _config(cls, quick: bool = False, **options):
+    """`cls(**options)` (its quick preset with `quick`); a value the config refuses is bad usage (exit 2)."""
+    try:
+        return cls.quick_preset(**options) if quick else cls(**options)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _points(text: Optional[str]) -> list[int | None] | None:
@@ -90,11 +94,6 @@ def _print_leakage(result: dict) -> None:
     warning = leakage_warning(result.get("leakage", {}))
     if warning:
         err_console.print(f"[yellow]{escape(warning)}[/yellow]", highlight=False, soft_wrap=True)
-
-
-def _check_patch(patch: int, size: int) -> None:
-    if patch > size:
-        raise typer.BadParameter(f"must be at most the working --size {size} px, got {patch}", param_hint="--patch")
 
 
 def _parse_specs(synthetic: Optional[list[str]]):
@@ -162,9 +161,9 @@ def _run_task(task, run, real_store, stores, config, device, out, points, metric
 def fid(
     real: RealOpt,
     synthetic: Annotated[list[str], typer.Option("--synthetic", help="Synthetic store, as STORE or NAME=STORE; repeat for several.")],
-    real_split: Annotated[str, typer.Option(help="Real slices to compare with: all, train or test patients.")] = "all",
+    real_split: Annotated[FidSplit, typer.Option(help="Real slices to compare with: all, train or test patients.")] = "all",
     inception_weights: Annotated[Optional[Path], typer.Option(help="Local pt_inception-2015-12-05-6726825d.pth (else the torch hub cache, else a download).")] = None,
-    features: Annotated[str, typer.Option(help="'inception' (FID) or 'random' (tests only; not comparable).")] = "inception",
+    features: Annotated[Features, typer.Option(help="'inception' (FID) or 'random' (tests only; not comparable).")] = "inception",
     size: Annotated[int, typer.Option(min=32, help="Working resolution in pixels: every store (real and synthetic) is resized to it, antialiased, before the network.")] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 50,
     select: SelectOpt = "first-draw",
@@ -178,12 +177,9 @@ def fid(
     from lungforge.bench.report import json_safe
     from lungforge.cli.console import err_console, print_json, progress
 
-    _check_choice(real_split, ("all", "train", "test"), "--real-split")
-    _check_choice(features, ("inception", "random"), "--features")
-    _check_choice(select, ("first-draw", "all"), "--select")
     named = [s if "=" in s else f"{Path(s).stem}={s}" for s in synthetic]
     real_store, stores, _ = _open(real, named, need_nodules=False)
-    config = FidConfig(size=size, real_split=real_split, features=features, batch_size=batch_size, seed=seed, select=select)  # type: ignore[arg-type]
+    config = _config(FidConfig, size=size, real_split=real_split, features=features, batch_size=batch_size, seed=seed, select=select)
     dev = resolve_device(device)
     extractor, dims = make_extractor(config, inception_weights, dev)
     with progress(transient=True) as bar:
@@ -224,23 +220,17 @@ def detect(
 
     Every condition trains the same optimiser steps (epochs × ⌈A's training patches / batch⌉)."""
     from lungforge.bench.detect import QUICK_LABEL, DetectConfig, run_detect
-    from lungforge.bench.selection import SELECTIONS
     from lungforge.device import resolve_device
     from lungforge.bench.metrics import DETECT_METRICS
     from lungforge.bench.report import json_safe
     from lungforge.cli.console import err_console, print_json, progress
 
-    _check_choice(real_split, ("all", "test"), "--real-split")
-    _check_choice(select, SELECTIONS, "--select")
-    if (depth - 2) % 6:
-        raise typer.BadParameter(f"must be 6n+2 (8, 14, 20, ...), got {depth}", param_hint="--depth")
-    _check_patch(patch, size)
     points = _points(real_nodules)
     options = dict(
         size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, depth=depth, patch=patch, select=select, seed=seed,
         allow_generator_leakage=allow_generator_leakage,
     )
-    config = DetectConfig.quick_preset(**options) if quick else DetectConfig(**options)  # type: ignore[arg-type]
+    config = _config(DetectConfig, quick, **options)
     real_store, stores, _ = _open(real, synthetic)
     _run_task("detect", run_detect, real_store, stores, config, resolve_device(device), out, points, "accuracy", (*DETECT_METRICS, "auroc"), json_out)
     if quick:
@@ -256,7 +246,7 @@ def localize(
     size: SizeOpt = 256,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs per fold and condition.")] = 20,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per step.")] = 4,
-    backbone: Annotated[str, typer.Option(help="resnet50 (the paper's Faster R-CNN) or resnet18 (lighter), both FPN.")] = "resnet50",
+    backbone: Annotated[Backbone, typer.Option(help="resnet50 (the paper's Faster R-CNN) or resnet18 (lighter), both FPN.")] = "resnet50",
     backbone_weights: Annotated[Optional[Path], typer.Option(help="Local torchvision ResNet state dict for the backbone (default: random init).")] = None,
     nodule_free_ratio: Annotated[float, typer.Option(min=0.0, callback=finite, help="Nodule-free slices added as negatives, per nodule slice.")] = 0.0,
     select: SelectOpt = "first-draw",
@@ -272,7 +262,6 @@ def localize(
 
     Every condition trains the same optimiser steps (epochs × ⌈A's training slices / batch⌉)."""
     from lungforge.bench.detect import QUICK_LABEL
-    from lungforge.bench.selection import SELECTIONS
     from lungforge.device import resolve_device
     from lungforge.bench.localize import LocalizeConfig, run_localize
     from lungforge.bench.froc import CPM
@@ -280,16 +269,13 @@ def localize(
     from lungforge.bench.report import json_safe
     from lungforge.cli.console import err_console, print_json, progress
 
-    _check_choice(real_split, ("all", "test"), "--real-split")
-    _check_choice(backbone, ("resnet50", "resnet18"), "--backbone")
-    _check_choice(select, SELECTIONS, "--select")
     options = dict(
         size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, backbone=backbone,
         backbone_weights=str(backbone_weights) if backbone_weights else None, nodule_free_ratio=nodule_free_ratio, select=select, seed=seed,
         allow_generator_leakage=allow_generator_leakage,
     )
     points = _points(real_nodules)
-    config = LocalizeConfig.quick_preset(**options) if quick else LocalizeConfig(**options)  # type: ignore[arg-type]
+    config = _config(LocalizeConfig, quick, **options)
     real_store, stores, _ = _open(real, synthetic)
     _run_task("localize", run_localize, real_store, stores, config, resolve_device(device), out, points, "AP50", (*LOCALIZE_METRICS, CPM), json_out)
     if quick:
@@ -305,7 +291,7 @@ def all_(
     real_split: SplitOpt = "all",
     size: SizeOpt = 256,
     inception_weights: Annotated[Optional[Path], typer.Option(help="Local FID Inception weights; without them the FID section says why it is missing.")] = None,
-    features: Annotated[str, typer.Option(help="FID features: 'inception' or 'random' (tests only; not comparable).")] = "inception",
+    features: Annotated[Features, typer.Option(help="FID features: 'inception' or 'random' (tests only; not comparable).")] = "inception",
     segmenter_steps: SegmenterStepsOpt = None,
     patch: PatchOpt = 32,
     select: SelectOpt = "first-draw",
@@ -331,21 +317,16 @@ def all_(
     from lungforge.bench.fid import FidConfig
     from lungforge.bench.localize import LocalizeConfig
     from lungforge.bench.report import run_all
-    from lungforge.bench.selection import SELECTIONS
     from lungforge.cli.console import err_console, print_json, progress
 
-    _check_choice(real_split, ("all", "test"), "--real-split")
-    _check_choice(features, ("inception", "random"), "--features")
-    _check_choice(select, SELECTIONS, "--select")
-    _check_patch(patch, size)
     specs = _parse_specs(synthetic)
     if not specs and not controls:
         raise typer.BadParameter("give at least one NAME=STORE (or --controls)", param_hint="--synthetic")
     points = _points(real_nodules)
     options = dict(size=size, folds=folds, real_split=real_split, select=select, seed=seed, allow_generator_leakage=allow_generator_leakage)
-    detect_cfg = DetectConfig.quick_preset(**options, patch=patch) if quick else DetectConfig(**options, patch=patch)  # type: ignore[arg-type]
-    localize_cfg = LocalizeConfig.quick_preset(**options) if quick else LocalizeConfig(**options)  # type: ignore[arg-type]
-    fid_cfg = FidConfig(size=size, real_split=real_split, features=features, seed=seed, select=select)  # type: ignore[arg-type]
+    detect_cfg = _config(DetectConfig, quick, **options, patch=patch)
+    localize_cfg = _config(LocalizeConfig, quick, **options)
+    fid_cfg = _config(FidConfig, size=size, real_split=real_split, features=features, seed=seed, select=select)
     fidelity_cfg = _segmenter_config(size, seed, quick, segmenter_steps)
     with progress() as bar:
         report = run_all(

@@ -1,0 +1,35 @@
+"""The choice types of lungforge's options, in one place, with no heavy imports.
+
+Configs check their fields against these in `__post_init__` (:func:`check_choice`), and the CLI
+annotates its options with the same `Literal` types, so click checks them and `--help` lists
+them (``<all|test>``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+RealSplit = Literal["all", "test"]
+"""Real patients a cross-validation runs over: every patient (the paper), or the test split only."""
+FidSplit = Literal["all", "train", "test"]
+"""Real slices FID compares with."""
+Selection = Literal["first-draw", "all"]
+"""Synthetic slices every condition trains on: first generator draws only, or re-drawn ones too."""
+Backbone = Literal["resnet50", "resnet18"]
+"""Faster R-CNN backbone (both with FPN)."""
+Features = Literal["inception", "random"]
+"""FID features: InceptionV3 (comparable with published FID) or random (tests only)."""
+
+
+def check_choice(field: str, value: Any, choices: Any) -> None:
+    """ValueError naming `field` when `value` is not one of the `Literal` type `choices`."""
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ValueError(f"{field} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+
+
+def check_range(field: str, value: float, low: float, high: float | None = None) -> None:
+    """ValueError naming `field` when `value` is below `low` or above `high`."""
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ValueError(f"{field} must be {bound}, got {value!r}")
