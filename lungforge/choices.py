@@ -19,6 +19,10 @@ Backbone = Literal["resnet50", "resnet18"]
 """Faster R-CNN backbone (both with FPN)."""
 Features = Literal["inception", "random"]
 """FID features: InceptionV3 (comparable with published FID) or random (tests only)."""
+ExportFormat = Literal["coco", "yolo", "nnunet", "nifti", "png"]
+"""Dataset layouts `export` writes."""
+ExportSplit = Literal["train", "test", "all"]
+"""Slices `export` writes: a store's train split, test split, or all."""
 
 
 def check_choice(field: str, value: Any, choices: Any) -> None:

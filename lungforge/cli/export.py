@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from lungforge.choices import ExportFormat, ExportSplit
+
 
 def register(app: typer.Typer) -> None:
     app.command("export")(export)
@@ -14,9 +16,9 @@ def register(app: typer.Typer) -> None:
 
 def export(
     store: Annotated[Path, typer.Argument(help="A lungforge Zarr store (real or synthetic).")],
-    format: Annotated[str, typer.Option("--format", help="coco (PNG + annotations/instances_<split>.json, RLE masks), yolo (Ultralytics), nnunet (nnU-Net v2 raw dataset), nifti or png (images, label maps, CSV of boxes).")],
+    format: Annotated[ExportFormat, typer.Option("--format", help="coco (PNG + annotations/instances_<split>.json, RLE masks), yolo (Ultralytics), nnunet (nnU-Net v2 raw dataset), nifti or png (images, label maps, CSV of boxes).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (nnunet: the nnUNet_raw folder that gets DatasetNNN_Name/).")],
-    split: Annotated[str, typer.Option(help="Slices of the store's train split, test split, or all.")] = "all",
+    split: Annotated[ExportSplit, typer.Option(help="Slices of the store's train split, test split, or all.")] = "all",
     size: Annotated[Optional[int], typer.Option(min=8, help="Resize slices to SIZE×SIZE pixels (images bilinear, labels and nodule masks nearest, boxes from the resized masks); default: the store's size.")] = None,
     nodule_only: Annotated[bool, typer.Option("--nodule-only", help="Only slices with at least one nodule.")] = False,
     dataset_id: Annotated[Optional[int], typer.Option("--dataset-id", min=1, max=999, help="nnunet only: the dataset number NNN; refused if another DatasetNNN_* folder in --out holds it. Default: the id of an earlier export of this --dataset-name there, else the lowest free id from 501.")] = None,
@@ -37,8 +39,8 @@ def export(
 
     try:
         options = ExportOptions(
-            format=format,  # type: ignore[arg-type]
-            split=split,  # type: ignore[arg-type]
+            format=format,
+            split=split,
             size=size,
             nodule_only=nodule_only,
             dataset_id=dataset_id,

@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from lungforge.data.resize import MAX_SIZE_PX
 from lungforge.data.store import Store
-from lungforge.export.slices import SplitChoice
+from lungforge.choices import ExportFormat, ExportSplit, check_choice
 
-ExportFormat = Literal["coco", "yolo", "nnunet", "nifti", "png"]
 MARKER = "lungforge-export.json"
 FIRST_DATASET_ID = 501
 """The lowest nnU-Net dataset id an export picks by itself (nnU-Net's own datasets use lower ones)."""
@@ -26,17 +25,15 @@ class ExportOptions:
     """
 
     format: ExportFormat
-    split: SplitChoice = "all"
+    split: ExportSplit = "all"
     size: int | None = None
     nodule_only: bool = False
     dataset_id: int | None = None
     dataset_name: str = "Lungforge"
 
     def __post_init__(self) -> None:
-        if self.format not in get_args(ExportFormat):
-            raise ValueError(f"format must be one of {get_args(ExportFormat)}, got {self.format!r}")
-        if self.split not in ("train", "test", "all"):
-            raise ValueError(f"split must be train, test or all, got {self.split!r}")
+        check_choice("format", self.format, ExportFormat)
+        check_choice("split", self.split, ExportSplit)
         if self.size is not None and not 8 <= self.size <= MAX_SIZE_PX:
             raise ValueError(f"size must be 8..{MAX_SIZE_PX} px, got {self.size}")
         if self.dataset_id is not None and not 1 <= self.dataset_id <= 999:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from lungforge.data.resize import resize_label_maps, resize_slices
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.labels import NODULE
+from lungforge.choices import ExportSplit
 
-SplitChoice = Literal["train", "test", "all"]
 SPLIT_NAMES = {sid: name for name, sid in SPLIT_IDS.items()}
 
 
@@ -75,7 +74,7 @@ def mask_boxes(masks: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     return boxes
 
 
-def select_indices(store: Store, split: SplitChoice, nodule_only: bool) -> np.ndarray:
+def select_indices(store: Store, split: ExportSplit, nodule_only: bool) -> np.ndarray:
     """Store rows to export, ascending: the chosen split(s), optionally nodule slices only."""
     keep = np.ones(len(store), dtype=bool)
     if split != "all":
