@@ -111,6 +111,30 @@ def copies_kept(synthetic: Store, real: Store, kept: np.ndarray) -> np.ndarray:
     return ok
 
 
+@dataclasses.dataclass(frozen=True)
+class FoldTraining:
+    """Which slices may train in one fold: the rule every task applies the same way.
+
+    `kept` (N_real,) bool: real slices kept at the fold's learning-curve point (the caller also
+    drops the test fold's own slices); `joins` maps each synthetic condition to its (N_syn,) bool
+    slices that may join: none of their sources is a test-fold patient (`leaks`, from
+    :func:`~lungforge.bench.folds.leak_groups`) and every real nodule they copy is kept.
+    """
+
+    kept: np.ndarray
+    joins: dict[str, np.ndarray]
+    real_nodule_slices: int
+
+
+def fold_training(
+    real: Store, synthetic: dict[str, Store], leaks: dict[str, np.ndarray], groups: np.ndarray, fold: int, config: FoldConfig
+) -> FoldTraining:
+    """The :class:`FoldTraining` of `fold` under `config`'s `real_nodules` point and seed."""
+    kept = kept_real_slices(real, groups, fold, config.real_nodules, config.seed)
+    joins = {name: ~leaks[name][:, fold] & copies_kept(store, real, kept) for name, store in synthetic.items()}
+    return FoldTraining(kept, joins, int((kept & real.meta("has_nodule")).sum()))
+
+
 def condition_stream(name: str) -> int:
     """A random stream of condition `name` derived from the name alone (A: 0), so a condition's
     sampled patches or slices do not change when other conditions are added or reordered."""

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from lungforge.bench.batchnorm import recalibrate_batchnorm
 from lungforge.choices import RealSplit, Selection, check_choice, check_range
 from lungforge.bench.budget import batch_indices, curve_steps, reference_steps
-from lungforge.bench.crossval import FoldRunner, condition_stream, copies_kept, cross_validate, kept_real_slices
+from lungforge.bench.crossval import FoldRunner, condition_stream, cross_validate, fold_training
 from lungforge.bench.folds import OUTSIDE, leak_groups, source_groups
 from lungforge.bench.inputs import REFERENCE
 from lungforge.bench.metrics import Confusion, auroc, classification_metrics, recall_by_size
@@ -188,17 +188,16 @@ def run_detect(
         fixed = curve_steps(full, config.epochs, config.batch_size) if config.fixed_budget else None
 
         def runner(fold: int, condition: str) -> dict[str, Any]:
-            kept = kept_real_slices(real, groups, fold, config.real_nodules, config.seed)
-            reference = real_patches.select((real_patches.group != fold) & kept[real_patches.slice])
+            rule = fold_training(real, {c: synthetic[c] for c in synthetic if c == condition}, leaks, groups, fold, config)
+            reference = real_patches.select((real_patches.group != fold) & rule.kept[real_patches.slice])
             train_sets = [reference]
             if condition != REFERENCE:
                 patches = syn_patches[condition]
-                joins = ~leaks[condition][:, fold] & copies_kept(synthetic[condition], real, kept)
-                train_sets.append(patches.select(joins[patches.slice]))
+                train_sets.append(patches.select(rule.joins[condition][patches.slice]))
             test = real_patches.select(real_patches.group == fold)
             steps = fixed or reference_steps(len(reference), config.epochs, config.batch_size)
             result = run_fold(PatchSet.concat(train_sets, config.patch), test, config, device, steps, diameter_mm)
-            return {**result, "real_nodule_slices": int((kept & real.meta("has_nodule")).sum())}
+            return {**result, "real_nodule_slices": rule.real_nodule_slices}
 
         return runner
 

@@ -22,7 +22,7 @@ import torch
 from lungforge.bench.batchnorm import recalibrate_batchnorm
 from lungforge.choices import Backbone, RealSplit, Selection, check_choice, check_range
 from lungforge.bench.budget import batch_indices, curve_steps, reference_steps
-from lungforge.bench.crossval import FoldRunner, condition_stream, copies_kept, cross_validate, kept_real_slices
+from lungforge.bench.crossval import FoldRunner, condition_stream, cross_validate, fold_training
 from lungforge.bench.froc import CPM, FROC_METRICS, froc
 from lungforge.bench.folds import OUTSIDE, leak_groups, source_groups
 from lungforge.bench.inputs import REFERENCE, nodule_boxes
@@ -341,17 +341,16 @@ def run_localize(
         fixed = curve_steps(full, config.epochs, config.batch_size) if config.fixed_budget else None
 
         def runner(fold: int, condition: str) -> dict[str, Any]:
-            kept = kept_real_slices(real, groups, fold, config.real_nodules, config.seed)
-            reference = real_set.select((real_set.group != fold) & kept[real_set.index])
+            rule = fold_training(real, {c: synthetic[c] for c in synthetic if c == condition}, leaks, groups, fold, config)
+            reference = real_set.select((real_set.group != fold) & rule.kept[real_set.index])
             train_sets = [reference]
             if condition != REFERENCE:
                 slices = syn_sets[condition]
-                joins = ~leaks[condition][:, fold] & copies_kept(synthetic[condition], real, kept)
-                train_sets.append(slices.select(joins[slices.index]))
+                train_sets.append(slices.select(rule.joins[condition][slices.index]))
             test = real_set.select((real_set.group == fold) & test_mask)
             steps = fixed or reference_steps(reference.images.shape[0], config.epochs, config.batch_size)
             result = run_fold(initial, SliceSet.concat(train_sets), test, config, device, steps, nodule_free_test(fold))
-            return {**result, "real_nodule_slices": int((kept & real.meta("has_nodule")).sum())}
+            return {**result, "real_nodule_slices": rule.real_nodule_slices}
 
         return runner
 
