@@ -47,9 +47,17 @@ def options_of(script: Path) -> set[str]:
 
 
 def test_every_script_has_a_smoke_test() -> None:
-    tested = {"augment.py", "device.sh", "faults.py", "hardware.py", "phantom_stats.py", "power.py", "prepare.py",
+    tested = {"augment.py", "device.sh", "faults.py", "hardware.py", "inpaint_cost.py", "phantom_stats.py", "power.py", "prepare.py",
               "samplers.py", "sampling.py", "training.py"}
-    assert set(SCRIPTS) == tested
+    tested_elsewhere = {"paste_example.py"}  # tests/benchmarks/test_paste_example.py
+    assert set(SCRIPTS) == tested | tested_elsewhere
+
+
+def test_inpaint_cost_counts_fewer_flops_per_nodule_for_a_window(capsys, monkeypatch) -> None:
+    (line,) = json_lines(run_script("inpaint_cost.py", "--preset", "tiny", "--window", "16", "--flops-only", "--json",
+                                    capsys=capsys, monkeypatch=monkeypatch))
+    assert line["window_px"] == 16 and line["slice_px"] == 64
+    assert line["flops_ratio"] == line["gflops_per_nodule_whole_slice"] / line["gflops_per_nodule_inpaint"] > 8
 
 
 def test_augment(capsys, monkeypatch) -> None:
