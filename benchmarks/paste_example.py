@@ -23,8 +23,8 @@ from scipy import ndimage
 from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
 from lungforge.augment.visibility import hu_from_uint8
-from lungforge.bench.figures import _pyplot
-from lungforge.bench.gallery import NoduleCrop, crop_tile, nodule_gallery, square_window
+from lungforge.bench.reporting.figures import _pyplot
+from lungforge.bench.reporting.gallery import NoduleCrop, crop_tile, nodule_gallery, square_window
 from lungforge.data.phantom import make_phantom
 from lungforge.data.prepare import PrepareOptions, prepare
 from lungforge.data.resize import resize_images_uint8

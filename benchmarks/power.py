@@ -12,7 +12,7 @@ bootstrap 95 % interval and the paired Wilcoxon signed-rank p (and its floor wit
 paste − mislabeled comparison, and the wall and CPU seconds of each stage. The protocol has
 power here when paste beats A with p < 0.05 and mislabeled does not.
 
-With `--real-nodules K1,…,all` the bench runs a learning curve (:mod:`lungforge.bench.curves`):
+With `--real-nodules K1,…,all` the bench runs a learning curve (:mod:`lungforge.bench.protocol.curves`):
 each fold's real training data cut to K nodule slices, one optimiser budget for every K and
 condition; the table then has one block per K. Paste copies one real nodule whole (shape, pixels
 and size), and a slice joins a fold at K as soon as that nodule is among the K kept.
@@ -33,11 +33,11 @@ import torch
 
 from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
-from lungforge.bench.crossval import parse_real_nodules
-from lungforge.bench.curves import curve_figure, learning_curve
-from lungforge.bench.detect import DetectConfig, run_detect
-from lungforge.bench.inputs import open_real, open_synthetic
-from lungforge.bench.stats import compare, mean_std
+from lungforge.bench.protocol.crossval import parse_real_nodules
+from lungforge.bench.protocol.curves import curve_figure, learning_curve
+from lungforge.bench.protocol.detect import DetectConfig, run_detect
+from lungforge.bench.protocol.inputs import open_real, open_synthetic
+from lungforge.bench.scoring.stats import compare, mean_std
 from lungforge.data.phantom import make_phantom
 from lungforge.data.prepare import PrepareOptions, prepare
 

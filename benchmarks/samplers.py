@@ -1,6 +1,6 @@
 """SDM samplers chosen by data: the same label maps through the 1000-step guided ancestral
 reference and through ddim / dpmpp (and short ddpm) at several step counts and guidance scales,
-scored by the label-fidelity segmenter (lungforge.bench.fidelity).
+scored by the label-fidelity segmenter (lungforge.bench.scoring.fidelity).
 
     python benchmarks/samplers.py --work bench-samplers                     # demo SDM, 2 maps × 6 nodules, CPU, 1 thread
     python benchmarks/samplers.py --work W --phase sample --part reference --shard 0/2 &   # split the reference
@@ -155,9 +155,9 @@ def qualifies(row: dict, reference: dict) -> bool:
 
 
 def score_phase(args: argparse.Namespace) -> None:
-    from lungforge.bench.fidelity import FidelityScore, score_store
-    from lungforge.bench.segmenter import SegmenterConfig, load_or_train
-    from lungforge.bench.slices import read_resized
+    from lungforge.bench.scoring.fidelity import FidelityScore, score_store
+    from lungforge.bench.scoring.segmenter import SegmenterConfig, load_or_train
+    from lungforge.bench.protocol.slices import read_resized
     from lungforge.data.store import SPLIT_IDS, open_store
 
     torch.set_num_threads(args.threads)

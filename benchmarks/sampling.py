@@ -73,8 +73,8 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
 
 
 def fid_between(a: torch.Tensor, b: torch.Tensor, weights: Path, device: torch.device) -> float:
-    """FID between two image batches (B, 1, H, W) in [-1, 1], with lungforge.bench.fid's Inception."""
-    from lungforge.bench.fid import FidConfig, Moments, frechet_distance, make_extractor
+    """FID between two image batches (B, 1, H, W) in [-1, 1], with lungforge.bench.scoring.fid's Inception."""
+    from lungforge.bench.scoring.fid import FidConfig, Moments, frechet_distance, make_extractor
 
     extractor, dims = make_extractor(FidConfig(), weights, device, allow_download=False)
     moments = []

@@ -79,12 +79,12 @@ def run_demo(options: DemoOptions, on_step: Callable[[DemoStep], None] | None = 
     """Run the whole pipeline into `options.out`; returns the steps with their timings."""
     from lungforge.augment.generate import augment
     from lungforge.augment.options import AugmentOptions
-    from lungforge.bench.detect import DetectConfig
-    from lungforge.bench.fid import FidConfig
-    from lungforge.bench.inputs import SyntheticSpec
-    from lungforge.bench.localize import LocalizeConfig
-    from lungforge.bench.report import run_all
-    from lungforge.bench.segmenter import SegmenterConfig
+    from lungforge.bench.protocol.detect import DetectConfig
+    from lungforge.bench.scoring.fid import FidConfig
+    from lungforge.bench.protocol.inputs import SyntheticSpec
+    from lungforge.bench.protocol.localize import LocalizeConfig
+    from lungforge.bench.reporting.report import run_all
+    from lungforge.bench.scoring.segmenter import SegmenterConfig
     from lungforge.data.phantom import make_phantom
     from lungforge.data.prepare import PrepareOptions, prepare
     from lungforge.device import resolve_device

@@ -51,7 +51,7 @@ def test_scored_boxes_draw_the_score_in_the_box_colour() -> None:
 
 
 def test_localization_tile_shows_truth_and_scored_predictions_in_two_colours() -> None:
-    from lungforge.bench.figures import EXAMPLE_TILE_PX, localization_tile
+    from lungforge.bench.reporting.figures import EXAMPLE_TILE_PX, localization_tile
     from lungforge.drawing import PREDICTION_COLOUR, TRUTH_COLOUR
 
     example = {"truth": [[10.0, 10.0, 20.0, 20.0]], "predicted": [[30.0, 30.0, 40.0, 40.0]], "scores": [0.9]}

@@ -70,7 +70,7 @@ def _config(cls, quick: bool = False, **options):
 
 def _points(text: Optional[str]) -> list[int | None] | None:
     """The `--real-nodules` points, or None without the option; a malformed list is a usage error."""
-    from lungforge.bench.crossval import parse_real_nodules
+    from lungforge.bench.protocol.crossval import parse_real_nodules
 
     if text is None:
         return None
@@ -81,14 +81,14 @@ def _points(text: Optional[str]) -> list[int | None] | None:
 
 
 def _print_curve(curve: dict, metric: str, task: str) -> None:
-    from lungforge.bench.curves import curve_markdown
+    from lungforge.bench.protocol.curves import curve_markdown
     from lungforge.cli.console import err_console
 
     err_console.print("\n".join(curve_markdown(curve, metric, task)), highlight=False, soft_wrap=True, markup=False)
 
 
 def _print_leakage(result: dict) -> None:
-    from lungforge.bench.leakage import leakage_warning
+    from lungforge.bench.protocol.leakage import leakage_warning
     from lungforge.cli.console import err_console
 
     warning = leakage_warning(result.get("leakage", {}))
@@ -98,7 +98,7 @@ def _print_leakage(result: dict) -> None:
 
 def _parse_specs(synthetic: Optional[list[str]]):
     """The `--synthetic NAME=STORE` arguments; a malformed one is a usage error (exit 2)."""
-    from lungforge.bench.inputs import parse_synthetic
+    from lungforge.bench.protocol.inputs import parse_synthetic
     from lungforge.errors import InputError
 
     try:
@@ -108,7 +108,7 @@ def _parse_specs(synthetic: Optional[list[str]]):
 
 
 def _open(real: Path, synthetic: Optional[list[str]], need_nodules: bool = True):
-    from lungforge.bench.inputs import open_real, open_synthetic
+    from lungforge.bench.protocol.inputs import open_real, open_synthetic
 
     specs = _parse_specs(synthetic)
     real_store = open_real(real)
@@ -118,10 +118,10 @@ def _open(real: Path, synthetic: Optional[list[str]], need_nodules: bool = True)
 def _print_summary(title: str, result: dict, metrics: tuple[str, ...], test_metric: str) -> None:
     from rich.table import Table
 
-    from lungforge.bench.stats import summarize
+    from lungforge.bench.scoring.stats import summarize
     from lungforge.cli.console import err_console
 
-    from lungforge.bench.report import COMPARISON_HEADERS, comparison_cells, json_safe
+    from lungforge.bench.reporting.report import COMPARISON_HEADERS, comparison_cells, json_safe
 
     summary = json_safe(summarize(result, metrics, test_metric))
     table = Table("condition", *metrics, *(f"{h} ({test_metric})" for h in COMPARISON_HEADERS), title=title)
@@ -135,8 +135,8 @@ def _print_summary(title: str, result: dict, metrics: tuple[str, ...], test_metr
 def _run_task(task, run, real_store, stores, config, device, out, points, metric, metrics, json_out) -> None:
     """Run one task (or its learning curve over `points`); print the table or JSON; with a curve
     and `--out`, write its figure there."""
-    from lungforge.bench.curves import curve_figure, learning_curve
-    from lungforge.bench.report import json_safe
+    from lungforge.bench.protocol.curves import curve_figure, learning_curve
+    from lungforge.bench.reporting.report import json_safe
     from lungforge.cli.console import err_console, print_json, progress
 
     with progress() as bar:
@@ -173,8 +173,8 @@ def fid(
 ) -> None:
     """Fréchet Inception Distance of synthetic vs real slices: nodule, nodule-free and all slices."""
     from lungforge.device import resolve_device
-    from lungforge.bench.fid import FidConfig, compute_fid, make_extractor
-    from lungforge.bench.report import json_safe
+    from lungforge.bench.scoring.fid import FidConfig, compute_fid, make_extractor
+    from lungforge.bench.reporting.report import json_safe
     from lungforge.cli.console import err_console, print_json, progress
 
     named = [s if "=" in s else f"{Path(s).stem}={s}" for s in synthetic]
@@ -219,10 +219,10 @@ def detect(
     """Nodule / non-nodule classification of 32×32 patches with an SE-ResNet (paper Table 1-I).
 
     Every condition trains the same optimiser steps (epochs × ⌈A's training patches / batch⌉)."""
-    from lungforge.bench.detect import QUICK_LABEL, DetectConfig, run_detect
+    from lungforge.bench.protocol.detect import QUICK_LABEL, DetectConfig, run_detect
     from lungforge.device import resolve_device
-    from lungforge.bench.metrics import DETECT_METRICS
-    from lungforge.bench.report import json_safe
+    from lungforge.bench.scoring.metrics import DETECT_METRICS
+    from lungforge.bench.reporting.report import json_safe
     from lungforge.cli.console import err_console, print_json, progress
 
     points = _points(real_nodules)
@@ -261,12 +261,12 @@ def localize(
     """Nodule bounding boxes on whole slices with Faster R-CNN: AP50/60, AR50/60/70 (paper Table 1-II).
 
     Every condition trains the same optimiser steps (epochs × ⌈A's training slices / batch⌉)."""
-    from lungforge.bench.detect import QUICK_LABEL
+    from lungforge.bench.protocol.detect import QUICK_LABEL
     from lungforge.device import resolve_device
-    from lungforge.bench.localize import LocalizeConfig, run_localize
-    from lungforge.bench.froc import CPM
-    from lungforge.bench.metrics import LOCALIZE_METRICS
-    from lungforge.bench.report import json_safe
+    from lungforge.bench.protocol.localize import LocalizeConfig, run_localize
+    from lungforge.bench.scoring.froc import CPM
+    from lungforge.bench.scoring.metrics import LOCALIZE_METRICS
+    from lungforge.bench.reporting.report import json_safe
     from lungforge.cli.console import err_console, print_json, progress
 
     options = dict(
@@ -312,11 +312,11 @@ def all_(
     json_out: JsonOpt = False,
 ) -> None:
     """FID, label fidelity, detection and localization on the same stores; writes report.md / report.json / PNG figures."""
-    from lungforge.bench.detect import DetectConfig
+    from lungforge.bench.protocol.detect import DetectConfig
     from lungforge.device import resolve_device
-    from lungforge.bench.fid import FidConfig
-    from lungforge.bench.localize import LocalizeConfig
-    from lungforge.bench.report import run_all
+    from lungforge.bench.scoring.fid import FidConfig
+    from lungforge.bench.protocol.localize import LocalizeConfig
+    from lungforge.bench.reporting.report import run_all
     from lungforge.cli.console import err_console, print_json, progress
 
     specs = _parse_specs(synthetic)
@@ -343,7 +343,7 @@ def all_(
         print_json(report)
         return
     if report["controls"]:
-        from lungforge.bench.controls import separation_sentence
+        from lungforge.bench.protocol.controls import separation_sentence
 
         for task in ("detect", "localize"):
             err_console.print(separation_sentence(task, report["controls"][task], folds=report[task]["config"]["folds"]), highlight=False, soft_wrap=True)
@@ -351,7 +351,7 @@ def all_(
 
 
 def _segmenter_config(size: int, seed: int, quick: bool, steps: Optional[int]):
-    from lungforge.bench.segmenter import SegmenterConfig
+    from lungforge.bench.scoring.segmenter import SegmenterConfig
 
     options = dict(size=size, seed=seed, **({"steps": steps} if steps else {}))
     return SegmenterConfig.quick_preset(**options) if quick else SegmenterConfig(**options)
@@ -382,8 +382,8 @@ def fidelity(
     """
     from rich.table import Table
 
-    from lungforge.bench.fidelity import REAL, compute_fidelity
-    from lungforge.bench.report import json_safe
+    from lungforge.bench.scoring.fidelity import REAL, compute_fidelity
+    from lungforge.bench.reporting.report import json_safe
     from lungforge.cli.console import err_console, print_json, progress
     from lungforge.device import resolve_device
 

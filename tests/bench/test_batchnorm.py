@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from lungforge.bench.batchnorm import recalibrate_batchnorm
+from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
 
 
 def test_running_stats_become_the_data_statistics():

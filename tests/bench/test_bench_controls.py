@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungforge.bench.controls import control_options, separation, separation_sentence
-from lungforge.bench.inputs import open_real, open_synthetic
-from lungforge.bench.report import json_safe
+from lungforge.bench.protocol.controls import control_options, separation, separation_sentence
+from lungforge.bench.protocol.inputs import open_real, open_synthetic
+from lungforge.bench.reporting.report import json_safe
 
 
 def test_controls_copy_the_reference_request_and_resume_an_existing_store(tmp_path, stores):

@@ -2,9 +2,9 @@
 
 import pytest
 
-from lungforge.bench.detect import DetectConfig
-from lungforge.bench.fid import FidConfig
-from lungforge.bench.localize import LocalizeConfig
+from lungforge.bench.protocol.detect import DetectConfig
+from lungforge.bench.scoring.fid import FidConfig
+from lungforge.bench.protocol.localize import LocalizeConfig
 
 
 @pytest.mark.parametrize(

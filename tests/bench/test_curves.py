@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from lungforge.bench.crossval import condition_stream, copies_kept, kept_real_slices, parse_real_nodules
-from lungforge.bench.curves import curve_figure, curve_markdown, learning_curve
-from lungforge.bench.detect import DetectConfig, run_detect
-from lungforge.bench.folds import real_groups
-from lungforge.bench.inputs import open_real, open_synthetic
-from lungforge.bench.patches import sample_patches
+from lungforge.bench.protocol.crossval import condition_stream, copies_kept, kept_real_slices, parse_real_nodules
+from lungforge.bench.protocol.curves import curve_figure, curve_markdown, learning_curve
+from lungforge.bench.protocol.detect import DetectConfig, run_detect
+from lungforge.bench.protocol.folds import real_groups
+from lungforge.bench.protocol.inputs import open_real, open_synthetic
+from lungforge.bench.protocol.patches import sample_patches
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -101,7 +101,7 @@ def test_curve_cuts_real_data_with_one_budget_for_every_point_and_condition(real
 
 def test_a_conditions_patches_do_not_depend_on_the_other_conditions(real_store, stores, monkeypatch):
     """The stream of a condition comes from its name, not its position among the conditions."""
-    import lungforge.bench.detect as detect
+    import lungforge.bench.protocol.detect as detect
 
     sampled: list[tuple[str, np.ndarray]] = []
 

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import torch
 
-from lungforge.bench.detect import DetectConfig, augment, run_detect
-from lungforge.bench.inputs import open_real, open_synthetic
+from lungforge.bench.protocol.detect import DetectConfig, augment, run_detect
+from lungforge.bench.protocol.inputs import open_real, open_synthetic
 
 
 def test_augment_keeps_pixel_values():

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from lungforge.bench.budget import batch_indices, reference_steps
-from lungforge.bench.detect import DetectConfig, run_detect
-from lungforge.bench.folds import fold_splits, leak_groups, real_groups
-from lungforge.bench.inputs import open_real, open_synthetic
-from lungforge.bench.selection import selected, selection_summary
+from lungforge.bench.protocol.budget import batch_indices, reference_steps
+from lungforge.bench.protocol.detect import DetectConfig, run_detect
+from lungforge.bench.protocol.folds import fold_splits, leak_groups, real_groups
+from lungforge.bench.protocol.inputs import open_real, open_synthetic
+from lungforge.bench.protocol.selection import selected, selection_summary
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import pytest
 import torch
 from pytorch_fid.fid_score import calculate_frechet_distance
 
-from lungforge.bench.fid import (
+from lungforge.bench.scoring.fid import (
     FID_WEIGHTS_NAME,
     FidConfig,
     InceptionUnavailable,
@@ -15,7 +15,7 @@ from lungforge.bench.fid import (
     frechet_distance,
     load_fid_inception,
 )
-from lungforge.bench.inputs import open_real, open_synthetic
+from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.errors import CheckpointError
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from lungforge.bench.foldlog import FoldLog
+from lungforge.bench.protocol.foldlog import FoldLog
 from lungforge.errors import InputError
 
 

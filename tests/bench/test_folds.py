@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from lungforge.bench.folds import OUTSIDE, fold_splits, real_groups, source_groups
-from lungforge.bench.inputs import open_real, open_synthetic
+from lungforge.bench.protocol.folds import OUTSIDE, fold_splits, real_groups, source_groups
+from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.errors import InputError
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lungforge.bench.froc import CPM, FP_RATES, FROC_METRICS, centre_hits, froc
+from lungforge.bench.scoring.froc import CPM, FP_RATES, FROC_METRICS, centre_hits, froc
 
 
 def box(cx: float, cy: float, half: float = 2.0) -> list[float]:

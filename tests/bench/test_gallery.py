@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lungforge.bench.gallery import NoduleCrop, crop_side_px, crop_tile, nodule_crops, nodule_gallery
+from lungforge.bench.reporting.gallery import NoduleCrop, crop_side_px, crop_tile, nodule_crops, nodule_gallery
 from lungforge.data.store import open_store
 from lungforge.drawing import PALETTE
 from lungforge.labels import NODULE

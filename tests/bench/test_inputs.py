@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import zarr
 
-from lungforge.bench.inputs import SyntheticSpec, nodule_boxes, open_real, open_synthetic, parse_synthetic
+from lungforge.bench.protocol.inputs import SyntheticSpec, nodule_boxes, open_real, open_synthetic, parse_synthetic
 from lungforge.errors import InputError, LockError, SchemaError
 from lungforge.locks import hold_lock
 

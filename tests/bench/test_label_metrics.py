@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from lungforge.bench.label_metrics import NoduleHits, class_iou, confusion_matrix, mean_iou, size_bin_names
+from lungforge.bench.scoring.label_metrics import NoduleHits, class_iou, confusion_matrix, mean_iou, size_bin_names
 from lungforge.labels import BODY, LEFT_LUNG, NODULE
 
 

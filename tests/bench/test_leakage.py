@@ -11,9 +11,9 @@ import pytest
 import torch
 import zarr
 
-from lungforge.bench.detect import DetectConfig, run_detect
-from lungforge.bench.inputs import open_real, open_synthetic
-from lungforge.bench.leakage import leakage_warning
+from lungforge.bench.protocol.detect import DetectConfig, run_detect
+from lungforge.bench.protocol.inputs import open_real, open_synthetic
+from lungforge.bench.protocol.leakage import leakage_warning
 from lungforge.data.store import SPLIT_IDS, open_store
 from lungforge.errors import InputError
 from lungforge.models.checkpoint import checkpoint_meta, load_checkpoint

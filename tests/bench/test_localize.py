@@ -3,9 +3,9 @@ import pytest
 import torch
 import torchvision
 
-from lungforge.bench.folds import real_groups
-from lungforge.bench.inputs import open_real
-from lungforge.bench.localize import LocalizeConfig, build_model, load_slices, make_targets, to_inputs
+from lungforge.bench.protocol.folds import real_groups
+from lungforge.bench.protocol.inputs import open_real
+from lungforge.bench.protocol.localize import LocalizeConfig, build_model, load_slices, make_targets, to_inputs
 from lungforge.errors import CheckpointError
 
 
@@ -52,7 +52,7 @@ def test_training_is_deterministic_whatever_the_global_rng(quick_model):
     import copy
     import dataclasses
 
-    from lungforge.bench.localize import SliceSet, train_detector
+    from lungforge.bench.protocol.localize import SliceSet, train_detector
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (4, 64, 64), dtype=np.uint8)
@@ -72,8 +72,8 @@ def test_froc_scores_every_test_slice_nodule_free_included(stores):
     """AP/AR on the fold's nodule slices, the FROC on all of its slices (the fixture: 20 per fold, 10 with a nodule)."""
     import dataclasses
 
-    from lungforge.bench.froc import CPM, FROC_METRICS
-    from lungforge.bench.localize import run_localize
+    from lungforge.bench.scoring.froc import CPM, FROC_METRICS
+    from lungforge.bench.protocol.localize import run_localize
 
     real = open_real(stores["real"])
     config = dataclasses.replace(LocalizeConfig.quick_preset(size=64), epochs=1)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-from lungforge.bench.metrics import Confusion, classification_metrics, detection_metrics
+from lungforge.bench.scoring.metrics import Confusion, classification_metrics, detection_metrics
 
 
 def test_hand_worked_confusion_matrix():
@@ -82,7 +82,7 @@ def test_ap_ar_match_pycocotools_on_fixed_boxes():
 def test_auroc_matches_sklearn_and_a_hand_count():
     from sklearn.metrics import roc_auc_score
 
-    from lungforge.bench.metrics import auroc
+    from lungforge.bench.scoring.metrics import auroc
 
     # positives 0.9, 0.4, 0.35; negatives 0.5, 0.3, 0.1: 7 of the 9 (pos, neg) pairs are ordered right
     target = np.array([1, 1, 1, 0, 0, 0])
@@ -96,7 +96,7 @@ def test_auroc_matches_sklearn_and_a_hand_count():
 
 
 def test_recall_by_size_bins():
-    from lungforge.bench.metrics import SIZE_RECALL_METRICS, recall_by_size
+    from lungforge.bench.scoring.metrics import SIZE_RECALL_METRICS, recall_by_size
 
     predicted = np.array([1, 0, 1, 1, 0, 1, 1])
     diameter = np.array([3.0, 5.9, 6.0, 9.9, 9.95, 10.0, 25.0])

@@ -1,8 +1,8 @@
 import numpy as np
 
-from lungforge.bench.inputs import nodule_boxes, open_real
-from lungforge.bench.patches import PATCH, crop, negative_candidates, positive_centres, sample_patches
-from lungforge.bench.slices import read_resized, scale_boxes
+from lungforge.bench.protocol.inputs import nodule_boxes, open_real
+from lungforge.bench.protocol.patches import PATCH, crop, negative_candidates, positive_centres, sample_patches
+from lungforge.bench.protocol.slices import read_resized, scale_boxes
 from lungforge.labels import LUNG_LABELS, NODULE
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lungforge.bench.seresnet import SEResNet, SqueezeExcite
+from lungforge.bench.networks.seresnet import SEResNet, SqueezeExcite
 
 
 def test_output_is_one_logit_per_patch():

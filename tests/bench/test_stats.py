@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.stats import ranksums
 
-from lungforge.bench.stats import mean_std, rank_sum_p, summarize
+from lungforge.bench.scoring.stats import mean_std, rank_sum_p, summarize
 
 
 def test_mean_std_is_sample_std_and_ignores_nan():
@@ -31,7 +31,7 @@ def test_summarize_reports_p_against_a_only():
 def test_signed_rank_is_scipy_on_per_fold_differences():
     from scipy.stats import wilcoxon
 
-    from lungforge.bench.stats import signed_rank_p
+    from lungforge.bench.scoring.stats import signed_rank_p
 
     a = [0.60, 0.71, 0.55, 0.80, 0.66, 0.59]
     b = [0.58, 0.70, 0.51, 0.79, 0.60, 0.60]
@@ -41,7 +41,7 @@ def test_signed_rank_is_scipy_on_per_fold_differences():
 
 
 def test_smallest_reachable_p_values():
-    from lungforge.bench.stats import PAPER_DETECT_P, min_rank_sum_p, min_signed_rank_p, paper_p_note
+    from lungforge.bench.scoring.stats import PAPER_DETECT_P, min_rank_sum_p, min_signed_rank_p, paper_p_note
 
     assert min_rank_sum_p(10, 10) == pytest.approx(ranksums(np.arange(10) + 10, np.arange(10)).pvalue)
     assert min_rank_sum_p(10, 10) == pytest.approx(1.5705e-4, rel=1e-3)
@@ -58,7 +58,7 @@ def test_paper_note_reads_the_exact_floor():
 
     from scipy.stats import mannwhitneyu
 
-    from lungforge.bench.stats import min_exact_rank_sum_p, paper_p_note
+    from lungforge.bench.scoring.stats import min_exact_rank_sum_p, paper_p_note
 
     floor = mannwhitneyu(np.arange(10) + 10, np.arange(10), method="exact").pvalue
     assert min_exact_rank_sum_p(10, 10) == pytest.approx(floor) == pytest.approx(2 / comb(20, 10))
@@ -75,7 +75,7 @@ def test_corrected_resampled_t_test_against_hand_computation():
     from scipy.stats import t as student_t
     from scipy.stats import ttest_rel
 
-    from lungforge.bench.stats import compare, corrected_t_test
+    from lungforge.bench.scoring.stats import compare, corrected_t_test
 
     diff = np.array([0.01, 0.03, 0.02, 0.04, 0.00])
     out = corrected_t_test(diff, 0.25)
@@ -100,7 +100,7 @@ def test_corrected_resampled_t_test_against_hand_computation():
 
 
 def test_summarize_takes_the_ratio_from_the_reference_folds():
-    from lungforge.bench.stats import corrected_t_test
+    from lungforge.bench.scoring.stats import corrected_t_test
 
     result = {"folds": {
         "A": [{"acc": 0.5, "test_patches": 10, "train_patches": 40}, {"acc": 0.6, "test_patches": 20, "train_patches": 80},
@@ -114,7 +114,7 @@ def test_summarize_takes_the_ratio_from_the_reference_folds():
 
 
 def test_paired_comparison_sees_a_consistent_gain_that_rank_sum_misses():
-    from lungforge.bench.stats import compare
+    from lungforge.bench.scoring.stats import compare
 
     base = np.array([0.50, 0.62, 0.71, 0.55, 0.80, 0.66, 0.59, 0.75, 0.52, 0.68])
     better = base + np.linspace(0.01, 0.03, 10)  # every fold gains 1-3 points; folds differ by 30

@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from lungforge.bench.froc import FROC_METRICS
+from lungforge.bench.scoring.froc import FROC_METRICS
 from lungforge.cli.main import app
 
 

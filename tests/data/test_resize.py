@@ -1,7 +1,7 @@
 import numpy as np
 
 from lungforge.augment.plan import SourceMaps
-from lungforge.bench.slices import read_resized
+from lungforge.bench.protocol.slices import read_resized
 from lungforge.data.dataset import SliceDataset
 from lungforge.data.resize import resize_images_uint8, resize_label_maps
 from lungforge.data.store import open_store

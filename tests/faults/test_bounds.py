@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from lungforge.augment.options import AugmentOptions
-from lungforge.bench.detect import DetectConfig
-from lungforge.bench.fid import FidConfig
-from lungforge.bench.localize import LocalizeConfig
-from lungforge.bench.segmenter import SegmenterConfig
+from lungforge.bench.protocol.detect import DetectConfig
+from lungforge.bench.scoring.fid import FidConfig
+from lungforge.bench.protocol.localize import LocalizeConfig
+from lungforge.bench.scoring.segmenter import SegmenterConfig
 from lungforge.data.phantom import make_phantom
 from lungforge.data.prepare import PrepareOptions, available_cpus, planned_workers, prepare
 from lungforge.data.store import MAX_SLICES, create_store, open_store

@@ -11,7 +11,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from lungforge.bench.fid import load_fid_inception
+from lungforge.bench.scoring.fid import load_fid_inception
 from lungforge.cli.main import app
 from lungforge.errors import CheckpointError
 from lungforge.registry import NAME_PATTERN

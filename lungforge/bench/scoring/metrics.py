@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lungforge.bench.froc import CPM, FROC_METRICS
+from lungforge.bench.scoring.froc import CPM, FROC_METRICS
 
 DETECT_METRICS = ("accuracy", "precision", "recall", "specificity", "f1")
 LOCALIZE_METRICS = ("AP50", "AP60", "AR50", "AR60", "AR70")
@@ -20,7 +20,7 @@ SIZE_RECALL_METRICS = ("recall_lt6mm", "recall_6to10mm", "recall_ge10mm")
 DETECT_EXTRA_METRICS = ("auroc", *SIZE_RECALL_METRICS)
 """Detection metrics beside the paper's: AUROC of the classifier's scores, recall per nodule size."""
 LOCALIZE_EXTRA_METRICS = (CPM, *FROC_METRICS)
-"""Localization metrics beside the paper's: CPM and the FROC sensitivities (:mod:`lungforge.bench.froc`)."""
+"""Localization metrics beside the paper's: CPM and the FROC sensitivities (:mod:`lungforge.bench.scoring.froc`)."""
 
 
 @dataclass(frozen=True)

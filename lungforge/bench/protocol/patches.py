@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import maximum_filter
 
-from lungforge.bench.inputs import nodule_boxes, nodule_rows
-from lungforge.bench.slices import read_resized, scale_boxes
+from lungforge.bench.protocol.inputs import nodule_boxes, nodule_rows
+from lungforge.bench.protocol.slices import read_resized, scale_boxes
 from lungforge.data.store import Store
 from lungforge.labels import LUNG_LABELS, NODULE
 

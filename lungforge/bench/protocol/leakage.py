@@ -8,7 +8,7 @@ real store's train split has seen test-fold patients: `bench` refuses such a con
 leakage is explicitly allowed (and then the report's first line says so). Weights that do not
 record their patients (checkpoints from before the record) are refused alike, unless they were
 trained on the benchmark's own real store, whose train split then is what they saw. Model-free
-controls have no weights; their per-fold source exclusion is :mod:`lungforge.bench.folds`'s. A
+controls have no weights; their per-fold source exclusion is :mod:`lungforge.bench.protocol.folds`'s. A
 store without a generator block (not written by `augment`) names no weights and is not checked.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from lungforge.bench.folds import OUTSIDE
+from lungforge.bench.protocol.folds import OUTSIDE
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import InputError
 

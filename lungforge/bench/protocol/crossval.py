@@ -21,10 +21,10 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from lungforge.bench.foldlog import FoldLog, run_signature
-from lungforge.bench.folds import real_groups
-from lungforge.bench.inputs import REFERENCE
-from lungforge.bench.leakage import check_leakage
+from lungforge.bench.protocol.foldlog import FoldLog, run_signature
+from lungforge.bench.protocol.folds import real_groups
+from lungforge.bench.protocol.inputs import REFERENCE
+from lungforge.bench.protocol.leakage import check_leakage
 from lungforge.data.store import NO_SOURCE, Store
 
 FoldRunner = Callable[[int, str], dict[str, Any]]
@@ -118,7 +118,7 @@ class FoldTraining:
     `kept` (N_real,) bool: real slices kept at the fold's learning-curve point (the caller also
     drops the test fold's own slices); `joins` maps each synthetic condition to its (N_syn,) bool
     slices that may join: none of their sources is a test-fold patient (`leaks`, from
-    :func:`~lungforge.bench.folds.leak_groups`) and every real nodule they copy is kept.
+    :func:`~lungforge.bench.protocol.folds.leak_groups`) and every real nodule they copy is kept.
     """
 
     kept: np.ndarray
@@ -161,7 +161,7 @@ def cross_validate(
     """Run every unfinished (fold, condition) of `task`; finished folds in `out` are reused.
 
     A generator condition whose weights saw a test-fold patient is refused first
-    (:func:`~lungforge.bench.leakage.check_leakage`) unless the config allows it.
+    (:func:`~lungforge.bench.protocol.leakage.check_leakage`) unless the config allows it.
     `make_runner(groups)` receives the fold group of every real slice (−1 outside the
     benchmark) and loads its data once. Returns {"task", "quick", "config", "conditions",
     "folds": {condition: [per-fold dict]}}.

@@ -1,9 +1,9 @@
 """Learning curves (`--real-nodules K1,K2,…,all`): one k-fold benchmark per point K, one budget.
 
 Every point runs the task's cross-validation with the real training slices of each fold cut to
-K nodule slices (:func:`lungforge.bench.crossval.kept_real_slices`), the same subset for every
+K nodule slices (:func:`lungforge.bench.protocol.crossval.kept_real_slices`), the same subset for every
 condition, and every point, fold and condition trains the same optimiser steps (the budget of
-the full training set, :func:`lungforge.bench.budget.curve_steps`). Augmentation shows its
+the full training set, :func:`lungforge.bench.protocol.budget.curve_steps`). Augmentation shows its
 gains here: at small K a positive control (paste) should beat A, and the gap narrow as K grows.
 """
 
@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lungforge.bench.crossval import point_label
-from lungforge.bench.inputs import REFERENCE
-from lungforge.bench.stats import compare, mean_std
+from lungforge.bench.protocol.crossval import point_label
+from lungforge.bench.protocol.inputs import REFERENCE
+from lungforge.bench.scoring.stats import compare, mean_std
 from lungforge.data.store import Store
 
 TaskRunner = Callable[..., dict[str, Any]]

@@ -11,22 +11,22 @@ from typing import Any
 
 import torch
 
-from lungforge.bench.controls import make_controls, separation, separation_sentence
-from lungforge.bench.detect import QUICK_LABEL, DetectConfig, run_detect
-from lungforge.bench.curves import curve_figure, curve_table, learning_curve
-from lungforge.bench.fid import FidConfig, InceptionUnavailable, compute_fid, make_extractor
-from lungforge.bench.fidelity import compute_fidelity, fidelity_markdown
-from lungforge.bench.figures import fold_metrics, localization_examples, sample_grid
-from lungforge.bench.folds import leak_groups, real_groups
-from lungforge.bench.gallery import nodule_gallery
-from lungforge.bench.inputs import REFERENCE, SyntheticSpec, open_real, open_synthetic
-from lungforge.bench.leakage import leakage_warning
-from lungforge.bench.localize import LocalizeConfig, run_localize
-from lungforge.bench.segmenter import SegmenterConfig
-from lungforge.bench.metrics import DETECT_EXTRA_METRICS, DETECT_METRICS, LOCALIZE_EXTRA_METRICS, LOCALIZE_METRICS
-from lungforge.bench.selection import selected, selection_summary
+from lungforge.bench.protocol.controls import make_controls, separation, separation_sentence
+from lungforge.bench.protocol.detect import QUICK_LABEL, DetectConfig, run_detect
+from lungforge.bench.protocol.curves import curve_figure, curve_table, learning_curve
+from lungforge.bench.scoring.fid import FidConfig, InceptionUnavailable, compute_fid, make_extractor
+from lungforge.bench.scoring.fidelity import compute_fidelity, fidelity_markdown
+from lungforge.bench.reporting.figures import fold_metrics, localization_examples, sample_grid
+from lungforge.bench.protocol.folds import leak_groups, real_groups
+from lungforge.bench.reporting.gallery import nodule_gallery
+from lungforge.bench.protocol.inputs import REFERENCE, SyntheticSpec, open_real, open_synthetic
+from lungforge.bench.protocol.leakage import leakage_warning
+from lungforge.bench.protocol.localize import LocalizeConfig, run_localize
+from lungforge.bench.scoring.segmenter import SegmenterConfig
+from lungforge.bench.scoring.metrics import DETECT_EXTRA_METRICS, DETECT_METRICS, LOCALIZE_EXTRA_METRICS, LOCALIZE_METRICS
+from lungforge.bench.protocol.selection import selected, selection_summary
 from lungforge.choices import Selection
-from lungforge.bench.stats import paper_p_note, summarize
+from lungforge.bench.scoring.stats import paper_p_note, summarize
 from lungforge.data.store import Store
 from lungforge.errors import InputError
 
@@ -67,9 +67,9 @@ def run_all(
     localize; write the report into `out`.
 
     With `controls`, the `mislabeled` and `paste` control stores are made under `out/controls`
-    (:mod:`lungforge.bench.controls`) and benched first, and the report says whether the
+    (:mod:`lungforge.bench.protocol.controls`) and benched first, and the report says whether the
     protocol separates them. With `curve` (learning-curve points K, None: all) detect and localize
-    run at every point with one budget (:mod:`lungforge.bench.curves`), the tables at K = all (or
+    run at every point with one budget (:mod:`lungforge.bench.protocol.curves`), the tables at K = all (or
     the largest K), and a curve figure per task. Finished folds under `out/detect` and `out/localize` are reused by
     a rerun with the same arguments. Returns the report dict (also written as `out/report.json`).
     """

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from lungforge.augment.options import AugmentOptions
-from lungforge.bench.inputs import SyntheticSpec
-from lungforge.bench.stats import compare
+from lungforge.bench.protocol.inputs import SyntheticSpec
+from lungforge.bench.scoring.stats import compare
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import InputError
 

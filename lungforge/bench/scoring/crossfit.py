@@ -5,7 +5,7 @@ The real patients are dealt into two halves (seeded; train-split and test-split 
 alternately, so both halves get both kinds). Segmenter h trains on the TRAIN-split slices of half
 h. A slice's sources are the real patients of its label map (and image: paste and mislabeled
 reuse the real image of `meta/source`) and of its nodules' shape and size (`nodules/shape_source`,
-`size_source`, LIDC contour scan), as in :func:`lungforge.bench.folds.leak_groups`. A slice whose
+`size_source`, LIDC contour scan), as in :func:`lungforge.bench.protocol.folds.leak_groups`. A slice whose
 sources touch the training patients of one half is scored by the other half's segmenter; one
 touching both is not scored at all (counted); one touching neither (test-patient sources only)
 is scored by the segmenter of the half its label-map patient was NOT dealt to, as if it trained. Real train slices,
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungforge.bench.folds import OUTSIDE, leak_groups
+from lungforge.bench.protocol.folds import OUTSIDE, leak_groups
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import InputError
 

@@ -19,16 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from lungforge.bench.batchnorm import recalibrate_batchnorm
+from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
 from lungforge.choices import Backbone, RealSplit, Selection, check_choice, check_range
-from lungforge.bench.budget import batch_indices, curve_steps, reference_steps
-from lungforge.bench.crossval import FoldRunner, condition_stream, cross_validate, fold_training
-from lungforge.bench.froc import CPM, FROC_METRICS, froc
-from lungforge.bench.folds import OUTSIDE, leak_groups, source_groups
-from lungforge.bench.inputs import REFERENCE, nodule_boxes
-from lungforge.bench.metrics import detection_metrics
-from lungforge.bench.selection import selected
-from lungforge.bench.slices import read_resized, scale_boxes
+from lungforge.bench.protocol.budget import batch_indices, curve_steps, reference_steps
+from lungforge.bench.protocol.crossval import FoldRunner, condition_stream, cross_validate, fold_training
+from lungforge.bench.scoring.froc import CPM, FROC_METRICS, froc
+from lungforge.bench.protocol.folds import OUTSIDE, leak_groups, source_groups
+from lungforge.bench.protocol.inputs import REFERENCE, nodule_boxes
+from lungforge.bench.scoring.metrics import detection_metrics
+from lungforge.bench.protocol.selection import selected
+from lungforge.bench.protocol.slices import read_resized, scale_boxes
 from lungforge.data.store import Store
 from lungforge.errors import CheckpointError
 from lungforge.models.checkpoint import torch_load_reason
@@ -62,7 +62,7 @@ class LocalizeConfig:
     real_nodules: int | None = None
     """Learning-curve point: real training nodule slices per fold (None: all)."""
     fixed_budget: bool = False
-    """Train every point, fold and condition the same steps (:func:`~lungforge.bench.budget.curve_steps`)."""
+    """Train every point, fold and condition the same steps (:func:`~lungforge.bench.protocol.budget.curve_steps`)."""
     allow_generator_leakage: bool = False
     """Bench generators whose weights saw test-fold patients (the report says so)."""
 
@@ -274,7 +274,7 @@ def run_fold(
     free_test: np.ndarray,
 ) -> dict[str, Any]:
     """Train a copy of `initial` on `train` for `steps` optimiser steps, evaluate: AP/AR on the
-    `test` nodule slices, FROC sensitivities and CPM (:mod:`lungforge.bench.froc`) on them plus
+    `test` nodule slices, FROC sensitivities and CPM (:mod:`lungforge.bench.scoring.froc`) on them plus
     the fold's nodule-free slices `free_test` (F, S, S) uint8; sizes, steps taken, seconds and a
     few example predictions."""
     start = time.perf_counter()

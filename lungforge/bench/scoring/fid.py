@@ -22,7 +22,7 @@ from scipy import linalg
 from torch import nn
 from torch.nn import functional as F
 
-from lungforge.bench.selection import selected
+from lungforge.bench.protocol.selection import selected
 from lungforge.data.resize import resize_images_uint8
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import CheckpointError, InputError
@@ -222,7 +222,7 @@ class FidConfig:
     seed: int = 0
     select: Selection = "first-draw"
     """Synthetic slices scored: the detectors' rule by default, and `bench all` passes the detector's rule, so FID scores exactly
-    the slices the detectors train on (:mod:`lungforge.bench.selection`)."""
+    the slices the detectors train on (:mod:`lungforge.bench.protocol.selection`)."""
 
     def __post_init__(self) -> None:
         check_seed(self.seed)

@@ -1,9 +1,9 @@
 """Nodule detection benchmark (paper §3, Table 1-I): SE-ResNet on 32×32 patches, k-fold CV.
 
 Condition A trains on real patches only; every synthetic store adds the patches of its selected
-slices (:mod:`lungforge.bench.selection`) minus those whose label map or nodule sources touch the
+slices (:mod:`lungforge.bench.protocol.selection`) minus those whose label map or nodule sources touch the
 test fold. Every condition uses the same seeds, the same optimiser steps (sized from A:
-:mod:`lungforge.bench.budget`) and the same schedule.
+:mod:`lungforge.bench.protocol.budget`) and the same schedule.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from lungforge.bench.batchnorm import recalibrate_batchnorm
+from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
 from lungforge.choices import RealSplit, Selection, check_choice, check_range
-from lungforge.bench.budget import batch_indices, curve_steps, reference_steps
-from lungforge.bench.crossval import FoldRunner, condition_stream, cross_validate, fold_training
-from lungforge.bench.folds import OUTSIDE, leak_groups, source_groups
-from lungforge.bench.inputs import REFERENCE
-from lungforge.bench.metrics import Confusion, auroc, classification_metrics, recall_by_size
-from lungforge.bench.patches import JITTER_PX, PATCH, PatchSet, sample_patches
-from lungforge.bench.selection import selected
-from lungforge.bench.seresnet import SEResNet
+from lungforge.bench.protocol.budget import batch_indices, curve_steps, reference_steps
+from lungforge.bench.protocol.crossval import FoldRunner, condition_stream, cross_validate, fold_training
+from lungforge.bench.protocol.folds import OUTSIDE, leak_groups, source_groups
+from lungforge.bench.protocol.inputs import REFERENCE
+from lungforge.bench.scoring.metrics import Confusion, auroc, classification_metrics, recall_by_size
+from lungforge.bench.protocol.patches import JITTER_PX, PATCH, PatchSet, sample_patches
+from lungforge.bench.protocol.selection import selected
+from lungforge.bench.networks.seresnet import SEResNet
 from lungforge.data.store import Store
 from lungforge.seeds import check_seed
 
@@ -56,7 +56,7 @@ class DetectConfig:
     real_nodules: int | None = None
     """Learning-curve point: real training nodule slices per fold (None: all)."""
     fixed_budget: bool = False
-    """Train every point, fold and condition the same steps (:func:`~lungforge.bench.budget.curve_steps`)."""
+    """Train every point, fold and condition the same steps (:func:`~lungforge.bench.protocol.budget.curve_steps`)."""
     allow_generator_leakage: bool = False
     """Bench generators whose weights saw test-fold patients (the report says so)."""
 

@@ -96,7 +96,7 @@ def nodule_gallery(
     The figure is (LABEL_INCHES + CELL_INCHES · columns · panels) × (TITLE_INCHES + CELL_INCHES
     · rows) inches at DPI.
     """
-    from lungforge.bench.figures import _pyplot
+    from lungforge.bench.reporting.figures import _pyplot
 
     plt = _pyplot()
     rows = {"real": real, **synthetic}

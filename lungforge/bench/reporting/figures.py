@@ -114,7 +114,7 @@ def localization_examples(real: Store, result: dict[str, Any], size: int, path: 
     truth boxes green, predictions (score ≥ 0.5) red with their scores; a legend says which is which."""
     from matplotlib.patches import Patch
 
-    from lungforge.bench.slices import read_resized
+    from lungforge.bench.protocol.slices import read_resized
 
     plt = _pyplot()
     conditions = result["conditions"]

@@ -1,5 +1,5 @@
 """The fidelity segmenter: a :class:`SegUNet` trained on a real store's TRAIN split, or on one
-cross-fitting half of its train patients (:mod:`lungforge.bench.crossfit`), images → the 6-class
+cross-fitting half of its train patients (:mod:`lungforge.bench.scoring.crossfit`), images → the 6-class
 label maps at the bench working size, cached beside the store.
 
 The cache lives in `<store>.fidelity/` next to the store (`real.zarr` → `real.fidelity/`) as
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from lungforge.bench.batchnorm import recalibrate_batchnorm
-from lungforge.bench.crossfit import train_halves
-from lungforge.bench.segunet import SegUNet
-from lungforge.bench.slices import read_resized
+from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
+from lungforge.bench.scoring.crossfit import train_halves
+from lungforge.bench.networks.segunet import SegUNet
+from lungforge.bench.protocol.slices import read_resized
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import CheckpointError, InputError
 from lungforge.labels import NUM_CLASSES

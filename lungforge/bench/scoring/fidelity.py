@@ -1,14 +1,14 @@
 """`bench fidelity`: label fidelity of synthetic stores, measured offline and cross-fitted.
 
-Two segmenters (:mod:`lungforge.bench.segmenter`), each trained on one half of the real train
-patients (:mod:`lungforge.bench.crossfit`), segment the real train slices of the OTHER half (the
+Two segmenters (:mod:`lungforge.bench.scoring.segmenter`), each trained on one half of the real train
+patients (:mod:`lungforge.bench.scoring.crossfit`), segment the real train slices of the OTHER half (the
 ceiling: what real images score) and every synthetic slice whose label map, image and nodule
 sources they did not train on; each slice is compared with the label map it was made from:
 per-class IoU, mIoU and the nodule hit rate per size bin (rule in
-:mod:`lungforge.bench.label_metrics`). Slices whose sources touch both halves are not scored
+:mod:`lungforge.bench.scoring.label_metrics`). Slices whose sources touch both halves are not scored
 (counted as `unscored`). Beside them, the Fréchet distance between the segmenters' bottleneck
 features of synthetic and real slices, per subset (nodule, nodule-free, all), with
-:mod:`lungforge.bench.fid`'s maths, computed per scoring segmenter in its own feature space and
+:mod:`lungforge.bench.scoring.fid`'s maths, computed per scoring segmenter in its own feature space and
 averaged weighted by the synthetic slices each scored: a domain feature distance that needs no
 downloaded weights, NOT comparable with published (Inception) FID.
 """
@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from lungforge.bench.crossfit import HALVES, UNSCORED, real_scorers, synthetic_scorers
-from lungforge.bench.fid import SUBSETS, Moments, frechet_distance
-from lungforge.bench.label_metrics import HIT_IOU, NoduleHits, class_iou, confusion_matrix, mean_iou, size_bin_names
-from lungforge.bench.segmenter import Segmenter, SegmenterConfig, load_or_train
-from lungforge.bench.slices import read_resized
+from lungforge.bench.scoring.crossfit import HALVES, UNSCORED, real_scorers, synthetic_scorers
+from lungforge.bench.scoring.fid import SUBSETS, Moments, frechet_distance
+from lungforge.bench.scoring.label_metrics import HIT_IOU, NoduleHits, class_iou, confusion_matrix, mean_iou, size_bin_names
+from lungforge.bench.scoring.segmenter import Segmenter, SegmenterConfig, load_or_train
+from lungforge.bench.protocol.slices import read_resized
 from lungforge.data.store import Store
 from lungforge.labels import NUM_CLASSES
 

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.stats import mannwhitneyu, ranksums, wilcoxon
 from scipy.stats import t as student_t
 
-from lungforge.bench.inputs import REFERENCE
+from lungforge.bench.protocol.inputs import REFERENCE
 
 BOOTSTRAP_RESAMPLES = 10_000
 PAPER_DETECT_P = (8.2e-5, 9.54e-6)

@@ -1,0 +1,1 @@
+"""Networks the benchmark trains: SE-ResNet (patch classification), the fidelity UNet, BatchNorm recalibration."""

@@ -1,0 +1,1 @@
+"""Metrics and statistics: classification and FROC metrics, paired tests, FID and label fidelity."""
