@@ -24,15 +24,8 @@ from lungforge.data.dataset import SliceDataset
 from lungforge.data.store import open_store
 from lungforge.errors import CheckpointError, InputError
 from lungforge.models.presets import Preset, SDMConfig, SPADEConfig, config_to_dict, get_preset, inpaint_preset
-from lungforge.models.checkpoint import (
-    DEFAULT_EDIT_MARGIN_PX,
-    RESUME_FILE,
-    capture_rng_state,
-    load_training_state,
-    restore_rng_state,
-    save_checkpoint,
-    save_training_state,
-)
+from lungforge.models.checkpoint import DEFAULT_EDIT_MARGIN_PX, RESUME_FILE, save_checkpoint
+from lungforge.training.state import capture_rng_state, load_training_state, restore_rng_state, save_training_state
 from lungforge.seeds import check_seed
 from lungforge.training.data import LoaderSpec, check_label_ids, open_train_split, train_batches
 from lungforge.device import Precision, check_precision, resolve_device
