@@ -186,14 +186,11 @@ def info(
             f"counts consistent, {checked.boxes_checked} boxes match their label maps",
             highlight=False, soft_wrap=True,
         )
-    from rich.console import Console
-
-    console = Console()
-    console.print(f"[bold]{summary.path}[/bold]  kind={summary.kind}  {summary.slices} slices of {summary.height}×{summary.width}  {summary.series} series")
-    console.print(f"nodule slices {summary.nodule_slices}, nodule-free {summary.nodule_free_slices}, nodules {summary.nodules}")
+    err_console.print(f"[bold]{summary.path}[/bold]  kind={summary.kind}  {summary.slices} slices of {summary.height}×{summary.width}  {summary.series} series")
+    err_console.print(f"nodule slices {summary.nodule_slices}, nodule-free {summary.nodule_free_slices}, nodules {summary.nodules}")
     table = Table("split", "slices", "nodule slices", "patients")
     for name, row in summary.splits.items():
         table.add_row(name, str(row["slices"]), str(row["nodule_slices"]), str(row["patients"]))
-    console.print(table)
-    console.print("folds: " + ", ".join(f"{k}: {v}" for k, v in summary.folds.items()))
-    console.print("nodule diameters: " + ", ".join(f"{k}: {v}" for k, v in summary.nodule_diameter_hist.items()))
+    err_console.print(table)
+    err_console.print("folds: " + ", ".join(f"{k}: {v}" for k, v in summary.folds.items()))
+    err_console.print("nodule diameters: " + ", ".join(f"{k}: {v}" for k, v in summary.nodule_diameter_hist.items()))
