@@ -59,7 +59,7 @@ def prepare(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing lungforge store at --out.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout.")] = False,
 ) -> None:
-    """Turn LUNA16 scans into windowed 2D slices and label maps in a Zarr store (DESIGN §4).
+    """Turn LUNA16 scans into windowed 2D slices and label maps in a Zarr store (recipe: docs/prepare.md).
 
     Window [-1000, 400] HU to uint8; labels 0 background, 1 left lung, 2 right lung, 3 trachea,
     4 body, 5 nodule. Every slice is stored in radiological display orientation (patient's left

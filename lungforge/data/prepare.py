@@ -1,4 +1,4 @@
-"""`lungforge prepare`: LUNA16 scans → windowed slices and label maps in a Zarr store (DESIGN §4).
+"""`lungforge prepare`: LUNA16 scans → windowed slices and label maps in a Zarr store (recipe: docs/prepare.md).
 
 Scans are processed one at a time (in a process pool when `workers > 1`) and streamed to the
 store in whole shards, in scan order, so the store is the same for any number of workers. The

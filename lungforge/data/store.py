@@ -1,4 +1,4 @@
-"""The lungforge slice store (Zarr v3): the only module that imports zarr (DESIGN §5).
+"""The lungforge slice store (Zarr v3): the only module that imports zarr, so one place knows the schema (docs/store-format.md).
 
 Layout::
 
