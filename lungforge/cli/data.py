@@ -71,7 +71,8 @@ def prepare(
     from rich.markup import escape
 
     from lungforge.cli.console import err_console, print_json, progress
-    from lungforge.data.prepare import PrepareOptions, available_cpus, parse_test_patients, planned_workers
+    from lungforge.data.prepare import PrepareOptions, available_cpus, planned_workers
+    from lungforge.data.prepare_options import parse_test_patients
     from lungforge.data.prepare import prepare as run_prepare
     from lungforge.labels import SegValues
 
