@@ -20,6 +20,7 @@ from lungforge.data.masks import (
     seg_to_labels,
     window_to_uint8,
 )
+from lungforge.data.metaimage import Geometry, read_geometry
 from lungforge.data.orientation import Reorientation
 from lungforge.data.prepare_options import PrepareOptions
 from lungforge.errors import ScanError
@@ -115,8 +116,8 @@ def _read_scan(root: Path, ref: luna16.ScanRef, options: PrepareOptions) -> tupl
         seg = luna16.read_seg(root, ref.uid)
         if seg is None:
             raise ScanError(f"{seg_path}: no seg mask for this scan (use --lungs auto to segment classically)")
-        scan_geometry = luna16.Geometry(volume.hu.shape, volume.origin_mm, volume.spacing_mm, volume.direction)
-        difference = geometry_difference(scan_geometry, luna16.read_geometry(seg_path))
+        scan_geometry = Geometry(volume.hu.shape, volume.origin_mm, volume.spacing_mm, volume.direction)
+        difference = geometry_difference(scan_geometry, read_geometry(seg_path))
         if difference:
             raise ScanError(f"{seg_path}: {difference}")
     volume = _display(volume, turn)
@@ -242,7 +243,7 @@ def _display(volume: luna16.Volume, turn: Reorientation) -> luna16.Volume:
 def display_shape(mhd: Path) -> tuple[tuple[int, int, int], bool]:
     """The (Z, Y, X) shape `mhd` is stored with in display orientation, from its header alone,
     and whether its file order differs from it (ScanError when the header is invalid)."""
-    geometry = luna16.read_geometry(mhd)
+    geometry = read_geometry(mhd)
     turn = Reorientation.from_direction(geometry.direction, str(mhd))
     return turn.shape(geometry.shape_zyx), not turn.is_identity
 

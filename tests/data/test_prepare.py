@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lungforge.cli.main import app
-from lungforge.data import luna16
+from lungforge.data import luna16, metaimage
 from lungforge.data.phantom import make_phantom
 from lungforge.data.prepare import PrepareOptions, prepare
 from lungforge.data.store import SPLIT_IDS, open_store
@@ -341,7 +341,7 @@ def test_scan_whose_nodules_yield_no_slice_is_skipped(luna, tmp_path):
 def test_scan_without_lung_is_skipped_loudly(luna, tmp_path, lungs):
     root = _copy(luna, tmp_path)
     victim = luna16.discover_scans(root)[1]
-    shape, _ = luna16.read_header(victim.mhd)
+    shape, _ = metaimage.read_header(victim.mhd)
     if lungs == "auto":
         # a body of soft tissue in air: plausible HU, but no air inside the body
         yy, xx = np.mgrid[: shape[1], : shape[2]]
