@@ -12,7 +12,7 @@ from lungforge.labels import BODY
 from lungforge.models.checkpoint import build_model, load_checkpoint
 from lungforge.training.state import load_training_state
 from lungforge.training.loop_sdm import train_sdm
-from lungforge.training.run import TrainOptions
+from lungforge.training.options import TrainOptions
 
 
 def _options(store, out, preset, **kw) -> TrainOptions:
