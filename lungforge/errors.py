@@ -46,6 +46,17 @@ class CorruptStoreError(SchemaError):
     """A store's chunk is missing or fails its checksum (damaged on disk)."""
 
 
+class ConfigError(LungforgeError, ValueError):
+    """A configuration object (options dataclass) was given a value outside its field's choices or range.
+
+    `field` names the dataclass field, so a CLI can point at its own flag for it.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class LockError(LungforgeError):
     """Another process holds the lock on a store or on the weights registry."""
 

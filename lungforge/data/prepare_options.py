@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from lungforge.errors import LungforgeError
+from lungforge.errors import ConfigError, LungforgeError
 from lungforge.labels import SegValues
 from lungforge.seeds import check_seed
 
@@ -27,9 +28,27 @@ class PrepareOptions:
     workers: int = 1
 
     def __post_init__(self) -> None:
-        check_seed(self.seed)
+        """ConfigError naming the field for a value outside its choices or range."""
+        for name, allowed in (("lungs", ("seg", "auto")), ("nodule_slices", ("center", "all"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(name, f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not isinstance(self.seg_values, SegValues):
+            raise ConfigError("seg_values", f"seg_values must be a SegValues, got {type(self.seg_values).__name__}")
+        if not (math.isfinite(self.keep_nodule_free) and 0.0 <= self.keep_nodule_free <= 1.0):
+            raise ConfigError("keep_nodule_free", f"keep_nodule_free must be a fraction in [0, 1], got {self.keep_nodule_free}")
+        patients = self.test_patients
+        if isinstance(patients, float) and not (math.isfinite(patients) and 0.0 <= patients < 1.0):
+            raise ConfigError("test_patients", f"test_patients must be a count >= 0 or a fraction in [0, 1), got {patients}")
+        if isinstance(patients, int) and (isinstance(patients, bool) or patients < 0):
+            raise ConfigError("test_patients", f"test_patients must be a count >= 0 or a fraction in [0, 1), got {patients!r}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError("limit", f"limit must be >= 1 scans, got {self.limit}")
         if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+            raise ConfigError("workers", f"workers must be >= 1, got {self.workers}")
+        try:
+            check_seed(self.seed)
+        except ValueError as exc:
+            raise ConfigError("seed", str(exc)) from None
 
     def params(self) -> dict[str, Any]:
         """The options that determine the store's content (not `workers`)."""

@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args
 
 from lungforge.data.resize import MAX_SIZE_PX
 from lungforge.data.store import Store
+from lungforge.errors import ConfigError
 from lungforge.export.slices import SplitChoice
 
 ExportFormat = Literal["coco", "yolo", "nnunet", "nifti", "png"]
@@ -34,15 +35,15 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         if self.format not in get_args(ExportFormat):
-            raise ValueError(f"format must be one of {get_args(ExportFormat)}, got {self.format!r}")
+            raise ConfigError("format", f"format must be one of {', '.join(get_args(ExportFormat))}, got {self.format!r}")
         if self.split not in ("train", "test", "all"):
-            raise ValueError(f"split must be train, test or all, got {self.split!r}")
+            raise ConfigError("split", f"split must be train, test or all, got {self.split!r}")
         if self.size is not None and not 8 <= self.size <= MAX_SIZE_PX:
-            raise ValueError(f"size must be 8..{MAX_SIZE_PX} px, got {self.size}")
+            raise ConfigError("size", f"size must be 8..{MAX_SIZE_PX} px, got {self.size}")
         if self.dataset_id is not None and not 1 <= self.dataset_id <= 999:
-            raise ValueError(f"nnU-Net dataset id must be 1..999, got {self.dataset_id}")
+            raise ConfigError("dataset_id", f"dataset_id (nnU-Net) must be 1..999, got {self.dataset_id}")
         if not re.fullmatch(r"[A-Za-z0-9-]+", self.dataset_name):
-            raise ValueError(f"nnU-Net dataset name may hold letters, digits and '-', got {self.dataset_name!r}")
+            raise ConfigError("dataset_name", f"dataset_name (nnU-Net) may hold letters, digits and '-', got {self.dataset_name!r}")
 
     def target(self, out: Path) -> Path:
         """The directory the export creates: `out` itself, or for nnU-Net `out/DatasetNNN_Name`

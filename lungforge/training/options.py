@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lungforge.device import Precision
+from lungforge.device import PRECISIONS, Precision
 from lungforge.errors import InputError
 from lungforge.models.checkpoint import DEFAULT_EDIT_MARGIN_PX
 from lungforge.models.presets import Preset, get_preset, inpaint_preset
@@ -69,6 +70,10 @@ class TrainOptions:
                 raise InputError(f"{name} must be > 0, got {value}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise InputError(f"guidance must be a finite number >= 0, got {self.guidance}")
 
     def to_json(self) -> dict[str, Any]:
         out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k != "preset"}
