@@ -35,7 +35,7 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         if self.format not in get_args(ExportFormat):
-            raise ConfigError("format", f"format must be one of {', '.join(get_args(ExportFormat))}, got {self.format!r}")
+            raise ConfigError("format", f"format must be one of {get_args(ExportFormat)}, got {self.format!r}")
         if self.split not in ("train", "test", "all"):
             raise ConfigError("split", f"split must be train, test or all, got {self.split!r}")
         if self.size is not None and not 8 <= self.size <= MAX_SIZE_PX:
