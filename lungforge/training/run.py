@@ -235,14 +235,7 @@ def _train(
     else:
         batches = train_batches(run.slices, spec, consumed=consumed, rank=info.rank, world_size=info.world_size)
     grid = _grid_inputs(run.items, options.grid_samples, seed)
-    metrics_path = out / METRICS_FILE
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if run.state is not None:
-            _truncate_metrics(metrics_path, step)
-        elif metrics_path.exists():
-            metrics_path.unlink()
-    barrier(info)
+    metrics_path = _start_metrics(out, resumed=run.state is not None, step=step, info=info)
 
     losses: list[float] = []
     train_seconds = 0.0
@@ -299,6 +292,19 @@ def _train(
         world_size=info.world_size,
         losses=losses,
     )
+
+
+def _start_metrics(out: Path, *, resumed: bool, step: int, info: DistInfo) -> Path:
+    """`out/metrics.jsonl`, emptied for a new run or cut back to `step` for a resumed one (rank 0)."""
+    metrics_path = out / METRICS_FILE
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if resumed:
+            _truncate_metrics(metrics_path, step)
+        elif metrics_path.exists():
+            metrics_path.unlink()
+    barrier(info)
+    return metrics_path
 
 
 def _write_grid(out: Path, trainer: Trainer, grid: dict[str, Tensor], seed: int, step: int, device: torch.device) -> None:
