@@ -3,7 +3,7 @@
     python benchmarks/prepare.py --scans 6 --size 512 --workers 2 --json
 
 Prints {"scans", "seconds", "read_seconds", "ratio", "peak_rss_mb", ...}; the target is
-ratio ≤ 3 with --workers 2 (DESIGN §4, issue "data foundation").
+ratio ≤ 3 with --workers 2 (preparation should cost at most three times reading the scans).
 """
 
 from __future__ import annotations

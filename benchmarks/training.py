@@ -32,7 +32,8 @@ from lungforge.models.presets import get_preset
 from lungforge.training.distributed import DistInfo
 from lungforge.training.loop_sdm import SDMTrainer
 from lungforge.training.loop_spade import SPADETrainer
-from lungforge.training.run import TrainOptions, step_generator
+from lungforge.training.options import TrainOptions
+from lungforge.training.run import step_generator
 
 
 def _batch(batch: int, size: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

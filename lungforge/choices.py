@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
+from lungforge.errors import ConfigError
+
 RealSplit = Literal["all", "test"]
 """Real patients a cross-validation runs over: every patient (the paper), or the test split only."""
 FidSplit = Literal["all", "train", "test"]
@@ -26,14 +28,14 @@ ExportSplit = Literal["train", "test", "all"]
 
 
 def check_choice(field: str, value: Any, choices: Any) -> None:
-    """ValueError naming `field` when `value` is not one of the `Literal` type `choices`."""
+    """ConfigError (a ValueError) naming `field` when `value` is not one of the `Literal` type `choices`."""
     allowed = get_args(choices)
     if value not in allowed:
-        raise ValueError(f"{field} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        raise ConfigError(field, f"{field} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
 
 
 def check_range(field: str, value: float, low: float, high: float | None = None) -> None:
-    """ValueError naming `field` when `value` is below `low` or above `high`."""
+    """ConfigError (a ValueError) naming `field` when `value` is below `low` or above `high`."""
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in {low}..{high}"
-        raise ValueError(f"{field} must be {bound}, got {value!r}")
+        raise ConfigError(field, f"{field} must be {bound}, got {value!r}")

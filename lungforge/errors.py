@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -44,5 +46,31 @@ class CorruptStoreError(SchemaError):
     """A store's chunk is missing or fails its checksum (damaged on disk)."""
 
 
+class ConfigError(LungforgeError, ValueError):
+    """A configuration object (options dataclass) was given a value outside its field's choices or range.
+
+    `field` names the dataclass field, so a CLI can point at its own flag for it.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class LockError(LungforgeError):
     """Another process holds the lock on a store or on the weights registry."""
+
+
+def torch_load_reason(exc: BaseException) -> str:
+    """One line saying why `torch.load(..., weights_only=True)` refused a file.
+
+    torch's message for a pickle of Python objects spans several lines of advice (with terminal
+    escapes); its gist is the unpickler's line naming the refused global.
+    """
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("WeightsUnpickler error:"):
+            gist = line.removeprefix("WeightsUnpickler error:").strip().split(". ")[0].rstrip(".")
+            return f"it holds pickled Python objects, which lungforge never executes ({gist})"
+    return lines[0] if lines else type(exc).__name__
+

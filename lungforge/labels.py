@@ -1,4 +1,4 @@
-"""Label ids of lungforge label maps: the one place they are defined (DESIGN §3)."""
+"""Label ids of lungforge label maps: the one place they are defined (listed in docs/store-format.md)."""
 
 from __future__ import annotations
 

@@ -97,7 +97,8 @@ def shipped_manifest() -> Path:
 
 def weights_sha256(path: Path) -> str:
     """sha256 of the weights of `path`: a `.safetensors` file, or a run dir's `model.safetensors`."""
-    from lungforge.models.checkpoint import MODEL_FILE, sha256_file
+    from lungforge.models.checkpoint import MODEL_FILE
+    from lungforge.fileio import sha256_file
 
     path = Path(path)
     return sha256_file(path / MODEL_FILE if path.is_dir() else path)
@@ -146,7 +147,7 @@ class WeightsRegistry:
             return VerifyResult(
                 entry.name, "mismatch", path, entry.sha256, None, f"expected {entry.size} bytes, got {size}"
             )
-        from lungforge.models.checkpoint import sha256_file
+        from lungforge.fileio import sha256_file
 
         actual = sha256_file(path)
         if actual != entry.sha256:
@@ -218,7 +219,8 @@ class WeightsRegistry:
             return self._import_locked(Path(source), name, force)
 
     def _import_locked(self, source: Path, name: str, force: bool) -> WeightsEntry:
-        from lungforge.models.checkpoint import load_checkpoint, read_checkpoint_meta, sha256_file, write_safetensors
+        from lungforge.models.checkpoint import load_checkpoint, read_checkpoint_meta, write_safetensors
+        from lungforge.fileio import sha256_file
 
         existing = self.entries().get(name)
         if existing is not None and not force:
@@ -257,7 +259,7 @@ class WeightsRegistry:
         return target
 
     def _verify_part(self, entry: WeightsEntry, part: Path) -> None:
-        from lungforge.models.checkpoint import sha256_file
+        from lungforge.fileio import sha256_file
 
         size = part.stat().st_size
         problem = ""
@@ -383,7 +385,7 @@ def _validate_entry(path: Path, entry: WeightsEntry) -> None:
 def _write_entries(path: Path, entries: dict[str, WeightsEntry]) -> None:
     import tomli_w
 
-    from lungforge.models.checkpoint import atomic_write_bytes
+    from lungforge.fileio import atomic_write_bytes
 
     table = {}
     for name, entry in sorted(entries.items()):

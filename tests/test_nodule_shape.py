@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from lungforge.data.luna16_statistics import diameter_quantile_mm
-from lungforge.data.phantom import nodule_voxels
+from lungforge.data.phantom_nodules import nodule_voxels
 from lungforge.nodule_shape import LIDC_REFERENCE, cross_section_statistics, sample_outline
 
 PIXEL_MM = 0.7

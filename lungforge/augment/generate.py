@@ -18,31 +18,23 @@ import time
 from collections import deque
 from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 
-from lungforge.augment.controls import CONTROLS, ControlGenerator
 from lungforge.augment.inpainter import Inpainter
+from lungforge.augment.inputs import AugmentInputs, load_inputs
 from lungforge.augment.lidc import LidcLibrary
-from lungforge.augment.nodule_library import SHAPE_MIN_AREA_PX, NoduleLibrary, SizePool
-from lungforge.augment.options import AugmentOptions, output_defining
+from lungforge.augment.options import AugmentOptions
 from lungforge.augment.output_guard import check_output
-from lungforge.augment.plan import PlannedSample, SamplePlanner, SourceMaps, sample_seed
+from lungforge.augment.output_store import merge_parts, open_output, owned_blocks, pending_blocks, record_of_complete
+from lungforge.augment.plan import PlannedSample, SamplePlanner, sample_seed
 from lungforge.augment.summary import AugmentReport, summarize
-from lungforge.augment.synthesizer import SamplingSettings, Synthesizer
 from lungforge.augment.verification import weakest_contrast_hu
-from lungforge.augment.visibility import contrast_threshold_from_store
-from lungforge.augment.writer import BlockWriter, FinishedBlock, part_name
-from lungforge.data.store import SPLIT_IDS, Store, create_store, open_store
-from lungforge.errors import InputError, SchemaError
+from lungforge.augment.writer import BlockWriter, FinishedBlock
+from lungforge.data.store import SPLIT_IDS, Store
+from lungforge.device import resolve_device
 from lungforge.locks import hold_lock
-from lungforge.overlap import refuse_overlap
-from lungforge.registry import resolve_weights
-from lungforge.models.checkpoint import load_checkpoint
-from lungforge.device import check_precision, resolve_device
 from lungforge.training.distributed import (
     DistInfo,
     barrier,
@@ -57,180 +49,6 @@ PLAN_AHEAD_BLOCKS = 2
 WRITE_QUEUE_BLOCKS = 2
 Progress = Callable[[int, int, int], None]
 """progress(slices_done, slices_total, images_sampled) for this rank's blocks."""
-
-
-@dataclass(frozen=True, eq=False)
-class _Inputs:
-    """Everything read and validated before any output is touched."""
-
-    real: Store
-    synthesizer: Synthesizer | Inpainter | ControlGenerator
-    planner: SamplePlanner
-
-
-def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Synthesizer | Inpainter | ControlGenerator:
-    """The model named by --weights, or a model-free control (`paste`, `mislabeled`) at --size.
-
-    An inpainting SDM (its checkpoint's mode) draws into the real slices at --size (default: the
-    real store's native size); a whole-slice model generates at its own size.
-    """
-    if options.weights in CONTROLS:
-        if options.weights == "paste" and options.nodules > 0 and options.shape != "real":
-            raise InputError(f"--weights paste blends real nodule patches: it needs --shape real, got --shape {options.shape}")
-        return ControlGenerator(options.weights, real, options.size or real.shape_hw[0])  # type: ignore[arg-type]
-    weights_path = resolve_weights(options.weights)
-    refuse_overlap(options.out, "--weights", weights_path, "augment")
-    ckpt = load_checkpoint(weights_path)
-    precision = check_precision(options.precision, device)
-    settings = SamplingSettings(options.sampler, options.steps, options.guidance)
-    if ckpt.kind == "sdm" and ckpt.config.inpaint:
-        return Inpainter(ckpt, real, options.size or real.shape_hw[0], device, precision, settings, compile=options.compile)
-    synthesizer = Synthesizer(ckpt, device, precision, settings, compile=options.compile)
-    if options.size is not None and options.size != synthesizer.image_size:
-        raise InputError(f"--size {options.size}: {options.weights} generates {synthesizer.image_size} px images; --size is for paste and mislabeled")
-    return synthesizer
-
-
-def load_inputs(options: AugmentOptions, device: torch.device) -> _Inputs:
-    """Open the real store and the weights, and check the layout request can be met (no writes).
-
-    The real store is held shared (`open_store(lock_for_reading=True)`) until its `close()`, so no
-    lungforge writer replaces it while its label maps are read.
-    """
-    real = open_store(options.data, lock_for_reading=True)
-    try:
-        return _load_inputs(options, device, real)
-    except BaseException:
-        real.close()
-        raise
-
-
-def _load_inputs(options: AugmentOptions, device: torch.device, real: Store) -> _Inputs:
-    if real.kind != "real":
-        raise InputError(f"--data {options.data}: store kind is {real.kind!r}, expected a 'real' store (synthetic slices cannot seed new ones)")
-    synthesizer = _generator(options, real, device)
-    maps = SourceMaps(real, synthesizer.image_size)
-    library: NoduleLibrary | LidcLibrary | None = None
-    sizes = None
-    if options.nodules > 0 and options.shape == "real":
-        # at their own size every real mask is usable; rescaled to --diameter only those with a shape
-        smallest = 1 if options.diameter_mm is None else SHAPE_MIN_AREA_PX
-        library = NoduleLibrary.from_store(real, min_area_px=smallest, seed=options.seed, split=SPLIT_IDS["train"])
-    elif options.nodules > 0 and options.shape == "lidc":
-        # LIDC scans are LUNA16's: the contours of the store's test patients stay out.
-        test_series = np.unique(real.meta("series")[real.meta("split") == SPLIT_IDS["test"]])
-        library = LidcLibrary.load(exclude_series={real.series_uids[i] for i in test_series})
-    if options.nodules > 0 and options.diameter_mm is None and options.shape != "real":
-        sizes = SizePool.from_store(real, split=SPLIT_IDS["train"])  # real shapes keep their own size
-    planner = SamplePlanner(
-        maps,
-        options.layout_request(),
-        n_nodule=options.nodules,
-        seed=options.seed,
-        library=library,
-        sizes=sizes,
-    )
-    planner.check_feasible()
-    if isinstance(synthesizer, Inpainter) and options.nodules > 0:
-        _check_windows(options, synthesizer, planner)
-    return _Inputs(real, synthesizer, planner)
-
-
-def _check_windows(options: AugmentOptions, inpainter: Inpainter, planner: SamplePlanner) -> None:
-    """Refuse (one line, nothing written) a --diameter whose largest nodule's edit region cannot fit a window."""
-    inpainter.windows(planner.plan(0))
-    if options.diameter_mm is None:
-        return
-    largest_px = options.diameter_mm[1] / float(planner.maps.spacings_mm.min()) + 2 * inpainter.margin_px
-    if largest_px > inpainter.window:
-        raise InputError(
-            f"--diameter up to {options.diameter_mm[1]:g} mm: its edit region ({largest_px:.0f} px with the "
-            f"{inpainter.margin_px} px margin) is larger than the {inpainter.window} px window of {options.weights}"
-        )
-
-
-def _open_resumed(options: AugmentOptions, inputs: _Inputs) -> Store:
-    store = open_store(options.out, "r+", require_complete=False)
-    if store.kind != "synthetic":
-        raise SchemaError(f"{options.out}: kind is {store.kind!r}, --resume expects a synthetic store written by augment")
-    if len(store) != options.total or store.shard_slices != options.shard_size:
-        raise SchemaError(
-            f"{options.out}: holds {len(store)} slices in shards of {store.shard_slices}, "
-            f"this run asks for {options.total} in shards of {options.shard_size}; resume with the same options"
-        )
-    before = output_defining(store.attrs.get("params", {}))
-    now = output_defining(options.as_params())
-    changed = sorted(k for k in now if before.get(k) != now[k])
-    if changed:
-        k = changed[0]
-        raise SchemaError(f"{options.out}: was started with {k}={before.get(k)!r}, this run has {k}={now[k]!r}; resume with the same options")
-    _check_same_inputs(options, inputs, store)
-    return store
-
-
-def _check_same_inputs(options: AugmentOptions, inputs: _Inputs, store: Store) -> None:
-    """A resume must use the very weights (sha256) and real store (fingerprint) the run started with."""
-    generator, source = store.attrs.get("generator", {}), store.attrs.get("input", {})
-    sha = inputs.synthesizer.sha256
-    if generator.get("sha256") != sha:
-        raise SchemaError(
-            f"{options.out}: was started with weights {generator.get('weights')!r} (sha256 {generator.get('sha256')}), "
-            f"--weights {options.weights} has sha256 {sha}; resume with the same weights"
-        )
-    fingerprint = inputs.real.fingerprint()
-    if source.get("fingerprint") != fingerprint:
-        raise SchemaError(
-            f"{options.out}: was started from real store {source.get('path')} (fingerprint {source.get('fingerprint')}), "
-            f"--data {options.data} has fingerprint {fingerprint}; resume with the same --data"
-        )
-
-
-def _create_output(options: AugmentOptions, inputs: _Inputs) -> Store:
-    threshold = options.min_contrast_hu
-    if threshold is None and options.nodules > 0:
-        threshold = contrast_threshold_from_store(inputs.real, size=inputs.synthesizer.image_size)
-    size = inputs.synthesizer.image_size
-    return create_store(
-        options.out,
-        kind="synthetic",
-        height=size,
-        width=size,
-        capacity=options.total,
-        params=options.as_params(),
-        extra_attrs={
-            "generator": inputs.synthesizer.provenance(options.weights),
-            "input": {"path": str(options.data), "fingerprint": inputs.real.fingerprint()},
-            "min_contrast_hu": threshold,
-            "sample_order": "indices [0, nodules) are nodule slices, [nodules, nodules + nodule_free) nodule-free",
-        },
-        overwrite=options.overwrite,
-        shard_slices=options.shard_size,
-    )
-
-
-def _open_output(options: AugmentOptions, inputs: _Inputs, info: DistInfo) -> Store:
-    """Rank 0 creates (or reopens with --resume) the output; the other ranks open it after a barrier."""
-    store = None
-    if info.is_main:
-        if options.resume and options.out.exists():
-            store = _open_resumed(options, inputs)
-        else:
-            store = _create_output(options, inputs)
-    barrier(info)
-    if store is None:
-        store = open_store(options.out, "r+", require_complete=False)
-    return store
-
-
-def owned_blocks(n_blocks: int, info: DistInfo) -> list[int]:
-    """Blocks of rank `info.rank`: r, r + K, r + 2K, ..."""
-    return list(range(info.rank, n_blocks, info.world_size))
-
-
-def pending_blocks(store: Store, blocks: list[int], shard: int) -> list[int]:
-    """The blocks of `blocks` whose `meta/done` flags are not all set."""
-    done = store.meta("done")
-    return [b for b in blocks if not done[b * shard : (b + 1) * shard].all()]
 
 
 class _Assembly:
@@ -315,7 +133,7 @@ def _planned_blocks(planner: SamplePlanner, blocks: list[int], shard: int, total
 
 
 def produce_blocks(
-    inputs: _Inputs,
+    inputs: AugmentInputs,
     store: Store,
     blocks: list[int],
     options: AugmentOptions,
@@ -364,20 +182,6 @@ def produce_blocks(
     return sampled
 
 
-def _merge_parts(store: Store, n_blocks: int) -> dict[str, dict[str, np.ndarray]]:
-    parts = store.load_parts()
-    missing = [b for b in range(n_blocks) if part_name(b) not in parts]
-    if missing:
-        raise SchemaError(f"{store.path}: blocks {missing[:5]} have no commit record; rerun with --resume")
-    return {name: parts[name] for name in sorted(parts) if name.startswith("block-")}
-
-
-def _record_of_complete(store: Store) -> dict[str, np.ndarray]:
-    """A part-like record of an already finished store (its first-try results are no longer known)."""
-    table = store.nodules()
-    return {**table, "has_nodule": store.meta("has_nodule"), "verified": store.meta("verified")}
-
-
 def augment(options: AugmentOptions, progress: Progress | None = None) -> AugmentReport | None:
     """Run (or resume) an augment job; under torchrun every rank calls this.
 
@@ -399,7 +203,7 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
     inputs = load_inputs(options, device)
     try:
         init_process_group(info, device)
-        store = _open_output(options, inputs, info)
+        store = open_output(options, inputs, info)
         threshold = store.attrs.get("min_contrast_hu")
         shard = options.shard_size
         n_blocks = -(-options.total // shard)
@@ -414,9 +218,9 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
         if not info.is_main:
             return None
         if complete:
-            parts = {"store": _record_of_complete(store)}
+            parts = {"store": record_of_complete(store)}
         else:
-            parts = _merge_parts(store, n_blocks)
+            parts = merge_parts(store, n_blocks)
         seconds = time.perf_counter() - started
         report = summarize(
             parts,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -12,6 +13,7 @@ from lungforge.data.resize import MAX_SIZE_PX
 from lungforge.data.store import MAX_SLICES, SHARD
 from lungforge.diffusion.samplers import SAMPLERS, Sampler
 from lungforge.device import PRECISIONS, Precision
+from lungforge.errors import ConfigError
 from lungforge.seeds import check_seed
 
 OUTPUT_DEFINING = (
@@ -79,33 +81,45 @@ class AugmentOptions:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        if self.nodules < 0 or self.nodule_free < 0:
-            raise ValueError(f"--nodules and --nodule-free must be >= 0, got {self.nodules} and {self.nodule_free}")
+        """ConfigError naming the field for a value outside its choices or range."""
+        for name in ("nodules", "nodule_free"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"{name} must be >= 0, got {getattr(self, name)}")
         if self.nodules + self.nodule_free == 0:
-            raise ValueError("nothing to generate: pass --nodules N and/or --nodule-free M with N + M > 0")
+            raise ConfigError("nodules", "nothing to generate: nodules + nodule_free must be > 0")
         if self.nodules + self.nodule_free > MAX_SLICES:
-            raise ValueError(
-                f"--nodules + --nodule-free must be at most {MAX_SLICES:,} slices (what a store holds), "
-                f"got {self.nodules + self.nodule_free:,}"
+            raise ConfigError(
+                "nodules",
+                f"nodules + nodule_free must be at most {MAX_SLICES:,} slices (what a store holds), "
+                f"got {self.nodules + self.nodule_free:,}",
             )
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.placement not in get_args(Placement):
-            raise ValueError(f"placement must be one of {get_args(Placement)}, got {self.placement!r}")
-        if self.steps < 1 or self.batch_size < 1 or self.shard_size < 1:
-            raise ValueError(f"steps, batch size and shard size must be >= 1, got {self.steps}, {self.batch_size}, {self.shard_size}")
+        choices = {"sampler": SAMPLERS, "precision": PRECISIONS, "placement": get_args(Placement), "shape": get_args(NoduleShape)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(name, f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("steps", "batch_size", "shard_size", "per_slice"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"{name} must be >= 1, got {getattr(self, name)}")
         if self.retries < 0:
-            raise ValueError(f"retries must be >= 0, got {self.retries}")
-        if self.guidance < 0:
-            raise ValueError(f"guidance scale must be >= 0, got {self.guidance}")
+            raise ConfigError("retries", f"retries must be >= 0, got {self.retries}")
+        if not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise ConfigError("guidance", f"guidance must be a finite number >= 0, got {self.guidance}")
+        if self.min_contrast_hu is not None and not math.isfinite(self.min_contrast_hu):
+            raise ConfigError("min_contrast_hu", f"min_contrast_hu must be a finite number, got {self.min_contrast_hu}")
         if self.size is not None and not 16 <= self.size <= MAX_SIZE_PX:
-            raise ValueError(f"size must be 16..{MAX_SIZE_PX} pixels, got {self.size}")
+            raise ConfigError("size", f"size must be 16..{MAX_SIZE_PX} pixels, got {self.size}")
+        if not self.weights:
+            raise ConfigError("weights", "weights must name a registered model, a checkpoint or a control, got ''")
         if self.resume and self.overwrite:
-            raise ValueError("use either --resume or --overwrite, not both")
-        check_seed(self.seed)
-        self.layout_request()
+            raise ConfigError("resume", "resume and overwrite exclude each other; set one of them")
+        try:
+            check_seed(self.seed)
+        except ValueError as exc:
+            raise ConfigError("seed", str(exc)) from None
+        try:
+            self.layout_request()
+        except ValueError as exc:
+            raise ConfigError("diameter_mm" if self.diameter_mm is not None else "per_slice", str(exc)) from None
 
     @property
     def total(self) -> int:
@@ -123,6 +137,22 @@ class AugmentOptions:
             value = getattr(self, field.name)
             out[field.name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
         return out
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> AugmentOptions:
+        """The options :meth:`as_params` wrote (e.g. a synthetic store's `params` attribute);
+        ConfigError for an unknown key or a value its field refuses."""
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - fields)
+        if unknown:
+            raise ConfigError(unknown[0], f"{unknown[0]} is not an augment option (expected some of {', '.join(sorted(fields))})")
+        values = dict(params)
+        for name in ("data", "out"):
+            if name in values:
+                values[name] = Path(values[name])
+        if values.get("diameter_mm") is not None:
+            values["diameter_mm"] = tuple(values["diameter_mm"])
+        return cls(**values)
 
 
 def output_defining(params: dict[str, Any]) -> dict[str, Any]:

@@ -76,6 +76,7 @@ def augment(
     """
     from lungforge.augment.layout import parse_diameter_range
     from lungforge.augment.options import AugmentOptions
+    from lungforge.errors import ConfigError
 
     diameter_mm = None
     if diameter is not None:
@@ -109,9 +110,13 @@ def augment(
             resume=resume,
             overwrite=overwrite,
         )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint=_FLAGS.get(exc.field, "--" + exc.field.replace("_", "-"))) from None
     _run(options, preview, json_out)
+
+
+_FLAGS = {"diameter_mm": "--diameter", "min_contrast_hu": "--min-contrast"}
+"""CLI flags of the AugmentOptions fields whose flag is not the field's name with dashes."""
 
 
 def _run(options: AugmentOptions, preview: Optional[Path], json_out: bool) -> None:

@@ -59,7 +59,7 @@ def prepare(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing lungforge store at --out.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout.")] = False,
 ) -> None:
-    """Turn LUNA16 scans into windowed 2D slices and label maps in a Zarr store (DESIGN §4).
+    """Turn LUNA16 scans into windowed 2D slices and label maps in a Zarr store (recipe: docs/prepare.md).
 
     Window [-1000, 400] HU to uint8; labels 0 background, 1 left lung, 2 right lung, 3 trachea,
     4 body, 5 nodule. Every slice is stored in radiological display orientation (patient's left
@@ -71,7 +71,8 @@ def prepare(
     from rich.markup import escape
 
     from lungforge.cli.console import err_console, print_json, progress
-    from lungforge.data.prepare import PrepareOptions, available_cpus, parse_test_patients, planned_workers
+    from lungforge.data.prepare import PrepareOptions, available_cpus, planned_workers
+    from lungforge.data.prepare_options import parse_test_patients
     from lungforge.data.prepare import prepare as run_prepare
     from lungforge.labels import SegValues
 
@@ -186,14 +187,11 @@ def info(
             f"counts consistent, {checked.boxes_checked} boxes match their label maps",
             highlight=False, soft_wrap=True,
         )
-    from rich.console import Console
-
-    console = Console()
-    console.print(f"[bold]{summary.path}[/bold]  kind={summary.kind}  {summary.slices} slices of {summary.height}×{summary.width}  {summary.series} series")
-    console.print(f"nodule slices {summary.nodule_slices}, nodule-free {summary.nodule_free_slices}, nodules {summary.nodules}")
+    err_console.print(f"[bold]{summary.path}[/bold]  kind={summary.kind}  {summary.slices} slices of {summary.height}×{summary.width}  {summary.series} series")
+    err_console.print(f"nodule slices {summary.nodule_slices}, nodule-free {summary.nodule_free_slices}, nodules {summary.nodules}")
     table = Table("split", "slices", "nodule slices", "patients")
     for name, row in summary.splits.items():
         table.add_row(name, str(row["slices"]), str(row["nodule_slices"]), str(row["patients"]))
-    console.print(table)
-    console.print("folds: " + ", ".join(f"{k}: {v}" for k, v in summary.folds.items()))
-    console.print("nodule diameters: " + ", ".join(f"{k}: {v}" for k, v in summary.nodule_diameter_hist.items()))
+    err_console.print(table)
+    err_console.print("folds: " + ", ".join(f"{k}: {v}" for k, v in summary.folds.items()))
+    err_console.print("nodule diameters: " + ", ".join(f"{k}: {v}" for k, v in summary.nodule_diameter_hist.items()))

@@ -89,7 +89,7 @@ def sdm(
 ) -> None:
     """Train a Semantic Diffusion Model (AdamW, hybrid loss, guidance dropout 0.2, EMA weights)."""
     from lungforge.training.loop_sdm import train_sdm
-    from lungforge.training.run import TrainOptions
+    from lungforge.training.options import TrainOptions
 
     if not inpaint and window is not None:
         raise typer.BadParameter("--window needs --inpaint", param_hint="--window")
@@ -124,7 +124,7 @@ def spade(
 ) -> None:
     """Train a SPADE GAN (hinge + feature matching λ=10, Adam G 1e-4 / D 4e-4)."""
     from lungforge.training.loop_spade import train_spade
-    from lungforge.training.run import TrainOptions
+    from lungforge.training.options import TrainOptions
 
     options = TrainOptions(
         data=data, out=out, preset=preset, steps=steps, batch_size=batch_size, lr=lr, lr_d=lr_d,

@@ -26,10 +26,9 @@ def list_weights(
     json_out: Annotated[bool, typer.Option("--json", help="Print the entries as JSON on stdout.")] = False,
 ) -> None:
     """List registered weights: name, kind, preset, size (MB), whether a local copy exists, description."""
-    from rich.console import Console
     from rich.table import Table
 
-    from lungforge.cli.console import print_json
+    from lungforge.cli.console import err_console, print_json
     from lungforge.registry import WeightsRegistry
 
     registry = WeightsRegistry()
@@ -48,7 +47,7 @@ def list_weights(
     for row in rows:
         size = f"{row['size'] / 1e6:.1f} MB" if row["size"] else "?"
         table.add_row(row["name"], row["kind"], row["preset"], size, "yes" if row["cached"] else "no", row["source"], row["description"])
-    Console().print(table)
+    err_console.print(table)
 
 
 @weights_app.command("pull")
@@ -103,20 +102,17 @@ def verify(
     json_out: Annotated[bool, typer.Option("--json", help="Print one result per entry as JSON on stdout.")] = False,
 ) -> None:
     """Re-hash local weight files: ok, mismatch (exit 1) or missing (not downloaded; not an error)."""
-    from rich.console import Console
-
-    from lungforge.cli.console import print_json
+    from lungforge.cli.console import err_console, print_json
     from lungforge.registry import WeightsRegistry
 
     results = WeightsRegistry().verify(name)
     if json_out:
         print_json([{**asdict(r), "path": str(r.path)} for r in results])
     else:
-        console = Console()
         colours = {"ok": "green", "mismatch": "red", "missing": "yellow"}
         for r in results:
             detail = f" ({r.detail})" if r.detail else ""
-            console.print(f"[{colours[r.status]}]{r.status:8}[/] {r.name}  {r.path}{detail}", highlight=False, soft_wrap=True)
+            err_console.print(f"[{colours[r.status]}]{r.status:8}[/] {r.name}  {r.path}{detail}", highlight=False, soft_wrap=True)
     if any(r.status == "mismatch" for r in results):
         raise typer.Exit(EXIT_ERROR)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungforge.data.luna16 import Geometry
+from lungforge.data.metaimage import Geometry
 
 MAX_HU = 4000
 """CT numbers stop near 3071 (12-bit scanners); a few metal voxels may reach beyond, whole organs not."""

@@ -1,4 +1,4 @@
-"""Masks of the preparation recipe (DESIGN §3–4): window, body, nodules, auto lungs, label maps.
+"""Masks of the preparation recipe (docs/prepare.md): window, body, nodules, auto lungs, label maps.
 
 All functions work on whole stacks of axial slices at once, (Z, Y, X) arrays, with 2-D
 connectivity inside each slice (the recipe is 2-D) and no per-slice Python loops.
@@ -125,7 +125,7 @@ def seg_to_labels(seg: np.ndarray, values: SegValues) -> np.ndarray:
 
 
 def compose_labels(body: np.ndarray, lungs: np.ndarray, nodule: np.ndarray | None = None) -> np.ndarray:
-    """Paint label maps in DESIGN order: body (4), then lungs/trachea (1–3), then nodule (5)."""
+    """Paint label maps in this order, later labels winning: body (4), then lungs/trachea (1–3), then nodule (5)."""
     label = lungs.astype(np.uint8)
     label[body & (label == 0)] = BODY
     if nodule is not None:

@@ -10,6 +10,7 @@ from typing import Any
 from lungforge.data.resize import MAX_SIZE_PX
 from lungforge.data.store import Store
 from lungforge.choices import ExportFormat, ExportSplit, check_choice
+from lungforge.errors import ConfigError
 
 MARKER = "lungforge-export.json"
 FIRST_DATASET_ID = 501
@@ -35,11 +36,11 @@ class ExportOptions:
         check_choice("format", self.format, ExportFormat)
         check_choice("split", self.split, ExportSplit)
         if self.size is not None and not 8 <= self.size <= MAX_SIZE_PX:
-            raise ValueError(f"size must be 8..{MAX_SIZE_PX} px, got {self.size}")
+            raise ConfigError("size", f"size must be 8..{MAX_SIZE_PX} px, got {self.size}")
         if self.dataset_id is not None and not 1 <= self.dataset_id <= 999:
-            raise ValueError(f"nnU-Net dataset id must be 1..999, got {self.dataset_id}")
+            raise ConfigError("dataset_id", f"dataset_id (nnU-Net) must be 1..999, got {self.dataset_id}")
         if not re.fullmatch(r"[A-Za-z0-9-]+", self.dataset_name):
-            raise ValueError(f"nnU-Net dataset name may hold letters, digits and '-', got {self.dataset_name!r}")
+            raise ConfigError("dataset_name", f"dataset_name (nnU-Net) may hold letters, digits and '-', got {self.dataset_name!r}")
 
     def target(self, out: Path) -> Path:
         """The directory the export creates: `out` itself, or for nnU-Net `out/DatasetNNN_Name`

@@ -1,4 +1,4 @@
-"""Model configurations (frozen dataclasses) and the named presets `tiny` and `paper` (DESIGN §6)."""
+"""Model configurations (frozen dataclasses) and the named presets `tiny` and `paper` (the paper's sizes)."""
 
 from __future__ import annotations
 

@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from lungforge.errors import InputError
-from lungforge.models.checkpoint import torch_load_reason
+from lungforge.errors import InputError, torch_load_reason
 from lungforge.models.presets import SPADEConfig
 
 _UPSAMPLINGS = {"normal": 5, "more": 6}

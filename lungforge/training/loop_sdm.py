@@ -20,7 +20,8 @@ from lungforge.models.sdm_unet import SDMUNet
 from lungforge.device import Precision, autocast_forward, grad_scaler
 from lungforge.training.distributed import DistInfo, wrap_ddp
 from lungforge.training.ema import EMA
-from lungforge.training.run import StepReport, TrainOptions, TrainResult, fit
+from lungforge.training.options import StepReport, TrainOptions, TrainResult
+from lungforge.training.run import fit
 
 DEFAULT_LR = 1e-4
 WEIGHT_DECAY = 0.0

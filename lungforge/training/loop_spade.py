@@ -22,7 +22,8 @@ from lungforge.models.spade import (
 )
 from lungforge.device import Precision, autocast, grad_scaler
 from lungforge.training.distributed import DistInfo, wrap_ddp
-from lungforge.training.run import StepReport, TrainOptions, TrainResult, fit
+from lungforge.training.options import StepReport, TrainOptions, TrainResult
+from lungforge.training.run import fit
 
 DEFAULT_LR_G = 1e-4
 D_LR_RATIO = 4.0

@@ -3,7 +3,8 @@
 A run directory holds `model.safetensors` + `config.json` (the latest checkpoint), `resume.pt`
 (everything needed to continue bit-for-bit), `metrics.jsonl` (one line per step) and
 `samples/step_NNNNNNN.png` grids. Per-step randomness comes from a generator seeded by
-(seed, rank, step), so a resumed run draws exactly what an uninterrupted one would.
+(seed, rank, step), so a resumed run draws exactly what an uninterrupted one would. Options
+and results are in :mod:`lungforge.training.options`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -22,21 +23,11 @@ from torch import Tensor
 
 from lungforge.data.dataset import SliceDataset
 from lungforge.data.store import SPLIT_IDS, Store, open_store
-from lungforge.errors import CheckpointError, InputError
-from lungforge.models.presets import Preset, SDMConfig, SPADEConfig, config_to_dict, get_preset, inpaint_preset
-from lungforge.models.checkpoint import (
-    DEFAULT_EDIT_MARGIN_PX,
-    TrainingRecord,
-    RESUME_FILE,
-    capture_rng_state,
-    load_training_state,
-    restore_rng_state,
-    save_checkpoint,
-    save_training_state,
-)
-from lungforge.seeds import check_seed
-from lungforge.training.data import LoaderSpec, check_label_ids, open_train_split, train_batches
 from lungforge.device import Precision, check_precision, resolve_device
+from lungforge.errors import CheckpointError, InputError
+from lungforge.models.checkpoint import RESUME_FILE, TrainingRecord, save_checkpoint
+from lungforge.models.presets import Preset, SDMConfig, SPADEConfig, config_to_dict
+from lungforge.training.data import LoaderSpec, check_label_ids, open_train_split, train_batches
 from lungforge.training.distributed import (
     DistInfo,
     barrier,
@@ -46,115 +37,14 @@ from lungforge.training.distributed import (
     mean_across_ranks,
 )
 from lungforge.training.grid import save_grid
+from lungforge.training.options import StepReport, TrainOptions, TrainResult
+from lungforge.training.state import capture_rng_state, load_training_state, restore_rng_state, save_training_state
 from lungforge.training.windows import InpaintWindows, window_batches
 
 Kind = Literal["sdm", "spade"]
 STATE_FORMAT = "lungforge.train/1"
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_DIR = "samples"
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """Everything a training run is asked to do; saved in the checkpoint's `extra.train` block.
-
-    `preset` is a preset name (`tiny`, `paper`) or a custom :class:`Preset` (e.g. smaller test models).
-    `steps` is the total number of optimiser steps of the run (a resumed run continues up to it).
-    `lr` defaults to 1e-4 (SDM AdamW; SPADE generator), `lr_d` to 4·lr (SPADE discriminator).
-    `ema_decay` defaults per preset (tiny 0.999, paper 0.9999). `sample_every` 0 = grids only at
-    checkpoints. `grid_samples` label maps of the train split are drawn once (by seed) for grids;
-    SDM grids use `sample_steps` DPM-Solver++ steps with guidance `guidance`. `compile` runs the
-    SDM's training forward through `torch.compile` (SDM only; the first step then includes the
-    compilation, reported as `first_step_seconds`). `window` trains an inpainting SDM on windows
-    of that many pixels cut at the store's native resolution (SDM only), whose edit regions
-    extend `edit_margin_px` pixels past each nodule.
-    """
-
-    data: Path
-    out: Path
-    preset: str | Preset = "tiny"
-    steps: int = 1000
-    batch_size: int = 2
-    lr: float | None = None
-    lr_d: float | None = None
-    device: str = "auto"
-    precision: Precision = "fp32"
-    resume: bool = False
-    seed: int = 0
-    checkpoint_every: int = 1000
-    sample_every: int = 0
-    workers: int = 0
-    flip: bool = True
-    ema_decay: float | None = None
-    vgg_weights: Path | None = None
-    grid_samples: int = 4
-    sample_steps: int = 20
-    guidance: float = 1.5
-    compile: bool = False
-    window: int | None = None
-    edit_margin_px: int = DEFAULT_EDIT_MARGIN_PX
-
-    def __post_init__(self) -> None:
-        check_seed(self.seed)
-        for name in ("steps", "batch_size", "checkpoint_every", "grid_samples", "sample_steps"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.window is not None and self.window < 1:
-            raise InputError(f"window must be >= 1 pixels, got {self.window}")
-        for name in ("sample_every", "workers", "edit_margin_px"):
-            if getattr(self, name) < 0:
-                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "lr_d"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise InputError(f"{name} must be > 0, got {value}")
-        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
-            raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-
-    def to_json(self) -> dict[str, Any]:
-        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k != "preset"}
-        return {"preset": self.preset_resolved().name, **out}
-
-    def preset_resolved(self) -> Preset:
-        """The :class:`Preset` of this run (its SDM an inpainting SDM when `window` is set)."""
-        preset = self.preset if isinstance(self.preset, Preset) else get_preset(self.preset)
-        return preset if self.window is None else inpaint_preset(preset, self.window)
-
-
-@dataclass(frozen=True)
-class StepReport:
-    """What the driver reports after each step (for progress bars)."""
-
-    step: int
-    total: int
-    loss: float
-    images_per_s: float
-    losses: dict[str, float]
-
-
-@dataclass
-class TrainResult:
-    """Summary of a finished run; `losses` holds the mean-over-ranks loss of every step run here.
-
-    `first_step_seconds` is the first step of this run (warm-up, and compilation under
-    `compile`); `images_per_s` counts the later steps when there are any.
-    """
-
-    kind: str
-    preset: str
-    steps: int
-    start_step: int
-    final_loss: float
-    images_per_s: float
-    checkpoint: str
-    device: str
-    world_size: int
-    first_step_seconds: float = 0.0
-    losses: list[float] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        """The JSON summary printed by `lungforge train --json` (without the per-step losses)."""
-        return {k: v for k, v in asdict(self).items() if k != "losses"}
 
 
 class Trainer(Protocol):
@@ -262,6 +152,20 @@ def fit(
         destroy_process_group()
 
 
+@dataclass(frozen=True)
+class _RunInputs:
+    """What a run reads before it writes: the store (held shared until the run ends), its train
+    slices, the items trained on (slices or inpainting windows), the resume state and the seed."""
+
+    store: Store
+    slices: SliceDataset
+    items: SliceDataset | InpaintWindows
+    store_fingerprint: str
+    seen: TrainingRecord
+    state: dict[str, Any] | None
+    seed: int
+
+
 def training_record(store: Store) -> TrainingRecord:
     """The patients (series uids, sorted) and nodule slices of `store`'s train split: what
     weights trained on it see (:func:`~lungforge.training.data.open_train_split`)."""
@@ -271,22 +175,11 @@ def training_record(store: Store) -> TrainingRecord:
     return TrainingRecord(series=tuple(series), nodule_slices=int((train & store.meta("has_nodule")).sum()))
 
 
-def _fit(
-    kind: Kind,
-    factory: TrainerFactory,
-    options: TrainOptions,
-    on_step: Callable[[StepReport], None] | None,
-    info: DistInfo,
-    device: torch.device,
-    precision: Precision,
-    preset: Preset,
-    config: SDMConfig | SPADEConfig,
-) -> TrainResult:
+def _open_run(kind: Kind, options: TrainOptions, preset: Preset, config: SDMConfig | SPADEConfig) -> _RunInputs:
     store = open_store(options.data, lock_for_reading=True)  # held until the run ends: no writer replaces it meanwhile
     inpaint = isinstance(config, SDMConfig) and config.inpaint
     slices = open_train_split(store, None if inpaint else config.image_size)
     store_fingerprint = store.fingerprint()
-    seen = training_record(store)
     out = Path(options.out)
     resume_path = out / RESUME_FILE
     state: dict[str, Any] | None = None
@@ -301,74 +194,58 @@ def _fit(
             f"{resume_path} was trained with --edit-margin {state.get('edit_margin_px')}, this run asks for {options.edit_margin_px}"
         )
     items = InpaintWindows(slices, config.image_size, options.edit_margin_px, seed) if inpaint else slices
+    return _RunInputs(store, slices, items, store_fingerprint, training_record(store), state, seed)
 
-    torch.manual_seed(seed)
-    trainer = factory(preset, options, device, precision, info)
-    step, consumed = 0, 0
-    if state is not None:
-        trainer.load_state_dict(state["trainer"])
-        restore_rng_state(state["rng"])
-        step, consumed = int(state["step"]), int(state["consumed"])
+
+def _fit(
+    kind: Kind,
+    factory: TrainerFactory,
+    options: TrainOptions,
+    on_step: Callable[[StepReport], None] | None,
+    info: DistInfo,
+    device: torch.device,
+    precision: Precision,
+    preset: Preset,
+    config: SDMConfig | SPADEConfig,
+) -> TrainResult:
+    run = _open_run(kind, options, preset, config)
+    # Layers initialise their weights (and dropout draws) from torch's global RNG; it is seeded
+    # inside a fork, so a seeded run is reproducible and the caller's RNG state is left as it was.
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if device.type == "cuda" else []):
+        torch.manual_seed(run.seed)
+        trainer = factory(preset, options, device, precision, info)
+        step, consumed = 0, 0
+        if run.state is not None:
+            trainer.load_state_dict(run.state["trainer"])
+            restore_rng_state(run.state["rng"])
+            step, consumed = int(run.state["step"]), int(run.state["consumed"])
+        return _train(kind, trainer, run, options, on_step, info, device, preset, config, step, consumed)
+
+
+def _train(
+    kind: Kind,
+    trainer: Trainer,
+    run: _RunInputs,
+    options: TrainOptions,
+    on_step: Callable[[StepReport], None] | None,
+    info: DistInfo,
+    device: torch.device,
+    preset: Preset,
+    config: SDMConfig | SPADEConfig,
+    step: int,
+    consumed: int,
+) -> TrainResult:
+    """Run steps `step`..`options.steps` (logging, grids, checkpoints) and summarise them."""
+    out, seed = Path(options.out), run.seed
     start_step = step
-
     global_batch = options.batch_size * info.world_size
     spec = LoaderSpec(batch_size=options.batch_size, seed=seed, workers=options.workers, flip=options.flip)
-    if isinstance(items, InpaintWindows):
-        batches = window_batches(items, spec, consumed=consumed, rank=info.rank, world_size=info.world_size)
+    if isinstance(run.items, InpaintWindows):
+        batches = window_batches(run.items, spec, consumed=consumed, rank=info.rank, world_size=info.world_size)
     else:
-        batches = train_batches(slices, spec, consumed=consumed, rank=info.rank, world_size=info.world_size)
-    grid = _grid_inputs(items, options.grid_samples, seed)
-    metrics_path = out / METRICS_FILE
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if state is not None:
-            _truncate_metrics(metrics_path, step)
-        elif metrics_path.exists():
-            metrics_path.unlink()
-    barrier(info)
-
-    def write_grid() -> None:
-        generator = torch.Generator(device=device).manual_seed(seed)
-        extra = {"context": grid["context"].to(device)} if "context" in grid else {}
-        images = trainer.sample(grid["label"].to(device), generator, **extra)
-        save_grid(out / SAMPLES_DIR / f"step_{step:07d}.png", grid["label"], images)
-
-    def write_checkpoint() -> None:
-        barrier(info)
-        if info.is_main:
-            extra = {"train": {**options.to_json(), "seed": seed, "world_size": info.world_size, **trainer.hyperparameters()}}
-            save_checkpoint(
-                out,
-                kind=kind,
-                preset=preset.name,
-                model_config=config,
-                state_dict=trainer.checkpoint_weights(),
-                step=step,
-                store_fingerprint=store_fingerprint,
-                extra=extra,
-                edit_margin_px=options.edit_margin_px,
-                seen=seen,
-            )
-            save_training_state(
-                resume_path,
-                {
-                    "format": STATE_FORMAT,
-                    "kind": kind,
-                    "preset": preset.name,
-                    "model_config": config_to_dict(config),
-                    "store_fingerprint": store_fingerprint,
-                    "seed": seed,
-                    "edit_margin_px": options.edit_margin_px,
-                    "step": step,
-                    "consumed": consumed,
-                    "batch_size": options.batch_size,
-                    "world_size": info.world_size,
-                    "trainer": trainer.state_dict(),
-                    "rng": capture_rng_state(),
-                },
-            )
-            write_grid()
-        barrier(info)
+        batches = train_batches(run.slices, spec, consumed=consumed, rank=info.rank, world_size=info.world_size)
+    grid = _grid_inputs(run.items, options.grid_samples, seed)
+    metrics_path = _start_metrics(out, resumed=run.state is not None, step=step, info=info)
 
     losses: list[float] = []
     train_seconds = 0.0
@@ -398,10 +275,14 @@ def _fit(
             if on_step is not None and info.is_main:
                 on_step(StepReport(step=step, total=options.steps, loss=last["loss"], images_per_s=rate, losses=last))
             if step % options.checkpoint_every == 0 or step == options.steps:
-                write_checkpoint()
+                barrier(info)
+                if info.is_main:
+                    _save_run(kind, trainer, run, options, info, preset, config, step, consumed)
+                    _write_grid(out, trainer, grid, seed, step, device)
+                barrier(info)
             elif options.sample_every and step % options.sample_every == 0:
                 if info.is_main:
-                    write_grid()
+                    _write_grid(out, trainer, grid, seed, step, device)
                 barrier(info)
 
     if step - start_step > 1:
@@ -420,4 +301,71 @@ def _fit(
         device=str(device),
         world_size=info.world_size,
         losses=losses,
+    )
+
+
+def _start_metrics(out: Path, *, resumed: bool, step: int, info: DistInfo) -> Path:
+    """`out/metrics.jsonl`, emptied for a new run or cut back to `step` for a resumed one (rank 0)."""
+    metrics_path = out / METRICS_FILE
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if resumed:
+            _truncate_metrics(metrics_path, step)
+        elif metrics_path.exists():
+            metrics_path.unlink()
+    barrier(info)
+    return metrics_path
+
+
+def _write_grid(out: Path, trainer: Trainer, grid: dict[str, Tensor], seed: int, step: int, device: torch.device) -> None:
+    """`samples/step_NNNNNNN.png`: the run's fixed grid label maps beside images sampled with `seed`."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    extra = {"context": grid["context"].to(device)} if "context" in grid else {}
+    images = trainer.sample(grid["label"].to(device), generator, **extra)
+    save_grid(out / SAMPLES_DIR / f"step_{step:07d}.png", grid["label"], images)
+
+
+def _save_run(
+    kind: Kind,
+    trainer: Trainer,
+    run: _RunInputs,
+    options: TrainOptions,
+    info: DistInfo,
+    preset: Preset,
+    config: SDMConfig | SPADEConfig,
+    step: int,
+    consumed: int,
+) -> None:
+    """Write the checkpoint (`model.safetensors` + `config.json`) and `resume.pt` of `step`."""
+    out = Path(options.out)
+    extra = {"train": {**options.to_json(), "seed": run.seed, "world_size": info.world_size, **trainer.hyperparameters()}}
+    save_checkpoint(
+        out,
+        kind=kind,
+        preset=preset.name,
+        model_config=config,
+        state_dict=trainer.checkpoint_weights(),
+        step=step,
+        store_fingerprint=run.store_fingerprint,
+        extra=extra,
+        edit_margin_px=options.edit_margin_px,
+        seen=run.seen,
+    )
+    save_training_state(
+        out / RESUME_FILE,
+        {
+            "format": STATE_FORMAT,
+            "kind": kind,
+            "preset": preset.name,
+            "model_config": config_to_dict(config),
+            "store_fingerprint": run.store_fingerprint,
+            "seed": run.seed,
+            "edit_margin_px": options.edit_margin_px,
+            "step": step,
+            "consumed": consumed,
+            "batch_size": options.batch_size,
+            "world_size": info.world_size,
+            "trainer": trainer.state_dict(),
+            "rng": capture_rng_state(),
+        },
     )

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lungforge.augment.generate import augment, load_inputs
+from lungforge.augment.generate import augment
+from lungforge.augment.inputs import load_inputs
 from lungforge.augment.options import AugmentOptions
 from lungforge.data.prepare import PrepareOptions, prepare
 from lungforge.data.store import open_store

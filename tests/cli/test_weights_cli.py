@@ -53,6 +53,13 @@ def test_list_json(env: tuple[Path, bytes]) -> None:
     assert [(r["name"], r["kind"], r["cached"], r["source"]) for r in rows] == [("remote", "spade", False, "manifest")]
 
 
+def test_list_table_goes_to_stderr(env: tuple[Path, bytes]) -> None:
+    """stdout carries --json output only; the human table is on the stderr console."""
+    result = runner.invoke(app, ["weights", "list"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and "remote" in result.stderr
+
+
 def test_pull_then_verify_then_tamper(env: tuple[Path, bytes]) -> None:
     tmp_path, data = env
     result = runner.invoke(app, ["weights", "pull", "remote", "--json"])
@@ -68,7 +75,7 @@ def test_pull_then_verify_then_tamper(env: tuple[Path, bytes]) -> None:
     cached.write_bytes(b"x" + data[1:])
     result = runner.invoke(app, ["weights", "verify", "remote"])
     assert result.exit_code == 1
-    assert "mismatch" in result.stdout and "expected sha256" in result.stdout
+    assert result.stdout == "" and "mismatch" in result.stderr and "expected sha256" in result.stderr
 
 
 def test_import_run_dir(env: tuple[Path, bytes]) -> None:

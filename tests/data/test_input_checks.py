@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungforge.data import luna16
+from lungforge.data import luna16, metaimage
 from lungforge.data.input_checks import geometry_difference, hu_problem, shared_data
 
 
@@ -33,10 +33,10 @@ def test_real_luna16_value_conventions_pass_the_hu_check(phantom_factory):
 
 
 def test_geometry_tolerances():
-    scan = luna16.Geometry((4, 8, 8), np.array([-100.0, -120.0, -300.0]), np.array([0.7, 0.7, 2.5]), np.eye(3))
+    scan = metaimage.Geometry((4, 8, 8), np.array([-100.0, -120.0, -300.0]), np.array([0.7, 0.7, 2.5]), np.eye(3))
 
-    def seg(**change) -> luna16.Geometry:
-        return luna16.Geometry(**{**scan.__dict__, **change})
+    def seg(**change) -> metaimage.Geometry:
+        return metaimage.Geometry(**{**scan.__dict__, **change})
 
     assert geometry_difference(scan, seg(origin_mm=scan.origin_mm + 0.05)) is None  # < 0.1 voxel
     assert geometry_difference(scan, seg(spacing_mm=scan.spacing_mm * (1 + 5e-4))) is None

@@ -14,11 +14,11 @@ from lungforge.data.luna16 import (
     discover_scans,
     index_to_world,
     read_annotations,
-    read_header,
     read_seg,
     read_volume,
     world_to_index,
 )
+from lungforge.data.metaimage import read_header
 from lungforge.errors import InputError, ScanError
 
 

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lungforge.cli.main import app
-from lungforge.data import luna16
+from lungforge.data import luna16, metaimage
 from lungforge.data.phantom import make_phantom
 from lungforge.data.prepare import PrepareOptions, prepare
 from lungforge.data.store import SPLIT_IDS, open_store
@@ -135,10 +135,10 @@ def test_pool_written_shards_are_byte_identical_to_a_single_process_run(luna, st
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_resume_after_interruption_equals_clean_run(luna, store, tmp_path, monkeypatch, workers):
-    from lungforge.data import prepare as prep
+    from lungforge.data import prepare_writer as prep
 
     calls = {"n": 0}
-    original = prep._Writer._flush
+    original = prep.ShardWriter._flush
 
     def failing_flush(self, count, next_scan_if_empty):
         if calls["n"] == 2:
@@ -146,13 +146,13 @@ def test_resume_after_interruption_equals_clean_run(luna, store, tmp_path, monke
         calls["n"] += 1
         original(self, count, next_scan_if_empty)
 
-    monkeypatch.setattr(prep._Writer, "_flush", failing_flush)
+    monkeypatch.setattr(prep.ShardWriter, "_flush", failing_flush)
     out = tmp_path / "resumed.zarr"
     with pytest.raises(KeyboardInterrupt):
         prepare(luna, out, PrepareOptions(test_patients=0.3, seed=0, workers=workers), shard_slices=8)
     with pytest.raises(SchemaError, match="incomplete"):
         open_store(out)
-    monkeypatch.setattr(prep._Writer, "_flush", original)
+    monkeypatch.setattr(prep.ShardWriter, "_flush", original)
     prepare(luna, out, OPTIONS, resume=True, shard_slices=8)
     a, b = _arrays(store), _arrays(open_store(out))
     for key in a:
@@ -267,7 +267,7 @@ def _lung_point_mm(root: Path, ref: luna16.ScanRef) -> np.ndarray:
 
 
 def test_every_annotated_nodule_is_labelled_or_named(luna, store):
-    from lungforge.data.prepare import process_scan
+    from lungforge.data.scan_recipe import process_scan
 
     annotations = luna16.read_annotations(luna)
     lost_total = 0
@@ -297,14 +297,14 @@ def test_nodule_with_empty_mask_is_named(luna, tmp_path):
 
 
 def test_lost_nodules_survive_resume(luna, tmp_path, monkeypatch):
-    from lungforge.data import prepare as prep
+    from lungforge.data import prepare_writer as prep
 
     root = _copy(luna, tmp_path)
     victim = luna16.discover_scans(root)[0]
     x, y, z = _lung_point_mm(root, victim)
     with open(root / "annotations.csv", "a") as fh:
         fh.write(f"{victim.uid},{x:.3f},{y:.3f},{z:.3f},1.5\n")
-    original = prep._Writer._flush
+    original = prep.ShardWriter._flush
     calls = {"n": 0}
 
     def failing_flush(self, count, next_scan_if_empty):
@@ -313,11 +313,11 @@ def test_lost_nodules_survive_resume(luna, tmp_path, monkeypatch):
         calls["n"] += 1
         original(self, count, next_scan_if_empty)
 
-    monkeypatch.setattr(prep._Writer, "_flush", failing_flush)
+    monkeypatch.setattr(prep.ShardWriter, "_flush", failing_flush)
     out = tmp_path / "r.zarr"
     with pytest.raises(KeyboardInterrupt):
         prepare(root, out, OPTIONS, shard_slices=8)
-    monkeypatch.setattr(prep._Writer, "_flush", original)
+    monkeypatch.setattr(prep.ShardWriter, "_flush", original)
     report = prepare(root, out, OPTIONS, resume=True, shard_slices=8)
     assert [n["diameter_mm"] for n in report.lost_nodules] == [1.5]
     assert report.lost_nodules == prepare(root, tmp_path / "clean.zarr", OPTIONS, shard_slices=8).lost_nodules
@@ -341,7 +341,7 @@ def test_scan_whose_nodules_yield_no_slice_is_skipped(luna, tmp_path):
 def test_scan_without_lung_is_skipped_loudly(luna, tmp_path, lungs):
     root = _copy(luna, tmp_path)
     victim = luna16.discover_scans(root)[1]
-    shape, _ = luna16.read_header(victim.mhd)
+    shape, _ = metaimage.read_header(victim.mhd)
     if lungs == "auto":
         # a body of soft tissue in air: plausible HU, but no air inside the body
         yy, xx = np.mgrid[: shape[1], : shape[2]]
@@ -370,7 +370,7 @@ def test_scan_without_lung_is_skipped_loudly(luna, tmp_path, lungs):
 
 
 def test_default_test_patients_is_the_papers_share():
-    from lungforge.data.prepare import test_patient_count
+    from lungforge.data.prepare_options import test_patient_count
 
     assert test_patient_count(None, 888) == 144
     assert test_patient_count(None, 1000) == 144

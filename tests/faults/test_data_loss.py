@@ -148,20 +148,20 @@ def test_augment_overwrite_of_another_real_store_is_refused(real, weights, tmp_p
 
 def _killed_prepare(ph_copy: Path, out: Path) -> None:
     """A prepare run killed after its first shard (shards of 8 slices), resumable."""
-    from lungforge.data import prepare as prepare_module
+    from lungforge.data import prepare_writer as prepare_module
 
-    original = prepare_module._Writer._flush
+    original = prepare_module.ShardWriter._flush
 
     def flush_then_die(self, count, next_scan_if_empty):
         original(self, count, next_scan_if_empty)
         raise _Killed
 
-    prepare_module._Writer._flush = flush_then_die
+    prepare_module.ShardWriter._flush = flush_then_die
     try:
         with pytest.raises(_Killed):
             prepare(ph_copy, out, PrepareOptions(test_patients=2), shard_slices=8)
     finally:
-        prepare_module._Writer._flush = original
+        prepare_module.ShardWriter._flush = original
     assert not open_store(out, require_complete=False).attrs["complete"]
 
 

@@ -130,7 +130,7 @@ def test_store_creation_cut_short_leaves_no_store_and_resume_starts_clean(
 ) -> None:
     """A kill during store creation (here: an interrupt after the first array) leaves nothing at
     --out, so `prepare --resume` starts afresh and ends equal to an undisturbed run."""
-    import lungforge.data.store as store_module
+    import lungforge.data.store.create as store_module
 
     out = tmp_path / "real.zarr"
     build = store_module._build_empty

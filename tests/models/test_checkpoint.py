@@ -14,18 +14,9 @@ import torch
 from lungforge.errors import CheckpointError
 from lungforge.models.presets import SPADEConfig, config_to_dict, get_preset
 from lungforge.models.spade import SPADEGenerator
-from lungforge.models.checkpoint import (
-    FORMAT,
-    LoadedCheckpoint,
-    build_model,
-    capture_rng_state,
-    load_checkpoint,
-    load_training_state,
-    restore_rng_state,
-    save_checkpoint,
-    save_training_state,
-    sha256_file,
-)
+from lungforge.models.checkpoint import FORMAT, LoadedCheckpoint, build_model, load_checkpoint, save_checkpoint
+from lungforge.training.state import capture_rng_state, load_training_state, restore_rng_state, save_training_state
+from lungforge.fileio import sha256_file
 
 CFG = SPADEConfig(image_size=32, ngf=2, ndf=2)
 

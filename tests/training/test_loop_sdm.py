@@ -9,9 +9,10 @@ from safetensors.torch import load_file
 
 from lungforge.errors import CheckpointError, InputError
 from lungforge.labels import BODY
-from lungforge.models.checkpoint import build_model, load_checkpoint, load_training_state
+from lungforge.models.checkpoint import build_model, load_checkpoint
+from lungforge.training.state import load_training_state
 from lungforge.training.loop_sdm import train_sdm
-from lungforge.training.run import TrainOptions
+from lungforge.training.options import TrainOptions
 
 
 def _options(store, out, preset, **kw) -> TrainOptions:

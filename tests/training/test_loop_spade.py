@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from lungforge.errors import InputError
-from lungforge.models.checkpoint import load_checkpoint, load_training_state
+from lungforge.models.checkpoint import load_checkpoint
+from lungforge.training.state import load_training_state
 from lungforge.training.loop_spade import train_spade
-from lungforge.training.run import TrainOptions
+from lungforge.training.options import TrainOptions
 from lungforge.models.spade import MultiscaleDiscriminator, SPADEGenerator
 
 

@@ -18,7 +18,7 @@ from lungforge.labels import NODULE
 from lungforge.models.checkpoint import load_checkpoint
 from lungforge.training.data import open_train_split
 from lungforge.training.loop_sdm import train_sdm
-from lungforge.training.run import TrainOptions
+from lungforge.training.options import TrainOptions
 from lungforge.training.windows import InpaintWindows, WindowBatchSampler
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,4 +1,4 @@
-"""The k-fold driver shared by `bench detect` and `bench localize` (DESIGN §9), and the rule of
+"""The k-fold driver shared by `bench detect` and `bench localize` (docs/benchmark.md), and the rule of
 a learning curve's training subsets.
 
 For every (fold, condition) not already saved in the fold log, a task-specific runner trains on

@@ -1,4 +1,4 @@
-"""Cross-validation folds over real patients (DESIGN §9) and test-fold exclusion of synthetic slices.
+"""Cross-validation folds over real patients (docs/benchmark.md) and test-fold exclusion of synthetic slices.
 
 A patient (series) belongs to the official LUNA16 fold `meta/fold` of the real store; `--folds K`
 merges folds as `fold mod K`. A synthetic slice comes from up to three kinds of real patient: the

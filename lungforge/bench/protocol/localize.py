@@ -30,8 +30,7 @@ from lungforge.bench.scoring.metrics import detection_metrics
 from lungforge.bench.protocol.selection import selected
 from lungforge.bench.protocol.slices import read_resized, scale_boxes
 from lungforge.data.store import Store
-from lungforge.errors import CheckpointError
-from lungforge.models.checkpoint import torch_load_reason
+from lungforge.errors import CheckpointError, torch_load_reason
 from lungforge.seeds import check_seed
 
 ANCHORS_AT_256 = (8, 16, 32, 64, 128)

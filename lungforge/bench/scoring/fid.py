@@ -25,8 +25,7 @@ from torch.nn import functional as F
 from lungforge.bench.protocol.selection import selected
 from lungforge.data.resize import resize_images_uint8
 from lungforge.data.store import SPLIT_IDS, Store
-from lungforge.errors import CheckpointError, InputError
-from lungforge.models.checkpoint import torch_load_reason
+from lungforge.errors import CheckpointError, InputError, torch_load_reason
 from lungforge.seeds import check_seed
 from lungforge.choices import Features, FidSplit, Selection, check_choice, check_range
 

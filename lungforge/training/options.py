@@ -1,0 +1,121 @@
+"""What a training run is asked to do (:class:`TrainOptions`) and what it reports."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lungforge.device import PRECISIONS, Precision
+from lungforge.errors import InputError
+from lungforge.models.checkpoint import DEFAULT_EDIT_MARGIN_PX
+from lungforge.models.presets import Preset, get_preset, inpaint_preset
+from lungforge.seeds import check_seed
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything a training run is asked to do; saved in the checkpoint's `extra.train` block.
+
+    `preset` is a preset name (`tiny`, `paper`) or a custom :class:`Preset` (e.g. smaller test models).
+    `steps` is the total number of optimiser steps of the run (a resumed run continues up to it).
+    `lr` defaults to 1e-4 (SDM AdamW; SPADE generator), `lr_d` to 4·lr (SPADE discriminator).
+    `ema_decay` defaults per preset (tiny 0.999, paper 0.9999). `sample_every` 0 = grids only at
+    checkpoints. `grid_samples` label maps of the train split are drawn once (by seed) for grids;
+    SDM grids use `sample_steps` DPM-Solver++ steps with guidance `guidance`. `compile` runs the
+    SDM's training forward through `torch.compile` (SDM only; the first step then includes the
+    compilation, reported as `first_step_seconds`). `window` trains an inpainting SDM on windows
+    of that many pixels cut at the store's native resolution (SDM only), whose edit regions
+    extend `edit_margin_px` pixels past each nodule.
+    """
+
+    data: Path
+    out: Path
+    preset: str | Preset = "tiny"
+    steps: int = 1000
+    batch_size: int = 2
+    lr: float | None = None
+    lr_d: float | None = None
+    device: str = "auto"
+    precision: Precision = "fp32"
+    resume: bool = False
+    seed: int = 0
+    checkpoint_every: int = 1000
+    sample_every: int = 0
+    workers: int = 0
+    flip: bool = True
+    ema_decay: float | None = None
+    vgg_weights: Path | None = None
+    grid_samples: int = 4
+    sample_steps: int = 20
+    guidance: float = 1.5
+    compile: bool = False
+    window: int | None = None
+    edit_margin_px: int = DEFAULT_EDIT_MARGIN_PX
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+        for name in ("steps", "batch_size", "checkpoint_every", "grid_samples", "sample_steps"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.window is not None and self.window < 1:
+            raise InputError(f"window must be >= 1 pixels, got {self.window}")
+        for name in ("sample_every", "workers", "edit_margin_px"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "lr_d"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise InputError(f"{name} must be > 0, got {value}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise InputError(f"guidance must be a finite number >= 0, got {self.guidance}")
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k != "preset"}
+        return {"preset": self.preset_resolved().name, **out}
+
+    def preset_resolved(self) -> Preset:
+        """The :class:`Preset` of this run (its SDM an inpainting SDM when `window` is set)."""
+        preset = self.preset if isinstance(self.preset, Preset) else get_preset(self.preset)
+        return preset if self.window is None else inpaint_preset(preset, self.window)
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What the driver reports after each step (for progress bars)."""
+
+    step: int
+    total: int
+    loss: float
+    images_per_s: float
+    losses: dict[str, float]
+
+
+@dataclass
+class TrainResult:
+    """Summary of a finished run; `losses` holds the mean-over-ranks loss of every step run here.
+
+    `first_step_seconds` is the first step of this run (warm-up, and compilation under
+    `compile`); `images_per_s` counts the later steps when there are any.
+    """
+
+    kind: str
+    preset: str
+    steps: int
+    start_step: int
+    final_loss: float
+    images_per_s: float
+    checkpoint: str
+    device: str
+    world_size: int
+    first_step_seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary printed by `lungforge train --json` (without the per-step losses)."""
+        return {k: v for k, v in asdict(self).items() if k != "losses"}

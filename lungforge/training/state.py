@@ -1,0 +1,96 @@
+"""Training state (`resume.pt`): optimisers, EMA, step, RNG states and sampler position.
+
+It holds tensors and plain Python types only, so it loads with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lungforge.errors import CheckpointError, torch_load_reason
+from lungforge.fileio import temp_beside
+
+
+def save_training_state(path: Path, state: dict[str, Any]) -> None:
+    """Atomically `torch.save` `state` (tensors, numbers, strings, None, lists/tuples/dicts of them)."""
+    _check_plain(state, "state")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with temp_beside(path) as tmp:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    """Load a `resume.pt` written by `save_training_state` (with `weights_only=True`, on CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--resume given but no training state at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"training state {path} cannot be read: {torch_load_reason(exc)}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"training state {path} holds a {type(state).__name__}, expected a dict")
+    return state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """RNG states of torch (CPU and every CUDA device), numpy's global RNG and `random`, as plain types."""
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "python": random.getstate(),
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `capture_rng_state` captured (CUDA states only where devices are present)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+    np_state = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
+            "has_gauss": np_state["has_gauss"],
+            "gauss": np_state["gauss"],
+        }
+    )
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _check_plain(value: Any, where: str) -> None:
+    if isinstance(value, (Tensor, int, float, str, bool, bytes, type(None))):
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"{where} has a key of type {type(key).__name__}; use str or int keys")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    raise TypeError(
+        f"{where} is a {type(value).__name__}; training state may hold only tensors, numbers, strings, None "
+        "and lists/tuples/dicts of them (so it loads with weights_only=True)"
+    )
+

@@ -1,0 +1,86 @@
+"""Golden JSON of `info --json` and `augment --json` for a fixed tiny phantom input.
+
+Refactors must not change what scripts read: keys and values are compared with
+tests/golden/*.json after dropping what varies between runs (times, creation stamps, store ids,
+the version) and writing paths under the test's folder as "<tmp>". After a deliberate change of
+the JSON, regenerate with `LUNGFORGE_UPDATE_GOLDEN=1 pytest tests/cli/test_json_golden.py` and
+review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from lungforge.cli.main import app
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+VOLATILE = {"seconds", "images_per_s", "first_batch_seconds", "created", "store_id", "lungforge_version"}
+"""Keys whose values change from run to run (wall-clock times, creation stamps, random ids)."""
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> dict[str, Path]:
+    """A real store of a 3-scan 64-px phantom (one test patient) and a 4-slice `paste` synthetic store."""
+    from lungforge.data.phantom import make_phantom
+    from lungforge.data.prepare import PrepareOptions, prepare
+
+    root = tmp_path_factory.mktemp("golden")
+    make_phantom(root / "luna16", scans=3, size=64, seed=5)
+    prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=1))
+    return {"root": root, "real": root / "real.zarr", "synthetic": root / "synthetic.zarr"}
+
+
+def _stable(value: Any, root: str) -> Any:
+    """`value` without volatile keys, with `root` in strings written as <tmp>, floats to 9 digits."""
+    if isinstance(value, dict):
+        out = {k: _stable(v, root) for k, v in value.items() if k not in VOLATILE}
+        if isinstance(out.get("inputs"), dict) and isinstance(out["inputs"].get("scans"), dict):
+            # the input manifest digests each scan file's mtime: keep which scans, not the digests
+            out["inputs"]["scans"] = sorted(out["inputs"]["scans"])
+        return out
+    if isinstance(value, list):
+        return [_stable(v, root) for v in value]
+    if isinstance(value, str):
+        return value.replace(root, "<tmp>")
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    return value
+
+
+def _check(name: str, stdout: str, root: Path) -> None:
+    got = _stable(json.loads(stdout), str(root))
+    path = GOLDEN / f"{name}.json"
+    if os.environ.get("LUNGFORGE_UPDATE_GOLDEN"):
+        path.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
+    assert got == json.loads(path.read_text()), f"{name} JSON differs from {path}"
+
+
+def test_info_json_matches_golden(stores) -> None:
+    result = CliRunner().invoke(app, ["info", str(stores["real"]), "--json"])
+    assert result.exit_code == 0, result.output
+    _check("info_real", result.stdout, stores["root"])
+
+
+def test_augment_json_and_its_info_match_golden(stores) -> None:
+    args = ["augment", "--data", str(stores["real"]), "--weights", "paste", "--out", str(stores["synthetic"]),
+            "--nodules", "3", "--nodule-free", "1", "--shard-size", "4", "--device", "cpu", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    _check("augment_paste", result.stdout, stores["root"])
+    result = CliRunner().invoke(app, ["info", str(stores["synthetic"]), "--json"])
+    assert result.exit_code == 0, result.output
+    _check("info_synthetic", result.stdout, stores["root"])
+
+
+def test_info_without_json_leaves_stdout_empty(stores) -> None:
+    result = CliRunner().invoke(app, ["info", str(stores["real"])])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and "nodule slices" in result.stderr

@@ -1,0 +1,18 @@
+"""ExportOptions refuses a bad value itself, naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from lungforge.errors import ConfigError
+from lungforge.export.context import ExportOptions
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("format", "tiff"), ("split", "val"), ("size", 4), ("dataset_id", 1000), ("dataset_name", "a b")],
+)
+def test_bad_value_is_refused_naming_the_field(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=rf"^{field}") as caught:
+        ExportOptions(**{"format": "png", field: value})
+    assert caught.value.field == field
