@@ -21,6 +21,18 @@ Backbone = Literal["resnet50", "resnet18"]
 """Faster R-CNN backbone (both with FPN)."""
 Features = Literal["inception", "random"]
 """FID features: InceptionV3 (comparable with published FID) or random (tests only)."""
+Placement = Literal["any", "central", "peripheral", "left", "right"]
+"""Where `augment` places nodules: anywhere in lung, away from the pleura, touching it, or in one lung."""
+NoduleShape = Literal["real", "sphere", "lidc"]
+"""Nodule outlines: real train nodules, model outlines (LIDC-like ellipses with lobes) or LIDC contours."""
+Sampler = Literal["ddpm", "ddim", "dpmpp"]
+"""Diffusion samplers: ancestral DDPM, DDIM, DPM-Solver++ 2M."""
+Precision = Literal["fp32", "bf16", "fp16"]
+"""Compute precision of a model's forward (fp16 needs CUDA)."""
+Lungs = Literal["seg", "auto"]
+"""Where `prepare` takes lungs and trachea from: seg-lungs-LUNA16 masks, or classical segmentation."""
+NoduleSlices = Literal["center", "all"]
+"""Nodule slices `prepare` keeps: the one nearest each centre (the paper), or every slice a mask touches."""
 ExportFormat = Literal["coco", "yolo", "nnunet", "nifti", "png"]
 """Dataset layouts `export` writes."""
 ExportSplit = Literal["train", "test", "all"]

@@ -8,9 +8,9 @@ from typing import Callable, Literal
 import torch
 
 from lungforge.errors import InputError
+from lungforge.choices import Precision
 
 DeviceChoice = Literal["auto", "cpu", "cuda"]
-Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -9,7 +9,7 @@ region), and one is drawn at random.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence, get_args
+from typing import Sequence, get_args
 
 import numpy as np
 from scipy import ndimage, signal
@@ -19,9 +19,8 @@ from lungforge.augment.nodule_library import NoduleLibrary, RealPatch, SizePool,
 from lungforge.data.store import NO_SOURCE
 from lungforge.errors import LayoutError
 from lungforge.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
+from lungforge.choices import NoduleShape, Placement
 
-Placement = Literal["any", "central", "peripheral", "left", "right"]
-NoduleShape = Literal["real", "sphere", "lidc"]
 
 GAP_PX = 2
 """Free pixels kept between a new nodule and any other nodule of the slice."""

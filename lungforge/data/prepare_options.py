@@ -5,22 +5,23 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from lungforge.errors import ConfigError, LungforgeError
 from lungforge.labels import SegValues
 from lungforge.seeds import check_seed
+from lungforge.choices import Lungs, NoduleSlices
 
 
 @dataclass(frozen=True)
 class PrepareOptions:
     """Options of the preparation recipe; saved in the store's `params` attribute."""
 
-    lungs: Literal["seg", "auto"] = "seg"
+    lungs: Lungs = "seg"
     seg_values: SegValues = SegValues()
-    nodule_slices: Literal["center", "all"] = "center"
+    nodule_slices: NoduleSlices = "center"
     keep_nodule_free: float = 0.25
     test_patients: int | float | None = None
     seed: int = 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -11,8 +11,8 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from lungforge.diffusion.gaussian import GaussianDiffusion, Model
 from lungforge.diffusion.guidance import guided_output
 from lungforge.diffusion.schedule import NoiseSchedule, linear_betas, respace
+from lungforge.choices import Sampler
 
-Sampler = Literal["ddpm", "ddim", "dpmpp"]
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp")
 Progress = Callable[[int, int], None]
 """progress(steps_done, steps_total), called after every denoising step."""
