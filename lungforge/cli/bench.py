@@ -132,13 +132,20 @@ def _print_summary(title: str, result: dict, metrics: tuple[str, ...], test_metr
     err_console.print(table)
 
 
-def _run_task(task, run, real_store, stores, config, device, out, points, metric, metrics, json_out) -> None:
-    """Run one task (or its learning curve over `points`); print the table or JSON; with a curve
-    and `--out`, write its figure there."""
+def _run_task(task, run, config_cls, metric, metrics, *, real, synthetic, real_nodules, out, quick, device, json_out, **options) -> None:
+    """Run one task, `detect` or `localize` (or its learning curve over `--real-nodules`) with the
+    config built from `options`; print the table or JSON; with a curve and `--out`, write its
+    figure there."""
     from lungforge.bench.protocol.curves import curve_figure, learning_curve
+    from lungforge.bench.protocol.detect import QUICK_LABEL
     from lungforge.bench.reporting.report import json_safe
     from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.device import resolve_device
 
+    points = _points(real_nodules)
+    config = _config(config_cls, quick, **options)
+    real_store, stores, _ = _open(real, synthetic)
+    device = resolve_device(device)
     with progress() as bar:
         if points is None:
             result = run(real_store, stores, config, device, out, bar)
@@ -155,6 +162,8 @@ def _run_task(task, run, real_store, stores, config, device, out, points, metric
         _print_summary(task, result, metrics, metric)
     else:
         _print_curve(result, metric, task)
+    if quick:
+        err_console.print(f"[yellow]{QUICK_LABEL}[/yellow]")
 
 
 @bench_app.command("fid")
@@ -219,21 +228,15 @@ def detect(
     """Nodule / non-nodule classification of 32×32 patches with an SE-ResNet (paper Table 1-I).
 
     Every condition trains the same optimiser steps (epochs × ⌈A's training patches / batch⌉)."""
-    from lungforge.bench.protocol.detect import QUICK_LABEL, DetectConfig, run_detect
-    from lungforge.device import resolve_device
+    from lungforge.bench.protocol.detect import DetectConfig, run_detect
     from lungforge.bench.scoring.metrics import DETECT_METRICS
-    from lungforge.cli.console import err_console
 
-    points = _points(real_nodules)
-    options = dict(
-        size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, depth=depth, patch=patch, select=select, seed=seed,
-        allow_generator_leakage=allow_generator_leakage,
+    _run_task(
+        "detect", run_detect, DetectConfig, "accuracy", (*DETECT_METRICS, "auroc"),
+        real=real, synthetic=synthetic, real_nodules=real_nodules, out=out, quick=quick, device=device, json_out=json_out,
+        size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, depth=depth, patch=patch, select=select,
+        seed=seed, allow_generator_leakage=allow_generator_leakage,
     )
-    config = _config(DetectConfig, quick, **options)
-    real_store, stores, _ = _open(real, synthetic)
-    _run_task("detect", run_detect, real_store, stores, config, resolve_device(device), out, points, "accuracy", (*DETECT_METRICS, "auroc"), json_out)
-    if quick:
-        err_console.print(f"[yellow]{QUICK_LABEL}[/yellow]")
 
 
 @bench_app.command("localize")
@@ -260,24 +263,17 @@ def localize(
     """Nodule bounding boxes on whole slices with Faster R-CNN: AP50/60, AR50/60/70 (paper Table 1-II).
 
     Every condition trains the same optimiser steps (epochs × ⌈A's training slices / batch⌉)."""
-    from lungforge.bench.protocol.detect import QUICK_LABEL
-    from lungforge.device import resolve_device
     from lungforge.bench.protocol.localize import LocalizeConfig, run_localize
     from lungforge.bench.scoring.froc import CPM
     from lungforge.bench.scoring.metrics import LOCALIZE_METRICS
-    from lungforge.cli.console import err_console
 
-    options = dict(
+    _run_task(
+        "localize", run_localize, LocalizeConfig, "AP50", (*LOCALIZE_METRICS, CPM),
+        real=real, synthetic=synthetic, real_nodules=real_nodules, out=out, quick=quick, device=device, json_out=json_out,
         size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, backbone=backbone,
-        backbone_weights=str(backbone_weights) if backbone_weights else None, nodule_free_ratio=nodule_free_ratio, select=select, seed=seed,
-        allow_generator_leakage=allow_generator_leakage,
+        backbone_weights=str(backbone_weights) if backbone_weights else None, nodule_free_ratio=nodule_free_ratio, select=select,
+        seed=seed, allow_generator_leakage=allow_generator_leakage,
     )
-    points = _points(real_nodules)
-    config = _config(LocalizeConfig, quick, **options)
-    real_store, stores, _ = _open(real, synthetic)
-    _run_task("localize", run_localize, real_store, stores, config, resolve_device(device), out, points, "AP50", (*LOCALIZE_METRICS, CPM), json_out)
-    if quick:
-        err_console.print(f"[yellow]{QUICK_LABEL}[/yellow]")
 
 
 @bench_app.command("all")
