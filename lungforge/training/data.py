@@ -99,11 +99,15 @@ class StreamBatchSampler(Sampler[list[Key]]):
     def global_batch(self) -> int:
         return self.batch_size * self.world_size
 
-    def __iter__(self) -> Iterator[list[Key]]:
+    def __iter__(self) -> Iterator[list[Any]]:
         position = self.consumed
         while True:
-            yield stream_keys(position + self.rank * self.batch_size, self.batch_size, self.n, self.seed, self.flip)
+            yield self.batch_at(position + self.rank * self.batch_size)
             position += self.global_batch
+
+    def batch_at(self, start: int) -> list[Any]:
+        """This rank's keys of the batch whose first stream position is `start`."""
+        return stream_keys(start, self.batch_size, self.n, self.seed, self.flip)
 
 
 class TrainSlices(Dataset):
@@ -134,27 +138,37 @@ class LoaderSpec:
     flip: bool = True
 
 
-def _collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack the items' tensors along a new batch axis; integer fields (store rows) become (B,) int64."""
     return {
-        "image": torch.stack([i["image"] for i in items]),
-        "label": torch.stack([i["label"] for i in items]),
-        "row": torch.tensor([i["row"] for i in items], dtype=torch.int64),
+        key: torch.stack([i[key] for i in items]) if isinstance(value, torch.Tensor) else torch.tensor([i[key] for i in items], dtype=torch.int64)
+        for key, value in items[0].items()
     }
+
+
+def stream_batches(
+    items: Dataset, spec: LoaderSpec, *, consumed: int = 0, rank: int = 0, world_size: int = 1,
+    sampler: type[StreamBatchSampler] = StreamBatchSampler,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches of `items` (:func:`collate`d) in the seeded stream order from position `consumed`.
+
+    `sampler` draws the keys `items` takes (:class:`StreamBatchSampler`: `(position, flip)`).
+    Workers only read ahead: the batches are the same for any `spec.workers`.
+    """
+    keys = sampler(len(items), spec.batch_size, seed=spec.seed, consumed=consumed, rank=rank, world_size=world_size, flip=spec.flip)
+    loader = DataLoader(
+        items,
+        batch_sampler=keys,
+        num_workers=spec.workers,
+        collate_fn=collate,
+        persistent_workers=False,
+        prefetch_factor=2 if spec.workers else None,
+    )
+    return iter(loader)
 
 
 def train_batches(
     slices: SliceDataset, spec: LoaderSpec, *, consumed: int = 0, rank: int = 0, world_size: int = 1
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches `{"image": (B, 1, S, S) [-1, 1], "label": (B, S, S) long, "row": (B,) store rows}`."""
-    sampler = StreamBatchSampler(
-        len(slices), spec.batch_size, seed=spec.seed, consumed=consumed, rank=rank, world_size=world_size, flip=spec.flip
-    )
-    loader = DataLoader(
-        TrainSlices(slices),
-        batch_sampler=sampler,
-        num_workers=spec.workers,
-        collate_fn=_collate,
-        persistent_workers=False,
-        prefetch_factor=2 if spec.workers else None,
-    )
-    return iter(loader)
+    return stream_batches(TrainSlices(slices), spec, consumed=consumed, rank=rank, world_size=world_size)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from lungforge.data.dataset import SliceDataset
 from lungforge.inpaint_window import (
@@ -29,7 +29,7 @@ from lungforge.inpaint_window import (
     window_at,
 )
 from lungforge.labels import LUNG_LABELS, NODULE
-from lungforge.training.data import LoaderSpec, StreamBatchSampler, flip_horizontal, stream_keys
+from lungforge.training.data import LoaderSpec, StreamBatchSampler, flip_horizontal, stream_batches
 
 WindowKey = tuple[int, bool, int]
 """(item position, flip horizontally, stream position): what one training window is cut from."""
@@ -41,13 +41,8 @@ LUNG_EDIT_RADIUS_PX = (2, 8)
 class WindowBatchSampler(StreamBatchSampler):
     """Endless per-rank batches of :data:`WindowKey` (the stream position seeds each window's draw)."""
 
-    def __iter__(self) -> Iterator[list[WindowKey]]:
-        position = self.consumed
-        while True:
-            start = position + self.rank * self.batch_size
-            keys = stream_keys(start, self.batch_size, self.n, self.seed, self.flip)
-            yield [(p, f, start + i) for i, (p, f) in enumerate(keys)]
-            position += self.global_batch
+    def batch_at(self, start: int) -> list[WindowKey]:
+        return [(p, f, start + i) for i, (p, f) in enumerate(super().batch_at(start))]
 
 
 class InpaintWindows(Dataset):
@@ -128,28 +123,8 @@ def _box_mask(box: Window, shape_hw: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    return {
-        "image": torch.stack([i["image"] for i in items]),
-        "label": torch.stack([i["label"] for i in items]),
-        "context": torch.stack([i["context"] for i in items]),
-        "row": torch.tensor([i["row"] for i in items], dtype=torch.int64),
-    }
-
-
 def window_batches(
     windows: InpaintWindows, spec: LoaderSpec, *, consumed: int = 0, rank: int = 0, world_size: int = 1
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches `{"image": (B, 1, S, S), "label": (B, S, S), "context": (B, 2, S, S), "row": (B,)}`."""
-    sampler = WindowBatchSampler(
-        len(windows), spec.batch_size, seed=spec.seed, consumed=consumed, rank=rank, world_size=world_size, flip=spec.flip
-    )
-    loader = DataLoader(
-        windows,
-        batch_sampler=sampler,
-        num_workers=spec.workers,
-        collate_fn=_collate,
-        persistent_workers=False,
-        prefetch_factor=2 if spec.workers else None,
-    )
-    return iter(loader)
+    return stream_batches(windows, spec, consumed=consumed, rank=rank, world_size=world_size, sampler=WindowBatchSampler)
