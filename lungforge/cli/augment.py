@@ -9,8 +9,8 @@ import typer
 
 from lungforge.choices import NoduleShape, Placement, Precision, Sampler
 
+from lungforge.cli.params import build_config, finite, usage_errors
 from lungforge.cli.params import device as check_device
-from lungforge.cli.params import finite
 from lungforge.cli.params import seed as check_seed
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
 
 
 def augment(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option("--data", help="Real store (kind 'real'); its TRAIN nodule-free label maps are the sources.")],
     weights: Annotated[
         str,
@@ -78,42 +79,10 @@ def augment(
     """
     from lungforge.augment.layout import parse_diameter_range
     from lungforge.augment.options import AugmentOptions
-    from lungforge.errors import ConfigError
 
-    diameter_mm = None
-    if diameter is not None:
-        try:
-            diameter_mm = parse_diameter_range(diameter)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--diameter") from None
-    try:
-        options = AugmentOptions(
-            data=data,
-            weights=weights,
-            out=out,
-            nodules=nodules,
-            nodule_free=nodule_free,
-            diameter_mm=diameter_mm,
-            per_slice=per_slice,
-            placement=placement,
-            shape=shape,
-            sampler=sampler,
-            steps=steps,
-            guidance=guidance,
-            batch_size=batch_size,
-            device=device,
-            precision=precision,
-            seed=seed,
-            compile=compile,
-            min_contrast_hu=min_contrast,
-            retries=retries,
-            shard_size=shard_size,
-            size=size,
-            resume=resume,
-            overwrite=overwrite,
-        )
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc), param_hint=_FLAGS.get(exc.field, "--" + exc.field.replace("_", "-"))) from None
+    with usage_errors("--diameter"):
+        diameter_mm = parse_diameter_range(diameter) if diameter is not None else None
+    options = build_config(AugmentOptions, ctx.params, _FLAGS, diameter_mm=diameter_mm, min_contrast_hu=min_contrast)
     _run(options, preview, json_out)
 
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from lungforge.choices import Lungs, NoduleSlices
 
-from lungforge.cli.params import finite
+from lungforge.cli.params import build_config, finite, usage_errors
 from lungforge.cli.params import seed as check_seed
 from lungforge.errors import EXIT_ERROR, EXIT_PARTIAL
+
+if TYPE_CHECKING:
+    from lungforge.data.prepare import PrepareOptions, PrepareReport
 
 
 def register(app: typer.Typer) -> None:
@@ -41,6 +44,7 @@ def phantom(
 
 
 def prepare(
+    ctx: typer.Context,
     luna16_dir: Annotated[Path, typer.Argument(help="LUNA16 directory: subset0..9/, seg-lungs-LUNA16/, annotations.csv.")],
     out: Annotated[Path, typer.Option("--out", help="Output Zarr store (e.g. real.zarr).")],
     workers: Annotated[int, typer.Option(min=1, help="Worker processes reading and processing scans.")] = 1,
@@ -70,39 +74,48 @@ def prepare(
     outside subset0..9) are skipped and listed; the exit code is then 3. Exact duplicate rows of
     annotations.csv are dropped and reported.
     """
-    from rich.markup import escape
-
-    from lungforge.cli.console import err_console, print_json, progress
-    from lungforge.data.prepare import PrepareOptions, available_cpus, planned_workers
-    from lungforge.data.prepare_options import parse_test_patients
+    from lungforge.cli.console import print_json, progress
+    from lungforge.data.prepare import PrepareOptions
     from lungforge.data.prepare import prepare as run_prepare
+    from lungforge.data.prepare_options import parse_test_patients
     from lungforge.labels import SegValues
 
     if resume and overwrite:
         raise typer.BadParameter("use either --resume or --overwrite, not both")
-    try:
+    with usage_errors("--seg-values"):
         values = SegValues.parse(seg_values)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--seg-values") from None
-    try:
+    with usage_errors():
         n_test = parse_test_patients(test_patients) if test_patients is not None else None
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    options = PrepareOptions(
-        lungs=lungs,
-        seg_values=values,
-        nodule_slices=nodule_slices,
-        keep_nodule_free=keep_nodule_free,
-        test_patients=n_test,
-        seed=seed,
-        limit=limit,
-        workers=workers,
-    )
-    used = planned_workers(luna16_dir, options)
-    if used < workers:
-        err_console.print(f"[yellow]note:[/yellow] --workers {workers}: using {used} (one per CPU and per scan; {available_cpus()} CPUs)", highlight=False)
+    options = build_config(PrepareOptions, ctx.params, seg_values=values, test_patients=n_test)
+    _note_workers(luna16_dir, options)
     with progress() as bar:
         report = run_prepare(luna16_dir, out, options, resume=resume, overwrite=overwrite, progress=bar)
+    _print_problems(report, luna16_dir)
+    if json_out:
+        print_json(report)
+    else:
+        _print_prepared(report, out)
+    if report.skipped:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _note_workers(luna16_dir: Path, options: PrepareOptions) -> None:
+    """Say on stderr when `prepare` runs fewer worker processes than --workers asked for."""
+    from lungforge.cli.console import err_console
+    from lungforge.cpus import available_cpus
+    from lungforge.data.prepare import planned_workers
+
+    used = planned_workers(luna16_dir, options)
+    if used < options.workers:
+        err_console.print(f"[yellow]note:[/yellow] --workers {options.workers}: using {used} (one per CPU and per scan; {available_cpus()} CPUs)", highlight=False)
+
+
+def _print_problems(report: PrepareReport, luna16_dir: Path) -> None:
+    """Skipped scans, unlabelled nodules, annotations of absent series and duplicate annotation rows, on stderr."""
+    from rich.markup import escape
+
+    from lungforge.cli.console import err_console
+
     for skipped in report.skipped:
         err_console.print(f"[yellow]skipped[/yellow] {escape(skipped['file'])}: {escape(skipped['reason'])}", highlight=False, soft_wrap=True)
     for lost in report.lost_nodules:
@@ -129,17 +142,17 @@ def prepare(
             highlight=False,
             soft_wrap=True,
         )
-    if json_out:
-        print_json(report)
-    else:
-        err_console.print(
-            f"{report.slices} slices ({report.nodule_slices} with nodules, {report.nodules} nodule rows) from "
-            f"{report.scans_done} scans written to {out}; {len(report.skipped)} scans skipped, "
-            f"{len(report.lost_nodules)} annotated nodules not labelled, {len(duplicates)} duplicate annotation "
-            f"rows dropped, {report.reoriented} scans turned to the display orientation"
-        )
-    if report.skipped:
-        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _print_prepared(report: PrepareReport, out: Path) -> None:
+    from lungforge.cli.console import err_console
+
+    err_console.print(
+        f"{report.slices} slices ({report.nodule_slices} with nodules, {report.nodules} nodule rows) from "
+        f"{report.scans_done} scans written to {out}; {len(report.skipped)} scans skipped, "
+        f"{len(report.lost_nodules)} annotated nodules not labelled, {len(report.duplicate_annotations)} duplicate annotation "
+        f"rows dropped, {report.reoriented} scans turned to the display orientation"
+    )
 
 
 def info(

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from lungforge.choices import ExportFormat, ExportSplit
+from lungforge.cli.params import StoreArg, build_config
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +16,8 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    store: Annotated[Path, typer.Argument(help="A lungforge Zarr store (real or synthetic).")],
+    ctx: typer.Context,
+    store: StoreArg,
     format: Annotated[ExportFormat, typer.Option("--format", help="coco (PNG + annotations/instances_<split>.json, RLE masks), yolo (Ultralytics), nnunet (nnU-Net v2 raw dataset), nifti or png (images, label maps, CSV of boxes).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (nnunet: the nnUNet_raw folder that gets DatasetNNN_Name/).")],
     split: Annotated[ExportSplit, typer.Option(help="Slices of the store's train split, test split, or all.")] = "all",
@@ -37,17 +39,7 @@ def export(
     from lungforge.cli.console import err_console, print_json, progress
     from lungforge.export import ExportOptions, export_store
 
-    try:
-        options = ExportOptions(
-            format=format,
-            split=split,
-            size=size,
-            nodule_only=nodule_only,
-            dataset_id=dataset_id,
-            dataset_name=dataset_name,
-        )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    options = build_config(ExportOptions, ctx.params)
     with progress() as bar:
         report = export_store(store, out, options, overwrite=overwrite, progress=bar)
     if json_out:

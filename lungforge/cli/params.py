@@ -1,13 +1,21 @@
-"""Option checks shared by every command: usage errors (exit 2) before any work starts."""
+"""What the commands share: option checks and types, and config objects built from a command's options;
+bad values are usage errors (exit 2) before any work starts."""
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Annotated, Optional
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
+from lungforge.errors import ConfigError
+
 DEVICES = ("auto", "cpu", "cuda")
+Config = TypeVar("Config")
 
 
 def finite(value: Optional[float]) -> Optional[float]:
@@ -38,5 +46,35 @@ def device(value: str) -> str:
     return value
 
 
+StoreArg = Annotated[Path, typer.Argument(help="A lungforge Zarr store (real or synthetic).")]
+"""The STORE argument of export and view."""
 DeviceOpt = Annotated[str, typer.Option(callback=device, help="auto (CUDA if available), cpu or cuda.")]
 """The `--device` option of train and bench."""
+
+
+def flag_of(field: str, flags: Mapping[str, str] | None = None) -> str:
+    """The CLI flag of a config field: `flags[field]`, else the field's name with dashes (`--nodule-free`)."""
+    return (flags or {}).get(field, "--" + field.replace("_", "-"))
+
+
+@contextmanager
+def usage_errors(flag: str | None = None, flags: Mapping[str, str] | None = None) -> Iterator[None]:
+    """A ValueError raised inside is a usage error (exit 2) of option `flag` (None: of the command).
+
+    A :class:`~lungforge.errors.ConfigError` names its field's flag (:func:`flag_of`) instead.
+    """
+    try:
+        yield
+    except ValueError as exc:
+        hint = flag_of(exc.field, flags) if isinstance(exc, ConfigError) else flag
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
+
+
+def build_config(cls: Callable[..., Config], params: Mapping[str, Any], flags: Mapping[str, str] | None = None, **values: Any) -> Config:
+    """The config `cls` from a command's options: those of `params` (its `ctx.params`) named like
+    the config's fields, then `values` (fields whose option is named otherwise or parsed first).
+    A value the config refuses (ConfigError) is a usage error naming that field's flag (:func:`flag_of`)."""
+    fields = inspect.signature(cls).parameters
+    options = {name: value for name, value in params.items() if name in fields}
+    with usage_errors(flags=flags):
+        return cls(**{**options, **values})

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from lungforge.cli.params import StoreArg, build_config, usage_errors
 from lungforge.cli.params import seed as check_seed
 
 
@@ -15,7 +16,8 @@ def register(app: typer.Typer) -> None:
 
 
 def view(
-    store: Annotated[Path, typer.Argument(help="A lungforge Zarr store (real or synthetic).")],
+    ctx: typer.Context,
+    store: StoreArg,
     out: Annotated[Path, typer.Option("--out", help="PNG file to write (e.g. grid.png).")],
     index: Annotated[Optional[str], typer.Option("--index", help="Store rows to show, e.g. 3,5,10-12 (in that order).")] = None,
     nodules: Annotated[bool, typer.Option("--nodules", help="Choose among nodule slices only.")] = False,
@@ -34,19 +36,11 @@ def view(
     from lungforge.cli.console import err_console, print_json
     from lungforge.view import ViewOptions, parse_index, sheet_capacity, write_view
 
-    try:
-        options = ViewOptions(
-            index=parse_index(index, sheet_capacity(tile)) if index else (),
-            nodules=nodules,
-            random=random,
-            seed=seed,
-            limit=limit,
-            tile_px=tile,
-            columns=columns,
-        )
+    with usage_errors():
+        index_rows = parse_index(index, sheet_capacity(tile)) if index else ()
+    options = build_config(ViewOptions, ctx.params, index=index_rows, tile_px=tile)
+    with usage_errors():
         path, rows = write_view(store, out, options)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
     if json_out:
         print_json({"png": str(path), "rows": rows.tolist()})
     else:

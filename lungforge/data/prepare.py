@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lungforge.cpus import capped_workers
 from lungforge.data import luna16
 from lungforge.data.input_checks import shared_data
 from lungforge.data.input_manifest import input_manifest, manifest_difference
@@ -37,7 +37,7 @@ from lungforge.data.store import SHARD, Store, create_store, is_store, open_stor
 from lungforge.errors import InputError, LungforgeError, ScanError
 from lungforge.locks import hold_lock
 
-__all__ = ["PrepareOptions", "PrepareReport", "available_cpus", "planned_workers", "prepare", "store_shape"]
+__all__ = ["PrepareOptions", "PrepareReport", "planned_workers", "prepare", "store_shape"]
 
 DISPLAY_ORIENTATION = (
     "LPS: columns run towards the patient's left, rows towards posterior, z towards superior "
@@ -87,18 +87,13 @@ def prepare(
     return dataclasses.replace(report, workers=workers)
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def planned_workers(luna16_dir: str | Path, options: PrepareOptions) -> int:
     """The worker processes `prepare` runs: `options.workers`, capped at one per available CPU
     and one per scan (more would only wait)."""
     scans = len(luna16.discover_scans(Path(luna16_dir)))
     if options.limit is not None:
         scans = min(scans, options.limit)
-    return max(1, min(options.workers, available_cpus(), scans))
+    return max(1, min(capped_workers(options.workers), scans))
 
 
 def _prepare(

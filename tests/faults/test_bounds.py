@@ -18,7 +18,8 @@ from lungforge.bench.scoring.fid import FidConfig
 from lungforge.bench.protocol.localize import LocalizeConfig
 from lungforge.bench.scoring.segmenter import SegmenterConfig
 from lungforge.data.phantom import make_phantom
-from lungforge.data.prepare import PrepareOptions, available_cpus, planned_workers, prepare
+from lungforge.cpus import available_cpus
+from lungforge.data.prepare import PrepareOptions, planned_workers, prepare
 from lungforge.data.store import MAX_SLICES, create_store, open_store
 from lungforge.errors import OutputError, SchemaError
 from lungforge.export import ExportOptions, export_store
