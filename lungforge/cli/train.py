@@ -1,14 +1,22 @@
-"""`lungforge train sdm|spade`: thin wrappers over lungforge.training (single device or torchrun DDP)."""
+"""`lungforge train sdm|spade`: thin wrappers over lungforge.training (single device or torchrun DDP).
+
+The two commands share most options; :func:`_with_options` gives each its signature (what typer
+reads): the shared options in one order, with each command's own ones in their places.
+"""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 
-from lungforge.cli.params import DeviceOpt, finite
+from lungforge.cli.params import DeviceOpt, build_config, finite
 from lungforge.cli.params import seed as check_seed
+
+Command = TypeVar("Command", bound=Callable[..., None])
+Options = tuple[inspect.Parameter, ...]
 
 train_app = typer.Typer(
     help="Train a label-map-to-CT generator on a store's TRAIN split (multi-GPU: torchrun --nproc-per-node K -m lungforge train ...).",
@@ -30,17 +38,102 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in -
 SeedOpt = Annotated[int, typer.Option(callback=check_seed, help="Seed of initialisation, data order, flips and noise.")]
 CkptOpt = Annotated[int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints (and sample grids).")]
 SampleOpt = Annotated[int, typer.Option("--sample-every", min=0, help="Steps between extra sample grids (0: only at checkpoints).")]
-WorkersOpt = Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")]
+WorkersOpt = Annotated[int, typer.Option(min=0, help="DataLoader worker processes per rank, capped at one per CPU (a note says when fewer are used).")]
 GridOpt = Annotated[int, typer.Option("--grid-samples", min=1, help="Label maps in each sample grid.")]
-DEFAULT_WINDOW = 64
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")]
+DEFAULT_WINDOW = 64
 
 
-def _run(train: Callable[..., Any], options: Any, json_out: bool) -> None:
+def _option(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _with_options(*, batch_size: int, lr_help: str, model: Options = (), sampling: Options = (), extra: Options = ()) -> Callable[[Command], Command]:
+    """Give a train command the options both share (what typer reads from its signature), with its
+    own `--batch-size` default, `--lr` help and options: `model` after --lr, `sampling` after
+    --sample-every, `extra` before --json. The command receives them all as keyword arguments."""
+    shared = (
+        _option("data", DataOpt),
+        _option("out", OutOpt),
+        _option("preset", PresetOpt, "tiny"),
+        _option("steps", StepsOpt, 100_000),
+        _option("batch_size", BatchOpt, batch_size),
+        _option("lr", Annotated[float, typer.Option(min=0.0, callback=finite, help=lr_help)], 1e-4),
+        *model,
+        _option("device", DeviceOpt, "auto"),
+        _option("precision", PrecisionOpt, "fp32"),
+        _option("resume", ResumeOpt, False),
+        _option("seed", SeedOpt, 0),
+        _option("checkpoint_every", CkptOpt, 5000),
+        _option("sample_every", SampleOpt, 0),
+        *sampling,
+        _option("grid_samples", GridOpt, 4),
+        _option("workers", WorkersOpt, 2),
+        *extra,
+        _option("json_out", JsonOpt, False),
+    )
+
+    def apply(command: Command) -> Command:
+        setattr(command, "__signature__", inspect.Signature(shared, return_annotation=None))
+        return command
+
+    return apply
+
+
+@train_app.command("sdm")
+@_with_options(
+    batch_size=2,
+    lr_help="AdamW learning rate.",
+    model=(
+        _option("ema_decay", Annotated[Optional[float], typer.Option(callback=finite, help="EMA decay of the shipped weights (default: tiny 0.999, paper 0.9999).")], None),
+    ),
+    sampling=(
+        _option("sample_steps", Annotated[int, typer.Option(min=1, help="DPM-Solver++ steps for the sample grids (guidance 1.5).")], 20),
+    ),
+    extra=(
+        _option("compile", Annotated[bool, typer.Option("--compile", help="Run the training forward through torch.compile (same losses to float rounding; the first step pays the compilation, reported apart).")], False),
+        _option("inpaint", Annotated[bool, typer.Option("--inpaint", help="Train an inpainting SDM (lesion-focused): windows cut at the store's native resolution, the known surroundings and an edit mask as extra inputs.")], False),
+        _option("window", Annotated[Optional[int], typer.Option(min=8, help="Inpainting window side in pixels at the store's native resolution (with --inpaint; default 64).")], None),
+        _option("edit_margin", Annotated[int, typer.Option("--edit-margin", min=0, help="Pixels the edit region extends past each nodule's mask (with --inpaint).")], 3),
+    ),
+)
+def sdm(**options: Any) -> None:
+    """Train a Semantic Diffusion Model (AdamW, hybrid loss, guidance dropout 0.2, EMA weights)."""
+    from lungforge.training.loop_sdm import train_sdm
+
+    inpaint, window = options["inpaint"], options["window"]
+    if not inpaint and window is not None:
+        raise typer.BadParameter("--window needs --inpaint", param_hint="--window")
+    _train(train_sdm, options, window=(window or DEFAULT_WINDOW) if inpaint else None, edit_margin_px=options["edit_margin"])
+
+
+@train_app.command("spade")
+@_with_options(
+    batch_size=16,
+    lr_help="Generator Adam learning rate (β = 0, 0.9).",
+    model=(
+        _option("lr_d", Annotated[float, typer.Option("--lr-d", min=0.0, callback=finite, help="Discriminator learning rate.")], 4e-4),
+        _option("vgg_weights", Annotated[Optional[Path], typer.Option("--vgg-weights", help="Local torchvision VGG19 state dict: adds the perceptual loss.")], None),
+    ),
+)
+def spade(**options: Any) -> None:
+    """Train a SPADE GAN (hinge + feature matching λ=10, Adam G 1e-4 / D 4e-4)."""
+    from lungforge.training.loop_spade import train_spade
+
+    _train(train_spade, options)
+
+
+def _train(train: Callable[..., Any], params: dict[str, Any], **values: Any) -> None:
+    """Run `train` on the TrainOptions of a command's options `params` (and `values`); rank 0
+    shows progress and prints the summary (`--json`: as JSON on stdout)."""
     from lungforge.cli.console import err_console, print_json, progress
     from lungforge.training.distributed import dist_info_from_env
+    from lungforge.training.options import TrainOptions
 
+    options = build_config(TrainOptions, params, **values)
     main = dist_info_from_env().is_main
+    if main:
+        _note_workers(options.workers)
     with progress() as bar:
         task = bar.add_task(f"train {options.preset}", total=options.steps, status="")
 
@@ -54,7 +147,7 @@ def _run(train: Callable[..., Any], options: Any, json_out: bool) -> None:
         result = train(options, on_step=on_step if main else None)
     if not main:
         return
-    if json_out:
+    if params["json_out"]:
         print_json(result.summary())
     else:
         err_console.print(
@@ -63,72 +156,11 @@ def _run(train: Callable[..., Any], options: Any, json_out: bool) -> None:
         )
 
 
-@train_app.command("sdm")
-def sdm(
-    data: DataOpt,
-    out: OutOpt,
-    preset: PresetOpt = "tiny",
-    steps: StepsOpt = 100_000,
-    batch_size: BatchOpt = 2,
-    lr: Annotated[float, typer.Option(min=0.0, callback=finite, help="AdamW learning rate.")] = 1e-4,
-    ema_decay: Annotated[Optional[float], typer.Option(callback=finite, help="EMA decay of the shipped weights (default: tiny 0.999, paper 0.9999).")] = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
-    resume: ResumeOpt = False,
-    seed: SeedOpt = 0,
-    checkpoint_every: CkptOpt = 5000,
-    sample_every: SampleOpt = 0,
-    sample_steps: Annotated[int, typer.Option(min=1, help="DPM-Solver++ steps for the sample grids (guidance 1.5).")] = 20,
-    grid_samples: GridOpt = 4,
-    workers: WorkersOpt = 2,
-    compile: Annotated[bool, typer.Option("--compile", help="Run the training forward through torch.compile (same losses to float rounding; the first step pays the compilation, reported apart).")] = False,
-    inpaint: Annotated[bool, typer.Option("--inpaint", help="Train an inpainting SDM (lesion-focused): windows cut at the store's native resolution, the known surroundings and an edit mask as extra inputs.")] = False,
-    window: Annotated[Optional[int], typer.Option(min=8, help="Inpainting window side in pixels at the store's native resolution (with --inpaint; default 64).")] = None,
-    edit_margin: Annotated[int, typer.Option("--edit-margin", min=0, help="Pixels the edit region extends past each nodule's mask (with --inpaint).")] = 3,
-    json_out: JsonOpt = False,
-) -> None:
-    """Train a Semantic Diffusion Model (AdamW, hybrid loss, guidance dropout 0.2, EMA weights)."""
-    from lungforge.training.loop_sdm import train_sdm
-    from lungforge.training.options import TrainOptions
+def _note_workers(workers: int) -> None:
+    """Say on stderr when training runs fewer DataLoader workers than --workers asked for."""
+    from lungforge.cli.console import err_console
+    from lungforge.cpus import available_cpus, capped_workers
 
-    if not inpaint and window is not None:
-        raise typer.BadParameter("--window needs --inpaint", param_hint="--window")
-    options = TrainOptions(
-        data=data, out=out, preset=preset, steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
-        device=device, precision=precision, resume=resume, seed=seed, checkpoint_every=checkpoint_every,
-        sample_every=sample_every, sample_steps=sample_steps, grid_samples=grid_samples, workers=workers,
-        compile=compile, window=(window or DEFAULT_WINDOW) if inpaint else None, edit_margin_px=edit_margin,
-    )
-    _run(train_sdm, options, json_out)
-
-
-@train_app.command("spade")
-def spade(
-    data: DataOpt,
-    out: OutOpt,
-    preset: PresetOpt = "tiny",
-    steps: StepsOpt = 100_000,
-    batch_size: BatchOpt = 16,
-    lr: Annotated[float, typer.Option(min=0.0, callback=finite, help="Generator Adam learning rate (β = 0, 0.9).")] = 1e-4,
-    lr_d: Annotated[float, typer.Option("--lr-d", min=0.0, callback=finite, help="Discriminator learning rate.")] = 4e-4,
-    vgg_weights: Annotated[Optional[Path], typer.Option("--vgg-weights", help="Local torchvision VGG19 state dict: adds the perceptual loss.")] = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
-    resume: ResumeOpt = False,
-    seed: SeedOpt = 0,
-    checkpoint_every: CkptOpt = 5000,
-    sample_every: SampleOpt = 0,
-    grid_samples: GridOpt = 4,
-    workers: WorkersOpt = 2,
-    json_out: JsonOpt = False,
-) -> None:
-    """Train a SPADE GAN (hinge + feature matching λ=10, Adam G 1e-4 / D 4e-4)."""
-    from lungforge.training.loop_spade import train_spade
-    from lungforge.training.options import TrainOptions
-
-    options = TrainOptions(
-        data=data, out=out, preset=preset, steps=steps, batch_size=batch_size, lr=lr, lr_d=lr_d,
-        vgg_weights=vgg_weights, device=device, precision=precision, resume=resume, seed=seed,
-        checkpoint_every=checkpoint_every, sample_every=sample_every, grid_samples=grid_samples, workers=workers,
-    )
-    _run(train_spade, options, json_out)
+    used = capped_workers(workers)
+    if used < workers:
+        err_console.print(f"[yellow]note:[/yellow] --workers {workers}: using {used} (one per CPU; {available_cpus()} CPUs)", highlight=False)

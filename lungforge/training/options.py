@@ -27,7 +27,9 @@ class TrainOptions:
     SDM's training forward through `torch.compile` (SDM only; the first step then includes the
     compilation, reported as `first_step_seconds`). `window` trains an inpainting SDM on windows
     of that many pixels cut at the store's native resolution (SDM only), whose edit regions
-    extend `edit_margin_px` pixels past each nodule.
+    extend `edit_margin_px` pixels past each nodule. `workers` DataLoader processes per rank are
+    capped at one per available CPU (:func:`lungforge.cpus.capped_workers`); the batches do not
+    depend on them.
     """
 
     data: Path

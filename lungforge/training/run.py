@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lungforge.cpus import capped_workers
 from lungforge.data.dataset import SliceDataset
 from lungforge.data.store import SPLIT_IDS, Store, open_store
 from lungforge.device import Precision, check_precision, resolve_device
@@ -239,7 +240,7 @@ def _train(
     out, seed = Path(options.out), run.seed
     start_step = step
     global_batch = options.batch_size * info.world_size
-    spec = LoaderSpec(batch_size=options.batch_size, seed=seed, workers=options.workers, flip=options.flip)
+    spec = LoaderSpec(batch_size=options.batch_size, seed=seed, workers=capped_workers(options.workers), flip=options.flip)
     if isinstance(run.items, InpaintWindows):
         batches = window_batches(run.items, spec, consumed=consumed, rank=info.rank, world_size=info.world_size)
     else:
