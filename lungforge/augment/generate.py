@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator
 
@@ -35,14 +35,7 @@ from lungforge.augment.writer import BlockWriter, FinishedBlock
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.device import resolve_device
 from lungforge.locks import hold_lock
-from lungforge.training.distributed import (
-    DistInfo,
-    barrier,
-    destroy_process_group,
-    dist_info_from_env,
-    init_process_group,
-    mean_across_ranks,
-)
+from lungforge.training.distributed import DistInfo, barrier, dist_info_from_env, mean_across_ranks, process_group
 
 NODULE_COLUMNS = ("slice", "bbox", "diameter_mm", "requested_mm", "shape_source", "size_source", "lidc_annotation")
 PLAN_AHEAD_BLOCKS = 2
@@ -201,8 +194,7 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
     started = time.perf_counter()
     device = resolve_device(options.device, info.local_rank)
     inputs = load_inputs(options, device)
-    try:
-        init_process_group(info, device)
+    with closing(inputs.real), process_group(info, device):
         store = open_output(options, inputs, info)
         threshold = store.attrs.get("min_contrast_hu")
         shard = options.shard_size
@@ -242,6 +234,3 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
                 attrs["lidc"] = inputs.planner.library.provenance(table["lidc_annotation"])
             store.finalize(options.total, inputs.real.series_uids, table, attrs)
         return report
-    finally:
-        destroy_process_group()
-        inputs.real.close()

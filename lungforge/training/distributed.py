@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -67,6 +69,16 @@ def destroy_process_group() -> None:
     """Leave the process group if one was joined."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(info: DistInfo, device: torch.device) -> Iterator[None]:
+    """Inside: this process is in the job's process group (:func:`init_process_group`); it leaves on the way out, also after an error."""
+    try:
+        init_process_group(info, device)
+        yield
+    finally:
+        destroy_process_group()
 
 
 def barrier(info: DistInfo) -> None:

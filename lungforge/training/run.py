@@ -29,14 +29,7 @@ from lungforge.errors import CheckpointError, InputError
 from lungforge.models.checkpoint import RESUME_FILE, TrainingRecord, save_checkpoint
 from lungforge.models.presets import Preset, SDMConfig, SPADEConfig, config_to_dict
 from lungforge.training.data import LoaderSpec, check_label_ids, open_train_split, train_batches
-from lungforge.training.distributed import (
-    DistInfo,
-    barrier,
-    destroy_process_group,
-    dist_info_from_env,
-    init_process_group,
-    mean_across_ranks,
-)
+from lungforge.training.distributed import DistInfo, barrier, dist_info_from_env, mean_across_ranks, process_group
 from lungforge.training.grid import save_grid
 from lungforge.training.options import StepReport, TrainOptions, TrainResult
 from lungforge.training.state import capture_rng_state, load_training_state, restore_rng_state, save_training_state
@@ -146,11 +139,8 @@ def fit(
         raise InputError("--vgg-weights applies to SPADE only")
     if kind == "spade" and options.compile:
         raise InputError("--compile applies to SDM training only")
-    init_process_group(info, device)
-    try:
+    with process_group(info, device):
         return _fit(kind, factory, options, on_step, info, device, precision, preset, config)
-    finally:
-        destroy_process_group()
 
 
 @dataclass(frozen=True)
