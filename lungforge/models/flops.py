@@ -40,30 +40,29 @@ def _context(config: SDMConfig, batch: int) -> torch.Tensor | None:
     return torch.zeros(batch, config.context_channels, config.image_size, config.image_size, device=META)
 
 
-def sdm_forward_flops(config: SDMConfig, batch_size: int = 1) -> int:
-    """FLOPs of one SDM UNet pass on `batch_size` images of `config.image_size`² (windows for an inpainting SDM)."""
+def _sdm_forward(config: SDMConfig, batch_size: int, train: bool) -> Callable[[], torch.Tensor]:
+    """One SDM UNet pass on meta inputs: `batch_size` images of `config.image_size`² (with their
+    label maps, timesteps and inpainting context), the model in train or eval mode."""
     with torch.device(META):
-        model = SDMUNet(config).eval()
+        model = SDMUNet(config).train(train)
     x = torch.zeros(batch_size, config.in_channels, config.image_size, config.image_size, device=META)
     t = torch.zeros(batch_size, dtype=torch.long, device=META)
+    onehot = _onehot(batch_size, config.num_classes, config.image_size)
     context = _context(config, batch_size)
+    return lambda: model(x, t, onehot, context)
+
+
+def sdm_forward_flops(config: SDMConfig, batch_size: int = 1) -> int:
+    """FLOPs of one SDM UNet pass on `batch_size` images of `config.image_size`² (windows for an inpainting SDM)."""
+    forward = _sdm_forward(config, batch_size, train=False)
     with torch.no_grad():
-        return count_flops(lambda: model(x, t, _onehot(batch_size, config.num_classes, config.image_size), context))
+        return count_flops(forward)
 
 
 def sdm_train_flops(config: SDMConfig, batch_size: int = 1) -> int:
     """FLOPs of one SDM UNet forward + backward (what a training step costs, optimiser excluded)."""
-    with torch.device(META):
-        model = SDMUNet(config).train()
-    x = torch.zeros(batch_size, config.in_channels, config.image_size, config.image_size, device=META)
-    t = torch.zeros(batch_size, dtype=torch.long, device=META)
-
-    context = _context(config, batch_size)
-
-    def step() -> None:
-        model(x, t, _onehot(batch_size, config.num_classes, config.image_size), context).square().mean().backward()
-
-    return count_flops(step)
+    forward = _sdm_forward(config, batch_size, train=True)
+    return count_flops(lambda: forward().square().mean().backward())
 
 
 def spade_forward_flops(config: SPADEConfig, batch_size: int = 1) -> int:
