@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from lungforge.errors import InputError, torch_load_reason
+from lungforge.errors import InputError
 from lungforge.models.presets import SPADEConfig
+from lungforge.tensor_files import load_tensor_dict
 
 _UPSAMPLINGS = {"normal": 5, "more": 6}
 
@@ -240,17 +241,7 @@ class VGGLoss(nn.Module):
 def _load_vgg_features(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise InputError(f"VGG19 weights file {path} not found; give a local torchvision vgg19 state dict")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"VGG19 weights file {path} cannot be read: {torch_load_reason(exc)}") from None
-    if not isinstance(state, dict):
-        raise InputError(f"VGG19 weights file {path} holds a {type(state).__name__}, expected a state dict")
+    state = load_tensor_dict(path, "VGG19 weights file", InputError, expected="state dict")
     features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
     from torchvision.models import vgg
 

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lungforge.errors import CheckpointError, torch_load_reason
+from lungforge.errors import CheckpointError
 from lungforge.fileio import temp_beside
+from lungforge.tensor_files import load_tensor_dict
 
 
 def save_training_state(path: Path, state: dict[str, Any]) -> None:
@@ -33,13 +34,7 @@ def load_training_state(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"--resume given but no training state at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"training state {path} cannot be read: {torch_load_reason(exc)}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"training state {path} holds a {type(state).__name__}, expected a dict")
-    return state
+    return load_tensor_dict(path, "training state", CheckpointError)
 
 
 def capture_rng_state() -> dict[str, Any]:
