@@ -22,6 +22,7 @@ from lungforge.training.distributed import DistInfo, wrap_ddp
 from lungforge.training.ema import EMA
 from lungforge.training.options import StepReport, TrainOptions, TrainResult
 from lungforge.training.run import fit
+from lungforge.training.state import ResumableParts
 
 DEFAULT_LR = 1e-4
 WEIGHT_DECAY = 0.0
@@ -29,7 +30,7 @@ EMA_DECAY = {"tiny": 0.999, "paper": 0.9999}
 GRID_SAMPLER = "dpmpp"
 
 
-class SDMTrainer:
+class SDMTrainer(ResumableParts):
     """The SDM UNet, its DDP wrapper, AdamW, loss scaler and EMA; one `train_step` per batch."""
 
     kind = "sdm"
@@ -101,20 +102,8 @@ class SDMTrainer:
             "grid_sampler": GRID_SAMPLER,
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "ema": self.ema.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        self.ema.load_state_dict(state["ema"])
+    def resume_parts(self) -> dict[str, Any]:
+        return {"model": self.model, "optimizer": self.optimizer, "scaler": self.scaler, "ema": self.ema}
 
 
 def train_sdm(options: TrainOptions, on_step: Callable[[StepReport], None] | None = None) -> TrainResult:

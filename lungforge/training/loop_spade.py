@@ -24,6 +24,7 @@ from lungforge.device import Precision, autocast, grad_scaler
 from lungforge.training.distributed import DistInfo, wrap_ddp
 from lungforge.training.options import StepReport, TrainOptions, TrainResult
 from lungforge.training.run import fit
+from lungforge.training.state import ResumableParts
 
 DEFAULT_LR_G = 1e-4
 D_LR_RATIO = 4.0
@@ -37,7 +38,7 @@ def _halves(output: DiscriminatorOutput) -> tuple[DiscriminatorOutput, Discrimin
     return fake, real
 
 
-class SPADETrainer:
+class SPADETrainer(ResumableParts):
     """SPADE generator and multiscale discriminator with their two-timescale Adam optimisers."""
 
     kind = "spade"
@@ -121,22 +122,8 @@ class SPADETrainer:
             "lambda_vgg": self.config.lambda_vgg if self.vgg is not None else 0.0,
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        if state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
+    def resume_parts(self) -> dict[str, Any]:
+        return {"generator": self.generator, "discriminator": self.discriminator, "opt_g": self.opt_g, "opt_d": self.opt_d, "scaler": self.scaler}
 
 
 def train_spade(options: TrainOptions, on_step: Callable[[StepReport], None] | None = None) -> TrainResult:

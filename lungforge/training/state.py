@@ -1,6 +1,7 @@
 """Training state (`resume.pt`): optimisers, EMA, step, RNG states and sampler position.
 
 It holds tensors and plain Python types only, so it loads with `torch.load(weights_only=True)`.
+A trainer's share of it is the state of its named parts (:class:`ResumableParts`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,24 @@ def load_training_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"--resume given but no training state at {path}")
     return load_tensor_dict(path, "training state", CheckpointError)
+
+
+class ResumableParts:
+    """A trainer's `state_dict` / `load_state_dict`: the states of the parts :meth:`resume_parts`
+    names (modules, optimisers, loss scaler, EMA), each under its name."""
+
+    def resume_parts(self) -> dict[str, Any]:
+        """The parts (each with `state_dict` and `load_state_dict`) by their names in the state."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: part.state_dict() for name, part in self.resume_parts().items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, part in self.resume_parts().items():
+            # A part that saved nothing stays as built: a disabled GradScaler saves {} and refuses to load it.
+            if state[name]:
+                part.load_state_dict(state[name])
 
 
 def capture_rng_state() -> dict[str, Any]:
