@@ -22,11 +22,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from lungforge.choices import Sampler, check_choice
 from lungforge.errors import LungforgeError
 from lungforge.seeds import check_seed
+
+if TYPE_CHECKING:
+    from lungforge.bench.protocol.inputs import SyntheticSpec
+
+StepResult = tuple[Path, dict[str, Any]]
+"""What a step produced (a path) and its details."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ class DemoOptions:
     size: int = 128
     nodules: int = 32
     nodule_free: int = 32
-    sampler: str = "ddpm"
+    sampler: Sampler = "ddpm"
     steps: int = 10
     sdm_weights: str = "demo-sdm-tiny"
     spade_weights: str = "demo-spade-tiny"
@@ -58,6 +66,11 @@ class DemoOptions:
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
+        check_choice("sampler", self.sampler, Sampler)
+
+    def generators(self) -> tuple[tuple[str, str], ...]:
+        """(condition name, weights) of each generator, in the order they are made and benched."""
+        return (("SPADE", self.spade_weights), ("SDM", self.sdm_weights), ("SDM-inpaint", self.inpaint_weights))
 
     @property
     def patch(self) -> int:
@@ -77,17 +90,7 @@ class DemoStep:
 
 def run_demo(options: DemoOptions, on_step: Callable[[DemoStep], None] | None = None, progress: Any = None) -> list[DemoStep]:
     """Run the whole pipeline into `options.out`; returns the steps with their timings."""
-    from lungforge.augment.generate import augment
-    from lungforge.augment.options import AugmentOptions
-    from lungforge.bench.protocol.detect import DetectConfig
-    from lungforge.bench.scoring.fid import FidConfig
     from lungforge.bench.protocol.inputs import SyntheticSpec
-    from lungforge.bench.protocol.localize import LocalizeConfig
-    from lungforge.bench.reporting.report import run_all
-    from lungforge.bench.scoring.segmenter import SegmenterConfig
-    from lungforge.data.phantom import make_phantom
-    from lungforge.data.prepare import PrepareOptions, prepare
-    from lungforge.device import resolve_device
 
     out = Path(options.out)
     if out.exists() and any(out.iterdir()):
@@ -95,49 +98,74 @@ def run_demo(options: DemoOptions, on_step: Callable[[DemoStep], None] | None = 
     out.mkdir(parents=True, exist_ok=True)
     steps: list[DemoStep] = []
 
-    def record(name: str, started: float, produced: str, details: dict[str, Any]) -> None:
-        step = DemoStep(name, round(time.perf_counter() - started, 2), produced, details)
-        steps.append(step)
-        if on_step is not None:
-            on_step(step)
-
-    started = time.perf_counter()
-    luna = out / "luna16-phantom"
-    info = make_phantom(luna, scans=options.scans, size=options.size, seed=options.seed)
-    record("phantom", started, str(luna), {"scans": info["scans"], "nodules": info["nodules"]})
-
-    started = time.perf_counter()
-    real = out / "real.zarr"
-    report = prepare(luna, real, PrepareOptions(test_patients=0.2, seed=options.seed, workers=1))
-    record("prepare", started, str(real), {"slices": report.slices, "nodule_slices": report.nodule_slices, "skipped": len(report.skipped)})
-
-    synthetic: list[SyntheticSpec] = []
-    generators = (("SPADE", options.spade_weights), ("SDM", options.sdm_weights), ("SDM-inpaint", options.inpaint_weights))
-    for name, weights in generators:
+    def run(name: str, step: Callable[[], StepResult]) -> None:
         started = time.perf_counter()
-        store = out / f"synthetic-{name.lower()}.zarr"
-        result = augment(
-            AugmentOptions(
-                data=real,
-                weights=weights,
-                out=store,
-                nodules=options.nodules,
-                nodule_free=options.nodule_free,
-                shape="real",
-                sampler=options.sampler,  # type: ignore[arg-type]
-                steps=options.steps,
-                retries=0,
-                batch_size=16,
-                device=options.device,
-                seed=options.seed,
-            )
-        )
-        details = {"slices": result.slices, "verified": result.verified_final, "img_per_s": result.images_per_s} if result else {}
-        record(f"augment {name}", started, str(store), details)
-        synthetic.append(SyntheticSpec(name=name, path=store))
+        produced, details = step()
+        done = DemoStep(name, round(time.perf_counter() - started, 2), str(produced), details)
+        steps.append(done)
+        if on_step is not None:
+            on_step(done)
 
-    started = time.perf_counter()
-    report_dir = out / "report"
+    luna, real = out / "luna16-phantom", out / "real.zarr"
+    run("phantom", partial(_phantom, luna, options))
+    run("prepare", partial(_prepare, luna, real, options))
+    synthetic: list[SyntheticSpec] = []
+    for name, weights in options.generators():
+        spec = SyntheticSpec(name=name, path=out / f"synthetic-{name.lower()}.zarr")
+        run(f"augment {name}", partial(_augment, real, spec.path, weights, options))
+        synthetic.append(spec)
+    run("bench all --quick --controls --real-nodules", partial(_bench, real, synthetic, out / "report", options, progress))
+    return steps
+
+
+def _phantom(luna: Path, options: DemoOptions) -> StepResult:
+    from lungforge.data.phantom import make_phantom
+
+    info = make_phantom(luna, scans=options.scans, size=options.size, seed=options.seed)
+    return luna, {"scans": info["scans"], "nodules": info["nodules"]}
+
+
+def _prepare(luna: Path, real: Path, options: DemoOptions) -> StepResult:
+    from lungforge.data.prepare import PrepareOptions, prepare
+
+    report = prepare(luna, real, PrepareOptions(test_patients=0.2, seed=options.seed, workers=1))
+    return real, {"slices": report.slices, "nodule_slices": report.nodule_slices, "skipped": len(report.skipped)}
+
+
+def _augment(real: Path, store: Path, weights: str, options: DemoOptions) -> StepResult:
+    """One generator's synthetic store: real shapes and mask sizes, one draw per slice."""
+    from lungforge.augment.generate import augment
+    from lungforge.augment.options import AugmentOptions
+
+    result = augment(
+        AugmentOptions(
+            data=real,
+            weights=weights,
+            out=store,
+            nodules=options.nodules,
+            nodule_free=options.nodule_free,
+            shape="real",
+            sampler=options.sampler,
+            steps=options.steps,
+            retries=0,
+            batch_size=16,
+            device=options.device,
+            seed=options.seed,
+        )
+    )
+    details = {"slices": result.slices, "verified": result.verified_final, "img_per_s": result.images_per_s} if result else {}
+    return store, details
+
+
+def _bench(real: Path, synthetic: list[SyntheticSpec], report_dir: Path, options: DemoOptions, progress: Any) -> StepResult:
+    """`bench all --quick --controls` on the two-point curve with the demo's budget; the report opens with a missed bar."""
+    from lungforge.bench.protocol.detect import DetectConfig
+    from lungforge.bench.protocol.localize import LocalizeConfig
+    from lungforge.bench.reporting.report import run_all
+    from lungforge.bench.scoring.fid import FidConfig
+    from lungforge.bench.scoring.segmenter import SegmenterConfig
+    from lungforge.device import resolve_device
+
     common = dict(size=options.size, folds=2, real_split="all", seed=options.seed)
     detect = replace(DetectConfig.quick_preset(**common, patch=options.patch), epochs=options.detect_epochs, batch_size=options.detect_batch)
     bench = run_all(
@@ -146,25 +174,24 @@ def run_demo(options: DemoOptions, on_step: Callable[[DemoStep], None] | None = 
         report_dir,
         detect,
         replace(LocalizeConfig.quick_preset(**common), epochs=options.localize_epochs),
-        FidConfig(size=common["size"], real_split="all", features="inception", seed=options.seed),
+        FidConfig(size=options.size, real_split="all", features="inception", seed=options.seed),
         resolve_device(options.device),
         allow_download=False,
         progress=progress,
         controls=True,
-        fidelity=SegmenterConfig.quick_preset(size=common["size"], steps=options.segmenter_steps, seed=options.seed),
+        fidelity=SegmenterConfig.quick_preset(size=options.size, steps=options.segmenter_steps, seed=options.seed),
         curve=[options.small_k, None],
     )
     verdict = demo_verdict(bench)
+    report = report_dir / "report.md"
     if verdict is not None:
-        path = report_dir / "report.md"
-        path.write_text(f"**{verdict}**\n\n" + path.read_text())
+        report.write_text(f"**{verdict}**\n\n" + report.read_text())
     fidelity = {name: {"miou": s["miou"], "nodule_hit_rate": s["nodule_hits"]["rate"]} for name, s in bench["fidelity"]["scores"].items()}
     details = {
         "fid_available": bench["fid"]["available"], "conditions": bench["detect"]["conditions"], "fidelity": fidelity, "below_bar": verdict,
         "A": {"accuracy": bench["detect"]["summary"]["A"]["metrics"]["accuracy"]["mean"], "AP50": bench["localize"]["summary"]["A"]["metrics"]["AP50"]["mean"]},
     }
-    record("bench all --quick --controls --real-nodules", started, str(report_dir / "report.md"), details)
-    return steps
+    return report, details
 
 
 def demo_verdict(report: dict[str, Any]) -> str | None:

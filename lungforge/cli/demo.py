@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from lungforge.choices import Sampler
+from lungforge.cli.params import build_config
 from lungforge.cli.params import device as check_device
 from lungforge.cli.params import seed as check_seed
 
@@ -16,13 +18,14 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
+    ctx: typer.Context,
     out: Annotated[Optional[Path], typer.Option(help="Folder for every artefact (kept). Default: a temporary folder, deleted at the end unless --keep.")] = None,
     keep: Annotated[bool, typer.Option(help="Keep the temporary folder when --out is not given.")] = False,
     scans: Annotated[int, typer.Option(min=2, help="Phantom scans (spread over the 10 LUNA16 subsets = folds).")] = 20,
     size: Annotated[int, typer.Option(min=64, help="Phantom in-plane size in pixels (the store's resolution).")] = 128,
     nodules: Annotated[int, typer.Option(min=1, help="Synthetic nodule slices per generator.")] = 32,
     nodule_free: Annotated[int, typer.Option(min=0, help="Synthetic nodule-free slices per generator.")] = 32,
-    sampler: Annotated[str, typer.Option(help="SDM sampler: ddpm (robust with the tiny demo model), ddim or dpmpp.")] = "ddpm",
+    sampler: Annotated[Sampler, typer.Option(help="SDM sampler: ddpm (robust with the tiny demo model), ddim or dpmpp.")] = "ddpm",
     steps: Annotated[int, typer.Option(min=1, help="SDM sampling steps.")] = 10,
     sdm_weights: Annotated[str, typer.Option(help="SDM weights: registry name or path.")] = "demo-sdm-tiny",
     spade_weights: Annotated[str, typer.Option(help="SPADE weights: registry name or path.")] = "demo-spade-tiny",
@@ -53,15 +56,9 @@ def demo(
     from lungforge.cli.console import err_console, print_json, progress
     from lungforge.demo import DemoOptions, demo_summary, run_demo
 
-    if sampler not in ("ddpm", "ddim", "dpmpp"):
-        raise typer.BadParameter(f"must be ddpm, ddim or dpmpp, got {sampler!r}", param_hint="--sampler")
     temporary = out is None
     folder = Path(tempfile.mkdtemp(prefix="lungforge-demo-")) if out is None else out
-    options = DemoOptions(
-        out=folder, scans=scans, size=size, nodules=nodules, nodule_free=nodule_free, sampler=sampler, steps=steps,
-        sdm_weights=sdm_weights, spade_weights=spade_weights, inpaint_weights=inpaint_weights, segmenter_steps=segmenter_steps, seed=seed, device=device,
-        detect_epochs=detect_epochs, localize_epochs=localize_epochs, small_k=small_k,
-    )
+    options = build_config(DemoOptions, ctx.params, out=folder)
     try:
         with progress(transient=True) as bar:
             steps_done = run_demo(
