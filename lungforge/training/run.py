@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -188,6 +188,51 @@ def _open_run(kind: Kind, options: TrainOptions, preset: Preset, config: SDMConf
     return _RunInputs(store, slices, items, store_fingerprint, training_record(store), state, seed)
 
 
+@dataclass(frozen=True)
+class _Session:
+    """What every step of a run uses: the kind and its trainer, the inputs, the options, where it runs."""
+
+    kind: Kind
+    trainer: Trainer
+    run: _RunInputs
+    options: TrainOptions
+    info: DistInfo
+    device: torch.device
+    preset: Preset
+    config: SDMConfig | SPADEConfig
+
+    @property
+    def out(self) -> Path:
+        return Path(self.options.out)
+
+    @property
+    def global_batch(self) -> int:
+        """Images per step over all ranks."""
+        return self.options.batch_size * self.info.world_size
+
+
+@dataclass
+class _Timing:
+    """Losses and seconds of the steps run here; the first step (warm-up, compilation) counted apart."""
+
+    losses: list[float] = field(default_factory=list)
+    first_step_seconds: float | None = None
+    later_seconds: float = 0.0
+
+    def add(self, loss: float, seconds: float) -> None:
+        self.losses.append(loss)
+        if self.first_step_seconds is None:
+            self.first_step_seconds = seconds
+        else:
+            self.later_seconds += seconds
+
+    def images_per_s(self, global_batch: int) -> float:
+        """Throughput of the steps after the first, or of the first when it is the only one."""
+        if len(self.losses) > 1:
+            return (len(self.losses) - 1) * global_batch / self.later_seconds
+        return global_batch / self.first_step_seconds if self.first_step_seconds else 0.0
+
+
 def _fit(
     kind: Kind,
     factory: TrainerFactory,
@@ -210,89 +255,81 @@ def _fit(
             trainer.load_state_dict(run.state["trainer"])
             restore_rng_state(run.state["rng"])
             step, consumed = int(run.state["step"]), int(run.state["consumed"])
-        return _train(kind, trainer, run, options, on_step, info, device, preset, config, step, consumed)
+        session = _Session(kind, trainer, run, options, info, device, preset, config)
+        return _train(session, on_step, step, consumed)
 
 
-def _train(
-    kind: Kind,
-    trainer: Trainer,
-    run: _RunInputs,
-    options: TrainOptions,
-    on_step: Callable[[StepReport], None] | None,
-    info: DistInfo,
-    device: torch.device,
-    preset: Preset,
-    config: SDMConfig | SPADEConfig,
-    step: int,
-    consumed: int,
-) -> TrainResult:
+def _train(session: _Session, on_step: Callable[[StepReport], None] | None, step: int, consumed: int) -> TrainResult:
     """Run steps `step`..`options.steps` (logging, grids, checkpoints) and summarise them."""
-    out, seed = Path(options.out), run.seed
+    options, info = session.options, session.info
     start_step = step
-    global_batch = options.batch_size * info.world_size
-    spec = LoaderSpec(batch_size=options.batch_size, seed=seed, workers=capped_workers(options.workers), flip=options.flip)
-    if isinstance(run.items, InpaintWindows):
-        batches = window_batches(run.items, spec, consumed=consumed, rank=info.rank, world_size=info.world_size)
-    else:
-        batches = train_batches(run.slices, spec, consumed=consumed, rank=info.rank, world_size=info.world_size)
-    grid = _grid_inputs(run.items, options.grid_samples, seed)
-    metrics_path = _start_metrics(out, resumed=run.state is not None, step=step, info=info)
-
-    losses: list[float] = []
-    train_seconds = 0.0
-    first_step_seconds: float | None = None
+    batches = _batches(session, consumed)
+    grid = _grid_inputs(session.run.items, options.grid_samples, session.run.seed)
+    metrics_path = _start_metrics(session.out, resumed=session.run.state is not None, step=step, info=info)
+    timing = _Timing()
     last: dict[str, float] = {}
     with open(metrics_path, "a") if info.is_main else open(os.devnull, "w") as log:
         while step < options.steps:
-            batch = next(batches)
-            check_label_ids(batch["label"], batch["row"], options.data)
-            image = batch["image"].to(device, non_blocking=True)
-            label = batch["label"].to(device, non_blocking=True)
-            extra_inputs = {"context": batch["context"].to(device, non_blocking=True)} if "context" in batch else {}
-            started = time.perf_counter()
-            step_losses = trainer.train_step(image, label, step_generator(seed, info.rank, step, device), **extra_inputs)
-            last = {k: mean_across_ranks(v, info, device) for k, v in step_losses.items()}
-            seconds = time.perf_counter() - started
-            if first_step_seconds is None:
-                first_step_seconds = seconds
-            else:
-                train_seconds += seconds
+            last, seconds = _train_step(session, next(batches), step)
             step += 1
-            consumed += global_batch
-            losses.append(last["loss"])
-            rate = global_batch / max(seconds, 1e-9)
+            consumed += session.global_batch
+            timing.add(last["loss"], seconds)
+            rate = session.global_batch / max(seconds, 1e-9)
             log.write(json.dumps({"step": step, **last, "img_per_s": round(rate, 3)}) + "\n")
             log.flush()
             if on_step is not None and info.is_main:
                 on_step(StepReport(step=step, total=options.steps, loss=last["loss"], images_per_s=rate, losses=last))
-            if step % options.checkpoint_every == 0 or step == options.steps:
-                barrier(info)
-                if info.is_main:
-                    _save_run(kind, trainer, run, options, info, preset, config, step, consumed)
-                    _write_grid(out, trainer, grid, seed, step, device)
-                barrier(info)
-            elif options.sample_every and step % options.sample_every == 0:
-                if info.is_main:
-                    _write_grid(out, trainer, grid, seed, step, device)
-                barrier(info)
-
-    if step - start_step > 1:
-        images_per_s = (step - start_step - 1) * global_batch / train_seconds
-    else:
-        images_per_s = global_batch / first_step_seconds if first_step_seconds else 0.0
+            _save_when_due(session, grid, step, consumed)
     return TrainResult(
-        kind=kind,
-        preset=preset.name,
+        kind=session.kind,
+        preset=session.preset.name,
         steps=step,
         start_step=start_step,
         final_loss=last.get("loss", float("nan")),
-        images_per_s=images_per_s,
-        first_step_seconds=first_step_seconds or 0.0,
-        checkpoint=str(out),
-        device=str(device),
+        images_per_s=timing.images_per_s(session.global_batch),
+        first_step_seconds=timing.first_step_seconds or 0.0,
+        checkpoint=str(session.out),
+        device=str(session.device),
         world_size=info.world_size,
-        losses=losses,
+        losses=timing.losses,
     )
+
+
+def _batches(session: _Session, consumed: int) -> Iterator[dict[str, Tensor]]:
+    """This rank's endless batches from stream position `consumed` (whole slices or inpainting windows)."""
+    options, info, run = session.options, session.info, session.run
+    spec = LoaderSpec(batch_size=options.batch_size, seed=run.seed, workers=capped_workers(options.workers), flip=options.flip)
+    if isinstance(run.items, InpaintWindows):
+        return window_batches(run.items, spec, consumed=consumed, rank=info.rank, world_size=info.world_size)
+    return train_batches(run.slices, spec, consumed=consumed, rank=info.rank, world_size=info.world_size)
+
+
+def _train_step(session: _Session, batch: dict[str, Tensor], step: int) -> tuple[dict[str, float], float]:
+    """One optimiser step on `batch`: its losses (means over ranks) and its seconds."""
+    device, info = session.device, session.info
+    check_label_ids(batch["label"], batch["row"], session.options.data)
+    image = batch["image"].to(device, non_blocking=True)
+    label = batch["label"].to(device, non_blocking=True)
+    extra_inputs = {"context": batch["context"].to(device, non_blocking=True)} if "context" in batch else {}
+    started = time.perf_counter()
+    losses = session.trainer.train_step(image, label, step_generator(session.run.seed, info.rank, step, device), **extra_inputs)
+    mean = {k: mean_across_ranks(v, info, device) for k, v in losses.items()}
+    return mean, time.perf_counter() - started
+
+
+def _save_when_due(session: _Session, grid: dict[str, Tensor], step: int, consumed: int) -> None:
+    """After `step`: the checkpoint, resume state and a grid at checkpoint steps (and the last), a grid at sample steps."""
+    options, info = session.options, session.info
+    if step % options.checkpoint_every == 0 or step == options.steps:
+        barrier(info)
+        if info.is_main:
+            _save_run(session, step, consumed)
+            _write_grid(session, grid, step)
+        barrier(info)
+    elif options.sample_every and step % options.sample_every == 0:
+        if info.is_main:
+            _write_grid(session, grid, step)
+        barrier(info)
 
 
 def _start_metrics(out: Path, *, resumed: bool, step: int, info: DistInfo) -> Path:
@@ -308,33 +345,24 @@ def _start_metrics(out: Path, *, resumed: bool, step: int, info: DistInfo) -> Pa
     return metrics_path
 
 
-def _write_grid(out: Path, trainer: Trainer, grid: dict[str, Tensor], seed: int, step: int, device: torch.device) -> None:
-    """`samples/step_NNNNNNN.png`: the run's fixed grid label maps beside images sampled with `seed`."""
-    generator = torch.Generator(device=device).manual_seed(seed)
+def _write_grid(session: _Session, grid: dict[str, Tensor], step: int) -> None:
+    """`samples/step_NNNNNNN.png`: the run's fixed grid label maps beside images sampled with the run's seed."""
+    device = session.device
+    generator = torch.Generator(device=device).manual_seed(session.run.seed)
     extra = {"context": grid["context"].to(device)} if "context" in grid else {}
-    images = trainer.sample(grid["label"].to(device), generator, **extra)
-    save_grid(out / SAMPLES_DIR / f"step_{step:07d}.png", grid["label"], images)
+    images = session.trainer.sample(grid["label"].to(device), generator, **extra)
+    save_grid(session.out / SAMPLES_DIR / f"step_{step:07d}.png", grid["label"], images)
 
 
-def _save_run(
-    kind: Kind,
-    trainer: Trainer,
-    run: _RunInputs,
-    options: TrainOptions,
-    info: DistInfo,
-    preset: Preset,
-    config: SDMConfig | SPADEConfig,
-    step: int,
-    consumed: int,
-) -> None:
+def _save_run(session: _Session, step: int, consumed: int) -> None:
     """Write the checkpoint (`model.safetensors` + `config.json`) and `resume.pt` of `step`."""
-    out = Path(options.out)
-    extra = {"train": {**options.to_json(), "seed": run.seed, "world_size": info.world_size, **trainer.hyperparameters()}}
+    options, run, trainer, world_size = session.options, session.run, session.trainer, session.info.world_size
+    extra = {"train": {**options.to_json(), "seed": run.seed, "world_size": world_size, **trainer.hyperparameters()}}
     save_checkpoint(
-        out,
-        kind=kind,
-        preset=preset.name,
-        model_config=config,
+        session.out,
+        kind=session.kind,
+        preset=session.preset.name,
+        model_config=session.config,
         state_dict=trainer.checkpoint_weights(),
         step=step,
         store_fingerprint=run.store_fingerprint,
@@ -343,19 +371,19 @@ def _save_run(
         seen=run.seen,
     )
     save_training_state(
-        out / RESUME_FILE,
+        session.out / RESUME_FILE,
         {
             "format": STATE_FORMAT,
-            "kind": kind,
-            "preset": preset.name,
-            "model_config": config_to_dict(config),
+            "kind": session.kind,
+            "preset": session.preset.name,
+            "model_config": config_to_dict(session.config),
             "store_fingerprint": run.store_fingerprint,
             "seed": run.seed,
             "edit_margin_px": options.edit_margin_px,
             "step": step,
             "consumed": consumed,
             "batch_size": options.batch_size,
-            "world_size": info.world_size,
+            "world_size": world_size,
             "trainer": trainer.state_dict(),
             "rng": capture_rng_state(),
         },
