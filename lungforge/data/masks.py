@@ -249,6 +249,40 @@ def _between(mask: np.ndarray, axis: int) -> np.ndarray:
     return before & after
 
 
+def _track_trachea(
+    comps: np.ndarray, order: range, cz: np.ndarray, cx: np.ndarray, mid_x: np.ndarray, big: np.ndarray, candidate: np.ndarray
+) -> np.ndarray:
+    """(n,) bool: the 2-D components of `comps` (Z, Y, X; ids 1..n) that form the trachea.
+
+    Slices are visited in `order` (superior first). In the first slice with `big` components the
+    `candidate` nearest the body midline `mid_x[z]` starts it; each next slice takes the
+    candidate that overlaps it most, until a slice has none (or no big component).
+    `cz` and `cx` are each component's first slice and mean column.
+    """
+    n = cz.size
+    trachea = np.zeros(n, dtype=bool)
+    previous: np.ndarray | None = None
+    for z in order:
+        in_slice = np.flatnonzero((cz == z) & big)
+        if in_slice.size == 0:
+            if previous is not None:
+                break
+            continue
+        options = in_slice[candidate[in_slice]]
+        if previous is not None:
+            overlap = np.bincount(comps[z][previous], minlength=n + 1)[options + 1] if options.size else np.zeros(0)
+            if not overlap.any():
+                break
+            chosen = options[np.argmax(overlap)]
+        elif options.size:
+            chosen = options[np.argmin(np.abs(cx[options] - mid_x[z]))]
+        else:
+            break
+        trachea[chosen] = True
+        previous = comps[z] == chosen + 1
+    return trachea
+
+
 def auto_lung_labels(
     hu: np.ndarray,
     body: np.ndarray,
@@ -291,27 +325,8 @@ def auto_lung_labels(
         mid_x = np.nan_to_num(np.nanmean(cols, axis=1), nan=hu.shape[2] / 2)
     big = (areas >= min_area_mm2) & inside
     candidate = big & (areas <= trachea_max_area_mm2) & (np.abs(cx - mid_x[cz]) < 0.12 * hu.shape[2])
-    trachea = np.zeros(n, dtype=bool)
     order = range(hu.shape[0] - 1, -1, -1) if superior_is_high_z else range(hu.shape[0])
-    previous: np.ndarray | None = None
-    for z in order:
-        in_slice = np.flatnonzero((cz == z) & big)
-        if in_slice.size == 0:
-            if previous is not None:
-                break
-            continue
-        options = in_slice[candidate[in_slice]]
-        if previous is not None:
-            overlap = np.bincount(comps[z][previous], minlength=n + 1)[options + 1] if options.size else np.zeros(0)
-            if not overlap.any():
-                break
-            chosen = options[np.argmax(overlap)]
-        elif options.size:
-            chosen = options[np.argmin(np.abs(cx[options] - mid_x[z]))]
-        else:
-            break
-        trachea[chosen] = True
-        previous = comps[z] == chosen + 1
+    trachea = _track_trachea(comps, order, cz, cx, mid_x, big, candidate)
     lungs = big & ~trachea
     left = lungs & ((cx > mid_x[cz]) == left_is_high_x)
     lut = np.zeros(n + 1, dtype=np.uint8)
