@@ -1,8 +1,8 @@
-"""The choice types of lungforge's options, in one place, with no heavy imports.
+"""The choice types and shared bounds of lungforge's options, in one place, with no heavy imports.
 
-Configs check their fields against these in `__post_init__` (:func:`check_choice`), and the CLI
-annotates its options with the same `Literal` types, so click checks them and `--help` lists
-them (``<all|test>``).
+Configs check their fields against these in `__post_init__` (:func:`check_choice`,
+:func:`check_range`), and the CLI annotates its options with the same `Literal` types, so click
+checks them and `--help` lists them (``<all|test>``).
 """
 
 from __future__ import annotations
@@ -10,6 +10,10 @@ from __future__ import annotations
 from typing import Any, Literal, get_args
 
 from lungforge.errors import ConfigError
+
+MAX_SIZE_PX = 2048
+"""Largest slice side (pixels) lungforge makes or resizes slices to: 4× LUNA16's 512 px. One
+float32 slice is then 16 MB, so batches of such slices stay in memory."""
 
 RealSplit = Literal["all", "test"]
 """Real patients a cross-validation runs over: every patient (the paper), or the test split only."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from lungforge.augment.layout import LayoutRequest, NoduleShape, Placement
-from lungforge.data.resize import MAX_SIZE_PX
+from lungforge.choices import MAX_SIZE_PX
 from lungforge.data.store import MAX_SLICES, SHARD
 from lungforge.diffusion.samplers import SAMPLERS, Sampler
 from lungforge.device import PRECISIONS, Precision

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from lungforge.choices import Lungs, NoduleSlices
+from lungforge.choices import MAX_SIZE_PX, Lungs, NoduleSlices
 
 from lungforge.cli.params import build_config, finite, usage_errors
 from lungforge.cli.params import seed as check_seed
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
 def phantom(
     out: Annotated[Path, typer.Argument(help="Directory to write the synthetic LUNA16-format dataset into.")],
     scans: Annotated[int, typer.Option(min=1, help="Number of scans (spread over subset0..subset9).")] = 10,
-    size: Annotated[int, typer.Option(min=32, help="In-plane size in pixels (LUNA16 is 512; 128 for fast tests).")] = 512,
+    size: Annotated[int, typer.Option(min=32, max=MAX_SIZE_PX, help="In-plane size in pixels (LUNA16 is 512; 128 for fast tests).")] = 512,
     seed: Annotated[int, typer.Option(callback=check_seed, help="Random seed; the same seed gives byte-identical files.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it already holds a phantom dataset.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,

@@ -30,7 +30,8 @@ import numpy as np
 from lungforge.data.luna16 import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, SEG_DIR, index_to_world
 from lungforge.data.phantom_anatomy import render_scan
 from lungforge.data.phantom_geometry import PhantomGeometry, sample_geometry
-from lungforge.errors import LungforgeError
+from lungforge.choices import MAX_SIZE_PX
+from lungforge.errors import ConfigError, LungforgeError
 from lungforge.seeds import check_seed
 
 UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
@@ -45,9 +46,9 @@ def make_phantom(out: Path, *, scans: int = 10, size: int = 512, seed: int = 0, 
     subsets, size, seed, series (uids), flipped (uids stored with a non-identity direction).
     """
     if scans < 1:
-        raise LungforgeError(f"scans must be >= 1, got {scans}")
-    if size < 32:
-        raise LungforgeError(f"size must be >= 32 pixels, got {size}")
+        raise ConfigError("scans", f"scans must be >= 1, got {scans}")
+    if not 32 <= size <= MAX_SIZE_PX:
+        raise ConfigError("size", f"size must be 32..{MAX_SIZE_PX} pixels, got {size}")
     check_seed(seed)
     out = Path(out)
     _prepare_out(out, overwrite)

@@ -14,9 +14,6 @@ import torch
 import torch.nn.functional as F
 
 LABEL_MODE = "nearest-exact"
-MAX_SIZE_PX = 2048
-"""Largest side (pixels) lungforge resizes slices to: 4× LUNA16's 512 px. One float32 slice is
-then 16 MB, so batches of resized slices stay in memory."""
 
 
 def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:

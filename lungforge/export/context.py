@@ -7,9 +7,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lungforge.data.resize import MAX_SIZE_PX
 from lungforge.data.store import Store
-from lungforge.choices import ExportFormat, ExportSplit, check_choice
+from lungforge.choices import MAX_SIZE_PX, ExportFormat, ExportSplit, check_choice
 from lungforge.errors import ConfigError
 
 MARKER = "lungforge-export.json"

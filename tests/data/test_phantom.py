@@ -173,7 +173,7 @@ def test_refuses_non_empty_out_unless_overwrite(tmp_path: Path) -> None:
 def test_rejects_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(LungforgeError, match="scans must be >= 1, got 0"):
         make_phantom(tmp_path / "a", scans=0)
-    with pytest.raises(LungforgeError, match="size must be >= 32 pixels, got 16"):
+    with pytest.raises(LungforgeError, match=r"size must be 32\.\.2048 pixels, got 16"):
         make_phantom(tmp_path / "a", size=16)
 
 

@@ -1,6 +1,7 @@
 """Issue 19, items 13 and 14: out-of-range options refused before anything is made, one-line errors
 for a truncated `zarr.json`, a full disk during export and `view --out DIR`, `prepare --workers`
-capped at what can be used. Each test failed before the fix."""
+capped at what can be used; issue 20: `phantom --size` bounded, `train --workers` capped. Each
+test failed before the fix."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from lungforge.bench.scoring.fid import FidConfig
 from lungforge.bench.protocol.localize import LocalizeConfig
 from lungforge.bench.scoring.segmenter import SegmenterConfig
 from lungforge.data.phantom import make_phantom
-from lungforge.cpus import available_cpus
+from lungforge import cpus
+from lungforge.cpus import available_cpus, capped_workers
 from lungforge.data.prepare import PrepareOptions, planned_workers, prepare
 from lungforge.data.store import MAX_SLICES, create_store, open_store
-from lungforge.errors import OutputError, SchemaError
+from lungforge.errors import ConfigError, OutputError, SchemaError
 from lungforge.export import ExportOptions, export_store
 from lungforge.seeds import SEED_MAX, check_seed
+from lungforge.training import run as training_run
 from lungforge.view import MAX_SHEET_PX, ViewOptions, parse_index, sheet_capacity, sheet_pixels, write_view
 
 
@@ -111,6 +114,15 @@ def test_export_options_bound_size() -> None:
     ExportOptions(format="png", size=2048)
     with pytest.raises(ValueError, match=r"size must be 8\.\.2048 px, got 60000"):
         ExportOptions(format="png", size=60000)
+
+
+def test_phantom_size_bounded_by_the_api_and_the_cli(cli, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^size must be 32\.\.2048 pixels, got 60000$") as caught:
+        make_phantom(tmp_path / "api", scans=1, size=60000)
+    assert caught.value.field == "size"
+    result = cli("phantom", tmp_path / "cli", "--size", "2049")
+    assert result.code == 2 and "--size" in result.stderr and "2048" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_create_store_refuses_more_than_a_store_holds(tmp_path: Path) -> None:
@@ -218,3 +230,26 @@ def test_prepare_cli_notes_the_cap(cli, luna, tmp_path: Path) -> None:
     assert result.code == 0
     cap = min(available_cpus(), 2)
     assert f"note: --workers 64: using {cap} (one per CPU and per scan; {available_cpus()} CPUs)" in result.stderr
+
+
+# -- train --workers --------------------------------------------------------------------------------
+def test_dataloader_workers_capped_at_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpus, "available_cpus", lambda: 3)
+    assert [capped_workers(n) for n in (0, 2, 3, 64)] == [0, 2, 3, 3]
+
+
+def test_train_runs_capped_workers_and_notes_it(cli, stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpus, "available_cpus", lambda: 1)
+    workers: list[int] = []
+    batches = training_run.train_batches
+
+    def spy(slices, spec, **kwargs):
+        workers.append(spec.workers)
+        return batches(slices, spec, **kwargs)
+
+    monkeypatch.setattr(training_run, "train_batches", spy)
+    result = cli("train", "spade", "--data", stores["real"], "--out", tmp_path / "run", "--steps", "1", "--batch-size", "1",
+                 "--grid-samples", "1", "--workers", "64", "--device", "cpu")
+    assert result.code == 0, result.stderr
+    assert "note: --workers 64: using 1 (one per CPU; 1 CPUs)" in result.stderr
+    assert workers == [1]
