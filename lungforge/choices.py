@@ -11,6 +11,10 @@ from typing import Any, Literal, get_args
 
 from lungforge.errors import ConfigError
 
+MAX_SIZE_PX = 2048
+"""Largest working resolution (pixels) an option may ask for: 4× LUNA16's 512 px, the cap of
+:mod:`lungforge.data.resize` (here too, so the CLI can bound `--size` without importing torch)."""
+
 RealSplit = Literal["all", "test"]
 """Real patients a cross-validation runs over: every patient (the paper), or the test split only."""
 FidSplit = Literal["all", "train", "test"]
