@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from pathlib import Path
 from typing import Any, Callable, Protocol, TypeVar
 
@@ -198,7 +199,8 @@ def fold_runner(
     """The runner of one task: for (fold, condition) it keeps the real items of the other folds
     that the fold's :class:`FoldTraining` keeps, adds the condition's synthetic items that may
     join, sizes the optimiser steps from A (:func:`reference_steps`, or the curve's one
-    :func:`curve_steps` budget with `config.fixed_budget`) and calls `train_and_test`."""
+    :func:`curve_steps` budget with `config.fixed_budget`), calls `train_and_test` and adds its
+    wall time (`seconds`) and the real nodule slices kept to the row."""
     leaks = {name: leak_groups(store, real, groups) for name, store in synthetic.items()}
     full = [int((real_set.group != f).sum()) for f in range(config.folds)]
     fixed = curve_steps(full, config.epochs, config.batch_size) if config.fixed_budget else None
@@ -211,7 +213,9 @@ def fold_runner(
             items = synthetic_sets[condition]
             train.append(items.select(rule.joins[condition][items.slice]))
         steps = fixed or reference_steps(len(reference), config.epochs, config.batch_size)
-        return {**train_and_test(fold, train, steps), "real_nodule_slices": rule.real_nodule_slices}
+        started = time.perf_counter()
+        row = train_and_test(fold, train, steps)
+        return {**row, "seconds": round(time.perf_counter() - started, 3), "real_nodule_slices": rule.real_nodule_slices}
 
     return runner
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,9 +277,8 @@ def run_fold(
 ) -> FoldRow:
     """Train a copy of `initial` on `train` for `steps` optimiser steps, evaluate: AP/AR on the
     `test` nodule slices, FROC sensitivities and CPM (:mod:`lungforge.bench.scoring.froc`) on them plus
-    the fold's nodule-free slices `free_test` (F, S, S) uint8; sizes, steps taken, seconds and a
+    the fold's nodule-free slices `free_test` (F, S, S) uint8; sizes, steps taken and a
     few example predictions."""
-    start = time.perf_counter()
     model, taken = train_detector(copy.deepcopy(initial), train, config, device, steps)
     preds = predict(model, test.images, device)
     metrics = detection_metrics(preds, make_targets(test.boxes, torch.device("cpu")))
@@ -306,17 +304,11 @@ def run_fold(
         "test_slices": int(test.images.shape[0]),
         "test_nodules": int(sum(b.shape[0] for b in test.boxes)),
         "examples": examples,
-        "seconds": round(time.perf_counter() - start, 3),
     }
 
 
 def run_localize(
-    real: Store,
-    synthetic: dict[str, Store],
-    config: LocalizeConfig,
-    device: torch.device,
-    out: Path | None = None,
-    progress: Any = None,
+    real: Store, synthetic: dict[str, Store], config: LocalizeConfig, device: torch.device, out: Path | None = None, progress: Any = None
 ) -> TaskResult:
     """Run every (fold, condition) of the localization benchmark; finished folds in `out` are reused."""
 
