@@ -234,7 +234,7 @@ def cross_validate(
     A generator condition whose weights saw a test-fold patient is refused first
     (:func:`~lungforge.bench.protocol.leakage.check_leakage`) unless the config allows it.
     `make_runner(groups)` receives the fold group of every real slice (−1 outside the
-    benchmark) and loads its data once (usually through :func:`fold_runner`).
+    benchmark), loads its data once and builds the runner with :func:`fold_runner`.
     """
     groups = real_groups(real, config.folds, config.real_split)  # type: ignore[arg-type]
     leakage = check_leakage(real, synthetic, groups, config.allow_generator_leakage)
