@@ -37,6 +37,7 @@ from lungforge.bench.protocol.crossval import parse_real_nodules
 from lungforge.bench.protocol.curves import curve_figure, learning_curve
 from lungforge.bench.protocol.detect import DetectConfig, run_detect
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
+from lungforge.bench.protocol.results import TaskResult
 from lungforge.bench.scoring.stats import compare, mean_std
 from lungforge.data.phantom import make_phantom
 from lungforge.data.prepare import PrepareOptions, prepare
@@ -78,10 +79,9 @@ class FoldLog:
         print(f"{self.name} {self.done}/{self.total} {self.status} ({cpu_seconds():.0f} s CPU)", file=sys.stderr, flush=True)
 
 
-def table(result: dict[str, Any], metric: str = "accuracy") -> dict[str, Any]:
+def table(result: TaskResult, metric: str = "accuracy") -> dict[str, Any]:
     """Per condition: mean ± std of `metric` and the paired comparison against A; paste vs mislabeled."""
-    folds = result["folds"]
-    values = {c: [f[metric] for f in folds[c]] for c in result["conditions"]}
+    values = {c: result.values(c, metric) for c in result.conditions}
     rows = {c: {**mean_std(v), "vs_A": None if c == "A" else compare(v, values["A"])} for c, v in values.items()}
     controls = compare(values["paste"], values["mislabeled"]) if {"paste", "mislabeled"} <= set(values) else None
     return {"metric": metric, "rows": rows, "paste_vs_mislabeled": controls, "per_fold": values}
@@ -122,9 +122,9 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         return {
             "config": {**vars(args), "out": str(args.out) if args.out else None},
             "data": {"real_slices": summary.slices, "real_nodule_slices": summary.nodule_slices, "patients": summary.series},
-            "optimizer_steps": curve["optimizer_steps"],
-            "generator_nodules": curve["generator_nodules"],
-            "curve": {point: table(result) for point, result in curve["results"].items()},
+            "optimizer_steps": curve.optimizer_steps,
+            "generator_nodules": curve.generator_nodules,
+            "curve": {point: table(result) for point, result in curve.results.items()},
             "seconds": clock.stages,
             "total": {k: round(sum(s[k] for s in clock.stages.values()), 1) for k in ("wall_s", "cpu_s")},
             "threads": torch.get_num_threads(),
@@ -133,8 +133,8 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return {
         "config": {**vars(args), "out": str(args.out) if args.out else None},
         "data": {"real_slices": summary.slices, "real_nodule_slices": summary.nodule_slices, "patients": summary.series},
-        "optimizer_steps": {c: [f["optimizer_steps"] for f in result["folds"][c]] for c in result["conditions"]},
-        "train_patches": {c: [f["train_patches"] for f in result["folds"][c]] for c in result["conditions"]},
+        "optimizer_steps": {c: result.values(c, "optimizer_steps") for c in result.conditions},
+        "train_patches": {c: result.values(c, "train_patches") for c in result.conditions},
         "detect": table(result),
         "seconds": clock.stages,
         "total": {k: round(sum(s[k] for s in clock.stages.values()), 1) for k in ("wall_s", "cpu_s")},

@@ -32,6 +32,7 @@ from lungforge.seeds import check_seed
 
 if TYPE_CHECKING:
     from lungforge.bench.protocol.inputs import SyntheticSpec
+    from lungforge.bench.reporting.bench_report import BenchReport, TaskReport
 
 StepResult = tuple[Path, dict[str, Any]]
 """What a step produced (a path) and its details."""
@@ -186,19 +187,28 @@ def _bench(real: Path, synthetic: list[SyntheticSpec], report_dir: Path, options
     report = report_dir / "report.md"
     if verdict is not None:
         report.write_text(f"**{verdict}**\n\n" + report.read_text())
-    fidelity = {name: {"miou": s["miou"], "nodule_hit_rate": s["nodule_hits"]["rate"]} for name, s in bench["fidelity"]["scores"].items()}
+    scores = bench.fidelity.scores if bench.fidelity is not None else {}
+    fidelity = {name: {"miou": s["miou"], "nodule_hit_rate": s["nodule_hits"]["rate"]} for name, s in scores.items()}
     details = {
-        "fid_available": bench["fid"]["available"], "conditions": bench["detect"]["conditions"], "fidelity": fidelity, "below_bar": verdict,
-        "A": {"accuracy": bench["detect"]["summary"]["A"]["metrics"]["accuracy"]["mean"], "AP50": bench["localize"]["summary"]["A"]["metrics"]["AP50"]["mean"]},
+        "fid_available": bench.fid.available, "conditions": list(bench.detect.result.conditions), "fidelity": fidelity, "below_bar": verdict,
+        "A": {"accuracy": _reference_mean(bench.detect, "accuracy"), "AP50": _reference_mean(bench.localize, "AP50")},
     }
     return report, details
 
 
-def demo_verdict(report: dict[str, Any]) -> str | None:
+def _reference_mean(task: TaskReport, metric: str) -> float | None:
+    """Condition A's mean `metric` over folds (None when undefined)."""
+    from lungforge.bench.protocol.inputs import REFERENCE
+    from lungforge.bench.protocol.results import json_safe
+
+    return json_safe(task.summary[REFERENCE]["metrics"][metric]["mean"])
+
+
+def demo_verdict(report: BenchReport) -> str | None:
     """None when the demo meets its bar (A's detection accuracy above 0.5 and A's AP50 above 0,
     all real nodules); else the sentence the report opens with."""
-    accuracy = report["detect"]["summary"]["A"]["metrics"]["accuracy"]["mean"]
-    ap50 = report["localize"]["summary"]["A"]["metrics"]["AP50"]["mean"]
+    accuracy = _reference_mean(report.detect, "accuracy")
+    ap50 = _reference_mean(report.localize, "AP50")
     misses = []
     if accuracy is None or accuracy <= 0.5:
         misses.append(f"detection A is at chance ({'n/a' if accuracy is None else f'{100 * accuracy:.1f} %'})")

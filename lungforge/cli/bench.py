@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
-from rich.markup import escape
 
-from lungforge.choices import Backbone, Features, FidSplit, RealSplit, Selection
+from lungforge.choices import MAX_SIZE_PX, Backbone, Features, FidSplit, RealSplit, Selection
 from lungforge.cli.params import DeviceOpt, finite
 from lungforge.cli.params import seed as check_seed
 
@@ -24,7 +24,7 @@ SyntheticOpt = Annotated[
     Optional[list[str]],
     typer.Option("--synthetic", help="NAME=STORE synthetic store made from --real's label maps; one condition each (e.g. B=spade.zarr C=sdm.zarr)."),
 ]
-SizeOpt = Annotated[int, typer.Option(min=32, help="Working resolution in pixels for every condition (and FID); images bilinear antialiased, labels nearest, boxes scaled.")]
+SizeOpt = Annotated[int, typer.Option(min=32, max=MAX_SIZE_PX, help="Working resolution in pixels for every condition (and FID); images bilinear antialiased, labels nearest, boxes scaled.")]
 FoldsOpt = Annotated[int, typer.Option(min=2, max=10, help="Cross-validation folds; < 10 merges the official LUNA16 folds as fold mod K.")]
 SplitOpt = Annotated[RealSplit, typer.Option(help="Real patients in the CV: 'all' (the paper) or 'test' (patients the generator never saw).")]
 SeedOpt = Annotated[int, typer.Option(callback=check_seed, help="Seed of patch sampling, model initialisation and batch order (same for every condition).")]
@@ -80,22 +80,6 @@ def _points(text: Optional[str]) -> list[int | None] | None:
         raise typer.BadParameter(str(exc), param_hint="--real-nodules") from None
 
 
-def _print_curve(curve: dict, metric: str, task: str) -> None:
-    from lungforge.bench.protocol.curves import curve_markdown
-    from lungforge.cli.console import err_console
-
-    err_console.print("\n".join(curve_markdown(curve, metric, task)), highlight=False, soft_wrap=True, markup=False)
-
-
-def _print_leakage(result: dict) -> None:
-    from lungforge.bench.protocol.leakage import leakage_warning
-    from lungforge.cli.console import err_console
-
-    warning = leakage_warning(result.get("leakage", {}))
-    if warning:
-        err_console.print(f"[yellow]{escape(warning)}[/yellow]", highlight=False, soft_wrap=True)
-
-
 def _parse_specs(synthetic: Optional[list[str]]):
     """The `--synthetic NAME=STORE` arguments; a malformed one is a usage error (exit 2)."""
     from lungforge.bench.protocol.inputs import parse_synthetic
@@ -115,21 +99,27 @@ def _open(real: Path, synthetic: Optional[list[str]], need_nodules: bool = True)
     return real_store, {s.name: open_synthetic(s.path, real_store, need_nodules=need_nodules) for s in specs}, specs
 
 
-def _print_summary(title: str, result: dict, metrics: tuple[str, ...], test_metric: str) -> None:
-    from rich.table import Table
+TASK_OPTIONS = {
+    "first": dict(real=(RealOpt, inspect.Parameter.empty), synthetic=(SyntheticOpt, None), folds=(FoldsOpt, 10),
+                  real_split=(SplitOpt, "all"), size=(SizeOpt, 256)),
+    "last": dict(select=(SelectOpt, "first-draw"), real_nodules=(RealNodulesOpt, None), allow_generator_leakage=(LeakageOpt, False),
+                 out=(OutOpt, None), quick=(QuickOpt, False), device=(DeviceOpt, "auto"), seed=(SeedOpt, 0), json_out=(JsonOpt, False)),
+}
+"""The options `bench detect` and `bench localize` share: (annotation, default) by name, listed
+before and after each task's own options."""
 
-    from lungforge.bench.scoring.stats import summarize
-    from lungforge.cli.console import err_console
 
-    from lungforge.bench.reporting.report import COMPARISON_HEADERS, comparison_cells, json_safe
+def task_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command(own options..., **shared)` the :data:`TASK_OPTIONS` around its own in the
+    signature typer reads (so `--help` lists them in that order); typer passes them in `**shared`."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
 
-    summary = json_safe(summarize(result, metrics, test_metric))
-    table = Table("condition", *metrics, *(f"{h} ({test_metric})" for h in COMPARISON_HEADERS), title=title)
-    for condition, row in summary.items():
-        stats = [row["metrics"][m] for m in metrics]
-        cells = ["n/a" if v["mean"] is None else f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}" for v in stats]
-        table.add_row(condition, *cells, *comparison_cells(row["comparison"]))
-    err_console.print(table)
+    def shared(group: str) -> list[inspect.Parameter]:
+        return [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, (a, d) in TASK_OPTIONS[group].items()]
+
+    keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    command.__signature__ = inspect.Signature([*shared("first"), *keyword, *shared("last")])  # type: ignore[attr-defined]
+    return command
 
 
 def _run_task(task, run, config_cls, metric, metrics, *, real, synthetic, real_nodules, out, quick, device, json_out, **options) -> None:
@@ -138,7 +128,7 @@ def _run_task(task, run, config_cls, metric, metrics, *, real, synthetic, real_n
     figure there."""
     from lungforge.bench.protocol.curves import curve_figure, learning_curve
     from lungforge.bench.protocol.detect import QUICK_LABEL
-    from lungforge.bench.reporting.report import json_safe
+    from lungforge.cli.bench_print import print_curve, print_leakage, print_summary
     from lungforge.cli.console import err_console, print_json, progress
     from lungforge.device import resolve_device
 
@@ -151,17 +141,16 @@ def _run_task(task, run, config_cls, metric, metrics, *, real, synthetic, real_n
             result = run(real_store, stores, config, device, out, bar)
         else:
             result = learning_curve(run, real_store, stores, config, points, device, out, bar)
-    first = result if points is None else next(iter(result["results"].values()))
-    _print_leakage(first)
+    print_leakage(result.leakage)
     if points is not None and out is not None:
         figure = curve_figure(result, metric, Path(out) / f"{task}_curve.png", f"{task}: {metric} against K")
         err_console.print(f"wrote {figure}", highlight=False)
     if json_out:
-        print_json(json_safe(result))
+        print_json(result.to_dict())
     elif points is None:
-        _print_summary(task, result, metrics, metric)
+        print_summary(task, result, metrics, metric)
     else:
-        _print_curve(result, metric, task)
+        print_curve(result, metric, task)
     if quick:
         err_console.print(f"[yellow]{QUICK_LABEL}[/yellow]")
 
@@ -173,7 +162,7 @@ def fid(
     real_split: Annotated[FidSplit, typer.Option(help="Real slices to compare with: all, train or test patients.")] = "all",
     inception_weights: Annotated[Optional[Path], typer.Option(help="Local pt_inception-2015-12-05-6726825d.pth (else the torch hub cache, else a download).")] = None,
     features: Annotated[Features, typer.Option(help="'inception' (FID) or 'random' (tests only; not comparable).")] = "inception",
-    size: Annotated[int, typer.Option(min=32, help="Working resolution in pixels: every store (real and synthetic) is resized to it, antialiased, before the network.")] = 256,
+    size: Annotated[int, typer.Option(min=32, max=MAX_SIZE_PX, help="Working resolution in pixels: every store (real and synthetic) is resized to it, antialiased, before the network.")] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 50,
     select: SelectOpt = "first-draw",
     device: DeviceOpt = "auto",
@@ -181,10 +170,10 @@ def fid(
     json_out: JsonOpt = False,
 ) -> None:
     """Fréchet Inception Distance of synthetic vs real slices: nodule, nodule-free and all slices."""
-    from lungforge.device import resolve_device
     from lungforge.bench.scoring.fid import FidConfig, compute_fid, make_extractor
-    from lungforge.bench.reporting.report import json_safe
-    from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.cli.bench_print import print_fid, print_fid_warnings
+    from lungforge.cli.console import print_json, progress
+    from lungforge.device import resolve_device
 
     named = [s if "=" in s else f"{Path(s).stem}={s}" for s in synthetic]
     real_store, stores, _ = _open(real, named, need_nodules=False)
@@ -193,37 +182,21 @@ def fid(
     extractor, dims = make_extractor(config, inception_weights, dev)
     with progress(transient=True) as bar:
         result = compute_fid(real_store, stores, config, extractor, dims, dev, bar)
-    for warning in result["warnings"]:
-        err_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+    print_fid_warnings(result.warnings)
     if json_out:
-        print_json(json_safe(result))
-        return
-    if not result["comparable"]:
-        err_console.print("[yellow]random features: NOT comparable to published FID[/yellow]")
-    for name, scores in result["scores"].items():
-        cells = ", ".join(f"{k} {v['fid']:.2f}" if v["fid"] is not None else f"{k} n/a" for k, v in scores.items())
-        err_console.print(f"FID {name} at {result['size']}×{result['size']} px: {cells}")
+        print_json(result.to_dict())
+    else:
+        print_fid(result)
 
 
 @bench_app.command("detect")
+@task_options
 def detect(
-    real: RealOpt,
-    synthetic: SyntheticOpt = None,
-    folds: FoldsOpt = 10,
-    real_split: SplitOpt = "all",
-    size: SizeOpt = 256,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs per fold and condition.")] = 30,
     batch_size: Annotated[int, typer.Option(min=2, help="Patches per step.")] = 64,
     depth: Annotated[int, typer.Option(min=8, help="SE-ResNet depth 6n+2 (8, 14, 20, 32, 56, 110).")] = 20,
     patch: PatchOpt = 32,
-    select: SelectOpt = "first-draw",
-    real_nodules: RealNodulesOpt = None,
-    allow_generator_leakage: LeakageOpt = False,
-    out: OutOpt = None,
-    quick: QuickOpt = False,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
-    json_out: JsonOpt = False,
+    **shared: Any,
 ) -> None:
     """Nodule / non-nodule classification of 32×32 patches with an SE-ResNet (paper Table 1-I).
 
@@ -231,34 +204,19 @@ def detect(
     from lungforge.bench.protocol.detect import DetectConfig, run_detect
     from lungforge.bench.scoring.metrics import DETECT_METRICS
 
-    _run_task(
-        "detect", run_detect, DetectConfig, "accuracy", (*DETECT_METRICS, "auroc"),
-        real=real, synthetic=synthetic, real_nodules=real_nodules, out=out, quick=quick, device=device, json_out=json_out,
-        size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, depth=depth, patch=patch, select=select,
-        seed=seed, allow_generator_leakage=allow_generator_leakage,
-    )
+    own = dict(epochs=epochs, batch_size=batch_size, depth=depth, patch=patch)
+    _run_task("detect", run_detect, DetectConfig, "accuracy", (*DETECT_METRICS, "auroc"), **own, **shared)
 
 
 @bench_app.command("localize")
+@task_options
 def localize(
-    real: RealOpt,
-    synthetic: SyntheticOpt = None,
-    folds: FoldsOpt = 10,
-    real_split: SplitOpt = "all",
-    size: SizeOpt = 256,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs per fold and condition.")] = 20,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per step.")] = 4,
     backbone: Annotated[Backbone, typer.Option(help="resnet50 (the paper's Faster R-CNN) or resnet18 (lighter), both FPN.")] = "resnet50",
     backbone_weights: Annotated[Optional[Path], typer.Option(help="Local torchvision ResNet state dict for the backbone (default: random init).")] = None,
     nodule_free_ratio: Annotated[float, typer.Option(min=0.0, callback=finite, help="Nodule-free slices added as negatives, per nodule slice.")] = 0.0,
-    select: SelectOpt = "first-draw",
-    real_nodules: RealNodulesOpt = None,
-    allow_generator_leakage: LeakageOpt = False,
-    out: OutOpt = None,
-    quick: QuickOpt = False,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
-    json_out: JsonOpt = False,
+    **shared: Any,
 ) -> None:
     """Nodule bounding boxes on whole slices with Faster R-CNN: AP50/60, AR50/60/70 (paper Table 1-II).
 
@@ -267,13 +225,9 @@ def localize(
     from lungforge.bench.scoring.froc import CPM
     from lungforge.bench.scoring.metrics import LOCALIZE_METRICS
 
-    _run_task(
-        "localize", run_localize, LocalizeConfig, "AP50", (*LOCALIZE_METRICS, CPM),
-        real=real, synthetic=synthetic, real_nodules=real_nodules, out=out, quick=quick, device=device, json_out=json_out,
-        size=size, folds=folds, real_split=real_split, epochs=epochs, batch_size=batch_size, backbone=backbone,
-        backbone_weights=str(backbone_weights) if backbone_weights else None, nodule_free_ratio=nodule_free_ratio, select=select,
-        seed=seed, allow_generator_leakage=allow_generator_leakage,
-    )
+    own = dict(epochs=epochs, batch_size=batch_size, backbone=backbone, nodule_free_ratio=nodule_free_ratio,
+               backbone_weights=str(backbone_weights) if backbone_weights else None)
+    _run_task("localize", run_localize, LocalizeConfig, "AP50", (*LOCALIZE_METRICS, CPM), **own, **shared)
 
 
 @bench_app.command("all")
@@ -307,11 +261,12 @@ def all_(
 ) -> None:
     """FID, label fidelity, detection and localization on the same stores; writes report.md / report.json / PNG figures."""
     from lungforge.bench.protocol.detect import DetectConfig
-    from lungforge.device import resolve_device
-    from lungforge.bench.scoring.fid import FidConfig
     from lungforge.bench.protocol.localize import LocalizeConfig
     from lungforge.bench.reporting.report import run_all
-    from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.bench.scoring.fid import FidConfig
+    from lungforge.cli.bench_print import print_report, print_report_warnings
+    from lungforge.cli.console import print_json, progress
+    from lungforge.device import resolve_device
 
     specs = _parse_specs(synthetic)
     if not specs and not controls:
@@ -327,39 +282,24 @@ def all_(
             real, specs, out, detect_cfg, localize_cfg, fid_cfg, resolve_device(device), inception_weights, progress=bar,
             controls=controls, fidelity=fidelity_cfg, curve=points,
         )
-    if not report["fid"]["available"]:
-        err_console.print(f"[yellow]FID unavailable:[/yellow] {escape(report['fid']['reason'])}", highlight=False, soft_wrap=True)
-    for warning in report["fid"].get("warnings", []):
-        err_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
-    if report.get("warning"):
-        err_console.print(f"[yellow]{escape(report['warning'])}[/yellow]", highlight=False, soft_wrap=True)
+    print_report_warnings(report)
     if json_out:
-        print_json(report)
-        return
-    if report["controls"]:
-        from lungforge.bench.protocol.controls import separation_sentence
-
-        for task in ("detect", "localize"):
-            err_console.print(separation_sentence(task, report["controls"][task], folds=report[task]["config"]["folds"]), highlight=False, soft_wrap=True)
-    err_console.print(f"{report['title']}: wrote {out / 'report.md'}, {out / 'report.json'} and {len(report['figures'])} figures")
+        print_json(report.to_dict())
+    else:
+        print_report(report, out)
 
 
 def _segmenter_config(size: int, seed: int, quick: bool, steps: Optional[int]):
     from lungforge.bench.scoring.segmenter import SegmenterConfig
 
-    options = dict(size=size, seed=seed, **({"steps": steps} if steps else {}))
-    return SegmenterConfig.quick_preset(**options) if quick else SegmenterConfig(**options)
-
-
-def _pct(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}"
+    return _config(SegmenterConfig, quick, size=size, seed=seed, **({"steps": steps} if steps else {}))
 
 
 @bench_app.command("fidelity")
 def fidelity(
     real: RealOpt,
     synthetic: SyntheticOpt = None,
-    size: Annotated[int, typer.Option(min=32, help="Working resolution in pixels (divisible by 8); every store is resized to it.")] = 256,
+    size: Annotated[int, typer.Option(min=32, max=MAX_SIZE_PX, help="Working resolution in pixels (divisible by 8); every store is resized to it.")] = 256,
     segmenter_steps: SegmenterStepsOpt = None,
     quick: Annotated[bool, typer.Option("--quick", help="Narrow segmenters, 150 steps each (about a minute on a CPU at 64–128 px); labelled as quick.")] = False,
     device: DeviceOpt = "auto",
@@ -374,11 +314,9 @@ def fidelity(
     The segmenters are cached beside --real (`<real>.fidelity/`), keyed by the store's fingerprint,
     the options, the seed and the half: trained once, reused.
     """
-    from rich.table import Table
-
-    from lungforge.bench.scoring.fidelity import REAL, compute_fidelity
-    from lungforge.bench.reporting.report import json_safe
-    from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.bench.scoring.fidelity import compute_fidelity
+    from lungforge.cli.bench_print import print_fidelity
+    from lungforge.cli.console import print_json, progress
     from lungforge.device import resolve_device
 
     if size % 8:
@@ -388,19 +326,6 @@ def fidelity(
     with progress(transient=True) as bar:
         result = compute_fidelity(real_store, stores, config, resolve_device(device), bar)
     if json_out:
-        print_json(json_safe(result))
-        return
-    table = Table("condition", "slices", "unscored", "mIoU %", "lungs IoU %", "nodule IoU %", "nodule hit %", "FD nodule", "FD nodule-free",
-                  title=f"label fidelity at {size}×{size} px" + (" (quick)" if quick else ""))
-    for name, s in result["scores"].items():
-        iou, hits, fd = s["iou"], s["nodule_hits"], s["feature_distance"]
-        lungs = [v for v in (iou["left_lung"], iou["right_lung"]) if v is not None]
-        table.add_row(
-            f"{name} (ceiling)" if name == REAL else name, str(s["slices"]), str(s["unscored"]), _pct(s["miou"]), _pct(sum(lungs) / len(lungs) if lungs else None),
-            _pct(iou["nodule"]), f"{_pct(hits['rate'])} of {hits['nodules']}",
-            *(["–", "–"] if fd is None else [f"{fd[k]['fd']:.3f}" if fd[k]["fd"] is not None else "n/a" for k in ("nodule", "nodule_free")]),
-        )
-    err_console.print(table)
-    for seg in result["segmenters"]:
-        err_console.print(f"segmenter {seg['half'] + 1}/2 {'reused from' if seg['cached'] else 'trained and cached in'} {seg['path']}", highlight=False)
-    err_console.print(f"FD: {result['feature_note']}", highlight=False, soft_wrap=True)
+        print_json(result.to_dict())
+    else:
+        print_fidelity(result, quick)

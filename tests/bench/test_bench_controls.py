@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungforge.bench.protocol.controls import control_options, separation, separation_sentence
+from lungforge.augment.options import AugmentOptions
+from lungforge.bench.protocol.controls import REQUEST, control_options, separation, separation_sentence
+from lungforge.bench.protocol.detect import DetectConfig
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
-from lungforge.bench.reporting.report import json_safe
+from lungforge.bench.protocol.results import TaskResult
 
 
 def test_controls_copy_the_reference_request_and_resume_an_existing_store(tmp_path, stores):
@@ -26,20 +28,34 @@ def test_controls_copy_the_reference_request_and_resume_an_existing_store(tmp_pa
     assert alone[0].nodules == alone[0].nodule_free == train_nodule_slices
 
 
-def _result(paste: list[float], mislabeled: list[float]) -> dict:
+def test_controls_read_the_reference_request_back_from_its_augment_options(tmp_path, stores, store_builder):
+    import zarr
+
+    real = open_real(stores["real"])
+    path = store_builder(tmp_path / "ref.zarr", "synthetic", seed=5, made_from=stores["real"])
+    written = AugmentOptions(data=stores["real"], weights="demo-sdm-tiny", out=path, nodules=7, nodule_free=3, diameter_mm=(4.0, 9.5),
+                             per_slice=2, placement="left", shape="sphere", seed=11, min_contrast_hu=40.0, retries=2, overwrite=True)
+    zarr.open_group(path, mode="r+").attrs["params"] = written.as_params()
+    for options in control_options(stores["real"], real, open_synthetic(path, real), tmp_path / "controls", seed=4):
+        assert {name: getattr(options, name) for name in REQUEST} == {name: getattr(written, name) for name in REQUEST}
+        assert options.shape == "real" and options.retries == 0 and not options.overwrite and options.size == 64
+
+
+def _result(paste: list[float], mislabeled: list[float]) -> TaskResult:
     folds = {"paste": [{"accuracy": v} for v in paste], "mislabeled": [{"accuracy": v} for v in mislabeled]}
-    return {"folds": folds}
+    return TaskResult("detect", DetectConfig(), ("paste", "mislabeled"), folds, {})
 
 
 def test_separation_needs_a_paired_p_below_005_with_paste_ahead():
     rng = np.random.default_rng(0)
     base = rng.uniform(0.6, 0.8, 10)
     ahead = separation(_result(list(base + 0.05 + rng.uniform(0, 0.01, 10)), list(base)), "accuracy")
-    assert ahead["separated"] and ahead["p_signed_rank"] < 0.05 and ahead["diff_mean"] > 0
+    assert ahead.separated and ahead.comparison["p_signed_rank"] < 0.05 and ahead.comparison["diff_mean"] > 0
     behind = separation(_result(list(base), list(base + 0.05 + rng.uniform(0, 0.01, 10))), "accuracy")
-    assert not behind["separated"]
+    assert not behind.separated
     two_folds = separation(_result([0.9, 0.9], [0.5, 0.5]), "accuracy")
-    assert not two_folds["separated"] and two_folds["p_signed_rank_min"] == 0.5
-    sentence = separation_sentence("detect", json_safe(two_folds), 2)
+    assert not two_folds.separated and two_folds.comparison["p_signed_rank_min"] == 0.5
+    assert two_folds.to_dict() == {"metric": "accuracy", **two_folds.comparison, "separated": False}
+    sentence = separation_sentence("detect", two_folds, 2)
     assert "does NOT separate" in sentence and "means nothing" in sentence and "+40.00 pts" in sentence
-    assert "separates the positive control" in separation_sentence("detect", json_safe(ahead), 10)
+    assert "separates the positive control" in separation_sentence("detect", ahead, 10)

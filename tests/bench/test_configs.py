@@ -3,8 +3,10 @@
 import pytest
 
 from lungforge.bench.protocol.detect import DetectConfig
-from lungforge.bench.scoring.fid import FidConfig
 from lungforge.bench.protocol.localize import LocalizeConfig
+from lungforge.bench.scoring.fid import FidConfig
+from lungforge.bench.scoring.segmenter import SegmenterConfig
+from lungforge.choices import MAX_SIZE_PX
 
 
 @pytest.mark.parametrize(
@@ -22,6 +24,11 @@ from lungforge.bench.protocol.localize import LocalizeConfig
         (lambda: FidConfig(features="vgg"), r"^features must be one of 'inception', 'random', got 'vgg'"),
         (lambda: FidConfig(real_split="val"), r"^real_split must be one of 'all', 'train', 'test', got 'val'"),
         (lambda: FidConfig(seed=-1), r"^seed must be an integer"),
+        (lambda: DetectConfig(size=4096), r"^size must be in 8\.\.2048, got 4096"),
+        (lambda: LocalizeConfig.quick_preset(size=2056), r"^size must be in 32\.\.2048, got 2056"),
+        (lambda: FidConfig(size=4096), r"^size must be in 32\.\.2048, got 4096"),
+        (lambda: SegmenterConfig(size=4096), r"^size must be in 8\.\.2048, got 4096"),
+        (lambda: SegmenterConfig(size=0), r"^size must be in 8\.\.2048, got 0"),
     ],
 )
 def test_a_bad_value_is_refused_by_the_config_object(make, message):
@@ -33,3 +40,7 @@ def test_the_defaults_and_quick_presets_are_valid():
     assert DetectConfig().select == "first-draw" and DetectConfig.quick_preset().quick
     assert LocalizeConfig.quick_preset(real_split="test").backbone == "resnet18"
     assert FidConfig().features == "inception"
+
+
+def test_the_configs_accept_the_size_cap_itself():
+    assert DetectConfig(size=MAX_SIZE_PX).size == SegmenterConfig(size=MAX_SIZE_PX).size == MAX_SIZE_PX

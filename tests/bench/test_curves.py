@@ -83,18 +83,18 @@ def test_curve_cuts_real_data_with_one_budget_for_every_point_and_condition(real
     syn = {"B": open_synthetic(stores["B"], real_store)}
     config = dataclasses.replace(DetectConfig.quick_preset(size=64), epochs=1, batch_size=8)
     curve = learning_curve(run_detect, real_store, syn, config, [2, None], torch.device("cpu"))
-    assert curve["points"] == ["2", "all"]
-    small, full = curve["results"]["2"]["folds"], curve["results"]["all"]["folds"]
-    assert isinstance(curve["optimizer_steps"], int)
+    assert curve.points == ["2", "all"] and curve.last is curve.results["all"]
+    small, full = curve.results["2"].folds, curve.results["all"].folds
+    assert isinstance(curve.optimizer_steps, int)
     for fold in range(2):
         assert small["A"][fold]["real_nodule_slices"] == 2 < full["A"][fold]["real_nodule_slices"]
         assert small["A"][fold]["train_patches"] < full["A"][fold]["train_patches"]
         assert small["B"][fold]["train_patches"] < full["B"][fold]["train_patches"]
         steps = {small[c][fold]["optimizer_steps"] for c in ("A", "B")} | {full[c][fold]["optimizer_steps"] for c in ("A", "B")}
-        assert steps == {curve["optimizer_steps"]}
+        assert steps == {curve.optimizer_steps}
         assert small["A"][fold]["test_patches"] == full["A"][fold]["test_patches"]  # the test fold is never cut
     lines = "\n".join(curve_markdown(curve, "accuracy", "detect"))
-    assert f"{curve['optimizer_steps']} steps" in lines and "| 2 | 2.0 | B |" in lines
+    assert f"{curve.optimizer_steps} steps" in lines and "| 2 | 2.0 | B |" in lines
     path = curve_figure(curve, "accuracy", tmp_path / "curve.png", "t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

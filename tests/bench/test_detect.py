@@ -18,21 +18,21 @@ def test_quick_detect_runs_every_fold_and_condition_and_resumes(tmp_path, stores
     syn = {"B": open_synthetic(stores["B"], real)}
     config = DetectConfig.quick_preset(size=64, epochs=1)
     result = run_detect(real, syn, config, torch.device("cpu"), tmp_path)
-    assert result["quick"] and result["conditions"] == ["A", "B"]
+    assert result.quick and result.conditions == ("A", "B")
     for condition in ("A", "B"):
-        assert [f["fold"] for f in result["folds"][condition]] == [0, 1]
-    a0, b0 = result["folds"]["A"][0], result["folds"]["B"][0]
+        assert result.values(condition, "fold") == [0, 1]
+    a0, b0 = result.folds["A"][0], result.folds["B"][0]
     assert a0["test_patches"] == b0["test_patches"] and a0["test_positive"] * 2 == a0["test_patches"]
     # B adds the synthetic patches of fold-1 source patients only
     assert b0["train_patches"] > a0["train_patches"]
     assert sum(a0["confusion"].values()) == a0["test_patches"]
     assert 0.0 <= a0["accuracy"] <= 1.0
     # beside the paper's metrics: AUROC of the logits, recall per nodule size (the fixture's nodules are 3.5-5.6 mm)
-    for fold in result["folds"]["A"]:
+    for fold in result.folds["A"]:
         assert 0.0 <= fold["auroc"] <= 1.0
         assert fold["test_positive_by_size"] == {"recall_lt6mm": fold["test_positive"], "recall_6to10mm": 0, "recall_ge10mm": 0}
         assert fold["recall_lt6mm"] == fold["recall"] and np.isnan(fold["recall_ge10mm"])
     again = run_detect(real, syn, config, torch.device("cpu"), tmp_path)
     # read back, not retrained (seconds identical); compared as JSON since an empty size bin's recall is NaN
-    assert json.dumps(again["folds"], sort_keys=True) == json.dumps(result["folds"], sort_keys=True)
+    assert json.dumps(again.folds, sort_keys=True) == json.dumps(result.folds, sort_keys=True)
     assert np.isfinite(a0["seconds"])

@@ -51,7 +51,7 @@ def test_every_condition_trains_the_same_optimiser_steps_sized_from_a(real_store
     config = _quick(batch_size=8)
     result = run_detect(real_store, syn, config, torch.device("cpu"))
     counted = iter(CountingAdam.steps)  # runs go fold by fold, A then B
-    for a, b in zip(result["folds"]["A"], result["folds"]["B"]):
+    for a, b in zip(result.folds["A"], result.folds["B"]):
         assert b["train_patches"] > a["train_patches"]
         expected = reference_steps(a["train_patches"], config.epochs, config.batch_size)
         assert next(counted) == next(counted) == expected == a["optimizer_steps"] == b["optimizer_steps"]
@@ -83,10 +83,10 @@ def test_every_condition_is_judged_on_one_draw_per_slice(tmp_path, store_builder
     config = _quick()
     first = run_detect(real_store, {"B": b}, config, torch.device("cpu"))
     # every nodule slice of B was re-drawn: none of its slices yield training patches
-    for a_fold, b_fold in zip(first["folds"]["A"], first["folds"]["B"]):
+    for a_fold, b_fold in zip(first.folds["A"], first.folds["B"]):
         assert b_fold["train_patches"] == a_fold["train_patches"]
     everything = run_detect(real_store, {"B": b}, _quick(select="all"), torch.device("cpu"))
-    assert all(bf["train_patches"] > af["train_patches"] for af, bf in zip(everything["folds"]["A"], everything["folds"]["B"]))
+    assert all(bf["train_patches"] > af["train_patches"] for af, bf in zip(everything.folds["A"], everything.folds["B"]))
 
 
 def _patient_of_row(real, rows):
@@ -132,7 +132,7 @@ def test_shapes_from_the_test_fold_keep_synthetic_slices_out_of_that_fold(tmp_pa
     shape = np.array([rows_of[1 - int(source_group[i])][0] for i in nodule_slices])
     syn = open_synthetic(_synthetic(tmp_path, store_builder, stores["real"], nodule_columns={"shape_source": shape}), real_store)
     result = run_detect(real_store, {"B": syn}, _quick(), torch.device("cpu"))
-    for a_fold, b_fold in zip(result["folds"]["A"], result["folds"]["B"]):
+    for a_fold, b_fold in zip(result.folds["A"], result.folds["B"]):
         assert b_fold["train_positive"] == a_fold["train_positive"]
 
 

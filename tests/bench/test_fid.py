@@ -89,13 +89,13 @@ def test_random_features_fid_end_to_end(stores):
     syn = {"B": open_synthetic(stores["B"], real)}
     config = FidConfig(features="random", batch_size=16)
     result = compute_fid(real, syn, config, RandomFeatures(), 64, torch.device("cpu"))
-    assert result["comparable"] is False
-    scores = result["scores"]["B"]
-    assert scores["nodule"]["n_real"] == 20 and scores["nodule_free"]["n_real"] == 20 and scores["all"]["n_synthetic"] == 40
-    assert all(v["fid"] is not None and v["fid"] >= 0 for v in scores.values())
-    assert any("biased below 2048" in w for w in result["warnings"])
+    assert result.comparable is False
+    scores = result.scores["B"]
+    assert scores["nodule"].n_real == 20 and scores["nodule_free"].n_real == 20 and scores["all"].n_synthetic == 40
+    assert all(v.fid is not None and v.fid >= 0 for v in scores.values())
+    assert any("biased below 2048" in w for w in result.warnings)
     same = compute_fid(real, {"R": real}, config, RandomFeatures(), 64, torch.device("cpu"))
-    assert same["scores"]["R"]["all"]["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert same.scores["R"]["all"].fid == pytest.approx(0.0, abs=1e-6)
 
 
 def _synthetic_copy(real_path, out, size):
@@ -144,9 +144,9 @@ def test_fid_resizes_every_store_to_one_working_size(tmp_path, store_builder):
     recorder = _Recorder()
     result = compute_fid(real, stores, FidConfig(size=64, features="random", batch_size=8), recorder, 64, torch.device("cpu"))
     assert recorder.shapes == {(64, 64)}
-    assert result["size"] == 64
+    assert result.config.size == 64 and result.to_dict()["size"] == 64
     # the same images stored at 128 and at 64 pixels score the same at the working size
-    assert result["scores"]["small"]["all"]["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert result.scores["small"]["all"].fid == pytest.approx(0.0, abs=1e-6)
 
 
 def test_fid_scores_exactly_the_slices_the_detectors_train_on(stores, store_builder, tmp_path):
@@ -156,9 +156,9 @@ def test_fid_scores_exactly_the_slices_the_detectors_train_on(stores, store_buil
     path = store_builder(tmp_path / "redrawn.zarr", "synthetic", seed=4, made_from=stores["real"], meta={"attempts": attempts})
     syn = {"B": open_synthetic(path, real)}
     first = compute_fid(real, syn, FidConfig(features="random", batch_size=16), RandomFeatures(), 64, torch.device("cpu"))
-    assert first["select"] == "first-draw" and first["scores"]["B"]["all"]["n_synthetic"] == 30
+    assert first.config.select == "first-draw" and first.scores["B"]["all"].n_synthetic == 30
     every = compute_fid(real, syn, FidConfig(features="random", batch_size=16, select="all"), RandomFeatures(), 64, torch.device("cpu"))
-    assert every["scores"]["B"]["all"]["n_synthetic"] == 40
+    assert every.scores["B"]["all"].n_synthetic == 40
 
 
 def test_augment_draws_once_per_slice_by_default():

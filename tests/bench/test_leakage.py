@@ -77,10 +77,10 @@ def test_bench_refuses_a_generator_that_saw_test_fold_patients_with_the_count(tm
         run_detect(real_store, syn, _config(), torch.device("cpu"))
     # leakage-free protocol: only the test-split patients (series 2, 3, 6, 7) are benched
     result = run_detect(real_store, syn, _config(real_split="test"), torch.device("cpu"))
-    assert result["leakage"]["C"]["test_patients"] == 0
+    assert result.leakage["C"].test_patients == 0
     allowed = run_detect(real_store, syn, _config(allow_generator_leakage=True), torch.device("cpu"))
-    assert allowed["leakage"]["C"]["test_patients"] == 3
-    assert leakage_warning(allowed["leakage"]).startswith("GENERATOR LEAKAGE ALLOWED") and "C (3 test-fold patients)" in leakage_warning(allowed["leakage"])
+    assert allowed.leakage["C"].test_patients == 3
+    assert leakage_warning(allowed.leakage).startswith("GENERATOR LEAKAGE ALLOWED") and "C (3 test-fold patients)" in leakage_warning(allowed.leakage)
 
 
 def test_old_weights_trained_on_the_benched_store_saw_its_train_split(tmp_path, store_builder, stores, real_store):
@@ -95,4 +95,4 @@ def test_weights_without_a_record_are_refused_unless_allowed(tmp_path, store_bui
     with pytest.raises(InputError, match="record no training patients"):
         run_detect(real_store, syn, _config(), torch.device("cpu"))
     allowed = run_detect(real_store, syn, _config(allow_generator_leakage=True), torch.device("cpu"))
-    assert "record no training patients: C" in leakage_warning(allowed["leakage"])
+    assert "record no training patients: C" in leakage_warning(allowed.leakage)

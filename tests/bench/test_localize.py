@@ -15,7 +15,7 @@ def test_load_slices_keeps_nodule_slices_and_scales_boxes(stores):
     s = load_slices(real, groups, 32, 0.0, np.random.default_rng(0))
     assert s.images.shape == (20, 32, 32)
     assert all(b.shape[0] == 1 for b in s.boxes)
-    original = real.nodules()["bbox"][np.searchsorted(real.nodules()["slice"], s.index)]
+    original = real.nodules()["bbox"][np.searchsorted(real.nodules()["slice"], s.slice)]
     np.testing.assert_allclose(np.concatenate(s.boxes), original / 2, rtol=1e-6)
     with_free = load_slices(real, groups, 32, 0.5, np.random.default_rng(0))
     assert with_free.images.shape[0] == 30 and sum(b.shape[0] == 0 for b in with_free.boxes) == 10
@@ -79,7 +79,7 @@ def test_froc_scores_every_test_slice_nodule_free_included(stores):
     config = dataclasses.replace(LocalizeConfig.quick_preset(size=64), epochs=1)
     result = run_localize(real, {}, config, torch.device("cpu"))
     groups = real_groups(real, 2, "all")
-    for fold, record in enumerate(result["folds"]["A"]):
+    for fold, record in enumerate(result.folds["A"]):
         in_fold = groups == fold
         assert record["test_slices"] == int((in_fold & real.meta("has_nodule")).sum()) == 10
         assert record["froc_slices"] == int(in_fold.sum()) == 20

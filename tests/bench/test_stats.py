@@ -22,7 +22,7 @@ def test_rank_sum_matches_scipy():
 
 def test_summarize_reports_p_against_a_only():
     result = {"folds": {"A": [{"acc": 0.1}, {"acc": 0.2}, {"acc": 0.3}], "C": [{"acc": 0.7}, {"acc": 0.8}, {"acc": 0.9}]}}
-    s = summarize(result, ("acc",), "acc")
+    s = summarize(result["folds"], ("acc",), "acc")
     assert s["A"]["p_value"] is None
     assert s["C"]["p_value"] == pytest.approx(ranksums([0.7, 0.8, 0.9], [0.1, 0.2, 0.3]).pvalue)
     assert s["C"]["metrics"]["acc"]["mean"] == pytest.approx(0.8)
@@ -107,7 +107,7 @@ def test_summarize_takes_the_ratio_from_the_reference_folds():
               {"acc": 0.7, "test_patches": 30, "train_patches": 30}],
         "C": [{"acc": 0.55}, {"acc": 0.62}, {"acc": 0.78}],
     }}
-    c = summarize(result, ("acc",), "acc")["C"]["comparison"]
+    c = summarize(result["folds"], ("acc",), "acc")["C"]["comparison"]
     ratio = (0.25 + 0.25 + 1.0) / 3
     assert c["test_train_ratio"] == pytest.approx(ratio)
     assert c["p_corrected_t"] == pytest.approx(corrected_t_test(np.array([0.05, 0.02, 0.08]), ratio)["p"])
@@ -129,7 +129,7 @@ def test_paired_comparison_sees_a_consistent_gain_that_rank_sum_misses():
 
 def test_summarize_carries_the_paired_comparison():
     result = {"folds": {"A": [{"acc": 0.1}, {"acc": 0.2}, {"acc": 0.3}], "C": [{"acc": 0.7}, {"acc": 0.8}, {"acc": 0.9}]}}
-    s = summarize(result, ("acc",), "acc")
+    s = summarize(result["folds"], ("acc",), "acc")
     assert s["A"]["comparison"] is None
     c = s["C"]["comparison"]
     assert c["diff_mean"] == pytest.approx(0.6) and c["paired_folds"] == 3

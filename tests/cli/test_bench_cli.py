@@ -108,6 +108,13 @@ def test_bench_fidelity_size_must_fit_the_poolings(small_stores):
     assert result.exit_code == 2 and "divisible by 8" in result.output
 
 
+def test_every_bench_command_caps_its_size():
+    required = {"all": ["--out", "o"], "fid": ["--synthetic", "s.zarr"]}
+    for command in ("detect", "localize", "all", "fid", "fidelity"):
+        result = CliRunner().invoke(app, ["bench", command, "--real", "r.zarr", *required.get(command, []), "--size", "4096"])
+        assert result.exit_code == 2 and "less than or equal to 2048" in result.output, (command, result.output)
+
+
 def test_bench_detect_rejects_a_bad_real_nodules_list(small_stores):
     args = ["bench", "detect", "--real", str(small_stores["real"]), "--quick", "--size", "64", "--real-nodules", "4,0"]
     result = CliRunner().invoke(app, args)

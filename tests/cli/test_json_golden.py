@@ -20,7 +20,9 @@ from typer.testing import CliRunner
 from lungforge.cli.main import app
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-VOLATILE = {"seconds", "images_per_s", "first_batch_seconds", "created", "store_id", "lungforge_version"}
+VOLATILE = {
+    "seconds", "images_per_s", "first_batch_seconds", "train_seconds", "train_cpu_seconds", "created", "store_id", "lungforge_version",
+}
 """Keys whose values change from run to run (wall-clock times, creation stamps, random ids)."""
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -9,11 +9,13 @@ the image alone. With no synthetic store they are sized like the real train spli
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lungforge.augment.options import AugmentOptions
 from lungforge.bench.protocol.inputs import SyntheticSpec
+from lungforge.bench.protocol.results import TaskResult, json_safe
 from lungforge.bench.scoring.stats import compare
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import InputError
@@ -21,24 +23,26 @@ from lungforge.errors import InputError
 CONTROL_NAMES = ("mislabeled", "paste")
 SEPARATION_P = 0.05
 CONTROLS_DIR = "controls"
+REQUEST = ("nodules", "nodule_free", "diameter_mm", "per_slice", "placement", "seed", "min_contrast_hu")
+"""The layout request the controls copy from the first synthetic store's augment options."""
+
+
+def reference_request(reference: Store, seed: int) -> dict[str, Any]:
+    """The layout request (:data:`REQUEST` fields) of synthetic store `reference`, read back from
+    the augment options it records (`params`, :meth:`AugmentOptions.from_params`); a store that
+    `augment` did not write gives its slice counts, the default layout and `seed`."""
+    try:
+        options = AugmentOptions.from_params(reference.attrs.get("params", {}))
+    except (ValueError, TypeError):  # not augment's options: unknown keys, or no data/weights/out
+        has = reference.meta("has_nodule")
+        return dict(nodules=int(has.sum()), nodule_free=int((~has).sum()), seed=seed)
+    return {name: getattr(options, name) for name in REQUEST}
 
 
 def control_options(real_path: Path, real: Store, reference: Store | None, out_dir: Path, seed: int) -> list[AugmentOptions]:
-    """AugmentOptions of `mislabeled` and `paste` into `out_dir`, copying `reference`'s request."""
+    """AugmentOptions of `mislabeled` and `paste` into `out_dir`, copying `reference`'s request at its size."""
     if reference is not None:
-        params = reference.attrs.get("params", {})
-        has = reference.meta("has_nodule")
-        diameter = params.get("diameter_mm")
-        request = dict(
-            nodules=int(params.get("nodules", has.sum())),
-            nodule_free=int(params.get("nodule_free", (~has).sum())),
-            diameter_mm=tuple(diameter) if diameter else None,
-            per_slice=int(params.get("per_slice", 1)),
-            placement=params.get("placement", "any"),
-            seed=int(params.get("seed", seed)),
-            min_contrast_hu=params.get("min_contrast_hu"),
-            size=reference.shape_hw[0],
-        )
+        request = {**reference_request(reference, seed), "size": reference.shape_hw[0]}
     else:
         train = real.meta("split") == SPLIT_IDS["train"]
         n = int((train & real.meta("has_nodule")).sum())
@@ -47,7 +51,7 @@ def control_options(real_path: Path, real: Store, reference: Store | None, out_d
     return [
         AugmentOptions(
             data=real_path, weights=name, out=out_dir / f"{name}.zarr", shape="real", retries=0, device="cpu",
-            resume=(out_dir / f"{name}.zarr").exists(), **request,  # type: ignore[arg-type]
+            resume=(out_dir / f"{name}.zarr").exists(), **request,
         )
         for name in CONTROL_NAMES
     ]
@@ -68,22 +72,35 @@ def make_controls(real_path: Path, real: Store, synthetic: dict[str, Store], out
     return specs
 
 
-def separation(result: dict[str, Any], metric: str) -> dict[str, Any]:
-    """Paste against mislabeled on `metric` over the same folds: :func:`compare`'s fields plus
-    `separated` (paired signed-rank p < 0.05 with paste ahead)."""
-    folds = result["folds"]
-    comparison = compare([f[metric] for f in folds["paste"]], [f[metric] for f in folds["mislabeled"]])
+@dataclass(frozen=True)
+class Separation:
+    """Paste against mislabeled on `metric` over the same folds: `comparison` is :func:`compare`'s
+    record (JSON-safe: an undefined statistic is None); `separated` when the paired signed-rank
+    p < 0.05 with paste ahead."""
+
+    metric: str
+    comparison: dict[str, Any]
+    separated: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"metric", the comparison's fields, "separated"}."""
+        return {"metric": self.metric, **self.comparison, "separated": self.separated}
+
+
+def separation(result: TaskResult, metric: str) -> Separation:
+    """Paste against mislabeled on `metric` over the folds of `result`."""
+    comparison = compare(result.values("paste", metric), result.values("mislabeled", metric))
     separated = bool(comparison["p_signed_rank"] < SEPARATION_P and comparison["diff_mean"] > 0)
-    return {"metric": metric, **comparison, "separated": separated}
+    return Separation(metric, json_safe(comparison), separated)
 
 
-def separation_sentence(task: str, sep: dict[str, Any], folds: int) -> str:
+def separation_sentence(task: str, sep: Separation, folds: int) -> str:
     """One sentence for the report: does `task` tell the positive control from the negative one?"""
-    diff, p, floor = sep["diff_mean"], sep["p_signed_rank"], sep["p_signed_rank_min"]
-    effect = f"paste − mislabeled {100 * diff:+.2f} pts {sep['metric']}" if diff is not None else f"no finite {sep['metric']}"
+    diff, p, floor = (sep.comparison[k] for k in ("diff_mean", "p_signed_rank", "p_signed_rank_min"))
+    effect = f"paste − mislabeled {100 * diff:+.2f} pts {sep.metric}" if diff is not None else f"no finite {sep.metric}"
     p_text = "n/a" if p is None else f"{p:.3g}"
     floor_text = "n/a" if floor is None else f"{floor:.3g}"
-    if sep["separated"]:
+    if sep.separated:
         return f"{task}: at this data size and with {folds} folds the protocol separates the positive control from the negative one ({effect}, paired signed-rank p = {p_text})."
     return (
         f"{task}: at this data size and with {folds} folds the protocol does NOT separate the positive control (paste) from the "

@@ -16,29 +16,55 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, TypeVar
 
 import numpy as np
 
+from lungforge.bench.protocol.budget import curve_steps, reference_steps
 from lungforge.bench.protocol.foldlog import FoldLog, run_signature
-from lungforge.bench.protocol.folds import real_groups
+from lungforge.bench.protocol.folds import leak_groups, real_groups
 from lungforge.bench.protocol.inputs import REFERENCE
 from lungforge.bench.protocol.leakage import check_leakage
+from lungforge.bench.protocol.results import FoldRow, TaskResult
+from lungforge.choices import MAX_SIZE_PX, RealSplit, Selection, check_choice, check_range
 from lungforge.data.store import NO_SOURCE, Store
+from lungforge.seeds import check_seed
 
-FoldRunner = Callable[[int, str], dict[str, Any]]
+FoldRunner = Callable[[int, str], FoldRow]
 """`runner(fold, condition) -> per-fold metrics` for one task."""
 
 
 class FoldConfig(Protocol):
+    """The fields every k-fold task's config has (DetectConfig, LocalizeConfig)."""
+
+    size: int
     folds: int
     real_split: str
+    select: str
+    epochs: int
+    batch_size: int
     quick: bool
     seed: int
     real_nodules: int | None
     fixed_budget: bool
     allow_generator_leakage: bool
+
+
+def check_fold_config(config: FoldConfig, min_size: int) -> None:
+    """ConfigError (a ValueError) naming the first shared field of a task config out of its choices
+    or range: seed, real_split, select, size (`min_size`..MAX_SIZE_PX px), folds (2..10), epochs,
+    batch_size (>= 1), real_nodules (>= 1 or None)."""
+    check_seed(config.seed)
+    check_choice("real_split", config.real_split, RealSplit)
+    check_choice("select", config.select, Selection)
+    check_range("size", config.size, min_size, MAX_SIZE_PX)
+    check_range("folds", config.folds, 2, 10)
+    for name in ("epochs", "batch_size"):
+        check_range(name, getattr(config, name), 1)
+    if config.real_nodules is not None:
+        check_range("real_nodules", config.real_nodules, 1)
 
 
 ALL = "all"
@@ -149,6 +175,51 @@ def log_name(task: str, config: FoldConfig) -> str:
     return f"{task}-k{point_label(config.real_nodules)}" if curve else task
 
 
+class FoldSet(Protocol):
+    """What a task trains and tests on (PatchSet, SliceSet): items with the fold `group` (n,) of
+    their patient and the store `slice` (n,) they come from."""
+
+    group: np.ndarray
+    slice: np.ndarray
+
+    def select(self, mask: np.ndarray) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+
+S = TypeVar("S", bound=FoldSet)
+TrainAndTest = Callable[[int, list[Any], int], FoldRow]
+"""`train_and_test(fold, training sets, optimiser steps) -> per-fold metrics` of one task."""
+
+
+def fold_runner(
+    real: Store, synthetic: dict[str, Store], groups: np.ndarray, config: FoldConfig,
+    real_set: S, synthetic_sets: dict[str, S], train_and_test: TrainAndTest,
+) -> FoldRunner:
+    """The runner of one task: for (fold, condition) it keeps the real items of the other folds
+    that the fold's :class:`FoldTraining` keeps, adds the condition's synthetic items that may
+    join, sizes the optimiser steps from A (:func:`reference_steps`, or the curve's one
+    :func:`curve_steps` budget with `config.fixed_budget`), calls `train_and_test` and adds its
+    wall time (`seconds`) and the real nodule slices kept to the row."""
+    leaks = {name: leak_groups(store, real, groups) for name, store in synthetic.items()}
+    full = [int((real_set.group != f).sum()) for f in range(config.folds)]
+    fixed = curve_steps(full, config.epochs, config.batch_size) if config.fixed_budget else None
+
+    def runner(fold: int, condition: str) -> FoldRow:
+        rule = fold_training(real, {c: synthetic[c] for c in synthetic if c == condition}, leaks, groups, fold, config)
+        reference = real_set.select((real_set.group != fold) & rule.kept[real_set.slice])
+        train = [reference]
+        if condition != REFERENCE:
+            items = synthetic_sets[condition]
+            train.append(items.select(rule.joins[condition][items.slice]))
+        steps = fixed or reference_steps(len(reference), config.epochs, config.batch_size)
+        started = time.perf_counter()
+        row = train_and_test(fold, train, steps)
+        return {**row, "seconds": round(time.perf_counter() - started, 3), "real_nodule_slices": rule.real_nodule_slices}
+
+    return runner
+
+
 def cross_validate(
     task: str,
     real: Store,
@@ -157,14 +228,13 @@ def cross_validate(
     make_runner: Callable[[np.ndarray], FoldRunner],
     out: Path | None = None,
     progress: Any = None,
-) -> dict[str, Any]:
+) -> TaskResult:
     """Run every unfinished (fold, condition) of `task`; finished folds in `out` are reused.
 
     A generator condition whose weights saw a test-fold patient is refused first
     (:func:`~lungforge.bench.protocol.leakage.check_leakage`) unless the config allows it.
     `make_runner(groups)` receives the fold group of every real slice (−1 outside the
-    benchmark) and loads its data once. Returns {"task", "quick", "config", "conditions",
-    "folds": {condition: [per-fold dict]}}.
+    benchmark), loads its data once and builds the runner with :func:`fold_runner`.
     """
     groups = real_groups(real, config.folds, config.real_split)  # type: ignore[arg-type]
     leakage = check_leakage(real, synthetic, groups, config.allow_generator_leakage)
@@ -181,11 +251,5 @@ def cross_validate(
             log.put(condition, fold, {"fold": fold, "condition": condition, **runner(fold, condition)})
             if progress:
                 progress.advance(bar)
-    return {
-        "task": task,
-        "quick": config.quick,
-        "config": dataclasses.asdict(config),
-        "conditions": conditions,
-        "folds": {c: [log.get(c, f) for f in range(config.folds)] for c in conditions},
-        "leakage": {name: seen.as_dict() for name, seen in leakage.items()},
-    }
+    folds = {c: [log.get(c, f) for f in range(config.folds)] for c in conditions}
+    return TaskResult(task, config, tuple(conditions), folds, leakage)

@@ -17,63 +17,51 @@ import numpy as np
 
 from lungforge.bench.protocol.crossval import point_label
 from lungforge.bench.protocol.inputs import REFERENCE
+from lungforge.bench.protocol.results import CurveResult, TaskResult
 from lungforge.bench.scoring.stats import compare, mean_std
 from lungforge.data.store import Store
 
-TaskRunner = Callable[..., dict[str, Any]]
+TaskRunner = Callable[..., TaskResult]
 """`run_detect` or `run_localize`: (real, synthetic, config, device, out, progress) -> result."""
 
 
 def learning_curve(
     run: TaskRunner, real: Store, synthetic: dict[str, Store], config: Any, points: list[int | None], device: Any,
     out: Path | None = None, progress: Any = None,
-) -> dict[str, Any]:
-    """Run `run` at every point K of `points` (None: all) with one fixed budget.
-
-    Returns {"points": ["4", …, "all"], "results": {point: task result}, "optimizer_steps": the
-    budget (one number when every fold agrees), "generator_nodules": {condition: real nodule
-    slices its weights saw, or None}}.
-    """
+) -> CurveResult:
+    """Run `run` at every point K of `points` (None: all) with one fixed budget."""
     results = {}
     for k in points:
         point_config = dataclasses.replace(config, real_nodules=k, fixed_budget=True)
         results[point_label(k)] = run(real, synthetic, point_config, device, out, progress)
-    steps = sorted({f["optimizer_steps"] for r in results.values() for fs in r["folds"].values() for f in fs})
-    leakage = next(iter(results.values()))["leakage"] if results else {}
-    return {
-        "points": list(results),
-        "results": results,
-        "optimizer_steps": steps[0] if len(steps) == 1 else steps,
-        "generator_nodules": {name: s["nodule_slices"] for name, s in leakage.items() if not s["model_free"]},
-    }
+    return CurveResult(results)
 
 
-def curve_table(curve: dict[str, Any], metric: str) -> dict[str, Any]:
+def curve_table(curve: CurveResult, metric: str) -> dict[str, Any]:
     """Per point and condition: mean ± std of `metric` over folds, the real nodule slices each
     fold trained on (mean) and, for conditions other than A, :func:`compare` against A."""
     table: dict[str, Any] = {}
-    for point, result in curve["results"].items():
-        folds = result["folds"]
-        reference = [f[metric] for f in folds[REFERENCE]]
+    for point, result in curve.results.items():
+        reference = result.values(REFERENCE, metric)
         table[point] = {
             condition: {
-                **mean_std([f[metric] for f in fs]),
-                "real_nodule_slices": float(np.mean([f["real_nodule_slices"] for f in fs])),
-                "vs_A": None if condition == REFERENCE else compare([f[metric] for f in fs], reference),
+                **mean_std(result.values(condition, metric)),
+                "real_nodule_slices": float(np.mean(result.values(condition, "real_nodule_slices"))),
+                "vs_A": None if condition == REFERENCE else compare(result.values(condition, metric), reference),
             }
-            for condition, fs in folds.items()
+            for condition in result.folds
         }
     return table
 
 
-def curve_markdown(curve: dict[str, Any], metric: str, task: str) -> list[str]:
+def curve_markdown(curve: CurveResult, metric: str, task: str) -> list[str]:
     """Markdown: the budget, the generators' nodule counts, and one row per point and condition."""
     table = curve_table(curve, metric)
-    seen = ", ".join(f"{n}: {'unknown' if v is None else v}" for n, v in curve["generator_nodules"].items())
+    seen = ", ".join(f"{n}: {'unknown' if v is None else v}" for n, v in curve.generator_nodules.items())
     lines = [
         f"### {task}: {metric} against real training nodule slices K",
         "",
-        f"Optimiser budget for every K, fold and condition: {curve['optimizer_steps']} steps.",
+        f"Optimiser budget for every K, fold and condition: {curve.optimizer_steps} steps.",
     ]
     if seen:
         lines.append(f"Real nodule slices the generators' weights saw: {seen}.")
@@ -91,7 +79,7 @@ def curve_markdown(curve: dict[str, Any], metric: str, task: str) -> list[str]:
     return [*lines, ""]
 
 
-def curve_figure(curve: dict[str, Any], metric: str, path: Path, title: str) -> Path:
+def curve_figure(curve: CurveResult, metric: str, path: Path, title: str) -> Path:
     """`metric` (mean over folds, band ± std over folds) against the mean real nodule slices per
     fold at each point, one line per condition; log-scaled x. Written as PNG to `path`."""
     import matplotlib

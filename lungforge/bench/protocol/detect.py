@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,17 +19,16 @@ import torch
 from torch.nn import functional as F
 
 from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
-from lungforge.choices import RealSplit, Selection, check_choice, check_range
-from lungforge.bench.protocol.budget import batch_indices, curve_steps, reference_steps
-from lungforge.bench.protocol.crossval import FoldRunner, condition_stream, cross_validate, fold_training
-from lungforge.bench.protocol.folds import OUTSIDE, leak_groups, source_groups
-from lungforge.bench.protocol.inputs import REFERENCE
+from lungforge.choices import RealSplit, Selection, check_range
+from lungforge.bench.protocol.budget import batch_indices
+from lungforge.bench.protocol.crossval import FoldRunner, check_fold_config, condition_stream, cross_validate, fold_runner
+from lungforge.bench.protocol.folds import OUTSIDE, source_groups
+from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.scoring.metrics import Confusion, auroc, classification_metrics, recall_by_size
 from lungforge.bench.protocol.patches import JITTER_PX, PATCH, PatchSet, sample_patches
 from lungforge.bench.protocol.selection import selected
 from lungforge.bench.networks.seresnet import SEResNet
 from lungforge.data.store import Store
-from lungforge.seeds import check_seed
 
 QUICK_LABEL = "QUICK (not comparable to the paper)"
 
@@ -40,15 +38,19 @@ class DetectConfig:
     """Options of the detection benchmark (sizes in pixels at the working resolution)."""
 
     size: int = 256
+    """Working resolution (pixels, 8..2048) every store is resized to before patches are cut."""
     folds: int = 10
     real_split: RealSplit = "all"
     epochs: int = 30
+    """Passes over condition A's training patches; every condition trains that many steps."""
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 5e-4
     depth: int = 20
+    """SE-ResNet depth, 6n + 2."""
     width: int = 16
     patch: int = PATCH
+    """Patch side (pixels at `size`)."""
     jitter_px: int = JITTER_PX
     select: Selection = "first-draw"
     seed: int = 0
@@ -61,19 +63,12 @@ class DetectConfig:
     """Bench generators whose weights saw test-fold patients (the report says so)."""
 
     def __post_init__(self) -> None:
-        check_seed(self.seed)
-        check_choice("real_split", self.real_split, RealSplit)
-        check_choice("select", self.select, Selection)
-        check_range("size", self.size, 8)
-        check_range("folds", self.folds, 2, 10)
-        for name in ("epochs", "batch_size", "width"):
-            check_range(name, getattr(self, name), 1)
+        check_fold_config(self, min_size=8)
+        check_range("width", self.width, 1)
         check_range("patch", self.patch, 8, self.size)
         check_range("jitter_px", self.jitter_px, 0)
         if (self.depth - 2) % 6 or self.depth < 8:
             raise ValueError(f"depth must be 6n+2 (8, 14, 20, ...), got {self.depth}")
-        if self.real_nodules is not None:
-            check_range("real_nodules", self.real_nodules, 1)
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> "DetectConfig":
@@ -133,11 +128,10 @@ def predict_logits(model: SEResNet, images: np.ndarray, device: torch.device, ba
 
 def run_fold(
     train: PatchSet, test: PatchSet, config: DetectConfig, device: torch.device, steps: int, diameter_mm: np.ndarray
-) -> dict[str, Any]:
+) -> FoldRow:
     """Train on `train` for `steps` optimiser steps, evaluate on `test`: metrics (the paper's,
     AUROC of the logits, recall per nodule size from `diameter_mm`, the diameter of each of the
-    test store's nodules), confusion counts, sizes, steps taken and seconds."""
-    start = time.perf_counter()
+    test store's nodules), confusion counts, sizes and steps taken."""
     model, taken = train_classifier(train, config, device, steps)
     logits = predict_logits(model, test.images, device)
     predicted = logits > 0
@@ -155,50 +149,30 @@ def run_fold(
         "train_positive": int(train.target.sum()),
         "test_patches": len(test),
         "test_positive": int(test.target.sum()),
-        "seconds": round(time.perf_counter() - start, 3),
     }
 
 
 def run_detect(
-    real: Store,
-    synthetic: dict[str, Store],
-    config: DetectConfig,
-    device: torch.device,
-    out: Path | None = None,
-    progress: Any = None,
-) -> dict[str, Any]:
-    """Run every (fold, condition) of the detection benchmark; finished folds in `out` are reused.
-
-    Returns {"task", "quick", "config", "conditions", "folds": {condition: [per-fold dict]}}.
-    """
+    real: Store, synthetic: dict[str, Store], config: DetectConfig, device: torch.device, out: Path | None = None, progress: Any = None
+) -> TaskResult:
+    """Run every (fold, condition) of the detection benchmark; finished folds in `out` are reused."""
 
     def make_runner(groups: np.ndarray) -> FoldRunner:
         inside = np.flatnonzero(groups != OUTSIDE)
         real_patches = sample_patches(real, inside, groups[inside], config.size, config.seed, 0, config.patch, config.jitter_px)
         diameter_mm = real.nodules()["diameter_mm"]
-        syn_patches, leaks = {}, {}
+        syn_patches = {}
         for name, store in synthetic.items():
             used = np.flatnonzero(selected(store, config.select))
             syn_patches[name] = sample_patches(
                 store, used, source_groups(store, real, groups)[used], config.size, config.seed, condition_stream(name),
                 config.patch, config.jitter_px,
             )
-            leaks[name] = leak_groups(store, real, groups)
-        full = [int((real_patches.group != f).sum()) for f in range(config.folds)]
-        fixed = curve_steps(full, config.epochs, config.batch_size) if config.fixed_budget else None
 
-        def runner(fold: int, condition: str) -> dict[str, Any]:
-            rule = fold_training(real, {c: synthetic[c] for c in synthetic if c == condition}, leaks, groups, fold, config)
-            reference = real_patches.select((real_patches.group != fold) & rule.kept[real_patches.slice])
-            train_sets = [reference]
-            if condition != REFERENCE:
-                patches = syn_patches[condition]
-                train_sets.append(patches.select(rule.joins[condition][patches.slice]))
+        def train_and_test(fold: int, train: list[PatchSet], steps: int) -> FoldRow:
             test = real_patches.select(real_patches.group == fold)
-            steps = fixed or reference_steps(len(reference), config.epochs, config.batch_size)
-            result = run_fold(PatchSet.concat(train_sets, config.patch), test, config, device, steps, diameter_mm)
-            return {**result, "real_nodule_slices": rule.real_nodule_slices}
+            return run_fold(PatchSet.concat(train, config.patch), test, config, device, steps, diameter_mm)
 
-        return runner
+        return fold_runner(real, synthetic, groups, config, real_patches, syn_patches, train_and_test)
 
     return cross_validate("detect", real, synthetic, config, make_runner, out, progress)

@@ -4,6 +4,10 @@ Layout under `<out>/<task>/`: `run.json` (the arguments of the run) and one
 `<condition>-fold<k>.json` per finished fold, written atomically as each fold ends. A rerun with
 the same arguments skips finished folds; a rerun with different arguments into the same folder is
 refused, so results from two protocols never mix.
+
+A fold's result stays a plain JSON dict here and in :class:`~lungforge.bench.protocol.results.TaskResult`
+(its `folds`): it is what the file holds and what a resumed run reads back, with the task's
+metric names as keys.
 """
 
 from __future__ import annotations

@@ -86,10 +86,10 @@ def check_leakage(real: Store, synthetic: dict[str, Store], groups: np.ndarray, 
     return found
 
 
-def leakage_warning(found: dict[str, dict[str, Any]]) -> str | None:
+def leakage_warning(found: dict[str, GeneratorExposure]) -> str | None:
     """The report's first line when leakage was allowed and is present or unknown; else None."""
-    leaking = [f"{n} ({s['test_patients']} test-fold patients)" for n, s in found.items() if s["test_patients"]]
-    unknown = [n for n, s in found.items() if not s["recorded"] and s["kind"] is not None]
+    leaking = [f"{n} ({s.test_patients} test-fold patients)" for n, s in found.items() if s.test_patients]
+    unknown = [n for n, s in found.items() if not s.recorded and s.kind is not None]
     if not leaking and not unknown:
         return None
     parts = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,17 +20,17 @@ import torch
 
 from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
 from lungforge.choices import Backbone, RealSplit, Selection, check_choice, check_range
-from lungforge.bench.protocol.budget import batch_indices, curve_steps, reference_steps
-from lungforge.bench.protocol.crossval import FoldRunner, condition_stream, cross_validate, fold_training
+from lungforge.bench.protocol.budget import batch_indices
+from lungforge.bench.protocol.crossval import FoldRunner, check_fold_config, condition_stream, cross_validate, fold_runner
 from lungforge.bench.scoring.froc import CPM, FROC_METRICS, froc
-from lungforge.bench.protocol.folds import OUTSIDE, leak_groups, source_groups
-from lungforge.bench.protocol.inputs import REFERENCE, nodule_boxes
+from lungforge.bench.protocol.folds import OUTSIDE, source_groups
+from lungforge.bench.protocol.inputs import nodule_boxes
+from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.scoring.metrics import detection_metrics
 from lungforge.bench.protocol.selection import selected
 from lungforge.bench.protocol.slices import read_resized, scale_boxes
 from lungforge.data.store import Store
 from lungforge.errors import CheckpointError, torch_load_reason
-from lungforge.seeds import check_seed
 
 ANCHORS_AT_256 = (8, 16, 32, 64, 128)
 SHOW_SCORE = 0.5
@@ -42,19 +41,26 @@ class LocalizeConfig:
     """Options of the localization benchmark (sizes in pixels at the working resolution)."""
 
     size: int = 256
+    """Working resolution (pixels, 32..2048) every store is resized to; the detector's input size."""
     folds: int = 10
     real_split: RealSplit = "all"
     backbone: Backbone = "resnet50"
     backbone_weights: str | None = None
+    """Local torchvision ResNet state dict for the backbone (None: random init)."""
     epochs: int = 20
+    """Passes over condition A's training slices; every condition trains that many steps."""
     batch_size: int = 4
     lr: float = 0.01
     weight_decay: float = 1e-4
     nodule_free_ratio: float = 0.0
+    """Nodule-free slices added as pure negatives, per nodule slice."""
     fpn_channels: int = 256
     head_dim: int = 1024
+    """Width of the two-layer box head."""
     roi_samples: int = 512
+    """RoIs sampled per image for the box head's loss."""
     examples: int = 4
+    """Test slices per fold whose predictions are kept for the report's figure."""
     select: Selection = "first-draw"
     seed: int = 0
     quick: bool = False
@@ -66,18 +72,12 @@ class LocalizeConfig:
     """Bench generators whose weights saw test-fold patients (the report says so)."""
 
     def __post_init__(self) -> None:
-        check_seed(self.seed)
-        check_choice("real_split", self.real_split, RealSplit)
+        check_fold_config(self, min_size=32)
         check_choice("backbone", self.backbone, Backbone)
-        check_choice("select", self.select, Selection)
-        check_range("size", self.size, 32)
-        check_range("folds", self.folds, 2, 10)
-        for name in ("epochs", "batch_size", "fpn_channels", "head_dim", "roi_samples"):
+        for name in ("fpn_channels", "head_dim", "roi_samples"):
             check_range(name, getattr(self, name), 1)
         check_range("nodule_free_ratio", self.nodule_free_ratio, 0.0)
         check_range("examples", self.examples, 0)
-        if self.real_nodules is not None:
-            check_range("real_nodules", self.real_nodules, 1)
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> "LocalizeConfig":
@@ -90,16 +90,19 @@ class LocalizeConfig:
 @dataclass(frozen=True)
 class SliceSet:
     """Slices held in memory at the working size: images (n, S, S) uint8, boxes per slice (K, 4)
-    px, group (n,) fold group of the slice's patient, index (n,) slice index in its store."""
+    px, group (n,) fold group of the slice's patient, slice (n,) slice index in its store."""
 
     images: np.ndarray
     boxes: list[np.ndarray]
     group: np.ndarray
-    index: np.ndarray
+    slice: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
 
     def select(self, mask: np.ndarray) -> "SliceSet":
         rows = np.flatnonzero(mask)
-        return SliceSet(self.images[rows], [self.boxes[i] for i in rows], self.group[rows], self.index[rows])
+        return SliceSet(self.images[rows], [self.boxes[i] for i in rows], self.group[rows], self.slice[rows])
 
     @staticmethod
     def concat(sets: list["SliceSet"]) -> "SliceSet":
@@ -107,7 +110,7 @@ class SliceSet:
             np.concatenate([s.images for s in sets]),
             [b for s in sets for b in s.boxes],
             np.concatenate([s.group for s in sets]),
-            np.concatenate([s.index for s in sets]),
+            np.concatenate([s.slice for s in sets]),
         )
 
 
@@ -271,12 +274,11 @@ def run_fold(
     device: torch.device,
     steps: int,
     free_test: np.ndarray,
-) -> dict[str, Any]:
+) -> FoldRow:
     """Train a copy of `initial` on `train` for `steps` optimiser steps, evaluate: AP/AR on the
     `test` nodule slices, FROC sensitivities and CPM (:mod:`lungforge.bench.scoring.froc`) on them plus
-    the fold's nodule-free slices `free_test` (F, S, S) uint8; sizes, steps taken, seconds and a
+    the fold's nodule-free slices `free_test` (F, S, S) uint8; sizes, steps taken and a
     few example predictions."""
-    start = time.perf_counter()
     model, taken = train_detector(copy.deepcopy(initial), train, config, device, steps)
     preds = predict(model, test.images, device)
     metrics = detection_metrics(preds, make_targets(test.boxes, torch.device("cpu")))
@@ -285,7 +287,7 @@ def run_fold(
     curve = froc([p["boxes"].numpy() for p in every], [p["scores"].numpy() for p in every], truth)
     examples = [
         {
-            "slice": int(test.index[i]),
+            "slice": int(test.slice[i]),
             "truth": test.boxes[i].round(2).tolist(),
             "predicted": preds[i]["boxes"][preds[i]["scores"] >= SHOW_SCORE].numpy().round(2).tolist(),
             "scores": preds[i]["scores"][preds[i]["scores"] >= SHOW_SCORE].numpy().round(4).tolist(),
@@ -302,31 +304,21 @@ def run_fold(
         "test_slices": int(test.images.shape[0]),
         "test_nodules": int(sum(b.shape[0] for b in test.boxes)),
         "examples": examples,
-        "seconds": round(time.perf_counter() - start, 3),
     }
 
 
 def run_localize(
-    real: Store,
-    synthetic: dict[str, Store],
-    config: LocalizeConfig,
-    device: torch.device,
-    out: Path | None = None,
-    progress: Any = None,
-) -> dict[str, Any]:
-    """Run every (fold, condition) of the localization benchmark; finished folds in `out` are reused.
-
-    Returns {"task", "quick", "config", "conditions", "folds": {condition: [per-fold dict]}}.
-    """
+    real: Store, synthetic: dict[str, Store], config: LocalizeConfig, device: torch.device, out: Path | None = None, progress: Any = None
+) -> TaskResult:
+    """Run every (fold, condition) of the localization benchmark; finished folds in `out` are reused."""
 
     def make_runner(groups: np.ndarray) -> FoldRunner:
         real_set = load_slices(real, groups, config.size, config.nodule_free_ratio, np.random.default_rng([config.seed, 0]))
         test_mask = np.array([b.shape[0] > 0 for b in real_set.boxes])
-        syn_sets, leaks = {}, {}
+        syn_sets = {}
         for name, store in synthetic.items():
             rng = np.random.default_rng([config.seed, condition_stream(name)])
             syn_sets[name] = load_slices(store, source_groups(store, real, groups), config.size, config.nodule_free_ratio, rng, selected(store, config.select))
-            leaks[name] = leak_groups(store, real, groups)
         initial = build_model(config)  # built once: every fold and condition starts from these weights
         free_rows = np.flatnonzero(~real.meta("has_nodule") & (groups != OUTSIDE))
         free_test: dict[int, np.ndarray] = {}  # the current fold's nodule-free slices (folds run in order)
@@ -336,21 +328,11 @@ def run_localize(
                 free_test.clear()
                 free_test[fold] = read_resized(real, free_rows[groups[free_rows] == fold], config.size, labels=False)[0]
             return free_test[fold]
-        full = [int((real_set.group != f).sum()) for f in range(config.folds)]
-        fixed = curve_steps(full, config.epochs, config.batch_size) if config.fixed_budget else None
 
-        def runner(fold: int, condition: str) -> dict[str, Any]:
-            rule = fold_training(real, {c: synthetic[c] for c in synthetic if c == condition}, leaks, groups, fold, config)
-            reference = real_set.select((real_set.group != fold) & rule.kept[real_set.index])
-            train_sets = [reference]
-            if condition != REFERENCE:
-                slices = syn_sets[condition]
-                train_sets.append(slices.select(rule.joins[condition][slices.index]))
+        def train_and_test(fold: int, train: list[SliceSet], steps: int) -> FoldRow:
             test = real_set.select((real_set.group == fold) & test_mask)
-            steps = fixed or reference_steps(reference.images.shape[0], config.epochs, config.batch_size)
-            result = run_fold(initial, SliceSet.concat(train_sets), test, config, device, steps, nodule_free_test(fold))
-            return {**result, "real_nodule_slices": rule.real_nodule_slices}
+            return run_fold(initial, SliceSet.concat(train), test, config, device, steps, nodule_free_test(fold))
 
-        return runner
+        return fold_runner(real, synthetic, groups, config, real_set, syn_sets, train_and_test)
 
     return cross_validate("localize", real, synthetic, config, make_runner, out, progress)

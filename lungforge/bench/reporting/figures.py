@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from lungforge.bench.protocol.results import TaskResult
 from lungforge.data.store import Store
 from lungforge.drawing import PREDICTION_COLOUR, TRUTH_COLOUR, colour_labels, draw_boxes, draw_scored_boxes, enlarge, grey_rgb
 
@@ -76,14 +77,14 @@ def sample_grid(real: Store, synthetic: dict[str, Store], path: Path, title: str
     return path
 
 
-def fold_metrics(result: dict[str, Any], metrics: tuple[str, ...], path: Path, title: str) -> Path:
+def fold_metrics(result: TaskResult, metrics: tuple[str, ...], path: Path, title: str) -> Path:
     """One panel per metric: per-fold values (dots) and mean ± std (bar, error bar) per condition."""
     plt = _pyplot()
-    conditions = result["conditions"]
+    conditions = result.conditions
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.0), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for i, condition in enumerate(conditions):
-            values = np.array([f[metric] for f in result["folds"][condition]], dtype=float)
+            values = np.array(result.values(condition, metric), dtype=float)
             finite = values[np.isfinite(values)]
             mean = finite.mean() if finite.size else np.nan
             std = finite.std(ddof=1) if finite.size > 1 else 0.0
@@ -109,7 +110,7 @@ def localization_tile(image: np.ndarray, example: dict[str, Any]) -> np.ndarray:
     return draw_scored_boxes(rgb, predicted, example["scores"], PREDICTION_COLOUR)
 
 
-def localization_examples(real: Store, result: dict[str, Any], size: int, path: Path, title: str) -> Path:
+def localization_examples(real: Store, result: TaskResult, size: int, path: Path, title: str) -> Path:
     """Rows = conditions, columns = example test slices of fold 0 at the working size; ground
     truth boxes green, predictions (score ≥ 0.5) red with their scores; a legend says which is which."""
     from matplotlib.patches import Patch
@@ -117,8 +118,8 @@ def localization_examples(real: Store, result: dict[str, Any], size: int, path: 
     from lungforge.bench.protocol.slices import read_resized
 
     plt = _pyplot()
-    conditions = result["conditions"]
-    examples = {c: result["folds"][c][0]["examples"] for c in conditions}
+    conditions = result.conditions
+    examples = {c: result.folds[c][0]["examples"] for c in conditions}
     cols = max(1, max(len(e) for e in examples.values()))
     fig, axes = plt.subplots(len(conditions), cols, figsize=(2.4 * cols, 2.5 * len(conditions) + 0.4), squeeze=False)
     for row, condition in enumerate(conditions):

@@ -11,6 +11,7 @@ Nodule and nodule-free slices are scored separately, plus all slices together.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from lungforge.data.resize import resize_images_uint8
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import CheckpointError, InputError, torch_load_reason
 from lungforge.seeds import check_seed
-from lungforge.choices import Features, FidSplit, Selection, check_choice, check_range
+from lungforge.choices import MAX_SIZE_PX, Features, FidSplit, Selection, check_choice, check_range
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_DIMS = 2048
@@ -228,8 +229,44 @@ class FidConfig:
         check_choice("real_split", self.real_split, FidSplit)
         check_choice("features", self.features, Features)
         check_choice("select", self.select, Selection)
-        check_range("size", self.size, 32)
+        check_range("size", self.size, 32, MAX_SIZE_PX)
         check_range("batch_size", self.batch_size, 1)
+
+
+@dataclass(frozen=True)
+class FidScore:
+    """FID of one subset of slices: `fid` None when either side has fewer than 2 images; image counts."""
+
+    fid: float | None
+    n_real: int
+    n_synthetic: int
+
+
+@dataclass(frozen=True)
+class FidResult:
+    """FID of every synthetic store, per subset (nodule, nodule_free, all): `scores` {name: {subset:
+    :class:`FidScore`}}, `dims` the feature size, `warnings` one line per subset with too few images."""
+
+    config: FidConfig
+    dims: int
+    scores: dict[str, dict[str, FidScore]]
+    warnings: list[str]
+
+    @property
+    def comparable(self) -> bool:
+        """Inception features: comparable with published FID (random features are not)."""
+        return self.config.features == "inception"
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"features", "comparable", "size", "real_split", "select", "dims", "scores": {name: {subset:
+        {"fid", "n_real", "n_synthetic"}}}, "warnings"}."""
+        c = self.config
+        return {
+            "features": c.features, "comparable": self.comparable, "size": c.size, "real_split": c.real_split, "select": c.select,
+            "dims": self.dims,
+            "scores": {name: {subset: dataclasses.asdict(score) for subset, score in subsets.items()} for name, subsets in self.scores.items()},
+            "warnings": list(self.warnings),
+        }
 
 
 def real_indices(real: Store, real_split: FidSplit) -> np.ndarray:
@@ -258,19 +295,15 @@ def compute_fid(
     dims: int,
     device: torch.device,
     progress: Any = None,
-) -> dict[str, Any]:
+) -> FidResult:
     """FID of every synthetic store's selected slices (`config.select`) against the real slices,
-    per subset (nodule, nodule_free, all).
-
-    Returns {"features", "comparable", "size", "real_split", "dims", "scores":
-    {name: {subset: {"fid", "n_real", "n_synthetic"}}}, "warnings": [...]}; a subset with fewer
-    than 2 images on either side has fid None, one with fewer than 2048 a warning.
-    """
+    per subset (nodule, nodule_free, all); a subset with fewer than 2 images on either side has
+    fid None, one with fewer than 2048 a warning."""
     notes: list[str] = []
     if config.size < 2:
         raise InputError(f"FID working size must be >= 2 pixels, got {config.size}")
     real_m = store_moments(real, real_indices(real, config.real_split), extractor, dims, config.batch_size, device, progress, "real", size=config.size)
-    scores: dict[str, dict[str, Any]] = {}
+    scores: dict[str, dict[str, FidScore]] = {}
     for name, store in synthetic.items():
         used = np.flatnonzero(selected(store, config.select)) if store.kind == "synthetic" else np.arange(len(store))
         syn_m = store_moments(store, used, extractor, dims, config.batch_size, device, progress, name, size=config.size)
@@ -285,14 +318,5 @@ def compute_fid(
                     f"{name} {subset}: {s.n} synthetic / {r.n} real images; FID is biased below {MIN_RELIABLE} images"
                     + ("" if value is not None else " and undefined below 2")
                 )
-            scores[name][subset] = {"fid": value, "n_real": r.n, "n_synthetic": s.n}
-    return {
-        "features": config.features,
-        "comparable": config.features == "inception",
-        "size": config.size,
-        "real_split": config.real_split,
-        "select": config.select,
-        "dims": dims,
-        "scores": scores,
-        "warnings": notes,
-    }
+            scores[name][subset] = FidScore(value if value is not None and np.isfinite(value) else None, r.n, s.n)
+    return FidResult(config, dims, scores, notes)

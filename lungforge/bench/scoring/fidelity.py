@@ -16,7 +16,9 @@ downloaded weights, NOT comparable with published (Inception) FID.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from lungforge.bench.scoring.crossfit import HALVES, UNSCORED, real_scorers, syn
 from lungforge.bench.scoring.fid import SUBSETS, Moments, frechet_distance
 from lungforge.bench.scoring.label_metrics import HIT_IOU, NoduleHits, class_iou, confusion_matrix, mean_iou, size_bin_names
 from lungforge.bench.scoring.segmenter import Segmenter, SegmenterConfig, load_or_train
+from lungforge.bench.protocol.results import json_safe
 from lungforge.bench.protocol.slices import read_resized
 from lungforge.data.store import Store
 from lungforge.labels import NUM_CLASSES
@@ -131,20 +134,58 @@ def scored_counts(scorer: np.ndarray) -> dict[str, Any]:
     return {"scored_by": [int((scorer == h).sum()) for h in range(HALVES)], "unscored": int((scorer == UNSCORED).sum())}
 
 
+@dataclass(frozen=True)
+class SegmenterRecord:
+    """Where one cross-fitted segmenter came from: its cached weights `path`, whether they were
+    `cached` (reused) or trained now, its feature size and training facts (`info`: half,
+    train_patients, train_slices, train_nodule_slices, final_loss, train_seconds, train_cpu_seconds)."""
+
+    path: Path
+    cached: bool
+    feature_dims: int
+    info: dict[str, Any]
+
+    @property
+    def half(self) -> int:
+        return int(self.info["half"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "cached": self.cached, "feature_dims": self.feature_dims, **self.info}
+
+
+@dataclass(frozen=True)
+class FidelityResult:
+    """Label fidelity under `config`: the two cross-fitted `segmenters` and `scores` {"real": the
+    ceiling, name: score}; a score is :meth:`FidelityScore.summary` plus :func:`scored_counts`
+    (a JSON-ready record; None where a statistic is undefined)."""
+
+    config: SegmenterConfig
+    segmenters: list[SegmenterRecord]
+    scores: dict[str, dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"size", "quick", "config", "segmenters", "hit_rule", "size_bins", "feature_note", "scores"}."""
+        return json_safe({
+            "size": self.config.size,
+            "quick": self.config.quick,
+            "config": dataclasses.asdict(self.config),
+            "segmenters": [s.to_dict() for s in self.segmenters],
+            "hit_rule": HIT_RULE,
+            "size_bins": size_bin_names(),
+            "feature_note": FEATURE_NOTE,
+            "scores": self.scores,
+        })
+
+
 def compute_fidelity(
     real: Store,
     synthetic: dict[str, Store],
     config: SegmenterConfig,
     device: torch.device,
     progress: Any = None,
-) -> dict[str, Any]:
+) -> FidelityResult:
     """Train or load the two cross-fitted segmenters of (real, config) and score the real train
-    slices (the ceiling: each half by the other half's segmenter) and every synthetic store.
-
-    Returns {"size", "quick", "config", "segmenters": [{"path", "cached", "half", ...}, two],
-    "hit_rule", "size_bins", "feature_note", "scores": {"real": ceiling, name: score}}; a score is
-    :meth:`FidelityScore.summary` plus :func:`scored_counts`.
-    """
+    slices (the ceiling: each half by the other half's segmenter) and every synthetic store."""
     real_scorer = real_scorers(real, config.seed)
     segmenters = [load_or_train(real, config, device, progress, half=h) for h in range(HALVES)]
     ceiling = score_crossfit(segmenters, real, real_scorer, progress, REAL)
@@ -152,43 +193,33 @@ def compute_fidelity(
     for name, store in synthetic.items():
         scorer = synthetic_scorers(store, real, config.seed)
         scores[name] = {**score_crossfit(segmenters, store, scorer, progress, name).summary(ceiling), **scored_counts(scorer)}
-    return {
-        "size": config.size,
-        "quick": config.quick,
-        "config": dataclasses.asdict(config),
-        "segmenters": [
-            {"path": str(s.path), "cached": s.cached, "feature_dims": s.model.feature_dims, **s.info} for s in segmenters
-        ],
-        "hit_rule": HIT_RULE,
-        "size_bins": size_bin_names(),
-        "feature_note": FEATURE_NOTE,
-        "scores": scores,
-    }
+    records = [SegmenterRecord(s.path, s.cached, s.model.feature_dims, s.info) for s in segmenters]
+    return FidelityResult(config, records, scores)
 
 
 def _num(value: float | None, scale: float = 100.0, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{scale * value:.{digits}f}"
+    return "n/a" if value is None or not math.isfinite(value) else f"{scale * value:.{digits}f}"
 
 
-def fidelity_markdown(section: dict[str, Any]) -> list[str]:
+def fidelity_markdown(result: FidelityResult) -> list[str]:
     """Markdown lines of the fidelity section: one row per condition, the real ceiling first."""
-    classes = list(next(iter(section["scores"].values()))["iou"])
-    bins = section["size_bins"]
+    classes = list(next(iter(result.scores.values()))["iou"])
+    bins = size_bin_names()
     head = ["condition", "slices", "unscored", "mIoU (%)", *(f"IoU {c}" for c in classes), "nodule hit (%)", *(f"hit {b}" for b in bins),
             "FD nodule", "FD nodule-free"]
-    segs = section["segmenters"]
+    segs = result.segmenters
     lines = [
-        f"Segmenters: two UNets (width {section['config']['width']}, {section['config']['steps']} steps each) at "
-        f"{section['size']}×{section['size']} px, each trained on half of the real train patients "
-        f"({' and '.join(str(s['train_slices']) for s in segs)} slices; {'cached' if all(s['cached'] for s in segs) else 'trained now'}). "
+        f"Segmenters: two UNets (width {result.config.width}, {result.config.steps} steps each) at "
+        f"{result.config.size}×{result.config.size} px, each trained on half of the real train patients "
+        f"({' and '.join(str(s.info['train_slices']) for s in segs)} slices; {'cached' if all(s.cached for s in segs) else 'trained now'}). "
         "Cross-fitted: each scores only slices whose label map, image and nodule sources it did not train on; the ceiling is the "
         "real train slices, each half scored by the other half's segmenter; slices whose sources touch both halves are not scored.",
-        f"Nodule hit: {section['hit_rule']}. FD: {section['feature_note']}.",
+        f"Nodule hit: {HIT_RULE}. FD: {FEATURE_NOTE}.",
         "",
         "| " + " | ".join(head) + " |",
         "|---" * len(head) + "|",
     ]
-    for name, s in section["scores"].items():
+    for name, s in result.scores.items():
         hits = s["nodule_hits"]
         by = [f"{_num(hits['by_size'][b]['rate'], digits=0)} ({hits['by_size'][b]['nodules']})" for b in bins]
         fd = s["feature_distance"]

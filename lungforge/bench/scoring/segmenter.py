@@ -28,6 +28,7 @@ from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
 from lungforge.bench.scoring.crossfit import train_halves
 from lungforge.bench.networks.segunet import SegUNet
 from lungforge.bench.protocol.slices import read_resized
+from lungforge.choices import MAX_SIZE_PX, check_range
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import CheckpointError, InputError
 from lungforge.labels import NUM_CLASSES
@@ -39,7 +40,7 @@ MODEL_VERSION = "segunet/2"
 @dataclass(frozen=True)
 class SegmenterConfig:
     """How the segmenter is trained. `size` is the working resolution (pixels, divisible by
-    2^levels); `max_slices` caps the train slices held in memory (every nodule slice first, then
+    2^levels, at most 2048); `max_slices` caps the train slices held in memory (every nodule slice first, then
     seeded nodule-free ones); each batch draws `nodule_fraction` of its slices from nodule slices.
     `steps` is per segmenter: cross-fitted fidelity trains two."""
 
@@ -56,6 +57,7 @@ class SegmenterConfig:
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
+        check_range("size", self.size, 2**self.levels, MAX_SIZE_PX)
         if self.size % 2**self.levels:
             raise InputError(f"fidelity working size must be divisible by {2**self.levels}, got {self.size}")
         if not 0.0 <= self.nodule_fraction <= 1.0:

@@ -168,12 +168,12 @@ def compare(values: list[float], reference: list[float], seed: int = 0, ratio: f
     }
 
 
-def summarize(result: dict[str, Any], metrics: tuple[str, ...], test_metric: str) -> dict[str, Any]:
+def summarize(folds: dict[str, list[dict[str, Any]]], metrics: tuple[str, ...], test_metric: str) -> dict[str, Any]:
     """Per condition: {metric: {mean, std, n}}, "p_value" (rank-sum, as the paper) and "comparison"
-    (:func:`compare`) of `test_metric` against condition A (None for A itself), from a
-    `run_detect` / `run_localize` result. The corrected t-test's n_test / n_train comes from A's
-    fold records (:func:`test_train_ratio`): the overlap it corrects for is in the real data."""
-    folds = result["folds"]
+    (:func:`compare`) of `test_metric` against condition A (None for A itself), from the per-fold
+    rows {condition: [row]} of a `run_detect` / `run_localize` result. The corrected t-test's
+    n_test / n_train comes from A's fold rows (:func:`test_train_ratio`): the overlap it corrects
+    for is in the real data."""
     reference = [f[test_metric] for f in folds[REFERENCE]]
     ratio = test_train_ratio(folds[REFERENCE])
     summary = {}

@@ -1,0 +1,80 @@
+"""Golden JSON of `bench detect` (and its learning curve), `bench fid`, `bench fidelity` and `bench all`.
+
+The same rules as test_json_golden.py, whose helpers these reuse: volatile keys dropped, paths
+under the test's folder written as "<tmp>", floats to 9 digits (one torch thread makes the CPU
+runs repeat exactly). The input is a 4-scan 64-px phantom (seed 1: both quick folds hold nodule
+slices, so every condition trains some steps) and a `paste` store made from it. `bench all` also
+compares its report.md with tests/golden/bench_all_report.md. Regenerate after a deliberate
+change with `LUNGFORGE_UPDATE_GOLDEN=1 pytest tests/cli/test_bench_json_golden.py` and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lungforge.cli.main import app
+from test_json_golden import GOLDEN, _check  # tests/cli is on sys.path (pytest's rootdir-relative import)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+QUICK = ["--quick", "--size", "64", "--device", "cpu", "--json"]
+
+
+@pytest.fixture(scope="module")
+def bench_stores(tmp_path_factory) -> dict[str, Path]:
+    """A real store of a 4-scan 64-px phantom (one test patient) and an 8-slice `paste` store made from it."""
+    from lungforge.augment.generate import augment
+    from lungforge.augment.options import AugmentOptions
+    from lungforge.data.phantom import make_phantom
+    from lungforge.data.prepare import PrepareOptions, prepare
+
+    root = tmp_path_factory.mktemp("bench_golden")
+    make_phantom(root / "luna16", scans=4, size=64, seed=1)
+    prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=1))
+    augment(AugmentOptions(data=root / "real.zarr", weights="paste", out=root / "paste.zarr", nodules=6, nodule_free=2, shard_size=4, device="cpu"))
+    return {"root": root, "real": root / "real.zarr", "paste": root / "paste.zarr"}
+
+
+def _bench(*args: str) -> str:
+    result = CliRunner().invoke(app, ["bench", *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_bench_detect_json_matches_golden(bench_stores) -> None:
+    stdout = _bench("detect", "--real", str(bench_stores["real"]), "--synthetic", f"paste={bench_stores['paste']}", "--patch", "16", *QUICK)
+    _check("bench_detect", stdout, bench_stores["root"])
+
+
+def test_bench_detect_learning_curve_json_matches_golden(bench_stores) -> None:
+    args = ["--real", str(bench_stores["real"]), "--synthetic", f"paste={bench_stores['paste']}", "--patch", "16", "--real-nodules", "1,all"]
+    _check("bench_detect_curve", _bench("detect", *args, *QUICK), bench_stores["root"])
+
+
+def test_bench_fid_json_matches_golden(bench_stores) -> None:
+    args = ["--real", str(bench_stores["real"]), "--synthetic", f"paste={bench_stores['paste']}", "--features", "random", "--size", "64"]
+    _check("bench_fid", _bench("fid", *args, "--device", "cpu", "--json"), bench_stores["root"])
+
+
+def test_bench_fidelity_json_matches_golden(bench_stores) -> None:
+    args = ["--real", str(bench_stores["real"]), "--synthetic", f"paste={bench_stores['paste']}", "--segmenter-steps", "4"]
+    _check("bench_fidelity", _bench("fidelity", *args, *QUICK), bench_stores["root"])
+
+
+def test_bench_all_json_and_report_match_golden(bench_stores, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    out = bench_stores["root"] / "report"
+    args = ["--real", str(bench_stores["real"]), "--synthetic", f"B={bench_stores['paste']}", "--out", str(out), "--patch", "16",
+            "--features", "random", "--segmenter-steps", "5", "--controls", "--real-nodules", "1,all"]
+    stdout = _bench("all", *args, *QUICK)
+    _check("bench_all", stdout, bench_stores["root"])
+    assert json.loads((out / "report.json").read_text()) == json.loads(stdout)
+    md = (out / "report.md").read_text().replace(str(bench_stores["root"]), "<tmp>")
+    path = GOLDEN / "bench_all_report.md"
+    if os.environ.get("LUNGFORGE_UPDATE_GOLDEN"):
+        path.write_text(md)
+    assert md == path.read_text(), f"report.md differs from {path}"
