@@ -33,6 +33,8 @@ Sampler = Literal["ddpm", "ddim", "dpmpp"]
 """Diffusion samplers: ancestral DDPM, DDIM, DPM-Solver++ 2M."""
 Precision = Literal["fp32", "bf16", "fp16"]
 """Compute precision of a model's forward (fp16 needs CUDA)."""
+PresetName = Literal["tiny", "paper"]
+"""Named model presets of `train`: 'tiny' (64 px, CPU) and 'paper' (SDM 256 px, SPADE 512 px)."""
 Lungs = Literal["seg", "auto"]
 """Where `prepare` takes lungs and trachea from: seg-lungs-LUNA16 masks, or classical segmentation."""
 NoduleSlices = Literal["center", "all"]

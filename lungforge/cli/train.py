@@ -12,6 +12,7 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 
+from lungforge.choices import Precision, PresetName
 from lungforge.cli.params import DeviceOpt, build_config, finite
 from lungforge.cli.params import seed as check_seed
 
@@ -30,10 +31,10 @@ def register(app: typer.Typer) -> None:
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Prepared Zarr store (its train split is used; test patients never).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Run directory: model.safetensors, config.json, resume.pt, metrics.jsonl, samples/.")]
-PresetOpt = Annotated[str, typer.Option(help="Model preset: 'tiny' (64 px, CPU) or 'paper' (SDM 256 px, SPADE 512 px).")]
+PresetOpt = Annotated[PresetName, typer.Option(help="Model preset: 'tiny' (64 px, CPU) or 'paper' (SDM 256 px, SPADE 512 px).")]
 StepsOpt = Annotated[int, typer.Option(min=1, help="Total optimiser steps of the run (a --resume run continues up to it).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per step per process (global batch = this × ranks).")]
-PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 (autocast; CPU or CUDA) or fp16 (CUDA only, with loss scaling).")]
+PrecisionOpt = Annotated[Precision, typer.Option(help="fp32, bf16 (autocast; CPU or CUDA) or fp16 (CUDA only, with loss scaling).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint, bit-for-bit.")]
 SeedOpt = Annotated[int, typer.Option(callback=check_seed, help="Seed of initialisation, data order, flips and noise.")]
 CkptOpt = Annotated[int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints (and sample grids).")]

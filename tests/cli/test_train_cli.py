@@ -55,3 +55,17 @@ def test_inpaint_window_larger_than_the_store_is_one_line(tmp_path):
     assert result.exit_code == 1
     assert "window 128 px is larger than its 64×64 px slices" in str(result.exception)
     assert not (tmp_path / "run").exists()
+
+
+def test_train_choices_are_checked_by_click_and_listed_in_help() -> None:
+    from typing import get_args
+
+    from lungforge.choices import PresetName
+    from lungforge.models.presets import PRESETS
+
+    assert set(get_args(PresetName)) == set(PRESETS)
+    runner = CliRunner()
+    help_text = runner.invoke(app, ["train", "spade", "--help"], terminal_width=200).output
+    assert "tiny|paper" in help_text and "fp32|bf16|fp16" in help_text
+    bad = runner.invoke(app, ["train", "spade", "--data", "x.zarr", "--out", "run", "--preset", "huge"])
+    assert bad.exit_code == 2 and "huge" in bad.output

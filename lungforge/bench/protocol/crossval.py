@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, TypeVar
 
@@ -34,6 +35,24 @@ from lungforge.seeds import check_seed
 
 FoldRunner = Callable[[int, str], FoldRow]
 """`runner(fold, condition) -> per-fold metrics` for one task."""
+
+
+@dataclass(frozen=True)
+class FoldOptions:
+    """The options every k-fold task config shares with the same meaning and default
+    (:class:`~lungforge.bench.protocol.detect.DetectConfig`, :class:`~lungforge.bench.protocol.localize.LocalizeConfig`):
+    which synthetic slices train, the seed, the quick label and the learning-curve settings."""
+
+    select: Selection = "first-draw"
+    """Synthetic slices every condition trains on: 'first-draw' or 'all'."""
+    seed: int = 0
+    quick: bool = False
+    real_nodules: int | None = None
+    """Learning-curve point: real training nodule slices per fold (None: all)."""
+    fixed_budget: bool = False
+    """Train every point, fold and condition the same steps (:func:`~lungforge.bench.protocol.budget.curve_steps`)."""
+    allow_generator_leakage: bool = False
+    """Bench generators whose weights saw test-fold patients (the report says so)."""
 
 
 class FoldConfig(Protocol):

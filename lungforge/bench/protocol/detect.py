@@ -19,9 +19,9 @@ import torch
 from torch.nn import functional as F
 
 from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
-from lungforge.choices import RealSplit, Selection, check_range
+from lungforge.choices import RealSplit, check_range
 from lungforge.bench.protocol.budget import batch_indices
-from lungforge.bench.protocol.crossval import FoldRunner, check_fold_config, condition_stream, cross_validate, fold_runner
+from lungforge.bench.protocol.crossval import FoldOptions, FoldRunner, check_fold_config, condition_stream, cross_validate, fold_runner
 from lungforge.bench.protocol.folds import OUTSIDE, source_groups
 from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.scoring.metrics import Confusion, auroc, classification_metrics, recall_by_size
@@ -34,7 +34,7 @@ QUICK_LABEL = "QUICK (not comparable to the paper)"
 
 
 @dataclass(frozen=True)
-class DetectConfig:
+class DetectConfig(FoldOptions):
     """Options of the detection benchmark (sizes in pixels at the working resolution)."""
 
     size: int = 256
@@ -52,15 +52,6 @@ class DetectConfig:
     patch: int = PATCH
     """Patch side (pixels at `size`)."""
     jitter_px: int = JITTER_PX
-    select: Selection = "first-draw"
-    seed: int = 0
-    quick: bool = False
-    real_nodules: int | None = None
-    """Learning-curve point: real training nodule slices per fold (None: all)."""
-    fixed_budget: bool = False
-    """Train every point, fold and condition the same steps (:func:`~lungforge.bench.protocol.budget.curve_steps`)."""
-    allow_generator_leakage: bool = False
-    """Bench generators whose weights saw test-fold patients (the report says so)."""
 
     def __post_init__(self) -> None:
         check_fold_config(self, min_size=8)

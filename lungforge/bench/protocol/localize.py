@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
-from lungforge.choices import Backbone, RealSplit, Selection, check_choice, check_range
+from lungforge.choices import Backbone, RealSplit, check_choice, check_range
 from lungforge.bench.protocol.budget import batch_indices
-from lungforge.bench.protocol.crossval import FoldRunner, check_fold_config, condition_stream, cross_validate, fold_runner
+from lungforge.bench.protocol.crossval import FoldOptions, FoldRunner, check_fold_config, condition_stream, cross_validate, fold_runner
 from lungforge.bench.scoring.froc import CPM, FROC_METRICS, froc
 from lungforge.bench.protocol.folds import OUTSIDE, source_groups
 from lungforge.bench.protocol.inputs import nodule_boxes
@@ -37,7 +37,7 @@ SHOW_SCORE = 0.5
 
 
 @dataclass(frozen=True)
-class LocalizeConfig:
+class LocalizeConfig(FoldOptions):
     """Options of the localization benchmark (sizes in pixels at the working resolution)."""
 
     size: int = 256
@@ -61,15 +61,6 @@ class LocalizeConfig:
     """RoIs sampled per image for the box head's loss."""
     examples: int = 4
     """Test slices per fold whose predictions are kept for the report's figure."""
-    select: Selection = "first-draw"
-    seed: int = 0
-    quick: bool = False
-    real_nodules: int | None = None
-    """Learning-curve point: real training nodule slices per fold (None: all)."""
-    fixed_budget: bool = False
-    """Train every point, fold and condition the same steps (:func:`~lungforge.bench.protocol.budget.curve_steps`)."""
-    allow_generator_leakage: bool = False
-    """Bench generators whose weights saw test-fold patients (the report says so)."""
 
     def __post_init__(self) -> None:
         check_fold_config(self, min_size=32)
