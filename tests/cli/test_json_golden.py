@@ -2,7 +2,8 @@
 
 Refactors must not change what scripts read: keys and values are compared with
 tests/golden/*.json after dropping what varies between runs (times, creation stamps, store ids,
-the version) and writing paths under the test's folder as "<tmp>". After a deliberate change of
+the version), writing paths under the test's folder as "<tmp>" and comparing floats to a relative
+tolerance of 1e-5 (:data:`REL_TOL`). After a deliberate change of
 the JSON, regenerate with `LUNGFORGE_UPDATE_GOLDEN=1 pytest tests/cli/test_json_golden.py` and
 review the diff.
 """
@@ -10,6 +11,7 @@ review the diff.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -57,12 +59,33 @@ def _stable(value: Any, root: str) -> Any:
     return value
 
 
+REL_TOL = 1e-5
+"""Relative tolerance of golden floats: CPU kernels (AVX2 vs AVX-512, thread splits) change the
+last digits of trained metrics and FID, not the first five (a Fréchet distance2019s matrix square root differs by ~2e-6)."""
+
+
+def _same(got: Any, want: Any, where: str = "") -> str | None:
+    """The first place where `got` differs from `want` (floats within :data:`REL_TOL`), or None."""
+    if isinstance(got, float) and isinstance(want, (int, float)) and not isinstance(want, bool):
+        return None if math.isclose(got, want, rel_tol=REL_TOL, abs_tol=1e-9) else f"{where}: {got!r} != {want!r}"
+    if isinstance(got, dict) and isinstance(want, dict):
+        if set(got) != set(want):
+            return f"{where}: keys {sorted(set(got) ^ set(want))} differ"
+        return next((d for k in want if (d := _same(got[k], want[k], f"{where}/{k}"))), None)
+    if isinstance(got, list) and isinstance(want, list):
+        if len(got) != len(want):
+            return f"{where}: {len(got)} items != {len(want)}"
+        return next((d for i, (g, w) in enumerate(zip(got, want)) if (d := _same(g, w, f"{where}/{i}"))), None)
+    return None if got == want else f"{where}: {got!r} != {want!r}"
+
+
 def _check(name: str, stdout: str, root: Path) -> None:
     got = _stable(json.loads(stdout), str(root))
     path = GOLDEN / f"{name}.json"
     if os.environ.get("LUNGFORGE_UPDATE_GOLDEN"):
         path.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
-    assert got == json.loads(path.read_text()), f"{name} JSON differs from {path}"
+    difference = _same(got, json.loads(path.read_text()))
+    assert difference is None, f"{name} JSON differs from {path} at {difference}"
 
 
 def test_info_json_matches_golden(stores) -> None:
