@@ -61,7 +61,8 @@ def _stable(value: Any, root: str) -> Any:
 
 REL_TOL = 1e-5
 """Relative tolerance of golden floats: CPU kernels (AVX2 vs AVX-512, thread splits) change the
-last digits of trained metrics and FID, not the first five (a Fréchet distance2019s matrix square root differs by ~2e-6)."""
+last digits of trained metrics and FID (a Fréchet distance's matrix square root by ~2e-6), not
+the first five."""
 
 
 def _same(got: Any, want: Any, where: str = "") -> str | None:
