@@ -97,3 +97,15 @@ def test_torchrun_two_ranks_give_the_single_process_json(paste_bench: dict[str, 
     files = sorted(p.name for p in (tmp_path / "two" / "detect-k1").iterdir())
     assert files == ["A-fold0.json", "A-fold1.json", "paste-fold0.json", "paste-fold1.json", "run.json"]
     assert _bench(torchrun, paste_bench, tmp_path / "two") == two  # resumed from the fold log, nothing retrained
+
+
+def test_bench_all_refuses_torchrun(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lungforge.cli.main import app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    result = CliRunner().invoke(app, ["bench", "all", "--real", str(tmp_path / "real.zarr"), "--controls", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "bench all runs in one process" in result.output
+    assert not (tmp_path / "r").exists()
