@@ -7,8 +7,9 @@
 # Figures: SDM training (batch 8, and the largest batch that fits), SDM sampling (dpmpp-25,
 # guidance 1.5; batch 16 and 64; without and with torch.compile), SPADE sampling, and augment end
 # to end with random-initialised weights (overhead vs pure sampling), and the inpainting SDM's
-# cost per nodule (64 px windows on 256 px slices) against whole-slice SDM (counted and measured). Each command has its own
-# time limit; a failed or timed-out figure prints {"figure": ..., "error": ...} and the rest go on.
+# cost per nodule (64 px windows on 256 px slices) against whole-slice SDM (counted and measured), and
+# bench detect under torchrun against one process (one GPU per rank where there are 2+, else 4 CPU
+# ranks). Each command has its own time limit; a failed or timed-out figure prints {"figure": ..., "error": ...} and the rest go on.
 # Environment: PYTHON (default python), DEVICE (default auto), PRECISION (default bf16 on CUDA,
 # fp32 on CPU, whose bf16 is emulated on most CPUs), PEAK_TFLOPS (override the known-GPU table).
 set -u
@@ -64,3 +65,9 @@ figure sdm-sample-contiguous "$LIMIT" "$PY" benchmarks/sampling.py "${COMMON[@]}
 figure spade-sample "$LIMIT" "$PY" benchmarks/sampling.py "${COMMON[@]}" --model spade --batch-size "$SMALL,$LARGE" --repeats 3
 figure augment "$LIMIT" "$PY" benchmarks/augment.py --device "$DEVICE" --precision "$PRECISION" --preset "$PRESET" --json "${AUGMENT[@]}"
 figure inpaint-cost "$LIMIT" "$PY" benchmarks/inpaint_cost.py --device "$DEVICE" --precision "$PRECISION" --preset "$PRESET" --json "${INPAINT[@]}"
+GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() and '$DEVICE' != 'cpu' else 0)")
+if [ "$GPUS" -ge 2 ]; then
+    figure bench-ranks "$LIMIT" "$PY" benchmarks/bench_ranks.py --device cuda --ranks "$GPUS" --epochs 60
+else
+    figure bench-ranks-cpu "$LIMIT" "$PY" benchmarks/bench_ranks.py --device cpu --ranks 4 --epochs 60
+fi

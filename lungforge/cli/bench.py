@@ -125,22 +125,28 @@ def task_options(command: Callable[..., None]) -> Callable[..., None]:
 def _run_task(task, run, config_cls, metric, metrics, *, real, synthetic, real_nodules, out, quick, device, json_out, **options) -> None:
     """Run one task, `detect` or `localize` (or its learning curve over `--real-nodules`) with the
     config built from `options`; print the table or JSON; with a curve and `--out`, write its
-    figure there."""
+    figure there. Under torchrun the ranks share the (fold, condition) runs and rank 0 reports."""
+    from contextlib import nullcontext
+
     from lungforge.bench.protocol.curves import curve_figure, learning_curve
     from lungforge.bench.protocol.detect import QUICK_LABEL
     from lungforge.cli.bench_print import print_curve, print_leakage, print_summary
     from lungforge.cli.console import err_console, print_json, progress
     from lungforge.device import resolve_device
+    from lungforge.training.distributed import dist_info_from_env, process_group
 
     points = _points(real_nodules)
     config = _config(config_cls, quick, **options)
     real_store, stores, _ = _open(real, synthetic)
-    device = resolve_device(device)
-    with progress() as bar:
+    info = dist_info_from_env()
+    device = resolve_device(device, info.local_rank)
+    with process_group(info, device), progress() if info.is_main else nullcontext() as bar:
         if points is None:
             result = run(real_store, stores, config, device, out, bar)
         else:
             result = learning_curve(run, real_store, stores, config, points, device, out, bar)
+    if not info.is_main:
+        return
     print_leakage(result.leakage)
     if points is not None and out is not None:
         figure = curve_figure(result, metric, Path(out) / f"{task}_curve.png", f"{task}: {metric} against K")
@@ -268,6 +274,10 @@ def all_(
     from lungforge.cli.console import print_json, progress
     from lungforge.device import resolve_device
 
+    from lungforge.training.distributed import dist_info_from_env
+
+    if dist_info_from_env().enabled:
+        raise typer.BadParameter("bench all runs in one process; under torchrun run `bench detect` and `bench localize`, whose ranks share the folds", param_hint="torchrun")
     specs = _parse_specs(synthetic)
     if not specs and not controls:
         raise typer.BadParameter("give at least one NAME=STORE (or --controls)", param_hint="--synthetic")

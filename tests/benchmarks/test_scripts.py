@@ -47,10 +47,17 @@ def options_of(script: Path) -> set[str]:
 
 
 def test_every_script_has_a_smoke_test() -> None:
-    tested = {"augment.py", "device.sh", "faults.py", "hardware.py", "inpaint_cost.py", "phantom_stats.py", "power.py", "prepare.py",
+    tested = {"augment.py", "bench_ranks.py", "device.sh", "faults.py", "hardware.py", "inpaint_cost.py", "phantom_stats.py", "power.py", "prepare.py",
               "samplers.py", "sampling.py", "training.py"}
     tested_elsewhere = {"paste_example.py"}  # tests/benchmarks/test_paste_example.py
     assert set(SCRIPTS) == tested | tested_elsewhere
+
+
+def test_bench_ranks_gives_the_single_process_json(capsys, monkeypatch) -> None:
+    out = run_script("bench_ranks.py", "--scans", "4", "--size", "64", "--folds", "2", "--epochs", "1", capsys=capsys, monkeypatch=monkeypatch)
+    (result,) = json_lines(out)
+    assert result["identical"] is True and result["ranks"] == 2 and result["runs"] == 4
+    assert result["single_s"] > 0 and result["ranks_s"] > 0
 
 
 def test_inpaint_cost_counts_fewer_flops_per_nodule_for_a_window(capsys, monkeypatch) -> None:

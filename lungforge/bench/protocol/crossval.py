@@ -28,6 +28,7 @@ from lungforge.bench.protocol.foldlog import FoldLog, run_signature
 from lungforge.bench.protocol.folds import leak_groups, real_groups
 from lungforge.bench.protocol.inputs import REFERENCE
 from lungforge.bench.protocol.leakage import check_leakage
+from lungforge.bench.protocol.ranks import rank_and_world, run_shared
 from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.choices import MAX_SIZE_PX, RealSplit, Selection, check_choice, check_range
 from lungforge.data.store import NO_SOURCE, Store
@@ -248,7 +249,9 @@ def cross_validate(
     out: Path | None = None,
     progress: Any = None,
 ) -> TaskResult:
-    """Run every unfinished (fold, condition) of `task`; finished folds in `out` are reused.
+    """Run every unfinished (fold, condition) of `task`; finished folds in `out` are reused. In a
+    joined process group (torchrun) each rank trains its share of them and all ranks return every
+    row (:func:`~lungforge.bench.protocol.ranks.run_shared`).
 
     A generator condition whose weights saw a test-fold patient is refused first
     (:func:`~lungforge.bench.protocol.leakage.check_leakage`) unless the config allows it.
@@ -257,18 +260,27 @@ def cross_validate(
     """
     groups = real_groups(real, config.folds, config.real_split)  # type: ignore[arg-type]
     leakage = check_leakage(real, synthetic, groups, config.allow_generator_leakage)
-    log = FoldLog(out, log_name(task, config), run_signature(task, config, real, synthetic))
+    rank, _ = rank_and_world()
+    log = FoldLog(out, log_name(task, config), run_signature(task, config, real, synthetic), write_run=rank == 0)
     conditions = [REFERENCE, *synthetic]
     todo = [(f, c) for f in range(config.folds) for c in conditions if log.get(c, f) is None]
     total = config.folds * len(conditions)
     bar = progress.add_task(task, total=total, completed=total - len(todo), status="") if progress else None
     if todo:
         runner = make_runner(groups)
-        for fold, condition in todo:
+
+        def run(fold: int, condition: str) -> dict[str, Any]:
             if progress:
                 progress.update(bar, status=f"fold {fold} {condition}")
-            log.put(condition, fold, {"fold": fold, "condition": condition, **runner(fold, condition)})
+            row = {"fold": fold, "condition": condition, **runner(fold, condition)}
+            log.put(condition, fold, row)
             if progress:
                 progress.advance(bar)
+            return row
+
+        for (fold, condition), row in run_shared(todo, run).items():
+            log.remember(condition, fold, row)
+        if progress:
+            progress.update(bar, completed=total, status="")
     folds = {c: [log.get(c, f) for f in range(config.folds)] for c in conditions}
     return TaskResult(task, config, tuple(conditions), folds, leakage)

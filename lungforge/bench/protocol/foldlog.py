@@ -29,9 +29,10 @@ def _write_json(path: Path, payload: Any) -> None:
 
 
 class FoldLog:
-    """Finished folds of one task; in memory only when `directory` is None."""
+    """Finished folds of one task; in memory only when `directory` is None. `write_run`: this
+    process records the run's arguments (one rank of a torchrun job does)."""
 
-    def __init__(self, directory: Path | None, task: str, run: dict[str, Any]):
+    def __init__(self, directory: Path | None, task: str, run: dict[str, Any], write_run: bool = True):
         self.directory = None if directory is None else Path(directory) / task
         self._memory: dict[tuple[str, int], dict[str, Any]] = {}
         if self.directory is None:
@@ -47,7 +48,7 @@ class FoldLog:
                     f"{self.directory}: holds folds of a run with other arguments ({', '.join(changed)} differ); "
                     "rerun with the same arguments to resume, or use another --out"
                 )
-        else:
+        elif write_run:
             _write_json(run_file, run)
 
     @staticmethod
@@ -63,6 +64,10 @@ class FoldLog:
             self._memory[(condition, fold)] = result
             return result
         return None
+
+    def remember(self, condition: str, fold: int, result: dict[str, Any]) -> None:
+        """Hold a fold another process finished (and saved) in memory."""
+        self._memory[(condition, fold)] = result
 
     def put(self, condition: str, fold: int, result: dict[str, Any]) -> None:
         """Record a finished fold (on disk atomically when there is a directory)."""
