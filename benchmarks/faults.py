@@ -1403,6 +1403,69 @@ def _(lab: Lab) -> Outcome:
     return Outcome(str(call.code), call.stderr, False, note="the SPADE ran, --sampler ignored" if call.code == 0 else "")
 
 
+# --- branch stdout: issue 27.9, a command's result on stdout, progress/logs/warnings on stderr (group round3-stdout) ---
+def _on_stdout(call: Call, result: str, logs: str = "") -> Outcome:
+    """ok when `result` is on stdout and not on stderr, and `logs` (if given) on stderr and not on stdout."""
+    placed = result in call.stdout and result not in call.stderr and (not logs or (logs in call.stderr and logs not in call.stdout))
+    note = f"stdout {len(call.stdout.splitlines())} lines, stderr {len(call.stderr.splitlines())}"
+    return Outcome(str(call.code), call.stderr, False, note if placed else f"{note}: {result!r} or {logs!r} on the wrong stream", placed)
+
+
+@fault("round3-stdout", "info STORE | less: the report on stdout (27.9)", "0")
+def _(lab: Lab) -> Outcome:
+    return _on_stdout(lab.cli("info", lab.real), "nodule diameters: ")
+
+
+@fault("round3-stdout", "weights list | grep demo: one line per entry (27.9)", "0")
+def _(lab: Lab) -> Outcome:
+    call = lab.cli("weights", "list")
+    outcome = _on_stdout(call, "demo-spade-tiny")
+    one_line = sum("demo-spade-tiny" in line for line in call.stdout.splitlines()) == 1
+    return Outcome(outcome.code, outcome.stderr, False, outcome.note, outcome.extra_ok and one_line)
+
+
+@fault("round3-stdout", "weights verify mismatch: the listing on stdout, one error line (27.9)", "1")
+def _(lab: Lab) -> Outcome:
+    call = _cli_env(lab, _misregistered(lab), "weights", "verify", "misreg")
+    outcome = _on_stdout(call, "mismatch misreg")
+    lines = [line for line in call.stderr.splitlines() if line.strip()]
+    one_error = len(lines) == 1 and lines[0].startswith("error: ")
+    return Outcome(outcome.code, outcome.stderr, False, outcome.note, outcome.extra_ok and one_error)
+
+
+@fault("round3-stdout", "prepare, a scan skipped: summary on stdout, skip on stderr (27.9)", "3")
+def _(lab: Lab) -> Outcome:
+    luna = lab.luna_copy()
+    victim = lab.victim(luna)
+    victim.with_suffix(".raw").write_bytes(victim.with_suffix(".raw").read_bytes()[:100])
+    call = lab.cli("prepare", luna, "--out", lab.path("real.zarr"), "--test-patients", "2")
+    return _on_stdout(call, "1 scans skipped", victim.stem)
+
+
+@fault("round3-stdout", "augment paste: report on stdout, progress on stderr (27.9)", "0")
+def _(lab: Lab) -> Outcome:
+    call = lab.cli("augment", "--data", lab.real, "--weights", "paste", "--out", lab.path("paste.zarr"), "--nodules", "2", "--device", "cpu")
+    return _on_stdout(call, "written this run", "augment ━")
+
+
+@fault("round3-stdout", "view and export: the path written on stdout (27.9)", "0 then 0")
+def _(lab: Lab) -> Outcome:
+    png, folder = lab.path("grid.png"), lab.path("export")
+    view = _on_stdout(lab.cli("view", lab.real, "--out", png, "--limit", "2", "--tile", "16"), f"wrote 2 slices to {png}")
+    export = _on_stdout(lab.cli("export", lab.real, "--format", "png", "--out", folder), f"as png to {folder}")
+    return Outcome(f"{view.code} then {export.code}", view.stderr + export.stderr, False, f"{view.note}; {export.note}", view.extra_ok and export.extra_ok)
+
+
+@fault("round3-stdout", "info --json: the JSON alone on stdout (27.9)", "0")
+def _(lab: Lab) -> Outcome:
+    call = lab.cli("info", lab.real, "--json")
+    try:
+        alone = json.loads(call.stdout)["kind"] == "real" and not call.stderr
+    except (ValueError, KeyError):
+        alone = False
+    return Outcome(str(call.code), call.stderr, False, "" if alone else "stdout is not the JSON alone", alone)
+
+
 # -- driver -----------------------------------------------------------------------------------------
 def run_row(lab: Lab, group: str, name: str, expected: str, fn: FaultFn) -> Row:
     real_before = digest(lab.real_path) if _complete(lab.real_path) else None

@@ -94,7 +94,7 @@ def _run(options: AugmentOptions, preview: Optional[Path], json_out: bool) -> No
     import time
 
     from lungforge.augment.generate import augment as run_augment
-    from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.cli.console import print_json, print_wrote, progress
 
     started = time.perf_counter()
     bar = progress()
@@ -121,13 +121,14 @@ def _run(options: AugmentOptions, preview: Optional[Path], json_out: bool) -> No
     else:
         _print_summary(report)
     if preview is not None:
-        err_console.print(f"preview written to {preview}")
+        print_wrote(preview, json_out)
 
 
 def _print_summary(report: AugmentReport) -> None:
+    """augment's report on stdout: a table of what the store holds and how the run went."""
     from rich.table import Table
 
-    from lungforge.cli.console import err_console
+    from lungforge.cli.console import out_console
 
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.1f} %"
@@ -149,4 +150,4 @@ def _print_summary(report: AugmentReport) -> None:
     ]
     for key, value in rows:
         table.add_row(key, value)
-    err_console.print(table)
+    out_console.print(table)

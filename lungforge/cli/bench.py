@@ -131,7 +131,7 @@ def _run_task(task, run, config_cls, metric, metrics, *, real, synthetic, real_n
     from lungforge.bench.protocol.curves import curve_figure, learning_curve
     from lungforge.bench.protocol.detect import QUICK_LABEL
     from lungforge.cli.bench_print import print_curve, print_leakage, print_summary
-    from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.cli.console import err_console, print_json, print_wrote, progress
     from lungforge.device import resolve_device
     from lungforge.training.distributed import dist_info_from_env, process_group
 
@@ -148,15 +148,17 @@ def _run_task(task, run, config_cls, metric, metrics, *, real, synthetic, real_n
     if not info.is_main:
         return
     print_leakage(result.leakage)
+    figure = None
     if points is not None and out is not None:
         figure = curve_figure(result, metric, Path(out) / f"{task}_curve.png", f"{task}: {metric} against K")
-        err_console.print(f"wrote {figure}", highlight=False)
     if json_out:
         print_json(result.to_dict())
     elif points is None:
         print_summary(task, result, metrics, metric)
     else:
         print_curve(result, metric, task)
+    if figure is not None:
+        print_wrote(figure, json_out)
     if quick:
         err_console.print(f"[yellow]{QUICK_LABEL}[/yellow]")
 

@@ -1,4 +1,4 @@
-"""What the `bench` commands print on stderr when not asked for JSON: tables, warnings, verdicts."""
+"""What the `bench` commands print when not asked for JSON: tables and verdicts on stdout, warnings on stderr."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 from rich.markup import escape
 from rich.table import Table
 
-from lungforge.cli.console import err_console
+from lungforge.cli.console import err_console, out_console, print_result
 
 if TYPE_CHECKING:  # the bench modules import torch: not for `--help`
     from lungforge.bench.protocol.leakage import GeneratorExposure
@@ -41,7 +41,7 @@ def print_curve(curve: CurveResult, metric: str, task: str) -> None:
     """A learning curve's table (:func:`~lungforge.bench.protocol.curves.curve_markdown`)."""
     from lungforge.bench.protocol.curves import curve_markdown
 
-    err_console.print("\n".join(curve_markdown(curve, metric, task)), highlight=False, soft_wrap=True, markup=False)
+    print_result("\n".join(curve_markdown(curve, metric, task)))
 
 
 def print_summary(title: str, result: TaskResult, metrics: tuple[str, ...], test_metric: str) -> None:
@@ -56,7 +56,7 @@ def print_summary(title: str, result: TaskResult, metrics: tuple[str, ...], test
         stats = [row["metrics"][m] for m in metrics]
         cells = ["n/a" if v["mean"] is None else f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}" for v in stats]
         table.add_row(condition, *cells, *comparison_cells(row["comparison"]))
-    err_console.print(table)
+    out_console.print(table)
 
 
 def print_fid_warnings(warnings: list[str]) -> None:
@@ -66,22 +66,23 @@ def print_fid_warnings(warnings: list[str]) -> None:
 
 
 def print_fid(result: FidResult) -> None:
-    """FID per synthetic store and subset at the working size."""
+    """FID per synthetic store and subset at the working size (random features: a warning on stderr)."""
     if not result.comparable:
         err_console.print("[yellow]random features: NOT comparable to published FID[/yellow]")
     size = result.config.size
     for name, scores in result.scores.items():
         cells = ", ".join(f"{k} {v.fid:.2f}" if v.fid is not None else f"{k} n/a" for k, v in scores.items())
-        err_console.print(f"FID {name} at {size}×{size} px: {cells}")
+        print_result(f"FID {name} at {size}×{size} px: {cells}")
 
 
 def print_fidelity(result: FidelityResult, quick: bool) -> None:
-    """Label fidelity per condition (the real ceiling first), where the segmenters came from, and the FD note."""
+    """Label fidelity per condition (the real ceiling first) with the FD note as its caption; where the
+    segmenters came from on stderr."""
     from lungforge.bench.scoring.fidelity import FEATURE_NOTE, REAL
 
     size = result.config.size
     table = Table("condition", "slices", "unscored", "mIoU %", "lungs IoU %", "nodule IoU %", "nodule hit %", "FD nodule", "FD nodule-free",
-                  title=f"label fidelity at {size}×{size} px" + (" (quick)" if quick else ""))
+                  title=f"label fidelity at {size}×{size} px" + (" (quick)" if quick else ""), caption=f"FD: {FEATURE_NOTE}")
     for name, s in result.scores.items():
         iou, hits, fd = s["iou"], s["nodule_hits"], s["feature_distance"]
         lungs = [v for v in (iou["left_lung"], iou["right_lung"]) if v is not None]
@@ -90,10 +91,9 @@ def print_fidelity(result: FidelityResult, quick: bool) -> None:
             _pct(iou["nodule"]), f"{_pct(hits['rate'])} of {hits['nodules']}",
             *(["–", "–"] if fd is None else [f"{fd[k]['fd']:.3f}" if fd[k]["fd"] is not None else "n/a" for k in ("nodule", "nodule_free")]),
         )
-    err_console.print(table)
+    out_console.print(table)
     for seg in result.segmenters:
-        err_console.print(f"segmenter {seg.half + 1}/2 {'reused from' if seg.cached else 'trained and cached in'} {seg.path}", highlight=False)
-    err_console.print(f"FD: {FEATURE_NOTE}", highlight=False, soft_wrap=True)
+        err_console.print(f"segmenter {seg.half + 1}/2 {'reused from' if seg.cached else 'trained and cached in'} {seg.path}", highlight=False, soft_wrap=True)
 
 
 def print_report_warnings(report: BenchReport) -> None:
@@ -106,10 +106,10 @@ def print_report_warnings(report: BenchReport) -> None:
 
 
 def print_report(report: BenchReport, out: Path) -> None:
-    """`bench all`'s verdict on the controls (with `--controls`) and what it wrote."""
+    """`bench all`'s verdict on the controls (with `--controls`) and what it wrote, on stdout."""
     from lungforge.bench.protocol.controls import separation_sentence
 
     if report.controls:
         for task, section in (("detect", report.detect), ("localize", report.localize)):
-            err_console.print(separation_sentence(task, report.controls[task], folds=section.result.config.folds), highlight=False, soft_wrap=True)
-    err_console.print(f"{report.title}: wrote {out / 'report.md'}, {out / 'report.json'} and {len(report.figures)} figures")
+            print_result(separation_sentence(task, report.controls[task], folds=section.result.config.folds))
+    print_result(f"{report.title}: wrote {out / 'report.md'}, {out / 'report.json'} and {len(report.figures)} figures")

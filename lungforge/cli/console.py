@@ -1,9 +1,11 @@
-"""Shared stderr console, progress bars and JSON output for the CLI (stdout carries JSON only)."""
+"""The CLI's two streams: a command's result on stdout (its table or report, or with `--json` the
+JSON alone); progress bars, logs, notes, warnings and errors on stderr."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -17,6 +19,9 @@ from rich.progress import (
 )
 
 err_console = Console(stderr=True)
+"""Progress bars, logs, notes, warnings and error lines."""
+out_console = Console()
+"""A command's human result: tables and reports (no colours when stdout is not a terminal)."""
 
 
 class _Progress(Progress):
@@ -47,6 +52,26 @@ def progress(transient: bool = False) -> Progress:
         console=err_console,
         transient=transient,
     )
+
+
+def print_result(*parts: str | tuple[str, str]) -> None:
+    """One result line on stdout, never wrapped, so a path in it stays whole for scripts.
+
+    `parts` are plain text or (text, style) pairs (as `rich.text.Text.assemble` takes them): no
+    markup is parsed, so a `[` in a path prints as it is.
+    """
+    from rich.text import Text
+
+    out_console.print(Text.assemble(*parts), soft_wrap=True, highlight=False)
+
+
+def print_wrote(path: Path, json_out: bool) -> None:
+    """A `wrote PATH` line for a file that the JSON does not name: the result on stdout, or with
+    `--json` (stdout holds the JSON alone) a log line on stderr."""
+    if json_out:
+        err_console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        print_result(f"wrote {path}")
 
 
 def print_json(payload: Any) -> None:

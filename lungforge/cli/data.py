@@ -16,6 +16,7 @@ from lungforge.errors import EXIT_ERROR, EXIT_PARTIAL
 
 if TYPE_CHECKING:
     from lungforge.data.prepare import PrepareOptions, PrepareReport
+    from lungforge.data.store.summary import StoreSummary
 
 
 def register(app: typer.Typer) -> None:
@@ -33,14 +34,14 @@ def phantom(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
 ) -> None:
     """Write a synthetic dataset in LUNA16's on-disk layout (subsets, seg masks, annotations.csv)."""
-    from lungforge.cli.console import err_console, print_json
+    from lungforge.cli.console import print_json, print_result
     from lungforge.data.phantom import make_phantom
 
     result = make_phantom(out, scans=scans, size=size, seed=seed, overwrite=overwrite)
     if json_out:
         print_json(result)
     else:
-        err_console.print(f"wrote {result['scans']} phantom scans with {result['nodules']} nodules to {out}")
+        print_result(f"wrote {result['scans']} phantom scans with {result['nodules']} nodules to {out}")
 
 
 def prepare(
@@ -145,9 +146,10 @@ def _print_problems(report: PrepareReport, luna16_dir: Path) -> None:
 
 
 def _print_prepared(report: PrepareReport, out: Path) -> None:
-    from lungforge.cli.console import err_console
+    """prepare's result line on stdout (what it wrote; the problems went to stderr)."""
+    from lungforge.cli.console import print_result
 
-    err_console.print(
+    print_result(
         f"{report.slices} slices ({report.nodule_slices} with nodules, {report.nodules} nodule rows) from "
         f"{report.scans_done} scans written to {out}; {len(report.skipped)} scans skipped, "
         f"{len(report.lost_nodules)} annotated nodules not labelled, {len(report.duplicate_annotations)} duplicate annotation "
@@ -170,9 +172,8 @@ def info(
 ) -> None:
     """Print counts, splits, folds and the nodule size histogram of a store."""
     from rich.markup import escape
-    from rich.table import Table
 
-    from lungforge.cli.console import err_console, print_json
+    from lungforge.cli.console import err_console, print_json, print_result
     from lungforge.data.store import open_store
     from lungforge.data.verify import verify_store
 
@@ -193,16 +194,24 @@ def info(
     if checked is not None:
         sums = "crc32c checksums ok" if checked.checksums else "no checksums (store written before lungforge recorded them)"
         content = "content as recorded" if checked.content_recorded else "no recorded content to compare (store finished before lungforge recorded it)"
-        err_console.print(
+        print_result(
             f"verified: {checked.objects_read} shards/chunks of {checked.arrays} arrays read, {sums}, {content}, "
-            f"counts consistent, {checked.boxes_checked} boxes match their label maps",
-            highlight=False, soft_wrap=True,
+            f"counts consistent, {checked.boxes_checked} boxes match their label maps"
         )
-    err_console.print(f"[bold]{summary.path}[/bold]  kind={summary.kind}  {summary.slices} slices of {summary.height}×{summary.width}  {summary.series} series")
-    err_console.print(f"nodule slices {summary.nodule_slices}, nodule-free {summary.nodule_free_slices}, nodules {summary.nodules}")
+    _print_summary(summary)
+
+
+def _print_summary(summary: StoreSummary) -> None:
+    """info's report on stdout: the store, its counts, the split table, folds and nodule sizes."""
+    from rich.table import Table
+
+    from lungforge.cli.console import out_console, print_result
+
+    print_result((str(summary.path), "bold"), f"  kind={summary.kind}  {summary.slices} slices of {summary.height}×{summary.width}  {summary.series} series")
+    print_result(f"nodule slices {summary.nodule_slices}, nodule-free {summary.nodule_free_slices}, nodules {summary.nodules}")
     table = Table("split", "slices", "nodule slices", "patients")
     for name, row in summary.splits.items():
         table.add_row(name, str(row["slices"]), str(row["nodule_slices"]), str(row["patients"]))
-    err_console.print(table)
-    err_console.print("folds: " + ", ".join(f"{k}: {v}" for k, v in summary.folds.items()))
-    err_console.print("nodule diameters: " + ", ".join(f"{k}: {v}" for k, v in summary.nodule_diameter_hist.items()))
+    out_console.print(table)
+    print_result("folds: " + ", ".join(f"{k}: {v}" for k, v in summary.folds.items()))
+    print_result("nodule diameters: " + ", ".join(f"{k}: {v}" for k, v in summary.nodule_diameter_hist.items()))

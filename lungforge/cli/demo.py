@@ -53,7 +53,7 @@ def demo(
 
     from rich.table import Table
 
-    from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.cli.console import out_console, print_json, print_result, progress
     from lungforge.demo import DemoOptions, demo_summary, run_demo
 
     temporary = out is None
@@ -73,10 +73,10 @@ def demo(
         table = Table("step", "seconds", "produced")
         for s in steps_done:
             table.add_row(s.name, f"{s.seconds:.1f}", s.produced)
-        err_console.print(table)
-        err_console.print(f"total {sum(s.seconds for s in steps_done):.1f} s; report: {report}")
+        out_console.print(table)
+        print_result(f"total {sum(s.seconds for s in steps_done):.1f} s; report: {report}")
         if temporary and not keep:
-            err_console.print(report.read_text(), markup=False, highlight=False)
+            print_result(report.read_text().rstrip("\n"))
     finally:
         if temporary and not keep:
             shutil.rmtree(folder, ignore_errors=True)

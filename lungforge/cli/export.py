@@ -36,7 +36,7 @@ def export(
     that records the store's provenance and this summary. One export at a time writes to an
     --out (a lock file OUT.lock beside it); an --out in or over the store is refused.
     """
-    from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.cli.console import err_console, print_json, print_result, progress
     from lungforge.export import ExportOptions, export_store
 
     options = build_config(ExportOptions, ctx.params)
@@ -45,7 +45,7 @@ def export(
     if json_out:
         print_json(report)
     else:
-        err_console.print(
+        print_result(
             f"exported {report.images} slices ({report.images_by_split['train']} train, {report.images_by_split['test']} test) "
             f"with {report.nodules} nodules as {report.format} to {report.out}"
         )

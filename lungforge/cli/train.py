@@ -127,7 +127,7 @@ def spade(**options: Any) -> None:
 def _train(train: Callable[..., Any], params: dict[str, Any], **values: Any) -> None:
     """Run `train` on the TrainOptions of a command's options `params` (and `values`); rank 0
     shows progress and prints the summary (`--json`: as JSON on stdout)."""
-    from lungforge.cli.console import err_console, print_json, progress
+    from lungforge.cli.console import print_json, print_result, progress
     from lungforge.training.distributed import dist_info_from_env
     from lungforge.training.options import TrainOptions
 
@@ -151,7 +151,7 @@ def _train(train: Callable[..., Any], params: dict[str, Any], **values: Any) -> 
     if params["json_out"]:
         print_json(result.summary())
     else:
-        err_console.print(
+        print_result(
             f"trained {result.kind} ({result.preset}) to step {result.steps}: final loss {result.final_loss:.4f}, "
             f"{result.images_per_s:.2f} img/s on {result.device} × {result.world_size}; checkpoint in {result.checkpoint}"
         )

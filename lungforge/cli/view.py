@@ -33,7 +33,7 @@ def view(
     Labels: left lung blue, right lung green, trachea yellow, body grey tint, nodule red; boxes
     yellow. Each slice is captioned "#row split fFOLD nNODULES".
     """
-    from lungforge.cli.console import err_console, print_json
+    from lungforge.cli.console import print_json, print_result
     from lungforge.view import ViewOptions, parse_index, sheet_capacity, write_view
 
     with usage_errors():
@@ -44,4 +44,4 @@ def view(
     if json_out:
         print_json({"png": str(path), "rows": rows.tolist()})
     else:
-        err_console.print(f"wrote {rows.size} slices to {path}")
+        print_result(f"wrote {rows.size} slices to {path}")

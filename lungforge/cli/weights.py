@@ -25,10 +25,12 @@ def register(app: typer.Typer) -> None:
 def list_weights(
     json_out: Annotated[bool, typer.Option("--json", help="Print the entries as JSON on stdout.")] = False,
 ) -> None:
-    """List registered weights: name, kind, preset, size (MB), whether a local copy exists, description."""
+    """List registered weights, one line each: name, kind, preset, size (MB), whether a local copy exists,
+    description (cut to the width; whole in --json)."""
     from rich.table import Table
+    from rich.text import Text
 
-    from lungforge.cli.console import err_console, print_json
+    from lungforge.cli.console import out_console, print_json
     from lungforge.registry import WeightsRegistry
 
     registry = WeightsRegistry()
@@ -46,8 +48,8 @@ def list_weights(
     table.add_column("description")
     for row in rows:
         size = f"{row['size'] / 1e6:.1f} MB" if row["size"] else "?"
-        table.add_row(row["name"], row["kind"], row["preset"], size, "yes" if row["cached"] else "no", row["source"], row["description"])
-    err_console.print(table)
+        table.add_row(row["name"], row["kind"], row["preset"], size, "yes" if row["cached"] else "no", row["source"], Text(row["description"], no_wrap=True, overflow="ellipsis"))
+    out_console.print(table)
 
 
 @weights_app.command("pull")
@@ -58,7 +60,7 @@ def pull(
     """Download NAME into the cache (resuming a partial download), verify size and sha256, then keep it."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    from lungforge.cli.console import err_console, print_json
+    from lungforge.cli.console import err_console, print_json, print_result
     from lungforge.registry import WeightsRegistry
 
     registry = WeightsRegistry()
@@ -74,7 +76,7 @@ def pull(
     if json_out:
         print_json({"name": name, "path": str(path), "sha256": entry.sha256, "size": path.stat().st_size})
     else:
-        err_console.print(f"{name}: verified {path}")
+        print_result(f"{name}: verified {path}")
 
 
 @weights_app.command("import")
@@ -85,7 +87,7 @@ def import_weights(
     json_out: Annotated[bool, typer.Option("--json", help="Print the new entry as JSON on stdout.")] = False,
 ) -> None:
     """Validate a checkpoint, copy it into the cache as one self-describing .safetensors and register it."""
-    from lungforge.cli.console import err_console, print_json
+    from lungforge.cli.console import print_json, print_result
     from lungforge.registry import WeightsRegistry
 
     registry = WeightsRegistry()
@@ -93,7 +95,7 @@ def import_weights(
     if json_out:
         print_json({**asdict(entry), "path": str(registry.cache_path(name))})
     else:
-        err_console.print(f"imported {entry.kind} ({entry.preset}) weights as {name!r}: {registry.cache_path(name)} sha256 {entry.sha256}")
+        print_result(f"imported {entry.kind} ({entry.preset}) weights as {name!r}: {registry.cache_path(name)} sha256 {entry.sha256}")
 
 
 @weights_app.command("verify")
@@ -101,8 +103,11 @@ def verify(
     name: Annotated[Optional[str], typer.Argument(help="One registered name; all entries if omitted.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one result per entry as JSON on stdout.")] = False,
 ) -> None:
-    """Re-hash local weight files: ok, mismatch (exit 1) or missing (not downloaded; not an error)."""
-    from lungforge.cli.console import err_console, print_json
+    """Re-hash local weight files: ok, mismatch (exit 1) or missing (not downloaded; not an error).
+
+    One line per entry on stdout; on a mismatch also one error line on stderr naming the entries.
+    """
+    from lungforge.cli.console import err_console, print_json, print_result
     from lungforge.registry import WeightsRegistry
 
     results = WeightsRegistry().verify(name)
@@ -112,7 +117,9 @@ def verify(
         colours = {"ok": "green", "mismatch": "red", "missing": "yellow"}
         for r in results:
             detail = f" ({r.detail})" if r.detail else ""
-            err_console.print(f"[{colours[r.status]}]{r.status:8}[/] {r.name}  {r.path}{detail}", highlight=False, soft_wrap=True)
-    if any(r.status == "mismatch" for r in results):
+            print_result((f"{r.status:8}", colours[r.status]), f" {r.name}  {r.path}{detail}")
+    mismatched = [r.name for r in results if r.status == "mismatch"]
+    if mismatched:
+        err_console.print(f"[red]error:[/red] {len(mismatched)} of {len(results)} weights failed verification: {', '.join(mismatched)}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_ERROR)
 

@@ -50,7 +50,8 @@ def test_json_run_and_preview(inputs, tmp_path):
     out, png = tmp_path / "synth.zarr", tmp_path / "grid.png"
     result = _invoke(inputs, out, "--nodules", "3", "--nodule-free", "2", "--diameter", "15:25", "--json", "--preview", str(png))
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
+    report = json.loads(result.stdout)  # the JSON alone: the preview's path is a log line on stderr
+    assert f"wrote {png}" in result.stderr.splitlines()
     assert report["slices"] == 5 and report["nodules"] == 3 and report["written_this_run"] == 5
     for key in ("nodules_by_size", "diameter_error_pct_mean", "diameter_error_pct_max", "verified_first_try", "verified_final", "images_per_s", "seconds"):
         assert key in report
@@ -60,6 +61,16 @@ def test_json_run_and_preview(inputs, tmp_path):
 
     with Image.open(png) as grid:  # lungforge view's contact sheet: 5 tiles of (64 | 64), 4 columns, 2 rows
         assert grid.size == (4 * (2 * 64 + 2) + 5 * 4, 2 * (14 + 64) + 3 * 4)
+
+
+def test_report_table_and_preview_path_on_stdout(inputs, tmp_path):
+    out, png = tmp_path / "synth.zarr", tmp_path / "grid.png"
+    result = _invoke(inputs, out, "--nodule-free", "2", "--preview", str(png))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "augment → " in lines[0] and any(line.startswith("│ slices ") and "2 (0 with nodules, 2 nodule-free)" in line for line in lines)
+    assert lines[-1] == f"wrote {png}" and "\x1b[" not in result.stdout and "━" not in result.stdout
+    assert "━" in result.stderr and "slices" not in result.stderr and str(png) not in result.stderr
 
 
 def test_reversed_diameter_range_is_bad_usage(inputs, tmp_path):

@@ -23,9 +23,14 @@ def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small
     out = tmp_path / "report"
     args = ["bench", "all", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--out", str(out),
             "--quick", "--size", "64", "--patch", "16", "--features", "random", "--segmenter-steps", "5", "--device", "cpu",
-            "--controls", "--json"]
+            "--controls"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    # the verdicts and what was written on stdout (report.json is golden-tested through --json)
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["detect", "localize", lines[2].split(":")[0]]
+    assert "does NOT separate the positive control" in lines[0] and lines[2].endswith(f"wrote {out / 'report.md'}, {out / 'report.json'} and 5 figures")
+    assert "━" in result.stderr and "FID unavailable" not in result.stderr and "wrote" not in result.stderr and "separate" not in result.stderr
     report = json.loads((out / "report.json").read_text())
     assert set(report["fidelity"]["scores"]) == {"real", "mislabeled", "paste", "B"} and report["fidelity"]["quick"] is True
     assert report["quick"] is True and "QUICK (not comparable to the paper)" in report["title"]
@@ -66,6 +71,27 @@ def test_bench_fid_random_json(small_stores):
     assert payload["warnings"]
 
 
+def test_bench_fid_scores_on_stdout_warnings_on_stderr(small_stores):
+    args = ["bench", "fid", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--features", "random",
+            "--size", "64", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("FID B at 64×64 px: nodule ") and result.stdout.count("\n") == 1
+    assert "NOT comparable to published FID" in result.stderr and "warning:" in result.stderr and "FID B" not in result.stderr
+
+
+@pytest.mark.parametrize("task, epochs", [("detect", []), ("localize", ["--backbone", "resnet18"])])
+def test_bench_task_table_on_stdout_labels_on_stderr(small_stores, task, epochs):
+    args = ["bench", task, "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--quick", "--size", "64",
+            *(["--patch", "16"] if task == "detect" else []), "--device", "cpu", *epochs]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    conditions = [cell for line in result.stdout.splitlines() if line.startswith("│") and (cell := line.split("│")[1].strip())]
+    assert result.stdout.lstrip().startswith(task) and conditions == ["A", "B"] and "\x1b[" not in result.stdout
+    assert "QUICK (not comparable to the paper)" in result.stderr and f"{task} ━" in result.stderr  # the label and the progress bar
+    assert "QUICK" not in result.stdout and f"{task} ━" not in result.stdout and "│ B " not in result.stderr
+
+
 def test_bench_fid_without_weights_fails_clearly(tmp_path, small_stores, monkeypatch):
     import torch
 
@@ -101,6 +127,10 @@ def test_bench_fidelity_json_and_cache(small_stores):
     assert set(payload["scores"]["B"]["nodule_hits"]["by_size"]) == {"0-5 mm", "5-10 mm", "10-20 mm", ">=20 mm"}
     second = CliRunner().invoke(app, args)
     assert [s["cached"] for s in json.loads(second.stdout)["segmenters"]] == [True, True]
+    human = CliRunner().invoke(app, args[:-1])  # the table (with the FD note as its caption) on stdout, the cache lines on stderr
+    assert human.exit_code == 0, human.output
+    assert "label fidelity at 64×64 px (quick)" in human.stdout and "│ real " in human.stdout and "FD: " in human.stdout
+    assert human.stderr.count("segmenter ") == 2 and "reused from" in human.stderr and "segmenter " not in human.stdout
 
 
 def test_bench_fidelity_size_must_fit_the_poolings(small_stores):

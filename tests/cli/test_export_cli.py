@@ -23,6 +23,14 @@ def test_export_json_summary(stores, tmp_path: Path) -> None:
     assert dataset["lungforge"]["kind"] == "synthetic" and dataset["numTraining"] == 12
 
 
+def test_export_line_on_stdout_progress_on_stderr(stores, tmp_path: Path) -> None:
+    out = tmp_path / "png"
+    result = CliRunner().invoke(app, ["export", str(stores["real"]), "--format", "png", "--out", str(out), "--size", "16"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"exported 40 slices (24 train, 16 test) with 20 nodules as png to {out}\n"
+    assert "━" in result.stderr and "exported" not in result.stderr
+
+
 def test_export_bad_usage_and_missing_store(stores, tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["export", str(stores["real"]), "--format", "voc", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "'voc' is not one of" in " ".join(bad.output.replace("│", " ").split())

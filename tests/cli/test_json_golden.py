@@ -104,9 +104,3 @@ def test_augment_json_and_its_info_match_golden(stores) -> None:
     result = CliRunner().invoke(app, ["info", str(stores["synthetic"]), "--json"])
     assert result.exit_code == 0, result.output
     _check("info_synthetic", result.stdout, stores["root"])
-
-
-def test_info_without_json_leaves_stdout_empty(stores) -> None:
-    result = CliRunner().invoke(app, ["info", str(stores["real"])])
-    assert result.exit_code == 0, result.output
-    assert result.stdout == "" and "nodule slices" in result.stderr

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from lungforge.cli.main import app
@@ -34,6 +35,22 @@ def test_train_sdm_tiny_end_to_end_then_resume_errors(tmp_path):
     assert "no training state" in str(missing.exception)
     wrong = runner.invoke(app, [*args[:5], str(out), "--preset", "paper", "--resume", "--device", "cpu"], standalone_mode=False)
     assert "trained with preset 'tiny', but --preset is 'paper'" in str(wrong.exception)
+
+
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory):
+    return _store(tmp_path_factory.mktemp("train_cli"))
+
+
+@pytest.mark.parametrize("kind, batch", [("sdm", "1"), ("spade", "2")])
+def test_train_summary_line_on_stdout_progress_on_stderr(real_store, tmp_path, kind, batch):
+    out = tmp_path / "run"
+    args = ["train", kind, "--data", str(real_store), "--out", str(out), "--preset", "tiny", "--steps", "1", "--batch-size", batch,
+            "--grid-samples", "1", "--workers", "0", "--device", "cpu", *(["--sample-steps", "1"] if kind == "sdm" else [])]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"trained {kind} (tiny) to step 1: final loss ") and result.stdout.endswith(f"checkpoint in {out}\n")
+    assert "━" in result.stderr and "trained" not in result.stderr
 
 
 def test_train_help_lists_commands():

@@ -21,6 +21,13 @@ def test_view_random_nodules_json(stores, tmp_path: Path) -> None:
     assert Image.open(out).size == (3 * (2 * 32 + 2) + 4 * 4, 14 + 32 + 2 * 4)
 
 
+def test_view_wrote_line_on_stdout(stores, tmp_path: Path) -> None:
+    out = tmp_path / "grid.png"
+    result = CliRunner().invoke(app, ["view", str(stores["real"]), "--out", str(out), "--limit", "2", "--tile", "16"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"wrote 2 slices to {out}\n" and result.stderr == ""
+
+
 def test_view_bad_index_is_bad_usage(stores, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["view", str(stores["real"]), "--out", str(tmp_path / "g.png"), "--index", "1,99"])
     message = " ".join(result.output.replace("│", " ").split())  # the usage box wraps long paths

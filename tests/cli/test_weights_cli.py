@@ -53,11 +53,13 @@ def test_list_json(env: tuple[Path, bytes]) -> None:
     assert [(r["name"], r["kind"], r["cached"], r["source"]) for r in rows] == [("remote", "spade", False, "manifest")]
 
 
-def test_list_table_goes_to_stderr(env: tuple[Path, bytes]) -> None:
-    """stdout carries --json output only; the human table is on the stderr console."""
+def test_list_table_on_stdout_one_line_per_entry(env: tuple[Path, bytes]) -> None:
+    """`weights list | grep NAME` finds the entry's one line (its description cut to the width)."""
     result = runner.invoke(app, ["weights", "list"])
     assert result.exit_code == 0, result.output
-    assert result.stdout == "" and "remote" in result.stderr
+    rows = [line for line in result.stdout.splitlines() if "remote" in line]
+    assert len(rows) == 1 and "spade" in rows[0] and "manifest" in rows[0] and "a mirror" in rows[0]
+    assert result.stderr == "" and "\x1b[" not in result.stdout
 
 
 def test_pull_then_verify_then_tamper(env: tuple[Path, bytes]) -> None:
@@ -71,11 +73,22 @@ def test_pull_then_verify_then_tamper(env: tuple[Path, bytes]) -> None:
     result = runner.invoke(app, ["weights", "verify", "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)[0]["status"] == "ok"
     assert json.loads(runner.invoke(app, ["weights", "list", "--json"]).stdout)[0]["cached"] is True
+    result = runner.invoke(app, ["weights", "verify"])
+    assert result.exit_code == 0 and result.stdout == f"ok       remote  {cached}\n" and result.stderr == ""
 
     cached.write_bytes(b"x" + data[1:])
     result = runner.invoke(app, ["weights", "verify", "remote"])
     assert result.exit_code == 1
-    assert result.stdout == "" and "mismatch" in result.stderr and "expected sha256" in result.stderr
+    assert result.stdout.startswith(f"mismatch remote  {cached} (expected sha256 ") and result.stdout.count("\n") == 1
+    assert result.stderr == "error: 1 of 1 weights failed verification: remote\n"
+
+
+def test_pull_prints_the_verified_path_on_stdout(env: tuple[Path, bytes]) -> None:
+    tmp_path, _ = env
+    result = runner.invoke(app, ["weights", "pull", "remote"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"remote: verified {tmp_path / 'home' / 'weights' / 'remote.safetensors'}\n"
+    assert "remote" not in result.stderr  # the transient download bar leaves nothing behind
 
 
 def test_import_run_dir(env: tuple[Path, bytes]) -> None:
@@ -88,6 +101,15 @@ def test_import_run_dir(env: tuple[Path, bytes]) -> None:
     assert names == ["my-spade", "remote"]
     result = runner.invoke(app, ["weights", "verify", "my-spade", "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)[0]["status"] == "ok"
+
+
+def test_import_line_on_stdout(env: tuple[Path, bytes]) -> None:
+    tmp_path, _ = env
+    result = runner.invoke(app, ["weights", "import", str(tmp_path / "run"), "--name", "mine"])
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "home" / "weights" / "mine.safetensors"
+    assert result.stdout.startswith(f"imported spade (custom) weights as 'mine': {path} sha256 ") and result.stdout.count("\n") == 1
+    assert result.stderr == ""
 
 
 def test_unknown_name_is_an_error(env: tuple[Path, bytes]) -> None:
