@@ -1,19 +1,21 @@
 """`lungforge info --verify`: read every chunk of a store and check it against its checksums, its
 recorded content and its tables.
 
-Checks: every chunk present and matching its crc32c; every array's content equal to what was
-recorded when the store was finished (:meth:`Store.recorded_digests`: catches chunks rewritten
-with valid checksums, or shards swapped in from another store); the tables' counts and codes;
+Opening the store already refuses one whose group attributes changed after it was finished, or
+that lacks the `content` record its checksums require (:meth:`Store.attribute_problem`). Checks:
+every chunk present and matching its crc32c; every array's content equal to what was recorded
+when the store was finished (:meth:`Store.recorded_digests`: catches chunks rewritten with valid
+checksums, or shards swapped in from another store); the tables' counts and codes;
 `meta/has_nodule` against each slice's nodule (label 5) pixels; and every box against its
-slice's label map: it must cover nodule pixels and not reach past the nodule (8-connected label-5
-component) it covers by more than :data:`BOX_TOLERANCE_PX`, and every nodule component must lie
-in a box.
+slice's label map: each box must equal, pixel for pixel, the tight box of one nodule (8-connected
+label-5 component, in the store's own pixels), and each nodule must have exactly one box.
 
 Each problem is one line naming the array and the chunk (or the rows) at fault. Stores written
 before checksums existed (no `integrity` attribute) are still read and counted, but a chunk absent
 from them may be a legitimately unwritten all-zero chunk, so absence is not reported there, and
-damage inside a chunk cannot be told from data. Stores finished before content digests were
-recorded get every check except the content comparison.
+damage inside a chunk cannot be told from data; nor do they record content. Stores finished
+before attribute digests were recorded get every check, but their attributes have nothing to be
+compared with.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ from lungforge.labels import NODULE, labels_attr
 
 MAX_PROBLEMS = 50
 """Problems listed in full; the rest are counted."""
-BOX_TOLERANCE_PX = 1.0
-"""How far (pixels) a box may reach past the nodule pixels it covers (rounding of float boxes)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class StoreVerification:
 
     `checksums`: the store was written with crc32c checksums and every chunk (see
     :mod:`lungforge.data.store`); `content_recorded`: it records its arrays' content digests;
+    `attributes_recorded`: its content record covers its group attributes (they matched, or the
+    store could not have been opened);
     `objects_read`: shards and unsharded chunks read; `boxes_checked`: nodule boxes compared
     with their slices' label maps.
     """
@@ -48,6 +50,7 @@ class StoreVerification:
     ok: bool
     checksums: bool
     content_recorded: bool
+    attributes_recorded: bool
     arrays: int
     objects_read: int
     boxes_checked: int
@@ -70,7 +73,8 @@ class _Problems:
 def verify_store(path: str | os.PathLike) -> StoreVerification:
     """Read every shard/chunk of the complete store at `path` and check its tables agree.
 
-    Raises SchemaError only when the store cannot be opened at all; damage is reported.
+    Raises SchemaError when the store cannot be opened (its attributes changed after it was
+    finished, or its content record is missing, included); damage to arrays is reported.
     """
     store = open_store(path)
     problems = _Problems()
@@ -110,6 +114,7 @@ def verify_store(path: str | os.PathLike) -> StoreVerification:
         ok=not problems.lines,
         checksums=store.checked,
         content_recorded=store.recorded_digests() is not None,
+        attributes_recorded=store.recorded_attribute_digests() is not None,
         arrays=len(store.array_names()),
         objects_read=read,
         boxes_checked=boxes.checked,
@@ -137,15 +142,18 @@ def _check_content(store: Store, problems: _Problems) -> None:
 
 
 class _BoxCheck:
-    """Boxes of the nodule table against the label maps, one block of slices at a time."""
+    """Boxes of the nodule table against the label maps, one block of slices at a time: each box
+    must be the tight box of one nodule (8-connected label-5 component of its slice), and each
+    component must have exactly one box."""
 
     def __init__(self, store: Store) -> None:
         self.checked = 0
         self.empty: list[tuple[int, int]] = []
-        self.beyond: list[tuple[int, int, str]] = []
+        self.loose: list[tuple[int, int, str]] = []
         self.unboxed: list[tuple[int, int]] = []
-        self.hw = store.shape_hw
-        self.rows_of: dict[int, np.ndarray] = {}
+        self.doubled: list[tuple[int, int]] = []
+        self.slices = np.zeros(0, dtype=np.int64)
+        self.rows = np.zeros(0, dtype=np.int64)
         self.bbox = np.zeros((0, 4), dtype=np.float32)
         try:
             table = store.nodules()
@@ -154,52 +162,66 @@ class _BoxCheck:
         slices, bbox = table["slice"], table["bbox"]
         if slices.shape[0] != bbox.shape[0]:
             return  # reported by the table checks
-        rows = np.flatnonzero((slices >= 0) & (slices < len(store)) & np.isfinite(bbox).all(axis=1))
-        self.bbox = bbox
-        self.rows_of = {int(s): rows[slices[rows] == s] for s in np.unique(slices[rows])}
+        self.rows = np.flatnonzero((slices >= 0) & (slices < len(store)) & np.isfinite(bbox).all(axis=1))
+        self.slices, self.bbox = slices, bbox
 
     def check(self, start: int, labels: np.ndarray) -> None:
         """Check the slices [start, start + len(labels)) given their (n, H, W) label maps."""
-        for offset in np.flatnonzero((labels == NODULE).any(axis=(1, 2)) | np.isin(np.arange(start, start + len(labels)), list(self.rows_of))):
-            index = start + int(offset)
-            self._check_slice(index, labels[offset] == NODULE, self.rows_of.get(index, np.zeros(0, dtype=np.int64)))
-
-    def _check_slice(self, index: int, nodule: np.ndarray, rows: np.ndarray) -> None:
-        components, count = ndimage.label(nodule, structure=np.ones((3, 3), dtype=bool))
+        in_plane = np.zeros((3, 3, 3), dtype=bool)
+        in_plane[1] = True  # 8-connected within a slice, never across slices
+        components, count = ndimage.label(labels == NODULE, structure=in_plane)
         extents = ndimage.find_objects(components)
-        boxed = np.zeros(count + 1, dtype=bool)
-        h, w = self.hw
-        for row in rows:
-            self.checked += 1
-            x0, y0, x1, y1 = (float(v) for v in self.bbox[row])
-            c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
-            c1, r1 = min(int(np.ceil(x1)), w), min(int(np.ceil(y1)), h)
-            touched = np.unique(components[r0:r1, c0:c1]) if r1 > r0 and c1 > c0 else np.zeros(0, dtype=int)
-            touched = touched[touched > 0]
-            if not touched.size:
-                self.empty.append((int(row), index))
-                continue
-            boxed[touched] = True
-            ys = [extents[t - 1][0] for t in touched]
-            xs = [extents[t - 1][1] for t in touched]
-            lo_x, hi_x = min(s.start for s in xs), max(s.stop for s in xs)
-            lo_y, hi_y = min(s.start for s in ys), max(s.stop for s in ys)
-            tol = BOX_TOLERANCE_PX
-            if x0 < lo_x - tol or y0 < lo_y - tol or x1 > hi_x + tol or y1 > hi_y + tol:
-                self.beyond.append((int(row), index, f"box x {x0:g}..{x1:g}, y {y0:g}..{y1:g}; nodule x {lo_x}..{hi_x}, y {lo_y}..{hi_y}"))
-        for component in np.flatnonzero(~boxed[1:]) + 1:
-            self.unboxed.append((index, int((components == component).sum())))
+        # Each component's key: slice, x0, y0, x1, y1 (its tight box, half-open, px).
+        keys = np.array([[start + z.start, x.start, y.start, x.stop, y.stop] for z, y, x in extents], dtype=np.int64).reshape(-1, 5)
+        rows = self.rows[(self.slices[self.rows] >= start) & (self.slices[self.rows] < start + len(labels))] if self.slices.size else self.rows[:0]
+        self.checked += rows.size
+        box = self.bbox[rows].astype(np.float64)
+        integral = (box == np.round(box)).all(axis=1)
+        box_keys = np.column_stack([self.slices[rows], np.round(box)]).astype(np.int64)
+        # A box matches a component when their keys are equal: one id per distinct key.
+        _, ids = np.unique(np.concatenate([keys, box_keys]), axis=0, return_inverse=True)
+        ids = ids.reshape(-1)
+        comp_ids, row_ids = ids[:count], ids[count:]
+        matched = np.isin(row_ids, comp_ids) & integral
+        boxes_per_component = np.bincount(row_ids[matched], minlength=ids.max(initial=-1) + 1)[comp_ids] if count else np.zeros(0, dtype=np.int64)
+        for k in np.flatnonzero(boxes_per_component == 0):
+            self.unboxed.append((int(keys[k, 0]), int((components[extents[k]] == k + 1).sum())))
+        for k in np.flatnonzero(boxes_per_component > 1):
+            self.doubled.append((int(keys[k, 0]), int(boxes_per_component[k])))
+        for row, x0, y0, x1, y1 in zip(rows[~matched], *box[~matched].T):
+            self._classify(int(row), start, components, keys, (x0, y0, x1, y1))
+
+    def _classify(self, row: int, start: int, components: np.ndarray, keys: np.ndarray, box: tuple[float, ...]) -> None:
+        """File box `row` (not the tight box of any nodule) as empty or loose, with the nodule it covers."""
+        index = int(self.slices[row])
+        x0, y0, x1, y1 = box
+        h, w = components.shape[1:]
+        c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
+        c1, r1 = min(int(np.ceil(x1)), w), min(int(np.ceil(y1)), h)
+        crop = components[index - start, r0:r1, c0:c1] if r1 > r0 and c1 > c0 else np.zeros(0, dtype=int)
+        touched = np.unique(crop[crop > 0])
+        if not touched.size:
+            self.empty.append((row, index))
+            return
+        tight = keys[touched[np.argmax(np.bincount(crop[crop > 0])[touched])] - 1]
+        self.loose.append((row, index, f"box x {x0:g}..{x1:g}, y {y0:g}..{y1:g}; nodule x {tight[1]}..{tight[3]}, y {tight[2]}..{tight[4]}"))
 
     def report(self, problems: _Problems) -> None:
         if self.empty:
             row, index = self.empty[0]
             problems.add(f"nodules/bbox: {len(self.empty)} of {self.checked} boxes cover no nodule pixel of their slice, first row {row} (slice {index})")
-        if self.beyond:
-            row, index, detail = self.beyond[0]
-            problems.add(f"nodules/bbox: {len(self.beyond)} of {self.checked} boxes reach past the nodule they cover, first row {row} (slice {index}: {detail})")
+        if self.loose:
+            row, index, detail = self.loose[0]
+            problems.add(
+                f"nodules/bbox: {len(self.loose)} of {self.checked} boxes are not the tight box of the nodule they cover, "
+                f"first row {row} (slice {index}: {detail})"
+            )
         if self.unboxed:
             index, pixels = self.unboxed[0]
-            problems.add(f"label: {len(self.unboxed)} nodules (label-5 components) lie in no box of nodules/bbox, first on slice {index} ({pixels} px)")
+            problems.add(f"label: {len(self.unboxed)} nodules (label-5 components) have no box equal to their tight box, first on slice {index} ({pixels} px)")
+        if self.doubled:
+            index, boxes = self.doubled[0]
+            problems.add(f"nodules/bbox: {len(self.doubled)} nodules (label-5 components) have more than one box, first on slice {index} ({boxes} boxes)")
 
 
 def _locate(store: Store, name: str, key: str, region: tuple[slice, ...], problems: _Problems) -> None:

@@ -45,6 +45,7 @@ from lungforge.data.store.handle import Store
 from lungforge.data.store.opening import open_store
 from lungforge.data.store.schema import (
     ARRAY_ATTRS,
+    CHECKSUMS,
     INTEGRITY,
     MAX_SLICES,
     NO_SOURCE,
@@ -59,6 +60,7 @@ from lungforge.data.store.summary import StoreSummary
 
 __all__ = [
     "ARRAY_ATTRS",
+    "CHECKSUMS",
     "INTEGRITY",
     "MAX_SLICES",
     "NO_SOURCE",
