@@ -1508,7 +1508,7 @@ def _(lab: Lab) -> Outcome:
 
 @fault("round3-provenance", "one nodule listed twice, content re-recorded: info --verify (27.2)", "1")
 def _(lab: Lab) -> Outcome:
-    return _recorded_boxes(lab, lambda table: {name: np.concatenate([values, values[:1]]) for name, values in table.items()}, "have more than one box")
+    return _recorded_boxes(lab, lambda table: {name: np.concatenate([values, values[:1]]) for name, values in table.items()}, "lie in more than one box")
 
 
 # -- driver -----------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ every chunk present and matching its crc32c; every array's content equal to what
 when the store was finished (:meth:`Store.recorded_digests`: catches chunks rewritten with valid
 checksums, or shards swapped in from another store); the tables' counts and codes;
 `meta/has_nodule` against each slice's nodule (label 5) pixels; and every box against its
-slice's label map: each box must equal, pixel for pixel, the tight box of one nodule (8-connected
-label-5 component, in the store's own pixels), and each nodule must have exactly one box.
+slice's label map: each box must equal, pixel for pixel, the tight box of the nodule it covers
+(the 8-connected label-5 components of its slice it covers pixels of: one, or several pieces of
+one mask; in the store's own pixels), and each component must lie in exactly one box.
 
 Each problem is one line naming the array and the chunk (or the rows) at fault. Stores written
 before checksums existed (no `integrity` attribute) are still read and counted, but a chunk absent
@@ -142,9 +143,12 @@ def _check_content(store: Store, problems: _Problems) -> None:
 
 
 class _BoxCheck:
-    """Boxes of the nodule table against the label maps, one block of slices at a time: each box
-    must be the tight box of one nodule (8-connected label-5 component of its slice), and each
-    component must have exactly one box."""
+    """Boxes of the nodule table against the label maps, one block of slices at a time.
+
+    A box's nodule is the label-5 components (8-connected, within its slice) it covers any pixel
+    of: one, or several where a nodule's mask falls apart into pieces on that slice. The box must
+    equal their tight box exactly, and each component must be covered by exactly one box.
+    """
 
     def __init__(self, store: Store) -> None:
         self.checked = 0
@@ -171,40 +175,31 @@ class _BoxCheck:
         in_plane[1] = True  # 8-connected within a slice, never across slices
         components, count = ndimage.label(labels == NODULE, structure=in_plane)
         extents = ndimage.find_objects(components)
-        # Each component's key: slice, x0, y0, x1, y1 (its tight box, half-open, px).
-        keys = np.array([[start + z.start, x.start, y.start, x.stop, y.stop] for z, y, x in extents], dtype=np.int64).reshape(-1, 5)
-        rows = self.rows[(self.slices[self.rows] >= start) & (self.slices[self.rows] < start + len(labels))] if self.slices.size else self.rows[:0]
-        self.checked += rows.size
-        box = self.bbox[rows].astype(np.float64)
-        integral = (box == np.round(box)).all(axis=1)
-        box_keys = np.column_stack([self.slices[rows], np.round(box)]).astype(np.int64)
-        # A box matches a component when their keys are equal: one id per distinct key.
-        _, ids = np.unique(np.concatenate([keys, box_keys]), axis=0, return_inverse=True)
-        ids = ids.reshape(-1)
-        comp_ids, row_ids = ids[:count], ids[count:]
-        matched = np.isin(row_ids, comp_ids) & integral
-        boxes_per_component = np.bincount(row_ids[matched], minlength=ids.max(initial=-1) + 1)[comp_ids] if count else np.zeros(0, dtype=np.int64)
-        for k in np.flatnonzero(boxes_per_component == 0):
-            self.unboxed.append((int(keys[k, 0]), int((components[extents[k]] == k + 1).sum())))
-        for k in np.flatnonzero(boxes_per_component > 1):
-            self.doubled.append((int(keys[k, 0]), int(boxes_per_component[k])))
-        for row, x0, y0, x1, y1 in zip(rows[~matched], *box[~matched].T):
-            self._classify(int(row), start, components, keys, (x0, y0, x1, y1))
-
-    def _classify(self, row: int, start: int, components: np.ndarray, keys: np.ndarray, box: tuple[float, ...]) -> None:
-        """File box `row` (not the tight box of any nodule) as empty or loose, with the nodule it covers."""
-        index = int(self.slices[row])
-        x0, y0, x1, y1 = box
-        h, w = components.shape[1:]
-        c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
-        c1, r1 = min(int(np.ceil(x1)), w), min(int(np.ceil(y1)), h)
-        crop = components[index - start, r0:r1, c0:c1] if r1 > r0 and c1 > c0 else np.zeros(0, dtype=int)
-        touched = np.unique(crop[crop > 0])
-        if not touched.size:
-            self.empty.append((row, index))
-            return
-        tight = keys[touched[np.argmax(np.bincount(crop[crop > 0])[touched])] - 1]
-        self.loose.append((row, index, f"box x {x0:g}..{x1:g}, y {y0:g}..{y1:g}; nodule x {tight[1]}..{tight[3]}, y {tight[2]}..{tight[4]}"))
+        # Each component's tight box x0, y0, x1, y1 (half-open, px).
+        tight = np.array([[x.start, y.start, x.stop, y.stop] for _, y, x in extents], dtype=np.int64).reshape(-1, 4)
+        covering = np.zeros(count + 1, dtype=np.int64)  # boxes covering each component (id 0: background)
+        in_block = (self.slices[self.rows] >= start) & (self.slices[self.rows] < start + len(labels))
+        h, w = labels.shape[1:]
+        for row in self.rows[in_block]:
+            self.checked += 1
+            index = int(self.slices[row])
+            x0, y0, x1, y1 = (float(v) for v in self.bbox[row])
+            c0, r0, c1, r1 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0), min(int(np.ceil(x1)), w), min(int(np.ceil(y1)), h)
+            crop = components[index - start, r0:r1, c0:c1] if r1 > r0 and c1 > c0 else np.zeros(0, dtype=np.int32)
+            touched = np.unique(crop[crop > 0])
+            if not touched.size:
+                self.empty.append((int(row), index))
+                continue
+            covering[touched] += 1
+            nodule = tight[touched - 1]
+            lo_x, lo_y, hi_x, hi_y = nodule[:, 0].min(), nodule[:, 1].min(), nodule[:, 2].max(), nodule[:, 3].max()
+            if (x0, y0, x1, y1) != (lo_x, lo_y, hi_x, hi_y):
+                self.loose.append((int(row), index, f"box x {x0:g}..{x1:g}, y {y0:g}..{y1:g}; nodule x {lo_x}..{hi_x}, y {lo_y}..{hi_y}"))
+        z_of = np.array([z.start for z, _, _ in extents], dtype=np.int64) + start
+        for k in np.flatnonzero(covering[1:] == 0):
+            self.unboxed.append((int(z_of[k]), int((components[extents[k]] == k + 1).sum())))
+        for k in np.flatnonzero(covering[1:] > 1):
+            self.doubled.append((int(z_of[k]), int(covering[k + 1])))
 
     def report(self, problems: _Problems) -> None:
         if self.empty:
@@ -218,10 +213,10 @@ class _BoxCheck:
             )
         if self.unboxed:
             index, pixels = self.unboxed[0]
-            problems.add(f"label: {len(self.unboxed)} nodules (label-5 components) have no box equal to their tight box, first on slice {index} ({pixels} px)")
+            problems.add(f"label: {len(self.unboxed)} nodules (label-5 components) lie in no box of nodules/bbox, first on slice {index} ({pixels} px)")
         if self.doubled:
             index, boxes = self.doubled[0]
-            problems.add(f"nodules/bbox: {len(self.doubled)} nodules (label-5 components) have more than one box, first on slice {index} ({boxes} boxes)")
+            problems.add(f"nodules/bbox: {len(self.doubled)} nodules (label-5 components) lie in more than one box, first on slice {index} ({boxes} boxes)")
 
 
 def _locate(store: Store, name: str, key: str, region: tuple[slice, ...], problems: _Problems) -> None:

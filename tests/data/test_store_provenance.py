@@ -111,3 +111,17 @@ def test_a_store_written_before_checksums_needs_no_content_record(copy):
 def test_attributes_that_zarr_writes_in_its_own_json_are_digested_as_written(tmp_path, store_builder):
     path = store_builder(tmp_path / "nan.zarr", "real", n_series=2, attrs={"min_contrast_hu": math.nan, "window_hu": (-1000, 400), "ids": {2: "a", 10: "b"}})
     assert open_store(path).attribute_problem() is None
+
+
+def test_info_verify_refuses_an_edited_store_in_one_line(copy):
+    from typer.testing import CliRunner
+
+    from lungforge.cli.main import app
+
+    intact = CliRunner().invoke(app, ["info", str(copy), "--verify"])
+    assert intact.exit_code == 0 and "content and attributes as recorded" in intact.stderr, intact.output
+    edit_attributes(copy, lambda a: a["generator"].update(model_free=True))
+    result = CliRunner().invoke(app, ["info", str(copy), "--verify"])  # the LungforgeError is printed as one line by `run`
+    assert result.exit_code == 1 and isinstance(result.exception, SchemaError), result.output
+    assert str(result.exception).startswith(f"{copy}: attributes changed after the store was finished: generator"), result.exception
+    assert "\n" not in str(result.exception)

@@ -81,7 +81,7 @@ def test_boxes_off_their_nodules_fail(copy):
     problems = verify_store(copy).problems
     n = open_store(copy).nodules()["slice"].size
     assert any(p.startswith(f"nodules/bbox: {(n + 1) // 2} of {n} boxes cover no nodule pixel") for p in problems), problems
-    assert any(p.startswith(f"label: {(n + 1) // 2} nodules (label-5 components) have no box") for p in problems), problems
+    assert any(p.startswith(f"label: {(n + 1) // 2} nodules (label-5 components) lie in no box") for p in problems), problems
 
 
 def test_a_box_reaching_past_its_nodule_fails(copy):
@@ -91,13 +91,39 @@ def test_a_box_reaching_past_its_nodule_fails(copy):
 
 
 def test_a_box_shrunk_to_a_corner_of_its_nodule_fails(copy):
-    x0, y0, x1, y1 = open_store(copy).nodules()["bbox"][0]
+    store = open_store(copy)
+    x0, y0, x1, y1 = store.nodules()["bbox"][0]
+    rows, cols = np.nonzero(np.asarray(store.label[int(store.nodules()["slice"][0])]) == NODULE)
+    corner = (cols[rows == rows.min()].min(), rows.min())  # a 2×2 box over the nodule's first pixel
     assert x1 - x0 >= 5 and y1 - y0 >= 5
-    rewrite(copy, "nodules/bbox", lambda b: np.concatenate([[[x0, y0, x0 + 2, y0 + 2]], b[1:]]).astype(b.dtype))
+    rewrite(copy, "nodules/bbox", lambda b: np.concatenate([[[*corner, corner[0] + 2, corner[1] + 2]], b[1:]]).astype(b.dtype))
     problems = verify_store(copy).problems
-    detail = f"box x {x0:g}..{x0 + 2:g}, y {y0:g}..{y0 + 2:g}; nodule x {x0:g}..{x1:g}, y {y0:g}..{y1:g}"
-    assert any(p.startswith("nodules/bbox: 1 of") and f"first row 0 (slice " in p and detail in p for p in problems), problems
-    assert any(p.startswith("label: 1 nodules (label-5 components) have no box equal to their tight box") for p in problems), problems
+    detail = f"box x {corner[0]:g}..{corner[0] + 2:g}, y {corner[1]:g}..{corner[1] + 2:g}; nodule x {x0:g}..{x1:g}, y {y0:g}..{y1:g}"
+    assert any(p.startswith("nodules/bbox: 1 of") and "first row 0 (slice " in p and detail in p for p in problems), problems
+
+
+def test_a_box_shrunk_off_its_nodule_pixels_fails(copy):
+    boxes = open_store(copy).nodules()["bbox"]
+    row = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))  # the largest disk: its box's corners are empty
+    x0, y0 = boxes[row][:2]
+    rewrite(copy, "nodules/bbox", lambda b: np.where(np.arange(len(b))[:, None] == row, [x0, y0, x0 + 1, y0 + 1], b).astype(b.dtype))
+    problems = verify_store(copy).problems
+    assert any(p.startswith("nodules/bbox: 1 of") and "cover no nodule pixel" in p for p in problems), problems
+    assert any(p.startswith("label: 1 nodules (label-5 components) lie in no box") for p in problems), problems
+
+
+def test_a_nodule_in_two_pieces_under_one_box_passes(copy):
+    index = int(open_store(copy).nodules()["slice"][0])
+
+    def two_pieces(labels):
+        labels[index][labels[index] == NODULE] = labels[index, 32, 10]  # the disk gone (lung)
+        labels[index, 20:23, 10:13] = labels[index, 27:29, 16:18] = NODULE  # one mask, two 8-separated pieces
+        return labels
+
+    rewrite(copy, "label", two_pieces)
+    rewrite(copy, "nodules/bbox", lambda b: np.concatenate([[[10, 20, 18, 29]], b[1:]]).astype(b.dtype))
+    problems = verify_store(copy).problems
+    assert problems and all("content differs" in p for p in problems), problems
 
 
 def test_a_box_one_pixel_off_fails(copy):
@@ -110,7 +136,17 @@ def test_a_nodule_with_two_boxes_fails(copy):
     append_rows(copy, np.array([0]))
     problems = verify_store(copy).problems
     slice_ = int(open_store(copy).nodules()["slice"][0])
-    assert any(p == f"nodules/bbox: 1 nodules (label-5 components) have more than one box, first on slice {slice_} (2 boxes)" for p in problems), problems
+    assert any(p == f"nodules/bbox: 1 nodules (label-5 components) lie in more than one box, first on slice {slice_} (2 boxes)" for p in problems), problems
+
+
+def test_a_second_box_over_part_of_a_nodule_fails(copy):
+    append_rows(copy, np.array([0]))
+    x0, y0, x1, y1 = open_store(copy).nodules()["bbox"][0]
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    rewrite(copy, "nodules/bbox", lambda b: np.concatenate([b[:-1], [[cx, cy, cx + 2, cy + 2]]]).astype(b.dtype))
+    problems = verify_store(copy).problems
+    assert any(p.startswith("nodules/bbox: 1 nodules (label-5 components) lie in more than one box") for p in problems), problems
+    assert any(p.startswith("nodules/bbox: 1 of") and "not the tight box" in p for p in problems), problems
 
 
 def test_a_nodule_without_a_box_fails(copy):
@@ -125,4 +161,4 @@ def test_a_nodule_without_a_box_fails(copy):
 
     rewrite(copy, "label", paint)
     problems = verify_store(copy).problems
-    assert any(p.startswith("label: 1 nodules (label-5 components) have no box") and f"slice {row}" in p for p in problems), problems
+    assert any(p.startswith("label: 1 nodules (label-5 components) lie in no box") and f"slice {row}" in p for p in problems), problems
