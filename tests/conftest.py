@@ -77,11 +77,13 @@ def build_store(
     made_from: Path | None = None,
     meta: dict[str, np.ndarray] | None = None,
     nodule_columns: dict[str, np.ndarray] | None = None,
+    attrs: dict | None = None,
 ) -> Path:
     """A finished store: series s in fold s % 10, split test for series 2, 3, 6, 7 (mod 4 ≥ 2); every `nodule_every`-th
     slice has one nodule. Synthetic stores take source = their own index (same layout as the real), record
     `made_from`'s fingerprint as their input, one attempt per slice and nodules with no shape or size source;
-    `meta` and `nodule_columns` override columns."""
+    `meta` and `nodule_columns` override columns; `attrs` are group attributes added (or replaced) when the store is
+    finished, so that its content record covers them."""
     rng = np.random.default_rng(seed)
     n = n_series * per_series
     extra = None
@@ -99,11 +101,13 @@ def build_store(
             cx = size * side + rng.uniform(-2, 2)
             r = rng.uniform(2.5, 4.0)
             nodules.append((cy, cx, r))
-            bboxes.append([cx - r, cy - r, cx + r, cy + r])
             nod_slices.append(i)
             diam.append(2 * r * 0.7)
             has[i] = True
         img, lab = draw_slice(size, nodules, rng)
+        if nodules:  # the tight box of the drawn disk, as prepare and augment record it
+            rows, cols = np.nonzero(lab == NODULE)
+            bboxes.append([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
         images.append(img)
         labels.append(lab)
     columns = {
@@ -131,7 +135,7 @@ def build_store(
         table["size_source"] = np.full(len(nod_slices), NO_SOURCE, np.int64)
         table["lidc_annotation"] = np.full(table["slice"].shape, -1, dtype=np.int64)
         table.update(nodule_columns or {})
-    store.finalize(n, [f"1.2.3.{s}" for s in range(n_series)], table)
+    store.finalize(n, [f"1.2.3.{s}" for s in range(n_series)], table, attrs)
     return path
 
 

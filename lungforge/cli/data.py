@@ -164,8 +164,9 @@ def info(
         typer.Option(
             "--verify",
             help="Also read every chunk (crc32c checksums), compare each array with the content recorded when "
-            "the store was finished, check the counts against the metadata and every box against its label map; "
-            "exit 1 naming each damaged array and chunk.",
+            "the store was finished, check the counts against the metadata and that every box is the tight box of "
+            "exactly one nodule of its label map; exit 1 naming each damaged array and chunk. (Any open refuses a "
+            "store whose attributes changed after it was finished.)",
         ),
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
@@ -193,10 +194,15 @@ def info(
         return
     if checked is not None:
         sums = "crc32c checksums ok" if checked.checksums else "no checksums (store written before lungforge recorded them)"
-        content = "content as recorded" if checked.content_recorded else "no recorded content to compare (store finished before lungforge recorded it)"
+        if not checked.content_recorded:
+            content = "no recorded content to compare (store written before lungforge recorded checksums and content)"
+        elif not checked.attributes_recorded:
+            content = "content as recorded, attributes not recorded (store finished before lungforge recorded them)"
+        else:
+            content = "content and attributes as recorded"
         print_result(
             f"verified: {checked.objects_read} shards/chunks of {checked.arrays} arrays read, {sums}, {content}, "
-            f"counts consistent, {checked.boxes_checked} boxes match their label maps"
+            f"counts consistent, {checked.boxes_checked} boxes are the tight boxes of their nodules"
         )
     _print_summary(summary)
 

@@ -1,19 +1,22 @@
 """`lungforge info --verify`: read every chunk of a store and check it against its checksums, its
 recorded content and its tables.
 
-Checks: every chunk present and matching its crc32c; every array's content equal to what was
-recorded when the store was finished (:meth:`Store.recorded_digests`: catches chunks rewritten
-with valid checksums, or shards swapped in from another store); the tables' counts and codes;
+Opening the store already refuses one whose group attributes changed after it was finished, or
+that lacks the `content` record its checksums require (:meth:`Store.attribute_problem`). Checks:
+every chunk present and matching its crc32c; every array's content equal to what was recorded
+when the store was finished (:meth:`Store.recorded_digests`: catches chunks rewritten with valid
+checksums, or shards swapped in from another store); the tables' counts and codes;
 `meta/has_nodule` against each slice's nodule (label 5) pixels; and every box against its
-slice's label map: it must cover nodule pixels and not reach past the nodule (8-connected label-5
-component) it covers by more than :data:`BOX_TOLERANCE_PX`, and every nodule component must lie
-in a box.
+slice's label map: each box must equal, pixel for pixel, the tight box of the nodule it covers
+(the 8-connected label-5 components of its slice it covers pixels of: one, or several pieces of
+one mask; in the store's own pixels), and each component must lie in exactly one box.
 
 Each problem is one line naming the array and the chunk (or the rows) at fault. Stores written
 before checksums existed (no `integrity` attribute) are still read and counted, but a chunk absent
 from them may be a legitimately unwritten all-zero chunk, so absence is not reported there, and
-damage inside a chunk cannot be told from data. Stores finished before content digests were
-recorded get every check except the content comparison.
+damage inside a chunk cannot be told from data; nor do they record content. Stores finished
+before attribute digests were recorded get every check, but their attributes have nothing to be
+compared with.
 """
 
 from __future__ import annotations
@@ -30,8 +33,6 @@ from lungforge.labels import NODULE, labels_attr
 
 MAX_PROBLEMS = 50
 """Problems listed in full; the rest are counted."""
-BOX_TOLERANCE_PX = 1.0
-"""How far (pixels) a box may reach past the nodule pixels it covers (rounding of float boxes)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class StoreVerification:
 
     `checksums`: the store was written with crc32c checksums and every chunk (see
     :mod:`lungforge.data.store`); `content_recorded`: it records its arrays' content digests;
+    `attributes_recorded`: its content record covers its group attributes (they matched, or the
+    store could not have been opened);
     `objects_read`: shards and unsharded chunks read; `boxes_checked`: nodule boxes compared
     with their slices' label maps.
     """
@@ -48,6 +51,7 @@ class StoreVerification:
     ok: bool
     checksums: bool
     content_recorded: bool
+    attributes_recorded: bool
     arrays: int
     objects_read: int
     boxes_checked: int
@@ -70,7 +74,8 @@ class _Problems:
 def verify_store(path: str | os.PathLike) -> StoreVerification:
     """Read every shard/chunk of the complete store at `path` and check its tables agree.
 
-    Raises SchemaError only when the store cannot be opened at all; damage is reported.
+    Raises SchemaError when the store cannot be opened (its attributes changed after it was
+    finished, or its content record is missing, included); damage to arrays is reported.
     """
     store = open_store(path)
     problems = _Problems()
@@ -110,6 +115,7 @@ def verify_store(path: str | os.PathLike) -> StoreVerification:
         ok=not problems.lines,
         checksums=store.checked,
         content_recorded=store.recorded_digests() is not None,
+        attributes_recorded=store.recorded_attribute_digests() is not None,
         arrays=len(store.array_names()),
         objects_read=read,
         boxes_checked=boxes.checked,
@@ -137,15 +143,21 @@ def _check_content(store: Store, problems: _Problems) -> None:
 
 
 class _BoxCheck:
-    """Boxes of the nodule table against the label maps, one block of slices at a time."""
+    """Boxes of the nodule table against the label maps, one block of slices at a time.
+
+    A box's nodule is the label-5 components (8-connected, within its slice) it covers any pixel
+    of: one, or several where a nodule's mask falls apart into pieces on that slice. The box must
+    equal their tight box exactly, and each component must be covered by exactly one box.
+    """
 
     def __init__(self, store: Store) -> None:
         self.checked = 0
         self.empty: list[tuple[int, int]] = []
-        self.beyond: list[tuple[int, int, str]] = []
+        self.loose: list[tuple[int, int, str]] = []
         self.unboxed: list[tuple[int, int]] = []
-        self.hw = store.shape_hw
-        self.rows_of: dict[int, np.ndarray] = {}
+        self.doubled: list[tuple[int, int]] = []
+        self.slices = np.zeros(0, dtype=np.int64)
+        self.rows = np.zeros(0, dtype=np.int64)
         self.bbox = np.zeros((0, 4), dtype=np.float32)
         try:
             table = store.nodules()
@@ -154,52 +166,57 @@ class _BoxCheck:
         slices, bbox = table["slice"], table["bbox"]
         if slices.shape[0] != bbox.shape[0]:
             return  # reported by the table checks
-        rows = np.flatnonzero((slices >= 0) & (slices < len(store)) & np.isfinite(bbox).all(axis=1))
-        self.bbox = bbox
-        self.rows_of = {int(s): rows[slices[rows] == s] for s in np.unique(slices[rows])}
+        self.rows = np.flatnonzero((slices >= 0) & (slices < len(store)) & np.isfinite(bbox).all(axis=1))
+        self.slices, self.bbox = slices, bbox
 
     def check(self, start: int, labels: np.ndarray) -> None:
         """Check the slices [start, start + len(labels)) given their (n, H, W) label maps."""
-        for offset in np.flatnonzero((labels == NODULE).any(axis=(1, 2)) | np.isin(np.arange(start, start + len(labels)), list(self.rows_of))):
-            index = start + int(offset)
-            self._check_slice(index, labels[offset] == NODULE, self.rows_of.get(index, np.zeros(0, dtype=np.int64)))
-
-    def _check_slice(self, index: int, nodule: np.ndarray, rows: np.ndarray) -> None:
-        components, count = ndimage.label(nodule, structure=np.ones((3, 3), dtype=bool))
+        in_plane = np.zeros((3, 3, 3), dtype=bool)
+        in_plane[1] = True  # 8-connected within a slice, never across slices
+        components, count = ndimage.label(labels == NODULE, structure=in_plane)
         extents = ndimage.find_objects(components)
-        boxed = np.zeros(count + 1, dtype=bool)
-        h, w = self.hw
-        for row in rows:
+        # Each component's tight box x0, y0, x1, y1 (half-open, px).
+        tight = np.array([[x.start, y.start, x.stop, y.stop] for _, y, x in extents], dtype=np.int64).reshape(-1, 4)
+        covering = np.zeros(count + 1, dtype=np.int64)  # boxes covering each component (id 0: background)
+        in_block = (self.slices[self.rows] >= start) & (self.slices[self.rows] < start + len(labels))
+        h, w = labels.shape[1:]
+        for row in self.rows[in_block]:
             self.checked += 1
+            index = int(self.slices[row])
             x0, y0, x1, y1 = (float(v) for v in self.bbox[row])
-            c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
-            c1, r1 = min(int(np.ceil(x1)), w), min(int(np.ceil(y1)), h)
-            touched = np.unique(components[r0:r1, c0:c1]) if r1 > r0 and c1 > c0 else np.zeros(0, dtype=int)
-            touched = touched[touched > 0]
+            c0, r0, c1, r1 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0), min(int(np.ceil(x1)), w), min(int(np.ceil(y1)), h)
+            crop = components[index - start, r0:r1, c0:c1] if r1 > r0 and c1 > c0 else np.zeros(0, dtype=np.int32)
+            touched = np.unique(crop[crop > 0])
             if not touched.size:
                 self.empty.append((int(row), index))
                 continue
-            boxed[touched] = True
-            ys = [extents[t - 1][0] for t in touched]
-            xs = [extents[t - 1][1] for t in touched]
-            lo_x, hi_x = min(s.start for s in xs), max(s.stop for s in xs)
-            lo_y, hi_y = min(s.start for s in ys), max(s.stop for s in ys)
-            tol = BOX_TOLERANCE_PX
-            if x0 < lo_x - tol or y0 < lo_y - tol or x1 > hi_x + tol or y1 > hi_y + tol:
-                self.beyond.append((int(row), index, f"box x {x0:g}..{x1:g}, y {y0:g}..{y1:g}; nodule x {lo_x}..{hi_x}, y {lo_y}..{hi_y}"))
-        for component in np.flatnonzero(~boxed[1:]) + 1:
-            self.unboxed.append((index, int((components == component).sum())))
+            covering[touched] += 1
+            nodule = tight[touched - 1]
+            lo_x, lo_y, hi_x, hi_y = nodule[:, 0].min(), nodule[:, 1].min(), nodule[:, 2].max(), nodule[:, 3].max()
+            if (x0, y0, x1, y1) != (lo_x, lo_y, hi_x, hi_y):
+                self.loose.append((int(row), index, f"box x {x0:g}..{x1:g}, y {y0:g}..{y1:g}; nodule x {lo_x}..{hi_x}, y {lo_y}..{hi_y}"))
+        z_of = np.array([z.start for z, _, _ in extents], dtype=np.int64) + start
+        for k in np.flatnonzero(covering[1:] == 0):
+            self.unboxed.append((int(z_of[k]), int((components[extents[k]] == k + 1).sum())))
+        for k in np.flatnonzero(covering[1:] > 1):
+            self.doubled.append((int(z_of[k]), int(covering[k + 1])))
 
     def report(self, problems: _Problems) -> None:
         if self.empty:
             row, index = self.empty[0]
             problems.add(f"nodules/bbox: {len(self.empty)} of {self.checked} boxes cover no nodule pixel of their slice, first row {row} (slice {index})")
-        if self.beyond:
-            row, index, detail = self.beyond[0]
-            problems.add(f"nodules/bbox: {len(self.beyond)} of {self.checked} boxes reach past the nodule they cover, first row {row} (slice {index}: {detail})")
+        if self.loose:
+            row, index, detail = self.loose[0]
+            problems.add(
+                f"nodules/bbox: {len(self.loose)} of {self.checked} boxes are not the tight box of the nodule they cover, "
+                f"first row {row} (slice {index}: {detail})"
+            )
         if self.unboxed:
             index, pixels = self.unboxed[0]
             problems.add(f"label: {len(self.unboxed)} nodules (label-5 components) lie in no box of nodules/bbox, first on slice {index} ({pixels} px)")
+        if self.doubled:
+            index, boxes = self.doubled[0]
+            problems.add(f"nodules/bbox: {len(self.doubled)} nodules (label-5 components) lie in more than one box, first on slice {index} ({boxes} boxes)")
 
 
 def _locate(store: Store, name: str, key: str, region: tuple[slice, ...], problems: _Problems) -> None:

@@ -139,8 +139,6 @@ def test_shapes_from_the_test_fold_keep_synthetic_slices_out_of_that_fold(tmp_pa
 def test_a_lidc_contour_from_a_test_fold_scan_keeps_its_slice_out_of_that_fold(tmp_path, store_builder, stores, real_store):
     """LUNA16 scans are LIDC scans: a `--shape lidc` contour read from a patient of the real store
     (by series uid) counts as a source of that patient, like a real-store shape."""
-    import zarr
-
     n_rows = real_store.nodules()["slice"].size
     uids = real_store.series_uids
     patient_group = real_store.meta("fold")[np.unique(real_store.meta("series"), return_index=True)[1]] % 2
@@ -152,8 +150,8 @@ def test_a_lidc_contour_from_a_test_fold_scan_keeps_its_slice_out_of_that_fold(t
     table = syn.nodules()
     contour_group = 1 - label_group[table["slice"]]
     series = {str(a): other_group_uid[int(g)] for a, g in zip(table["lidc_annotation"], contour_group)}
-    zarr.open_group(str(path), mode="r+").attrs["lidc"] = {"series": {**series, "999999": "not.in.this.store"}}
-    syn = open_synthetic(path, real_store)
+    lidc = {"series": {**series, "999999": "not.in.this.store"}}
+    syn = open_synthetic(_synthetic(tmp_path, store_builder, stores["real"], nodule_columns={"lidc_annotation": annotation}, attrs={"lidc": lidc}), real_store)
     touch = leak_groups(syn, real_store, real_groups(real_store, 2, "all"))
     nodule_slices = np.unique(table["slice"])
     assert touch[nodule_slices].all(), "a slice whose contour comes from the other fold group must leave both folds"

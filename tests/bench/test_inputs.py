@@ -1,5 +1,4 @@
 import gc
-import json
 import shutil
 from pathlib import Path
 
@@ -80,10 +79,8 @@ def test_a_real_store_whose_images_were_zeroed_no_longer_matches_its_synthetic_s
 
 def test_a_synthetic_store_recording_a_name_based_fingerprint_is_refused_with_the_reason(tmp_path, stores, store_builder):
     real = open_real(stores["real"])
-    old = store_builder(tmp_path / "old.zarr", "synthetic", made_from=stores["real"])
-    attrs = json.loads((old / "zarr.json").read_text())
-    attrs["attributes"]["input"]["fingerprint"] = real.legacy_fingerprint()
-    (old / "zarr.json").write_text(json.dumps(attrs))
+    old = store_builder(tmp_path / "old.zarr", "synthetic", made_from=stores["real"],
+                        attrs={"input": {"path": str(stores["real"]), "fingerprint": real.legacy_fingerprint()}})
     with pytest.raises(InputError, match="name-based fingerprint .* make it again with `lungforge augment`"):
         open_synthetic(old, real)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import zarr
 
 from lungforge.bench.protocol.detect import DetectConfig, run_detect
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
@@ -30,9 +29,7 @@ def real_store(stores):
 
 
 def _generator_store(tmp_path, store_builder, real_path, block: dict) -> Path:
-    path = store_builder(tmp_path / "gen.zarr", "synthetic", seed=5, made_from=real_path)
-    zarr.open_group(path, mode="r+").attrs["generator"] = {"weights": "w", "sha256": "0" * 64, **block}
-    return path
+    return store_builder(tmp_path / "gen.zarr", "synthetic", seed=5, made_from=real_path, attrs={"generator": {"weights": "w", "sha256": "0" * 64, **block}})
 
 
 def _config(**kw) -> DetectConfig:

@@ -153,11 +153,9 @@ def test_bench_detect_rejects_a_bad_real_nodules_list(small_stores):
 
 @pytest.mark.slow
 def test_bench_all_learning_curve_with_allowed_leakage_says_so_first(tmp_path, small_stores, store_builder, monkeypatch):
-    import zarr
-
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    leaky = store_builder(tmp_path / "leaky.zarr", "synthetic", per_series=2, seed=3, made_from=small_stores["real"])
-    zarr.open_group(leaky, mode="r+").attrs["generator"] = {"weights": "w", "kind": "sdm", "train_series": ["1.2.3.0", "1.2.3.4"], "train_nodule_slices": 2}
+    leaky = store_builder(tmp_path / "leaky.zarr", "synthetic", per_series=2, seed=3, made_from=small_stores["real"],
+                          attrs={"generator": {"weights": "w", "kind": "sdm", "train_series": ["1.2.3.0", "1.2.3.4"], "train_nodule_slices": 2}})
     out = tmp_path / "report"
     base = ["bench", "all", "--real", str(small_stores["real"]), "--synthetic", f"C={leaky}", "--out", str(out), "--quick", "--size", "64",
             "--patch", "16", "--features", "random", "--segmenter-steps", "5", "--device", "cpu", "--real-nodules", "2,all"]

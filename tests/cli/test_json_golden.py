@@ -49,6 +49,9 @@ def _stable(value: Any, root: str) -> Any:
         if isinstance(out.get("inputs"), dict) and isinstance(out["inputs"].get("scans"), dict):
             # the input manifest digests each scan file's mtime: keep which scans, not the digests
             out["inputs"]["scans"] = sorted(out["inputs"]["scans"])
+        if isinstance(out.get("content"), dict) and isinstance(out["content"].get("attributes"), dict):
+            # digests of volatile attributes (creation time, store id, scan mtimes) vary: keep which attributes are covered
+            out["content"]["attributes"] = sorted(out["content"]["attributes"])
         return out
     if isinstance(value, list):
         return [_stable(v, root) for v in value]

@@ -2,7 +2,8 @@
 
 Layout::
 
-    <store>.zarr/  attrs: schema, kind, window, labels, created, version, params, [generator]
+    <store>.zarr/  attrs: schema, kind, window, labels, created, version, params, integrity,
+                   content (digests of arrays and attributes), [generator]
       image, label        (N, H, W) uint8, chunk (1, H, W), shard (SHARD, H, W), zstd
       meta/<name>         (N, ...) per-slice metadata, chunked by SHARD (one chunk per shard);
                           synthetic: source, seed, verified, attempts (generator draws made for
@@ -20,7 +21,7 @@ Writers own whole shards: a block written with :meth:`Store.write_block` starts 
 of :data:`SHARD`, so no shard holding committed data is ever rewritten, and a kill at any
 moment can only damage a block that resume rewrites anyway.
 
-Integrity (stores whose `integrity` attribute is :data:`INTEGRITY`): every chunk ends with a
+Integrity (stores whose `integrity` attribute holds :data:`CHECKSUMS`): every chunk ends with a
 crc32c checksum (zarr's `crc32c` codec after zstd; shard indexes have their own), and every
 chunk is written even when it equals the fill value, so in a complete store a chunk that is not
 there was lost. Reading such a store raises :class:`CorruptStoreError` for a missing chunk
@@ -31,7 +32,11 @@ array, its shape, dtype and the crc32c of every chunk in chunk order (read from 
 and chunk tails, a few bytes per chunk). A store without checksums (written before lungforge
 recorded them) is fingerprinted by hashing every stored byte instead, which reads it whole.
 :meth:`Store.finalize` records the per-array digests in the `content` attribute, so
-`info --verify` can tell arrays rewritten or swapped in after the store was finished.
+`info --verify` can tell arrays rewritten or swapped in after the store was finished, and the
+digest of every other group attribute (canonical JSON), so that :func:`open_store` refuses a
+finished store whose attributes (the generator block, input fingerprint, request parameters...)
+changed since, or that lost its `content` record (:meth:`Store.attribute_problem`; new stores'
+`integrity` is :data:`INTEGRITY`, which promises the attribute digests).
 
 Modules: :mod:`.schema` (array names, dtypes, attributes), :mod:`.handle` (the open
 :class:`Store`: reading, fingerprints), :mod:`.writing` (its writing methods), :mod:`.chunks`
@@ -45,6 +50,7 @@ from lungforge.data.store.handle import Store
 from lungforge.data.store.opening import open_store
 from lungforge.data.store.schema import (
     ARRAY_ATTRS,
+    CHECKSUMS,
     INTEGRITY,
     MAX_SLICES,
     NO_SOURCE,
@@ -59,6 +65,7 @@ from lungforge.data.store.summary import StoreSummary
 
 __all__ = [
     "ARRAY_ATTRS",
+    "CHECKSUMS",
     "INTEGRITY",
     "MAX_SLICES",
     "NO_SOURCE",

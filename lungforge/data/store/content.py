@@ -1,4 +1,5 @@
-"""Content digests of store arrays, read from chunk checksums (see :mod:`lungforge.data.store`)."""
+"""Content digests of store arrays, read from chunk checksums, and of group attributes, from their
+canonical JSON (see :mod:`lungforge.data.store`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from lungforge.errors import CorruptStoreError
+from lungforge.errors import CorruptStoreError, SchemaError
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -53,8 +55,6 @@ def shard_checksums(path: Path, key: str, arr: "zarr.Array") -> bytes:
         os.close(fd)
     return bytes(out)
 
-
-
 def stored_blocks(path: Path, name: str, arr: "zarr.Array") -> list[tuple[str, tuple[slice, ...], bool]]:
     """(key, region, present) of every stored object of array `name` of the store at `path`: its
     shards, or its chunks when it has no shards. `region` is the index region the object holds,
@@ -87,3 +87,39 @@ def array_digest(path: Path, name: str, arr: "zarr.Array", checked: bool) -> str
         except (OSError, ValueError):
             raise CorruptStoreError(f"{path}: {key} is damaged (its chunk checksums cannot be read); run `lungforge info {path} --verify`") from None
     return digest.hexdigest()[:16]
+
+
+def stored_attributes(path: Path) -> dict[str, Any]:
+    """The group attributes of the store at `path` as its `zarr.json` holds them (parsed JSON, so
+    values read the same after a round trip: lists, str keys, "NaN" where zarr wrote it)."""
+    try:
+        attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise SchemaError(f"{path}: unreadable zarr.json ({exc})") from None
+    if not isinstance(attrs, dict):
+        raise SchemaError(f"{path}: zarr.json attributes are {type(attrs).__name__}, expected an object")
+    return attrs
+
+
+def attribute_digests(attrs: dict[str, Any]) -> dict[str, str]:
+    """Per group attribute except `content` (which holds these digests), 16 hex digits of sha256
+    over its canonical JSON (sorted keys, no spaces)."""
+    return {
+        name: hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()[:16]
+        for name, value in attrs.items()
+        if name != "content"
+    }
+
+
+def changed_attributes(recorded: dict[str, str], now: dict[str, str]) -> list[str]:
+    """The attributes whose digests differ between `recorded` and `now`, sorted, each with how:
+    `name` (changed), `name (added)`, `name (removed)`."""
+    out = []
+    for name in sorted(set(recorded) | set(now)):
+        if name not in now:
+            out.append(f"{name} (removed)")
+        elif name not in recorded:
+            out.append(f"{name} (added)")
+        elif recorded[name] != now[name]:
+            out.append(name)
+    return out

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from lungforge.data.store.chunks import CheckedArray
-from lungforge.data.store.content import array_digest, stored_blocks
-from lungforge.data.store.schema import INTEGRITY, Kind, meta_dtypes, nodule_dtypes, optionalnodule_dtypes
+from lungforge.data.store.content import array_digest, attribute_digests, changed_attributes, stored_attributes, stored_blocks
+from lungforge.data.store.schema import Kind, digests_attributes, has_checksums, meta_dtypes, nodule_dtypes, optionalnodule_dtypes
 from lungforge.data.store.summary import StoreSummary, summarize
 from lungforge.data.store.writing import StoreWriting
 from lungforge.errors import SchemaError
@@ -143,7 +143,42 @@ class Store(StoreWriting):
     @property
     def checked(self) -> bool:
         """True if the store was written with checksums and every chunk (see module docstring)."""
-        return self.attrs.get("integrity") == INTEGRITY
+        return has_checksums(self.attrs)
+
+    def recorded_attribute_digests(self) -> dict[str, str] | None:
+        """The attribute digests :meth:`finalize` recorded in `content` (None for stores finished
+        before they were recorded)."""
+        recorded = self.attrs.get("content")
+        attributes = recorded.get("attributes") if isinstance(recorded, dict) else None
+        return dict(attributes) if isinstance(attributes, dict) else None
+
+    def attribute_problem(self) -> str | None:
+        """Why this finished store's group attributes cannot be trusted, in words; None when they can.
+
+        Reads only `zarr.json`. A store with checksums must hold its `content` record; one whose
+        `integrity` promises attribute digests must hold them, and every attribute must match its
+        digest. Stores from before checksums (no `integrity`) or before attribute digests (a
+        `content` record without them and an `integrity` that does not promise them) have
+        nothing to compare.
+        """
+        attrs = stored_attributes(self.path)
+        content = attrs.get("content")
+        if not isinstance(content, dict) or not isinstance(content.get("arrays"), dict):
+            if not has_checksums(attrs):
+                return None
+            return ("has no `content` record (the digests lungforge records when it finishes a store written with checksums): "
+                    "it was removed or edited; make the store again")
+        recorded = content.get("attributes")
+        if not isinstance(recorded, dict):
+            if not digests_attributes(attrs):
+                return None
+            return ("its `content` record lacks the attribute digests that its `integrity` attribute promises: "
+                    "they were removed or edited; make the store again")
+        changed = changed_attributes(recorded, attribute_digests(attrs))
+        if changed:
+            return (f"attributes changed after the store was finished: {', '.join(changed)} "
+                    "(edited, or copied in from another store); make the store again")
+        return None
 
     def array_names(self) -> list[str]:
         """Every array of the schema present in the store: image, label, meta/*, series/uid, nodules/*."""

@@ -11,7 +11,7 @@ import numpy as np
 
 from lungforge.data.store.chunks import StrictChunks
 from lungforge.data.store.handle import Store
-from lungforge.data.store.schema import INTEGRITY, SCHEMA, meta_dtypes, nodule_dtypes
+from lungforge.data.store.schema import SCHEMA, has_checksums, meta_dtypes, nodule_dtypes
 from lungforge.errors import SchemaError
 from lungforge.labels import labels_attr
 from lungforge.locks import ReadLock
@@ -79,7 +79,11 @@ def _open_store(path: Path, mode: Literal["r", "r+"], require_complete: bool, re
         required += ["series/uid"] + [f"nodules/{m}" for m in nodule_dtypes(kind)]
     for name in required:
         _require_array(path, group, name)
-    if mode == "r" and attrs.get("complete") and attrs.get("integrity") == INTEGRITY:
+    if attrs.get("complete"):
+        problem = Store(path, group, mode).attribute_problem()
+        if problem is not None:
+            raise SchemaError(f"{path}: {problem}")
+    if mode == "r" and attrs.get("complete") and has_checksums(attrs):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             strict = StrictChunks(LocalStore(str(path), read_only=True), path)

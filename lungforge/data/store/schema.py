@@ -17,9 +17,24 @@ SCHEMA = "lungforge.slices/1"
 SHARD = 64
 WINDOW_HU = (-1000, 400)
 Kind = Literal["real", "synthetic"]
-INTEGRITY = {"checksums": "crc32c", "empty_chunks": "written"}
-"""The `integrity` attribute of stores written with checksums and every chunk present."""
+CHECKSUMS = {"checksums": "crc32c", "empty_chunks": "written"}
+"""The part of the `integrity` attribute that says a store was written with checksums and every chunk present."""
+INTEGRITY = {**CHECKSUMS, "content": "arrays and attributes"}
+"""The `integrity` attribute of new stores: checksums, every chunk, and a `content` record whose
+digests cover every array and every other group attribute (written by `finalize`)."""
 WRITE_CONFIG = {"write_empty_chunks": True}
+
+
+def has_checksums(attrs: dict[str, Any]) -> bool:
+    """True if group attributes `attrs` say the store was written with checksums and every chunk."""
+    integrity = attrs.get("integrity")
+    return isinstance(integrity, dict) and all(integrity.get(k) == v for k, v in CHECKSUMS.items())
+
+
+def digests_attributes(attrs: dict[str, Any]) -> bool:
+    """True if group attributes `attrs` promise a `content` record covering the attributes too."""
+    integrity = attrs.get("integrity")
+    return isinstance(integrity, dict) and integrity.get("content") == INTEGRITY["content"]
 
 NO_SOURCE = -1
 """`nodules/shape_source` / `size_source` of a nodule whose shape (sphere) or size (--diameter

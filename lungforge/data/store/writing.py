@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from lungforge.data.store.content import attribute_digests, stored_attributes
 from lungforge.data.store.schema import ARRAY_ATTRS, WRITE_CONFIG, compressors, meta_dtypes, nodule_dtypes, optionalnodule_dtypes
 from lungforge.errors import OutputError, SchemaError
 
@@ -156,7 +157,8 @@ class StoreWriting:
         nodules: dict[str, np.ndarray],
         attrs: dict[str, Any] | None = None,
     ) -> None:
-        """Shrink the store to `n` slices, write the series and nodule tables, mark it complete."""
+        """Shrink the store to `n` slices, write the series and nodule tables, add `attrs`, record the
+        `content` digests (every array and every other attribute) and mark the store complete."""
         self._require_writable()
         h, w = self.shape_hw
         expected = nodule_dtypes(self.kind)
@@ -187,6 +189,10 @@ class StoreWriting:
                         raise SchemaError(f"{self.path}: {len(lost)} chunks of {name} were never written (first {lost[0]}); the store stays incomplete")
             self._digests = None  # resized and replaced arrays above
             content = {"fingerprint": self.fingerprint(), "arrays": self.content_digests()}
-            self._group.attrs.update({**(attrs or {}), "content": content, "complete": True})
+            # The attributes are digested as zarr.json holds them (zarr's JSON, e.g. "NaN" for
+            # nan), which is what a reader sees; `complete` flips with the record in one write.
+            self._group.attrs.update(attrs or {})
+            content["attributes"] = attribute_digests({**stored_attributes(self.path), "complete": True})
+            self._group.attrs.update({"content": content, "complete": True})
         self._meta_cache.clear()
         self.clear_parts()
