@@ -119,7 +119,7 @@ def test_info_verify_refuses_an_edited_store_in_one_line(copy):
     from lungforge.cli.main import app
 
     intact = CliRunner().invoke(app, ["info", str(copy), "--verify"])
-    assert intact.exit_code == 0 and "content and attributes as recorded" in intact.stderr, intact.output
+    assert intact.exit_code == 0 and "content and attributes as recorded" in intact.stdout, intact.output
     edit_attributes(copy, lambda a: a["generator"].update(model_free=True))
     result = CliRunner().invoke(app, ["info", str(copy), "--verify"])  # the LungforgeError is printed as one line by `run`
     assert result.exit_code == 1 and isinstance(result.exception, SchemaError), result.output
