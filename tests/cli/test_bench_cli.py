@@ -53,6 +53,7 @@ def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small
     assert "does NOT separate the positive control (paste)" in md and "a null result for a generator here means nothing" in md
     assert "Selection rule for every condition: `first-draw`" in md and "optimiser steps per fold" in md
     assert "detect: B is NOT shown helpful on accuracy — vs A" in md and "vs classic" in md and "vs blob" in md
+    assert "localize: B is NOT shown helpful on AP50" in md and json.loads(result.stdout)["verdicts"] == report["verdicts"]
     assert report["fid"]["size"] == 64
     for figure in report["figures"]:
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
