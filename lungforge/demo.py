@@ -5,9 +5,11 @@ on a two-point learning curve: a few real nodule slices per fold, then all).
 Runs offline on a laptop CPU in minutes. Every step is the real code path at small sizes; the
 demo weights are tiny models trained on phantom data (see weights/manifest.toml), so the
 synthetic images and the quick benchmark show the pipeline working, not the paper's results.
-The generators and both controls get the same layout request (real shapes, real mask sizes,
-one draw per slice), so the six conditions A, mislabeled, paste, SPADE, SDM and SDM-inpaint
-(the inpainting SDM drawing nodules into the real slices) differ in the images alone; the bench runs at the phantom's resolution with patches of 1/8 of the slice side
+The generators and the control stores get the same layout request (real shapes, real mask sizes,
+one draw per slice; the controls at the real store's size), so the conditions A, mislabeled,
+paste, blob, SPADE, SDM and SDM-inpaint (the inpainting SDM drawing nodules into the real slices)
+differ in the images alone, and the per-fold controls hosts and classic say what extra real
+backgrounds and classical augmentation give; the bench runs at the phantom's resolution with patches of 1/8 of the slice side
 (32 px at the bench default of 256).
 
 The quick detection budget was too short for the demo's few slices (A sat at chance), so

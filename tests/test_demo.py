@@ -19,7 +19,11 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     summary = json.loads(result.stdout)
     assert [s["name"] for s in summary["steps"]] == ["phantom", "prepare", "augment SPADE", "augment SDM", "augment SDM-inpaint",
                                                       "bench all --quick --controls --real-nodules"]
-    assert summary["steps"][-1]["details"]["conditions"] == ["A", "mislabeled", "paste", "SPADE", "SDM", "SDM-inpaint"]
+    assert summary["steps"][-1]["details"]["conditions"] == ["A", "mislabeled", "paste", "blob", "SPADE", "SDM", "SDM-inpaint", "hosts", "classic"]
+    real_size = open_store(out / "real.zarr").shape_hw
+    assert open_store(out / "synthetic-spade.zarr").shape_hw != real_size  # SPADE generates at its own 64 px ...
+    for control in ("mislabeled", "paste", "blob"):
+        assert open_store(out / "report" / "controls" / f"{control}.zarr").shape_hw == real_size  # ... the controls at the real store's
     for name in ("spade", "sdm", "sdm-inpaint"):
         store = open_store(out / f"synthetic-{name}.zarr")
         assert store.kind == "synthetic" and len(store) == 8
@@ -28,7 +32,7 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
         assert (store.meta("attempts") == 1).all() and store.attrs["params"]["retries"] == 0
     report = (out / "report" / "report.md").read_text()
     assert "QUICK" in report and "| SDM |" in report and "| SPADE |" in report and "| paste |" in report and "| mislabeled |" in report
-    assert "Controls: can this protocol see an effect?" in report
+    assert "Controls: can this protocol see an effect?" in report and "## Verdict: helpful only when ahead of A, classic and blob" in report
     assert "16×16 patches at 128×128 px" in report
     assert "## Label fidelity" in report and "| real (ceiling) |" in report
     fidelity = summary["steps"][-1]["details"]["fidelity"]

@@ -44,7 +44,7 @@ def test_phantom_nodule_cross_sections_look_like_lidc():
     areas = []
 
     def central_section(diameter_mm: float) -> np.ndarray:
-        offsets = nodule_voxels(rng, diameter_mm, spacing_zyx)
+        offsets, _ = nodule_voxels(rng, diameter_mm, spacing_zyx)
         rows_cols = offsets[offsets[:, 0] == 0][:, 1:]
         mask = np.zeros(tuple(np.ptp(rows_cols, axis=0) + 1), dtype=bool)
         mask[tuple((rows_cols - rows_cols.min(axis=0)).T)] = True

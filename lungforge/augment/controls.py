@@ -1,4 +1,4 @@
-"""Model-free generators, the benchmark's controls: `paste` (positive) and `mislabeled` (negative).
+"""Model-free generators, the benchmark's controls: `paste` (positive), `mislabeled` (negative) and `blob`.
 
 Both take the planner's layouts (label map, nodule positions, sizes, counts) exactly as a model
 would and write the same schema, so a benchmark condition made with them differs from one made
@@ -13,7 +13,10 @@ with SDM or SPADE in the image alone:
   training on it teaches a detector that plain lung is a nodule. A protocol that cannot tell
   `paste` from `mislabeled` cannot tell anything.
 
-Neither depends on the seed, so augment never re-draws them (`meta/attempts` is 1).
+- `blob` (:mod:`lungforge.augment.blob`) replaces each planned nodule by a constant-intensity
+  ellipse of the requested size in the same host slice, with exact masks and boxes.
+
+None depends on the seed, so augment never re-draws them (`meta/attempts` is 1).
 """
 
 from __future__ import annotations
@@ -23,15 +26,16 @@ from typing import Any, Literal, Sequence
 import numpy as np
 from scipy import ndimage
 
+from lungforge.augment.blob import blob_sample, paint_blobs
 from lungforge.augment.nodule_library import RealPatch
 from lungforge.augment.plan import PlannedSample
-from lungforge.data.resize import resize_images_uint8
+from lungforge.data.resize import resize_images_uint8, resize_label_maps
 from lungforge.data.store import Store
 from lungforge.errors import InputError
 from lungforge.labels import LUNG_LABELS
 
-ControlKind = Literal["paste", "mislabeled"]
-CONTROLS: tuple[ControlKind, ...] = ("paste", "mislabeled")
+ControlKind = Literal["paste", "mislabeled", "blob"]
+CONTROLS: tuple[ControlKind, ...] = ("paste", "mislabeled", "blob")
 RIM_INNER_PX = 1.0
 """Pixels around a pasted footprint copied whole from the source: its partial-volume rim."""
 
@@ -102,8 +106,17 @@ class ControlGenerator:
         return {"weights": weights, "kind": self.kind, "mode": self.kind, "model_free": True, "sha256": None, "preset": None, "step": None,
                 "sampler": None, "steps": None, "guidance": None, "precision": None}
 
+    def adapt(self, sample: PlannedSample) -> PlannedSample:
+        """The planner's `sample` as this control draws it: `blob` swaps each nodule for its
+        ellipse (:func:`~lungforge.augment.blob.blob_sample`); the others keep it as planned."""
+        if self.kind != "blob":
+            return sample
+        host = resize_label_maps(np.asarray(self.real.label[sample.source])[None], self.image_size)[0]
+        return blob_sample(sample, host)
+
     def render(self, samples: Sequence[PlannedSample], seeds: Sequence[int]) -> np.ndarray:
-        """The real source slice of each sample at S px; `paste` blends in each nodule's real patch."""
+        """The real source slice of each sample at S px; `paste` blends in each nodule's real patch,
+        `blob` writes each nodule's constant on its ellipse."""
         if len(seeds) != len(samples):
             raise ValueError(f"got {len(seeds)} seeds for {len(samples)} samples, expected one each")
         unique, inverse = np.unique(np.array([s.source for s in samples], dtype=np.int64), return_inverse=True)
@@ -115,4 +128,7 @@ class ControlGenerator:
                     if nodule.patch is None:
                         raise InputError("augment --weights paste needs real nodule patches: use --shape real")
                     blend_patch(image, nodule.footprint, nodule.patch, nodule.origin, lung)
+        elif self.kind == "blob":
+            for image, sample in zip(images, samples):
+                paint_blobs(image, sample)
         return images

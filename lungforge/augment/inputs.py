@@ -33,14 +33,14 @@ class AugmentInputs:
 
 
 def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Synthesizer | Inpainter | ControlGenerator:
-    """The model named by --weights, or a model-free control (`paste`, `mislabeled`) at --size.
+    """The model named by --weights, or a model-free control (`paste`, `mislabeled`, `blob`) at --size.
 
     An inpainting SDM (its checkpoint's mode) draws into the real slices at --size (default: the
     real store's native size); a whole-slice model generates at its own size.
     """
     if options.weights in CONTROLS:
-        if options.weights == "paste" and options.nodules > 0 and options.shape != "real":
-            raise InputError(f"--weights paste blends real nodule patches: it needs --shape real, got --shape {options.shape}")
+        if options.weights in ("paste", "blob") and options.nodules > 0 and options.shape != "real":
+            raise InputError(f"--weights {options.weights} copies real nodule pixels: it needs --shape real, got --shape {options.shape}")
         return ControlGenerator(options.weights, real, options.size or real.shape_hw[0])  # type: ignore[arg-type]
     weights_path = resolve_weights(options.weights)
     refuse_overlap(options.out, "--weights", weights_path, "augment")
@@ -51,7 +51,7 @@ def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Sy
         return Inpainter(ckpt, real, options.size or real.shape_hw[0], device, precision, settings, compile=options.compile)
     synthesizer = Synthesizer(ckpt, device, precision, settings, compile=options.compile)
     if options.size is not None and options.size != synthesizer.image_size:
-        raise InputError(f"--size {options.size}: {options.weights} generates {synthesizer.image_size} px images; --size is for paste and mislabeled")
+        raise InputError(f"--size {options.size}: {options.weights} generates {synthesizer.image_size} px images; --size is for the model-free controls and inpainting weights")
     return synthesizer
 
 
@@ -93,6 +93,7 @@ def _load_inputs(options: AugmentOptions, device: torch.device, real: Store) -> 
         seed=options.seed,
         library=library,
         sizes=sizes,
+        adapt=synthesizer.adapt if isinstance(synthesizer, ControlGenerator) else None,
     )
     planner.check_feasible()
     if isinstance(synthesizer, Inpainter) and options.nodules > 0:

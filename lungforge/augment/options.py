@@ -47,7 +47,7 @@ class AugmentOptions:
     Sample order: global indices 0..nodules-1 are nodule slices, nodules..nodules+nodule_free-1
     nodule-free ones. `diameter_mm` (MIN, MAX) in mm: the equivalent diameter of each inserted
     mask (the disk of equal area); None = each real shape's own size (`shape` "real"), else the
-    equivalent diameters of the real train nodules' masks. `weights` "paste" / "mislabeled" selects a model-free control
+    equivalent diameters of the real train nodules' masks. `weights` "paste" / "mislabeled" / "blob" selects a model-free control
     (:mod:`lungforge.augment.controls`), made at `size` pixels (None: the real store's size; a
     model generates at its own size). `min_contrast_hu` None = the 5th percentile of real nodule
     contrast (HU). `shard_size` slices per output shard, the unit a rank owns and resume skips.

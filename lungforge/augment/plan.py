@@ -15,6 +15,7 @@ the folds they would leak into.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -113,7 +114,8 @@ class SamplePlanner:
 
     `library` (real shapes) and `sizes` (real mask sizes) hold the real store's train nodules;
     each nodule slice draws from those of its label map's fold first (module docstring). A
-    LidcLibrary holds no patient of the real store and is used whole.
+    LidcLibrary holds no patient of the real store and is used whole. `adapt`, when given,
+    rewrites every planned sample (a control's own drawing of the layout, e.g. `blob`'s ellipses).
     """
 
     def __init__(
@@ -125,8 +127,10 @@ class SamplePlanner:
         seed: int,
         library: NoduleLibrary | LidcLibrary | None = None,
         sizes: SizePool | None = None,
+        adapt: Callable[[PlannedSample], PlannedSample] | None = None,
     ) -> None:
         self.maps = maps
+        self.adapt = adapt
         self.request = request
         self.n_nodule = n_nodule
         self.seed = seed
@@ -169,7 +173,8 @@ class SamplePlanner:
             position = int(rng.integers(len(self.maps)))
             label, nodules = self.maps[position], ()
         spacing = (float(self.maps.spacings_mm[position, 0]), float(self.maps.spacings_mm[position, 1]))
-        return PlannedSample(index, seed, int(self.maps.indices[position]), label, spacing, tuple(nodules))
+        sample = PlannedSample(index, seed, int(self.maps.indices[position]), label, spacing, tuple(nodules))
+        return sample if self.adapt is None else self.adapt(sample)
 
     def check_feasible(self) -> None:
         """Plan sample 0 and, for a `--diameter` range, a slice of its largest diameter.

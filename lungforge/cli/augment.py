@@ -31,7 +31,7 @@ def augment(
             "--weights",
             help="Generator weights: a registry name or a checkpoint dir / .safetensors; or a model-free control: "
             "'paste' (per inserted nodule one real train-patient nodule, its shape, pixels and size, blended into the real slice with its rim; no GPU) or 'mislabeled' "
-            "(nodule labels and boxes on the unchanged real slices).",
+            "(nodule labels and boxes on the unchanged real slices) or 'blob' (a constant-intensity ellipse of each requested size in the same slices).",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output synthetic Zarr store (e.g. synth.zarr).")],
@@ -60,7 +60,7 @@ def augment(
     min_contrast: Annotated[Optional[float], typer.Option("--min-contrast", callback=finite, help="Nodule visibility threshold in HU; default: 5th percentile of the real nodules' contrast.")] = None,
     retries: Annotated[int, typer.Option(min=0, help="Re-samplings (fresh derived seeds) of a slice whose nodules are below --min-contrast; bench judges one draw per slice (--select first-draw), so keep 0 for stores you will bench.")] = 0,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Slices per output shard: the unit a rank writes and --resume skips.")] = 64,
-    size: Annotated[Optional[int], typer.Option("--size", min=16, help="Output size in pixels for paste, mislabeled and inpainting weights (default: the real store's); a whole-slice model generates at its own size.")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", min=16, help="Output size in pixels for paste, mislabeled, blob and inpainting weights (default: the real store's); a whole-slice model generates at its own size.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same store (same options).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing lungforge store at --out.")] = False,
     preview: Annotated[Optional[Path], typer.Option("--preview", help="Also write a PNG contact sheet (as `lungforge view`: CT | CT + label overlay + boxes) of a few output slices.")] = None,

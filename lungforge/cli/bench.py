@@ -255,9 +255,11 @@ def all_(
         bool,
         typer.Option(
             "--controls",
-            help="Also bench two model-free controls made under OUT/controls with the first store's layout request: "
-            "'paste' (real nodule patches blended into real slices) and 'mislabeled' (nodule labels on unchanged slices); "
-            "the report says whether the protocol separates them.",
+            help="Also bench model-free controls: under OUT/controls, with the first store's layout request at the real store's size, "
+            "'paste' (real nodule patches blended into real slices), 'mislabeled' (nodule labels on unchanged slices) and 'blob' "
+            "(constant ellipses of the requested sizes); per fold 'hosts' (the joined host slices labelled nodule-free) and 'classic' "
+            "(A's own nodules classically augmented, as many as paste adds). The report says whether paste and mislabeled separate "
+            "and calls a generator helpful only when it beats A, classic and blob.",
         ),
     ] = False,
     real_nodules: RealNodulesOpt = None,

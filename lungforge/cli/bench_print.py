@@ -106,10 +106,14 @@ def print_report_warnings(report: BenchReport) -> None:
 
 
 def print_report(report: BenchReport, out: Path) -> None:
-    """`bench all`'s verdict on the controls (with `--controls`) and what it wrote, on stdout."""
+    """`bench all`'s verdict on the controls and on each generator (with `--controls`) and what it wrote, on stdout."""
     from lungforge.bench.protocol.controls import separation_sentence
+    from lungforge.bench.protocol.verdict import verdict_sentence
 
     if report.controls:
         for task, section in (("detect", report.detect), ("localize", report.localize)):
             print_result(separation_sentence(task, report.controls[task], folds=section.result.config.folds))
+    for task, verdicts in (report.verdicts or {}).items():
+        for verdict in verdicts:
+            print_result(verdict_sentence(task, verdict))
     print_result(f"{report.title}: wrote {out / 'report.md'}, {out / 'report.json'} and {len(report.figures)} figures")

@@ -5,6 +5,7 @@ Layout written under OUT::
     subset0..subset9/<seriesuid>.mhd + .raw     MET_SHORT HU, little-endian, LUNA16-style header
     seg-lungs-LUNA16/<seriesuid>.mhd + .zraw    MET_UCHAR, zlib: 3 left lung, 4 right lung, 5 trachea
     annotations.csv                              seriesuid,coordX,coordY,coordZ,diameter_mm (world mm)
+    nodule_textures.csv                          the same rows plus each nodule's texture class
     phantom.json                                 the options that produced the files
 
 Anatomy is built in world orientation (ITK LPS: +x patient left, +y posterior, +z superior), so
@@ -14,7 +15,8 @@ single-scan dataset's only scan) is stored with a flipped direction, alternately
 x/y-flipped, to exercise readers; its annotations are still exact world positions.
 
 Nodule counts, diameters and z origins follow LUNA16 (:mod:`lungforge.data.luna16_statistics`);
-nodule cross-sections follow the LIDC contours (:mod:`lungforge.nodule_shape`). A nodule always
+nodule cross-sections follow the LIDC contours (:mod:`lungforge.nodule_shape`), their interiors
+LIDC's texture classes in LIDC's proportions (:mod:`lungforge.data.phantom_textures`). A nodule always
 holds the voxel at its annotated centre, so it survives any test resolution as one voxel.
 """
 
@@ -36,6 +38,8 @@ from lungforge.seeds import check_seed
 
 UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
 MARKER_FILE = "phantom.json"
+TEXTURES_FILE = "nodule_textures.csv"
+"""Side data: annotations.csv's rows with a `texture` column (ground-glass, part-solid, solid, calcified)."""
 
 
 def make_phantom(out: Path, *, scans: int = 10, size: int = 512, seed: int = 0, overwrite: bool = False) -> dict:
@@ -54,6 +58,7 @@ def make_phantom(out: Path, *, scans: int = 10, size: int = 512, seed: int = 0, 
     _prepare_out(out, overwrite)
     (out / SEG_DIR).mkdir(parents=True)
     rows: list[str] = [",".join(ANNOTATION_COLUMNS)]
+    textures: list[str] = [",".join((*ANNOTATION_COLUMNS, "texture"))]
     uids: list[str] = []
     flipped: list[str] = []
     for k in range(scans):
@@ -69,10 +74,12 @@ def make_phantom(out: Path, *, scans: int = 10, size: int = 512, seed: int = 0, 
             index = geometry.stored_index(nodule.index_xyz)[None].astype(np.float64)
             world = index_to_world(index, geometry.stored_origin_mm, geometry.spacing_mm, geometry.direction)[0]
             rows.append(f"{uid},{world[0]:.6f},{world[1]:.6f},{world[2]:.6f},{nodule.diameter_mm:.6f}")
+            textures.append(f"{rows[-1]},{nodule.texture}")
         uids.append(uid)
         if any(geometry.flip):
             flipped.append(uid)
     (out / ANNOTATIONS_FILE).write_text("\n".join(rows) + "\n")
+    (out / TEXTURES_FILE).write_text("\n".join(textures) + "\n")
     summary = {
         "path": str(out),
         "scans": scans,

@@ -101,3 +101,29 @@ def test_controls_at_another_size(real_path, tmp_path):
     augment(_control(real_path, tmp_path / "m32.zarr", "mislabeled", size=32))
     store = open_store(tmp_path / "m32.zarr")
     assert store.shape_hw == (32, 32) and store.attrs["params"]["size"] == 32
+
+
+def test_blob_paints_constant_ellipses_of_the_requested_size_in_the_paste_hosts(controls, real_path, tmp_path):
+    augment(_control(real_path, tmp_path / "blob.zarr", "blob"))
+    blob, paste = open_store(tmp_path / "blob.zarr"), controls["paste"]
+    real = open_store(real_path)
+    np.testing.assert_array_equal(blob.meta("source"), paste.meta("source"))
+    table, paste_table = blob.nodules(), paste.nodules()
+    for column in ("slice", "shape_source", "size_source", "requested_mm"):
+        np.testing.assert_array_equal(table[column], paste_table[column])
+    spacing = blob.meta("spacing")
+    for i in range(len(blob)):
+        image, label = blob.read(i)
+        host = resize_images_uint8(np.asarray(real.image[int(blob.meta("source")[i])])[None], blob.shape_hw[0])[0]
+        nodule = label == NODULE
+        np.testing.assert_array_equal(image[~nodule], host[~nodule])  # the host slice, untouched off the blobs
+        pieces, count = ndimage.label(nodule)
+        for k in range(1, count + 1):
+            assert np.unique(image[pieces == k]).size == 1  # one constant per blob
+    for row, (x0, y0, x1, y1) in enumerate(table["bbox"]):
+        mask = blob.read(int(table["slice"][row]))[1][int(y0) : int(y1), int(x0) : int(x1)] == NODULE
+        assert mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any()  # tight box
+        s = spacing[int(table["slice"][row])]
+        area_mm2 = mask.sum() * float(s[0]) * float(s[1])
+        assert table["diameter_mm"][row] == pytest.approx(np.sqrt(4 * area_mm2 / np.pi), rel=1e-4)
+        assert abs(table["diameter_mm"][row] - table["requested_mm"][row]) <= 2 * float(s.max())

@@ -15,14 +15,14 @@ def test_controls_copy_the_reference_request_and_resume_an_existing_store(tmp_pa
     real = open_real(stores["real"])
     reference = open_synthetic(stores["B"], real)
     options = control_options(stores["real"], real, reference, tmp_path / "controls", seed=4)
-    assert [o.weights for o in options] == ["mislabeled", "paste"]
+    assert [o.weights for o in options] == ["mislabeled", "paste", "blob"]
     has = reference.meta("has_nodule")
     for o in options:
         assert (o.nodules, o.nodule_free) == (int(has.sum()), int((~has).sum()))
-        assert o.size == reference.shape_hw[0] and o.shape == "real" and o.retries == 0 and not o.resume
+        assert o.size == real.shape_hw[0] and o.shape == "real" and o.retries == 0 and not o.resume
     (tmp_path / "controls" / "paste.zarr").mkdir()
     again = control_options(stores["real"], real, reference, tmp_path / "controls", seed=4)
-    assert [o.resume for o in again] == [False, True]
+    assert [o.resume for o in again] == [False, True, False]
     alone = control_options(stores["real"], real, None, tmp_path / "alone", seed=4)
     train_nodule_slices = int(((real.meta("split") == 0) & real.meta("has_nodule")).sum())
     assert alone[0].nodules == alone[0].nodule_free == train_nodule_slices
@@ -37,6 +37,13 @@ def test_controls_read_the_reference_request_back_from_its_augment_options(tmp_p
     for options in control_options(stores["real"], real, open_synthetic(path, real), tmp_path / "controls", seed=4):
         assert {name: getattr(options, name) for name in REQUEST} == {name: getattr(written, name) for name in REQUEST}
         assert options.shape == "real" and options.retries == 0 and not options.overwrite and options.size == 64
+
+
+def test_controls_are_made_at_the_real_store_size_not_the_generator_size(tmp_path, stores, store_builder):
+    real = open_real(stores["real"])
+    small = store_builder(tmp_path / "small.zarr", "synthetic", seed=5, made_from=stores["real"], size=32)
+    options = control_options(stores["real"], real, open_synthetic(small, real), tmp_path / "controls", seed=4)
+    assert real.shape_hw[0] == 64 and [o.size for o in options] == [64, 64, 64]
 
 
 def _result(paste: list[float], mislabeled: list[float]) -> TaskResult:

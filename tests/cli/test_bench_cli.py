@@ -32,17 +32,21 @@ def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small
     assert "does NOT separate the positive control" in lines[0] and lines[2].endswith(f"wrote {out / 'report.md'}, {out / 'report.json'} and 5 figures")
     assert "━" in result.stderr and "FID unavailable" not in result.stderr and "wrote" not in result.stderr and "separate" not in result.stderr
     report = json.loads((out / "report.json").read_text())
-    assert set(report["fidelity"]["scores"]) == {"real", "mislabeled", "paste", "B"} and report["fidelity"]["quick"] is True
+    assert set(report["fidelity"]["scores"]) == {"real", "mislabeled", "paste", "blob", "B"} and report["fidelity"]["quick"] is True
     assert report["quick"] is True and "QUICK (not comparable to the paper)" in report["title"]
     assert report["fid"]["available"] and report["fid"]["comparable"] is False
-    assert report["detect"]["conditions"] == ["A", "mislabeled", "paste", "B"] and len(report["detect"]["folds"]["B"]) == 2
+    assert report["detect"]["conditions"] == ["A", "mislabeled", "paste", "blob", "B", "hosts", "classic"] and len(report["detect"]["folds"]["B"]) == 2
     assert report["detect"]["config"]["patch"] == 16
     for task in ("detect", "localize"):
         assert report[task]["budget"]["equal"]  # the same optimiser steps for every condition
         assert set(report["controls"][task]) >= {"separated", "p_signed_rank", "diff_mean"}
         assert report["controls"][task]["separated"] is False  # 2 folds: p can never be below 0.5
     assert report["selection"]["B"]["rule"] == "first-draw" and report["selection"]["paste"]["generator"] == "paste"
-    assert (out / "controls" / "paste.zarr").is_dir() and (out / "controls" / "mislabeled.zarr").is_dir()
+    assert all((out / "controls" / f"{name}.zarr").is_dir() for name in ("paste", "mislabeled", "blob"))
+    for task in ("detect", "localize"):
+        (verdict,) = report["verdicts"][task]
+        assert verdict["generator"] == "B" and set(verdict["against"]) == {"A", "classic", "blob"}
+        assert verdict["helpful"] is False  # 2 folds: no signed-rank p below 0.5
     assert set(report["localize"]["summary"]["B"]["metrics"]) == {"AP50", "AP60", "AR50", "AR60", "AR70", "CPM", *FROC_METRICS}
     assert set(report["detect"]["summary"]["B"]["metrics"]) >= {"accuracy", "auroc", "recall_lt6mm", "recall_6to10mm", "recall_ge10mm"}
     assert report["detect"]["summary"]["B"]["comparison"]["p_corrected_t"] is not None
@@ -53,11 +57,13 @@ def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small
     assert "1.08e-05 with the exact (Mann–Whitney) distribution and 0.000157" in md and "| CPM (%) |" in md and "| AUROC (%) |" in md
     assert "does NOT separate the positive control (paste)" in md and "a null result for a generator here means nothing" in md
     assert "Selection rule for every condition: `first-draw`" in md and "optimiser steps per fold" in md
+    assert "detect: B is NOT shown helpful on accuracy — vs A" in md and "vs classic" in md and "vs blob" in md
+    assert "localize: B is NOT shown helpful on AP50" in md and json.loads(result.stdout)["verdicts"] == report["verdicts"]
     assert report["fid"]["size"] == 64
     for figure in report["figures"]:
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(report["figures"]) == 5 and "figures/nodule_gallery.png" in report["figures"]
-    names = {f"{c}-fold{k}.json" for c in ("A", "B", "mislabeled", "paste") for k in (0, 1)}
+    names = {f"{c}-fold{k}.json" for c in ("A", "B", "mislabeled", "paste", "blob", "hosts", "classic") for k in (0, 1)}
     assert {p.name for p in (out / "detect").glob("*-fold*.json")} == names
 
 

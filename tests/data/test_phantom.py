@@ -87,7 +87,7 @@ def test_same_seed_same_bytes_and_other_seed_differs(tmp_path: Path) -> None:
     assert first["series"] == second["series"]
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
     other = _files(tmp_path / "c")
-    assert not set(other) & set(_files(tmp_path / "a")) - {"annotations.csv", "phantom.json"}
+    assert not set(other) & set(_files(tmp_path / "a")) - {"annotations.csv", "nodule_textures.csv", "phantom.json"}
     assert other["annotations.csv"] != _files(tmp_path / "a")["annotations.csv"]
 
 

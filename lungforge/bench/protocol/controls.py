@@ -1,10 +1,12 @@
-"""`bench --controls`: make the positive (`paste`) and negative (`mislabeled`) control stores, and
-say whether the protocol separates them.
+"""`bench --controls`: make the control stores — positive (`paste`), negative (`mislabeled`) and
+`blob` — and say whether the protocol separates paste from mislabeled.
 
 The controls copy the layout request of the first synthetic store (slice counts, nodules per
-slice, diameter range, placement, seed, resolution), with real nodule shapes, so their label
-maps are the planner's for that request and a control condition differs from a generator's in
-the image alone. With no synthetic store they are sized like the real train split.
+slice, diameter range, placement, seed), with real nodule shapes, at the REAL store's
+resolution: a control is the real data plus what it adds, never the real data resampled through
+a generator's smaller size. With no synthetic store they are sized like the real train split.
+The per-fold controls `hosts` and `classic` are built from these stores inside each fold
+(:mod:`lungforge.bench.protocol.fold_controls`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from lungforge.bench.scoring.stats import compare
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import InputError
 
-CONTROL_NAMES = ("mislabeled", "paste")
+CONTROL_NAMES = ("mislabeled", "paste", "blob")
 SEPARATION_P = 0.05
 CONTROLS_DIR = "controls"
 REQUEST = ("nodules", "nodule_free", "diameter_mm", "per_slice", "placement", "seed", "min_contrast_hu")
-"""The layout request the controls copy from the first synthetic store's augment options."""
+"""The layout request the controls copy from the first synthetic store's augment options (not its size)."""
 
 
 def reference_request(reference: Store, seed: int) -> dict[str, Any]:
@@ -40,13 +42,15 @@ def reference_request(reference: Store, seed: int) -> dict[str, Any]:
 
 
 def control_options(real_path: Path, real: Store, reference: Store | None, out_dir: Path, seed: int) -> list[AugmentOptions]:
-    """AugmentOptions of `mislabeled` and `paste` into `out_dir`, copying `reference`'s request at its size."""
+    """AugmentOptions of every control store (:data:`CONTROL_NAMES`) into `out_dir`, copying
+    `reference`'s request, at the real store's size."""
     if reference is not None:
-        request = {**reference_request(reference, seed), "size": reference.shape_hw[0]}
+        request = reference_request(reference, seed)
     else:
         train = real.meta("split") == SPLIT_IDS["train"]
         n = int((train & real.meta("has_nodule")).sum())
-        request = dict(nodules=n, nodule_free=n, seed=seed, size=real.shape_hw[0])
+        request = dict(nodules=n, nodule_free=n, seed=seed)
+    request["size"] = real.shape_hw[0]
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
         AugmentOptions(
@@ -58,7 +62,7 @@ def control_options(real_path: Path, real: Store, reference: Store | None, out_d
 
 
 def make_controls(real_path: Path, real: Store, synthetic: dict[str, Store], out: Path, seed: int) -> list[SyntheticSpec]:
-    """Write (or finish, or reuse) the two control stores under `out/controls`; their specs."""
+    """Write (or finish, or reuse) the control stores under `out/controls`; their specs."""
     from lungforge.augment.generate import augment
 
     taken = sorted(set(CONTROL_NAMES) & set(synthetic))

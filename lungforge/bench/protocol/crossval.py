@@ -25,6 +25,7 @@ import numpy as np
 
 from lungforge.bench.protocol.budget import curve_steps, reference_steps
 from lungforge.bench.protocol.foldlog import FoldLog, run_signature
+from lungforge.bench.protocol.fold_controls import FOLD_CONTROLS, fold_control_names
 from lungforge.bench.protocol.folds import leak_groups, real_groups
 from lungforge.bench.protocol.inputs import REFERENCE
 from lungforge.bench.protocol.leakage import check_leakage
@@ -54,6 +55,9 @@ class FoldOptions:
     """Train every point, fold and condition the same steps (:func:`~lungforge.bench.protocol.budget.curve_steps`)."""
     allow_generator_leakage: bool = False
     """Bench generators whose weights saw test-fold patients (the report says so)."""
+    fold_controls: bool = False
+    """Also run the per-fold controls `hosts` and `classic` (:mod:`~lungforge.bench.protocol.fold_controls`;
+    needs the `mislabeled` and `paste` control stores)."""
 
 
 class FoldConfig(Protocol):
@@ -70,6 +74,7 @@ class FoldConfig(Protocol):
     real_nodules: int | None
     fixed_budget: bool
     allow_generator_leakage: bool
+    fold_controls: bool
 
 
 def check_fold_config(config: FoldConfig, min_size: int) -> None:
@@ -220,18 +225,25 @@ def fold_runner(
     that the fold's :class:`FoldTraining` keeps, adds the condition's synthetic items that may
     join, sizes the optimiser steps from A (:func:`reference_steps`, or the curve's one
     :func:`curve_steps` budget with `config.fixed_budget`), calls `train_and_test` and adds its
-    wall time (`seconds`) and the real nodule slices kept to the row."""
+    wall time (`seconds`) and the real nodule slices kept to the row. A fold control
+    (:data:`~lungforge.bench.protocol.fold_controls.FOLD_CONTROLS`) adds what it builds from A's
+    items and its source store's joining items instead of that store's items."""
     leaks = {name: leak_groups(store, real, groups) for name, store in synthetic.items()}
     full = [int((real_set.group != f).sum()) for f in range(config.folds)]
     fixed = curve_steps(full, config.epochs, config.batch_size) if config.fixed_budget else None
 
     def runner(fold: int, condition: str) -> FoldRow:
-        rule = fold_training(real, {c: synthetic[c] for c in synthetic if c == condition}, leaks, groups, fold, config)
+        control = FOLD_CONTROLS.get(condition)
+        source = condition if control is None else control.source
+        rule = fold_training(real, {c: synthetic[c] for c in synthetic if c == source}, leaks, groups, fold, config)
         reference = real_set.select((real_set.group != fold) & rule.kept[real_set.slice])
         train = [reference]
-        if condition != REFERENCE:
-            items = synthetic_sets[condition]
-            train.append(items.select(rule.joins[condition][items.slice]))
+        if source != REFERENCE:
+            items = synthetic_sets[source]
+            joined = items.select(rule.joins[source][items.slice])
+            if control is not None:
+                joined = control.items(reference, joined, np.random.default_rng([config.seed, fold, condition_stream(condition)]))
+            train.append(joined)
         steps = fixed or reference_steps(len(reference), config.epochs, config.batch_size)
         started = time.perf_counter()
         row = train_and_test(fold, train, steps)
@@ -253,6 +265,7 @@ def cross_validate(
     joined process group (torchrun) each rank trains its share of them and all ranks return every
     row (:func:`~lungforge.bench.protocol.ranks.run_shared`).
 
+    Conditions: A, every synthetic store, then the fold controls with `config.fold_controls`.
     A generator condition whose weights saw a test-fold patient is refused first
     (:func:`~lungforge.bench.protocol.leakage.check_leakage`) unless the config allows it.
     `make_runner(groups)` receives the fold group of every real slice (−1 outside the
@@ -262,7 +275,7 @@ def cross_validate(
     leakage = check_leakage(real, synthetic, groups, config.allow_generator_leakage)
     rank, _ = rank_and_world()
     log = FoldLog(out, log_name(task, config), run_signature(task, config, real, synthetic), write_run=rank == 0)
-    conditions = [REFERENCE, *synthetic]
+    conditions = [REFERENCE, *synthetic, *fold_control_names(list(synthetic), config.fold_controls)]
     todo = [(f, c) for f in range(config.folds) for c in conditions if log.get(c, f) is None]
     total = config.folds * len(conditions)
     bar = progress.add_task(task, total=total, completed=total - len(todo), status="") if progress else None

@@ -24,6 +24,7 @@ from lungforge.bench.protocol.budget import batch_indices
 from lungforge.bench.protocol.crossval import FoldOptions, FoldRunner, check_fold_config, condition_stream, cross_validate, fold_runner
 from lungforge.bench.scoring.froc import CPM, FROC_METRICS, froc
 from lungforge.bench.protocol.folds import OUTSIDE, source_groups
+from lungforge.bench.protocol.classic import classic_copies
 from lungforge.bench.protocol.inputs import nodule_boxes
 from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.scoring.metrics import detection_metrics
@@ -94,6 +95,21 @@ class SliceSet:
     def select(self, mask: np.ndarray) -> "SliceSet":
         rows = np.flatnonzero(mask)
         return SliceSet(self.images[rows], [self.boxes[i] for i in rows], self.group[rows], self.slice[rows])
+
+    @property
+    def positive(self) -> np.ndarray:
+        """(n,) bool: the slices with a nodule box."""
+        return np.array([b.shape[0] > 0 for b in self.boxes], bool)
+
+    def nodule_free(self) -> "SliceSet":
+        """The same slices with no box (the `hosts` control)."""
+        return SliceSet(self.images, [np.zeros((0, 4), np.float32) for _ in self.boxes], self.group, self.slice)
+
+    def classic(self, count: int, rng: np.random.Generator) -> "SliceSet":
+        """`count` classically augmented copies of the nodule slices, boxes moved with them (:func:`classic_copies`)."""
+        positives = self.select(self.positive)
+        rows, images, boxes = classic_copies(positives.images, positives.boxes, count, rng)
+        return SliceSet(images, boxes or [], positives.group[rows], positives.slice[rows])
 
     @staticmethod
     def concat(sets: list["SliceSet"]) -> "SliceSet":

@@ -7,11 +7,13 @@ generator, so a block's patches do not depend on which other blocks exist.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import maximum_filter
 
+from lungforge.bench.protocol.classic import classic_copies
 from lungforge.bench.protocol.inputs import nodule_boxes, nodule_rows
 from lungforge.bench.protocol.slices import read_resized, scale_boxes
 from lungforge.data.store import Store
@@ -41,6 +43,21 @@ class PatchSet:
 
     def select(self, mask: np.ndarray) -> "PatchSet":
         return PatchSet(*(getattr(self, f)[mask] for f in FIELDS))
+
+    @property
+    def positive(self) -> np.ndarray:
+        """(n,) bool: the nodule patches."""
+        return self.target.astype(bool)
+
+    def nodule_free(self) -> "PatchSet":
+        """The same patches, every one labelled 0 (the `hosts` control)."""
+        return dataclasses.replace(self, target=np.zeros_like(self.target), nodule=np.full_like(self.nodule, -1))
+
+    def classic(self, count: int, rng: np.random.Generator) -> "PatchSet":
+        """`count` classically augmented copies of the positive patches (:func:`classic_copies`)."""
+        positives = self.select(self.positive)
+        rows, images, _ = classic_copies(positives.images, None, count, rng)
+        return dataclasses.replace(positives.select(rows), images=images)
 
     @staticmethod
     def concat(sets: list["PatchSet"], patch: int = PATCH) -> "PatchSet":

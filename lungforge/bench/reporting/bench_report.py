@@ -17,6 +17,7 @@ from lungforge.bench.protocol.detect import QUICK_LABEL
 from lungforge.bench.protocol.inputs import REFERENCE
 from lungforge.bench.protocol.leakage import leakage_warning
 from lungforge.bench.protocol.results import CurveResult, TaskResult, json_safe
+from lungforge.bench.protocol.verdict import Verdict
 from lungforge.bench.scoring.fid import FidConfig, FidResult
 from lungforge.bench.scoring.fidelity import FidelityResult
 
@@ -101,8 +102,10 @@ class BenchReport:
     """What `bench all` measured on one real store and its synthetic conditions: FID, label
     fidelity (None when not run), the selection rule's effect per condition (`selection`, one
     record each), detection and localization (at K = all, or the largest K, on a learning curve),
-    the controls' verdict per task (None without `--controls`), the learning curves per task
-    (None without `--real-nodules`) and the figures (paths relative to the report folder)."""
+    the controls' separation per task (None without `--controls`), the learning curves per task
+    (None without `--real-nodules`), the figures (paths relative to the report folder) and,
+    with `--controls`, each generator's verdict per task (helpful only when it beats A, classic
+    and blob: :mod:`lungforge.bench.protocol.verdict`)."""
 
     device: str
     real: Path
@@ -115,6 +118,7 @@ class BenchReport:
     controls: dict[str, Separation] | None
     curves: dict[str, CurveSection] | None
     figures: list[str]
+    verdicts: dict[str, list[Verdict]] | None = None
 
     @property
     def quick(self) -> bool:
@@ -144,6 +148,7 @@ class BenchReport:
             "detect": self.detect.to_dict(),
             "localize": self.localize.to_dict(),
             "controls": None if self.controls is None else {task: s.to_dict() for task, s in self.controls.items()},
+            "verdicts": None if self.verdicts is None else {task: [v.to_dict() for v in vs] for task, vs in self.verdicts.items()},
             "curves": None if self.curves is None else {task: c.to_dict() for task, c in self.curves.items()},
             "figures": self.figures,
         })

@@ -9,6 +9,7 @@ from typing import Any
 from lungforge.bench.protocol.controls import separation_sentence
 from lungforge.bench.protocol.detect import QUICK_LABEL
 from lungforge.bench.protocol.inputs import REFERENCE
+from lungforge.bench.protocol.verdict import verdict_sentence
 from lungforge.bench.reporting.bench_report import TEST_METRIC, BenchReport, FidSection, TaskReport
 from lungforge.bench.scoring.fidelity import fidelity_markdown
 from lungforge.bench.scoring.metrics import DETECT_EXTRA_METRICS, DETECT_METRICS, LOCALIZE_EXTRA_METRICS, LOCALIZE_METRICS
@@ -105,12 +106,20 @@ def selection_lines(report: BenchReport) -> list[str]:
 
 
 def controls_lines(report: BenchReport) -> list[str]:
-    """The controls verdict: does the protocol separate paste from mislabeled (effect, paired p)?"""
+    """The controls verdict: does the protocol separate paste from mislabeled (effect, paired p),
+    and is each generator helpful (ahead of A, classic and blob)?"""
     if not report.controls:
         return []
     lines = ["## Controls: can this protocol see an effect?", ""]
     for task, task_report in (("detect", report.detect), ("localize", report.localize)):
         lines += [f"- {separation_sentence(task, report.controls[task], task_report.result.config.folds)}"]
+    if report.verdicts:
+        lines += ["", "## Verdict: helpful only when ahead of A, classic and blob", "",
+                  "hosts = the joined host slices labelled nodule-free; classic = A's own nodules classically augmented, as many as paste adds; "
+                  "blob = constant-intensity ellipses of the requested sizes in the same hosts (docs/controls.md).", ""]
+        lines += [f"- {verdict_sentence(task, v)}" for task, vs in report.verdicts.items() for v in vs]
+        if not any(v for vs in report.verdicts.values() for v in vs):
+            lines.append("- no generator condition beside the controls")
     return [*lines, ""]
 
 

@@ -3,6 +3,7 @@ report.json, report.md (:mod:`lungforge.bench.reporting.markdown`) and PNG figur
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from lungforge.bench.protocol.inputs import SyntheticSpec, open_real, open_synth
 from lungforge.bench.protocol.localize import LocalizeConfig, run_localize
 from lungforge.bench.protocol.results import CurveResult, TaskResult, json_safe
 from lungforge.bench.protocol.selection import selected, selection_summary
+from lungforge.bench.protocol.verdict import verdicts
 from lungforge.bench.reporting.bench_report import TEST_METRIC, BenchReport, Budget, CurveSection, FidSection, TaskReport, report_title
 from lungforge.bench.reporting.figures import fold_metrics, localization_examples, sample_grid
 from lungforge.bench.reporting.gallery import nodule_gallery
@@ -51,9 +53,10 @@ def run_all(
     """Run fid (if weights are available), label fidelity (unless `fidelity` is None), detect and
     localize; write the report into `out`.
 
-    With `controls`, the `mislabeled` and `paste` control stores are made under `out/controls`
-    (:mod:`lungforge.bench.protocol.controls`) and benched first, and the report says whether the
-    protocol separates them. With `curve` (learning-curve points K, None: all) detect and localize
+    With `controls`, the control stores (`mislabeled`, `paste`, `blob`) are made under `out/controls`
+    (:mod:`lungforge.bench.protocol.controls`) and benched first, the per-fold controls `hosts` and
+    `classic` (:mod:`lungforge.bench.protocol.fold_controls`) last, and the report says whether the
+    protocol separates paste from mislabeled and which generators beat A, classic and blob. With `curve` (learning-curve points K, None: all) detect and localize
     run at every point with one budget (:mod:`lungforge.bench.protocol.curves`), the tables at K = all (or
     the largest K), and a curve figure per task. Finished folds under `out/detect` and `out/localize` are reused by
     a rerun with the same arguments. The report is also written as `out/report.json` and `out/report.md`.
@@ -63,6 +66,7 @@ def run_all(
     synthetic = _open(specs, real)
     if controls:
         control_specs = make_controls(real_path, real, synthetic, out, detect.seed)
+        detect, localize = dataclasses.replace(detect, fold_controls=True), dataclasses.replace(localize, fold_controls=True)
         specs, synthetic = [*control_specs, *specs], {**_open(control_specs, real), **synthetic}
     if not synthetic:
         raise InputError("bench all needs at least one --synthetic NAME=STORE or --controls")
@@ -89,6 +93,7 @@ def run_all(
         controls={task: separation(r, TEST_METRIC[task]) for task, r in results.items()} if controls else None,
         curves={task: CurveSection(c, TEST_METRIC[task], json_safe(curve_table(c, TEST_METRIC[task]))) for task, c in curves.items()} or None,
         figures=[str(p.relative_to(out)) for p in figures],
+        verdicts={task: verdicts(r, TEST_METRIC[task]) for task, r in results.items()} if controls else None,
     )
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False, default=str))
     (out / "report.md").write_text(markdown(report))

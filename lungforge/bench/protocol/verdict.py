@@ -1,0 +1,67 @@
+"""Is a generator helpful? Only when it beats A, `classic` and `blob` on the task's metric.
+
+Beating A alone can be batch size, class balance, extra real backgrounds or plain augmentation;
+beating `classic` (A's own nodules, classically augmented, as many as the synthetic positives)
+and `blob` (constant ellipses of the requested sizes in the same hosts) shows that the
+generator's nodules carry something neither transformation nor shape and size alone give.
+
+Each bar is a paired signed-rank test over the folds (p < :data:`HELPFUL_P`, mean difference
+above 0); the verdict needs all three. Requiring every one of several tests is an
+intersection–union test: it keeps the level HELPFUL_P without a multiplicity adjustment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lungforge.bench.protocol.controls import CONTROL_NAMES
+from lungforge.bench.protocol.fold_controls import FOLD_CONTROLS
+from lungforge.bench.protocol.inputs import REFERENCE
+from lungforge.bench.protocol.results import TaskResult, json_safe
+from lungforge.bench.scoring.stats import compare
+
+BARS = (REFERENCE, "classic", "blob")
+"""The conditions a generator must beat to be called helpful."""
+HELPFUL_P = 0.05
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One generator on one task: its comparison with every bar (JSON-safe :func:`compare`
+    records), and `helpful` when it beats each one."""
+
+    generator: str
+    metric: str
+    against: dict[str, dict[str, Any]]
+    helpful: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator, "metric": self.metric, "against": self.against, "helpful": self.helpful}
+
+
+def beats(comparison: dict[str, Any]) -> bool:
+    """Whether a JSON-safe comparison shows the condition ahead with paired signed-rank p < HELPFUL_P."""
+    p, diff = comparison["p_signed_rank"], comparison["diff_mean"]
+    return p is not None and diff is not None and p < HELPFUL_P and diff > 0
+
+
+def verdicts(result: TaskResult, metric: str) -> list[Verdict]:
+    """A :class:`Verdict` per generator condition of `result` (the conditions that are neither A nor a control)."""
+    controls = {*CONTROL_NAMES, *FOLD_CONTROLS, REFERENCE}
+    out = []
+    for name in (c for c in result.conditions if c not in controls):
+        against = {bar: json_safe(compare(result.values(name, metric), result.values(bar, metric))) for bar in BARS}
+        out.append(Verdict(name, metric, against, all(beats(c) for c in against.values())))
+    return out
+
+
+def verdict_sentence(task: str, verdict: Verdict) -> str:
+    """One line for the report: helpful or not, and each bar's difference and paired p."""
+    parts = []
+    for bar, c in verdict.against.items():
+        diff = "n/a" if c["diff_mean"] is None else f"{100 * c['diff_mean']:+.2f} pts"
+        p = "n/a" if c["p_signed_rank"] is None else f"{c['p_signed_rank']:.3g}"
+        parts.append(f"vs {bar} {diff} (p {p})")
+    word = "helpful" if verdict.helpful else "NOT shown helpful"
+    return f"{task}: {verdict.generator} is {word} on {verdict.metric} — " + "; ".join(parts) + f" (needs all three ahead, signed-rank p < {HELPFUL_P})."
