@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lungforge.errors import InputError
+from lungforge.errors import ConfigError
 from lungforge.training.options import TrainOptions
 
 
@@ -16,5 +16,5 @@ from lungforge.training.options import TrainOptions
      ("precision", "fp8"), ("guidance", float("nan")), ("guidance", -1.0)],
 )
 def test_bad_value_is_refused_naming_the_field(field: str, value: object) -> None:
-    with pytest.raises(InputError, match=rf"^{field} "):
+    with pytest.raises(ConfigError, match=rf"^{field} "):
         TrainOptions(data=Path("real.zarr"), out=Path("run"), **{field: value})
