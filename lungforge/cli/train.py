@@ -139,6 +139,11 @@ def _train(train: Callable[..., Any], params: dict[str, Any], **values: Any) -> 
     main = dist_info_from_env().is_main
     if main:
         _note_workers(options.workers)
+        err_console.print(
+            f"train {options.preset_resolved().name}: up to {options.steps:,} optimiser steps planned "
+            f"(a --resume run continues from its last checkpoint); the bar's time remaining is the ETA",
+            highlight=False,
+        )
     with progress() as bar:
         task = bar.add_task(f"train {options.preset}", total=options.steps, status="")
 

@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from lungforge.device import PRECISIONS, Precision
-from lungforge.choices import MAX_GUIDANCE, check_range
+from lungforge.choices import MAX_GUIDANCE, MAX_STEPS, check_range
 from lungforge.errors import ConfigError, LungforgeError
 from lungforge.models.checkpoint import DEFAULT_EDIT_MARGIN_PX
 from lungforge.models.presets import Preset, get_preset, inpaint_preset
 from lungforge.seeds import check_seed
 
-MAX_TRAIN_STEPS = 10_000_000
-"""Most optimiser steps a run may ask for (the paper's SDM trains for a few 100,000)."""
 MIN_NODULE_ROOM_PX = 4
 """Pixels an inpainting window keeps for the nodule between its two edit margins."""
 
@@ -74,7 +72,7 @@ class TrainOptions:
         except ValueError as exc:
             raise ConfigError("seed", str(exc)) from None
         for name in ("steps", "batch_size", "checkpoint_every", "grid_samples", "sample_steps"):
-            check_range(name, getattr(self, name), 1, MAX_TRAIN_STEPS if name in ("steps", "checkpoint_every") else None)
+            check_range(name, getattr(self, name), 1, MAX_STEPS if name in ("steps", "checkpoint_every") else None)
         for name in ("sample_every", "workers", "edit_margin_px"):
             check_range(name, getattr(self, name), 0)
         for name in ("lr", "lr_d"):

@@ -24,6 +24,7 @@ def test_train_sdm_tiny_end_to_end_then_resume_errors(tmp_path):
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
+    assert "train tiny: up to 3 optimiser steps planned" in result.stderr
     assert summary["steps"] == 3 and summary["kind"] == "sdm" and summary["checkpoint"] == str(out)
     for name in ("model.safetensors", "config.json", "resume.pt", "metrics.jsonl"):
         assert (out / name).is_file()

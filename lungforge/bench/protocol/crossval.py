@@ -33,8 +33,20 @@ from lungforge.choices import MAX_SIZE_PX, RealSplit, Selection, check_choice, c
 from lungforge.data.store import NO_SOURCE, Store
 from lungforge.seeds import check_seed
 
-FoldRunner = Callable[[int, str], FoldRow]
-"""`runner(fold, condition) -> per-fold metrics` for one task."""
+MAX_EPOCHS = 10_000
+"""Most epochs a benchmark task may ask for (the paper trains 20–30)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldRunner:
+    """`runner(fold, condition) -> per-fold metrics` of one task, and `runner.steps(fold)`: the
+    optimiser steps every condition of `fold` trains (known before any training)."""
+
+    run: Callable[[int, str], FoldRow]
+    steps: Callable[[int], int]
+
+    def __call__(self, fold: int, condition: str) -> FoldRow:
+        return self.run(fold, condition)
 
 
 @dataclass(frozen=True)
@@ -80,8 +92,8 @@ def check_fold_config(config: FoldConfig, min_size: int) -> None:
     check_choice("select", config.select, Selection)
     check_range("size", config.size, min_size, MAX_SIZE_PX)
     check_range("folds", config.folds, 2, 10)
-    for name in ("epochs", "batch_size"):
-        check_range(name, getattr(config, name), 1)
+    check_range("epochs", config.epochs, 1, MAX_EPOCHS)
+    check_range("batch_size", config.batch_size, 1)
     if config.real_nodules is not None:
         check_range("real_nodules", config.real_nodules, 1)
 
@@ -224,19 +236,25 @@ def fold_runner(
     full = [int((real_set.group != f).sum()) for f in range(config.folds)]
     fixed = curve_steps(full, config.epochs, config.batch_size) if config.fixed_budget else None
 
-    def runner(fold: int, condition: str) -> FoldRow:
+    def reference_mask(fold: int, kept: np.ndarray) -> np.ndarray:
+        return (real_set.group != fold) & kept[real_set.slice]
+
+    def steps(fold: int) -> int:
+        kept = kept_real_slices(real, groups, fold, config.real_nodules, config.seed)
+        return fixed or reference_steps(int(reference_mask(fold, kept).sum()), config.epochs, config.batch_size)
+
+    def run(fold: int, condition: str) -> FoldRow:
         rule = fold_training(real, {c: synthetic[c] for c in synthetic if c == condition}, leaks, groups, fold, config)
-        reference = real_set.select((real_set.group != fold) & rule.kept[real_set.slice])
+        reference = real_set.select(reference_mask(fold, rule.kept))
         train = [reference]
         if condition != REFERENCE:
             items = synthetic_sets[condition]
             train.append(items.select(rule.joins[condition][items.slice]))
-        steps = fixed or reference_steps(len(reference), config.epochs, config.batch_size)
         started = time.perf_counter()
-        row = train_and_test(fold, train, steps)
+        row = train_and_test(fold, train, fixed or reference_steps(len(reference), config.epochs, config.batch_size))
         return {**row, "seconds": round(time.perf_counter() - started, 3), "real_nodule_slices": rule.real_nodule_slices}
 
-    return runner
+    return FoldRunner(run, steps)
 
 
 def cross_validate(
@@ -260,15 +278,19 @@ def cross_validate(
     log = FoldLog(out, log_name(task, config), run_signature(task, config, real, synthetic))
     conditions = [REFERENCE, *synthetic]
     todo = [(f, c) for f in range(config.folds) for c in conditions if log.get(c, f) is None]
-    total = config.folds * len(conditions)
-    bar = progress.add_task(task, total=total, completed=total - len(todo), status="") if progress else None
     if todo:
         runner = make_runner(groups)
+        steps = {fold: runner.steps(fold) for fold in sorted({f for f, _ in todo})}
+        planned = sum(steps[f] for f, _ in todo)
+        # The bar counts optimiser steps, so its time remaining is an ETA weighted by each training's length.
+        bar = progress.add_task(task, total=planned, status="") if progress else None
+        if progress:
+            progress.console.print(f"{task}: {len(todo)} trainings (folds × conditions), {planned:,} optimiser steps planned")
         for fold, condition in todo:
             if progress:
                 progress.update(bar, status=f"fold {fold} {condition}")
             log.put(condition, fold, {"fold": fold, "condition": condition, **runner(fold, condition)})
             if progress:
-                progress.advance(bar)
+                progress.advance(bar, steps[fold])
     folds = {c: [log.get(c, f) for f in range(config.folds)] for c in conditions}
     return TaskResult(task, config, tuple(conditions), folds, leakage)
