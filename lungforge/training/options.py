@@ -36,7 +36,8 @@ class TrainOptions:
     SDM's training forward through `torch.compile` (SDM only; the first step then includes the
     compilation, reported as `first_step_seconds`). `window` trains an inpainting SDM on windows
     of that many pixels cut at the store's native resolution (SDM only), whose edit regions
-    extend `edit_margin_px` pixels past each nodule. `workers` DataLoader processes per rank are
+    extend `edit_margin_px` pixels past each nodule (at most :func:`max_edit_margin_px`).
+    `steps` and `checkpoint_every` are at most :data:`~lungforge.choices.MAX_STEPS`. `workers` DataLoader processes per rank are
     capped at one per available CPU (:func:`lungforge.cpus.capped_workers`); the batches do not
     depend on them.
     """
@@ -94,7 +95,11 @@ class TrainOptions:
         inside an edit margin on each side (:func:`max_edit_margin_px`)."""
         check_range("window", window, 1)
         try:
-            self.preset_resolved()
+            base = self.preset if isinstance(self.preset, Preset) else get_preset(self.preset)
+        except LungforgeError as exc:
+            raise ConfigError("preset", str(exc)) from None
+        try:
+            inpaint_preset(base, window)
         except LungforgeError as exc:
             raise ConfigError("window", str(exc)) from None
         largest = max_edit_margin_px(window)
