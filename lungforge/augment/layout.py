@@ -63,7 +63,7 @@ class LayoutRequest:
         if self.diameter_mm is not None:
             lo, hi = self.diameter_mm
             if not 0 < lo <= hi <= MAX_DIAMETER_MM:
-                raise ValueError(f"diameter range must satisfy 0 < MIN <= MAX <= {MAX_DIAMETER_MM:g} mm, got {lo:g}:{hi:g}")
+                raise ValueError(f"diameter range must satisfy 0 < MIN <= MAX <= {MAX_DIAMETER_MM:g} mm, got {lo}:{hi}")
         if self.placement not in get_args(Placement):
             raise ValueError(f"placement must be one of {get_args(Placement)}, got {self.placement!r}")
         if self.shape not in get_args(NoduleShape):
