@@ -11,7 +11,7 @@ from lungforge.device import PRECISIONS, Precision
 from lungforge.choices import MAX_GUIDANCE, MAX_STEPS, check_range
 from lungforge.errors import ConfigError, LungforgeError
 from lungforge.models.checkpoint import DEFAULT_EDIT_MARGIN_PX
-from lungforge.models.presets import Preset, get_preset, inpaint_preset
+from lungforge.models.presets import PRESETS, Preset, get_preset, inpaint_preset
 from lungforge.seeds import check_seed
 
 MIN_NODULE_ROOM_PX = 4
@@ -89,6 +89,8 @@ class TrainOptions:
         check_range("guidance", self.guidance, 0.0, MAX_GUIDANCE)
         if self.window is not None:
             self._check_window(self.window)
+        if isinstance(self.preset, Preset) or self.preset in PRESETS:
+            check_range("sample_steps", self.sample_steps, 1, self.preset_resolved().sdm.diffusion_steps)
 
     def _check_window(self, window: int) -> None:
         """ConfigError unless the inpainting `window` builds a model and leaves room for a nodule
