@@ -14,6 +14,12 @@ from lungforge.errors import ConfigError
 MAX_SIZE_PX = 2048
 """Largest slice side (pixels) lungforge makes or resizes slices to: 4× LUNA16's 512 px. One
 float32 slice is then 16 MB, so batches of such slices stay in memory."""
+MAX_STEPS = 10_000_000
+"""Most optimiser steps one training may ask for (train, the fidelity segmenters): the paper's SDM
+trains for a few 100,000, and 10 million steps at 10 steps/s take 12 days."""
+MAX_GUIDANCE = 20.0
+"""Largest classifier-free guidance scale: published SDM and Stable Diffusion settings stay below
+10, and far larger scales push every pixel to the ends of the intensity range."""
 
 RealSplit = Literal["all", "test"]
 """Real patients a cross-validation runs over: every patient (the paper), or the test split only."""

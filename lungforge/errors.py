@@ -38,6 +38,10 @@ class RegistryError(LungforgeError):
     """A weights registry entry is unknown, or a download or verification failed."""
 
 
+class GeneratorError(LungforgeError):
+    """A generator made an unusable image: non-finite pixels, or pixels saturated at the range's ends."""
+
+
 class LayoutError(LungforgeError):
     """A requested synthetic nodule layout cannot be placed in any label map."""
 

@@ -20,7 +20,7 @@ import torch
 
 from lungforge.augment.layout import PlacedNodule
 from lungforge.augment.plan import PlannedSample
-from lungforge.augment.synthesizer import SamplingSettings, onehot_labels, to_uint8, training_provenance
+from lungforge.augment.synthesizer import SamplingSettings, checked_uint8, onehot_labels, training_provenance
 from lungforge.data.resize import resize_images_uint8
 from lungforge.data.store import Store
 from lungforge.device import Precision, autocast_forward
@@ -141,7 +141,7 @@ class Inpainter:
         known_t = torch.from_numpy(known.astype(np.float32) / 127.5 - 1.0)[:, None].to(self.device)
         edit_t = torch.from_numpy(edit)[:, None].to(self.device)
         generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
-        drawn = to_uint8(
+        drawn = checked_uint8(
             sample(
                 with_context(self._forward, context_channels(known_t, edit_t)),
                 onehot_labels(labels, self.device),
@@ -151,7 +151,10 @@ class Inpainter:
                 generators=generators,
                 in_channels=self.ckpt.config.in_channels,
                 num_train_timesteps=self.ckpt.config.diffusion_steps,
-            )
+            ),
+            seeds,
+            self.settings.guidance,
+            edit,
         )
         for r, (box, _), patch, region in zip(rows, cuts, drawn, edit):
             target = crop(images[r], box)

@@ -36,6 +36,11 @@ _CROSS = ndimage.generate_binary_structure(2, 1)
 _GAP_DISK = np.hypot(*np.mgrid[-GAP_PX : GAP_PX + 1, -GAP_PX : GAP_PX + 1]) <= GAP_PX
 
 
+MAX_DIAMETER_MM = 100.0
+"""Largest nodule diameter `augment` takes (mm): about the width of one adult lung. LUNA16's
+largest nodules measure about 32 mm; masses beyond 30 mm are no longer nodules."""
+
+
 @dataclass(frozen=True)
 class LayoutRequest:
     """What to place: nodules per slice, diameter range (mm), where, and which shapes.
@@ -57,8 +62,8 @@ class LayoutRequest:
             raise ValueError(f"per_slice must be >= 1, got {self.per_slice}")
         if self.diameter_mm is not None:
             lo, hi = self.diameter_mm
-            if not 0 < lo <= hi < np.inf:
-                raise ValueError(f"diameter range must satisfy 0 < MIN <= MAX mm, got {lo}:{hi}")
+            if not 0 < lo <= hi <= MAX_DIAMETER_MM:
+                raise ValueError(f"diameter range must satisfy 0 < MIN <= MAX <= {MAX_DIAMETER_MM:g} mm, got {lo}:{hi}")
         if self.placement not in get_args(Placement):
             raise ValueError(f"placement must be one of {get_args(Placement)}, got {self.placement!r}")
         if self.shape not in get_args(NoduleShape):
@@ -116,7 +121,7 @@ class PlannedSlice:
 
 def parse_diameter_range(text: str) -> tuple[float, float]:
     """Parse `MIN:MAX` (mm), e.g. "3:30"; ValueError naming the text when it is not valid."""
-    error = ValueError(f'diameter range must be MIN:MAX mm with 0 < MIN <= MAX, got "{text}"')
+    error = ValueError(f'diameter range must be MIN:MAX mm with 0 < MIN <= MAX <= {MAX_DIAMETER_MM:g}, got "{text}"')
     parts = text.split(":")
     if len(parts) != 2:
         raise error
@@ -124,7 +129,7 @@ def parse_diameter_range(text: str) -> tuple[float, float]:
         lo, hi = float(parts[0]), float(parts[1])
     except ValueError:
         raise error from None
-    if not 0 < lo <= hi < np.inf:
+    if not 0 < lo <= hi <= MAX_DIAMETER_MM:
         raise error
     return lo, hi
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from lungforge.augment.layout import LayoutRequest, NoduleShape, Placement
-from lungforge.choices import MAX_SIZE_PX
+from lungforge.choices import MAX_GUIDANCE, MAX_SIZE_PX, check_range
 from lungforge.data.store import MAX_SLICES, SHARD
 from lungforge.diffusion.samplers import SAMPLERS, Sampler
 from lungforge.device import PRECISIONS, Precision
@@ -102,8 +102,9 @@ class AugmentOptions:
                 raise ConfigError(name, f"{name} must be >= 1, got {getattr(self, name)}")
         if self.retries < 0:
             raise ConfigError("retries", f"retries must be >= 0, got {self.retries}")
-        if not (math.isfinite(self.guidance) and self.guidance >= 0):
-            raise ConfigError("guidance", f"guidance must be a finite number >= 0, got {self.guidance}")
+        if not math.isfinite(self.guidance):
+            raise ConfigError("guidance", f"guidance must be a finite number, got {self.guidance}")
+        check_range("guidance", self.guidance, 0.0, MAX_GUIDANCE)
         if self.min_contrast_hu is not None and not math.isfinite(self.min_contrast_hu):
             raise ConfigError("min_contrast_hu", f"min_contrast_hu must be a finite number, got {self.min_contrast_hu}")
         if self.size is not None and not 16 <= self.size <= MAX_SIZE_PX:

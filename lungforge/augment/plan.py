@@ -21,7 +21,7 @@ import numpy as np
 
 from lungforge.augment.layout import LayoutRequest, PlacedNodule, plan_layouts
 from lungforge.augment.lidc import LidcLibrary
-from lungforge.augment.nodule_library import NoduleLibrary, SizePool
+from lungforge.augment.nodule_library import NoduleLibrary, SizePool, equivalent_diameter_mm
 from lungforge.data.resize import resize_label_maps
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import InputError, LayoutError
@@ -176,6 +176,19 @@ class SamplePlanner:
         sample = PlannedSample(index, seed, int(self.maps.indices[position]), label, spacing, tuple(nodules))
         return sample if self.adapt is None else self.adapt(sample)
 
+    def _check_smallest_diameter(self) -> None:
+        """LayoutError when a `--diameter` MIN is below one pixel (its equivalent diameter, mm) of
+        the coarsest host slice: such a nodule would be drawn larger than asked, or not at all."""
+        if self.request.diameter_mm is None:
+            return
+        pixel_mm = max(float(equivalent_diameter_mm(1.0, (r, c))) for r, c in np.unique(self.maps.spacings_mm, axis=0))
+        lo, hi = self.request.diameter_mm
+        if lo < pixel_mm:
+            raise LayoutError(
+                f"--diameter {lo:g}:{hi:g} mm: MIN is below one pixel of the host slices "
+                f"(a one-pixel nodule is {pixel_mm:.2f} mm across at their spacing); use MIN >= {pixel_mm:.2f}"
+            )
+
     def check_feasible(self) -> None:
         """Plan sample 0 and, for a `--diameter` range, a slice of its largest diameter.
 
@@ -185,6 +198,7 @@ class SamplePlanner:
         """
         if self.n_nodule == 0:
             return
+        self._check_smallest_diameter()
         self.plan(0)
         if self.request.diameter_mm is not None:
             largest = self.request.diameter_mm[1]

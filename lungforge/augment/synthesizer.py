@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from lungforge.augment.plan import PlannedSample
 from lungforge.diffusion.samplers import Sampler, sample
-from lungforge.errors import CheckpointError
+from lungforge.errors import CheckpointError, GeneratorError
 from lungforge.labels import NUM_CLASSES
 from lungforge.models.acceleration import for_inference
 from lungforge.models.checkpoint import LoadedCheckpoint, build_model
@@ -31,6 +31,33 @@ class SamplingSettings:
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(B, 1, H, W) images in [-1, 1] → (B, H, W) uint8 windowed CT (inverse of the data loader's x/127.5 − 1)."""
     return ((x.detach().float().clamp(-1.0, 1.0)[:, 0] + 1.0) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+
+SATURATED_SHARE = 0.95
+"""Share of a sample's pixels at 0 or 255 above which it is refused: CT slices keep most pixels
+inside the window (air outside the body is at most about half a slice), while guidance far too
+large pushes every pixel to an end."""
+
+
+def checked_uint8(x: torch.Tensor, seeds: Sequence[int], guidance: float | None, regions: np.ndarray | None = None) -> np.ndarray:
+    """:func:`to_uint8` of generator output `x` (B, 1, H, W); GeneratorError naming the sample's
+    seed when one holds a NaN or infinite pixel, or when more than :data:`SATURATED_SHARE` of its
+    pixels (of its `regions` (B, H, W) bool, the pixels it draws, when given) are 0 or 255."""
+    finite = torch.isfinite(x).flatten(1).all(1).cpu().numpy()
+    at = "" if guidance is None else f" at guidance {guidance:g}"
+    advice = f"{at}; nothing of it was written: " + ("check the weights" if guidance is None else "lower --guidance or check the weights")
+    if not finite.all():
+        raise GeneratorError(f"the generator made a sample with NaN or infinite pixels (seed {seeds[int(np.argmin(finite))]}){advice}")
+    images = to_uint8(x)
+    ends = (images == 0) | (images == 255)
+    drawn = np.ones_like(ends) if regions is None else regions
+    share = (ends & drawn).reshape(len(images), -1).sum(1) / np.maximum(drawn.reshape(len(images), -1).sum(1), 1)
+    if (share > SATURATED_SHARE).any():
+        worst = int(np.argmax(share))
+        raise GeneratorError(
+            f"the generator made a saturated sample ({share[worst]:.0%} of its pixels at 0 or 255, seed {seeds[worst]}){advice}"
+        )
+    return images
 
 
 def training_provenance(ckpt: LoadedCheckpoint) -> dict[str, Any]:
@@ -150,7 +177,7 @@ class Synthesizer:
             if self.ckpt.config.z_dim > 0:
                 z = torch.stack([torch.randn(self.ckpt.config.z_dim, generator=g, device=self.device) for g in generators])
             x = self._forward(onehot, z=z)
-        images = to_uint8(x)
+        images = checked_uint8(x, seeds, self.settings.guidance if self.kind == "sdm" else None)
         if self.first_call_seconds is None:
             self.first_call_seconds = time.perf_counter() - started
         return images

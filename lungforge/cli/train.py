@@ -95,17 +95,21 @@ def _with_options(*, batch_size: int, lr_help: str, model: Options = (), samplin
         _option("compile", Annotated[bool, typer.Option("--compile", help="Run the training forward through torch.compile (same losses to float rounding; the first step pays the compilation, reported apart).")], False),
         _option("inpaint", Annotated[bool, typer.Option("--inpaint", help="Train an inpainting SDM (lesion-focused): windows cut at the store's native resolution, the known surroundings and an edit mask as extra inputs.")], False),
         _option("window", Annotated[Optional[int], typer.Option(min=8, help="Inpainting window side in pixels at the store's native resolution (with --inpaint; default 64).")], None),
-        _option("edit_margin", Annotated[int, typer.Option("--edit-margin", min=0, help="Pixels the edit region extends past each nodule's mask (with --inpaint).")], 3),
+        _option("edit_margin", Annotated[Optional[int], typer.Option("--edit-margin", min=0, help="Pixels the edit region extends past each nodule's mask (with --inpaint; default 3, at most (window − 4) / 2).")], None),
     ),
 )
 def sdm(**options: Any) -> None:
     """Train a Semantic Diffusion Model (AdamW, hybrid loss, guidance dropout 0.2, EMA weights)."""
     from lungforge.training.loop_sdm import train_sdm
 
-    inpaint, window = options["inpaint"], options["window"]
-    if not inpaint and window is not None:
-        raise typer.BadParameter("--window needs --inpaint", param_hint="--window")
-    _train(train_sdm, options, window=(window or DEFAULT_WINDOW) if inpaint else None, edit_margin_px=options["edit_margin"])
+    from lungforge.models.checkpoint import DEFAULT_EDIT_MARGIN_PX
+
+    inpaint, window, margin = options["inpaint"], options["window"], options["edit_margin"]
+    for flag, value in (("--window", window), ("--edit-margin", margin)):
+        if not inpaint and value is not None:
+            raise typer.BadParameter(f"{flag} needs --inpaint", param_hint=flag)
+    margin = DEFAULT_EDIT_MARGIN_PX if margin is None else margin
+    _train(train_sdm, options, window=(window or DEFAULT_WINDOW) if inpaint else None, edit_margin_px=margin)
 
 
 @train_app.command("spade")
@@ -131,10 +135,15 @@ def _train(train: Callable[..., Any], params: dict[str, Any], **values: Any) -> 
     from lungforge.training.distributed import dist_info_from_env
     from lungforge.training.options import TrainOptions
 
-    options = build_config(TrainOptions, params, **values)
+    options = build_config(TrainOptions, params, {"edit_margin_px": "--edit-margin"}, **values)
     main = dist_info_from_env().is_main
     if main:
         _note_workers(options.workers)
+        err_console.print(
+            f"train {options.preset_resolved().name}: up to {options.steps:,} optimiser steps planned "
+            f"(a --resume run continues from its last checkpoint); the bar's time remaining is the ETA",
+            highlight=False,
+        )
     with progress() as bar:
         task = bar.add_task(f"train {options.preset}", total=options.steps, status="")
 

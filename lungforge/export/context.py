@@ -38,6 +38,8 @@ class ExportOptions:
             raise ConfigError("size", f"size must be 8..{MAX_SIZE_PX} px, got {self.size}")
         if self.dataset_id is not None and not 1 <= self.dataset_id <= 999:
             raise ConfigError("dataset_id", f"dataset_id (nnU-Net) must be 1..999, got {self.dataset_id}")
+        if self.dataset_id is not None and self.format != "nnunet":
+            raise ConfigError("dataset_id", f"dataset_id {self.dataset_id} applies to format 'nnunet' only, got format {self.format!r}")
         if not re.fullmatch(r"[A-Za-z0-9-]+", self.dataset_name):
             raise ConfigError("dataset_name", f"dataset_name (nnU-Net) may hold letters, digits and '-', got {self.dataset_name!r}")
 

@@ -9,17 +9,17 @@ model is built are in :mod:`lungforge.models.checkpoint_checks`.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor
 
 from lungforge.errors import CheckpointError
-from lungforge.fileio import atomic_write_bytes, sha256_file, temp_beside
+from lungforge.fileio import Writer, replace_together, sha256_file
 from lungforge.labels import labels_attr
 from lungforge.models.checkpoint_checks import FORMAT, KINDS, Kind, check_shapes, new_model, validate_meta
 from lungforge.models.presets import SDMConfig, SPADEConfig, config_to_dict
@@ -30,6 +30,9 @@ DEFAULT_EDIT_MARGIN_PX = 3
 CONFIG_FILE = "config.json"
 RESUME_FILE = "resume.pt"
 METADATA_KEY = "lungforge_config"
+WRITE_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, SafetensorError)
+"""What writing weights or training state raises on a full disk: OSError (ENOSPC, EFBIG),
+safetensors' SafetensorError, torch.save's RuntimeError (inline_container)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,8 @@ def save_checkpoint(
     edit_margin_px: int = DEFAULT_EDIT_MARGIN_PX,
     seen: TrainingRecord | None = None,
 ) -> Path:
-    """Write `dir/model.safetensors` and `dir/config.json` (each via a temp file and `os.replace`).
+    """Write `dir/model.safetensors` and `dir/config.json` (both to temp files, then renamed:
+    a failed write, e.g. a full disk, leaves the previous pair intact and raises OutputError).
 
     Returns `dir`. Other files in `dir` (e.g. `resume.pt`, logs) are left alone.
     """
@@ -133,13 +137,24 @@ def save_checkpoint(
         edit_margin_px=edit_margin_px,
         seen=seen,
     )
-    write_safetensors(dir / MODEL_FILE, state_dict, meta)
-    atomic_write_bytes(dir / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())
+    replace_together(checkpoint_writers(dir, state_dict, meta), WRITE_ERRORS)
     return dir
+
+
+def checkpoint_writers(dir: Path, state_dict: dict[str, Tensor], meta: dict[str, Any]) -> dict[Path, Writer]:
+    """The writers of `dir/model.safetensors` and `dir/config.json` for weights `state_dict` and
+    their `meta` (:func:`checkpoint_meta`), for :func:`lungforge.fileio.replace_together`."""
+    config = (json.dumps(meta, indent=2) + "\n").encode()
+    return {dir / MODEL_FILE: safetensors_writer(state_dict, meta), dir / CONFIG_FILE: lambda tmp: tmp.write_bytes(config)}
 
 
 def write_safetensors(path: Path, state_dict: dict[str, Tensor], meta: dict[str, Any]) -> None:
     """Atomically write a self-describing `.safetensors` file: tensors + `meta` JSON in its metadata."""
+    replace_together({Path(path): safetensors_writer(state_dict, meta)}, WRITE_ERRORS)
+
+
+def safetensors_writer(state_dict: dict[str, Tensor], meta: dict[str, Any]) -> Writer:
+    """A writer of `state_dict` as a `.safetensors` file whose metadata embeds `meta` as JSON."""
     from safetensors.torch import save_file
 
     tensors: dict[str, Tensor] = {}
@@ -151,9 +166,7 @@ def write_safetensors(path: Path, state_dict: dict[str, Tensor], meta: dict[str,
         tensors[name] = tensor.clone() if ptr in seen else tensor
         seen.add(ptr)
     metadata = {"format": "pt", METADATA_KEY: json.dumps(meta, sort_keys=True)}
-    with temp_beside(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
+    return lambda tmp: save_file(tensors, str(tmp), metadata=metadata)
 
 
 def read_checkpoint_meta(path: Path) -> tuple[Path, dict[str, Any]]:

@@ -8,10 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from lungforge.device import PRECISIONS, Precision
-from lungforge.errors import InputError
+from lungforge.choices import MAX_GUIDANCE, MAX_STEPS, check_range
+from lungforge.errors import ConfigError, LungforgeError
 from lungforge.models.checkpoint import DEFAULT_EDIT_MARGIN_PX
-from lungforge.models.presets import Preset, get_preset, inpaint_preset
+from lungforge.models.presets import PRESETS, Preset, get_preset, inpaint_preset
 from lungforge.seeds import check_seed
+
+MIN_NODULE_ROOM_PX = 4
+"""Pixels an inpainting window keeps for the nodule between its two edit margins."""
+
+
+def max_edit_margin_px(window: int) -> int:
+    """Largest edit margin (px) that leaves :data:`MIN_NODULE_ROOM_PX` for a nodule in a `window`-px window."""
+    return max(0, (window - MIN_NODULE_ROOM_PX) // 2)
 
 
 @dataclass(frozen=True)
@@ -27,7 +36,8 @@ class TrainOptions:
     SDM's training forward through `torch.compile` (SDM only; the first step then includes the
     compilation, reported as `first_step_seconds`). `window` trains an inpainting SDM on windows
     of that many pixels cut at the store's native resolution (SDM only), whose edit regions
-    extend `edit_margin_px` pixels past each nodule. `workers` DataLoader processes per rank are
+    extend `edit_margin_px` pixels past each nodule (at most :func:`max_edit_margin_px`).
+    `steps` and `checkpoint_every` are at most :data:`~lungforge.choices.MAX_STEPS`. `workers` DataLoader processes per rank are
     capped at one per available CPU (:func:`lungforge.cpus.capped_workers`); the batches do not
     depend on them.
     """
@@ -57,25 +67,50 @@ class TrainOptions:
     edit_margin_px: int = DEFAULT_EDIT_MARGIN_PX
 
     def __post_init__(self) -> None:
-        check_seed(self.seed)
+        """ConfigError naming the field for a value outside its range (the CLI's exit 2)."""
+        try:
+            check_seed(self.seed)
+        except ValueError as exc:
+            raise ConfigError("seed", str(exc)) from None
         for name in ("steps", "batch_size", "checkpoint_every", "grid_samples", "sample_steps"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.window is not None and self.window < 1:
-            raise InputError(f"window must be >= 1 pixels, got {self.window}")
+            check_range(name, getattr(self, name), 1, MAX_STEPS if name in ("steps", "checkpoint_every") else None)
         for name in ("sample_every", "workers", "edit_margin_px"):
-            if getattr(self, name) < 0:
-                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+            check_range(name, getattr(self, name), 0)
         for name in ("lr", "lr_d"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise InputError(f"{name} must be > 0, got {value}")
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(name, f"{name} must be a finite number > 0, got {value}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
-            raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+            raise ConfigError("ema_decay", f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if not (math.isfinite(self.guidance) and self.guidance >= 0):
-            raise InputError(f"guidance must be a finite number >= 0, got {self.guidance}")
+            raise ConfigError("precision", f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not math.isfinite(self.guidance):
+            raise ConfigError("guidance", f"guidance must be a finite number, got {self.guidance}")
+        check_range("guidance", self.guidance, 0.0, MAX_GUIDANCE)
+        if self.window is not None:
+            self._check_window(self.window)
+        if isinstance(self.preset, Preset) or self.preset in PRESETS:
+            check_range("sample_steps", self.sample_steps, 1, self.preset_resolved().sdm.diffusion_steps)
+
+    def _check_window(self, window: int) -> None:
+        """ConfigError unless the inpainting `window` builds a model and leaves room for a nodule
+        inside an edit margin on each side (:func:`max_edit_margin_px`)."""
+        check_range("window", window, 1)
+        try:
+            base = self.preset if isinstance(self.preset, Preset) else get_preset(self.preset)
+        except LungforgeError as exc:
+            raise ConfigError("preset", str(exc)) from None
+        try:
+            inpaint_preset(base, window)
+        except LungforgeError as exc:
+            raise ConfigError("window", str(exc)) from None
+        largest = max_edit_margin_px(window)
+        if self.edit_margin_px > largest:
+            raise ConfigError(
+                "edit_margin_px",
+                f"edit margin {self.edit_margin_px} px leaves no room for a nodule in a {window} px window "
+                f"(window − 2 × margin must be >= {MIN_NODULE_ROOM_PX} px); the largest margin for --window {window} is {largest}",
+            )
 
     def to_json(self) -> dict[str, Any]:
         out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k != "preset"}

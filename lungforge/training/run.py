@@ -26,13 +26,14 @@ from lungforge.data.dataset import SliceDataset
 from lungforge.data.store import SPLIT_IDS, Store, open_store
 from lungforge.device import Precision, check_precision, resolve_device
 from lungforge.errors import CheckpointError, InputError
-from lungforge.models.checkpoint import RESUME_FILE, TrainingRecord, save_checkpoint
+from lungforge.fileio import replace_together
+from lungforge.models.checkpoint import RESUME_FILE, WRITE_ERRORS, TrainingRecord, checkpoint_meta, checkpoint_writers
 from lungforge.models.presets import Preset, SDMConfig, SPADEConfig, config_to_dict
 from lungforge.training.data import LoaderSpec, check_label_ids, open_train_split, train_batches
 from lungforge.training.distributed import DistInfo, barrier, dist_info_from_env, mean_across_ranks, process_group
 from lungforge.training.grid import save_grid
 from lungforge.training.options import StepReport, TrainOptions, TrainResult
-from lungforge.training.state import capture_rng_state, load_training_state, restore_rng_state, save_training_state
+from lungforge.training.state import capture_rng_state, load_training_state, restore_rng_state, training_state_writer
 from lungforge.training.windows import InpaintWindows, window_batches
 
 Kind = Literal["sdm", "spade"]
@@ -355,36 +356,34 @@ def _write_grid(session: _Session, grid: dict[str, Tensor], step: int) -> None:
 
 
 def _save_run(session: _Session, step: int, consumed: int) -> None:
-    """Write the checkpoint (`model.safetensors` + `config.json`) and `resume.pt` of `step`."""
+    """Write the checkpoint (`model.safetensors` + `config.json`) and `resume.pt` of `step`, all
+    three or none: a failed write (full disk) leaves the previous save whole and raises OutputError."""
     options, run, trainer, world_size = session.options, session.run, session.trainer, session.info.world_size
     extra = {"train": {**options.to_json(), "seed": run.seed, "world_size": world_size, **trainer.hyperparameters()}}
-    save_checkpoint(
-        session.out,
+    meta = checkpoint_meta(
         kind=session.kind,
         preset=session.preset.name,
         model_config=session.config,
-        state_dict=trainer.checkpoint_weights(),
         step=step,
         store_fingerprint=run.store_fingerprint,
         extra=extra,
         edit_margin_px=options.edit_margin_px,
         seen=run.seen,
     )
-    save_training_state(
-        session.out / RESUME_FILE,
-        {
-            "format": STATE_FORMAT,
-            "kind": session.kind,
-            "preset": session.preset.name,
-            "model_config": config_to_dict(session.config),
-            "store_fingerprint": run.store_fingerprint,
-            "seed": run.seed,
-            "edit_margin_px": options.edit_margin_px,
-            "step": step,
-            "consumed": consumed,
-            "batch_size": options.batch_size,
-            "world_size": world_size,
-            "trainer": trainer.state_dict(),
-            "rng": capture_rng_state(),
-        },
-    )
+    state = {
+        "format": STATE_FORMAT,
+        "kind": session.kind,
+        "preset": session.preset.name,
+        "model_config": config_to_dict(session.config),
+        "store_fingerprint": run.store_fingerprint,
+        "seed": run.seed,
+        "edit_margin_px": options.edit_margin_px,
+        "step": step,
+        "consumed": consumed,
+        "batch_size": options.batch_size,
+        "world_size": world_size,
+        "trainer": trainer.state_dict(),
+        "rng": capture_rng_state(),
+    }
+    writes = {**checkpoint_writers(session.out, trainer.checkpoint_weights(), meta), session.out / RESUME_FILE: training_state_writer(state)}
+    replace_together(writes, WRITE_ERRORS)

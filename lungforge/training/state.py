@@ -6,7 +6,6 @@ A trainer's share of it is the state of its named parts (:class:`ResumableParts`
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -16,18 +15,24 @@ import torch
 from torch import Tensor
 
 from lungforge.errors import CheckpointError
-from lungforge.fileio import temp_beside
+from lungforge.fileio import Writer, replace_together
+from lungforge.models.checkpoint import WRITE_ERRORS
 from lungforge.tensor_files import load_tensor_dict
 
 
 def save_training_state(path: Path, state: dict[str, Any]) -> None:
-    """Atomically `torch.save` `state` (tensors, numbers, strings, None, lists/tuples/dicts of them)."""
-    _check_plain(state, "state")
+    """Atomically `torch.save` `state` (tensors, numbers, strings, None, lists/tuples/dicts of them);
+    a failed write (full disk) leaves the previous file intact and raises OutputError."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with temp_beside(path) as tmp:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+    replace_together({path: training_state_writer(state)}, WRITE_ERRORS)
+
+
+def training_state_writer(state: dict[str, Any]) -> Writer:
+    """A writer of `state` with `torch.save` (checked to hold plain types only, so it loads with
+    `weights_only=True`), for :func:`lungforge.fileio.replace_together`."""
+    _check_plain(state, "state")
+    return lambda tmp: torch.save(state, tmp)
 
 
 def load_training_state(path: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ whole-slice training (:mod:`lungforge.training.data`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lungforge.data.dataset import SliceDataset
+from lungforge.errors import InputError
 from lungforge.inpaint_window import (
     Window,
     bounding_box,
@@ -34,6 +36,8 @@ from lungforge.training.data import LoaderSpec, StreamBatchSampler, flip_horizon
 WindowKey = tuple[int, bool, int]
 """(item position, flip horizontally, stream position): what one training window is cut from."""
 
+MIN_NODULE_WINDOW_FRACTION = 0.5
+"""Share of the train split's nodules that must fit a training window (grown by the edit margin)."""
 LUNG_EDIT_RADIUS_PX = (2, 8)
 """Radius range (pixels, before the margin) of the random disk edited in a plain-lung window."""
 
@@ -57,11 +61,14 @@ class InpaintWindows(Dataset):
         self.slices, self.window, self.margin_px, self.seed = slices, window, margin_px, seed
         reach = window - 2 * margin_px
         nodules: list[tuple[int, np.ndarray]] = []
+        total = 0
         for position, row in enumerate(slices.indices):
             boxes, _ = slices.boxes_of(int(row))
+            total += len(boxes)
             for box in boxes:
                 if box[2] - box[0] <= reach and box[3] - box[1] <= reach:
                     nodules.append((position, box.astype(np.float64)))
+        _check_nodule_windows(len(nodules), total, window, margin_px, str(slices.path))
         self.nodules = nodules
         """(train-split position, bbox x0, y0, x1, y1) of each nodule whose grown mask fits a window."""
         self.nodule_items = len(nodules) * max(1, round(len(slices) / len(nodules))) if nodules else 0
@@ -114,6 +121,18 @@ class InpaintWindows(Dataset):
             mask = torch.flip(mask, dims=(-1,))
         context = context_channels(image[None], mask[None])[0]
         return {"image": image, "label": lab, "context": context, "row": item["index"]}
+
+
+def _check_nodule_windows(kept: int, total: int, window: int, margin_px: int, where: str) -> None:
+    """InputError when fewer than :data:`MIN_NODULE_WINDOW_FRACTION` of the train split's `total`
+    nodules (and not even one) fit a `window`-px window with `margin_px` margins: the model would
+    learn to draw lung, not nodules."""
+    if kept >= max(1, math.ceil(MIN_NODULE_WINDOW_FRACTION * total)):
+        return
+    raise InputError(
+        f"{where}: only {kept} of its {total} train nodules fit a {window} px window with a {margin_px} px edit margin "
+        f"(at least {max(1, math.ceil(MIN_NODULE_WINDOW_FRACTION * total))} needed); use a larger --window or a smaller --edit-margin"
+    )
 
 
 def _box_mask(box: Window, shape_hw: tuple[int, int]) -> np.ndarray:

@@ -28,11 +28,15 @@ BASE = {"data": Path("real.zarr"), "weights": "paste", "out": Path("synth.zarr")
         ("per_slice", 0),
         ("retries", -1),
         ("guidance", float("nan")),
+        ("guidance", 1e308),
+        ("guidance", -0.5),
         ("min_contrast_hu", float("inf")),
         ("size", 8),
         ("weights", ""),
         ("seed", -1),
         ("diameter_mm", (10.0, 5.0)),
+        ("diameter_mm", (1e20, 1e20)),
+        ("diameter_mm", (5.0, 101.0)),
     ],
 )
 def test_bad_value_is_refused_naming_the_field(field: str, value: object) -> None:
@@ -40,6 +44,16 @@ def test_bad_value_is_refused_naming_the_field(field: str, value: object) -> Non
         AugmentOptions(**{**BASE, field: value})
     assert caught.value.field == field
     assert "--" not in str(caught.value)  # the object speaks of fields; the CLI maps them to flags
+
+
+def test_guidance_and_diameter_bounds_are_stated() -> None:
+    with pytest.raises(ConfigError, match="^guidance must be a finite number, got nan$"):
+        AugmentOptions(**BASE, guidance=float("nan"))
+    with pytest.raises(ConfigError, match=r"^guidance must be in 0.0..20.0, got 1e\+308$"):
+        AugmentOptions(**BASE, guidance=1e308)
+    AugmentOptions(**BASE, guidance=20.0, diameter_mm=(0.5, 100.0))
+    with pytest.raises(ConfigError, match=r"0 < MIN <= MAX <= 100 mm, got 1e\+20:1e\+20"):
+        AugmentOptions(**BASE, diameter_mm=(1e20, 1e20))
 
 
 def test_nothing_to_generate_and_resume_with_overwrite_are_refused() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from lungforge.augment.generate import augment
@@ -18,7 +19,8 @@ from lungforge.data.resize import resize_label_maps
 from lungforge.augment.verification import weakest_contrast_hu
 from lungforge.augment.writer import BlockWriter, FinishedBlock
 from lungforge.data.store import create_store, open_store
-from lungforge.errors import CheckpointError, InputError, LayoutError, SchemaError
+from lungforge.augment.synthesizer import checked_uint8
+from lungforge.errors import CheckpointError, GeneratorError, InputError, LayoutError, SchemaError
 from lungforge.labels import LEFT_LUNG, LUNG_LABELS, NODULE
 from lungforge.models.checkpoint import CONFIG_FILE, MODEL_FILE, read_checkpoint_meta, write_safetensors
 
@@ -237,8 +239,40 @@ def test_synthetic_input_is_refused(run, micro_weights, tmp_path):
 
 def test_impossible_diameter_writes_nothing(phantom_real_store, micro_weights, tmp_path):
     with pytest.raises(LayoutError, match="no label map can host"):
-        augment(_options(phantom_real_store, micro_weights["sdm"], tmp_path / "x.zarr", diameter_mm=(250.0, 300.0)))
+        augment(_options(phantom_real_store, micro_weights["sdm"], tmp_path / "x.zarr", diameter_mm=(90.0, 100.0), per_slice=12))
     assert not (tmp_path / "x.zarr").exists()
+
+
+def test_diameter_below_one_host_pixel_writes_nothing(phantom_real_store, micro_weights, tmp_path):
+    with pytest.raises(LayoutError, match=r"--diameter 0.001:0.002 mm: MIN is below one pixel of the host slices .* use MIN >= \d"):
+        augment(_options(phantom_real_store, micro_weights["sdm"], tmp_path / "x.zarr", diameter_mm=(0.001, 0.002)))
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_checked_uint8_refuses_non_finite_and_saturated_samples():
+    x = torch.zeros(3, 1, 8, 8)
+    assert checked_uint8(x, [1, 2, 3], 1.5).shape == (3, 8, 8)
+    x[1, 0, 2, 2] = float("nan")
+    with pytest.raises(GeneratorError, match=r"NaN or infinite pixels \(seed 2\) at guidance 1.5; nothing of it was written"):
+        checked_uint8(x, [1, 2, 3], 1.5)
+    x = torch.zeros(2, 1, 8, 8)
+    x[1] = torch.sign(torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(0))) * 3.0
+    with pytest.raises(GeneratorError, match=r"saturated sample \(100% of its pixels at 0 or 255, seed 9\)"):
+        checked_uint8(x, [8, 9], 20.0)
+    edit = np.zeros((2, 8, 8), dtype=bool)
+    edit[:, :2, :2] = True
+    x[1, 0, :2, :2] = 0.0  # the pixels drawn are fine; only they count
+    assert checked_uint8(x, [8, 9], 20.0, edit).shape == (2, 8, 8)
+
+
+def test_a_generator_making_nan_fails_and_leaves_no_finished_store(phantom_real_store, micro_weights, tmp_path, monkeypatch):
+    from lungforge.augment import synthesizer
+
+    monkeypatch.setattr(synthesizer, "sample", lambda *args, **kwargs: torch.full((len(kwargs["generators"]), 1, 64, 64), float("nan")))
+    out = tmp_path / "x.zarr"
+    with pytest.raises(GeneratorError, match="NaN or infinite pixels"):
+        augment(_options(phantom_real_store, micro_weights["sdm"], out))
+    assert not out.exists() or not open_store(out, require_complete=False).attrs.get("complete")
 
 
 def test_weights_with_another_label_set_are_refused(phantom_real_store, micro_weights, tmp_path):

@@ -47,14 +47,14 @@ def test_parse_diameter_range_accepts_min_max():
 
 @pytest.mark.parametrize("text", ["12:3", "0:5", "-1:4", "5", "a:b", "3:30:4", "3:inf"])
 def test_parse_diameter_range_rejects_bad_text(text):
-    with pytest.raises(ValueError, match=f'MIN:MAX mm with 0 < MIN <= MAX, got "{text}"'):
+    with pytest.raises(ValueError, match=f'MIN:MAX mm with 0 < MIN <= MAX <= 100, got "{text}"'):
         parse_diameter_range(text)
 
 
 def test_parse_diameter_range_message_for_reversed_range():
     with pytest.raises(ValueError) as info:
         parse_diameter_range("12:3")
-    assert str(info.value) == 'diameter range must be MIN:MAX mm with 0 < MIN <= MAX, got "12:3"'
+    assert str(info.value) == 'diameter range must be MIN:MAX mm with 0 < MIN <= MAX <= 100, got "12:3"'
 
 
 def test_layout_request_validates_fields():
@@ -271,8 +271,8 @@ def test_plan_layouts_raises_when_nothing_can_host(label_256):
     with pytest.raises(LayoutError) as info:
         plan_layouts(maps, spacing_for(256), 1, LayoutRequest(diameter_mm=(70.0, 70.0), placement="central"), np.random.default_rng(0))
     assert str(info.value) == "no label map can host a 70.0 mm nodule with placement 'central' (tried 2 maps)"
-    with pytest.raises(LayoutError, match="150.0 mm"):
-        plan_layouts(maps, spacing_for(256), 1, LayoutRequest(diameter_mm=(150.0, 150.0)), np.random.default_rng(0))
+    with pytest.raises(LayoutError, match="100.0 mm"):
+        plan_layouts(maps, spacing_for(256), 1, LayoutRequest(diameter_mm=(100.0, 100.0)), np.random.default_rng(0))
 
 
 # -- real shapes ----------------------------------------------------------------------------

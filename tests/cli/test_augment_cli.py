@@ -91,7 +91,8 @@ def test_nothing_to_generate_is_bad_usage(inputs, tmp_path):
 @pytest.mark.parametrize(
     "extra, weights, error",
     [
-        (("--nodules", "2", "--diameter", "250:300"), "sdm", LayoutError),
+        (("--nodules", "2", "--diameter", "90:100", "--per-slice", "12"), "sdm", LayoutError),
+        (("--nodules", "2", "--diameter", "0.001:0.002"), "sdm", LayoutError),
         (("--nodules", "2", "--diameter", "15:20"), "spade5", CheckpointError),
         (("--nodules", "2", "--diameter", "15:20", "--precision", "fp16"), "sdm", InputError),
     ],
@@ -100,6 +101,23 @@ def test_errors_exit_1_and_write_nothing(inputs, tmp_path, extra, weights, error
     out = tmp_path / "x.zarr"
     result = _invoke(inputs, out, *extra, weights=weights)
     assert result.exit_code == 1 and isinstance(result.exception, error)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (("--guidance", "nan"), "'--guidance': must be a finite number, got nan"),
+        (("--guidance", "1e308"), "guidance must be in 0.0..20.0, got 1e+308"),
+        (("--guidance", "-1"), "guidance must be in 0.0..20.0, got -1.0"),
+        (("--diameter", "1e20:1e20"), "MIN:MAX mm with 0 < MIN <= MAX <= 100"),
+    ],
+)
+def test_unbounded_numbers_are_bad_usage_before_work(inputs, tmp_path, extra, expected):
+    out = tmp_path / "x.zarr"
+    args = ["augment", "--data", str(inputs["real"]), "--weights", str(inputs["sdm"]), "--out", str(out), "--nodules", "2", *extra]
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(app, args)
+    assert result.exit_code == 2 and expected in result.output, result.output
     assert not out.exists()
 
 

@@ -25,6 +25,7 @@ def test_train_sdm_tiny_end_to_end_then_resume_errors(tmp_path):
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
+    assert "train tiny: up to 3 optimiser steps planned" in result.stderr
     assert summary["steps"] == 3 and summary["kind"] == "sdm" and summary["checkpoint"] == str(out)
     for name in ("model.safetensors", "config.json", "resume.pt", "metrics.jsonl"):
         assert (out / name).is_file()
@@ -61,6 +62,22 @@ def test_train_help_lists_commands():
 def test_window_without_inpaint_is_bad_usage(tmp_path):
     result = CliRunner().invoke(app, ["train", "sdm", "--data", str(tmp_path / "x.zarr"), "--out", str(tmp_path / "run"), "--window", "32"])
     assert result.exit_code == 2 and "--window needs --inpaint" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_edit_margin_without_inpaint_is_bad_usage(tmp_path):
+    result = CliRunner().invoke(app, ["train", "sdm", "--data", str(tmp_path / "x.zarr"), "--out", str(tmp_path / "run"), "--edit-margin", "7"])
+    assert result.exit_code == 2 and "--edit-margin needs --inpaint" in result.output
+
+
+def test_malformed_inpaint_window_and_margin_are_bad_usage_before_work(tmp_path):
+    base = ["train", "sdm", "--data", str(tmp_path / "x.zarr"), "--out", str(tmp_path / "run"), "--inpaint", "--device", "cpu"]
+    window = CliRunner(env={"COLUMNS": "400"}).invoke(app, [*base, "--window", "15"])
+    assert window.exit_code == 2 and "--window 15: image_size must be a positive multiple" in window.output
+    for margin in ("8", "100"):
+        result = CliRunner(env={"COLUMNS": "400"}).invoke(app, [*base, "--window", "16", "--edit-margin", margin])
+        assert result.exit_code == 2, result.output
+        assert f"edit margin {margin} px leaves no room" in result.output and "largest margin for --window 16 is 6" in result.output
     assert not (tmp_path / "run").exists()
 
 

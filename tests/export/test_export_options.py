@@ -16,3 +16,9 @@ def test_bad_value_is_refused_naming_the_field(field: str, value: object) -> Non
     with pytest.raises(ConfigError, match=rf"^{field}") as caught:
         ExportOptions(**{"format": "png", field: value})
     assert caught.value.field == field
+
+
+def test_dataset_id_of_another_format_is_refused() -> None:
+    with pytest.raises(ConfigError, match="^dataset_id 7 applies to format 'nnunet' only, got format 'coco'$") as caught:
+        ExportOptions(format="coco", dataset_id=7)
+    assert caught.value.field == "dataset_id"

@@ -253,3 +253,55 @@ def test_train_runs_capped_workers_and_notes_it(cli, stores, tmp_path: Path, mon
     assert result.code == 0, result.stderr
     assert "note: --workers 64: using 1 (one per CPU; 1 CPUs)" in result.stderr
     assert workers == [1]
+
+
+# -- epochs and steps (issue 27, item 4) --------------------------------------------------------------
+class _RecordingProgress:
+    """A stand-in for the CLI's progress bar that records what a task announces and advances."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+        self.console = self
+
+    def print(self, message: str) -> None:
+        self.events.append(("print", message))
+
+    def add_task(self, name: str, total: int, status: str = "", completed: int = 0) -> int:
+        self.events.append(("total", total))
+        return 0
+
+    def update(self, task: int, **fields: object) -> None:
+        self.events.append(("update", fields.get("status")))
+
+    def advance(self, task: int, steps: int = 1) -> None:
+        self.events.append(("advance", steps))
+
+
+@pytest.mark.parametrize("config", [DetectConfig, LocalizeConfig])
+def test_bench_epochs_are_capped(config) -> None:
+    with pytest.raises(ConfigError, match=r"^epochs must be in 1..10000, got 99999999999999999999$"):
+        config(epochs=99999999999999999999)
+    with pytest.raises(ConfigError, match=r"^steps must be in 1..10000000, got 10000001$"):
+        SegmenterConfig(steps=10_000_001)
+
+
+def test_bench_epochs_without_bound_are_bad_usage(cli, stores) -> None:
+    result = cli("bench", "detect", "--real", stores["real"], "--epochs", "99999999999999999999")
+    assert result.code == 2 and "epochs must be in 1..10000, got 99999999999999999999" in " ".join(result.stderr.split())
+
+
+def test_bench_prints_its_planned_steps_before_training(stores) -> None:
+    import dataclasses
+
+    import torch
+
+    from lungforge.bench.protocol.detect import run_detect
+    from lungforge.bench.protocol.inputs import open_real
+
+    config = dataclasses.replace(DetectConfig.quick_preset(size=64), epochs=1)
+    progress = _RecordingProgress()
+    result = run_detect(open_real(stores["real"]), {}, config, torch.device("cpu"), None, progress)
+    taken = sum(row["optimizer_steps"] for row in result.folds["A"])
+    assert progress.events[0] == ("total", taken)
+    assert progress.events[1] == ("print", f"detect: 2 trainings (folds × conditions), {taken:,} optimiser steps planned")
+    assert [steps for kind, steps in progress.events if kind == "advance"] == [row["optimizer_steps"] for row in result.folds["A"]]

@@ -95,7 +95,7 @@ def augment_inputs(luna: Path, tmp_path: Path) -> dict[str, Path]:
 
 def _augment_options(inputs: dict[str, Path], out: Path, **extra) -> AugmentOptions:
     return AugmentOptions(data=inputs["real"], weights=str(inputs["spade"]), out=out, nodules=4, nodule_free=2,
-                          shape="sphere", diameter_mm=(8.0, 12.0), shard_size=2, device="cpu", retries=0, **extra)
+                          shape="sphere", diameter_mm=(15.0, 25.0), shard_size=2, device="cpu", retries=0, **extra)
 
 
 def test_disk_full_during_augment_resumes_to_the_same_store(augment_inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,18 +6,19 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from lungforge.errors import CheckpointError, InputError
+from lungforge.errors import CheckpointError, ConfigError, InputError
 from lungforge.inpaint_window import grow
 from lungforge.labels import NODULE
 from lungforge.models.checkpoint import load_checkpoint
 from lungforge.training.data import open_train_split
 from lungforge.training.loop_sdm import train_sdm
-from lungforge.training.options import TrainOptions
+from lungforge.training.options import TrainOptions, max_edit_margin_px
 from lungforge.training.windows import InpaintWindows, WindowBatchSampler
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -70,6 +71,20 @@ def test_window_larger_than_the_slices_is_refused(tiny_store, micro_preset, tmp_
     with pytest.raises(InputError, match="window 128 px is larger than its 64×64 px slices"):
         train_sdm(_options(tiny_store, tmp_path / "run", micro_preset, window=128))
     assert not (tmp_path / "run").exists()
+
+
+def test_margin_without_room_for_a_nodule_is_refused_by_the_options(micro_preset):
+    assert max_edit_margin_px(16) == 6
+    _options(Path("real.zarr"), Path("run"), micro_preset, edit_margin_px=6)
+    for margin in (7, 8, 100):
+        with pytest.raises(ConfigError, match=f"edit margin {margin} px leaves no room .* largest margin for --window 16 is 6"):
+            _options(Path("real.zarr"), Path("run"), micro_preset, edit_margin_px=margin)
+
+
+def test_windows_that_keep_no_nodule_are_refused_with_the_count(tiny_store):
+    slices = open_train_split(tiny_store, None)
+    with pytest.raises(InputError, match=r"only 0 of its 3 train nodules fit a 16 px window with a 8 px edit margin \(at least 2 needed\)"):
+        InpaintWindows(slices, 16, 8, seed=0)
 
 
 def test_inpaint_run_records_its_mode_and_resumes_bit_for_bit(tiny_store, micro_preset, tmp_path):

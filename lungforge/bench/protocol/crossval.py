@@ -35,8 +35,20 @@ from lungforge.choices import MAX_SIZE_PX, RealSplit, Selection, check_choice, c
 from lungforge.data.store import NO_SOURCE, Store
 from lungforge.seeds import check_seed
 
-FoldRunner = Callable[[int, str], FoldRow]
-"""`runner(fold, condition) -> per-fold metrics` for one task."""
+MAX_EPOCHS = 10_000
+"""Most epochs a benchmark task may ask for (the paper trains 20–30)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldRunner:
+    """`runner(fold, condition) -> per-fold metrics` of one task, and `runner.steps(fold)`: the
+    optimiser steps every condition of `fold` trains (known before any training)."""
+
+    run: Callable[[int, str], FoldRow]
+    steps: Callable[[int], int]
+
+    def __call__(self, fold: int, condition: str) -> FoldRow:
+        return self.run(fold, condition)
 
 
 @dataclass(frozen=True)
@@ -86,8 +98,8 @@ def check_fold_config(config: FoldConfig, min_size: int) -> None:
     check_choice("select", config.select, Selection)
     check_range("size", config.size, min_size, MAX_SIZE_PX)
     check_range("folds", config.folds, 2, 10)
-    for name in ("epochs", "batch_size"):
-        check_range(name, getattr(config, name), 1)
+    check_range("epochs", config.epochs, 1, MAX_EPOCHS)
+    check_range("batch_size", config.batch_size, 1)
     if config.real_nodules is not None:
         check_range("real_nodules", config.real_nodules, 1)
 
@@ -232,11 +244,18 @@ def fold_runner(
     full = [int((real_set.group != f).sum()) for f in range(config.folds)]
     fixed = curve_steps(full, config.epochs, config.batch_size) if config.fixed_budget else None
 
-    def runner(fold: int, condition: str) -> FoldRow:
+    def reference_mask(fold: int, kept: np.ndarray) -> np.ndarray:
+        return (real_set.group != fold) & kept[real_set.slice]
+
+    def steps(fold: int) -> int:
+        kept = kept_real_slices(real, groups, fold, config.real_nodules, config.seed)
+        return fixed or reference_steps(int(reference_mask(fold, kept).sum()), config.epochs, config.batch_size)
+
+    def run(fold: int, condition: str) -> FoldRow:
         control = FOLD_CONTROLS.get(condition)
         source = condition if control is None else control.source
         rule = fold_training(real, {c: synthetic[c] for c in synthetic if c == source}, leaks, groups, fold, config)
-        reference = real_set.select((real_set.group != fold) & rule.kept[real_set.slice])
+        reference = real_set.select(reference_mask(fold, rule.kept))
         train = [reference]
         if source != REFERENCE:
             items = synthetic_sets[source]
@@ -244,12 +263,11 @@ def fold_runner(
             if control is not None:
                 joined = control.items(reference, joined, np.random.default_rng([config.seed, fold, condition_stream(condition)]))
             train.append(joined)
-        steps = fixed or reference_steps(len(reference), config.epochs, config.batch_size)
         started = time.perf_counter()
-        row = train_and_test(fold, train, steps)
+        row = train_and_test(fold, train, fixed or reference_steps(len(reference), config.epochs, config.batch_size))
         return {**row, "seconds": round(time.perf_counter() - started, 3), "real_nodule_slices": rule.real_nodule_slices}
 
-    return runner
+    return FoldRunner(run, steps)
 
 
 def cross_validate(
@@ -277,10 +295,14 @@ def cross_validate(
     log = FoldLog(out, log_name(task, config), run_signature(task, config, real, synthetic), write_run=rank == 0)
     conditions = [REFERENCE, *synthetic, *fold_control_names(list(synthetic), config.fold_controls)]
     todo = [(f, c) for f in range(config.folds) for c in conditions if log.get(c, f) is None]
-    total = config.folds * len(conditions)
-    bar = progress.add_task(task, total=total, completed=total - len(todo), status="") if progress else None
     if todo:
         runner = make_runner(groups)
+        steps = {fold: runner.steps(fold) for fold in sorted({f for f, _ in todo})}
+        planned = sum(steps[f] for f, _ in todo)
+        # The bar counts optimiser steps, so its time remaining is an ETA weighted by each training's length.
+        bar = progress.add_task(task, total=planned, status="") if progress else None
+        if progress:
+            progress.console.print(f"{task}: {len(todo)} trainings (folds × conditions), {planned:,} optimiser steps planned")
 
         def run(fold: int, condition: str) -> dict[str, Any]:
             if progress:
@@ -288,12 +310,12 @@ def cross_validate(
             row = {"fold": fold, "condition": condition, **runner(fold, condition)}
             log.put(condition, fold, row)
             if progress:
-                progress.advance(bar)
+                progress.advance(bar, steps[fold])
             return row
 
         for (fold, condition), row in run_shared(todo, run).items():
             log.remember(condition, fold, row)
         if progress:
-            progress.update(bar, completed=total, status="")
+            progress.update(bar, completed=planned, status="")
     folds = {c: [log.get(c, f) for f in range(config.folds)] for c in conditions}
     return TaskResult(task, config, tuple(conditions), folds, leakage)

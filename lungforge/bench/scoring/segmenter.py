@@ -28,7 +28,7 @@ from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
 from lungforge.bench.scoring.crossfit import train_halves
 from lungforge.bench.networks.segunet import SegUNet
 from lungforge.bench.protocol.slices import read_resized
-from lungforge.choices import MAX_SIZE_PX, check_range
+from lungforge.choices import MAX_SIZE_PX, MAX_STEPS, check_range
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import CheckpointError, InputError
 from lungforge.labels import NUM_CLASSES
@@ -58,6 +58,7 @@ class SegmenterConfig:
     def __post_init__(self) -> None:
         check_seed(self.seed)
         check_range("size", self.size, 2**self.levels, MAX_SIZE_PX)
+        check_range("steps", self.steps, 1, MAX_STEPS)
         if self.size % 2**self.levels:
             raise InputError(f"fidelity working size must be divisible by {2**self.levels}, got {self.size}")
         if not 0.0 <= self.nodule_fraction <= 1.0:
