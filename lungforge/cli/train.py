@@ -131,7 +131,7 @@ def spade(**options: Any) -> None:
 def _train(train: Callable[..., Any], params: dict[str, Any], **values: Any) -> None:
     """Run `train` on the TrainOptions of a command's options `params` (and `values`); rank 0
     shows progress and prints the summary (`--json`: as JSON on stdout)."""
-    from lungforge.cli.console import print_json, print_result, progress
+    from lungforge.cli.console import err_console, print_json, print_result, progress
     from lungforge.training.distributed import dist_info_from_env
     from lungforge.training.options import TrainOptions
 

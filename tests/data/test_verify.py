@@ -3,7 +3,6 @@ issue 27, item 2: each box is the tight box of exactly one nodule)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
