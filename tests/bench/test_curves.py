@@ -88,13 +88,14 @@ def test_curve_cuts_real_data_with_one_budget_for_every_point_and_condition(real
     assert isinstance(curve.optimizer_steps, int)
     for fold in range(2):
         assert small["A"][fold]["real_nodule_slices"] == 2 < full["A"][fold]["real_nodule_slices"]
+        assert small["A"][fold]["real_nodules"] == 2  # one slice per nodule in this store
         assert small["A"][fold]["train_patches"] < full["A"][fold]["train_patches"]
         assert small["B"][fold]["train_patches"] < full["B"][fold]["train_patches"]
         steps = {small[c][fold]["optimizer_steps"] for c in ("A", "B")} | {full[c][fold]["optimizer_steps"] for c in ("A", "B")}
         assert steps == {curve.optimizer_steps}
         assert small["A"][fold]["test_patches"] == full["A"][fold]["test_patches"]  # the test fold is never cut
     lines = "\n".join(curve_markdown(curve, "accuracy", "detect"))
-    assert f"{curve.optimizer_steps} steps" in lines and "| 2 | 2.0 | B |" in lines
+    assert f"{curve.optimizer_steps} steps" in lines and "| 2 | 2.0 (2.0) | B |" in lines
     path = curve_figure(curve, "accuracy", tmp_path / "curve.png", "t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -27,6 +27,7 @@ from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.scoring.metrics import Confusion, auroc, classification_metrics, recall_by_size
 from lungforge.bench.protocol.patches import JITTER_PX, PATCH, PatchSet, sample_patches
 from lungforge.bench.protocol.selection import selected
+from lungforge.bench.protocol.sources import SOURCES, external_source_slices
 from lungforge.bench.networks.seresnet import SEResNet
 from lungforge.data.store import Store
 
@@ -158,6 +159,11 @@ def run_detect(
             syn_patches[name] = sample_patches(
                 store, used, source_groups(store, real, groups)[used], config.size, config.seed, condition_stream(name),
                 config.patch, config.jitter_px,
+            )
+        sources = np.flatnonzero(external_source_slices(real, synthetic, groups))
+        if sources.size:
+            syn_patches[SOURCES] = sample_patches(
+                real, sources, groups[sources], config.size, config.seed, condition_stream(SOURCES), config.patch, config.jitter_px
             )
 
         def train_and_test(fold: int, train: list[PatchSet], steps: int) -> FoldRow:
