@@ -13,9 +13,11 @@ paste − mislabeled comparison, and the wall and CPU seconds of each stage. The
 power here when paste beats A with p < 0.05 and mislabeled does not.
 
 With `--real-nodules K1,…,all` the bench runs a learning curve (:mod:`lungforge.bench.protocol.curves`):
-each fold's real training data cut to K nodule slices, one optimiser budget for every K and
+each fold's real training data cut to K whole nodules, one optimiser budget for every K and
 condition; the table then has one block per K. Paste copies one real nodule whole (shape, pixels
-and size), and a slice joins a fold at K as soon as that nodule is among the K kept.
+and size), and a slice joins a fold at K as soon as that nodule is among the K kept (or its
+patient is outside the benchmark). Every block lists the synthetic nodule slices each fold
+joined (`synthetic_positives`); a condition with none in a fold is benched, not refused.
 """
 
 from __future__ import annotations
@@ -80,11 +82,13 @@ class FoldLog:
 
 
 def table(result: TaskResult, metric: str = "accuracy") -> dict[str, Any]:
-    """Per condition: mean ± std of `metric` and the paired comparison against A; paste vs mislabeled."""
+    """Per condition: mean ± std of `metric` and the paired comparison against A; paste vs
+    mislabeled; per fold the values and the synthetic nodule slices that joined."""
     values = {c: result.values(c, metric) for c in result.conditions}
     rows = {c: {**mean_std(v), "vs_A": None if c == "A" else compare(v, values["A"])} for c, v in values.items()}
     controls = compare(values["paste"], values["mislabeled"]) if {"paste", "mislabeled"} <= set(values) else None
-    return {"metric": metric, "rows": rows, "paste_vs_mislabeled": controls, "per_fold": values}
+    joined = {c: [row.get("synthetic_positives") for row in result.folds[c]] for c in result.conditions}
+    return {"metric": metric, "rows": rows, "paste_vs_mislabeled": controls, "per_fold": values, "synthetic_positives": joined}
 
 
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     synthetic = {name: open_synthetic(path, real) for name, path in stores.items()}
     config = DetectConfig(
         size=args.bench_size, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, depth=args.depth,
-        width=args.width, patch=args.patch, seed=args.seed,
+        width=args.width, patch=args.patch, seed=args.seed, allow_empty_synthetic=True,  # the table lists the joined positives
     )
     folds_dir = root / "bench" if args.out is not None else None  # per-fold results, kept with --out
     summary = real.summary()
