@@ -272,7 +272,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=8, help="SE-ResNet depth")
     parser.add_argument("--width", type=int, default=8, help="SE-ResNet base width")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
-    parser.add_argument("--real-nodules", default=None, help="learning curve: K1,K2,…,all real training nodule slices per fold")
+    parser.add_argument("--real-nodules", default=None, help="learning curve: K1,K2,…,all real training nodules per fold")
     parser.add_argument("--generators", action="store_true", help="also bench the shipped demo SDM and SPADE")
     parser.add_argument("--generator-from-k", action="store_true",
                         help="with --real-nodules: also an inpainting SDM per fold trained on only that fold's kept nodules at the smallest K")

@@ -44,8 +44,9 @@ RealNodulesOpt = Annotated[
     Optional[str],
     typer.Option(
         "--real-nodules",
-        help="Learning curve: K1,K2,…,all real training nodule slices per fold (a seeded, nested subset, nodule-free slices in the "
-        "store's proportion, the same for every condition; one optimiser budget for every K and condition).",
+        help="Learning curve: K1,K2,…,all real training nodules per fold, each with all its slices (a seeded, nested subset of the "
+        "benchmarked patients' nodules, nodule-free slices in the store's proportion, the same for every condition; one optimiser "
+        "budget for every K and condition). Synthetic slices built from patients outside the benchmark join at every K.",
     ),
 ]
 LeakageOpt = Annotated[
