@@ -3,6 +3,7 @@
     python benchmarks/power.py --json                          # the README configuration
     python benchmarks/power.py --generators --out power-run    # also the shipped demo SDM and SPADE
     python benchmarks/power.py --real-nodules 8,32,all --generators   # the learning curve (docs/results.md)
+    python benchmarks/power.py --real-nodules 8,all --generator-from-k  # + an inpainting SDM per fold from its K nodules
 
 Phantom → prepare → `augment --weights paste` and `--weights mislabeled` (the same layout
 request) → `bench detect` with conditions A, mislabeled, paste (and demo-spade-tiny /
@@ -13,14 +14,23 @@ paste − mislabeled comparison, and the wall and CPU seconds of each stage. The
 power here when paste beats A with p < 0.05 and mislabeled does not.
 
 With `--real-nodules K1,…,all` the bench runs a learning curve (:mod:`lungforge.bench.protocol.curves`):
-each fold's real training data cut to K nodule slices, one optimiser budget for every K and
+each fold's real training data cut to K whole nodules, one optimiser budget for every K and
 condition; the table then has one block per K. Paste copies one real nodule whole (shape, pixels
-and size), and a slice joins a fold at K as soon as that nodule is among the K kept.
+and size), and a slice joins a fold at K as soon as that nodule is among the K kept (or its
+patient is outside the benchmark). Every block lists the synthetic nodule slices each fold
+joined (`synthetic_positives`); a condition with none in a fold is benched, not refused.
+
+With `--generator-from-k` (information parity) each fold also gets its own generator: the
+inpainting SDM (tiny preset, `--from-k-steps` steps) trained on a store of only that fold's
+kept real slices at the smallest K (its K nodules and their share of nodule-free slices), its
+nodules drawn as spheres of 4–10 mm (no real nodule copied), benched in that fold alone against
+A's rows of the same point. The report gives the real nodules each fold's generator saw.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import sys
@@ -29,18 +39,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
-from lungforge.bench.protocol.crossval import parse_real_nodules
+from lungforge.bench.protocol.crossval import kept_nodules, kept_real_slices, parse_real_nodules, point_label
 from lungforge.bench.protocol.curves import curve_figure, learning_curve
-from lungforge.bench.protocol.detect import DetectConfig, run_detect
+from lungforge.bench.protocol.detect import DetectConfig, detect_runner, run_detect
+from lungforge.bench.protocol.folds import real_groups
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.bench.protocol.results import TaskResult
 from lungforge.bench.scoring.stats import compare, mean_std
 from lungforge.data.phantom import make_phantom
 from lungforge.data.prepare import PrepareOptions, prepare
+from lungforge.data.store import SHARD, Store, create_store
+from lungforge.models.checkpoint import MODEL_FILE
+from lungforge.training.loop_sdm import train_sdm
+from lungforge.training.options import TrainOptions
 
 GENERATORS = {"SPADE": "demo-spade-tiny", "SDM": "demo-sdm-tiny", "SDM-inpaint": "demo-sdm-inpaint-tiny"}
 
@@ -80,11 +96,70 @@ class FoldLog:
 
 
 def table(result: TaskResult, metric: str = "accuracy") -> dict[str, Any]:
-    """Per condition: mean ± std of `metric` and the paired comparison against A; paste vs mislabeled."""
+    """Per condition: mean ± std of `metric` and the paired comparison against A; paste vs
+    mislabeled; per fold the values and the synthetic nodule slices that joined."""
     values = {c: result.values(c, metric) for c in result.conditions}
     rows = {c: {**mean_std(v), "vs_A": None if c == "A" else compare(v, values["A"])} for c, v in values.items()}
     controls = compare(values["paste"], values["mislabeled"]) if {"paste", "mislabeled"} <= set(values) else None
-    return {"metric": metric, "rows": rows, "paste_vs_mislabeled": controls, "per_fold": values}
+    joined = {c: [row.get("synthetic_positives") for row in result.folds[c]] for c in result.conditions}
+    return {"metric": metric, "rows": rows, "paste_vs_mislabeled": controls, "per_fold": values, "synthetic_positives": joined}
+
+
+FROM_K = "SDM-inpaint-from-K"
+
+
+def subset_store(real: Store, kept: np.ndarray, out: Path) -> Path:
+    """A real store of only the `kept` (N,) bool slices of `real`, all in its train split (what a
+    generator trained for one fold may see), with their nodule rows."""
+    rows = np.flatnonzero(kept)
+    h, w = real.shape_hw
+    store = create_store(out, kind="real", height=h, width=w, capacity=rows.size, params={"subset_of": real.fingerprint()})
+    meta = {name: real.meta(name)[rows] for name in ("series", "z", "spacing", "fold", "has_nodule")}
+    meta["split"] = np.zeros(rows.size, np.uint8)
+    for start in range(0, rows.size, SHARD):
+        part = rows[start : start + SHARD]
+        image, label = np.asarray(real.image.oindex[part, :, :]), np.asarray(real.label.oindex[part, :, :])
+        store.write_block(start, image, label, {k: v[start : start + SHARD] for k, v in meta.items()})
+    table = real.nodules()
+    keep = kept[table["slice"]]
+    nodules = {k: v[keep] for k, v in table.items()}
+    nodules["slice"] = np.searchsorted(rows, nodules["slice"])
+    store.finalize(rows.size, real.series_uids, nodules)
+    return out
+
+
+def generator_from_k(args: argparse.Namespace, root: Path, real_path: Path, config: DetectConfig, k: int | None, clock: Clock) -> dict[str, Any]:
+    """Per fold at point `k`: train the tiny inpainting SDM on that fold's kept slices alone,
+    augment from it and bench it in that fold (:func:`detect_runner`). Returns the fold rows and
+    the real nodules each fold's generator saw."""
+    real = open_real(real_path)
+    groups = real_groups(real, config.folds, config.real_split)
+    rows, seen = [], []
+    for fold in range(config.folds):
+        kept = kept_real_slices(real, groups, fold, k, config.seed)
+        seen.append(int(kept_nodules(real, kept).size))
+        data, weights, out = root / f"from-k-{fold}-real.zarr", root / f"from-k-{fold}", root / f"from-k-{fold}.zarr"
+        subset_store(real, kept, data)
+        train = TrainOptions(data=data, out=weights, preset="tiny", steps=args.from_k_steps, batch_size=4, device="cpu", seed=args.seed,
+                             window=32, checkpoint_every=args.from_k_steps)
+        clock(f"train {FROM_K} fold {fold}", train_sdm, train)
+        request = dict(nodules=args.generator_nodules or args.nodules, nodule_free=0, shape="sphere", diameter_mm=(4.0, 10.0),
+                       seed=args.seed, retries=0, device="cpu", sampler="ddpm", steps=10, batch_size=16)
+        clock(f"augment {FROM_K} fold {fold}", augment, AugmentOptions(data=real_path, weights=str(weights / MODEL_FILE), out=out, **request))
+        store = {FROM_K: open_synthetic(out, real)}
+        runner = detect_runner(real, store, config, torch.device("cpu"), groups)
+        rows.append(clock(f"bench {FROM_K} fold {fold}", runner, fold, FROM_K))
+    return {"rows": rows, "generator_nodules": seen}
+
+
+def from_k_table(curve_result: TaskResult, from_k: dict[str, Any], metric: str = "accuracy") -> dict[str, Any]:
+    """The per-fold generators against A of the same point: mean ± std, comparison, joined positives."""
+    values = [row[metric] for row in from_k["rows"]]
+    reference = curve_result.values("A", metric)
+    return {
+        **mean_std(values), "vs_A": compare(values, reference), "per_fold": values, "generator_nodules": from_k["generator_nodules"],
+        "synthetic_positives": [row["synthetic_positives"] for row in from_k["rows"]],
+    }
 
 
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -110,7 +185,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     synthetic = {name: open_synthetic(path, real) for name, path in stores.items()}
     config = DetectConfig(
         size=args.bench_size, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, depth=args.depth,
-        width=args.width, patch=args.patch, seed=args.seed,
+        width=args.width, patch=args.patch, seed=args.seed, allow_empty_synthetic=True,  # the table lists the joined positives
     )
     folds_dir = root / "bench" if args.out is not None else None  # per-fold results, kept with --out
     summary = real.summary()
@@ -119,7 +194,14 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         curve = clock("bench detect curve", learning_curve, run_detect, real, synthetic, config, points, torch.device("cpu"), folds_dir, FoldLog())
         if args.out is not None:
             curve_figure(curve, "accuracy", root / "power_curve.png", "phantom: detect accuracy against K (mean ± std, 10 folds)")
+        extra = {}
+        if args.generator_from_k:
+            smallest = points[0]
+            point_config = dataclasses.replace(config, real_nodules=smallest, fixed_budget=True)
+            from_k = generator_from_k(args, root, real_path, point_config, smallest, clock)
+            extra = {"generator_from_k": {"K": point_label(smallest), **from_k_table(curve.results[point_label(smallest)], from_k)}}
         return {
+            **extra,
             "config": {**vars(args), "out": str(args.out) if args.out else None},
             "data": {"real_slices": summary.slices, "real_nodule_slices": summary.nodule_slices, "patients": summary.series},
             "optimizer_steps": curve.optimizer_steps,
@@ -163,6 +245,10 @@ def markdown(report: dict[str, Any]) -> str:
     if "curve" in report:
         lines.append(f"\nOptimiser budget for every K, fold and condition: {report['optimizer_steps']} steps; "
                      f"real nodule slices the generators' weights saw: {report['generator_nodules']}.")
+    if "generator_from_k" in report:
+        g = report["generator_from_k"]
+        lines.append(f"\n{FROM_K} at K = {g['K']} (a generator per fold; real nodules each saw: {g['generator_nodules']}, "
+                     f"synthetic nodule slices joined: {g['synthetic_positives']}): {100 * g['mean']:.2f} ± {100 * g['std']:.2f} | {_cell(g['vs_A'])}")
     t = report["total"]
     lines.append(f"\nTotal {t['wall_s']:.0f} s wall, {t['cpu_s']:.0f} s CPU ({report['threads']} torch threads).")
     return "\n".join(lines)
@@ -186,12 +272,17 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=8, help="SE-ResNet depth")
     parser.add_argument("--width", type=int, default=8, help="SE-ResNet base width")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
-    parser.add_argument("--real-nodules", default=None, help="learning curve: K1,K2,…,all real training nodule slices per fold")
+    parser.add_argument("--real-nodules", default=None, help="learning curve: K1,K2,…,all real training nodules per fold")
     parser.add_argument("--generators", action="store_true", help="also bench the shipped demo SDM and SPADE")
+    parser.add_argument("--generator-from-k", action="store_true",
+                        help="with --real-nodules: also an inpainting SDM per fold trained on only that fold's kept nodules at the smallest K")
+    parser.add_argument("--from-k-steps", type=int, default=300, help="training steps of each per-fold inpainting SDM (tiny preset)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: no spinning on a shared machine)")
     parser.add_argument("--out", type=Path, default=None, help="keep the stores here (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
+    if args.generator_from_k and not args.real_nodules:
+        parser.error("--generator-from-k needs --real-nodules (it runs at the smallest K)")
     torch.set_num_threads(args.threads)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=False)

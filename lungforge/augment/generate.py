@@ -32,7 +32,7 @@ from lungforge.augment.plan import PlannedSample, SamplePlanner, sample_seed
 from lungforge.augment.summary import AugmentReport, summarize
 from lungforge.augment.verification import weakest_contrast_hu
 from lungforge.augment.writer import BlockWriter, FinishedBlock
-from lungforge.data.store import SPLIT_IDS, Store
+from lungforge.data.store import SPLIT_IDS, Store, copied_nodules
 from lungforge.device import resolve_device
 from lungforge.locks import hold_lock
 from lungforge.training.distributed import DistInfo, barrier, dist_info_from_env, mean_across_ranks, process_group
@@ -229,6 +229,7 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
         if not complete:
             columns = NODULE_COLUMNS + (("window",) if isinstance(inputs.synthesizer, Inpainter) else ())
             table = {k: np.concatenate([p[k] for p in parts.values()]) for k in columns}
+            table["nodule"] = copied_nodules(inputs.real, table["shape_source"])
             attrs: dict = {"verification": {"verified_first_try": report.verified_first_try, "verified_final": report.verified_final}}
             if isinstance(inputs.planner.library, LidcLibrary):
                 attrs["lidc"] = inputs.planner.library.provenance(table["lidc_annotation"])

@@ -62,12 +62,13 @@ def checked_uint8(x: torch.Tensor, seeds: Sequence[int], guidance: float | None,
 
 def training_provenance(ckpt: LoadedCheckpoint) -> dict[str, Any]:
     """What the weights saw, for a synthetic store's generator block: the training store's
-    fingerprint, its train patients' series uids and nodule slice count (None where the
-    checkpoint records none); `bench` keeps those patients out of test folds."""
+    fingerprint, its train patients' series uids, nodule slice and distinct nodule counts (None
+    where the checkpoint records none); `bench` keeps those patients out of test folds."""
     return {
         "train_store_fingerprint": ckpt.meta.get("store_fingerprint"),
         "train_series": ckpt.meta.get("train_series"),
         "train_nodule_slices": ckpt.meta.get("train_nodule_slices"),
+        "train_nodules": ckpt.meta.get("train_nodules"),
     }
 
 

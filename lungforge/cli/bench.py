@@ -44,8 +44,9 @@ RealNodulesOpt = Annotated[
     Optional[str],
     typer.Option(
         "--real-nodules",
-        help="Learning curve: K1,K2,…,all real training nodule slices per fold (a seeded, nested subset, nodule-free slices in the "
-        "store's proportion, the same for every condition; one optimiser budget for every K and condition).",
+        help="Learning curve: K1,K2,…,all real training nodules per fold, each with all its slices (a seeded, nested subset of the "
+        "benchmarked patients' nodules, nodule-free slices in the store's proportion, the same for every condition; one optimiser "
+        "budget for every K and condition). Synthetic slices built from patients outside the benchmark join at every K.",
     ),
 ]
 LeakageOpt = Annotated[
@@ -53,6 +54,14 @@ LeakageOpt = Annotated[
     typer.Option(
         "--allow-generator-leakage",
         help="Bench generators whose weights saw test-fold patients (or do not record them); the report's first line says so.",
+    ),
+]
+EmptySyntheticOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty-synthetic",
+        help="Bench a synthetic store that adds no nodule slice to some fold (its slices all copy real nodules not kept there); "
+        "refused otherwise, naming the store and folds.",
     ),
 ]
 SegmenterStepsOpt = Annotated[
@@ -103,7 +112,7 @@ TASK_OPTIONS = {
     "first": dict(real=(RealOpt, inspect.Parameter.empty), synthetic=(SyntheticOpt, None), folds=(FoldsOpt, 10),
                   real_split=(SplitOpt, "all"), size=(SizeOpt, 256)),
     "last": dict(select=(SelectOpt, "first-draw"), real_nodules=(RealNodulesOpt, None), allow_generator_leakage=(LeakageOpt, False),
-                 out=(OutOpt, None), quick=(QuickOpt, False), device=(DeviceOpt, "auto"), seed=(SeedOpt, 0), json_out=(JsonOpt, False)),
+                 allow_empty_synthetic=(EmptySyntheticOpt, False), out=(OutOpt, None), quick=(QuickOpt, False), device=(DeviceOpt, "auto"), seed=(SeedOpt, 0), json_out=(JsonOpt, False)),
 }
 """The options `bench detect` and `bench localize` share: (annotation, default) by name, listed
 before and after each task's own options."""
@@ -264,6 +273,7 @@ def all_(
     ] = False,
     real_nodules: RealNodulesOpt = None,
     allow_generator_leakage: LeakageOpt = False,
+    allow_empty_synthetic: EmptySyntheticOpt = False,
     quick: QuickOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -286,7 +296,8 @@ def all_(
     if not specs and not controls:
         raise typer.BadParameter("give at least one NAME=STORE (or --controls)", param_hint="--synthetic")
     points = _points(real_nodules)
-    options = dict(size=size, folds=folds, real_split=real_split, select=select, seed=seed, allow_generator_leakage=allow_generator_leakage)
+    options = dict(size=size, folds=folds, real_split=real_split, select=select, seed=seed, allow_generator_leakage=allow_generator_leakage,
+                   allow_empty_synthetic=allow_empty_synthetic)
     detect_cfg = _config(DetectConfig, quick, **options, patch=patch)
     localize_cfg = _config(LocalizeConfig, quick, **options)
     fid_cfg = _config(FidConfig, size=size, real_split=real_split, features=features, seed=seed, select=select)

@@ -22,6 +22,18 @@ def _write_slices(task: tuple[Path, int, np.ndarray, np.ndarray]) -> None:
 
 
 
+NODULE_RECORD = 8
+"""Columns of a committed nodule row: slice, x0, y0, x1, y1, diameter mm, series id, annotation index."""
+
+def _with_nodule_columns(rows: np.ndarray) -> np.ndarray:
+    """Commit rows of a writer from before nodule ids (6 columns) get series -1 and a distinct
+    negative annotation index per row, so each such row counts as its own nodule."""
+    if rows.shape[1] == NODULE_RECORD:
+        return rows
+    own = -1.0 - rows[:, 0:1]
+    return np.hstack([rows, np.full_like(own, -1.0), own])
+
+
 # Blocks handed to the pool but not yet committed; more make the main process wait (memory bound).
 MAX_PENDING_WRITES = 2
 
@@ -41,7 +53,7 @@ class ShardWriter:
         self.series_uids: list[str] = []
         self.skipped: list[tuple[int, str, str]] = []
         self.lost: list[tuple[int, dict[str, Any]]] = []  # (scan index, lost nodule)
-        self.nodules: list[np.ndarray] = []  # committed rows: slice, x0, y0, x1, y1, diameter
+        self.nodules: list[np.ndarray] = []  # committed rows: slice, x0, y0, x1, y1, diameter, series id, annotation index
         self.buffer: list[tuple[int, int, ScanSlices, int]] = []  # (scan index, offset, result, series id)
         self.buffered = 0
         self.flushes = 0
@@ -57,7 +69,7 @@ class ShardWriter:
         self.skipped = [(int(i), str(f), str(r)) for i, f, r in zip(last["skipped_index"], last["skipped_file"], last["skipped_reason"])]
         if "lost_json" in last:
             self.lost = [(int(i), json.loads(str(text))) for i, text in zip(last["lost_index"], last["lost_json"])]
-        self.nodules = [p["nodules"] for _, p in sorted(parts.items())]
+        self.nodules = [_with_nodule_columns(p["nodules"]) for _, p in sorted(parts.items())]
         self.flushes = len(parts)
         return int(last["next_scan"]), int(last["next_offset"])
 
@@ -105,9 +117,9 @@ class ShardWriter:
             meta_cols["split"].append(np.full(n, SPLIT_IDS["test"] if res.uid in self.test_uids else SPLIT_IDS["train"]))
             meta_cols["fold"].append(np.full(n, self.folds[res.uid]))
             meta_cols["has_nodule"].append(res.has_nodule[sl])
-            for k, bbox, diam in res.nodule_rows:
+            for k, bbox, diam, annotation in res.nodule_rows:
                 if offset <= k < offset + n:
-                    rows.append((self.written + taken + k - offset, *bbox, diam))
+                    rows.append((self.written + taken + k - offset, *bbox, diam, series_id, annotation))
             taken += n
             if offset + n == len(res.z):
                 self.buffer.pop(0)
@@ -128,7 +140,7 @@ class ShardWriter:
         # its slices are already written (resume continues it at `next_offset`).
         known = self.buffer[0][3] + (next_offset > 0) if self.buffer else len(self.series_uids)
         done_series = self.series_uids[:known]
-        nodules = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+        nodules = np.asarray(rows, dtype=np.float64).reshape(-1, NODULE_RECORD)
         self.nodules.append(nodules)
         skipped = [s for s in self.skipped if s[0] < next_scan]
         lost = [n for n in self.lost if n[0] < next_scan]
@@ -151,5 +163,10 @@ class ShardWriter:
         self.flushes += 1
 
     def nodule_table(self) -> dict[str, np.ndarray]:
-        rows = np.concatenate(self.nodules) if self.nodules else np.zeros((0, 6))
-        return {"slice": rows[:, 0].astype(np.int64), "bbox": rows[:, 1:5].astype(np.float32), "diameter_mm": rows[:, 5].astype(np.float32)}
+        """The store's nodule table; `nodule` numbers the (series, annotation) pairs in that order."""
+        rows = np.concatenate(self.nodules) if self.nodules else np.zeros((0, NODULE_RECORD))
+        _, nodule = np.unique(rows[:, 6:8].astype(np.int64), axis=0, return_inverse=True)
+        return {
+            "slice": rows[:, 0].astype(np.int64), "bbox": rows[:, 1:5].astype(np.float32), "diameter_mm": rows[:, 5].astype(np.float32),
+            "nodule": nodule.reshape(-1).astype(np.int64),
+        }

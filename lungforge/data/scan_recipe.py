@@ -26,8 +26,9 @@ from lungforge.data.prepare_options import PrepareOptions
 from lungforge.errors import ScanError
 from lungforge.labels import LEFT_LUNG, RIGHT_LUNG
 
-BoxRow = tuple[int, tuple[float, float, float, float], float]
-"""(slice index among the kept slices, (x0, y0, x1, y1) px, diameter mm) of one nodule box."""
+BoxRow = tuple[int, tuple[float, float, float, float], float, int]
+"""(slice index among the kept slices, (x0, y0, x1, y1) px, diameter mm, the scan's annotation
+index) of one nodule box."""
 
 
 @dataclass
@@ -75,7 +76,7 @@ def process_scan(
     keep_mask = has_nodule | np.isin(kept, free_kept)
     if not keep_mask.all():
         remap = np.cumsum(keep_mask) - 1
-        rows = [(int(remap[k]), b, d) for k, b, d in rows if keep_mask[k]]
+        rows = [(int(remap[k]), b, d, a) for k, b, d, a in rows if keep_mask[k]]
         image, label, kept, has_nodule = image[keep_mask], label[keep_mask], kept[keep_mask], has_nodule[keep_mask]
     rows.sort(key=lambda row: row[0])
     lost = [
@@ -218,7 +219,7 @@ def _nodule_boxes(per_nodule: list[tuple[float, np.ndarray, np.ndarray]], nodule
             r = np.flatnonzero(plane.any(axis=1))
             c = np.flatnonzero(plane.any(axis=0))
             bbox = (float(box[2].start + c[0]), float(box[1].start + r[0]), float(box[2].start + c[-1] + 1), float(box[1].start + r[-1] + 1))
-            rows.append((int(k), bbox, float(diameter)))
+            rows.append((int(k), bbox, float(diameter), j))
             labelled[j] = True
     return rows, labelled
 

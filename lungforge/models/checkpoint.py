@@ -52,10 +52,12 @@ class LoadedCheckpoint:
 @dataclass(frozen=True)
 class TrainingRecord:
     """What a generator's weights saw: the series uids of its training patients and the number
-    of nodule slices among its training slices (`bench` keeps those patients out of test folds)."""
+    of nodule slices among its training slices and of distinct nodules on them (None: not
+    counted); `bench` keeps those patients out of test folds and reports the nodules beside K."""
 
     series: tuple[str, ...]
     nodule_slices: int
+    nodules: int | None = None
 
 
 def checkpoint_meta(
@@ -102,6 +104,8 @@ def checkpoint_meta(
     if seen is not None:
         meta["train_series"] = list(seen.series)
         meta["train_nodule_slices"] = int(seen.nodule_slices)
+        if seen.nodules is not None:
+            meta["train_nodules"] = int(seen.nodules)
     if extra:
         meta["extra"] = extra
     return meta

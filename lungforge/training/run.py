@@ -23,7 +23,7 @@ from torch import Tensor
 
 from lungforge.cpus import capped_workers
 from lungforge.data.dataset import SliceDataset
-from lungforge.data.store import SPLIT_IDS, Store, open_store
+from lungforge.data.store import SPLIT_IDS, Store, nodule_ids, open_store
 from lungforge.device import Precision, check_precision, resolve_device
 from lungforge.errors import CheckpointError, InputError
 from lungforge.fileio import replace_together
@@ -159,12 +159,14 @@ class _RunInputs:
 
 
 def training_record(store: Store) -> TrainingRecord:
-    """The patients (series uids, sorted) and nodule slices of `store`'s train split: what
-    weights trained on it see (:func:`~lungforge.training.data.open_train_split`)."""
+    """The patients (series uids, sorted), nodule slices and distinct nodules
+    (:func:`~lungforge.data.store.nodule_ids`) of `store`'s train split: what weights trained on
+    it see (:func:`~lungforge.training.data.open_train_split`)."""
     train = store.meta("split") == SPLIT_IDS["train"]
     uids = store.series_uids
     series = sorted({uids[i] for i in np.unique(store.meta("series")[train])})
-    return TrainingRecord(series=tuple(series), nodule_slices=int((train & store.meta("has_nodule")).sum()))
+    nodules = np.unique(nodule_ids(store)[train[store.nodules()["slice"]]]).size
+    return TrainingRecord(series=tuple(series), nodule_slices=int((train & store.meta("has_nodule")).sum()), nodules=int(nodules))
 
 
 def _open_run(kind: Kind, options: TrainOptions, preset: Preset, config: SDMConfig | SPADEConfig) -> _RunInputs:

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from lungforge.bench.protocol.crossval import condition_stream, copies_kept, kept_real_slices, parse_real_nodules
+from lungforge.bench.protocol.crossval import condition_stream, copies_kept, kept_nodules, kept_real_slices, parse_real_nodules
 from lungforge.bench.protocol.curves import curve_figure, curve_markdown, learning_curve
 from lungforge.bench.protocol.detect import DetectConfig, run_detect
 from lungforge.bench.protocol.folds import real_groups
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.bench.protocol.patches import sample_patches
+from lungforge.data.store import nodule_ids
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -47,6 +48,18 @@ def test_kept_slices_are_nested_seeded_in_the_store_proportion_and_inside_the_tr
         assert np.array_equal(kept, kept_real_slices(real_store, groups, 0, k, seed=0))
         previous = kept
     assert not np.array_equal(kept_real_slices(real_store, groups, 0, 4, seed=1), kept_real_slices(real_store, groups, 0, 4, seed=0))
+
+
+def test_a_curve_point_keeps_k_whole_nodules_with_all_their_slices(tmp_path, store_builder):
+    real = open_real(store_builder(tmp_path / "runs.zarr", "real", seed=3, nodule_every=1))  # nodules on runs of adjacent slices
+    groups = real_groups(real, 2, "all")
+    ids, rows = nodule_ids(real), real.nodules()["slice"]
+    assert np.unique(ids).size < ids.size
+    for k in (1, 2, 3):
+        kept = kept_real_slices(real, groups, 0, k, seed=0)
+        chosen = kept_nodules(real, kept)
+        assert chosen.size == k and kept[rows[np.isin(ids, chosen)]].all()
+        assert (kept & real.meta("has_nodule")).sum() == np.isin(ids, chosen).sum() > k - 1
 
 
 def _one_source_store(path, store_builder, real_path, real, row: int, column: str):
@@ -88,13 +101,14 @@ def test_curve_cuts_real_data_with_one_budget_for_every_point_and_condition(real
     assert isinstance(curve.optimizer_steps, int)
     for fold in range(2):
         assert small["A"][fold]["real_nodule_slices"] == 2 < full["A"][fold]["real_nodule_slices"]
+        assert small["A"][fold]["real_nodules"] == 2  # one slice per nodule in this store
         assert small["A"][fold]["train_patches"] < full["A"][fold]["train_patches"]
         assert small["B"][fold]["train_patches"] < full["B"][fold]["train_patches"]
         steps = {small[c][fold]["optimizer_steps"] for c in ("A", "B")} | {full[c][fold]["optimizer_steps"] for c in ("A", "B")}
         assert steps == {curve.optimizer_steps}
         assert small["A"][fold]["test_patches"] == full["A"][fold]["test_patches"]  # the test fold is never cut
     lines = "\n".join(curve_markdown(curve, "accuracy", "detect"))
-    assert f"{curve.optimizer_steps} steps" in lines and "| 2 | 2.0 | B |" in lines
+    assert f"{curve.optimizer_steps} steps" in lines and "| 2 | 2.0 (2.0) | B |" in lines
     path = curve_figure(curve, "accuracy", tmp_path / "curve.png", "t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -13,6 +13,7 @@ from lungforge.bench.protocol.detect import DetectConfig, run_detect
 from lungforge.bench.protocol.folds import fold_splits, leak_groups, real_groups
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.bench.protocol.selection import selected, selection_summary
+from lungforge.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +81,12 @@ def test_every_condition_is_judged_on_one_draw_per_slice(tmp_path, store_builder
     assert selection_summary(b, "first-draw")["nodule_slices_used"] == 0
     assert selection_summary(b, "all")["used"] == n
 
-    config = _quick()
-    first = run_detect(real_store, {"B": b}, config, torch.device("cpu"))
-    # every nodule slice of B was re-drawn: none of its slices yield training patches
+    with pytest.raises(InputError, match="B: adds no synthetic nodule slice to fold"):  # every nodule slice of B was re-drawn
+        run_detect(real_store, {"B": b}, _quick(), torch.device("cpu"))
+    first = run_detect(real_store, {"B": b}, _quick(allow_empty_synthetic=True), torch.device("cpu"))
+    # none of B's slices yield training patches
     for a_fold, b_fold in zip(first.folds["A"], first.folds["B"]):
-        assert b_fold["train_patches"] == a_fold["train_patches"]
+        assert b_fold["train_patches"] == a_fold["train_patches"] and b_fold["synthetic_positives"] == 0
     everything = run_detect(real_store, {"B": b}, _quick(select="all"), torch.device("cpu"))
     assert all(bf["train_patches"] > af["train_patches"] for af, bf in zip(everything.folds["A"], everything.folds["B"]))
 
@@ -131,9 +133,9 @@ def test_shapes_from_the_test_fold_keep_synthetic_slices_out_of_that_fold(tmp_pa
     nodule_slices = np.arange(0, n, 2)
     shape = np.array([rows_of[1 - int(source_group[i])][0] for i in nodule_slices])
     syn = open_synthetic(_synthetic(tmp_path, store_builder, stores["real"], nodule_columns={"shape_source": shape}), real_store)
-    result = run_detect(real_store, {"B": syn}, _quick(), torch.device("cpu"))
+    result = run_detect(real_store, {"B": syn}, _quick(allow_empty_synthetic=True), torch.device("cpu"))
     for a_fold, b_fold in zip(result.folds["A"], result.folds["B"]):
-        assert b_fold["train_positive"] == a_fold["train_positive"]
+        assert b_fold["train_positive"] == a_fold["train_positive"] and b_fold["synthetic_positives"] == 0
 
 
 def test_a_lidc_contour_from_a_test_fold_scan_keeps_its_slice_out_of_that_fold(tmp_path, store_builder, stores, real_store):

@@ -55,3 +55,17 @@ def test_froc_edge_cases():
     assert len(FP_RATES) == len(FROC_METRICS) == 7
     with pytest.raises(ValueError, match="one entry per slice"):
         froc([np.zeros((0, 4))], [], truth)
+
+
+def test_per_nodule_froc_finds_a_nodule_when_any_of_its_slices_is_hit():
+    """One nodule on two slices (id 7) and one on a third (id 8): a hit on one slice of nodule 7
+    finds it per nodule (1 of 2 nodules) while per slice it is 1 box of 3."""
+    truth = [np.array([box(10, 10)]), np.array([box(10, 10)]), np.array([box(30, 30)])]
+    boxes = [np.array([box(10, 10, 1)]), np.zeros((0, 4)), np.zeros((0, 4))]
+    scores = [np.array([0.9]), np.zeros(0), np.zeros(0)]
+    per_slice = froc(boxes, scores, truth)
+    per_nodule = froc(boxes, scores, truth, nodule_ids=[np.array([7]), np.array([7]), np.array([8])])
+    assert per_slice["nodules"] == 3 and per_slice[CPM] == pytest.approx(1 / 3)
+    assert per_nodule["nodules"] == 2 and per_nodule[CPM] == pytest.approx(1 / 2)
+    with pytest.raises(ValueError, match="one id per truth box"):
+        froc(boxes, scores, truth, nodule_ids=[np.array([7]), np.array([], np.int64), np.array([8])])

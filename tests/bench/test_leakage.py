@@ -93,3 +93,22 @@ def test_weights_without_a_record_are_refused_unless_allowed(tmp_path, store_bui
         run_detect(real_store, syn, _config(), torch.device("cpu"))
     allowed = run_detect(real_store, syn, _config(allow_generator_leakage=True), torch.device("cpu"))
     assert "record no training patients: C" in leakage_warning(allowed.leakage)
+
+
+def test_weights_record_the_distinct_real_nodules_they_saw_and_the_curve_reports_them(stores, real_store):
+    from lungforge.bench.protocol.leakage import exposure
+    from lungforge.bench.protocol.folds import real_groups
+    from lungforge.bench.protocol.results import CurveResult, TaskResult
+    from lungforge.data.store import nodule_ids
+
+    seen = training_record(real_store)
+    train = real_store.meta("split") == SPLIT_IDS["train"]
+    assert seen.nodules == np.unique(nodule_ids(real_store)[train[real_store.nodules()["slice"]]]).size > 0
+    meta = checkpoint_meta(kind="sdm", preset="tiny", model_config=get_preset("tiny").sdm, step=1, store_fingerprint="f", seen=seen)
+    assert meta["train_nodules"] == seen.nodules
+    block = {"generator": {"kind": "sdm", "train_series": list(seen.series), "train_nodule_slices": 30, "train_nodules": 12}}
+    store = type("S", (), {"attrs": block})()
+    found = exposure(store, real_store, real_groups(real_store, 2, "test"))  # type: ignore[arg-type]
+    assert (found.nodules, found.nodule_slices) == (12, 30) and found.as_dict()["nodules"] == 12
+    curve = CurveResult({"all": TaskResult("detect", _config(), ("A", "C"), {"A": [], "C": []}, {"C": found})})
+    assert curve.generator_nodules == {"C": 12} and curve.to_dict()["generator_nodule_slices"] == {"C": 30}

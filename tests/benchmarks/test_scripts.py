@@ -118,6 +118,17 @@ def test_power(capsys, monkeypatch) -> None:
     assert rows["paste"]["vs_A"] is not None and rows["A"]["vs_A"] is None
 
 
+@pytest.mark.slow
+def test_power_generator_from_k(capsys, monkeypatch) -> None:
+    out = run_script("power.py", "--scans", "6", "--size", "128", "--nodules", "4", "--folds", "2", "--epochs", "1",
+                     "--bench-size", "32", "--patch", "8", "--depth", "8", "--width", "4", "--batch-size", "8", "--threads", "1",
+                     "--real-nodules", "1,all", "--generator-from-k", "--from-k-steps", "2", "--json", capsys=capsys, monkeypatch=monkeypatch)
+    result = json.loads(out)
+    from_k = result["generator_from_k"]
+    assert from_k["K"] == "1" and from_k["generator_nodules"] == [1, 1] and len(from_k["per_fold"]) == 2
+    assert all(n > 0 for n in from_k["synthetic_positives"]) and from_k["vs_A"] is not None
+
+
 def test_prepare(capsys, monkeypatch) -> None:
     out = run_script("prepare.py", "--scans", "2", "--size", "64", "--workers", "1", "--json", capsys=capsys, monkeypatch=monkeypatch)
     (result,) = json_lines(out)

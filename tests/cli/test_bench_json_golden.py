@@ -51,7 +51,7 @@ def test_bench_detect_json_matches_golden(bench_stores) -> None:
 
 
 def test_bench_detect_learning_curve_json_matches_golden(bench_stores) -> None:
-    args = ["--real", str(bench_stores["real"]), "--synthetic", f"paste={bench_stores['paste']}", "--patch", "16", "--real-nodules", "1,all"]
+    args = ["--real", str(bench_stores["real"]), "--synthetic", f"paste={bench_stores['paste']}", "--patch", "16", "--real-nodules", "1,all", "--allow-empty-synthetic"]
     _check("bench_detect_curve", _bench("detect", *args, *QUICK), bench_stores["root"])
 
 
@@ -69,7 +69,7 @@ def test_bench_all_json_and_report_match_golden(bench_stores, tmp_path, monkeypa
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = bench_stores["root"] / "report"
     args = ["--real", str(bench_stores["real"]), "--synthetic", f"B={bench_stores['paste']}", "--out", str(out), "--patch", "16",
-            "--features", "random", "--segmenter-steps", "5", "--controls", "--real-nodules", "1,all"]
+            "--features", "random", "--segmenter-steps", "5", "--controls", "--real-nodules", "1,all", "--allow-empty-synthetic"]
     stdout = _bench("all", *args, *QUICK)
     _check("bench_all", stdout, bench_stores["root"])
     assert json.loads((out / "report.json").read_text()) == json.loads(stdout)

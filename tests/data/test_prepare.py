@@ -273,7 +273,7 @@ def test_every_annotated_nodule_is_labelled_or_named(luna, store):
     lost_total = 0
     for ref in luna16.discover_scans(luna):
         result = process_scan(luna, ref, annotations.get(ref.uid, []), OPTIONS)
-        labelled = {round(d, 3) for _, _, d in result.nodule_rows}
+        labelled = {round(d, 3) for _, _, d, _ in result.nodule_rows}
         assert all(n["series"] == ref.uid and n["reason"] for n in result.lost)
         lost = {round(n["diameter_mm"], 2) for n in result.lost}
         expected = {round(a.diameter_mm, 3) for a in annotations.get(ref.uid, [])}

@@ -3,13 +3,14 @@ a learning curve's training subsets.
 
 For every (fold, condition) not already saved in the fold log, a task-specific runner trains on
 the other folds' real slices (+ that condition's synthetic slices whose source patient is not in
-the fold) and tests on the fold's real slices. Conditions: A (real only) + one per synthetic store.
+the fold) and tests on the fold's real slices. Conditions: A (real only) + one per synthetic store
+(+ "A + the real source slices" where sources lie outside the benchmark: :mod:`.sources`).
 
 Learning curves (`--real-nodules K1,K2,…,all`): in each fold the real training slices are cut to
-K nodule slices plus nodule-free slices in the store's proportion (:func:`kept_real_slices`,
-seeded per fold and nested: the K of a smaller point are among those of a larger one), the same
-for every condition; a synthetic slice joins only if every real nodule it copies is among the
-kept ones (:func:`copies_kept`).
+K whole nodules (all their slices) plus nodule-free slices in the store's proportion
+(:func:`kept_real_slices`, seeded per fold and nested: the K of a smaller point are among those of
+a larger one), the same for every condition; a synthetic slice joins only if every real nodule it
+copies is among the kept ones or outside the benchmark (:func:`copies_kept`).
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ import numpy as np
 from lungforge.bench.protocol.budget import curve_steps, reference_steps
 from lungforge.bench.protocol.foldlog import FoldLog, run_signature
 from lungforge.bench.protocol.fold_controls import FOLD_CONTROLS, fold_control_names
-from lungforge.bench.protocol.folds import leak_groups, real_groups
+from lungforge.bench.protocol.folds import OUTSIDE, leak_groups, real_groups
 from lungforge.bench.protocol.inputs import REFERENCE
 from lungforge.bench.protocol.leakage import check_leakage
 from lungforge.bench.protocol.ranks import rank_and_world, run_shared
 from lungforge.bench.protocol.results import FoldRow, TaskResult
+from lungforge.bench.protocol.selection import selected
+from lungforge.bench.protocol.sources import SOURCES, check_synthetic_positives, external_source_slices, joined_counts
 from lungforge.choices import MAX_SIZE_PX, RealSplit, Selection, check_choice, check_range
-from lungforge.data.store import NO_SOURCE, Store
+from lungforge.data.store import NO_SOURCE, Store, nodule_ids
 from lungforge.seeds import check_seed
 
 MAX_EPOCHS = 10_000
@@ -62,7 +65,7 @@ class FoldOptions:
     seed: int = 0
     quick: bool = False
     real_nodules: int | None = None
-    """Learning-curve point: real training nodule slices per fold (None: all)."""
+    """Learning-curve point: real training nodules per fold, each with all its slices (None: all)."""
     fixed_budget: bool = False
     """Train every point, fold and condition the same steps (:func:`~lungforge.bench.protocol.budget.curve_steps`)."""
     allow_generator_leakage: bool = False
@@ -70,6 +73,8 @@ class FoldOptions:
     fold_controls: bool = False
     """Also run the per-fold controls `hosts` and `classic` (:mod:`~lungforge.bench.protocol.fold_controls`;
     needs the `mislabeled` and `paste` control stores)."""
+    allow_empty_synthetic: bool = False
+    """Bench a synthetic condition that adds no nodule slice to some fold (refused otherwise)."""
 
 
 class FoldConfig(Protocol):
@@ -87,6 +92,7 @@ class FoldConfig(Protocol):
     fixed_budget: bool
     allow_generator_leakage: bool
     fold_controls: bool
+    allow_empty_synthetic: bool
 
 
 def check_fold_config(config: FoldConfig, min_size: int) -> None:
@@ -132,44 +138,58 @@ def point_label(k: int | None) -> str:
 
 
 def kept_real_slices(real: Store, groups: np.ndarray, fold: int, k: int | None, seed: int) -> np.ndarray:
-    """(N,) bool: the real training slices of `fold` at learning-curve point `k`.
+    """(N,) bool: the real training slices of `fold` at learning-curve point `k` (K whole nodules).
 
-    The training fold's nodule slices are put in an order drawn from a generator seeded by
-    (seed, fold) and the first `k` kept (all of them when `k` is None or larger); nodule-free
-    training slices likewise, the first round(k × free / nodule) of them, so the share of
+    The training fold's nodules (:func:`~lungforge.data.store.nodule_ids`) are put in an order
+    drawn from a generator seeded by (seed, fold) and the first `k` kept with all their slices
+    (every nodule slice when `k` is None or not smaller); nodule-free training slices likewise,
+    the first round(kept nodule slices × free / nodule slices) of them, so the share of
     nodule-free slices stays the store's. The order does not depend on `k`, so the subsets are
     nested, and not on the condition.
     """
     train = (groups != fold) & (groups >= 0)
     has = real.meta("has_nodule")
-    nodule, free = np.flatnonzero(train & has), np.flatnonzero(train & ~has)
+    nodule_slices, free = train & has, np.flatnonzero(train & ~has)
+    rows, ids = real.nodules()["slice"], nodule_ids(real)
+    in_train = train[rows]
     rng = np.random.default_rng([seed, fold, 0x4B])
-    nodule, free = rng.permutation(nodule), rng.permutation(free)
-    if k is not None and k < nodule.size:
-        n_free = int(round(k * free.size / max(nodule.size, 1)))
-        nodule, free = nodule[:k], free[:n_free]
+    order, free = rng.permutation(np.unique(ids[in_train])), rng.permutation(free)
     kept = np.zeros(len(real), bool)
-    kept[nodule] = True
+    if k is not None and k < order.size:
+        kept[rows[in_train & np.isin(ids, order[:k])]] = True
+        free = free[: int(round(kept.sum() * free.size / max(int(nodule_slices.sum()), 1)))]
+    else:
+        kept |= nodule_slices
     kept[free] = True
     return kept
 
 
-def copies_kept(synthetic: Store, real: Store, kept: np.ndarray) -> np.ndarray:
-    """(N_syn,) bool: synthetic slices whose copied real nodules are all among the `kept` real slices.
+def kept_nodules(real: Store, kept: np.ndarray) -> np.ndarray:
+    """The distinct real nodule ids (sorted) with a row on a `kept` (N,) bool slice."""
+    return np.unique(nodule_ids(real)[kept[real.nodules()["slice"]]])
+
+
+def copies_kept(synthetic: Store, real: Store, kept: np.ndarray, external: np.ndarray | None = None) -> np.ndarray:
+    """(N_syn,) bool: synthetic slices whose copied real nodules are all kept or external.
 
     A synthetic slice copies the nodules of the real slice its label map comes from (when that
-    slice has any) and, per nodule, the real nodule rows its shape (and texture) and size came
-    from (`nodules/shape_source`, `size_source`; -1 copies none).
+    slice has any: the slice itself must be kept) and, per nodule, the real nodules whose rows
+    its shape (and texture) and size came from (`nodules/shape_source`, `size_source`; -1 copies
+    none: that nodule must be among :func:`kept_nodules`). `external` (N_real,) bool marks real
+    slices of patients outside the benchmark: they never leak, so what they give is always
+    allowed and K limits only benchmarked patients' nodules.
     """
+    external = np.zeros(len(real), bool) if external is None else external
     has = real.meta("has_nodule")
     source = synthetic.meta("source")
-    ok = kept[source] | ~has[source]
-    table, real_slice = synthetic.nodules(), real.nodules()["slice"]
+    ok = kept[source] | ~has[source] | external[source]
+    table, real_slice, ids = synthetic.nodules(), real.nodules()["slice"], nodule_ids(real)
+    allowed = np.isin(ids, kept_nodules(real, kept)) | external[real_slice]
     for column in ("shape_source", "size_source"):
         rows = table[column]
         copied = rows != NO_SOURCE
         bad = copied.copy()
-        bad[copied] = ~kept[real_slice[rows[copied]]]
+        bad[copied] = ~allowed[rows[copied]]
         ok[table["slice"][bad]] = False
     return ok
 
@@ -181,12 +201,14 @@ class FoldTraining:
     `kept` (N_real,) bool: real slices kept at the fold's learning-curve point (the caller also
     drops the test fold's own slices); `joins` maps each synthetic condition to its (N_syn,) bool
     slices that may join: none of their sources is a test-fold patient (`leaks`, from
-    :func:`~lungforge.bench.protocol.folds.leak_groups`) and every real nodule they copy is kept.
+    :func:`~lungforge.bench.protocol.folds.leak_groups`) and every real nodule they copy is kept
+    or outside the benchmark. `real_nodules`: distinct real nodules on the kept slices.
     """
 
     kept: np.ndarray
     joins: dict[str, np.ndarray]
     real_nodule_slices: int
+    real_nodules: int
 
 
 def fold_training(
@@ -194,8 +216,9 @@ def fold_training(
 ) -> FoldTraining:
     """The :class:`FoldTraining` of `fold` under `config`'s `real_nodules` point and seed."""
     kept = kept_real_slices(real, groups, fold, config.real_nodules, config.seed)
-    joins = {name: ~leaks[name][:, fold] & copies_kept(store, real, kept) for name, store in synthetic.items()}
-    return FoldTraining(kept, joins, int((kept & real.meta("has_nodule")).sum()))
+    external = groups == OUTSIDE
+    joins = {name: ~leaks[name][:, fold] & copies_kept(store, real, kept, external) for name, store in synthetic.items()}
+    return FoldTraining(kept, joins, int((kept & real.meta("has_nodule")).sum()), int(kept_nodules(real, kept).size))
 
 
 def condition_stream(name: str) -> int:
@@ -235,11 +258,14 @@ def fold_runner(
 ) -> FoldRunner:
     """The runner of one task: for (fold, condition) it keeps the real items of the other folds
     that the fold's :class:`FoldTraining` keeps, adds the condition's synthetic items that may
-    join, sizes the optimiser steps from A (:func:`reference_steps`, or the curve's one
-    :func:`curve_steps` budget with `config.fixed_budget`), calls `train_and_test` and adds its
-    wall time (`seconds`) and the real nodule slices kept to the row. A fold control
-    (:data:`~lungforge.bench.protocol.fold_controls.FOLD_CONTROLS`) adds what it builds from A's
-    items and its source store's joining items instead of that store's items."""
+    join (for :data:`~lungforge.bench.protocol.sources.SOURCES`, `synthetic_sets[SOURCES]`: the
+    external real source items, in every fold), sizes the optimiser steps from A
+    (:func:`reference_steps`, or the curve's one :func:`curve_steps` budget with
+    `config.fixed_budget`), calls `train_and_test` and adds its wall time (`seconds`), the real
+    nodule slices and distinct nodules kept and the synthetic slices joined to the row. A fold
+    control (:data:`~lungforge.bench.protocol.fold_controls.FOLD_CONTROLS`) adds what it builds
+    from A's items and its source store's joining items instead of that store's items (its joined
+    counts are items, not distinct slices)."""
     leaks = {name: leak_groups(store, real, groups) for name, store in synthetic.items()}
     full = [int((real_set.group != f).sum()) for f in range(config.folds)]
     fixed = curve_steps(full, config.epochs, config.batch_size) if config.fixed_budget else None
@@ -257,17 +283,36 @@ def fold_runner(
         rule = fold_training(real, {c: synthetic[c] for c in synthetic if c == source}, leaks, groups, fold, config)
         reference = real_set.select(reference_mask(fold, rule.kept))
         train = [reference]
+        joined = {"synthetic_positives": 0, "synthetic_negatives": 0}
         if source != REFERENCE:
             items = synthetic_sets[source]
-            joined = items.select(rule.joins[source][items.slice])
-            if control is not None:
-                joined = control.items(reference, joined, np.random.default_rng([config.seed, fold, condition_stream(condition)]))
-            train.append(joined)
+            if source != SOURCES:
+                items = items.select(rule.joins[source][items.slice])
+            if control is None:
+                joined = joined_counts(synthetic.get(source, real), items.slice)
+            else:
+                items = control.items(reference, items, np.random.default_rng([config.seed, fold, condition_stream(condition)]))
+                positive = np.asarray(items.positive, bool)
+                joined = {"synthetic_positives": int(positive.sum()), "synthetic_negatives": int((~positive).sum())}
+            train.append(items)
         started = time.perf_counter()
         row = train_and_test(fold, train, fixed or reference_steps(len(reference), config.epochs, config.batch_size))
-        return {**row, "seconds": round(time.perf_counter() - started, 3), "real_nodule_slices": rule.real_nodule_slices}
+        return {
+            **row, "seconds": round(time.perf_counter() - started, 3), "real_nodule_slices": rule.real_nodule_slices,
+            "real_nodules": rule.real_nodules, **joined,
+        }
 
     return FoldRunner(run, steps)
+
+
+def check_joins(real: Store, synthetic: dict[str, Store], groups: np.ndarray, config: FoldConfig) -> None:
+    """Refuse, before any training, a synthetic condition that adds no nodule slice to some fold
+    (:func:`~lungforge.bench.protocol.sources.check_synthetic_positives`) unless the config allows it."""
+    leaks = {name: leak_groups(store, real, groups) for name, store in synthetic.items()}
+    rules = [fold_training(real, synthetic, leaks, groups, fold, config) for fold in range(config.folds)]
+    joins = {name: [rule.joins[name] for rule in rules] for name in synthetic}
+    used = {name: selected(store, config.select) for name, store in synthetic.items()}  # type: ignore[arg-type]
+    check_synthetic_positives(joins, synthetic, used, config.allow_empty_synthetic)
 
 
 def cross_validate(
@@ -286,14 +331,20 @@ def cross_validate(
     Conditions: A, every synthetic store, then the fold controls with `config.fold_controls`.
     A generator condition whose weights saw a test-fold patient is refused first
     (:func:`~lungforge.bench.protocol.leakage.check_leakage`) unless the config allows it.
+    So is a synthetic condition that adds no nodule slice to some fold (:func:`check_joins`)
+    unless `allow_empty_synthetic`. Where synthetic stores draw on patients outside the
+    benchmark, the comparator :data:`~lungforge.bench.protocol.sources.SOURCES` runs last.
     `make_runner(groups)` receives the fold group of every real slice (−1 outside the
-    benchmark), loads its data once and builds the runner with :func:`fold_runner`.
+    benchmark), loads its data once (with the SOURCES set from :func:`external_source_slices`
+    when that condition runs) and builds the runner with :func:`fold_runner`.
     """
     groups = real_groups(real, config.folds, config.real_split)  # type: ignore[arg-type]
     leakage = check_leakage(real, synthetic, groups, config.allow_generator_leakage)
+    check_joins(real, synthetic, groups, config)
     rank, _ = rank_and_world()
     log = FoldLog(out, log_name(task, config), run_signature(task, config, real, synthetic), write_run=rank == 0)
-    conditions = [REFERENCE, *synthetic, *fold_control_names(list(synthetic), config.fold_controls)]
+    external = external_source_slices(real, synthetic, groups).any()
+    conditions = [REFERENCE, *synthetic, *([SOURCES] if external else []), *fold_control_names(list(synthetic), config.fold_controls)]
     todo = [(f, c) for f in range(config.folds) for c in conditions if log.get(c, f) is None]
     if todo:
         runner = make_runner(groups)

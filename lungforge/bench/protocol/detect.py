@@ -27,6 +27,7 @@ from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.scoring.metrics import Confusion, auroc, classification_metrics, recall_by_size
 from lungforge.bench.protocol.patches import JITTER_PX, PATCH, PatchSet, sample_patches
 from lungforge.bench.protocol.selection import selected
+from lungforge.bench.protocol.sources import SOURCES, external_source_slices
 from lungforge.bench.networks.seresnet import SEResNet
 from lungforge.data.store import Store
 
@@ -143,27 +144,35 @@ def run_fold(
     }
 
 
+def detect_runner(real: Store, synthetic: dict[str, Store], config: DetectConfig, device: torch.device, groups: np.ndarray) -> FoldRunner:
+    """The detection task's :func:`~lungforge.bench.protocol.crossval.fold_runner` over the real
+    slices' fold `groups` (−1 outside the benchmark): the patches of every store (and of the
+    external source slices, :data:`~lungforge.bench.protocol.sources.SOURCES`) sampled once."""
+    inside = np.flatnonzero(groups != OUTSIDE)
+    real_patches = sample_patches(real, inside, groups[inside], config.size, config.seed, 0, config.patch, config.jitter_px)
+    diameter_mm = real.nodules()["diameter_mm"]
+    syn_patches = {}
+    for name, store in synthetic.items():
+        used = np.flatnonzero(selected(store, config.select))
+        syn_patches[name] = sample_patches(
+            store, used, source_groups(store, real, groups)[used], config.size, config.seed, condition_stream(name),
+            config.patch, config.jitter_px,
+        )
+    sources = np.flatnonzero(external_source_slices(real, synthetic, groups))
+    if sources.size:
+        syn_patches[SOURCES] = sample_patches(
+            real, sources, groups[sources], config.size, config.seed, condition_stream(SOURCES), config.patch, config.jitter_px
+        )
+
+    def train_and_test(fold: int, train: list[PatchSet], steps: int) -> FoldRow:
+        test = real_patches.select(real_patches.group == fold)
+        return run_fold(PatchSet.concat(train, config.patch), test, config, device, steps, diameter_mm)
+
+    return fold_runner(real, synthetic, groups, config, real_patches, syn_patches, train_and_test)
+
+
 def run_detect(
     real: Store, synthetic: dict[str, Store], config: DetectConfig, device: torch.device, out: Path | None = None, progress: Any = None
 ) -> TaskResult:
     """Run every (fold, condition) of the detection benchmark; finished folds in `out` are reused."""
-
-    def make_runner(groups: np.ndarray) -> FoldRunner:
-        inside = np.flatnonzero(groups != OUTSIDE)
-        real_patches = sample_patches(real, inside, groups[inside], config.size, config.seed, 0, config.patch, config.jitter_px)
-        diameter_mm = real.nodules()["diameter_mm"]
-        syn_patches = {}
-        for name, store in synthetic.items():
-            used = np.flatnonzero(selected(store, config.select))
-            syn_patches[name] = sample_patches(
-                store, used, source_groups(store, real, groups)[used], config.size, config.seed, condition_stream(name),
-                config.patch, config.jitter_px,
-            )
-
-        def train_and_test(fold: int, train: list[PatchSet], steps: int) -> FoldRow:
-            test = real_patches.select(real_patches.group == fold)
-            return run_fold(PatchSet.concat(train, config.patch), test, config, device, steps, diameter_mm)
-
-        return fold_runner(real, synthetic, groups, config, real_patches, syn_patches, train_and_test)
-
-    return cross_validate("detect", real, synthetic, config, make_runner, out, progress)
+    return cross_validate("detect", real, synthetic, config, lambda groups: detect_runner(real, synthetic, config, device, groups), out, progress)

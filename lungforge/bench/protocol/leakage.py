@@ -2,7 +2,8 @@
 
 A synthetic store's `generator` block records the fingerprint of the store its weights were
 trained on, the series uids of those training patients (`train_series`) and how many nodule
-slices they held (`train_nodule_slices`), copied from the checkpoint's config. With
+slices and distinct nodules they held (`train_nodule_slices`, `train_nodules`), copied from the
+checkpoint's config. With
 `--real-split all` every benchmark patient is in some test fold, so a generator trained on the
 real store's train split has seen test-fold patients: `bench` refuses such a condition unless
 leakage is explicitly allowed (and then the report's first line says so). Weights that do not
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from lungforge.bench.protocol.folds import OUTSIDE
-from lungforge.data.store import SPLIT_IDS, Store
+from lungforge.data.store import SPLIT_IDS, Store, nodule_ids
 from lungforge.errors import InputError
 
 
@@ -29,8 +30,9 @@ class GeneratorExposure:
     """What one condition's generator saw: `kind` its model (sdm, spade, a control, or None for a
     store without a generator block), `recorded` (the store says which patients, or they were
     inferred from the real store), `series` the training series uids (None: unknown),
-    `nodule_slices` its training nodule slices (None: unknown), `test_patients` how many of the
-    benchmark's test-fold patients are among them (None: unknown), `model_free` for controls."""
+    `nodule_slices` its training nodule slices and `nodules` the distinct nodules on them (None:
+    unknown), `test_patients` how many of the benchmark's test-fold patients are among them
+    (None: unknown), `model_free` for controls."""
 
     kind: str | None
     model_free: bool
@@ -39,10 +41,12 @@ class GeneratorExposure:
     nodule_slices: int | None
     test_patients: int | None
     train_store: str | None
+    nodules: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "model_free": self.model_free, "recorded": self.recorded, "nodule_slices": self.nodule_slices,
+            "nodules": self.nodules,
             "test_patients": self.test_patients, "train_store": self.train_store,
         }
 
@@ -52,18 +56,19 @@ def exposure(store: Store, real: Store, groups: np.ndarray) -> GeneratorExposure
     block = store.attrs.get("generator") or {}
     kind = block.get("kind")
     if block.get("model_free"):
-        return GeneratorExposure(kind, True, True, (), 0, 0, None)
+        return GeneratorExposure(kind, True, True, (), 0, 0, None, 0)
     fingerprint = block.get("train_store_fingerprint")
-    series, nodules = block.get("train_series"), block.get("train_nodule_slices")
-    if series is None and fingerprint is not None and fingerprint == real.fingerprint():
+    series, slices, nodules = block.get("train_series"), block.get("train_nodule_slices"), block.get("train_nodules")
+    if fingerprint is not None and fingerprint == real.fingerprint() and (series is None or nodules is None):
         train = real.meta("split") == SPLIT_IDS["train"]
-        series = [real.series_uids[i] for i in np.unique(real.meta("series")[train])]
-        nodules = int((train & real.meta("has_nodule")).sum())
+        series = series if series is not None else [real.series_uids[i] for i in np.unique(real.meta("series")[train])]
+        slices = slices if slices is not None else int((train & real.meta("has_nodule")).sum())
+        nodules = int(np.unique(nodule_ids(real)[train[real.nodules()["slice"]]]).size)
     if series is None:
-        return GeneratorExposure(kind, False, False, None, nodules, None, fingerprint)
+        return GeneratorExposure(kind, False, False, None, slices, None, fingerprint, nodules)
     uids = real.series_uids
     benched = {uids[i] for i in np.unique(real.meta("series")[groups != OUTSIDE])}
-    return GeneratorExposure(kind, False, True, tuple(series), nodules, len(benched & set(series)), fingerprint)
+    return GeneratorExposure(kind, False, True, tuple(series), slices, len(benched & set(series)), fingerprint, nodules)
 
 
 def check_leakage(real: Store, synthetic: dict[str, Store], groups: np.ndarray, allow: bool) -> dict[str, GeneratorExposure]:

@@ -25,12 +25,13 @@ from lungforge.bench.protocol.crossval import FoldOptions, FoldRunner, check_fol
 from lungforge.bench.scoring.froc import CPM, FROC_METRICS, froc
 from lungforge.bench.protocol.folds import OUTSIDE, source_groups
 from lungforge.bench.protocol.classic import classic_copies
-from lungforge.bench.protocol.inputs import nodule_boxes
+from lungforge.bench.protocol.sources import SOURCES, external_source_slices
+from lungforge.bench.protocol.inputs import nodule_boxes, nodule_rows
 from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.scoring.metrics import detection_metrics
 from lungforge.bench.protocol.selection import selected
 from lungforge.bench.protocol.slices import read_resized, scale_boxes
-from lungforge.data.store import Store
+from lungforge.data.store import Store, nodule_ids
 from lungforge.errors import CheckpointError, torch_load_reason
 
 ANCHORS_AT_256 = (8, 16, 32, 64, 128)
@@ -124,13 +125,16 @@ class SliceSet:
 def load_slices(
     store: Store, groups: np.ndarray, size: int, nodule_free_ratio: float, rng: np.random.Generator, used: np.ndarray | None = None
 ) -> SliceSet:
-    """Nodule slices of `store` with group != -1 (real) or all `used` ones (synthetic, `groups` of
-    sources; `used` (N,) bool, default all), plus round(ratio × nodule slices) randomly chosen
-    nodule-free slices of the same kind, resized to `size`."""
+    """Nodule slices of `store` among `used` (N,) bool (default: real, those with group != -1;
+    synthetic, all; `groups` of the slices, or of their sources), plus round(ratio × nodule
+    slices) randomly chosen nodule-free slices of the same kind, resized to `size`."""
     has = store.meta("has_nodule")
     boxes_all = nodule_boxes(store)
     keep = has & np.array([b.shape[0] > 0 for b in boxes_all])
-    allowed = (groups != OUTSIDE) if store.kind == "real" else (np.ones(len(store), bool) if used is None else used)
+    if used is not None:
+        allowed = used
+    else:
+        allowed = (groups != OUTSIDE) if store.kind == "real" else np.ones(len(store), bool)
     chosen = np.flatnonzero(keep & allowed)
     free = np.flatnonzero(~has & allowed)
     n_free = min(free.size, int(round(nodule_free_ratio * chosen.size)))
@@ -281,17 +285,24 @@ def run_fold(
     device: torch.device,
     steps: int,
     free_test: np.ndarray,
+    test_nodules: list[np.ndarray] | None = None,
 ) -> FoldRow:
     """Train a copy of `initial` on `train` for `steps` optimiser steps, evaluate: AP/AR on the
     `test` nodule slices, FROC sensitivities and CPM (:mod:`lungforge.bench.scoring.froc`) on them plus
-    the fold's nodule-free slices `free_test` (F, S, S) uint8; sizes, steps taken and a
-    few example predictions."""
+    the fold's nodule-free slices `free_test` (F, S, S) uint8, per slice and, with `test_nodules`
+    (per test slice, the nodule id (G,) of each box), per nodule (`nodule_` keys); sizes, steps
+    taken and a few example predictions."""
     model, taken = train_detector(copy.deepcopy(initial), train, config, device, steps)
     preds = predict(model, test.images, device)
     metrics = detection_metrics(preds, make_targets(test.boxes, torch.device("cpu")))
     every = preds + predict(model, free_test, device)
     truth = test.boxes + [np.zeros((0, 4), np.float32)] * free_test.shape[0]
     curve = froc([p["boxes"].numpy() for p in every], [p["scores"].numpy() for p in every], truth)
+    per_nodule = {}
+    if test_nodules is not None:
+        ids = test_nodules + [np.zeros(0, np.int64)] * free_test.shape[0]
+        by_nodule = froc([p["boxes"].numpy() for p in every], [p["scores"].numpy() for p in every], truth, nodule_ids=ids)
+        per_nodule = {**{f"nodule_{k}": by_nodule[k] for k in (*FROC_METRICS, CPM)}, "froc_nodules": by_nodule["nodules"]}
     examples = [
         {
             "slice": int(test.slice[i]),
@@ -306,6 +317,7 @@ def run_fold(
         **{k: curve[k] for k in (*FROC_METRICS, CPM)},
         "froc_slices": curve["slices"],
         "froc_false_positives": curve["false_positives"],
+        **per_nodule,
         "optimizer_steps": taken,
         "train_slices": int(train.images.shape[0]),
         "test_slices": int(test.images.shape[0]),
@@ -326,6 +338,10 @@ def run_localize(
         for name, store in synthetic.items():
             rng = np.random.default_rng([config.seed, condition_stream(name)])
             syn_sets[name] = load_slices(store, source_groups(store, real, groups), config.size, config.nodule_free_ratio, rng, selected(store, config.select))
+        sources = external_source_slices(real, synthetic, groups)
+        if sources.any():
+            rng = np.random.default_rng([config.seed, condition_stream(SOURCES)])
+            syn_sets[SOURCES] = load_slices(real, groups, config.size, config.nodule_free_ratio, rng, sources)
         initial = build_model(config)  # built once: every fold and condition starts from these weights
         free_rows = np.flatnonzero(~real.meta("has_nodule") & (groups != OUTSIDE))
         free_test: dict[int, np.ndarray] = {}  # the current fold's nodule-free slices (folds run in order)
@@ -336,9 +352,13 @@ def run_localize(
                 free_test[fold] = read_resized(real, free_rows[groups[free_rows] == fold], config.size, labels=False)[0]
             return free_test[fold]
 
+        ids = nodule_ids(real)
+        slice_nodules = [ids[rows] for rows in nodule_rows(real)]  # in the order of each slice's boxes
+
         def train_and_test(fold: int, train: list[SliceSet], steps: int) -> FoldRow:
             test = real_set.select((real_set.group == fold) & test_mask)
-            return run_fold(initial, SliceSet.concat(train), test, config, device, steps, nodule_free_test(fold))
+            test_nodules = [slice_nodules[i] for i in test.slice]
+            return run_fold(initial, SliceSet.concat(train), test, config, device, steps, nodule_free_test(fold), test_nodules)
 
         return fold_runner(real, synthetic, groups, config, real_set, syn_sets, train_and_test)
 

@@ -4,7 +4,8 @@ one task at every learning-curve point, and their JSON (`bench detect --json`, r
 The per-fold rows stay plain dicts (:data:`FoldRow`): they are the JSON files of the fold log
 (:mod:`lungforge.bench.protocol.foldlog`) that an interrupted run resumes from, and their keys
 are the task's metrics (detect: accuracy, auroc, ...; localize: AP50, CPM, ...) plus the
-training facts (`fold`, `condition`, `optimizer_steps`, `real_nodule_slices`, sizes, `seconds`).
+training facts (`fold`, `condition`, `optimizer_steps`, `real_nodule_slices`, `real_nodules`,
+`synthetic_positives` / `synthetic_negatives` (slices joined), sizes, `seconds`).
 """
 
 from __future__ import annotations
@@ -93,14 +94,21 @@ class CurveResult:
 
     @property
     def generator_nodules(self) -> dict[str, int | None]:
+        """Distinct real nodules each generator's weights saw (None: unknown); model-free controls left out."""
+        return {name: seen.nodules for name, seen in self.leakage.items() if not seen.model_free}
+
+    @property
+    def generator_nodule_slices(self) -> dict[str, int | None]:
         """Real nodule slices each generator's weights saw (None: unknown); model-free controls left out."""
         return {name: seen.nodule_slices for name, seen in self.leakage.items() if not seen.model_free}
 
     def to_dict(self) -> dict[str, Any]:
-        """{"points", "results": {point: task result}, "optimizer_steps", "generator_nodules"}, JSON-safe."""
+        """{"points", "results": {point: task result}, "optimizer_steps", "generator_nodules",
+        "generator_nodule_slices"}, JSON-safe."""
         return {
             "points": self.points,
             "results": {point: result.to_dict() for point, result in self.results.items()},
             "optimizer_steps": self.optimizer_steps,
             "generator_nodules": self.generator_nodules,
+            "generator_nodule_slices": self.generator_nodule_slices,
         }

@@ -127,7 +127,7 @@ def curve_lines(report: BenchReport) -> list[str]:
     """The learning-curve section: per task the budget and one row per point K and condition."""
     if not report.curves:
         return []
-    lines = ["## Learning curves (real training nodule slices K per fold)", ""]
+    lines = ["## Learning curves (real training nodules K per fold)", ""]
     for task, section in report.curves.items():
         curve = section.curve
         lines += [
@@ -135,13 +135,15 @@ def curve_lines(report: BenchReport) -> list[str]:
             f"Optimiser budget for every K, fold and condition: {curve.optimizer_steps} steps.",
         ]
         if curve.generator_nodules:
-            lines.append("Real nodule slices the generators' weights saw: "
-                         + ", ".join(f"{n}: {'unknown' if v is None else v}" for n, v in curve.generator_nodules.items()) + ".")
-        lines += ["", "| K | real nodule slices / fold | condition | mean (%) | Δ vs A (pts) [95 % CI] | p rank-sum (min) | p signed-rank (min) |",
+            slices = curve.generator_nodule_slices
+            lines.append("Real nodules the generators' weights saw: "
+                         + ", ".join(f"{n}: {'unknown' if v is None else v} ({slices[n]} slices)" for n, v in curve.generator_nodules.items()) + ".")
+        lines += ["", "| K | real nodules (slices) / fold | condition | mean (%) | Δ vs A (pts) [95 % CI] | p rank-sum (min) | p signed-rank (min) |",
                   "|---|---|---|---|---|---|---|"]
         for point, rows in section.table.items():
             for condition, row in rows.items():
-                lines.append(f"| {point} | {row['real_nodule_slices']:.1f} | {condition} | {_pct(row)} | " + " | ".join(comparison_cells(row["vs_A"])) + " |")
+                nodules = "?" if row.get("real_nodules") is None else f"{row['real_nodules']:.1f}"
+                lines.append(f"| {point} | {nodules} ({row['real_nodule_slices']:.1f}) | {condition} | {_pct(row)} | " + " | ".join(comparison_cells(row["vs_A"])) + " |")
         lines.append("")
     return lines
 

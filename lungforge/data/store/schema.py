@@ -84,13 +84,19 @@ SYNTHETIC_NODULE_COLUMNS: dict[str, Column] = {
 }
 INPAINT_NODULE_COLUMNS: dict[str, Column] = {"window": Column("int32", (4,), {})}
 """Nodule columns of a synthetic store made by an inpainting SDM: the generated window x0, y0, x1, y1 (px)."""
+NODULE_ID_COLUMNS: dict[str, Column] = {
+    "nodule": Column("int64", (), {"axes": _PER_NODULE, "meaning": "real: the annotated nodule of the row (rows of one nodule share it); "
+                                    "synthetic: that of the input store's nodule its shape copies", "none": NO_SOURCE}),
+}
+"""`nodules/nodule`, written by stores since nodule ids exist; older stores lack it and readers
+derive it (:func:`lungforge.data.store.nodule_ids.nodule_ids`)."""
 
 ARRAY_ATTRS: dict[str, dict[str, Any]] = {
     "image": {"axes": ["slice", "row", "col"], "units": "windowed CT: 0..255 = [-1000, 400] HU, linear, clipped", "window_hu": list(WINDOW_HU)},
     "label": {"axes": ["slice", "row", "col"], "codes": labels_attr()},
     **{f"meta/{name}": column.attrs for name, column in {**META_COLUMNS, **SYNTHETIC_META_COLUMNS}.items()},
     "series/uid": {"axes": ["series"], "meaning": "LUNA16 seriesuid, indexed by meta/series"},
-    **{f"nodules/{name}": column.attrs for name, column in {**NODULE_COLUMNS, **SYNTHETIC_NODULE_COLUMNS}.items() if column.attrs},
+    **{f"nodules/{name}": column.attrs for name, column in {**NODULE_COLUMNS, **SYNTHETIC_NODULE_COLUMNS, **NODULE_ID_COLUMNS}.items() if column.attrs},
 }
 """Units, axes and codes of each array, written as the array's Zarr attributes (docs/store-format.md)."""
 
@@ -113,8 +119,9 @@ def nodule_dtypes(kind: Kind) -> Dtypes:
 
 
 def optionalnodule_dtypes(kind: Kind) -> Dtypes:
-    """Columns only some stores of `kind` have (`window`: inpainting output)."""
-    return _dtypes(INPAINT_NODULE_COLUMNS) if kind == "synthetic" else {}
+    """Columns only some stores of `kind` have (`nodule`: stores written since nodule ids exist;
+    `window`: inpainting output)."""
+    return _dtypes(NODULE_ID_COLUMNS, *((INPAINT_NODULE_COLUMNS,) if kind == "synthetic" else ()))
 
 
 def empty_nodules(kind: Kind = "real") -> dict[str, np.ndarray]:
