@@ -28,9 +28,11 @@ from lungforge.bench.protocol.foldlog import FoldLog, run_signature
 from lungforge.bench.protocol.folds import leak_groups, real_groups
 from lungforge.bench.protocol.inputs import REFERENCE
 from lungforge.bench.protocol.leakage import check_leakage
+from lungforge.bench.protocol.repeats import average_rows, repeat_seed
 from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.choices import MAX_SIZE_PX, RealSplit, Selection, check_choice, check_range
 from lungforge.data.store import NO_SOURCE, Store
+from lungforge.errors import InputError
 from lungforge.seeds import check_seed
 
 FoldRunner = Callable[[int, str], FoldRow]
@@ -53,6 +55,8 @@ class FoldOptions:
     """Train every point, fold and condition the same steps (:func:`~lungforge.bench.protocol.budget.curve_steps`)."""
     allow_generator_leakage: bool = False
     """Bench generators whose weights saw test-fold patients (the report says so)."""
+    repeats: int = 1
+    """Training seeds per fold and condition; their fold rows are averaged (:mod:`~lungforge.bench.protocol.repeats`)."""
 
 
 class FoldConfig(Protocol):
@@ -69,18 +73,19 @@ class FoldConfig(Protocol):
     real_nodules: int | None
     fixed_budget: bool
     allow_generator_leakage: bool
+    repeats: int
 
 
 def check_fold_config(config: FoldConfig, min_size: int) -> None:
     """ConfigError (a ValueError) naming the first shared field of a task config out of its choices
     or range: seed, real_split, select, size (`min_size`..MAX_SIZE_PX px), folds (2..10), epochs,
-    batch_size (>= 1), real_nodules (>= 1 or None)."""
+    batch_size (>= 1), repeats (>= 1), real_nodules (>= 1 or None)."""
     check_seed(config.seed)
     check_choice("real_split", config.real_split, RealSplit)
     check_choice("select", config.select, Selection)
     check_range("size", config.size, min_size, MAX_SIZE_PX)
     check_range("folds", config.folds, 2, 10)
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "repeats"):
         check_range(name, getattr(config, name), 1)
     if config.real_nodules is not None:
         check_range("real_nodules", config.real_nodules, 1)
@@ -207,8 +212,8 @@ class FoldSet(Protocol):
 
 
 S = TypeVar("S", bound=FoldSet)
-TrainAndTest = Callable[[int, list[Any], int], FoldRow]
-"""`train_and_test(fold, training sets, optimiser steps) -> per-fold metrics` of one task."""
+TrainAndTest = Callable[[int, list[Any], int, int], FoldRow]
+"""`train_and_test(fold, training sets, optimiser steps, training seed) -> per-fold metrics` of one task."""
 
 
 def fold_runner(
@@ -218,8 +223,10 @@ def fold_runner(
     """The runner of one task: for (fold, condition) it keeps the real items of the other folds
     that the fold's :class:`FoldTraining` keeps, adds the condition's synthetic items that may
     join, sizes the optimiser steps from A (:func:`reference_steps`, or the curve's one
-    :func:`curve_steps` budget with `config.fixed_budget`), calls `train_and_test` and adds its
-    wall time (`seconds`) and the real nodule slices kept to the row."""
+    :func:`curve_steps` budget with `config.fixed_budget`), calls `train_and_test` once per
+    repeat (:func:`~lungforge.bench.protocol.repeats.repeat_seed`), averages the rows and adds
+    the wall time (`seconds`) and the real nodule slices kept. A condition that took no
+    optimiser step (no training item) is an InputError naming it, K and the fold."""
     leaks = {name: leak_groups(store, real, groups) for name, store in synthetic.items()}
     full = [int((real_set.group != f).sum()) for f in range(config.folds)]
     fixed = curve_steps(full, config.epochs, config.batch_size) if config.fixed_budget else None
@@ -233,10 +240,20 @@ def fold_runner(
             train.append(items.select(rule.joins[condition][items.slice]))
         steps = fixed or reference_steps(len(reference), config.epochs, config.batch_size)
         started = time.perf_counter()
-        row = train_and_test(fold, train, steps)
+        row = average_rows([train_and_test(fold, train, steps, repeat_seed(config.seed, r)) for r in range(config.repeats)])
+        check_trained(row, condition, config, fold)
         return {**row, "seconds": round(time.perf_counter() - started, 3), "real_nodule_slices": rule.real_nodule_slices}
 
     return runner
+
+
+def check_trained(row: FoldRow, condition: str, config: FoldConfig, fold: int) -> None:
+    """InputError when `row` took 0 optimiser steps: its random weights would be scored."""
+    if not row.get("optimizer_steps"):
+        raise InputError(
+            f"condition {condition} at K = {point_label(config.real_nodules)} took 0 optimiser steps in fold {fold} "
+            "(no training item); use a larger --real-nodules point or more data"
+        )
 
 
 def cross_validate(
