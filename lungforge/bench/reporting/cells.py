@@ -53,6 +53,8 @@ def p_cell(c: Comparison | None, test: str, compact: bool = False) -> str:
     if test not in c.p:
         return "n/a"
     raw, holm = c.p[test], c.p_holm.get(test)
+    if not _finite(raw):
+        return "n/a"
     if compact:
         return f"{p_text(raw)}*" if c.primary else f"{p_text(raw)}/{p_text(holm)}"
     floor = f"≥ {p_text(c.p_min[test])}; " if test in c.p_min else ""
