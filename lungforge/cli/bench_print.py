@@ -13,7 +13,7 @@ from lungforge.cli.console import err_console
 
 if TYPE_CHECKING:  # the bench modules import torch: not for `--help`
     from lungforge.bench.protocol.leakage import GeneratorExposure
-    from lungforge.bench.protocol.results import CurveResult, TaskResult
+    from lungforge.bench.protocol.results import CurveResult
     from lungforge.bench.reporting.bench_report import BenchReport
     from lungforge.bench.scoring.fid import FidResult
     from lungforge.bench.scoring.fidelity import FidelityResult

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lungforge.augment.options import AugmentOptions
-from lungforge.bench.protocol.inputs import REFERENCE, SyntheticSpec
+from lungforge.bench.protocol.inputs import SyntheticSpec
 from lungforge.bench.protocol.results import TaskResult, json_safe
 from lungforge.bench.scoring.stats import Comparison, compare, nb_ratio
 from lungforge.bench.scoring.summary import fold_exclusion
@@ -91,7 +91,7 @@ class Separation:
 
 def separation(result: TaskResult, metric: str) -> Separation:
     """Paste against mislabeled on `metric` over the scored folds of `result` (:func:`fold_exclusion`)."""
-    scored = [fold_exclusion(row) is None for row in result.folds[REFERENCE]]
+    scored = [fold_exclusion(row) is None for row in result.folds["paste"]]  # every condition shares the test folds
     values = {c: [v if keep else float("nan") for v, keep in zip(result.values(c, metric), scored)] for c in ("paste", "mislabeled")}
     comparison = compare(values["paste"], values["mislabeled"], nb_ratio(result.config.folds), condition="paste", reference_name="mislabeled", metric=metric)
     p = comparison.p["signed_rank"]

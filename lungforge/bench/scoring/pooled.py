@@ -43,8 +43,10 @@ class Pooled:
         """The fold rows' `predictions` concatenated in fold order; None when a row has none."""
         if not rows or any("predictions" not in r for r in rows):
             return None
-        get = lambda key, dtype: np.concatenate([np.asarray(r["predictions"][key], dtype) for r in rows])  # noqa: E731
-        return cls(get("target", np.int64), get("score", np.float64), get("patient", np.int64))
+        def column(key: str, dtype: type) -> np.ndarray:
+            return np.concatenate([np.asarray(r["predictions"][key], dtype) for r in rows])
+
+        return cls(column("target", np.int64), column("score", np.float64), column("patient", np.int64))
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,14 @@ def _bootstrap_p(diffs: np.ndarray) -> float:
     return float(min(1.0, 2 * (tail + 1) / (d.size + 1)))
 
 
+def _percentile_ci(diffs: np.ndarray) -> tuple[float, float]:
+    """Percentile 95 % interval of the finite resampled differences (NaN without any)."""
+    if not np.isfinite(diffs).any():
+        return float("nan"), float("nan")
+    low, high = np.nanpercentile(diffs, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def pooled_test(reference: Pooled, other: Pooled, seed: int = 0, resamples: int = POOLED_RESAMPLES) -> PooledTest:
     """`other` against `reference` on the same pooled patches (ValueError when their targets or
     patients differ): DeLong's p on the AUROCs, and the patient-level paired bootstrap (patients
@@ -139,9 +149,8 @@ def pooled_test(reference: Pooled, other: Pooled, seed: int = 0, resamples: int 
         d_auc.append(_weighted_auroc(counts, target, other.score, patient, n_p) - _weighted_auroc(counts, target, reference.score, patient, n_p))
         d_acc.append((counts @ hits[1] - counts @ hits[0]) / (counts @ items))
     auc_diffs, acc_diffs = np.concatenate(d_auc), np.concatenate(d_acc)
-    ci = lambda d: tuple(float(v) for v in np.nanpercentile(d, [2.5, 97.5])) if np.isfinite(d).any() else (float("nan"),) * 2  # noqa: E731
     return PooledTest(
-        patients=int(n_p), patches=int(target.size), auroc=(auc_a, auc_b), auroc_diff=auc_b - auc_a, auroc_diff_ci95=ci(auc_diffs),
-        accuracy_diff=float(correct[1].mean() - correct[0].mean()) if target.size else float("nan"), accuracy_diff_ci95=ci(acc_diffs),
+        patients=int(n_p), patches=int(target.size), auroc=(auc_a, auc_b), auroc_diff=auc_b - auc_a, auroc_diff_ci95=_percentile_ci(auc_diffs),
+        accuracy_diff=float(correct[1].mean() - correct[0].mean()) if target.size else float("nan"), accuracy_diff_ci95=_percentile_ci(acc_diffs),
         p={"delong": p_delong, "bootstrap_auroc": _bootstrap_p(auc_diffs), "bootstrap_accuracy": _bootstrap_p(acc_diffs)},
     )
