@@ -50,9 +50,10 @@ def extra_table(section: TaskReport, metrics: tuple[str, ...], headers: tuple[st
 def primary_line(section: TaskReport) -> str:
     """The task's primary comparison and the rule for every other p."""
     summary = section.summary
-    primary = "none" if summary.primary is None else f"{summary.primary.condition} vs A"
+    primary = "none" if summary.primary is None else f"{summary.primary.condition} vs A at K = {summary.primary.point}"
     return (f"Primary comparison (fixed before the run, on {summary.metric}): {primary}; every other p is Holm-adjusted over "
-            f"this table's comparisons, test by test. Corrected t: n_test/n_train = 1/(folds − 1) = {summary.test_train_ratio:.3g}.")
+            f"the run's comparisons (every condition, at every K of a curve), test by test. "
+            f"Corrected t: n_test/n_train = 1/(folds − 1) = {summary.test_train_ratio:.3g}.")
 
 
 def selection_lines(report: BenchReport) -> list[str]:
