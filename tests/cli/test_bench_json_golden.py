@@ -2,7 +2,7 @@
 
 The same rules as test_json_golden.py, whose helpers these reuse: volatile keys dropped, paths
 under the test's folder written as "<tmp>", floats to 9 digits (one torch thread makes the CPU
-runs repeat exactly). The input is a 4-scan 64-px phantom (seed 1: both quick folds hold nodule
+runs repeat up to the last digits; floats agree within FLOAT_REL, relative 1e-6). The input is a 4-scan 64-px phantom (seed 1: both quick folds hold nodule
 slices, so every condition trains some steps) and a `paste` store made from it. `bench all` also
 compares its report.md with tests/golden/bench_all_report.md. Regenerate after a deliberate
 change with `LUNGFORGE_UPDATE_GOLDEN=1 pytest tests/cli/test_bench_json_golden.py` and review the diff.

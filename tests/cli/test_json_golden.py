@@ -2,7 +2,9 @@
 
 Refactors must not change what scripts read: keys and values are compared with
 tests/golden/*.json after dropping what varies between runs (times, creation stamps, store ids,
-the version) and writing paths under the test's folder as "<tmp>". After a deliberate change of
+the version) and writing paths under the test's folder as "<tmp>"; floats agree within a relative
+1e-6 (:data:`FLOAT_REL`: BLAS and linear-algebra paths differ in the last digits between CPUs and
+loads, e.g. FID's matrix square root). After a deliberate change of
 the JSON, regenerate with `LUNGFORGE_UPDATE_GOLDEN=1 pytest tests/cli/test_json_golden.py` and
 review the diff.
 """
@@ -24,6 +26,8 @@ VOLATILE = {
     "seconds", "images_per_s", "first_batch_seconds", "train_seconds", "train_cpu_seconds", "created", "store_id", "lungforge_version",
 }
 """Keys whose values change from run to run (wall-clock times, creation stamps, random ids)."""
+FLOAT_REL = 1e-6
+"""Relative tolerance of a golden float."""
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -57,12 +61,23 @@ def _stable(value: Any, root: str) -> Any:
     return value
 
 
+def _approx(value: Any) -> Any:
+    """`value` with every float wrapped in pytest.approx (relative :data:`FLOAT_REL`), for ==."""
+    if isinstance(value, dict):
+        return {k: _approx(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_approx(v) for v in value]
+    if isinstance(value, float):
+        return pytest.approx(value, rel=FLOAT_REL, abs=1e-12)
+    return value
+
+
 def _check(name: str, stdout: str, root: Path) -> None:
     got = _stable(json.loads(stdout), str(root))
     path = GOLDEN / f"{name}.json"
     if os.environ.get("LUNGFORGE_UPDATE_GOLDEN"):
         path.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
-    assert got == json.loads(path.read_text()), f"{name} JSON differs from {path}"
+    assert got == _approx(json.loads(path.read_text())), f"{name} JSON differs from {path}"
 
 
 def test_info_json_matches_golden(stores) -> None:
