@@ -7,11 +7,13 @@
 
 Phantom → prepare → `augment --weights paste` and `--weights mislabeled` (the same layout
 request) → `bench detect` with conditions A, mislabeled, paste (and demo-spade-tiny /
-demo-sdm-tiny with --generators), K folds, the same optimiser steps for all. Prints per
-condition accuracy mean ± std over folds, the mean per-fold difference against A with its
-bootstrap 95 % interval and the paired Wilcoxon signed-rank p (and its floor with K folds), the
-paste − mislabeled comparison, and the wall and CPU seconds of each stage. The protocol has
-power here when paste beats A with p < 0.05 and mislabeled does not.
+demo-sdm-tiny with --generators), K folds, the same optimiser steps, batch size and positive
+share for all. Prints per condition AUROC mean ± std over folds, the mean per-fold difference
+against A with its bootstrap 95 % interval, the corrected t-test p (n_test/n_train = 1/(folds − 1),
+as everywhere) and DeLong's p on pooled predictions, each raw and Holm-adjusted (the primary
+comparison, the first synthetic condition at the smallest K, unadjusted), the paste − mislabeled
+comparison, and the wall and CPU seconds of each stage. The protocol has power here when paste
+beats A with p < 0.05 and mislabeled does not.
 
 With `--real-nodules K1,…,all` the bench runs a learning curve (:mod:`lungforge.bench.protocol.curves`):
 each fold's real training data cut to K whole nodules, one optimiser budget for every K and
@@ -44,13 +46,15 @@ import torch
 
 from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
+from lungforge.bench.protocol.controls import separation
 from lungforge.bench.protocol.crossval import kept_nodules, kept_real_slices, parse_real_nodules, point_label
-from lungforge.bench.protocol.curves import curve_figure, learning_curve
+from lungforge.bench.protocol.curves import curve_figure, curve_table, learning_curve
 from lungforge.bench.protocol.detect import DetectConfig, detect_runner, run_detect
 from lungforge.bench.protocol.folds import real_groups
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
-from lungforge.bench.protocol.results import TaskResult
-from lungforge.bench.scoring.stats import compare, mean_std
+from lungforge.bench.protocol.results import TaskResult, json_safe
+from lungforge.bench.scoring.stats import compare, mean_std, nb_ratio
+from lungforge.bench.scoring.summary import TaskSummary, summarize
 from lungforge.data.phantom import make_phantom
 from lungforge.data.prepare import PrepareOptions, prepare
 from lungforge.data.store import SHARD, Store, create_store
@@ -58,6 +62,8 @@ from lungforge.models.checkpoint import MODEL_FILE
 from lungforge.training.loop_sdm import train_sdm
 from lungforge.training.options import TrainOptions
 
+METRIC = "auroc"
+"""The primary metric of the detection benchmark."""
 GENERATORS = {"SPADE": "demo-spade-tiny", "SDM": "demo-sdm-tiny", "SDM-inpaint": "demo-sdm-inpaint-tiny"}
 
 
@@ -95,14 +101,15 @@ class FoldLog:
         print(f"{self.name} {self.done}/{self.total} {self.status} ({cpu_seconds():.0f} s CPU)", file=sys.stderr, flush=True)
 
 
-def table(result: TaskResult, metric: str = "accuracy") -> dict[str, Any]:
-    """Per condition: mean ± std of `metric` and the paired comparison against A; paste vs
-    mislabeled; per fold the values and the synthetic nodule slices that joined."""
-    values = {c: result.values(c, metric) for c in result.conditions}
-    rows = {c: {**mean_std(v), "vs_A": None if c == "A" else compare(v, values["A"])} for c, v in values.items()}
-    controls = compare(values["paste"], values["mislabeled"]) if {"paste", "mislabeled"} <= set(values) else None
-    joined = {c: [row.get("synthetic_positives") for row in result.folds[c]] for c in result.conditions}
-    return {"metric": metric, "rows": rows, "paste_vs_mislabeled": controls, "per_fold": values, "synthetic_positives": joined}
+def table(summary: TaskSummary, result: TaskResult) -> dict[str, Any]:
+    """Per condition: mean ± std of the summary's metric and its comparison against A (every p raw and
+    Holm-adjusted, the corrected t with n_test/n_train = 1/(folds − 1)); paste vs mislabeled; excluded folds; per fold the values and the synthetic nodule slices that joined."""
+    metric = summary.metric
+    rows = {c: {**s.metrics[metric].to_dict(), "vs_A": None if s.comparison is None else s.comparison.to_dict()} for c, s in summary.conditions.items()}
+    controls = separation(result, metric).to_dict() if {"paste", "mislabeled"} <= set(result.conditions) else None
+    return json_safe({"metric": metric, "primary": str(summary.primary), "rows": rows, "paste_vs_mislabeled": controls,
+                      "excluded": summary.notes, "per_fold": {c: result.values(c, metric) for c in result.conditions},
+                      "synthetic_positives": {c: result.values(c, "synthetic_positives") for c in result.conditions}})
 
 
 FROM_K = "SDM-inpaint-from-K"
@@ -152,12 +159,13 @@ def generator_from_k(args: argparse.Namespace, root: Path, real_path: Path, conf
     return {"rows": rows, "generator_nodules": seen}
 
 
-def from_k_table(curve_result: TaskResult, from_k: dict[str, Any], metric: str = "accuracy") -> dict[str, Any]:
+def from_k_table(curve_result: TaskResult, from_k: dict[str, Any], metric: str = METRIC) -> dict[str, Any]:
     """The per-fold generators against A of the same point: mean ± std, comparison, joined positives."""
     values = [row[metric] for row in from_k["rows"]]
     reference = curve_result.values("A", metric)
     return {
-        **mean_std(values), "vs_A": compare(values, reference), "per_fold": values, "generator_nodules": from_k["generator_nodules"],
+        **mean_std(values).to_dict(), "vs_A": compare(values, reference, nb_ratio(len(values)), metric=metric).to_dict(),
+        "per_fold": values, "generator_nodules": from_k["generator_nodules"],
         "synthetic_positives": [row["synthetic_positives"] for row in from_k["rows"]],
     }
 
@@ -185,7 +193,8 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     synthetic = {name: open_synthetic(path, real) for name, path in stores.items()}
     config = DetectConfig(
         size=args.bench_size, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, depth=args.depth,
-        width=args.width, patch=args.patch, seed=args.seed, allow_empty_synthetic=True,  # the table lists the joined positives
+        width=args.width, patch=args.patch, seed=args.seed, repeats=args.repeats,
+        allow_empty_synthetic=True,  # the table lists the joined positives
     )
     folds_dir = root / "bench" if args.out is not None else None  # per-fold results, kept with --out
     summary = real.summary()
@@ -193,7 +202,8 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         points = parse_real_nodules(args.real_nodules)
         curve = clock("bench detect curve", learning_curve, run_detect, real, synthetic, config, points, torch.device("cpu"), folds_dir, FoldLog())
         if args.out is not None:
-            curve_figure(curve, "accuracy", root / "power_curve.png", "phantom: detect accuracy against K (mean ± std, 10 folds)")
+            curve_figure(curve, METRIC, root / "power_curve.png", f"phantom: detect {METRIC} against K (mean ± std, {args.folds} folds)")
+        summaries = curve_table(curve, (METRIC,), METRIC)
         extra = {}
         if args.generator_from_k:
             smallest = points[0]
@@ -206,7 +216,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "data": {"real_slices": summary.slices, "real_nodule_slices": summary.nodule_slices, "patients": summary.series},
             "optimizer_steps": curve.optimizer_steps,
             "generator_nodules": curve.generator_nodules,
-            "curve": {point: table(result) for point, result in curve.results.items()},
+            "curve": {point: table(summaries[point], result) for point, result in curve.results.items()},
             "seconds": clock.stages,
             "total": {k: round(sum(s[k] for s in clock.stages.values()), 1) for k in ("wall_s", "cpu_s")},
             "threads": torch.get_num_threads(),
@@ -217,7 +227,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "data": {"real_slices": summary.slices, "real_nodule_slices": summary.nodule_slices, "patients": summary.series},
         "optimizer_steps": {c: result.values(c, "optimizer_steps") for c in result.conditions},
         "train_patches": {c: result.values(c, "train_patches") for c in result.conditions},
-        "detect": table(result),
+        "detect": table(summarize(result, (METRIC,), METRIC), result),
         "seconds": clock.stages,
         "total": {k: round(sum(s[k] for s in clock.stages.values()), 1) for k in ("wall_s", "cpu_s")},
         "threads": torch.get_num_threads(),
@@ -225,23 +235,36 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 
 def _cell(c: dict[str, Any] | None) -> str:
+    """Δ [CI] | corrected t p (Holm) | DeLong p (Holm), from a comparison's JSON."""
     if c is None:
-        return "– | –"
+        return "– | – | –"
     low, high = c["diff_ci95"]
-    return f"{100 * c['diff_mean']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}] | {c['p_signed_rank']:.3g} (≥ {c['p_signed_rank_min']:.3g})"
+    text = "n/a" if c["diff_mean"] is None or low is None else f"{100 * c['diff_mean']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
+
+    def p(test: str) -> str:
+        entry = c["p"].get(test)
+        if entry is None or entry["raw"] is None:
+            return "n/a"
+        holm = "primary" if c.get("primary") else f"Holm {entry['holm']:.3g}" if entry["holm"] is not None else "Holm n/a"
+        return f"{entry['raw']:.3g} ({holm})"
+
+    return f"{text} | {p('corrected_t')} | {p('delong')}"
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The docs table: (K,) condition, accuracy, Δ vs A [95 % CI], paired p (floor)."""
+    """The docs table: (K,) condition, AUROC, Δ vs A [95 % CI], corrected t p and DeLong p (raw, Holm)."""
     blocks = report["curve"] if "curve" in report else {None: report["detect"]}
     head = "| K | " if "curve" in report else "| "
-    lines = [head + "condition | accuracy (%) | Δ vs A (pts) [95 % CI] | paired signed-rank p (min) |", "|---" * (4 + ("curve" in report)) + "|"]
+    lines = [head + f"condition | {METRIC} (%) | Δ vs A (pts) [95 % CI] | corrected t p | DeLong p |", "|---" * (5 + ("curve" in report)) + "|"]
     for point, d in blocks.items():
         lead = f"| {point} | " if point is not None else "| "
         for c, row in d["rows"].items():
-            lines.append(f"{lead}{c} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} | {_cell(row['vs_A'])} |")
+            mean = "n/a" if row["mean"] is None else f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}"
+            lines.append(f"{lead}{c} | {mean} | {_cell(row['vs_A'])} |")
         if d["paste_vs_mislabeled"] is not None:
             lines.append(f"{lead}paste − mislabeled | | {_cell(d['paste_vs_mislabeled'])} |")
+        lines += [f"\n{note}" for note in d["excluded"]]
+    lines.append(f"\nPrimary comparison: {next(iter(blocks.values()))['primary']} (raw p); every other p Holm-adjusted.")
     if "curve" in report:
         lines.append(f"\nOptimiser budget for every K, fold and condition: {report['optimizer_steps']} steps; "
                      f"real nodule slices the generators' weights saw: {report['generator_nodules']}.")
@@ -272,6 +295,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=8, help="SE-ResNet depth")
     parser.add_argument("--width", type=int, default=8, help="SE-ResNet base width")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
+    parser.add_argument("--repeats", type=int, default=1, help="training seeds per fold and condition, averaged")
     parser.add_argument("--real-nodules", default=None, help="learning curve: K1,K2,…,all real training nodules per fold")
     parser.add_argument("--generators", action="store_true", help="also bench the shipped demo SDM and SPADE")
     parser.add_argument("--generator-from-k", action="store_true",

@@ -205,7 +205,7 @@ def _reference_mean(task: TaskReport, metric: str) -> float | None:
     from lungforge.bench.protocol.inputs import REFERENCE
     from lungforge.bench.protocol.results import json_safe
 
-    return json_safe(task.summary[REFERENCE]["metrics"][metric]["mean"])
+    return json_safe(task.summary.conditions[REFERENCE].metrics[metric].mean)
 
 
 def demo_verdict(report: BenchReport) -> str | None:

@@ -69,6 +69,28 @@ SegmenterStepsOpt = Annotated[
 ]
 
 
+PrimaryOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--primary",
+        help="The one comparison fixed before the run, COND@K (K a --real-nodules point, 'all' without a curve; default: the first "
+        "synthetic condition at the smallest K), vs A on the primary metric (detect: AUROC); its p stays raw, every other is Holm-adjusted.",
+    ),
+]
+RepeatsOpt = Annotated[int, typer.Option("--repeats", min=1, help="Training seeds per fold and condition; their fold results are averaged.")]
+
+
+def _primary(text: Optional[str], names: list[str], points: list[int | None] | None):
+    """The `--primary` spec checked against the conditions and points; a bad one is a usage error."""
+    from lungforge.bench.protocol.crossval import point_label
+    from lungforge.bench.scoring.summary import parse_primary
+
+    try:
+        return parse_primary(text, names, [point_label(k) for k in points] if points is not None else ["all"])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--primary") from None
+
+
 def _config(cls, quick: bool = False, **options):
     """`cls(**options)` (its quick preset with `quick`); a value the config refuses is bad usage (exit 2)."""
     try:
@@ -112,7 +134,8 @@ TASK_OPTIONS = {
     "first": dict(real=(RealOpt, inspect.Parameter.empty), synthetic=(SyntheticOpt, None), folds=(FoldsOpt, 10),
                   real_split=(SplitOpt, "all"), size=(SizeOpt, 256)),
     "last": dict(select=(SelectOpt, "first-draw"), real_nodules=(RealNodulesOpt, None), allow_generator_leakage=(LeakageOpt, False),
-                 allow_empty_synthetic=(EmptySyntheticOpt, False), out=(OutOpt, None), quick=(QuickOpt, False), device=(DeviceOpt, "auto"), seed=(SeedOpt, 0), json_out=(JsonOpt, False)),
+                 allow_empty_synthetic=(EmptySyntheticOpt, False), repeats=(RepeatsOpt, 1), primary=(PrimaryOpt, None),
+                 out=(OutOpt, None), quick=(QuickOpt, False), device=(DeviceOpt, "auto"), seed=(SeedOpt, 0), json_out=(JsonOpt, False)),
 }
 """The options `bench detect` and `bench localize` share: (annotation, default) by name, listed
 before and after each task's own options."""
@@ -131,13 +154,15 @@ def task_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-def _run_task(task, run, config_cls, metric, metrics, *, real, synthetic, real_nodules, out, quick, device, json_out, **options) -> None:
+def _run_task(task, run, config_cls, metric, metrics, *, real, synthetic, real_nodules, primary, out, quick, device, json_out, **options) -> None:
     """Run one task, `detect` or `localize` (or its learning curve over `--real-nodules`) with the
-    config built from `options`; print the table or JSON; with a curve and `--out`, write its
-    figure there. Under torchrun the ranks share the (fold, condition) runs and rank 0 reports."""
+    config built from `options`; print the table or JSON (the result and its summary); with a
+    curve and `--out`, write its figure there. Under torchrun the ranks share the (fold,
+    condition) runs and rank 0 reports."""
     from contextlib import nullcontext
 
-    from lungforge.bench.protocol.curves import curve_figure, learning_curve
+    from lungforge.bench.protocol.curves import curve_figure, curve_table, learning_curve
+    from lungforge.bench.scoring.summary import summarize
     from lungforge.bench.protocol.detect import QUICK_LABEL
     from lungforge.cli.bench_print import print_curve, print_leakage, print_summary
     from lungforge.cli.console import err_console, print_json, print_wrote, progress
@@ -145,6 +170,7 @@ def _run_task(task, run, config_cls, metric, metrics, *, real, synthetic, real_n
     from lungforge.training.distributed import dist_info_from_env, process_group
 
     points = _points(real_nodules)
+    spec = _primary(primary, [s.name for s in _parse_specs(synthetic)], points)
     config = _config(config_cls, quick, **options)
     real_store, stores, _ = _open(real, synthetic)
     info = dist_info_from_env()
@@ -160,12 +186,18 @@ def _run_task(task, run, config_cls, metric, metrics, *, real, synthetic, real_n
     figure = None
     if points is not None and out is not None:
         figure = curve_figure(result, metric, Path(out) / f"{task}_curve.png", f"{task}: {metric} against K")
-    if json_out:
-        print_json(result.to_dict())
-    elif points is None:
-        print_summary(task, result, metrics, metric)
+    if points is None:
+        summary = summarize(result, metrics, metric, spec)
+        if json_out:
+            print_json({**result.to_dict(), "summary": summary.to_dict()})
+        else:
+            print_summary(task, summary, metrics)
     else:
-        print_curve(result, metric, task)
+        table = curve_table(result, metrics, metric, spec)
+        if json_out:
+            print_json({**result.to_dict(), "summary": {point: s.to_dict() for point, s in table.items()}})
+        else:
+            print_curve(result, table, task)
     if figure is not None:
         print_wrote(figure, json_out)
     if quick:
@@ -217,12 +249,13 @@ def detect(
 ) -> None:
     """Nodule / non-nodule classification of 32×32 patches with an SE-ResNet (paper Table 1-I).
 
-    Every condition trains the same optimiser steps (epochs × ⌈A's training patches / batch⌉)."""
+    Every condition trains the same optimiser steps (epochs × ⌈A's training patches / batch⌉), on
+    batches of the same size and nodule share; conditions are compared on AUROC."""
     from lungforge.bench.protocol.detect import DetectConfig, run_detect
     from lungforge.bench.scoring.metrics import DETECT_METRICS
 
     own = dict(epochs=epochs, batch_size=batch_size, depth=depth, patch=patch)
-    _run_task("detect", run_detect, DetectConfig, "accuracy", (*DETECT_METRICS, "auroc"), **own, **shared)
+    _run_task("detect", run_detect, DetectConfig, "auroc", (*DETECT_METRICS, "auroc"), **own, **shared)
 
 
 @bench_app.command("localize")
@@ -274,6 +307,8 @@ def all_(
     real_nodules: RealNodulesOpt = None,
     allow_generator_leakage: LeakageOpt = False,
     allow_empty_synthetic: EmptySyntheticOpt = False,
+    repeats: RepeatsOpt = 1,
+    primary: PrimaryOpt = None,
     quick: QuickOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -287,7 +322,6 @@ def all_(
     from lungforge.cli.bench_print import print_report, print_report_warnings
     from lungforge.cli.console import print_json, progress
     from lungforge.device import resolve_device
-
     from lungforge.training.distributed import dist_info_from_env
 
     if dist_info_from_env().enabled:
@@ -296,8 +330,9 @@ def all_(
     if not specs and not controls:
         raise typer.BadParameter("give at least one NAME=STORE (or --controls)", param_hint="--synthetic")
     points = _points(real_nodules)
+    _primary(primary, [s.name for s in specs] + (["mislabeled", "paste", "blob", "hosts", "classic"] if controls else []), points)
     options = dict(size=size, folds=folds, real_split=real_split, select=select, seed=seed, allow_generator_leakage=allow_generator_leakage,
-                   allow_empty_synthetic=allow_empty_synthetic)
+                   allow_empty_synthetic=allow_empty_synthetic, repeats=repeats)
     detect_cfg = _config(DetectConfig, quick, **options, patch=patch)
     localize_cfg = _config(LocalizeConfig, quick, **options)
     fid_cfg = _config(FidConfig, size=size, real_split=real_split, features=features, seed=seed, select=select)
@@ -305,7 +340,7 @@ def all_(
     with progress() as bar:
         report = run_all(
             real, specs, out, detect_cfg, localize_cfg, fid_cfg, resolve_device(device), inception_weights, progress=bar,
-            controls=controls, fidelity=fidelity_cfg, curve=points,
+            controls=controls, fidelity=fidelity_cfg, curve=points, primary=primary,
         )
     print_report_warnings(report)
     if json_out:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -12,10 +13,11 @@ from lungforge.cli.console import err_console, out_console, print_result
 
 if TYPE_CHECKING:  # the bench modules import torch: not for `--help`
     from lungforge.bench.protocol.leakage import GeneratorExposure
-    from lungforge.bench.protocol.results import CurveResult, TaskResult
+    from lungforge.bench.protocol.results import CurveResult
     from lungforge.bench.reporting.bench_report import BenchReport
     from lungforge.bench.scoring.fid import FidResult
     from lungforge.bench.scoring.fidelity import FidelityResult
+    from lungforge.bench.scoring.summary import TaskSummary
 
 
 def _yellow(text: str, prefix: str = "") -> None:
@@ -37,25 +39,60 @@ def print_leakage(leakage: dict[str, GeneratorExposure]) -> None:
         _yellow(warning)
 
 
-def print_curve(curve: CurveResult, metric: str, task: str) -> None:
-    """A learning curve's table (:func:`~lungforge.bench.protocol.curves.curve_markdown`)."""
-    from lungforge.bench.protocol.curves import curve_markdown
-
-    print_result("\n".join(curve_markdown(curve, metric, task)))
+TERMINAL_TESTS = ("corrected_t", "delong")
+"""The tests the terminal tables show (raw/Holm); every test is in `--json` and report.md."""
 
 
-def print_summary(title: str, result: TaskResult, metrics: tuple[str, ...], test_metric: str) -> None:
-    """One row per condition: `metrics` as mean ± std in %, then the comparison of `test_metric` with A."""
-    from lungforge.bench.protocol.results import json_safe
-    from lungforge.bench.reporting.markdown import COMPARISON_HEADERS, comparison_cells
-    from lungforge.bench.scoring.stats import summarize
+def _comparison_table(title: str, metric: str, rows: list[tuple[str, ...]], with_point: bool) -> Table:
+    """A compact table (fits 80 columns): [K], condition, metric mean±std, Δ [CI], p of :data:`TERMINAL_TESTS`."""
+    heads = [*(["K"] if with_point else []), "condition", f"{metric} %", "Δ pts [95% CI]", "p t/Holm", "p DeLong/Holm"]
+    table = Table(*heads, title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    for row in rows:
+        table.add_row(*row)
+    return table
 
-    summary = json_safe(summarize(result.folds, metrics, test_metric))
-    table = Table("condition", *metrics, *(f"{h} ({test_metric})" for h in COMPARISON_HEADERS), title=title)
-    for condition, row in summary.items():
-        stats = [row["metrics"][m] for m in metrics]
-        cells = ["n/a" if v["mean"] is None else f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}" for v in stats]
-        table.add_row(condition, *cells, *comparison_cells(row["comparison"]))
+
+def _cells(summary: TaskSummary, condition: str) -> tuple[str, ...]:
+    from lungforge.bench.reporting.cells import delta, p_cell, pct
+
+    row = summary.conditions[condition]
+    return (condition, pct(row.metrics[summary.metric], compact=True), delta(row.comparison, compact=True),
+            *(p_cell(row.comparison, t, compact=True) for t in TERMINAL_TESTS))
+
+
+def _legend(summary: TaskSummary, families: str) -> None:
+    primary = "none" if summary.primary is None else str(summary.primary)
+    out_console.print(
+        f"p: raw/Holm-adjusted over {families}; * the primary comparison ({primary}, raw p); t: corrected resampled t-test "
+        f"(n_test/n_train {summary.test_train_ratio:.3g}); DeLong on pooled out-of-fold predictions.",
+        highlight=False, soft_wrap=False, markup=False,
+    )
+    for note in summary.notes:
+        _yellow(note, "note:")
+
+
+def print_curve(curve: CurveResult, table: dict[str, TaskSummary], task: str) -> None:
+    """A learning curve's table: one row per point K and condition, in 80 columns."""
+    first = next(iter(table.values()))
+    rows = [(point, *_cells(summary, c)) for point, summary in table.items() for c in summary.conditions]
+    out_console.print(_comparison_table(f"{task}: {first.metric} against K (budget {curve.optimizer_steps} steps)", first.metric, rows, True))
+    _legend(first, "every K and condition")
+    for point, summary in table.items():
+        for note in summary.notes:
+            _yellow(f"K = {point}: {note}", "note:")
+
+
+def print_summary(title: str, summary: TaskSummary, metrics: tuple[str, ...]) -> None:
+    """One row per condition: the primary metric with its comparison against A, then the other
+    `metrics` as means in %, each table within 80 columns."""
+    from lungforge.bench.reporting.cells import pct
+
+    out_console.print(_comparison_table(title, summary.metric, [_cells(summary, c) for c in summary.conditions], False))
+    _legend(summary, "every condition")
+    others = [m for m in metrics if m != summary.metric]
+    table = Table("condition", *others, title=f"{title}: means over scored folds (%)", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    for condition, row in summary.conditions.items():
+        table.add_row(condition, *(pct(row.metrics[m], compact=True) for m in others))
     out_console.print(table)
 
 

@@ -55,12 +55,16 @@ def test_separation_needs_a_paired_p_below_005_with_paste_ahead():
     rng = np.random.default_rng(0)
     base = rng.uniform(0.6, 0.8, 10)
     ahead = separation(_result(list(base + 0.05 + rng.uniform(0, 0.01, 10)), list(base)), "accuracy")
-    assert ahead.separated and ahead.comparison["p_signed_rank"] < 0.05 and ahead.comparison["diff_mean"] > 0
+    assert ahead.separated and ahead.comparison.p["signed_rank"] < 0.05 and ahead.comparison.diff_mean > 0
     behind = separation(_result(list(base), list(base + 0.05 + rng.uniform(0, 0.01, 10))), "accuracy")
     assert not behind.separated
     two_folds = separation(_result([0.9, 0.9], [0.5, 0.5]), "accuracy")
-    assert not two_folds.separated and two_folds.comparison["p_signed_rank_min"] == 0.5
-    assert two_folds.to_dict() == {"metric": "accuracy", **two_folds.comparison, "separated": False}
+    assert not two_folds.separated and two_folds.comparison.p_min["signed_rank"] == 0.5
+    data = two_folds.to_dict()
+    assert data["metric"] == "accuracy" and data["separated"] is False and data["p"]["signed_rank"]["min"] == 0.5
+    excluded = _result([0.9, 0.9, 0.9], [0.5, 0.5, 0.5])
+    excluded.folds["paste"][1]["test_negative"] = 0
+    assert separation(excluded, "accuracy").comparison.paired_folds == 2  # the unscored fold is left out
     sentence = separation_sentence("detect", two_folds, 2)
     assert "does NOT separate" in sentence and "means nothing" in sentence and "+40.00 pts" in sentence
     assert "separates the positive control" in separation_sentence("detect", ahead, 10)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lungforge.bench.protocol.crossval import condition_stream, copies_kept, kept_nodules, kept_real_slices, parse_real_nodules
-from lungforge.bench.protocol.curves import curve_figure, curve_markdown, learning_curve
+from lungforge.bench.protocol.curves import curve_figure, curve_markdown, curve_table, learning_curve
 from lungforge.bench.protocol.detect import DetectConfig, run_detect
 from lungforge.bench.protocol.folds import real_groups
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
@@ -107,8 +107,12 @@ def test_curve_cuts_real_data_with_one_budget_for_every_point_and_condition(real
         steps = {small[c][fold]["optimizer_steps"] for c in ("A", "B")} | {full[c][fold]["optimizer_steps"] for c in ("A", "B")}
         assert steps == {curve.optimizer_steps}
         assert small["A"][fold]["test_patches"] == full["A"][fold]["test_patches"]  # the test fold is never cut
-    lines = "\n".join(curve_markdown(curve, "accuracy", "detect"))
+    lines = "\n".join(curve_markdown(curve, "accuracy", "detect", curve_table(curve, ("accuracy",), "accuracy")))
     assert f"{curve.optimizer_steps} steps" in lines and "| 2 | 2.0 (2.0) | B |" in lines
+    assert "p corrected t" in lines and "Primary comparison (fixed before the run): B vs A at K = 2" in lines
+    header = next(line for line in lines.splitlines() if line.startswith("| K |"))
+    row = next(line for line in lines.splitlines() if line.startswith("| 2 | 2.0 (2.0) | B |"))
+    assert header.count("|") == row.count("|")  # every cell has its header
     path = curve_figure(curve, "accuracy", tmp_path / "curve.png", "t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -2,15 +2,15 @@ import numpy as np
 import pytest
 from scipy.stats import ranksums
 
-from lungforge.bench.scoring.stats import mean_std, rank_sum_p, summarize
+from lungforge.bench.scoring.stats import mean_std, rank_sum_p
 
 
 def test_mean_std_is_sample_std_and_ignores_nan():
     s = mean_std([0.8, 0.9, float("nan"), 1.0])
-    assert s["mean"] == pytest.approx(0.9)
-    assert s["std"] == pytest.approx(np.std([0.8, 0.9, 1.0], ddof=1))
-    assert s["n"] == 3
-    assert mean_std([0.5])["std"] == 0.0
+    assert s.mean == pytest.approx(0.9)
+    assert s.std == pytest.approx(np.std([0.8, 0.9, 1.0], ddof=1))
+    assert s.n == 3
+    assert mean_std([0.5]).std == 0.0
 
 
 def test_rank_sum_matches_scipy():
@@ -18,14 +18,6 @@ def test_rank_sum_matches_scipy():
     c = [0.8972, 0.90, 0.89, 0.91, 0.88]
     assert rank_sum_p(c, a) == pytest.approx(ranksums(c, a).pvalue)
     assert rank_sum_p(a, a) == pytest.approx(1.0)
-
-
-def test_summarize_reports_p_against_a_only():
-    result = {"folds": {"A": [{"acc": 0.1}, {"acc": 0.2}, {"acc": 0.3}], "C": [{"acc": 0.7}, {"acc": 0.8}, {"acc": 0.9}]}}
-    s = summarize(result["folds"], ("acc",), "acc")
-    assert s["A"]["p_value"] is None
-    assert s["C"]["p_value"] == pytest.approx(ranksums([0.7, 0.8, 0.9], [0.1, 0.2, 0.3]).pvalue)
-    assert s["C"]["metrics"]["acc"]["mean"] == pytest.approx(0.8)
 
 
 def test_signed_rank_is_scipy_on_per_fold_differences():
@@ -81,36 +73,20 @@ def test_corrected_resampled_t_test_against_hand_computation():
     out = corrected_t_test(diff, 0.25)
     t_hand = 0.02 / np.sqrt(0.45 * 2.5e-4)
     assert t_hand == pytest.approx(1.885618, rel=1e-6)
-    assert out["t"] == pytest.approx(t_hand)
-    assert out["variance_factor"] == pytest.approx(0.45)
-    assert out["p"] == pytest.approx(2 * student_t.sf(t_hand, 4)) == pytest.approx(0.1325, abs=1e-4)
+    assert out.t == pytest.approx(t_hand)
+    assert out.variance_factor == pytest.approx(0.45)
+    assert out.p == pytest.approx(2 * student_t.sf(t_hand, 4)) == pytest.approx(0.1325, abs=1e-4)
     half = student_t.ppf(0.975, 4) * np.sqrt(0.45 * 2.5e-4)
-    assert out["ci95"] == pytest.approx([0.02 - half, 0.02 + half])
+    assert out.ci95 == pytest.approx((0.02 - half, 0.02 + half))
     # the correction only widens the plain paired t-test (same t divided by sqrt(1 + K·ratio) = 1.5)
     reference = np.array([0.6, 0.7, 0.5, 0.8, 0.65])
     plain = ttest_rel(reference + diff, reference)
     assert plain.statistic == pytest.approx(1.5 * t_hand)
     c = compare((reference + diff).tolist(), reference.tolist(), ratio=0.25)
-    assert c["p_corrected_t"] == pytest.approx(out["p"]) and c["p_corrected_t"] > plain.pvalue
-    assert c["corrected_t_ci95"] == pytest.approx(out["ci95"])
-    # K-fold default: n_test / n_train = 1 / (K - 1)
-    assert compare((reference + diff).tolist(), reference.tolist())["test_train_ratio"] == pytest.approx(0.25)
-    assert corrected_t_test(np.zeros(4), 0.3)["p"] == 1.0 and corrected_t_test(np.full(4, 0.1), 0.3)["p"] == 0.0
-    assert np.isnan(corrected_t_test(np.array([0.1]), 0.3)["p"])
-
-
-def test_summarize_takes_the_ratio_from_the_reference_folds():
-    from lungforge.bench.scoring.stats import corrected_t_test
-
-    result = {"folds": {
-        "A": [{"acc": 0.5, "test_patches": 10, "train_patches": 40}, {"acc": 0.6, "test_patches": 20, "train_patches": 80},
-              {"acc": 0.7, "test_patches": 30, "train_patches": 30}],
-        "C": [{"acc": 0.55}, {"acc": 0.62}, {"acc": 0.78}],
-    }}
-    c = summarize(result["folds"], ("acc",), "acc")["C"]["comparison"]
-    ratio = (0.25 + 0.25 + 1.0) / 3
-    assert c["test_train_ratio"] == pytest.approx(ratio)
-    assert c["p_corrected_t"] == pytest.approx(corrected_t_test(np.array([0.05, 0.02, 0.08]), ratio)["p"])
+    assert c.p["corrected_t"] == pytest.approx(out.p) and c.p["corrected_t"] > plain.pvalue
+    assert c.corrected_t_ci95 == pytest.approx(out.ci95)
+    assert corrected_t_test(np.zeros(4), 0.3).p == 1.0 and corrected_t_test(np.full(4, 0.1), 0.3).p == 0.0
+    assert np.isnan(corrected_t_test(np.array([0.1]), 0.3).p)
 
 
 def test_paired_comparison_sees_a_consistent_gain_that_rank_sum_misses():
@@ -118,20 +94,29 @@ def test_paired_comparison_sees_a_consistent_gain_that_rank_sum_misses():
 
     base = np.array([0.50, 0.62, 0.71, 0.55, 0.80, 0.66, 0.59, 0.75, 0.52, 0.68])
     better = base + np.linspace(0.01, 0.03, 10)  # every fold gains 1-3 points; folds differ by 30
-    c = compare(better.tolist(), base.tolist(), seed=0)
-    assert c["p_signed_rank"] == pytest.approx(c["p_signed_rank_min"]) == pytest.approx(2 / 2**10)
-    assert c["p_rank_sum"] > 0.5
-    assert c["diff_mean"] == pytest.approx(0.02)
-    low, high = c["diff_ci95"]
+    c = compare(better.tolist(), base.tolist(), ratio=1 / 9, seed=0)
+    assert c.p["signed_rank"] == pytest.approx(c.p_min["signed_rank"]) == pytest.approx(2 / 2**10)
+    assert c.p["rank_sum"] > 0.5
+    assert c.diff_mean == pytest.approx(0.02)
+    low, high = c.diff_ci95
     assert 0.01 <= low < 0.02 < high <= 0.03
-    assert compare(better.tolist(), base.tolist(), seed=0) == c  # seeded bootstrap
+    assert compare(better.tolist(), base.tolist(), ratio=1 / 9, seed=0) == c  # seeded bootstrap
 
 
-def test_summarize_carries_the_paired_comparison():
-    result = {"folds": {"A": [{"acc": 0.1}, {"acc": 0.2}, {"acc": 0.3}], "C": [{"acc": 0.7}, {"acc": 0.8}, {"acc": 0.9}]}}
-    s = summarize(result["folds"], ("acc",), "acc")
-    assert s["A"]["comparison"] is None
-    c = s["C"]["comparison"]
-    assert c["diff_mean"] == pytest.approx(0.6) and c["paired_folds"] == 3
-    assert c["p_signed_rank"] == pytest.approx(0.25) == pytest.approx(c["p_signed_rank_min"])
-    assert c["p_rank_sum"] == pytest.approx(s["C"]["p_value"])
+def test_holm_matches_the_step_down_rule():
+    """p = (0.01, 0.04, 0.03, 0.005), m = 4: sorted 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06,
+    0.04·1 = 0.04 → running max 0.06; NaN stays out of the family."""
+    from lungforge.bench.scoring.stats import holm
+
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    out = holm([0.2, float("nan"), 0.6])
+    assert out[0] == pytest.approx(0.4) and np.isnan(out[1]) and out[2] == pytest.approx(0.6)
+    assert holm([0.9, 0.3]) == pytest.approx([0.9, 0.6]) and holm([0.9, 0.8]) == [1.0, 1.0]  # monotone, capped at 1
+
+
+def test_nadeau_bengio_ratio_is_one_rule():
+    from lungforge.bench.scoring.stats import nb_ratio
+
+    assert nb_ratio(10) == pytest.approx(1 / 9) and nb_ratio(2) == 1.0
+    with pytest.raises(ValueError, match="folds must be >= 2, got 1"):
+        nb_ratio(1)

@@ -39,7 +39,7 @@ def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small
     assert report["detect"]["config"]["patch"] == 16
     for task in ("detect", "localize"):
         assert report[task]["budget"]["equal"]  # the same optimiser steps for every condition
-        assert set(report["controls"][task]) >= {"separated", "p_signed_rank", "diff_mean"}
+        assert set(report["controls"][task]) >= {"separated", "p", "diff_mean"} and "signed_rank" in report["controls"][task]["p"]
         assert report["controls"][task]["separated"] is False  # 2 folds: p can never be below 0.5
     assert report["selection"]["B"]["rule"] == "first-draw" and report["selection"]["paste"]["generator"] == "paste"
     assert all((out / "controls" / f"{name}.zarr").is_dir() for name in ("paste", "mislabeled", "blob"))
@@ -47,13 +47,15 @@ def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small
         (verdict,) = report["verdicts"][task]
         assert verdict["generator"] == "B" and set(verdict["against"]) == {"A", "classic", "blob"}
         assert verdict["helpful"] is False  # 2 folds: no signed-rank p below 0.5
-    assert set(report["localize"]["summary"]["B"]["metrics"]) == {"AP50", "AP60", "AR50", "AR60", "AR70", "CPM", *FROC_METRICS}
-    assert set(report["detect"]["summary"]["B"]["metrics"]) >= {"accuracy", "auroc", "recall_lt6mm", "recall_6to10mm", "recall_ge10mm"}
-    assert report["detect"]["summary"]["B"]["comparison"]["p_corrected_t"] is not None
-    assert report["detect"]["summary"]["A"]["p_value"] is None
+    summary = report["detect"]["summary"]["conditions"]
+    assert set(report["localize"]["summary"]["conditions"]["B"]["metrics"]) == {"AP50", "AP60", "AR50", "AR60", "AR70", "CPM", *FROC_METRICS}
+    assert set(summary["B"]["metrics"]) >= {"accuracy", "auroc", "recall_lt6mm", "recall_6to10mm", "recall_ge10mm"}
+    assert summary["B"]["comparison"]["p"]["corrected_t"]["raw"] is not None and summary["A"]["comparison"] is None
+    assert report["detect"]["summary"]["primary"] == "B@all" and summary["B"]["comparison"]["primary"] is True
+    assert summary["paste"]["comparison"]["p"]["bootstrap_auroc"]["holm"] is not None and "holm" in summary["paste"]["comparison"]["p"]["delong"]
     md = (out / "report.md").read_text()
     assert "## Label fidelity" in md and "| real (ceiling) |" in md
-    assert "QUICK (not comparable to the paper)" in md and "| B |" in md and "p signed-rank (min)" in md and "p corrected t [95 % CI]" in md
+    assert "QUICK (not comparable to the paper)" in md and "| B |" in md and "p signed-rank" in md and "p corrected t" in md and "Primary comparison" in md
     assert "1.08e-05 with the exact (Mann–Whitney) distribution and 0.000157" in md and "| CPM (%) |" in md and "| AUROC (%) |" in md
     assert "does NOT separate the positive control (paste)" in md and "a null result for a generator here means nothing" in md
     assert "Selection rule for every condition: `first-draw`" in md and "optimiser steps per fold" in md
@@ -176,3 +178,37 @@ def test_bench_all_learning_curve_with_allowed_leakage_says_so_first(tmp_path, s
     assert "## Learning curves" in md and "| 2 | 2.0 | C |" in md
     assert (out / "figures" / "detect_curve.png").is_file() and (out / "figures" / "localize_curve.png").is_file()
     assert report["fid"]["select"] == "first-draw"
+
+
+def test_bench_detect_json_carries_the_summary_and_the_table_fits_80_columns(small_stores):
+    """--json: means, std, Δ with intervals, every p with its Holm adjustment, joined counts; the
+    terminal tables fit 80 columns without cutting a cell (COLUMNS=80, a fresh process)."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["bench", "detect", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--quick", "--size", "64",
+            "--patch", "16", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["summary"]
+    b = summary["conditions"]["B"]
+    assert summary["metric"] == "auroc" and summary["primary"] == "B@all" and summary["test_train_ratio"] == 1.0
+    assert set(b["metrics"]["auroc"]) == {"mean", "std", "n"} and len(b["comparison"]["diff_ci95"]) == 2
+    assert set(b["comparison"]["p"]) == {"rank_sum", "signed_rank", "corrected_t", "delong", "bootstrap_auroc", "bootstrap_accuracy"}
+    assert all(set(p) >= {"raw", "holm"} for p in b["comparison"]["p"].values())
+    assert b["joined"] == [t - a for t, a in zip(b["train_items"], summary["conditions"]["A"]["train_items"])]
+    env = {**os.environ, "COLUMNS": "80", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "lungforge", *args], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr
+    table = [line for line in run.stderr.splitlines() if "━" not in line]  # the progress bar is transient on a terminal
+    assert max(len(line) for line in table) <= 80 and "…" not in run.stderr
+    assert any(line.split()[:1] == ["B"] for line in table) and "p t/Holm" in run.stderr
+
+
+def test_bench_detect_rejects_an_unknown_primary(small_stores):
+    args = ["bench", "detect", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--quick", "--size", "64",
+            "--real-nodules", "2,all", "--primary", "B@3"]
+    result = CliRunner().invoke(app, args)
+    text = " ".join(result.output.replace("│", " ").split())  # the usage box wraps the line
+    assert result.exit_code == 2 and "K '3' is not a point of this run, expected one of 2, all" in text

@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lungforge.augment.options import AugmentOptions
 from lungforge.bench.protocol.inputs import SyntheticSpec
 from lungforge.bench.protocol.results import TaskResult, json_safe
-from lungforge.bench.scoring.stats import compare
+from lungforge.bench.scoring.stats import Comparison, compare, nb_ratio
+from lungforge.bench.scoring.summary import fold_exclusion
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import InputError
 
@@ -78,32 +81,34 @@ def make_controls(real_path: Path, real: Store, synthetic: dict[str, Store], out
 
 @dataclass(frozen=True)
 class Separation:
-    """Paste against mislabeled on `metric` over the same folds: `comparison` is :func:`compare`'s
-    record (JSON-safe: an undefined statistic is None); `separated` when the paired signed-rank
-    p < 0.05 with paste ahead."""
+    """Paste against mislabeled on `metric` over the same scored folds: `comparison` is
+    :func:`compare`'s; `separated` when the paired signed-rank p < 0.05 with paste ahead."""
 
     metric: str
-    comparison: dict[str, Any]
+    comparison: Comparison
     separated: bool
 
     def to_dict(self) -> dict[str, Any]:
         """{"metric", the comparison's fields, "separated"}."""
-        return {"metric": self.metric, **self.comparison, "separated": self.separated}
+        return json_safe({**self.comparison.to_dict(), "metric": self.metric, "separated": self.separated})
 
 
 def separation(result: TaskResult, metric: str) -> Separation:
-    """Paste against mislabeled on `metric` over the folds of `result`."""
-    comparison = compare(result.values("paste", metric), result.values("mislabeled", metric))
-    separated = bool(comparison["p_signed_rank"] < SEPARATION_P and comparison["diff_mean"] > 0)
-    return Separation(metric, json_safe(comparison), separated)
+    """Paste against mislabeled on `metric` over the scored folds of `result` (:func:`fold_exclusion`)."""
+    scored = [fold_exclusion(row) is None for row in result.folds["paste"]]  # every condition shares the test folds
+    values = {c: [v if keep else float("nan") for v, keep in zip(result.values(c, metric), scored)] for c in ("paste", "mislabeled")}
+    comparison = compare(values["paste"], values["mislabeled"], nb_ratio(result.config.folds), condition="paste", reference_name="mislabeled", metric=metric)
+    p = comparison.p["signed_rank"]
+    separated = bool(np.isfinite(p) and p < SEPARATION_P and comparison.diff_mean > 0)
+    return Separation(metric, comparison, separated)
 
 
 def separation_sentence(task: str, sep: Separation, folds: int) -> str:
     """One sentence for the report: does `task` tell the positive control from the negative one?"""
-    diff, p, floor = (sep.comparison[k] for k in ("diff_mean", "p_signed_rank", "p_signed_rank_min"))
-    effect = f"paste − mislabeled {100 * diff:+.2f} pts {sep.metric}" if diff is not None else f"no finite {sep.metric}"
-    p_text = "n/a" if p is None else f"{p:.3g}"
-    floor_text = "n/a" if floor is None else f"{floor:.3g}"
+    diff, p, floor = sep.comparison.diff_mean, sep.comparison.p["signed_rank"], sep.comparison.p_min["signed_rank"]
+    effect = f"paste − mislabeled {100 * diff:+.2f} pts {sep.metric}" if np.isfinite(diff) else f"no finite {sep.metric}"
+    p_text = f"{p:.3g}" if np.isfinite(p) else "n/a"
+    floor_text = f"{floor:.3g}" if np.isfinite(floor) else "n/a"
     if sep.separated:
         return f"{task}: at this data size and with {folds} folds the protocol separates the positive control from the negative one ({effect}, paired signed-rank p = {p_text})."
     return (

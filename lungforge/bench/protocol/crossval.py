@@ -31,11 +31,13 @@ from lungforge.bench.protocol.folds import OUTSIDE, leak_groups, real_groups
 from lungforge.bench.protocol.inputs import REFERENCE
 from lungforge.bench.protocol.leakage import check_leakage
 from lungforge.bench.protocol.ranks import rank_and_world, run_shared
+from lungforge.bench.protocol.repeats import average_rows, repeat_seed
 from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.protocol.selection import selected
 from lungforge.bench.protocol.sources import SOURCES, check_synthetic_positives, external_source_slices, joined_counts
 from lungforge.choices import MAX_SIZE_PX, RealSplit, Selection, check_choice, check_range
 from lungforge.data.store import NO_SOURCE, Store, nodule_ids
+from lungforge.errors import InputError
 from lungforge.seeds import check_seed
 
 MAX_EPOCHS = 10_000
@@ -75,6 +77,8 @@ class FoldOptions:
     needs the `mislabeled` and `paste` control stores)."""
     allow_empty_synthetic: bool = False
     """Bench a synthetic condition that adds no nodule slice to some fold (refused otherwise)."""
+    repeats: int = 1
+    """Training seeds per fold and condition; their fold rows are averaged (:mod:`~lungforge.bench.protocol.repeats`)."""
 
 
 class FoldConfig(Protocol):
@@ -93,12 +97,13 @@ class FoldConfig(Protocol):
     allow_generator_leakage: bool
     fold_controls: bool
     allow_empty_synthetic: bool
+    repeats: int
 
 
 def check_fold_config(config: FoldConfig, min_size: int) -> None:
     """ConfigError (a ValueError) naming the first shared field of a task config out of its choices
     or range: seed, real_split, select, size (`min_size`..MAX_SIZE_PX px), folds (2..10), epochs,
-    batch_size (>= 1), real_nodules (>= 1 or None)."""
+    batch_size (>= 1), repeats (>= 1), real_nodules (>= 1 or None)."""
     check_seed(config.seed)
     check_choice("real_split", config.real_split, RealSplit)
     check_choice("select", config.select, Selection)
@@ -106,6 +111,7 @@ def check_fold_config(config: FoldConfig, min_size: int) -> None:
     check_range("folds", config.folds, 2, 10)
     check_range("epochs", config.epochs, 1, MAX_EPOCHS)
     check_range("batch_size", config.batch_size, 1)
+    check_range("repeats", config.repeats, 1)
     if config.real_nodules is not None:
         check_range("real_nodules", config.real_nodules, 1)
 
@@ -248,8 +254,8 @@ class FoldSet(Protocol):
 
 
 S = TypeVar("S", bound=FoldSet)
-TrainAndTest = Callable[[int, list[Any], int], FoldRow]
-"""`train_and_test(fold, training sets, optimiser steps) -> per-fold metrics` of one task."""
+TrainAndTest = Callable[[int, list[Any], int, int], FoldRow]
+"""`train_and_test(fold, training sets, optimiser steps, training seed) -> per-fold metrics` of one task."""
 
 
 def fold_runner(
@@ -261,11 +267,13 @@ def fold_runner(
     join (for :data:`~lungforge.bench.protocol.sources.SOURCES`, `synthetic_sets[SOURCES]`: the
     external real source items, in every fold), sizes the optimiser steps from A
     (:func:`reference_steps`, or the curve's one :func:`curve_steps` budget with
-    `config.fixed_budget`), calls `train_and_test` and adds its wall time (`seconds`), the real
-    nodule slices and distinct nodules kept and the synthetic slices joined to the row. A fold
-    control (:data:`~lungforge.bench.protocol.fold_controls.FOLD_CONTROLS`) adds what it builds
-    from A's items and its source store's joining items instead of that store's items (its joined
-    counts are items, not distinct slices)."""
+    `config.fixed_budget`), calls `train_and_test` once per repeat
+    (:func:`~lungforge.bench.protocol.repeats.repeat_seed`), averages the rows and adds the wall
+    time (`seconds`), the real nodule slices and distinct nodules kept and the synthetic slices
+    joined to the row. A fold control (:data:`~lungforge.bench.protocol.fold_controls.FOLD_CONTROLS`)
+    adds what it builds from A's items and its source store's joining items instead of that
+    store's items (its joined counts are items, not distinct slices). A condition that took no
+    optimiser step (no training item) is an InputError naming it, K and the fold."""
     leaks = {name: leak_groups(store, real, groups) for name, store in synthetic.items()}
     full = [int((real_set.group != f).sum()) for f in range(config.folds)]
     fixed = curve_steps(full, config.epochs, config.batch_size) if config.fixed_budget else None
@@ -295,8 +303,10 @@ def fold_runner(
                 positive = np.asarray(items.positive, bool)
                 joined = {"synthetic_positives": int(positive.sum()), "synthetic_negatives": int((~positive).sum())}
             train.append(items)
+        steps = fixed or reference_steps(len(reference), config.epochs, config.batch_size)
         started = time.perf_counter()
-        row = train_and_test(fold, train, fixed or reference_steps(len(reference), config.epochs, config.batch_size))
+        row = average_rows([train_and_test(fold, train, steps, repeat_seed(config.seed, r)) for r in range(config.repeats)])
+        check_trained(row, condition, config, fold)
         return {
             **row, "seconds": round(time.perf_counter() - started, 3), "real_nodule_slices": rule.real_nodule_slices,
             "real_nodules": rule.real_nodules, **joined,
@@ -313,6 +323,15 @@ def check_joins(real: Store, synthetic: dict[str, Store], groups: np.ndarray, co
     joins = {name: [rule.joins[name] for rule in rules] for name in synthetic}
     used = {name: selected(store, config.select) for name, store in synthetic.items()}  # type: ignore[arg-type]
     check_synthetic_positives(joins, synthetic, used, config.allow_empty_synthetic)
+
+
+def check_trained(row: FoldRow, condition: str, config: FoldConfig, fold: int) -> None:
+    """InputError when `row` took 0 optimiser steps: its random weights would be scored."""
+    if not row.get("optimizer_steps"):
+        raise InputError(
+            f"condition {condition} at K = {point_label(config.real_nodules)} took 0 optimiser steps in fold {fold} "
+            "(no training item); use a larger --real-nodules point or more data"
+        )
 
 
 def cross_validate(

@@ -16,9 +16,9 @@ from typing import Any, Callable
 import numpy as np
 
 from lungforge.bench.protocol.crossval import point_label
-from lungforge.bench.protocol.inputs import REFERENCE
 from lungforge.bench.protocol.results import CurveResult, TaskResult
-from lungforge.bench.scoring.stats import compare, mean_std
+from lungforge.bench.reporting.cells import TEST_NAMES, comparison_cells, pct
+from lungforge.bench.scoring.summary import PrimarySpec, TaskSummary, real_nodule_slices, real_nodules, summarize_curve
 from lungforge.data.store import Store
 
 TaskRunner = Callable[..., TaskResult]
@@ -37,35 +37,22 @@ def learning_curve(
     return CurveResult(results)
 
 
-def curve_table(curve: CurveResult, metric: str) -> dict[str, Any]:
-    """Per point and condition: mean ± std of `metric` over folds, the real nodules and nodule
-    slices each fold trained on (means) and, for conditions other than A, :func:`compare` against A."""
-    table: dict[str, Any] = {}
-    for point, result in curve.results.items():
-        reference = result.values(REFERENCE, metric)
-        table[point] = {
-            condition: {
-                **mean_std(result.values(condition, metric)),
-                "real_nodule_slices": float(np.mean(result.values(condition, "real_nodule_slices"))),
-                "real_nodules": _mean_or_none(result, condition, "real_nodules"),
-                "vs_A": None if condition == REFERENCE else compare(result.values(condition, metric), reference),
-            }
-            for condition in result.folds
-        }
-    return table
+CURVE_TESTS = ("signed_rank", "corrected_t", "delong", "bootstrap_auroc")
+"""The tests a curve table shows (every test is in the JSON)."""
 
 
-def _mean_or_none(result: TaskResult, condition: str, key: str) -> float | None:
-    """The mean of `key` over the folds, None where a fold (logged before the key existed) lacks it."""
-    values = [row.get(key) for row in result.folds[condition]]
-    return None if any(v is None for v in values) else float(np.mean(values))
+def curve_table(curve: CurveResult, metrics: tuple[str, ...], metric: str, primary: PrimarySpec | None = None) -> dict[str, TaskSummary]:
+    """Per point: the :class:`~lungforge.bench.scoring.summary.TaskSummary` on `metric` (one Holm
+    family over the whole curve, the primary comparison left out of it)."""
+    return summarize_curve(curve, metrics, metric, primary)
 
 
-def curve_markdown(curve: CurveResult, metric: str, task: str) -> list[str]:
-    """Markdown: the budget, the generators' nodule counts, and one row per point and condition."""
-    table = curve_table(curve, metric)
+def curve_markdown(curve: CurveResult, metric: str, task: str, table: dict[str, TaskSummary]) -> list[str]:
+    """Markdown: the budget, the generators' nodule counts, the primary comparison, one row per
+    point and condition (Δ vs A and the p of :data:`CURVE_TESTS`, raw with Holm beside), notes."""
     slices = curve.generator_nodule_slices
-    seen = ", ".join(f"{n}: {'unknown' if v is None else v} ({slices[n]} slices)" for n, v in curve.generator_nodules.items())
+    seen = ", ".join(f"{n}: {'unknown' if v is None else v} ({slices.get(n)} slices)" for n, v in curve.generator_nodules.items())
+    first = next(iter(table.values()), None)
     lines = [
         f"### {task}: {metric} against real training nodules K",
         "",
@@ -73,19 +60,20 @@ def curve_markdown(curve: CurveResult, metric: str, task: str) -> list[str]:
     ]
     if seen:
         lines.append(f"Real nodules the generators' weights saw: {seen}.")
-    lines += ["", f"| K | real nodules (slices) / fold | condition | {metric} (%) | Δ vs A (pts) [95 % CI] | signed-rank p (min) |", "|---|---|---|---|---|---|"]
-    for point, rows in table.items():
-        for condition, row in rows.items():
-            c = row["vs_A"]
-            if c is None or c["diff_mean"] is None:
-                delta, p = "–", "–"
-            else:
-                low, high = c["diff_ci95"]
-                delta = f"{100 * c['diff_mean']:+.2f} [{100 * (low or 0):+.2f}, {100 * (high or 0):+.2f}]"
-                p = "n/a" if c["p_signed_rank"] is None else f"{c['p_signed_rank']:.3g} (≥ {c['p_signed_rank_min']:.3g})"
-            nodules = "?" if row["real_nodules"] is None else f"{row['real_nodules']:.1f}"
-            lines.append(f"| {point} | {nodules} ({row['real_nodule_slices']:.1f}) | {condition} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} | {delta} | {p} |")
-    return [*lines, ""]
+    if first is not None and first.primary is not None:
+        lines.append(f"Primary comparison (fixed before the run): {first.primary.condition} vs A at K = {first.primary.point}; "
+                     f"every other p is Holm-adjusted over the curve's comparisons; corrected t: n_test/n_train = {first.test_train_ratio:.3g}.")
+    heads = [f"p {TEST_NAMES[t]}" for t in CURVE_TESTS]
+    lines += ["", f"| K | real nodules (slices) / fold | condition | {metric} (%) | Δ vs A (pts) [95 % CI] | " + " | ".join(heads) + " |",
+              "|---" * (5 + len(heads)) + "|"]
+    for point, summary in table.items():
+        result = curve.results[point]
+        nodules = f"{real_nodules(result):.1f} ({real_nodule_slices(result):.1f})"
+        for condition, row in summary.conditions.items():
+            cells = [point, nodules, condition, pct(row.metrics[metric]), *comparison_cells(row.comparison, CURVE_TESTS)]
+            lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- K = {point}: {note}" for point, summary in table.items() for note in summary.notes]
+    return [*lines, "", *notes, *([""] if notes else [])]
 
 
 def curve_figure(curve: CurveResult, metric: str, path: Path, title: str) -> Path:
@@ -97,13 +85,13 @@ def curve_figure(curve: CurveResult, metric: str, path: Path, title: str) -> Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = curve_table(curve, metric)
-    conditions = list(next(iter(table.values()))) if table else []
+    table = curve_table(curve, (metric,), metric)
+    conditions = list(curve.last.conditions) if curve.results else []
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    x = np.array([real_nodules(result) for result in curve.results.values()])
     for i, condition in enumerate(conditions):
-        x = np.array([rows[condition]["real_nodules"] or rows[condition]["real_nodule_slices"] for rows in table.values()])
-        y = np.array([rows[condition]["mean"] for rows in table.values()])
-        s = np.array([rows[condition]["std"] for rows in table.values()])
+        y = np.array([summary.conditions[condition].metrics[metric].mean for summary in table.values()])
+        s = np.array([summary.conditions[condition].metrics[metric].std for summary in table.values()])
         ax.plot(x, y, "o-", color=f"C{i}", label=condition)
         ax.fill_between(x, y - s, y + s, color=f"C{i}", alpha=0.15)
     ax.set_xscale("log")

@@ -3,7 +3,8 @@
 Condition A trains on real patches only; every synthetic store adds the patches of its selected
 slices (:mod:`lungforge.bench.protocol.selection`) minus those whose label map or nodule sources touch the
 test fold. Every condition uses the same seeds, the same optimiser steps (sized from A:
-:mod:`lungforge.bench.protocol.budget`) and the same schedule.
+:mod:`lungforge.bench.protocol.budget`), the same schedule, the same batch size and positive share
+per batch, and the same batch-norm re-estimation.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch.nn import functional as F
 
 from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
 from lungforge.choices import RealSplit, check_range
-from lungforge.bench.protocol.budget import batch_indices
+from lungforge.bench.protocol.budget import CALIBRATION_BATCHES, balanced_batch_indices, realized_share
 from lungforge.bench.protocol.crossval import FoldOptions, FoldRunner, check_fold_config, condition_stream, cross_validate, fold_runner
 from lungforge.bench.protocol.folds import OUTSIDE, source_groups
 from lungforge.bench.protocol.results import FoldRow, TaskResult
@@ -53,9 +54,14 @@ class DetectConfig(FoldOptions):
     patch: int = PATCH
     """Patch side (pixels at `size`)."""
     jitter_px: int = JITTER_PX
+    positive_share: float = 0.5
+    """Nodule patches in every training batch, for every condition (0..1)."""
 
     def __post_init__(self) -> None:
         check_fold_config(self, min_size=8)
+        check_range("batch_size", self.batch_size, 2)
+        if not 0.0 < self.positive_share < 1.0:
+            raise ValueError(f"positive_share must lie strictly between 0 and 1, got {self.positive_share}")
         check_range("width", self.width, 1)
         check_range("patch", self.patch, 8, self.size)
         check_range("jitter_px", self.jitter_px, 0)
@@ -82,22 +88,25 @@ def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return (images.to(device).float().unsqueeze(1) / 127.5) - 1.0
 
 
-def train_classifier(train: PatchSet, config: DetectConfig, device: torch.device, steps: int) -> tuple[SEResNet, int]:
+def train_classifier(train: PatchSet, config: DetectConfig, device: torch.device, steps: int, seed: int | None = None) -> tuple[SEResNet, int]:
     """Train an SE-ResNet on `train` patches for `steps` optimiser steps with Adam and a cosine
-    schedule over them, seeded by config.seed; batch-norm statistics are re-estimated on the
-    training patches at the end. Returns the model and the optimiser steps taken."""
+    schedule over them, seeded by `seed` (default config.seed); every batch holds
+    `config.batch_size` patches, `config.positive_share` of them nodules
+    (:func:`~lungforge.bench.protocol.budget.balanced_batch_indices`), and batch-norm statistics
+    are re-estimated on CALIBRATION_BATCHES batches drawn the same way. Returns the model and the
+    optimiser steps taken."""
+    seed = config.seed if seed is None else seed
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+        torch.manual_seed(seed)
         model = SEResNet(depth=config.depth, width=config.width).to(device)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(seed)
     images = torch.from_numpy(train.images)
     target = torch.from_numpy(train.target).float()
-    n = len(train)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
     model.train()
     taken = 0
-    for idx in batch_indices(n, config.batch_size, steps if n >= 2 else 0, generator):  # batch norm needs two samples
+    for idx in balanced_batch_indices(train.target, config.batch_size, steps, config.positive_share, generator):
         x = augment(images[idx], generator)
         loss = F.binary_cross_entropy_with_logits(model(to_input(x, device)), target[idx].to(device))
         opt.zero_grad(set_to_none=True)
@@ -105,8 +114,9 @@ def train_classifier(train: PatchSet, config: DetectConfig, device: torch.device
         opt.step()
         sched.step()
         taken += 1
-    batches = (to_input(images[i : i + 256], device) for i in range(0, n, 256))
-    recalibrate_batchnorm(model, batches)
+    calibration = torch.Generator().manual_seed(seed + 1)
+    batches = balanced_batch_indices(train.target, config.batch_size, CALIBRATION_BATCHES, config.positive_share, calibration)
+    recalibrate_batchnorm(model, (to_input(images[i], device) for i in batches))
     return model, taken
 
 
@@ -119,12 +129,16 @@ def predict_logits(model: SEResNet, images: np.ndarray, device: torch.device, ba
 
 
 def run_fold(
-    train: PatchSet, test: PatchSet, config: DetectConfig, device: torch.device, steps: int, diameter_mm: np.ndarray
+    train: PatchSet, test: PatchSet, config: DetectConfig, device: torch.device, steps: int, diameter_mm: np.ndarray,
+    patient: np.ndarray, seed: int | None = None,
 ) -> FoldRow:
-    """Train on `train` for `steps` optimiser steps, evaluate on `test`: metrics (the paper's,
-    AUROC of the logits, recall per nodule size from `diameter_mm`, the diameter of each of the
-    test store's nodules), confusion counts, sizes and steps taken."""
-    model, taken = train_classifier(train, config, device, steps)
+    """Train on `train` for `steps` optimiser steps (seeded by `seed`, default config.seed),
+    evaluate on `test`: metrics (the paper's, AUROC of the logits, recall per nodule size from
+    `diameter_mm`, the diameter of each of the test store's nodules), confusion counts, sizes,
+    steps taken, the batch size and positive share trained on, and the out-of-fold predictions
+    (`predictions`: target, nodule probability and patient — `patient` (N_real,) per store slice —
+    of every test patch) that the pooled tests read."""
+    model, taken = train_classifier(train, config, device, steps, seed)
     logits = predict_logits(model, test.images, device)
     predicted = logits > 0
     cm = Confusion.from_predictions(test.target, predicted)
@@ -141,6 +155,14 @@ def run_fold(
         "train_positive": int(train.target.sum()),
         "test_patches": len(test),
         "test_positive": int(test.target.sum()),
+        "test_negative": int(len(test) - test.target.sum()),
+        "batch_size": config.batch_size,
+        "positive_share": realized_share(train.target, config.batch_size, config.positive_share),
+        "predictions": {
+            "target": test.target.astype(int).tolist(),
+            "score": (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).round(6).tolist(),
+            "patient": patient[test.slice].astype(int).tolist(),
+        },
     }
 
 
@@ -164,9 +186,11 @@ def detect_runner(real: Store, synthetic: dict[str, Store], config: DetectConfig
             real, sources, groups[sources], config.size, config.seed, condition_stream(SOURCES), config.patch, config.jitter_px
         )
 
-    def train_and_test(fold: int, train: list[PatchSet], steps: int) -> FoldRow:
+    patient = real.meta("series")
+
+    def train_and_test(fold: int, train: list[PatchSet], steps: int, seed: int) -> FoldRow:
         test = real_patches.select(real_patches.group == fold)
-        return run_fold(PatchSet.concat(train, config.patch), test, config, device, steps, diameter_mm)
+        return run_fold(PatchSet.concat(train, config.patch), test, config, device, steps, diameter_mm, patient, seed)
 
     return fold_runner(real, synthetic, groups, config, real_patches, syn_patches, train_and_test)
 

@@ -20,7 +20,7 @@ import torch
 
 from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
 from lungforge.choices import Backbone, RealSplit, check_choice, check_range
-from lungforge.bench.protocol.budget import batch_indices
+from lungforge.bench.protocol.budget import CALIBRATION_BATCHES, balanced_batch_indices, realized_share
 from lungforge.bench.protocol.crossval import FoldOptions, FoldRunner, check_fold_config, condition_stream, cross_validate, fold_runner
 from lungforge.bench.scoring.froc import CPM, FROC_METRICS, froc
 from lungforge.bench.protocol.folds import OUTSIDE, source_groups
@@ -187,6 +187,12 @@ def build_model(config: LocalizeConfig) -> torch.nn.Module:
     return model
 
 
+def positive_share(config: LocalizeConfig) -> float:
+    """Nodule slices in every training batch: 1 / (1 + nodule_free_ratio), the share of A's
+    training slices, imposed on every condition."""
+    return 1.0 / (1.0 + config.nodule_free_ratio)
+
+
 def load_backbone(model: torch.nn.Module, path: Path) -> None:
     """Load a local torchvision ResNet state dict (e.g. ImageNet weights) into the FPN backbone body."""
     if not path.is_file():
@@ -219,15 +225,19 @@ def make_targets(boxes: list[np.ndarray], device: torch.device) -> list[dict[str
 
 
 def train_detector(
-    model: torch.nn.Module, train: SliceSet, config: LocalizeConfig, device: torch.device, steps: int
+    model: torch.nn.Module, train: SliceSet, config: LocalizeConfig, device: torch.device, steps: int, seed: int | None = None
 ) -> tuple[torch.nn.Module, int]:
     """Train `model` in place for `steps` optimiser steps: SGD (momentum 0.9), linear warm-up then
-    cosine decay over those steps, random horizontal flips; batch order and flips seeded by
-    config.seed. Batch-norm statistics of the backbone are re-estimated on the training slices at
-    the end. Returns the model and the steps taken."""
+    cosine decay over those steps, random horizontal flips; batch order and flips seeded by `seed`
+    (default config.seed). Every batch holds `config.batch_size` slices, :func:`positive_share` of
+    them nodule slices, for every condition; batch-norm statistics of the backbone are
+    re-estimated on CALIBRATION_BATCHES batches drawn the same way. Returns the model and the
+    steps taken."""
+    seed = config.seed if seed is None else seed
     model = model.to(device)
-    generator = torch.Generator().manual_seed(config.seed)
-    n = train.images.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    has_nodule = np.array([b.shape[0] > 0 for b in train.boxes], bool)
+    share = positive_share(config)
     warmup = min(100, max(1, steps // 10))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
@@ -239,8 +249,8 @@ def train_detector(
     taken = 0
     # torchvision's RPN and RoI samplers draw from the global RNG: seed it, and restore it after.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(config.seed)
-        for batch in batch_indices(n, config.batch_size, steps, generator):
+        torch.manual_seed(seed)
+        for batch in balanced_batch_indices(has_nodule, config.batch_size, steps, share, generator):
             idx = batch.numpy()
             flips = (torch.rand(idx.size, generator=generator) < 0.5).numpy()
             images = train.images[idx].copy()
@@ -261,8 +271,9 @@ def train_detector(
         images, _ = model.transform(to_inputs(batch, device))
         return model.backbone(images.tensors)
 
-    batches = (train.images[i : i + config.batch_size] for i in range(0, n, config.batch_size))
-    recalibrate_batchnorm(model, batches, backbone_pass)
+    calibration = torch.Generator().manual_seed(seed + 1)
+    batches = balanced_batch_indices(has_nodule, config.batch_size, CALIBRATION_BATCHES, share, calibration)
+    recalibrate_batchnorm(model, (train.images[i.numpy()] for i in batches), backbone_pass)
     return model, taken
 
 
@@ -286,13 +297,14 @@ def run_fold(
     steps: int,
     free_test: np.ndarray,
     test_nodules: list[np.ndarray] | None = None,
+    seed: int | None = None,
 ) -> FoldRow:
-    """Train a copy of `initial` on `train` for `steps` optimiser steps, evaluate: AP/AR on the
-    `test` nodule slices, FROC sensitivities and CPM (:mod:`lungforge.bench.scoring.froc`) on them plus
-    the fold's nodule-free slices `free_test` (F, S, S) uint8, per slice and, with `test_nodules`
-    (per test slice, the nodule id (G,) of each box), per nodule (`nodule_` keys); sizes, steps
-    taken and a few example predictions."""
-    model, taken = train_detector(copy.deepcopy(initial), train, config, device, steps)
+    """Train a copy of `initial` on `train` for `steps` optimiser steps (seeded by `seed`), evaluate:
+    AP/AR on the `test` nodule slices, FROC sensitivities and CPM (:mod:`lungforge.bench.scoring.froc`)
+    on them plus the fold's nodule-free slices `free_test` (F, S, S) uint8, per slice and, with
+    `test_nodules` (per test slice, the nodule id (G,) of each box), per nodule (`nodule_` keys);
+    sizes, steps taken and a few example predictions."""
+    model, taken = train_detector(copy.deepcopy(initial), train, config, device, steps, seed)
     preds = predict(model, test.images, device)
     metrics = detection_metrics(preds, make_targets(test.boxes, torch.device("cpu")))
     every = preds + predict(model, free_test, device)
@@ -322,6 +334,9 @@ def run_fold(
         "train_slices": int(train.images.shape[0]),
         "test_slices": int(test.images.shape[0]),
         "test_nodules": int(sum(b.shape[0] for b in test.boxes)),
+        "test_positive": int(test.images.shape[0]),
+        "batch_size": config.batch_size,
+        "positive_share": realized_share(np.array([b.shape[0] > 0 for b in train.boxes]), config.batch_size, positive_share(config)),
         "examples": examples,
     }
 
@@ -355,10 +370,10 @@ def run_localize(
         ids = nodule_ids(real)
         slice_nodules = [ids[rows] for rows in nodule_rows(real)]  # in the order of each slice's boxes
 
-        def train_and_test(fold: int, train: list[SliceSet], steps: int) -> FoldRow:
+        def train_and_test(fold: int, train: list[SliceSet], steps: int, seed: int) -> FoldRow:
             test = real_set.select((real_set.group == fold) & test_mask)
             test_nodules = [slice_nodules[i] for i in test.slice]
-            return run_fold(initial, SliceSet.concat(train), test, config, device, steps, nodule_free_test(fold), test_nodules)
+            return run_fold(initial, SliceSet.concat(train), test, config, device, steps, nodule_free_test(fold), test_nodules, seed)
 
         return fold_runner(real, synthetic, groups, config, real_set, syn_sets, train_and_test)
 

@@ -19,6 +19,8 @@ from lungforge.bench.protocol.leakage import GeneratorExposure
 
 FoldRow = dict[str, Any]
 """One (fold, condition) result as stored in the fold log; NaN where a metric is undefined."""
+PREDICTIONS = "predictions"
+"""The fold-row key of a task's out-of-fold predictions (detect: target, score, patient per test patch)."""
 
 
 def json_safe(obj: Any) -> Any:
@@ -54,13 +56,14 @@ class TaskResult:
         return [row.get(key) for row in self.folds[condition]]
 
     def to_dict(self) -> dict[str, Any]:
-        """{"task", "quick", "config", "conditions", "folds": {condition: [row]}, "leakage"}, JSON-safe."""
+        """{"task", "quick", "config", "conditions", "folds": {condition: [row]}, "leakage"}, JSON-safe;
+        the rows without their out-of-fold `predictions` (kept in the fold log for the pooled tests)."""
         return json_safe({
             "task": self.task,
             "quick": self.quick,
             "config": dataclasses.asdict(self.config),
             "conditions": list(self.conditions),
-            "folds": self.folds,
+            "folds": {c: [{k: v for k, v in row.items() if k != PREDICTIONS} for row in rows] for c, rows in self.folds.items()},
             "leakage": {name: seen.as_dict() for name, seen in self.leakage.items()},
         })
 

@@ -1,8 +1,7 @@
 """The report of `bench all` as typed sections (:class:`BenchReport`); `to_dict()` is report.json.
 
-Statistics records inside the sections (a task's per-condition summary, a learning curve's
-table, a comparison) are the JSON-safe dicts of :mod:`lungforge.bench.scoring.stats`: an
-undefined statistic is None there, as in the JSON.
+Statistics inside the sections are the dataclasses of :mod:`lungforge.bench.scoring.summary`
+(an undefined statistic is NaN there and null in the JSON).
 """
 
 from __future__ import annotations
@@ -20,10 +19,11 @@ from lungforge.bench.protocol.results import CurveResult, TaskResult, json_safe
 from lungforge.bench.protocol.verdict import Verdict
 from lungforge.bench.scoring.fid import FidConfig, FidResult
 from lungforge.bench.scoring.fidelity import FidelityResult
+from lungforge.bench.scoring.summary import TaskSummary
 
 TITLE = "lungforge downstream benchmark"
-TEST_METRIC = {"detect": "accuracy", "localize": "AP50"}
-"""The metric of each task that conditions are compared on (against A, controls, learning curves)."""
+TEST_METRIC = {"detect": "auroc", "localize": "AP50"}
+"""The primary metric of each task, that conditions are compared on (against A, controls, learning curves)."""
 
 
 def report_title(quick: bool) -> str:
@@ -51,29 +51,29 @@ class Budget:
 
 @dataclass(frozen=True)
 class TaskReport:
-    """One task's section: its k-fold result, `summary` (:func:`~lungforge.bench.scoring.stats.summarize`,
-    JSON-safe) and training budget."""
+    """One task's section: its k-fold result, `summary` (:func:`~lungforge.bench.scoring.summary.summarize`)
+    and training budget."""
 
     result: TaskResult
-    summary: dict[str, Any]
+    summary: TaskSummary
     budget: Budget
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.result.to_dict(), "summary": self.summary, "budget": self.budget.to_dict()}
+        return {**self.result.to_dict(), "summary": self.summary.to_dict(), "budget": self.budget.to_dict()}
 
 
 @dataclass(frozen=True)
 class CurveSection:
-    """One task's learning curve and its `table` of `metric` (:func:`~lungforge.bench.protocol.curves.curve_table`, JSON-safe)."""
+    """One task's learning curve and its `table` of `metric`: a summary per point (:func:`~lungforge.bench.protocol.curves.curve_table`)."""
 
     curve: CurveResult
     metric: str
-    table: dict[str, Any]
+    table: dict[str, TaskSummary]
 
     def to_dict(self) -> dict[str, Any]:
         """The curve without its per-point results (they are in the fold logs), plus the table."""
         curve = self.curve.to_dict()
-        return {**{k: v for k, v in curve.items() if k != "results"}, "table": self.table}
+        return {**{k: v for k, v in curve.items() if k != "results"}, "table": {p: s.to_dict() for p, s in self.table.items()}}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ table cells the CLI prints too."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from lungforge.bench.protocol.controls import separation_sentence
 from lungforge.bench.protocol.detect import QUICK_LABEL
@@ -13,64 +12,49 @@ from lungforge.bench.protocol.verdict import verdict_sentence
 from lungforge.bench.reporting.bench_report import TEST_METRIC, BenchReport, FidSection, TaskReport
 from lungforge.bench.scoring.fidelity import fidelity_markdown
 from lungforge.bench.scoring.metrics import DETECT_EXTRA_METRICS, DETECT_METRICS, LOCALIZE_EXTRA_METRICS, LOCALIZE_METRICS
+from lungforge.bench.protocol.curves import curve_markdown
+from lungforge.bench.reporting.cells import TEST_NAMES, comparison_cells, pct
 from lungforge.bench.scoring.stats import paper_p_note
 
-COMPARISON_HEADERS = ("Δ vs A (pts) [95 % CI]", "p rank-sum (min)", "p signed-rank (min)", "p corrected t [95 % CI]")
+TABLE_TESTS = ("rank_sum", "signed_rank", "corrected_t", "delong", "bootstrap_auroc")
+"""The tests report.md's task tables show (every test is in report.json)."""
+COMPARISON_HEADERS = ("Δ vs A (pts) [95 % CI]", *(f"p {TEST_NAMES[t]}" for t in TABLE_TESTS))
 DETECT_HEADERS = ("Accuracy (%)", "Precision (%)", "Rec./Sen. (%)", "Specificity (%)", "F1 (%)")
 LOCALIZE_HEADERS = ("AP50 (%)", "AP60 (%)", "AR50 (%)", "AR60 (%)", "AR70 (%)")
 DETECT_EXTRA_HEADERS = ("AUROC (%)", "Recall < 6 mm (%)", "Recall 6–10 mm (%)", "Recall ≥ 10 mm (%)")
 LOCALIZE_EXTRA_HEADERS = ("CPM (%)", *(f"Sens @ {r} FP/slice (%)" for r in ("1/8", "1/4", "1/2", "1", "2", "4", "8")))
 
 
-def _pct(stat: dict[str, float | None]) -> str:
-    if stat["mean"] is None:
-        return "n/a"
-    return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
-
-
-def _p(value: float | None) -> str:
-    """A p-value; None for condition A itself or when undefined (NaN became None)."""
-    return "–" if value is None else f"{value:.3g}"
-
-
-def _interval(low: float | None, high: float | None) -> str:
-    return "[n/a]" if low is None or high is None else f"[{100 * low:+.2f}, {100 * high:+.2f}]"
-
-
-def comparison_cells(comparison: dict[str, Any] | None) -> list[str]:
-    """Cells Δ vs reference in points [bootstrap 95 % CI], rank-sum p (min), signed-rank p (min),
-    corrected resampled t-test p [its 95 % CI in points], from a JSON-safe comparison record."""
-    if comparison is None:
-        return ["–", "–", "–", "–"]
-    diff = "n/a" if comparison["diff_mean"] is None else f"{100 * comparison['diff_mean']:+.2f} {_interval(*comparison['diff_ci95'])}"
-    return [
-        diff,
-        f"{_p(comparison['p_rank_sum'])} (≥ {_p(comparison['p_rank_sum_min'])})",
-        f"{_p(comparison['p_signed_rank'])} (≥ {_p(comparison['p_signed_rank_min'])})",
-        f"{_p(comparison['p_corrected_t'])} {_interval(*comparison['corrected_t_ci95'])}",
-    ]
-
-
 def metric_table(section: TaskReport, metrics: tuple[str, ...], headers: tuple[str, ...]) -> list[str]:
     """Markdown rows: one per condition, metrics as mean ± std in %, then the comparison of the
-    test metric with A (mean per-fold difference with bootstrap CI, rank-sum and signed-rank p,
-    each with the smallest p reachable with these folds)."""
+    primary metric with A (mean per-fold difference with bootstrap CI, then per test the raw p
+    with its floor and its Holm adjustment, or "primary"), then the excluded folds' notes."""
     lines = ["| condition | " + " | ".join((*headers, *COMPARISON_HEADERS)) + " |", "|---" * (len(metrics) + len(COMPARISON_HEADERS) + 1) + "|"]
+    summary = section.summary
     for condition in section.result.conditions:
-        row = section.summary[condition]
-        cells = [_pct(row["metrics"][m]) for m in metrics] + comparison_cells(row.get("comparison"))
+        row = summary.conditions[condition]
+        cells = [pct(row.metrics[m]) for m in metrics] + comparison_cells(row.comparison, TABLE_TESTS)
         lines.append(f"| {condition} | " + " | ".join(cells) + " |")
-    return lines
+    return [*lines, *(["", *(f"- {note}" for note in summary.notes)] if summary.notes else [])]
 
 
 def extra_table(section: TaskReport, metrics: tuple[str, ...], headers: tuple[str, ...]) -> list[str]:
-    """Markdown rows of the metrics beside the paper's: mean ± std in % over the folds where the
+    """Markdown rows of the metrics beside the paper's: mean ± std in % over the scored folds where the
     metric is defined (n), one row per condition."""
     lines = ["| condition | " + " | ".join(headers) + " |", "|---" * (len(metrics) + 1) + "|"]
     for condition in section.result.conditions:
-        stats = section.summary[condition]["metrics"]
-        lines.append(f"| {condition} | " + " | ".join(f"{_pct(stats[m])} (n={stats[m]['n']})" for m in metrics) + " |")
+        stats = section.summary.conditions[condition].metrics
+        lines.append(f"| {condition} | " + " | ".join(f"{pct(stats[m])} (n={stats[m].n})" for m in metrics) + " |")
     return lines
+
+
+def primary_line(section: TaskReport) -> str:
+    """The task's primary comparison and the rule for every other p."""
+    summary = section.summary
+    primary = "none" if summary.primary is None else f"{summary.primary.condition} vs A at K = {summary.primary.point}"
+    return (f"Primary comparison (fixed before the run, on {summary.metric}): {primary}; every other p is Holm-adjusted over "
+            f"the run's comparisons (every condition, at every K of a curve), test by test. "
+            f"Corrected t: n_test/n_train = 1/(folds − 1) = {summary.test_train_ratio:.3g}.")
 
 
 def selection_lines(report: BenchReport) -> list[str]:
@@ -101,8 +85,18 @@ def selection_lines(report: BenchReport) -> list[str]:
     for task, task_report in (("detect", report.detect), ("localize", report.localize)):
         budget = task_report.budget
         verdict = "the same for every condition" if budget.equal else "NOT equal across conditions"
-        lines.append(f"- {task}: optimiser steps per fold {budget.steps[REFERENCE]} ({verdict}; epochs × ⌈A's training set / batch⌉, one schedule over them).")
+        lines.append(f"- {task}: optimiser steps per fold {budget.steps[REFERENCE]} ({verdict}; epochs × ⌈A's training set / batch⌉, one schedule over them); "
+                     + batch_sentence(task_report) + ".")
     return [*lines, ""]
+
+
+def batch_sentence(section: TaskReport) -> str:
+    """The batch size and positive share per batch every fold row recorded, for every condition."""
+    rows = [r for rows in section.result.folds.values() for r in rows]
+    sizes = sorted({r.get("batch_size") for r in rows if r.get("batch_size") is not None})
+    shares = sorted({round(r["positive_share"], 3) for r in rows if r.get("positive_share") is not None})
+    return (f"batch {', '.join(map(str, sizes)) or 'n/a'} items with positive share {', '.join(f'{v:g}' for v in shares) or 'n/a'} "
+            "(items repeated where a set is smaller; batch-norm statistics re-estimated on as many batches drawn the same way)")
 
 
 def controls_lines(report: BenchReport) -> list[str]:
@@ -124,27 +118,12 @@ def controls_lines(report: BenchReport) -> list[str]:
 
 
 def curve_lines(report: BenchReport) -> list[str]:
-    """The learning-curve section: per task the budget and one row per point K and condition."""
+    """The learning-curve section: per task the budget, the primary comparison and one row per point K and condition."""
     if not report.curves:
         return []
     lines = ["## Learning curves (real training nodules K per fold)", ""]
     for task, section in report.curves.items():
-        curve = section.curve
-        lines += [
-            f"### {task}: {TEST_METRIC[task]} against K", "",
-            f"Optimiser budget for every K, fold and condition: {curve.optimizer_steps} steps.",
-        ]
-        if curve.generator_nodules:
-            slices = curve.generator_nodule_slices
-            lines.append("Real nodules the generators' weights saw: "
-                         + ", ".join(f"{n}: {'unknown' if v is None else v} ({slices[n]} slices)" for n, v in curve.generator_nodules.items()) + ".")
-        lines += ["", "| K | real nodules (slices) / fold | condition | mean (%) | Δ vs A (pts) [95 % CI] | p rank-sum (min) | p signed-rank (min) |",
-                  "|---|---|---|---|---|---|---|"]
-        for point, rows in section.table.items():
-            for condition, row in rows.items():
-                nodules = "?" if row.get("real_nodules") is None else f"{row['real_nodules']:.1f}"
-                lines.append(f"| {point} | {nodules} ({row['real_nodule_slices']:.1f}) | {condition} | {_pct(row)} | " + " | ".join(comparison_cells(row["vs_A"])) + " |")
-        lines.append("")
+        lines += curve_markdown(section.curve, section.metric, task, section.table)
     return lines
 
 
@@ -173,9 +152,11 @@ def task_lines(report: BenchReport) -> list[str]:
     dc, lc = d.result.config, loc.result.config
     return [
         f"## I. Nodule detection ({dc.folds}-fold CV, {dc.patch}×{dc.patch} patches at "
-        f"{dc.size}×{dc.size} px, SE-ResNet-{dc.depth}; Δ and p: accuracy vs A, paired by fold)",
+        f"{dc.size}×{dc.size} px, SE-ResNet-{dc.depth}; Δ and p: {TEST_METRIC['detect']} vs A, paired by fold)",
         "",
         *metric_table(d, DETECT_METRICS, DETECT_HEADERS),
+        "",
+        primary_line(d),
         "",
         paper_p_note(),
         "",
@@ -185,9 +166,11 @@ def task_lines(report: BenchReport) -> list[str]:
         *extra_table(d, DETECT_EXTRA_METRICS, DETECT_EXTRA_HEADERS),
         "",
         f"## II. Nodule localization ({lc.folds}-fold CV, Faster R-CNN {lc.backbone}-FPN; "
-        "Δ and p: AP50 vs A, paired by fold)",
+        f"Δ and p: {TEST_METRIC['localize']} vs A, paired by fold)",
         "",
         *metric_table(loc, LOCALIZE_METRICS, LOCALIZE_HEADERS),
+        "",
+        primary_line(loc),
         "",
         "Beside the paper's metrics: FROC over ALL test slices of a fold, nodule-free ones included (AP/AR use its nodule "
         "slices only): sensitivity at 1/8 … 8 false positives per slice and their mean, LUNA16's CPM read per slice. A "

@@ -10,13 +10,14 @@ from typing import Any
 
 import torch
 
-from lungforge.bench.protocol.controls import make_controls, separation
+from lungforge.bench.protocol.controls import CONTROL_NAMES, make_controls, separation
+from lungforge.bench.protocol.crossval import point_label
 from lungforge.bench.protocol.curves import curve_figure, curve_table, learning_curve
 from lungforge.bench.protocol.detect import DetectConfig, run_detect
 from lungforge.bench.protocol.folds import leak_groups, real_groups
 from lungforge.bench.protocol.inputs import SyntheticSpec, open_real, open_synthetic
 from lungforge.bench.protocol.localize import LocalizeConfig, run_localize
-from lungforge.bench.protocol.results import CurveResult, TaskResult, json_safe
+from lungforge.bench.protocol.results import CurveResult, TaskResult
 from lungforge.bench.protocol.selection import selected, selection_summary
 from lungforge.bench.protocol.verdict import verdicts
 from lungforge.bench.reporting.bench_report import TEST_METRIC, BenchReport, Budget, CurveSection, FidSection, TaskReport, report_title
@@ -27,7 +28,7 @@ from lungforge.bench.scoring.fid import FidConfig, InceptionUnavailable, compute
 from lungforge.bench.scoring.fidelity import compute_fidelity
 from lungforge.bench.scoring.metrics import DETECT_EXTRA_METRICS, DETECT_METRICS, LOCALIZE_EXTRA_METRICS, LOCALIZE_METRICS
 from lungforge.bench.scoring.segmenter import SegmenterConfig
-from lungforge.bench.scoring.stats import summarize
+from lungforge.bench.scoring.summary import parse_primary, summarize
 from lungforge.choices import Selection
 from lungforge.data.store import Store
 from lungforge.errors import InputError
@@ -49,6 +50,7 @@ def run_all(
     controls: bool = False,
     fidelity: SegmenterConfig | None = None,
     curve: list[int | None] | None = None,
+    primary: str | None = None,
 ) -> BenchReport:
     """Run fid (if weights are available), label fidelity (unless `fidelity` is None), detect and
     localize; write the report into `out`.
@@ -58,12 +60,18 @@ def run_all(
     `classic` (:mod:`lungforge.bench.protocol.fold_controls`) last, and the report says whether the
     protocol separates paste from mislabeled and which generators beat A, classic and blob. With `curve` (learning-curve points K, None: all) detect and localize
     run at every point with one budget (:mod:`lungforge.bench.protocol.curves`), the tables at K = all (or
-    the largest K), and a curve figure per task. Finished folds under `out/detect` and `out/localize` are reused by
+    the largest K), and a curve figure per task. `primary` (`COND@K`, default the first synthetic
+    condition at the smallest K) is each task's primary comparison. Finished folds under `out/detect` and `out/localize` are reused by
     a rerun with the same arguments. The report is also written as `out/report.json` and `out/report.md`.
     """
     out.mkdir(parents=True, exist_ok=True)
     real = open_real(real_path)
     synthetic = _open(specs, real)
+    candidates = [*synthetic, *(reversed(CONTROL_NAMES) if controls else ())]
+    try:  # the default primary: the user's first store, else the positive control (paste)
+        spec = parse_primary(primary, candidates, [point_label(k) for k in curve] if curve is not None else ["all"])
+    except ValueError as exc:
+        raise InputError(f"--primary {primary}: {exc}") from None
     if controls:
         control_specs = make_controls(real_path, real, synthetic, out, detect.seed)
         detect, localize = dataclasses.replace(detect, fold_controls=True), dataclasses.replace(localize, fold_controls=True)
@@ -80,6 +88,11 @@ def run_all(
         curves = {"detect": learning_curve(run_detect, real, synthetic, detect, curve, device, out, progress),
                   "localize": learning_curve(run_localize, real, synthetic, localize, curve, device, out, progress)}
         results = {task: c.last for task, c in curves.items()}
+    tables = {task: curve_table(c, SUMMARY_METRICS[task], TEST_METRIC[task], spec) for task, c in curves.items()}
+    summaries = {
+        task: tables[task][curves[task].points[-1]] if task in tables else summarize(results[task], SUMMARY_METRICS[task], TEST_METRIC[task], spec)
+        for task in results
+    }
     figures = report_figures(out / "figures", real, synthetic, results, curves, detect, report_title(detect.quick or localize.quick))
     report = BenchReport(
         device=str(device),
@@ -88,10 +101,10 @@ def run_all(
         fid=fid_section,
         fidelity=fidelity_result,
         selection=selection_report(real, synthetic, detect.select, detect.folds, detect.real_split),
-        detect=task_report(results["detect"]),
-        localize=task_report(results["localize"]),
+        detect=TaskReport(results["detect"], summaries["detect"], Budget.of(results["detect"])),
+        localize=TaskReport(results["localize"], summaries["localize"], Budget.of(results["localize"])),
         controls={task: separation(r, TEST_METRIC[task]) for task, r in results.items()} if controls else None,
-        curves={task: CurveSection(c, TEST_METRIC[task], json_safe(curve_table(c, TEST_METRIC[task]))) for task, c in curves.items()} or None,
+        curves={task: CurveSection(c, TEST_METRIC[task], tables[task]) for task, c in curves.items()} or None,
         figures=[str(p.relative_to(out)) for p in figures],
         verdicts={task: verdicts(r, TEST_METRIC[task]) for task, r in results.items()} if controls else None,
     )
@@ -114,12 +127,6 @@ def fid_report(
     except InceptionUnavailable as exc:
         return FidSection(config, None, str(exc))
     return FidSection(config, compute_fid(real, synthetic, config, extractor, dims, device, progress))
-
-
-def task_report(result: TaskResult) -> TaskReport:
-    """A task's report section: its summary on the task's metrics (compared on :data:`TEST_METRIC`) and budget."""
-    summary = summarize(result.folds, SUMMARY_METRICS[result.task], TEST_METRIC[result.task])
-    return TaskReport(result, json_safe(summary), Budget.of(result))
 
 
 def report_figures(

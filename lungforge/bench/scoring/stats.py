@@ -10,11 +10,17 @@ Neither test knows that the K training sets overlap (each pair of folds shares (
 its real training data), which makes per-fold differences positively correlated and every
 test that treats them as independent too eager. The corrected resampled t-test of Nadeau &
 Bengio (2003) inflates the variance of the mean difference from s²/K to (1/K + n_test/n_train)·s²
-to account for it; it is reported beside the signed-rank test, with its 95 % interval.
+to account for it; it is reported beside the signed-rank test, with its 95 % interval. One rule
+gives its n_test / n_train everywhere (:func:`nb_ratio`): 1 / (F − 1) for F-fold cross-validation.
+
+With several comparisons (every condition against A, at every learning-curve point), each test's
+p-values are Holm-adjusted together (:func:`holm`) except the one primary comparison fixed
+before the run (:mod:`lungforge.bench.scoring.summary`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,17 +32,53 @@ from lungforge.bench.protocol.inputs import REFERENCE
 BOOTSTRAP_RESAMPLES = 10_000
 PAPER_DETECT_P = (8.2e-5, 9.54e-6)
 """The paper's detection p-values (Table 1-I, B and C vs A, 10 folds)."""
-SIZE_KEYS = (("test_patches", "train_patches"), ("test_slices", "train_slices"))
-"""Per-fold record fields (test size, training size) that give n_test / n_train, first present wins."""
+FOLD_TESTS = ("rank_sum", "signed_rank", "corrected_t")
+"""The per-fold tests of a :class:`Comparison`, by the key of their p in `Comparison.p`."""
 
 
-def mean_std(values: list[float]) -> dict[str, float]:
-    """Mean and sample standard deviation (ddof 1; 0 for one value) of the finite values."""
+@dataclass(frozen=True)
+class MetricStat:
+    """Mean and sample standard deviation (ddof 1; 0 for one value) of a metric over `n` finite folds."""
+
+    mean: float
+    std: float
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "n": self.n}
+
+
+def mean_std(values: list[float]) -> MetricStat:
+    """:class:`MetricStat` of the finite values (NaN mean and std when there are none)."""
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
     if x.size == 0:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else 0.0, "n": int(x.size)}
+        return MetricStat(float("nan"), float("nan"), 0)
+    return MetricStat(float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0, int(x.size))
+
+
+def nb_ratio(folds: int) -> float:
+    """The n_test / n_train of the corrected t-test for `folds`-fold cross-validation: 1 / (folds − 1),
+    one test fold against the other folds' training data (Bouckaert & Frank 2004). Used for every
+    comparison (tables, learning curves, benchmarks/power.py), whatever the training subset K."""
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    return 1.0 / (folds - 1)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of `p_values` (one family): the i-th smallest of m finite p
+    becomes max over j ≤ i of min(1, (m − j + 1) · p_(j)); NaN stays NaN and does not count in m."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = order.size
+    running = 0.0
+    for i, index in enumerate(order):
+        running = max(running, min(1.0, (m - i) * float(p[index])))
+        out[index] = running
+    return out.tolist()
 
 
 def rank_sum_p(values: list[float], reference: list[float]) -> float:
@@ -94,18 +136,28 @@ def min_exact_rank_sum_p(k1: int, k2: int) -> float:
     return float(mannwhitneyu(np.arange(k1) + k2, np.arange(k2), method="exact").pvalue)
 
 
-def corrected_t_test(diff: np.ndarray, test_train_ratio: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CorrectedT:
+    """The corrected resampled t-test of per-fold differences: `t`, two-sided `p`, the 95 % interval
+    of the mean difference and the variance factor 1/K + n_test/n_train."""
+
+    t: float
+    p: float
+    ci95: tuple[float, float]
+    variance_factor: float
+
+
+def corrected_t_test(diff: np.ndarray, test_train_ratio: float) -> CorrectedT:
     """Corrected resampled t-test (Nadeau & Bengio 2003) of per-fold differences `diff` (K,).
 
     t = mean(diff) / sqrt((1/K + test_train_ratio) · s²), s² the sample variance (ddof 1), with
-    K − 1 degrees of freedom; `test_train_ratio` is n_test / n_train of one fold. Returns
-    {"t", "p" (two-sided), "ci95": [low, high] of the mean difference, "variance_factor"
-    (1/K + ratio)}. With zero variance, p is 1 for a zero mean and 0 otherwise; fewer than 2
-    folds give NaNs.
+    K − 1 degrees of freedom; `test_train_ratio` is n_test / n_train of one fold (:func:`nb_ratio`).
+    With zero variance, p is 1 for a zero mean and 0 otherwise; fewer than 2 folds give NaNs.
     """
     k = int(diff.size)
+    nan = float("nan")
     if k < 2 or not np.isfinite(test_train_ratio) or test_train_ratio < 0:
-        return {"t": float("nan"), "p": float("nan"), "ci95": [float("nan"), float("nan")], "variance_factor": float("nan")}
+        return CorrectedT(nan, nan, (nan, nan), nan)
     factor = 1.0 / k + test_train_ratio
     mean = float(diff.mean())
     se = float(np.sqrt(factor * diff.var(ddof=1)))
@@ -115,17 +167,7 @@ def corrected_t_test(diff: np.ndarray, test_train_ratio: float) -> dict[str, Any
         t = mean / se
         p = float(2 * student_t.sf(abs(t), k - 1))
     half = float(student_t.ppf(0.975, k - 1)) * se
-    return {"t": t, "p": p, "ci95": [mean - half, mean + half], "variance_factor": factor}
-
-
-def test_train_ratio(rows: list[dict[str, Any]]) -> float | None:
-    """Mean n_test / n_train over the per-fold records `rows` (the first :data:`SIZE_KEYS` pair they
-    all carry with a positive training size), None when they carry none."""
-    for test_key, train_key in SIZE_KEYS:
-        pairs = [(r.get(test_key), r.get(train_key)) for r in rows]
-        if pairs and all(te is not None and tr for te, tr in pairs):
-            return float(np.mean([te / tr for te, tr in pairs]))
-    return None
+    return CorrectedT(t, p, (mean - half, mean + half), factor)
 
 
 def bootstrap_mean_ci(diff: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
@@ -138,54 +180,65 @@ def bootstrap_mean_ci(diff: np.ndarray, seed: int = 0, resamples: int = BOOTSTRA
     return float(low), float(high)
 
 
-def compare(values: list[float], reference: list[float], seed: int = 0, ratio: float | None = None) -> dict[str, Any]:
-    """`values` against `reference` over the same folds (fractions, per fold).
+@dataclass(frozen=True)
+class Comparison:
+    """`metric` of `condition` against `reference` over the same folds (fractions, per fold).
 
-    Returns {"p_rank_sum", "p_rank_sum_min", "p_signed_rank", "p_signed_rank_min", "diff_mean",
-    "diff_ci95": [low, high] (bootstrap), "p_corrected_t", "corrected_t_ci95": [low, high],
-    "test_train_ratio", "paired_folds"}; the *_min entries are the smallest p each test can reach
-    with these fold counts. The corrected t-test uses `ratio` = n_test / n_train, by default
-    1/(K − 1) (K-fold cross-validation with equal folds).
+    `diff_mean` the mean per-fold difference, `diff_ci95` its percentile-bootstrap interval over
+    folds, `corrected_t_ci95` the corrected t-test's; `p` the raw p of every test (:data:`FOLD_TESTS`,
+    plus the pooled tests of :mod:`lungforge.bench.scoring.pooled` when predictions were kept),
+    `p_min` the smallest p the rank tests can reach with these folds, `p_holm` each p
+    Holm-adjusted over its test's family (the raw p for the `primary` comparison; empty until
+    :func:`~lungforge.bench.scoring.summary.adjust` runs); `pooled` the pooled tests' effects.
     """
+
+    condition: str
+    reference: str
+    metric: str
+    diff_mean: float
+    diff_ci95: tuple[float, float]
+    corrected_t_ci95: tuple[float, float]
+    test_train_ratio: float
+    paired_folds: int
+    p: dict[str, float]
+    p_min: dict[str, float]
+    pooled: Any = None
+    primary: bool = False
+    p_holm: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON record: effects, and per test {"raw", "holm", "min"} (min only for the rank tests)."""
+        tests = {
+            name: {"raw": p, "holm": self.p_holm.get(name), **({"min": self.p_min[name]} if name in self.p_min else {})}
+            for name, p in self.p.items()
+        }
+        return {
+            "condition": self.condition, "reference": self.reference, "metric": self.metric, "primary": self.primary,
+            "diff_mean": self.diff_mean, "diff_ci95": list(self.diff_ci95), "corrected_t_ci95": list(self.corrected_t_ci95),
+            "test_train_ratio": self.test_train_ratio, "paired_folds": self.paired_folds, "p": tests,
+            "pooled": None if self.pooled is None else self.pooled.to_dict(),
+        }
+
+
+def compare(
+    values: list[float], reference: list[float], ratio: float, seed: int = 0, condition: str = "", reference_name: str = REFERENCE, metric: str = ""
+) -> Comparison:
+    """:class:`Comparison` of per-fold `values` against `reference` (NaN folds dropped pairwise);
+    the corrected t-test uses `ratio` = n_test / n_train (:func:`nb_ratio`)."""
     diff = _paired(values, reference)
-    if ratio is None:
-        ratio = 1.0 / (diff.size - 1) if diff.size > 1 else float("nan")
     corrected = corrected_t_test(diff, ratio)
     n_a = int(np.isfinite(np.asarray(values, dtype=np.float64)).sum())
     n_b = int(np.isfinite(np.asarray(reference, dtype=np.float64)).sum())
-    low, high = bootstrap_mean_ci(diff, seed)
-    return {
-        "p_rank_sum": rank_sum_p(values, reference),
-        "p_rank_sum_min": min_rank_sum_p(n_a, n_b),
-        "p_signed_rank": signed_rank_p(values, reference),
-        "p_signed_rank_min": min_signed_rank_p(int(np.count_nonzero(diff)) or diff.size),
-        "diff_mean": float(diff.mean()) if diff.size else float("nan"),
-        "diff_ci95": [low, high],
-        "p_corrected_t": corrected["p"],
-        "corrected_t_ci95": corrected["ci95"],
-        "test_train_ratio": ratio,
-        "paired_folds": int(diff.size),
-    }
-
-
-def summarize(folds: dict[str, list[dict[str, Any]]], metrics: tuple[str, ...], test_metric: str) -> dict[str, Any]:
-    """Per condition: {metric: {mean, std, n}}, "p_value" (rank-sum, as the paper) and "comparison"
-    (:func:`compare`) of `test_metric` against condition A (None for A itself), from the per-fold
-    rows {condition: [row]} of a `run_detect` / `run_localize` result. The corrected t-test's
-    n_test / n_train comes from A's fold rows (:func:`test_train_ratio`): the overlap it corrects
-    for is in the real data."""
-    reference = [f[test_metric] for f in folds[REFERENCE]]
-    ratio = test_train_ratio(folds[REFERENCE])
-    summary = {}
-    for condition, rows in folds.items():
-        comparison = None if condition == REFERENCE else compare([r[test_metric] for r in rows], reference, ratio=ratio)
-        summary[condition] = {
-            "metrics": {m: mean_std([r[m] for r in rows]) for m in metrics},
-            "p_value": None if comparison is None else comparison["p_rank_sum"],
-            "p_metric": test_metric,
-            "comparison": comparison,
-        }
-    return summary
+    return Comparison(
+        condition=condition, reference=reference_name, metric=metric,
+        diff_mean=float(diff.mean()) if diff.size else float("nan"),
+        diff_ci95=bootstrap_mean_ci(diff, seed),
+        corrected_t_ci95=corrected.ci95,
+        test_train_ratio=ratio,
+        paired_folds=int(diff.size),
+        p={"rank_sum": rank_sum_p(values, reference), "signed_rank": signed_rank_p(values, reference), "corrected_t": corrected.p},
+        p_min={"rank_sum": min_rank_sum_p(n_a, n_b), "signed_rank": min_signed_rank_p(int(np.count_nonzero(diff)) or diff.size)},
+    )
 
 
 def paper_p_note(folds: int = 10) -> str:
