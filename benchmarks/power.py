@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 
 from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
@@ -87,18 +88,22 @@ class Clock:
 
 
 class FoldLog:
-    """A progress sink for the bench's k-fold driver: one stderr line per finished (fold, condition)."""
+    """A progress sink for the bench's k-fold driver: one stderr line per finished (fold, condition),
+    counting optimiser steps as the driver's bar does; the driver's notes go to `console` (stderr)."""
 
-    def add_task(self, name: str, total: int, completed: int, status: str) -> str:
-        self.name, self.total, self.done = name, total, completed
+    console = Console(stderr=True)
+
+    def add_task(self, name: str, total: int, completed: int = 0, status: str = "") -> str:
+        self.name, self.total, self.done, self.status = name, total, completed, status
         return name
 
-    def update(self, task: str, status: str) -> None:
-        self.status = status
+    def update(self, task: str, completed: int | None = None, status: str | None = None) -> None:
+        self.done = self.done if completed is None else completed
+        self.status = self.status if status is None else status
 
-    def advance(self, task: str) -> None:
-        self.done += 1
-        print(f"{self.name} {self.done}/{self.total} {self.status} ({cpu_seconds():.0f} s CPU)", file=sys.stderr, flush=True)
+    def advance(self, task: str, advance: int = 1) -> None:
+        self.done += advance
+        print(f"{self.name} {self.done}/{self.total} steps, {self.status} ({cpu_seconds():.0f} s CPU)", file=sys.stderr, flush=True)
 
 
 def table(summary: TaskSummary, result: TaskResult) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def _capture(monkeypatch) -> dict:
     """Replace training by a recorder of each (fold, condition)'s training patches."""
     seen: dict = {}
 
-    def fake_run_fold(train, test, config, device, steps, diameter_mm):
+    def fake_run_fold(train, test, config, device, steps, diameter_mm, patient=None, seed=None):
         seen[len(seen)] = train
         return {"accuracy": 0.5, "optimizer_steps": steps, "train_patches": len(train), "train_positive": int(train.target.sum())}
 

@@ -19,7 +19,8 @@ from lungforge.bench.protocol.controls import CONTROL_NAMES
 from lungforge.bench.protocol.fold_controls import FOLD_CONTROLS
 from lungforge.bench.protocol.inputs import REFERENCE
 from lungforge.bench.protocol.results import TaskResult, json_safe
-from lungforge.bench.scoring.stats import compare
+from lungforge.bench.protocol.sources import SOURCES
+from lungforge.bench.scoring.stats import compare, nb_ratio
 
 BARS = (REFERENCE, "classic", "blob")
 """The conditions a generator must beat to be called helpful."""
@@ -48,12 +49,18 @@ def beats(comparison: dict[str, Any]) -> bool:
 
 def verdicts(result: TaskResult, metric: str) -> list[Verdict]:
     """A :class:`Verdict` per generator condition of `result` (the conditions that are neither A nor a control)."""
-    controls = {*CONTROL_NAMES, *FOLD_CONTROLS, REFERENCE}
+    controls = {*CONTROL_NAMES, *FOLD_CONTROLS, REFERENCE, SOURCES}
     out = []
     for name in (c for c in result.conditions if c not in controls):
-        against = {bar: json_safe(compare(result.values(name, metric), result.values(bar, metric))) for bar in BARS}
+        against = {bar: _against(result, name, bar, metric) for bar in BARS}
         out.append(Verdict(name, metric, against, all(beats(c) for c in against.values())))
     return out
+
+
+def _against(result: TaskResult, name: str, bar: str, metric: str) -> dict[str, Any]:
+    """JSON-safe `diff_mean`, `diff_ci95` and `p_signed_rank` of `name` against `bar` over the folds."""
+    c = compare(result.values(name, metric), result.values(bar, metric), nb_ratio(result.config.folds), reference_name=bar, metric=metric)
+    return json_safe({"diff_mean": c.diff_mean, "diff_ci95": list(c.diff_ci95), "p_signed_rank": c.p["signed_rank"]})
 
 
 def verdict_sentence(task: str, verdict: Verdict) -> str:
