@@ -24,16 +24,17 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal, get_args
 
 from lungforge.choices import Sampler, check_choice
-from lungforge.errors import LungforgeError
+from lungforge.errors import ConfigError, LungforgeError
 from lungforge.seeds import check_seed
 
 if TYPE_CHECKING:
     from lungforge.bench.protocol.inputs import SyntheticSpec
     from lungforge.bench.reporting.bench_report import BenchReport, TaskReport
 
+DemoGenerator = Literal["SPADE", "SDM", "SDM-inpaint"]
 StepResult = tuple[Path, dict[str, Any]]
 """What a step produced (a path) and its details."""
 
@@ -57,10 +58,13 @@ class DemoOptions:
     sdm_weights: str = "demo-sdm-tiny"
     spade_weights: str = "demo-spade-tiny"
     inpaint_weights: str = "demo-sdm-inpaint-tiny"
+    generators: tuple[DemoGenerator, ...] = ("SDM-inpaint",)
+    """Generators benched beside A and the two controls, among SPADE, SDM and SDM-inpaint."""
     segmenter_steps: int = 150
     detect_epochs: int = 60
     detect_batch: int = 16
-    localize_epochs: int = 3
+    localize_epochs: int = 20
+    """Epochs of the CPU-sized Faster R-CNN (LocalizeConfig.cpu_preset) over A's training slices."""
     small_k: int = 4
     seed: int = 0
     device: str = "cpu"
@@ -68,10 +72,15 @@ class DemoOptions:
     def __post_init__(self) -> None:
         check_seed(self.seed)
         check_choice("sampler", self.sampler, Sampler)
+        for name in self.generators:
+            check_choice("generators", name, DemoGenerator)
+        if len(set(self.generators)) != len(self.generators):
+            raise ConfigError("generators", f"generators must not repeat a name, got {', '.join(self.generators)}")
 
-    def generators(self) -> tuple[tuple[str, str], ...]:
-        """(condition name, weights) of each generator, in the order they are made and benched."""
-        return (("SPADE", self.spade_weights), ("SDM", self.sdm_weights), ("SDM-inpaint", self.inpaint_weights))
+    def generator_weights(self) -> tuple[tuple[str, str], ...]:
+        """(condition name, weights) of each chosen generator, in the order they are made and benched."""
+        weights = {"SPADE": self.spade_weights, "SDM": self.sdm_weights, "SDM-inpaint": self.inpaint_weights}
+        return tuple((name, weights[name]) for name in get_args(DemoGenerator) if name in self.generators)
 
     @property
     def patch(self) -> int:
@@ -111,7 +120,7 @@ def run_demo(options: DemoOptions, on_step: Callable[[DemoStep], None] | None = 
     run("phantom", partial(_phantom, luna, options))
     run("prepare", partial(_prepare, luna, real, options))
     synthetic: list[SyntheticSpec] = []
-    for name, weights in options.generators():
+    for name, weights in options.generator_weights():
         spec = SyntheticSpec(name=name, path=out / f"synthetic-{name.lower()}.zarr")
         run(f"augment {name}", partial(_augment, real, spec.path, weights, options))
         synthetic.append(spec)
@@ -174,7 +183,7 @@ def _bench(real: Path, synthetic: list[SyntheticSpec], report_dir: Path, options
         synthetic,
         report_dir,
         detect,
-        replace(LocalizeConfig.quick_preset(**common), epochs=options.localize_epochs),
+        LocalizeConfig.cpu_preset(**common, epochs=options.localize_epochs, quick=True),
         FidConfig(size=options.size, real_split="all", features="inception", seed=options.seed),
         resolve_device(options.device),
         allow_download=False,

@@ -277,7 +277,7 @@ def train_detector(
             sched.step()
             taken += 1
             if on_step is not None:
-                on_step(taken, {k: float(v) for k, v in losses.items()})
+                on_step(taken, {k: float(v.detach()) for k, v in losses.items()})
 
     def backbone_pass(batch: np.ndarray) -> object:
         images, _ = model.transform(to_inputs(batch, device))
