@@ -92,23 +92,66 @@ def proposal_recall(model: torch.nn.Module, slices: SliceSet, iou: float = 0.5) 
     return found / max(total, 1)
 
 
-def diagnose(name: str, slices: SliceSet, size: int, steps: int, window: int) -> dict[str, Any]:
-    """Anchor table, loss curve, proposal recall and AP50 of detector `name` trained on fold 1, tested on fold 0."""
+def test_ap50(model: torch.nn.Module, test: SliceSet) -> float:
+    """AP50 of `model` on `test` (eval mode; the model is left in train mode)."""
+    cpu = torch.device("cpu")
+    ap = detection_metrics(predict(model, test.images, cpu), make_targets(test.boxes, cpu))["AP50"]
+    model.train()
+    return ap
+
+
+def diagnose(name: str, slices: SliceSet, size: int, steps: int, window: int, eval_every: int = 0) -> dict[str, Any]:
+    """Anchor table, loss curve, proposal recall and AP50 of detector `name` trained on fold 1, tested
+    on fold 0; with `eval_every`, also the test AP50 every that many steps (batch-norm statistics of
+    the moment, not re-estimated) with the training CPU seconds spent so far."""
     config = detector_config(name, size, steps)
     model = build_model(config)
     table = anchor_table(model, slices)
     train, test = slices.select(slices.group == 1), slices.select(slices.group == 0)
     losses: list[dict[str, float]] = []
+    ap_curve: list[dict[str, float]] = []
     started = cpu_seconds()
-    train_detector(model, train, config, torch.device("cpu"), steps, on_step=lambda _, step_losses: losses.append(step_losses))
-    cpu = cpu_seconds() - started
+    evaluating = 0.0
+
+    def on_step(step: int, step_losses: dict[str, float]) -> None:
+        nonlocal evaluating
+        losses.append(step_losses)
+        if eval_every and step % eval_every == 0 and step < steps:
+            before = cpu_seconds()
+            ap_curve.append({"steps": step, "AP50": round(test_ap50(model, test), 3), "train_cpu_s": round(before - started - evaluating, 1)})
+            evaluating += cpu_seconds() - before
+
+    train_detector(model, train, config, torch.device("cpu"), steps, on_step=on_step)
+    cpu = cpu_seconds() - started - evaluating
     curve = [{"steps": min(i + window, steps), **{k: round(float(np.mean([s[k] for s in losses[i : i + window]])), 4) for k in losses[0]}}
              for i in range(0, len(losses), window)]
     cpu_targets = torch.device("cpu")
     ap = {part: detection_metrics(predict(model, s.images, cpu_targets), make_targets(s.boxes, cpu_targets))["AP50"] for part, s in (("train", train), ("test", test))}
     return {"detector": name, "rpn_fg_iou": model.rpn.proposal_matcher.high_threshold, "anchors": table, "steps": steps,
             "train_cpu_s": round(cpu, 1), "loss_curve": curve, "proposal_recall_test": round(proposal_recall(model, test), 3),
-            "AP50_train": round(ap["train"], 3), "AP50_test": round(ap["test"], 3)}
+            "AP50_train": round(ap["train"], 3), "AP50_test": round(ap["test"], 3),
+            "ap50_curve": [*ap_curve, {"steps": steps, "AP50": round(ap["test"], 3), "train_cpu_s": round(cpu, 1)}]}
+
+
+def ap50_figure(results: list[dict[str, Any]], path: Path) -> Path:
+    """Test AP50 against optimiser steps (bottom axis) of each detector, training CPU-s on a top axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for result in results:
+        curve = result["ap50_curve"]
+        ax.plot([p["steps"] for p in curve], [p["AP50"] for p in curve], marker="o", label=f"{result['detector']} (final {curve[-1]['train_cpu_s']:.0f} CPU-s)")
+    ax.set(xlabel="optimiser steps (batch 4)", ylabel="AP50, test fold", ylim=(0, 1), title="A's AP50 against training steps, demo phantom")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def main() -> None:
@@ -118,6 +161,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="Optimiser steps on fold 1.")
     parser.add_argument("--window", type=int, default=25, help="Steps per point of the loss curve.")
     parser.add_argument("--detectors", default="quick,cpu", help="Comma-separated: quick, cpu.")
+    parser.add_argument("--eval-every", type=int, default=0, help="Test AP50 every N steps (0: at the end only).")
+    parser.add_argument("--figure", type=Path, default=None, help="Write the AP50-vs-steps figure (PNG) here.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="One JSON line per detector.")
     args = parser.parse_args()
@@ -130,8 +175,10 @@ def main() -> None:
         real = open_real(Path(tmp) / "real.zarr")
         slices = load_slices(real, real_groups(real, 2, "all"), args.size, 0.0, np.random.default_rng(args.seed))
     print(f"{len(slices)} nodule slices, {sum(b.shape[0] for b in slices.boxes)} boxes at {args.size} px", file=sys.stderr)
+    results = []
     for name in names:
-        result = diagnose(name, slices, args.size, args.steps, args.window)
+        result = diagnose(name, slices, args.size, args.steps, args.window, args.eval_every)
+        results.append(result)
         if args.json:
             print(json.dumps(result))
             continue
@@ -143,6 +190,10 @@ def main() -> None:
             print("  step {steps:4d}: ".format(**point) + ", ".join(f"{k} {v:.4f}" for k, v in point.items() if k != "steps"))
         print(f"  {result['steps']} steps in {result['train_cpu_s']} CPU-s; proposal recall (test) {result['proposal_recall_test']:.3f}; "
               f"AP50 train {result['AP50_train']:.3f}, test {result['AP50_test']:.3f}")
+        for point in result["ap50_curve"][:-1]:
+            print(f"  test AP50 after {point['steps']} steps ({point['train_cpu_s']} CPU-s): {point['AP50']:.3f}")
+    if args.figure is not None:
+        print(f"wrote {ap50_figure(results, args.figure)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -142,3 +142,14 @@ def test_bench_all_learning_curve_with_allowed_leakage_says_so_first(tmp_path, s
     assert "## Learning curves" in md and "| 2 | 2.0 | C |" in md
     assert (out / "figures" / "detect_curve.png").is_file() and (out / "figures" / "localize_curve.png").is_file()
     assert report["fid"]["select"] == "first-draw"
+
+
+def test_bench_localize_cpu_preset_runs_and_refuses_quick(small_stores):
+    args = ["bench", "localize", "--real", str(small_stores["real"]), "--preset", "cpu", "--folds", "2", "--size", "64", "--epochs", "1",
+            "--device", "cpu"]
+    refused = CliRunner().invoke(app, [*args, "--quick"])
+    assert refused.exit_code == 2 and "--preset" in refused.output and "--quick" in refused.output
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.stdout)["config"]
+    assert (config["backbone"], config["optimizer"], config["rotations"], config["epochs"], config["folds"]) == ("resnet18-stride2", "adamw", True, 1, 2)
