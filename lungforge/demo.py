@@ -1,21 +1,22 @@
-"""`lungforge demo`: phantom → prepare → augment (SDM and SPADE demo weights) → bench --quick --controls
-(label fidelity of SPADE and SDM beside the real ceiling, FID if its weights exist, detect, localize
-on a two-point learning curve: a few real nodule slices per fold, then all).
+"""`lungforge demo`: phantom → prepare → augment (the demo generators) → bench --quick --controls
+(label fidelity of the generators beside the real ceiling, FID if its weights exist, detect,
+localize on a two-point learning curve: a few real nodule slices per fold, then all).
 
 Runs offline on a laptop CPU in minutes. Every step is the real code path at small sizes; the
 demo weights are tiny models trained on phantom data (see weights/manifest.toml), so the
 synthetic images and the quick benchmark show the pipeline working, not the paper's results.
 The generators and both controls get the same layout request (real shapes, real mask sizes,
-one draw per slice), so the six conditions A, mislabeled, paste, SPADE, SDM and SDM-inpaint
-(the inpainting SDM drawing nodules into the real slices) differ in the images alone; the bench runs at the phantom's resolution with patches of 1/8 of the slice side
-(32 px at the bench default of 256).
+one draw per slice), so the conditions A, mislabeled, paste and the chosen generators (default
+SDM-inpaint, the inpainting SDM drawing nodules into the real slices; SPADE and SDM on request)
+differ in the images alone; the bench runs at the phantom's resolution with patches of 1/8 of
+the slice side (32 px at the bench default of 256).
 
-The quick detection budget was too short for the demo's few slices (A sat at chance), so
-detection trains 60 epochs in batches of 16 (`detect_epochs`); localization keeps the quick
-preset's 3 epochs (`localize_epochs`; 12 epochs still gave AP50 0 at 128 px and cost ~37 CPU-s
-per run). One fixed budget serves both curve points and every condition. After the bench it checks its own bar — detection A above
-chance and A's AP50 above 0 on all real nodules — and when it is missed the report's first line
-says so.
+Detection trains 60 epochs in batches of 16 (`detect_epochs`; the quick budget left A at
+chance on the demo's few slices); localization uses the CPU-sized Faster R-CNN
+(:meth:`LocalizeConfig.cpu_preset`, `localize_epochs` epochs): the quick preset's anchors reach
+none of the phantom's 1–7 px nodules (docs/localization.md). One fixed budget serves both curve
+points and every condition. After the bench it checks its own bar — detection A above chance and
+A's AP50 above 0 on all real nodules — and when it is missed the report's first line says so.
 """
 
 from __future__ import annotations
