@@ -44,7 +44,7 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def detector_config(name: str, size: int, steps: int) -> LocalizeConfig:
+def detector_config(name: str, size: int) -> LocalizeConfig:
     """The `quick` (demo's former) or `cpu` localization config at `size` px, 2 folds."""
     if name == "quick":
         return LocalizeConfig.quick_preset(size=size)
@@ -104,7 +104,7 @@ def diagnose(name: str, slices: SliceSet, size: int, steps: int, window: int, ev
     """Anchor table, loss curve, proposal recall and AP50 of detector `name` trained on fold 1, tested
     on fold 0; with `eval_every`, also the test AP50 every that many steps (batch-norm statistics of
     the moment, not re-estimated) with the training CPU seconds spent so far."""
-    config = detector_config(name, size, steps)
+    config = detector_config(name, size)
     model = build_model(config)
     table = anchor_table(model, slices)
     train, test = slices.select(slices.group == 1), slices.select(slices.group == 0)

@@ -89,8 +89,8 @@ class LocalizeConfig(FoldOptions):
         """The CPU-sized detector (:mod:`lungforge.bench.networks.small_rcnn`: ResNet-18 to layer2,
         FPN at strides 2–16 with 64 channels, anchors 2–32 px, RPN positive IoU 0.25), a 256-d box
         head, 64 RoIs per image, AdamW at 1e-3 with random 90° turns, 2 folds, 40 epochs in batches
-        of 4; `overrides` win. Learns the
-        demo phantom's 1–7 px nodules on a CPU (docs/localization.md); not the paper's detector."""
+        of 4; `overrides` win. Sized for the demo phantom's 1–7 px nodules on a CPU; not the paper's
+        detector (docs/localization.md gives why, and what it reaches)."""
         cpu = {"folds": 2, "epochs": 40, "backbone": "resnet18-stride2", "fpn_channels": 64, "head_dim": 256, "roi_samples": 64,
                "optimizer": "adamw", "lr": 1e-3, "rotations": True}
         return cls(**{**cpu, **overrides})
@@ -150,7 +150,8 @@ def build_model(config: LocalizeConfig) -> torch.nn.Module:
     detector is assembled on a ResNet body with `fpn_channels` and a `head_dim` box head. Anchors
     are (8, 16, 32, 64, 128) px at 256 (scaled with the size): nodules of 3–30 mm are a few to
     ~40 px there, below torchvision's default 32–512 px anchors. Batch norm is trained (random
-    init makes frozen statistics meaningless).
+    init makes frozen statistics meaningless). Backbone resnet18-stride2 is the CPU-sized detector
+    of :mod:`lungforge.bench.networks.small_rcnn` (anchors 2–32 px on strides 2–16).
     """
     from torch import nn
     from torchvision.models import resnet18, resnet50
@@ -235,9 +236,9 @@ def train_detector(
 ) -> tuple[torch.nn.Module, int]:
     """Train `model` in place for `steps` optimiser steps: SGD (momentum 0.9) or AdamW, linear
     warm-up then cosine decay over those steps, random horizontal flips (and 90° turns with
-    config.rotations); batch order, flips and turns seeded by config.seed. Batch-norm statistics of the backbone are re-estimated on the training slices at
-    the end. `on_step(step, losses)` sees each step's four torchvision losses. Returns the model and
-    the steps taken."""
+    config.rotations); batch order, flips and turns seeded by config.seed. Batch-norm statistics
+    of the backbone are re-estimated on the training slices at the end. `on_step(step, losses)`
+    sees each step's four torchvision losses. Returns the model and the steps taken."""
     model = model.to(device)
     generator = torch.Generator().manual_seed(config.seed)
     n = train.images.shape[0]
