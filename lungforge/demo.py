@@ -42,7 +42,7 @@ StepResult = tuple[Path, dict[str, Any]]
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """Sizes of the demo; the defaults finish in a few minutes on 2 CPU cores.
+    """Sizes of the demo (its cost on 2 CPU cores: docs/localization.md).
 
     The demo SDM is a tiny model trained briefly on phantom data; ancestral DDPM sampling (10
     respaced steps) corrects its errors, where the deterministic ODE samplers (ddim, dpmpp) can
