@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from lungforge.bench.reporting.bench_report import BenchReport, TaskReport
 
 DemoGenerator = Literal["SPADE", "SDM", "SDM-inpaint"]
+LOCALIZE_EPOCHS_ABOVE_ZERO = 40
+"""Localization epochs that gave A an AP50 above 0 at K = all on the default demo phantom (20
+epochs gave 0; docs/localization.md)."""
 StepResult = tuple[Path, dict[str, Any]]
 """What a step produced (a path) and its details."""
 
@@ -223,10 +226,11 @@ def demo_verdict(report: BenchReport) -> str | None:
     if accuracy is None or accuracy <= 0.5:
         misses.append(f"detection A is at chance ({'n/a' if accuracy is None else f'{100 * accuracy:.1f} %'})")
     if ap50 is None or ap50 <= 0:
-        misses.append(f"A's AP50 is {'n/a' if ap50 is None else f'{100 * ap50:.1f} %'}")
+        misses.append(f"A's AP50 is {'n/a' if ap50 is None else f'{100 * ap50:.1f} %'} (the smallest budget measured to lift it above 0 "
+                      f"on the default phantom: --localize-epochs {LOCALIZE_EPOCHS_ABOVE_ZERO})")
     if not misses:
         return None
-    return "This demo's setting is below its bar: " + " and ".join(misses) + "; its comparisons mean nothing (docs/results.md gives the smallest setting that meets it)."
+    return "This demo's setting is below its bar: " + " and ".join(misses) + "; its comparisons mean nothing (docs/results.md and docs/localization.md give the settings that meet it)."
 
 
 def demo_summary(steps: list[DemoStep]) -> list[dict[str, Any]]:
