@@ -27,7 +27,8 @@ FidSplit = Literal["all", "train", "test"]
 """Real slices FID compares with."""
 Selection = Literal["first-draw", "all"]
 """Synthetic slices every condition trains on: first generator draws only, or re-drawn ones too."""
-Backbone = Literal["resnet50", "resnet18"]
+Backbone = Literal["resnet50", "resnet18", "resnet18-stride2"]
+LocalizePreset = Literal["paper", "cpu"]
 """Faster R-CNN backbone (both with FPN)."""
 Features = Literal["inception", "random"]
 """FID features: InceptionV3 (comparable with published FID) or random (tests only)."""

@@ -13,7 +13,8 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--scans", "4", "--size", "128", "--nodules", "4", "--nodule-free", "4", "--steps", "2",
-            "--segmenter-steps", "10", "--detect-epochs", "2", "--localize-epochs", "1", "--small-k", "1", "--json"]
+            "--segmenter-steps", "10", "--detect-epochs", "2", "--localize-epochs", "1", "--small-k", "1",
+            "--generators", "SDM-inpaint,SDM,SPADE", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -46,3 +47,18 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     assert (verdict is None) == (a["accuracy"] > 0.5 and a["AP50"] > 0)
     if verdict is not None:  # two epochs on 4 scans: the report opens with the miss
         assert report.startswith(f"**{verdict}**") and "below its bar" in verdict
+        assert a["AP50"] > 0 or "--localize-epochs 40" in verdict
+
+
+def test_demo_refuses_an_unknown_generator_before_any_work(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--generators", "SDM,GAN"])
+    assert result.exit_code == 2 and "--generators" in result.output and "'GAN'" in result.output
+    assert not (tmp_path / "demo").exists()
+
+
+def test_demo_benches_the_chosen_generators_in_their_fixed_order(tmp_path):
+    from lungforge.demo import DemoOptions
+
+    assert [name for name, _ in DemoOptions(out=tmp_path).generator_weights()] == ["SDM-inpaint"]
+    chosen = DemoOptions(out=tmp_path, generators=("SDM-inpaint", "SPADE"))
+    assert chosen.generator_weights() == (("SPADE", "demo-spade-tiny"), ("SDM-inpaint", "demo-sdm-inpaint-tiny"))

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from lungforge.choices import MAX_SIZE_PX, Backbone, Features, FidSplit, RealSplit, Selection
+from lungforge.choices import MAX_SIZE_PX, Backbone, Features, FidSplit, LocalizePreset, RealSplit, Selection
 from lungforge.cli.params import DeviceOpt, finite
 from lungforge.cli.params import seed as check_seed
 
@@ -261,9 +261,10 @@ def detect(
 @bench_app.command("localize")
 @task_options
 def localize(
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per fold and condition.")] = 20,
+    preset: Annotated[LocalizePreset, typer.Option(help="paper: ResNet-50 FPN, 20 epochs (GPU runs); cpu: the CPU-sized detector for nodules of 1–30 px, 40 epochs (docs/localization.md).")] = "paper",
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs per fold and condition (default: the preset's).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per step.")] = 4,
-    backbone: Annotated[Backbone, typer.Option(help="resnet50 (the paper's Faster R-CNN) or resnet18 (lighter), both FPN.")] = "resnet50",
+    backbone: Annotated[Optional[Backbone], typer.Option(help="resnet50 (the paper's Faster R-CNN), resnet18 (lighter), both FPN, or resnet18-stride2 (the cpu preset's); default: the preset's.")] = None,
     backbone_weights: Annotated[Optional[Path], typer.Option(help="Local torchvision ResNet state dict for the backbone (default: random init).")] = None,
     nodule_free_ratio: Annotated[float, typer.Option(min=0.0, callback=finite, help="Nodule-free slices added as negatives, per nodule slice.")] = 0.0,
     **shared: Any,
@@ -275,9 +276,13 @@ def localize(
     from lungforge.bench.scoring.froc import CPM
     from lungforge.bench.scoring.metrics import LOCALIZE_METRICS
 
-    own = dict(epochs=epochs, batch_size=batch_size, backbone=backbone, nodule_free_ratio=nodule_free_ratio,
-               backbone_weights=str(backbone_weights) if backbone_weights else None)
-    _run_task("localize", run_localize, LocalizeConfig, "AP50", (*LOCALIZE_METRICS, CPM), **own, **shared)
+    if preset == "cpu" and shared["quick"]:
+        raise typer.BadParameter("--preset cpu is its own small setting; leave out --quick", param_hint="--preset")
+    chosen = dict(epochs=epochs, backbone=backbone)
+    own = dict(batch_size=batch_size, nodule_free_ratio=nodule_free_ratio, backbone_weights=str(backbone_weights) if backbone_weights else None,
+               **{k: v for k, v in chosen.items() if v is not None})
+    make = LocalizeConfig.cpu_preset if preset == "cpu" else LocalizeConfig
+    _run_task("localize", run_localize, make, "AP50", (*LOCALIZE_METRICS, CPM), **own, **shared)
 
 
 @bench_app.command("all")

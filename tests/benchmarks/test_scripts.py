@@ -47,8 +47,8 @@ def options_of(script: Path) -> set[str]:
 
 
 def test_every_script_has_a_smoke_test() -> None:
-    tested = {"augment.py", "bench_ranks.py", "device.sh", "faults.py", "hardware.py", "inpaint_cost.py", "phantom_stats.py", "power.py", "prepare.py",
-              "samplers.py", "sampling.py", "training.py"}
+    tested = {"augment.py", "bench_ranks.py", "device.sh", "faults.py", "hardware.py", "inpaint_cost.py", "localize_diagnosis.py",
+              "phantom_stats.py", "power.py", "prepare.py", "samplers.py", "sampling.py", "training.py"}
     tested_elsewhere = {"paste_example.py"}  # tests/benchmarks/test_paste_example.py
     assert set(SCRIPTS) == tested | tested_elsewhere
 
@@ -65,6 +65,21 @@ def test_inpaint_cost_counts_fewer_flops_per_nodule_for_a_window(capsys, monkeyp
                                     capsys=capsys, monkeypatch=monkeypatch))
     assert line["window_px"] == 16 and line["slice_px"] == 64
     assert line["flops_ratio"] == line["gflops_per_nodule_whole_slice"] / line["gflops_per_nodule_inpaint"] > 8
+
+
+def test_localize_diagnosis(tmp_path, capsys, monkeypatch) -> None:
+    out = run_script("localize_diagnosis.py", "--scans", "4", "--size", "64", "--steps", "3", "--window", "2", "--eval-every", "2",
+                     "--figure", tmp_path / "ap50.png", "--json", capsys=capsys, monkeypatch=monkeypatch)
+    quick, cpu = json_lines(out)
+    assert (quick["detector"], quick["rpn_fg_iou"], cpu["detector"], cpu["rpn_fg_iou"]) == ("quick", 0.7, "cpu", 0.25)
+    for result in (quick, cpu):
+        assert sum(row["boxes"] for row in result["anchors"]) > 0 and all(0 <= row["matched"] <= row["boxes"] for row in result["anchors"])
+        assert [p["steps"] for p in result["loss_curve"]] == [2, 3] and set(result["loss_curve"][0]) > {"loss_objectness"}
+        assert 0 <= result["proposal_recall_test"] <= 1 and 0 <= result["AP50_test"] <= 1
+        assert [p["steps"] for p in result["ap50_curve"]] == [2, 3] and result["ap50_curve"][-1]["AP50"] == result["AP50_test"]
+    assert (tmp_path / "ap50.png").stat().st_size > 0
+    # the paper geometry leaves the smallest boxes without a positive anchor; the CPU preset's reaches them all
+    assert cpu["anchors"][0]["matched"] == cpu["anchors"][0]["boxes"] > quick["anchors"][0]["matched"]
 
 
 def test_augment(capsys, monkeypatch) -> None:

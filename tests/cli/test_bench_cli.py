@@ -180,6 +180,17 @@ def test_bench_all_learning_curve_with_allowed_leakage_says_so_first(tmp_path, s
     assert report["fid"]["select"] == "first-draw"
 
 
+def test_bench_localize_cpu_preset_runs_and_refuses_quick(small_stores):
+    args = ["bench", "localize", "--real", str(small_stores["real"]), "--preset", "cpu", "--folds", "2", "--size", "64", "--epochs", "1",
+            "--device", "cpu"]
+    refused = CliRunner().invoke(app, [*args, "--quick"])
+    assert refused.exit_code == 2 and "--preset" in refused.output and "--quick" in refused.output
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.stdout)["config"]
+    assert (config["backbone"], config["optimizer"], config["rotations"], config["epochs"], config["folds"]) == ("resnet18-stride2", "adamw", True, 1, 2)
+
+
 def test_bench_detect_json_carries_the_summary_and_the_table_fits_80_columns(small_stores):
     """--json: means, std, Δ with intervals, every p with its Holm adjustment, joined counts; the
     terminal tables fit 80 columns without cutting a cell (COLUMNS=80, a fresh process)."""
@@ -201,9 +212,9 @@ def test_bench_detect_json_carries_the_summary_and_the_table_fits_80_columns(sma
     env = {**os.environ, "COLUMNS": "80", "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "lungforge", *args], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr
-    table = [line for line in run.stderr.splitlines() if "━" not in line]  # the progress bar is transient on a terminal
-    assert max(len(line) for line in table) <= 80 and "…" not in run.stderr
-    assert any(line.split()[:1] == ["B"] for line in table) and "p t/Holm" in run.stderr
+    table = run.stdout.splitlines()
+    assert max(len(line) for line in table) <= 80 and "…" not in run.stdout
+    assert any(line.split()[:1] == ["B"] for line in table) and "p t/Holm" in run.stdout
 
 
 def test_bench_detect_rejects_an_unknown_primary(small_stores):

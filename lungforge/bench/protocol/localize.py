@@ -13,12 +13,13 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 
 from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
+from lungforge.bench.networks.small_rcnn import small_faster_rcnn
 from lungforge.choices import Backbone, RealSplit, check_choice, check_range
 from lungforge.bench.protocol.budget import CALIBRATION_BATCHES, balanced_batch_indices, realized_share
 from lungforge.bench.protocol.crossval import FoldOptions, FoldRunner, check_fold_config, condition_stream, cross_validate, fold_runner
@@ -36,6 +37,7 @@ from lungforge.errors import CheckpointError, torch_load_reason
 
 ANCHORS_AT_256 = (8, 16, 32, 64, 128)
 SHOW_SCORE = 0.5
+Optimizer = Literal["sgd", "adamw"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class LocalizeConfig(FoldOptions):
     batch_size: int = 4
     lr: float = 0.01
     weight_decay: float = 1e-4
+    optimizer: Optimizer = "sgd"
+    """SGD with momentum 0.9 (the paper's) or AdamW; either with warm-up and cosine decay."""
+    rotations: bool = False
+    """Random 90° rotations on top of the horizontal flips (all 8 symmetries of the square)."""
     nodule_free_ratio: float = 0.0
     """Nodule-free slices added as pure negatives, per nodule slice."""
     fpn_channels: int = 256
@@ -71,6 +77,7 @@ class LocalizeConfig(FoldOptions):
             check_range(name, getattr(self, name), 1)
         check_range("nodule_free_ratio", self.nodule_free_ratio, 0.0)
         check_range("examples", self.examples, 0)
+        check_choice("optimizer", self.optimizer, Optimizer)
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> "LocalizeConfig":
@@ -78,6 +85,17 @@ class LocalizeConfig(FoldOptions):
         image: for CI and the demo, not the paper."""
         quick = {"folds": 2, "epochs": 3, "backbone": "resnet18", "fpn_channels": 64, "head_dim": 256, "roi_samples": 64, "quick": True}
         return cls(**{**overrides, **quick})
+
+    @classmethod
+    def cpu_preset(cls, **overrides: Any) -> "LocalizeConfig":
+        """The CPU-sized detector (:mod:`lungforge.bench.networks.small_rcnn`: ResNet-18 to layer2,
+        FPN at strides 2–16 with 64 channels, anchors 2–32 px, RPN positive IoU 0.25), a 256-d box
+        head, 64 RoIs per image, AdamW at 1e-3 with random 90° turns, 2 folds, 40 epochs in batches
+        of 4; `overrides` win. Sized for the demo phantom's 1–7 px nodules on a CPU; not the paper's
+        detector (docs/localization.md gives why, and what it reaches)."""
+        cpu = {"folds": 2, "epochs": 40, "backbone": "resnet18-stride2", "fpn_channels": 64, "head_dim": 256, "roi_samples": 64,
+               "optimizer": "adamw", "lr": 1e-3, "rotations": True}
+        return cls(**{**cpu, **overrides})
 
 
 @dataclass(frozen=True)
@@ -152,7 +170,8 @@ def build_model(config: LocalizeConfig) -> torch.nn.Module:
     detector is assembled on a ResNet body with `fpn_channels` and a `head_dim` box head. Anchors
     are (8, 16, 32, 64, 128) px at 256 (scaled with the size): nodules of 3–30 mm are a few to
     ~40 px there, below torchvision's default 32–512 px anchors. Batch norm is trained (random
-    init makes frozen statistics meaningless).
+    init makes frozen statistics meaningless). Backbone resnet18-stride2 is the CPU-sized detector
+    of :mod:`lungforge.bench.networks.small_rcnn` (anchors 2–32 px on strides 2–16).
     """
     from torch import nn
     from torchvision.models import resnet18, resnet50
@@ -162,6 +181,13 @@ def build_model(config: LocalizeConfig) -> torch.nn.Module:
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+    if config.backbone == "resnet18-stride2":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = small_faster_rcnn(config.size, config.fpn_channels, config.head_dim, config.roi_samples)
+        if config.backbone_weights:
+            load_backbone(model, Path(config.backbone_weights))
+        return model
     sizes = tuple((max(2, round(a * config.size / 256)),) for a in ANCHORS_AT_256)
     anchors = AnchorGenerator(sizes=sizes, aspect_ratios=((0.5, 1.0, 2.0),) * len(sizes))
     common = dict(min_size=config.size, max_size=config.size, rpn_anchor_generator=anchors, box_batch_size_per_image=config.roi_samples)
@@ -202,7 +228,9 @@ def load_backbone(model: torch.nn.Module, path: Path) -> None:
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
         raise CheckpointError(f"{path}: not a loadable state dict ({torch_load_reason(exc)})") from None
     body = model.backbone.body
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")} if isinstance(state, dict) else {}
+    # a body cut after layer2 (resnet18-stride2) takes the layers it has from a whole ResNet's weights
+    layers = {name for name, _ in body.named_children()}
+    state = {k: v for k, v in state.items() if k.split(".")[0] in layers} if isinstance(state, dict) else {}
     expected = body.state_dict()
     wrong = sorted(set(expected) ^ set(state)) + sorted(k for k in expected if k in state and state[k].shape != expected[k].shape)
     if wrong:
@@ -225,14 +253,21 @@ def make_targets(boxes: list[np.ndarray], device: torch.device) -> list[dict[str
 
 
 def train_detector(
-    model: torch.nn.Module, train: SliceSet, config: LocalizeConfig, device: torch.device, steps: int, seed: int | None = None
+    model: torch.nn.Module,
+    train: SliceSet,
+    config: LocalizeConfig,
+    device: torch.device,
+    steps: int,
+    seed: int | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[torch.nn.Module, int]:
-    """Train `model` in place for `steps` optimiser steps: SGD (momentum 0.9), linear warm-up then
-    cosine decay over those steps, random horizontal flips; batch order and flips seeded by `seed`
-    (default config.seed). Every batch holds `config.batch_size` slices, :func:`positive_share` of
-    them nodule slices, for every condition; batch-norm statistics of the backbone are
-    re-estimated on CALIBRATION_BATCHES batches drawn the same way. Returns the model and the
-    steps taken."""
+    """Train `model` in place for `steps` optimiser steps: SGD (momentum 0.9) or AdamW, linear
+    warm-up then cosine decay over those steps, random horizontal flips (and 90° turns with
+    config.rotations); batch order, flips and turns seeded by `seed` (default config.seed). Every
+    batch holds `config.batch_size` slices, :func:`positive_share` of them nodule slices, for every
+    condition; batch-norm statistics of the backbone are re-estimated on CALIBRATION_BATCHES
+    batches drawn the same way. `on_step(step, losses)` sees each step's four torchvision losses.
+    Returns the model and the steps taken."""
     seed = config.seed if seed is None else seed
     model = model.to(device)
     generator = torch.Generator().manual_seed(seed)
@@ -240,7 +275,10 @@ def train_detector(
     share = positive_share(config)
     warmup = min(100, max(1, steps // 10))
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
@@ -258,6 +296,10 @@ def train_detector(
             for j in np.flatnonzero(flips):
                 images[j] = images[j][:, ::-1]
                 boxes[j][:, [0, 2]] = size - boxes[j][:, [2, 0]]
+            if config.rotations:
+                turns = torch.randint(4, (idx.size,), generator=generator).numpy()
+                for j in np.flatnonzero(turns):
+                    images[j], boxes[j] = rotate90(images[j], boxes[j], int(turns[j]))
             losses = model(to_inputs(images, device), make_targets(boxes, device))
             loss = sum(losses.values())
             opt.zero_grad(set_to_none=True)
@@ -266,6 +308,8 @@ def train_detector(
             opt.step()
             sched.step()
             taken += 1
+            if on_step is not None:
+                on_step(taken, {k: float(v.detach()) for k, v in losses.items()})
 
     def backbone_pass(batch: np.ndarray) -> object:
         images, _ = model.transform(to_inputs(batch, device))
@@ -275,6 +319,14 @@ def train_detector(
     batches = balanced_batch_indices(has_nodule, config.batch_size, CALIBRATION_BATCHES, share, calibration)
     recalibrate_batchnorm(model, (train.images[i.numpy()] for i in batches), backbone_pass)
     return model, taken
+
+
+def rotate90(image: np.ndarray, boxes: np.ndarray, turns: int) -> tuple[np.ndarray, np.ndarray]:
+    """`image` (S, S) and its `boxes` (K, 4) px (x0, y0, x1, y1) turned `turns` × 90° anticlockwise (np.rot90)."""
+    side = image.shape[1]
+    for _ in range(turns):
+        boxes = np.stack([boxes[:, 1], side - boxes[:, 2], boxes[:, 3], side - boxes[:, 0]], axis=1)
+    return np.rot90(image, turns), boxes
 
 
 @torch.no_grad()
