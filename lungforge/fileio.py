@@ -1,4 +1,4 @@
-"""Small file operations shared by writers: atomic replacement and content hashes."""
+"""Small file operations shared by writers: atomic replacement, content hashes, and failed writes named."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from lungforge.errors import OutputError
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
@@ -38,3 +40,14 @@ def temp_beside(path: Path) -> Iterator[Path]:
     finally:
         tmp.unlink(missing_ok=True)
 
+
+
+@contextmanager
+def named_write(path: Path, advice: str) -> Iterator[None]:
+    """An OSError inside (full disk, file size limit, read-only folder) becomes one OutputError
+    naming `path`, the cause and `advice` (what is kept, how to go on): the error of a failed
+    `write()` carries no file name, so alone it says only "File too large"."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc}); {advice}") from None

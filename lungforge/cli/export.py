@@ -51,5 +51,3 @@ def export(
         )
     for note in report.notes:
         err_console.print(f"note: {note}")
-    if report.nodules_without_mask:
-        err_console.print(f"[yellow]warning:[/yellow] {report.nodules_without_mask} nodule boxes have no nodule pixels at {report.height}×{report.width}")

@@ -4,7 +4,8 @@ say whether the protocol separates them.
 The controls copy the layout request of the first synthetic store (slice counts, nodules per
 slice, diameter range, placement, seed, resolution), with real nodule shapes, so their label
 maps are the planner's for that request and a control condition differs from a generator's in
-the image alone. With no synthetic store they are sized like the real train split.
+the image alone. With no synthetic store they are sized like the real train split. A rerun into
+the same folder reuses (or finishes) them, and refuses controls made from another real store.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from lungforge.augment.options import AugmentOptions
 from lungforge.bench.protocol.inputs import SyntheticSpec
 from lungforge.bench.protocol.results import TaskResult, json_safe
 from lungforge.bench.scoring.stats import compare
-from lungforge.data.store import SPLIT_IDS, Store
+from lungforge.data.store import SPLIT_IDS, Store, open_store
 from lungforge.errors import InputError
 
 CONTROL_NAMES = ("mislabeled", "paste")
@@ -67,9 +68,27 @@ def make_controls(real_path: Path, real: Store, synthetic: dict[str, Store], out
     reference = next(iter(synthetic.values()), None)
     specs = []
     for options in control_options(real_path, real, reference, out / CONTROLS_DIR, seed):
+        check_made_from(options.out, real_path, real)
         augment(options)
         specs.append(SyntheticSpec(name=options.weights, path=options.out))
     return specs
+
+
+def check_made_from(control: Path, real_path: Path, real: Store) -> None:
+    """InputError when the control store at `control` exists and was made from a real store other
+    than `real` (by fingerprint): naming both stores, before its layout is compared with this run's."""
+    if not control.exists():
+        return
+    store = open_store(control, require_complete=False)
+    try:
+        made_from = store.attrs.get("input", {})
+    finally:
+        store.close()
+    if made_from.get("fingerprint") != real.fingerprint():
+        raise InputError(
+            f"{control}: this control was made from real store {made_from.get('path')} (fingerprint {made_from.get('fingerprint')}), "
+            f"--real {real_path} has fingerprint {real.fingerprint()}; rerun with --real {made_from.get('path')}, or give another --out"
+        )
 
 
 @dataclass(frozen=True)

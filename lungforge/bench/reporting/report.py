@@ -10,8 +10,9 @@ from typing import Any
 import torch
 
 from lungforge.bench.protocol.controls import make_controls, separation
-from lungforge.bench.protocol.curves import curve_figure, curve_table, learning_curve
+from lungforge.bench.protocol.curves import check_points, curve_figure, curve_table, learning_curve
 from lungforge.bench.protocol.detect import DetectConfig, run_detect
+from lungforge.bench.protocol.foldlog import RESUME_ADVICE
 from lungforge.bench.protocol.folds import leak_groups, real_groups
 from lungforge.bench.protocol.inputs import SyntheticSpec, open_real, open_synthetic
 from lungforge.bench.protocol.localize import LocalizeConfig, run_localize
@@ -29,6 +30,7 @@ from lungforge.bench.scoring.stats import summarize
 from lungforge.choices import Selection
 from lungforge.data.store import Store
 from lungforge.errors import InputError
+from lungforge.fileio import atomic_write_bytes, named_write
 
 SUMMARY_METRICS = {"detect": DETECT_METRICS + DETECT_EXTRA_METRICS, "localize": LOCALIZE_METRICS + LOCALIZE_EXTRA_METRICS}
 
@@ -58,8 +60,10 @@ def run_all(
     the largest K), and a curve figure per task. Finished folds under `out/detect` and `out/localize` are reused by
     a rerun with the same arguments. The report is also written as `out/report.json` and `out/report.md`.
     """
-    out.mkdir(parents=True, exist_ok=True)
     real = open_real(real_path)
+    if curve is not None:
+        check_points(real, detect.folds, detect.real_split, curve)
+    out.mkdir(parents=True, exist_ok=True)
     synthetic = _open(specs, real)
     if controls:
         control_specs = make_controls(real_path, real, synthetic, out, detect.seed)
@@ -90,8 +94,9 @@ def run_all(
         curves={task: CurveSection(c, TEST_METRIC[task], json_safe(curve_table(c, TEST_METRIC[task]))) for task, c in curves.items()} or None,
         figures=[str(p.relative_to(out)) for p in figures],
     )
-    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False, default=str))
-    (out / "report.md").write_text(markdown(report))
+    for name, text in (("report.json", json.dumps(report.to_dict(), indent=2, allow_nan=False, default=str)), ("report.md", markdown(report))):
+        with named_write(out / name, RESUME_ADVICE):
+            atomic_write_bytes(out / name, text.encode())
     return report
 
 
