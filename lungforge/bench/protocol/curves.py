@@ -56,8 +56,8 @@ def training_nodule_slices(real: Store, folds: int, real_split: RealSplit) -> li
 
 
 def check_points(real: Store, folds: int, real_split: RealSplit, points: list[int | None]) -> None:
-    """InputError naming the first point K above the real training nodule slices of the smallest
-    fold, with the counts the folds hold; `all` (None) always fits."""
+    """InputError naming the points K above the real training nodule slices of the smallest fold,
+    with the counts the folds hold; `all` (None) always fits."""
     too_many = [k for k in points if k is not None]
     if not too_many:
         return
@@ -66,7 +66,7 @@ def check_points(real: Store, folds: int, real_split: RealSplit, points: list[in
     if too_many:
         held = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)} to {max(counts)}"
         raise InputError(
-            f"--real-nodules {too_many[0]}: the training folds of {real.path} hold {held} real nodule slices "
+            f"--real-nodules {', '.join(map(str, too_many))}: the training folds of {real.path} hold {held} real nodule slices "
             f"(--folds {folds}, --real-split {real_split}); give points K up to {min(counts)}, or 'all' for every one"
         )
 
