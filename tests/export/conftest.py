@@ -54,13 +54,6 @@ class Reference:
         return self.resized(row, size)[1]
 
 
-@pytest.fixture(autouse=True)
-def no_nnunet_folders(monkeypatch: pytest.MonkeyPatch) -> None:
-    """nnU-Net's folder variables of the machine running the tests are not the tests' (a test sets its own)."""
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture(scope="session")
 def reference(stores: dict[str, Path]) -> Reference:
     return Reference(stores["real"])
