@@ -94,7 +94,8 @@ def run_all(
         curves={task: CurveSection(c, TEST_METRIC[task], json_safe(curve_table(c, TEST_METRIC[task]))) for task, c in curves.items()} or None,
         figures=[str(p.relative_to(out)) for p in figures],
     )
-    for name, text in (("report.json", json.dumps(report.to_dict(), indent=2, allow_nan=False, default=str)), ("report.md", markdown(report))):
+    texts = {"report.json": json.dumps(report.to_dict(), indent=2, allow_nan=False, default=str), "report.md": markdown(report)}
+    for name, text in texts.items():
         with named_write(out / name, RESUME_ADVICE):
             atomic_write_bytes(out / name, text.encode())
     return report
