@@ -1,4 +1,4 @@
-"""Small file operations shared by writers: atomic replacement and content hashes."""
+"""Small file operations shared by writers: atomic replacement, content hashes, and failed writes named."""
 
 from __future__ import annotations
 
@@ -72,3 +72,14 @@ def write_failure(exc: BaseException) -> str:
         return exc.strerror
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+@contextmanager
+def named_write(path: Path, advice: str) -> Iterator[None]:
+    """An OSError inside (full disk, file size limit, read-only folder) becomes one OutputError
+    naming `path`, the cause and `advice` (what is kept, how to go on): the error of a failed
+    `write()` carries no file name, so alone it says only "File too large"."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc}); {advice}") from None

@@ -27,6 +27,14 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def no_nnunet_folders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nnU-Net's folder variables of the machine running the tests are not the tests' (exports
+    check dataset ids in them; a test that needs them sets its own)."""
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def phantom_factory(tmp_path_factory: pytest.TempPathFactory) -> PhantomFactory:
     """`phantom_factory(scans=4, size=64, seed=0) -> Path`; each distinct call is written once.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -19,45 +20,68 @@ CV_FOLDS = 5
 DATASET_FOLDER = re.compile(r"Dataset(\d{3})_(.+)")
 
 
-def dataset_folders(raw: Path) -> dict[int, set[str]]:
-    """The datasets of an nnUNet_raw folder: id → names of its `DatasetNNN_Name` folders."""
-    found: dict[int, set[str]] = {}
-    if Path(raw).is_dir():
-        for entry in Path(raw).iterdir():
+NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+"""The environment variables naming nnU-Net's folders; it looks a dataset id up in all three."""
+
+
+def nnunet_roots(raw: Path) -> list[Path]:
+    """Where a dataset id must be free: `raw` (the export's --out) and the folders that
+    $nnUNet_raw, $nnUNet_preprocessed and $nnUNet_results name, where set (each once)."""
+    roots = [Path(raw)]
+    for variable in NNUNET_FOLDERS:
+        value = os.environ.get(variable)
+        if value and Path(value).resolve() not in [r.resolve() for r in roots]:
+            roots.append(Path(value))
+    return roots
+
+
+def dataset_folders(roots: list[Path]) -> dict[int, dict[str, Path]]:
+    """The datasets in nnU-Net folders `roots`: id → {name: its first `DatasetNNN_Name` folder}."""
+    found: dict[int, dict[str, Path]] = {}
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for entry in sorted(root.iterdir()):
             match = DATASET_FOLDER.fullmatch(entry.name)
             if match and entry.is_dir():
-                found.setdefault(int(match[1]), set()).add(match[2])
+                found.setdefault(int(match[1]), {}).setdefault(match[2], entry)
     return found
 
 
 def with_dataset_id(raw: Path, options: ExportOptions) -> ExportOptions:
     """`options` with the dataset id to write into `raw`; InputError where nnU-Net would see one id twice.
 
-    nnU-Net finds a dataset by its id alone, so an id may name one folder only. An explicit id
-    held by a folder of another name is refused. Without an id, the id of this name's folder is
-    reused (so --overwrite replaces it), or else the lowest id from 501 that no folder holds.
+    nnU-Net finds a dataset by its id alone, in nnUNet_raw, nnUNet_preprocessed and
+    nnUNet_results together, so an id may name one dataset only across `raw` and those folders
+    (:func:`nnunet_roots`). An explicit id held by a dataset of another name is refused. Without
+    an id, the id of this name's dataset is reused (so --overwrite replaces it), or else the
+    lowest id from 501 that no folder holds.
     """
-    taken = dataset_folders(raw)
+    taken = dataset_folders(nnunet_roots(raw))
     name = options.dataset_name
     dataset_id = options.dataset_id
+    free = [i for i in range(FIRST_DATASET_ID, 1000) if i not in taken]
     if dataset_id is None:
         same_name = sorted(i for i, names in taken.items() if name in names)
         if len(same_name) > 1:
-            folders = ", ".join(f"Dataset{i:03d}_{name}" for i in same_name)
+            folders = ", ".join(_shown(taken[i][name], raw) for i in same_name)
             raise InputError(f"{raw}: holds {folders}; choose one with --dataset-id")
-        free = [i for i in range(FIRST_DATASET_ID, 1000) if i not in taken]
         if not same_name and not free:
             raise InputError(f"{raw}: every dataset id from {FIRST_DATASET_ID} to 999 is taken; choose one with --dataset-id")
         dataset_id = same_name[0] if same_name else free[0]
-    others = sorted(taken.get(dataset_id, set()) - {name})
+    others = sorted(set(taken.get(dataset_id, {})) - {name})
     if others:
-        free = next((i for i in range(FIRST_DATASET_ID, 1000) if i not in taken), None)
-        hint = f" (id {free} is free)" if free is not None else ""
+        hint = f" (id {free[0]} is free)" if free else ""
         raise InputError(
-            f"{raw}: dataset id {dataset_id} is already Dataset{dataset_id:03d}_{others[0]}; nnU-Net needs one name "
+            f"{raw}: dataset id {dataset_id} is already {_shown(taken[dataset_id][others[0]], raw)}; nnU-Net needs one name "
             f"per id: choose another --dataset-id{hint}"
         )
     return replace(options, dataset_id=dataset_id)
+
+
+def _shown(folder: Path, raw: Path) -> str:
+    """A dataset folder for a message: its name in `raw`, else its name and the folder it is in."""
+    return folder.name if folder.parent == Path(raw) else f"{folder.name} in {folder.parent}"
 
 
 class NnunetWriter:

@@ -46,7 +46,8 @@ class Writer(Protocol):
 
 @dataclass(frozen=True)
 class ExportReport:
-    """What an export wrote: counts per split, nodule boxes, and boxes whose mask resizing erased."""
+    """What an export wrote: counts per split, nodule boxes, and the nodules too small for the
+    export size that were kept as their nearest pixel (`nodules_kept_as_pixel`)."""
 
     format: str
     out: str
@@ -59,7 +60,7 @@ class ExportReport:
     images: int
     images_by_split: dict[str, int]
     nodules: int
-    nodules_without_mask: int
+    nodules_kept_as_pixel: int
     files: list[str]
     notes: list[str]
 
@@ -99,7 +100,7 @@ def export_store(
                     notes.append(f"nnU-Net dataset id {options.dataset_id} chosen (no --dataset-id given)")
             target = options.target(out)
             refuse_overlap(target, "STORE", store.path, "export")
-            _check_target(target, overwrite)
+            _check_target(target, overwrite, options)
             return _write(store, target, options, progress, notes)
     finally:
         store.close()
@@ -109,7 +110,10 @@ def _write(store: Store, target: Path, options: ExportOptions, progress: Any | N
     """Write the dataset into `.<target>.partial`, then rename it to `target`."""
     indices = select_indices(store, options.split, options.nodule_only)
     if indices.size == 0:
-        raise InputError(f"{store.path}: no slices match split={options.split}, nodule_only={options.nodule_only}")
+        raise InputError(
+            f"{store.path}: no slices match split={options.split}, nodule_only={options.nodule_only}; choose another --split"
+            + (" or leave out --nodule-only" if options.nodule_only else "")
+        )
     h, w = (options.size, options.size) if options.size else store.shape_hw
     context = ExportContext(options=options, height=h, width=w, provenance=provenance(store, options))
     partial = target.parent / f".{target.name}.partial"
@@ -120,15 +124,18 @@ def _write(store: Store, target: Path, options: ExportOptions, progress: Any | N
         writer: Writer = getattr(importlib.import_module(module), name)(partial, context)
         task = progress.add_task(f"export {options.format}", total=int(indices.size), status="") if progress else None
         by_split = {"train": 0, "test": 0}
-        nodules = without_mask = 0
+        nodules = kept_as_pixel = 0
         for item in iter_slices(store, indices, options.size):
             writer.add(item)
             by_split[item.split] += 1
             nodules += len(item.boxes)
-            without_mask += int((item.nodule_pixels() == 0).sum())
+            kept_as_pixel += int(item.restored.sum())
             if progress is not None:
                 progress.update(task, advance=1, status=f"{nodules} nodules")
         files = writer.finish()
+        if kept_as_pixel:
+            notes.append(f"{kept_as_pixel} of {nodules} nodules have no pixel left at {h}×{w}: each keeps its nearest pixel "
+                         "(mask, box and label map; counted in nodules_kept_as_pixel)")
         report = ExportReport(
             format=options.format,
             out=str(target),
@@ -141,7 +148,7 @@ def _write(store: Store, target: Path, options: ExportOptions, progress: Any | N
             images=int(indices.size),
             images_by_split=by_split,
             nodules=nodules,
-            nodules_without_mask=without_mask,
+            nodules_kept_as_pixel=kept_as_pixel,
             files=files + [MARKER],
             notes=notes + writer.notes,
         )
@@ -166,17 +173,30 @@ def _removed_on_error(partial: Path, target: Path) -> Iterator[None]:
         raise
 
 
-def _check_target(target: Path, overwrite: bool) -> None:
+def _check_target(target: Path, overwrite: bool, options: ExportOptions) -> None:
+    """Refuse a `target` that is not a directory, not a lungforge export, or (without `overwrite`)
+    an earlier export; every refusal names the option that keeps what is there."""
     if not target.exists():
         return
+    keep = ("export under another name with --dataset-name NAME (with no --dataset-id a free id is chosen)"
+            if options.format == "nnunet" else "export into another --out")
     if not target.is_dir():
-        raise InputError(f"{target}: exists and is not a directory")
+        raise InputError(f"{target}: exists and is not a directory; {keep}")
     if not any(target.iterdir()):
         return
     if not (target / MARKER).is_file():
-        raise InputError(f"{target}: exists and is not a lungforge export; refusing to write into it")
+        raise InputError(f"{target}: exists and is not a lungforge export; refusing to write into it: {keep}")
     if not overwrite:
-        raise InputError(f"{target}: already holds an export; pass --overwrite to replace it")
+        raise InputError(f"{target}: already holds an export{_exported_from(target)}; to keep it, {keep} (--overwrite replaces it)")
+
+
+def _exported_from(target: Path) -> str:
+    """` of STORE` for the earlier export at `target` (from its marker), or '' if the marker does not say."""
+    try:
+        store = json.loads((target / MARKER).read_text())["provenance"]["store"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f" of {store}"
 
 
 def _swap_into_place(partial: Path, target: Path) -> None:

@@ -19,9 +19,10 @@ SPLIT_NAMES = {sid: name for name, sid in SPLIT_IDS.items()}
 class ExportSlice:
     """One slice as exported: pixels at the export size, one mask and one box per nodule.
 
-    `masks` (K, H, W) bool are the nodule-label pixels of each nodule at the export size;
-    `boxes` (K, 4) x0, y0, x1, y1 px (x = column, x1 and y1 exclusive) are their tight bounds
-    after a resize, the store's boxes otherwise (see :func:`iter_slices`).
+    `masks` (K, H, W) bool are the nodule-label pixels of each nodule at the export size, never
+    empty; `boxes` (K, 4) x0, y0, x1, y1 px (x = column, x1 and y1 exclusive) are their tight
+    bounds after a resize, the store's boxes otherwise; `restored` (K,) bool marks the nodules
+    the resize erased, kept as their nearest pixel (see :func:`iter_slices`).
     """
 
     index: int
@@ -36,6 +37,7 @@ class ExportSlice:
     boxes: np.ndarray
     masks: np.ndarray
     diameters_mm: np.ndarray
+    restored: np.ndarray
 
     @property
     def shape_hw(self) -> tuple[int, int]:
@@ -46,7 +48,7 @@ class ExportSlice:
         return self.masks[k]
 
     def nodule_pixels(self) -> np.ndarray:
-        """(K,) int: pixels of each nodule (0 where resizing erased a nodule)."""
+        """(K,) int: pixels of each nodule at the export size (1 for a restored one)."""
         return self.masks.sum(axis=(1, 2), dtype=np.int64)
 
 
@@ -63,15 +65,47 @@ def nodule_masks(label: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return masks
 
 
-def mask_boxes(masks: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """(K, H, W) bool → (K, 4) float64 tight boxes x0, y0, x1, y1 px (x1, y1 exclusive);
-    an empty mask keeps its row of `fallback` (K, 4)."""
-    boxes = np.asarray(fallback, dtype=np.float64).reshape(-1, 4).copy()
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """(K, H, W) bool, none empty → (K, 4) float64 tight boxes x0, y0, x1, y1 px (x1, y1 exclusive)."""
+    boxes = np.zeros((len(masks), 4), dtype=np.float64)
     for k, mask in enumerate(masks):
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if rows.size:
-            boxes[k] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+        boxes[k] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
     return boxes
+
+
+def nearest_pixel(mask: np.ndarray, box: np.ndarray, size: int) -> tuple[int, int]:
+    """(row, col) of the size × size pixel that holds the centre of mass of `mask` (H, W) bool,
+    or of `box` (x0, y0, x1, y1 px at H × W) when the mask is empty."""
+    h, w = mask.shape
+    if mask.any():
+        rows, cols = np.nonzero(mask)
+        cy, cx = rows.mean() + 0.5, cols.mean() + 0.5  # pixel centres
+    else:
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return min(max(int(cy * size / h), 0), size - 1), min(max(int(cx * size / w), 0), size - 1)
+
+
+def resized_nodules(label: np.ndarray, boxes: np.ndarray, label_out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nodules of one slice at the export size: (masks (K, S, S) bool, boxes (K, 4) px, restored (K,) bool).
+
+    `label` (H, W) is the store's label map, `boxes` (K, 4) its nodule boxes px and `label_out`
+    (S, S) the label map resized nearest neighbour. Each nodule's mask (its nodule pixels inside
+    its store box) is resized the same way and its box becomes the mask's tight box; a nodule the
+    resize erased keeps its nearest pixel (:func:`nearest_pixel`), which is set to the nodule
+    label in `label_out` (in place), so mask, box and label map agree for every nodule.
+    """
+    size = label_out.shape[0]
+    if not len(boxes):
+        return np.zeros((0, size, size), dtype=bool), np.zeros((0, 4)), np.zeros(0, dtype=bool)
+    native = nodule_masks(label, boxes)
+    masks = resize_label_maps(native.astype(np.uint8), size).astype(bool)
+    restored = ~masks.any(axis=(1, 2))
+    for k in np.flatnonzero(restored):
+        row, col = nearest_pixel(native[k], boxes[k], size)
+        masks[k, row, col] = True
+        label_out[row, col] = NODULE
+    return masks, mask_boxes(masks), restored
 
 
 def select_indices(store: Store, split: ExportSplit, nodule_only: bool) -> np.ndarray:
@@ -88,10 +122,9 @@ def iter_slices(store: Store, indices: np.ndarray, size: int | None) -> Iterator
     """Yield the slices of `indices` (ascending rows), read one shard-sized block at a time.
 
     With `size`, images are resized bilinearly and label maps nearest-neighbour to size × size
-    (:func:`lungforge.data.resize.resize_slices`) and pixel spacing scaled with them. Each
-    nodule's mask (its nodule pixels inside its store box) is resized like the label map, and its
-    box becomes the tight box of the resized mask, so boxes, masks and label maps agree; a nodule
-    whose mask the resize erased keeps its store box scaled (counted in `nodules_without_mask`).
+    (:func:`lungforge.data.resize.resize_slices`), pixel spacing scaled with them, and each
+    nodule's mask and box follow the label map (:func:`resized_nodules`): a nodule too small for
+    the export size keeps its nearest pixel, in its mask, its box and the label map.
     """
     h, w = store.shape_hw
     table = store.nodules()
@@ -101,7 +134,6 @@ def iter_slices(store: Store, indices: np.ndarray, size: int | None) -> Iterator
     spacing = store.meta("spacing").astype(np.float64)
     uids = store.series_uids
     width = max(6, len(str(max(len(store) - 1, 0))))
-    scale_xy = np.array([size / w, size / h] * 2) if size else np.ones(4)
     scale_spacing = np.array([h / size, w / size]) if size else np.ones(2)
     block = store.shard_slices
     starts = np.unique(indices // block) * block
@@ -118,12 +150,10 @@ def iter_slices(store: Store, indices: np.ndarray, size: int | None) -> Iterator
         for j, row in enumerate(rows.tolist()):
             lo, hi = np.searchsorted(nod_slice, [row, row + 1])
             boxes = nod_bbox[lo:hi].astype(np.float64).reshape(-1, 4)
-            masks = nodule_masks(labels[j], boxes)
-            if resized and len(boxes):
-                masks = resize_label_maps(masks.astype(np.uint8), size).astype(bool)
-                boxes = mask_boxes(masks, boxes * scale_xy)
-            elif resized:
-                masks = np.zeros((0, size, size), dtype=bool)
+            if resized:
+                masks, boxes, restored = resized_nodules(labels[j], boxes, labels_out[j])
+            else:
+                masks, restored = nodule_masks(labels[j], boxes), np.zeros(len(boxes), dtype=bool)
             sp = spacing[row] * scale_spacing
             yield ExportSlice(
                 index=row,
@@ -138,4 +168,5 @@ def iter_slices(store: Store, indices: np.ndarray, size: int | None) -> Iterator
                 boxes=boxes,
                 masks=masks,
                 diameters_mm=nod_diam[lo:hi].astype(np.float64),
+                restored=restored,
             )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lungforge.augment.options import AugmentOptions
-from lungforge.bench.protocol.controls import REQUEST, control_options, separation, separation_sentence
+from lungforge.bench.protocol.controls import CONTROLS_DIR, REQUEST, control_options, make_controls, separation, separation_sentence
 from lungforge.bench.protocol.detect import DetectConfig
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.bench.protocol.results import TaskResult
+from lungforge.errors import InputError
 
 
 def test_controls_copy_the_reference_request_and_resume_an_existing_store(tmp_path, stores):
@@ -49,6 +51,19 @@ def test_controls_are_made_at_the_real_store_size_not_the_generator_size(tmp_pat
 def _result(paste: list[float], mislabeled: list[float]) -> TaskResult:
     folds = {"paste": [{"accuracy": v} for v in paste], "mislabeled": [{"accuracy": v} for v in mislabeled]}
     return TaskResult("detect", DetectConfig(), ("paste", "mislabeled"), folds, {})
+
+
+def test_controls_made_from_another_real_store_are_refused_naming_both(tmp_path, stores, store_builder):
+    """`bench all --controls` rerun into one --out with another --real (here of another length):
+    refused naming the store the controls were made from and the one given, not a shard count."""
+    out = tmp_path / "report"
+    store_builder(out / CONTROLS_DIR / "mislabeled.zarr", "synthetic", made_from=stores["real"])
+    other = store_builder(tmp_path / "other.zarr", "real", per_series=6, seed=9)
+    with pytest.raises(InputError) as refused:
+        make_controls(other, open_real(other), {}, out, seed=0)
+    message = str(refused.value)
+    assert f"made from real store {stores['real']}" in message and f"--real {other}" in message and "shards" not in message
+    assert "another --out" in message
 
 
 def test_separation_needs_a_paired_p_below_005_with_paste_ahead():

@@ -28,7 +28,7 @@ def real_store(stores):
 
 def test_parse_real_nodules_sorts_and_rejects_bad_items():
     assert parse_real_nodules("all,16,4") == [4, 16, None]
-    for bad, word in (("0,all", "'0'"), ("4,x", "'x'"), ("4,4", "twice")):
+    for bad, word in (("0,all", "'0'"), ("4,x", "'x'"), ("4,4", "twice"), ("4,²", "'²'"), ("٣", "'٣'")):
         with pytest.raises(ValueError, match=word):
             parse_real_nodules(bad)
 

@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from lungforge.bench.scoring.froc import FROC_METRICS
 from lungforge.cli.main import app
+from lungforge.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +158,27 @@ def test_bench_detect_rejects_a_bad_real_nodules_list(small_stores):
     args = ["bench", "detect", "--real", str(small_stores["real"]), "--quick", "--size", "64", "--real-nodules", "4,0"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "'0'" in result.output
+
+
+def test_bench_real_nodules_not_in_ascii_digits_is_a_usage_error(small_stores):
+    args = ["bench", "detect", "--real", str(small_stores["real"]), "--quick", "--size", "64", "--real-nodules", "4,²"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--real-nodules" in result.output and "'²'" in result.output
+    assert "invalid literal" not in result.output
+
+
+@pytest.mark.parametrize("command", ["detect", "all"])
+def test_bench_refuses_a_k_above_the_training_nodules_before_any_work(tmp_path, small_stores, command):
+    """Each quick fold trains on 5 real nodule slices: K = 6 would repeat the `all` point."""
+    out = tmp_path / "out"
+    args = ["bench", command, "--real", str(small_stores["real"]), "--quick", "--size", "64", "--patch", "16", "--device", "cpu",
+            "--out", str(out), "--real-nodules", "2,6,all", *(["--controls"] if command == "all" else [])]
+    result = CliRunner().invoke(app, args)
+    message = str(result.exception)
+    assert result.exit_code == 1 and isinstance(result.exception, InputError)
+    assert "--real-nodules 6: the training folds of" in message and "hold 5 real nodule slices" in message
+    assert "give points K up to 5, or 'all'" in message
+    assert not out.exists()
 
 
 @pytest.mark.slow

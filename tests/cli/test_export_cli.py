@@ -37,3 +37,13 @@ def test_export_bad_usage_and_missing_store(stores, tmp_path: Path) -> None:
     missing = CliRunner().invoke(app, ["export", str(tmp_path / "none.zarr"), "--format", "png", "--out", str(tmp_path / "x")])
     assert missing.exit_code == 1 and isinstance(missing.exception, SchemaError)
     assert not (tmp_path / "x").exists()
+
+
+def test_export_counts_nodules_kept_as_one_pixel(stores, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["export", str(stores["real"]), "--format", "yolo", "--out", str(tmp_path / "y"), "--size", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["nodules_kept_as_pixel"] == 8
+    assert "note: 8 of 20 nodules have no pixel left at 8×8: each keeps its nearest pixel" in result.stderr
+    for label in (tmp_path / "y" / "labels").rglob("*.txt"):
+        for line in label.read_text().splitlines():
+            assert float(line.split()[3]) >= 1 / 8 and float(line.split()[4]) >= 1 / 8  # at least one pixel wide and high

@@ -34,15 +34,24 @@ class Reference:
     def boxes(self, row: int) -> np.ndarray:
         return self.table["bbox"][self.table["slice"] == row].astype(np.float64)
 
-    def resized_boxes(self, row: int, size: int) -> np.ndarray:
-        """Boxes of a slice at size × size px: the tight box of the resized label map's nodule
-        pixels (the fixture has at most one nodule per slice), or the scaled box if none are left."""
-        boxes = self.boxes(row) * size / self.image.shape[1]
-        nodule = resize_slices(self.image[row][None], self.label[row][None], size)[1][0] == NODULE
-        if boxes.size and nodule.any():
-            rows, cols = np.flatnonzero(nodule.any(axis=1)), np.flatnonzero(nodule.any(axis=0))
+    def resized(self, row: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(label map, boxes) of a slice at size × size px (the fixture has at most one nodule per
+        slice): labels nearest neighbour; the box is the tight box of the resized nodule pixels,
+        and a nodule the resize erased keeps the pixel that holds its centre of mass, as a nodule pixel."""
+        h, w = self.label.shape[1:]
+        boxes = self.boxes(row) * size / w
+        label = resize_slices(self.image[row][None], self.label[row][None], size)[1][0].copy()
+        if boxes.size:
+            if not (label == NODULE).any():
+                ys, xs = np.nonzero(self.label[row] == NODULE)
+                label[int((ys.mean() + 0.5) * size / h), int((xs.mean() + 0.5) * size / w)] = NODULE
+            rows, cols = np.flatnonzero((label == NODULE).any(axis=1)), np.flatnonzero((label == NODULE).any(axis=0))
             boxes[0] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
-        return boxes
+        return label, boxes
+
+    def resized_boxes(self, row: int, size: int) -> np.ndarray:
+        """The boxes of :meth:`resized`."""
+        return self.resized(row, size)[1]
 
 
 @pytest.fixture(scope="session")

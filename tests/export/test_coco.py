@@ -53,17 +53,20 @@ def test_coco_matches_store(stores, reference, tmp_path: Path) -> None:
     assert annotations == reference.table["slice"].size == report.nodules
 
 
-def test_coco_ground_truth_scores_perfectly_against_itself(stores, tmp_path: Path) -> None:
-    export_store(stores["real"], tmp_path / "coco", ExportOptions(format="coco", split="test", nodule_only=True))
-    coco = _load(tmp_path / "coco" / "annotations" / "instances_test.json")
-    detections = [{**ann, "score": 1.0} for ann in coco.loadAnns(coco.getAnnIds())]
-    with contextlib.redirect_stdout(io.StringIO()):
-        for kind in ("bbox", "segm"):
-            evaluator = COCOeval(coco, coco.loadRes([{k: v for k, v in d.items() if k != "id"} for d in detections]), kind)
-            evaluator.evaluate()
-            evaluator.accumulate()
-            evaluator.summarize()
-            assert evaluator.stats[1] == pytest.approx(1.0)
+@pytest.mark.parametrize("size", [None, 8])
+def test_coco_ground_truth_scores_perfectly_against_itself(stores, tmp_path: Path, size: int | None) -> None:
+    """Boxes and masks score AP 1.0 against themselves, also at 8 px where 8 of 20 nodules keep one pixel only."""
+    export_store(stores["real"], tmp_path / "coco", ExportOptions(format="coco", nodule_only=True, size=size))
+    for split in ("train", "test"):
+        coco = _load(tmp_path / "coco" / "annotations" / f"instances_{split}.json")
+        detections = [{k: v for k, v in ann.items() if k != "id"} | {"score": 1.0} for ann in coco.loadAnns(coco.getAnnIds())]
+        with contextlib.redirect_stdout(io.StringIO()):
+            for kind in ("bbox", "segm"):
+                evaluator = COCOeval(coco, coco.loadRes(detections), kind)
+                evaluator.evaluate()
+                evaluator.accumulate()
+                evaluator.summarize()
+                assert evaluator.stats[1] == pytest.approx(1.0), (split, kind)
 
 
 def test_coco_resized_split_and_nodule_only(stores, reference, tmp_path: Path) -> None:
@@ -84,17 +87,18 @@ def test_coco_resized_split_and_nodule_only(stores, reference, tmp_path: Path) -
             assert mask.shape == (32, 32) and not (mask & (labels[j] != NODULE)).any()
 
 
-def test_coco_boxes_are_their_masks_boxes_after_resizing(stores, tmp_path: Path) -> None:
-    """64 px slices exported at 24 px: each box is the tight box of its own RLE mask (IoU 1)."""
-    export_store(stores["real"], tmp_path / "c24", ExportOptions(format="coco", size=24, nodule_only=True))
+@pytest.mark.parametrize("size", [24, 8])
+def test_coco_boxes_are_their_masks_boxes_after_resizing(stores, tmp_path: Path, size: int) -> None:
+    """64 px slices exported at 24 and 8 px: every nodule has mask pixels, and its box is the
+    tight box of its own RLE mask (IoU 1)."""
+    export_store(stores["real"], tmp_path / "c", ExportOptions(format="coco", size=size, nodule_only=True))
     checked = 0
     for split in ("train", "test"):
-        coco = _load(tmp_path / "c24" / "annotations" / f"instances_{split}.json")
+        coco = _load(tmp_path / "c" / "annotations" / f"instances_{split}.json")
         for ann in coco.loadAnns(coco.getAnnIds()):
             mask = coco.annToMask(ann).astype(bool)
-            if not mask.any():
-                continue
+            assert ann["area"] == mask.sum() > 0
             ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
             np.testing.assert_array_equal(ann["bbox"], [xs[0], ys[0], xs[-1] + 1 - xs[0], ys[-1] + 1 - ys[0]])
             checked += 1
-    assert checked >= 10
+    assert checked == 20

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 
 from lungforge.export import ExportOptions, export_store
+from lungforge.labels import NODULE
 
 
-@pytest.mark.parametrize("split", ["all", "train", "test"])
-def test_ultralytics_accepts_the_yolo_export(stores, reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: str) -> None:
+@pytest.mark.parametrize(("split", "size"), [("all", 32), ("train", 32), ("test", 32), ("all", 12)])
+def test_ultralytics_accepts_the_yolo_export(stores, reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: str, size: int) -> None:
+    """At 12 px (Ultralytics' smallest image is 10 px) one of the 20 nodules keeps one pixel only: a 1 × 1 px box."""
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo-config"))
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     pytest.importorskip("ultralytics")
@@ -26,19 +28,19 @@ def test_ultralytics_accepts_the_yolo_export(stores, reference, tmp_path: Path, 
     from ultralytics.data.utils import check_det_dataset
 
     root = tmp_path / "yolo"
-    export_store(stores["real"], root, ExportOptions(format="yolo", split=split, size=32))
+    export_store(stores["real"], root, ExportOptions(format="yolo", split=split, size=size))
     data = check_det_dataset(str(root / "data.yaml"), autodownload=False)
     assert data["nc"] == 1 and data["names"] == {0: "nodule"}
     assert Path(data["train"]).is_dir() and Path(data["val"]).is_dir()
     expected_val = "test" if split in ("all", "test") else "train"
     assert Path(data["val"]) == (root / "images" / expected_val).resolve()
-    dataset = YOLODataset(img_path=data["val"], data=data, task="detect", imgsz=32, augment=False)
+    dataset = YOLODataset(img_path=data["val"], data=data, task="detect", imgsz=size, augment=False)
     rows = reference.rows(expected_val)
     assert len(dataset.labels) == rows.size
     by_name = {Path(item["im_file"]).stem: item for item in dataset.labels}
     for row in rows.tolist():
         boxes = by_name[f"{row:06d}"]["bboxes"]  # normalised cx, cy, w, h
-        expected = reference.resized_boxes(row, 32) / 32
+        expected = reference.resized_boxes(row, size) / size
         got = np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], axis=1) if len(boxes) else boxes
         np.testing.assert_allclose(got, expected.reshape(-1, 4), atol=1e-5)
 
@@ -68,6 +70,22 @@ def test_nnunet_integrity_check_passes(stores, tmp_path: Path, monkeypatch: pyte
 
     for folder in _two_nnunet_exports(stores, tmp_path, monkeypatch):
         verify_dataset_integrity(str(folder), num_processes=1)
+
+
+def test_nnunet_reader_finds_every_nodule_at_a_small_size(stores, reference, tmp_path: Path) -> None:
+    """nnU-Net's own reader on an 8 px export: each label map is the store's, resized, with every
+    nodule present (one too small for 8 px kept as its nearest pixel)."""
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    report = export_store(stores["real"], tmp_path / "raw", ExportOptions(format="nnunet", size=8, nodule_only=True))
+    assert report.nodules_kept_as_pixel == 8
+    rows = reference.rows(nodule_only=True)
+    for row in rows.tolist():
+        folder = "labelsTr" if reference.split[row] == 0 else "labelsTs"
+        seg, _ = SimpleITKIO().read_seg(str(Path(report.out) / folder / f"lungforge_{row:06d}.nii.gz"))
+        np.testing.assert_array_equal(seg[0, 0], reference.resized(row, 8)[0])
+        assert (seg == NODULE).any()
 
 
 def test_torchvision_reads_each_coco_split(stores, reference, tmp_path: Path) -> None:

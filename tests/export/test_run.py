@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,20 +41,21 @@ def test_refuses_foreign_folder_and_replaces_only_with_overwrite(stores, tmp_pat
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(InputError, match="not a lungforge export"):
+    with pytest.raises(InputError, match="is not a lungforge export; refusing to write into it: export into another --out$"):
         export_store(stores["real"], foreign, ExportOptions(format="png"))
     assert (foreign / "notes.txt").read_text() == "keep me"
     out = tmp_path / "out"
     export_store(stores["real"], out, ExportOptions(format="yolo", split="test"))
-    with pytest.raises(InputError, match="--overwrite"):
-        export_store(stores["real"], out, ExportOptions(format="yolo"))
+    with pytest.raises(InputError, match=re.escape(f"already holds an export of {stores['real']}; to keep it, export into another --out "
+                                                   "(--overwrite replaces it)")):
+        export_store(stores["B"], out, ExportOptions(format="yolo"))
     export_store(stores["real"], out, ExportOptions(format="yolo"), overwrite=True)
     assert (out / "images" / "train").is_dir() and not (tmp_path / ".out.replaced").exists()
 
 
 def test_empty_selection_is_an_error(store_builder, tmp_path: Path) -> None:
     path = store_builder(tmp_path / "free.zarr", nodule_every=0)
-    with pytest.raises(InputError, match="no slices match"):
+    with pytest.raises(InputError, match="no slices match .*; choose another --split or leave out --nodule-only"):
         export_store(path, tmp_path / "x", ExportOptions(format="coco", nodule_only=True))
     assert not (tmp_path / "x").exists()
 
@@ -97,11 +99,32 @@ def test_resize_derives_boxes_from_the_resized_masks(stores, reference) -> None:
     assert all((i.nodule_pixels() > 0).all() for i in full)
     for item in full:
         np.testing.assert_array_equal(item.boxes, reference.boxes(item.index))
-    tiny = list(iter_slices(store, rows, 8))
-    erased = [(i, k) for i in tiny for k in np.flatnonzero(i.nodule_pixels() == 0)]
-    assert erased
-    for item, k in erased:  # an erased nodule keeps its store box, scaled
-        np.testing.assert_allclose(item.boxes[k], reference.boxes(item.index)[k] / 8, rtol=1e-6)
+
+
+def test_a_nodule_too_small_for_the_size_keeps_its_nearest_pixel(stores, reference) -> None:
+    """At 8 px (from 64) 8 of the 20 nodules lose every pixel to the resize: each keeps the pixel
+    holding its centre of mass, in its mask, its box (1 × 1 px) and the label map."""
+    from lungforge.data.store import open_store
+
+    items = list(iter_slices(open_store(stores["real"]), reference.rows(nodule_only=True), 8))
+    restored = [(item, k) for item in items for k in np.flatnonzero(item.restored)]
+    assert len(restored) == 8
+    for item in items:
+        label, boxes = reference.resized(item.index, 8)
+        np.testing.assert_array_equal(item.label, label)
+        np.testing.assert_array_equal(item.boxes, boxes)
+        assert (item.nodule_pixels() > 0).all() and not (item.masks & (item.label != NODULE)).any()
+    for item, k in restored:
+        (row,), (col,) = (np.flatnonzero(item.masks[k].any(axis=a)) for a in (1, 0))
+        np.testing.assert_array_equal(item.boxes[k], [col, row, col + 1, row + 1])
+
+
+def test_export_counts_the_nodules_kept_as_one_pixel(stores, tmp_path: Path) -> None:
+    report = export_store(stores["real"], tmp_path / "coco", ExportOptions(format="coco", size=8))
+    assert report.nodules == 20 and report.nodules_kept_as_pixel == 8
+    assert any(note.startswith("8 of 20 nodules have no pixel left at 8×8: each keeps its nearest pixel") for note in report.notes)
+    assert json.loads((tmp_path / "coco" / MARKER).read_text())["report"]["nodules_kept_as_pixel"] == 8
+    assert export_store(stores["real"], tmp_path / "c64", ExportOptions(format="coco")).nodules_kept_as_pixel == 0
 
 
 def test_second_export_into_a_locked_out_fails_and_writes_nothing(stores, tmp_path: Path) -> None:

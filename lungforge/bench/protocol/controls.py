@@ -5,8 +5,9 @@ The controls copy the layout request of the first synthetic store (slice counts,
 slice, diameter range, placement, seed), with real nodule shapes, at the REAL store's
 resolution: a control is the real data plus what it adds, never the real data resampled through
 a generator's smaller size. With no synthetic store they are sized like the real train split.
-The per-fold controls `hosts` and `classic` are built from these stores inside each fold
-(:mod:`lungforge.bench.protocol.fold_controls`).
+A rerun into the same folder reuses (or finishes) them, and refuses controls made from another
+real store. The per-fold controls `hosts` and `classic` are built from these stores inside each
+fold (:mod:`lungforge.bench.protocol.fold_controls`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from lungforge.bench.protocol.inputs import SyntheticSpec
 from lungforge.bench.protocol.results import TaskResult, json_safe
 from lungforge.bench.scoring.stats import Comparison, compare, nb_ratio
 from lungforge.bench.scoring.summary import fold_exclusion
-from lungforge.data.store import SPLIT_IDS, Store
+from lungforge.data.store import SPLIT_IDS, Store, open_store
 from lungforge.errors import InputError
 
 CONTROL_NAMES = ("mislabeled", "paste", "blob")
@@ -74,9 +75,27 @@ def make_controls(real_path: Path, real: Store, synthetic: dict[str, Store], out
     reference = next(iter(synthetic.values()), None)
     specs = []
     for options in control_options(real_path, real, reference, out / CONTROLS_DIR, seed):
+        check_made_from(options.out, real_path, real)
         augment(options)
         specs.append(SyntheticSpec(name=options.weights, path=options.out))
     return specs
+
+
+def check_made_from(control: Path, real_path: Path, real: Store) -> None:
+    """InputError when the control store at `control` exists and was made from a real store other
+    than `real` (by fingerprint): naming both stores, before its layout is compared with this run's."""
+    if not control.exists():
+        return
+    store = open_store(control, require_complete=False)
+    try:
+        made_from = store.attrs.get("input", {})
+    finally:
+        store.close()
+    if made_from.get("fingerprint") != real.fingerprint():
+        raise InputError(
+            f"{control}: this control was made from real store {made_from.get('path')} (fingerprint {made_from.get('fingerprint')}), "
+            f"--real {real_path} has fingerprint {real.fingerprint()}; rerun with --real {made_from.get('path')}, or give another --out"
+        )
 
 
 @dataclass(frozen=True)

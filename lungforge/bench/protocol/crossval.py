@@ -123,12 +123,12 @@ ALL = "all"
 def parse_real_nodules(text: str) -> list[int | None]:
     """`"4,16,all"` → [4, 16, None] (None: every real nodule slice), sorted ascending, all last.
 
-    Raises ValueError naming the bad item: not a positive integer or `all`, or a repeat."""
+    Raises ValueError naming the bad item: not a positive integer in ASCII digits or `all`, or a repeat."""
     points: list[int | None] = []
     for item in (t.strip() for t in text.split(",")):
         if item == ALL:
             point = None
-        elif item.isdigit() and int(item) > 0:
+        elif item.isascii() and item.isdigit() and int(item) > 0:  # str.isdigit alone accepts '²', which int() refuses
             point = int(item)
         else:
             raise ValueError(f"items must be positive integers or {ALL!r}, got {item!r}")

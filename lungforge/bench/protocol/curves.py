@@ -5,6 +5,10 @@ K whole nodules (:func:`lungforge.bench.protocol.crossval.kept_real_slices`), th
 condition, and every point, fold and condition trains the same optimiser steps (the budget of
 the full training set, :func:`lungforge.bench.protocol.budget.curve_steps`). Augmentation shows its
 gains here: at small K a positive control (paste) should beat A, and the gap narrow as K grows.
+
+A point K above the real training nodules of the smallest fold is refused before any work
+(:func:`check_points`): that fold could not be cut to K, and a K at or above every fold's count
+would only repeat the `all` point.
 """
 
 from __future__ import annotations
@@ -15,11 +19,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lungforge.bench.protocol.crossval import point_label
+from lungforge.bench.protocol.crossval import kept_nodules, point_label
+from lungforge.bench.protocol.foldlog import RESUME_ADVICE
+from lungforge.bench.protocol.folds import OUTSIDE, real_groups
 from lungforge.bench.protocol.results import CurveResult, TaskResult
 from lungforge.bench.reporting.cells import TEST_NAMES, comparison_cells, pct
 from lungforge.bench.scoring.summary import PrimarySpec, TaskSummary, real_nodule_slices, real_nodules, summarize_curve
+from lungforge.choices import RealSplit
 from lungforge.data.store import Store
+from lungforge.errors import InputError
+from lungforge.fileio import named_write
 
 TaskRunner = Callable[..., TaskResult]
 """`run_detect` or `run_localize`: (real, synthetic, config, device, out, progress) -> result."""
@@ -29,12 +38,36 @@ def learning_curve(
     run: TaskRunner, real: Store, synthetic: dict[str, Store], config: Any, points: list[int | None], device: Any,
     out: Path | None = None, progress: Any = None,
 ) -> CurveResult:
-    """Run `run` at every point K of `points` (None: all) with one fixed budget."""
+    """Run `run` at every point K of `points` (None: all) with one fixed budget; a K the store
+    cannot honour is refused first (:func:`check_points`)."""
+    check_points(real, config.folds, config.real_split, points)
     results = {}
     for k in points:
         point_config = dataclasses.replace(config, real_nodules=k, fixed_budget=True)
         results[point_label(k)] = run(real, synthetic, point_config, device, out, progress)
     return CurveResult(results)
+
+
+def training_nodules(real: Store, folds: int, real_split: RealSplit) -> list[int]:
+    """Distinct real nodules in the training part of each fold (the most any point K can keep)."""
+    groups = real_groups(real, folds, real_split)
+    return [int(kept_nodules(real, (groups != fold) & (groups != OUTSIDE)).size) for fold in range(folds)]
+
+
+def check_points(real: Store, folds: int, real_split: RealSplit, points: list[int | None]) -> None:
+    """InputError naming the points K above the real training nodules of the smallest fold, with
+    the counts the folds hold; `all` (None) always fits."""
+    too_many = [k for k in points if k is not None]
+    if not too_many:
+        return
+    counts = training_nodules(real, folds, real_split)
+    too_many = [k for k in too_many if k > min(counts)]
+    if too_many:
+        held = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)} to {max(counts)}"
+        raise InputError(
+            f"--real-nodules {', '.join(map(str, too_many))}: the training folds of {real.path} hold {held} real nodules "
+            f"(--folds {folds}, --real-split {real_split}); give points K up to {min(counts)}, or 'all' for every one"
+        )
 
 
 CURVE_TESTS = ("signed_rank", "corrected_t", "delong", "bootstrap_auroc")
@@ -100,6 +133,7 @@ def curve_figure(curve: CurveResult, metric: str, path: Path, title: str) -> Pat
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with named_write(path, RESUME_ADVICE):
+        fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

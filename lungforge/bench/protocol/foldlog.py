@@ -5,6 +5,11 @@ Layout under `<out>/<task>/`: `run.json` (the arguments of the run) and one
 the same arguments skips finished folds; a rerun with different arguments into the same folder is
 refused, so results from two protocols never mix.
 
+The files are standard JSON: a metric undefined in a fold (NaN, e.g. the recall of a size class
+the fold's test set lacks) is written as `null` and read back as NaN, so a resumed run scores
+exactly what an uninterrupted one does. A write that fails (full disk) names its file; the folds
+finished before it stay, and a rerun resumes from them.
+
 A fold's result stays a plain JSON dict here and in :class:`~lungforge.bench.protocol.results.TaskResult`
 (its `folds`): it is what the file holds and what a resumed run reads back, with the task's
 metric names as keys.
@@ -14,18 +19,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import math
 from pathlib import Path
 from typing import Any
 
+from lungforge.bench.protocol.results import FoldRow, json_safe
 from lungforge.data.store import Store
 from lungforge.errors import InputError
+from lungforge.fileio import atomic_write_bytes, named_write
+
+RESUME_ADVICE = "the folds already finished are kept: free space, then rerun with the same arguments to resume"
+"""What a bench write that failed (full disk) tells the user."""
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    """`payload` as standard JSON (NaN and inf as null), written atomically; a failed write names `path`."""
+    text = json.dumps(json_safe(payload), indent=2, sort_keys=True, allow_nan=False)
+    with named_write(path, RESUME_ADVICE):
+        atomic_write_bytes(path, text.encode())
+
+
+def read_row(path: Path) -> FoldRow:
+    """A fold file's result, its `null` values (undefined metrics) read back as NaN."""
+    return {key: math.nan if value is None else value for key, value in json.loads(path.read_text()).items()}
 
 
 class FoldLog:
@@ -60,7 +76,7 @@ class FoldLog:
         if (condition, fold) in self._memory:
             return self._memory[(condition, fold)]
         if self.directory is not None and self._file(self.directory, condition, fold).is_file():
-            result = json.loads(self._file(self.directory, condition, fold).read_text())
+            result = read_row(self._file(self.directory, condition, fold))
             self._memory[(condition, fold)] = result
             return result
         return None

@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from lungforge.bench.protocol.foldlog import RESUME_ADVICE
 from lungforge.bench.protocol.results import TaskResult
 from lungforge.data.store import Store
 from lungforge.drawing import PREDICTION_COLOUR, TRUTH_COLOUR, colour_labels, draw_boxes, draw_scored_boxes, enlarge, grey_rgb
+from lungforge.fileio import named_write
 
 EXAMPLE_TILE_PX = 256
 """Localization examples are enlarged (pixel repetition) to at least this size, so scores are legible."""
@@ -72,7 +74,8 @@ def sample_grid(real: Store, synthetic: dict[str, Store], path: Path, title: str
                 label_shown = True
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with named_write(path, RESUME_ADVICE):
+        fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -95,7 +98,8 @@ def fold_metrics(result: TaskResult, metrics: tuple[str, ...], path: Path, title
         ax.set_title(metric, fontsize=9)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with named_write(path, RESUME_ADVICE):
+        fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -139,6 +143,7 @@ def localization_examples(real: Store, result: TaskResult, size: int, path: Path
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=110)
+    with named_write(path, RESUME_ADVICE):
+        fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

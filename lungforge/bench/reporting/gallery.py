@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from lungforge.bench.protocol.foldlog import RESUME_ADVICE
 from lungforge.data.store import Store
 from lungforge.drawing import PALETTE, enlarge, grey_rgb
+from lungforge.fileio import named_write
 from lungforge.labels import NODULE
 
 GALLERY_COLUMNS = 6
@@ -122,6 +124,7 @@ def nodule_gallery(
     fig.suptitle(title, fontsize=9, y=1.0 - 0.05 / height, va="top")
     for p, heading in enumerate(("CT", "CT, nodule mask outlined")[:panels]):
         fig.text(left + (1.0 - left) * (p + 0.5) / panels, 1.0 - 0.3 / height, heading, ha="center", va="top", fontsize=8)
-    fig.savefig(path, dpi=DPI)
+    with named_write(path, RESUME_ADVICE):
+        fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path

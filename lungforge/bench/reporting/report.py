@@ -12,8 +12,9 @@ import torch
 
 from lungforge.bench.protocol.controls import CONTROL_NAMES, make_controls, separation
 from lungforge.bench.protocol.crossval import point_label
-from lungforge.bench.protocol.curves import curve_figure, curve_table, learning_curve
+from lungforge.bench.protocol.curves import check_points, curve_figure, curve_table, learning_curve
 from lungforge.bench.protocol.detect import DetectConfig, run_detect
+from lungforge.bench.protocol.foldlog import RESUME_ADVICE
 from lungforge.bench.protocol.folds import leak_groups, real_groups
 from lungforge.bench.protocol.inputs import SyntheticSpec, open_real, open_synthetic
 from lungforge.bench.protocol.localize import LocalizeConfig, run_localize
@@ -32,6 +33,7 @@ from lungforge.bench.scoring.summary import parse_primary, summarize
 from lungforge.choices import Selection
 from lungforge.data.store import Store
 from lungforge.errors import InputError
+from lungforge.fileio import atomic_write_bytes, named_write
 
 SUMMARY_METRICS = {"detect": DETECT_METRICS + DETECT_EXTRA_METRICS, "localize": LOCALIZE_METRICS + LOCALIZE_EXTRA_METRICS}
 
@@ -64,8 +66,10 @@ def run_all(
     condition at the smallest K) is each task's primary comparison. Finished folds under `out/detect` and `out/localize` are reused by
     a rerun with the same arguments. The report is also written as `out/report.json` and `out/report.md`.
     """
-    out.mkdir(parents=True, exist_ok=True)
     real = open_real(real_path)
+    if curve is not None:
+        check_points(real, detect.folds, detect.real_split, curve)
+    out.mkdir(parents=True, exist_ok=True)
     synthetic = _open(specs, real)
     candidates = [*synthetic, *(reversed(CONTROL_NAMES) if controls else ())]
     try:  # the default primary: the user's first store, else the positive control (paste)
@@ -108,8 +112,10 @@ def run_all(
         figures=[str(p.relative_to(out)) for p in figures],
         verdicts={task: verdicts(r, TEST_METRIC[task]) for task, r in results.items()} if controls else None,
     )
-    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False, default=str))
-    (out / "report.md").write_text(markdown(report))
+    texts = {"report.json": json.dumps(report.to_dict(), indent=2, allow_nan=False, default=str), "report.md": markdown(report)}
+    for name, text in texts.items():
+        with named_write(out / name, RESUME_ADVICE):
+            atomic_write_bytes(out / name, text.encode())
     return report
 
 

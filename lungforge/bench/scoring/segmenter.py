@@ -30,7 +30,8 @@ from lungforge.bench.networks.segunet import SegUNet
 from lungforge.bench.protocol.slices import read_resized
 from lungforge.choices import MAX_SIZE_PX, MAX_STEPS, check_range
 from lungforge.data.store import SPLIT_IDS, Store
-from lungforge.errors import CheckpointError, InputError
+from lungforge.errors import CheckpointError, InputError, OutputError
+from lungforge.fileio import atomic_write_bytes, named_write, temp_beside
 from lungforge.labels import NUM_CLASSES
 from lungforge.seeds import check_seed
 
@@ -207,10 +208,32 @@ def train_segmenter(
     return model, info
 
 
+CACHE_ADVICE = "the segmenter is retrained on the next run: free space or fix permissions, then rerun"
+
+
+def _save_cache(model: SegUNet, weights: Path, meta: Path, record: dict[str, Any]) -> None:
+    """Write a segmenter to the cache: its weights through a temporary file beside `weights`, then
+    its `record` (`meta`, which makes the entry valid); a failed write is one OutputError naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    with named_write(weights.parent, CACHE_ADVICE):
+        weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with named_write(weights, CACHE_ADVICE), temp_beside(weights) as partial:
+        try:
+            save_file(state, str(partial))
+        except SafetensorError as exc:  # safetensors reports a full disk as its own error, not an OSError
+            raise OutputError(f"{weights}: cannot write ({exc}); {CACHE_ADVICE}") from None
+        os.replace(partial, weights)
+    with named_write(meta, CACHE_ADVICE):
+        atomic_write_bytes(meta, json.dumps(record, indent=2).encode())
+
+
 def load_or_train(store: Store, config: SegmenterConfig, device: torch.device, progress: Any = None, half: int | None = None) -> Segmenter:
     """The cached segmenter of (store, config, half) if present, else a freshly trained one, then
     cached; `half` None trains on the whole train split, 0 or 1 on that cross-fitting half."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     folder = cache_dir(store)
     key = cache_key(store, config, half)
@@ -224,14 +247,7 @@ def load_or_train(store: Store, config: SegmenterConfig, device: torch.device, p
             raise CheckpointError(f"{weights}: unreadable fidelity segmenter cache ({exc}); delete it to retrain") from None
         return Segmenter(model.to(device).eval(), config, weights, True, info)
     model, info = train_segmenter(store, config, device, progress, half)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f".segmenter-{key}.{os.getpid()}.partial"
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(partial))
-        os.replace(partial, weights)
-        record = {"key": key, "store": str(store.path), "fingerprint": store.fingerprint(), "model": MODEL_VERSION,
-                  "config": dataclasses.asdict(config), "info": info}
-        meta.write_text(json.dumps(record, indent=2))
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot write the fidelity segmenter cache beside the store ({exc.strerror})") from None
+    record = {"key": key, "store": str(store.path), "fingerprint": store.fingerprint(), "model": MODEL_VERSION,
+              "config": dataclasses.asdict(config), "info": info}
+    _save_cache(model, weights, meta, record)
     return Segmenter(model, config, weights, False, info)
