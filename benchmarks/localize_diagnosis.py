@@ -31,7 +31,8 @@ from torchvision.ops import box_iou
 
 from lungforge.bench.protocol.folds import real_groups
 from lungforge.bench.protocol.inputs import open_real
-from lungforge.bench.protocol.localize import LocalizeConfig, SliceSet, build_model, load_slices, make_targets, predict, to_inputs, train_detector
+from lungforge.bench.protocol.detector_training import make_targets, predict, to_inputs, train_detector
+from lungforge.bench.protocol.localize import LocalizeConfig, SliceSet, build_model, load_slices
 from lungforge.bench.scoring.metrics import detection_metrics
 from lungforge.data.phantom import make_phantom
 from lungforge.data.prepare import PrepareOptions, prepare

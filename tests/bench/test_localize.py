@@ -5,7 +5,8 @@ import torchvision
 
 from lungforge.bench.protocol.folds import real_groups
 from lungforge.bench.protocol.inputs import open_real
-from lungforge.bench.protocol.localize import LocalizeConfig, build_model, load_slices, make_targets, to_inputs
+from lungforge.bench.protocol.detector_training import make_targets, to_inputs
+from lungforge.bench.protocol.localize import LocalizeConfig, build_model, load_slices
 from lungforge.errors import CheckpointError
 
 
@@ -52,7 +53,8 @@ def test_training_is_deterministic_whatever_the_global_rng(quick_model):
     import copy
     import dataclasses
 
-    from lungforge.bench.protocol.localize import SliceSet, train_detector
+    from lungforge.bench.protocol.detector_training import train_detector
+    from lungforge.bench.protocol.localize import SliceSet
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (4, 64, 64), dtype=np.uint8)
@@ -118,7 +120,7 @@ def test_cpu_preset_anchors_match_every_box_of_2_to_30_px_at_its_rpn_threshold()
 
 
 def test_rotate90_turns_boxes_with_the_image():
-    from lungforge.bench.protocol.localize import rotate90
+    from lungforge.bench.protocol.detector_training import rotate90
 
     image = np.zeros((16, 16), np.uint8)
     image[2:5, 10:14] = 1  # rows 2..4, columns 10..13: box (10, 2, 14, 5)
