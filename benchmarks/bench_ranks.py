@@ -32,7 +32,7 @@ def lungforge(*args: object, launcher: tuple[str, ...] = (sys.executable,)) -> t
     started = time.perf_counter()
     done = subprocess.run([*launcher, "-m", "lungforge", *map(str, args)], capture_output=True, text=True, env=env)
     if done.returncode:
-        sys.exit(f"lungforge {' '.join(map(str, args[:2]))} failed: {done.stderr.strip().splitlines()[-1:]}")
+        sys.exit(f"lungforge {' '.join(map(str, args[:2]))} failed (exit {done.returncode}):\n{done.stderr.strip()[-4000:]}")
     return done.stdout, time.perf_counter() - started
 
 

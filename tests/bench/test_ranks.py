@@ -89,7 +89,7 @@ def _bench(launcher: list[str], paste_bench: dict[str, Path], out: Path) -> dict
     return result
 
 
-@pytest.mark.slow  # ~25 s; tests/benchmarks/test_scripts.py checks a plain run's JSON in the default suite
+@pytest.mark.slow  # ~25 s; the default suite checks the sharing in-process (test_two_ranks_share_runs_and_share_failures)
 def test_torchrun_two_ranks_give_the_single_process_json(paste_bench: dict[str, Path], tmp_path: Path) -> None:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     two = _bench(torchrun, paste_bench, tmp_path / "two")

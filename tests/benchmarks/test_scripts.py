@@ -53,6 +53,7 @@ def test_every_script_has_a_smoke_test() -> None:
     assert set(SCRIPTS) == tested | tested_elsewhere
 
 
+@pytest.mark.slow  # two torchrun jobs of gloo ranks; tests/bench/test_ranks.py covers the sharing in the default suite
 def test_bench_ranks_gives_the_single_process_json(capsys, monkeypatch) -> None:
     out = run_script("bench_ranks.py", "--scans", "4", "--size", "64", "--folds", "2", "--epochs", "1", capsys=capsys, monkeypatch=monkeypatch)
     (result,) = json_lines(out)
