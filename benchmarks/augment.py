@@ -29,10 +29,10 @@ from lungforge.augment.synthesizer import SamplingSettings, Synthesizer
 from lungforge.data.phantom import make_phantom
 from lungforge.data.prepare import PrepareOptions, prepare
 from lungforge.data.store import open_store
+from lungforge.device import check_precision, device_name, resolve_device
+from lungforge.models.checkpoint import load_checkpoint, save_checkpoint
 from lungforge.models.presets import get_preset
 from lungforge.models.sdm_unet import SDMUNet
-from lungforge.models.checkpoint import load_checkpoint, save_checkpoint
-from lungforge.device import check_precision, device_name, resolve_device
 
 
 def main() -> None:
@@ -48,7 +48,9 @@ def main() -> None:
     parser.add_argument("--min-contrast", type=float, default=-1e9, help="visibility threshold in HU")
     parser.add_argument("--scans", type=int, default=4, help="phantom scans of the input store (the first two have no nodules)")
     parser.add_argument(
-        "--phantom-size", type=int, default=256,
+        "--phantom-size",
+        type=int,
+        default=256,
         help="phantom slice size in pixels: LUNA16-sized nodules must span pixels for --shape real's mask library (at 64 px they are 1 px)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -70,14 +72,33 @@ def main() -> None:
         prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=0))
         torch.manual_seed(0)
         config = get_preset(args.preset).sdm
-        save_checkpoint(root / "sdm", kind="sdm", preset=args.preset, model_config=config, state_dict=SDMUNet(config).state_dict(), step=0, store_fingerprint=None)
+        save_checkpoint(
+            root / "sdm",
+            kind="sdm",
+            preset=args.preset,
+            model_config=config,
+            state_dict=SDMUNet(config).state_dict(),
+            step=0,
+            store_fingerprint=None,
+        )
         options = AugmentOptions(
-            data=root / "real.zarr", weights=str(root / "sdm"), out=root / "synth.zarr", nodules=args.nodules,
-            nodule_free=args.nodule_free, shape="real", sampler=args.sampler, steps=args.steps,
-            batch_size=args.batch_size, device=args.device, precision=args.precision, min_contrast_hu=args.min_contrast,
+            data=root / "real.zarr",
+            weights=str(root / "sdm"),
+            out=root / "synth.zarr",
+            nodules=args.nodules,
+            nodule_free=args.nodule_free,
+            shape="real",
+            sampler=args.sampler,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=args.precision,
+            min_contrast_hu=args.min_contrast,
         )
 
-        synthesizer = Synthesizer(load_checkpoint(root / "sdm"), device, check_precision(args.precision, device), SamplingSettings(args.sampler, args.steps))
+        synthesizer = Synthesizer(
+            load_checkpoint(root / "sdm"), device, check_precision(args.precision, device), SamplingSettings(args.sampler, args.steps)
+        )
         synthesizer(np.zeros((2, size, size), dtype=np.uint8), [0, 1])  # warm-up (both sides then run warm)
 
         started = time.perf_counter()

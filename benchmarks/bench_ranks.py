@@ -58,18 +58,62 @@ def main() -> None:
         work = Path(tmp)
         lungforge("phantom", work / "luna16", "--scans", args.scans, "--size", args.size, "--seed", 0)
         lungforge("prepare", work / "luna16", "--out", work / "real.zarr", "--json")
-        lungforge("augment", "--data", work / "real.zarr", "--weights", "paste", "--out", work / "paste.zarr", "--nodules", 4 * args.scans,
-                  "--nodule-free", args.scans, "--device", "cpu", "--json")
-        bench = ("bench", "detect", "--real", work / "real.zarr", "--synthetic", f"paste={work / 'paste.zarr'}", "--folds", args.folds,
-                 "--epochs", args.epochs, "--batch-size", 32, "--depth", 8, "--size", args.size, "--patch", 16, "--device", args.device, "--json")
+        lungforge(
+            "augment",
+            "--data",
+            work / "real.zarr",
+            "--weights",
+            "paste",
+            "--out",
+            work / "paste.zarr",
+            "--nodules",
+            4 * args.scans,
+            "--nodule-free",
+            args.scans,
+            "--device",
+            "cpu",
+            "--json",
+        )
+        bench = (
+            "bench",
+            "detect",
+            "--real",
+            work / "real.zarr",
+            "--synthetic",
+            f"paste={work / 'paste.zarr'}",
+            "--folds",
+            args.folds,
+            "--epochs",
+            args.epochs,
+            "--batch-size",
+            32,
+            "--depth",
+            8,
+            "--size",
+            args.size,
+            "--patch",
+            16,
+            "--device",
+            args.device,
+            "--json",
+        )
         single, single_s = lungforge(*bench)
         torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.ranks))
         shared, shared_s = lungforge(*bench, launcher=torchrun)
-    print(json.dumps({
-        "ranks": args.ranks, "device": args.device, "folds": args.folds, "runs": args.folds * 2,
-        "single_s": round(single_s, 2), "ranks_s": round(shared_s, 2), "speedup": round(single_s / shared_s, 3),
-        "identical": without_seconds(single) == without_seconds(shared),
-    }))
+    print(
+        json.dumps(
+            {
+                "ranks": args.ranks,
+                "device": args.device,
+                "folds": args.folds,
+                "runs": args.folds * 2,
+                "single_s": round(single_s, 2),
+                "ranks_s": round(shared_s, 2),
+                "speedup": round(single_s / shared_s, 3),
+                "identical": without_seconds(single) == without_seconds(shared),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -160,7 +160,11 @@ class Lab:
     def start(self, *args: object) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "lungforge", *map(str, args)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env, cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            cwd=self.root,
         )
 
     def kill_when(self, condition: Callable[[], bool], *args: object) -> tuple[bool, Call]:
@@ -227,7 +231,15 @@ def store_arrays(path: Path) -> dict[str, np.ndarray] | None:
     try:
         store = open_store(path)
         out = {"image": store.image[...], "label": store.label[...], "uids": np.asarray(store.series_uids)}
-        for name in ("series", "z", "spacing", "split", "fold", "has_nodule", *(("source", "seed", "verified") if store.kind == "synthetic" else ())):
+        for name in (
+            "series",
+            "z",
+            "spacing",
+            "split",
+            "fold",
+            "has_nodule",
+            *(("source", "seed", "verified") if store.kind == "synthetic" else ()),
+        ):
             out[name] = store.meta(name)
         out.update({f"nodules/{k}": v for k, v in store.nodules().items()})
         return out
@@ -505,7 +517,21 @@ def _prepare_usage(*opts: str) -> FaultFn:
 
 
 def _augment_usage(*opts: str) -> FaultFn:
-    return lambda lab: usage(lab, "augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr"), "--nodules", "2", "--shape", "sphere", *opts)
+    return lambda lab: usage(
+        lab,
+        "augment",
+        "--data",
+        lab.real,
+        "--weights",
+        "demo-spade-tiny",
+        "--out",
+        lab.path("s.zarr"),
+        "--nodules",
+        "2",
+        "--shape",
+        "sphere",
+        *opts,
+    )
 
 
 for _name, _fn in [
@@ -523,12 +549,24 @@ for _name, _fn in [
     ("augment --diameter 30:3", _augment_usage("--diameter", "30:3")),
     ("augment --placement nowhere", _augment_usage("--placement", "nowhere")),
     ("augment --sampler euler", _augment_usage("--sampler", "euler")),
-    ("augment nothing to generate", lambda lab: usage(lab, "augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr"))),
+    (
+        "augment nothing to generate",
+        lambda lab: usage(lab, "augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr")),
+    ),
     ("train sdm --lr nan (item 11)", lambda lab: usage(lab, "train", "sdm", "--data", lab.real, "--out", lab.path("run"), "--lr", "nan")),
-    ("train spade --device tpu (item 13)", lambda lab: usage(lab, "train", "spade", "--data", lab.real, "--out", lab.path("run"), "--device", "tpu")),
+    (
+        "train spade --device tpu (item 13)",
+        lambda lab: usage(lab, "train", "spade", "--data", lab.real, "--out", lab.path("run"), "--device", "tpu"),
+    ),
     ("bench detect --synthetic =x (item 13)", lambda lab: usage(lab, "bench", "detect", "--real", lab.real, "--synthetic", "=x")),
-    ("bench localize --nodule-free-ratio inf (item 11)", lambda lab: usage(lab, "bench", "localize", "--real", lab.real, "--nodule-free-ratio", "inf")),
-    ("bench fid --device tpu (item 13)", lambda lab: usage(lab, "bench", "fid", "--real", lab.real, "--synthetic", lab.synth, "--device", "tpu")),
+    (
+        "bench localize --nodule-free-ratio inf (item 11)",
+        lambda lab: usage(lab, "bench", "localize", "--real", lab.real, "--nodule-free-ratio", "inf"),
+    ),
+    (
+        "bench fid --device tpu (item 13)",
+        lambda lab: usage(lab, "bench", "fid", "--real", lab.real, "--synthetic", lab.synth, "--device", "tpu"),
+    ),
 ]:
     fault("options", _name, "2")(_fn)
 
@@ -548,13 +586,23 @@ def _(lab: Lab) -> Outcome:
     from lungforge.registry import NAME_PATTERN
 
     call = lab.cli("weights", "import", ROOT / "weights" / "demo-spade-tiny.safetensors", "--name", "BAD")
-    return Outcome(str(call.code), call.stderr, False, extra_ok=NAME_PATTERN.pattern in call.stderr, note="regex intact" if NAME_PATTERN.pattern in call.stderr else "regex mangled")
+    return Outcome(
+        str(call.code),
+        call.stderr,
+        False,
+        extra_ok=NAME_PATTERN.pattern in call.stderr,
+        note="regex intact" if NAME_PATTERN.pattern in call.stderr else "regex mangled",
+    )
 
 
 @fault("messages", "pickled Inception weights: one line (item 13)", "1")
 def _(lab: Lab) -> Outcome:
     evil = lab.path("pt_inception.pth")
-    subprocess.run([sys.executable, "-c", f"import torch, collections\nclass X: pass\ntorch.save({{'a': X()}}, {str(evil)!r})"], check=True, env=lab.env)
+    subprocess.run(
+        [sys.executable, "-c", f"import torch, collections\nclass X: pass\ntorch.save({{'a': X()}}, {str(evil)!r})"],
+        check=True,
+        env=lab.env,
+    )
     call = lab.cli("bench", "fid", "--real", lab.real, "--synthetic", lab.synth, "--inception-weights", evil, "--device", "cpu")
     lines = [line for line in call.stderr.splitlines() if line.strip()]
     return Outcome(str(call.code), call.stderr, False, extra_ok=len(lines) == 1, note=f"{len(lines)} stderr lines")
@@ -606,21 +654,70 @@ def _(lab: Lab) -> Outcome:
 
 @fault("store", "augment --data a synthetic store", "1")
 def _(lab: Lab) -> Outcome:
-    return unchanged(lab, lab.synth, "augment", "--data", "STORE", "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr"), "--nodules", "2", "--shape", "sphere", "--device", "cpu")
+    return unchanged(
+        lab,
+        lab.synth,
+        "augment",
+        "--data",
+        "STORE",
+        "--weights",
+        "demo-spade-tiny",
+        "--out",
+        lab.path("s.zarr"),
+        "--nodules",
+        "2",
+        "--shape",
+        "sphere",
+        "--device",
+        "cpu",
+    )
 
 
 @fault("store", "augment --out = --data --overwrite (item 1)", "1/2")
 def _(lab: Lab) -> Outcome:
-    return unchanged(lab, lab.real, "augment", "--data", "STORE", "--weights", "demo-spade-tiny", "--out", "STORE", "--nodules", "2", "--shape", "sphere", "--overwrite", "--device", "cpu")
+    return unchanged(
+        lab,
+        lab.real,
+        "augment",
+        "--data",
+        "STORE",
+        "--weights",
+        "demo-spade-tiny",
+        "--out",
+        "STORE",
+        "--nodules",
+        "2",
+        "--shape",
+        "sphere",
+        "--overwrite",
+        "--device",
+        "cpu",
+    )
 
 
 @fault("store", "augment --out inside --data (item 1)", "1/2")
 def _(lab: Lab) -> Outcome:
     copy = lab.store_copy(lab.real)
     before = digest(copy)
-    call = lab.cli("augment", "--data", copy, "--weights", "demo-spade-tiny", "--out", copy / "inner.zarr", "--nodules", "2", "--shape", "sphere", "--device", "cpu")
+    call = lab.cli(
+        "augment",
+        "--data",
+        copy,
+        "--weights",
+        "demo-spade-tiny",
+        "--out",
+        copy / "inner.zarr",
+        "--nodules",
+        "2",
+        "--shape",
+        "sphere",
+        "--device",
+        "cpu",
+    )
     stray = sorted(p.name for p in copy.rglob("*.lock"))
-    return Outcome(str(call.code), call.stderr, digest(copy) != before, note=f"lock file left inside --data: {', '.join(stray)}" if stray else "")
+    return Outcome(
+        str(call.code), call.stderr, digest(copy) != before, note=f"lock file left inside --data: {', '.join(stray)}" if stray else ""
+    )
 
 
 @fault("store", "prepare --out an unrelated folder", "1")
@@ -685,12 +782,42 @@ def _(lab: Lab) -> Outcome:
 
 @fault("checkpoint", "weights path missing", "1")
 def _(lab: Lab) -> Outcome:
-    return usage(lab, "augment", "--data", lab.real, "--weights", lab.path("none.safetensors"), "--out", lab.path("s.zarr"), "--nodules", "2", "--shape", "sphere", "--device", "cpu")
+    return usage(
+        lab,
+        "augment",
+        "--data",
+        lab.real,
+        "--weights",
+        lab.path("none.safetensors"),
+        "--out",
+        lab.path("s.zarr"),
+        "--nodules",
+        "2",
+        "--shape",
+        "sphere",
+        "--device",
+        "cpu",
+    )
 
 
 @fault("checkpoint", "unknown registry name", "1")
 def _(lab: Lab) -> Outcome:
-    return usage(lab, "augment", "--data", lab.real, "--weights", "no-such-weights", "--out", lab.path("s.zarr"), "--nodules", "2", "--shape", "sphere", "--device", "cpu")
+    return usage(
+        lab,
+        "augment",
+        "--data",
+        lab.real,
+        "--weights",
+        "no-such-weights",
+        "--out",
+        lab.path("s.zarr"),
+        "--nodules",
+        "2",
+        "--shape",
+        "sphere",
+        "--device",
+        "cpu",
+    )
 
 
 # -- failed writes (item 10) ----------------------------------------------------------------------
@@ -710,12 +837,45 @@ def _(lab: Lab) -> Outcome:
 
 @fault("writes", "augment: read-only --out", "1")
 def _(lab: Lab) -> Outcome:
-    call = lab.cli("augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("ro.zarr"), "--nodules", "2", "--shape", "sphere", "--device", "cpu", inject=(errno.EROFS, 0))
+    call = lab.cli(
+        "augment",
+        "--data",
+        lab.real,
+        "--weights",
+        "demo-spade-tiny",
+        "--out",
+        lab.path("ro.zarr"),
+        "--nodules",
+        "2",
+        "--shape",
+        "sphere",
+        "--device",
+        "cpu",
+        inject=(errno.EROFS, 0),
+    )
     return Outcome(str(call.code), call.stderr, False)
 
 
 def _augment_args(lab: Lab, out: Path) -> list[object]:
-    return ["augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", out, "--nodules", "4", "--nodule-free", "2", "--shape", "sphere", "--shard-size", "2", "--device", "cpu"]
+    return [
+        "augment",
+        "--data",
+        lab.real,
+        "--weights",
+        "demo-spade-tiny",
+        "--out",
+        out,
+        "--nodules",
+        "4",
+        "--nodule-free",
+        "2",
+        "--shape",
+        "sphere",
+        "--shard-size",
+        "2",
+        "--device",
+        "cpu",
+    ]
 
 
 @fault("writes", "augment: disk full, then --resume", "1 then 0")
@@ -766,7 +926,26 @@ def _(lab: Lab) -> Outcome:
 
 
 def _train_args(out: Path, real: Path) -> list[object]:
-    return ["train", "spade", "--data", real, "--out", out, "--preset", "tiny", "--steps", "6", "--checkpoint-every", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu"]
+    return [
+        "train",
+        "spade",
+        "--data",
+        real,
+        "--out",
+        out,
+        "--preset",
+        "tiny",
+        "--steps",
+        "6",
+        "--checkpoint-every",
+        "2",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
 
 
 @fault("kill", "train killed after a checkpoint, --resume", "0")
@@ -786,8 +965,20 @@ def _(lab: Lab) -> Outcome:
 
 
 def _bench_args(lab: Lab, out: Path) -> list[object]:
-    return ["bench", "detect", "--real", lab.real, "--synthetic", f"S={lab.synth}", "--quick", "--out", out, "--device", "cpu",
-            "--allow-empty-synthetic"]  # the demo SPADE copies nodules a quick fold may not keep: this row is about the kill
+    return [
+        "bench",
+        "detect",
+        "--real",
+        lab.real,
+        "--synthetic",
+        f"S={lab.synth}",
+        "--quick",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--allow-empty-synthetic",
+    ]  # the demo SPADE copies nodules a quick fold may not keep: this row is about the kill
 
 
 def _fold_metrics(out: Path) -> dict[str, dict]:
@@ -800,7 +991,12 @@ def _(lab: Lab) -> Outcome:
     lab.cli(*_bench_args(lab, clean))
     killed, _ = lab.kill_when(lambda: any(out.rglob("A-fold0.json")), *_bench_args(lab, out))
     again = lab.cli(*_bench_args(lab, out))
-    return Outcome(str(again.code), again.stderr, _fold_metrics(clean) != _fold_metrics(out) or not _fold_metrics(out), note="" if killed else "finished before the kill")
+    return Outcome(
+        str(again.code),
+        again.stderr,
+        _fold_metrics(clean) != _fold_metrics(out) or not _fold_metrics(out),
+        note="" if killed else "finished before the kill",
+    )
 
 
 # -- resumes must match their inputs (items 2, 3) --------------------------------------------------
@@ -880,7 +1076,9 @@ def _together(lab: Lab, *argvs: list[object]) -> list[Call]:
 
 @fault("concurrent", "two weights import of one name (item 5)", "0/1")
 def _(lab: Lab) -> Outcome:
-    calls = _together(lab, *[["weights", "import", ROOT / "weights" / f"demo-{k}-tiny.safetensors", "--name", "race"] for k in ("sdm", "spade")])
+    calls = _together(
+        lab, *[["weights", "import", ROOT / "weights" / f"demo-{k}-tiny.safetensors", "--name", "race"] for k in ("sdm", "spade")]
+    )
     verify = lab.cli("weights", "verify", "race")
     codes = "/".join(str(c) for c in sorted(c.code for c in calls))
     return Outcome(codes, "".join(c.stderr for c in calls), verify.code != 0, note=f"verify exit {verify.code}")
@@ -949,7 +1147,11 @@ def seg_header_fault(key: str, value: Callable[[str], str]) -> FaultFn:
 for _name, _key, _value in [
     ("seg origin 20 mm off its scan's (19.3)", "Offset", lambda old: " ".join(str(float(v) + 20) for v in old.split())),
     ("seg spacing differs from its scan's (19.3)", "ElementSpacing", lambda old: " ".join(str(float(v) * 1.5) for v in old.split())),
-    ("seg mirrored: direction differs (19.3)", "TransformMatrix", lambda old: " ".join(str(-float(v) if i == 0 else float(v)) for i, v in enumerate(old.split()))),
+    (
+        "seg mirrored: direction differs (19.3)",
+        "TransformMatrix",
+        lambda old: " ".join(str(-float(v) if i == 0 else float(v)) for i, v in enumerate(old.split())),
+    ),
 ]:
     fault("prepare-agree", _name, "3")(seg_header_fault(_key, _value))
 
@@ -986,7 +1188,12 @@ def _(lab: Lab) -> Outcome:
     arrays, pristine = store_arrays(out), store_arrays(lab.real)
     same = arrays is not None and pristine is not None and arrays["nodules/slice"].size == pristine["nodules/slice"].size
     said = call.code == 0 and len(json.loads(call.stdout).get("duplicate_annotations", [])) == len(rows)
-    note = "" if same and said else f"{0 if arrays is None else arrays['nodules/slice'].size} nodule rows for {len(rows)} nodules" + ("" if said else ", duplicates not reported")
+    note = (
+        ""
+        if same and said
+        else f"{0 if arrays is None else arrays['nodules/slice'].size} nodule rows for {len(rows)} nodules"
+        + ("" if said else ", duplicates not reported")
+    )
     return Outcome(str(call.code), call.stderr, False, note, same and said)
 
 
@@ -1023,7 +1230,9 @@ def _(lab: Lab) -> Outcome:
     if arrays is None:
         return Outcome(str(call.code), call.stderr, False, "no store", False)
     cols = np.arange(arrays["label"].shape[2])
-    left, right = (np.where(arrays["label"] == v, cols, 0).sum(axis=(1, 2)) / np.maximum((arrays["label"] == v).sum(axis=(1, 2)), 1) for v in (1, 2))
+    left, right = (
+        np.where(arrays["label"] == v, cols, 0).sum(axis=(1, 2)) / np.maximum((arrays["label"] == v).sum(axis=(1, 2)), 1) for v in (1, 2)
+    )
     both = ((arrays["label"] == 1).any(axis=(1, 2))) & ((arrays["label"] == 2).any(axis=(1, 2)))
     mirrored = int((left[both] < right[both]).sum())
     note = f"{mirrored} of {int(both.sum())} slices have the left lung on the image's left ({len(flipped)} flipped scans)"
@@ -1033,7 +1242,11 @@ def _(lab: Lab) -> Outcome:
 # --- issue 19: exports that real tools read (items 5, 8-11) ---
 def _coco_files(root: Path) -> dict[str, dict]:
     """Every COCO annotation file of an export (`annotations.json` or `annotations/*.json`), by path."""
-    return {str(p.relative_to(root)): json.loads(p.read_text()) for p in [root / "annotations.json", *sorted((root / "annotations").glob("*.json"))] if p.is_file()}
+    return {
+        str(p.relative_to(root)): json.loads(p.read_text())
+        for p in [root / "annotations.json", *sorted((root / "annotations").glob("*.json"))]
+        if p.is_file()
+    }
 
 
 def _coco_images_missing(root: Path) -> int:
@@ -1110,7 +1323,9 @@ def _(lab: Lab) -> Outcome:
             if ann["area"]:
                 ious.append(float(mask_utils.iou([ann["bbox"]], [list(mask_utils.toBbox(rle))], [0])[0][0]))
     low = sum(v < 0.999 for v in ious)
-    return Outcome(str(call.code), call.stderr, call.code == 0 and (low > 0 or not ious), note=f"{low} of {len(ious)} boxes with IoU < 1 to their mask")
+    return Outcome(
+        str(call.code), call.stderr, call.code == 0 and (low > 0 or not ious), note=f"{low} of {len(ious)} boxes with IoU < 1 to their mask"
+    )
 
 
 @fault("export", "coco: one annotation file per split (19.11)", "0")
@@ -1177,17 +1392,93 @@ def _nothing_made(lab: Lab, *args: object) -> Outcome:
 
 
 for _name, _fn in [
-    ("phantom --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "phantom", lab.path("ph"), "--scans", "2", "--size", "32", "--seed", "-1")),
+    (
+        "phantom --seed -1 (issue 19.13)",
+        lambda lab: _nothing_made(lab, "phantom", lab.path("ph"), "--scans", "2", "--size", "32", "--seed", "-1"),
+    ),
     ("prepare --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "prepare", lab.luna, "--out", lab.path("r.zarr"), "--seed", "-1")),
-    ("augment --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "augment", "--data", lab.real, "--weights", "mislabeled", "--shape", "sphere", "--out", lab.path("s.zarr"), "--nodules", "2", "--seed", "-1")),
-    ("bench detect --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "bench", "detect", "--real", lab.real, "--synthetic", f"S={lab.synth}", "--quick", "--out", lab.path("b"), "--seed", "-1")),
-    ("bench fid --seed 2**63 (issue 19.13)", lambda lab: _nothing_made(lab, "bench", "fid", "--real", lab.real, "--synthetic", lab.synth, "--features", "random", "--seed", str(2**63))),
-    ("train sdm --seed -1 (issue 19.13)", lambda lab: _nothing_made(lab, "train", "sdm", "--data", lab.real, "--out", lab.path("run"), "--seed", "-1")),
-    ("augment --nodules 10**12 (issue 19.13)", lambda lab: _nothing_made(lab, "augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr"), "--nodules", str(10**12), "--shape", "sphere", "--device", "cpu")),
-    ("augment --size 60000 (issue 19.13)", lambda lab: _nothing_made(lab, "augment", "--data", lab.real, "--weights", "mislabeled", "--shape", "sphere", "--out", lab.path("s.zarr"), "--nodules", "2", "--size", "60000")),
-    ("export --size 60000 (issue 19.13)", lambda lab: _nothing_made(lab, "export", lab.real, "--format", "png", "--out", lab.path("png"), "--size", "60000")),
+    (
+        "augment --seed -1 (issue 19.13)",
+        lambda lab: _nothing_made(
+            lab,
+            "augment",
+            "--data",
+            lab.real,
+            "--weights",
+            "mislabeled",
+            "--shape",
+            "sphere",
+            "--out",
+            lab.path("s.zarr"),
+            "--nodules",
+            "2",
+            "--seed",
+            "-1",
+        ),
+    ),
+    (
+        "bench detect --seed -1 (issue 19.13)",
+        lambda lab: _nothing_made(
+            lab, "bench", "detect", "--real", lab.real, "--synthetic", f"S={lab.synth}", "--quick", "--out", lab.path("b"), "--seed", "-1"
+        ),
+    ),
+    (
+        "bench fid --seed 2**63 (issue 19.13)",
+        lambda lab: _nothing_made(
+            lab, "bench", "fid", "--real", lab.real, "--synthetic", lab.synth, "--features", "random", "--seed", str(2**63)
+        ),
+    ),
+    (
+        "train sdm --seed -1 (issue 19.13)",
+        lambda lab: _nothing_made(lab, "train", "sdm", "--data", lab.real, "--out", lab.path("run"), "--seed", "-1"),
+    ),
+    (
+        "augment --nodules 10**12 (issue 19.13)",
+        lambda lab: _nothing_made(
+            lab,
+            "augment",
+            "--data",
+            lab.real,
+            "--weights",
+            "demo-spade-tiny",
+            "--out",
+            lab.path("s.zarr"),
+            "--nodules",
+            str(10**12),
+            "--shape",
+            "sphere",
+            "--device",
+            "cpu",
+        ),
+    ),
+    (
+        "augment --size 60000 (issue 19.13)",
+        lambda lab: _nothing_made(
+            lab,
+            "augment",
+            "--data",
+            lab.real,
+            "--weights",
+            "mislabeled",
+            "--shape",
+            "sphere",
+            "--out",
+            lab.path("s.zarr"),
+            "--nodules",
+            "2",
+            "--size",
+            "60000",
+        ),
+    ),
+    (
+        "export --size 60000 (issue 19.13)",
+        lambda lab: _nothing_made(lab, "export", lab.real, "--format", "png", "--out", lab.path("png"), "--size", "60000"),
+    ),
     ("view --tile 100000 (issue 19.13)", lambda lab: _nothing_made(lab, "view", lab.real, "--out", lab.path("v.png"), "--tile", "100000")),
-    ("view --index 0-99999999999 (issue 19.13)", lambda lab: _nothing_made(lab, "view", lab.real, "--out", lab.path("v.png"), "--index", "0-99999999999")),
+    (
+        "view --index 0-99999999999 (issue 19.13)",
+        lambda lab: _nothing_made(lab, "view", lab.real, "--out", lab.path("v.png"), "--index", "0-99999999999"),
+    ),
 ]:
     fault("options", _name, "2")(_fn)
 
@@ -1195,8 +1486,14 @@ for _name, _fn in [
 @fault("writes", "export: disk full names it, removes .partial (issue 19.14)", "1")
 def _(lab: Lab) -> Outcome:
     out = lab.path("png")
-    proc = subprocess.run([sys.executable, "-c", FULL_DISK, "5", "export", lab.real, "--format", "png", "--out", out],
-                          capture_output=True, text=True, env=lab.env, timeout=TIMEOUT_S, cwd=lab.root)
+    proc = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, "5", "export", lab.real, "--format", "png", "--out", out],
+        capture_output=True,
+        text=True,
+        env=lab.env,
+        timeout=TIMEOUT_S,
+        cwd=lab.root,
+    )
     left = sorted(p.name for p in out.parent.glob(f".{out.name}*"))
     named = out.name in first_line(proc.stderr)
     note = ", ".join(([f"left {', '.join(left)}"] if left else []) + ([] if named else ["path not named"]))
@@ -1221,7 +1518,13 @@ def _(lab: Lab) -> Outcome:
     (folder / "thesis.txt").write_text("precious")
     call = lab.cli("export", lab.real, "--format", "png", "--out", folder)
     starts = call.stderr.startswith("error:")
-    return Outcome(str(call.code), call.stderr, not (folder / "thesis.txt").is_file(), note="" if starts else "stderr starts with an empty line", extra_ok=starts)
+    return Outcome(
+        str(call.code),
+        call.stderr,
+        not (folder / "thesis.txt").is_file(),
+        note="" if starts else "stderr starts with an empty line",
+        extra_ok=starts,
+    )
 
 
 @fault("options", "prepare --workers 64: capped, with a note (issue 19.14)", "0")
@@ -1233,23 +1536,55 @@ def _(lab: Lab) -> Outcome:
     except ValueError:
         used = None
     noted = "--workers 64" in call.stderr
-    return Outcome(str(call.code), call.stderr, False, note=f"workers used {used} (cap {cap}), note {'shown' if noted else 'missing'}",
-                   extra_ok=used is not None and used <= cap and noted)
+    return Outcome(
+        str(call.code),
+        call.stderr,
+        False,
+        note=f"workers used {used} (cap {cap}), note {'shown' if noted else 'missing'}",
+        extra_ok=used is not None and used <= cap and noted,
+    )
 
 
 @fault("benchmarks", "benchmarks/augment.py on today's phantom (issue 19.14)", "0")
 def _(lab: Lab) -> Outcome:
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "augment.py"), "--scans", "3", "--nodules", "2", "--nodule-free", "1",
-                           "--steps", "1", "--batch-size", "2", "--device", "cpu", "--json"],
-                          capture_output=True, text=True, env=lab.env, timeout=TIMEOUT_S, cwd=lab.root)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "augment.py"),
+            "--scans",
+            "3",
+            "--nodules",
+            "2",
+            "--nodule-free",
+            "1",
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=lab.env,
+        timeout=TIMEOUT_S,
+        cwd=lab.root,
+    )
     return Outcome(str(proc.returncode), proc.stderr, False)
 
 
 # --- issue 19: stores that change underneath, content fingerprints, box checks, locks, model bounds ---
 def _cli_env(lab: Lab, env: dict[str, str], *args: object) -> Call:
     """Run `lungforge ARGS` with `env` added to the lab's environment."""
-    proc = subprocess.run([sys.executable, "-m", "lungforge", *map(str, args)], capture_output=True, text=True,
-                          env={**lab.env, **env}, timeout=TIMEOUT_S, cwd=lab.root)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lungforge", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**lab.env, **env},
+        timeout=TIMEOUT_S,
+        cwd=lab.root,
+    )
     return Call(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -1263,8 +1598,29 @@ def _rewrite(store: Path, name: str, edit: Callable[[np.ndarray], np.ndarray]) -
 
 def _long_augment(lab: Lab, out: Path, data: Path) -> list[object]:
     """An augment that runs long enough (tens of seconds) for another command to start beside it."""
-    return ["augment", "--data", data, "--weights", "demo-sdm-tiny", "--out", out, "--nodules", "12", "--shape", "sphere",
-            "--sampler", "ddim", "--steps", "10", "--batch-size", "4", "--shard-size", "4", "--device", "cpu"]
+    return [
+        "augment",
+        "--data",
+        data,
+        "--weights",
+        "demo-sdm-tiny",
+        "--out",
+        out,
+        "--nodules",
+        "12",
+        "--shape",
+        "sphere",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "10",
+        "--batch-size",
+        "4",
+        "--shard-size",
+        "4",
+        "--device",
+        "cpu",
+    ]
 
 
 def _wait_for(proc: subprocess.Popen, condition: Callable[[], bool]) -> bool:
@@ -1314,7 +1670,9 @@ def _(lab: Lab) -> Outcome:
     _rewrite(copy, "image", np.zeros_like)
     again = lab.cli(*args)
     cached = again.code == 0 and _fold_metrics(out) == folds
-    return Outcome(f"{first.code} then {again.code}", first.stderr + again.stderr, cached, note="old folds returned for new data" if cached else "")
+    return Outcome(
+        f"{first.code} then {again.code}", first.stderr + again.stderr, cached, note="old folds returned for new data" if cached else ""
+    )
 
 
 @fault("store", "image shards from another store of the same size: info --verify (19.4)", "1")
@@ -1399,8 +1757,25 @@ def _(lab: Lab) -> Outcome:
 @fault("checkpoint", "SPADE file registered as kind sdm: augment --sampler ddim (19.7)", "1")
 def _(lab: Lab) -> Outcome:
     out = lab.path("s.zarr")
-    call = _cli_env(lab, _misregistered(lab), "augment", "--data", lab.real, "--weights", "misreg", "--out", out,
-                    "--nodules", "2", "--shape", "sphere", "--sampler", "ddim", "--device", "cpu")
+    call = _cli_env(
+        lab,
+        _misregistered(lab),
+        "augment",
+        "--data",
+        lab.real,
+        "--weights",
+        "misreg",
+        "--out",
+        out,
+        "--nodules",
+        "2",
+        "--shape",
+        "sphere",
+        "--sampler",
+        "ddim",
+        "--device",
+        "cpu",
+    )
     return Outcome(str(call.code), call.stderr, False, note="the SPADE ran, --sampler ignored" if call.code == 0 else "")
 
 
@@ -1446,7 +1821,9 @@ def _(lab: Lab) -> Outcome:
 
 @fault("round3-stdout", "augment paste: report on stdout, progress on stderr (27.9)", "0")
 def _(lab: Lab) -> Outcome:
-    call = lab.cli("augment", "--data", lab.real, "--weights", "paste", "--out", lab.path("paste.zarr"), "--nodules", "2", "--device", "cpu")
+    call = lab.cli(
+        "augment", "--data", lab.real, "--weights", "paste", "--out", lab.path("paste.zarr"), "--nodules", "2", "--device", "cpu"
+    )
     return _on_stdout(call, "written this run", "augment ━")
 
 
@@ -1455,7 +1832,13 @@ def _(lab: Lab) -> Outcome:
     png, folder = lab.path("grid.png"), lab.path("export")
     view = _on_stdout(lab.cli("view", lab.real, "--out", png, "--limit", "2", "--tile", "16"), f"wrote 2 slices to {png}")
     export = _on_stdout(lab.cli("export", lab.real, "--format", "png", "--out", folder), f"as png to {folder}")
-    return Outcome(f"{view.code} then {export.code}", view.stderr + export.stderr, False, f"{view.note}; {export.note}", view.extra_ok and export.extra_ok)
+    return Outcome(
+        f"{view.code} then {export.code}",
+        view.stderr + export.stderr,
+        False,
+        f"{view.note}; {export.note}",
+        view.extra_ok and export.extra_ok,
+    )
 
 
 @fault("round3-stdout", "info --json: the JSON alone on stdout (27.9)", "0")
@@ -1479,8 +1862,26 @@ def _leaky_pair(lab: Lab) -> tuple[Path, Path]:
     if not _complete(real):
         lab._setup("prepare", luna, "--out", real, "--test-patients", "2", "--overwrite")
     if not _complete(synth):
-        lab._setup("augment", "--data", real, "--weights", "demo-spade-tiny", "--out", synth, "--nodules", "4", "--nodule-free", "2",
-                   "--shape", "sphere", "--shard-size", "2", "--device", "cpu", "--overwrite")
+        lab._setup(
+            "augment",
+            "--data",
+            real,
+            "--weights",
+            "demo-spade-tiny",
+            "--out",
+            synth,
+            "--nodules",
+            "4",
+            "--nodule-free",
+            "2",
+            "--shape",
+            "sphere",
+            "--shard-size",
+            "2",
+            "--device",
+            "cpu",
+            "--overwrite",
+        )
     return real, synth
 
 
@@ -1502,7 +1903,9 @@ def _generator_edit(lab: Lab, edit: Callable[[dict], object]) -> Outcome:
     call = lab.cli(*args, "--synthetic", f"S={copy}")
     named = "attributes changed after the store was finished: generator" in call.stderr
     note = "" if leak_refused else f"the unedited store was not refused for leakage (exit {honest.code})"
-    return Outcome(str(call.code), call.stderr, False, note=note or ("" if call.code else "leakage check passed"), extra_ok=leak_refused and named)
+    return Outcome(
+        str(call.code), call.stderr, False, note=note or ("" if call.code else "leakage check passed"), extra_ok=leak_refused and named
+    )
 
 
 @fault("round3-provenance", "generator.train_series edited to []: bench detect --real-split all (27.1)", "1")
@@ -1573,7 +1976,9 @@ def _(lab: Lab) -> Outcome:
 
 @fault("round3-provenance", "one nodule listed twice, content re-recorded: info --verify (27.2)", "1")
 def _(lab: Lab) -> Outcome:
-    return _recorded_boxes(lab, lambda table: {name: np.concatenate([values, values[:1]]) for name, values in table.items()}, "lie in more than one box")
+    return _recorded_boxes(
+        lab, lambda table: {name: np.concatenate([values, values[:1]]) for name, values in table.items()}, "lie in more than one box"
+    )
 
 
 # --- branch bounds: issue 27 items 3-6 (group "round3-bounds") ---------------------------------------
@@ -1599,8 +2004,13 @@ def _says(outcome: Outcome, *texts: str) -> Outcome:
     """`outcome`, failing unless its stderr (whitespace folded) holds every one of `texts`."""
     folded = " ".join(outcome.stderr.replace("│", " ").split())
     missing = [t for t in texts if t not in folded]
-    return Outcome(outcome.code, outcome.stderr, outcome.lost, note=f"message lacks {missing[0]!r}" if missing else outcome.note,
-                   extra_ok=outcome.extra_ok and not missing)
+    return Outcome(
+        outcome.code,
+        outcome.stderr,
+        outcome.lost,
+        note=f"message lacks {missing[0]!r}" if missing else outcome.note,
+        extra_ok=outcome.extra_ok and not missing,
+    )
 
 
 def _inpaint_args(lab: Lab, *opts: str) -> list[object]:
@@ -1608,8 +2018,24 @@ def _inpaint_args(lab: Lab, *opts: str) -> list[object]:
 
 
 def _augment_bounds(lab: Lab, *opts: str) -> list[object]:
-    return ["augment", "--data", lab.real, "--weights", "demo-sdm-tiny", "--out", lab.path("s.zarr"), "--nodules", "2", "--shape", "sphere",
-            "--steps", "2", "--device", "cpu", *opts]
+    return [
+        "augment",
+        "--data",
+        lab.real,
+        "--weights",
+        "demo-sdm-tiny",
+        "--out",
+        lab.path("s.zarr"),
+        "--nodules",
+        "2",
+        "--shape",
+        "sphere",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        *opts,
+    ]
 
 
 def _no_store(lab: Lab, *opts: str) -> Outcome:
@@ -1622,22 +2048,73 @@ def _no_store(lab: Lab, *opts: str) -> Outcome:
 
 
 for _name, _expected, _fn in [
-    ("train --inpaint --window 16 --edit-margin 8: no room for a nodule", "2",
-     lambda lab: _says(_nothing_made(lab, *_inpaint_args(lab, "--inpaint", "--window", "16", "--edit-margin", "8")), "largest margin for --window 16 is 6")),
-    ("train --inpaint --window 16 --edit-margin 100", "2",
-     lambda lab: _says(_nothing_made(lab, *_inpaint_args(lab, "--inpaint", "--window", "16", "--edit-margin", "100")), "edit margin 100 px leaves no room")),
-    ("train --inpaint --window 15: exit 2 before work", "2",
-     lambda lab: _says(_nothing_made(lab, *_inpaint_args(lab, "--inpaint", "--window", "15")), "--window 15")),
-    ("train --edit-margin 7 without --inpaint", "2", lambda lab: _says(_nothing_made(lab, *_inpaint_args(lab, "--edit-margin", "7")), "--edit-margin needs --inpaint")),
-    ("train --steps 10**20", "2", lambda lab: _says(_nothing_made(lab, *_inpaint_args(lab, "--steps", str(10**20))), "steps must be in 1..10000000")),
-    ("augment --guidance 1e308", "2", lambda lab: _says(_nothing_made(lab, *_augment_bounds(lab, "--guidance", "1e308")), "guidance must be in 0.0..20.0")),
-    ("augment --guidance nan says 'finite'", "2", lambda lab: _says(_nothing_made(lab, *_augment_bounds(lab, "--guidance", "nan")), "must be a finite number, got nan")),
-    ("augment --diameter 1e20:1e20", "2", lambda lab: _says(_nothing_made(lab, *_augment_bounds(lab, "--diameter", "1e20:1e20")), "MAX <= 100")),
-    ("augment --diameter 0.001:0.002 (below one pixel)", "1", lambda lab: _says(_no_store(lab, "--diameter", "0.001:0.002"), "MIN is below one pixel")),
-    ("bench detect --epochs 10**20", "2",
-     lambda lab: _says(_nothing_made(lab, "bench", "detect", "--real", lab.real, "--out", lab.path("b"), "--epochs", "99999999999999999999"), "epochs must be in 1..10000")),
-    ("export --format coco --dataset-id 7", "2",
-     lambda lab: _says(_nothing_made(lab, "export", lab.real, "--format", "coco", "--out", lab.path("coco"), "--dataset-id", "7"), "applies to format 'nnunet' only")),
+    (
+        "train --inpaint --window 16 --edit-margin 8: no room for a nodule",
+        "2",
+        lambda lab: _says(
+            _nothing_made(lab, *_inpaint_args(lab, "--inpaint", "--window", "16", "--edit-margin", "8")),
+            "largest margin for --window 16 is 6",
+        ),
+    ),
+    (
+        "train --inpaint --window 16 --edit-margin 100",
+        "2",
+        lambda lab: _says(
+            _nothing_made(lab, *_inpaint_args(lab, "--inpaint", "--window", "16", "--edit-margin", "100")),
+            "edit margin 100 px leaves no room",
+        ),
+    ),
+    (
+        "train --inpaint --window 15: exit 2 before work",
+        "2",
+        lambda lab: _says(_nothing_made(lab, *_inpaint_args(lab, "--inpaint", "--window", "15")), "--window 15"),
+    ),
+    (
+        "train --edit-margin 7 without --inpaint",
+        "2",
+        lambda lab: _says(_nothing_made(lab, *_inpaint_args(lab, "--edit-margin", "7")), "--edit-margin needs --inpaint"),
+    ),
+    (
+        "train --steps 10**20",
+        "2",
+        lambda lab: _says(_nothing_made(lab, *_inpaint_args(lab, "--steps", str(10**20))), "steps must be in 1..10000000"),
+    ),
+    (
+        "augment --guidance 1e308",
+        "2",
+        lambda lab: _says(_nothing_made(lab, *_augment_bounds(lab, "--guidance", "1e308")), "guidance must be in 0.0..20.0"),
+    ),
+    (
+        "augment --guidance nan says 'finite'",
+        "2",
+        lambda lab: _says(_nothing_made(lab, *_augment_bounds(lab, "--guidance", "nan")), "must be a finite number, got nan"),
+    ),
+    (
+        "augment --diameter 1e20:1e20",
+        "2",
+        lambda lab: _says(_nothing_made(lab, *_augment_bounds(lab, "--diameter", "1e20:1e20")), "MAX <= 100"),
+    ),
+    (
+        "augment --diameter 0.001:0.002 (below one pixel)",
+        "1",
+        lambda lab: _says(_no_store(lab, "--diameter", "0.001:0.002"), "MIN is below one pixel"),
+    ),
+    (
+        "bench detect --epochs 10**20",
+        "2",
+        lambda lab: _says(
+            _nothing_made(lab, "bench", "detect", "--real", lab.real, "--out", lab.path("b"), "--epochs", "99999999999999999999"),
+            "epochs must be in 1..10000",
+        ),
+    ),
+    (
+        "export --format coco --dataset-id 7",
+        "2",
+        lambda lab: _says(
+            _nothing_made(lab, "export", lab.real, "--format", "coco", "--out", lab.path("coco"), "--dataset-id", "7"),
+            "applies to format 'nnunet' only",
+        ),
+    ),
 ]:
     fault("round3-bounds", _name, _expected)(_fn)
 
@@ -1645,10 +2122,36 @@ for _name, _expected, _fn in [
 @fault("round3-bounds", "train spade: disk full at the 2nd save, then --resume", "1 then 0")
 def _(lab: Lab) -> Outcome:
     out = lab.path("run")
-    args = ["train", "spade", "--data", lab.real, "--out", out, "--preset", "tiny", "--steps", "4", "--checkpoint-every", "2",
-            "--batch-size", "1", "--grid-samples", "1", "--workers", "0", "--device", "cpu"]
-    full = subprocess.run([sys.executable, "-c", TRAIN_FULL_DISK, "1", *map(str, args)],
-                          capture_output=True, text=True, env=lab.env, timeout=TIMEOUT_S, cwd=lab.root)
+    args = [
+        "train",
+        "spade",
+        "--data",
+        lab.real,
+        "--out",
+        out,
+        "--preset",
+        "tiny",
+        "--steps",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--batch-size",
+        "1",
+        "--grid-samples",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
+    full = subprocess.run(
+        [sys.executable, "-c", TRAIN_FULL_DISK, "1", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=lab.env,
+        timeout=TIMEOUT_S,
+        cwd=lab.root,
+    )
     stray = sorted(p.name for p in out.glob(".*.tmp")) if out.is_dir() else []
     again = lab.cli(*args, "--resume", "--json")
     try:
@@ -1668,10 +2171,19 @@ def _(lab: Lab) -> Outcome:
 
     ckpt = load_checkpoint(ROOT / "weights" / "demo-spade-tiny.safetensors")
     broken = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in ckpt.state_dict.items()}
-    weights = save_checkpoint(lab.path("nan-spade"), kind="spade", preset=ckpt.preset, model_config=ckpt.config, state_dict=broken,
-                              step=ckpt.step, store_fingerprint=None)
+    weights = save_checkpoint(
+        lab.path("nan-spade"),
+        kind="spade",
+        preset=ckpt.preset,
+        model_config=ckpt.config,
+        state_dict=broken,
+        step=ckpt.step,
+        store_fingerprint=None,
+    )
     out = lab.path("s.zarr")
-    call = lab.cli("augment", "--data", lab.real, "--weights", weights, "--out", out, "--nodules", "2", "--shape", "sphere", "--device", "cpu")
+    call = lab.cli(
+        "augment", "--data", lab.real, "--weights", weights, "--out", out, "--nodules", "2", "--shape", "sphere", "--device", "cpu"
+    )
     return _says(Outcome(str(call.code), call.stderr, _complete(out)), "NaN or infinite pixels")
 
 
@@ -1688,8 +2200,14 @@ run()
 
 def _limited(lab: Lab, limit: int, *args: object) -> Call:
     """Run `lungforge ARGS` unable to write a file past `limit` bytes."""
-    proc = subprocess.run([sys.executable, "-c", FILE_LIMIT, str(limit), *map(str, args)], capture_output=True, text=True,
-                          env=lab.env, timeout=TIMEOUT_S, cwd=lab.root)
+    proc = subprocess.run(
+        [sys.executable, "-c", FILE_LIMIT, str(limit), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=lab.env,
+        timeout=TIMEOUT_S,
+        cwd=lab.root,
+    )
     return Call(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -1717,19 +2235,40 @@ def _(lab: Lab) -> Outcome:
     full = _limited(lab, 0, *_quick_detect(lab, out))
     named = f"{out.name}{os.sep}detect{os.sep}" in first_line(full.stderr) and ".json: cannot write" in first_line(full.stderr)
     again = lab.cli(*_quick_detect(lab, out))
-    return Outcome(f"{full.code} then {again.code}", full.stderr + again.stderr, False,
-                   note="" if named else "file not named", extra_ok=named and again.code == 0)
+    return Outcome(
+        f"{full.code} then {again.code}",
+        full.stderr + again.stderr,
+        False,
+        note="" if named else "file not named",
+        extra_ok=named and again.code == 0,
+    )
 
 
 @fault("round3-small", "bench fidelity: segmenter cache on a full disk (27.7)", "1")
 def _(lab: Lab) -> Outcome:
     real = lab.store_copy(lab.real)  # the cache goes beside --real: keep it off the shared store
-    call = _limited(lab, 100_000, "bench", "fidelity", "--real", real, "--synthetic", f"S={lab.synth}", "--size", "64",
-                    "--quick", "--segmenter-steps", "3", "--device", "cpu")
+    call = _limited(
+        lab,
+        100_000,
+        "bench",
+        "fidelity",
+        "--real",
+        real,
+        "--synthetic",
+        f"S={lab.synth}",
+        "--size",
+        "64",
+        "--quick",
+        "--segmenter-steps",
+        "3",
+        "--device",
+        "cpu",
+    )
     named = ".safetensors: cannot write" in first_line(call.stderr)
     stray = sorted(p.name for p in real.with_name(real.stem + ".fidelity").glob("*.tmp"))
-    return Outcome(str(call.code), call.stderr, False, note=", ".join((["file not named"] if not named else []) + stray),
-                   extra_ok=named and not stray)
+    return Outcome(
+        str(call.code), call.stderr, False, note=", ".join((["file not named"] if not named else []) + stray), extra_ok=named and not stray
+    )
 
 
 @fault("round3-small", "bench fold files are strict JSON, NaN as null (27.7)", "0")
@@ -1751,14 +2290,30 @@ def _(lab: Lab) -> Outcome:
 def _(lab: Lab) -> Outcome:
     other, out = lab.path("other.zarr"), lab.path("bench-all")
     lab.cli("prepare", lab.luna, "--out", other, "--test-patients", "3")
-    args = ["--out", out, "--controls", "--quick", "--size", "64", "--patch", "16", "--features", "random", "--segmenter-steps", "3",
-            "--device", "cpu", "--allow-empty-synthetic"]
+    args = [
+        "--out",
+        out,
+        "--controls",
+        "--quick",
+        "--size",
+        "64",
+        "--patch",
+        "16",
+        "--features",
+        "random",
+        "--segmenter-steps",
+        "3",
+        "--device",
+        "cpu",
+        "--allow-empty-synthetic",
+    ]
     first = lab.cli("bench", "all", "--real", lab.real, *args)
     again = lab.cli("bench", "all", "--real", other, *args)
     line = first_line(again.stderr)
     named = f"made from real store {lab.real}" in again.stderr and f"--real {other}" in again.stderr and "shards" not in line
-    return Outcome(f"{first.code} then {again.code}", first.stderr + again.stderr, False, note="" if named else "stores not named",
-                   extra_ok=named)
+    return Outcome(
+        f"{first.code} then {again.code}", first.stderr + again.stderr, False, note="" if named else "stores not named", extra_ok=named
+    )
 
 
 @fault("round3-small", "export coco --size 8: every box has its mask (27.8)", "0")
@@ -1778,8 +2333,12 @@ def _(lab: Lab) -> Outcome:
             ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
             off += ann["bbox"] != [float(xs[0]), float(ys[0]), float(xs[-1] + 1 - xs[0]), float(ys[-1] + 1 - ys[0])]
     kept = json.loads(call.stdout).get("nodules_kept_as_pixel") if call.code == 0 else None
-    return Outcome(str(call.code), call.stderr, bool(empty or off),
-                   note=f"{total} boxes: {empty} with an empty mask, {off} not their mask's box; {kept} kept as one pixel")
+    return Outcome(
+        str(call.code),
+        call.stderr,
+        bool(empty or off),
+        note=f"{total} boxes: {empty} with an empty mask, {off} not their mask's box; {kept} kept as one pixel",
+    )
 
 
 @fault("round3-small", "export nnunet: id taken in $nnUNet_preprocessed (27.8)", "0 then 1")
@@ -1791,8 +2350,13 @@ def _(lab: Lab) -> Outcome:
     folder = Path(json.loads(picked.stdout)["out"]).name if picked.code == 0 else "-"
     clash = _cli_env(lab, env, "export", lab.real, "--format", "nnunet", "--out", raw, "--dataset-id", "501", "--dataset-name", "Mine")
     named = "Dataset501_Other in" in first_line(clash.stderr)
-    return Outcome(f"{picked.code} then {clash.code}", picked.stderr + clash.stderr, folder.startswith("Dataset501_"),
-                   note=f"picked {folder}" + ("" if named else "; clash not named"), extra_ok=named)
+    return Outcome(
+        f"{picked.code} then {clash.code}",
+        picked.stderr + clash.stderr,
+        folder.startswith("Dataset501_"),
+        note=f"picked {folder}" + ("" if named else "; clash not named"),
+        extra_ok=named,
+    )
 
 
 @fault("round3-small", "export nnunet twice with the default name (27.8)", "0 then 1")
@@ -1803,20 +2367,36 @@ def _(lab: Lab) -> Outcome:
     second = lab.cli("export", lab.synth, "--format", "nnunet", "--out", raw)
     line = first_line(second.stderr)
     safe = "--dataset-name" in line and ("--overwrite" not in line or line.index("--dataset-name") < line.index("--overwrite"))
-    return Outcome(f"{first.code} then {second.code}", first.stderr + second.stderr, digest(raw / "Dataset501_Lungforge") != before,
-                   note="" if safe else "refusal does not name --dataset-name first", extra_ok=safe)
+    return Outcome(
+        f"{first.code} then {second.code}",
+        first.stderr + second.stderr,
+        digest(raw / "Dataset501_Lungforge") != before,
+        note="" if safe else "refusal does not name --dataset-name first",
+        extra_ok=safe,
+    )
 
 
 @fault("round3-small", "export consumer tests run, --size included (27.8)", "0")
 def _(lab: Lab) -> Outcome:
     ci = (ROOT / ".ci" / "run").read_text()
     installs = "export-tools" in ci and "torch==" in ci
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(ROOT / "tests" / "export" / "test_consumers.py")],
-                          capture_output=True, text=True, env=lab.env, timeout=TIMEOUT_S, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(ROOT / "tests" / "export" / "test_consumers.py")],
+        capture_output=True,
+        text=True,
+        env=lab.env,
+        timeout=TIMEOUT_S,
+        cwd=ROOT,
+    )
     tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     skipped = "skipped" in tail
-    return Outcome(str(proc.returncode), proc.stderr if proc.returncode else "", False,
-                   note=f"{tail}; .ci/run {'installs' if installs else 'lacks'} export-tools", extra_ok=installs and not skipped)
+    return Outcome(
+        str(proc.returncode),
+        proc.stderr if proc.returncode else "",
+        False,
+        note=f"{tail}; .ci/run {'installs' if installs else 'lacks'} export-tools",
+        extra_ok=installs and not skipped,
+    )
 
 
 # -- driver -----------------------------------------------------------------------------------------
@@ -1831,7 +2411,9 @@ def run_row(lab: Lab, group: str, name: str, expected: str, fn: FaultFn) -> Row:
     ok = outcome.code in expected.split("/") or outcome.code == expected
     # shorter for the table: paths relative to the lab, LUNA16's common uid prefix elided
     message = first_line(outcome.stderr).replace(f"{lab.root}{os.sep}", "").replace(UID_PREFIX, "…")
-    return Row(group, name, expected, outcome.code, message[:160], trace, lost, ok and not trace and not lost and outcome.extra_ok, outcome.note)
+    return Row(
+        group, name, expected, outcome.code, message[:160], trace, lost, ok and not trace and not lost and outcome.extra_ok, outcome.note
+    )
 
 
 def main() -> None:

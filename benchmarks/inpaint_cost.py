@@ -36,15 +36,26 @@ DEFAULTS = {"tiny": {"window": 32, "store_size": 128}, "paper": {"window": 64, "
 
 def _weights(root: Path, name: str, preset: str, config: SDMConfig) -> Path:
     torch.manual_seed(0)
-    return save_checkpoint(root / name, kind="sdm", preset=preset, model_config=config, state_dict=SDMUNet(config).state_dict(),
-                           step=0, store_fingerprint=None)
+    return save_checkpoint(
+        root / name, kind="sdm", preset=preset, model_config=config, state_dict=SDMUNet(config).state_dict(), step=0, store_fingerprint=None
+    )
 
 
 def _nodules_per_s(real: Path, weights: Path, out: Path, args: argparse.Namespace) -> dict[str, float]:
     options = AugmentOptions(
-        data=real, weights=str(weights), out=out, nodules=args.nodules, nodule_free=0, shape="real", sampler=args.sampler,
-        steps=args.steps, guidance=args.guidance, batch_size=args.batch_size, device=args.device,
-        precision=args.precision, min_contrast_hu=-1e9,
+        data=real,
+        weights=str(weights),
+        out=out,
+        nodules=args.nodules,
+        nodule_free=0,
+        shape="real",
+        sampler=args.sampler,
+        steps=args.steps,
+        guidance=args.guidance,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        min_contrast_hu=-1e9,
     )
     started = time.perf_counter()
     report = augment(options)
@@ -95,15 +106,18 @@ def main() -> None:
             window_w = _weights(root, "inpaint", args.preset, inpaint)
             measured_whole = _nodules_per_s(root / "real.zarr", slice_w, root / "whole.zarr", args)
             measured_inpaint = _nodules_per_s(root / "real.zarr", window_w, root / "inpaint.zarr", args)
-        result.update({
-            "device": f"{device.type}: {device_name(device)}" + (f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""),
-            "store_px": store_size,
-            "nodules": measured_whole["nodules"],
-            "batch_size": args.batch_size,
-            "whole_slice_nodules_per_s": measured_whole["nodules_per_s"],
-            "inpaint_nodules_per_s": measured_inpaint["nodules_per_s"],
-            "measured_speedup": measured_inpaint["nodules_per_s"] / measured_whole["nodules_per_s"],
-        })
+        result.update(
+            {
+                "device": f"{device.type}: {device_name(device)}"
+                + (f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""),
+                "store_px": store_size,
+                "nodules": measured_whole["nodules"],
+                "batch_size": args.batch_size,
+                "whole_slice_nodules_per_s": measured_whole["nodules_per_s"],
+                "inpaint_nodules_per_s": measured_inpaint["nodules_per_s"],
+                "measured_speedup": measured_inpaint["nodules_per_s"] / measured_whole["nodules_per_s"],
+            }
+        )
     if args.json:
         print(json.dumps(result))
     else:

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from lungforge.bench.protocol.detector_training import make_targets, predict, to_inputs, train_detector
 from lungforge.bench.protocol.folds import real_groups
 from lungforge.bench.protocol.inputs import open_real
-from lungforge.bench.protocol.detector_training import make_targets, predict, to_inputs, train_detector
 from lungforge.bench.protocol.localize import LocalizeConfig, SliceSet, build_model, load_slices
 from lungforge.bench.scoring.metrics import detection_metrics
 from lungforge.data.phantom import make_phantom
@@ -74,8 +74,15 @@ def anchor_table(model: torch.nn.Module, slices: SliceSet) -> list[dict[str, Any
         keep = (side > low) & (side <= high)
         if keep.any():
             matched = (iou[keep] >= threshold).sum(1)
-            rows.append({"size_px": name, "boxes": int(keep.sum()), "best_iou": round(float(iou[keep].max(1).values.mean()), 3),
-                         "matched": int((matched > 0).sum()), "anchors_per_box": round(float(matched.float().mean()), 2)})
+            rows.append(
+                {
+                    "size_px": name,
+                    "boxes": int(keep.sum()),
+                    "best_iou": round(float(iou[keep].max(1).values.mean()), 3),
+                    "matched": int((matched > 0).sum()),
+                    "anchors_per_box": round(float(matched.float().mean()), 2),
+                }
+            )
     return rows
 
 
@@ -119,19 +126,34 @@ def diagnose(name: str, slices: SliceSet, size: int, steps: int, window: int, ev
         losses.append(step_losses)
         if eval_every and step % eval_every == 0 and step < steps:
             before = cpu_seconds()
-            ap_curve.append({"steps": step, "AP50": round(test_ap50(model, test), 3), "train_cpu_s": round(before - started - evaluating, 1)})
+            ap_curve.append(
+                {"steps": step, "AP50": round(test_ap50(model, test), 3), "train_cpu_s": round(before - started - evaluating, 1)}
+            )
             evaluating += cpu_seconds() - before
 
     train_detector(model, train, config, torch.device("cpu"), steps, on_step=on_step)
     cpu = cpu_seconds() - started - evaluating
-    curve = [{"steps": min(i + window, steps), **{k: round(float(np.mean([s[k] for s in losses[i : i + window]])), 4) for k in losses[0]}}
-             for i in range(0, len(losses), window)]
+    curve = [
+        {"steps": min(i + window, steps), **{k: round(float(np.mean([s[k] for s in losses[i : i + window]])), 4) for k in losses[0]}}
+        for i in range(0, len(losses), window)
+    ]
     cpu_targets = torch.device("cpu")
-    ap = {part: detection_metrics(predict(model, s.images, cpu_targets), make_targets(s.boxes, cpu_targets))["AP50"] for part, s in (("train", train), ("test", test))}
-    return {"detector": name, "rpn_fg_iou": model.rpn.proposal_matcher.high_threshold, "anchors": table, "steps": steps,
-            "train_cpu_s": round(cpu, 1), "loss_curve": curve, "proposal_recall_test": round(proposal_recall(model, test), 3),
-            "AP50_train": round(ap["train"], 3), "AP50_test": round(ap["test"], 3),
-            "ap50_curve": [*ap_curve, {"steps": steps, "AP50": round(ap["test"], 3), "train_cpu_s": round(cpu, 1)}]}
+    ap = {
+        part: detection_metrics(predict(model, s.images, cpu_targets), make_targets(s.boxes, cpu_targets))["AP50"]
+        for part, s in (("train", train), ("test", test))
+    }
+    return {
+        "detector": name,
+        "rpn_fg_iou": model.rpn.proposal_matcher.high_threshold,
+        "anchors": table,
+        "steps": steps,
+        "train_cpu_s": round(cpu, 1),
+        "loss_curve": curve,
+        "proposal_recall_test": round(proposal_recall(model, test), 3),
+        "AP50_train": round(ap["train"], 3),
+        "AP50_test": round(ap["test"], 3),
+        "ap50_curve": [*ap_curve, {"steps": steps, "AP50": round(ap["test"], 3), "train_cpu_s": round(cpu, 1)}],
+    }
 
 
 def ap50_figure(results: list[dict[str, Any]], path: Path) -> Path:
@@ -144,7 +166,12 @@ def ap50_figure(results: list[dict[str, Any]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for result in results:
         curve = result["ap50_curve"]
-        ax.plot([p["steps"] for p in curve], [p["AP50"] for p in curve], marker="o", label=f"{result['detector']} (final {curve[-1]['train_cpu_s']:.0f} CPU-s)")
+        ax.plot(
+            [p["steps"] for p in curve],
+            [p["AP50"] for p in curve],
+            marker="o",
+            label=f"{result['detector']} (final {curve[-1]['train_cpu_s']:.0f} CPU-s)",
+        )
     ax.set(xlabel="optimiser steps (batch 4)", ylabel="AP50, test fold", ylim=(0, 1), title="A's AP50 against training steps, demo phantom")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -185,12 +212,16 @@ def main() -> None:
             continue
         print(f"\n{name}: RPN positive IoU {result['rpn_fg_iou']}")
         for row in result["anchors"]:
-            print(f"  boxes {row['size_px']:>3} px: {row['boxes']:3d}, best anchor IoU {row['best_iou']:.3f}, "
-                  f"matched {row['matched']}/{row['boxes']}, {row['anchors_per_box']} anchors per box")
+            print(
+                f"  boxes {row['size_px']:>3} px: {row['boxes']:3d}, best anchor IoU {row['best_iou']:.3f}, "
+                f"matched {row['matched']}/{row['boxes']}, {row['anchors_per_box']} anchors per box"
+            )
         for point in result["loss_curve"]:
             print("  step {steps:4d}: ".format(**point) + ", ".join(f"{k} {v:.4f}" for k, v in point.items() if k != "steps"))
-        print(f"  {result['steps']} steps in {result['train_cpu_s']} CPU-s; proposal recall (test) {result['proposal_recall_test']:.3f}; "
-              f"AP50 train {result['AP50_train']:.3f}, test {result['AP50_test']:.3f}")
+        print(
+            f"  {result['steps']} steps in {result['train_cpu_s']} CPU-s; proposal recall (test) {result['proposal_recall_test']:.3f}; "
+            f"AP50 train {result['AP50_train']:.3f}, test {result['AP50_test']:.3f}"
+        )
         for point in result["ap50_curve"][:-1]:
             print(f"  test AP50 after {point['steps']} steps ({point['train_cpu_s']} CPU-s): {point['AP50']:.3f}")
     if args.figure is not None:

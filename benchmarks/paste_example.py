@@ -93,8 +93,15 @@ def example_figure(real: Store, paste: Store, path: Path, examples: int) -> Path
         after = square_window(image, top, left, CROP_PX)
         change = np.abs(after.astype(int) - square_window(before, top, left, CROP_PX))
         panels = [
-            (NoduleCrop(square_window(source_image, s_top, s_left, CROP_PX), square_window(source_label, s_top, s_left, CROP_PX) == NODULE, 0, 0.0),
-             f"source row {row}"),
+            (
+                NoduleCrop(
+                    square_window(source_image, s_top, s_left, CROP_PX),
+                    square_window(source_label, s_top, s_left, CROP_PX) == NODULE,
+                    0,
+                    0.0,
+                ),
+                f"source row {row}",
+            ),
             (NoduleCrop(square_window(before, top, left, CROP_PX), empty, 0, 0.0), "target before"),
             (NoduleCrop(after, empty, 0, 0.0), f"pasted, {table['diameter_mm'][k]:.1f} mm"),
             (NoduleCrop(after, square_window(label, top, left, CROP_PX) == NODULE, 0, 0.0), "pasted, label outlined"),
@@ -124,20 +131,32 @@ def main() -> None:
     make_phantom(args.out / "luna16", scans=args.scans, size=args.size, seed=args.seed)
     prepare(args.out / "luna16", args.out / "real.zarr", PrepareOptions(test_patients=0.2, seed=args.seed))
     report = augment(
-        AugmentOptions(data=args.out / "real.zarr", weights="paste", out=args.out / "paste.zarr", nodules=args.nodules,
-                       shape="real", device="cpu", seed=args.seed, retries=0)
+        AugmentOptions(
+            data=args.out / "real.zarr",
+            weights="paste",
+            out=args.out / "paste.zarr",
+            nodules=args.nodules,
+            shape="real",
+            device="cpu",
+            seed=args.seed,
+            retries=0,
+        )
     )
     real, paste = open_store(args.out / "real.zarr"), open_store(args.out / "paste.zarr")
     example_figure(real, paste, args.out / "paste_example.png", args.examples)
     nodule_gallery(real, {"paste": paste}, args.out / "nodule_gallery.png", f"phantom at {args.size} px", 16 / 128)
-    print(json.dumps({
-        "diameter_error_pct_mean": report.diameter_error_pct_mean,
-        "visible_first_draw": report.verified_first_try,
-        "real_border_gradient_hu": border_gradient_hu(real),
-        "pasted_border_gradient_hu": border_gradient_hu(paste),
-        "seam_gradient_hu": seam_gradient_hu(paste, real),
-        "figures": [str(args.out / "paste_example.png"), str(args.out / "nodule_gallery.png")],
-    }))
+    print(
+        json.dumps(
+            {
+                "diameter_error_pct_mean": report.diameter_error_pct_mean,
+                "visible_first_draw": report.verified_first_try,
+                "real_border_gradient_hu": border_gradient_hu(real),
+                "pasted_border_gradient_hu": border_gradient_hu(paste),
+                "seam_gradient_hu": seam_gradient_hu(paste, real),
+                "figures": [str(args.out / "paste_example.png"), str(args.out / "nodule_gallery.png")],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

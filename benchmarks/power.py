@@ -110,11 +110,22 @@ def table(summary: TaskSummary, result: TaskResult) -> dict[str, Any]:
     """Per condition: mean ± std of the summary's metric and its comparison against A (every p raw and
     Holm-adjusted, the corrected t with n_test/n_train = 1/(folds − 1)); paste vs mislabeled; excluded folds; per fold the values and the synthetic nodule slices that joined."""
     metric = summary.metric
-    rows = {c: {**s.metrics[metric].to_dict(), "vs_A": None if s.comparison is None else s.comparison.to_dict()} for c, s in summary.conditions.items()}
+    rows = {
+        c: {**s.metrics[metric].to_dict(), "vs_A": None if s.comparison is None else s.comparison.to_dict()}
+        for c, s in summary.conditions.items()
+    }
     controls = separation(result, metric).to_dict() if {"paste", "mislabeled"} <= set(result.conditions) else None
-    return json_safe({"metric": metric, "primary": str(summary.primary), "rows": rows, "paste_vs_mislabeled": controls,
-                      "excluded": summary.notes, "per_fold": {c: result.values(c, metric) for c in result.conditions},
-                      "synthetic_positives": {c: result.values(c, "synthetic_positives") for c in result.conditions}})
+    return json_safe(
+        {
+            "metric": metric,
+            "primary": str(summary.primary),
+            "rows": rows,
+            "paste_vs_mislabeled": controls,
+            "excluded": summary.notes,
+            "per_fold": {c: result.values(c, metric) for c in result.conditions},
+            "synthetic_positives": {c: result.values(c, "synthetic_positives") for c in result.conditions},
+        }
+    )
 
 
 FROM_K = "SDM-inpaint-from-K"
@@ -140,7 +151,9 @@ def subset_store(real: Store, kept: np.ndarray, out: Path) -> Path:
     return out
 
 
-def generator_from_k(args: argparse.Namespace, root: Path, real_path: Path, config: DetectConfig, k: int | None, clock: Clock) -> dict[str, Any]:
+def generator_from_k(
+    args: argparse.Namespace, root: Path, real_path: Path, config: DetectConfig, k: int | None, clock: Clock
+) -> dict[str, Any]:
     """Per fold at point `k`: train the tiny inpainting SDM on that fold's kept slices alone,
     augment from it and bench it in that fold (:func:`detect_runner`). Returns the fold rows and
     the real nodules each fold's generator saw."""
@@ -152,12 +165,33 @@ def generator_from_k(args: argparse.Namespace, root: Path, real_path: Path, conf
         seen.append(int(kept_nodules(real, kept).size))
         data, weights, out = root / f"from-k-{fold}-real.zarr", root / f"from-k-{fold}", root / f"from-k-{fold}.zarr"
         subset_store(real, kept, data)
-        train = TrainOptions(data=data, out=weights, preset="tiny", steps=args.from_k_steps, batch_size=4, device="cpu", seed=args.seed,
-                             window=32, checkpoint_every=args.from_k_steps)
+        train = TrainOptions(
+            data=data,
+            out=weights,
+            preset="tiny",
+            steps=args.from_k_steps,
+            batch_size=4,
+            device="cpu",
+            seed=args.seed,
+            window=32,
+            checkpoint_every=args.from_k_steps,
+        )
         clock(f"train {FROM_K} fold {fold}", train_sdm, train)
-        request = dict(nodules=args.generator_nodules or args.nodules, nodule_free=0, shape="sphere", diameter_mm=(4.0, 10.0),
-                       seed=args.seed, retries=0, device="cpu", sampler="ddpm", steps=10, batch_size=16)
-        clock(f"augment {FROM_K} fold {fold}", augment, AugmentOptions(data=real_path, weights=str(weights / MODEL_FILE), out=out, **request))
+        request = dict(
+            nodules=args.generator_nodules or args.nodules,
+            nodule_free=0,
+            shape="sphere",
+            diameter_mm=(4.0, 10.0),
+            seed=args.seed,
+            retries=0,
+            device="cpu",
+            sampler="ddpm",
+            steps=10,
+            batch_size=16,
+        )
+        clock(
+            f"augment {FROM_K} fold {fold}", augment, AugmentOptions(data=real_path, weights=str(weights / MODEL_FILE), out=out, **request)
+        )
         store = {FROM_K: open_synthetic(out, real)}
         runner = detect_runner(real, store, config, torch.device("cpu"), groups)
         rows.append(clock(f"bench {FROM_K} fold {fold}", runner, fold, FROM_K))
@@ -169,8 +203,10 @@ def from_k_table(curve_result: TaskResult, from_k: dict[str, Any], metric: str =
     values = [row[metric] for row in from_k["rows"]]
     reference = curve_result.values("A", metric)
     return {
-        **mean_std(values).to_dict(), "vs_A": compare(values, reference, nb_ratio(len(values)), metric=metric).to_dict(),
-        "per_fold": values, "generator_nodules": from_k["generator_nodules"],
+        **mean_std(values).to_dict(),
+        "vs_A": compare(values, reference, nb_ratio(len(values)), metric=metric).to_dict(),
+        "per_fold": values,
+        "generator_nodules": from_k["generator_nodules"],
         "synthetic_positives": [row["synthetic_positives"] for row in from_k["rows"]],
     }
 
@@ -197,15 +233,24 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     real = open_real(real_path)
     synthetic = {name: open_synthetic(path, real) for name, path in stores.items()}
     config = DetectConfig(
-        size=args.bench_size, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, depth=args.depth,
-        width=args.width, patch=args.patch, seed=args.seed, repeats=args.repeats,
+        size=args.bench_size,
+        folds=args.folds,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        depth=args.depth,
+        width=args.width,
+        patch=args.patch,
+        seed=args.seed,
+        repeats=args.repeats,
         allow_empty_synthetic=True,  # the table lists the joined positives
     )
     folds_dir = root / "bench" if args.out is not None else None  # per-fold results, kept with --out
     summary = real.summary()
     if args.real_nodules:
         points = parse_real_nodules(args.real_nodules)
-        curve = clock("bench detect curve", learning_curve, run_detect, real, synthetic, config, points, torch.device("cpu"), folds_dir, FoldLog())
+        curve = clock(
+            "bench detect curve", learning_curve, run_detect, real, synthetic, config, points, torch.device("cpu"), folds_dir, FoldLog()
+        )
         if args.out is not None:
             curve_figure(curve, METRIC, root / "power_curve.png", f"phantom: detect {METRIC} against K (mean ± std, {args.folds} folds)")
         summaries = curve_table(curve, (METRIC,), METRIC)
@@ -260,7 +305,10 @@ def markdown(report: dict[str, Any]) -> str:
     """The docs table: (K,) condition, AUROC, Δ vs A [95 % CI], corrected t p and DeLong p (raw, Holm)."""
     blocks = report["curve"] if "curve" in report else {None: report["detect"]}
     head = "| K | " if "curve" in report else "| "
-    lines = [head + f"condition | {METRIC} (%) | Δ vs A (pts) [95 % CI] | corrected t p | DeLong p |", "|---" * (5 + ("curve" in report)) + "|"]
+    lines = [
+        head + f"condition | {METRIC} (%) | Δ vs A (pts) [95 % CI] | corrected t p | DeLong p |",
+        "|---" * (5 + ("curve" in report)) + "|",
+    ]
     for point, d in blocks.items():
         lead = f"| {point} | " if point is not None else "| "
         for c, row in d["rows"].items():
@@ -271,12 +319,16 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"\n{note}" for note in d["excluded"]]
     lines.append(f"\nPrimary comparison: {next(iter(blocks.values()))['primary']} (raw p); every other p Holm-adjusted.")
     if "curve" in report:
-        lines.append(f"\nOptimiser budget for every K, fold and condition: {report['optimizer_steps']} steps; "
-                     f"real nodule slices the generators' weights saw: {report['generator_nodules']}.")
+        lines.append(
+            f"\nOptimiser budget for every K, fold and condition: {report['optimizer_steps']} steps; "
+            f"real nodule slices the generators' weights saw: {report['generator_nodules']}."
+        )
     if "generator_from_k" in report:
         g = report["generator_from_k"]
-        lines.append(f"\n{FROM_K} at K = {g['K']} (a generator per fold; real nodules each saw: {g['generator_nodules']}, "
-                     f"synthetic nodule slices joined: {g['synthetic_positives']}): {100 * g['mean']:.2f} ± {100 * g['std']:.2f} | {_cell(g['vs_A'])}")
+        lines.append(
+            f"\n{FROM_K} at K = {g['K']} (a generator per fold; real nodules each saw: {g['generator_nodules']}, "
+            f"synthetic nodule slices joined: {g['synthetic_positives']}): {100 * g['mean']:.2f} ± {100 * g['std']:.2f} | {_cell(g['vs_A'])}"
+        )
     t = report["total"]
     lines.append(f"\nTotal {t['wall_s']:.0f} s wall, {t['cpu_s']:.0f} s CPU ({report['threads']} torch threads).")
     return "\n".join(lines)
@@ -303,8 +355,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="training seeds per fold and condition, averaged")
     parser.add_argument("--real-nodules", default=None, help="learning curve: K1,K2,…,all real training nodules per fold")
     parser.add_argument("--generators", action="store_true", help="also bench the shipped demo SDM and SPADE")
-    parser.add_argument("--generator-from-k", action="store_true",
-                        help="with --real-nodules: also an inpainting SDM per fold trained on only that fold's kept nodules at the smallest K")
+    parser.add_argument(
+        "--generator-from-k",
+        action="store_true",
+        help="with --real-nodules: also an inpainting SDM per fold trained on only that fold's kept nodules at the smallest K",
+    )
     parser.add_argument("--from-k-steps", type=int, default=300, help="training steps of each per-fold inpainting SDM (tiny preset)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: no spinning on a shared machine)")
     parser.add_argument("--out", type=Path, default=None, help="keep the stores here (default: a temporary folder)")

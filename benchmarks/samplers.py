@@ -151,13 +151,16 @@ def intensity_drift_hu(images: np.ndarray, labels: np.ndarray, real_images: np.n
 
 def qualifies(row: dict, reference: dict) -> bool:
     """Within 2 % (relative) of the reference's mIoU and 2 points of its nodule hit rate."""
-    return row["miou"] >= reference["miou"] * (1 - MIOU_TOLERANCE) and 100 * row["hit_rate"] >= 100 * reference["hit_rate"] - HIT_TOLERANCE_POINTS
+    return (
+        row["miou"] >= reference["miou"] * (1 - MIOU_TOLERANCE)
+        and 100 * row["hit_rate"] >= 100 * reference["hit_rate"] - HIT_TOLERANCE_POINTS
+    )
 
 
 def score_phase(args: argparse.Namespace) -> None:
+    from lungforge.bench.protocol.slices import read_resized
     from lungforge.bench.scoring.fidelity import FidelityScore, score_store
     from lungforge.bench.scoring.segmenter import SegmenterConfig, load_or_train
-    from lungforge.bench.protocol.slices import read_resized
     from lungforge.data.store import SPLIT_IDS, open_store
 
     torch.set_num_threads(args.threads)
@@ -179,21 +182,35 @@ def score_phase(args: argparse.Namespace) -> None:
         score = FidelityScore.empty(segmenter.model.feature_dims)
         score.add(segmenter, sample["image"], labels, pixel_area, np.ones(len(labels), bool))
         s = score.summary(ceiling)
-        rows.append({
-            "setting": setting_name(sampler, steps, guidance), "sampler": sampler, "steps": steps, "guidance": guidance,
-            "passes_per_image": steps * (1 if guidance == 1.0 else 2),
-            "cpu_s_per_image": sample["cpu_seconds"] / len(labels), "wall_s_per_image": sample["seconds"] / len(labels),
-            "miou": s["miou"], "nodule_iou": s["iou"]["nodule"], "hit_rate": s["nodule_hits"]["rate"], "hits": s["nodule_hits"]["hit"],
-            "nodules": s["nodule_hits"]["nodules"],
-            "feature_distance": s["feature_distance"]["all"]["fd"],
-            "intensity_drift_hu": intensity_drift_hu(sample["image"], labels, real_images, real_labels),
-        })
+        rows.append(
+            {
+                "setting": setting_name(sampler, steps, guidance),
+                "sampler": sampler,
+                "steps": steps,
+                "guidance": guidance,
+                "passes_per_image": steps * (1 if guidance == 1.0 else 2),
+                "cpu_s_per_image": sample["cpu_seconds"] / len(labels),
+                "wall_s_per_image": sample["seconds"] / len(labels),
+                "miou": s["miou"],
+                "nodule_iou": s["iou"]["nodule"],
+                "hit_rate": s["nodule_hits"]["rate"],
+                "hits": s["nodule_hits"]["hit"],
+                "nodules": s["nodule_hits"]["nodules"],
+                "feature_distance": s["feature_distance"]["all"]["fd"],
+                "intensity_drift_hu": intensity_drift_hu(sample["image"], labels, real_images, real_labels),
+            }
+        )
     ceiling_summary = ceiling.summary(None)
     result = {
-        "weights": args.weights, "images": int(len(labels)), "nodules": rows[0]["nodules"] if rows else 0,
-        "size": int(size), "threads": args.threads, "segmenter": {"path": str(segmenter.path), **segmenter_options},
+        "weights": args.weights,
+        "images": len(labels),
+        "nodules": rows[0]["nodules"] if rows else 0,
+        "size": int(size),
+        "threads": args.threads,
+        "segmenter": {"path": str(segmenter.path), **segmenter_options},
         "real_ceiling": {"miou": ceiling_summary["miou"], "hit_rate": ceiling_summary["nodule_hits"]["rate"]},
-        "reference": setting_name(*REFERENCE), "rows": rows,
+        "reference": setting_name(*REFERENCE),
+        "rows": rows,
     }
     reference = next((r for r in rows if r["setting"] == result["reference"]), None)
     if reference is not None:
@@ -211,17 +228,38 @@ def score_phase(args: argparse.Namespace) -> None:
 
 def markdown(result: dict) -> str:
     """The README table: one row per setting, the reference last."""
-    head = ["setting", "model passes / image", "CPU s / image", "mIoU %", "nodule IoU %", "nodule hit %", "feature FD", "intensity drift HU", "within 2 % / 2 pts"]
+    head = [
+        "setting",
+        "model passes / image",
+        "CPU s / image",
+        "mIoU %",
+        "nodule IoU %",
+        "nodule hit %",
+        "feature FD",
+        "intensity drift HU",
+        "within 2 % / 2 pts",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in result["rows"]:
-        cells = [r["setting"], str(r["passes_per_image"]), f"{r['cpu_s_per_image']:.2f}", f"{100 * r['miou']:.1f}",
-                 f"{100 * (r['nodule_iou'] or 0):.1f}", f"{100 * r['hit_rate']:.0f} ({r['hits']})", f"{r['feature_distance']:.3f}",
-                 f"{r['intensity_drift_hu']:.0f}", {True: "yes", False: "no", None: "–"}[r.get("within_tolerance")]]
+        cells = [
+            r["setting"],
+            str(r["passes_per_image"]),
+            f"{r['cpu_s_per_image']:.2f}",
+            f"{100 * r['miou']:.1f}",
+            f"{100 * (r['nodule_iou'] or 0):.1f}",
+            f"{100 * r['hit_rate']:.0f} ({r['hits']})",
+            f"{r['feature_distance']:.3f}",
+            f"{r['intensity_drift_hu']:.0f}",
+            {True: "yes", False: "no", None: "–"}[r.get("within_tolerance")],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     ceiling = result["real_ceiling"]
-    lines += ["", f"Real test slices (ceiling): mIoU {100 * ceiling['miou']:.1f} %, nodule hit {100 * ceiling['hit_rate']:.0f} %. "
-              f"{result['images']} label maps, {result['nodules']} nodules, {result['size']} px, {result['threads']} CPU thread(s); "
-              f"fastest within tolerance: {result.get('fastest')}, at guidance {REFERENCE[2]}: {result.get('fastest_at_default_guidance')}."]
+    lines += [
+        "",
+        f"Real test slices (ceiling): mIoU {100 * ceiling['miou']:.1f} %, nodule hit {100 * ceiling['hit_rate']:.0f} %. "
+        f"{result['images']} label maps, {result['nodules']} nodules, {result['size']} px, {result['threads']} CPU thread(s); "
+        f"fastest within tolerance: {result.get('fastest')}, at guidance {REFERENCE[2]}: {result.get('fastest_at_default_guidance')}.",
+    ]
     return "\n".join(lines)
 
 
@@ -232,17 +270,32 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2, help="label maps sampled by every setting")
     parser.add_argument("--per-slice", type=int, default=6, help="nodules placed in each label map")
     parser.add_argument("--phase", choices=("sample", "score", "all"), default="all")
-    parser.add_argument("--part", choices=("all", "grid", "reference"), default="all", help="settings sampled: all, all but the reference, or the reference only (two processes can share the work)")
-    parser.add_argument("--shard", type=lambda t: tuple(int(v) for v in t.split("/")), default=(0, 1),
-                        help="I/N: sample only label maps I, I+N, ... (N processes share a setting; each sample depends only on its seed)")
-    parser.add_argument("--reverse", action="store_true", help="sample the chosen settings last to first (a second process meets the first halfway)")
+    parser.add_argument(
+        "--part",
+        choices=("all", "grid", "reference"),
+        default="all",
+        help="settings sampled: all, all but the reference, or the reference only (two processes can share the work)",
+    )
+    parser.add_argument(
+        "--shard",
+        type=lambda t: tuple(int(v) for v in t.split("/")),
+        default=(0, 1),
+        help="I/N: sample only label maps I, I+N, ... (N processes share a setting; each sample depends only on its seed)",
+    )
+    parser.add_argument(
+        "--reverse", action="store_true", help="sample the chosen settings last to first (a second process meets the first halfway)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads while sampling")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seed", type=int, default=0, help="seed of the label-map plan and the per-sample noise")
     parser.add_argument("--scans", type=int, default=20, help="phantom scans of the real store (the demo's 20; fewer for a smoke test)")
     parser.add_argument("--size", type=int, default=128, help="phantom slice size in pixels (the demo's 128)")
-    parser.add_argument("--settings", type=lambda t: t.split(","), default=None,
-                        help="sample only these settings, e.g. ddim-10-s1,dpmpp-25-s1.5 (default: every one)")
+    parser.add_argument(
+        "--settings",
+        type=lambda t: t.split(","),
+        default=None,
+        help="sample only these settings, e.g. ddim-10-s1,dpmpp-25-s1.5 (default: every one)",
+    )
     parser.add_argument("--segmenter-steps", type=int, default=SEGMENTER["steps"], help="training steps of the fidelity segmenter")
     parser.add_argument("--json", action="store_true", help="print the result as JSON only")
     args = parser.parse_args()

@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -104,7 +104,9 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense peak TFLOP/s of this device at this precision")
     parser.add_argument("--baseline", action="store_true", help="also time ancestral DDPM-1000 (SDM) and report the speedup")
     parser.add_argument("--baseline-timed-steps", type=int, default=None, help="with --baseline: time only K steps, scale to 1000")
-    parser.add_argument("--inception-weights", type=Path, default=None, help="with --baseline: pytorch-fid Inception weights, for FID(fast, baseline)")
+    parser.add_argument(
+        "--inception-weights", type=Path, default=None, help="with --baseline: pytorch-fid Inception weights, for FID(fast, baseline)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", action="store_true", help="print one JSON line only")
     args = parser.parse_args()

@@ -63,9 +63,7 @@ def flops_per_image(args: argparse.Namespace, device: torch.device, precision: s
         return sdm_train_flops(preset.sdm)
     trainer = _trainer(args, 1, device, precision, compile=False)
     image, label = _batch(1, preset.spade.image_size, device, 0)
-    flops = count_flops(lambda: trainer.train_step(image, label, step_generator(0, 0, 0, device)))
-    del trainer
-    return flops
+    return count_flops(lambda: trainer.train_step(image, label, step_generator(0, 0, 0, device)))
 
 
 def bench(args: argparse.Namespace, batch: int, device: torch.device, precision: str) -> dict:
@@ -84,10 +82,16 @@ def bench(args: argparse.Namespace, batch: int, device: torch.device, precision:
                 losses.append(trainer.train_step(image, label, step_generator(0, 0, step, device))["loss"])
 
         seconds = timed(steps, device)
-        return {"batch_size": batch, "first_step_s": first_s, "seconds": seconds, "s_per_step": seconds / args.steps,
-                "loss": losses[-1], "peak_mem_mb": peak_memory_mb(device)}
+        return {
+            "batch_size": batch,
+            "first_step_s": first_s,
+            "seconds": seconds,
+            "s_per_step": seconds / args.steps,
+            "loss": losses[-1],
+            "peak_mem_mb": peak_memory_mb(device),
+        }
     finally:
-        del trainer
+        trainer = None  # frees the model before the caller retries at a smaller batch
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -24,10 +24,11 @@ A's AP50 above 0 on all real nodules — and when it is missed the report's firs
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from lungforge.choices import Sampler, check_choice
 from lungforge.errors import ConfigError, LungforgeError
@@ -185,7 +186,9 @@ def _bench(real: Path, synthetic: list[SyntheticSpec], report_dir: Path, options
     # The controls copy benchmarked nodules, so at the small K some fold may get no synthetic
     # nodule slice; the demo benches it anyway and its rows record the slices joined.
     common = dict(size=options.size, folds=2, real_split="all", seed=options.seed, allow_empty_synthetic=True)
-    detect = replace(DetectConfig.quick_preset(**common, patch=options.patch), epochs=options.detect_epochs, batch_size=options.detect_batch)
+    detect = replace(
+        DetectConfig.quick_preset(**common, patch=options.patch), epochs=options.detect_epochs, batch_size=options.detect_batch
+    )
     bench = run_all(
         real,
         synthetic,
@@ -207,7 +210,10 @@ def _bench(real: Path, synthetic: list[SyntheticSpec], report_dir: Path, options
     scores = bench.fidelity.scores if bench.fidelity is not None else {}
     fidelity = {name: {"miou": s["miou"], "nodule_hit_rate": s["nodule_hits"]["rate"]} for name, s in scores.items()}
     details = {
-        "fid_available": bench.fid.available, "conditions": list(bench.detect.result.conditions), "fidelity": fidelity, "below_bar": verdict,
+        "fid_available": bench.fid.available,
+        "conditions": list(bench.detect.result.conditions),
+        "fidelity": fidelity,
+        "below_bar": verdict,
         "A": {"accuracy": _reference_mean(bench.detect, "accuracy"), "AP50": _reference_mean(bench.localize, "AP50")},
     }
     return report, details
@@ -230,11 +236,17 @@ def demo_verdict(report: BenchReport) -> str | None:
     if accuracy is None or accuracy <= 0.5:
         misses.append(f"detection A is at chance ({'n/a' if accuracy is None else f'{100 * accuracy:.1f} %'})")
     if ap50 is None or ap50 <= 0:
-        misses.append(f"A's AP50 is {'n/a' if ap50 is None else f'{100 * ap50:.1f} %'} (the smallest budget measured to lift it above 0 "
-                      f"on the default phantom: --localize-epochs {LOCALIZE_EPOCHS_ABOVE_ZERO})")
+        misses.append(
+            f"A's AP50 is {'n/a' if ap50 is None else f'{100 * ap50:.1f} %'} (the smallest budget measured to lift it above 0 "
+            f"on the default phantom: --localize-epochs {LOCALIZE_EPOCHS_ABOVE_ZERO})"
+        )
     if not misses:
         return None
-    return "This demo's setting is below its bar: " + " and ".join(misses) + "; its comparisons mean nothing (docs/results.md and docs/localization.md give the settings that meet it)."
+    return (
+        "This demo's setting is below its bar: "
+        + " and ".join(misses)
+        + "; its comparisons mean nothing (docs/results.md and docs/localization.md give the settings that meet it)."
+    )
 
 
 def demo_summary(steps: list[DemoStep]) -> list[dict[str, Any]]:

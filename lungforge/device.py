@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
-from lungforge.errors import InputError
 from lungforge.choices import Precision
+from lungforge.errors import InputError
 
 DeviceChoice = Literal["auto", "cpu", "cuda"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")

@@ -77,4 +77,3 @@ def torch_load_reason(exc: BaseException) -> str:
             gist = line.removeprefix("WeightsUnpickler error:").strip().split(". ")[0].rstrip(".")
             return f"it holds pickled Python objects, which lungforge never executes ({gist})"
     return lines[0] if lines else type(exc).__name__
-

@@ -44,7 +44,6 @@ def temp_beside(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-
 def replace_together(writes: Mapping[Path, Writer], errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
     """Write every target of `writes` to a temporary file beside it, then rename them all in order.
 

@@ -39,7 +39,7 @@ class SegValues:
             raise ValueError(f"seg values must be distinct, got {' and '.join(same)}")
 
     @classmethod
-    def parse(cls, text: str) -> "SegValues":
+    def parse(cls, text: str) -> SegValues:
         """Parse `left=3,right=4,trachea=5` (any subset of the keys; others keep defaults)."""
         values = {"left": cls.left, "right": cls.right, "trachea": cls.trachea}
         for item in filter(None, (part.strip() for part in text.split(","))):

@@ -64,7 +64,9 @@ def hold_lock(path: Path, what: str, timeout_s: float = 0.0, lock_file: Path | N
     except Timeout:
         waited = f" after waiting {timeout_s:g} s" if timeout_s > 0 else ""
         doing = "reading" if _readers_only(lock) else "writing"
-        raise LockError(f"{path}: another lungforge process is {doing} this {what} (lock {lock} is held{waited}); wait for it to finish") from None
+        raise LockError(
+            f"{path}: another lungforge process is {doing} this {what} (lock {lock} is held{waited}); wait for it to finish"
+        ) from None
     except OSError as exc:
         raise LockError(f"{lock}: cannot create the lock file for {path} ({exc.strerror or exc})") from None
     try:

@@ -97,8 +97,8 @@ def shipped_manifest() -> Path:
 
 def weights_sha256(path: Path) -> str:
     """sha256 of the weights of `path`: a `.safetensors` file, or a run dir's `model.safetensors`."""
-    from lungforge.models.checkpoint import MODEL_FILE
     from lungforge.fileio import sha256_file
+    from lungforge.models.checkpoint import MODEL_FILE
 
     path = Path(path)
     return sha256_file(path / MODEL_FILE if path.is_dir() else path)
@@ -144,16 +144,12 @@ class WeightsRegistry:
             return VerifyResult(entry.name, "missing", path, entry.sha256)
         size = path.stat().st_size
         if entry.size and size != entry.size:
-            return VerifyResult(
-                entry.name, "mismatch", path, entry.sha256, None, f"expected {entry.size} bytes, got {size}"
-            )
+            return VerifyResult(entry.name, "mismatch", path, entry.sha256, None, f"expected {entry.size} bytes, got {size}")
         from lungforge.fileio import sha256_file
 
         actual = sha256_file(path)
         if actual != entry.sha256:
-            return VerifyResult(
-                entry.name, "mismatch", path, entry.sha256, actual, f"expected sha256 {entry.sha256}, got {actual}"
-            )
+            return VerifyResult(entry.name, "mismatch", path, entry.sha256, actual, f"expected sha256 {entry.sha256}, got {actual}")
         problem = _entry_disagrees(entry, path)
         if problem:
             return VerifyResult(entry.name, "mismatch", path, entry.sha256, actual, problem)
@@ -207,9 +203,7 @@ class WeightsRegistry:
         if os.sep in name_or_path or path.suffix:
             raise RegistryError(f"weights file {path} does not exist")
         known = ", ".join(sorted(self.entries())) or "none"
-        raise RegistryError(
-            f"{name_or_path!r} is neither an existing checkpoint path nor a registered weights name (known: {known})"
-        )
+        raise RegistryError(f"{name_or_path!r} is neither an existing checkpoint path nor a registered weights name (known: {known})")
 
     def import_checkpoint(self, source: Path, name: str, *, force: bool = False) -> WeightsEntry:
         """Validate a run dir or `.safetensors`, copy it into the cache as one self-describing file, register it."""
@@ -219,8 +213,8 @@ class WeightsRegistry:
             return self._import_locked(Path(source), name, force)
 
     def _import_locked(self, source: Path, name: str, force: bool) -> WeightsEntry:
-        from lungforge.models.checkpoint import load_checkpoint, read_checkpoint_meta, write_safetensors
         from lungforge.fileio import sha256_file
+        from lungforge.models.checkpoint import load_checkpoint, read_checkpoint_meta, write_safetensors
 
         existing = self.entries().get(name)
         if existing is not None and not force:
@@ -274,9 +268,7 @@ class WeightsRegistry:
             raise RegistryError(f"download of {entry.name!r} from {entry.url} refused: {problem}; nothing was cached")
 
 
-def resolve_weights(
-    name_or_path: str, *, registry: WeightsRegistry | None = None, progress: ProgressFn | None = None
-) -> Path:
+def resolve_weights(name_or_path: str, *, registry: WeightsRegistry | None = None, progress: ProgressFn | None = None) -> Path:
     """What `augment` and `bench` call: an existing run dir / `.safetensors`, or a registry name
     (pulled if needed and always sha256-verified before use)."""
     return (registry or WeightsRegistry()).resolve(name_or_path, progress)

@@ -59,6 +59,7 @@ def phantom_dir(phantom_factory: PhantomFactory) -> Path:
     """A 4-scan, 96×96 phantom dataset (seed 0) in subset0..subset3; treat as read-only."""
     return phantom_factory(scans=4, size=96, seed=0)
 
+
 def draw_slice(size: int, nodules: list[tuple[float, float, float]], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Image and label (size, size) uint8: body ellipse, two lung ellipses, nodule disks (cy, cx, r px)."""
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
@@ -127,7 +128,9 @@ def build_store(
         "has_nodule": has,
     }
     if kind == "synthetic":
-        columns.update(source=np.arange(n), seed=np.arange(n), verified=np.ones(n, bool), attempts=np.ones(n, np.int32), done=np.ones(n, bool))
+        columns.update(
+            source=np.arange(n), seed=np.arange(n), verified=np.ones(n, bool), attempts=np.ones(n, np.int32), done=np.ones(n, bool)
+        )
     columns.update(meta or {})
     images_a, labels_a = np.stack(images), np.stack(labels)
     for start in range(0, n, SHARD):

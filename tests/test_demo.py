@@ -12,15 +12,54 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv("LUNGFORGE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--scans", "4", "--size", "128", "--nodules", "4", "--nodule-free", "4", "--steps", "2",
-            "--segmenter-steps", "10", "--detect-epochs", "2", "--localize-epochs", "1", "--small-k", "1",
-            "--generators", "SDM-inpaint,SDM,SPADE", "--json"]
+    args = [
+        "demo",
+        "--out",
+        str(out),
+        "--scans",
+        "4",
+        "--size",
+        "128",
+        "--nodules",
+        "4",
+        "--nodule-free",
+        "4",
+        "--steps",
+        "2",
+        "--segmenter-steps",
+        "10",
+        "--detect-epochs",
+        "2",
+        "--localize-epochs",
+        "1",
+        "--small-k",
+        "1",
+        "--generators",
+        "SDM-inpaint,SDM,SPADE",
+        "--json",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert [s["name"] for s in summary["steps"]] == ["phantom", "prepare", "augment SPADE", "augment SDM", "augment SDM-inpaint",
-                                                      "bench all --quick --controls --real-nodules"]
-    assert summary["steps"][-1]["details"]["conditions"] == ["A", "mislabeled", "paste", "blob", "SPADE", "SDM", "SDM-inpaint", "hosts", "classic"]
+    assert [s["name"] for s in summary["steps"]] == [
+        "phantom",
+        "prepare",
+        "augment SPADE",
+        "augment SDM",
+        "augment SDM-inpaint",
+        "bench all --quick --controls --real-nodules",
+    ]
+    assert summary["steps"][-1]["details"]["conditions"] == [
+        "A",
+        "mislabeled",
+        "paste",
+        "blob",
+        "SPADE",
+        "SDM",
+        "SDM-inpaint",
+        "hosts",
+        "classic",
+    ]
     real_size = open_store(out / "real.zarr").shape_hw
     assert open_store(out / "synthetic-spade.zarr").shape_hw != real_size  # SPADE generates at its own 64 px ...
     for control in ("mislabeled", "paste", "blob"):

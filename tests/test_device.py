@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lungforge.errors import InputError
 from lungforge.device import autocast, check_precision, grad_scaler, resolve_device
+from lungforge.errors import InputError
 
 
 def test_cpu_device_and_precisions():

@@ -17,18 +17,19 @@ def test_a_symlink_alias_shares_the_lock_of_its_target(tmp_path):
     alias = tmp_path / "alias.zarr"
     alias.symlink_to(target)
     assert lock_path(alias) == lock_path(target) == tmp_path.resolve() / "race.zarr.lock"
-    with hold_lock(target, "store"):
-        with pytest.raises(LockError, match=r"alias\.zarr: another lungforge process is writing this store"):
-            with hold_lock(alias, "store"):
-                pass
+    with (
+        hold_lock(target, "store"),
+        pytest.raises(LockError, match=r"alias\.zarr: another lungforge process is writing this store"),
+        hold_lock(alias, "store"),
+    ):
+        pass
 
 
 def test_an_alias_of_a_store_not_made_yet_is_locked_as_its_target(tmp_path):
     alias = tmp_path / "alias.zarr"
     alias.symlink_to(tmp_path / "race.zarr")  # dangling until the first run creates race.zarr
-    with hold_lock(tmp_path / "race.zarr", "store"), pytest.raises(LockError):
-        with hold_lock(alias, "store"):
-            pass
+    with hold_lock(tmp_path / "race.zarr", "store"), pytest.raises(LockError), hold_lock(alias, "store"):
+        pass
 
 
 def test_a_reader_keeps_writers_out_and_says_it_is_reading(tmp_path):
@@ -37,9 +38,8 @@ def test_a_reader_keeps_writers_out_and_says_it_is_reading(tmp_path):
     reader = ReadLock(store)
     other_reader = ReadLock(store)  # readers share
     assert reader.held and other_reader.held
-    with pytest.raises(LockError, match="another lungforge process is reading this store"):
-        with hold_lock(store, "store"):
-            pass
+    with pytest.raises(LockError, match="another lungforge process is reading this store"), hold_lock(store, "store"):
+        pass
     reader.release()
     other_reader.release()
     with hold_lock(store, "store"):  # free again once every reader let go
@@ -49,9 +49,8 @@ def test_a_reader_keeps_writers_out_and_says_it_is_reading(tmp_path):
 def test_a_writer_keeps_readers_out(tmp_path):
     store = tmp_path / "real.zarr"
     store.mkdir()
-    with hold_lock(store, "store"):
-        with pytest.raises(LockError, match=r"real\.zarr: another lungforge process is writing this store") as info:
-            ReadLock(store)
+    with hold_lock(store, "store"), pytest.raises(LockError, match=r"real\.zarr: another lungforge process is writing this store") as info:
+        ReadLock(store)
     assert "\n" not in str(info.value)
     ReadLock(store).release()
 

@@ -16,7 +16,9 @@ ROOT = Path(__file__).parents[1]
 def test_wheel_ships_every_module_and_the_demo_weights(tmp_path: Path) -> None:
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert build.returncode == 0, build.stderr
     (wheel,) = tmp_path.glob("lungforge-*.whl")

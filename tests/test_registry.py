@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from lungforge.errors import RegistryError
+from lungforge.models.checkpoint import load_checkpoint, save_checkpoint
 from lungforge.models.presets import SPADEConfig
 from lungforge.models.spade import SPADEGenerator
 from lungforge.registry import WeightsRegistry, resolve_weights, weights_sha256
-from lungforge.models.checkpoint import load_checkpoint, save_checkpoint
 
 CFG = SPADEConfig(image_size=32, ngf=2, ndf=2)
 
@@ -35,7 +35,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     state: _ServerState
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+    def do_GET(self) -> None:
         data = self.state.files.get(self.path)
         if data is None:
             self.send_error(404)
@@ -293,13 +293,19 @@ def test_an_entry_whose_kind_differs_from_its_file_is_refused_at_verify_and_use(
     manifest = _manifest(shipped, "", weights_bytes, kind="sdm", path="w.safetensors")
     registry = WeightsRegistry(manifest=manifest)
     [result] = registry.verify("demo")
-    assert result.status == "mismatch" and result.detail.startswith("registered as kind 'sdm', but ") and "holds a 'spade' model" in result.detail
+    assert (
+        result.status == "mismatch"
+        and result.detail.startswith("registered as kind 'sdm', but ")
+        and "holds a 'spade' model" in result.detail
+    )
     with pytest.raises(RegistryError, match="registered as kind 'sdm'"):
         resolve_weights("demo", registry=registry)
     assert (shipped / "w.safetensors").read_bytes() == weights_bytes  # the file itself is kept
 
 
-def test_a_downloaded_file_of_another_preset_is_refused_and_not_fetched_again(tmp_path: Path, home: Path, server, weights_bytes: bytes) -> None:
+def test_a_downloaded_file_of_another_preset_is_refused_and_not_fetched_again(
+    tmp_path: Path, home: Path, server, weights_bytes: bytes
+) -> None:
     url, state = server
     state.files["/w.safetensors"] = weights_bytes
     registry = WeightsRegistry(manifest=_manifest(tmp_path, url + "/w.safetensors", weights_bytes, preset="paper"))

@@ -72,10 +72,15 @@ def blob_sample(sample: PlannedSample, host_label: np.ndarray) -> PlannedSample:
         label[r : r + h, c : c + w][footprint] = NODULE
         area_mm2 = footprint.sum() * sample.spacing_mm[0] * sample.spacing_mm[1]
         value = np.full(footprint.shape, round(nodule_intensity(nodule)), np.uint8)
-        nodules.append(dataclasses.replace(
-            nodule, footprint=footprint, origin=(r, c), achieved_mm=float(np.sqrt(4 * area_mm2 / np.pi)),
-            patch=RealPatch(value, np.zeros(footprint.shape, bool), 0),
-        ))
+        nodules.append(
+            dataclasses.replace(
+                nodule,
+                footprint=footprint,
+                origin=(r, c),
+                achieved_mm=float(np.sqrt(4 * area_mm2 / np.pi)),
+                patch=RealPatch(value, np.zeros(footprint.shape, bool), 0),
+            )
+        )
     return dataclasses.replace(sample, label=label, nodules=tuple(nodules))
 
 

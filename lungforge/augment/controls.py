@@ -21,7 +21,8 @@ None depends on the seed, so augment never re-draws them (`meta/attempts` is 1).
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage
@@ -103,8 +104,19 @@ class ControlGenerator:
 
     def provenance(self, weights: str) -> dict[str, Any]:
         """The output store's `generator` attribute block (no model: no sha256, sampler or steps)."""
-        return {"weights": weights, "kind": self.kind, "mode": self.kind, "model_free": True, "sha256": None, "preset": None, "step": None,
-                "sampler": None, "steps": None, "guidance": None, "precision": None}
+        return {
+            "weights": weights,
+            "kind": self.kind,
+            "mode": self.kind,
+            "model_free": True,
+            "sha256": None,
+            "preset": None,
+            "step": None,
+            "sampler": None,
+            "steps": None,
+            "guidance": None,
+            "precision": None,
+        }
 
     def adapt(self, sample: PlannedSample) -> PlannedSample:
         """The planner's `sample` as this control draws it: `blob` swaps each nodule for its

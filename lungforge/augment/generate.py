@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from contextlib import closing, nullcontext
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterator
+from contextlib import closing, nullcontext
 
 import numpy as np
 

@@ -13,7 +13,8 @@ sampling call, with a generator per sample seeded from (sample seed, k).
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -51,7 +51,9 @@ def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Sy
         return Inpainter(ckpt, real, options.size or real.shape_hw[0], device, precision, settings, compile=options.compile)
     synthesizer = Synthesizer(ckpt, device, precision, settings, compile=options.compile)
     if options.size is not None and options.size != synthesizer.image_size:
-        raise InputError(f"--size {options.size}: {options.weights} generates {synthesizer.image_size} px images; --size is for the model-free controls and inpainting weights")
+        raise InputError(
+            f"--size {options.size}: {options.weights} generates {synthesizer.image_size} px images; --size is for the model-free controls and inpainting weights"
+        )
     return synthesizer
 
 
@@ -71,7 +73,9 @@ def load_inputs(options: AugmentOptions, device: torch.device) -> AugmentInputs:
 
 def _load_inputs(options: AugmentOptions, device: torch.device, real: Store) -> AugmentInputs:
     if real.kind != "real":
-        raise InputError(f"--data {options.data}: store kind is {real.kind!r}, expected a 'real' store (synthetic slices cannot seed new ones)")
+        raise InputError(
+            f"--data {options.data}: store kind is {real.kind!r}, expected a 'real' store (synthetic slices cannot seed new ones)"
+        )
     synthesizer = _generator(options, real, device)
     maps = SourceMaps(real, synthesizer.image_size)
     library: NoduleLibrary | LidcLibrary | None = None

@@ -8,19 +8,19 @@ region), and one is drawn at random.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, get_args
+from typing import get_args
 
 import numpy as np
 from scipy import ndimage, signal
 
 from lungforge.augment.lidc import NO_ANNOTATION, LidcLibrary
 from lungforge.augment.nodule_library import NoduleLibrary, RealPatch, SizePool, equivalent_diameter_mm, sphere_shape
+from lungforge.choices import NoduleShape, Placement
 from lungforge.data.store import NO_SOURCE
 from lungforge.errors import LayoutError
 from lungforge.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
-from lungforge.choices import NoduleShape, Placement
-
 
 GAP_PX = 2
 """Free pixels kept between a new nodule and any other nodule of the slice."""
@@ -326,13 +326,15 @@ def plan_layouts(
         order = rng.choice(n_maps, size=min(max_maps, n_maps), replace=False)
         for source in order:
             spacing = (float(spacings[source, 0]), float(spacings[source, 1]))
-            result = place_nodules(
-                np.asarray(labels[source]), spacing, diameters, request, rng, library, max_tries, size_sources, picks
-            )
+            result = place_nodules(np.asarray(labels[source]), spacing, diameters, request, rng, library, max_tries, size_sources, picks)
             if result is not None:
                 plans.append(PlannedSlice(int(source), result[0], tuple(result[1])))
                 break
         else:
-            what = f"a {diameters.max():.1f} mm nodule" if diameters.size == 1 else f"{diameters.size} nodules of up to {diameters.max():.1f} mm"
+            what = (
+                f"a {diameters.max():.1f} mm nodule"
+                if diameters.size == 1
+                else f"{diameters.size} nodules of up to {diameters.max():.1f} mm"
+            )
             raise LayoutError(f"no label map can host {what} with placement {request.placement!r} (tried {order.size} maps)")
     return plans

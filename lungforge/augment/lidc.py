@@ -106,7 +106,7 @@ class LidcLibrary:
         return len(self.masks)
 
     @classmethod
-    def load(cls, database: Path | None = None, exclude_series: Collection[str] = ()) -> "LidcLibrary":
+    def load(cls, database: Path | None = None, exclude_series: Collection[str] = ()) -> LidcLibrary:
         """Read every annotation's largest section from `database` (default :func:`database_path`),
         leaving out the scans in `exclude_series` (e.g. the real store's test patients)."""
         path = Path(database) if database is not None else database_path()
@@ -118,7 +118,7 @@ class LidcLibrary:
         excluded = set(exclude_series)
         # Rows come sorted by annotation, then slice: keep each annotation's largest slice.
         best: dict[int, tuple[float, str, float, list[tuple[bool, np.ndarray]]]] = {}
-        for (annotation, z), group in groupby(rows, key=lambda row: (row[0], row[3])):
+        for (annotation, _z), group in groupby(rows, key=lambda row: (row[0], row[3])):
             group = list(group)
             series, spacing = group[0][1], float(group[0][2])
             if series in excluded:

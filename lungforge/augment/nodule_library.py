@@ -151,12 +151,12 @@ class SizePool:
     def __len__(self) -> int:
         return int(self.diameters_mm.size)
 
-    def subset(self, keep: np.ndarray) -> "SizePool":
+    def subset(self, keep: np.ndarray) -> SizePool:
         """The entries where `keep` (P,) bool is True."""
         return SizePool(self.diameters_mm[keep], self.source_rows[keep])
 
     @classmethod
-    def from_store(cls, store, split: int | None = None) -> "SizePool":
+    def from_store(cls, store, split: int | None = None) -> SizePool:
         """The equivalent diameter (mm) of every nodule's mask (its NODULE pixels inside its bbox on
         its slice), for the nodules of `split`'s patients (0 train, 1 test; None: all).
 
@@ -176,8 +176,6 @@ class SizePool:
         diam = np.asarray(diameters, dtype=np.float64)
         keep = diam > 0
         return cls(diam[keep], rows[keep].astype(np.int64))
-
-
 
 
 @dataclass(frozen=True, eq=False)
@@ -260,7 +258,9 @@ def _zoom(array: np.ndarray, scale_rc: tuple[float, float], grid: np.ndarray, ed
     return ndimage.map_coordinates(values, grid, order=1, mode=mode, cval=0.0)
 
 
-def _grow(box: tuple[slice, slice], margin: int, shape: tuple[int, ...]) -> tuple[tuple[slice, slice], tuple[tuple[int, int], tuple[int, int]]]:
+def _grow(
+    box: tuple[slice, slice], margin: int, shape: tuple[int, ...]
+) -> tuple[tuple[slice, slice], tuple[tuple[int, int], tuple[int, int]]]:
     """`box` grown by `margin` on every side and clipped to `shape`, and the padding that restores the clipped part."""
     (r, c), (h, w) = box, shape
     r0, r1, c0, c1 = r.start - margin, r.stop + margin, c.start - margin, c.stop + margin
@@ -301,14 +301,12 @@ class NoduleLibrary:
         """(K,) float64 equivalent diameter (mm) of each nodule's mask."""
         return np.array([n.diameter_mm for n in self.items], dtype=np.float64)
 
-    def subset(self, keep: np.ndarray) -> "NoduleLibrary":
+    def subset(self, keep: np.ndarray) -> NoduleLibrary:
         """The nodules where `keep` (K,) bool is True (at least one)."""
         return NoduleLibrary(tuple(n for n, k in zip(self.items, np.asarray(keep, dtype=bool)) if k))
 
     @classmethod
-    def from_store(
-        cls, store, max_items: int = 512, min_area_px: int = 1, seed: int = 0, split: int | None = None
-    ) -> "NoduleLibrary":
+    def from_store(cls, store, max_items: int = 512, min_area_px: int = 1, seed: int = 0, split: int | None = None) -> NoduleLibrary:
         """Collect up to `max_items` real nodules (label == NODULE inside each nodule's bbox).
 
         Rows of `store.nodules()` are subsampled with `seed` when there are more; masks smaller

@@ -11,8 +11,8 @@ from typing import Any, get_args
 from lungforge.augment.layout import LayoutRequest, NoduleShape, Placement
 from lungforge.choices import MAX_GUIDANCE, MAX_SIZE_PX, check_range
 from lungforge.data.store import MAX_SLICES, SHARD
-from lungforge.diffusion.samplers import SAMPLERS, Sampler
 from lungforge.device import PRECISIONS, Precision
+from lungforge.diffusion.samplers import SAMPLERS, Sampler
 from lungforge.errors import ConfigError
 from lungforge.seeds import check_seed
 

@@ -28,7 +28,9 @@ def _open_resumed(options: AugmentOptions, inputs: AugmentInputs) -> Store:
     changed = sorted(k for k in now if before.get(k) != now[k])
     if changed:
         k = changed[0]
-        raise SchemaError(f"{options.out}: was started with {k}={before.get(k)!r}, this run has {k}={now[k]!r}; resume with the same options")
+        raise SchemaError(
+            f"{options.out}: was started with {k}={before.get(k)!r}, this run has {k}={now[k]!r}; resume with the same options"
+        )
     _check_same_inputs(options, inputs, store)
     return store
 

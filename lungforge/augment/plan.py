@@ -14,8 +14,8 @@ the folds they would leak into.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -156,7 +156,13 @@ class SamplePlanner:
         local = self._by_fold[fold]
         try:
             (planned,) = plan_layouts(
-                _MapSubset(self.maps, local.positions), self.maps.spacings_mm[local.positions], 1, self.request, rng, local.library, local.sizes
+                _MapSubset(self.maps, local.positions),
+                self.maps.spacings_mm[local.positions],
+                1,
+                self.request,
+                rng,
+                local.library,
+                local.sizes,
             )
             return int(local.positions[planned.source]), planned.label, planned.nodules
         except LayoutError:

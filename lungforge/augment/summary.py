@@ -56,6 +56,7 @@ def summarize(
     **fields: Any,
 ) -> AugmentReport:
     """An :class:`AugmentReport` from the blocks' part records plus the run's other `fields`."""
+
     def column(name: str, dtype: str) -> np.ndarray:
         chunks = [p[name] for p in parts.values()]
         return np.concatenate(chunks).astype(dtype) if chunks else np.zeros(0, dtype=dtype)

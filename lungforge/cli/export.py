@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,13 +18,35 @@ def register(app: typer.Typer) -> None:
 def export(
     ctx: typer.Context,
     store: StoreArg,
-    format: Annotated[ExportFormat, typer.Option("--format", help="coco (PNG + annotations/instances_<split>.json, RLE masks), yolo (Ultralytics), nnunet (nnU-Net v2 raw dataset), nifti or png (images, label maps, CSV of boxes).")],
+    format: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="coco (PNG + annotations/instances_<split>.json, RLE masks), yolo (Ultralytics), nnunet (nnU-Net v2 raw dataset), nifti or png (images, label maps, CSV of boxes).",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output folder (nnunet: the nnUNet_raw folder that gets DatasetNNN_Name/).")],
     split: Annotated[ExportSplit, typer.Option(help="Slices of the store's train split, test split, or all.")] = "all",
-    size: Annotated[Optional[int], typer.Option(min=8, help="Resize slices to SIZE×SIZE pixels (images bilinear, labels and nodule masks nearest, boxes from the resized masks; a nodule with no pixel left keeps its nearest one); default: the store's size.")] = None,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            min=8,
+            help="Resize slices to SIZE×SIZE pixels (images bilinear, labels and nodule masks nearest, boxes from the resized masks; a nodule with no pixel left keeps its nearest one); default: the store's size.",
+        ),
+    ] = None,
     nodule_only: Annotated[bool, typer.Option("--nodule-only", help="Only slices with at least one nodule.")] = False,
-    dataset_id: Annotated[Optional[int], typer.Option("--dataset-id", min=1, max=999, help="nnunet only: the dataset number NNN; refused if a DatasetNNN_* folder of another name is in --out, $nnUNet_raw, $nnUNet_preprocessed or $nnUNet_results. Default: the id of an earlier export of this --dataset-name there, else the lowest id from 501 free in all of them.")] = None,
-    dataset_name: Annotated[str, typer.Option("--dataset-name", help="nnunet only: the dataset name (letters, digits, '-').")] = "Lungforge",
+    dataset_id: Annotated[
+        int | None,
+        typer.Option(
+            "--dataset-id",
+            min=1,
+            max=999,
+            help="nnunet only: the dataset number NNN; refused if a DatasetNNN_* folder of another name is in --out, $nnUNet_raw, $nnUNet_preprocessed or $nnUNet_results. Default: the id of an earlier export of this --dataset-name there, else the lowest id from 501 free in all of them.",
+        ),
+    ] = None,
+    dataset_name: Annotated[
+        str, typer.Option("--dataset-name", help="nnunet only: the dataset name (letters, digits, '-').")
+    ] = "Lungforge",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier lungforge export at the same place.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the export summary as JSON on stdout.")] = False,
 ) -> None:

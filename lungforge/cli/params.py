@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -18,7 +18,7 @@ DEVICES = ("auto", "cpu", "cuda")
 Config = TypeVar("Config")
 
 
-def finite(value: Optional[float]) -> Optional[float]:
+def finite(value: float | None) -> float | None:
     """Typer callback of every float option: NaN and ±inf are usage errors.
 
     Click's float ranges let them through, and they would reach stores and reports as `NaN` /

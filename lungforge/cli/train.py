@@ -7,8 +7,9 @@ reads): the shared options in one order, with each command's own ones in their p
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -39,7 +40,9 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in -
 SeedOpt = Annotated[int, typer.Option(callback=check_seed, help="Seed of initialisation, data order, flips and noise.")]
 CkptOpt = Annotated[int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints (and sample grids).")]
 SampleOpt = Annotated[int, typer.Option("--sample-every", min=0, help="Steps between extra sample grids (0: only at checkpoints).")]
-WorkersOpt = Annotated[int, typer.Option(min=0, help="DataLoader worker processes per rank, capped at one per CPU (a note says when fewer are used).")]
+WorkersOpt = Annotated[
+    int, typer.Option(min=0, help="DataLoader worker processes per rank, capped at one per CPU (a note says when fewer are used).")
+]
 GridOpt = Annotated[int, typer.Option("--grid-samples", min=1, help="Label maps in each sample grid.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")]
 DEFAULT_WINDOW = 64
@@ -49,7 +52,9 @@ def _option(name: str, annotation: Any, default: Any = inspect.Parameter.empty) 
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-def _with_options(*, batch_size: int, lr_help: str, model: Options = (), sampling: Options = (), extra: Options = ()) -> Callable[[Command], Command]:
+def _with_options(
+    *, batch_size: int, lr_help: str, model: Options = (), sampling: Options = (), extra: Options = ()
+) -> Callable[[Command], Command]:
     """Give a train command the options both share (what typer reads from its signature), with its
     own `--batch-size` default, `--lr` help and options: `model` after --lr, `sampling` after
     --sample-every, `extra` before --json. The command receives them all as keyword arguments."""
@@ -75,7 +80,7 @@ def _with_options(*, batch_size: int, lr_help: str, model: Options = (), samplin
     )
 
     def apply(command: Command) -> Command:
-        setattr(command, "__signature__", inspect.Signature(shared, return_annotation=None))
+        command.__signature__ = inspect.Signature(shared, return_annotation=None)
         return command
 
     return apply
@@ -86,23 +91,66 @@ def _with_options(*, batch_size: int, lr_help: str, model: Options = (), samplin
     batch_size=2,
     lr_help="AdamW learning rate.",
     model=(
-        _option("ema_decay", Annotated[Optional[float], typer.Option(callback=finite, help="EMA decay of the shipped weights (default: tiny 0.999, paper 0.9999).")], None),
+        _option(
+            "ema_decay",
+            Annotated[
+                float | None, typer.Option(callback=finite, help="EMA decay of the shipped weights (default: tiny 0.999, paper 0.9999).")
+            ],
+            None,
+        ),
     ),
     sampling=(
         _option("sample_steps", Annotated[int, typer.Option(min=1, help="DPM-Solver++ steps for the sample grids (guidance 1.5).")], 20),
     ),
     extra=(
-        _option("compile", Annotated[bool, typer.Option("--compile", help="Run the training forward through torch.compile (same losses to float rounding; the first step pays the compilation, reported apart).")], False),
-        _option("inpaint", Annotated[bool, typer.Option("--inpaint", help="Train an inpainting SDM (lesion-focused): windows cut at the store's native resolution, the known surroundings and an edit mask as extra inputs.")], False),
-        _option("window", Annotated[Optional[int], typer.Option(min=8, help="Inpainting window side in pixels at the store's native resolution (with --inpaint; default 64).")], None),
-        _option("edit_margin", Annotated[Optional[int], typer.Option("--edit-margin", min=0, help="Pixels the edit region extends past each nodule's mask (with --inpaint; default 3, at most (window − 4) / 2).")], None),
+        _option(
+            "compile",
+            Annotated[
+                bool,
+                typer.Option(
+                    "--compile",
+                    help="Run the training forward through torch.compile (same losses to float rounding; the first step pays the compilation, reported apart).",
+                ),
+            ],
+            False,
+        ),
+        _option(
+            "inpaint",
+            Annotated[
+                bool,
+                typer.Option(
+                    "--inpaint",
+                    help="Train an inpainting SDM (lesion-focused): windows cut at the store's native resolution, the known surroundings and an edit mask as extra inputs.",
+                ),
+            ],
+            False,
+        ),
+        _option(
+            "window",
+            Annotated[
+                int | None,
+                typer.Option(min=8, help="Inpainting window side in pixels at the store's native resolution (with --inpaint; default 64)."),
+            ],
+            None,
+        ),
+        _option(
+            "edit_margin",
+            Annotated[
+                int | None,
+                typer.Option(
+                    "--edit-margin",
+                    min=0,
+                    help="Pixels the edit region extends past each nodule's mask (with --inpaint; default 3, at most (window − 4) / 2).",
+                ),
+            ],
+            None,
+        ),
     ),
 )
 def sdm(**options: Any) -> None:
     """Train a Semantic Diffusion Model (AdamW, hybrid loss, guidance dropout 0.2, EMA weights)."""
-    from lungforge.training.loop_sdm import train_sdm
-
     from lungforge.models.checkpoint import DEFAULT_EDIT_MARGIN_PX
+    from lungforge.training.loop_sdm import train_sdm
 
     inpaint, window, margin = options["inpaint"], options["window"], options["edit_margin"]
     for flag, value in (("--window", window), ("--edit-margin", margin)):
@@ -118,7 +166,11 @@ def sdm(**options: Any) -> None:
     lr_help="Generator Adam learning rate (β = 0, 0.9).",
     model=(
         _option("lr_d", Annotated[float, typer.Option("--lr-d", min=0.0, callback=finite, help="Discriminator learning rate.")], 4e-4),
-        _option("vgg_weights", Annotated[Optional[Path], typer.Option("--vgg-weights", help="Local torchvision VGG19 state dict: adds the perceptual loss.")], None),
+        _option(
+            "vgg_weights",
+            Annotated[Path | None, typer.Option("--vgg-weights", help="Local torchvision VGG19 state dict: adds the perceptual loss.")],
+            None,
+        ),
     ),
 )
 def spade(**options: Any) -> None:
@@ -173,4 +225,6 @@ def _note_workers(workers: int) -> None:
 
     used = capped_workers(workers)
     if used < workers:
-        err_console.print(f"[yellow]note:[/yellow] --workers {workers}: using {used} (one per CPU; {available_cpus()} CPUs)", highlight=False)
+        err_console.print(
+            f"[yellow]note:[/yellow] --workers {workers}: using {used} (one per CPU; {available_cpus()} CPUs)", highlight=False
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,9 +19,11 @@ def view(
     ctx: typer.Context,
     store: StoreArg,
     out: Annotated[Path, typer.Option("--out", help="PNG file to write (e.g. grid.png).")],
-    index: Annotated[Optional[str], typer.Option("--index", help="Store rows to show, e.g. 3,5,10-12 (in that order).")] = None,
+    index: Annotated[str | None, typer.Option("--index", help="Store rows to show, e.g. 3,5,10-12 (in that order).")] = None,
     nodules: Annotated[bool, typer.Option("--nodules", help="Choose among nodule slices only.")] = False,
-    random: Annotated[Optional[int], typer.Option("--random", min=1, help="Show N slices drawn at random (with --seed) instead of the first ones.")] = None,
+    random: Annotated[
+        int | None, typer.Option("--random", min=1, help="Show N slices drawn at random (with --seed) instead of the first ones.")
+    ] = None,
     seed: Annotated[int, typer.Option(callback=check_seed, help="Seed of --random.")] = 0,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Without --index or --random: show the first N slices.")] = 16,
     tile: Annotated[int, typer.Option("--tile", min=16, help="Panel size in pixels (slices are resized to TILE×TILE).")] = 256,

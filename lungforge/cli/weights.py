@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -48,7 +48,15 @@ def list_weights(
     table.add_column("description")
     for row in rows:
         size = f"{row['size'] / 1e6:.1f} MB" if row["size"] else "?"
-        table.add_row(row["name"], row["kind"], row["preset"], size, "yes" if row["cached"] else "no", row["source"], Text(row["description"], no_wrap=True, overflow="ellipsis"))
+        table.add_row(
+            row["name"],
+            row["kind"],
+            row["preset"],
+            size,
+            "yes" if row["cached"] else "no",
+            row["source"],
+            Text(row["description"], no_wrap=True, overflow="ellipsis"),
+        )
     out_console.print(table)
 
 
@@ -69,7 +77,7 @@ def pull(
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task(name, total=entry.size or None)
 
-        def report(done: int, total: Optional[int]) -> None:
+        def report(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
 
         path = registry.pull(name, progress=report)
@@ -100,7 +108,7 @@ def import_weights(
 
 @weights_app.command("verify")
 def verify(
-    name: Annotated[Optional[str], typer.Argument(help="One registered name; all entries if omitted.")] = None,
+    name: Annotated[str | None, typer.Argument(help="One registered name; all entries if omitted.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one result per entry as JSON on stdout.")] = False,
 ) -> None:
     """Re-hash local weight files: ok, mismatch (exit 1) or missing (not downloaded; not an error).
@@ -120,6 +128,9 @@ def verify(
             print_result((f"{r.status:8}", colours[r.status]), f" {r.name}  {r.path}{detail}")
     mismatched = [r.name for r in results if r.status == "mismatch"]
     if mismatched:
-        err_console.print(f"[red]error:[/red] {len(mismatched)} of {len(results)} weights failed verification: {', '.join(mismatched)}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[red]error:[/red] {len(mismatched)} of {len(results)} weights failed verification: {', '.join(mismatched)}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_ERROR)
-

@@ -94,11 +94,13 @@ def misplaced_scans(root: Path) -> list[tuple[Path, str]]:
         if not folder.is_dir() or folder.name == SEG_DIR or _SUBSET_RE.match(folder.name):
             continue
         for mhd in sorted(folder.glob("*.mhd")):
-            found.append((
-                mhd,
-                f"in {folder.name}/, which is not a LUNA16 subset folder (subset0..subset9, the fold of its "
-                "scans); move the scan into its subset to prepare it",
-            ))
+            found.append(
+                (
+                    mhd,
+                    f"in {folder.name}/, which is not a LUNA16 subset folder (subset0..subset9, the fold of its "
+                    "scans); move the scan into its subset to prepare it",
+                )
+            )
     return found
 
 
@@ -181,7 +183,9 @@ def load_annotations(root: Path) -> tuple[dict[str, list[Annotation]], list[dict
         if not uid or not np.all(np.isfinite(values)) or values[3] <= 0:
             raise InputError(f"{path}: line {line_no} needs a seriesuid, finite coordinates and diameter_mm > 0, got {','.join(row)}")
         if values[3] > MAX_DIAMETER_MM:
-            raise InputError(f"{path}: line {line_no} has diameter_mm {values[3]:g}, expected at most {MAX_DIAMETER_MM:g} mm (a nodule, not the chest)")
+            raise InputError(
+                f"{path}: line {line_no} has diameter_mm {values[3]:g}, expected at most {MAX_DIAMETER_MM:g} mm (a nodule, not the chest)"
+            )
         key = (uid, tuple(values.tolist()))
         if key in first_line:
             duplicates.append({"line": line_no, "same_as": first_line[key], "series": uid})

@@ -19,9 +19,7 @@ SINGLE_NODULE_SHARE = 0.5
 """Share of scans with exactly one nodule among scans with any."""
 
 # Quantile function of the diameter (mm): (cumulative share, diameter) knots, log-linear between.
-DIAMETER_QUANTILES_MM = np.array(
-    [(0.0, 3.25), (0.25, 5.1), (0.5, 6.4), (0.75, 9.7), (0.76, 10.0), (0.96, 20.0), (1.0, 32.3)]
-)
+DIAMETER_QUANTILES_MM = np.array([(0.0, 3.25), (0.25, 5.1), (0.5, 6.4), (0.75, 9.7), (0.76, 10.0), (0.96, 20.0), (1.0, 32.3)])
 POSITIVE_Z_SHARE = 0.1
 """Share of series whose z origin is positive (the rest are below the scanner's zero)."""
 Z_ORIGIN_MM = {"negative": (-420.0, -60.0), "positive": (40.0, 1300.0)}

@@ -127,7 +127,9 @@ def _check_data_file(mhd: Path, header: MetaHeader) -> None:
     if header.compressed:
         if header.compressed_size is not None and size != header.compressed_size:
             state = "truncated" if size < header.compressed_size else "larger than the header says"
-            raise ScanError(f"{mhd}: {header.data_file.name} is {state} ({size} bytes, header says CompressedDataSize {header.compressed_size})")
+            raise ScanError(
+                f"{mhd}: {header.data_file.name} is {state} ({size} bytes, header says CompressedDataSize {header.compressed_size})"
+            )
         return
     voxels = int(np.prod(header.shape_xyz)) * header.dtype.itemsize
     # HeaderSize -1 (MetaImage): the voxels are the file's last bytes, whatever precedes them.
@@ -136,7 +138,9 @@ def _check_data_file(mhd: Path, header: MetaHeader) -> None:
     if size < expected:
         raise ScanError(f"{mhd}: {header.data_file.name} is truncated ({size} bytes, {what})")
     if size > expected and header.header_size != -1:
-        raise ScanError(f"{mhd}: {header.data_file.name} is larger than its header implies ({size} bytes, {what}; wrong ElementType or DimSize?)")
+        raise ScanError(
+            f"{mhd}: {header.data_file.name} is larger than its header implies ({size} bytes, {what}; wrong ElementType or DimSize?)"
+        )
 
 
 def _geometry(mhd: Path) -> sitk.ImageFileReader:

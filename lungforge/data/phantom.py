@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lungforge.choices import MAX_SIZE_PX
 from lungforge.data.luna16 import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, SEG_DIR, index_to_world
 from lungforge.data.phantom_anatomy import render_scan
 from lungforge.data.phantom_geometry import PhantomGeometry, sample_geometry
-from lungforge.choices import MAX_SIZE_PX
 from lungforge.errors import ConfigError, LungforgeError
 from lungforge.seeds import check_seed
 

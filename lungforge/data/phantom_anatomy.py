@@ -85,7 +85,7 @@ def _torso(rng: np.random.Generator, X2: np.ndarray, Y2: np.ndarray, fov_radius:
     # Table under the patient (posterior = +y), curved, one band of HU in -200..200.
     base = np.full((Y2.shape[0], X2.shape[1]), -1000.0, dtype=np.float32)
     table_top = body_b + rng.uniform(5, 15) + 0.0008 * X2**2
-    table = (Y2 >= table_top) & (Y2 <= table_top + rng.uniform(6, 12)) & (np.abs(X2) < 0.85 * fov_radius)
+    table = (table_top <= Y2) & (table_top + rng.uniform(6, 12) >= Y2) & (np.abs(X2) < 0.85 * fov_radius)
     base[table] = rng.uniform(-200, 200)
 
     base[ellipse(X2, Y2, body_a, body_b)] = rng.uniform(-120, -80)
@@ -186,7 +186,7 @@ def _vessels(
     hilum_mm: lateral distance from the midline and y of both hila, in mm from the body centre;
     grid_start_mm: x, y in the same frame of voxel (0, 0).
     """
-    nz, ny, nx = geometry.shape_zyx
+    nz, _ny, nx = geometry.shape_zyx
     spacing_zyx = geometry.spacing_mm[::-1]
     size_scale = nx / 512
     hilum_k = float(np.clip(np.searchsorted(u, 0.55), 0, nz - 1))
@@ -197,11 +197,13 @@ def _vessels(
             continue
         count = max(6, round(30 * size_scale**0.5))
         targets = np.stack(np.unravel_index(rng.choice(candidates, size=count), seg.shape), axis=1).astype(np.float64)
-        hilum = np.array([
-            hilum_k,
-            (hilum_mm[1] - grid_start_mm[1]) / spacing_zyx[1],
-            (side * hilum_mm[0] - grid_start_mm[0]) / spacing_zyx[2],
-        ])
+        hilum = np.array(
+            [
+                hilum_k,
+                (hilum_mm[1] - grid_start_mm[1]) / spacing_zyx[1],
+                (side * hilum_mm[0] - grid_start_mm[0]) / spacing_zyx[2],
+            ]
+        )
         starts = np.repeat(hilum[None], count, axis=0)
         start_r = rng.uniform(2.5, 4.5, size=count)
         # One generation of branches leaving each trunk part-way along it.

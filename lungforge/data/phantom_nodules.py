@@ -30,7 +30,9 @@ class PhantomNodule:
     texture: Texture = "solid"
 
 
-def place_nodules(rng: np.random.Generator, hu: np.ndarray, seg: np.ndarray, geometry: PhantomGeometry, u: np.ndarray) -> list[PhantomNodule]:
+def place_nodules(
+    rng: np.random.Generator, hu: np.ndarray, seg: np.ndarray, geometry: PhantomGeometry, u: np.ndarray
+) -> list[PhantomNodule]:
     """Nodules with LUNA16's count per scan and diameters, LIDC's texture classes, about a third juxtapleural.
 
     Count and diameters come from :mod:`lungforge.data.luna16_statistics` (a third of the scans
@@ -97,7 +99,9 @@ def place_nodules(rng: np.random.Generator, hu: np.ndarray, seg: np.ndarray, geo
     return placed
 
 
-def attach_vessel(rng: np.random.Generator, hu: np.ndarray, lung: np.ndarray, centre: np.ndarray, diameter_mm: float, spacing_zyx: np.ndarray) -> None:
+def attach_vessel(
+    rng: np.random.Generator, hu: np.ndarray, lung: np.ndarray, centre: np.ndarray, diameter_mm: float, spacing_zyx: np.ndarray
+) -> None:
     """Paint a straight vessel (radius in VESSEL_RADIUS_MM, HU in VESSEL_HU) from the nodule's
     `centre` voxel (z, y, x) out to 1.5–3 nodule diameters, mostly in-plane, into lung voxels of
     `hu` (Z, Y, X) that are still lung parenchyma (< -700 HU), so no nodule or other vessel is overwritten."""

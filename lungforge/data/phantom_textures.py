@@ -91,7 +91,9 @@ def interior_hu(rng: np.random.Generator, texture: Texture, offsets: np.ndarray,
         core = rho <= rng.uniform(*CORE_FRACTION)
         core[np.argmin(rho)] = True
         level = rng.uniform(*SOLID_HU) if texture == "part-solid" else rng.uniform(*CALCIFIED_HU)
-        hu[core] = level + TEXTURE_SD_HU["solid"] * smooth_noise(rng, offsets[core], spacing_zyx_mm) + rng.normal(0.0, NOISE_HU, int(core.sum()))
+        hu[core] = (
+            level + TEXTURE_SD_HU["solid"] * smooth_noise(rng, offsets[core], spacing_zyx_mm) + rng.normal(0.0, NOISE_HU, int(core.sum()))
+        )
     centre = np.argmin(rho)
     hu[centre] = max(hu[centre], CENTRE_MIN_HU)
     return hu

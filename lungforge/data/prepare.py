@@ -81,8 +81,16 @@ def prepare(
     workers = planned_workers(luna16_dir, options)
     with hold_lock(Path(out), "store"), worker_pool(workers) as pool:
         report = _prepare(
-            luna16_dir, out, options, resume=resume, overwrite=overwrite, progress=progress,
-            shard_slices=shard_slices, started=started, pool=pool, workers=workers,
+            luna16_dir,
+            out,
+            options,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            shard_slices=shard_slices,
+            started=started,
+            pool=pool,
+            workers=workers,
         )
     return dataclasses.replace(report, workers=workers)
 
@@ -166,10 +174,8 @@ def _read_inputs(root: Path, options: PrepareOptions) -> _Inputs:
     absent_series = {"series": len(absent), "annotations": sum(len(annotations[u]) for u in absent), "uids": absent}
     headers: dict[str, tuple[tuple[int, int, int], bool]] = {}
     for ref in refs:
-        try:
+        with contextlib.suppress(ScanError):
             headers[ref.uid] = display_shape(ref.mhd)
-        except ScanError:
-            pass
     if not headers:
         raise InputError(f"{root}: none of the {len(refs)} scans has a readable header")
     # The orientation is part of the params: a run started by a lungforge that stored file
@@ -198,8 +204,15 @@ def _open_target(out: Path, inputs: _Inputs, *, resume: bool, overwrite: bool, s
         raise LungforgeError(f"{out}: exists and is not a lungforge store; cannot --resume it")
     height, width = store_shape([shape[1:] for shape, _ in inputs.headers.values()])
     return create_store(
-        out, kind="real", height=height, width=width, capacity=sum(shape[0] for shape, _ in inputs.headers.values()),
-        params=_jsonable(inputs.params), overwrite=overwrite, shard_slices=shard_slices, extra_attrs={"inputs": inputs.manifest},
+        out,
+        kind="real",
+        height=height,
+        width=width,
+        capacity=sum(shape[0] for shape, _ in inputs.headers.values()),
+        params=_jsonable(inputs.params),
+        overwrite=overwrite,
+        shard_slices=shard_slices,
+        extra_attrs={"inputs": inputs.manifest},
     )
 
 
@@ -243,4 +256,3 @@ def _report(store: Store, scans_total: int, started: float) -> PrepareReport:
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(params))
-

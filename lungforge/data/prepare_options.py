@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from lungforge.choices import Lungs, NoduleSlices
 from lungforge.errors import ConfigError, LungforgeError
 from lungforge.labels import SegValues
 from lungforge.seeds import check_seed
-from lungforge.choices import Lungs, NoduleSlices
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,6 @@ def parse_test_patients(text: str) -> int | float:
     return int(value) if value >= 1 or value == 0 else value
 
 
-
 PAPER_SCANS = 888
 PAPER_TEST_PATIENTS = 144
 
@@ -111,9 +110,9 @@ def test_patient_count(test_patients: int | float | None, n_scans: int) -> int:
     float: that fraction of the scans; an int: exactly that many.
     """
     if test_patients is None:
-        return PAPER_TEST_PATIENTS if n_scans >= PAPER_SCANS else int(round(PAPER_TEST_PATIENTS / PAPER_SCANS * n_scans))
+        return PAPER_TEST_PATIENTS if n_scans >= PAPER_SCANS else round(PAPER_TEST_PATIENTS / PAPER_SCANS * n_scans)
     if isinstance(test_patients, float):
-        return int(round(test_patients * n_scans))
+        return round(test_patients * n_scans)
     return int(test_patients)
 
 
@@ -123,8 +122,7 @@ def split_patients(uids: list[str], test_patients: int | float | None, seed: int
     n_test = test_patient_count(test_patients, n)
     if n_test >= n and n > 0:
         raise LungforgeError(
-            f"--test-patients {test_patients} leaves no training patient among {n} scans; "
-            "pass fewer or a fraction such as 0.2"
+            f"--test-patients {test_patients} leaves no training patient among {n} scans; pass fewer or a fraction such as 0.2"
         )
     order = np.random.default_rng(seed).permutation(n)
     return {uids[i] for i in order[:n_test]}

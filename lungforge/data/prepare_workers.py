@@ -7,9 +7,9 @@ import multiprocessing
 import os
 import threading
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 from lungforge.data import luna16
 from lungforge.data.prepare_options import PrepareOptions
@@ -23,8 +23,7 @@ def _work(args: tuple[Path, luna16.ScanRef, list[luna16.Annotation], PrepareOpti
         (_, height, width), _ = display_shape(ref.mhd)
         if (height, width) != shape_hw:
             raise ScanError(
-                f"{ref.mhd}: in-plane size {height}×{width} differs from the store's {shape_hw[0]}×{shape_hw[1]} "
-                "(the size of most scans)"
+                f"{ref.mhd}: in-plane size {height}×{width} differs from the store's {shape_hw[0]}×{shape_hw[1]} (the size of most scans)"
             )
         return process_scan(root, ref, annotations, options)
     except ScanError as exc:

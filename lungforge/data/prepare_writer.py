@@ -21,9 +21,9 @@ def _write_slices(task: tuple[Path, int, np.ndarray, np.ndarray]) -> None:
     open_store(path, mode="r+", require_complete=False).write_slices(start, image, label)
 
 
-
 NODULE_RECORD = 8
 """Columns of a committed nodule row: slice, x0, y0, x1, y1, diameter mm, series id, annotation index."""
+
 
 def _with_nodule_columns(rows: np.ndarray) -> np.ndarray:
     """Commit rows of a writer from before nodule ids (6 columns) get series -1 and a distinct
@@ -144,22 +144,24 @@ class ShardWriter:
         self.nodules.append(nodules)
         skipped = [s for s in self.skipped if s[0] < next_scan]
         lost = [n for n in self.lost if n[0] < next_scan]
-        self.commits.append((
-            written,
-            f"flush-{self.flushes:06d}",
-            {
-                "written": np.int64(self.written),
-                "next_scan": np.int64(next_scan),
-                "next_offset": np.int64(next_offset),
-                "series_uids": np.asarray(done_series, dtype=str),
-                "nodules": nodules,
-                "skipped_index": np.asarray([s[0] for s in skipped], dtype=np.int64),
-                "skipped_file": np.asarray([s[1] for s in skipped], dtype=str),
-                "skipped_reason": np.asarray([s[2] for s in skipped], dtype=str),
-                "lost_index": np.asarray([n[0] for n in lost], dtype=np.int64),
-                "lost_json": np.asarray([json.dumps(n[1]) for n in lost], dtype=str),
-            },
-        ))
+        self.commits.append(
+            (
+                written,
+                f"flush-{self.flushes:06d}",
+                {
+                    "written": np.int64(self.written),
+                    "next_scan": np.int64(next_scan),
+                    "next_offset": np.int64(next_offset),
+                    "series_uids": np.asarray(done_series, dtype=str),
+                    "nodules": nodules,
+                    "skipped_index": np.asarray([s[0] for s in skipped], dtype=np.int64),
+                    "skipped_file": np.asarray([s[1] for s in skipped], dtype=str),
+                    "skipped_reason": np.asarray([s[2] for s in skipped], dtype=str),
+                    "lost_index": np.asarray([n[0] for n in lost], dtype=np.int64),
+                    "lost_json": np.asarray([json.dumps(n[1]) for n in lost], dtype=str),
+                },
+            )
+        )
         self.flushes += 1
 
     def nodule_table(self) -> dict[str, np.ndarray]:
@@ -167,6 +169,8 @@ class ShardWriter:
         rows = np.concatenate(self.nodules) if self.nodules else np.zeros((0, NODULE_RECORD))
         _, nodule = np.unique(rows[:, 6:8].astype(np.int64), axis=0, return_inverse=True)
         return {
-            "slice": rows[:, 0].astype(np.int64), "bbox": rows[:, 1:5].astype(np.float32), "diameter_mm": rows[:, 5].astype(np.float32),
+            "slice": rows[:, 0].astype(np.int64),
+            "bbox": rows[:, 1:5].astype(np.float32),
+            "diameter_mm": rows[:, 5].astype(np.float32),
             "nodule": nodule.reshape(-1).astype(np.int64),
         }

@@ -56,9 +56,7 @@ class _Nodule:
     centre_z: int
 
 
-def process_scan(
-    root: Path, ref: luna16.ScanRef, annotations: list[luna16.Annotation], options: PrepareOptions
-) -> ScanSlices:
+def process_scan(root: Path, ref: luna16.ScanRef, annotations: list[luna16.Annotation], options: PrepareOptions) -> ScanSlices:
     """Run the recipe on one scan. Raises :class:`ScanError` naming the file and the problem.
 
     The scan (and its seg mask) is turned into the display orientation first, so slices, label
@@ -137,9 +135,7 @@ def _read_scan(root: Path, ref: luna16.ScanRef, options: PrepareOptions) -> tupl
     lung_present = _slices_holding(lungs, lung_values)
     if not lung_present.any():
         if options.lungs == "seg":
-            raise ScanError(
-                f"{seg_path}: no voxel holds the lung values left={lung_values[0]} right={lung_values[1]} (check --seg-values)"
-            )
+            raise ScanError(f"{seg_path}: no voxel holds the lung values left={lung_values[0]} right={lung_values[1]} (check --seg-values)")
         raise ScanError(f"{ref.mhd}: --lungs auto found no lung (no air region of ≥ 30 mm² inside the body on any slice)")
     return volume, lungs, lung_present
 
@@ -149,9 +145,7 @@ def _locate_nodules(volume: luna16.Volume, ref: luna16.ScanRef, annotations: lis
     if not annotations:
         return []
     hu = volume.hu
-    centres = luna16.world_to_index(
-        np.stack([a.center_mm for a in annotations]), volume.origin_mm, volume.spacing_mm, volume.direction
-    )
+    centres = luna16.world_to_index(np.stack([a.center_mm for a in annotations]), volume.origin_mm, volume.spacing_mm, volume.direction)
     size_xyz = np.array(hu.shape[::-1])
     nodules = []
     for ann, centre in zip(annotations, centres):
@@ -183,7 +177,7 @@ def _choose_slices(nodules: list[_Nodule], lung_present: np.ndarray, options: Pr
             wanted[n.touched] = True
     nodule_z = np.flatnonzero(wanted & lung_present)
     free = np.flatnonzero(lung_present & ~touched_any)
-    n_keep = int(round(options.keep_nodule_free * free.size))
+    n_keep = round(options.keep_nodule_free * free.size)
     free_kept = np.sort(_scan_rng(options.seed, uid).choice(free, size=n_keep, replace=False)) if n_keep else free[:0]
     return np.union1d(nodule_z, free_kept).astype(np.int64), free_kept
 
@@ -200,7 +194,9 @@ def _label_slices(
         box = n.box
         z_local = np.flatnonzero((kept >= box[0].start) & (kept < box[0].stop))
         sub = n.mask[kept[z_local] - box[0].start]
-        nodule_px[z_local[:, None, None], np.arange(box[1].start, box[1].stop)[None, :, None], np.arange(box[2].start, box[2].stop)[None, None, :]] |= sub
+        nodule_px[
+            z_local[:, None, None], np.arange(box[1].start, box[1].stop)[None, :, None], np.arange(box[2].start, box[2].stop)[None, None, :]
+        ] |= sub
         per_nodule.append((n.annotation.diameter_mm, z_local, sub))
     lungs_kept = seg_to_labels(lungs[kept], options.seg_values) if options.lungs == "seg" else lungs[kept]
     label = compose_labels(body_mask(image), lungs_kept, nodule_px)
@@ -218,7 +214,12 @@ def _nodule_boxes(per_nodule: list[tuple[float, np.ndarray, np.ndarray]], nodule
                 continue
             r = np.flatnonzero(plane.any(axis=1))
             c = np.flatnonzero(plane.any(axis=0))
-            bbox = (float(box[2].start + c[0]), float(box[1].start + r[0]), float(box[2].start + c[-1] + 1), float(box[1].start + r[-1] + 1))
+            bbox = (
+                float(box[2].start + c[0]),
+                float(box[1].start + r[0]),
+                float(box[2].start + c[-1] + 1),
+                float(box[1].start + r[-1] + 1),
+            )
             rows.append((int(k), bbox, float(diameter), j))
             labelled[j] = True
     return rows, labelled
@@ -266,4 +267,3 @@ def _slices_holding(volume: np.ndarray, values: tuple[int, ...]) -> np.ndarray:
     for value in values:
         present |= (volume == value).reshape(volume.shape[0], -1).any(axis=1)
     return present
-

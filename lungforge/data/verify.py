@@ -204,7 +204,9 @@ class _BoxCheck:
     def report(self, problems: _Problems) -> None:
         if self.empty:
             row, index = self.empty[0]
-            problems.add(f"nodules/bbox: {len(self.empty)} of {self.checked} boxes cover no nodule pixel of their slice, first row {row} (slice {index})")
+            problems.add(
+                f"nodules/bbox: {len(self.empty)} of {self.checked} boxes cover no nodule pixel of their slice, first row {row} (slice {index})"
+            )
         if self.loose:
             row, index, detail = self.loose[0]
             problems.add(
@@ -213,10 +215,14 @@ class _BoxCheck:
             )
         if self.unboxed:
             index, pixels = self.unboxed[0]
-            problems.add(f"label: {len(self.unboxed)} nodules (label-5 components) lie in no box of nodules/bbox, first on slice {index} ({pixels} px)")
+            problems.add(
+                f"label: {len(self.unboxed)} nodules (label-5 components) lie in no box of nodules/bbox, first on slice {index} ({pixels} px)"
+            )
         if self.doubled:
             index, boxes = self.doubled[0]
-            problems.add(f"nodules/bbox: {len(self.doubled)} nodules (label-5 components) lie in more than one box, first on slice {index} ({boxes} boxes)")
+            problems.add(
+                f"nodules/bbox: {len(self.doubled)} nodules (label-5 components) lie in more than one box, first on slice {index} ({boxes} boxes)"
+            )
 
 
 def _locate(store: Store, name: str, key: str, region: tuple[slice, ...], problems: _Problems) -> None:
@@ -283,6 +289,6 @@ def _check_counts(store: Store, readable: set[str], nodule_px: np.ndarray, label
             if bad.size:
                 problems.add(f"nodules/slice: {bad.size} slices disagree with meta/has_nodule, first slice {bad[0]}")
         x0, y0, x1, y1 = table["bbox"].T
-        bad = np.flatnonzero(~((0 <= x0) & (x0 < x1) & (x1 <= w) & (0 <= y0) & (y0 < y1) & (y1 <= h)))
+        bad = np.flatnonzero(~((x0 >= 0) & (x0 < x1) & (x1 <= w) & (y0 >= 0) & (y0 < y1) & (y1 <= h)))
         if bad.size:
             problems.add(f"nodules/bbox: {bad.size} boxes outside the {w}×{h} slice or empty, first row {bad[0]}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -52,9 +52,7 @@ class GaussianDiffusion:
         ac = self.schedule.alphas_cumprod
         return gather(np.sqrt(ac), t, x0) * x0 + gather(np.sqrt(1.0 - ac), t, x0) * noise
 
-    def q_posterior(
-        self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x0)."""
         s = self.schedule
         mean = gather(s.posterior_mean_coef1, t, x_t) * x0 + gather(s.posterior_mean_coef2, t, x_t) * x_t
@@ -83,9 +81,7 @@ class GaussianDiffusion:
         mean, _, _ = self.q_posterior(pred_x0, x_t, t)
         return PosteriorPrediction(mean, torch.exp(log_variance), log_variance, pred_x0)
 
-    def vb_terms_bits(
-        self, model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
-    ) -> torch.Tensor:
+    def vb_terms_bits(self, model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Per-sample (B,) variational bound term in bits per dimension: KL for t>0, decoder NLL at t=0."""
         true_mean, _, true_log_var = self.q_posterior(x0, x_t, t)
         pred = self.p_mean_variance(model_output, x_t, t, clip_x0=False)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
+from lungforge.choices import Sampler
 from lungforge.diffusion.gaussian import GaussianDiffusion, Model
 from lungforge.diffusion.guidance import guided_output
 from lungforge.diffusion.schedule import NoiseSchedule, linear_betas, respace
-from lungforge.choices import Sampler
 
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp")
 Progress = Callable[[int, int], None]
@@ -32,9 +32,7 @@ def draw_noise(
     """
     if generators is not None:
         if len(generators) != shape[0]:
-            raise ValueError(
-                f"got {len(generators)} generators for a batch of {shape[0]} samples, expected one per sample"
-            )
+            raise ValueError(f"got {len(generators)} generators for a batch of {shape[0]} samples, expected one per sample")
         return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=g.device) for g in generators]).to(device)
     gen_device = generator.device if generator is not None else device
     return torch.randn(tuple(shape), generator=generator, device=gen_device).to(device)
@@ -44,13 +42,9 @@ def _diffusers_scheduler(sampler: Sampler, betas: np.ndarray) -> DDIMScheduler |
     common = dict(num_train_timesteps=len(betas), trained_betas=betas, prediction_type="epsilon")
     if sampler == "ddim":
         # Trailing spacing starts at the last training step; alpha_prev = 1 makes the final step return x0.
-        return DDIMScheduler(
-            **common, clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True, timestep_spacing="trailing"
-        )
+        return DDIMScheduler(**common, clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True, timestep_spacing="trailing")
     # Dynamic thresholding with a maximum of 1 clips the predicted x0 to [-1, 1].
-    return DPMSolverMultistepScheduler(
-        **common, algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0
-    )
+    return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0)
 
 
 @torch.no_grad()

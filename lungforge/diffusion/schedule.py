@@ -57,7 +57,7 @@ class NoiseSchedule:
             object.__setattr__(self, name, value)
 
     @classmethod
-    def linear(cls, num_timesteps: int = 1000) -> "NoiseSchedule":
+    def linear(cls, num_timesteps: int = 1000) -> NoiseSchedule:
         """The training schedule: linear βs over `num_timesteps` steps."""
         return cls(linear_betas(num_timesteps), np.arange(num_timesteps))
 

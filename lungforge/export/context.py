@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lungforge.data.store import Store
 from lungforge.choices import MAX_SIZE_PX, ExportFormat, ExportSplit, check_choice
+from lungforge.data.store import Store
 from lungforge.errors import ConfigError
 
 MARKER = "lungforge-export.json"

@@ -42,8 +42,19 @@ class MapsWriter(ABC):
         self.write(self.root / image, item.image, item.spacing_mm)
         self.write(self.root / label, item.label, item.spacing_mm)
         self.slice_rows.append(
-            (item.name, image, label, item.index, item.split, item.fold, item.series_uid, item.z,
-             f"{item.spacing_mm[0]:.6g}", f"{item.spacing_mm[1]:.6g}", len(item.boxes))
+            (
+                item.name,
+                image,
+                label,
+                item.index,
+                item.split,
+                item.fold,
+                item.series_uid,
+                item.z,
+                f"{item.spacing_mm[0]:.6g}",
+                f"{item.spacing_mm[1]:.6g}",
+                len(item.boxes),
+            )
         )
         for box, diameter, pixels in zip(item.boxes, item.diameters_mm, item.nodule_pixels()):
             self.box_rows.append((item.name, item.index, item.split, *(f"{v:.3f}" for v in box), f"{diameter:.3f}", int(pixels)))

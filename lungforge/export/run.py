@@ -8,9 +8,10 @@ import importlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 from lungforge.data.store import Store, open_store
 from lungforge.errors import InputError, OutputError
@@ -134,8 +135,10 @@ def _write(store: Store, target: Path, options: ExportOptions, progress: Any | N
                 progress.update(task, advance=1, status=f"{nodules} nodules")
         files = writer.finish()
         if kept_as_pixel:
-            notes.append(f"{kept_as_pixel} of {nodules} nodules have no pixel left at {h}×{w}: each keeps its nearest pixel "
-                         "(mask, box and label map; counted in nodules_kept_as_pixel)")
+            notes.append(
+                f"{kept_as_pixel} of {nodules} nodules have no pixel left at {h}×{w}: each keeps its nearest pixel "
+                "(mask, box and label map; counted in nodules_kept_as_pixel)"
+            )
         report = ExportReport(
             format=options.format,
             out=str(target),
@@ -178,8 +181,11 @@ def _check_target(target: Path, overwrite: bool, options: ExportOptions) -> None
     an earlier export; every refusal names the option that keeps what is there."""
     if not target.exists():
         return
-    keep = ("export under another name with --dataset-name NAME (with no --dataset-id a free id is chosen)"
-            if options.format == "nnunet" else "export into another --out")
+    keep = (
+        "export under another name with --dataset-name NAME (with no --dataset-id a free id is chosen)"
+        if options.format == "nnunet"
+        else "export into another --out"
+    )
     if not target.is_dir():
         raise InputError(f"{target}: exists and is not a directory; {keep}")
     if not any(target.iterdir()):

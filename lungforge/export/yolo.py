@@ -52,12 +52,15 @@ class YoloWriter:
             keys["val"] = keys["test"] = "images/test"
         if keys["val"] is None:
             keys["val"] = "images/train"
-            self.notes.append("data.yaml: no test slices exported, so val points at images/train (validation scores are "
-                              "training scores); point val at a held-out export to validate")
+            self.notes.append(
+                "data.yaml: no test slices exported, so val points at images/train (validation scores are "
+                "training scores); point val at a held-out export to validate"
+            )
         if keys["train"] is None:
             keys["train"] = "images/test"
-            self.notes.append("data.yaml: no train slices exported, so train points at images/test (for `yolo val`); "
-                              "do not train on this file")
+            self.notes.append(
+                "data.yaml: no train slices exported, so train points at images/test (for `yolo val`); do not train on this file"
+            )
         lines = [f"# lungforge: {note}" for note in self.notes]
         lines += [f"{key}: {value}" for key, value in keys.items() if value is not None]
         lines += ["names:", f"  {CLASS_ID}: nodule"]

@@ -7,7 +7,8 @@ the first call with a new batch shape); callers report that cost separately.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn

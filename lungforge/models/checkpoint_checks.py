@@ -27,9 +27,7 @@ def validate_meta(weights: Path, meta: dict[str, Any]) -> tuple[Kind, str, SDMCo
     if kind not in KINDS:
         raise CheckpointError(f"checkpoint {weights} has kind {kind!r}, expected one of {KINDS}")
     if meta.get("labels") != labels_attr():
-        raise CheckpointError(
-            f"checkpoint {weights} was trained on labels {meta.get('labels')}, this lungforge uses {labels_attr()}"
-        )
+        raise CheckpointError(f"checkpoint {weights} was trained on labels {meta.get('labels')}, this lungforge uses {labels_attr()}")
     preset = meta.get("preset")
     if not isinstance(preset, str):
         raise CheckpointError(f"checkpoint {weights} has preset {preset!r}, expected a name")
@@ -107,8 +105,5 @@ def check_shapes(weights: Path, kind: Kind, config: SDMConfig | SPADEConfig, sta
             details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         if wrong:
             k = wrong[0]
-            details.append(
-                f"{len(wrong)} of wrong shape (e.g. {k}: {tuple(state_dict[k].shape)}, expected {tuple(reference[k].shape)})"
-            )
+            details.append(f"{len(wrong)} of wrong shape (e.g. {k}: {tuple(state_dict[k].shape)}, expected {tuple(reference[k].shape)})")
         raise CheckpointError(f"checkpoint {weights} does not fit a {kind} model of its config: {'; '.join(details)}")
-

@@ -8,7 +8,7 @@ used at run time do the same multiply-adds. A multiply-add counts as 2 FLOPs; el
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel

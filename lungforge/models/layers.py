@@ -98,9 +98,7 @@ class ResBlock(nn.Module):
             self.resample = nn.Identity()
         self.in_conv = nn.Conv2d(channels, out_channels, 3, padding=1)
         self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels * (2 if use_scale_shift_norm else 1)))
-        self.out_layers = nn.Sequential(
-            nn.SiLU(), nn.Dropout(dropout), zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
-        )
+        self.out_layers = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
         self.skip = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
 
     def _norm(self, norm: nn.Module, x: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:

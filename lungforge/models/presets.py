@@ -53,8 +53,18 @@ class SDMConfig:
     def __post_init__(self) -> None:
         _require_counts(
             self,
-            ("image_size", "in_channels", "num_classes", "model_channels", "channel_mult", "num_res_blocks",
-             "num_head_channels", "norm_groups", "label_embed_channels", "diffusion_steps"),
+            (
+                "image_size",
+                "in_channels",
+                "num_classes",
+                "model_channels",
+                "channel_mult",
+                "num_res_blocks",
+                "num_head_channels",
+                "norm_groups",
+                "label_embed_channels",
+                "diffusion_steps",
+            ),
             ("attention_resolutions", "context_channels"),
         )
         size = self.image_size
@@ -162,9 +172,7 @@ def inpaint_preset(preset: Preset, window: int) -> Preset:
     size = preset.sdm.image_size
     attention = tuple(sorted({window * r // size for r in preset.sdm.attention_resolutions if window * r % size == 0}, reverse=True))
     try:
-        sdm = dataclasses.replace(
-            preset.sdm, image_size=window, context_channels=INPAINT_CONTEXT_CHANNELS, attention_resolutions=attention
-        )
+        sdm = dataclasses.replace(preset.sdm, image_size=window, context_channels=INPAINT_CONTEXT_CHANNELS, attention_resolutions=attention)
     except ValueError as exc:
         raise LungforgeError(f"--window {window}: {exc}") from None
     return dataclasses.replace(preset, sdm=sdm)

@@ -65,9 +65,7 @@ class SDMUNet(nn.Module):
                 skip_channels.append(ch)
                 resolution //= 2
 
-        self.middle_block = _Stage(
-            [ResBlock(ch, emb_ch, ch, **labelled), attention(ch), ResBlock(ch, emb_ch, ch, **labelled)]
-        )
+        self.middle_block = _Stage([ResBlock(ch, emb_ch, ch, **labelled), attention(ch), ResBlock(ch, emb_ch, ch, **labelled)])
 
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(c.channel_mult))):
@@ -78,20 +76,14 @@ class SDMUNet(nn.Module):
                     layers.append(attention(ch))
                 if level and i == c.num_res_blocks:
                     layers.append(
-                        ResBlock(ch, emb_ch, ch, up=True, **labelled)
-                        if c.resblock_updown
-                        else nn.Upsample(scale_factor=2, mode="nearest")
+                        ResBlock(ch, emb_ch, ch, up=True, **labelled) if c.resblock_updown else nn.Upsample(scale_factor=2, mode="nearest")
                     )
                     resolution *= 2
                 self.output_blocks.append(_Stage(layers))
 
-        self.out = nn.Sequential(
-            nn.GroupNorm(c.norm_groups, ch), nn.SiLU(), zero_init(nn.Conv2d(ch, c.out_channels, 3, padding=1))
-        )
+        self.out = nn.Sequential(nn.GroupNorm(c.norm_groups, ch), nn.SiLU(), zero_init(nn.Conv2d(ch, c.out_channels, 3, padding=1)))
 
-    def forward(
-        self, x: torch.Tensor, t: torch.Tensor, onehot: torch.Tensor, context: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, onehot: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, C, H, W) noisy image, t (B,) timesteps, onehot (B, num_classes, H, W) → (B, out, H, W).
 
         `context` (B, context_channels, H, W): required by an inpainting SDM, refused otherwise.
@@ -110,4 +102,3 @@ class SDMUNet(nn.Module):
         for stage in self.output_blocks:
             h = stage(torch.cat([h, skips.pop().to(h.dtype)], dim=1), emb, onehot)
         return self.out(h).to(x.dtype)
-

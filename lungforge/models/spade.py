@@ -93,9 +93,7 @@ class SPADEGenerator(nn.Module):
         self.head_0 = SPADEResBlock(16 * nf, 16 * nf, k, h)
         self.middle_0 = SPADEResBlock(16 * nf, 16 * nf, k, h)
         self.middle_1 = SPADEResBlock(16 * nf, 16 * nf, k, h)
-        self.up_blocks = nn.ModuleList(
-            SPADEResBlock(fin * nf, fout * nf, k, h) for fin, fout in ((16, 8), (8, 4), (4, 2), (2, 1))
-        )
+        self.up_blocks = nn.ModuleList(SPADEResBlock(fin * nf, fout * nf, k, h) for fin, fout in ((16, 8), (8, 4), (4, 2), (2, 1)))
         self.conv_img = nn.Conv2d(nf, 1, 3, padding=1)
 
     def forward(self, onehot: Tensor, z: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -128,9 +126,7 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, in_channels: int, ndf: int, n_layers: int) -> None:
         super().__init__()
         pad = 2  # ceil((kernel 4 - 1) / 2), as the reference implementation
-        layers: list[nn.Module] = [
-            nn.Sequential(nn.Conv2d(in_channels, ndf, 4, stride=2, padding=pad), nn.LeakyReLU(0.2))
-        ]
+        layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(in_channels, ndf, 4, stride=2, padding=pad), nn.LeakyReLU(0.2))]
         nf = ndf
         for n in range(1, n_layers):
             nf_prev, nf = nf, min(nf * 2, 512)
@@ -154,9 +150,7 @@ class MultiscaleDiscriminator(nn.Module):
 
     def __init__(self, cfg: SPADEConfig) -> None:
         super().__init__()
-        self.discriminators = nn.ModuleList(
-            PatchDiscriminator(1 + cfg.num_classes, cfg.ndf, cfg.n_layers_d) for _ in range(cfg.num_d)
-        )
+        self.discriminators = nn.ModuleList(PatchDiscriminator(1 + cfg.num_classes, cfg.ndf, cfg.n_layers_d) for _ in range(cfg.num_d))
 
     def forward(self, image: Tensor, onehot: Tensor) -> DiscriminatorOutput:
         """`image (B, 1, H, W)`, `onehot (B, K, H, W)` → per scale, per layer features (last = logits)."""
@@ -189,11 +183,7 @@ def generator_loss(fake: DiscriminatorOutput) -> Tensor:
 
 def feature_matching_loss(fake: DiscriminatorOutput, real: DiscriminatorOutput) -> Tensor:
     """L1 between D's intermediate features of fake and (detached) real, summed over layers, mean over scales."""
-    terms = [
-        F.l1_loss(f, r.detach())
-        for fake_scale, real_scale in zip(fake, real)
-        for f, r in zip(fake_scale[:-1], real_scale[:-1])
-    ]
+    terms = [F.l1_loss(f, r.detach()) for fake_scale, real_scale in zip(fake, real) for f, r in zip(fake_scale[:-1], real_scale[:-1])]
     return torch.stack(terms).sum() / len(fake)
 
 
@@ -218,7 +208,7 @@ class VGGLoss(nn.Module):
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
 
-    def train(self, mode: bool = True) -> "VGGLoss":
+    def train(self, mode: bool = True) -> VGGLoss:
         super().train(mode)
         self.features.eval()
         return self

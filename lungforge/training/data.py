@@ -46,9 +46,7 @@ def check_label_ids(label: torch.Tensor, rows: torch.Tensor, store: str | os.Pat
         return
     first = int(bad.flatten(1).any(1).nonzero()[0, 0])
     values = torch.unique(label[first][bad[first]]).tolist()
-    raise InputError(
-        f"{store}: label map of slice {int(rows[first])} has ids {values}, expected ids 0..{NUM_CLASSES - 1}"
-    )
+    raise InputError(f"{store}: label map of slice {int(rows[first])} has ids {values}, expected ids 0..{NUM_CLASSES - 1}")
 
 
 def open_train_split(store: str | os.PathLike | Store, size: int) -> SliceDataset:
@@ -57,8 +55,7 @@ def open_train_split(store: str | os.PathLike | Store, size: int) -> SliceDatase
     dataset = SliceDataset(opened, size=size, split="train")
     if len(dataset) == 0:
         raise InputError(
-            f"{opened.path}: no train-split slices ({len(opened)} slices, all in the test split); "
-            "prepare it with fewer --test-patients"
+            f"{opened.path}: no train-split slices ({len(opened)} slices, all in the test split); prepare it with fewer --test-patients"
         )
     return dataset
 
@@ -141,13 +138,20 @@ class LoaderSpec:
 def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack the items' tensors along a new batch axis; integer fields (store rows) become (B,) int64."""
     return {
-        key: torch.stack([i[key] for i in items]) if isinstance(value, torch.Tensor) else torch.tensor([i[key] for i in items], dtype=torch.int64)
+        key: torch.stack([i[key] for i in items])
+        if isinstance(value, torch.Tensor)
+        else torch.tensor([i[key] for i in items], dtype=torch.int64)
         for key, value in items[0].items()
     }
 
 
 def stream_batches(
-    items: Dataset, spec: LoaderSpec, *, consumed: int = 0, rank: int = 0, world_size: int = 1,
+    items: Dataset,
+    spec: LoaderSpec,
+    *,
+    consumed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
     sampler: type[StreamBatchSampler] = StreamBatchSampler,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches of `items` (:func:`collate`d) in the seeded stream order from position `consumed`.

@@ -15,7 +15,7 @@ def grid_image(label: torch.Tensor, image: torch.Tensor, gap_px: int = 2) -> np.
     """Grid (rows·H + gaps, 2·W + gap, 3) uint8: per row, coloured label (B, H, W) | image (B, 1, H, W) in [-1, 1]."""
     labels = label.detach().cpu().numpy()
     grey = ((image.detach().float().cpu().clamp(-1, 1)[:, 0].numpy() + 1.0) * 127.5).round().astype(np.uint8)
-    b, h, w = labels.shape
+    b, h, _w = labels.shape
     gap = np.full((b, h, gap_px, 3), 255, dtype=np.uint8)
     tiles = np.concatenate([colour_labels(labels), gap, np.repeat(grey[..., None], 3, axis=-1)], axis=2)
     out = np.full((b * h + (b - 1) * gap_px, tiles.shape[2], 3), 255, dtype=np.uint8)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lungforge.device import Precision, autocast, grad_scaler
 from lungforge.models.layers import labels_to_onehot
 from lungforge.models.presets import Preset
 from lungforge.models.spade import (
@@ -20,7 +21,6 @@ from lungforge.models.spade import (
     generator_loss,
     make_optimizers,
 )
-from lungforge.device import Precision, autocast, grad_scaler
 from lungforge.training.distributed import DistInfo, wrap_ddp
 from lungforge.training.options import StepReport, TrainOptions, TrainResult
 from lungforge.training.run import fit
@@ -123,7 +123,13 @@ class SPADETrainer(ResumableParts):
         }
 
     def resume_parts(self) -> dict[str, Any]:
-        return {"generator": self.generator, "discriminator": self.discriminator, "opt_g": self.opt_g, "opt_d": self.opt_d, "scaler": self.scaler}
+        return {
+            "generator": self.generator,
+            "discriminator": self.discriminator,
+            "opt_g": self.opt_g,
+            "opt_d": self.opt_d,
+            "scaler": self.scaler,
+        }
 
 
 def train_spade(options: TrainOptions, on_step: Callable[[StepReport], None] | None = None) -> TrainResult:

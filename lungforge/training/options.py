@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lungforge.device import PRECISIONS, Precision
 from lungforge.choices import MAX_GUIDANCE, MAX_STEPS, check_range
+from lungforge.device import PRECISIONS, Precision
 from lungforge.errors import ConfigError, LungforgeError
 from lungforge.models.checkpoint import DEFAULT_EDIT_MARGIN_PX
 from lungforge.models.presets import PRESETS, Preset, get_preset, inpaint_preset

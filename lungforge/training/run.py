@@ -106,9 +106,7 @@ def _check_resume_state(state: dict[str, Any], path: Path, kind: Kind, preset: P
     if state.get("model_config") != config_to_dict(config):
         raise CheckpointError(f"{path} was trained with a different {preset.name!r} model config than this lungforge's")
     if state.get("store_fingerprint") != fingerprint:
-        raise CheckpointError(
-            f"{path} was trained on store fingerprint {state.get('store_fingerprint')}, but --data has {fingerprint}"
-        )
+        raise CheckpointError(f"{path} was trained on store fingerprint {state.get('store_fingerprint')}, but --data has {fingerprint}")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -387,5 +385,8 @@ def _save_run(session: _Session, step: int, consumed: int) -> None:
         "trainer": trainer.state_dict(),
         "rng": capture_rng_state(),
     }
-    writes = {**checkpoint_writers(session.out, trainer.checkpoint_weights(), meta), session.out / RESUME_FILE: training_state_writer(state)}
+    writes = {
+        **checkpoint_writers(session.out, trainer.checkpoint_weights(), meta),
+        session.out / RESUME_FILE: training_state_writer(state),
+    }
     replace_together(writes, WRITE_ERRORS)

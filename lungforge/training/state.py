@@ -112,4 +112,3 @@ def _check_plain(value: Any, where: str) -> None:
         f"{where} is a {type(value).__name__}; training state may hold only tensors, numbers, strings, None "
         "and lists/tuples/dicts of them (so it loads with weights_only=True)"
     )
-

@@ -78,7 +78,7 @@ class InpaintWindows(Dataset):
         return self.nodule_items + len(self.slices)
 
     def _nodule_window(self, label: np.ndarray, box: np.ndarray, rng: np.random.Generator) -> tuple[Window, np.ndarray]:
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        x0, y0, x1, y1 = (round(v) for v in box)
         mask = np.zeros(label.shape, dtype=bool)
         mask[y0:y1, x0:x1] = label[y0:y1, x0:x1] == NODULE
         if not mask.any():

@@ -157,20 +157,36 @@ def save_micro_checkpoints(root: Path) -> dict[str, Path]:
     """Random-init SDM and SPADE checkpoints at 64 px, as small as the configs allow (fast on CPU)."""
     import torch
 
+    from lungforge.models.checkpoint import save_checkpoint
     from lungforge.models.presets import SDMConfig, SPADEConfig
     from lungforge.models.sdm_unet import SDMUNet
     from lungforge.models.spade import SPADEGenerator
-    from lungforge.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     sdm = SDMConfig(
-        image_size=64, model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
-        num_head_channels=8, norm_groups=4, label_embed_channels=8,
+        image_size=64,
+        model_channels=8,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(),
+        num_head_channels=8,
+        norm_groups=4,
+        label_embed_channels=8,
     )
     spade = SPADEConfig(image_size=64, ngf=4, ndf=4, z_dim=8)
     return {
-        "sdm": save_checkpoint(root / "sdm", kind="sdm", preset="tiny", model_config=sdm, state_dict=SDMUNet(sdm).state_dict(), step=0, store_fingerprint=None),
-        "spade": save_checkpoint(root / "spade", kind="spade", preset="tiny", model_config=spade, state_dict=SPADEGenerator(spade).state_dict(), step=0, store_fingerprint=None),
+        "sdm": save_checkpoint(
+            root / "sdm", kind="sdm", preset="tiny", model_config=sdm, state_dict=SDMUNet(sdm).state_dict(), step=0, store_fingerprint=None
+        ),
+        "spade": save_checkpoint(
+            root / "spade",
+            kind="spade",
+            preset="tiny",
+            model_config=spade,
+            state_dict=SPADEGenerator(spade).state_dict(),
+            step=0,
+            store_fingerprint=None,
+        ),
     }
 
 

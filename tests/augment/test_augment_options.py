@@ -66,8 +66,20 @@ def test_nothing_to_generate_and_resume_with_overwrite_are_refused() -> None:
 
 def test_params_round_trip_through_json() -> None:
     options = AugmentOptions(
-        **{**BASE, "nodules": 3}, nodule_free=2, diameter_mm=(8.0, 20.0), per_slice=2, placement="left", shape="sphere",
-        sampler="dpmpp", steps=7, guidance=2.0, precision="bf16", seed=11, min_contrast_hu=40.0, size=64, resume=True,
+        **{**BASE, "nodules": 3},
+        nodule_free=2,
+        diameter_mm=(8.0, 20.0),
+        per_slice=2,
+        placement="left",
+        shape="sphere",
+        sampler="dpmpp",
+        steps=7,
+        guidance=2.0,
+        precision="bf16",
+        seed=11,
+        min_contrast_hu=40.0,
+        size=64,
+        resume=True,
     )
     params = json.loads(json.dumps(options.as_params()))
     assert AugmentOptions.from_params(params) == options

@@ -15,23 +15,29 @@ from scipy import ndimage
 from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
 from lungforge.augment.plan import SEED_MASK, PlannedSample, sample_seed
-from lungforge.data.resize import resize_label_maps
+from lungforge.augment.synthesizer import checked_uint8
 from lungforge.augment.verification import weakest_contrast_hu
 from lungforge.augment.writer import BlockWriter, FinishedBlock
+from lungforge.data.resize import resize_label_maps
 from lungforge.data.store import create_store, open_store
-from lungforge.augment.synthesizer import checked_uint8
 from lungforge.errors import CheckpointError, GeneratorError, InputError, LayoutError, SchemaError
 from lungforge.labels import LEFT_LUNG, LUNG_LABELS, NODULE
 from lungforge.models.checkpoint import CONFIG_FILE, MODEL_FILE, read_checkpoint_meta, write_safetensors
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _options(real: Path, weights: Path, out: Path, **kw) -> AugmentOptions:
     base = dict(
-        nodules=5, nodule_free=2, diameter_mm=(15.0, 30.0), shape="sphere", steps=2, batch_size=3,
-        shard_size=4, device="cpu", seed=7,
+        nodules=5,
+        nodule_free=2,
+        diameter_mm=(15.0, 30.0),
+        shape="sphere",
+        steps=2,
+        batch_size=3,
+        shard_size=4,
+        device="cpu",
+        seed=7,
     )
     return AugmentOptions(data=real, weights=str(weights), out=out, **{**base, **kw})
 
@@ -123,7 +129,11 @@ def test_same_output_for_any_batch_size(run, phantom_real_store, micro_weights, 
 
 def test_placement_left_is_respected(phantom_real_store, micro_weights, tmp_path):
     out = tmp_path / "left.zarr"
-    augment(_options(phantom_real_store, micro_weights["sdm"], out, nodules=3, nodule_free=0, placement="left", per_slice=2, diameter_mm=(12.0, 18.0)))
+    augment(
+        _options(
+            phantom_real_store, micro_weights["sdm"], out, nodules=3, nodule_free=0, placement="left", per_slice=2, diameter_mm=(12.0, 18.0)
+        )
+    )
     store, real = open_store(out), open_store(phantom_real_store)
     assert store.nodules()["slice"].tolist() == [0, 0, 1, 1, 2, 2]
     for i in range(3):
@@ -177,7 +187,9 @@ def test_resume_of_complete_store_writes_nothing(run, phantom_real_store, micro_
 @pytest.mark.parametrize("threshold, passed", [(1e6, False), (-1e6, True)])
 def test_verification_flags_and_retries(phantom_real_store, micro_weights, tmp_path, threshold, passed):
     out = tmp_path / "verify.zarr"
-    report = augment(_options(phantom_real_store, micro_weights["sdm"], out, nodules=3, nodule_free=1, min_contrast_hu=threshold, retries=2))
+    report = augment(
+        _options(phantom_real_store, micro_weights["sdm"], out, nodules=3, nodule_free=1, min_contrast_hu=threshold, retries=2)
+    )
     store = open_store(out)
     np.testing.assert_array_equal(store.meta("verified"), [passed] * 3 + [True])
     assert report.verified_final == report.verified_first_try == float(passed)
@@ -212,8 +224,15 @@ def test_a_generator_that_ignores_the_seed_is_never_redrawn(phantom_real_store, 
 
     torch.manual_seed(0)
     config = SPADEConfig(image_size=64, ngf=4, ndf=4, z_dim=0)
-    weights = save_checkpoint(tmp_path / "spade0", kind="spade", preset="tiny", model_config=config,
-                              state_dict=SPADEGenerator(config).state_dict(), step=0, store_fingerprint=None)
+    weights = save_checkpoint(
+        tmp_path / "spade0",
+        kind="spade",
+        preset="tiny",
+        model_config=config,
+        state_dict=SPADEGenerator(config).state_dict(),
+        step=0,
+        store_fingerprint=None,
+    )
     report = augment(_options(phantom_real_store, weights, tmp_path / "z0.zarr", nodules=3, nodule_free=1, min_contrast_hu=1e6, retries=2))
     store = open_store(tmp_path / "z0.zarr")
     assert report.images_sampled == 4

@@ -29,8 +29,18 @@ def _env() -> dict[str, str]:
 def _reference(real: Path, weights: Path, out: Path, nodules: int, nodule_free: int, **kw) -> Path:
     augment(
         AugmentOptions(
-            data=real, weights=str(weights), out=out, nodules=nodules, nodule_free=nodule_free, diameter_mm=(15.0, 30.0),
-            shape="sphere", steps=2, shard_size=4, device="cpu", seed=3, **kw,
+            data=real,
+            weights=str(weights),
+            out=out,
+            nodules=nodules,
+            nodule_free=nodule_free,
+            diameter_mm=(15.0, 30.0),
+            shape="sphere",
+            steps=2,
+            shard_size=4,
+            device="cpu",
+            seed=3,
+            **kw,
         )
     )
     return out
@@ -48,8 +58,21 @@ def _assert_same_store(a: Path, b: Path) -> None:
 
 def _cli(real: Path, weights: Path, out: Path, nodules: int, nodule_free: int, *extra: str) -> list[str]:
     return [
-        "-m", "lungforge", "augment", "--data", str(real), "--weights", str(weights), "--out", str(out),
-        "--nodules", str(nodules), "--nodule-free", str(nodule_free), *COMMON, *extra,
+        "-m",
+        "lungforge",
+        "augment",
+        "--data",
+        str(real),
+        "--weights",
+        str(weights),
+        "--out",
+        str(out),
+        "--nodules",
+        str(nodules),
+        "--nodule-free",
+        str(nodule_free),
+        *COMMON,
+        *extra,
     ]
 
 
@@ -57,8 +80,15 @@ def _cli(real: Path, weights: Path, out: Path, nodules: int, nodule_free: int, *
 def test_two_ranks_write_the_same_store_as_one(phantom_real_store, micro_weights, tmp_path):
     reference = _reference(phantom_real_store, micro_weights["sdm"], tmp_path / "one.zarr", 6, 4, batch_size=3)
     out = tmp_path / "two.zarr"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           *_cli(phantom_real_store, micro_weights["sdm"], out, 6, 4, "--batch-size", "2", "--json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        *_cli(phantom_real_store, micro_weights["sdm"], out, 6, 4, "--batch-size", "2", "--json"),
+    ]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     _assert_same_store(reference, out)

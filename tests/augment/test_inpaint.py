@@ -33,8 +33,15 @@ MARGIN_PX = 2
 
 def _config(window: int) -> SDMConfig:
     return SDMConfig(
-        image_size=window, context_channels=2, model_channels=8, channel_mult=(1, 2), num_res_blocks=1,
-        attention_resolutions=(), num_head_channels=8, norm_groups=4, label_embed_channels=8,
+        image_size=window,
+        context_channels=2,
+        model_channels=8,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(),
+        num_head_channels=8,
+        norm_groups=4,
+        label_embed_channels=8,
     )
 
 
@@ -50,8 +57,16 @@ def _random_model(config: SDMConfig, seed: int = 0) -> SDMUNet:
 
 def _save(root: Path, window: int) -> Path:
     config = _config(window)
-    return save_checkpoint(root, kind="sdm", preset="tiny", model_config=config, state_dict=_random_model(config).state_dict(),
-                           step=0, store_fingerprint=None, edit_margin_px=MARGIN_PX)
+    return save_checkpoint(
+        root,
+        kind="sdm",
+        preset="tiny",
+        model_config=config,
+        state_dict=_random_model(config).state_dict(),
+        step=0,
+        store_fingerprint=None,
+        edit_margin_px=MARGIN_PX,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +75,9 @@ def inpaint_weights(tmp_path_factory) -> Path:
 
 
 def _options(real: Path, weights: Path, out: Path, **kw) -> AugmentOptions:
-    base = dict(nodules=5, nodule_free=2, diameter_mm=(15.0, 30.0), shape="sphere", steps=2, batch_size=3,
-                shard_size=4, device="cpu", seed=7)
+    base = dict(
+        nodules=5, nodule_free=2, diameter_mm=(15.0, 30.0), shape="sphere", steps=2, batch_size=3, shard_size=4, device="cpu", seed=7
+    )
     return AugmentOptions(data=real, weights=str(weights), out=out, **{**base, **kw})
 
 
@@ -168,10 +184,41 @@ def test_edit_region_reaching_past_the_window_is_refused(phantom_real_store, inp
 @pytest.mark.slow
 def test_two_ranks_write_the_same_store_as_one(run, phantom_real_store, inpaint_weights, tmp_path):
     out = tmp_path / "two.zarr"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "lungforge", "augment", "--data", str(phantom_real_store), "--weights", str(inpaint_weights),
-           "--out", str(out), "--nodules", "5", "--nodule-free", "2", "--diameter", "15:30", "--shape", "sphere",
-           "--steps", "2", "--shard-size", "4", "--device", "cpu", "--seed", "7", "--batch-size", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "lungforge",
+        "augment",
+        "--data",
+        str(phantom_real_store),
+        "--weights",
+        str(inpaint_weights),
+        "--out",
+        str(out),
+        "--nodules",
+        "5",
+        "--nodule-free",
+        "2",
+        "--diameter",
+        "15:30",
+        "--shape",
+        "sphere",
+        "--steps",
+        "2",
+        "--shard-size",
+        "4",
+        "--device",
+        "cpu",
+        "--seed",
+        "7",
+        "--batch-size",
+        "2",
+    ]
     done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     a, b = open_store(run), open_store(out)

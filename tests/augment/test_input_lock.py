@@ -20,8 +20,20 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _options(real: Path, weights: Path, out: Path) -> AugmentOptions:
-    return AugmentOptions(data=real, weights=str(weights), out=out, nodules=2, nodule_free=1, diameter_mm=(15.0, 30.0),
-                          shape="sphere", steps=2, batch_size=3, shard_size=4, device="cpu", seed=7)
+    return AugmentOptions(
+        data=real,
+        weights=str(weights),
+        out=out,
+        nodules=2,
+        nodule_free=1,
+        diameter_mm=(15.0, 30.0),
+        shape="sphere",
+        steps=2,
+        batch_size=3,
+        shard_size=4,
+        device="cpu",
+        seed=7,
+    )
 
 
 @pytest.fixture()

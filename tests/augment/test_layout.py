@@ -15,9 +15,9 @@ from lungforge.augment.layout import (
 )
 from lungforge.augment.nodule_library import NoduleLibrary, SizePool, equivalent_diameter_mm, sphere_shape
 from lungforge.data.store import NO_SOURCE
-from lungforge.nodule_shape import HARMONICS, NoduleOutline
 from lungforge.errors import LayoutError
 from lungforge.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
+from lungforge.nodule_shape import HARMONICS, NoduleOutline
 
 LUNGS = (LEFT_LUNG, RIGHT_LUNG)
 
@@ -150,7 +150,7 @@ def test_tiny_nodule_is_drawn_2x2_and_reported_honestly(label_64):
 def test_nodules_wholly_inside_one_allowed_lung(label_256, placement):
     allowed = {"left": (LEFT_LUNG,), "right": (RIGHT_LUNG,)}.get(placement, LUNGS)
     for seed in range(6):
-        edited, nodules = _place(label_256, 256, [12.0, 6.0], seed=seed, placement=placement)
+        _edited, nodules = _place(label_256, 256, [12.0, 6.0], seed=seed, placement=placement)
         for nodule in nodules:
             under = label_256[nodule.mask(label_256.shape)]
             assert np.unique(under).size == 1 and under[0] in allowed
@@ -222,9 +222,7 @@ def test_input_label_map_is_not_modified(label_256):
 
 
 def test_anisotropic_spacing_scales_the_footprint_per_axis(label_256):
-    edited, (nodule,) = place_nodules(
-        label_256, (0.7, 1.4), [20.0], LayoutRequest(), np.random.default_rng(0)
-    )
+    _edited, (nodule,) = place_nodules(label_256, (0.7, 1.4), [20.0], LayoutRequest(), np.random.default_rng(0))
     h, w = nodule.footprint.shape
     assert 1.6 < h / w < 2.4
     assert abs(nodule.achieved_mm - 20.0) / 20.0 < 0.05

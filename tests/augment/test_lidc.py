@@ -30,7 +30,7 @@ def test_every_annotation_with_a_contour_is_read(library):
     assert len(library) >= 0.99 * annotations
     assert np.unique(library.annotation_ids).size == len(library)
     assert all(uid.startswith("1.3.6.1.4.1.14519.5.2.1.6279.6001.") for uid in library.series_uids[:50])
-    assert 0.4 <= library.spacing_mm.min() and library.spacing_mm.max() <= 1.0
+    assert library.spacing_mm.min() >= 0.4 and library.spacing_mm.max() <= 1.0
     assert 4.0 <= np.median(library.diameters_mm) <= 10.0 and library.diameters_mm.max() > 30
 
 

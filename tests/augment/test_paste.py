@@ -142,8 +142,12 @@ def _psf_store(path: Path, size: int = 64) -> Path:
     store = create_store(path, kind="real", height=size, width=size, capacity=n, params={})
     series = np.repeat(np.arange(10), 4)
     meta = {
-        "series": series, "z": np.tile(np.arange(4), 10), "spacing": np.full((n, 2), 0.7 * 512 / size),
-        "split": (series % 4 >= 2).astype(np.uint8), "fold": series % 10, "has_nodule": np.arange(n) % 2 == 0,
+        "series": series,
+        "z": np.tile(np.arange(4), 10),
+        "spacing": np.full((n, 2), 0.7 * 512 / size),
+        "split": (series % 4 >= 2).astype(np.uint8),
+        "fold": series % 10,
+        "has_nodule": np.arange(n) % 2 == 0,
     }
     store.write_block(0, np.stack(images), np.stack(labels), meta)
     table = {"slice": np.array(slices), "bbox": np.array(boxes, np.float32), "diameter_mm": np.full(len(slices), 5.0)}
@@ -217,7 +221,9 @@ def test_paste_summary_figures_are_the_store_s_and_near_real(phantom_128, tmp_pa
     rounding of 1–10 px nodules) and at least 85 % as visible as the 95 % of real nodules above
     the threshold (was 46 % error and 44 % visible: 2×2 minimum footprints and smeared textures)."""
     report = augment(
-        AugmentOptions(data=phantom_128, weights="paste", out=tmp_path / "p.zarr", nodules=32, shape="real", device="cpu", seed=0, retries=0)
+        AugmentOptions(
+            data=phantom_128, weights="paste", out=tmp_path / "p.zarr", nodules=32, shape="real", device="cpu", seed=0, retries=0
+        )
     )
     store = open_store(tmp_path / "p.zarr")
     table = store.nodules()

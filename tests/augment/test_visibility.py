@@ -34,7 +34,7 @@ def test_contrast_of_a_uniform_nodule_is_exact(label_256, render_slice, lung_val
 
 def test_blank_nodule_rejected_and_bright_one_accepted(mini_store, label_256, render_slice, lung_value):
     threshold = contrast_threshold_from_store(mini_store, percentile=5.0)
-    edited, (nodule,) = place_nodules(label_256, (1.4, 1.4), [10.0], LayoutRequest(), np.random.default_rng(1))
+    edited, (_nodule,) = place_nodules(label_256, (1.4, 1.4), [10.0], LayoutRequest(), np.random.default_rng(1))
     blank = label_contrasts_hu(render_slice(edited, lung_value), edited)
     bright = label_contrasts_hu(render_slice(edited, 170), edited)
     assert blank == pytest.approx([0.0], abs=1e-9)
@@ -87,6 +87,6 @@ def test_threshold_at_generator_size_measures_resized_slices(mini_store):
     size = mini_store.shape_hw[0] // 2
     rows = np.flatnonzero(mini_store.meta("has_nodule"))
     image, label = resize_slices(mini_store.image[rows], mini_store.label[rows], size)
-    expected = np.concatenate([label_contrasts_hu(i, l) for i, l in zip(image, label)])
+    expected = np.concatenate([label_contrasts_hu(i, lab) for i, lab in zip(image, label)])
     np.testing.assert_allclose(real_contrasts_hu(mini_store, size=size), expected[np.isfinite(expected)])
     assert not np.allclose(real_contrasts_hu(mini_store, size=size), real_contrasts_hu(mini_store)[: expected.size])

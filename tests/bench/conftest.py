@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -41,13 +41,28 @@ def synthetic_from_split(
     if images is not None:
         image = images(image)
     n = rows.size
-    store = create_store(out, kind="synthetic", height=h, width=w, capacity=n, params={"test": True},
-                         extra_attrs={"input": {"path": str(real_path), "fingerprint": real.fingerprint()}})
+    store = create_store(
+        out,
+        kind="synthetic",
+        height=h,
+        width=w,
+        capacity=n,
+        params={"test": True},
+        extra_attrs={"input": {"path": str(real_path), "fingerprint": real.fingerprint()}},
+    )
     meta = {name: real.meta(name)[rows] for name in ("series", "z", "spacing", "fold", "has_nodule")}
-    meta.update(split=np.zeros(n, np.uint8), source=rows.astype(np.int64), seed=np.arange(n), verified=np.ones(n, bool),
-                attempts=np.ones(n, np.int32), done=np.ones(n, bool))
+    meta.update(
+        split=np.zeros(n, np.uint8),
+        source=rows.astype(np.int64),
+        seed=np.arange(n),
+        verified=np.ones(n, bool),
+        attempts=np.ones(n, np.int32),
+        done=np.ones(n, bool),
+    )
     for start in range(0, n, SHARD):
-        store.write_block(start, image[start : start + SHARD], label[start : start + SHARD], {k: v[start : start + SHARD] for k, v in meta.items()})
+        store.write_block(
+            start, image[start : start + SHARD], label[start : start + SHARD], {k: v[start : start + SHARD] for k, v in meta.items()}
+        )
     table = real.nodules()
     keep = np.isin(table["slice"], rows)
     nodules = {k: v[keep] for k, v in table.items()}

@@ -33,8 +33,21 @@ def test_controls_copy_the_reference_request_and_resume_an_existing_store(tmp_pa
 def test_controls_read_the_reference_request_back_from_its_augment_options(tmp_path, stores, store_builder):
     real = open_real(stores["real"])
     path = tmp_path / "ref.zarr"
-    written = AugmentOptions(data=stores["real"], weights="demo-sdm-tiny", out=path, nodules=7, nodule_free=3, diameter_mm=(4.0, 9.5),
-                             per_slice=2, placement="left", shape="sphere", seed=11, min_contrast_hu=40.0, retries=2, overwrite=True)
+    written = AugmentOptions(
+        data=stores["real"],
+        weights="demo-sdm-tiny",
+        out=path,
+        nodules=7,
+        nodule_free=3,
+        diameter_mm=(4.0, 9.5),
+        per_slice=2,
+        placement="left",
+        shape="sphere",
+        seed=11,
+        min_contrast_hu=40.0,
+        retries=2,
+        overwrite=True,
+    )
     store_builder(path, "synthetic", seed=5, made_from=stores["real"], attrs={"params": written.as_params()})
     for options in control_options(stores["real"], real, open_synthetic(path, real), tmp_path / "controls", seed=4):
         assert {name: getattr(options, name) for name in REQUEST} == {name: getattr(written, name) for name in REQUEST}

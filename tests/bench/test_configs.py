@@ -41,7 +41,14 @@ def test_the_defaults_and_quick_presets_are_valid():
     assert DetectConfig().select == "first-draw" and DetectConfig.quick_preset().quick
     assert LocalizeConfig.quick_preset(real_split="test").backbone == "resnet18"
     cpu = LocalizeConfig.cpu_preset(size=128, epochs=5)
-    assert (cpu.backbone, cpu.optimizer, cpu.rotations, cpu.folds, cpu.epochs, cpu.quick) == ("resnet18-stride2", "adamw", True, 2, 5, False)
+    assert (cpu.backbone, cpu.optimizer, cpu.rotations, cpu.folds, cpu.epochs, cpu.quick) == (
+        "resnet18-stride2",
+        "adamw",
+        True,
+        2,
+        5,
+        False,
+    )
     paper = LocalizeConfig()
     assert (paper.backbone, paper.optimizer, paper.rotations, paper.lr, paper.size) == ("resnet50", "sgd", False, 0.01, 256)
     assert FidConfig().features == "inception"

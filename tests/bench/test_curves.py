@@ -66,8 +66,14 @@ def _one_source_store(path, store_builder, real_path, real, row: int, column: st
     """A synthetic store whose every nodule copies real nodule `row` through `column`, its label
     maps from nodule-free real slices (the default layout: 40 slices, 20 nodules)."""
     free = np.flatnonzero(~real.meta("has_nodule"))
-    return store_builder(path, "synthetic", seed=5, made_from=real_path,
-                         meta={"source": free[np.arange(40) % free.size]}, nodule_columns={column: np.full(20, row, np.int64)})
+    return store_builder(
+        path,
+        "synthetic",
+        seed=5,
+        made_from=real_path,
+        meta={"source": free[np.arange(40) % free.size]},
+        nodule_columns={column: np.full(20, row, np.int64)},
+    )
 
 
 @pytest.mark.parametrize("column", ["shape_source", "size_source"])
@@ -76,8 +82,12 @@ def test_a_synthetic_slice_joins_only_when_every_nodule_it_copies_is_kept(tmp_pa
     kept = kept_real_slices(real_store, groups, 0, 2, seed=0)
     rows = real_store.nodules()["slice"]
     inside, outside = np.flatnonzero(kept[rows])[0], np.flatnonzero(~kept[rows])[0]
-    joined = open_synthetic(_one_source_store(tmp_path / "in.zarr", store_builder, stores["real"], real_store, int(inside), column), real_store)
-    left = open_synthetic(_one_source_store(tmp_path / "out.zarr", store_builder, stores["real"], real_store, int(outside), column), real_store)
+    joined = open_synthetic(
+        _one_source_store(tmp_path / "in.zarr", store_builder, stores["real"], real_store, int(inside), column), real_store
+    )
+    left = open_synthetic(
+        _one_source_store(tmp_path / "out.zarr", store_builder, stores["real"], real_store, int(outside), column), real_store
+    )
     assert copies_kept(joined, real_store, kept).all()
     has = left.meta("has_nodule")
     assert not copies_kept(left, real_store, kept)[has].any() and copies_kept(left, real_store, kept)[~has].all()

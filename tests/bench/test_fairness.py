@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ def _synthetic(tmp_path, store_builder, real_path, **kw):
 class CountingAdam(torch.optim.Adam):
     """Adam that counts its optimiser steps (class-wide, reset by each test)."""
 
-    steps: list[int] = []
+    steps: ClassVar[list[int]] = []
 
     def step(self, closure=None):  # type: ignore[override]
         CountingAdam.steps[-1] += 1
@@ -153,7 +154,10 @@ def test_a_lidc_contour_from_a_test_fold_scan_keeps_its_slice_out_of_that_fold(t
     contour_group = 1 - label_group[table["slice"]]
     series = {str(a): other_group_uid[int(g)] for a, g in zip(table["lidc_annotation"], contour_group)}
     lidc = {"series": {**series, "999999": "not.in.this.store"}}
-    syn = open_synthetic(_synthetic(tmp_path, store_builder, stores["real"], nodule_columns={"lidc_annotation": annotation}, attrs={"lidc": lidc}), real_store)
+    syn = open_synthetic(
+        _synthetic(tmp_path, store_builder, stores["real"], nodule_columns={"lidc_annotation": annotation}, attrs={"lidc": lidc}),
+        real_store,
+    )
     touch = leak_groups(syn, real_store, real_groups(real_store, 2, "all"))
     nodule_slices = np.unique(table["slice"])
     assert touch[nodule_slices].all(), "a slice whose contour comes from the other fold group must leave both folds"

@@ -3,6 +3,7 @@ import pytest
 import torch
 from pytorch_fid.fid_score import calculate_frechet_distance
 
+from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.bench.scoring.fid import (
     FID_WEIGHTS_NAME,
     FidConfig,
@@ -15,7 +16,6 @@ from lungforge.bench.scoring.fid import (
     frechet_distance,
     load_fid_inception,
 )
-from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.errors import CheckpointError
 
 
@@ -106,12 +106,23 @@ def _synthetic_copy(real_path, out, size):
     real = open_store(real_path)
     n = len(real)
     h, w = real.shape_hw
-    store = create_store(out, kind="synthetic", height=size, width=size, capacity=n, params={"test": True},
-                         extra_attrs={"input": {"path": str(real_path), "fingerprint": real.fingerprint()}})
+    store = create_store(
+        out,
+        kind="synthetic",
+        height=size,
+        width=size,
+        capacity=n,
+        params={"test": True},
+        extra_attrs={"input": {"path": str(real_path), "fingerprint": real.fingerprint()}},
+    )
     meta = {k: real.meta(k) for k in ("series", "z", "split", "fold", "has_nodule")}
     meta.update(
-        spacing=real.meta("spacing") * (h / size), source=np.arange(n), seed=np.arange(n), verified=np.ones(n, bool),
-        attempts=np.ones(n, np.int32), done=np.ones(n, bool),
+        spacing=real.meta("spacing") * (h / size),
+        source=np.arange(n),
+        seed=np.arange(n),
+        verified=np.ones(n, bool),
+        attempts=np.ones(n, np.int32),
+        done=np.ones(n, bool),
     )
     store.write_block(0, resize_images_uint8(real.image[...], size), resize_label_maps(real.label[...], size), meta)
     table = real.nodules()

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from lungforge.bench.protocol.slices import read_resized
 from lungforge.bench.scoring import fidelity
 from lungforge.bench.scoring.crossfit import patient_halves, real_scorers, synthetic_scorers, train_halves
 from lungforge.bench.scoring.fidelity import REAL, compute_fidelity, fidelity_markdown
 from lungforge.bench.scoring.label_metrics import class_iou, confusion_matrix, mean_iou
 from lungforge.bench.scoring.segmenter import SegmenterConfig, cache_dir, cache_key, load_or_train, train_indices
-from lungforge.bench.protocol.slices import read_resized
 from lungforge.data.store import SPLIT_IDS, open_store
 from lungforge.errors import CheckpointError, InputError
 

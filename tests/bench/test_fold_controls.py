@@ -101,8 +101,16 @@ def _result(values: dict[str, list[float]]) -> TaskResult:
 def test_a_generator_is_helpful_only_when_ahead_of_a_classic_and_blob():
     base = np.linspace(0.5, 0.7, 10)
     step = np.linspace(0.01, 0.02, 10)
-    values = {"A": base, "mislabeled": base - 0.1, "paste": base + step, "blob": base + step, "hosts": base, "classic": base + 2 * step,
-              "good": base + 3 * step, "beats_a_only": base + step}
+    values = {
+        "A": base,
+        "mislabeled": base - 0.1,
+        "paste": base + step,
+        "blob": base + step,
+        "hosts": base,
+        "classic": base + 2 * step,
+        "good": base + 3 * step,
+        "beats_a_only": base + step,
+    }
     by_name = {v.generator: v for v in verdicts(_result({k: list(v) for k, v in values.items()}), "accuracy")}
     assert set(by_name) == {"good", "beats_a_only"}
     assert by_name["good"].helpful and set(by_name["good"].against) == {"A", "classic", "blob"}

@@ -28,10 +28,18 @@ def test_froc_against_a_hand_computed_case():
     threshold 0.9 → sensitivity 2/3 at 0 FP/slice; 0.85 → 1/4; 0.8 → 2/4; 0.7 → 3/4; 0.5 → 3/3 at 3/4;
     0.3 → 3/3 at 4/4. Sensitivity at 1/8, 1/4, 1/2: 2/3; at 1, 2, 4, 8: 1. CPM = (3·2/3 + 4) / 7 = 6/7.
     """
-    truth = [np.array([[10, 10, 20, 20]], np.float32), np.array([[30, 30, 40, 40], [5, 40, 15, 50]], np.float32),
-             np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32)]
-    boxes = [np.array([box(15, 15), box(50, 50)]), np.array([box(35, 35), box(34, 36), box(10, 45)]),
-             np.array([box(20, 20), box(40, 10)]), np.array([box(25, 25)])]
+    truth = [
+        np.array([[10, 10, 20, 20]], np.float32),
+        np.array([[30, 30, 40, 40], [5, 40, 15, 50]], np.float32),
+        np.zeros((0, 4), np.float32),
+        np.zeros((0, 4), np.float32),
+    ]
+    boxes = [
+        np.array([box(15, 15), box(50, 50)]),
+        np.array([box(35, 35), box(34, 36), box(10, 45)]),
+        np.array([box(20, 20), box(40, 10)]),
+        np.array([box(25, 25)]),
+    ]
     scores = [np.array([0.9, 0.8]), np.array([0.6, 0.95, 0.5]), np.array([0.7, 0.3]), np.array([0.85])]
     out = froc(boxes, scores, truth)
     expected = [2 / 3, 2 / 3, 2 / 3, 1.0, 1.0, 1.0, 1.0]

@@ -48,7 +48,10 @@ def test_crop_side_follows_the_field_of_view_and_tiles_outline_the_mask(stores):
 @pytest.mark.parametrize("outline", [True, False])
 def test_gallery_png_has_a_row_per_condition_and_a_column_per_nodule(stores, store_builder, tmp_path, outline):
     real = open_store(stores["real"])
-    synthetic = {"B": open_store(stores["B"]), "empty": open_store(store_builder(tmp_path / "e.zarr", "synthetic", nodule_every=0, made_from=stores["real"]))}
+    synthetic = {
+        "B": open_store(stores["B"]),
+        "empty": open_store(store_builder(tmp_path / "e.zarr", "synthetic", nodule_every=0, made_from=stores["real"])),
+    }
     path = nodule_gallery(real, synthetic, tmp_path / "gallery.png", "test", field=0.25, columns=5, outline=outline)
     width, height = Image.open(path).size
     panels = 2 if outline else 1

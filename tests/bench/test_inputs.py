@@ -59,7 +59,9 @@ def test_a_synthetic_store_made_from_other_real_content_is_refused(tmp_path, sto
     other_path = store_builder(tmp_path / "again.zarr", "real", seed=3)
     real, other = open_real(stores["real"]), open_real(other_path)
     assert len(real) == len(other) and real.series_uids == other.series_uids
-    with pytest.raises(InputError, match=r"b\.zarr: was made from a real store with fingerprint .*again\.zarr has content fingerprint") as info:
+    with pytest.raises(
+        InputError, match=r"b\.zarr: was made from a real store with fingerprint .*again\.zarr has content fingerprint"
+    ) as info:
         open_synthetic(stores["B"], other)
     assert "\n" not in str(info.value)
     unrecorded = store_builder(tmp_path / "bare.zarr", "synthetic")
@@ -79,8 +81,12 @@ def test_a_real_store_whose_images_were_zeroed_no_longer_matches_its_synthetic_s
 
 def test_a_synthetic_store_recording_a_name_based_fingerprint_is_refused_with_the_reason(tmp_path, stores, store_builder):
     real = open_real(stores["real"])
-    old = store_builder(tmp_path / "old.zarr", "synthetic", made_from=stores["real"],
-                        attrs={"input": {"path": str(stores["real"]), "fingerprint": real.legacy_fingerprint()}})
+    old = store_builder(
+        tmp_path / "old.zarr",
+        "synthetic",
+        made_from=stores["real"],
+        attrs={"input": {"path": str(stores["real"]), "fingerprint": real.legacy_fingerprint()}},
+    )
     with pytest.raises(InputError, match="name-based fingerprint .* make it again with `lungforge augment`"):
         open_synthetic(old, real)
 
@@ -90,9 +96,8 @@ def test_bench_inputs_hold_their_stores_against_writers(stores):
     real = open_real(stores["real"])
     synthetic = open_synthetic(stores["B"], real)
     for path in (stores["real"], stores["B"]):
-        with pytest.raises(LockError, match="reading this store"):
-            with hold_lock(path, "store"):
-                pass
+        with pytest.raises(LockError, match="reading this store"), hold_lock(path, "store"):
+            pass
     real.close()
     synthetic.close()
     with hold_lock(stores["real"], "store"):
@@ -101,7 +106,9 @@ def test_bench_inputs_hold_their_stores_against_writers(stores):
 
 def test_nodule_sources_outside_the_real_nodule_table_are_rejected(tmp_path, stores, store_builder):
     n_real_rows = open_real(stores["real"]).nodules()["slice"].size
-    bad = store_builder(tmp_path / "bad.zarr", "synthetic", made_from=stores["real"], nodule_columns={"shape_source": np.full(20, n_real_rows)})
+    bad = store_builder(
+        tmp_path / "bad.zarr", "synthetic", made_from=stores["real"], nodule_columns={"shape_source": np.full(20, n_real_rows)}
+    )
     with pytest.raises(SchemaError, match="nodules/shape_source spans"):
         open_synthetic(bad, open_real(stores["real"]))
 

@@ -29,7 +29,9 @@ def real_store(stores):
 
 
 def _generator_store(tmp_path, store_builder, real_path, block: dict) -> Path:
-    return store_builder(tmp_path / "gen.zarr", "synthetic", seed=5, made_from=real_path, attrs={"generator": {"weights": "w", "sha256": "0" * 64, **block}})
+    return store_builder(
+        tmp_path / "gen.zarr", "synthetic", seed=5, made_from=real_path, attrs={"generator": {"weights": "w", "sha256": "0" * 64, **block}}
+    )
 
 
 def _config(**kw) -> DetectConfig:
@@ -63,21 +65,27 @@ def test_the_inpainting_demo_weights_record_the_same_patients_and_the_inpainter_
     slice_ckpt = load_checkpoint(WEIGHTS / "demo-sdm-tiny.safetensors")
     ckpt = load_checkpoint(WEIGHTS / "demo-sdm-inpaint-tiny.safetensors")
     assert ckpt.meta["train_series"] == slice_ckpt.meta["train_series"] and ckpt.meta["train_nodule_slices"] == 50
-    block = Inpainter(ckpt, real_store, real_store.shape_hw[0], torch.device("cpu"), settings=SamplingSettings()).provenance("demo-sdm-inpaint-tiny")
+    block = Inpainter(ckpt, real_store, real_store.shape_hw[0], torch.device("cpu"), settings=SamplingSettings()).provenance(
+        "demo-sdm-inpaint-tiny"
+    )
     assert block["mode"] == "inpaint" and block["train_series"] == ckpt.meta["train_series"]
 
 
 def test_bench_refuses_a_generator_that_saw_test_fold_patients_with_the_count(tmp_path, store_builder, stores, real_store):
     path = _generator_store(tmp_path, store_builder, stores["real"], {"kind": "sdm", "train_series": ["1.2.3.0", "1.2.3.1", "1.2.3.9"]})
     syn = {"C": open_synthetic(path, real_store)}
-    with pytest.raises(InputError, match=r"^C: its generator's weights saw 3 of the benchmark's test-fold patients .*--allow-generator-leakage"):
+    with pytest.raises(
+        InputError, match=r"^C: its generator's weights saw 3 of the benchmark's test-fold patients .*--allow-generator-leakage"
+    ):
         run_detect(real_store, syn, _config(), torch.device("cpu"))
     # leakage-free protocol: only the test-split patients (series 2, 3, 6, 7) are benched
     result = run_detect(real_store, syn, _config(real_split="test"), torch.device("cpu"))
     assert result.leakage["C"].test_patients == 0
     allowed = run_detect(real_store, syn, _config(allow_generator_leakage=True), torch.device("cpu"))
     assert allowed.leakage["C"].test_patients == 3
-    assert leakage_warning(allowed.leakage).startswith("GENERATOR LEAKAGE ALLOWED") and "C (3 test-fold patients)" in leakage_warning(allowed.leakage)
+    assert leakage_warning(allowed.leakage).startswith("GENERATOR LEAKAGE ALLOWED") and "C (3 test-fold patients)" in leakage_warning(
+        allowed.leakage
+    )
 
 
 def test_old_weights_trained_on_the_benched_store_saw_its_train_split(tmp_path, store_builder, stores, real_store):
@@ -88,7 +96,11 @@ def test_old_weights_trained_on_the_benched_store_saw_its_train_split(tmp_path, 
 
 
 def test_weights_without_a_record_are_refused_unless_allowed(tmp_path, store_builder, stores, real_store):
-    syn = {"C": open_synthetic(_generator_store(tmp_path, store_builder, stores["real"], {"kind": "sdm", "train_store_fingerprint": "ffff"}), real_store)}
+    syn = {
+        "C": open_synthetic(
+            _generator_store(tmp_path, store_builder, stores["real"], {"kind": "sdm", "train_store_fingerprint": "ffff"}), real_store
+        )
+    }
     with pytest.raises(InputError, match="record no training patients"):
         run_detect(real_store, syn, _config(), torch.device("cpu"))
     allowed = run_detect(real_store, syn, _config(allow_generator_leakage=True), torch.device("cpu"))
@@ -96,8 +108,8 @@ def test_weights_without_a_record_are_refused_unless_allowed(tmp_path, store_bui
 
 
 def test_weights_record_the_distinct_real_nodules_they_saw_and_the_curve_reports_them(stores, real_store):
-    from lungforge.bench.protocol.leakage import exposure
     from lungforge.bench.protocol.folds import real_groups
+    from lungforge.bench.protocol.leakage import exposure
     from lungforge.bench.protocol.results import CurveResult, TaskResult
     from lungforge.data.store import nodule_ids
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 import torchvision
 
+from lungforge.bench.protocol.detector_training import make_targets, to_inputs
 from lungforge.bench.protocol.folds import real_groups
 from lungforge.bench.protocol.inputs import open_real
-from lungforge.bench.protocol.detector_training import make_targets, to_inputs
 from lungforge.bench.protocol.localize import LocalizeConfig, build_model, load_slices
 from lungforge.errors import CheckpointError
 
@@ -59,7 +59,11 @@ def test_training_is_deterministic_whatever_the_global_rng(quick_model):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (4, 64, 64), dtype=np.uint8)
     boxes = [np.array([[10, 10, 20, 20]], np.float32)] * 4
-    train = SliceSet(images=images, boxes=boxes, **{f.name: np.zeros(4, np.int64) for f in dataclasses.fields(SliceSet) if f.name not in ("images", "boxes")})
+    train = SliceSet(
+        images=images,
+        boxes=boxes,
+        **{f.name: np.zeros(4, np.int64) for f in dataclasses.fields(SliceSet) if f.name not in ("images", "boxes")},
+    )
     config = dataclasses.replace(LocalizeConfig.quick_preset(size=64), epochs=1, batch_size=2)
     weights = []
     for global_seed in (1, 2):
@@ -74,8 +78,8 @@ def test_froc_scores_every_test_slice_nodule_free_included(stores):
     """AP/AR on the fold's nodule slices, the FROC on all of its slices (the fixture: 20 per fold, 10 with a nodule)."""
     import dataclasses
 
-    from lungforge.bench.scoring.froc import CPM, FROC_METRICS
     from lungforge.bench.protocol.localize import run_localize
+    from lungforge.bench.scoring.froc import CPM, FROC_METRICS
 
     real = open_real(stores["real"])
     config = dataclasses.replace(LocalizeConfig.quick_preset(size=64), epochs=1)
@@ -106,8 +110,17 @@ def test_cpu_preset_anchors_match_every_box_of_2_to_30_px_at_its_rpn_threshold()
     with torch.no_grad():
         images, _ = model.transform(to_inputs(np.zeros((1, size, size), np.uint8), torch.device("cpu")))
         anchors = model.rpn.anchor_generator(images, list(model.backbone(images.tensors).values()))[0]
-    boxes = torch.tensor([[40 + dx, 40 + dy, 40 + dx + w, 40 + dy + h] for w in range(2, 31) for h in (w, w + 1) if h <= 30
-                          for dx in range(16) for dy in range(16)], dtype=torch.float32)
+    boxes = torch.tensor(
+        [
+            [40 + dx, 40 + dy, 40 + dx + w, 40 + dy + h]
+            for w in range(2, 31)
+            for h in (w, w + 1)
+            if h <= 30
+            for dx in range(16)
+            for dy in range(16)
+        ],
+        dtype=torch.float32,
+    )
     best = box_iou(boxes, anchors).max(1).values  # each box alone (the boxes overlap one another)
     assert (best >= RPN_FG_IOU).all(), f"worst box {boxes[best.argmin()].tolist()} reaches IoU {best.min():.3f}"
     one = Matcher(RPN_FG_IOU, model.rpn.proposal_matcher.low_threshold, allow_low_quality_matches=False)(box_iou(boxes[:1], anchors))
@@ -138,5 +151,7 @@ def test_cpu_preset_takes_a_whole_resnet18_and_trains(tmp_path):
     assert not hasattr(model.backbone.body, "layer3")
     model.train()
     images = np.random.default_rng(0).integers(0, 255, (2, 64, 64), dtype=np.uint8)
-    losses = model(to_inputs(images, torch.device("cpu")), make_targets([np.array([[10, 10, 12, 12]], np.float32)] * 2, torch.device("cpu")))
+    losses = model(
+        to_inputs(images, torch.device("cpu")), make_targets([np.array([[10, 10, 12, 12]], np.float32)] * 2, torch.device("cpu"))
+    )
     assert all(torch.isfinite(v) for v in losses.values())

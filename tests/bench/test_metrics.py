@@ -43,8 +43,16 @@ def _coco_reference(preds, targets, iou):
     for i, (p, t) in enumerate(zip(preds, targets)):
         images.append({"id": i, "width": 64, "height": 64})
         for b in t["boxes"].tolist():
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                         "area": (b[2] - b[0]) * (b[3] - b[1]), "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": 1,
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                    "area": (b[2] - b[0]) * (b[3] - b[1]),
+                    "iscrowd": 0,
+                }
+            )
         for b, s in zip(p["boxes"].tolist(), p["scores"].tolist()):
             dets.append({"image_id": i, "category_id": 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s})
     gt = COCO()
@@ -60,10 +68,18 @@ def _coco_reference(preds, targets, iou):
 
 
 def test_ap_ar_match_pycocotools_on_fixed_boxes():
-    t = lambda *b: {"boxes": torch.tensor(b, dtype=torch.float32).reshape(-1, 4), "labels": torch.ones(len(b), dtype=torch.int64)}
+    def t(*b):
+        return {"boxes": torch.tensor(b, dtype=torch.float32).reshape(-1, 4), "labels": torch.ones(len(b), dtype=torch.int64)}
+
     targets = [t([10, 10, 20, 20]), t([30, 30, 40, 40], [5, 40, 15, 50]), t([0, 0, 8, 8])]
-    p = lambda boxes, scores: {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                               "scores": torch.tensor(scores), "labels": torch.ones(len(scores), dtype=torch.int64)}
+
+    def p(boxes, scores):
+        return {
+            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "scores": torch.tensor(scores),
+            "labels": torch.ones(len(scores), dtype=torch.int64),
+        }
+
     preds = [
         p([[10, 10, 20, 21], [40, 40, 50, 50]], [0.9, 0.8]),  # IoU 0.91 hit, one false positive
         p([[31, 31, 41, 41], [5, 42, 15, 52]], [0.7, 0.95]),  # IoU 0.68 and 0.67

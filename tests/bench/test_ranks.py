@@ -35,6 +35,7 @@ def test_a_single_process_runs_everything_in_order() -> None:
 def _rank_main(rank: int, init_file: str, out: str, fail_rank: int) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
+
         def run(fold: int, condition: str) -> dict:
             if rank == fail_rank:
                 raise InputError(f"no training patches in fold {fold}")
@@ -72,13 +73,38 @@ def paste_bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ranks")
     make_phantom(root / "luna16", scans=4, size=64, seed=1)
     prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=1))
-    augment(AugmentOptions(data=root / "real.zarr", weights="paste", out=root / "paste.zarr", nodules=6, nodule_free=2, shard_size=4, device="cpu"))
+    augment(
+        AugmentOptions(
+            data=root / "real.zarr", weights="paste", out=root / "paste.zarr", nodules=6, nodule_free=2, shard_size=4, device="cpu"
+        )
+    )
     return {"real": root / "real.zarr", "paste": root / "paste.zarr"}
 
 
 def _bench(launcher: list[str], paste_bench: dict[str, Path], out: Path) -> dict:
-    cmd = [*launcher, "-m", "lungforge", "bench", "detect", "--real", str(paste_bench["real"]), "--synthetic", f"paste={paste_bench['paste']}",
-           "--patch", "16", "--quick", "--size", "64", "--device", "cpu", "--real-nodules", "1,all", "--out", str(out), "--json"]
+    cmd = [
+        *launcher,
+        "-m",
+        "lungforge",
+        "bench",
+        "detect",
+        "--real",
+        str(paste_bench["real"]),
+        "--synthetic",
+        f"paste={paste_bench['paste']}",
+        "--patch",
+        "16",
+        "--quick",
+        "--size",
+        "64",
+        "--device",
+        "cpu",
+        "--real-nodules",
+        "1,all",
+        "--out",
+        str(out),
+        "--json",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)

@@ -20,8 +20,15 @@ def test_task_result_json_is_standard_and_keeps_the_key_order():
     data = _result(3, auroc=math.nan).to_dict()
     assert list(data) == ["task", "quick", "config", "conditions", "folds", "leakage"]
     assert data["folds"]["A"][0]["auroc"] is None and data["conditions"] == ["A", "G"] and data["config"]["folds"] == 2
-    assert data["leakage"]["G"] == {"kind": "sdm", "model_free": False, "recorded": True, "nodule_slices": 12, "test_patients": 0,
-                                    "train_store": "fp", "nodules": 5}
+    assert data["leakage"]["G"] == {
+        "kind": "sdm",
+        "model_free": False,
+        "recorded": True,
+        "nodule_slices": 12,
+        "test_patients": 0,
+        "train_store": "fp",
+        "nodules": 5,
+    }
     json.dumps(data, allow_nan=False)
 
 

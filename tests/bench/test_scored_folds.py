@@ -55,9 +55,15 @@ def test_a_condition_without_optimiser_steps_is_an_error(stores, monkeypatch):
 
 def test_excluded_folds_do_not_enter_the_pooled_tests():
     def rows(scores):
-        return [{"auroc": 0.5, "test_positive": 2, "test_negative": n,
-                 "predictions": {"target": t, "score": s, "patient": [f * 10 + i for i in range(len(t))]}}
-                for f, (t, s, n) in enumerate(scores)]
+        return [
+            {
+                "auroc": 0.5,
+                "test_positive": 2,
+                "test_negative": n,
+                "predictions": {"target": t, "score": s, "patient": [f * 10 + i for i in range(len(t))]},
+            }
+            for f, (t, s, n) in enumerate(scores)
+        ]
 
     folds_a = [([1, 0, 1, 0], [0.9, 0.1, 0.4, 0.6], 2), ([1, 1], [0.3, 0.2], 0)]
     folds_b = [([1, 0, 1, 0], [0.9, 0.1, 0.8, 0.2], 2), ([1, 1], [0.9, 0.9], 0)]

@@ -31,7 +31,11 @@ def real_store(stores):
 def paste(stores, tmp_path_factory):
     """`augment --weights paste --shape real` (the README's recipe) from the real store's train split."""
     path = tmp_path_factory.mktemp("sources") / "paste.zarr"
-    augment(AugmentOptions(data=stores["real"], weights="paste", out=path, nodules=8, nodule_free=4, shape="real", shard_size=4, device="cpu", seed=3))
+    augment(
+        AugmentOptions(
+            data=stores["real"], weights="paste", out=path, nodules=8, nodule_free=4, shape="real", shard_size=4, device="cpu", seed=3
+        )
+    )
     return path
 
 
@@ -73,8 +77,14 @@ def test_a_condition_adding_no_nodule_slice_to_a_fold_is_refused_unless_allowed(
     groups = real_groups(real_store, 2, "all")
     fold0 = np.flatnonzero(groups[real_store.nodules()["slice"]] == 0)[0]  # a fold-0 nodule: leaks into fold 0, not kept in fold 1 at K=1
     free = np.flatnonzero(~real_store.meta("has_nodule") & (groups == 0))
-    path = store_builder(tmp_path / "one.zarr", "synthetic", seed=5, made_from=stores["real"],
-                         meta={"source": free[np.arange(40) % free.size]}, nodule_columns={"shape_source": np.full(20, fold0, np.int64)})
+    path = store_builder(
+        tmp_path / "one.zarr",
+        "synthetic",
+        seed=5,
+        made_from=stores["real"],
+        meta={"source": free[np.arange(40) % free.size]},
+        nodule_columns={"shape_source": np.full(20, fold0, np.int64)},
+    )
     store = open_synthetic(path, real_store)
     with pytest.raises(InputError, match=r"^E: adds no synthetic nodule slice to fold\(s\) 0, 1 .*--allow-empty-synthetic"):
         run_detect(real_store, {"E": store}, _config(real_nodules=1), torch.device("cpu"))

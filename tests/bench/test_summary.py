@@ -66,8 +66,10 @@ def test_parse_primary_names_the_bad_part():
 
 
 def test_repeats_average_the_fold_rows():
-    rows = [{"auroc": 0.6, "train_patches": 10, "predictions": {"target": [1, 0], "score": [0.8, 0.2]}},
-            {"auroc": 0.8, "train_patches": 10, "predictions": {"target": [1, 0], "score": [0.6, 0.4]}}]
+    rows = [
+        {"auroc": 0.6, "train_patches": 10, "predictions": {"target": [1, 0], "score": [0.8, 0.2]}},
+        {"auroc": 0.8, "train_patches": 10, "predictions": {"target": [1, 0], "score": [0.6, 0.4]}},
+    ]
     row = average_rows(rows)
     assert row["auroc"] == pytest.approx(0.7) and row["train_patches"] == 10 and row["repeats"] == 2
     assert row["predictions"] == {"target": [1, 0], "score": pytest.approx([0.7, 0.3])}

@@ -15,7 +15,20 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_paste_example_script_runs_and_measures(tmp_path):
     out = tmp_path / "example"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, str(ROOT / "benchmarks" / "paste_example.py"), "--out", str(out), "--scans", "4", "--size", "64", "--nodules", "4", "--examples", "2"]
+    args = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "paste_example.py"),
+        "--out",
+        str(out),
+        "--scans",
+        "4",
+        "--size",
+        "64",
+        "--nodules",
+        "4",
+        "--examples",
+        "2",
+    ]
     result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])

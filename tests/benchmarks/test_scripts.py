@@ -47,30 +47,64 @@ def options_of(script: Path) -> set[str]:
 
 
 def test_every_script_has_a_smoke_test() -> None:
-    tested = {"augment.py", "bench_ranks.py", "device.sh", "faults.py", "hardware.py", "inpaint_cost.py", "localize_diagnosis.py",
-              "phantom_stats.py", "power.py", "prepare.py", "samplers.py", "sampling.py", "training.py"}
+    tested = {
+        "augment.py",
+        "bench_ranks.py",
+        "device.sh",
+        "faults.py",
+        "hardware.py",
+        "inpaint_cost.py",
+        "localize_diagnosis.py",
+        "phantom_stats.py",
+        "power.py",
+        "prepare.py",
+        "samplers.py",
+        "sampling.py",
+        "training.py",
+    }
     tested_elsewhere = {"paste_example.py"}  # tests/benchmarks/test_paste_example.py
     assert set(SCRIPTS) == tested | tested_elsewhere
 
 
 @pytest.mark.slow  # two torchrun jobs of gloo ranks; tests/bench/test_ranks.py covers the sharing in the default suite
 def test_bench_ranks_gives_the_single_process_json(capsys, monkeypatch) -> None:
-    out = run_script("bench_ranks.py", "--scans", "4", "--size", "64", "--folds", "2", "--epochs", "1", capsys=capsys, monkeypatch=monkeypatch)
+    out = run_script(
+        "bench_ranks.py", "--scans", "4", "--size", "64", "--folds", "2", "--epochs", "1", capsys=capsys, monkeypatch=monkeypatch
+    )
     (result,) = json_lines(out)
     assert result["identical"] is True and result["ranks"] == 2 and result["runs"] == 4
     assert result["single_s"] > 0 and result["ranks_s"] > 0
 
 
 def test_inpaint_cost_counts_fewer_flops_per_nodule_for_a_window(capsys, monkeypatch) -> None:
-    (line,) = json_lines(run_script("inpaint_cost.py", "--preset", "tiny", "--window", "16", "--flops-only", "--json",
-                                    capsys=capsys, monkeypatch=monkeypatch))
+    (line,) = json_lines(
+        run_script(
+            "inpaint_cost.py", "--preset", "tiny", "--window", "16", "--flops-only", "--json", capsys=capsys, monkeypatch=monkeypatch
+        )
+    )
     assert line["window_px"] == 16 and line["slice_px"] == 64
     assert line["flops_ratio"] == line["gflops_per_nodule_whole_slice"] / line["gflops_per_nodule_inpaint"] > 8
 
 
 def test_localize_diagnosis(tmp_path, capsys, monkeypatch) -> None:
-    out = run_script("localize_diagnosis.py", "--scans", "4", "--size", "64", "--steps", "3", "--window", "2", "--eval-every", "2",
-                     "--figure", tmp_path / "ap50.png", "--json", capsys=capsys, monkeypatch=monkeypatch)
+    out = run_script(
+        "localize_diagnosis.py",
+        "--scans",
+        "4",
+        "--size",
+        "64",
+        "--steps",
+        "3",
+        "--window",
+        "2",
+        "--eval-every",
+        "2",
+        "--figure",
+        tmp_path / "ap50.png",
+        "--json",
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+    )
     quick, cpu = json_lines(out)
     assert (quick["detector"], quick["rpn_fg_iou"], cpu["detector"], cpu["rpn_fg_iou"]) == ("quick", 0.7, "cpu", 0.25)
     for result in (quick, cpu):
@@ -84,8 +118,26 @@ def test_localize_diagnosis(tmp_path, capsys, monkeypatch) -> None:
 
 
 def test_augment(capsys, monkeypatch) -> None:
-    out = run_script("augment.py", "--scans", "3", "--phantom-size", "128", "--nodules", "2", "--nodule-free", "1", "--steps", "1", "--batch-size", "3",
-                     "--device", "cpu", "--json", capsys=capsys, monkeypatch=monkeypatch)
+    out = run_script(
+        "augment.py",
+        "--scans",
+        "3",
+        "--phantom-size",
+        "128",
+        "--nodules",
+        "2",
+        "--nodule-free",
+        "1",
+        "--steps",
+        "1",
+        "--batch-size",
+        "3",
+        "--device",
+        "cpu",
+        "--json",
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+    )
     (result,) = json_lines(out)
     assert result["benchmark"] == "augment" and result["slices"] == 3 and result["images"] >= 3
     assert result["same_images_as_augment"] is True
@@ -115,8 +167,9 @@ def test_hardware_helpers() -> None:
 
 
 def test_phantom_stats(capsys, monkeypatch) -> None:
-    out = run_script("phantom_stats.py", "--scans", "3", "--size", "32", "--shapes", "4", "--no-lidc", "--json",
-                     capsys=capsys, monkeypatch=monkeypatch)
+    out = run_script(
+        "phantom_stats.py", "--scans", "3", "--size", "32", "--shapes", "4", "--no-lidc", "--json", capsys=capsys, monkeypatch=monkeypatch
+    )
     result = json.loads(out)
     assert result["phantom"]["scans"] == 3
     assert set(result["shapes"]) == {"phantom", "augment --shape sphere"}
@@ -124,9 +177,34 @@ def test_phantom_stats(capsys, monkeypatch) -> None:
 
 
 def test_power(capsys, monkeypatch) -> None:
-    out = run_script("power.py", "--scans", "6", "--size", "128", "--nodules", "4", "--folds", "2", "--epochs", "1",
-                     "--bench-size", "32", "--patch", "8", "--depth", "8", "--width", "4", "--batch-size", "8", "--threads", "1",
-                     "--json", capsys=capsys, monkeypatch=monkeypatch)
+    out = run_script(
+        "power.py",
+        "--scans",
+        "6",
+        "--size",
+        "128",
+        "--nodules",
+        "4",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--bench-size",
+        "32",
+        "--patch",
+        "8",
+        "--depth",
+        "8",
+        "--width",
+        "4",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+        "--json",
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+    )
     result = json.loads(out)
     rows = result["detect"]["rows"]
     assert set(rows) == {"A", "mislabeled", "paste"}
@@ -136,9 +214,39 @@ def test_power(capsys, monkeypatch) -> None:
 
 @pytest.mark.slow
 def test_power_generator_from_k(capsys, monkeypatch) -> None:
-    out = run_script("power.py", "--scans", "6", "--size", "128", "--nodules", "4", "--folds", "2", "--epochs", "1",
-                     "--bench-size", "32", "--patch", "8", "--depth", "8", "--width", "4", "--batch-size", "8", "--threads", "1",
-                     "--real-nodules", "1,all", "--generator-from-k", "--from-k-steps", "2", "--json", capsys=capsys, monkeypatch=monkeypatch)
+    out = run_script(
+        "power.py",
+        "--scans",
+        "6",
+        "--size",
+        "128",
+        "--nodules",
+        "4",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--bench-size",
+        "32",
+        "--patch",
+        "8",
+        "--depth",
+        "8",
+        "--width",
+        "4",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+        "--real-nodules",
+        "1,all",
+        "--generator-from-k",
+        "--from-k-steps",
+        "2",
+        "--json",
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+    )
     result = json.loads(out)
     from_k = result["generator_from_k"]
     assert from_k["K"] == "1" and from_k["generator_nodules"] == [1, 1] and len(from_k["per_fold"]) == 2
@@ -152,8 +260,26 @@ def test_prepare(capsys, monkeypatch) -> None:
 
 
 def test_samplers(tmp_path, capsys, monkeypatch) -> None:
-    out = run_script("samplers.py", "--work", tmp_path, "--scans", "4", "--size", "64", "--images", "1", "--per-slice", "1",
-                     "--settings", "ddim-10-s1", "--segmenter-steps", "2", "--json", capsys=capsys, monkeypatch=monkeypatch)
+    out = run_script(
+        "samplers.py",
+        "--work",
+        tmp_path,
+        "--scans",
+        "4",
+        "--size",
+        "64",
+        "--images",
+        "1",
+        "--per-slice",
+        "1",
+        "--settings",
+        "ddim-10-s1",
+        "--segmenter-steps",
+        "2",
+        "--json",
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+    )
     result = json.loads(out)
     assert [r["setting"] for r in result["rows"]] == ["ddim-10-s1"]
     assert result["rows"][0]["passes_per_image"] == 10 and 0.0 <= result["rows"][0]["miou"] <= 1.0
@@ -167,15 +293,39 @@ def test_samplers_refuses_an_unknown_setting(tmp_path, capsys, monkeypatch) -> N
 
 
 def test_sampling(capsys, monkeypatch) -> None:
-    out = run_script("sampling.py", "--device", "cpu", "--steps", "1", "--batch-size", "1", "--threads", "1", "--json",
-                     capsys=capsys, monkeypatch=monkeypatch)
+    out = run_script(
+        "sampling.py",
+        "--device",
+        "cpu",
+        "--steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+    )
     (result,) = json_lines(out)
     assert result["img_per_s"] > 0 and result["batch_size"] == 1
 
 
 def test_training(capsys, monkeypatch) -> None:
-    out = run_script("training.py", "--device", "cpu", "--steps", "1", "--batch-size", "1", "--threads", "1", "--json",
-                     capsys=capsys, monkeypatch=monkeypatch)
+    out = run_script(
+        "training.py",
+        "--device",
+        "cpu",
+        "--steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+    )
     (result,) = json_lines(out)
     assert result["img_per_s"] > 0 and result["batch_size"] == 1
 
@@ -185,8 +335,7 @@ def test_device_sh_parses_and_calls_existing_options() -> None:
     script = BENCHMARKS / "device.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
-    arrays = {name: set(re.findall(r"--[a-z0-9-]+", " ".join(re.findall(rf"{name}=\((.*?)\)", text))))
-              for name in ("COMMON", "AUGMENT")}
+    arrays = {name: set(re.findall(r"--[a-z0-9-]+", " ".join(re.findall(rf"{name}=\((.*?)\)", text)))) for name in ("COMMON", "AUGMENT")}
     calls = re.findall(r"benchmarks/([a-z_]+\.py)(.*)", text)
     assert {name for name, _ in calls} >= {"training.py", "sampling.py", "augment.py"}
     for name, rest in calls:

@@ -13,7 +13,6 @@ from lungforge.cli.main import app
 from lungforge.data.store import open_store
 from lungforge.errors import CheckpointError, InputError, LayoutError, SchemaError
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -22,26 +21,59 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     """A 64-px phantom real store and random-init micro SDM / SPADE checkpoints."""
     from lungforge.data.phantom import make_phantom
     from lungforge.data.prepare import PrepareOptions, prepare
+    from lungforge.models.checkpoint import save_checkpoint
     from lungforge.models.presets import SDMConfig, SPADEConfig
     from lungforge.models.sdm_unet import SDMUNet
     from lungforge.models.spade import SPADEGenerator
-    from lungforge.models.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("augment_cli")
     make_phantom(root / "luna16", scans=4, size=64, seed=1)
     prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=0.25))
     torch.manual_seed(0)
-    sdm = SDMConfig(image_size=64, model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(), num_head_channels=8, norm_groups=4, label_embed_channels=8)
+    sdm = SDMConfig(
+        image_size=64,
+        model_channels=8,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(),
+        num_head_channels=8,
+        norm_groups=4,
+        label_embed_channels=8,
+    )
     spade = SPADEConfig(image_size=64, ngf=4, ndf=4, num_classes=5)
-    save_checkpoint(root / "sdm", kind="sdm", preset="tiny", model_config=sdm, state_dict=SDMUNet(sdm).state_dict(), step=0, store_fingerprint=None)
-    save_checkpoint(root / "spade5", kind="spade", preset="tiny", model_config=spade, state_dict=SPADEGenerator(spade).state_dict(), step=0, store_fingerprint=None)
+    save_checkpoint(
+        root / "sdm", kind="sdm", preset="tiny", model_config=sdm, state_dict=SDMUNet(sdm).state_dict(), step=0, store_fingerprint=None
+    )
+    save_checkpoint(
+        root / "spade5",
+        kind="spade",
+        preset="tiny",
+        model_config=spade,
+        state_dict=SPADEGenerator(spade).state_dict(),
+        step=0,
+        store_fingerprint=None,
+    )
     return {"real": root / "real.zarr", "sdm": root / "sdm", "spade5": root / "spade5"}
 
 
 def _invoke(inputs: dict[str, Path], out: Path, *extra: str, weights: str = "sdm", data: Path | None = None):
     args = [
-        "augment", "--data", str(data or inputs["real"]), "--weights", str(inputs[weights]), "--out", str(out),
-        "--steps", "2", "--shape", "sphere", "--shard-size", "4", "--device", "cpu", *extra,
+        "augment",
+        "--data",
+        str(data or inputs["real"]),
+        "--weights",
+        str(inputs[weights]),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--shape",
+        "sphere",
+        "--shard-size",
+        "4",
+        "--device",
+        "cpu",
+        *extra,
     ]
     return CliRunner().invoke(app, args)
 
@@ -53,7 +85,15 @@ def test_json_run_and_preview(inputs, tmp_path):
     report = json.loads(result.stdout)  # the JSON alone: the preview's path is a log line on stderr
     assert f"wrote {png}" in result.stderr.splitlines()
     assert report["slices"] == 5 and report["nodules"] == 3 and report["written_this_run"] == 5
-    for key in ("nodules_by_size", "diameter_error_pct_mean", "diameter_error_pct_max", "verified_first_try", "verified_final", "images_per_s", "seconds"):
+    for key in (
+        "nodules_by_size",
+        "diameter_error_pct_mean",
+        "diameter_error_pct_max",
+        "verified_first_try",
+        "verified_final",
+        "images_per_s",
+        "seconds",
+    ):
         assert key in report
     assert report["diameter_error_pct_max"] <= 25.0
     assert len(open_store(out)) == 5

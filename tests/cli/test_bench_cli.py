@@ -22,9 +22,28 @@ def small_stores(tmp_path_factory, store_builder):
 def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small_stores, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = tmp_path / "report"
-    args = ["bench", "all", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--out", str(out),
-            "--quick", "--size", "64", "--patch", "16", "--features", "random", "--segmenter-steps", "5", "--device", "cpu",
-            "--controls"]
+    args = [
+        "bench",
+        "all",
+        "--real",
+        str(small_stores["real"]),
+        "--synthetic",
+        f"B={small_stores['B']}",
+        "--out",
+        str(out),
+        "--quick",
+        "--size",
+        "64",
+        "--patch",
+        "16",
+        "--features",
+        "random",
+        "--segmenter-steps",
+        "5",
+        "--device",
+        "cpu",
+        "--controls",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     # the verdicts and what was written on stdout (report.json is golden-tested through --json)
@@ -32,12 +51,17 @@ def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small
     assert [line.split(":")[0] for line in lines] == ["detect", "localize", "detect", "localize", lines[4].split(":")[0]]
     assert "does NOT separate the positive control" in lines[0] and "B is NOT shown helpful" in lines[2]
     assert lines[4].endswith(f"wrote {out / 'report.md'}, {out / 'report.json'} and 5 figures")
-    assert "━" in result.stderr and "FID unavailable" not in result.stderr and "wrote" not in result.stderr and "separate" not in result.stderr
+    assert (
+        "━" in result.stderr and "FID unavailable" not in result.stderr and "wrote" not in result.stderr and "separate" not in result.stderr
+    )
     report = json.loads((out / "report.json").read_text())
     assert set(report["fidelity"]["scores"]) == {"real", "mislabeled", "paste", "blob", "B"} and report["fidelity"]["quick"] is True
     assert report["quick"] is True and "QUICK (not comparable to the paper)" in report["title"]
     assert report["fid"]["available"] and report["fid"]["comparable"] is False
-    assert report["detect"]["conditions"] == ["A", "mislabeled", "paste", "blob", "B", "hosts", "classic"] and len(report["detect"]["folds"]["B"]) == 2
+    assert (
+        report["detect"]["conditions"] == ["A", "mislabeled", "paste", "blob", "B", "hosts", "classic"]
+        and len(report["detect"]["folds"]["B"]) == 2
+    )
     assert report["detect"]["config"]["patch"] == 16
     for task in ("detect", "localize"):
         assert report[task]["budget"]["equal"]  # the same optimiser steps for every condition
@@ -50,14 +74,31 @@ def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small
         assert verdict["generator"] == "B" and set(verdict["against"]) == {"A", "classic", "blob"}
         assert verdict["helpful"] is False  # 2 folds: no signed-rank p below 0.5
     summary = report["detect"]["summary"]["conditions"]
-    assert set(report["localize"]["summary"]["conditions"]["B"]["metrics"]) == {"AP50", "AP60", "AR50", "AR60", "AR70", "CPM", *FROC_METRICS}
+    assert set(report["localize"]["summary"]["conditions"]["B"]["metrics"]) == {
+        "AP50",
+        "AP60",
+        "AR50",
+        "AR60",
+        "AR70",
+        "CPM",
+        *FROC_METRICS,
+    }
     assert set(summary["B"]["metrics"]) >= {"accuracy", "auroc", "recall_lt6mm", "recall_6to10mm", "recall_ge10mm"}
     assert summary["B"]["comparison"]["p"]["corrected_t"]["raw"] is not None and summary["A"]["comparison"] is None
     assert report["detect"]["summary"]["primary"] == "B@all" and summary["B"]["comparison"]["primary"] is True
-    assert summary["paste"]["comparison"]["p"]["bootstrap_auroc"]["holm"] is not None and "holm" in summary["paste"]["comparison"]["p"]["delong"]
+    assert (
+        summary["paste"]["comparison"]["p"]["bootstrap_auroc"]["holm"] is not None
+        and "holm" in summary["paste"]["comparison"]["p"]["delong"]
+    )
     md = (out / "report.md").read_text()
     assert "## Label fidelity" in md and "| real (ceiling) |" in md
-    assert "QUICK (not comparable to the paper)" in md and "| B |" in md and "p signed-rank" in md and "p corrected t" in md and "Primary comparison" in md
+    assert (
+        "QUICK (not comparable to the paper)" in md
+        and "| B |" in md
+        and "p signed-rank" in md
+        and "p corrected t" in md
+        and "Primary comparison" in md
+    )
     assert "1.08e-05 with the exact (Mann–Whitney) distribution and 0.000157" in md and "| CPM (%) |" in md and "| AUROC (%) |" in md
     assert "does NOT separate the positive control (paste)" in md and "a null result for a generator here means nothing" in md
     assert "Selection rule for every condition: `first-draw`" in md and "optimiser steps per fold" in md
@@ -72,8 +113,19 @@ def test_bench_all_quick_with_controls_writes_report_and_figures(tmp_path, small
 
 
 def test_bench_fid_random_json(small_stores):
-    args = ["bench", "fid", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}",
-            "--features", "random", "--device", "cpu", "--json"]
+    args = [
+        "bench",
+        "fid",
+        "--real",
+        str(small_stores["real"]),
+        "--synthetic",
+        f"B={small_stores['B']}",
+        "--features",
+        "random",
+        "--device",
+        "cpu",
+        "--json",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
@@ -82,8 +134,20 @@ def test_bench_fid_random_json(small_stores):
 
 
 def test_bench_fid_scores_on_stdout_warnings_on_stderr(small_stores):
-    args = ["bench", "fid", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--features", "random",
-            "--size", "64", "--device", "cpu"]
+    args = [
+        "bench",
+        "fid",
+        "--real",
+        str(small_stores["real"]),
+        "--synthetic",
+        f"B={small_stores['B']}",
+        "--features",
+        "random",
+        "--size",
+        "64",
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("FID B at 64×64 px: nodule ") and result.stdout.count("\n") == 1
@@ -92,8 +156,21 @@ def test_bench_fid_scores_on_stdout_warnings_on_stderr(small_stores):
 
 @pytest.mark.parametrize("task, epochs", [("detect", []), ("localize", ["--backbone", "resnet18"])])
 def test_bench_task_table_on_stdout_labels_on_stderr(small_stores, task, epochs):
-    args = ["bench", task, "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--quick", "--size", "64",
-            *(["--patch", "16"] if task == "detect" else []), "--device", "cpu", *epochs]
+    args = [
+        "bench",
+        task,
+        "--real",
+        str(small_stores["real"]),
+        "--synthetic",
+        f"B={small_stores['B']}",
+        "--quick",
+        "--size",
+        "64",
+        *(["--patch", "16"] if task == "detect" else []),
+        "--device",
+        "cpu",
+        *epochs,
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = [line.split()[0] for line in result.stdout.splitlines() if line.split()[:1] in (["A"], ["B"])]
@@ -127,8 +204,24 @@ def test_bench_bad_choice_is_usage_error(small_stores):
 
 
 def test_bench_fidelity_json_and_cache(small_stores):
-    args = ["bench", "fidelity", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--size", "64",
-            "--quick", "--segmenter-steps", "4", "--seed", "3", "--device", "cpu", "--json"]
+    args = [
+        "bench",
+        "fidelity",
+        "--real",
+        str(small_stores["real"]),
+        "--synthetic",
+        f"B={small_stores['B']}",
+        "--size",
+        "64",
+        "--quick",
+        "--segmenter-steps",
+        "4",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--json",
+    ]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     payload = json.loads(first.stdout)
@@ -173,8 +266,24 @@ def test_bench_real_nodules_not_in_ascii_digits_is_a_usage_error(small_stores):
 def test_bench_refuses_a_k_above_the_training_nodules_before_any_work(tmp_path, small_stores, command):
     """Each quick fold trains on 5 real nodule slices: K = 6 would repeat the `all` point."""
     out = tmp_path / "out"
-    args = ["bench", command, "--real", str(small_stores["real"]), "--quick", "--size", "64", "--patch", "16", "--device", "cpu",
-            "--out", str(out), "--real-nodules", "2,6,all", *(["--controls"] if command == "all" else [])]
+    args = [
+        "bench",
+        command,
+        "--real",
+        str(small_stores["real"]),
+        "--quick",
+        "--size",
+        "64",
+        "--patch",
+        "16",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--real-nodules",
+        "2,6,all",
+        *(["--controls"] if command == "all" else []),
+    ]
     result = CliRunner().invoke(app, args)
     message = str(result.exception)
     assert result.exit_code == 1 and isinstance(result.exception, InputError)
@@ -186,11 +295,38 @@ def test_bench_refuses_a_k_above_the_training_nodules_before_any_work(tmp_path, 
 @pytest.mark.slow
 def test_bench_all_learning_curve_with_allowed_leakage_says_so_first(tmp_path, small_stores, store_builder, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    leaky = store_builder(tmp_path / "leaky.zarr", "synthetic", per_series=2, seed=3, made_from=small_stores["real"],
-                          attrs={"generator": {"weights": "w", "kind": "sdm", "train_series": ["1.2.3.0", "1.2.3.4"], "train_nodule_slices": 2}})
+    leaky = store_builder(
+        tmp_path / "leaky.zarr",
+        "synthetic",
+        per_series=2,
+        seed=3,
+        made_from=small_stores["real"],
+        attrs={"generator": {"weights": "w", "kind": "sdm", "train_series": ["1.2.3.0", "1.2.3.4"], "train_nodule_slices": 2}},
+    )
     out = tmp_path / "report"
-    base = ["bench", "all", "--real", str(small_stores["real"]), "--synthetic", f"C={leaky}", "--out", str(out), "--quick", "--size", "64",
-            "--patch", "16", "--features", "random", "--segmenter-steps", "5", "--device", "cpu", "--real-nodules", "2,all"]
+    base = [
+        "bench",
+        "all",
+        "--real",
+        str(small_stores["real"]),
+        "--synthetic",
+        f"C={leaky}",
+        "--out",
+        str(out),
+        "--quick",
+        "--size",
+        "64",
+        "--patch",
+        "16",
+        "--features",
+        "random",
+        "--segmenter-steps",
+        "5",
+        "--device",
+        "cpu",
+        "--real-nodules",
+        "2,all",
+    ]
     refused = CliRunner().invoke(app, base)
     assert refused.exit_code != 0 and "saw 2 of the benchmark's test-fold patients" in str(refused.exception)
     result = CliRunner().invoke(app, [*base, "--allow-generator-leakage", "--json"])
@@ -205,14 +341,34 @@ def test_bench_all_learning_curve_with_allowed_leakage_says_so_first(tmp_path, s
 
 
 def test_bench_localize_cpu_preset_runs_and_refuses_quick(small_stores):
-    args = ["bench", "localize", "--real", str(small_stores["real"]), "--preset", "cpu", "--folds", "2", "--size", "64", "--epochs", "1",
-            "--device", "cpu"]
+    args = [
+        "bench",
+        "localize",
+        "--real",
+        str(small_stores["real"]),
+        "--preset",
+        "cpu",
+        "--folds",
+        "2",
+        "--size",
+        "64",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    ]
     refused = CliRunner().invoke(app, [*args, "--quick"])
     assert refused.exit_code == 2 and "--preset" in refused.output and "--quick" in refused.output
     result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     config = json.loads(result.stdout)["config"]
-    assert (config["backbone"], config["optimizer"], config["rotations"], config["epochs"], config["folds"]) == ("resnet18-stride2", "adamw", True, 1, 2)
+    assert (config["backbone"], config["optimizer"], config["rotations"], config["epochs"], config["folds"]) == (
+        "resnet18-stride2",
+        "adamw",
+        True,
+        1,
+        2,
+    )
 
 
 def test_bench_detect_json_carries_the_summary_and_the_table_fits_80_columns(small_stores):
@@ -222,8 +378,21 @@ def test_bench_detect_json_carries_the_summary_and_the_table_fits_80_columns(sma
     import subprocess
     import sys
 
-    args = ["bench", "detect", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--quick", "--size", "64",
-            "--patch", "16", "--device", "cpu"]
+    args = [
+        "bench",
+        "detect",
+        "--real",
+        str(small_stores["real"]),
+        "--synthetic",
+        f"B={small_stores['B']}",
+        "--quick",
+        "--size",
+        "64",
+        "--patch",
+        "16",
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)["summary"]
@@ -242,8 +411,21 @@ def test_bench_detect_json_carries_the_summary_and_the_table_fits_80_columns(sma
 
 
 def test_bench_detect_rejects_an_unknown_primary(small_stores):
-    args = ["bench", "detect", "--real", str(small_stores["real"]), "--synthetic", f"B={small_stores['B']}", "--quick", "--size", "64",
-            "--real-nodules", "2,all", "--primary", "B@3"]
+    args = [
+        "bench",
+        "detect",
+        "--real",
+        str(small_stores["real"]),
+        "--synthetic",
+        f"B={small_stores['B']}",
+        "--quick",
+        "--size",
+        "64",
+        "--real-nodules",
+        "2,all",
+        "--primary",
+        "B@3",
+    ]
     result = CliRunner().invoke(app, args)
     text = " ".join(result.output.replace("│", " ").split())  # the usage box wraps the line
     assert result.exit_code == 2 and "K '3' is not a point of this run, expected one of 2, all" in text

@@ -15,10 +15,10 @@ import os
 from pathlib import Path
 
 import pytest
+from test_json_golden import GOLDEN, _check  # tests/cli is on sys.path (pytest's rootdir-relative import)
 from typer.testing import CliRunner
 
 from lungforge.cli.main import app
-from test_json_golden import GOLDEN, _check  # tests/cli is on sys.path (pytest's rootdir-relative import)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 QUICK = ["--quick", "--size", "64", "--device", "cpu", "--json"]
@@ -35,7 +35,11 @@ def bench_stores(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bench_golden")
     make_phantom(root / "luna16", scans=4, size=64, seed=1)
     prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=1))
-    augment(AugmentOptions(data=root / "real.zarr", weights="paste", out=root / "paste.zarr", nodules=6, nodule_free=2, shard_size=4, device="cpu"))
+    augment(
+        AugmentOptions(
+            data=root / "real.zarr", weights="paste", out=root / "paste.zarr", nodules=6, nodule_free=2, shard_size=4, device="cpu"
+        )
+    )
     return {"root": root, "real": root / "real.zarr", "paste": root / "paste.zarr"}
 
 
@@ -51,7 +55,17 @@ def test_bench_detect_json_matches_golden(bench_stores) -> None:
 
 
 def test_bench_detect_learning_curve_json_matches_golden(bench_stores) -> None:
-    args = ["--real", str(bench_stores["real"]), "--synthetic", f"paste={bench_stores['paste']}", "--patch", "16", "--real-nodules", "1,all", "--allow-empty-synthetic"]
+    args = [
+        "--real",
+        str(bench_stores["real"]),
+        "--synthetic",
+        f"paste={bench_stores['paste']}",
+        "--patch",
+        "16",
+        "--real-nodules",
+        "1,all",
+        "--allow-empty-synthetic",
+    ]
     _check("bench_detect_curve", _bench("detect", *args, *QUICK), bench_stores["root"])
 
 
@@ -68,8 +82,24 @@ def test_bench_fidelity_json_matches_golden(bench_stores) -> None:
 def test_bench_all_json_and_report_match_golden(bench_stores, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = bench_stores["root"] / "report"
-    args = ["--real", str(bench_stores["real"]), "--synthetic", f"B={bench_stores['paste']}", "--out", str(out), "--patch", "16",
-            "--features", "random", "--segmenter-steps", "5", "--controls", "--real-nodules", "1,all", "--allow-empty-synthetic"]
+    args = [
+        "--real",
+        str(bench_stores["real"]),
+        "--synthetic",
+        f"B={bench_stores['paste']}",
+        "--out",
+        str(out),
+        "--patch",
+        "16",
+        "--features",
+        "random",
+        "--segmenter-steps",
+        "5",
+        "--controls",
+        "--real-nodules",
+        "1,all",
+        "--allow-empty-synthetic",
+    ]
     stdout = _bench("all", *args, *QUICK)
     _check("bench_all", stdout, bench_stores["root"])
     assert json.loads((out / "report.json").read_text()) == json.loads(stdout)

@@ -62,5 +62,8 @@ def test_info_verify_line_on_stdout(prepared) -> None:
 
     result = CliRunner().invoke(app, ["info", str(prepared), "--verify"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("verified: ") and f"{open_store(prepared).summary().nodules} boxes are the tight boxes of their nodules\n" in result.stdout
+    assert (
+        result.stdout.startswith("verified: ")
+        and f"{open_store(prepared).summary().nodules} boxes are the tight boxes of their nodules\n" in result.stdout
+    )
     assert "kind=real" in result.stdout and result.stderr == ""

@@ -13,8 +13,23 @@ from lungforge.errors import SchemaError
 
 def test_export_json_summary(stores, tmp_path: Path) -> None:
     out = tmp_path / "raw"
-    result = CliRunner().invoke(app, ["export", str(stores["B"]), "--format", "nnunet", "--out", str(out), "--split", "train",
-                                      "--size", "32", "--nodule-only", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(stores["B"]),
+            "--format",
+            "nnunet",
+            "--out",
+            str(out),
+            "--split",
+            "train",
+            "--size",
+            "32",
+            "--nodule-only",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["out"] == str(out / "Dataset501_Lungforge") and (report["height"], report["width"]) == (32, 32)
@@ -40,7 +55,9 @@ def test_export_bad_usage_and_missing_store(stores, tmp_path: Path) -> None:
 
 
 def test_export_counts_nodules_kept_as_one_pixel(stores, tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["export", str(stores["real"]), "--format", "yolo", "--out", str(tmp_path / "y"), "--size", "8", "--json"])
+    result = CliRunner().invoke(
+        app, ["export", str(stores["real"]), "--format", "yolo", "--out", str(tmp_path / "y"), "--size", "8", "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["nodules_kept_as_pixel"] == 8
     assert "note: 8 of 20 nodules have no pixel left at 8×8: each keeps its nearest pixel" in result.stderr

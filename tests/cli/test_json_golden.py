@@ -23,7 +23,14 @@ from lungforge.cli.main import app
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 VOLATILE = {
-    "seconds", "images_per_s", "first_batch_seconds", "train_seconds", "train_cpu_seconds", "created", "store_id", "lungforge_version",
+    "seconds",
+    "images_per_s",
+    "first_batch_seconds",
+    "train_seconds",
+    "train_cpu_seconds",
+    "created",
+    "store_id",
+    "lungforge_version",
 }
 """Keys whose values change from run to run (wall-clock times, creation stamps, random ids)."""
 
@@ -99,8 +106,24 @@ def test_info_json_matches_golden(stores) -> None:
 
 
 def test_augment_json_and_its_info_match_golden(stores) -> None:
-    args = ["augment", "--data", str(stores["real"]), "--weights", "paste", "--out", str(stores["synthetic"]),
-            "--nodules", "3", "--nodule-free", "1", "--shard-size", "4", "--device", "cpu", "--json"]
+    args = [
+        "augment",
+        "--data",
+        str(stores["real"]),
+        "--weights",
+        "paste",
+        "--out",
+        str(stores["synthetic"]),
+        "--nodules",
+        "3",
+        "--nodule-free",
+        "1",
+        "--shard-size",
+        "4",
+        "--device",
+        "cpu",
+        "--json",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     _check("augment_paste", result.stdout, stores["root"])

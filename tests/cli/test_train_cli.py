@@ -19,9 +19,30 @@ def _store(tmp_path):
 def test_train_sdm_tiny_end_to_end_then_resume_errors(tmp_path):
     store, out = _store(tmp_path), tmp_path / "run"
     runner = CliRunner()
-    args = ["train", "sdm", "--data", str(store), "--out", str(out), "--preset", "tiny", "--steps", "3",
-            "--batch-size", "1", "--checkpoint-every", "2", "--sample-steps", "1", "--grid-samples", "1",
-            "--workers", "0", "--device", "cpu"]
+    args = [
+        "train",
+        "sdm",
+        "--data",
+        str(store),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--steps",
+        "3",
+        "--batch-size",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--sample-steps",
+        "1",
+        "--grid-samples",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -46,8 +67,27 @@ def real_store(tmp_path_factory):
 @pytest.mark.parametrize("kind, batch", [("sdm", "1"), ("spade", "2")])
 def test_train_summary_line_on_stdout_progress_on_stderr(real_store, tmp_path, kind, batch):
     out = tmp_path / "run"
-    args = ["train", kind, "--data", str(real_store), "--out", str(out), "--preset", "tiny", "--steps", "1", "--batch-size", batch,
-            "--grid-samples", "1", "--workers", "0", "--device", "cpu", *(["--sample-steps", "1"] if kind == "sdm" else [])]
+    args = [
+        "train",
+        kind,
+        "--data",
+        str(real_store),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--batch-size",
+        batch,
+        "--grid-samples",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        *(["--sample-steps", "1"] if kind == "sdm" else []),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"trained {kind} (tiny) to step 1: final loss ") and result.stdout.endswith(f"checkpoint in {out}\n")
@@ -66,7 +106,9 @@ def test_window_without_inpaint_is_bad_usage(tmp_path):
 
 
 def test_edit_margin_without_inpaint_is_bad_usage(tmp_path):
-    result = CliRunner().invoke(app, ["train", "sdm", "--data", str(tmp_path / "x.zarr"), "--out", str(tmp_path / "run"), "--edit-margin", "7"])
+    result = CliRunner().invoke(
+        app, ["train", "sdm", "--data", str(tmp_path / "x.zarr"), "--out", str(tmp_path / "run"), "--edit-margin", "7"]
+    )
     assert result.exit_code == 2 and "--edit-margin needs --inpaint" in result.output
 
 
@@ -83,8 +125,23 @@ def test_malformed_inpaint_window_and_margin_are_bad_usage_before_work(tmp_path)
 
 def test_inpaint_window_larger_than_the_store_is_one_line(tmp_path):
     store = _store(tmp_path)
-    args = ["train", "sdm", "--data", str(store), "--out", str(tmp_path / "run"), "--preset", "tiny", "--inpaint",
-            "--window", "128", "--steps", "1", "--device", "cpu"]
+    args = [
+        "train",
+        "sdm",
+        "--data",
+        str(store),
+        "--out",
+        str(tmp_path / "run"),
+        "--preset",
+        "tiny",
+        "--inpaint",
+        "--window",
+        "128",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
     assert "window 128 px is larger than its 64×64 px slices" in str(result.exception)

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from lungforge.cli.main import app
 from lungforge.errors import RegistryError
+from lungforge.models.checkpoint import save_checkpoint
 from lungforge.models.presets import SPADEConfig
 from lungforge.models.spade import SPADEGenerator
-from lungforge.models.checkpoint import save_checkpoint
 
 CFG = SPADEConfig(image_size=32, ngf=2, ndf=2)
 runner = CliRunner()

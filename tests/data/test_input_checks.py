@@ -60,14 +60,19 @@ def test_shared_data_finds_links_and_copies_not_look_alikes(tmp_path: Path):
     files = {name: tmp_path / f"{name}.raw" for name in ("a", "b", "c", "near", "link", "hard", "copy")}
     files["gone"] = tmp_path / "gone.raw"
     assert shared_data(files) == {
-        "a": ["link"], "link": ["a"], "b": ["hard"], "hard": ["b"], "c": ["copy"], "copy": ["c"],
+        "a": ["link"],
+        "link": ["a"],
+        "b": ["hard"],
+        "hard": ["b"],
+        "c": ["copy"],
+        "copy": ["c"],
     }
 
 
 def test_two_readings_of_one_nodule_are_not_duplicates(tmp_path):
     uid = "1.2.3"
     (tmp_path / luna16.ANNOTATIONS_FILE).write_text(
-        "seriesuid,coordX,coordY,coordZ,diameter_mm\n" f"{uid},1,2,3,6\n{uid},1,2,3,6.5\n{uid},1,2,3,6.0\n"
+        f"seriesuid,coordX,coordY,coordZ,diameter_mm\n{uid},1,2,3,6\n{uid},1,2,3,6.5\n{uid},1,2,3,6.0\n"
     )
     found, duplicates = luna16.load_annotations(tmp_path)
     assert [a.diameter_mm for a in found[uid]] == [6.0, 6.5]

@@ -126,7 +126,11 @@ def test_missing_raw_is_a_scan_error(dataset: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [bytes(range(256)) * 4, b"hello world\nno header here\n", b"NDims = 3\nDimSize = 4 4\nElementType = MET_SHORT\nElementDataFile = x.raw\n"],
+    [
+        bytes(range(256)) * 4,
+        b"hello world\nno header here\n",
+        b"NDims = 3\nDimSize = 4 4\nElementType = MET_SHORT\nElementDataFile = x.raw\n",
+    ],
     ids=["binary", "text", "two-dims"],
 )
 def test_garbage_header_is_a_scan_error(tmp_path: Path, content: bytes) -> None:

@@ -78,7 +78,7 @@ def test_sphere_respects_spacing_and_direction():
     flip = np.diag([-1.0, 1.0, -1.0])
     centre = np.array([20.0, 20.0, 10.0])
     for direction in (np.eye(3), flip):
-        box, sphere = sphere_mask((20, 40, 40), centre, 10.0, spacing, direction)
+        _box, sphere = sphere_mask((20, 40, 40), centre, 10.0, spacing, direction)
         volume_mm3 = sphere.sum() * spacing.prod()
         assert volume_mm3 == pytest.approx(4 / 3 * np.pi * 5**3, rel=0.1)
         # 5 mm radius spans 5/2 = 2.5 slices either side in z, 10 pixels in x/y
@@ -209,7 +209,7 @@ def test_part_solid_nodule_keeps_core_and_ground_glass_not_lung():
 
 def test_juxtapleural_nodule_excludes_lung():
     hu, grid = _ct(seed=2)
-    zz, yy, xx = grid
+    _zz, _yy, xx = grid
     wall = xx >= 30
     hu[wall] += 890.0  # chest wall, +40 HU
     centre = (12, 24, 27)
@@ -223,13 +223,13 @@ def test_juxtapleural_nodule_excludes_lung():
 
 
 def test_lung_only_sphere_gives_an_empty_mask():
-    hu, grid = _ct(seed=3)
+    hu, _grid = _ct(seed=3)
     assert not _nodule(hu, (12, 24, 24), 6.0).any()
 
 
 def _chest(shape=(6, 64, 64)):
     """HU volume: body ellipse, two lung ellipses; returns hu and the lung masks (left at high x)."""
-    z, h, w = shape
+    _z, h, w = shape
     yy, xx = np.indices((h, w))
     hu = np.full(shape, -1000, dtype=np.int16)
     return hu, yy, xx

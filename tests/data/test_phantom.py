@@ -46,7 +46,7 @@ def _scans(root: Path):
 
 def test_layout_and_headers_follow_luna16(phantom_dir: Path) -> None:
     scans = discover_scans(phantom_dir)
-    assert len(scans) == 4 and all(s.uid.startswith(UID_PREFIX) and s.uid[len(UID_PREFIX):].isdigit() for s in scans)
+    assert len(scans) == 4 and all(s.uid.startswith(UID_PREFIX) and s.uid[len(UID_PREFIX) :].isdigit() for s in scans)
     assert (phantom_dir / "annotations.csv").read_text().splitlines()[0] == "seriesuid,coordX,coordY,coordZ,diameter_mm"
     directions = []
     for ref in scans:
@@ -58,7 +58,7 @@ def test_layout_and_headers_follow_luna16(phantom_dir: Path) -> None:
         nx, ny, nz = map(int, header["DimSize"].split())
         assert nx == ny == 96
         assert ref.mhd.with_suffix(".raw").stat().st_size == nx * ny * nz * 2
-        sx, sy, sz = map(float, header["ElementSpacing"].split())
+        sx, sy, _sz = map(float, header["ElementSpacing"].split())
         assert sx == sy and 300 <= sx * nx <= 420, "field of view stays ~350 mm"
         seg_header = _header(phantom_dir / SEG_DIR / f"{ref.uid}.mhd")
         assert list(seg_header) == LUNA16_KEYS[:5] + ["CompressedDataSize"] + LUNA16_KEYS[5:]
@@ -130,7 +130,7 @@ def test_nodules_sit_at_the_annotated_world_positions_inside_the_lungs(phantom_d
 
 
 def test_seg_values_and_anatomy(phantom_dir: Path) -> None:
-    for ref, volume, seg, _ in _scans(phantom_dir):
+    for _ref, volume, seg, _ in _scans(phantom_dir):
         assert set(np.unique(seg)) == {0, 3, 4, 5}
         hu = volume.hu
         lungs = np.isin(seg, (3, 4))
@@ -180,7 +180,7 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_full_size_scan(tmp_path: Path) -> None:
     make_phantom(tmp_path / "p", scans=2, size=512, seed=0)
-    for ref, volume, seg, nodules in _scans(tmp_path / "p"):
+    for _ref, volume, seg, nodules in _scans(tmp_path / "p"):
         nz, ny, nx = volume.hu.shape
         assert (ny, nx) == (512, 512) and 64 <= nz <= 120
         assert 0.6 <= volume.spacing_mm[0] <= 0.8 and 1.25 <= volume.spacing_mm[2] <= 2.5

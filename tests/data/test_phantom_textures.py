@@ -13,7 +13,14 @@ from lungforge.data.luna16 import discover_scans, read_volume, world_to_index
 from lungforge.data.phantom import TEXTURES_FILE, make_phantom
 from lungforge.data.phantom_nodules import attach_vessel, nodule_voxels
 from lungforge.data.phantom_textures import (
-    LIDC_TEXTURE_COUNTS, TEXTURE_P, TEXTURES, edge_weight, interior_hu, lidc_texture_counts, sample_texture, texture_class,
+    LIDC_TEXTURE_COUNTS,
+    TEXTURE_P,
+    TEXTURES,
+    edge_weight,
+    interior_hu,
+    lidc_texture_counts,
+    sample_texture,
+    texture_class,
 )
 
 
@@ -42,8 +49,12 @@ def test_interiors_have_their_class_structure(texture):
     offsets, rho = nodule_voxels(rng, 14.0, spacing)
     hu = interior_hu(rng, texture, offsets, rho, spacing)
     centre, shell = hu[rho <= 0.2], hu[rho >= 0.8]
-    expected = {"ground-glass": (-800, -250, -800, -250), "part-solid": (-150, 150, -800, -250),
-                "solid": (-150, 150, -150, 150), "calcified": (200, 1000, -150, 150)}[texture]
+    expected = {
+        "ground-glass": (-800, -250, -800, -250),
+        "part-solid": (-150, 150, -800, -250),
+        "solid": (-150, 150, -150, 150),
+        "calcified": (200, 1000, -150, 150),
+    }[texture]
     assert expected[0] < np.median(centre) < expected[1] and expected[2] < np.median(shell) < expected[3]
     assert hu.std() > 10  # texture, not a constant
 
@@ -60,7 +71,7 @@ def test_a_vessel_runs_from_the_nodule_through_lung_only():
     lung[:, :, :5] = False
     attach_vessel(np.random.default_rng(0), hu, lung, np.array([10, 20, 20]), 8.0, np.array([1.25, 0.7, 0.7]))
     vessel = hu > -500
-    assert vessel[10, 20, 20] and 30 < vessel.sum() and not vessel[~lung].any()
+    assert vessel[10, 20, 20] and vessel.sum() > 30 and not vessel[~lung].any()
 
 
 def test_phantom_records_each_nodule_texture_and_renders_it(tmp_path):

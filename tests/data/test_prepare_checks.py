@@ -66,7 +66,9 @@ def _only_skipped(report: dict, uid: str) -> dict:
 
 # -- orientation -----------------------------------------------------------------------------------
 def test_left_lung_is_on_the_image_right_in_every_slice(store, luna):
-    flipped = [ref.uid for ref in luna16.discover_scans(luna) if not np.array_equal(sitk.ReadImage(str(ref.mhd)).GetDirection(), np.eye(3).ravel())]
+    flipped = [
+        ref.uid for ref in luna16.discover_scans(luna) if not np.array_equal(sitk.ReadImage(str(ref.mhd)).GetDirection(), np.eye(3).ravel())
+    ]
     assert len(flipped) == 2 and set(flipped) <= set(store.series_uids)
     labels = store.label[...]
     cols = np.arange(labels.shape[2])

@@ -25,8 +25,13 @@ def edit_attributes(store: Path, edit) -> None:
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory, store_builder, stores) -> Path:
-    path = store_builder(tmp_path_factory.mktemp("prov") / "synth.zarr", "synthetic", seed=4, made_from=stores["real"],
-                         attrs={"generator": {"weights": "w", "kind": "spade", "model_free": False, "train_series": ["1.2.3.0"]}})
+    path = store_builder(
+        tmp_path_factory.mktemp("prov") / "synth.zarr",
+        "synthetic",
+        seed=4,
+        made_from=stores["real"],
+        attrs={"generator": {"weights": "w", "kind": "spade", "model_free": False, "train_series": ["1.2.3.0"]}},
+    )
     return path
 
 
@@ -109,7 +114,9 @@ def test_a_store_written_before_checksums_needs_no_content_record(copy):
 
 
 def test_attributes_that_zarr_writes_in_its_own_json_are_digested_as_written(tmp_path, store_builder):
-    path = store_builder(tmp_path / "nan.zarr", "real", n_series=2, attrs={"min_contrast_hu": math.nan, "window_hu": (-1000, 400), "ids": {2: "a", 10: "b"}})
+    path = store_builder(
+        tmp_path / "nan.zarr", "real", n_series=2, attrs={"min_contrast_hu": math.nan, "window_hu": (-1000, 400), "ids": {2: "a", 10: "b"}}
+    )
     assert open_store(path).attribute_problem() is None
 
 

@@ -86,7 +86,9 @@ def test_boxes_off_their_nodules_fail(copy):
 def test_a_box_reaching_past_its_nodule_fails(copy):
     rewrite(copy, "nodules/bbox", lambda b: np.concatenate([b[:1] + [-6, -6, 6, 6], b[1:]]).astype(b.dtype))
     problems = verify_store(copy).problems
-    assert any(p.startswith("nodules/bbox: 1 of") and "not the tight box of the nodule" in p and "first row 0" in p for p in problems), problems
+    assert any(p.startswith("nodules/bbox: 1 of") and "not the tight box of the nodule" in p and "first row 0" in p for p in problems), (
+        problems
+    )
 
 
 def test_a_box_shrunk_to_a_corner_of_its_nodule_fails(copy):
@@ -135,7 +137,9 @@ def test_a_nodule_with_two_boxes_fails(copy):
     append_rows(copy, np.array([0]))
     problems = verify_store(copy).problems
     slice_ = int(open_store(copy).nodules()["slice"][0])
-    assert any(p == f"nodules/bbox: 1 nodules (label-5 components) lie in more than one box, first on slice {slice_} (2 boxes)" for p in problems), problems
+    assert any(
+        p == f"nodules/bbox: 1 nodules (label-5 components) lie in more than one box, first on slice {slice_} (2 boxes)" for p in problems
+    ), problems
 
 
 def test_a_second_box_over_part_of_a_nodule_fails(copy):
@@ -151,7 +155,7 @@ def test_a_second_box_over_part_of_a_nodule_fails(copy):
 def test_a_nodule_without_a_box_fails(copy):
     store = open_store(copy)
     row = int(store.nodules()["slice"][0])
-    x0, y0, x1, y1 = store.nodules()["bbox"][0]
+    x0, _y0, _x1, _y1 = store.nodules()["bbox"][0]
     far_x = 5 if x0 > 32 else 55
 
     def paint(labels):

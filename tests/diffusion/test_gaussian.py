@@ -96,8 +96,14 @@ def test_hybrid_loss_is_finite_positive_and_vlb_trains_only_the_variance():
 
 def test_tiny_sdm_learns_a_label_to_intensity_task():
     config = SDMConfig(
-        image_size=16, model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-        num_head_channels=16, norm_groups=4, label_embed_channels=8,
+        image_size=16,
+        model_channels=16,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(8,),
+        num_head_channels=16,
+        norm_groups=4,
+        label_embed_channels=8,
     )
     torch.manual_seed(0)
     model = SDMUNet(config)
@@ -138,8 +144,12 @@ def test_ancestral_step_matches_diffusers_learned_range(step):
     from diffusers import DDPMScheduler
 
     reference = DDPMScheduler(
-        num_train_timesteps=1000, trained_betas=DIFFUSION.schedule.betas, variance_type="learned_range",
-        clip_sample=True, clip_sample_range=1.0, prediction_type="epsilon",
+        num_train_timesteps=1000,
+        trained_betas=DIFFUSION.schedule.betas,
+        variance_type="learned_range",
+        clip_sample=True,
+        clip_sample_range=1.0,
+        prediction_type="epsilon",
     )
     reference.set_timesteps(1000)
     g = torch.Generator().manual_seed(step)

@@ -1,3 +1,5 @@
+from typing import ClassVar
+
 import pytest
 import torch
 
@@ -34,8 +36,13 @@ def test_oracle_model_recovers_x0(sampler, steps):
     x0 = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 1.8 - 0.9
     done = []
     out = sample(
-        Oracle(x0), torch.zeros(2, 6, 8, 8), sampler=sampler, steps=steps, guidance=1.5,
-        generators=generators([0, 1]), progress=lambda i, n: done.append((i, n)),
+        Oracle(x0),
+        torch.zeros(2, 6, 8, 8),
+        sampler=sampler,
+        steps=steps,
+        guidance=1.5,
+        generators=generators([0, 1]),
+        progress=lambda i, n: done.append((i, n)),
     )
     torch.testing.assert_close(out, x0, atol=1e-3, rtol=0)
     assert done == [(i, steps) for i in range(1, steps + 1)]
@@ -44,8 +51,14 @@ def test_oracle_model_recovers_x0(sampler, steps):
 @pytest.fixture(scope="module")
 def small_model():
     config = SDMConfig(
-        image_size=16, model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-        num_head_channels=16, norm_groups=4, label_embed_channels=8,
+        image_size=16,
+        model_channels=16,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(8,),
+        num_head_channels=16,
+        norm_groups=4,
+        label_embed_channels=8,
     )
     torch.manual_seed(0)
     model = SDMUNet(config)
@@ -62,10 +75,7 @@ def test_samples_do_not_depend_on_the_batch(sampler, small_model):
     seeds = [10, 11, 12, 13]
     batched = sample(small_model, onehot, sampler=sampler, steps=3, generators=generators(seeds))
     single = torch.cat(
-        [
-            sample(small_model, onehot[i : i + 1], sampler=sampler, steps=3, generators=generators([s]))
-            for i, s in enumerate(seeds)
-        ]
+        [sample(small_model, onehot[i : i + 1], sampler=sampler, steps=3, generators=generators([s])) for i, s in enumerate(seeds)]
     )
     assert batched.shape == (4, 1, 16, 16)
     assert batched.min() >= -1 and batched.max() <= 1
@@ -103,7 +113,7 @@ def test_explicit_noise_shape_is_checked():
 class _HostReads(torch.utils._python_dispatch.TorchDispatchMode):
     """Records every op that reads a tensor's value on the host (a GPU sync on CUDA)."""
 
-    READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default, torch.ops.aten.is_nonzero.default}
+    READS: ClassVar[set] = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default, torch.ops.aten.is_nonzero.default}
 
     def __init__(self):
         super().__init__()

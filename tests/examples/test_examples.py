@@ -30,8 +30,24 @@ def _run(args, **kw):
 
 
 def test_train_detector_on_mixed_stores(real_store):
-    result = _run([sys.executable, str(EXAMPLES / "train_detector_mixed.py"), "--real", str(real_store),
-                   "--synthetic", str(real_store), "--size", "64", "--steps", "2", "--batch-size", "2", "--workers", "2"])
+    result = _run(
+        [
+            sys.executable,
+            str(EXAMPLES / "train_detector_mixed.py"),
+            "--real",
+            str(real_store),
+            "--synthetic",
+            str(real_store),
+            "--size",
+            "64",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--workers",
+            "2",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     store = open_store(real_store)

@@ -19,7 +19,9 @@ from lungforge.labels import NODULE
 
 
 @pytest.mark.parametrize(("split", "size"), [("all", 32), ("train", 32), ("test", 32), ("all", 12)])
-def test_ultralytics_accepts_the_yolo_export(stores, reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: str, size: int) -> None:
+def test_ultralytics_accepts_the_yolo_export(
+    stores, reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: str, size: int
+) -> None:
     """At 12 px (Ultralytics' smallest image is 10 px) one of the 20 nodules keeps one pixel only: a 1 × 1 px box."""
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo-config"))
     monkeypatch.setenv("YOLO_OFFLINE", "1")
@@ -60,7 +62,11 @@ def test_nnunet_finds_each_of_two_exports_by_id(stores, tmp_path: Path, monkeypa
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
     folders = _two_nnunet_exports(stores, tmp_path, monkeypatch)
-    assert [maybe_convert_to_dataset_name(i) for i in (501, 502)] == [f.name for f in folders] == ["Dataset501_Lungforge", "Dataset502_Synthetic"]
+    assert (
+        [maybe_convert_to_dataset_name(i) for i in (501, 502)]
+        == [f.name for f in folders]
+        == ["Dataset501_Lungforge", "Dataset502_Synthetic"]
+    )
 
 
 @pytest.mark.slow  # nnU-Net's check spawns worker processes that import torch (about a minute)
@@ -93,7 +99,9 @@ def test_torchvision_reads_each_coco_split(stores, reference, tmp_path: Path) ->
     export_store(stores["real"], tmp_path / "coco", ExportOptions(format="coco", size=32))
     for split in ("train", "test"):
         with contextlib.redirect_stdout(io.StringIO()):
-            data = datasets.CocoDetection(str(tmp_path / "coco" / "images" / split), str(tmp_path / "coco" / "annotations" / f"instances_{split}.json"))
+            data = datasets.CocoDetection(
+                str(tmp_path / "coco" / "images" / split), str(tmp_path / "coco" / "annotations" / f"instances_{split}.json")
+            )
         assert sorted(data.ids) == reference.rows(split).tolist()
         image, targets = data[0]
         assert image.size == (32, 32) and all(t["image_id"] == data.ids[0] for t in targets)

@@ -46,8 +46,10 @@ def test_refuses_foreign_folder_and_replaces_only_with_overwrite(stores, tmp_pat
     assert (foreign / "notes.txt").read_text() == "keep me"
     out = tmp_path / "out"
     export_store(stores["real"], out, ExportOptions(format="yolo", split="test"))
-    with pytest.raises(InputError, match=re.escape(f"already holds an export of {stores['real']}; to keep it, export into another --out "
-                                                   "(--overwrite replaces it)")):
+    with pytest.raises(
+        InputError,
+        match=re.escape(f"already holds an export of {stores['real']}; to keep it, export into another --out (--overwrite replaces it)"),
+    ):
         export_store(stores["B"], out, ExportOptions(format="yolo"))
     export_store(stores["real"], out, ExportOptions(format="yolo"), overwrite=True)
     assert (out / "images" / "train").is_dir() and not (tmp_path / ".out.replaced").exists()

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lungforge import cpus
 from lungforge.augment.options import AugmentOptions
 from lungforge.bench.protocol.detect import DetectConfig
-from lungforge.bench.scoring.fid import FidConfig
 from lungforge.bench.protocol.localize import LocalizeConfig
+from lungforge.bench.scoring.fid import FidConfig
 from lungforge.bench.scoring.segmenter import SegmenterConfig
-from lungforge.data.phantom import make_phantom
-from lungforge import cpus
 from lungforge.cpus import available_cpus, capped_workers
+from lungforge.data.phantom import make_phantom
 from lungforge.data.prepare import PrepareOptions, planned_workers, prepare
 from lungforge.data.store import MAX_SLICES, create_store, open_store
 from lungforge.errors import ConfigError, OutputError, SchemaError
@@ -87,8 +87,19 @@ def test_phantom_refuses_a_negative_seed_before_writing(tmp_path: Path) -> None:
         ["view", "REAL", "--out", "OUT", "--tile", "100000"],
         ["view", "REAL", "--out", "OUT", "--index", "0-99999999999"],
     ],
-    ids=["phantom-seed", "prepare-seed", "augment-seed", "bench-seed", "view-seed", "train-seed", "augment-nodules",
-         "augment-size", "export-size", "view-tile", "view-index"],
+    ids=[
+        "phantom-seed",
+        "prepare-seed",
+        "augment-seed",
+        "bench-seed",
+        "view-seed",
+        "train-seed",
+        "augment-nodules",
+        "augment-size",
+        "export-size",
+        "view-tile",
+        "view-index",
+    ],
 )
 def test_cli_usage_errors_before_anything_is_made(cli, stores, luna, tmp_path: Path, args: list[str]) -> None:
     out = tmp_path / "out"
@@ -248,8 +259,24 @@ def test_train_runs_capped_workers_and_notes_it(cli, stores, tmp_path: Path, mon
         return batches(slices, spec, **kwargs)
 
     monkeypatch.setattr(training_run, "train_batches", spy)
-    result = cli("train", "spade", "--data", stores["real"], "--out", tmp_path / "run", "--steps", "1", "--batch-size", "1",
-                 "--grid-samples", "1", "--workers", "64", "--device", "cpu")
+    result = cli(
+        "train",
+        "spade",
+        "--data",
+        stores["real"],
+        "--out",
+        tmp_path / "run",
+        "--steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--grid-samples",
+        "1",
+        "--workers",
+        "64",
+        "--device",
+        "cpu",
+    )
     assert result.code == 0, result.stderr
     assert "note: --workers 64: using 1 (one per CPU; 1 CPUs)" in result.stderr
     assert workers == [1]

@@ -56,15 +56,26 @@ def weights(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("fault_weights")
     config = SDMConfig(
-        image_size=64, model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
-        num_head_channels=8, norm_groups=4, label_embed_channels=8,
+        image_size=64,
+        model_channels=8,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(),
+        num_head_channels=8,
+        norm_groups=4,
+        label_embed_channels=8,
     )
     out = {}
     for seed, name in enumerate("ab"):
         torch.manual_seed(seed)
         out[name] = save_checkpoint(
-            root / name, kind="sdm", preset="tiny", model_config=config,
-            state_dict=SDMUNet(config).state_dict(), step=0, store_fingerprint=None,
+            root / name,
+            kind="sdm",
+            preset="tiny",
+            model_config=config,
+            state_dict=SDMUNet(config).state_dict(),
+            step=0,
+            store_fingerprint=None,
         )
     return out
 
@@ -96,7 +107,10 @@ def _killed_run(options: AugmentOptions) -> None:
 
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "lungforge", *args], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "lungforge", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})},
     )
 
@@ -173,7 +187,7 @@ def _add_scan_copy(root: Path, mhd: Path, uid: str = "1.0") -> None:
     """Copy scan `mhd` and its seg mask under `uid` (which sorts before every LUNA16 uid)."""
     for folder in (mhd.parent, root / "seg-lungs-LUNA16"):
         for file in folder.glob(f"{mhd.stem}.*"):
-            target = folder / (uid + file.name[len(mhd.stem):])
+            target = folder / (uid + file.name[len(mhd.stem) :])
             if file.suffix == ".mhd":
                 target.write_text(file.read_text().replace(mhd.stem, uid))
             else:
@@ -416,7 +430,9 @@ def test_two_concurrent_weights_imports_one_wins(weights, tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "lungforge", "weights", "import", str(weights[w]), "--name", "same"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **env},
         )
         for w in "ab"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -64,7 +65,5 @@ def test_workers_exit_when_prepare_is_killed(phantom_dir: Path, tmp_path: Path) 
         assert _wait_for(lambda: not alive(), 20), f"processes {sorted(alive())} outlived their killed parent"
     finally:
         for pid in _descendants(proc.pid) | (children if "children" in locals() else set()):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass

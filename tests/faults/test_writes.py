@@ -49,7 +49,15 @@ def arrays(path: Path) -> dict[str, np.ndarray]:
     """Every array of a finished store, by name."""
     store = open_store(path)
     out = {"image": store.image[...], "label": store.label[...], "uids": np.asarray(store.series_uids)}
-    for name in ("series", "z", "spacing", "split", "fold", "has_nodule", *(("source", "seed", "verified") if store.kind == "synthetic" else ())):
+    for name in (
+        "series",
+        "z",
+        "spacing",
+        "split",
+        "fold",
+        "has_nodule",
+        *(("source", "seed", "verified") if store.kind == "synthetic" else ()),
+    ):
         out[name] = store.meta(name)
     out.update({f"nodules/{k}": v for k, v in store.nodules().items()})
     return out
@@ -88,14 +96,32 @@ def test_disk_full_during_prepare_resumes_to_the_same_store(luna: Path, tmp_path
 def augment_inputs(luna: Path, tmp_path: Path) -> dict[str, Path]:
     prepare(luna, tmp_path / "real.zarr", PrepareOptions(test_patients=1))
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / "spade", kind="spade", preset="tiny", model_config=SPADE,
-                    state_dict=SPADEGenerator(SPADE).state_dict(), step=0, store_fingerprint=None)
+    save_checkpoint(
+        tmp_path / "spade",
+        kind="spade",
+        preset="tiny",
+        model_config=SPADE,
+        state_dict=SPADEGenerator(SPADE).state_dict(),
+        step=0,
+        store_fingerprint=None,
+    )
     return {"real": tmp_path / "real.zarr", "spade": tmp_path / "spade"}
 
 
 def _augment_options(inputs: dict[str, Path], out: Path, **extra) -> AugmentOptions:
-    return AugmentOptions(data=inputs["real"], weights=str(inputs["spade"]), out=out, nodules=4, nodule_free=2,
-                          shape="sphere", diameter_mm=(15.0, 25.0), shard_size=2, device="cpu", retries=0, **extra)
+    return AugmentOptions(
+        data=inputs["real"],
+        weights=str(inputs["spade"]),
+        out=out,
+        nodules=4,
+        nodule_free=2,
+        shape="sphere",
+        diameter_mm=(15.0, 25.0),
+        shard_size=2,
+        device="cpu",
+        retries=0,
+        **extra,
+    )
 
 
 def test_disk_full_during_augment_resumes_to_the_same_store(augment_inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,8 +31,14 @@ SIZE = 16
 def tiny_sdm() -> SDMUNet:
     """The tiny preset's architecture at 16 px (CPU bf16 is slow without native bf16 units)."""
     config = SDMConfig(
-        image_size=SIZE, model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-        num_head_channels=16, norm_groups=4, label_embed_channels=8,
+        image_size=SIZE,
+        model_channels=16,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(8,),
+        num_head_channels=16,
+        norm_groups=4,
+        label_embed_channels=8,
     )
     torch.manual_seed(0)
     return _perturbed(SDMUNet(config))

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from lungforge.errors import CheckpointError
+from lungforge.fileio import sha256_file
+from lungforge.models.checkpoint import FORMAT, LoadedCheckpoint, build_model, load_checkpoint, save_checkpoint
 from lungforge.models.presets import SPADEConfig, config_to_dict, get_preset
 from lungforge.models.spade import SPADEGenerator
-from lungforge.models.checkpoint import FORMAT, LoadedCheckpoint, build_model, load_checkpoint, save_checkpoint
 from lungforge.training.state import capture_rng_state, load_training_state, restore_rng_state, save_training_state
-from lungforge.fileio import sha256_file
 
 CFG = SPADEConfig(image_size=32, ngf=2, ndf=2)
 
@@ -142,9 +142,7 @@ def test_shapes_not_fitting_config(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "run")
     state = SPADEGenerator(CFG).state_dict()
     state.pop("conv_img.bias")
-    save_checkpoint(
-        tmp_path / "run2", kind="spade", preset="custom", model_config=CFG, state_dict=state, step=0, store_fingerprint=None
-    )
+    save_checkpoint(tmp_path / "run2", kind="spade", preset="custom", model_config=CFG, state_dict=state, step=0, store_fingerprint=None)
     with pytest.raises(CheckpointError, match="1 missing \\(e.g. conv_img.bias\\)"):
         load_checkpoint(tmp_path / "run2")
 

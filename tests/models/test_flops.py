@@ -8,8 +8,14 @@ from lungforge.models.presets import PRESETS, SDMConfig
 from lungforge.models.sdm_unet import SDMUNet
 
 SMALL = SDMConfig(
-    image_size=16, model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-    num_head_channels=16, norm_groups=4, label_embed_channels=8,
+    image_size=16,
+    model_channels=16,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(8,),
+    num_head_channels=16,
+    norm_groups=4,
+    label_embed_channels=8,
 )
 
 

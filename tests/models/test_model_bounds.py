@@ -72,7 +72,9 @@ def test_a_spade_memory_bomb_is_refused_before_anything_is_built(tmp_path):
     bomb = _edited(DEMO_SPADE, tmp_path / "bomb.safetensors", ngf=256)
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
-    with pytest.raises(CheckpointError, match=r"bomb\.safetensors: model_config\.ngf = 256 \(paper 64\) gives 1,093\.1 M parameters") as info:
+    with pytest.raises(
+        CheckpointError, match=r"bomb\.safetensors: model_config\.ngf = 256 \(paper 64\) gives 1,093\.1 M parameters"
+    ) as info:
         load_checkpoint(bomb)
     assert "\n" not in str(info.value)
     assert time.perf_counter() - started < 5

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lungforge.models.layers import SPADEGroupNorm, ResBlock, labels_to_onehot
+from lungforge.models.layers import ResBlock, SPADEGroupNorm, labels_to_onehot
 from lungforge.models.presets import PRESETS, SDMConfig
 from lungforge.models.sdm_unet import SDMUNet
 
@@ -112,8 +112,6 @@ def test_runs_under_bf16_autocast():
         out = model(x, t, onehot)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     torch.testing.assert_close(out, model(x, t, onehot).detach(), atol=0.1, rtol=0.1)
-
-
 
 
 def test_paper_model_builds():

@@ -162,4 +162,3 @@ def test_vgg_loss_loads_local_features_and_scores(tmp_path: Path) -> None:
     assert loss(x, -x).item() > 0.0
     loss.train()
     assert not loss.features.training
-

@@ -28,7 +28,12 @@ FAILURES = {
         RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0\nmore lines"),
         "resume.pt: \\[enforce fail at inline_container.cc:626\\] . unexpected pos 64 vs 0;",
     ),
-    "safetensors": (safetensors.torch, "save_file", SafetensorError("Error while serializing: File too large"), "model.safetensors: Error while serializing"),
+    "safetensors": (
+        safetensors.torch,
+        "save_file",
+        SafetensorError("Error while serializing: File too large"),
+        "model.safetensors: Error while serializing",
+    ),
 }
 
 

@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 from lungforge.errors import CheckpointError, InputError
 from lungforge.labels import BODY
 from lungforge.models.checkpoint import build_model, load_checkpoint
-from lungforge.training.state import load_training_state
 from lungforge.training.loop_sdm import train_sdm
 from lungforge.training.options import TrainOptions
+from lungforge.training.state import load_training_state
 
 
 def _options(store, out, preset, **kw) -> TrainOptions:

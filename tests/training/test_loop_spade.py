@@ -6,10 +6,10 @@ import torch
 
 from lungforge.errors import InputError
 from lungforge.models.checkpoint import load_checkpoint
-from lungforge.training.state import load_training_state
+from lungforge.models.spade import MultiscaleDiscriminator, SPADEGenerator
 from lungforge.training.loop_spade import train_spade
 from lungforge.training.options import TrainOptions
-from lungforge.models.spade import MultiscaleDiscriminator, SPADEGenerator
+from lungforge.training.state import load_training_state
 
 
 def test_spade_steps_change_generator_and_discriminator(tiny_store, micro_preset, tmp_path):

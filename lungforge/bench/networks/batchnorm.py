@@ -14,7 +14,9 @@ from torch import nn
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], forward: Callable[[torch.Tensor], object] | None = None) -> None:
+def recalibrate_batchnorm(
+    model: nn.Module, batches: Iterable[torch.Tensor], forward: Callable[[torch.Tensor], object] | None = None
+) -> None:
     """Reset every BatchNorm layer of `model` and average its statistics over `batches`.
 
     `forward(batch)` runs the part of the model that holds the batch norms (default `model`).

@@ -17,11 +17,10 @@ batches drawn the same way (:data:`CALIBRATION_BATCHES`).
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
-
 
 CALIBRATION_BATCHES = 8
 """Balanced batches every condition re-estimates its batch-norm statistics on after training."""

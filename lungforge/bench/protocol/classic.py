@@ -58,7 +58,9 @@ def classic_boxes(boxes: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarra
     return moved_boxes[(moved_boxes[:, 2] > moved_boxes[:, 0]) & (moved_boxes[:, 3] > moved_boxes[:, 1])]
 
 
-def classic_copies(images: np.ndarray, boxes: list[np.ndarray] | None, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
+def classic_copies(
+    images: np.ndarray, boxes: list[np.ndarray] | None, count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
     """`count` augmented copies of `images` (n, S, S) uint8 (and their `boxes`, (K, 4) px each),
     each source used in turn in one seeded random order: (rows (count,) of the sources, images
     (count, S, S) uint8, moved boxes or None)."""

@@ -58,8 +58,14 @@ def control_options(real_path: Path, real: Store, reference: Store | None, out_d
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
         AugmentOptions(
-            data=real_path, weights=name, out=out_dir / f"{name}.zarr", shape="real", retries=0, device="cpu",
-            resume=(out_dir / f"{name}.zarr").exists(), **request,
+            data=real_path,
+            weights=name,
+            out=out_dir / f"{name}.zarr",
+            shape="real",
+            retries=0,
+            device="cpu",
+            resume=(out_dir / f"{name}.zarr").exists(),
+            **request,
         )
         for name in CONTROL_NAMES
     ]
@@ -116,7 +122,9 @@ def separation(result: TaskResult, metric: str) -> Separation:
     """Paste against mislabeled on `metric` over the scored folds of `result` (:func:`fold_exclusion`)."""
     scored = [fold_exclusion(row) is None for row in result.folds["paste"]]  # every condition shares the test folds
     values = {c: [v if keep else float("nan") for v, keep in zip(result.values(c, metric), scored)] for c in ("paste", "mislabeled")}
-    comparison = compare(values["paste"], values["mislabeled"], nb_ratio(result.config.folds), condition="paste", reference_name="mislabeled", metric=metric)
+    comparison = compare(
+        values["paste"], values["mislabeled"], nb_ratio(result.config.folds), condition="paste", reference_name="mislabeled", metric=metric
+    )
     p = comparison.p["signed_rank"]
     separated = bool(np.isfinite(p) and p < SEPARATION_P and comparison.diff_mean > 0)
     return Separation(metric, comparison, separated)

@@ -18,15 +18,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from lungforge.bench.protocol.budget import curve_steps, reference_steps
-from lungforge.bench.protocol.foldlog import FoldLog, run_signature
 from lungforge.bench.protocol.fold_controls import FOLD_CONTROLS, fold_control_names
+from lungforge.bench.protocol.foldlog import FoldLog, run_signature
 from lungforge.bench.protocol.folds import OUTSIDE, leak_groups, real_groups
 from lungforge.bench.protocol.inputs import REFERENCE
 from lungforge.bench.protocol.leakage import check_leakage
@@ -163,7 +164,7 @@ def kept_real_slices(real: Store, groups: np.ndarray, fold: int, k: int | None, 
     kept = np.zeros(len(real), bool)
     if k is not None and k < order.size:
         kept[rows[in_train & np.isin(ids, order[:k])]] = True
-        free = free[: int(round(kept.sum() * free.size / max(int(nodule_slices.sum()), 1)))]
+        free = free[: round(kept.sum() * free.size / max(int(nodule_slices.sum()), 1))]
     else:
         kept |= nodule_slices
     kept[free] = True
@@ -259,8 +260,13 @@ TrainAndTest = Callable[[int, list[Any], int, int], FoldRow]
 
 
 def fold_runner(
-    real: Store, synthetic: dict[str, Store], groups: np.ndarray, config: FoldConfig,
-    real_set: S, synthetic_sets: dict[str, S], train_and_test: TrainAndTest,
+    real: Store,
+    synthetic: dict[str, Store],
+    groups: np.ndarray,
+    config: FoldConfig,
+    real_set: S,
+    synthetic_sets: dict[str, S],
+    train_and_test: TrainAndTest,
 ) -> FoldRunner:
     """The runner of one task: for (fold, condition) it keeps the real items of the other folds
     that the fold's :class:`FoldTraining` keeps, adds the condition's synthetic items that may
@@ -308,8 +314,11 @@ def fold_runner(
         row = average_rows([train_and_test(fold, train, steps, repeat_seed(config.seed, r)) for r in range(config.repeats)])
         check_trained(row, condition, config, fold)
         return {
-            **row, "seconds": round(time.perf_counter() - started, 3), "real_nodule_slices": rule.real_nodule_slices,
-            "real_nodules": rule.real_nodules, **joined,
+            **row,
+            "seconds": round(time.perf_counter() - started, 3),
+            "real_nodule_slices": rule.real_nodule_slices,
+            "real_nodules": rule.real_nodules,
+            **joined,
         }
 
     return FoldRunner(run, steps)

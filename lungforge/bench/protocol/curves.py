@@ -14,8 +14,9 @@ would only repeat the `all` point.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +36,14 @@ TaskRunner = Callable[..., TaskResult]
 
 
 def learning_curve(
-    run: TaskRunner, real: Store, synthetic: dict[str, Store], config: Any, points: list[int | None], device: Any,
-    out: Path | None = None, progress: Any = None,
+    run: TaskRunner,
+    real: Store,
+    synthetic: dict[str, Store],
+    config: Any,
+    points: list[int | None],
+    device: Any,
+    out: Path | None = None,
+    progress: Any = None,
 ) -> CurveResult:
     """Run `run` at every point K of `points` (None: all) with one fixed budget; a K the store
     cannot honour is refused first (:func:`check_points`)."""
@@ -94,11 +101,16 @@ def curve_markdown(curve: CurveResult, metric: str, task: str, table: dict[str, 
     if seen:
         lines.append(f"Real nodules the generators' weights saw: {seen}.")
     if first is not None and first.primary is not None:
-        lines.append(f"Primary comparison (fixed before the run): {first.primary.condition} vs A at K = {first.primary.point}; "
-                     f"every other p is Holm-adjusted over the curve's comparisons; corrected t: n_test/n_train = {first.test_train_ratio:.3g}.")
+        lines.append(
+            f"Primary comparison (fixed before the run): {first.primary.condition} vs A at K = {first.primary.point}; "
+            f"every other p is Holm-adjusted over the curve's comparisons; corrected t: n_test/n_train = {first.test_train_ratio:.3g}."
+        )
     heads = [f"p {TEST_NAMES[t]}" for t in CURVE_TESTS]
-    lines += ["", f"| K | real nodules (slices) / fold | condition | {metric} (%) | Δ vs A (pts) [95 % CI] | " + " | ".join(heads) + " |",
-              "|---" * (5 + len(heads)) + "|"]
+    lines += [
+        "",
+        f"| K | real nodules (slices) / fold | condition | {metric} (%) | Δ vs A (pts) [95 % CI] | " + " | ".join(heads) + " |",
+        "|---" * (5 + len(heads)) + "|",
+    ]
     for point, summary in table.items():
         result = curve.results[point]
         nodules = f"{real_nodules(result):.1f} ({real_nodule_slices(result):.1f})"

@@ -20,16 +20,16 @@ import torch
 from torch.nn import functional as F
 
 from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
-from lungforge.choices import RealSplit, check_range
+from lungforge.bench.networks.seresnet import SEResNet
 from lungforge.bench.protocol.budget import CALIBRATION_BATCHES, balanced_batch_indices, realized_share
 from lungforge.bench.protocol.crossval import FoldOptions, FoldRunner, check_fold_config, condition_stream, cross_validate, fold_runner
 from lungforge.bench.protocol.folds import OUTSIDE, source_groups
-from lungforge.bench.protocol.results import FoldRow, TaskResult
-from lungforge.bench.scoring.metrics import Confusion, auroc, classification_metrics, recall_by_size
 from lungforge.bench.protocol.patches import JITTER_PX, PATCH, PatchSet, sample_patches
+from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.protocol.selection import selected
 from lungforge.bench.protocol.sources import SOURCES, external_source_slices
-from lungforge.bench.networks.seresnet import SEResNet
+from lungforge.bench.scoring.metrics import Confusion, auroc, classification_metrics, recall_by_size
+from lungforge.choices import RealSplit, check_range
 from lungforge.data.store import Store
 
 QUICK_LABEL = "QUICK (not comparable to the paper)"
@@ -69,7 +69,7 @@ class DetectConfig(FoldOptions):
             raise ValueError(f"depth must be 6n+2 (8, 14, 20, ...), got {self.depth}")
 
     @classmethod
-    def quick_preset(cls, **overrides: Any) -> "DetectConfig":
+    def quick_preset(cls, **overrides: Any) -> DetectConfig:
         """2 folds, 20 epochs of a SE-ResNet-8 of width 8 (cheap: 32×32 patches): for CI and the
         demo, not the paper."""
         return cls(**{**overrides, "folds": 2, "epochs": 20, "depth": 8, "width": 8, "quick": True})
@@ -88,7 +88,9 @@ def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return (images.to(device).float().unsqueeze(1) / 127.5) - 1.0
 
 
-def train_classifier(train: PatchSet, config: DetectConfig, device: torch.device, steps: int, seed: int | None = None) -> tuple[SEResNet, int]:
+def train_classifier(
+    train: PatchSet, config: DetectConfig, device: torch.device, steps: int, seed: int | None = None
+) -> tuple[SEResNet, int]:
     """Train an SE-ResNet on `train` patches for `steps` optimiser steps with Adam and a cosine
     schedule over them, seeded by `seed` (default config.seed); every batch holds
     `config.batch_size` patches, `config.positive_share` of them nodules
@@ -129,8 +131,14 @@ def predict_logits(model: SEResNet, images: np.ndarray, device: torch.device, ba
 
 
 def run_fold(
-    train: PatchSet, test: PatchSet, config: DetectConfig, device: torch.device, steps: int, diameter_mm: np.ndarray,
-    patient: np.ndarray, seed: int | None = None,
+    train: PatchSet,
+    test: PatchSet,
+    config: DetectConfig,
+    device: torch.device,
+    steps: int,
+    diameter_mm: np.ndarray,
+    patient: np.ndarray,
+    seed: int | None = None,
 ) -> FoldRow:
     """Train on `train` for `steps` optimiser steps (seeded by `seed`, default config.seed),
     evaluate on `test`: metrics (the paper's, AUROC of the logits, recall per nodule size from
@@ -177,8 +185,14 @@ def detect_runner(real: Store, synthetic: dict[str, Store], config: DetectConfig
     for name, store in synthetic.items():
         used = np.flatnonzero(selected(store, config.select))
         syn_patches[name] = sample_patches(
-            store, used, source_groups(store, real, groups)[used], config.size, config.seed, condition_stream(name),
-            config.patch, config.jitter_px,
+            store,
+            used,
+            source_groups(store, real, groups)[used],
+            config.size,
+            config.seed,
+            condition_stream(name),
+            config.patch,
+            config.jitter_px,
         )
     sources = np.flatnonzero(external_source_slices(real, synthetic, groups))
     if sources.size:
@@ -199,4 +213,6 @@ def run_detect(
     real: Store, synthetic: dict[str, Store], config: DetectConfig, device: torch.device, out: Path | None = None, progress: Any = None
 ) -> TaskResult:
     """Run every (fold, condition) of the detection benchmark; finished folds in `out` are reused."""
-    return cross_validate("detect", real, synthetic, config, lambda groups: detect_runner(real, synthetic, config, device, groups), out, progress)
+    return cross_validate(
+        "detect", real, synthetic, config, lambda groups: detect_runner(real, synthetic, config, device, groups), out, progress
+    )

@@ -5,7 +5,8 @@ batch-norm statistics re-estimated the same way (:mod:`lungforge.bench.protocol.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch

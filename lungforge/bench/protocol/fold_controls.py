@@ -17,8 +17,9 @@ A generator is helpful only when it beats A, `classic` and `blob` (docs/controls
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -31,9 +32,9 @@ class ControlSet(Protocol):
     @property
     def positive(self) -> np.ndarray: ...
 
-    def nodule_free(self) -> "ControlSet": ...
+    def nodule_free(self) -> ControlSet: ...
 
-    def classic(self, count: int, rng: np.random.Generator) -> "ControlSet": ...
+    def classic(self, count: int, rng: np.random.Generator) -> ControlSet: ...
 
 
 C = TypeVar("C", bound=ControlSet)
@@ -70,7 +71,9 @@ def fold_control_names(synthetic_names: list[str], enabled: bool) -> tuple[str, 
         return ()
     missing = sorted({c.source for c in FOLD_CONTROLS.values()} - set(synthetic_names))
     if missing:
-        raise InputError(f"the fold controls {', '.join(FOLD_CONTROLS)} need the control stores {', '.join(missing)}: run bench all --controls")
+        raise InputError(
+            f"the fold controls {', '.join(FOLD_CONTROLS)} need the control stores {', '.join(missing)}: run bench all --controls"
+        )
     taken = sorted(set(FOLD_CONTROLS) & set(synthetic_names))
     if taken:
         raise InputError(f"--synthetic name {taken[0]!r} is a control's name; rename it or drop --controls")

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lungforge.choices import RealSplit
 from lungforge.data.store import NO_SOURCE, SPLIT_IDS, Store
 from lungforge.errors import InputError
-from lungforge.choices import RealSplit
 
 OFFICIAL_FOLDS = 10
 OUTSIDE = -1

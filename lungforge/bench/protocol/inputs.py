@@ -22,7 +22,7 @@ class SyntheticSpec:
     path: Path
 
     @classmethod
-    def parse(cls, text: str) -> "SyntheticSpec":
+    def parse(cls, text: str) -> SyntheticSpec:
         """Parse `B=spade.zarr`; the name must be a short identifier other than the reference A."""
         name, sep, path = text.partition("=")
         name = name.strip()
@@ -96,7 +96,9 @@ def _check_synthetic(path: str | os.PathLike, store: Store, real: Store, need_no
     for column in ("shape_source", "size_source"):
         rows = table[column]
         if rows.size and (rows.min() < NO_SOURCE or rows.max() >= n_rows):
-            raise SchemaError(f"{path}: nodules/{column} spans [{rows.min()}, {rows.max()}], expected -1 or rows of the real store's {n_rows} nodules")
+            raise SchemaError(
+                f"{path}: nodules/{column} spans [{rows.min()}, {rows.max()}], expected -1 or rows of the real store's {n_rows} nodules"
+            )
     if need_nodules and not store.meta("has_nodule").any():
         raise SchemaError(f"{path}: has no nodule slices; detect/localize need synthetic slices with nodules")
 

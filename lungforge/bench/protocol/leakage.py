@@ -45,9 +45,13 @@ class GeneratorExposure:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "model_free": self.model_free, "recorded": self.recorded, "nodule_slices": self.nodule_slices,
+            "kind": self.kind,
+            "model_free": self.model_free,
+            "recorded": self.recorded,
+            "nodule_slices": self.nodule_slices,
             "nodules": self.nodules,
-            "test_patients": self.test_patients, "train_store": self.train_store,
+            "test_patients": self.test_patients,
+            "train_store": self.train_store,
         }
 
 

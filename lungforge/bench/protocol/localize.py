@@ -18,19 +18,19 @@ import numpy as np
 import torch
 
 from lungforge.bench.networks.small_rcnn import small_faster_rcnn
-from lungforge.choices import Backbone, RealSplit, check_choice, check_range
 from lungforge.bench.protocol.budget import realized_share
-from lungforge.bench.protocol.detector_training import make_targets, positive_share, predict, train_detector
-from lungforge.bench.protocol.crossval import FoldOptions, FoldRunner, check_fold_config, condition_stream, cross_validate, fold_runner
-from lungforge.bench.scoring.froc import CPM, FROC_METRICS, froc
-from lungforge.bench.protocol.folds import OUTSIDE, source_groups
 from lungforge.bench.protocol.classic import classic_copies
-from lungforge.bench.protocol.sources import SOURCES, external_source_slices
+from lungforge.bench.protocol.crossval import FoldOptions, FoldRunner, check_fold_config, condition_stream, cross_validate, fold_runner
+from lungforge.bench.protocol.detector_training import make_targets, positive_share, predict, train_detector
+from lungforge.bench.protocol.folds import OUTSIDE, source_groups
 from lungforge.bench.protocol.inputs import nodule_boxes, nodule_rows
 from lungforge.bench.protocol.results import FoldRow, TaskResult
-from lungforge.bench.scoring.metrics import detection_metrics
 from lungforge.bench.protocol.selection import selected
 from lungforge.bench.protocol.slices import read_resized, scale_boxes
+from lungforge.bench.protocol.sources import SOURCES, external_source_slices
+from lungforge.bench.scoring.froc import CPM, FROC_METRICS, froc
+from lungforge.bench.scoring.metrics import detection_metrics
+from lungforge.choices import Backbone, RealSplit, check_choice, check_range
 from lungforge.data.store import Store, nodule_ids
 from lungforge.errors import CheckpointError, torch_load_reason
 
@@ -79,21 +79,30 @@ class LocalizeConfig(FoldOptions):
         check_choice("optimizer", self.optimizer, Optimizer)
 
     @classmethod
-    def quick_preset(cls, **overrides: Any) -> "LocalizeConfig":
+    def quick_preset(cls, **overrides: Any) -> LocalizeConfig:
         """2 folds, 3 epochs, ResNet-18 FPN with 64 channels, a 256-d box head and 64 sampled RoIs per
         image: for CI and the demo, not the paper."""
         quick = {"folds": 2, "epochs": 3, "backbone": "resnet18", "fpn_channels": 64, "head_dim": 256, "roi_samples": 64, "quick": True}
         return cls(**{**overrides, **quick})
 
     @classmethod
-    def cpu_preset(cls, **overrides: Any) -> "LocalizeConfig":
+    def cpu_preset(cls, **overrides: Any) -> LocalizeConfig:
         """The CPU-sized detector (:mod:`lungforge.bench.networks.small_rcnn`: ResNet-18 to layer2,
         FPN at strides 2–16 with 64 channels, anchors 2–32 px, RPN positive IoU 0.25), a 256-d box
         head, 64 RoIs per image, AdamW at 1e-3 with random 90° turns, 2 folds, 40 epochs in batches
         of 4; `overrides` win. Sized for the demo phantom's 1–7 px nodules on a CPU; not the paper's
         detector (docs/localization.md gives why, and what it reaches)."""
-        cpu = {"folds": 2, "epochs": 40, "backbone": "resnet18-stride2", "fpn_channels": 64, "head_dim": 256, "roi_samples": 64,
-               "optimizer": "adamw", "lr": 1e-3, "rotations": True}
+        cpu = {
+            "folds": 2,
+            "epochs": 40,
+            "backbone": "resnet18-stride2",
+            "fpn_channels": 64,
+            "head_dim": 256,
+            "roi_samples": 64,
+            "optimizer": "adamw",
+            "lr": 1e-3,
+            "rotations": True,
+        }
         return cls(**{**cpu, **overrides})
 
 
@@ -110,7 +119,7 @@ class SliceSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def select(self, mask: np.ndarray) -> "SliceSet":
+    def select(self, mask: np.ndarray) -> SliceSet:
         rows = np.flatnonzero(mask)
         return SliceSet(self.images[rows], [self.boxes[i] for i in rows], self.group[rows], self.slice[rows])
 
@@ -119,18 +128,18 @@ class SliceSet:
         """(n,) bool: the slices with a nodule box."""
         return np.array([b.shape[0] > 0 for b in self.boxes], bool)
 
-    def nodule_free(self) -> "SliceSet":
+    def nodule_free(self) -> SliceSet:
         """The same slices with no box (the `hosts` control)."""
         return SliceSet(self.images, [np.zeros((0, 4), np.float32) for _ in self.boxes], self.group, self.slice)
 
-    def classic(self, count: int, rng: np.random.Generator) -> "SliceSet":
+    def classic(self, count: int, rng: np.random.Generator) -> SliceSet:
         """`count` classically augmented copies of the nodule slices, boxes moved with them (:func:`classic_copies`)."""
         positives = self.select(self.positive)
         rows, images, boxes = classic_copies(positives.images, positives.boxes, count, rng)
         return SliceSet(images, boxes or [], positives.group[rows], positives.slice[rows])
 
     @staticmethod
-    def concat(sets: list["SliceSet"]) -> "SliceSet":
+    def concat(sets: list[SliceSet]) -> SliceSet:
         return SliceSet(
             np.concatenate([s.images for s in sets]),
             [b for s in sets for b in s.boxes],
@@ -154,7 +163,7 @@ def load_slices(
         allowed = (groups != OUTSIDE) if store.kind == "real" else np.ones(len(store), bool)
     chosen = np.flatnonzero(keep & allowed)
     free = np.flatnonzero(~has & allowed)
-    n_free = min(free.size, int(round(nodule_free_ratio * chosen.size)))
+    n_free = min(free.size, round(nodule_free_ratio * chosen.size))
     if n_free:
         chosen = np.sort(np.concatenate([chosen, rng.choice(free, size=n_free, replace=False)]))
     images, _ = read_resized(store, chosen, size, labels=False)
@@ -295,7 +304,9 @@ def run_localize(
         syn_sets = {}
         for name, store in synthetic.items():
             rng = np.random.default_rng([config.seed, condition_stream(name)])
-            syn_sets[name] = load_slices(store, source_groups(store, real, groups), config.size, config.nodule_free_ratio, rng, selected(store, config.select))
+            syn_sets[name] = load_slices(
+                store, source_groups(store, real, groups), config.size, config.nodule_free_ratio, rng, selected(store, config.select)
+            )
         sources = external_source_slices(real, synthetic, groups)
         if sources.any():
             rng = np.random.default_rng([config.seed, condition_stream(SOURCES)])

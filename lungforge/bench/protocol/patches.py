@@ -41,7 +41,7 @@ class PatchSet:
     def __len__(self) -> int:
         return int(self.target.size)
 
-    def select(self, mask: np.ndarray) -> "PatchSet":
+    def select(self, mask: np.ndarray) -> PatchSet:
         return PatchSet(*(getattr(self, f)[mask] for f in FIELDS))
 
     @property
@@ -49,22 +49,26 @@ class PatchSet:
         """(n,) bool: the nodule patches."""
         return self.target.astype(bool)
 
-    def nodule_free(self) -> "PatchSet":
+    def nodule_free(self) -> PatchSet:
         """The same patches, every one labelled 0 (the `hosts` control)."""
         return dataclasses.replace(self, target=np.zeros_like(self.target), nodule=np.full_like(self.nodule, -1))
 
-    def classic(self, count: int, rng: np.random.Generator) -> "PatchSet":
+    def classic(self, count: int, rng: np.random.Generator) -> PatchSet:
         """`count` classically augmented copies of the positive patches (:func:`classic_copies`)."""
         positives = self.select(self.positive)
         rows, images, _ = classic_copies(positives.images, None, count, rng)
         return dataclasses.replace(positives.select(rows), images=images)
 
     @staticmethod
-    def concat(sets: list["PatchSet"], patch: int = PATCH) -> "PatchSet":
+    def concat(sets: list[PatchSet], patch: int = PATCH) -> PatchSet:
         if not sets:
             return PatchSet(
-                np.zeros((0, patch, patch), np.uint8), np.zeros(0, np.uint8), np.zeros(0, np.int64),
-                np.zeros(0, np.int64), np.zeros((0, 2), np.int64), np.zeros(0, np.int64),
+                np.zeros((0, patch, patch), np.uint8),
+                np.zeros(0, np.uint8),
+                np.zeros(0, np.int64),
+                np.zeros(0, np.int64),
+                np.zeros((0, 2), np.int64),
+                np.zeros(0, np.int64),
             )
         return PatchSet(*(np.concatenate([getattr(s, f) for s in sets]) for f in FIELDS))
 
@@ -156,7 +160,9 @@ def sample_block(
     rows = np.searchsorted(keys, all_slices)
     target = np.concatenate([np.ones(n_pos, np.uint8), np.zeros(all_slices.size - n_pos, np.uint8)])
     nodule = np.concatenate([pos_rows, np.full(all_slices.size - n_pos, -1, np.int64)])
-    return PatchSet(crop(stack, rows, all_centres, patch), target, np.full(all_slices.size, group, np.int64), all_slices, all_centres, nodule)
+    return PatchSet(
+        crop(stack, rows, all_centres, patch), target, np.full(all_slices.size, group, np.int64), all_slices, all_centres, nodule
+    )
 
 
 def sample_patches(

@@ -58,14 +58,16 @@ class TaskResult:
     def to_dict(self) -> dict[str, Any]:
         """{"task", "quick", "config", "conditions", "folds": {condition: [row]}, "leakage"}, JSON-safe;
         the rows without their out-of-fold `predictions` (kept in the fold log for the pooled tests)."""
-        return json_safe({
-            "task": self.task,
-            "quick": self.quick,
-            "config": dataclasses.asdict(self.config),
-            "conditions": list(self.conditions),
-            "folds": {c: [{k: v for k, v in row.items() if k != PREDICTIONS} for row in rows] for c, rows in self.folds.items()},
-            "leakage": {name: seen.as_dict() for name, seen in self.leakage.items()},
-        })
+        return json_safe(
+            {
+                "task": self.task,
+                "quick": self.quick,
+                "config": dataclasses.asdict(self.config),
+                "conditions": list(self.conditions),
+                "folds": {c: [{k: v for k, v in row.items() if k != PREDICTIONS} for row in rows] for c, rows in self.folds.items()},
+                "leakage": {name: seen.as_dict() for name, seen in self.leakage.items()},
+            }
+        )
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,9 @@ def joined_counts(store: Store, slices: np.ndarray) -> dict[str, int]:
     return {"synthetic_positives": int(has.sum()), "synthetic_negatives": int((~has).sum())}
 
 
-def check_synthetic_positives(joins: dict[str, list[np.ndarray]], synthetic: dict[str, Store], used: dict[str, np.ndarray], allow: bool) -> None:
+def check_synthetic_positives(
+    joins: dict[str, list[np.ndarray]], synthetic: dict[str, Store], used: dict[str, np.ndarray], allow: bool
+) -> None:
     """InputError (one line) for the first synthetic condition that adds no nodule slice to some
     fold, naming it and those folds, unless `allow`. `joins[name][fold]` (N_syn,) bool: its slices
     that may join that fold; `used[name]` (N_syn,) bool: those the benchmark trains on (--select)."""

@@ -71,4 +71,8 @@ def verdict_sentence(task: str, verdict: Verdict) -> str:
         p = "n/a" if c["p_signed_rank"] is None else f"{c['p_signed_rank']:.3g}"
         parts.append(f"vs {bar} {diff} (p {p})")
     word = "helpful" if verdict.helpful else "NOT shown helpful"
-    return f"{task}: {verdict.generator} is {word} on {verdict.metric} — " + "; ".join(parts) + f" (needs all three ahead, signed-rank p < {HELPFUL_P})."
+    return (
+        f"{task}: {verdict.generator} is {word} on {verdict.metric} — "
+        + "; ".join(parts)
+        + f" (needs all three ahead, signed-rank p < {HELPFUL_P})."
+    )

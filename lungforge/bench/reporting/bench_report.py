@@ -37,7 +37,7 @@ class Budget:
     steps: dict[str, list[int | None]]
 
     @classmethod
-    def of(cls, result: TaskResult) -> "Budget":
+    def of(cls, result: TaskResult) -> Budget:
         return cls({c: result.values(c, "optimizer_steps") for c in result.conditions})
 
     @property
@@ -135,20 +135,22 @@ class BenchReport:
 
     def to_dict(self) -> dict[str, Any]:
         """report.json: standard JSON (an undefined number is null)."""
-        return json_safe({
-            "warning": self.warning,
-            "title": self.title,
-            "quick": self.quick,
-            "device": self.device,
-            "real": str(self.real),
-            "synthetic": {name: str(path) for name, path in self.synthetic.items()},
-            "fid": self.fid.to_dict(),
-            "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
-            "selection": self.selection,
-            "detect": self.detect.to_dict(),
-            "localize": self.localize.to_dict(),
-            "controls": None if self.controls is None else {task: s.to_dict() for task, s in self.controls.items()},
-            "verdicts": None if self.verdicts is None else {task: [v.to_dict() for v in vs] for task, vs in self.verdicts.items()},
-            "curves": None if self.curves is None else {task: c.to_dict() for task, c in self.curves.items()},
-            "figures": self.figures,
-        })
+        return json_safe(
+            {
+                "warning": self.warning,
+                "title": self.title,
+                "quick": self.quick,
+                "device": self.device,
+                "real": str(self.real),
+                "synthetic": {name: str(path) for name, path in self.synthetic.items()},
+                "fid": self.fid.to_dict(),
+                "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
+                "selection": self.selection,
+                "detect": self.detect.to_dict(),
+                "localize": self.localize.to_dict(),
+                "controls": None if self.controls is None else {task: s.to_dict() for task, s in self.controls.items()},
+                "verdicts": None if self.verdicts is None else {task: [v.to_dict() for v in vs] for task, vs in self.verdicts.items()},
+                "curves": None if self.curves is None else {task: c.to_dict() for task, c in self.curves.items()},
+                "figures": self.figures,
+            }
+        )

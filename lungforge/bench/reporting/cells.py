@@ -7,8 +7,12 @@ import math
 from lungforge.bench.scoring.stats import Comparison, MetricStat
 
 TEST_NAMES = {
-    "rank_sum": "rank-sum", "signed_rank": "signed-rank", "corrected_t": "corrected t",
-    "delong": "DeLong", "bootstrap_auroc": "bootstrap AUROC", "bootstrap_accuracy": "bootstrap accuracy",
+    "rank_sum": "rank-sum",
+    "signed_rank": "signed-rank",
+    "corrected_t": "corrected t",
+    "delong": "DeLong",
+    "bootstrap_auroc": "bootstrap AUROC",
+    "bootstrap_accuracy": "bootstrap accuracy",
 }
 """Column names of the tests, by the key of their p in :attr:`Comparison.p`."""
 

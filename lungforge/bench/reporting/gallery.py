@@ -62,7 +62,12 @@ def nodule_crops(store: Store, columns: int, side_px: int) -> list[NoduleCrop]:
         x0, y0, x1, y1 = table["bbox"][row]
         top, left = round((y0 + y1 - side_px) / 2), round((x0 + x1 - side_px) / 2)
         crops.append(
-            NoduleCrop(square_window(image, top, left, side_px), square_window(label, top, left, side_px) == NODULE, index, float(table["diameter_mm"][row]))
+            NoduleCrop(
+                square_window(image, top, left, side_px),
+                square_window(label, top, left, side_px) == NODULE,
+                index,
+                float(table["diameter_mm"][row]),
+            )
         )
     return crops
 
@@ -112,8 +117,14 @@ def nodule_gallery(
         crops = nodule_crops(store, columns, side)
         for ax in axes[r]:
             ax.axis("off")
-        fig.text(left / 2, 1.0 - (TITLE_INCHES + CELL_INCHES * (r + 0.5)) / height, f"{name}\n{store.shape_hw[0]} px\ncrop {side} px",
-                 ha="center", va="center", fontsize=7)
+        fig.text(
+            left / 2,
+            1.0 - (TITLE_INCHES + CELL_INCHES * (r + 0.5)) / height,
+            f"{name}\n{store.shape_hw[0]} px\ncrop {side} px",
+            ha="center",
+            va="center",
+            fontsize=7,
+        )
         if not crops:
             axes[r, 0].text(0.5, 0.5, "no nodules", ha="center", va="center", fontsize=7, transform=axes[r, 0].transAxes)
         for c, crop in enumerate(crops):

@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from lungforge.bench.protocol.controls import separation_sentence
+from lungforge.bench.protocol.curves import curve_markdown
 from lungforge.bench.protocol.detect import QUICK_LABEL
 from lungforge.bench.protocol.inputs import REFERENCE
 from lungforge.bench.protocol.verdict import verdict_sentence
 from lungforge.bench.reporting.bench_report import TEST_METRIC, BenchReport, FidSection, TaskReport
+from lungforge.bench.reporting.cells import TEST_NAMES, comparison_cells, pct
 from lungforge.bench.scoring.fidelity import fidelity_markdown
 from lungforge.bench.scoring.metrics import DETECT_EXTRA_METRICS, DETECT_METRICS, LOCALIZE_EXTRA_METRICS, LOCALIZE_METRICS
-from lungforge.bench.protocol.curves import curve_markdown
-from lungforge.bench.reporting.cells import TEST_NAMES, comparison_cells, pct
 from lungforge.bench.scoring.stats import paper_p_note
 
 TABLE_TESTS = ("rank_sum", "signed_rank", "corrected_t", "delong", "bootstrap_auroc")
@@ -29,7 +29,10 @@ def metric_table(section: TaskReport, metrics: tuple[str, ...], headers: tuple[s
     """Markdown rows: one per condition, metrics as mean ± std in %, then the comparison of the
     primary metric with A (mean per-fold difference with bootstrap CI, then per test the raw p
     with its floor and its Holm adjustment, or "primary"), then the excluded folds' notes."""
-    lines = ["| condition | " + " | ".join((*headers, *COMPARISON_HEADERS)) + " |", "|---" * (len(metrics) + len(COMPARISON_HEADERS) + 1) + "|"]
+    lines = [
+        "| condition | " + " | ".join((*headers, *COMPARISON_HEADERS)) + " |",
+        "|---" * (len(metrics) + len(COMPARISON_HEADERS) + 1) + "|",
+    ]
     summary = section.summary
     for condition in section.result.conditions:
         row = summary.conditions[condition]
@@ -52,9 +55,11 @@ def primary_line(section: TaskReport) -> str:
     """The task's primary comparison and the rule for every other p."""
     summary = section.summary
     primary = "none" if summary.primary is None else f"{summary.primary.condition} vs A at K = {summary.primary.point}"
-    return (f"Primary comparison (fixed before the run, on {summary.metric}): {primary}; every other p is Holm-adjusted over "
-            f"the run's comparisons (every condition, at every K of a curve), test by test. "
-            f"Corrected t: n_test/n_train = 1/(folds − 1) = {summary.test_train_ratio:.3g}.")
+    return (
+        f"Primary comparison (fixed before the run, on {summary.metric}): {primary}; every other p is Holm-adjusted over "
+        f"the run's comparisons (every condition, at every K of a curve), test by test. "
+        f"Corrected t: n_test/n_train = 1/(folds − 1) = {summary.test_train_ratio:.3g}."
+    )
 
 
 def selection_lines(report: BenchReport) -> list[str]:
@@ -65,7 +70,11 @@ def selection_lines(report: BenchReport) -> list[str]:
         "## Conditions, selection and training budget",
         "",
         f"Selection rule for every condition: `{rule}` "
-        + ("(only slices whose image is the generator's first and only draw, `meta/attempts` = 1)." if rule == "first-draw" else "(every slice as written)."),
+        + (
+            "(only slices whose image is the generator's first and only draw, `meta/attempts` = 1)."
+            if rule == "first-draw"
+            else "(every slice as written)."
+        ),
         "A synthetic slice is dropped from a fold's training when its label map or any of its nodules' shape or size comes from that fold's test patients.",
         "",
         "| condition | generator | slices | used | nodule slices used | re-sampled | unverified | --retries | dropped per fold (leakage) |",
@@ -75,18 +84,25 @@ def selection_lines(report: BenchReport) -> list[str]:
         lines.append(
             f"| {name} | {row['generator']} | {row['slices']} | {row['used']} | {row['nodule_slices_used']} | "
             f"{100 * row['resampled_share']:.1f} % | {100 * row['unverified_share']:.1f} % | {row['retries']} | "
-            + ", ".join(str(d) for d in row["dropped_per_fold"]) + " |"
+            + ", ".join(str(d) for d in row["dropped_per_fold"])
+            + " |"
         )
     uneven = sorted(n for n, r in section.items() if r["resampled_share"] > 0)
     if uneven and rule == "first-draw":
-        lines += ["", f"Note: {', '.join(uneven)} re-drew slices (`--retries` > 0); the rule drops them, which keeps only slices whose first draw "
-                  "passed the visibility check there. For a strictly equal comparison make every store with `--retries 0`."]
+        lines += [
+            "",
+            f"Note: {', '.join(uneven)} re-drew slices (`--retries` > 0); the rule drops them, which keeps only slices whose first draw "
+            "passed the visibility check there. For a strictly equal comparison make every store with `--retries 0`.",
+        ]
     lines.append("")
     for task, task_report in (("detect", report.detect), ("localize", report.localize)):
         budget = task_report.budget
         verdict = "the same for every condition" if budget.equal else "NOT equal across conditions"
-        lines.append(f"- {task}: optimiser steps per fold {budget.steps[REFERENCE]} ({verdict}; epochs × ⌈A's training set / batch⌉, one schedule over them); "
-                     + batch_sentence(task_report) + ".")
+        lines.append(
+            f"- {task}: optimiser steps per fold {budget.steps[REFERENCE]} ({verdict}; epochs × ⌈A's training set / batch⌉, one schedule over them); "
+            + batch_sentence(task_report)
+            + "."
+        )
     return [*lines, ""]
 
 
@@ -95,8 +111,10 @@ def batch_sentence(section: TaskReport) -> str:
     rows = [r for rows in section.result.folds.values() for r in rows]
     sizes = sorted({r.get("batch_size") for r in rows if r.get("batch_size") is not None})
     shares = sorted({round(r["positive_share"], 3) for r in rows if r.get("positive_share") is not None})
-    return (f"batch {', '.join(map(str, sizes)) or 'n/a'} items with positive share {', '.join(f'{v:g}' for v in shares) or 'n/a'} "
-            "(items repeated where a set is smaller; batch-norm statistics re-estimated on as many batches drawn the same way)")
+    return (
+        f"batch {', '.join(map(str, sizes)) or 'n/a'} items with positive share {', '.join(f'{v:g}' for v in shares) or 'n/a'} "
+        "(items repeated where a set is smaller; batch-norm statistics re-estimated on as many batches drawn the same way)"
+    )
 
 
 def controls_lines(report: BenchReport) -> list[str]:
@@ -108,9 +126,14 @@ def controls_lines(report: BenchReport) -> list[str]:
     for task, task_report in (("detect", report.detect), ("localize", report.localize)):
         lines += [f"- {separation_sentence(task, report.controls[task], task_report.result.config.folds)}"]
     if report.verdicts:
-        lines += ["", "## Verdict: helpful only when ahead of A, classic and blob", "",
-                  "hosts = the joined host slices labelled nodule-free; classic = A's own nodules classically augmented, as many as paste adds; "
-                  "blob = constant-intensity ellipses of the requested sizes in the same hosts (docs/controls.md).", ""]
+        lines += [
+            "",
+            "## Verdict: helpful only when ahead of A, classic and blob",
+            "",
+            "hosts = the joined host slices labelled nodule-free; classic = A's own nodules classically augmented, as many as paste adds; "
+            "blob = constant-intensity ellipses of the requested sizes in the same hosts (docs/controls.md).",
+            "",
+        ]
         lines += [f"- {verdict_sentence(task, v)}" for task, vs in report.verdicts.items() for v in vs]
         if not any(v for vs in report.verdicts.values() for v in vs):
             lines.append("- no generator condition beside the controls")

@@ -86,15 +86,21 @@ def run_all(
     fidelity_result = compute_fidelity(real, synthetic, fidelity, device, progress) if fidelity is not None else None
     curves: dict[str, CurveResult] = {}
     if curve is None:
-        results = {"detect": run_detect(real, synthetic, detect, device, out, progress),
-                   "localize": run_localize(real, synthetic, localize, device, out, progress)}
+        results = {
+            "detect": run_detect(real, synthetic, detect, device, out, progress),
+            "localize": run_localize(real, synthetic, localize, device, out, progress),
+        }
     else:
-        curves = {"detect": learning_curve(run_detect, real, synthetic, detect, curve, device, out, progress),
-                  "localize": learning_curve(run_localize, real, synthetic, localize, curve, device, out, progress)}
+        curves = {
+            "detect": learning_curve(run_detect, real, synthetic, detect, curve, device, out, progress),
+            "localize": learning_curve(run_localize, real, synthetic, localize, curve, device, out, progress),
+        }
         results = {task: c.last for task, c in curves.items()}
     tables = {task: curve_table(c, SUMMARY_METRICS[task], TEST_METRIC[task], spec) for task, c in curves.items()}
     summaries = {
-        task: tables[task][curves[task].points[-1]] if task in tables else summarize(results[task], SUMMARY_METRICS[task], TEST_METRIC[task], spec)
+        task: tables[task][curves[task].points[-1]]
+        if task in tables
+        else summarize(results[task], SUMMARY_METRICS[task], TEST_METRIC[task], spec)
         for task in results
     }
     figures = report_figures(out / "figures", real, synthetic, results, curves, detect, report_title(detect.quick or localize.quick))
@@ -124,7 +130,12 @@ def _open(specs: list[SyntheticSpec], real: Store) -> dict[str, Store]:
 
 
 def fid_report(
-    real: Store, synthetic: dict[str, Store], config: FidConfig, device: torch.device, weights: Path | None, allow_download: bool,
+    real: Store,
+    synthetic: dict[str, Store],
+    config: FidConfig,
+    device: torch.device,
+    weights: Path | None,
+    allow_download: bool,
     progress: Any = None,
 ) -> FidSection:
     """FID of every condition, or why it is missing when the Inception weights are unavailable."""
@@ -136,8 +147,13 @@ def fid_report(
 
 
 def report_figures(
-    folder: Path, real: Store, synthetic: dict[str, Store], results: dict[str, TaskResult], curves: dict[str, CurveResult],
-    detect: DetectConfig, title: str,
+    folder: Path,
+    real: Store,
+    synthetic: dict[str, Store],
+    results: dict[str, TaskResult],
+    curves: dict[str, CurveResult],
+    detect: DetectConfig,
+    title: str,
 ) -> list[Path]:
     """The report's PNG figures in `folder`: samples, per-fold metrics, localization examples, the
     nodule gallery and one learning curve per task in `curves`."""
@@ -148,7 +164,13 @@ def report_figures(
         fold_metrics(results["detect"], DETECT_METRICS, folder / "detect_folds.png", f"detect — {title}"),
         fold_metrics(loc, LOCALIZE_METRICS, folder / "localize_folds.png", f"localize — {title}"),
         localization_examples(real, loc, loc.config.size, folder / "localize_examples.png", f"localize — {title}"),
-        nodule_gallery(real, synthetic, folder / "nodule_gallery.png", f"nodules in the detector's {detect.patch}-px field at {detect.size} px — {title}", detect.patch / detect.size),
+        nodule_gallery(
+            real,
+            synthetic,
+            folder / "nodule_gallery.png",
+            f"nodules in the detector's {detect.patch}-px field at {detect.size} px — {title}",
+            detect.patch / detect.size,
+        ),
         *[
             curve_figure(c, TEST_METRIC[task], folder / f"{task}_curve.png", f"{task}: {TEST_METRIC[task]} against K — {title}")
             for task, c in curves.items()

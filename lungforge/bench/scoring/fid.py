@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,11 +25,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from lungforge.bench.protocol.selection import selected
+from lungforge.choices import MAX_SIZE_PX, Features, FidSplit, Selection, check_choice, check_range
 from lungforge.data.resize import resize_images_uint8
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import CheckpointError, InputError, torch_load_reason
 from lungforge.seeds import check_seed
-from lungforge.choices import MAX_SIZE_PX, Features, FidSplit, Selection, check_choice, check_range
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_DIMS = 2048
@@ -262,9 +263,15 @@ class FidResult:
         {"fid", "n_real", "n_synthetic"}}}, "warnings"}."""
         c = self.config
         return {
-            "features": c.features, "comparable": self.comparable, "size": c.size, "real_split": c.real_split, "select": c.select,
+            "features": c.features,
+            "comparable": self.comparable,
+            "size": c.size,
+            "real_split": c.real_split,
+            "select": c.select,
             "dims": self.dims,
-            "scores": {name: {subset: dataclasses.asdict(score) for subset, score in subsets.items()} for name, subsets in self.scores.items()},
+            "scores": {
+                name: {subset: dataclasses.asdict(score) for subset, score in subsets.items()} for name, subsets in self.scores.items()
+            },
             "warnings": list(self.warnings),
         }
 
@@ -302,7 +309,9 @@ def compute_fid(
     notes: list[str] = []
     if config.size < 2:
         raise InputError(f"FID working size must be >= 2 pixels, got {config.size}")
-    real_m = store_moments(real, real_indices(real, config.real_split), extractor, dims, config.batch_size, device, progress, "real", size=config.size)
+    real_m = store_moments(
+        real, real_indices(real, config.real_split), extractor, dims, config.batch_size, device, progress, "real", size=config.size
+    )
     scores: dict[str, dict[str, FidScore]] = {}
     for name, store in synthetic.items():
         used = np.flatnonzero(selected(store, config.select)) if store.kind == "synthetic" else np.arange(len(store))

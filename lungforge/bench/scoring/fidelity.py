@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from lungforge.bench.protocol.results import json_safe
+from lungforge.bench.protocol.slices import read_resized
 from lungforge.bench.scoring.crossfit import HALVES, UNSCORED, real_scorers, synthetic_scorers
 from lungforge.bench.scoring.fid import SUBSETS, Moments, frechet_distance
 from lungforge.bench.scoring.label_metrics import HIT_IOU, NoduleHits, class_iou, confusion_matrix, mean_iou, size_bin_names
 from lungforge.bench.scoring.segmenter import Segmenter, SegmenterConfig, load_or_train
-from lungforge.bench.protocol.results import json_safe
-from lungforge.bench.protocol.slices import read_resized
 from lungforge.data.store import Store
 from lungforge.labels import NUM_CLASSES
 
@@ -56,12 +56,18 @@ class FidelityScore:
     slices: int = 0
 
     @classmethod
-    def empty(cls, dims: int, scorers: int = 1) -> "FidelityScore":
+    def empty(cls, dims: int, scorers: int = 1) -> FidelityScore:
         moments = [{s: Moments(dims) for s in SUBSETS} for _ in range(scorers)]
         return cls(torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64), NoduleHits.empty(), moments)
 
     def add(
-        self, segmenter: Segmenter, images: np.ndarray, labels: np.ndarray, pixel_area_mm2: np.ndarray, has_nodule: np.ndarray, scorer: int = 0
+        self,
+        segmenter: Segmenter,
+        images: np.ndarray,
+        labels: np.ndarray,
+        pixel_area_mm2: np.ndarray,
+        has_nodule: np.ndarray,
+        scorer: int = 0,
     ) -> None:
         """Score slices with `segmenter` (scorer number `scorer`): images and labels (N, S, S) uint8 at
         the working size, pixel areas (N,) mm², has_nodule (N,) bool."""
@@ -74,7 +80,7 @@ class FidelityScore:
         moments["nodule_free"].add(feats[~has_nodule])
         self.slices += len(images)
 
-    def summary(self, reference: "FidelityScore | None") -> dict[str, Any]:
+    def summary(self, reference: FidelityScore | None) -> dict[str, Any]:
         """{"slices", "iou": {class: IoU}, "miou", "nodule_hits": {...}, "feature_distance": {subset: {...}} or None}.
 
         A subset's "fd" is the Fréchet distance of each scorer's features to the reference's
@@ -99,7 +105,9 @@ def pixel_area_mm2(store: Store, rows: np.ndarray, size: int) -> np.ndarray:
     return spacing[:, 0] * (h / size) * spacing[:, 1] * (w / size)
 
 
-def score_rows(score: FidelityScore, segmenter: Segmenter, scorer: int, store: Store, rows: np.ndarray, progress: Any = None, task: Any = None) -> None:
+def score_rows(
+    score: FidelityScore, segmenter: Segmenter, scorer: int, store: Store, rows: np.ndarray, progress: Any = None, task: Any = None
+) -> None:
     """Add slices `rows` of `store`, segmented by `segmenter` (scorer number `scorer`), to `score`,
     in blocks of :data:`BLOCK`."""
     size = segmenter.config.size
@@ -165,16 +173,18 @@ class FidelityResult:
 
     def to_dict(self) -> dict[str, Any]:
         """{"size", "quick", "config", "segmenters", "hit_rule", "size_bins", "feature_note", "scores"}."""
-        return json_safe({
-            "size": self.config.size,
-            "quick": self.config.quick,
-            "config": dataclasses.asdict(self.config),
-            "segmenters": [s.to_dict() for s in self.segmenters],
-            "hit_rule": HIT_RULE,
-            "size_bins": size_bin_names(),
-            "feature_note": FEATURE_NOTE,
-            "scores": self.scores,
-        })
+        return json_safe(
+            {
+                "size": self.config.size,
+                "quick": self.config.quick,
+                "config": dataclasses.asdict(self.config),
+                "segmenters": [s.to_dict() for s in self.segmenters],
+                "hit_rule": HIT_RULE,
+                "size_bins": size_bin_names(),
+                "feature_note": FEATURE_NOTE,
+                "scores": self.scores,
+            }
+        )
 
 
 def compute_fidelity(
@@ -205,8 +215,17 @@ def fidelity_markdown(result: FidelityResult) -> list[str]:
     """Markdown lines of the fidelity section: one row per condition, the real ceiling first."""
     classes = list(next(iter(result.scores.values()))["iou"])
     bins = size_bin_names()
-    head = ["condition", "slices", "unscored", "mIoU (%)", *(f"IoU {c}" for c in classes), "nodule hit (%)", *(f"hit {b}" for b in bins),
-            "FD nodule", "FD nodule-free"]
+    head = [
+        "condition",
+        "slices",
+        "unscored",
+        "mIoU (%)",
+        *(f"IoU {c}" for c in classes),
+        "nodule hit (%)",
+        *(f"hit {b}" for b in bins),
+        "FD nodule",
+        "FD nodule-free",
+    ]
     segs = result.segmenters
     lines = [
         f"Segmenters: two UNets (width {result.config.width}, {result.config.steps} steps each) at "
@@ -224,7 +243,15 @@ def fidelity_markdown(result: FidelityResult) -> list[str]:
         by = [f"{_num(hits['by_size'][b]['rate'], digits=0)} ({hits['by_size'][b]['nodules']})" for b in bins]
         fd = s["feature_distance"]
         fds = ["–", "–"] if fd is None else [_num(fd[k]["fd"], 1.0, 3) for k in ("nodule", "nodule_free")]
-        row = [f"{name} (ceiling)" if name == REAL else name, str(s["slices"]), str(s["unscored"]), _num(s["miou"]),
-               *(_num(s["iou"][c]) for c in classes), f"{_num(hits['rate'])} ({hits['nodules']})", *by, *fds]
+        row = [
+            f"{name} (ceiling)" if name == REAL else name,
+            str(s["slices"]),
+            str(s["unscored"]),
+            _num(s["miou"]),
+            *(_num(s["iou"][c]) for c in classes),
+            f"{_num(hits['rate'])} ({hits['nodules']})",
+            *by,
+            *fds,
+        ]
         lines.append("| " + " | ".join(row) + " |")
     return lines

@@ -38,7 +38,10 @@ def centre_hits(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def froc(
-    boxes: list[np.ndarray], scores: list[np.ndarray], truth: list[np.ndarray], rates: tuple[float, ...] = FP_RATES,
+    boxes: list[np.ndarray],
+    scores: list[np.ndarray],
+    truth: list[np.ndarray],
+    rates: tuple[float, ...] = FP_RATES,
     nodule_ids: list[np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Sensitivity at each of `rates` false positives per slice and their mean, over all slices given.
@@ -61,7 +64,9 @@ def froc(
         best.append(np.where(hits, s[:, None], -np.inf).max(axis=0, initial=-np.inf))
     nodule_score = np.concatenate(best) if best else np.zeros(0)
     if nodule_ids is not None:
-        nodule_score = best_per_nodule(nodule_score, np.concatenate([np.asarray(i, np.int64).reshape(-1) for i in nodule_ids] or [np.zeros(0, np.int64)]))
+        nodule_score = best_per_nodule(
+            nodule_score, np.concatenate([np.asarray(i, np.int64).reshape(-1) for i in nodule_ids] or [np.zeros(0, np.int64)])
+        )
     fp_score = np.concatenate(false_pos) if false_pos else np.zeros(0)
     out = {"nodules": int(nodule_score.size), "slices": len(truth), "false_positives": int(fp_score.size)}
     if nodule_score.size == 0:

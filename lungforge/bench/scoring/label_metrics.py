@@ -11,6 +11,7 @@ A nodule's size is its equivalent diameter on the slice, 2·√(area/π) in mm a
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,7 @@ _PLANAR = np.array([[[0, 0, 0], [0, 0, 0], [0, 0, 0]], [[0, 1, 0], [1, 1, 1], [0
 def size_bin_names() -> list[str]:
     """Names of the nodule size bins, e.g. '0-5 mm', ..., '>=20 mm'."""
     edges = SIZE_EDGES_MM
-    return [f"{lo:g}-{hi:g} mm" if np.isfinite(hi) else f">={lo:g} mm" for lo, hi in zip(edges[:-1], edges[1:])]
+    return [f"{lo:g}-{hi:g} mm" if np.isfinite(hi) else f">={lo:g} mm" for lo, hi in itertools.pairwise(edges)]
 
 
 def confusion_matrix(target: torch.Tensor, pred: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
@@ -59,7 +60,7 @@ class NoduleHits:
     hit: np.ndarray
 
     @classmethod
-    def empty(cls) -> "NoduleHits":
+    def empty(cls) -> NoduleHits:
         n = len(SIZE_EDGES_MM) - 1
         return cls(np.zeros(n, np.int64), np.zeros(n, np.int64))
 
@@ -102,7 +103,8 @@ class NoduleHits:
             return hit / total if total else None
 
         by_size = {
-            name: {"nodules": int(t), "hit": int(h), "rate": rate(int(h), int(t))} for name, t, h in zip(size_bin_names(), self.total, self.hit)
+            name: {"nodules": int(t), "hit": int(h), "rate": rate(int(h), int(t))}
+            for name, t, h in zip(size_bin_names(), self.total, self.hit)
         }
         total, hit = int(self.total.sum()), int(self.hit.sum())
         return {"nodules": total, "hit": hit, "rate": rate(hit, total), "by_size": by_size}

@@ -33,7 +33,7 @@ class Confusion:
     fn: int
 
     @classmethod
-    def from_predictions(cls, target: np.ndarray, predicted: np.ndarray) -> "Confusion":
+    def from_predictions(cls, target: np.ndarray, predicted: np.ndarray) -> Confusion:
         """From (n,) 0/1 targets and 0/1 predictions."""
         t = np.asarray(target).astype(bool)
         p = np.asarray(predicted).astype(bool)

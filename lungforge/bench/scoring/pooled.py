@@ -39,10 +39,11 @@ class Pooled:
     patient: np.ndarray
 
     @classmethod
-    def of(cls, rows: list[dict[str, Any]]) -> "Pooled | None":
+    def of(cls, rows: list[dict[str, Any]]) -> Pooled | None:
         """The fold rows' `predictions` concatenated in fold order; None when a row has none."""
         if not rows or any("predictions" not in r for r in rows):
             return None
+
         def column(key: str, dtype: type) -> np.ndarray:
             return np.concatenate([np.asarray(r["predictions"][key], dtype) for r in rows])
 
@@ -65,9 +66,14 @@ class PooledTest:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "patients": self.patients, "patches": self.patches, "auroc_reference": self.auroc[0], "auroc": self.auroc[1],
-            "auroc_diff": self.auroc_diff, "auroc_diff_ci95": list(self.auroc_diff_ci95),
-            "accuracy_diff": self.accuracy_diff, "accuracy_diff_ci95": list(self.accuracy_diff_ci95),
+            "patients": self.patients,
+            "patches": self.patches,
+            "auroc_reference": self.auroc[0],
+            "auroc": self.auroc[1],
+            "auroc_diff": self.auroc_diff,
+            "auroc_diff_ci95": list(self.auroc_diff_ci95),
+            "accuracy_diff": self.accuracy_diff,
+            "accuracy_diff_ci95": list(self.accuracy_diff_ci95),
         }
 
 
@@ -146,11 +152,18 @@ def pooled_test(reference: Pooled, other: Pooled, seed: int = 0, resamples: int 
     for start in range(0, resamples, CHUNK):
         b = min(CHUNK, resamples - start)
         counts = np.stack([np.bincount(rng.integers(0, n_p, n_p), minlength=n_p) for _ in range(b)]).astype(np.float64)
-        d_auc.append(_weighted_auroc(counts, target, other.score, patient, n_p) - _weighted_auroc(counts, target, reference.score, patient, n_p))
+        d_auc.append(
+            _weighted_auroc(counts, target, other.score, patient, n_p) - _weighted_auroc(counts, target, reference.score, patient, n_p)
+        )
         d_acc.append((counts @ hits[1] - counts @ hits[0]) / (counts @ items))
     auc_diffs, acc_diffs = np.concatenate(d_auc), np.concatenate(d_acc)
     return PooledTest(
-        patients=int(n_p), patches=int(target.size), auroc=(auc_a, auc_b), auroc_diff=auc_b - auc_a, auroc_diff_ci95=_percentile_ci(auc_diffs),
-        accuracy_diff=float(correct[1].mean() - correct[0].mean()) if target.size else float("nan"), accuracy_diff_ci95=_percentile_ci(acc_diffs),
+        patients=int(n_p),
+        patches=int(target.size),
+        auroc=(auc_a, auc_b),
+        auroc_diff=auc_b - auc_a,
+        auroc_diff_ci95=_percentile_ci(auc_diffs),
+        accuracy_diff=float(correct[1].mean() - correct[0].mean()) if target.size else float("nan"),
+        accuracy_diff_ci95=_percentile_ci(acc_diffs),
         p={"delong": p_delong, "bootstrap_auroc": _bootstrap_p(auc_diffs), "bootstrap_accuracy": _bootstrap_p(acc_diffs)},
     )

@@ -16,18 +16,19 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
-from lungforge.bench.scoring.crossfit import train_halves
 from lungforge.bench.networks.segunet import SegUNet
 from lungforge.bench.protocol.slices import read_resized
+from lungforge.bench.scoring.crossfit import train_halves
 from lungforge.choices import MAX_SIZE_PX, MAX_STEPS, check_range
 from lungforge.data.store import SPLIT_IDS, Store
 from lungforge.errors import CheckpointError, InputError, OutputError
@@ -66,7 +67,7 @@ class SegmenterConfig:
             raise InputError(f"nodule_fraction must be in [0, 1], got {self.nodule_fraction}")
 
     @classmethod
-    def quick_preset(cls, **overrides: Any) -> "SegmenterConfig":
+    def quick_preset(cls, **overrides: Any) -> SegmenterConfig:
         """A narrow UNet and a short schedule (150 steps per segmenter: the two cross-fitted halves
         together about a minute on one CPU core at 64–128 px), for CI and the demo; `overrides`
         (size, seed, steps, ...) win over the preset's values."""
@@ -247,7 +248,13 @@ def load_or_train(store: Store, config: SegmenterConfig, device: torch.device, p
             raise CheckpointError(f"{weights}: unreadable fidelity segmenter cache ({exc}); delete it to retrain") from None
         return Segmenter(model.to(device).eval(), config, weights, True, info)
     model, info = train_segmenter(store, config, device, progress, half)
-    record = {"key": key, "store": str(store.path), "fingerprint": store.fingerprint(), "model": MODEL_VERSION,
-              "config": dataclasses.asdict(config), "info": info}
+    record = {
+        "key": key,
+        "store": str(store.path),
+        "fingerprint": store.fingerprint(),
+        "model": MODEL_VERSION,
+        "config": dataclasses.asdict(config),
+        "info": info,
+    }
     _save_cache(model, weights, meta, record)
     return Segmenter(model, config, weights, False, info)

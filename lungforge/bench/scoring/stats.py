@@ -213,15 +213,28 @@ class Comparison:
             for name, p in self.p.items()
         }
         return {
-            "condition": self.condition, "reference": self.reference, "metric": self.metric, "primary": self.primary,
-            "diff_mean": self.diff_mean, "diff_ci95": list(self.diff_ci95), "corrected_t_ci95": list(self.corrected_t_ci95),
-            "test_train_ratio": self.test_train_ratio, "paired_folds": self.paired_folds, "p": tests,
+            "condition": self.condition,
+            "reference": self.reference,
+            "metric": self.metric,
+            "primary": self.primary,
+            "diff_mean": self.diff_mean,
+            "diff_ci95": list(self.diff_ci95),
+            "corrected_t_ci95": list(self.corrected_t_ci95),
+            "test_train_ratio": self.test_train_ratio,
+            "paired_folds": self.paired_folds,
+            "p": tests,
             "pooled": None if self.pooled is None else self.pooled.to_dict(),
         }
 
 
 def compare(
-    values: list[float], reference: list[float], ratio: float, seed: int = 0, condition: str = "", reference_name: str = REFERENCE, metric: str = ""
+    values: list[float],
+    reference: list[float],
+    ratio: float,
+    seed: int = 0,
+    condition: str = "",
+    reference_name: str = REFERENCE,
+    metric: str = "",
 ) -> Comparison:
     """:class:`Comparison` of per-fold `values` against `reference` (NaN folds dropped pairwise);
     the corrected t-test uses `ratio` = n_test / n_train (:func:`nb_ratio`)."""
@@ -230,7 +243,9 @@ def compare(
     n_a = int(np.isfinite(np.asarray(values, dtype=np.float64)).sum())
     n_b = int(np.isfinite(np.asarray(reference, dtype=np.float64)).sum())
     return Comparison(
-        condition=condition, reference=reference_name, metric=metric,
+        condition=condition,
+        reference=reference_name,
+        metric=metric,
         diff_mean=float(diff.mean()) if diff.size else float("nan"),
         diff_ci95=bootstrap_mean_ci(diff, seed),
         corrected_t_ci95=corrected.ci95,

@@ -58,7 +58,9 @@ def parse_primary(text: str | None, conditions: list[str], points: list[str]) ->
     condition, _, point = text.partition("@")
     point = point or points[0]
     if condition not in conditions:
-        raise ValueError(f"condition {condition!r} is not a synthetic condition of this run, expected one of {', '.join(conditions) or 'none'}")
+        raise ValueError(
+            f"condition {condition!r} is not a synthetic condition of this run, expected one of {', '.join(conditions) or 'none'}"
+        )
     if point not in points:
         raise ValueError(f"K {point!r} is not a point of this run, expected one of {', '.join(points)}")
     return PrimarySpec(condition, point)
@@ -79,7 +81,8 @@ class ConditionSummary:
         return {
             "metrics": {m: s.to_dict() for m, s in self.metrics.items()},
             "comparison": None if self.comparison is None else self.comparison.to_dict(),
-            "train_items": self.train_items, "joined": self.joined,
+            "train_items": self.train_items,
+            "joined": self.joined,
         }
 
 
@@ -103,12 +106,17 @@ class TaskSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary: means, std, Δ with intervals, every p with its Holm adjustment, joined counts, notes."""
-        return json_safe({
-            "metric": self.metric, "folds": self.folds, "test_train_ratio": self.test_train_ratio,
-            "primary": None if self.primary is None else str(self.primary),
-            "excluded": [{"fold": f, "reason": why} for f, why in self.excluded.items()], "notes": self.notes,
-            "conditions": {c: s.to_dict() for c, s in self.conditions.items()},
-        })
+        return json_safe(
+            {
+                "metric": self.metric,
+                "folds": self.folds,
+                "test_train_ratio": self.test_train_ratio,
+                "primary": None if self.primary is None else str(self.primary),
+                "excluded": [{"fold": f, "reason": why} for f, why in self.excluded.items()],
+                "notes": self.notes,
+                "conditions": {c: s.to_dict() for c, s in self.conditions.items()},
+            }
+        )
 
 
 def _train_items(rows: list[dict[str, Any]]) -> list[int | None]:
@@ -183,7 +191,9 @@ def summarize(result: TaskResult, metrics: tuple[str, ...], metric: str, primary
     return _with_comparisons(summary, adjust(comparisons, None if primary is None else primary.condition), primary)
 
 
-def summarize_curve(curve: CurveResult, metrics: tuple[str, ...], metric: str, primary: PrimarySpec | None = None) -> dict[str, TaskSummary]:
+def summarize_curve(
+    curve: CurveResult, metrics: tuple[str, ...], metric: str, primary: PrimarySpec | None = None
+) -> dict[str, TaskSummary]:
     """{point: summary} of a learning curve; one Holm family over every condition at every point,
     the `primary` (default: the first synthetic condition at the smallest K) left out of it."""
     summaries = {point: _summarize(result, metrics, metric) for point, result in curve.results.items()}

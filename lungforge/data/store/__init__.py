@@ -49,6 +49,7 @@ Modules: :mod:`.schema` (array names, dtypes, attributes), :mod:`.handle` (the o
 from lungforge.data.store.chunks import CheckedArray
 from lungforge.data.store.create import create_store, is_store
 from lungforge.data.store.handle import Store
+from lungforge.data.store.nodule_ids import copied_nodules, nodule_ids
 from lungforge.data.store.opening import open_store
 from lungforge.data.store.schema import (
     ARRAY_ATTRS,
@@ -63,7 +64,6 @@ from lungforge.data.store.schema import (
     Kind,
     empty_nodules,
 )
-from lungforge.data.store.nodule_ids import copied_nodules, nodule_ids
 from lungforge.data.store.summary import StoreSummary
 
 __all__ = [

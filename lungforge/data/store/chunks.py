@@ -30,13 +30,11 @@ class StrictChunks(WrapperStore[LocalStore]):
         super().__init__(store)
         self._root = root
 
-    def _with_store(self, store: LocalStore) -> "StrictChunks":
+    def _with_store(self, store: LocalStore) -> StrictChunks:
         return type(self)(store, self._root)
 
     def _missing(self, key: str) -> CorruptStoreError:
-        return CorruptStoreError(
-            f"{self._root}: chunk {key} is missing (deleted or lost); run `lungforge info {self._root} --verify`"
-        )
+        return CorruptStoreError(f"{self._root}: chunk {key} is missing (deleted or lost); run `lungforge info {self._root} --verify`")
 
     async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
         value = await self._store.get(key, prototype, byte_range)
@@ -44,9 +42,7 @@ class StrictChunks(WrapperStore[LocalStore]):
             raise self._missing(key)
         return value
 
-    async def get_partial_values(
-        self, prototype: BufferPrototype, key_ranges: Any
-    ) -> list[Buffer | None]:
+    async def get_partial_values(self, prototype: BufferPrototype, key_ranges: Any) -> list[Buffer | None]:
         key_ranges = list(key_ranges)
         values = await self._store.get_partial_values(prototype, key_ranges)
         for (key, _), value in zip(key_ranges, values):
@@ -84,8 +80,7 @@ def checked_read(path: Path, name: str, read: Any, selection: Any) -> Any:
 def _describe(selection: Any) -> str:
     parts = selection if isinstance(selection, tuple) else (selection,)
     return ", ".join(
-        f"{p.start or 0}:{'' if p.stop is None else p.stop}" if isinstance(p, slice) else "..." if p is Ellipsis else str(p)
-        for p in parts
+        f"{p.start or 0}:{'' if p.stop is None else p.stop}" if isinstance(p, slice) else "..." if p is Ellipsis else str(p) for p in parts
     )
 
 
@@ -93,14 +88,14 @@ class CheckedArray:
     """A read view of one store array: indexing (``a[i]``, ``a.oindex[...]``) as zarr's, but a
     damaged chunk raises :class:`CorruptStoreError`; other attributes are the zarr array's."""
 
-    def __init__(self, path: Path, name: str, array: "zarr.Array") -> None:
+    def __init__(self, path: Path, name: str, array: zarr.Array) -> None:
         self._path, self._name, self._array = path, name, array
 
     def __getitem__(self, selection: Any) -> Any:
         return checked_read(self._path, self._name, self._array.__getitem__, selection)
 
     @property
-    def oindex(self) -> "_CheckedOIndex":
+    def oindex(self) -> _CheckedOIndex:
         return _CheckedOIndex(self)
 
     def __len__(self) -> int:

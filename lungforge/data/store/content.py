@@ -29,7 +29,7 @@ def tail_bytes(path: Path, n: int) -> bytes:
         return fh.read(n)
 
 
-def shard_checksums(path: Path, key: str, arr: "zarr.Array") -> bytes:
+def shard_checksums(path: Path, key: str, arr: zarr.Array) -> bytes:
     """The crc32c of each inner chunk of the shard file `path` (`key`) that lies inside the array,
     in chunk order (b"none" for an absent one), read from the shard index at the file's end.
 
@@ -55,7 +55,8 @@ def shard_checksums(path: Path, key: str, arr: "zarr.Array") -> bytes:
         os.close(fd)
     return bytes(out)
 
-def stored_blocks(path: Path, name: str, arr: "zarr.Array") -> list[tuple[str, tuple[slice, ...], bool]]:
+
+def stored_blocks(path: Path, name: str, arr: zarr.Array) -> list[tuple[str, tuple[slice, ...], bool]]:
     """(key, region, present) of every stored object of array `name` of the store at `path`: its
     shards, or its chunks when it has no shards. `region` is the index region the object holds,
     clipped to the shape."""
@@ -69,7 +70,7 @@ def stored_blocks(path: Path, name: str, arr: "zarr.Array") -> list[tuple[str, t
     return out
 
 
-def array_digest(path: Path, name: str, arr: "zarr.Array", checked: bool) -> str:
+def array_digest(path: Path, name: str, arr: zarr.Array, checked: bool) -> str:
     """16 hex digits of sha256 over the shape, dtype and chunk crc32c checksums of array `name`
     (`checked`: the store has checksums; otherwise its stored bytes are hashed)."""
     digest = hashlib.sha256(json.dumps({"shape": list(arr.shape), "dtype": str(arr.dtype)}).encode())
@@ -85,7 +86,9 @@ def array_digest(path: Path, name: str, arr: "zarr.Array", checked: bool) -> str
             else:
                 digest.update(tail_bytes(path / key, 4))
         except (OSError, ValueError):
-            raise CorruptStoreError(f"{path}: {key} is damaged (its chunk checksums cannot be read); run `lungforge info {path} --verify`") from None
+            raise CorruptStoreError(
+                f"{path}: {key} is damaged (its chunk checksums cannot be read); run `lungforge info {path} --verify`"
+            ) from None
     return digest.hexdigest()[:16]
 
 

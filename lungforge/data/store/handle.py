@@ -26,7 +26,7 @@ with warnings.catch_warnings():
 class Store(StoreWriting):
     """An open lungforge slice store. Read with :attr:`image`, :attr:`label`, :meth:`meta`."""
 
-    def __init__(self, path: Path, group: "zarr.Group", mode: str, read_lock: ReadLock | None = None):
+    def __init__(self, path: Path, group: zarr.Group, mode: str, read_lock: ReadLock | None = None):
         self.path = path
         self._group = group
         self.mode = mode
@@ -129,8 +129,14 @@ class Store(StoreWriting):
         """The fingerprint lungforge recorded before fingerprints hashed content (schema, size,
         series, creation time, store id), used only to explain a refusal of stores made then."""
         payload = json.dumps(
-            {"schema": self.attrs.get("schema"), "n": len(self), "hw": self.shape_hw, "series": self.series_uids,
-             "created": self.attrs.get("created"), "store_id": self.attrs.get("store_id")},
+            {
+                "schema": self.attrs.get("schema"),
+                "n": len(self),
+                "hw": self.shape_hw,
+                "series": self.series_uids,
+                "created": self.attrs.get("created"),
+                "store_id": self.attrs.get("store_id"),
+            },
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -166,18 +172,24 @@ class Store(StoreWriting):
         if not isinstance(content, dict) or not isinstance(content.get("arrays"), dict):
             if not has_checksums(attrs):
                 return None
-            return ("has no `content` record (the digests lungforge records when it finishes a store written with checksums): "
-                    "it was removed or edited; make the store again")
+            return (
+                "has no `content` record (the digests lungforge records when it finishes a store written with checksums): "
+                "it was removed or edited; make the store again"
+            )
         recorded = content.get("attributes")
         if not isinstance(recorded, dict):
             if not digests_attributes(attrs):
                 return None
-            return ("its `content` record lacks the attribute digests that its `integrity` attribute promises: "
-                    "they were removed or edited; make the store again")
+            return (
+                "its `content` record lacks the attribute digests that its `integrity` attribute promises: "
+                "they were removed or edited; make the store again"
+            )
         changed = changed_attributes(recorded, attribute_digests(attrs))
         if changed:
-            return (f"attributes changed after the store was finished: {', '.join(changed)} "
-                    "(edited, or copied in from another store); make the store again")
+            return (
+                f"attributes changed after the store was finished: {', '.join(changed)} "
+                "(edited, or copied in from another store); make the store again"
+            )
         return None
 
     def array_names(self) -> list[str]:

@@ -22,7 +22,7 @@ with warnings.catch_warnings():
     from zarr.storage import LocalStore
 
 
-def _require_array(path: Path, group: "zarr.Group", name: str) -> None:
+def _require_array(path: Path, group: zarr.Group, name: str) -> None:
     """SchemaError when array `name` of the store at `path` is missing or its metadata unreadable."""
     try:
         with warnings.catch_warnings():
@@ -91,7 +91,9 @@ def _open_store(path: Path, mode: Literal["r", "r+"], require_complete: bool, re
     store = Store(path, group, mode, read_lock)
     n = len(store)
     if store.label.shape != store.image.shape or store.image.dtype != np.uint8:
-        raise SchemaError(f"{path}: image {store.image.shape} {store.image.dtype} and label {store.label.shape} must be equal (N, H, W) uint8")
+        raise SchemaError(
+            f"{path}: image {store.image.shape} {store.image.dtype} and label {store.label.shape} must be equal (N, H, W) uint8"
+        )
     for m in meta_dtypes(kind):
         if group[f"meta/{m}"].shape[0] != n:
             raise SchemaError(f"{path}: meta/{m} has {group[f'meta/{m}'].shape[0]} rows, expected {n}")

@@ -36,6 +36,7 @@ def digests_attributes(attrs: dict[str, Any]) -> bool:
     integrity = attrs.get("integrity")
     return isinstance(integrity, dict) and integrity.get("content") == INTEGRITY["content"]
 
+
 NO_SOURCE = -1
 """`nodules/shape_source` / `size_source` of a nodule whose shape (sphere) or size (--diameter
 range) came from no real nodule; any other value is a row of the input store's nodule table."""
@@ -73,8 +74,14 @@ SYNTHETIC_META_COLUMNS: dict[str, Column] = {
 }
 NODULE_COLUMNS: dict[str, Column] = {
     "slice": Column("int64", (), {"axes": _PER_NODULE, "indexes": "slices (rows of image, label, meta/*)"}),
-    "bbox": Column("float32", (4,), {"axes": ["nodule", "box"], "columns": ["x0", "y0", "x1", "y1"], "units": "px", "x": "col", "y": "row", "x1_y1": "exclusive"}),
-    "diameter_mm": Column("float32", (), {"axes": _PER_NODULE, "units": "mm", "meaning": "annotated (real) or achieved equivalent (synthetic) diameter"}),
+    "bbox": Column(
+        "float32",
+        (4,),
+        {"axes": ["nodule", "box"], "columns": ["x0", "y0", "x1", "y1"], "units": "px", "x": "col", "y": "row", "x1_y1": "exclusive"},
+    ),
+    "diameter_mm": Column(
+        "float32", (), {"axes": _PER_NODULE, "units": "mm", "meaning": "annotated (real) or achieved equivalent (synthetic) diameter"}
+    ),
 }
 SYNTHETIC_NODULE_COLUMNS: dict[str, Column] = {
     "requested_mm": Column("float32", (), {"axes": _PER_NODULE, "units": "mm"}),
@@ -85,18 +92,34 @@ SYNTHETIC_NODULE_COLUMNS: dict[str, Column] = {
 INPAINT_NODULE_COLUMNS: dict[str, Column] = {"window": Column("int32", (4,), {})}
 """Nodule columns of a synthetic store made by an inpainting SDM: the generated window x0, y0, x1, y1 (px)."""
 NODULE_ID_COLUMNS: dict[str, Column] = {
-    "nodule": Column("int64", (), {"axes": _PER_NODULE, "meaning": "real: the annotated nodule of the row (rows of one nodule share it); "
-                                    "synthetic: that of the input store's nodule its shape copies", "none": NO_SOURCE}),
+    "nodule": Column(
+        "int64",
+        (),
+        {
+            "axes": _PER_NODULE,
+            "meaning": "real: the annotated nodule of the row (rows of one nodule share it); "
+            "synthetic: that of the input store's nodule its shape copies",
+            "none": NO_SOURCE,
+        },
+    ),
 }
 """`nodules/nodule`, written by stores since nodule ids exist; older stores lack it and readers
 derive it (:func:`lungforge.data.store.nodule_ids.nodule_ids`)."""
 
 ARRAY_ATTRS: dict[str, dict[str, Any]] = {
-    "image": {"axes": ["slice", "row", "col"], "units": "windowed CT: 0..255 = [-1000, 400] HU, linear, clipped", "window_hu": list(WINDOW_HU)},
+    "image": {
+        "axes": ["slice", "row", "col"],
+        "units": "windowed CT: 0..255 = [-1000, 400] HU, linear, clipped",
+        "window_hu": list(WINDOW_HU),
+    },
     "label": {"axes": ["slice", "row", "col"], "codes": labels_attr()},
     **{f"meta/{name}": column.attrs for name, column in {**META_COLUMNS, **SYNTHETIC_META_COLUMNS}.items()},
     "series/uid": {"axes": ["series"], "meaning": "LUNA16 seriesuid, indexed by meta/series"},
-    **{f"nodules/{name}": column.attrs for name, column in {**NODULE_COLUMNS, **SYNTHETIC_NODULE_COLUMNS, **NODULE_ID_COLUMNS}.items() if column.attrs},
+    **{
+        f"nodules/{name}": column.attrs
+        for name, column in {**NODULE_COLUMNS, **SYNTHETIC_NODULE_COLUMNS, **NODULE_ID_COLUMNS}.items()
+        if column.attrs
+    },
 }
 """Units, axes and codes of each array, written as the array's Zarr attributes (docs/store-format.md)."""
 

@@ -51,8 +51,7 @@ def summarize(store: Store) -> StoreSummary:
     edges = [0, 5, 10, 20, 30, np.inf]
     counts, _ = np.histogram(diam, bins=edges)
     hist = {
-        (f"{int(lo)}-{int(hi)} mm" if np.isfinite(hi) else f">={int(lo)} mm"): int(c)
-        for lo, hi, c in zip(edges[:-1], edges[1:], counts)
+        (f"{int(lo)}-{int(hi)} mm" if np.isfinite(hi) else f">={int(lo)} mm"): int(c) for lo, hi, c in zip(edges[:-1], edges[1:], counts)
     }
     h, w = store.shape_hw
     return StoreSummary(

@@ -7,8 +7,9 @@ import io
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -32,14 +33,16 @@ def writing(path: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         name = str(exc.filename or "")
-        inside = f" {os.path.relpath(name, path)}" if name.startswith(str(path) + os.sep) else f" {name}" if name not in ("", str(path)) else ""
+        inside = (
+            f" {os.path.relpath(name, path)}" if name.startswith(str(path) + os.sep) else f" {name}" if name not in ("", str(path)) else ""
+        )
         raise OutputError(
             f"{path}: cannot write{inside} ({exc.strerror or exc}); what is written is kept: "
             "free space or fix permissions, then rerun with --resume"
         ) from None
 
 
-def replace_array(group: "zarr.Group", name: str, data: np.ndarray, chunk: int) -> None:
+def replace_array(group: zarr.Group, name: str, data: np.ndarray, chunk: int) -> None:
     if name in group:
         del group[name]
     with warnings.catch_warnings():
@@ -57,14 +60,13 @@ def replace_array(group: "zarr.Group", name: str, data: np.ndarray, chunk: int) 
         arr[...] = data
 
 
-
 class StoreWriting:
     """The writing methods of :class:`lungforge.data.store.Store` (opened with mode "r+")."""
 
     path: Path
     mode: str
     kind: Any
-    _group: "zarr.Group"
+    _group: zarr.Group
     _meta_cache: dict[str, np.ndarray]
     _digests: dict[str, str] | None
 
@@ -72,7 +74,7 @@ class StoreWriting:
         if self.mode == "r":
             raise SchemaError(f"{self.path}: store opened read-only")
 
-    def _writable(self, name: str) -> "zarr.Array":
+    def _writable(self, name: str) -> zarr.Array:
         # Every chunk is written, even all-fill ones, so that a missing chunk always means loss.
         return self._group[name].with_config(WRITE_CONFIG)
 
@@ -85,9 +87,7 @@ class StoreWriting:
         """
         self.write_slices(start, image, label)
         n = image.shape[0]
-        defaults = {
-            name: np.zeros((n, *shape), dtype=dt) for name, (dt, shape) in meta_dtypes(self.kind).items() if name != "done"
-        }
+        defaults = {name: np.zeros((n, *shape), dtype=dt) for name, (dt, shape) in meta_dtypes(self.kind).items() if name != "done"}
         self.write_meta(start, {**defaults, **meta})
 
     def write_slices(self, start: int, image: np.ndarray, label: np.ndarray) -> None:
@@ -186,7 +186,9 @@ class StoreWriting:
                 for name in self.array_names():
                     lost = [key for key, _, present in self.stored_blocks(name) if not present]
                     if lost:
-                        raise SchemaError(f"{self.path}: {len(lost)} chunks of {name} were never written (first {lost[0]}); the store stays incomplete")
+                        raise SchemaError(
+                            f"{self.path}: {len(lost)} chunks of {name} were never written (first {lost[0]}); the store stays incomplete"
+                        )
             self._digests = None  # resized and replaced arrays above
             content = {"fingerprint": self.fingerprint(), "arrays": self.content_digests()}
             # The attributes are digested as zarr.json holds them (zarr's JSON, e.g. "NaN" for
