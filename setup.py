@@ -2,7 +2,7 @@
 
 The demo weights and their manifest stay in the top-level `weights/` (DESIGN §2, the source of
 truth); a wheel carries them as the package-data folder `lungforge/weights/`, where
-`lungforge.registry` looks first. A static `packages` list in pyproject.toml could do the same
+`lungforge.models.catalog` looks first. A static `packages` list in pyproject.toml could do the same
 mapping but would silently drop any subpackage added later, so the list is found here.
 """
 

@@ -26,13 +26,13 @@ from lungforge.augment import synthesizer as synthesis
 from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
 from lungforge.augment.synthesizer import SamplingSettings, Synthesizer
-from lungforge.data.phantom import make_phantom
-from lungforge.data.prepare import PrepareOptions, prepare
-from lungforge.data.store import open_store
-from lungforge.device import check_precision, device_name, resolve_device
+from lungforge.core.device import check_precision, device_name, resolve_device
 from lungforge.models.checkpoint import load_checkpoint, save_checkpoint
 from lungforge.models.presets import get_preset
 from lungforge.models.sdm_unet import SDMUNet
+from lungforge.phantom.scans import make_phantom
+from lungforge.preparation.pipeline import PrepareOptions, prepare
+from lungforge.store import open_store
 
 
 def main() -> None:

@@ -225,8 +225,8 @@ def digest(path: Path) -> str:
 
 def store_arrays(path: Path) -> dict[str, np.ndarray] | None:
     """Every array of a finished store, or None when it cannot be opened as one."""
-    from lungforge.data.store import open_store
-    from lungforge.errors import LungforgeError
+    from lungforge.core.errors import LungforgeError
+    from lungforge.store import open_store
 
     try:
         store = open_store(path)
@@ -583,7 +583,7 @@ def _(lab: Lab) -> Outcome:
 
 @fault("messages", "weights name regex shown intact (item 13)", "1")
 def _(lab: Lab) -> Outcome:
-    from lungforge.registry import NAME_PATTERN
+    from lungforge.models.catalog import NAME_PATTERN
 
     call = lab.cli("weights", "import", ROOT / "weights" / "demo-spade-tiny.safetensors", "--name", "BAD")
     return Outcome(
@@ -1948,7 +1948,7 @@ def _recorded_boxes(lab: Lab, edit: Callable[[dict[str, np.ndarray]], dict[str, 
     with a line holding `problem`."""
     import zarr
 
-    from lungforge.data.store import open_store
+    from lungforge.store import open_store
 
     copy = lab.store_copy(_leaky_pair(lab)[0])
     table = edit(open_store(copy).nodules())

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from lungforge.device import device_name
+from lungforge.core.device import device_name
 
 # (substring of torch.cuda.get_device_name, label, {precision: dense TFLOP/s}); first match wins.
 KNOWN_GPUS: tuple[tuple[str, str, dict[str, float]], ...] = (

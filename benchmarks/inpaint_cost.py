@@ -23,13 +23,13 @@ import torch
 
 from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
-from lungforge.data.phantom import make_phantom
-from lungforge.data.prepare import PrepareOptions, prepare
-from lungforge.device import device_name, resolve_device
+from lungforge.core.device import device_name, resolve_device
 from lungforge.models.checkpoint import save_checkpoint
 from lungforge.models.flops import sdm_forward_flops
 from lungforge.models.presets import SDMConfig, get_preset, inpaint_preset
 from lungforge.models.sdm_unet import SDMUNet
+from lungforge.phantom.scans import make_phantom
+from lungforge.preparation.pipeline import PrepareOptions, prepare
 
 DEFAULTS = {"tiny": {"window": 32, "store_size": 128}, "paper": {"window": 64, "store_size": 256}}
 

@@ -34,8 +34,8 @@ from lungforge.bench.protocol.folds import real_groups
 from lungforge.bench.protocol.inputs import open_real
 from lungforge.bench.protocol.localize import LocalizeConfig, SliceSet, build_model, load_slices
 from lungforge.bench.scoring.metrics import detection_metrics
-from lungforge.data.phantom import make_phantom
-from lungforge.data.prepare import PrepareOptions, prepare
+from lungforge.phantom.scans import make_phantom
+from lungforge.preparation.pipeline import PrepareOptions, prepare
 
 SIZE_BINS_PX = ((0, 1.5, "1"), (1.5, 3.5, "2-3"), (3.5, 7.5, "4-7"), (7.5, 1e9, "8+"))
 

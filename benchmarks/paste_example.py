@@ -25,11 +25,11 @@ from lungforge.augment.options import AugmentOptions
 from lungforge.augment.visibility import hu_from_uint8
 from lungforge.bench.reporting.figures import _pyplot
 from lungforge.bench.reporting.gallery import NoduleCrop, crop_tile, nodule_gallery, square_window
-from lungforge.data.phantom import make_phantom
-from lungforge.data.prepare import PrepareOptions, prepare
+from lungforge.core.labels import LUNG_LABELS, NODULE
 from lungforge.data.resize import resize_images_uint8
-from lungforge.data.store import Store, open_store
-from lungforge.labels import LUNG_LABELS, NODULE
+from lungforge.phantom.scans import make_phantom
+from lungforge.preparation.pipeline import PrepareOptions, prepare
+from lungforge.store import Store, open_store
 
 CROP_PX = 24
 

@@ -24,13 +24,13 @@ import numpy as np
 
 from lungforge.augment.lidc import LidcLibrary
 from lungforge.augment.nodule_library import sphere_shape
-from lungforge.data.luna16 import discover_scans, read_annotations
-from lungforge.data.luna16_statistics import NODULES, SCANS, SCANS_WITH_NODULE, diameter_quantile_mm
-from lungforge.data.phantom import TEXTURES_FILE, make_phantom
-from lungforge.data.phantom_nodules import nodule_voxels
-from lungforge.data.phantom_textures import LIDC_TEXTURE_COUNTS, TEXTURE_P, TEXTURES
-from lungforge.errors import InputError
-from lungforge.nodule_shape import LIDC_REFERENCE, cross_section_statistics
+from lungforge.core.errors import InputError
+from lungforge.core.nodule_shape import LIDC_REFERENCE, cross_section_statistics
+from lungforge.luna16.scans import discover_scans, read_annotations
+from lungforge.phantom.luna16_statistics import NODULES, SCANS, SCANS_WITH_NODULE, diameter_quantile_mm
+from lungforge.phantom.nodules import nodule_voxels
+from lungforge.phantom.scans import TEXTURES_FILE, make_phantom
+from lungforge.phantom.textures import LIDC_TEXTURE_COUNTS, TEXTURE_P, TEXTURES
 
 PIXEL_MM = 0.7
 LUNA16 = {

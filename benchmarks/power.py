@@ -56,10 +56,10 @@ from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.bench.protocol.results import TaskResult, json_safe
 from lungforge.bench.scoring.stats import compare, mean_std, nb_ratio
 from lungforge.bench.scoring.summary import TaskSummary, summarize
-from lungforge.data.phantom import make_phantom
-from lungforge.data.prepare import PrepareOptions, prepare
-from lungforge.data.store import SHARD, Store, create_store
 from lungforge.models.checkpoint import MODEL_FILE
+from lungforge.phantom.scans import make_phantom
+from lungforge.preparation.pipeline import PrepareOptions, prepare
+from lungforge.store import SHARD, Store, count_store, create_store
 from lungforge.training.loop_sdm import train_sdm
 from lungforge.training.options import TrainOptions
 
@@ -245,7 +245,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         allow_empty_synthetic=True,  # the table lists the joined positives
     )
     folds_dir = root / "bench" if args.out is not None else None  # per-fold results, kept with --out
-    summary = real.summary()
+    summary = count_store(real)
     if args.real_nodules:
         points = parse_real_nodules(args.real_nodules)
         curve = clock(

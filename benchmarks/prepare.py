@@ -18,9 +18,9 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from lungforge.data.luna16 import discover_scans
-from lungforge.data.phantom import make_phantom
-from lungforge.data.prepare import PrepareOptions, prepare
+from lungforge.luna16.scans import discover_scans
+from lungforge.phantom.scans import make_phantom
+from lungforge.preparation.pipeline import PrepareOptions, prepare
 
 
 def main() -> None:

@@ -55,8 +55,8 @@ def setting_name(sampler: str, steps: int, guidance: float) -> str:
 
 def real_store_path(work: Path, scans: int = 20, size: int = 128) -> Path:
     """The demo's phantom store (20 scans, 128 px, seed 0, 20 % test patients), built once."""
-    from lungforge.data.phantom import make_phantom
-    from lungforge.data.prepare import PrepareOptions, prepare
+    from lungforge.phantom.scans import make_phantom
+    from lungforge.preparation.pipeline import PrepareOptions, prepare
 
     real = work / "real.zarr"
     if not real.exists():
@@ -69,7 +69,7 @@ def plan_label_maps(work: Path, real: Path, n: int, per_slice: int, size: int, s
     """`n` label maps (n, size, size) uint8 with `per_slice` nodules each, from augment's planner; saved as WORK/labels.npz."""
     from lungforge.augment.layout import LayoutRequest
     from lungforge.augment.plan import SamplePlanner, SourceMaps
-    from lungforge.data.store import open_store
+    from lungforge.store import open_store
 
     path = work / "labels.npz"
     if path.exists():
@@ -94,8 +94,8 @@ def shard_paths(out: Path, name: str, shards: int) -> list[Path]:
 
 def sample_phase(args: argparse.Namespace) -> None:
     from lungforge.augment.synthesizer import SamplingSettings, Synthesizer
+    from lungforge.models.catalog import resolve_weights
     from lungforge.models.checkpoint import load_checkpoint
-    from lungforge.registry import resolve_weights
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -161,7 +161,7 @@ def score_phase(args: argparse.Namespace) -> None:
     from lungforge.bench.protocol.slices import read_resized
     from lungforge.bench.scoring.fidelity import FidelityScore, score_store
     from lungforge.bench.scoring.segmenter import SegmenterConfig, load_or_train
-    from lungforge.data.store import SPLIT_IDS, open_store
+    from lungforge.store import SPLIT_IDS, open_store
 
     torch.set_num_threads(args.threads)
     real = open_store(real_store_path(args.work, args.scans, args.size))

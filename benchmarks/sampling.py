@@ -31,9 +31,9 @@ import torch
 
 from hardware import device_fields, peak_memory_mb, peak_tflops, rate_fields, reset_peak_memory, timed
 from lungforge.augment.synthesizer import onehot_labels
-from lungforge.device import autocast_forward, check_precision, resolve_device
+from lungforge.core.device import autocast_forward, check_precision, resolve_device
+from lungforge.core.labels import BODY, LEFT_LUNG, RIGHT_LUNG, TRACHEA
 from lungforge.diffusion.samplers import sample
-from lungforge.labels import BODY, LEFT_LUNG, RIGHT_LUNG, TRACHEA
 from lungforge.models.acceleration import MEMORY_FORMATS, for_inference
 from lungforge.models.flops import sdm_forward_flops, spade_forward_flops
 from lungforge.models.presets import SDMConfig, SPADEConfig, get_preset
@@ -60,8 +60,8 @@ def chest_labels(n: int, size: int, seed: int = 0) -> np.ndarray:
 def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, str]:
     """The generator (eval mode on `device`) and its preset name."""
     if args.weights:
+        from lungforge.models.catalog import resolve_weights
         from lungforge.models.checkpoint import build_model, load_checkpoint
-        from lungforge.registry import resolve_weights
 
         ckpt = load_checkpoint(resolve_weights(args.weights), expect_kind=args.model)
         return build_model(ckpt, device), ckpt.preset

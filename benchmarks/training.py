@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 from hardware import device_fields, peak_memory_mb, peak_tflops, rate_fields, reset_peak_memory, timed
-from lungforge.device import check_precision, resolve_device
-from lungforge.labels import BODY, LEFT_LUNG, RIGHT_LUNG
+from lungforge.core.device import check_precision, resolve_device
+from lungforge.core.labels import BODY, LEFT_LUNG, RIGHT_LUNG
+from lungforge.core.process_group import DistInfo
 from lungforge.models.flops import count_flops, sdm_train_flops
 from lungforge.models.presets import get_preset
-from lungforge.training.distributed import DistInfo
 from lungforge.training.loop_sdm import SDMTrainer
 from lungforge.training.loop_spade import SPADETrainer
 from lungforge.training.options import TrainOptions

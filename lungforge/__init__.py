@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from lungforge.core.version import __version__
 
 _EXPORTS = {
-    "open_store": "lungforge.data.store",
-    "create_store": "lungforge.data.store",
-    "Store": "lungforge.data.store",
-    "verify_store": "lungforge.data.verify",
+    "open_store": "lungforge.store",
+    "create_store": "lungforge.store",
+    "Store": "lungforge.store",
+    "verify_store": "lungforge.store.verify",
     "SliceDataset": "lungforge.data.dataset",
     "collate_slices": "lungforge.data.dataset",
-    "prepare": "lungforge.data.prepare",
-    "PrepareOptions": "lungforge.data.prepare",
-    "make_phantom": "lungforge.data.phantom",
-    "LungforgeError": "lungforge.errors",
+    "prepare": "lungforge.preparation.pipeline",
+    "PrepareOptions": "lungforge.preparation.pipeline",
+    "make_phantom": "lungforge.phantom.scans",
+    "LungforgeError": "lungforge.core.errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

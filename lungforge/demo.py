@@ -30,9 +30,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from lungforge.choices import Sampler, check_choice
-from lungforge.errors import ConfigError, LungforgeError
-from lungforge.seeds import check_seed
+from lungforge.core.choices import Sampler, check_choice
+from lungforge.core.errors import ConfigError, LungforgeError
+from lungforge.core.seeds import check_seed
 
 if TYPE_CHECKING:
     from lungforge.bench.protocol.inputs import SyntheticSpec
@@ -136,14 +136,14 @@ def run_demo(options: DemoOptions, on_step: Callable[[DemoStep], None] | None = 
 
 
 def _phantom(luna: Path, options: DemoOptions) -> StepResult:
-    from lungforge.data.phantom import make_phantom
+    from lungforge.phantom.scans import make_phantom
 
     info = make_phantom(luna, scans=options.scans, size=options.size, seed=options.seed)
     return luna, {"scans": info["scans"], "nodules": info["nodules"]}
 
 
 def _prepare(luna: Path, real: Path, options: DemoOptions) -> StepResult:
-    from lungforge.data.prepare import PrepareOptions, prepare
+    from lungforge.preparation.pipeline import PrepareOptions, prepare
 
     report = prepare(luna, real, PrepareOptions(test_patients=0.2, seed=options.seed, workers=1))
     return real, {"slices": report.slices, "nodule_slices": report.nodule_slices, "skipped": len(report.skipped)}
@@ -181,7 +181,7 @@ def _bench(real: Path, synthetic: list[SyntheticSpec], report_dir: Path, options
     from lungforge.bench.reporting.report import run_all
     from lungforge.bench.scoring.fid import FidConfig
     from lungforge.bench.scoring.segmenter import SegmenterConfig
-    from lungforge.device import resolve_device
+    from lungforge.core.device import resolve_device
 
     # The controls copy benchmarked nodules, so at the small K some fold may get no synthetic
     # nodule slice; the demo benches it anyway and its rows record the slices joined.

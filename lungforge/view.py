@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lungforge.core.drawing import contact_sheet, contact_sheet_shape, draw_boxes, grey_rgb, overlay
+from lungforge.core.errors import InputError, OutputError
+from lungforge.core.seeds import check_seed
 from lungforge.data.resize import resize_slices
-from lungforge.data.store import SPLIT_IDS, Store, open_store
-from lungforge.drawing import contact_sheet, contact_sheet_shape, draw_boxes, grey_rgb, overlay
-from lungforge.errors import InputError, OutputError
-from lungforge.seeds import check_seed
+from lungforge.store import SPLIT_IDS, Store, open_store
 
 SPLIT_NAMES = {sid: name for name, sid in SPLIT_IDS.items()}
 PANEL_GAP_PX = 2

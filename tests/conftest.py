@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungforge.data.phantom import make_phantom
-from lungforge.data.store import NO_SOURCE, SHARD, create_store, empty_nodules, open_store
-from lungforge.labels import BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
+from lungforge.core.labels import BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
+from lungforge.phantom.scans import make_phantom
+from lungforge.store import NO_SOURCE, SHARD, create_store, empty_nodules, open_store
 
 PhantomFactory = Callable[..., Path]
 

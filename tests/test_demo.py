@@ -5,7 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from lungforge.cli.main import app
-from lungforge.data.store import open_store
+from lungforge.store import open_store
 
 
 def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lungforge.data.store import open_store
-from lungforge.drawing import BOX_COLOUR, OVERLAY_ALPHA, PALETTE
-from lungforge.errors import InputError
-from lungforge.labels import NODULE
+from lungforge.core.drawing import BOX_COLOUR, OVERLAY_ALPHA, PALETTE
+from lungforge.core.errors import InputError
+from lungforge.core.labels import NODULE
+from lungforge.store import open_store
 from lungforge.view import PANEL_GAP_PX, ViewOptions, parse_index, select_rows, write_view
 
 

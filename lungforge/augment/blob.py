@@ -17,7 +17,7 @@ import numpy as np
 from lungforge.augment.layout import PlacedNodule
 from lungforge.augment.nodule_library import RealPatch
 from lungforge.augment.plan import PlannedSample
-from lungforge.labels import NODULE
+from lungforge.core.labels import NODULE
 
 AXIS_RATIO = (0.6, 1.0)
 """Range of the ellipse's minor / major axis ratio."""

@@ -30,10 +30,10 @@ from scipy import ndimage
 from lungforge.augment.blob import blob_sample, paint_blobs
 from lungforge.augment.nodule_library import RealPatch
 from lungforge.augment.plan import PlannedSample
+from lungforge.core.errors import InputError
+from lungforge.core.labels import LUNG_LABELS
 from lungforge.data.resize import resize_images_uint8, resize_label_maps
-from lungforge.data.store import Store
-from lungforge.errors import InputError
-from lungforge.labels import LUNG_LABELS
+from lungforge.store import Store
 
 ControlKind = Literal["paste", "mislabeled", "blob"]
 CONTROLS: tuple[ControlKind, ...] = ("paste", "mislabeled", "blob")

@@ -32,10 +32,10 @@ from lungforge.augment.plan import PlannedSample, SamplePlanner, sample_seed
 from lungforge.augment.summary import AugmentReport, summarize
 from lungforge.augment.verification import weakest_contrast_hu
 from lungforge.augment.writer import BlockWriter, FinishedBlock
-from lungforge.data.store import SPLIT_IDS, Store, copied_nodules
-from lungforge.device import resolve_device
-from lungforge.locks import hold_lock
-from lungforge.training.distributed import DistInfo, barrier, dist_info_from_env, mean_across_ranks, process_group
+from lungforge.core.device import resolve_device
+from lungforge.core.locks import hold_lock
+from lungforge.core.process_group import DistInfo, barrier, dist_info_from_env, mean_across_ranks, process_group
+from lungforge.store import SPLIT_IDS, Store, copied_nodules
 
 NODULE_COLUMNS = ("slice", "bbox", "diameter_mm", "requested_mm", "shape_source", "size_source", "lidc_annotation")
 PLAN_AHEAD_BLOCKS = 2

@@ -22,16 +22,25 @@ import torch
 from lungforge.augment.layout import PlacedNodule
 from lungforge.augment.plan import PlannedSample
 from lungforge.augment.synthesizer import SamplingSettings, checked_uint8, onehot_labels, training_provenance
+from lungforge.core.device import Precision, autocast_forward
+from lungforge.core.errors import CheckpointError
+from lungforge.core.labels import NUM_CLASSES
 from lungforge.data.resize import resize_images_uint8
-from lungforge.data.store import Store
-from lungforge.device import Precision, autocast_forward
 from lungforge.diffusion.guidance import with_context
 from lungforge.diffusion.samplers import sample
-from lungforge.errors import CheckpointError
-from lungforge.inpaint_window import Window, bounding_box, check_edit_inside, check_window_fits, context_channels, crop, grow, window_at
-from lungforge.labels import NUM_CLASSES
 from lungforge.models.acceleration import for_inference
 from lungforge.models.checkpoint import LoadedCheckpoint, build_model
+from lungforge.models.inpaint_window import (
+    Window,
+    bounding_box,
+    check_edit_inside,
+    check_window_fits,
+    context_channels,
+    crop,
+    grow,
+    window_at,
+)
+from lungforge.store import Store
 
 
 def nodule_window(nodule: PlacedNodule, window: int, margin_px: int, shape_hw: tuple[int, int]) -> tuple[Window, np.ndarray]:

@@ -15,12 +15,12 @@ from lungforge.augment.nodule_library import SHAPE_MIN_AREA_PX, NoduleLibrary, S
 from lungforge.augment.options import AugmentOptions
 from lungforge.augment.plan import SamplePlanner, SourceMaps
 from lungforge.augment.synthesizer import SamplingSettings, Synthesizer
-from lungforge.data.store import SPLIT_IDS, Store, open_store
-from lungforge.device import check_precision
-from lungforge.errors import InputError
+from lungforge.core.device import check_precision
+from lungforge.core.errors import InputError
+from lungforge.core.output_paths import refuse_overlap
+from lungforge.models.catalog import resolve_weights
 from lungforge.models.checkpoint import load_checkpoint
-from lungforge.overlap import refuse_overlap
-from lungforge.registry import resolve_weights
+from lungforge.store import SPLIT_IDS, Store, open_store
 
 
 @dataclass(frozen=True, eq=False)

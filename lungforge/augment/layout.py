@@ -1,6 +1,6 @@
 """Synthetic nodule layouts: nodules of requested sizes painted into real label maps.
 
-Array level: label maps are (H, W) uint8 (ids of :mod:`lungforge.labels`) at the generator's
+Array level: label maps are (H, W) uint8 (ids of :mod:`lungforge.core.labels`) at the generator's
 resolution, with `spacing_mm` (row, col) at that resolution. Candidate positions for a nodule
 footprint are found for all pixels at once (a correlation of the footprint with the allowed
 region), and one is drawn at random.
@@ -17,10 +17,10 @@ from scipy import ndimage, signal
 
 from lungforge.augment.lidc import NO_ANNOTATION, LidcLibrary
 from lungforge.augment.nodule_library import NoduleLibrary, RealPatch, SizePool, equivalent_diameter_mm, sphere_shape
-from lungforge.choices import NoduleShape, Placement
-from lungforge.data.store import NO_SOURCE
-from lungforge.errors import LayoutError
-from lungforge.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
+from lungforge.core.choices import NoduleShape, Placement
+from lungforge.core.errors import LayoutError
+from lungforge.core.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
+from lungforge.store import NO_SOURCE
 
 GAP_PX = 2
 """Free pixels kept between a new nodule and any other nodule of the slice."""

@@ -30,7 +30,7 @@ import numpy as np
 from skimage.draw import polygon
 
 from lungforge.augment.nodule_library import _diameter_rc, _rescale_to_area, equivalent_diameter_mm, target_area_px
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
 
 LICENCE = "LIDC-IDRI annotations (The Cancer Imaging Archive), CC BY 3.0; Armato et al., Med. Phys. 38:915-931, 2011"
 SIZE_TOLERANCE = 1.2

@@ -17,9 +17,9 @@ import numpy as np
 from scipy import ndimage
 from skimage.transform import resize
 
-from lungforge.errors import LayoutError
-from lungforge.labels import LUNG_LABELS, NODULE
-from lungforge.nodule_shape import NoduleOutline, sample_outline
+from lungforge.core.errors import LayoutError
+from lungforge.core.labels import LUNG_LABELS, NODULE
+from lungforge.core.nodule_shape import NoduleOutline, sample_outline
 
 MIN_AREA_PX = 4
 SHAPE_MIN_AREA_PX = 6
@@ -98,7 +98,7 @@ def sphere_shape(
 
     `diameter_px` is one diameter, or (rows, cols) diameters for anisotropic pixels. The shape
     is `outline`, by default one drawn for a `diameter_mm` nodule by
-    :func:`lungforge.nodule_shape.sample_outline` (an ellipse with lobes whose eccentricity and
+    :func:`lungforge.core.nodule_shape.sample_outline` (an ellipse with lobes whose eccentricity and
     solidity follow the LIDC contours; larger nodules more lobulated).
     """
     d_r, d_c = _diameter_rc(diameter_px)

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any, get_args
 
 from lungforge.augment.layout import LayoutRequest, NoduleShape, Placement
-from lungforge.choices import MAX_GUIDANCE, MAX_SIZE_PX, check_range
-from lungforge.data.store import MAX_SLICES, SHARD
-from lungforge.device import PRECISIONS, Precision
+from lungforge.core.choices import MAX_GUIDANCE, MAX_SIZE_PX, check_range
+from lungforge.core.device import PRECISIONS, Precision
+from lungforge.core.errors import ConfigError
+from lungforge.core.seeds import check_seed
 from lungforge.diffusion.samplers import SAMPLERS, Sampler
-from lungforge.errors import ConfigError
-from lungforge.seeds import check_seed
+from lungforge.store import MAX_SLICES, SHARD
 
 OUTPUT_DEFINING = (
     "nodules",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from lungforge.augment.options import AugmentOptions
-from lungforge.data.store import is_store, open_store
-from lungforge.errors import SchemaError
-from lungforge.overlap import refuse_overlap
+from lungforge.core.errors import SchemaError
+from lungforge.core.output_paths import refuse_overlap
+from lungforge.store import is_store, open_store
 
 
 def check_output(options: AugmentOptions) -> None:

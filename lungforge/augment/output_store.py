@@ -9,9 +9,9 @@ from lungforge.augment.inputs import AugmentInputs
 from lungforge.augment.options import AugmentOptions, output_defining
 from lungforge.augment.visibility import contrast_threshold_from_store
 from lungforge.augment.writer import part_name
-from lungforge.data.store import Store, create_store, open_store
-from lungforge.errors import SchemaError
-from lungforge.training.distributed import DistInfo, barrier
+from lungforge.core.errors import SchemaError
+from lungforge.core.process_group import DistInfo, barrier
+from lungforge.store import Store, create_store, open_store
 
 
 def _open_resumed(options: AugmentOptions, inputs: AugmentInputs) -> Store:

@@ -22,9 +22,9 @@ import numpy as np
 from lungforge.augment.layout import LayoutRequest, PlacedNodule, plan_layouts
 from lungforge.augment.lidc import LidcLibrary
 from lungforge.augment.nodule_library import NoduleLibrary, SizePool, equivalent_diameter_mm
+from lungforge.core.errors import InputError, LayoutError
 from lungforge.data.resize import resize_label_maps
-from lungforge.data.store import SPLIT_IDS, Store
-from lungforge.errors import InputError, LayoutError
+from lungforge.store import SPLIT_IDS, Store
 
 SEED_MASK = (1 << 63) - 1
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungforge.data.store import open_store
+from lungforge.store import open_store
 from lungforge.view import ViewOptions, write_view
 
 

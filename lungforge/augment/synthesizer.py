@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from lungforge.augment.plan import PlannedSample
-from lungforge.device import Precision, autocast_forward
+from lungforge.core.device import Precision, autocast_forward
+from lungforge.core.errors import CheckpointError, GeneratorError
+from lungforge.core.labels import NUM_CLASSES
 from lungforge.diffusion.samplers import Sampler, sample
-from lungforge.errors import CheckpointError, GeneratorError
-from lungforge.labels import NUM_CLASSES
 from lungforge.models.acceleration import for_inference
 from lungforge.models.checkpoint import LoadedCheckpoint, build_model
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from lungforge.augment.plan import PlannedSample
 from lungforge.augment.visibility import nodule_contrast_hu_batch
-from lungforge.labels import LUNG_LABELS
+from lungforge.core.labels import LUNG_LABELS
 
 
 def weakest_contrast_hu(images: np.ndarray, samples: Sequence[PlannedSample]) -> np.ndarray:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from lungforge.core.errors import InputError
+from lungforge.core.labels import LUNG_LABELS, NODULE
 from lungforge.data.resize import resize_slices
-from lungforge.data.store import WINDOW_HU
-from lungforge.errors import InputError
-from lungforge.labels import LUNG_LABELS, NODULE
+from lungforge.store import WINDOW_HU
 
 RING_PX = (2, 6)
 

@@ -14,7 +14,7 @@ from types import TracebackType
 
 import numpy as np
 
-from lungforge.data.store import Store
+from lungforge.store import Store
 
 
 def part_name(block: int) -> str:

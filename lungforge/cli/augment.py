@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lungforge.choices import NoduleShape, Placement, Precision, Sampler
 from lungforge.cli.params import build_config, finite, usage_errors
 from lungforge.cli.params import device as check_device
 from lungforge.cli.params import seed as check_seed
+from lungforge.core.choices import NoduleShape, Placement, Precision, Sampler
 
 if TYPE_CHECKING:
     from lungforge.augment.options import AugmentOptions

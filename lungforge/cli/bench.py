@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from lungforge.choices import MAX_SIZE_PX, Backbone, Features, FidSplit, LocalizePreset, RealSplit, Selection
 from lungforge.cli.params import DeviceOpt, finite
 from lungforge.cli.params import seed as check_seed
+from lungforge.core.choices import MAX_SIZE_PX, Backbone, Features, FidSplit, LocalizePreset, RealSplit, Selection
 
 bench_app = typer.Typer(
     help="Evaluate synthetic stores: FID, and nodule detection / localization with k-fold CV (paper §3).", no_args_is_help=True
@@ -135,7 +135,7 @@ def _points(text: str | None) -> list[int | None] | None:
 def _parse_specs(synthetic: list[str] | None):
     """The `--synthetic NAME=STORE` arguments; a malformed one is a usage error (exit 2)."""
     from lungforge.bench.protocol.inputs import parse_synthetic
-    from lungforge.errors import InputError
+    from lungforge.core.errors import InputError
 
     try:
         return parse_synthetic(synthetic or [])
@@ -204,8 +204,8 @@ def _run_task(
     from lungforge.bench.scoring.summary import summarize
     from lungforge.cli.bench_print import print_curve, print_leakage, print_summary
     from lungforge.cli.console import err_console, print_json, print_wrote, progress
-    from lungforge.device import resolve_device
-    from lungforge.training.distributed import dist_info_from_env, process_group
+    from lungforge.core.device import resolve_device
+    from lungforge.core.process_group import dist_info_from_env, process_group
 
     points = _points(real_nodules)
     spec = _primary(primary, [s.name for s in _parse_specs(synthetic)], points)
@@ -269,7 +269,7 @@ def fid(
     from lungforge.bench.scoring.fid import FidConfig, compute_fid, make_extractor
     from lungforge.cli.bench_print import print_fid, print_fid_warnings
     from lungforge.cli.console import print_json, progress
-    from lungforge.device import resolve_device
+    from lungforge.core.device import resolve_device
 
     named = [s if "=" in s else f"{Path(s).stem}={s}" for s in synthetic]
     real_store, stores, _ = _open(real, named, need_nodules=False)
@@ -393,8 +393,8 @@ def all_(
     from lungforge.bench.scoring.fid import FidConfig
     from lungforge.cli.bench_print import print_report, print_report_warnings
     from lungforge.cli.console import print_json, progress
-    from lungforge.device import resolve_device
-    from lungforge.training.distributed import dist_info_from_env
+    from lungforge.core.device import resolve_device
+    from lungforge.core.process_group import dist_info_from_env
 
     if dist_info_from_env().enabled:
         raise typer.BadParameter(
@@ -475,7 +475,7 @@ def fidelity(
     from lungforge.bench.scoring.fidelity import compute_fidelity
     from lungforge.cli.bench_print import print_fidelity
     from lungforge.cli.console import print_json, progress
-    from lungforge.device import resolve_device
+    from lungforge.core.device import resolve_device
 
     if size % 8:
         raise typer.BadParameter(f"must be divisible by 8, got {size}", param_hint="--size")

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lungforge.choices import MAX_SIZE_PX, Lungs, NoduleSlices
 from lungforge.cli.params import build_config, finite, usage_errors
 from lungforge.cli.params import seed as check_seed
-from lungforge.errors import EXIT_ERROR, EXIT_PARTIAL
+from lungforge.core.choices import MAX_SIZE_PX, Lungs, NoduleSlices
+from lungforge.core.errors import EXIT_ERROR, EXIT_PARTIAL
 
 if TYPE_CHECKING:
-    from lungforge.data.prepare import PrepareOptions, PrepareReport
-    from lungforge.data.store.summary import StoreSummary
+    from lungforge.preparation.pipeline import PrepareOptions, PrepareReport
+    from lungforge.store.summary import StoreSummary
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +34,7 @@ def phantom(
 ) -> None:
     """Write a synthetic dataset in LUNA16's on-disk layout (subsets, seg masks, annotations.csv)."""
     from lungforge.cli.console import print_json, print_result
-    from lungforge.data.phantom import make_phantom
+    from lungforge.phantom.scans import make_phantom
 
     result = make_phantom(out, scans=scans, size=size, seed=seed, overwrite=overwrite)
     if json_out:
@@ -82,10 +82,10 @@ def prepare(
     annotations.csv are dropped and reported.
     """
     from lungforge.cli.console import print_json, progress
-    from lungforge.data.prepare import PrepareOptions
-    from lungforge.data.prepare import prepare as run_prepare
-    from lungforge.data.prepare_options import parse_test_patients
-    from lungforge.labels import SegValues
+    from lungforge.core.labels import SegValues
+    from lungforge.preparation.options import parse_test_patients
+    from lungforge.preparation.pipeline import PrepareOptions
+    from lungforge.preparation.pipeline import prepare as run_prepare
 
     if resume and overwrite:
         raise typer.BadParameter("use either --resume or --overwrite, not both")
@@ -109,8 +109,8 @@ def prepare(
 def _note_workers(luna16_dir: Path, options: PrepareOptions) -> None:
     """Say on stderr when `prepare` runs fewer worker processes than --workers asked for."""
     from lungforge.cli.console import err_console
-    from lungforge.cpus import available_cpus
-    from lungforge.data.prepare import planned_workers
+    from lungforge.core.cpus import available_cpus
+    from lungforge.preparation.pipeline import planned_workers
 
     used = planned_workers(luna16_dir, options)
     if used < options.workers:
@@ -186,8 +186,8 @@ def info(
     from rich.markup import escape
 
     from lungforge.cli.console import err_console, print_json, print_result
-    from lungforge.data.store import open_store
-    from lungforge.data.verify import verify_store
+    from lungforge.store import count_store, open_store
+    from lungforge.store.verify import verify_store
 
     checked = verify_store(store) if verify else None
     if checked is not None and not checked.ok:
@@ -201,7 +201,7 @@ def info(
                 f"[red]error:[/red] {store}: {len(checked.problems)} problems{more}; the store is damaged", highlight=False, soft_wrap=True
             )
         raise typer.Exit(EXIT_ERROR)
-    summary = open_store(store).summary()
+    summary = count_store(open_store(store))
     if json_out:
         print_json(summary if checked is None else {**asdict(summary), "verify": checked})
         return

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from lungforge.choices import Sampler
 from lungforge.cli.params import build_config
 from lungforge.cli.params import device as check_device
 from lungforge.cli.params import seed as check_seed
+from lungforge.core.choices import Sampler
 
 
 def register(app: typer.Typer) -> None:

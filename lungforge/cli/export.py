@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from lungforge.choices import ExportFormat, ExportSplit
 from lungforge.cli.params import StoreArg, build_config
+from lungforge.core.choices import ExportFormat, ExportSplit
 
 
 def register(app: typer.Typer) -> None:

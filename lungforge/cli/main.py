@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from lungforge import __version__
 from lungforge.cli import augment as augment_cli
 from lungforge.cli import bench as bench_cli
 from lungforge.cli import data as data_cli
@@ -16,7 +15,8 @@ from lungforge.cli import export as export_cli
 from lungforge.cli import train as train_cli
 from lungforge.cli import view as view_cli
 from lungforge.cli import weights as weights_cli
-from lungforge.errors import EXIT_ERROR, LungforgeError
+from lungforge.core.errors import EXIT_ERROR, LungforgeError
+from lungforge.core.version import __version__
 
 app = typer.Typer(
     name="lungforge",

@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from lungforge.errors import ConfigError
+from lungforge.core.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 Config = TypeVar("Config")
@@ -30,8 +30,8 @@ def finite(value: float | None) -> float | None:
 
 
 def seed(value: int) -> int:
-    """Typer callback of every `--seed`: outside 0..2**63 - 1 is a usage error (lungforge.seeds)."""
-    from lungforge.seeds import check_seed
+    """Typer callback of every `--seed`: outside 0..2**63 - 1 is a usage error (lungforge.core.seeds)."""
+    from lungforge.core.seeds import check_seed
 
     try:
         return check_seed(value, "the seed")
@@ -61,7 +61,7 @@ def flag_of(field: str, flags: Mapping[str, str] | None = None) -> str:
 def usage_errors(flag: str | None = None, flags: Mapping[str, str] | None = None) -> Iterator[None]:
     """A ValueError raised inside is a usage error (exit 2) of option `flag` (None: of the command).
 
-    A :class:`~lungforge.errors.ConfigError` names its field's flag (:func:`flag_of`) instead.
+    A :class:`~lungforge.core.errors.ConfigError` names its field's flag (:func:`flag_of`) instead.
     """
     try:
         yield

@@ -13,9 +13,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from lungforge.choices import Precision, PresetName
 from lungforge.cli.params import DeviceOpt, build_config, finite
 from lungforge.cli.params import seed as check_seed
+from lungforge.core.choices import Precision, PresetName
 
 Command = TypeVar("Command", bound=Callable[..., None])
 Options = tuple[inspect.Parameter, ...]
@@ -184,7 +184,7 @@ def _train(train: Callable[..., Any], params: dict[str, Any], **values: Any) -> 
     """Run `train` on the TrainOptions of a command's options `params` (and `values`); rank 0
     shows progress and prints the summary (`--json`: as JSON on stdout)."""
     from lungforge.cli.console import err_console, print_json, print_result, progress
-    from lungforge.training.distributed import dist_info_from_env
+    from lungforge.core.process_group import dist_info_from_env
     from lungforge.training.options import TrainOptions
 
     options = build_config(TrainOptions, params, {"edit_margin_px": "--edit-margin"}, **values)
@@ -221,7 +221,7 @@ def _train(train: Callable[..., Any], params: dict[str, Any], **values: Any) -> 
 def _note_workers(workers: int) -> None:
     """Say on stderr when training runs fewer DataLoader workers than --workers asked for."""
     from lungforge.cli.console import err_console
-    from lungforge.cpus import available_cpus, capped_workers
+    from lungforge.core.cpus import available_cpus, capped_workers
 
     used = capped_workers(workers)
     if used < workers:

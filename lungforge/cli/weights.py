@@ -1,4 +1,4 @@
-"""`lungforge weights list | pull | import | verify`: the weights registry and cache (thin over lungforge.registry)."""
+"""`lungforge weights list | pull | import | verify`: the weights registry and cache (thin over lungforge.models.catalog)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lungforge.errors import EXIT_ERROR
+from lungforge.core.errors import EXIT_ERROR
 
 weights_app = typer.Typer(
     help="Registered generator weights: list, download (sha256-verified), import your own runs, verify the cache. "
@@ -31,7 +31,7 @@ def list_weights(
     from rich.text import Text
 
     from lungforge.cli.console import out_console, print_json
-    from lungforge.registry import WeightsRegistry
+    from lungforge.models.catalog import WeightsRegistry
 
     registry = WeightsRegistry()
     rows = []
@@ -69,7 +69,7 @@ def pull(
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     from lungforge.cli.console import err_console, print_json, print_result
-    from lungforge.registry import WeightsRegistry
+    from lungforge.models.catalog import WeightsRegistry
 
     registry = WeightsRegistry()
     entry = registry.entry(name)
@@ -96,7 +96,7 @@ def import_weights(
 ) -> None:
     """Validate a checkpoint, copy it into the cache as one self-describing .safetensors and register it."""
     from lungforge.cli.console import print_json, print_result
-    from lungforge.registry import WeightsRegistry
+    from lungforge.models.catalog import WeightsRegistry
 
     registry = WeightsRegistry()
     entry = registry.import_checkpoint(file, name, force=force)
@@ -116,7 +116,7 @@ def verify(
     One line per entry on stdout; on a mismatch also one error line on stderr naming the entries.
     """
     from lungforge.cli.console import err_console, print_json, print_result
-    from lungforge.registry import WeightsRegistry
+    from lungforge.models.catalog import WeightsRegistry
 
     results = WeightsRegistry().verify(name)
     if json_out:

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lungforge.data.resize import resize_image, resize_label
-from lungforge.data.store import SPLIT_IDS, Store, open_store
+from lungforge.store import SPLIT_IDS, Store, open_store
 
 
 class SliceDataset(Dataset):

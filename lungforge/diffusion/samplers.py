@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-from lungforge.choices import Sampler
+from lungforge.core.choices import Sampler
 from lungforge.diffusion.gaussian import GaussianDiffusion, Model
 from lungforge.diffusion.guidance import guided_output
 from lungforge.diffusion.schedule import NoiseSchedule, linear_betas, respace

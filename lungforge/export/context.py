@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lungforge.choices import MAX_SIZE_PX, ExportFormat, ExportSplit, check_choice
-from lungforge.data.store import Store
-from lungforge.errors import ConfigError
+from lungforge.core.choices import MAX_SIZE_PX, ExportFormat, ExportSplit, check_choice
+from lungforge.core.errors import ConfigError
+from lungforge.store import Store
 
 MARKER = "lungforge-export.json"
 FIRST_DATASET_ID = 501
@@ -64,7 +64,7 @@ class ExportContext:
 
 def provenance(store: Store, options: ExportOptions) -> dict[str, Any]:
     """Where the exported slices come from: store path, kind, fingerprint, its options and generator."""
-    from lungforge import __version__
+    from lungforge.core.version import __version__
 
     attrs = store.attrs
     block = {

@@ -8,11 +8,11 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
+from lungforge.core.labels import LABELS
 from lungforge.export.context import FIRST_DATASET_ID, ExportContext, ExportOptions
 from lungforge.export.nifti import write_nifti
 from lungforge.export.slices import ExportSlice
-from lungforge.labels import LABELS
 
 # nnU-Net's own 2-D reader gives slices a z spacing of 999 so that no 3-D resampling mixes them.
 SLICE_THICKNESS_MM = 999.0

@@ -13,13 +13,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from lungforge.data.store import Store, open_store
-from lungforge.errors import InputError, OutputError
+from lungforge.core.errors import InputError, OutputError
+from lungforge.core.locks import hold_lock
+from lungforge.core.output_paths import refuse_overlap
 from lungforge.export.context import MARKER, ExportContext, ExportOptions, provenance
 from lungforge.export.nnunet import with_dataset_id
 from lungforge.export.slices import ExportSlice, iter_slices, select_indices
-from lungforge.locks import hold_lock
-from lungforge.overlap import refuse_overlap
+from lungforge.store import Store, open_store
 
 WRITERS = {
     "coco": ("lungforge.export.coco", "CocoWriter"),

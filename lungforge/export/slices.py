@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lungforge.choices import ExportSplit
+from lungforge.core.choices import ExportSplit
+from lungforge.core.labels import NODULE
 from lungforge.data.resize import resize_label_maps, resize_slices
-from lungforge.data.store import SPLIT_IDS, Store
-from lungforge.labels import NODULE
+from lungforge.store import SPLIT_IDS, Store
 
 SPLIT_NAMES = {sid: name for name, sid in SPLIT_IDS.items()}
 

@@ -18,9 +18,9 @@ import torch
 from safetensors import SafetensorError
 from torch import Tensor
 
-from lungforge.errors import CheckpointError
-from lungforge.fileio import Writer, replace_together, sha256_file
-from lungforge.labels import labels_attr
+from lungforge.core.errors import CheckpointError
+from lungforge.core.fileio import Writer, replace_together, sha256_file
+from lungforge.core.labels import labels_attr
 from lungforge.models.checkpoint_checks import FORMAT, KINDS, Kind, check_shapes, new_model, validate_meta
 from lungforge.models.presets import SDMConfig, SPADEConfig, config_to_dict
 
@@ -77,7 +77,7 @@ def checkpoint_meta(
     pixels, `window`, whose edit region is a nodule footprint grown by `edit_margin_px` pixels).
     `seen` records the patients (series uids) and nodule slices the weights were trained on.
     """
-    from lungforge import __version__
+    from lungforge.core.version import __version__
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -147,7 +147,7 @@ def save_checkpoint(
 
 def checkpoint_writers(dir: Path, state_dict: dict[str, Tensor], meta: dict[str, Any]) -> dict[Path, Writer]:
     """The writers of `dir/model.safetensors` and `dir/config.json` for weights `state_dict` and
-    their `meta` (:func:`checkpoint_meta`), for :func:`lungforge.fileio.replace_together`."""
+    their `meta` (:func:`checkpoint_meta`), for :func:`lungforge.core.fileio.replace_together`."""
     config = (json.dumps(meta, indent=2) + "\n").encode()
     return {dir / MODEL_FILE: safetensors_writer(state_dict, meta), dir / CONFIG_FILE: lambda tmp: tmp.write_bytes(config)}
 

@@ -8,8 +8,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lungforge.errors import CheckpointError, LungforgeError, torch_load_reason
-from lungforge.labels import labels_attr
+from lungforge.core.errors import CheckpointError, LungforgeError, torch_load_reason
+from lungforge.core.labels import labels_attr
 from lungforge.models.bounds import check_dimensions, check_parameters, spade_parameters
 from lungforge.models.presets import SDMConfig, SPADEConfig, sdm_config_from_dict, spade_config_from_dict
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lungforge.labels import NUM_CLASSES
+from lungforge.core.labels import NUM_CLASSES
 
 
 def labels_to_onehot(label: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:

@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from lungforge.errors import LungforgeError
-from lungforge.labels import NUM_CLASSES
+from lungforge.core.errors import LungforgeError
+from lungforge.core.labels import NUM_CLASSES
 
 
 def _require_counts(config: object, positive: tuple[str, ...], non_negative: tuple[str, ...] = ()) -> None:

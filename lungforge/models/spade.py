@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
+from lungforge.core.tensor_files import load_tensor_dict
 from lungforge.models.presets import SPADEConfig
-from lungforge.tensor_files import load_tensor_dict
 
 _UPSAMPLINGS = {"normal": 5, "more": 6}
 

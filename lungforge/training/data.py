@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lungforge.core.errors import InputError
+from lungforge.core.labels import LEFT_LUNG, NUM_CLASSES, RIGHT_LUNG
 from lungforge.data.dataset import SliceDataset
-from lungforge.data.store import Store, open_store
-from lungforge.errors import InputError
-from lungforge.labels import LEFT_LUNG, NUM_CLASSES, RIGHT_LUNG
+from lungforge.store import Store, open_store
 
 Key = tuple[int, bool]
 """A dataset item key: (position in the train split, flip horizontally)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lungforge.drawing import colour_labels
+from lungforge.core.drawing import colour_labels
 
 
 def grid_image(label: torch.Tensor, image: torch.Tensor, gap_px: int = 2) -> np.ndarray:

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lungforge.device import Precision, autocast_forward, grad_scaler
+from lungforge.core.device import Precision, autocast_forward, grad_scaler
+from lungforge.core.process_group import DistInfo, wrap_ddp
 from lungforge.diffusion.gaussian import GaussianDiffusion
 from lungforge.diffusion.guidance import drop_condition, with_context
 from lungforge.diffusion.samplers import sample
@@ -18,7 +19,6 @@ from lungforge.models.acceleration import compiled
 from lungforge.models.layers import labels_to_onehot
 from lungforge.models.presets import Preset
 from lungforge.models.sdm_unet import SDMUNet
-from lungforge.training.distributed import DistInfo, wrap_ddp
 from lungforge.training.ema import EMA
 from lungforge.training.options import StepReport, TrainOptions, TrainResult
 from lungforge.training.run import fit

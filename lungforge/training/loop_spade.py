@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lungforge.device import Precision, autocast, grad_scaler
+from lungforge.core.device import Precision, autocast, grad_scaler
+from lungforge.core.process_group import DistInfo, wrap_ddp
 from lungforge.models.layers import labels_to_onehot
 from lungforge.models.presets import Preset
 from lungforge.models.spade import (
@@ -21,7 +22,6 @@ from lungforge.models.spade import (
     generator_loss,
     make_optimizers,
 )
-from lungforge.training.distributed import DistInfo, wrap_ddp
 from lungforge.training.options import StepReport, TrainOptions, TrainResult
 from lungforge.training.run import fit
 from lungforge.training.state import ResumableParts

@@ -7,12 +7,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lungforge.choices import MAX_GUIDANCE, MAX_STEPS, check_range
-from lungforge.device import PRECISIONS, Precision
-from lungforge.errors import ConfigError, LungforgeError
+from lungforge.core.choices import MAX_GUIDANCE, MAX_STEPS, check_range
+from lungforge.core.device import PRECISIONS, Precision
+from lungforge.core.errors import ConfigError, LungforgeError
+from lungforge.core.seeds import check_seed
 from lungforge.models.checkpoint import DEFAULT_EDIT_MARGIN_PX
 from lungforge.models.presets import PRESETS, Preset, get_preset, inpaint_preset
-from lungforge.seeds import check_seed
 
 MIN_NODULE_ROOM_PX = 4
 """Pixels an inpainting window keeps for the nodule between its two edit margins."""
@@ -37,8 +37,8 @@ class TrainOptions:
     compilation, reported as `first_step_seconds`). `window` trains an inpainting SDM on windows
     of that many pixels cut at the store's native resolution (SDM only), whose edit regions
     extend `edit_margin_px` pixels past each nodule (at most :func:`max_edit_margin_px`).
-    `steps` and `checkpoint_every` are at most :data:`~lungforge.choices.MAX_STEPS`. `workers` DataLoader processes per rank are
-    capped at one per available CPU (:func:`lungforge.cpus.capped_workers`); the batches do not
+    `steps` and `checkpoint_every` are at most :data:`~lungforge.core.choices.MAX_STEPS`. `workers` DataLoader processes per rank are
+    capped at one per available CPU (:func:`lungforge.core.cpus.capped_workers`); the batches do not
     depend on them.
     """
 

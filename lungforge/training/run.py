@@ -21,16 +21,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lungforge.cpus import capped_workers
+from lungforge.core.cpus import capped_workers
+from lungforge.core.device import Precision, check_precision, resolve_device
+from lungforge.core.errors import CheckpointError, InputError
+from lungforge.core.fileio import replace_together
+from lungforge.core.process_group import DistInfo, barrier, dist_info_from_env, mean_across_ranks, process_group
 from lungforge.data.dataset import SliceDataset
-from lungforge.data.store import SPLIT_IDS, Store, nodule_ids, open_store
-from lungforge.device import Precision, check_precision, resolve_device
-from lungforge.errors import CheckpointError, InputError
-from lungforge.fileio import replace_together
 from lungforge.models.checkpoint import RESUME_FILE, WRITE_ERRORS, TrainingRecord, checkpoint_meta, checkpoint_writers
 from lungforge.models.presets import Preset, SDMConfig, SPADEConfig, config_to_dict
+from lungforge.store import SPLIT_IDS, Store, nodule_ids, open_store
 from lungforge.training.data import LoaderSpec, check_label_ids, open_train_split, train_batches
-from lungforge.training.distributed import DistInfo, barrier, dist_info_from_env, mean_across_ranks, process_group
 from lungforge.training.grid import save_grid
 from lungforge.training.options import StepReport, TrainOptions, TrainResult
 from lungforge.training.state import capture_rng_state, load_training_state, restore_rng_state, training_state_writer
@@ -158,7 +158,7 @@ class _RunInputs:
 
 def training_record(store: Store) -> TrainingRecord:
     """The patients (series uids, sorted), nodule slices and distinct nodules
-    (:func:`~lungforge.data.store.nodule_ids`) of `store`'s train split: what weights trained on
+    (:func:`~lungforge.store.nodule_ids`) of `store`'s train split: what weights trained on
     it see (:func:`~lungforge.training.data.open_train_split`)."""
     train = store.meta("split") == SPLIT_IDS["train"]
     uids = store.series_uids

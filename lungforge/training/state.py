@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lungforge.errors import CheckpointError
-from lungforge.fileio import Writer, replace_together
+from lungforge.core.errors import CheckpointError
+from lungforge.core.fileio import Writer, replace_together
+from lungforge.core.tensor_files import load_tensor_dict
 from lungforge.models.checkpoint import WRITE_ERRORS
-from lungforge.tensor_files import load_tensor_dict
 
 
 def save_training_state(path: Path, state: dict[str, Any]) -> None:
@@ -30,7 +30,7 @@ def save_training_state(path: Path, state: dict[str, Any]) -> None:
 
 def training_state_writer(state: dict[str, Any]) -> Writer:
     """A writer of `state` with `torch.save` (checked to hold plain types only, so it loads with
-    `weights_only=True`), for :func:`lungforge.fileio.replace_together`."""
+    `weights_only=True`), for :func:`lungforge.core.fileio.replace_together`."""
     _check_plain(state, "state")
     return lambda tmp: torch.save(state, tmp)
 

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lungforge.core.errors import InputError
+from lungforge.core.labels import LUNG_LABELS, NODULE
 from lungforge.data.dataset import SliceDataset
-from lungforge.errors import InputError
-from lungforge.inpaint_window import (
+from lungforge.models.inpaint_window import (
     Window,
     bounding_box,
     check_window_fits,
@@ -30,7 +31,6 @@ from lungforge.inpaint_window import (
     grow,
     window_at,
 )
-from lungforge.labels import LUNG_LABELS, NODULE
 from lungforge.training.data import LoaderSpec, StreamBatchSampler, flip_horizontal, stream_batches
 
 WindowKey = tuple[int, bool, int]
@@ -53,7 +53,7 @@ class InpaintWindows(Dataset):
     """Windows of `window` pixels from `slices` (a native-resolution train split).
 
     Item: ``image`` (1, S, S) [-1, 1] (the target), ``label`` (S, S) long, ``context`` (2, S, S)
-    (:func:`lungforge.inpaint_window.context_channels`), ``row`` (store row), S = `window`.
+    (:func:`lungforge.models.inpaint_window.context_channels`), ``row`` (store row), S = `window`.
     """
 
     def __init__(self, slices: SliceDataset, window: int, margin_px: int, seed: int) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungforge.data.store import create_store, open_store
-from lungforge.labels import BODY, LEFT_LUNG, NODULE, RIGHT_LUNG, TRACHEA
+from lungforge.core.labels import BODY, LEFT_LUNG, NODULE, RIGHT_LUNG, TRACHEA
+from lungforge.store import create_store, open_store
 
 SPACING_512_MM = 0.7
 LUNG_VALUE = 20  # uint8, about -890 HU
@@ -193,8 +193,8 @@ def save_micro_checkpoints(root: Path) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def phantom_real_store(tmp_path_factory):
     """Path of a complete 64×64 real store from phantom data (4 scans; 3 train patients, 1 test)."""
-    from lungforge.data.phantom import make_phantom
-    from lungforge.data.prepare import PrepareOptions, prepare
+    from lungforge.phantom.scans import make_phantom
+    from lungforge.preparation.pipeline import PrepareOptions, prepare
 
     root = tmp_path_factory.mktemp("augment_real")
     make_phantom(root / "luna16", scans=4, size=64, seed=0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lungforge.augment.options import AugmentOptions
-from lungforge.errors import ConfigError
+from lungforge.core.errors import ConfigError
 
 BASE = {"data": Path("real.zarr"), "weights": "paste", "out": Path("synth.zarr"), "nodules": 2}
 

@@ -9,10 +9,10 @@ from scipy import ndimage
 from lungforge.augment.generate import augment
 from lungforge.augment.nodule_library import RIM_PX, NoduleLibrary
 from lungforge.augment.options import AugmentOptions
+from lungforge.core.errors import InputError
+from lungforge.core.labels import NODULE
 from lungforge.data.resize import resize_images_uint8
-from lungforge.data.store import NO_SOURCE, open_store
-from lungforge.errors import InputError
-from lungforge.labels import NODULE
+from lungforge.store import NO_SOURCE, open_store
 
 
 def _control(real, out, weights, **kw) -> AugmentOptions:

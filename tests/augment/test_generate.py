@@ -18,11 +18,11 @@ from lungforge.augment.plan import SEED_MASK, PlannedSample, sample_seed
 from lungforge.augment.synthesizer import checked_uint8
 from lungforge.augment.verification import weakest_contrast_hu
 from lungforge.augment.writer import BlockWriter, FinishedBlock
+from lungforge.core.errors import CheckpointError, GeneratorError, InputError, LayoutError, SchemaError
+from lungforge.core.labels import LEFT_LUNG, LUNG_LABELS, NODULE
 from lungforge.data.resize import resize_label_maps
-from lungforge.data.store import create_store, open_store
-from lungforge.errors import CheckpointError, GeneratorError, InputError, LayoutError, SchemaError
-from lungforge.labels import LEFT_LUNG, LUNG_LABELS, NODULE
 from lungforge.models.checkpoint import CONFIG_FILE, MODEL_FILE, read_checkpoint_meta, write_safetensors
+from lungforge.store import create_store, open_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

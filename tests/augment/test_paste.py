@@ -15,9 +15,9 @@ from lungforge.augment.generate import augment
 from lungforge.augment.nodule_library import RIM_PX, NoduleLibrary, RealPatch, equivalent_diameter_mm
 from lungforge.augment.options import AugmentOptions
 from lungforge.augment.visibility import hu_from_uint8, label_contrasts_hu
+from lungforge.core.labels import BODY, LEFT_LUNG, LUNG_LABELS, NODULE, RIGHT_LUNG
 from lungforge.data.resize import resize_images_uint8
-from lungforge.data.store import NO_SOURCE, create_store, open_store
-from lungforge.labels import BODY, LEFT_LUNG, LUNG_LABELS, NODULE, RIGHT_LUNG
+from lungforge.store import NO_SOURCE, create_store, open_store
 
 SEAM_TOLERANCE = 0.15
 """A pasted nodule's seam and border may be at most 15 % sharper than real nodule borders."""
@@ -208,7 +208,7 @@ def test_pasted_seam_and_border_are_no_sharper_than_real_nodule_borders(kind, ph
 @pytest.fixture(scope="module")
 def phantom_128(phantom_factory, tmp_path_factory) -> Path:
     """A real store of 6 phantom scans at 128 px: nodules of 1–10 pixels, as in the demo."""
-    from lungforge.data.prepare import PrepareOptions, prepare
+    from lungforge.preparation.pipeline import PrepareOptions, prepare
 
     out = tmp_path_factory.mktemp("paste128") / "real.zarr"
     prepare(phantom_factory(scans=6, size=128, seed=0), out, PrepareOptions(test_patients=1, workers=1))

@@ -12,8 +12,8 @@ from lungforge.augment.visibility import (
     nodule_contrast_hu_batch,
     real_contrasts_hu,
 )
-from lungforge.errors import InputError
-from lungforge.labels import LEFT_LUNG, RIGHT_LUNG
+from lungforge.core.errors import InputError
+from lungforge.core.labels import LEFT_LUNG, RIGHT_LUNG
 
 
 def _hu(value: float) -> float:

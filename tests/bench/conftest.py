@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungforge.data.store import SHARD, SPLIT_IDS, create_store, open_store
+from lungforge.store import SHARD, SPLIT_IDS, create_store, open_store
 
 
 @pytest.fixture(scope="session")
 def phantom_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete 64×64 real store from phantom data (4 scans; 3 train patients, 1 test); read-only."""
-    from lungforge.data.phantom import make_phantom
-    from lungforge.data.prepare import PrepareOptions, prepare
+    from lungforge.phantom.scans import make_phantom
+    from lungforge.preparation.pipeline import PrepareOptions, prepare
 
     root = tmp_path_factory.mktemp("fidelity_real")
     make_phantom(root / "luna16", scans=4, size=64, seed=0)

@@ -10,7 +10,7 @@ from lungforge.bench.protocol.controls import CONTROLS_DIR, REQUEST, control_opt
 from lungforge.bench.protocol.detect import DetectConfig
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.bench.protocol.results import TaskResult
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
 
 
 def test_controls_copy_the_reference_request_and_resume_an_existing_store(tmp_path, stores):

@@ -6,7 +6,7 @@ from lungforge.bench.protocol.detect import DetectConfig
 from lungforge.bench.protocol.localize import LocalizeConfig
 from lungforge.bench.scoring.fid import FidConfig
 from lungforge.bench.scoring.segmenter import SegmenterConfig
-from lungforge.choices import MAX_SIZE_PX
+from lungforge.core.choices import MAX_SIZE_PX
 
 
 @pytest.mark.parametrize(

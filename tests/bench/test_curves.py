@@ -16,7 +16,7 @@ from lungforge.bench.protocol.detect import DetectConfig, run_detect
 from lungforge.bench.protocol.folds import real_groups
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.bench.protocol.patches import sample_patches
-from lungforge.data.store import nodule_ids
+from lungforge.store import nodule_ids
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

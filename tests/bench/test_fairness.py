@@ -14,7 +14,7 @@ from lungforge.bench.protocol.detect import DetectConfig, run_detect
 from lungforge.bench.protocol.folds import fold_splits, leak_groups, real_groups
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.bench.protocol.selection import selected, selection_summary
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from lungforge.bench.scoring.fid import (
     frechet_distance,
     load_fid_inception,
 )
-from lungforge.errors import CheckpointError
+from lungforge.core.errors import CheckpointError
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -101,7 +101,7 @@ def test_random_features_fid_end_to_end(stores):
 def _synthetic_copy(real_path, out, size):
     """A synthetic store holding the real store's slices resized (antialiased) to size×size."""
     from lungforge.data.resize import resize_images_uint8, resize_label_maps
-    from lungforge.data.store import create_store, open_store
+    from lungforge.store import create_store, open_store
 
     real = open_store(real_path)
     n = len(real)

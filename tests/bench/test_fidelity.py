@@ -10,8 +10,8 @@ from lungforge.bench.scoring.crossfit import patient_halves, real_scorers, synth
 from lungforge.bench.scoring.fidelity import REAL, compute_fidelity, fidelity_markdown
 from lungforge.bench.scoring.label_metrics import class_iou, confusion_matrix, mean_iou
 from lungforge.bench.scoring.segmenter import SegmenterConfig, cache_dir, cache_key, load_or_train, train_indices
-from lungforge.data.store import SPLIT_IDS, open_store
-from lungforge.errors import CheckpointError, InputError
+from lungforge.core.errors import CheckpointError, InputError
+from lungforge.store import SPLIT_IDS, open_store
 
 FEW_STEPS = SegmenterConfig.quick_preset(size=64, steps=150)
 CPU = torch.device("cpu")

@@ -14,7 +14,7 @@ from lungforge.bench.protocol.detect import DetectConfig, run_detect
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.bench.protocol.results import TaskResult
 from lungforge.bench.protocol.verdict import verdicts
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
 
 
 def _config(**kw) -> DetectConfig:

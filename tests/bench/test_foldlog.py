@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from lungforge.bench.protocol.foldlog import FoldLog
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
 
 
 def test_finished_folds_survive_a_restart(tmp_path):
@@ -46,7 +46,7 @@ def test_a_fold_file_that_does_not_fit_is_named(tmp_path):
     script = f"""
 import resource
 from lungforge.bench.protocol.foldlog import FoldLog
-from lungforge.errors import OutputError
+from lungforge.core.errors import OutputError
 log = FoldLog({str(tmp_path)!r}, "detect", {{"config": {{}}}})
 log.put("A", 0, {{"accuracy": 0.5}})
 resource.setrlimit(resource.RLIMIT_FSIZE, (200, resource.RLIM_INFINITY))

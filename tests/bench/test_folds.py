@@ -3,7 +3,7 @@ import pytest
 
 from lungforge.bench.protocol.folds import OUTSIDE, fold_splits, real_groups, source_groups
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
 
 
 def test_groups_merge_official_folds_mod_k(stores):

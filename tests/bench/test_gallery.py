@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from lungforge.bench.reporting.gallery import NoduleCrop, crop_side_px, crop_tile, nodule_crops, nodule_gallery
-from lungforge.data.store import open_store
-from lungforge.drawing import PALETTE
-from lungforge.labels import NODULE
+from lungforge.core.drawing import PALETTE
+from lungforge.core.labels import NODULE
+from lungforge.store import open_store
 
 
 def test_nodule_crops_span_the_sizes_centred_on_each_nodule(stores):

@@ -7,8 +7,8 @@ import pytest
 import zarr
 
 from lungforge.bench.protocol.inputs import SyntheticSpec, nodule_boxes, open_real, open_synthetic, parse_synthetic
-from lungforge.errors import InputError, LockError, SchemaError
-from lungforge.locks import hold_lock
+from lungforge.core.errors import InputError, LockError, SchemaError
+from lungforge.core.locks import hold_lock
 
 
 def zero_images(store: Path) -> None:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lungforge.bench.scoring.label_metrics import NoduleHits, class_iou, confusion_matrix, mean_iou, size_bin_names
-from lungforge.labels import BODY, LEFT_LUNG, NODULE
+from lungforge.core.labels import BODY, LEFT_LUNG, NODULE
 
 
 def disk(size: int, cy: float, cx: float, r: float) -> np.ndarray:

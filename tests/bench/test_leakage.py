@@ -13,10 +13,10 @@ import torch
 from lungforge.bench.protocol.detect import DetectConfig, run_detect
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.bench.protocol.leakage import leakage_warning
-from lungforge.data.store import SPLIT_IDS, open_store
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
 from lungforge.models.checkpoint import checkpoint_meta, load_checkpoint
 from lungforge.models.presets import get_preset
+from lungforge.store import SPLIT_IDS, open_store
 from lungforge.training.run import training_record
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -111,7 +111,7 @@ def test_weights_record_the_distinct_real_nodules_they_saw_and_the_curve_reports
     from lungforge.bench.protocol.folds import real_groups
     from lungforge.bench.protocol.leakage import exposure
     from lungforge.bench.protocol.results import CurveResult, TaskResult
-    from lungforge.data.store import nodule_ids
+    from lungforge.store import nodule_ids
 
     seen = training_record(real_store)
     train = real_store.meta("split") == SPLIT_IDS["train"]

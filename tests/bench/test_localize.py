@@ -7,7 +7,7 @@ from lungforge.bench.protocol.detector_training import make_targets, to_inputs
 from lungforge.bench.protocol.folds import real_groups
 from lungforge.bench.protocol.inputs import open_real
 from lungforge.bench.protocol.localize import LocalizeConfig, build_model, load_slices
-from lungforge.errors import CheckpointError
+from lungforge.core.errors import CheckpointError
 
 
 def test_load_slices_keeps_nodule_slices_and_scales_boxes(stores):

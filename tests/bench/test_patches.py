@@ -3,7 +3,7 @@ import numpy as np
 from lungforge.bench.protocol.inputs import nodule_boxes, open_real
 from lungforge.bench.protocol.patches import PATCH, crop, negative_candidates, positive_centres, sample_patches
 from lungforge.bench.protocol.slices import read_resized, scale_boxes
-from lungforge.labels import LUNG_LABELS, NODULE
+from lungforge.core.labels import LUNG_LABELS, NODULE
 
 
 def test_positive_centres_jitter_and_clamp():

@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lungforge.bench.protocol.ranks import RankFailed, owned, rank_and_world, run_shared
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
 
 RUNS = [(fold, condition) for fold in range(3) for condition in ("A", "paste")]
 
@@ -67,8 +67,8 @@ def paste_bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A real store of a 4-scan 64-px phantom (one test patient) and a `paste` store made from it."""
     from lungforge.augment.generate import augment
     from lungforge.augment.options import AugmentOptions
-    from lungforge.data.phantom import make_phantom
-    from lungforge.data.prepare import PrepareOptions, prepare
+    from lungforge.phantom.scans import make_phantom
+    from lungforge.preparation.pipeline import PrepareOptions, prepare
 
     root = tmp_path_factory.mktemp("ranks")
     make_phantom(root / "luna16", scans=4, size=64, seed=1)

@@ -16,8 +16,8 @@ from lungforge.bench.protocol.detect import DetectConfig, run_detect
 from lungforge.bench.protocol.folds import OUTSIDE, real_groups
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.bench.protocol.sources import SOURCES, external_source_slices
-from lungforge.data.store import NO_SOURCE, nodule_ids
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
+from lungforge.store import NO_SOURCE, nodule_ids
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

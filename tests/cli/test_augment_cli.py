@@ -10,8 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from lungforge.cli.main import app
-from lungforge.data.store import open_store
-from lungforge.errors import CheckpointError, InputError, LayoutError, SchemaError
+from lungforge.core.errors import CheckpointError, InputError, LayoutError, SchemaError
+from lungforge.store import open_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -19,12 +19,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     """A 64-px phantom real store and random-init micro SDM / SPADE checkpoints."""
-    from lungforge.data.phantom import make_phantom
-    from lungforge.data.prepare import PrepareOptions, prepare
     from lungforge.models.checkpoint import save_checkpoint
     from lungforge.models.presets import SDMConfig, SPADEConfig
     from lungforge.models.sdm_unet import SDMUNet
     from lungforge.models.spade import SPADEGenerator
+    from lungforge.phantom.scans import make_phantom
+    from lungforge.preparation.pipeline import PrepareOptions, prepare
 
     root = tmp_path_factory.mktemp("augment_cli")
     make_phantom(root / "luna16", scans=4, size=64, seed=1)

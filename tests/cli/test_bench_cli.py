@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from lungforge.bench.scoring.froc import FROC_METRICS
 from lungforge.cli.main import app
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
 
 
 @pytest.fixture(scope="module")

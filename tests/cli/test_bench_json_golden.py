@@ -29,8 +29,8 @@ def bench_stores(tmp_path_factory) -> dict[str, Path]:
     """A real store of a 4-scan 64-px phantom (one test patient) and an 8-slice `paste` store made from it."""
     from lungforge.augment.generate import augment
     from lungforge.augment.options import AugmentOptions
-    from lungforge.data.phantom import make_phantom
-    from lungforge.data.prepare import PrepareOptions, prepare
+    from lungforge.phantom.scans import make_phantom
+    from lungforge.preparation.pipeline import PrepareOptions, prepare
 
     root = tmp_path_factory.mktemp("bench_golden")
     make_phantom(root / "luna16", scans=4, size=64, seed=1)

@@ -18,7 +18,7 @@ BAR = "━"
 @pytest.fixture(scope="module")
 def prepared(phantom_factory, tmp_path_factory) -> Path:
     """The 4-scan 48-px phantom (seed 3) prepared with one test patient."""
-    from lungforge.data.prepare import PrepareOptions, prepare
+    from lungforge.preparation.pipeline import PrepareOptions, prepare
 
     out = tmp_path_factory.mktemp("data_cli") / "real.zarr"
     prepare(phantom_factory(scans=4, size=48, seed=3), out, PrepareOptions(test_patients=1))
@@ -47,9 +47,9 @@ def test_prepare_summary_on_stdout_skipped_scans_and_progress_on_stderr(phantom_
 def test_info_report_on_stdout_plain_when_not_a_terminal(prepared) -> None:
     result = CliRunner().invoke(app, ["info", str(prepared)])
     assert result.exit_code == 0, result.output
-    from lungforge.data.store import open_store
+    from lungforge.store import count_store, open_store
 
-    summary = open_store(prepared).summary()
+    summary = count_store(open_store(prepared))
     lines = result.stdout.splitlines()
     assert lines[0] == f"{prepared}  kind=real  {summary.slices} slices of 48×48  4 series" and "│ train │" in result.stdout
     assert lines[-2].startswith("folds: ") and lines[-1].startswith("nodule diameters: ")
@@ -58,12 +58,12 @@ def test_info_report_on_stdout_plain_when_not_a_terminal(prepared) -> None:
 
 
 def test_info_verify_line_on_stdout(prepared) -> None:
-    from lungforge.data.store import open_store
+    from lungforge.store import count_store, open_store
 
     result = CliRunner().invoke(app, ["info", str(prepared), "--verify"])
     assert result.exit_code == 0, result.output
     assert (
         result.stdout.startswith("verified: ")
-        and f"{open_store(prepared).summary().nodules} boxes are the tight boxes of their nodules\n" in result.stdout
+        and f"{count_store(open_store(prepared)).nodules} boxes are the tight boxes of their nodules\n" in result.stdout
     )
     assert "kind=real" in result.stdout and result.stderr == ""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from lungforge.cli.main import app
-from lungforge.errors import SchemaError
+from lungforge.core.errors import SchemaError
 
 
 def test_export_json_summary(stores, tmp_path: Path) -> None:

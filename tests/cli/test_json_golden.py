@@ -40,8 +40,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory) -> dict[str, Path]:
     """A real store of a 3-scan 64-px phantom (one test patient) and a 4-slice `paste` synthetic store."""
-    from lungforge.data.phantom import make_phantom
-    from lungforge.data.prepare import PrepareOptions, prepare
+    from lungforge.phantom.scans import make_phantom
+    from lungforge.preparation.pipeline import PrepareOptions, prepare
 
     root = tmp_path_factory.mktemp("golden")
     make_phantom(root / "luna16", scans=3, size=64, seed=5)

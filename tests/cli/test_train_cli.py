@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lungforge.cli.main import app
-from lungforge.data.phantom import make_phantom
-from lungforge.data.prepare import PrepareOptions, prepare
+from lungforge.phantom.scans import make_phantom
+from lungforge.preparation.pipeline import PrepareOptions, prepare
 
 
 def _store(tmp_path):
@@ -151,7 +151,7 @@ def test_inpaint_window_larger_than_the_store_is_one_line(tmp_path):
 def test_train_choices_are_checked_by_click_and_listed_in_help() -> None:
     from typing import get_args
 
-    from lungforge.choices import PresetName
+    from lungforge.core.choices import PresetName
     from lungforge.models.presets import PRESETS
 
     assert set(get_args(PresetName)) == set(PRESETS)

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lungforge.cli.main import app
-from lungforge.errors import RegistryError
+from lungforge.core.errors import RegistryError
 from lungforge.models.checkpoint import save_checkpoint
 from lungforge.models.presets import SPADEConfig
 from lungforge.models.spade import SPADEGenerator

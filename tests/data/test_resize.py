@@ -2,10 +2,10 @@ import numpy as np
 
 from lungforge.augment.plan import SourceMaps
 from lungforge.bench.protocol.slices import read_resized
+from lungforge.core.labels import NODULE
 from lungforge.data.dataset import SliceDataset
 from lungforge.data.resize import resize_images_uint8, resize_label_maps
-from lungforge.data.store import open_store
-from lungforge.labels import NODULE
+from lungforge.store import open_store
 
 
 def _centroid(weights: np.ndarray) -> np.ndarray:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungforge.data.prepare import PrepareOptions, prepare
-from lungforge.data.store import open_store
+from lungforge.preparation.pipeline import PrepareOptions, prepare
+from lungforge.store import open_store
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 

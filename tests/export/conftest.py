@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lungforge.core.labels import NODULE
 from lungforge.data.resize import resize_slices
-from lungforge.data.store import open_store
-from lungforge.labels import NODULE
+from lungforge.store import open_store
 
 
 class Reference:

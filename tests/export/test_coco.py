@@ -12,9 +12,9 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from lungforge.core.labels import NODULE
 from lungforge.data.resize import resize_slices
 from lungforge.export import ExportOptions, export_store
-from lungforge.labels import NODULE
 
 
 def _load(path: Path) -> COCO:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lungforge.core.labels import NODULE
 from lungforge.export import ExportOptions, export_store
-from lungforge.labels import NODULE
 
 
 @pytest.mark.parametrize(("split", "size"), [("all", 32), ("train", 32), ("test", 32), ("all", 12)])

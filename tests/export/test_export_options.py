@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lungforge.errors import ConfigError
+from lungforge.core.errors import ConfigError
 from lungforge.export.context import ExportOptions
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
+from lungforge.core.labels import LABELS
 from lungforge.export import ExportOptions, export_store
-from lungforge.labels import LABELS
 
 
 def test_nnunet_dataset_matches_store(stores, reference, tmp_path: Path) -> None:

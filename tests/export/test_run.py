@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungforge.errors import InputError, LockError
+from lungforge.core.errors import InputError, LockError
+from lungforge.core.labels import NODULE
+from lungforge.core.locks import hold_lock
 from lungforge.export import ExportOptions, export_store
 from lungforge.export import png as png_module
 from lungforge.export.context import MARKER
 from lungforge.export.slices import iter_slices, select_indices
-from lungforge.labels import NODULE
-from lungforge.locks import hold_lock
 
 
 def test_killed_export_leaves_nothing_that_looks_complete(stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,7 +78,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_resize_derives_boxes_from_the_resized_masks(stores, reference) -> None:
-    from lungforge.data.store import open_store
+    from lungforge.store import open_store
 
     store = open_store(stores["real"])
     rows = select_indices(store, "all", nodule_only=True)
@@ -106,7 +106,7 @@ def test_resize_derives_boxes_from_the_resized_masks(stores, reference) -> None:
 def test_a_nodule_too_small_for_the_size_keeps_its_nearest_pixel(stores, reference) -> None:
     """At 8 px (from 64) 8 of the 20 nodules lose every pixel to the resize: each keeps the pixel
     holding its centre of mass, in its mask, its box (1 × 1 px) and the label map."""
-    from lungforge.data.store import open_store
+    from lungforge.store import open_store
 
     items = list(iter_slices(open_store(stores["real"]), reference.rows(nodule_only=True), 8))
     restored = [(item, k) for item in items for k in np.flatnonzero(item.restored)]

@@ -13,19 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungforge import cpus
 from lungforge.augment.options import AugmentOptions
 from lungforge.bench.protocol.detect import DetectConfig
 from lungforge.bench.protocol.localize import LocalizeConfig
 from lungforge.bench.scoring.fid import FidConfig
 from lungforge.bench.scoring.segmenter import SegmenterConfig
-from lungforge.cpus import available_cpus, capped_workers
-from lungforge.data.phantom import make_phantom
-from lungforge.data.prepare import PrepareOptions, planned_workers, prepare
-from lungforge.data.store import MAX_SLICES, create_store, open_store
-from lungforge.errors import ConfigError, OutputError, SchemaError
+from lungforge.core import cpus
+from lungforge.core.cpus import available_cpus, capped_workers
+from lungforge.core.errors import ConfigError, OutputError, SchemaError
+from lungforge.core.seeds import SEED_MAX, check_seed
 from lungforge.export import ExportOptions, export_store
-from lungforge.seeds import SEED_MAX, check_seed
+from lungforge.phantom.scans import make_phantom
+from lungforge.preparation.pipeline import PrepareOptions, planned_workers, prepare
+from lungforge.store import MAX_SLICES, create_store, open_store
 from lungforge.training import run as training_run
 from lungforge.view import MAX_SHEET_PX, ViewOptions, parse_index, sheet_capacity, sheet_pixels, write_view
 

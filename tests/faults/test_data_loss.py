@@ -20,11 +20,11 @@ import pytest
 
 from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
-from lungforge.data.prepare import PrepareOptions, prepare
-from lungforge.data.store import open_store
-from lungforge.data.verify import verify_store
-from lungforge.errors import CorruptStoreError, InputError, LockError, SchemaError
-from lungforge.locks import lock_path
+from lungforge.core.errors import CorruptStoreError, InputError, LockError, SchemaError
+from lungforge.core.locks import lock_path
+from lungforge.preparation.pipeline import PrepareOptions, prepare
+from lungforge.store import count_store, open_store
+from lungforge.store.verify import verify_store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -162,7 +162,7 @@ def test_augment_overwrite_of_another_real_store_is_refused(real, weights, tmp_p
 
 def _killed_prepare(ph_copy: Path, out: Path) -> None:
     """A prepare run killed after its first shard (shards of 8 slices), resumable."""
-    from lungforge.data import prepare_writer as prepare_module
+    from lungforge.preparation import writer as prepare_module
 
     original = prepare_module.ShardWriter._flush
 
@@ -299,7 +299,7 @@ def test_deleted_shard_is_an_error_not_zeros(real, tmp_path):
         store.read(0)
     (damaged / "meta" / "fold" / "c" / "0").unlink()
     with pytest.raises(CorruptStoreError, match=r"chunk meta/fold/c/0 is missing"):
-        open_store(damaged).summary()
+        count_store(open_store(damaged))
 
 
 def test_overwritten_bytes_fail_the_checksum(real, tmp_path):
@@ -407,8 +407,8 @@ def test_second_prepare_into_same_out_is_refused(ph, tmp_path, hold_in_other_pro
 
 
 def test_weights_import_waits_for_the_registry_lock(weights, tmp_path, monkeypatch, hold_in_other_process):
-    from lungforge import registry as registry_module
-    from lungforge.registry import WeightsRegistry
+    from lungforge.models import catalog as registry_module
+    from lungforge.models.catalog import WeightsRegistry
 
     home = tmp_path / "home"
     registry = WeightsRegistry(home=home)
@@ -440,7 +440,7 @@ def test_two_concurrent_weights_imports_one_wins(weights, tmp_path):
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
     assert sorted(rc for rc, _ in results) == [0, 1], results
     assert any("already exist" in err for rc, err in results if rc == 1), results
-    from lungforge.registry import WeightsRegistry
+    from lungforge.models.catalog import WeightsRegistry
 
     registry = WeightsRegistry(home=home)
     assert registry.check(registry.entry("same")).status == "ok"
@@ -449,8 +449,8 @@ def test_two_concurrent_weights_imports_one_wins(weights, tmp_path):
 def test_weights_pull_waits_for_another_download_of_the_same_name(weights, tmp_path, monkeypatch, hold_in_other_process):
     import hashlib
 
-    from lungforge import registry as registry_module
-    from lungforge.registry import WeightsRegistry
+    from lungforge.models import catalog as registry_module
+    from lungforge.models.catalog import WeightsRegistry
 
     source = weights["a"] / "model.safetensors"
     data = source.read_bytes()

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from lungforge.bench.scoring.fid import load_fid_inception
 from lungforge.cli.main import app
-from lungforge.errors import CheckpointError
-from lungforge.registry import NAME_PATTERN
+from lungforge.core.errors import CheckpointError
+from lungforge.models.catalog import NAME_PATTERN
 
 
 def _options(predicate) -> list[tuple[tuple[str, ...], str]]:

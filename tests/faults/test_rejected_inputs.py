@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lungforge.data import luna16
-from lungforge.data.prepare import PrepareOptions, prepare
-from lungforge.data.store import open_store
-from lungforge.errors import InputError, ScanError
-from lungforge.labels import SegValues
+from lungforge.core.errors import InputError, ScanError
+from lungforge.core.labels import SegValues
+from lungforge.luna16 import scans as luna16
+from lungforge.preparation.pipeline import PrepareOptions, prepare
+from lungforge.store import open_store
 
 
 def _set_field(mhd: Path, key: str, value: str) -> None:

@@ -18,12 +18,12 @@ import zarr.storage._local as zarr_local
 
 from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
-from lungforge.data.prepare import PrepareOptions, prepare
-from lungforge.data.store import is_store, open_store
-from lungforge.errors import OutputError
+from lungforge.core.errors import OutputError
 from lungforge.models.checkpoint import checkpoint_meta, save_checkpoint, write_safetensors
 from lungforge.models.presets import SPADEConfig
 from lungforge.models.spade import SPADEGenerator
+from lungforge.preparation.pipeline import PrepareOptions, prepare
+from lungforge.store import is_store, open_store
 
 OPTIONS = PrepareOptions(test_patients=1)
 SPADE = SPADEConfig(image_size=32, ngf=4, ndf=4, label_hidden=8)
@@ -156,7 +156,7 @@ def test_store_creation_cut_short_leaves_no_store_and_resume_starts_clean(
 ) -> None:
     """A kill during store creation (here: an interrupt after the first array) leaves nothing at
     --out, so `prepare --resume` starts afresh and ends equal to an undisturbed run."""
-    import lungforge.data.store.create as store_module
+    import lungforge.store.create as store_module
 
     out = tmp_path / "real.zarr"
     build = store_module._build_empty

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lungforge.augment.synthesizer import onehot_labels
-from lungforge.device import autocast_forward
+from lungforge.core.device import autocast_forward
 from lungforge.diffusion.samplers import sample
 from lungforge.models.acceleration import compiled, for_inference, resolve_memory_format
 from lungforge.models.layers import AttentionBlock

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from lungforge.errors import CheckpointError
-from lungforge.fileio import sha256_file
+from lungforge.core.errors import CheckpointError
+from lungforge.core.fileio import sha256_file
 from lungforge.models.checkpoint import FORMAT, LoadedCheckpoint, build_model, load_checkpoint, save_checkpoint
 from lungforge.models.presets import SPADEConfig, config_to_dict, get_preset
 from lungforge.models.spade import SPADEGenerator

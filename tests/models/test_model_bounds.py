@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from lungforge.errors import CheckpointError
+from lungforge.core.errors import CheckpointError
 from lungforge.models.bounds import PAPER_PARAMETERS, SCALE, check_dimensions, check_parameters, spade_parameters
 from lungforge.models.checkpoint import load_checkpoint
 from lungforge.models.presets import PRESETS, SPADEConfig

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from lungforge.errors import LungforgeError
-from lungforge.labels import NUM_CLASSES
+from lungforge.core.errors import LungforgeError
+from lungforge.core.labels import NUM_CLASSES
 from lungforge.models.presets import (
     PRESETS,
     SDMConfig,
@@ -65,7 +65,7 @@ def test_invalid_values_are_rejected():
 
 
 def test_inpaint_preset_keeps_the_unet_and_refuses_a_window_it_cannot_halve():
-    from lungforge.errors import LungforgeError
+    from lungforge.core.errors import LungforgeError
     from lungforge.models.presets import inpaint_preset
 
     tiny = PRESETS["tiny"]

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lungforge.errors import InputError
-from lungforge.labels import NUM_CLASSES
+from lungforge.core.errors import InputError
+from lungforge.core.labels import NUM_CLASSES
 from lungforge.models.presets import SPADEConfig, get_preset
 from lungforge.models.spade import (
     MultiscaleDiscriminator,

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungforge.data.phantom import make_phantom
-from lungforge.data.prepare import PrepareOptions, prepare
-from lungforge.data.store import create_store, empty_nodules
 from lungforge.models.presets import Preset, SDMConfig, SPADEConfig
+from lungforge.phantom.scans import make_phantom
+from lungforge.preparation.pipeline import PrepareOptions, prepare
+from lungforge.store import create_store, empty_nodules
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from lungforge.data.store import open_store
-from lungforge.errors import InputError
-from lungforge.labels import BODY, LEFT_LUNG, NODULE, RIGHT_LUNG, TRACHEA
+from lungforge.core.errors import InputError
+from lungforge.core.labels import BODY, LEFT_LUNG, NODULE, RIGHT_LUNG, TRACHEA
+from lungforge.store import open_store
 from lungforge.training.data import (
     LoaderSpec,
     StreamBatchSampler,

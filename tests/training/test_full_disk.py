@@ -11,7 +11,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from lungforge.errors import OutputError
+from lungforge.core.errors import OutputError
 from lungforge.models.checkpoint import load_checkpoint
 from lungforge.training import state as training_state
 from lungforge.training.loop_sdm import train_sdm

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lungforge.drawing import PALETTE
-from lungforge.labels import LEFT_LUNG, NODULE
+from lungforge.core.drawing import PALETTE
+from lungforge.core.labels import LEFT_LUNG, NODULE
 from lungforge.training.grid import save_grid
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lungforge.errors import CheckpointError, InputError
-from lungforge.labels import BODY
+from lungforge.core.errors import CheckpointError, InputError
+from lungforge.core.labels import BODY
 from lungforge.models.checkpoint import build_model, load_checkpoint
 from lungforge.training.loop_sdm import train_sdm
 from lungforge.training.options import TrainOptions

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
 from lungforge.models.checkpoint import load_checkpoint
 from lungforge.models.spade import MultiscaleDiscriminator, SPADEGenerator
 from lungforge.training.loop_spade import train_spade

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lungforge.errors import ConfigError
+from lungforge.core.errors import ConfigError
 from lungforge.training.options import TrainOptions
 
 

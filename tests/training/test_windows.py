@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lungforge.errors import CheckpointError, ConfigError, InputError
-from lungforge.inpaint_window import grow
-from lungforge.labels import NODULE
+from lungforge.core.errors import CheckpointError, ConfigError, InputError
+from lungforge.core.labels import NODULE
 from lungforge.models.checkpoint import load_checkpoint
+from lungforge.models.inpaint_window import grow
 from lungforge.training.data import open_train_split
 from lungforge.training.loop_sdm import train_sdm
 from lungforge.training.options import TrainOptions, max_edit_margin_px

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lungforge.labels import NUM_CLASSES
+from lungforge.core.labels import NUM_CLASSES
 
 
 def _block(in_ch: int, out_ch: int) -> nn.Sequential:

@@ -23,8 +23,8 @@ from lungforge.bench.protocol.inputs import SyntheticSpec
 from lungforge.bench.protocol.results import TaskResult, json_safe
 from lungforge.bench.scoring.stats import Comparison, compare, nb_ratio
 from lungforge.bench.scoring.summary import fold_exclusion
-from lungforge.data.store import SPLIT_IDS, Store, open_store
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
+from lungforge.store import SPLIT_IDS, Store, open_store
 
 CONTROL_NAMES = ("mislabeled", "paste", "blob")
 SEPARATION_P = 0.05

@@ -36,10 +36,10 @@ from lungforge.bench.protocol.repeats import average_rows, repeat_seed
 from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.protocol.selection import selected
 from lungforge.bench.protocol.sources import SOURCES, check_synthetic_positives, external_source_slices, joined_counts
-from lungforge.choices import MAX_SIZE_PX, RealSplit, Selection, check_choice, check_range
-from lungforge.data.store import NO_SOURCE, Store, nodule_ids
-from lungforge.errors import InputError
-from lungforge.seeds import check_seed
+from lungforge.core.choices import MAX_SIZE_PX, RealSplit, Selection, check_choice, check_range
+from lungforge.core.errors import InputError
+from lungforge.core.seeds import check_seed
+from lungforge.store import NO_SOURCE, Store, nodule_ids
 
 MAX_EPOCHS = 10_000
 """Most epochs a benchmark task may ask for (the paper trains 20–30)."""
@@ -147,7 +147,7 @@ def point_label(k: int | None) -> str:
 def kept_real_slices(real: Store, groups: np.ndarray, fold: int, k: int | None, seed: int) -> np.ndarray:
     """(N,) bool: the real training slices of `fold` at learning-curve point `k` (K whole nodules).
 
-    The training fold's nodules (:func:`~lungforge.data.store.nodule_ids`) are put in an order
+    The training fold's nodules (:func:`~lungforge.store.nodule_ids`) are put in an order
     drawn from a generator seeded by (seed, fold) and the first `k` kept with all their slices
     (every nodule slice when `k` is None or not smaller); nodule-free training slices likewise,
     the first round(kept nodule slices × free / nodule slices) of them, so the share of

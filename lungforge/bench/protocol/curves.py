@@ -26,10 +26,10 @@ from lungforge.bench.protocol.folds import OUTSIDE, real_groups
 from lungforge.bench.protocol.results import CurveResult, TaskResult
 from lungforge.bench.reporting.cells import TEST_NAMES, comparison_cells, pct
 from lungforge.bench.scoring.summary import PrimarySpec, TaskSummary, real_nodule_slices, real_nodules, summarize_curve
-from lungforge.choices import RealSplit
-from lungforge.data.store import Store
-from lungforge.errors import InputError
-from lungforge.fileio import named_write
+from lungforge.core.choices import RealSplit
+from lungforge.core.errors import InputError
+from lungforge.core.fileio import named_write
+from lungforge.store import Store
 
 TaskRunner = Callable[..., TaskResult]
 """`run_detect` or `run_localize`: (real, synthetic, config, device, out, progress) -> result."""

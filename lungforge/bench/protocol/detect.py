@@ -29,8 +29,8 @@ from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.protocol.selection import selected
 from lungforge.bench.protocol.sources import SOURCES, external_source_slices
 from lungforge.bench.scoring.metrics import Confusion, auroc, classification_metrics, recall_by_size
-from lungforge.choices import RealSplit, check_range
-from lungforge.data.store import Store
+from lungforge.core.choices import RealSplit, check_range
+from lungforge.store import Store
 
 QUICK_LABEL = "QUICK (not comparable to the paper)"
 

@@ -15,7 +15,7 @@ from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
 from lungforge.bench.protocol.budget import CALIBRATION_BATCHES, balanced_batch_indices
 
 if TYPE_CHECKING:
-    from lungforge.bench.protocol.localize import LocalizeConfig, SliceSet
+    from lungforge.bench.protocol.localize_config import LocalizeConfig, SliceSet
 
 
 def positive_share(config: LocalizeConfig) -> float:

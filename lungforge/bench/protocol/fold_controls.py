@@ -23,7 +23,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
 
 
 class ControlSet(Protocol):

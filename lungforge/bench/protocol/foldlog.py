@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from lungforge.bench.protocol.results import FoldRow, json_safe
-from lungforge.data.store import Store
-from lungforge.errors import InputError
-from lungforge.fileio import atomic_write_bytes, named_write
+from lungforge.core.errors import InputError
+from lungforge.core.fileio import atomic_write_bytes, named_write
+from lungforge.store import Store
 
 RESUME_ADVICE = "the folds already finished are kept: free space, then rerun with the same arguments to resume"
 """What a bench write that failed (full disk) tells the user."""

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lungforge.choices import RealSplit
-from lungforge.data.store import NO_SOURCE, SPLIT_IDS, Store
-from lungforge.errors import InputError
+from lungforge.core.choices import RealSplit
+from lungforge.core.errors import InputError
+from lungforge.store import NO_SOURCE, SPLIT_IDS, Store
 
 OFFICIAL_FOLDS = 10
 OUTSIDE = -1

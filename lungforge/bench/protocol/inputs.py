@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lungforge.data.store import NO_SOURCE, Store, open_store
-from lungforge.errors import InputError, SchemaError
+from lungforge.core.errors import InputError, SchemaError
+from lungforge.store import NO_SOURCE, Store, open_store
 
 REFERENCE = "A"
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from lungforge.bench.protocol.folds import OUTSIDE
-from lungforge.data.store import SPLIT_IDS, Store, nodule_ids
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
+from lungforge.store import SPLIT_IDS, Store, nodule_ids
 
 
 @dataclass(frozen=True)

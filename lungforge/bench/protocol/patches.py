@@ -16,8 +16,8 @@ from scipy.ndimage import maximum_filter
 from lungforge.bench.protocol.classic import classic_copies
 from lungforge.bench.protocol.inputs import nodule_boxes, nodule_rows
 from lungforge.bench.protocol.slices import read_resized, scale_boxes
-from lungforge.data.store import Store
-from lungforge.labels import LUNG_LABELS, NODULE
+from lungforge.core.labels import LUNG_LABELS, NODULE
+from lungforge.store import Store
 
 PATCH = 32
 JITTER_PX = 2

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from lungforge.errors import LungforgeError
+from lungforge.core.errors import LungforgeError
 
 Run = tuple[int, str]
 """One (fold, condition) run of a task."""

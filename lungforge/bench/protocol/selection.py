@@ -22,8 +22,8 @@ from typing import Any, get_args
 
 import numpy as np
 
-from lungforge.choices import Selection
-from lungforge.data.store import Store
+from lungforge.core.choices import Selection
+from lungforge.store import Store
 
 SELECTIONS: tuple[Selection, ...] = get_args(Selection)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from lungforge.data.resize import resize_images_uint8, resize_label_maps
-from lungforge.data.store import Store
+from lungforge.store import Store
 
 READ_BLOCK = 64
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from lungforge.bench.protocol.folds import OUTSIDE
-from lungforge.data.store import NO_SOURCE, Store
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
+from lungforge.store import NO_SOURCE, Store
 
 SOURCES = "A+sources"
 """The comparator condition: A plus the external real source slices (not a valid --synthetic name)."""

@@ -10,9 +10,9 @@ import numpy as np
 
 from lungforge.bench.protocol.foldlog import RESUME_ADVICE
 from lungforge.bench.protocol.results import TaskResult
-from lungforge.data.store import Store
-from lungforge.drawing import PREDICTION_COLOUR, TRUTH_COLOUR, colour_labels, draw_boxes, draw_scored_boxes, enlarge, grey_rgb
-from lungforge.fileio import named_write
+from lungforge.core.drawing import PREDICTION_COLOUR, TRUTH_COLOUR, colour_labels, draw_boxes, draw_scored_boxes, enlarge, grey_rgb
+from lungforge.core.fileio import named_write
+from lungforge.store import Store
 
 EXAMPLE_TILE_PX = 256
 """Localization examples are enlarged (pixel repetition) to at least this size, so scores are legible."""

@@ -15,10 +15,10 @@ import numpy as np
 from scipy import ndimage
 
 from lungforge.bench.protocol.foldlog import RESUME_ADVICE
-from lungforge.data.store import Store
-from lungforge.drawing import PALETTE, enlarge, grey_rgb
-from lungforge.fileio import named_write
-from lungforge.labels import NODULE
+from lungforge.core.drawing import PALETTE, enlarge, grey_rgb
+from lungforge.core.fileio import named_write
+from lungforge.core.labels import NODULE
+from lungforge.store import Store
 
 GALLERY_COLUMNS = 6
 TILE_PX = 96

@@ -30,10 +30,10 @@ from lungforge.bench.scoring.fidelity import compute_fidelity
 from lungforge.bench.scoring.metrics import DETECT_EXTRA_METRICS, DETECT_METRICS, LOCALIZE_EXTRA_METRICS, LOCALIZE_METRICS
 from lungforge.bench.scoring.segmenter import SegmenterConfig
 from lungforge.bench.scoring.summary import parse_primary, summarize
-from lungforge.choices import Selection
-from lungforge.data.store import Store
-from lungforge.errors import InputError
-from lungforge.fileio import atomic_write_bytes, named_write
+from lungforge.core.choices import Selection
+from lungforge.core.errors import InputError
+from lungforge.core.fileio import atomic_write_bytes, named_write
+from lungforge.store import Store
 
 SUMMARY_METRICS = {"detect": DETECT_METRICS + DETECT_EXTRA_METRICS, "localize": LOCALIZE_METRICS + LOCALIZE_EXTRA_METRICS}
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from lungforge.bench.protocol.folds import OUTSIDE, leak_groups
-from lungforge.data.store import SPLIT_IDS, Store
-from lungforge.errors import InputError
+from lungforge.core.errors import InputError
+from lungforge.store import SPLIT_IDS, Store
 
 HALVES = 2
 UNSCORED = -1

@@ -25,11 +25,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from lungforge.bench.protocol.selection import selected
-from lungforge.choices import MAX_SIZE_PX, Features, FidSplit, Selection, check_choice, check_range
+from lungforge.core.choices import MAX_SIZE_PX, Features, FidSplit, Selection, check_choice, check_range
+from lungforge.core.errors import CheckpointError, InputError, torch_load_reason
+from lungforge.core.seeds import check_seed
 from lungforge.data.resize import resize_images_uint8
-from lungforge.data.store import SPLIT_IDS, Store
-from lungforge.errors import CheckpointError, InputError, torch_load_reason
-from lungforge.seeds import check_seed
+from lungforge.store import SPLIT_IDS, Store
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_DIMS = 2048

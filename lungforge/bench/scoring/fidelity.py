@@ -30,8 +30,8 @@ from lungforge.bench.scoring.crossfit import HALVES, UNSCORED, real_scorers, syn
 from lungforge.bench.scoring.fid import SUBSETS, Moments, frechet_distance
 from lungforge.bench.scoring.label_metrics import HIT_IOU, NoduleHits, class_iou, confusion_matrix, mean_iou, size_bin_names
 from lungforge.bench.scoring.segmenter import Segmenter, SegmenterConfig, load_or_train
-from lungforge.data.store import Store
-from lungforge.labels import NUM_CLASSES
+from lungforge.core.labels import NUM_CLASSES
+from lungforge.store import Store
 
 REAL = "real"
 BLOCK = 256

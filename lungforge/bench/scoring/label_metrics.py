@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from lungforge.labels import LABELS, NODULE, NUM_CLASSES
+from lungforge.core.labels import LABELS, NODULE, NUM_CLASSES
 
 HIT_IOU = 0.3
 SIZE_EDGES_MM = (0.0, 5.0, 10.0, 20.0, float("inf"))

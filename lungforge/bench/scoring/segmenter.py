@@ -29,12 +29,12 @@ from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
 from lungforge.bench.networks.segunet import SegUNet
 from lungforge.bench.protocol.slices import read_resized
 from lungforge.bench.scoring.crossfit import train_halves
-from lungforge.choices import MAX_SIZE_PX, MAX_STEPS, check_range
-from lungforge.data.store import SPLIT_IDS, Store
-from lungforge.errors import CheckpointError, InputError, OutputError
-from lungforge.fileio import atomic_write_bytes, named_write, temp_beside
-from lungforge.labels import NUM_CLASSES
-from lungforge.seeds import check_seed
+from lungforge.core.choices import MAX_SIZE_PX, MAX_STEPS, check_range
+from lungforge.core.errors import CheckpointError, InputError, OutputError
+from lungforge.core.fileio import atomic_write_bytes, named_write, temp_beside
+from lungforge.core.labels import NUM_CLASSES
+from lungforge.core.seeds import check_seed
+from lungforge.store import SPLIT_IDS, Store
 
 MODEL_VERSION = "segunet/2"
 

@@ -1,0 +1,66 @@
+"""The choice types and shared bounds of lungforge's options, in one place, with no heavy imports.
+
+Configs check their fields against these in `__post_init__` (:func:`check_choice`,
+:func:`check_range`), and the CLI annotates its options with the same `Literal` types, so click
+checks them and `--help` lists them (``<all|test>``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from lungforge.core.errors import ConfigError
+
+MAX_SIZE_PX = 2048
+"""Largest slice side (pixels) lungforge makes or resizes slices to: 4× LUNA16's 512 px. One
+float32 slice is then 16 MB, so batches of such slices stay in memory."""
+MAX_STEPS = 10_000_000
+"""Most optimiser steps one training may ask for (train, the fidelity segmenters): the paper's SDM
+trains for a few 100,000, and 10 million steps at 10 steps/s take 12 days."""
+MAX_GUIDANCE = 20.0
+"""Largest classifier-free guidance scale: published SDM and Stable Diffusion settings stay below
+10, and far larger scales push every pixel to the ends of the intensity range."""
+
+RealSplit = Literal["all", "test"]
+"""Real patients a cross-validation runs over: every patient (the paper), or the test split only."""
+FidSplit = Literal["all", "train", "test"]
+"""Real slices FID compares with."""
+Selection = Literal["first-draw", "all"]
+"""Synthetic slices every condition trains on: first generator draws only, or re-drawn ones too."""
+Backbone = Literal["resnet50", "resnet18", "resnet18-stride2"]
+LocalizePreset = Literal["paper", "cpu"]
+"""Faster R-CNN backbone (both with FPN)."""
+Features = Literal["inception", "random"]
+"""FID features: InceptionV3 (comparable with published FID) or random (tests only)."""
+Placement = Literal["any", "central", "peripheral", "left", "right"]
+"""Where `augment` places nodules: anywhere in lung, away from the pleura, touching it, or in one lung."""
+NoduleShape = Literal["real", "sphere", "lidc"]
+"""Nodule outlines: real train nodules, model outlines (LIDC-like ellipses with lobes) or LIDC contours."""
+Sampler = Literal["ddpm", "ddim", "dpmpp"]
+"""Diffusion samplers: ancestral DDPM, DDIM, DPM-Solver++ 2M."""
+Precision = Literal["fp32", "bf16", "fp16"]
+"""Compute precision of a model's forward (fp16 needs CUDA)."""
+PresetName = Literal["tiny", "paper"]
+"""Named model presets of `train`: 'tiny' (64 px, CPU) and 'paper' (SDM 256 px, SPADE 512 px)."""
+Lungs = Literal["seg", "auto"]
+"""Where `prepare` takes lungs and trachea from: seg-lungs-LUNA16 masks, or classical segmentation."""
+NoduleSlices = Literal["center", "all"]
+"""Nodule slices `prepare` keeps: the one nearest each centre (the paper), or every slice a mask touches."""
+ExportFormat = Literal["coco", "yolo", "nnunet", "nifti", "png"]
+"""Dataset layouts `export` writes."""
+ExportSplit = Literal["train", "test", "all"]
+"""Slices `export` writes: a store's train split, test split, or all."""
+
+
+def check_choice(field: str, value: Any, choices: Any) -> None:
+    """ConfigError (a ValueError) naming `field` when `value` is not one of the `Literal` type `choices`."""
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ConfigError(field, f"{field} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+
+
+def check_range(field: str, value: float, low: float, high: float | None = None) -> None:
+    """ConfigError (a ValueError) naming `field` when `value` is below `low` or above `high`."""
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ConfigError(field, f"{field} must be {bound}, got {value!r}")

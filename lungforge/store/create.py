@@ -1,0 +1,152 @@
+"""Creating an empty store, built beside its path and renamed into place."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lungforge.core.errors import OutputError, SchemaError
+from lungforge.core.labels import labels_attr
+from lungforge.store.handle import Store
+from lungforge.store.schema import (
+    ARRAY_ATTRS,
+    INTEGRITY,
+    MAX_SLICES,
+    SCHEMA,
+    SHARD,
+    WINDOW_HU,
+    WRITE_CONFIG,
+    Kind,
+    compressors,
+    lungforge_version,
+    meta_dtypes,
+)
+from lungforge.store.writing import writing
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import zarr
+
+
+def is_store(path: Path) -> bool:
+    """True if `path` holds a Zarr group with the lungforge schema attribute."""
+    meta = Path(path) / "zarr.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("attributes", {}).get("schema") == SCHEMA
+    except (OSError, ValueError):
+        return False
+
+
+def create_store(
+    path: str | os.PathLike,
+    *,
+    kind: Kind,
+    height: int,
+    width: int,
+    capacity: int,
+    params: dict[str, Any],
+    extra_attrs: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    shard_slices: int = SHARD,
+) -> Store:
+    """Create an empty store able to hold `capacity` slices of (height, width) pixels.
+
+    `shard_slices` (default 64) is the number of slices per shard and per meta chunk; smaller
+    values exist for tests.
+    Refuses to touch an existing path unless `overwrite`, and even then only deletes a path that
+    is a lungforge store (never an unrelated directory). Callers hold the store's lock
+    (:func:`lungforge.core.locks.hold_lock`), which a reader of the store holds shared, so a store
+    being read is never replaced.
+    """
+    path = Path(path)
+    if not 0 <= capacity <= MAX_SLICES:
+        raise OutputError(f"{path}: a store holds at most {MAX_SLICES:,} slices, asked for {capacity:,}")
+    if path.exists():
+        if not overwrite:
+            raise SchemaError(f"{path}: already exists; pass --overwrite to replace it or --resume to continue it")
+        if not is_store(path) and not (path.is_dir() and not any(path.iterdir())):
+            raise SchemaError(f"{path}: exists and is not a lungforge store; refusing to overwrite it")
+    # Built beside the target and renamed into place, so a creation cut short (kill -9, disk
+    # full) never leaves a half-made store at `path`. Writers hold the store's lock, so a
+    # leftover build folder belongs to a dead run.
+    for stale in path.parent.glob(f".{path.name}.creating-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    building = path.parent / f".{path.name}.creating-{os.getpid()}"
+    try:
+        with writing(path), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _build_empty(building, kind, height, width, capacity, params, extra_attrs, shard_slices)
+            if path.exists():
+                replaced = path.parent / f".{path.name}.replaced-{os.getpid()}"
+                os.rename(path, replaced)
+                os.rename(building, path)
+                shutil.rmtree(replaced)
+            else:
+                os.rename(building, path)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    return Store(path, group, "r+")
+
+
+def _build_empty(
+    path: Path,
+    kind: Kind,
+    height: int,
+    width: int,
+    capacity: int,
+    params: dict[str, Any],
+    extra_attrs: dict[str, Any] | None,
+    shard_slices: int,
+) -> None:
+    group = zarr.open_group(
+        str(path),
+        mode="w",
+        zarr_format=3,
+        attributes={
+            "schema": SCHEMA,
+            "kind": kind,
+            "window": list(WINDOW_HU),
+            "labels": labels_attr(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "store_id": uuid.uuid4().hex,
+            "lungforge_version": lungforge_version(),
+            "params": params,
+            "complete": False,
+            "integrity": INTEGRITY,
+            **(extra_attrs or {}),
+        },
+    )
+    for name in ("image", "label"):
+        group.create_array(
+            name,
+            shape=(max(capacity, 1), height, width),
+            chunks=(1, height, width),
+            shards=(shard_slices, height, width),
+            dtype="uint8",
+            fill_value=0,
+            compressors=compressors(),
+            config=WRITE_CONFIG,
+            attributes=ARRAY_ATTRS[name],
+        )
+    for name, (dt, shape) in meta_dtypes(kind).items():
+        group.create_array(
+            f"meta/{name}",
+            shape=(max(capacity, 1), *shape),
+            chunks=(shard_slices, *shape),
+            dtype=dt,
+            fill_value=0,
+            compressors=compressors(),
+            config=WRITE_CONFIG,
+            attributes=ARRAY_ATTRS[f"meta/{name}"],
+        )
