@@ -91,8 +91,8 @@ class SliceDataset(Dataset):
         image, label = self._open().read(row)
         img = torch.from_numpy(image.astype(np.float32) / 127.5 - 1.0)[None]
         lab = torch.from_numpy(label.astype(np.int64))
-        boxes, diam = self.boxes_of(row)
-        boxes = torch.from_numpy(boxes.astype(np.float32)).reshape(-1, 4)
+        boxes_px, diam = self.boxes_of(row)
+        boxes = torch.from_numpy(boxes_px.astype(np.float32)).reshape(-1, 4)
         spacing = torch.from_numpy(self.spacing[row].astype(np.float32))
         size = self.size
         if size is not None and (size, size) != (self.height, self.width):

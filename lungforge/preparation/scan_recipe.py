@@ -6,7 +6,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def process_scan(root: Path, ref: luna16.ScanRef, annotations: list[luna16.Annot
     image, label, nodule_px, per_nodule = _label_slices(volume.hu, lungs, kept, nodules, options)
     del lungs
     rows, labelled = _nodule_boxes(per_nodule, nodules)
-    has_nodule = nodule_px.any(axis=(1, 2))
+    has_nodule = cast(np.ndarray, nodule_px.any(axis=(1, 2)))
     # A nodule slice whose nodule vanished under the threshold is neither a nodule slice nor
     # nodule-free: drop it (its nodule is reported as lost below).
     keep_mask = has_nodule | np.isin(kept, free_kept)
@@ -111,6 +111,7 @@ def _read_scan(root: Path, ref: luna16.ScanRef, options: PrepareOptions) -> tupl
         raise ScanError(f"{ref.mhd}: {problem}")
     turn = Reorientation.from_direction(volume.direction, str(ref.mhd))
     seg_path = root / luna16.SEG_DIR / f"{ref.uid}.mhd"
+    seg: np.ndarray | None = None
     if options.lungs == "seg":
         seg = luna16.read_seg(root, ref.uid)
         if seg is None:
@@ -120,7 +121,7 @@ def _read_scan(root: Path, ref: luna16.ScanRef, options: PrepareOptions) -> tupl
         if difference:
             raise ScanError(f"{seg_path}: {difference}")
     volume = _display(volume, turn)
-    if options.lungs == "seg":
+    if seg is not None:
         lungs = _contiguous(turn.apply(seg))
         lung_values = (options.seg_values.left, options.seg_values.right)
     else:

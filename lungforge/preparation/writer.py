@@ -103,7 +103,10 @@ class ShardWriter:
             self.store.save_part(name, record)
 
     def _flush(self, count: int, next_scan_if_empty: int) -> None:
-        images, labels, meta_cols, rows = [], [], {k: [] for k in ("series", "z", "spacing", "split", "fold", "has_nodule")}, []
+        images: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        meta_cols: dict[str, list[np.ndarray]] = {k: [] for k in ("series", "z", "spacing", "split", "fold", "has_nodule")}
+        rows: list[tuple[float, ...]] = []
         taken = 0
         while taken < count:
             index, offset, res, series_id = self.buffer[0]
@@ -149,9 +152,9 @@ class ShardWriter:
                 written,
                 f"flush-{self.flushes:06d}",
                 {
-                    "written": np.int64(self.written),
-                    "next_scan": np.int64(next_scan),
-                    "next_offset": np.int64(next_offset),
+                    "written": np.asarray(self.written, dtype=np.int64),
+                    "next_scan": np.asarray(next_scan, dtype=np.int64),
+                    "next_offset": np.asarray(next_offset, dtype=np.int64),
                     "series_uids": np.asarray(done_series, dtype=str),
                     "nodules": nodules,
                     "skipped_index": np.asarray([s[0] for s in skipped], dtype=np.int64),

@@ -41,7 +41,8 @@ changed since, or that lost its `content` record (:meth:`Store.attribute_problem
 `integrity` is :data:`INTEGRITY`, which promises the attribute digests).
 
 Modules: :mod:`.schema` (array names, dtypes, attributes), :mod:`.handle` (the open
-:class:`Store`: reading, fingerprints), :mod:`.writing` (its writing methods), :mod:`.chunks`
+:class:`Store`: reading, fingerprints), :mod:`.arrays` (its typed zarr group and caches, shared
+with its writer), :mod:`.writing` (its :class:`~.writing.StoreWriter`), :mod:`.chunks`
 (reads that refuse damage), :mod:`.content` (content digests), :mod:`.summary` (`info` counts),
 :mod:`.create`, :mod:`.opening` and :mod:`.nodule_ids` (which nodule a row belongs to).
 """

@@ -35,8 +35,10 @@ def shard_checksums(path: Path, key: str, arr: zarr.Array) -> bytes:
 
     Inner chunks past the array's end (left from before a store was shrunk) are not content.
     """
-    chunks, shape = tuple(arr.chunks), tuple(arr.shape)
-    per_shard = tuple(s // c for s, c in zip(arr.shards, chunks))
+    chunks, shape, shards = tuple(arr.chunks), tuple(arr.shape), arr.shards
+    if shards is None:
+        raise ValueError(f"{key}: its array has no shards")
+    per_shard = tuple(s // c for s, c in zip(shards, chunks))
     n_inner = int(np.prod(per_shard))
     shard_coords = np.array([int(c) for c in key.split("/c/")[-1].split("/")])
     inner = np.indices(per_shard).reshape(len(per_shard), -1).T  # C order, as the shard index

@@ -1,4 +1,5 @@
-"""An open store: reading arrays and tables, content fingerprints and the stored objects."""
+"""An open store: reading arrays and tables, content fingerprints and the stored objects; writes go
+to its :class:`~lungforge.store.writing.StoreWriter`."""
 
 from __future__ import annotations
 
@@ -12,25 +13,26 @@ import numpy as np
 
 from lungforge.core.errors import SchemaError
 from lungforge.core.locks import ReadLock
+from lungforge.store.arrays import StoreArrays
 from lungforge.store.chunks import CheckedArray
-from lungforge.store.content import array_digest, attribute_digests, changed_attributes, stored_attributes, stored_blocks
-from lungforge.store.schema import Kind, digests_attributes, has_checksums, meta_dtypes, nodule_dtypes, optionalnodule_dtypes
-from lungforge.store.writing import StoreWriting
+from lungforge.store.content import attribute_digests, changed_attributes, stored_attributes
+from lungforge.store.schema import Kind, digests_attributes, has_checksums, nodule_dtypes, optionalnodule_dtypes
+from lungforge.store.writing import StoreWriter
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import zarr
 
 
-class Store(StoreWriting):
-    """An open lungforge slice store. Read with :attr:`image`, :attr:`label`, :meth:`meta`."""
+class Store:
+    """An open lungforge slice store. Read with :attr:`image`, :attr:`label`, :meth:`meta`; write
+    (mode "r+") with :meth:`write_block`, :meth:`write_meta`, :meth:`save_part`, :meth:`finalize`."""
 
     def __init__(self, path: Path, group: zarr.Group, mode: str, read_lock: ReadLock | None = None):
         self.path = path
-        self._group = group
         self.mode = mode
-        self._meta_cache: dict[str, np.ndarray] = {}
-        self._digests: dict[str, str] | None = None
+        self._arrays = StoreArrays(path, group)
+        self.writer = StoreWriter(self._arrays, mode)
         self._read_lock = read_lock
 
     def close(self) -> None:
@@ -40,11 +42,11 @@ class Store(StoreWriting):
 
     @property
     def attrs(self) -> dict[str, Any]:
-        return dict(self._group.attrs)
+        return self._arrays.attrs
 
     @property
     def kind(self) -> Kind:
-        return self._group.attrs["kind"]
+        return self._arrays.kind
 
     @property
     def image(self) -> CheckedArray:
@@ -57,28 +59,29 @@ class Store(StoreWriting):
         return self.array("label")
 
     def __len__(self) -> int:
-        return int(self.image.shape[0])
+        return self._arrays.slices
 
     @property
     def shard_slices(self) -> int:
         """Slices per shard: the unit a writer owns."""
-        return int(self.image.shards[0]) if self.image.shards else 1
+        return self._arrays.shard_slices
 
     @property
     def shape_hw(self) -> tuple[int, int]:
-        return int(self.image.shape[1]), int(self.image.shape[2])
+        return self._arrays.shape_hw
 
     def meta(self, name: str) -> np.ndarray:
         """A whole `meta/<name>` column as numpy (cached; columns are small)."""
-        if name not in self._meta_cache:
+        cache = self._arrays.meta_cache
+        if name not in cache:
             try:
-                self._meta_cache[name] = np.asarray(self.array(f"meta/{name}")[...])
+                cache[name] = np.asarray(self.array(f"meta/{name}")[...])
             except KeyError:
                 raise SchemaError(f"{self.path}: no array meta/{name}") from None
-        return self._meta_cache[name]
+        return cache[name]
 
     def has_meta(self, name: str) -> bool:
-        return f"meta/{name}" in self._group
+        return self._arrays.has(f"meta/{name}")
 
     @property
     def series_uids(self) -> list[str]:
@@ -90,7 +93,7 @@ class Store(StoreWriting):
         for name in nodule_dtypes(self.kind):
             table[name] = np.asarray(self.array(f"nodules/{name}")[...])
         for name in optionalnodule_dtypes(self.kind):
-            if f"nodules/{name}" in self._group:
+            if self._arrays.has(f"nodules/{name}"):
                 table[name] = np.asarray(self.array(f"nodules/{name}")[...])
         return table
 
@@ -109,15 +112,12 @@ class Store(StoreWriting):
         Equal content gives equal fingerprints; any rewritten chunk changes it. Computed once per
         open store (a reader holds the store's lock, so it cannot change meanwhile).
         """
-        payload = json.dumps({"schema": self.attrs.get("schema"), "arrays": self.content_digests()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return self._arrays.fingerprint()
 
     def content_digests(self) -> dict[str, str]:
         """Per array of :meth:`array_names`, 16 hex digits of sha256 over its shape, dtype and chunks'
         crc32c checksums (or, in a store without checksums, its stored bytes)."""
-        if self._digests is None:
-            self._digests = {name: array_digest(self.path, name, self._group[name], self.checked) for name in self.array_names()}
-        return dict(self._digests)
+        return self._arrays.content_digests()
 
     def recorded_digests(self) -> dict[str, str] | None:
         """The digests :meth:`finalize` recorded (None for stores finished before they were recorded)."""
@@ -144,7 +144,7 @@ class Store(StoreWriting):
     @property
     def checked(self) -> bool:
         """True if the store was written with checksums and every chunk (see module docstring)."""
-        return has_checksums(self.attrs)
+        return self._arrays.checked
 
     def recorded_attribute_digests(self) -> dict[str, str] | None:
         """The attribute digests :meth:`finalize` recorded in `content` (None for stores finished
@@ -189,15 +189,41 @@ class Store(StoreWriting):
 
     def array_names(self) -> list[str]:
         """Every array of the schema present in the store: image, label, meta/*, series/uid, nodules/*."""
-        names = ["image", "label", *(f"meta/{m}" for m in meta_dtypes(self.kind)), "series/uid"]
-        names += [f"nodules/{m}" for m in (*nodule_dtypes(self.kind), *optionalnodule_dtypes(self.kind))]
-        return [name for name in names if name in self._group]
+        return self._arrays.array_names()
 
     def array(self, name: str) -> CheckedArray:
         """A read view of the array `name` (see :meth:`array_names`)."""
-        return CheckedArray(self.path, name, self._group[name])
+        return CheckedArray(self.path, name, self._arrays.array(name))
 
     def stored_blocks(self, name: str) -> list[tuple[str, tuple[slice, ...], bool]]:
         """(key, region, present) of every stored object of array `name`: its shards, or its chunks
         when it has no shards. `region` is the index region the object holds, clipped to the shape."""
-        return stored_blocks(self.path, name, self._group[name])
+        return self._arrays.stored_blocks(name)
+
+    # -- writing (mode "r+"), by the store's writer ------------------------------------------
+    def write_block(self, start: int, image: np.ndarray, label: np.ndarray, meta: dict[str, np.ndarray]) -> None:
+        """Write slices [start, start+n) and their meta columns (:meth:`StoreWriter.write_block`)."""
+        self.writer.write_block(start, image, label, meta)
+
+    def write_slices(self, start: int, image: np.ndarray, label: np.ndarray) -> None:
+        """Write image/label (n, H, W) uint8 at slices [start, start+n) (:meth:`StoreWriter.write_slices`)."""
+        self.writer.write_slices(start, image, label)
+
+    def write_meta(self, start: int, meta: dict[str, np.ndarray]) -> None:
+        """Write meta columns for slices [start, start+n); `done` last (:meth:`StoreWriter.write_meta`)."""
+        self.writer.write_meta(start, meta)
+
+    def save_part(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """Atomically save the commit record `parts/<name>.npz` (:meth:`StoreWriter.save_part`)."""
+        self.writer.save_part(name, arrays)
+
+    def load_parts(self) -> dict[str, dict[str, np.ndarray]]:
+        """All commit records, by name, sorted by name."""
+        return self.writer.load_parts()
+
+    def clear_parts(self) -> None:
+        self.writer.clear_parts()
+
+    def finalize(self, n: int, series_uids: list[str], nodules: dict[str, np.ndarray], attrs: dict[str, Any] | None = None) -> None:
+        """Shrink to `n` slices, write the tables, record the digests, mark complete (:meth:`StoreWriter.finalize`)."""
+        self.writer.finalize(n, series_uids, nodules, attrs)

@@ -95,6 +95,7 @@ def _open_store(path: Path, mode: Literal["r", "r+"], require_complete: bool, re
             f"{path}: image {store.image.shape} {store.image.dtype} and label {store.label.shape} must be equal (N, H, W) uint8"
         )
     for m in meta_dtypes(kind):
-        if group[f"meta/{m}"].shape[0] != n:
-            raise SchemaError(f"{path}: meta/{m} has {group[f'meta/{m}'].shape[0]} rows, expected {n}")
+        rows = store.array(f"meta/{m}").shape[0]
+        if rows != n:
+            raise SchemaError(f"{path}: meta/{m} has {rows} rows, expected {n}")
     return store

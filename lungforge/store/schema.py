@@ -12,6 +12,7 @@ from lungforge.core.labels import labels_attr
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from zarr.codecs import Crc32cCodec, ZstdCodec
+    from zarr.core.array_spec import ArrayConfigParams
 
 SCHEMA = "lungforge.slices/1"
 SHARD = 64
@@ -22,7 +23,7 @@ CHECKSUMS = {"checksums": "crc32c", "empty_chunks": "written"}
 INTEGRITY = {**CHECKSUMS, "content": "arrays and attributes"}
 """The `integrity` attribute of new stores: checksums, every chunk, and a `content` record whose
 digests cover every array and every other group attribute (written by `finalize`)."""
-WRITE_CONFIG = {"write_empty_chunks": True}
+WRITE_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
 
 
 def has_checksums(attrs: dict[str, Any]) -> bool:

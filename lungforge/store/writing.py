@@ -1,4 +1,4 @@
-"""Writing a store: whole-shard blocks, meta columns, commit records and finalising."""
+"""Writing a store: whole-shard blocks, meta columns, commit records and finalising (:class:`StoreWriter`)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from lungforge.core.errors import OutputError, SchemaError
+from lungforge.store.arrays import StoreArrays
 from lungforge.store.content import attribute_digests, stored_attributes
-from lungforge.store.schema import ARRAY_ATTRS, WRITE_CONFIG, compressors, meta_dtypes, nodule_dtypes, optionalnodule_dtypes
+from lungforge.store.schema import ARRAY_ATTRS, WRITE_CONFIG, Kind, compressors, meta_dtypes, nodule_dtypes, optionalnodule_dtypes
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -60,15 +61,17 @@ def replace_array(group: zarr.Group, name: str, data: np.ndarray, chunk: int) ->
         arr[...] = data
 
 
-class StoreWriting:
-    """The writing methods of :class:`lungforge.store.Store` (opened with mode "r+")."""
+class StoreWriter:
+    """The writing side of one open store: `arrays` is the store's group, shared with its reader;
+    `mode` is the mode it was opened with (every write refuses "r")."""
 
-    path: Path
-    mode: str
-    kind: Any
-    _group: zarr.Group
-    _meta_cache: dict[str, np.ndarray]
-    _digests: dict[str, str] | None
+    def __init__(self, arrays: StoreArrays, mode: str) -> None:
+        self.arrays = arrays
+        self.mode = mode
+
+    @property
+    def path(self) -> Path:
+        return self.arrays.path
 
     def _require_writable(self) -> None:
         if self.mode == "r":
@@ -76,18 +79,18 @@ class StoreWriting:
 
     def _writable(self, name: str) -> zarr.Array:
         # Every chunk is written, even all-fill ones, so that a missing chunk always means loss.
-        return self._group[name].with_config(WRITE_CONFIG)
+        return self.arrays.array(name).with_config(WRITE_CONFIG)
 
     def write_block(self, start: int, image: np.ndarray, label: np.ndarray, meta: dict[str, np.ndarray]) -> None:
         """Write slices [start, start+n) of image/label (n, H, W) uint8 and their meta columns.
 
-        `start` must be a multiple of :attr:`shard_slices` so the writer owns whole shards; only
-        the final block of a store may be shorter than a shard. Meta columns left out of `meta`
-        are written as zeros, except `done`, which a writer sets last (see :meth:`write_meta`).
+        `start` must be a multiple of the store's slices per shard so the writer owns whole shards;
+        only the final block of a store may be shorter than a shard. Meta columns left out of
+        `meta` are written as zeros, except `done`, which a writer sets last (see :meth:`write_meta`).
         """
         self.write_slices(start, image, label)
         n = image.shape[0]
-        defaults = {name: np.zeros((n, *shape), dtype=dt) for name, (dt, shape) in meta_dtypes(self.kind).items() if name != "done"}
+        defaults = {name: np.zeros((n, *shape), dtype=dt) for name, (dt, shape) in meta_dtypes(self.arrays.kind).items() if name != "done"}
         self.write_meta(start, {**defaults, **meta})
 
     def write_slices(self, start: int, image: np.ndarray, label: np.ndarray) -> None:
@@ -97,14 +100,15 @@ class StoreWriting:
         files. Meta columns are chunked more coarsely and belong to one writer process.
         """
         self._require_writable()
-        if start % self.shard_slices:
-            raise ValueError(f"block start must be a multiple of {self.shard_slices}, got {start}")
+        shard_slices, shape_hw, capacity = self.arrays.shard_slices, self.arrays.shape_hw, self.arrays.slices
+        if start % shard_slices:
+            raise ValueError(f"block start must be a multiple of {shard_slices}, got {start}")
         n = image.shape[0]
-        if image.shape != label.shape or image.shape[1:] != self.shape_hw:
-            raise ValueError(f"block shape mismatch: image {image.shape}, label {label.shape}, store {self.shape_hw}")
-        if start + n > len(self):
-            raise ValueError(f"block [{start}, {start + n}) exceeds store capacity {len(self)}")
-        self._digests = None
+        if image.shape != label.shape or image.shape[1:] != shape_hw:
+            raise ValueError(f"block shape mismatch: image {image.shape}, label {label.shape}, store {shape_hw}")
+        if start + n > capacity:
+            raise ValueError(f"block [{start}, {start + n}) exceeds store capacity {capacity}")
+        self.arrays.forget_content()
         with writing(self.path):
             self._writable("image")[start : start + n] = image
             self._writable("label")[start : start + n] = label
@@ -112,22 +116,22 @@ class StoreWriting:
     def write_meta(self, start: int, meta: dict[str, np.ndarray]) -> None:
         """Write meta columns for slices [start, start+n). `done` should be written last."""
         self._require_writable()
-        self._digests = None
-        dtypes = meta_dtypes(self.kind)
+        self.arrays.forget_content()
+        dtypes = meta_dtypes(self.arrays.kind)
         for name, values in meta.items():
             if name not in dtypes:
                 raise ValueError(f"unknown meta column {name!r}; expected one of {sorted(dtypes)}")
             arr = np.asarray(values, dtype=dtypes[name][0])
             with writing(self.path):
                 self._writable(f"meta/{name}")[start : start + arr.shape[0]] = arr
-            self._meta_cache.pop(name, None)
+            self.arrays.meta_cache.pop(name, None)
 
     def save_part(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         """Atomically save a commit record `parts/<name>.npz` (write to temp, then rename)."""
         self._require_writable()
         parts = self.path / "parts"
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, allow_pickle=True, **arrays)
         tmp = parts / f".{name}.npz.tmp"
         with writing(self.path):
             parts.mkdir(exist_ok=True)
@@ -160,41 +164,47 @@ class StoreWriting:
         """Shrink the store to `n` slices, write the series and nodule tables, add `attrs`, record the
         `content` digests (every array and every other attribute) and mark the store complete."""
         self._require_writable()
-        h, w = self.shape_hw
-        expected = nodule_dtypes(self.kind)
-        columns = {}
-        for name, (dt, shape) in expected.items():
-            if name not in nodules:
-                raise ValueError(f"nodule table lacks column {name!r}")
-            columns[name] = np.asarray(nodules[name], dtype=dt).reshape(-1, *shape)
-        for name, (dt, shape) in optionalnodule_dtypes(self.kind).items():
-            if name in nodules:
-                columns[name] = np.asarray(nodules[name], dtype=dt).reshape(-1, *shape)
-        rows = {name: arr.shape[0] for name, arr in columns.items()}
-        if len(set(rows.values())) > 1:
-            raise ValueError(f"nodule table columns must have equal rows, got {rows}")
+        arrays, group, kind = self.arrays, self.arrays.group, self.arrays.kind
+        h, w = arrays.shape_hw
+        columns = _nodule_columns(kind, nodules)
         with writing(self.path):
             for name in ("image", "label"):
-                self._group[name].resize((n, h, w))
-            for name, (_, shape) in meta_dtypes(self.kind).items():
-                self._group[f"meta/{name}"].resize((n, *shape))
+                arrays.array(name).resize((n, h, w))
+            for name, (_, shape) in meta_dtypes(kind).items():
+                arrays.array(f"meta/{name}").resize((n, *shape))
             uids = np.asarray(series_uids, dtype=str)
-            replace_array(self._group, "series/uid", uids, chunk=max(1, len(uids)))
+            replace_array(group, "series/uid", uids, chunk=max(1, len(uids)))
             for name, arr in columns.items():
-                replace_array(self._group, f"nodules/{name}", arr, chunk=max(1, arr.shape[0]))
-            if self.checked:
-                for name in self.array_names():
-                    lost = [key for key, _, present in self.stored_blocks(name) if not present]
+                replace_array(group, f"nodules/{name}", arr, chunk=max(1, arr.shape[0]))
+            if arrays.checked:
+                for name in arrays.array_names():
+                    lost = [key for key, _, present in arrays.stored_blocks(name) if not present]
                     if lost:
                         raise SchemaError(
                             f"{self.path}: {len(lost)} chunks of {name} were never written (first {lost[0]}); the store stays incomplete"
                         )
-            self._digests = None  # resized and replaced arrays above
-            content = {"fingerprint": self.fingerprint(), "arrays": self.content_digests()}
+            arrays.forget_content()  # resized and replaced arrays above
+            content: dict[str, Any] = {"fingerprint": arrays.fingerprint(), "arrays": arrays.content_digests()}
             # The attributes are digested as zarr.json holds them (zarr's JSON, e.g. "NaN" for
             # nan), which is what a reader sees; `complete` flips with the record in one write.
-            self._group.attrs.update(attrs or {})
+            group.attrs.update(attrs or {})
             content["attributes"] = attribute_digests({**stored_attributes(self.path), "complete": True})
-            self._group.attrs.update({"content": content, "complete": True})
-        self._meta_cache.clear()
+            group.attrs.update({"content": content, "complete": True})
+        arrays.meta_cache.clear()
         self.clear_parts()
+
+
+def _nodule_columns(kind: Kind, nodules: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The nodule table `nodules` as the schema's dtypes and shapes, every required column, equal rows."""
+    columns = {}
+    for name, (dt, shape) in nodule_dtypes(kind).items():
+        if name not in nodules:
+            raise ValueError(f"nodule table lacks column {name!r}")
+        columns[name] = np.asarray(nodules[name], dtype=dt).reshape(-1, *shape)
+    for name, (dt, shape) in optionalnodule_dtypes(kind).items():
+        if name in nodules:
+            columns[name] = np.asarray(nodules[name], dtype=dt).reshape(-1, *shape)
+    rows = {name: arr.shape[0] for name, arr in columns.items()}
+    if len(set(rows.values())) > 1:
+        raise ValueError(f"nodule table columns must have equal rows, got {rows}")
+    return columns
