@@ -52,27 +52,34 @@ def _literal_keys(node: ast.AST | None) -> set[str]:
     return set()
 
 
+def _is_name(node: ast.AST, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
+
+
+def _keys_of(node: ast.AST) -> set[str]:
+    """Group attribute keys that one syntax node hands over."""
+    if isinstance(node, ast.keyword) and node.arg in ATTRIBUTE_ARGUMENTS:
+        return _literal_keys(node.value)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "update":
+        receiver = node.func.value
+        if isinstance(receiver, ast.Attribute) and receiver.attr == "attrs":
+            return {k for arg in node.args for k in _literal_keys(arg)}
+    if isinstance(node, ast.Assign | ast.AnnAssign):
+        keys: set[str] = set()
+        for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+            if _is_name(target, "attrs"):
+                keys |= _literal_keys(node.value)
+            elif isinstance(target, ast.Subscript) and _is_name(target.value, "attrs") and isinstance(target.slice, ast.Constant):
+                keys.add(str(target.slice.value))
+        return keys
+    return set()
+
+
 def attribute_keys_in_writers() -> set[str]:
     """Keys of the dict literals the writers hand over as group attributes: `attributes=`, `attrs=`,
     `extra_attrs=` arguments, `attrs = {...}`, `attrs["key"] = ...` and `....attrs.update({...})`."""
-    keys: set[str] = set()
     files = [f for w in WRITERS for f in ([w] if w.is_file() else sorted(w.rglob("*.py")))]
-    for path in files:
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.keyword) and node.arg in ATTRIBUTE_ARGUMENTS:
-                keys |= _literal_keys(node.value)
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "update":
-                if isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "attrs":
-                    keys |= {k for arg in node.args for k in _literal_keys(arg)}
-            elif isinstance(node, ast.Assign | ast.AnnAssign):
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                for target in targets:
-                    if isinstance(target, ast.Name) and target.id == "attrs":
-                        keys |= _literal_keys(node.value)
-                    elif isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and target.value.id == "attrs":
-                        if isinstance(target.slice, ast.Constant) and isinstance(target.slice.value, str):
-                            keys.add(target.slice.value)
-    return keys
+    return {key for path in files for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) for key in _keys_of(node)}
 
 
 CODE_SPANS = re.findall(r"`([^`\n]+)`", DOC)
