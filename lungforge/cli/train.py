@@ -24,6 +24,8 @@ class _Signed(Protocol):
     """A callable whose signature, as `inspect` and Typer read it, is set by hand."""
 
     __signature__: inspect.Signature
+
+
 Options = tuple[inspect.Parameter, ...]
 
 train_app = typer.Typer(
