@@ -29,10 +29,11 @@ from scipy import ndimage
 
 from lungforge.augment.blob import blob_sample, paint_blobs
 from lungforge.augment.nodule_library import RealPatch
-from lungforge.augment.plan import PlannedSample
+from lungforge.augment.plan import PlannedSample, SamplePlanner
 from lungforge.core.errors import InputError
 from lungforge.core.labels import LUNG_LABELS
 from lungforge.data.resize import resize_images_uint8, resize_label_maps
+from lungforge.models.inpaint_window import Window
 from lungforge.store import Store
 
 ControlKind = Literal["paste", "mislabeled", "blob"]
@@ -94,6 +95,8 @@ class ControlGenerator:
     first_call_seconds = None
     sha256 = None
     """No weights: a resumed control run matches on its options alone."""
+    window = None
+    """Nodules are drawn into the whole slice, in no window."""
 
     def __init__(self, kind: ControlKind, real: Store, size: int) -> None:
         if kind not in CONTROLS:
@@ -125,6 +128,13 @@ class ControlGenerator:
             return sample
         host = resize_label_maps(np.asarray(self.real.label[sample.source])[None], self.image_size)[0]
         return blob_sample(sample, host)
+
+    def windows(self, sample: PlannedSample) -> list[Window]:
+        """No windows: nodules are drawn into the whole slice."""
+        return []
+
+    def check_room(self, planner: SamplePlanner, diameter_mm: tuple[float, float] | None, weights: str) -> None:
+        """Nothing to refuse: the planner only places nodules a whole slice can hold."""
 
     def render(self, samples: Sequence[PlannedSample], seeds: Sequence[int]) -> np.ndarray:
         """The real source slice of each sample at S px; `paste` blends in each nodule's real patch,

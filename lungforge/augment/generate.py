@@ -22,15 +22,15 @@ from contextlib import closing, nullcontext
 
 import numpy as np
 
-from lungforge.augment.inpainter import Inpainter
 from lungforge.augment.inputs import AugmentInputs, load_inputs
 from lungforge.augment.lidc import LidcLibrary
 from lungforge.augment.options import AugmentOptions
 from lungforge.augment.output_guard import check_output
 from lungforge.augment.output_store import merge_parts, open_output, owned_blocks, pending_blocks, record_of_complete
 from lungforge.augment.plan import PlannedSample, SamplePlanner, sample_seed
-from lungforge.augment.summary import AugmentReport, summarize
-from lungforge.augment.verification import weakest_contrast_hu
+from lungforge.augment.slice_generator import SliceGenerator
+from lungforge.augment.summary import AugmentReport, summarize_augment_run
+from lungforge.augment.weakest_contrast import weakest_contrast_hu
 from lungforge.augment.writer import BlockWriter, FinishedBlock
 from lungforge.core.device import resolve_device
 from lungforge.core.locks import hold_lock
@@ -67,8 +67,8 @@ class _Assembly:
         if final:
             self.remaining -= 1
 
-    def finished(self, real: Store, threshold: float | None, inpainter: Inpainter | None = None) -> FinishedBlock:
-        """The block ready to write; `inpainter` adds each nodule's window (`nodules/window`)."""
+    def finished(self, real: Store, threshold: float | None, generator: SliceGenerator) -> FinishedBlock:
+        """The block ready to write; a `generator` drawing in windows adds each nodule's window (`nodules/window`)."""
         samples = self.samples
         source = np.array([s.source for s in samples], dtype=np.int64)
         has_nodule = np.array([s.has_nodule for s in samples], dtype=bool)
@@ -98,8 +98,8 @@ class _Assembly:
             "first_try": self.first_try | ~has_nodule,
             "verified": verified,
         }
-        if inpainter is not None:
-            part["window"] = np.array([w for s in samples for w in inpainter.windows(s)], dtype=np.int32).reshape(-1, 4)
+        if generator.window is not None:
+            part["window"] = np.array([w for s in samples for w in generator.windows(s)], dtype=np.int32).reshape(-1, 4)
         label = np.stack([s.label for s in samples])
         return FinishedBlock(self.block, samples[0].index, self.image, label, meta, part)
 
@@ -167,8 +167,7 @@ def produce_blocks(
             queue.extendleft(reversed(retry))
             for assembly in [a for a in open_blocks if a.remaining == 0]:
                 open_blocks.remove(assembly)
-                inpainter = inputs.synthesizer if isinstance(inputs.synthesizer, Inpainter) else None
-                writer.submit(assembly.finished(inputs.real, threshold, inpainter))
+                writer.submit(assembly.finished(inputs.real, threshold, inputs.synthesizer))
                 done += len(assembly.samples)
             if progress is not None:
                 progress(done, total_slices, sampled)
@@ -214,7 +213,7 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
         else:
             parts = merge_parts(store, n_blocks)
         seconds = time.perf_counter() - started
-        report = summarize(
+        report = summarize_augment_run(
             parts,
             out=str(options.out),
             written_this_run=written_all,
@@ -227,7 +226,7 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
             generator=store.attrs.get("generator", {}),
         )
         if not complete:
-            columns = NODULE_COLUMNS + (("window",) if isinstance(inputs.synthesizer, Inpainter) else ())
+            columns = NODULE_COLUMNS + (("window",) if inputs.synthesizer.window is not None else ())
             table = {k: np.concatenate([p[k] for p in parts.values()]) for k in columns}
             table["nodule"] = copied_nodules(inputs.real, table["shape_source"])
             attrs: dict = {"verification": {"verified_first_try": report.verified_first_try, "verified_final": report.verified_final}}

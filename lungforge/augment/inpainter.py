@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from lungforge.augment.layout import PlacedNodule
-from lungforge.augment.plan import PlannedSample
+from lungforge.augment.plan import PlannedSample, SamplePlanner
 from lungforge.augment.synthesizer import SamplingSettings, checked_uint8, onehot_labels, training_provenance
 from lungforge.core.device import Precision, autocast_forward
-from lungforge.core.errors import CheckpointError
+from lungforge.core.errors import CheckpointError, InputError
 from lungforge.core.labels import NUM_CLASSES
 from lungforge.data.resize import resize_images_uint8
 from lungforge.diffusion.guidance import with_context
@@ -40,6 +40,7 @@ from lungforge.models.inpaint_window import (
     grow,
     window_at,
 )
+from lungforge.models.presets import SDMConfig
 from lungforge.store import Store
 
 
@@ -66,7 +67,8 @@ class Inpainter:
     """Planned samples (B) + one seed each → (B, S, S) uint8 real host slices with drawn nodules.
 
     `size` S is the output side in pixels; the model works on windows of `window` pixels.
-    Nodule-free samples are their real slice unchanged. Same interface as
+    Nodule-free samples are their real slice unchanged. A
+    :class:`~lungforge.augment.slice_generator.SliceGenerator`, like
     :class:`lungforge.augment.synthesizer.Synthesizer`.
     """
 
@@ -84,13 +86,15 @@ class Inpainter:
         *,
         compile: bool = False,
     ) -> None:
-        if ckpt.kind != "sdm" or not ckpt.config.inpaint:
+        config = ckpt.config
+        if ckpt.kind != "sdm" or not isinstance(config, SDMConfig) or not config.inpaint:
             raise CheckpointError(f"checkpoint {ckpt.path} is not an inpainting SDM")
-        if ckpt.config.num_classes != NUM_CLASSES:
-            raise CheckpointError(f"checkpoint {ckpt.path} has {ckpt.config.num_classes} label classes, lungforge uses {NUM_CLASSES}")
-        if not 1 <= settings.steps <= ckpt.config.diffusion_steps:
-            raise CheckpointError(f"--steps {settings.steps} must be in 1..{ckpt.config.diffusion_steps} (the model's diffusion steps)")
-        self.window = int(ckpt.config.image_size)
+        if config.num_classes != NUM_CLASSES:
+            raise CheckpointError(f"checkpoint {ckpt.path} has {config.num_classes} label classes, lungforge uses {NUM_CLASSES}")
+        if not 1 <= settings.steps <= config.diffusion_steps:
+            raise CheckpointError(f"--steps {settings.steps} must be in 1..{config.diffusion_steps} (the model's diffusion steps)")
+        self.config = config
+        self.window = int(config.image_size)
         check_window_fits(self.window, size, size, f"{ckpt.path} at {size} px")
         self.ckpt, self.real, self.image_size = ckpt, real, int(size)
         self.margin_px = int(ckpt.meta["edit_margin_px"])
@@ -126,6 +130,19 @@ class Inpainter:
         shape = (self.image_size, self.image_size)
         return [nodule_window(n, self.window, self.margin_px, shape)[0] for n in sample.nodules]
 
+    def check_room(self, planner: SamplePlanner, diameter_mm: tuple[float, float] | None, weights: str) -> None:
+        """InputError (one line, nothing written) when sample 0's nodules, or the largest of a
+        `diameter_mm` range grown by the edit margin, cannot fit a window."""
+        self.windows(planner.plan(0))
+        if diameter_mm is None:
+            return
+        largest_px = diameter_mm[1] / float(planner.maps.spacings_mm.min()) + 2 * self.margin_px
+        if largest_px > self.window:
+            raise InputError(
+                f"--diameter up to {diameter_mm[1]:g} mm: its edit region ({largest_px:.0f} px with the "
+                f"{self.margin_px} px margin) is larger than the {self.window} px window of {weights}"
+            )
+
     def render(self, samples: Sequence[PlannedSample], seeds: Sequence[int]) -> np.ndarray:
         """(B, S, S) uint8: each sample's real source slice with its nodules inpainted."""
         if len(seeds) != len(samples):
@@ -159,8 +176,8 @@ class Inpainter:
                 steps=self.settings.steps,
                 guidance=self.settings.guidance,
                 generators=generators,
-                in_channels=self.ckpt.config.in_channels,
-                num_train_timesteps=self.ckpt.config.diffusion_steps,
+                in_channels=self.config.in_channels,
+                num_train_timesteps=self.config.diffusion_steps,
             ),
             seeds,
             self.settings.guidance,

@@ -14,12 +14,14 @@ from lungforge.augment.lidc import LidcLibrary
 from lungforge.augment.nodule_library import SHAPE_MIN_AREA_PX, NoduleLibrary, SizePool
 from lungforge.augment.options import AugmentOptions
 from lungforge.augment.plan import SamplePlanner, SourceMaps
+from lungforge.augment.slice_generator import SliceGenerator
 from lungforge.augment.synthesizer import SamplingSettings, Synthesizer
 from lungforge.core.device import check_precision
 from lungforge.core.errors import InputError
 from lungforge.core.output_paths import refuse_overlap
 from lungforge.models.catalog import resolve_weights
 from lungforge.models.checkpoint import load_checkpoint
+from lungforge.models.presets import SDMConfig
 from lungforge.store import SPLIT_IDS, Store, open_store
 
 
@@ -28,11 +30,11 @@ class AugmentInputs:
     """Everything read and validated before any output is touched."""
 
     real: Store
-    synthesizer: Synthesizer | Inpainter | ControlGenerator
+    synthesizer: SliceGenerator
     planner: SamplePlanner
 
 
-def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Synthesizer | Inpainter | ControlGenerator:
+def _generator(options: AugmentOptions, real: Store, device: torch.device) -> SliceGenerator:
     """The model named by --weights, or a model-free control (`paste`, `mislabeled`, `blob`) at --size.
 
     An inpainting SDM (its checkpoint's mode) draws into the real slices at --size (default: the
@@ -41,13 +43,13 @@ def _generator(options: AugmentOptions, real: Store, device: torch.device) -> Sy
     if options.weights in CONTROLS:
         if options.weights in ("paste", "blob") and options.nodules > 0 and options.shape != "real":
             raise InputError(f"--weights {options.weights} copies real nodule pixels: it needs --shape real, got --shape {options.shape}")
-        return ControlGenerator(options.weights, real, options.size or real.shape_hw[0])  # type: ignore[arg-type]
+        return ControlGenerator(options.weights, real, options.size or real.shape_hw[0])
     weights_path = resolve_weights(options.weights)
     refuse_overlap(options.out, "--weights", weights_path, "augment")
     ckpt = load_checkpoint(weights_path)
     precision = check_precision(options.precision, device)
     settings = SamplingSettings(options.sampler, options.steps, options.guidance)
-    if ckpt.kind == "sdm" and ckpt.config.inpaint:
+    if isinstance(ckpt.config, SDMConfig) and ckpt.config.inpaint:
         return Inpainter(ckpt, real, options.size or real.shape_hw[0], device, precision, settings, compile=options.compile)
     synthesizer = Synthesizer(ckpt, device, precision, settings, compile=options.compile)
     if options.size is not None and options.size != synthesizer.image_size:
@@ -100,19 +102,6 @@ def _load_inputs(options: AugmentOptions, device: torch.device, real: Store) -> 
         adapt=synthesizer.adapt if isinstance(synthesizer, ControlGenerator) else None,
     )
     planner.check_feasible()
-    if isinstance(synthesizer, Inpainter) and options.nodules > 0:
-        _check_windows(options, synthesizer, planner)
+    if options.nodules > 0:
+        synthesizer.check_room(planner, options.diameter_mm, options.weights)
     return AugmentInputs(real, synthesizer, planner)
-
-
-def _check_windows(options: AugmentOptions, inpainter: Inpainter, planner: SamplePlanner) -> None:
-    """Refuse (one line, nothing written) a --diameter whose largest nodule's edit region cannot fit a window."""
-    inpainter.windows(planner.plan(0))
-    if options.diameter_mm is None:
-        return
-    largest_px = options.diameter_mm[1] / float(planner.maps.spacings_mm.min()) + 2 * inpainter.margin_px
-    if largest_px > inpainter.window:
-        raise InputError(
-            f"--diameter up to {options.diameter_mm[1]:g} mm: its edit region ({largest_px:.0f} px with the "
-            f"{inpainter.margin_px} px margin) is larger than the {inpainter.window} px window of {options.weights}"
-        )

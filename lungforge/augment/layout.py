@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import get_args
+from typing import Protocol, get_args
 
 import numpy as np
 from scipy import ndimage, signal
@@ -235,13 +235,13 @@ def _candidate_origins(
 def place_nodules(
     label: np.ndarray,
     spacing_mm: tuple[float, float],
-    diameters_mm: Sequence[float],
+    diameters_mm: Sequence[float] | np.ndarray,
     request: LayoutRequest,
     rng: np.random.Generator,
     library: NoduleLibrary | LidcLibrary | None = None,
     max_tries: int = 4,
-    size_sources: Sequence[int] | None = None,
-    picks: Sequence[int] | None = None,
+    size_sources: Sequence[int] | np.ndarray | None = None,
+    picks: Sequence[int] | np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[PlacedNodule]] | None:
     """Paint nodules of `diameters_mm` into a copy of `label` (H, W) uint8, largest first.
 
@@ -290,8 +290,16 @@ def place_nodules(
     return edited, placed
 
 
+class LabelMaps(Protocol):
+    """Source label maps indexable like a list: a list, an (N, H, W) array, :class:`~lungforge.augment.plan.SourceMaps`."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> np.ndarray: ...
+
+
 def plan_layouts(
-    labels: Sequence[np.ndarray] | np.ndarray,
+    labels: LabelMaps,
     spacings_mm: np.ndarray | Sequence[tuple[float, float]],
     n_slices: int,
     request: LayoutRequest,

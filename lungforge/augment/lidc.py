@@ -118,8 +118,8 @@ class LidcLibrary:
         excluded = set(exclude_series)
         # Rows come sorted by annotation, then slice: keep each annotation's largest slice.
         best: dict[int, tuple[float, str, float, list[tuple[bool, np.ndarray]]]] = {}
-        for (annotation, _z), group in groupby(rows, key=lambda row: (row[0], row[3])):
-            group = list(group)
+        for (annotation, _z), grouped in groupby(rows, key=lambda row: (row[0], row[3])):
+            group = list(grouped)
             series, spacing = group[0][1], float(group[0][2])
             if series in excluded:
                 continue

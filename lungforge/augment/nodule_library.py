@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from scipy import ndimage
@@ -38,8 +39,10 @@ def equivalent_diameter_mm(area_px: float | np.ndarray, spacing_mm: tuple[float,
 
 
 def _diameter_rc(diameter_px: DiameterPx) -> tuple[float, float]:
-    d_r, d_c = (diameter_px, diameter_px) if np.isscalar(diameter_px) else diameter_px
-    d_r, d_c = float(d_r), float(d_c)
+    if np.isscalar(diameter_px):
+        d_r = d_c = float(cast(float, diameter_px))
+    else:
+        d_r, d_c = (float(d) for d in cast(tuple[float, float], diameter_px))
     if not (d_r > 0 and d_c > 0 and math.isfinite(d_r) and math.isfinite(d_c)):
         raise ValueError(f"nodule diameter must be > 0 pixels, got {diameter_px}")
     return d_r, d_c
@@ -58,15 +61,15 @@ def _top_pixels(score: np.ndarray, n_px: int, square_of_four: bool = True) -> np
     Ties at the threshold can strand a few pixels; only the largest 8-connected piece is kept.
     """
     if square_of_four and n_px == MIN_AREA_PX:
-        r, c = np.unravel_index(int(np.argmax(score)), score.shape)
+        r, c = (int(i) for i in np.unravel_index(int(np.argmax(score)), score.shape))
         r, c = min(max(r, 0), score.shape[0] - 2), min(max(c, 0), score.shape[1] - 2)
         mask = np.zeros(score.shape, dtype=bool)
         mask[r : r + 2, c : c + 2] = True
         return mask
     order = np.argsort(-score, axis=None, kind="stable")[: min(n_px, score.size)]
-    mask = np.zeros(score.size, dtype=bool)
-    mask[order] = True
-    return _largest_piece(mask.reshape(score.shape))
+    flat = np.zeros(score.size, dtype=bool)
+    flat[order] = True
+    return _largest_piece(flat.reshape(score.shape))
 
 
 def _largest_piece(mask: np.ndarray) -> np.ndarray:
@@ -320,7 +323,7 @@ class NoduleLibrary:
             rows = rows[store.meta("split")[table["slice"]] == split]
         if rows.size > max_items:
             rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_items, replace=False))
-        spacing = store.meta("spacing") if rows.size else None
+        spacing = store.meta("spacing") if rows.size else np.empty((0, 2))
         items = []
         for row in rows:
             index = int(table["slice"][row])

@@ -84,7 +84,7 @@ class _FoldSources:
     """Source maps of one official fold (positions into SourceMaps) and that fold's nodule pools."""
 
     positions: np.ndarray
-    library: NoduleLibrary | None
+    library: NoduleLibrary | LidcLibrary | None
     sizes: SizePool | None
 
 
@@ -139,7 +139,8 @@ class SamplePlanner:
         row_fold = maps.store.meta("fold")[maps.store.nodules()["slice"]].astype(np.int64)
         self._by_fold: dict[int, _FoldSources] = {}
         for fold in np.unique(maps.folds).tolist():
-            lib = sz = None
+            lib: NoduleLibrary | LidcLibrary | None
+            sz: SizePool | None = None
             if isinstance(library, NoduleLibrary):
                 keep = row_fold[library.source_rows] == fold
                 lib = library.subset(keep) if keep.any() else library

@@ -51,7 +51,7 @@ class AugmentReport:
     generator: dict[str, Any] = field(default_factory=dict)
 
 
-def summarize(
+def summarize_augment_run(
     parts: dict[str, dict[str, np.ndarray]],
     **fields: Any,
 ) -> AugmentReport:

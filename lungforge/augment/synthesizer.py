@@ -11,13 +11,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lungforge.augment.plan import PlannedSample
+from lungforge.augment.plan import PlannedSample, SamplePlanner
 from lungforge.core.device import Precision, autocast_forward
 from lungforge.core.errors import CheckpointError, GeneratorError
 from lungforge.core.labels import NUM_CLASSES
 from lungforge.diffusion.samplers import Sampler, sample
 from lungforge.models.acceleration import for_inference
 from lungforge.models.checkpoint import LoadedCheckpoint, build_model
+from lungforge.models.inpaint_window import Window
+from lungforge.models.presets import SDMConfig
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,11 @@ class Synthesizer:
     sampler's arithmetic stays float32/64. `compile` runs the model through `torch.compile`
     (same outputs to float rounding); `first_call_seconds` then holds the first call's time,
     compilation included. `memory_format`: see :func:`lungforge.models.acceleration.resolve_memory_format`.
+    A :class:`~lungforge.augment.slice_generator.SliceGenerator` that draws whole slices.
     """
+
+    window = None
+    """Nodules are drawn with the whole slice, in no window."""
 
     def __init__(
         self,
@@ -101,7 +107,7 @@ class Synthesizer:
     ) -> None:
         if ckpt.config.num_classes != NUM_CLASSES:
             raise CheckpointError(f"checkpoint {ckpt.path} has {ckpt.config.num_classes} label classes, lungforge uses {NUM_CLASSES}")
-        if ckpt.kind == "sdm" and not 1 <= settings.steps <= ckpt.config.diffusion_steps:
+        if isinstance(ckpt.config, SDMConfig) and not 1 <= settings.steps <= ckpt.config.diffusion_steps:
             raise CheckpointError(f"--steps {settings.steps} must be in 1..{ckpt.config.diffusion_steps} (the model's diffusion steps)")
         self.ckpt = ckpt
         self.device = device
@@ -128,11 +134,19 @@ class Synthesizer:
     @property
     def seeded(self) -> bool:
         """Whether another seed gives another image (False for SPADE without a noise input)."""
-        return self.kind == "sdm" or self.ckpt.config.z_dim > 0
+        config = self.ckpt.config
+        return isinstance(config, SDMConfig) or config.z_dim > 0
 
     def render(self, samples: Sequence[PlannedSample], seeds: Sequence[int]) -> np.ndarray:
         """(B, S, S) uint8 images of the planned samples' label maps, one seed each."""
         return self(np.stack([s.label for s in samples]), seeds)
+
+    def windows(self, sample: PlannedSample) -> list[Window]:
+        """No windows: the whole slice is generated."""
+        return []
+
+    def check_room(self, planner: SamplePlanner, diameter_mm: tuple[float, float] | None, weights: str) -> None:
+        """Nothing to refuse: the planner only places nodules a whole slice can hold."""
 
     def provenance(self, weights: str) -> dict[str, Any]:
         """The output store's `generator` attribute block."""
@@ -160,8 +174,8 @@ class Synthesizer:
         started = time.perf_counter()
         onehot = onehot_labels(labels, self.device)
         generators = self._generators(seeds)
-        if self.kind == "sdm":
-            cfg = self.ckpt.config
+        cfg = self.ckpt.config
+        if isinstance(cfg, SDMConfig):
             x = sample(
                 self._forward,
                 onehot,
@@ -174,8 +188,8 @@ class Synthesizer:
             )
         else:
             z = None
-            if self.ckpt.config.z_dim > 0:
-                z = torch.stack([torch.randn(self.ckpt.config.z_dim, generator=g, device=self.device) for g in generators])
+            if cfg.z_dim > 0:
+                z = torch.stack([torch.randn(cfg.z_dim, generator=g, device=self.device) for g in generators])
             x = self._forward(onehot, z=z)
         images = checked_uint8(x, seeds, self.settings.guidance if self.kind == "sdm" else None)
         if self.first_call_seconds is None:

@@ -85,7 +85,7 @@ def _default(obj: Any) -> Any:
 
     import numpy as np
 
-    if dataclasses.is_dataclass(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
     if isinstance(obj, np.generic):
         return obj.item()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar, cast
 
 import typer
 
@@ -18,6 +18,14 @@ from lungforge.cli.params import seed as check_seed
 from lungforge.core.choices import Precision, PresetName
 
 Command = TypeVar("Command", bound=Callable[..., None])
+
+
+class _Signed(Protocol):
+    """A callable whose signature, as `inspect` and Typer read it, is set by hand."""
+
+    __signature__: inspect.Signature
+
+
 Options = tuple[inspect.Parameter, ...]
 
 train_app = typer.Typer(
@@ -80,7 +88,7 @@ def _with_options(
     )
 
     def apply(command: Command) -> Command:
-        command.__signature__ = inspect.Signature(shared, return_annotation=None)
+        cast(_Signed, command).__signature__ = inspect.Signature(shared, return_annotation=None)
         return command
 
     return apply

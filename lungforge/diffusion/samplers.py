@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -38,13 +39,32 @@ def draw_noise(
     return torch.randn(tuple(shape), generator=generator, device=gen_device).to(device)
 
 
-def _diffusers_scheduler(sampler: Sampler, betas: np.ndarray) -> DDIMScheduler | DPMSolverMultistepScheduler:
+class _StepOutput(Protocol):
+    prev_sample: torch.Tensor
+
+
+class _Scheduler(Protocol):
+    """What :func:`sample` uses of a diffusers scheduler (DDIM or DPM-Solver++)."""
+
+    timesteps: torch.Tensor
+    init_noise_sigma: float
+
+    def set_timesteps(self, num_inference_steps: int) -> None: ...
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: int) -> torch.Tensor: ...
+
+    def step(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor) -> _StepOutput: ...
+
+
+def _diffusers_scheduler(sampler: Sampler, betas: np.ndarray) -> _Scheduler:
     common = dict(num_train_timesteps=len(betas), trained_betas=betas, prediction_type="epsilon")
     if sampler == "ddim":
         # Trailing spacing starts at the last training step; alpha_prev = 1 makes the final step return x0.
-        return DDIMScheduler(**common, clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True, timestep_spacing="trailing")
+        ddim = DDIMScheduler(**common, clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True, timestep_spacing="trailing")
+        return cast(_Scheduler, ddim)
     # Dynamic thresholding with a maximum of 1 clips the predicted x0 to [-1, 1].
-    return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0)
+    dpmpp = DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0)
+    return cast(_Scheduler, dpmpp)
 
 
 @torch.no_grad()

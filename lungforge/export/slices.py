@@ -100,7 +100,7 @@ def resized_nodules(label: np.ndarray, boxes: np.ndarray, label_out: np.ndarray)
         return np.zeros((0, size, size), dtype=bool), np.zeros((0, 4)), np.zeros(0, dtype=bool)
     native = nodule_masks(label, boxes)
     masks = resize_label_maps(native.astype(np.uint8), size).astype(bool)
-    restored = ~masks.any(axis=(1, 2))
+    restored = np.asarray(~masks.any(axis=(1, 2)))
     for k in np.flatnonzero(restored):
         row, col = nearest_pixel(native[k], boxes[k], size)
         masks[k, row, col] = True
@@ -142,15 +142,15 @@ def iter_slices(store: Store, indices: np.ndarray, size: int | None) -> Iterator
         end = int(rows[-1]) + 1
         images, labels = np.asarray(store.image[start:end]), np.asarray(store.label[start:end])
         images, labels = images[rows - start], labels[rows - start]
-        resized = bool(size) and (size, size) != (h, w)
-        if resized:
-            images_out, labels_out = resize_slices(images, labels, size)
+        resized = size if size and (size, size) != (h, w) else None
+        if resized is not None:
+            images_out, labels_out = resize_slices(images, labels, resized)
         else:
             images_out, labels_out = images, labels
         for j, row in enumerate(rows.tolist()):
             lo, hi = np.searchsorted(nod_slice, [row, row + 1])
             boxes = nod_bbox[lo:hi].astype(np.float64).reshape(-1, 4)
-            if resized:
+            if resized is not None:
                 masks, boxes, restored = resized_nodules(labels[j], boxes, labels_out[j])
             else:
                 masks, restored = nodule_masks(labels[j], boxes), np.zeros(len(boxes), dtype=bool)

@@ -79,10 +79,11 @@ def check_dimensions(kind: Literal["sdm", "spade"], cfg: SDMConfig | SPADEConfig
         value, limit = getattr(cfg, name), SCALE * getattr(paper, name)
         if value > limit:
             return SizeProblem(name, f"model_config.{name} = {value} exceeds {limit} ({SCALE}x the paper preset's {getattr(paper, name)})")
-    if kind == "sdm" and len(cfg.channel_mult) > len(paper.channel_mult) + 1:
+    levels = len(PRESETS["paper"].sdm.channel_mult)
+    if isinstance(cfg, SDMConfig) and len(cfg.channel_mult) > levels + 1:
         return SizeProblem(
             "channel_mult",
-            f"model_config.channel_mult has {len(cfg.channel_mult)} levels, more than {len(paper.channel_mult) + 1} (the paper preset's {len(paper.channel_mult)}, plus one)",
+            f"model_config.channel_mult has {len(cfg.channel_mult)} levels, more than {levels + 1} (the paper preset's {levels}, plus one)",
         )
     return None
 

@@ -96,7 +96,7 @@ def checkpoint_meta(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "lungforge_version": __version__,
     }
-    if kind == "sdm":
+    if isinstance(model_config, SDMConfig):
         meta["mode"] = "inpaint" if model_config.inpaint else "slice"
         if model_config.inpaint:
             meta["window"] = model_config.image_size
@@ -192,15 +192,16 @@ def read_checkpoint_meta(path: Path) -> tuple[Path, dict[str, Any]]:
     embedded = _embedded_meta(weights)
     config_json = weights.parent / CONFIG_FILE
     beside = _read_json(config_json) if config_json.is_file() else None
-    if embedded is None and beside is None:
+    if embedded is not None and beside is not None and embedded != beside:
+        keys = sorted(k for k in set(embedded) | set(beside) if embedded.get(k) != beside.get(k))
+        raise CheckpointError(f"{config_json} disagrees with the config embedded in {weights} (keys {keys})")
+    meta = embedded if embedded is not None else beside
+    if meta is None:
         raise CheckpointError(
             f"checkpoint {weights} carries no config: expected {CONFIG_FILE} beside it or a "
             f"'{METADATA_KEY}' entry in its safetensors metadata"
         )
-    if embedded is not None and beside is not None and embedded != beside:
-        keys = sorted(k for k in set(embedded) | set(beside) if embedded.get(k) != beside.get(k))
-        raise CheckpointError(f"{config_json} disagrees with the config embedded in {weights} (keys {keys})")
-    return weights, embedded if embedded is not None else beside
+    return weights, meta
 
 
 def checkpoint_config(path: Path) -> tuple[Path, Kind, str, SDMConfig | SPADEConfig]:
@@ -246,7 +247,7 @@ def load_checkpoint(path: Path, *, expect_kind: Kind | None = None, expect_prese
 def build_model(ckpt: LoadedCheckpoint, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Build the SDM UNet or SPADE generator of `ckpt`, load its weights strictly, return it in eval mode."""
     with torch.device(device):
-        model = new_model(ckpt.kind, ckpt.config)
+        model = new_model(ckpt.config)
     model.load_state_dict(ckpt.state_dict, strict=True)
     return model.eval()
 

@@ -38,7 +38,7 @@ def validate_meta(weights: Path, meta: dict[str, Any]) -> tuple[Kind, str, SDMCo
         config = sdm_config_from_dict(model_config) if kind == "sdm" else spade_config_from_dict(model_config)
     except LungforgeError as exc:
         raise CheckpointError(f"checkpoint {weights}: {exc}") from None
-    if kind == "sdm":
+    if isinstance(config, SDMConfig):
         _validate_mode(weights, meta, config)
     check_config_size(weights, kind, config)
     return kind, preset, config
@@ -64,19 +64,19 @@ def check_config_size(weights: Path, kind: Kind, config: SDMConfig | SPADEConfig
     SDM UNet on the meta device once its depth is bounded)."""
     problem = check_dimensions(kind, config)
     if problem is None:
-        if kind == "spade":
-            parameters = spade_parameters(config)  # type: ignore[arg-type]
+        if isinstance(config, SPADEConfig):
+            parameters = spade_parameters(config)
         else:
             with torch.device("meta"):
-                parameters = sum(p.numel() for p in new_model(kind, config).parameters())
+                parameters = sum(p.numel() for p in new_model(config).parameters())
         problem = check_parameters(kind, config, parameters)
     if problem is not None:
         raise CheckpointError(f"checkpoint {weights}: {problem.message}; refusing to build it")
 
 
-def new_model(kind: Kind, config: SDMConfig | SPADEConfig) -> torch.nn.Module:
+def new_model(config: SDMConfig | SPADEConfig) -> torch.nn.Module:
     """An untrained SDM UNet or SPADE generator of `config`, on the current default device."""
-    if kind == "sdm":
+    if isinstance(config, SDMConfig):
         from lungforge.models.sdm_unet import SDMUNet
 
         return SDMUNet(config)
@@ -91,7 +91,7 @@ def check_shapes(weights: Path, kind: Kind, config: SDMConfig | SPADEConfig, sta
     # decompositions); building SPADE on the CPU is faster, and SDM has no such layers.
     try:
         with torch.device("meta" if kind == "sdm" else "cpu"), torch.no_grad():
-            reference = new_model(kind, config).state_dict()
+            reference = new_model(config).state_dict()
     except (RuntimeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {weights}: its config does not build a {kind} model ({torch_load_reason(exc)})") from None
     missing = sorted(set(reference) - set(state_dict))

@@ -84,7 +84,9 @@ class ResBlock(nn.Module):
         self.label_conditioned = num_classes is not None
         self.use_scale_shift_norm = use_scale_shift_norm
         self.use_checkpoint = use_checkpoint
-        if self.label_conditioned:
+        self.in_norm: nn.Module
+        self.out_norm: nn.Module
+        if num_classes is not None:
             self.in_norm = SPADEGroupNorm(channels, num_classes, label_hidden, groups)
             self.out_norm = SPADEGroupNorm(out_channels, num_classes, label_hidden, groups)
         else:

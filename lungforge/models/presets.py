@@ -199,7 +199,7 @@ def _config_from_dict(cls: type[_Config], data: dict[str, Any]) -> _Config:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise LungforgeError(f"unknown {cls.__name__} keys {unknown}, expected some of {sorted(fields)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 from torch import nn
 
 from lungforge.models.layers import AttentionBlock, ResBlock, timestep_embedding, zero_init
 from lungforge.models.presets import SDMConfig
+
+
+class _BlockOptions(TypedDict, total=False):
+    """Keyword options shared by the UNet's ResBlocks (see :class:`ResBlock`)."""
+
+    groups: int
+    dropout: float
+    use_scale_shift_norm: bool
+    use_checkpoint: bool
+    num_classes: int
+    label_hidden: int
 
 
 class _Stage(nn.ModuleList):
@@ -36,13 +49,13 @@ class SDMUNet(nn.Module):
         c = config
         emb_ch = 4 * c.model_channels
         self.time_embed = nn.Sequential(nn.Linear(c.model_channels, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
-        common = dict(
-            groups=c.norm_groups,
-            dropout=c.dropout,
-            use_scale_shift_norm=c.use_scale_shift_norm,
-            use_checkpoint=use_checkpoint,
-        )
-        labelled = dict(common, num_classes=c.num_classes, label_hidden=c.label_embed_channels)
+        common: _BlockOptions = {
+            "groups": c.norm_groups,
+            "dropout": c.dropout,
+            "use_scale_shift_norm": c.use_scale_shift_norm,
+            "use_checkpoint": use_checkpoint,
+        }
+        labelled: _BlockOptions = {**common, "num_classes": c.num_classes, "label_hidden": c.label_embed_channels}
 
         def attention(channels: int) -> AttentionBlock:
             return AttentionBlock(channels, c.num_head_channels, c.norm_groups)

@@ -9,6 +9,7 @@ Images are 1-channel CT slices in [-1, 1]; label maps are one-hot `(B, num_class
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +87,7 @@ class SPADEGenerator(nn.Module):
         self.cfg = cfg
         self.start_size = cfg.image_size // 2**ups
         nf, k, h = cfg.ngf, cfg.num_classes, cfg.label_hidden
+        self.fc: nn.Module
         if cfg.z_dim > 0:
             self.fc = nn.Linear(cfg.z_dim, 16 * nf * self.start_size**2)
         else:
@@ -197,6 +199,8 @@ class VGGLoss(nn.Module):
 
     _SLICES = (2, 7, 12, 21, 30)
     _WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, weights_path: Path) -> None:
         super().__init__()
@@ -225,7 +229,7 @@ class VGGLoss(nn.Module):
     def forward(self, fake: Tensor, real: Tensor) -> Tensor:
         """Perceptual distance between `fake` and `real` `(B, 1, H, W)` in [-1, 1]."""
         pairs = zip(self._activations(fake), self._activations(real), self._WEIGHTS)
-        return sum(w * F.l1_loss(f, r.detach()) for f, r, w in pairs)
+        return cast(Tensor, sum(w * F.l1_loss(f, r.detach()) for f, r, w in pairs))
 
 
 def _load_vgg_features(path: Path) -> dict[str, Tensor]:

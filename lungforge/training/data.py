@@ -10,7 +10,7 @@ slice [consumed, consumed + B·W), of which rank r takes its r-th block of B. Re
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -49,8 +49,8 @@ def check_label_ids(label: torch.Tensor, rows: torch.Tensor, store: str | os.Pat
     raise InputError(f"{store}: label map of slice {int(rows[first])} has ids {values}, expected ids 0..{NUM_CLASSES - 1}")
 
 
-def open_train_split(store: str | os.PathLike | Store, size: int) -> SliceDataset:
-    """The TRAIN split of `store` resized to `size`×`size` pixels; InputError if it has none."""
+def open_train_split(store: str | os.PathLike | Store, size: int | None) -> SliceDataset:
+    """The TRAIN split of `store` resized to `size`×`size` pixels (None: as stored); InputError if it has none."""
     opened = store if isinstance(store, Store) else open_store(store)
     dataset = SliceDataset(opened, size=size, split="train")
     if len(dataset) == 0:
@@ -159,6 +159,8 @@ def stream_batches(
     `sampler` draws the keys `items` takes (:class:`StreamBatchSampler`: `(position, flip)`).
     Workers only read ahead: the batches are the same for any `spec.workers`.
     """
+    if not isinstance(items, Sized):
+        raise TypeError(f"stream_batches needs a dataset with a length, got {type(items).__name__}")
     keys = sampler(len(items), spec.batch_size, seed=spec.seed, consumed=consumed, rank=rank, world_size=world_size, flip=spec.flip)
     loader = DataLoader(
         items,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import SupportsFloat, SupportsInt, cast
+
 import torch
 from torch import Tensor, nn
 
@@ -53,5 +55,5 @@ class EMA:
             raise ValueError("EMA state does not match the model's parameters")
         for k, v in shadow.items():
             self.shadow[k].copy_(v)
-        self.decay = float(state["decay"])  # type: ignore[arg-type]
-        self.updates = int(state["updates"])  # type: ignore[arg-type]
+        self.decay = float(cast(SupportsFloat, state["decay"]))
+        self.updates = int(cast(SupportsInt, state["updates"]))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import torch
 from torch import Tensor
 
+from lungforge.core.choices import Sampler
 from lungforge.core.device import Precision, autocast_forward, grad_scaler
 from lungforge.core.process_group import DistInfo, wrap_ddp
 from lungforge.diffusion.gaussian import GaussianDiffusion
@@ -27,13 +28,13 @@ from lungforge.training.state import ResumableParts
 DEFAULT_LR = 1e-4
 WEIGHT_DECAY = 0.0
 EMA_DECAY = {"tiny": 0.999, "paper": 0.9999}
-GRID_SAMPLER = "dpmpp"
+GRID_SAMPLER: Sampler = "dpmpp"
 
 
 class SDMTrainer(ResumableParts):
     """The SDM UNet, its DDP wrapper, AdamW, loss scaler and EMA; one `train_step` per batch."""
 
-    kind = "sdm"
+    kind: Final = "sdm"
 
     def __init__(self, preset: Preset, options: TrainOptions, device: torch.device, precision: Precision, info: DistInfo) -> None:
         self.config = preset.sdm

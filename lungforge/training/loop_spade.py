@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import torch
 from torch import Tensor, nn
@@ -38,10 +38,15 @@ def _halves(output: DiscriminatorOutput) -> tuple[DiscriminatorOutput, Discrimin
     return fake, real
 
 
+def _no_context(context: Tensor | None) -> None:
+    if context is not None:
+        raise ValueError(f"SPADE takes no inpainting context, got a tensor of shape {tuple(context.shape)}")
+
+
 class SPADETrainer(ResumableParts):
     """SPADE generator and multiscale discriminator with their two-timescale Adam optimisers."""
 
-    kind = "spade"
+    kind: Final = "spade"
 
     def __init__(self, preset: Preset, options: TrainOptions, device: torch.device, precision: Precision, info: DistInfo) -> None:
         self.config = preset.spade
@@ -61,8 +66,12 @@ class SPADETrainer(ResumableParts):
         self.scaler = grad_scaler(device, precision)
         self.vgg = VGGLoss(options.vgg_weights).to(device) if options.vgg_weights is not None else None
 
-    def train_step(self, image: Tensor, label: Tensor, generator: torch.Generator) -> dict[str, float]:
-        """One G step (hinge + λ_feat·FM [+ λ_vgg·VGG]) then one D step (hinge) on the same batch."""
+    def train_step(self, image: Tensor, label: Tensor, generator: torch.Generator, context: Tensor | None = None) -> dict[str, float]:
+        """One G step (hinge + λ_feat·FM [+ λ_vgg·VGG]) then one D step (hinge) on the same batch.
+
+        `context` must be None: SPADE draws whole slices and has no inpainting mode.
+        """
+        _no_context(context)
         cfg = self.config
         onehot = labels_to_onehot(label, cfg.num_classes)
         self.generator.train()
@@ -98,8 +107,9 @@ class SPADETrainer(ResumableParts):
         }
 
     @torch.no_grad()
-    def sample(self, label: Tensor, generator: torch.Generator) -> Tensor:
-        """Generator output in eval mode (BatchNorm running statistics)."""
+    def sample(self, label: Tensor, generator: torch.Generator, context: Tensor | None = None) -> Tensor:
+        """Generator output in eval mode (BatchNorm running statistics); `context` must be None."""
+        _no_context(context)
         self.generator.eval()
         try:
             with autocast(self.device, self.precision):

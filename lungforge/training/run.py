@@ -45,16 +45,19 @@ SAMPLES_DIR = "samples"
 class Trainer(Protocol):
     """One kind of model being trained (see `loop_sdm.SDMTrainer`, `loop_spade.SPADETrainer`)."""
 
-    kind: Kind
-    config: SDMConfig | SPADEConfig
+    @property
+    def kind(self) -> Kind: ...
 
-    def train_step(self, image: Tensor, label: Tensor, generator: torch.Generator, **inputs: Tensor) -> dict[str, float]:
+    @property
+    def config(self) -> SDMConfig | SPADEConfig: ...
+
+    def train_step(self, image: Tensor, label: Tensor, generator: torch.Generator, context: Tensor | None = None) -> dict[str, float]:
         """One optimiser step on image (B, 1, S, S) in [-1, 1] and label (B, S, S); returns losses with `loss`.
 
-        `inputs`: `context` (B, 2, S, S) for an inpainting SDM (its windows' known image and edit mask).
+        `context` (B, 2, S, S): an inpainting SDM's windows' known image and edit mask (None otherwise).
         """
 
-    def sample(self, label: Tensor, generator: torch.Generator, **inputs: Tensor) -> Tensor:
+    def sample(self, label: Tensor, generator: torch.Generator, context: Tensor | None = None) -> Tensor:
         """Images (B, 1, S, S) in [-1, 1] for label maps (B, S, S) (and `context`), with the weights a checkpoint ships."""
 
     def checkpoint_weights(self) -> dict[str, Tensor]:

@@ -16,7 +16,7 @@ from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
 from lungforge.augment.plan import SEED_MASK, PlannedSample, sample_seed
 from lungforge.augment.synthesizer import checked_uint8
-from lungforge.augment.verification import weakest_contrast_hu
+from lungforge.augment.weakest_contrast import weakest_contrast_hu
 from lungforge.augment.writer import BlockWriter, FinishedBlock
 from lungforge.core.errors import CheckpointError, GeneratorError, InputError, LayoutError, SchemaError
 from lungforge.core.labels import LEFT_LUNG, LUNG_LABELS, NODULE
