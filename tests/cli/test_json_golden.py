@@ -70,32 +70,39 @@ def _stable(value: Any, root: str) -> Any:
 
 
 REL_TOL = 1e-5
-"""Relative tolerance of golden floats: CPU kernels (AVX2 vs AVX-512, thread splits) change the
-last digits of trained metrics and FID (a Fréchet distance's matrix square root by ~2e-6), not
-the first five."""
+"""Relative tolerance of golden floats computed without training (`info`, `augment`): CPU kernels
+(AVX2 vs AVX-512, thread splits) change their last digits, not the first five."""
+
+TRAINED_REL_TOL = 5e-3
+"""Relative tolerance of the bench goldens, whose floats come out of networks trained on the CPU
+for a few steps (losses, IoU, AUROC, Fréchet distances of a trained segmenter's features): the
+kernels' rounding grows through training. Measured between two machines on the same torch
+2.14.1 wheel: a segmenter's final loss 5e-6, the IoU of the few-pixel trachea class 5e-4 and a
+feature distance 1e-3 apart, so 5e-3 keeps the check meaningful (a change of behaviour moves
+these by far more) without tying the suite to one CPU."""
 
 
-def _same(got: Any, want: Any, where: str = "") -> str | None:
-    """The first place where `got` differs from `want` (floats within :data:`REL_TOL`), or None."""
+def _same(got: Any, want: Any, where: str = "", rel_tol: float = REL_TOL) -> str | None:
+    """The first place where `got` differs from `want` (floats within `rel_tol`), or None."""
     if isinstance(got, float) and isinstance(want, (int, float)) and not isinstance(want, bool):
-        return None if math.isclose(got, want, rel_tol=REL_TOL, abs_tol=1e-9) else f"{where}: {got!r} != {want!r}"
+        return None if math.isclose(got, want, rel_tol=rel_tol, abs_tol=1e-9) else f"{where}: {got!r} != {want!r}"
     if isinstance(got, dict) and isinstance(want, dict):
         if set(got) != set(want):
             return f"{where}: keys {sorted(set(got) ^ set(want))} differ"
-        return next((d for k in want if (d := _same(got[k], want[k], f"{where}/{k}"))), None)
+        return next((d for k in want if (d := _same(got[k], want[k], f"{where}/{k}", rel_tol))), None)
     if isinstance(got, list) and isinstance(want, list):
         if len(got) != len(want):
             return f"{where}: {len(got)} items != {len(want)}"
-        return next((d for i, (g, w) in enumerate(zip(got, want)) if (d := _same(g, w, f"{where}/{i}"))), None)
+        return next((d for i, (g, w) in enumerate(zip(got, want)) if (d := _same(g, w, f"{where}/{i}", rel_tol))), None)
     return None if got == want else f"{where}: {got!r} != {want!r}"
 
 
-def _check(name: str, stdout: str, root: Path) -> None:
+def _check(name: str, stdout: str, root: Path, rel_tol: float = REL_TOL) -> None:
     got = _stable(json.loads(stdout), str(root))
     path = GOLDEN / f"{name}.json"
     if os.environ.get("LUNGFORGE_UPDATE_GOLDEN"):
         path.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
-    difference = _same(got, json.loads(path.read_text()))
+    difference = _same(got, json.loads(path.read_text()), rel_tol=rel_tol)
     assert difference is None, f"{name} JSON differs from {path} at {difference}"
 
 
