@@ -2,7 +2,7 @@
 
 The same rules as test_json_golden.py, whose helpers these reuse: volatile keys dropped, paths
 under the test's folder written as "<tmp>", floats within the relative tolerance of trained values
-(`TRAINED_REL_TOL`, 5e-3: one torch thread makes the CPU runs repeat on one machine; other CPUs'
+(`TRAINED_REL_TOL`, 1e-2: one torch thread makes the CPU runs repeat on one machine; other CPUs'
 kernels change digits that training amplifies). The input is a 4-scan 64-px phantom (seed 1: both quick folds hold nodule
 slices, so every condition trains some steps) and a `paste` store made from it. `bench all` also
 compares its report.md with tests/golden/bench_all_report.md. Regenerate after a deliberate
