@@ -18,9 +18,7 @@ B = TypeVar("B")
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(
-    model: nn.Module, batches: Iterable[B], forward: Callable[[B], object] | None = None
-) -> None:
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[B], forward: Callable[[B], object] | None = None) -> None:
     """Reset every BatchNorm layer of `model` and average its statistics over `batches`.
 
     `forward(batch)` runs the part of the model that holds the batch norms (default `model`).
