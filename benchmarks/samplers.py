@@ -191,12 +191,12 @@ def score_phase(args: argparse.Namespace) -> None:
                 "passes_per_image": steps * (1 if guidance == 1.0 else 2),
                 "cpu_s_per_image": sample["cpu_seconds"] / len(labels),
                 "wall_s_per_image": sample["seconds"] / len(labels),
-                "miou": s["miou"],
-                "nodule_iou": s["iou"]["nodule"],
-                "hit_rate": s["nodule_hits"]["rate"],
-                "hits": s["nodule_hits"]["hit"],
-                "nodules": s["nodule_hits"]["nodules"],
-                "feature_distance": s["feature_distance"]["all"]["fd"],
+                "miou": s.miou,
+                "nodule_iou": s.iou["nodule"],
+                "hit_rate": s.nodule_hits.rate,
+                "hits": s.nodule_hits.hit,
+                "nodules": s.nodule_hits.nodules,
+                "feature_distance": None if s.feature_distance is None else s.feature_distance["all"].fd,
                 "intensity_drift_hu": intensity_drift_hu(sample["image"], labels, real_images, real_labels),
             }
         )
@@ -208,7 +208,7 @@ def score_phase(args: argparse.Namespace) -> None:
         "size": int(size),
         "threads": args.threads,
         "segmenter": {"path": str(segmenter.path), **segmenter_options},
-        "real_ceiling": {"miou": ceiling_summary["miou"], "hit_rate": ceiling_summary["nodule_hits"]["rate"]},
+        "real_ceiling": {"miou": ceiling_summary.miou, "hit_rate": ceiling_summary.nodule_hits.rate},
         "reference": setting_name(*REFERENCE),
         "rows": rows,
     }

@@ -208,7 +208,7 @@ def _bench(real: Path, synthetic: list[SyntheticSpec], report_dir: Path, options
     if verdict is not None:
         report.write_text(f"**{verdict}**\n\n" + report.read_text())
     scores = bench.fidelity.scores if bench.fidelity is not None else {}
-    fidelity = {name: {"miou": s["miou"], "nodule_hit_rate": s["nodule_hits"]["rate"]} for name, s in scores.items()}
+    fidelity = {name: {"miou": s.summary.miou, "nodule_hit_rate": s.summary.nodule_hits.rate} for name, s in scores.items()}
     details = {
         "fid_available": bench.fid.available,
         "conditions": list(bench.detect.result.conditions),

@@ -139,22 +139,19 @@ def print_fidelity(result: FidelityResult, quick: bool) -> None:
         title=f"label fidelity at {size}×{size} px" + (" (quick)" if quick else ""),
         caption=f"FD: {FEATURE_NOTE}",
     )
-    for name, s in result.scores.items():
-        iou, hits, fd = s["iou"], s["nodule_hits"], s["feature_distance"]
+    for name, scored in result.scores.items():
+        s = scored.summary
+        iou, hits, fd = s.iou, s.nodule_hits, s.feature_distance
         lungs = [v for v in (iou["left_lung"], iou["right_lung"]) if v is not None]
         table.add_row(
             f"{name} (ceiling)" if name == REAL else name,
-            str(s["slices"]),
-            str(s["unscored"]),
-            _pct(s["miou"]),
+            str(s.slices),
+            str(scored.unscored),
+            _pct(s.miou),
             _pct(sum(lungs) / len(lungs) if lungs else None),
             _pct(iou["nodule"]),
-            f"{_pct(hits['rate'])} of {hits['nodules']}",
-            *(
-                ["–", "–"]
-                if fd is None
-                else [f"{fd[k]['fd']:.3f}" if fd[k]["fd"] is not None else "n/a" for k in ("nodule", "nodule_free")]
-            ),
+            f"{_pct(hits.rate)} of {hits.nodules}",
+            *(["–", "–"] if fd is None else [f"{fd[k].fd:.3f}" if fd[k].fd is not None else "n/a" for k in ("nodule", "nodule_free")]),
         )
     out_console.print(table)
     for seg in result.segmenters:

@@ -43,29 +43,31 @@ def trivial_miou(store_path) -> float:
 
 
 def test_a_few_steps_beat_the_trivial_baseline(scored, phantom_store):
-    ceiling = scored.scores[REAL]
-    assert ceiling["miou"] > trivial_miou(phantom_store) + 0.2
-    assert min(ceiling["iou"]["left_lung"], ceiling["iou"]["right_lung"]) > 0.2  # trivial: 0
-    assert ceiling["feature_distance"] is None and ceiling["nodule_hits"]["nodules"] > 0
+    ceiling = scored.scores[REAL].summary
+    assert ceiling.miou > trivial_miou(phantom_store) + 0.2
+    assert min(ceiling.iou["left_lung"], ceiling.iou["right_lung"]) > 0.2  # trivial: 0
+    assert ceiling.feature_distance is None and ceiling.nodule_hits.nodules > 0
 
 
 def test_real_train_slices_as_synthetic_reproduce_the_ceiling(scored):
     """Copies of the real train slices are scored by the same (other-half) segmenter as the ceiling."""
     same, ceiling = scored.scores["same"], scored.scores[REAL]
-    assert same["slices"] == ceiling["slices"] and same["scored_by"] == ceiling["scored_by"] and same["unscored"] == 0
-    assert min(ceiling["scored_by"]) > 0
-    assert same["iou"] == ceiling["iou"] and same["nodule_hits"] == ceiling["nodule_hits"]
+    assert same.summary.slices == ceiling.summary.slices and same.scored_by == ceiling.scored_by and same.unscored == 0
+    assert min(ceiling.scored_by) > 0
+    assert same.summary.iou == ceiling.summary.iou and same.summary.nodule_hits == ceiling.summary.nodule_hits
+    distance = same.summary.feature_distance
+    assert distance is not None
     for subset in ("nodule", "nodule_free", "all"):
-        assert same["feature_distance"][subset]["fd"] == pytest.approx(0.0, abs=1e-6)
+        assert distance[subset].fd == pytest.approx(0.0, abs=1e-6)
 
 
 def test_noise_images_score_near_zero_on_the_lungs(scored):
-    noise = scored.scores["noise"]
-    ceiling = scored.scores[REAL]["iou"]
+    noise, same, real = (scored.scores[name].summary for name in ("noise", "same", REAL))
     for lung in ("left_lung", "right_lung"):  # chance level: dark noise pixels called lung
-        assert noise["iou"][lung] < 0.15 and noise["iou"][lung] < ceiling[lung] / 4
-    assert noise["miou"] < scored.scores[REAL]["miou"] - 0.3
-    assert noise["feature_distance"]["all"]["fd"] > 10 * max(scored.scores["same"]["feature_distance"]["all"]["fd"], 1e-3)
+        assert noise.iou[lung] < 0.15 and noise.iou[lung] < real.iou[lung] / 4
+    assert noise.miou < real.miou - 0.3
+    assert noise.feature_distance is not None and same.feature_distance is not None
+    assert noise.feature_distance["all"].fd > 10 * max(same.feature_distance["all"].fd, 1e-3)
 
 
 def test_markdown_has_the_ceiling_and_every_store(scored):
@@ -149,8 +151,9 @@ def test_no_segmenter_scores_a_slice_whose_sources_it_trained_on(phantom_store, 
     assert scored["real"] == set(train_rows.tolist())
     both = [i for i, p in enumerate(source_patients(mixed, real)) if p & trained[0] and p & trained[1]]
     assert both and scored["mixed"] == set(range(len(mixed))) - set(both)
-    assert result.scores["mixed"]["unscored"] == len(both)
-    assert sum(result.scores["mixed"]["scored_by"]) == result.scores["mixed"]["slices"] == len(mixed) - len(both)
+    mixed_score = result.scores["mixed"]
+    assert mixed_score.unscored == len(both)
+    assert sum(mixed_score.scored_by) == mixed_score.summary.slices == len(mixed) - len(both)
     assert [s.half for s in result.segmenters] == [0, 1] and all(s.cached for s in result.segmenters)
 
 

@@ -115,7 +115,7 @@ def test_a_generator_is_helpful_only_when_ahead_of_a_classic_and_blob():
     assert set(by_name) == {"good", "beats_a_only"}
     assert by_name["good"].helpful and set(by_name["good"].against) == {"A", "classic", "blob"}
     assert not by_name["beats_a_only"].helpful
-    assert by_name["beats_a_only"].against["A"]["diff_mean"] > 0 and by_name["beats_a_only"].against["classic"]["diff_mean"] < 0
+    assert by_name["beats_a_only"].against["A"].diff_mean > 0 and by_name["beats_a_only"].against["classic"].diff_mean < 0
 
 
 def test_slice_sets_give_nodule_free_hosts_and_classic_copies_with_moved_boxes():

@@ -42,12 +42,12 @@ def test_hit_rule_iou_and_centre_and_size_bins():
     hits = NoduleHits.empty()
     hits.add(target, pred, pixel_area_mm2=np.array([1.0, 1.0, 1.0]))
     s = hits.summary()
-    assert (s["nodules"], s["hit"]) == (4, 2)
+    assert (s.nodules, s.hit) == (4, 2)
     bins = size_bin_names()
     # 2·√(area/π) with area in mm² = px here: r=6 disks → ~12 mm, 1 px → 1.1 mm, r=3 → ~6 mm
-    assert s["by_size"][bins[2]] == {"nodules": 2, "hit": 1, "rate": 0.5}
-    assert s["by_size"][bins[0]] == {"nodules": 1, "hit": 1, "rate": 1.0}
-    assert s["by_size"][bins[1]]["hit"] == 0 and s["by_size"][bins[3]]["rate"] is None
+    assert s.by_size[bins[2]].to_dict() == {"nodules": 2, "hit": 1, "rate": 0.5}
+    assert s.by_size[bins[0]].to_dict() == {"nodules": 1, "hit": 1, "rate": 1.0}
+    assert s.by_size[bins[1]].hit == 0 and s.by_size[bins[3]].rate is None
 
 
 def test_components_do_not_join_across_slices_and_size_uses_pixel_area():
@@ -57,6 +57,6 @@ def test_components_do_not_join_across_slices_and_size_uses_pixel_area():
     hits = NoduleHits.empty()
     hits.add(target, target.copy(), pixel_area_mm2=np.array([1.0, 25.0]))
     s = hits.summary()
-    assert s["nodules"] == 2 and s["rate"] == 1.0
+    assert s.nodules == 2 and s.rate == 1.0
     # 16 px: 4.5 mm at 1 mm²/px, 22.6 mm at 25 mm²/px
-    assert s["by_size"]["0-5 mm"]["nodules"] == 1 and s["by_size"][">=20 mm"]["nodules"] == 1
+    assert s.by_size["0-5 mm"].nodules == 1 and s.by_size[">=20 mm"].nodules == 1

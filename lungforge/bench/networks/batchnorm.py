@@ -8,15 +8,17 @@ with a cumulative average fixes that without changing any weight.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import torch
 from torch import nn
 
+B = TypeVar("B")
+"""One calibration batch: what `forward` (default the model) takes."""
+
 
 @torch.no_grad()
-def recalibrate_batchnorm(
-    model: nn.Module, batches: Iterable[torch.Tensor], forward: Callable[[torch.Tensor], object] | None = None
-) -> None:
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[B], forward: Callable[[B], object] | None = None) -> None:
     """Reset every BatchNorm layer of `model` and average its statistics over `batches`.
 
     `forward(batch)` runs the part of the model that holds the batch norms (default `model`).

@@ -97,9 +97,11 @@ def train_detector(
             if on_step is not None:
                 on_step(taken, {k: float(v.detach()) for k, v in losses.items()})
 
+    transform, backbone = model.get_submodule("transform"), model.get_submodule("backbone")
+
     def backbone_pass(batch: np.ndarray) -> object:
-        images, _ = model.transform(to_inputs(batch, device))
-        return model.backbone(images.tensors)
+        images, _ = transform(to_inputs(batch, device))
+        return backbone(images.tensors)
 
     calibration = torch.Generator().manual_seed(seed + 1)
     batches = balanced_batch_indices(has_nodule, config.batch_size, CALIBRATION_BATCHES, share, calibration)

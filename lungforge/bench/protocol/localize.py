@@ -114,7 +114,7 @@ def load_backbone(model: torch.nn.Module, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
         raise CheckpointError(f"{path}: not a loadable state dict ({torch_load_reason(exc)})") from None
-    body = model.backbone.body
+    body = model.get_submodule("backbone.body")
     # a body cut after layer2 (resnet18-stride2) takes the layers it has from a whole ResNet's weights
     layers = {name for name, _ in body.named_children()}
     state = {k: v for k, v in state.items() if k.split(".")[0] in layers} if isinstance(state, dict) else {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import numpy as np
 
 from lungforge.data.resize import resize_images_uint8, resize_label_maps
@@ -16,6 +18,12 @@ def scale_boxes(boxes: np.ndarray, height: int, width: int, size: int) -> np.nda
     return boxes.astype(np.float32) * scale
 
 
+@overload
+def read_resized(store: Store, indices: np.ndarray, size: int, *, labels: Literal[True] = True) -> tuple[np.ndarray, np.ndarray]: ...
+@overload
+def read_resized(store: Store, indices: np.ndarray, size: int, *, labels: Literal[False]) -> tuple[np.ndarray, None]: ...
+@overload
+def read_resized(store: Store, indices: np.ndarray, size: int, *, labels: bool) -> tuple[np.ndarray, np.ndarray | None]: ...
 def read_resized(store: Store, indices: np.ndarray, size: int, *, labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Slices `indices` of `store` at (size, size): images (n, size, size) uint8 and labels or None.
 

@@ -12,6 +12,7 @@ intersection–union test: it keeps the level HELPFUL_P without a multiplicity a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from lungforge.bench.protocol.fold_controls import FOLD_CONTROLS
 from lungforge.bench.protocol.inputs import REFERENCE
 from lungforge.bench.protocol.results import TaskResult, json_safe
 from lungforge.bench.protocol.sources import SOURCES
-from lungforge.bench.scoring.stats import compare, nb_ratio
+from lungforge.bench.scoring.stats import Comparison, compare, nb_ratio
 
 BARS = (REFERENCE, "classic", "blob")
 """The conditions a generator must beat to be called helpful."""
@@ -29,22 +30,27 @@ HELPFUL_P = 0.05
 
 @dataclass(frozen=True)
 class Verdict:
-    """One generator on one task: its comparison with every bar (JSON-safe :func:`compare`
-    records), and `helpful` when it beats each one."""
+    """One generator on one task: its :func:`compare` with every bar {bar: comparison}, and
+    `helpful` when it beats each one."""
 
     generator: str
     metric: str
-    against: dict[str, dict[str, Any]]
+    against: dict[str, Comparison]
     helpful: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator, "metric": self.metric, "against": self.against, "helpful": self.helpful}
+        """Per bar the JSON-safe `diff_mean`, `diff_ci95` and `p_signed_rank` of the comparison."""
+        against = {
+            bar: json_safe({"diff_mean": c.diff_mean, "diff_ci95": list(c.diff_ci95), "p_signed_rank": c.p["signed_rank"]})
+            for bar, c in self.against.items()
+        }
+        return {"generator": self.generator, "metric": self.metric, "against": against, "helpful": self.helpful}
 
 
-def beats(comparison: dict[str, Any]) -> bool:
-    """Whether a JSON-safe comparison shows the condition ahead with paired signed-rank p < HELPFUL_P."""
-    p, diff = comparison["p_signed_rank"], comparison["diff_mean"]
-    return p is not None and diff is not None and p < HELPFUL_P and diff > 0
+def beats(comparison: Comparison) -> bool:
+    """Whether a comparison shows the condition ahead with paired signed-rank p < HELPFUL_P."""
+    p, diff = comparison.p["signed_rank"], comparison.diff_mean
+    return math.isfinite(p) and math.isfinite(diff) and p < HELPFUL_P and diff > 0
 
 
 def verdicts(result: TaskResult, metric: str) -> list[Verdict]:
@@ -57,18 +63,18 @@ def verdicts(result: TaskResult, metric: str) -> list[Verdict]:
     return out
 
 
-def _against(result: TaskResult, name: str, bar: str, metric: str) -> dict[str, Any]:
-    """JSON-safe `diff_mean`, `diff_ci95` and `p_signed_rank` of `name` against `bar` over the folds."""
-    c = compare(result.values(name, metric), result.values(bar, metric), nb_ratio(result.config.folds), reference_name=bar, metric=metric)
-    return json_safe({"diff_mean": c.diff_mean, "diff_ci95": list(c.diff_ci95), "p_signed_rank": c.p["signed_rank"]})
+def _against(result: TaskResult, name: str, bar: str, metric: str) -> Comparison:
+    """`name` against `bar` on `metric` over the folds."""
+    values, reference = result.values(name, metric), result.values(bar, metric)
+    return compare(values, reference, nb_ratio(result.config.folds), condition=name, reference_name=bar, metric=metric)
 
 
 def verdict_sentence(task: str, verdict: Verdict) -> str:
     """One line for the report: helpful or not, and each bar's difference and paired p."""
     parts = []
     for bar, c in verdict.against.items():
-        diff = "n/a" if c["diff_mean"] is None else f"{100 * c['diff_mean']:+.2f} pts"
-        p = "n/a" if c["p_signed_rank"] is None else f"{c['p_signed_rank']:.3g}"
+        diff = f"{100 * c.diff_mean:+.2f} pts" if math.isfinite(c.diff_mean) else "n/a"
+        p = f"{c.p['signed_rank']:.3g}" if math.isfinite(c.p["signed_rank"]) else "n/a"
         parts.append(f"vs {bar} {diff} (p {p})")
     word = "helpful" if verdict.helpful else "NOT shown helpful"
     return (

@@ -104,6 +104,12 @@ def fold_metrics(result: TaskResult, metrics: tuple[str, ...], path: Path, title
     return path
 
 
+def _unit_rgb(colour: tuple[int, int, int]) -> tuple[float, float, float]:
+    """An 8-bit RGB colour as matplotlib's 0–1 floats."""
+    red, green, blue = colour
+    return red / 255, green / 255, blue / 255
+
+
 def localization_tile(image: np.ndarray, example: dict[str, Any]) -> np.ndarray:
     """(S, S) uint8 test slice → RGB (k·S, k·S, 3): truth boxes green, predictions (score ≥ 0.5) red
     with their scores; k enlarges it to at least EXAMPLE_TILE_PX."""
@@ -137,8 +143,8 @@ def localization_examples(real: Store, result: TaskResult, size: int, path: Path
             ax.imshow(localization_tile(images[col], items[col]), interpolation="nearest")
             ax.set_title(f"{condition}: slice {items[col]['slice']}", fontsize=8)
     handles = [
-        Patch(facecolor="none", edgecolor=np.array(TRUTH_COLOUR) / 255, label="ground truth"),
-        Patch(facecolor="none", edgecolor=np.array(PREDICTION_COLOUR) / 255, label="prediction (score ≥ 0.5, value shown)"),
+        Patch(facecolor="none", edgecolor=_unit_rgb(TRUTH_COLOUR), label="ground truth"),
+        Patch(facecolor="none", edgecolor=_unit_rgb(PREDICTION_COLOUR), label="prediction (score ≥ 0.5, value shown)"),
     ]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=9)

@@ -109,7 +109,7 @@ def selection_lines(report: BenchReport) -> list[str]:
 def batch_sentence(section: TaskReport) -> str:
     """The batch size and positive share per batch every fold row recorded, for every condition."""
     rows = [r for rows in section.result.folds.values() for r in rows]
-    sizes = sorted({r.get("batch_size") for r in rows if r.get("batch_size") is not None})
+    sizes = sorted({r["batch_size"] for r in rows if r.get("batch_size") is not None})
     shares = sorted({round(r["positive_share"], 3) for r in rows if r.get("positive_share") is not None})
     return (
         f"batch {', '.join(map(str, sizes)) or 'n/a'} items with positive share {', '.join(f'{v:g}' for v in shares) or 'n/a'} "

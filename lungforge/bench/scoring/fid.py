@@ -125,6 +125,8 @@ def load_fid_inception(path: Path) -> nn.Module:
 class RandomFeatures(nn.Module):
     """A fixed random projection of 16×16 average-pooled images: for tests only, not comparable FID."""
 
+    projection: torch.Tensor
+
     def __init__(self, dims: int = RANDOM_DIMS, seed: int = 0):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)

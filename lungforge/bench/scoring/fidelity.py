@@ -28,7 +28,7 @@ from lungforge.bench.protocol.results import json_safe
 from lungforge.bench.protocol.slices import read_resized
 from lungforge.bench.scoring.crossfit import HALVES, UNSCORED, real_scorers, synthetic_scorers
 from lungforge.bench.scoring.fid import SUBSETS, Moments, frechet_distance
-from lungforge.bench.scoring.label_metrics import HIT_IOU, NoduleHits, class_iou, confusion_matrix, mean_iou, size_bin_names
+from lungforge.bench.scoring.label_metrics import HIT_IOU, HitSummary, NoduleHits, class_iou, confusion_matrix, mean_iou, size_bin_names
 from lungforge.bench.scoring.segmenter import Segmenter, SegmenterConfig, load_or_train
 from lungforge.core.labels import NUM_CLASSES
 from lungforge.store import Store
@@ -43,6 +43,53 @@ FEATURE_NOTE = (
     "Fréchet distance on the fidelity segmenters' bottleneck features vs the real slices each scored, averaged over the two "
     "segmenters: NOT comparable with published FID"
 )
+
+
+@dataclass(frozen=True)
+class FeatureDistance:
+    """One subset's Fréchet distance `fd` of synthetic to real bottleneck features (None when no
+    scorer had 2 slices on both sides), over `n_real` and `n_synthetic` slices."""
+
+    fd: float | None
+    n_real: int
+    n_synthetic: int
+
+
+@dataclass(frozen=True)
+class FidelitySummary:
+    """Agreement of predicted and given label maps over `slices`: IoU per class name (None for a
+    class absent from both), their mean `miou`, the `nodule_hits`, and per subset (nodule,
+    nodule-free, all) the `feature_distance` to the reference (None without a reference)."""
+
+    slices: int
+    iou: dict[str, float | None]
+    miou: float | None
+    nodule_hits: HitSummary
+    feature_distance: dict[str, FeatureDistance] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"slices", "iou", "miou", "nodule_hits", "feature_distance": {subset: {"fd", "n_real", "n_synthetic"}} or None}."""
+        distance = None if self.feature_distance is None else {s: dataclasses.asdict(d) for s, d in self.feature_distance.items()}
+        return {
+            "slices": self.slices,
+            "iou": self.iou,
+            "miou": self.miou,
+            "nodule_hits": self.nodule_hits.to_dict(),
+            "feature_distance": distance,
+        }
+
+
+@dataclass(frozen=True)
+class StoreFidelity:
+    """One store's :class:`FidelitySummary` and how its slices were scored: `scored_by` [slices per
+    segmenter] and `unscored` (slices whose sources touch both halves)."""
+
+    summary: FidelitySummary
+    scored_by: list[int]
+    unscored: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.summary.to_dict(), "scored_by": self.scored_by, "unscored": self.unscored}
 
 
 @dataclass
@@ -80,10 +127,10 @@ class FidelityScore:
         moments["nodule_free"].add(feats[~has_nodule])
         self.slices += len(images)
 
-    def summary(self, reference: FidelityScore | None) -> dict[str, Any]:
-        """{"slices", "iou": {class: IoU}, "miou", "nodule_hits": {...}, "feature_distance": {subset: {...}} or None}.
+    def summary(self, reference: FidelityScore | None) -> FidelitySummary:
+        """The agreement so far, and the feature distance to `reference` (None: no distance).
 
-        A subset's "fd" is the Fréchet distance of each scorer's features to the reference's
+        A subset's `fd` is the Fréchet distance of each scorer's features to the reference's
         features of the same scorer, averaged weighted by this score's slices (scorers with fewer
         than 2 slices on either side are left out; None when none is left)."""
         iou = class_iou(self.confusion)
@@ -94,8 +141,8 @@ class FidelityScore:
                 pairs = [(r[subset], s[subset]) for r, s in zip(reference.moments, self.moments)]
                 fds = [(frechet_distance(*s.mean_cov(), *r.mean_cov()), s.n) for r, s in pairs if min(r.n, s.n) >= 2]
                 fd = sum(d * n for d, n in fds) / sum(n for _, n in fds) if fds else None
-                distance[subset] = {"fd": fd, "n_real": sum(r.n for r, _ in pairs), "n_synthetic": sum(s.n for _, s in pairs)}
-        return {"slices": self.slices, "iou": iou, "miou": mean_iou(iou), "nodule_hits": self.hits.summary(), "feature_distance": distance}
+                distance[subset] = FeatureDistance(fd, sum(r.n for r, _ in pairs), sum(s.n for _, s in pairs))
+        return FidelitySummary(self.slices, iou, mean_iou(iou), self.hits.summary(), distance)
 
 
 def pixel_area_mm2(store: Store, rows: np.ndarray, size: int) -> np.ndarray:
@@ -137,9 +184,9 @@ def score_crossfit(segmenters: list[Segmenter], store: Store, scorer: np.ndarray
     return score
 
 
-def scored_counts(scorer: np.ndarray) -> dict[str, Any]:
-    """{"scored_by": [slices scored by each segmenter], "unscored": slices whose sources touch both halves}."""
-    return {"scored_by": [int((scorer == h).sum()) for h in range(HALVES)], "unscored": int((scorer == UNSCORED).sum())}
+def store_fidelity(summary: FidelitySummary, scorer: np.ndarray) -> StoreFidelity:
+    """`summary` with the slices each segmenter scored and the unscored ones, from `scorer` ((N,) int; -1: not scored)."""
+    return StoreFidelity(summary, [int((scorer == h).sum()) for h in range(HALVES)], int((scorer == UNSCORED).sum()))
 
 
 @dataclass(frozen=True)
@@ -164,12 +211,11 @@ class SegmenterRecord:
 @dataclass(frozen=True)
 class FidelityResult:
     """Label fidelity under `config`: the two cross-fitted `segmenters` and `scores` {"real": the
-    ceiling, name: score}; a score is :meth:`FidelityScore.summary` plus :func:`scored_counts`
-    (a JSON-ready record; None where a statistic is undefined)."""
+    ceiling, name: score} (None where a statistic is undefined)."""
 
     config: SegmenterConfig
     segmenters: list[SegmenterRecord]
-    scores: dict[str, dict[str, Any]]
+    scores: dict[str, StoreFidelity]
 
     def to_dict(self) -> dict[str, Any]:
         """{"size", "quick", "config", "segmenters", "hit_rule", "size_bins", "feature_note", "scores"}."""
@@ -182,7 +228,7 @@ class FidelityResult:
                 "hit_rule": HIT_RULE,
                 "size_bins": size_bin_names(),
                 "feature_note": FEATURE_NOTE,
-                "scores": self.scores,
+                "scores": {name: s.to_dict() for name, s in self.scores.items()},
             }
         )
 
@@ -199,10 +245,10 @@ def compute_fidelity(
     real_scorer = real_scorers(real, config.seed)
     segmenters = [load_or_train(real, config, device, progress, half=h) for h in range(HALVES)]
     ceiling = score_crossfit(segmenters, real, real_scorer, progress, REAL)
-    scores = {REAL: {**ceiling.summary(None), **scored_counts(real_scorer[real_scorer != UNSCORED])}}
+    scores = {REAL: store_fidelity(ceiling.summary(None), real_scorer[real_scorer != UNSCORED])}
     for name, store in synthetic.items():
         scorer = synthetic_scorers(store, real, config.seed)
-        scores[name] = {**score_crossfit(segmenters, store, scorer, progress, name).summary(ceiling), **scored_counts(scorer)}
+        scores[name] = store_fidelity(score_crossfit(segmenters, store, scorer, progress, name).summary(ceiling), scorer)
     records = [SegmenterRecord(s.path, s.cached, s.model.feature_dims, s.info) for s in segmenters]
     return FidelityResult(config, records, scores)
 
@@ -213,7 +259,7 @@ def _num(value: float | None, scale: float = 100.0, digits: int = 1) -> str:
 
 def fidelity_markdown(result: FidelityResult) -> list[str]:
     """Markdown lines of the fidelity section: one row per condition, the real ceiling first."""
-    classes = list(next(iter(result.scores.values()))["iou"])
+    classes = list(next(iter(result.scores.values())).summary.iou)
     bins = size_bin_names()
     head = [
         "condition",
@@ -238,18 +284,19 @@ def fidelity_markdown(result: FidelityResult) -> list[str]:
         "| " + " | ".join(head) + " |",
         "|---" * len(head) + "|",
     ]
-    for name, s in result.scores.items():
-        hits = s["nodule_hits"]
-        by = [f"{_num(hits['by_size'][b]['rate'], digits=0)} ({hits['by_size'][b]['nodules']})" for b in bins]
-        fd = s["feature_distance"]
-        fds = ["–", "–"] if fd is None else [_num(fd[k]["fd"], 1.0, 3) for k in ("nodule", "nodule_free")]
+    for name, scored in result.scores.items():
+        s = scored.summary
+        hits = s.nodule_hits
+        by = [f"{_num(hits.by_size[b].rate, digits=0)} ({hits.by_size[b].nodules})" for b in bins]
+        fd = s.feature_distance
+        fds = ["–", "–"] if fd is None else [_num(fd[k].fd, 1.0, 3) for k in ("nodule", "nodule_free")]
         row = [
             f"{name} (ceiling)" if name == REAL else name,
-            str(s["slices"]),
-            str(s["unscored"]),
-            _num(s["miou"]),
-            *(_num(s["iou"][c]) for c in classes),
-            f"{_num(hits['rate'])} ({hits['nodules']})",
+            str(s.slices),
+            str(scored.unscored),
+            _num(s.miou),
+            *(_num(s.iou[c]) for c in classes),
+            f"{_num(hits.rate)} ({hits.nodules})",
             *by,
             *fds,
         ]

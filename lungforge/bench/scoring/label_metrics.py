@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +51,32 @@ def mean_iou(iou: dict[str, float | None]) -> float | None:
     """Mean of the defined per-class IoUs (classes present in target or prediction)."""
     values = [v for v in iou.values() if v is not None]
     return float(np.mean(values)) if values else None
+
+
+@dataclass(frozen=True)
+class HitRate:
+    """`hit` of `nodules` ground-truth nodules found; `rate` their share (None without nodules)."""
+
+    nodules: int
+    hit: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.hit / self.nodules if self.nodules else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodules": self.nodules, "hit": self.hit, "rate": self.rate}
+
+
+@dataclass(frozen=True)
+class HitSummary(HitRate):
+    """Every nodule's :class:`HitRate` and one per size bin, `by_size` {bin name: rate}."""
+
+    by_size: dict[str, HitRate]
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"nodules", "hit", "rate", "by_size": {bin: {"nodules", "hit", "rate"}}}."""
+        return {**super().to_dict(), "by_size": {name: r.to_dict() for name, r in self.by_size.items()}}
 
 
 @dataclass
@@ -96,15 +123,7 @@ class NoduleHits:
         self.total += np.bincount(bins, minlength=self.total.size)
         self.hit += np.bincount(bins[hit], minlength=self.hit.size)
 
-    def summary(self) -> dict[str, object]:
-        """{"nodules", "hit", "rate" (None without nodules), "by_size": {bin: {"nodules", "hit", "rate"}}}."""
-
-        def rate(hit: int, total: int) -> float | None:
-            return hit / total if total else None
-
-        by_size = {
-            name: {"nodules": int(t), "hit": int(h), "rate": rate(int(h), int(t))}
-            for name, t, h in zip(size_bin_names(), self.total, self.hit)
-        }
-        total, hit = int(self.total.sum()), int(self.hit.sum())
-        return {"nodules": total, "hit": hit, "rate": rate(hit, total), "by_size": by_size}
+    def summary(self) -> HitSummary:
+        """The counts so far, over every nodule and per size bin."""
+        by_size = {name: HitRate(int(t), int(h)) for name, t, h in zip(size_bin_names(), self.total, self.hit)}
+        return HitSummary(int(self.total.sum()), int(self.hit.sum()), by_size)

@@ -143,7 +143,7 @@ def comparison_of(result: TaskResult, condition: str, metric: str, excluded: dic
     return dataclasses.replace(comparison, pooled=test, p={**comparison.p, **test.p})
 
 
-def _summarize(result: TaskResult, metrics: tuple[str, ...], metric: str) -> TaskSummary:
+def _unadjusted_summary(result: TaskResult, metrics: tuple[str, ...], metric: str) -> TaskSummary:
     """:class:`TaskSummary` with raw p only (no primary, no adjustment yet)."""
     excluded = {f: why for f, row in enumerate(result.folds[REFERENCE]) if (why := fold_exclusion(row))}
     reference_items = _train_items(result.folds[REFERENCE])
@@ -185,7 +185,7 @@ def summarize(result: TaskResult, metrics: tuple[str, ...], metric: str, primary
     """Summary of one k-fold run: `metrics` per condition over the scored folds, every condition
     compared with A on `metric`; `primary` (default the first synthetic condition) keeps its raw p,
     the others are Holm-adjusted."""
-    summary = _summarize(result, metrics, metric)
+    summary = _unadjusted_summary(result, metrics, metric)
     primary = primary or parse_primary(None, [c for c in result.conditions if c != REFERENCE], ["all"])
     comparisons = {c: s.comparison for c, s in summary.conditions.items() if s.comparison is not None}
     return _with_comparisons(summary, adjust(comparisons, None if primary is None else primary.condition), primary)
@@ -196,7 +196,7 @@ def summarize_curve(
 ) -> dict[str, TaskSummary]:
     """{point: summary} of a learning curve; one Holm family over every condition at every point,
     the `primary` (default: the first synthetic condition at the smallest K) left out of it."""
-    summaries = {point: _summarize(result, metrics, metric) for point, result in curve.results.items()}
+    summaries = {point: _unadjusted_summary(result, metrics, metric) for point, result in curve.results.items()}
     synthetic = [c for c in curve.last.conditions if c != REFERENCE] if curve.results else []
     primary = primary or parse_primary(None, synthetic, curve.points)
     family = {(p, c): s.comparison for p, summary in summaries.items() for c, s in summary.conditions.items() if s.comparison is not None}
