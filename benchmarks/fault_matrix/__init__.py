@@ -3,7 +3,7 @@
 
 import importlib
 
-from .lab import FAULTS, Lab, Row, run_row
+from .lab import FAULTS, FaultFn, Lab, Row, code_matches, run_row
 
 ROW_MODULES = (
     "rows_inputs",
@@ -19,4 +19,4 @@ ROW_MODULES = (
 for _module in ROW_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["FAULTS", "ROW_MODULES", "Lab", "Row", "run_row"]
+__all__ = ["FAULTS", "ROW_MODULES", "FaultFn", "Lab", "Row", "code_matches", "run_row"]

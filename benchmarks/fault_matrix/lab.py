@@ -302,6 +302,7 @@ def usage(lab: Lab, *args: object) -> Outcome:
 
 
 def augment_args(lab: Lab, out: Path) -> list[object]:
+    """`lungforge augment` of `lab.real` into OUT with the shipped demo SPADE: 4 nodules, 2 nodule-free slices."""
     return [
         "augment",
         "--data",
@@ -323,8 +324,14 @@ def augment_args(lab: Lab, out: Path) -> list[object]:
     ]
 
 
-# -- driver -----------------------------------------------------------------------------------------
+# -- running one row --------------------------------------------------------------------------------
+def code_matches(code: str, expected: str) -> bool:
+    """True when exit code(s) `code` are the `expected` ones ("0/1": either; "1 then 0": exactly that)."""
+    return code in expected.split("/") or code == expected
+
+
 def run_row(lab: Lab, group: str, name: str, expected: str, fn: FaultFn) -> Row:
+    """Run one fault in `lab`; a row that raises is reported as failed, and `lab.real` changing counts as data lost."""
     real_before = digest(lab.real_path) if store_complete(lab.real_path) else None
     try:
         outcome = fn(lab)
@@ -332,7 +339,7 @@ def run_row(lab: Lab, group: str, name: str, expected: str, fn: FaultFn) -> Row:
         outcome = Outcome("-", f"matrix error: {type(exc).__name__}: {exc}", False, extra_ok=False)
     lost = outcome.lost or (real_before is not None and digest(lab.real_path) != real_before)
     trace = traceback_in(outcome.stderr)
-    ok = outcome.code in expected.split("/") or outcome.code == expected
+    ok = code_matches(outcome.code, expected)
     # shorter for the table: paths relative to the lab, LUNA16's common uid prefix elided
     message = first_line(outcome.stderr).replace(f"{lab.root}{os.sep}", "").replace(UID_PREFIX, "…")
     return Row(

@@ -1,4 +1,5 @@
-"""Fault rows of issue 27, items 3-6: bounds on sizes, counts and files, checked before anything is made."""
+"""Fault rows of issue 27, items 3-6: option bounds refused before anything is made, a full disk while train saves,
+weights that make NaN images."""
 
 from __future__ import annotations
 

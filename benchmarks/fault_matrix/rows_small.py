@@ -1,4 +1,5 @@
-"""Fault rows of issue 27, items 7 and 8: file limits, quick detect, bench controls, exports."""
+"""Fault rows of issue 27, items 7 and 8: bench on a full disk, undefined metrics, reruns into one --out; coco and
+nnU-Net exports and the tests of the tools that read them."""
 
 from __future__ import annotations
 

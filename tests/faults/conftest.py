@@ -16,7 +16,7 @@ from lungforge.cli.main import run
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))
+    sys.path.append(str(BENCHMARKS))  # last: the scripts beside fault_matrix/ shadow no module
 
 
 @dataclass(frozen=True)
