@@ -1,4 +1,4 @@
-"""Shared fixtures: phantom datasets in LUNA16 layout and hand-built stores, made once per session."""
+"""Shared fixtures: phantom datasets in LUNA16 layout, a store prepared from one and hand-built stores, made once per session."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from lungforge.core.labels import BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
 from lungforge.phantom.scans import make_phantom
+from lungforge.preparation.pipeline import PrepareOptions, prepare
 from lungforge.store import NO_SOURCE, SHARD, create_store, empty_nodules, open_store
 
 PhantomFactory = Callable[..., Path]
@@ -58,6 +59,35 @@ def phantom_factory(tmp_path_factory: pytest.TempPathFactory) -> PhantomFactory:
 def phantom_dir(phantom_factory: PhantomFactory) -> Path:
     """A 4-scan, 96×96 phantom dataset (seed 0) in subset0..subset3; treat as read-only."""
     return phantom_factory(scans=4, size=96, seed=0)
+
+
+@pytest.fixture(scope="session")
+def prepared_store(phantom_factory: PhantomFactory, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete 64×64 real store prepared from the 4-scan, 64-px phantom (seed 0): 3 train patients, 1 test.
+
+    Shared by every test of the session: treat as read-only, copy it before writing to it.
+    """
+    out = tmp_path_factory.mktemp("prepared_store") / "real.zarr"
+    prepare(phantom_factory(scans=4, size=64, seed=0), out, PrepareOptions(test_patients=0.25))
+    return out
+
+
+@pytest.fixture(scope="session")
+def paste_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """{"root", "real", "paste"}: in folder `root`, a real store of the 4-scan 64-px phantom (seed 1, one test
+    patient) and an 8-slice `paste` store made from it (the bench golden files hold paths under `root`); read-only."""
+    from lungforge.augment.generate import augment
+    from lungforge.augment.options import AugmentOptions
+
+    root = tmp_path_factory.mktemp("paste_stores")
+    make_phantom(root / "luna16", scans=4, size=64, seed=1)
+    prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=1))
+    augment(
+        AugmentOptions(
+            data=root / "real.zarr", weights="paste", out=root / "paste.zarr", nodules=6, nodule_free=2, shard_size=4, device="cpu"
+        )
+    )
+    return {"root": root, "real": root / "real.zarr", "paste": root / "paste.zarr"}
 
 
 def draw_slice(size: int, nodules: list[tuple[float, float, float]], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

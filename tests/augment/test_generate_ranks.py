@@ -77,8 +77,8 @@ def _cli(real: Path, weights: Path, out: Path, nodules: int, nodule_free: int, *
 
 
 @pytest.mark.slow
-def test_two_ranks_write_the_same_store_as_one(phantom_real_store, micro_weights, tmp_path):
-    reference = _reference(phantom_real_store, micro_weights["sdm"], tmp_path / "one.zarr", 6, 4, batch_size=3)
+def test_two_ranks_write_the_same_store_as_one(prepared_store, micro_weights, tmp_path):
+    reference = _reference(prepared_store, micro_weights["sdm"], tmp_path / "one.zarr", 6, 4, batch_size=3)
     out = tmp_path / "two.zarr"
     cmd = [
         sys.executable,
@@ -87,7 +87,7 @@ def test_two_ranks_write_the_same_store_as_one(phantom_real_store, micro_weights
         "--standalone",
         "--nproc-per-node",
         "2",
-        *_cli(phantom_real_store, micro_weights["sdm"], out, 6, 4, "--batch-size", "2", "--json"),
+        *_cli(prepared_store, micro_weights["sdm"], out, 6, 4, "--batch-size", "2", "--json"),
     ]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -96,10 +96,10 @@ def test_two_ranks_write_the_same_store_as_one(phantom_real_store, micro_weights
 
 
 @pytest.mark.slow
-def test_kill_then_resume_matches_an_uninterrupted_run(phantom_real_store, micro_weights, tmp_path):
-    reference = _reference(phantom_real_store, micro_weights["sdm"], tmp_path / "clean.zarr", 12, 4, batch_size=2)
+def test_kill_then_resume_matches_an_uninterrupted_run(prepared_store, micro_weights, tmp_path):
+    reference = _reference(prepared_store, micro_weights["sdm"], tmp_path / "clean.zarr", 12, 4, batch_size=2)
     out = tmp_path / "killed.zarr"
-    args = _cli(phantom_real_store, micro_weights["sdm"], out, 12, 4, "--batch-size", "2")
+    args = _cli(prepared_store, micro_weights["sdm"], out, 12, 4, "--batch-size", "2")
     proc = subprocess.Popen([sys.executable, *args], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_part = out / "parts" / "block-000000.npz"
     deadline = time.monotonic() + 240

@@ -82,14 +82,14 @@ def _options(real: Path, weights: Path, out: Path, **kw) -> AugmentOptions:
 
 
 @pytest.fixture(scope="module")
-def run(phantom_real_store, inpaint_weights, tmp_path_factory):
+def run(prepared_store, inpaint_weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("inpaint_run") / "synth.zarr"
-    augment(_options(phantom_real_store, inpaint_weights, out))
+    augment(_options(prepared_store, inpaint_weights, out))
     return out
 
 
-def test_outside_the_edit_regions_the_output_is_the_real_slice(run, phantom_real_store):
-    synth, real = open_store(run), open_store(phantom_real_store)
+def test_outside_the_edit_regions_the_output_is_the_real_slice(run, prepared_store):
+    synth, real = open_store(run), open_store(prepared_store)
     source = synth.meta("source")
     changed_any = False
     for i in range(len(synth)):
@@ -113,11 +113,11 @@ def test_each_nodule_records_the_window_that_holds_it(run):
     assert (window >= 0).all() and (window <= 64).all()
 
 
-def test_batch_size_does_not_change_the_store(run, phantom_real_store, inpaint_weights, tmp_path):
+def test_batch_size_does_not_change_the_store(run, prepared_store, inpaint_weights, tmp_path):
     other = tmp_path / "b1.zarr"
-    augment(_options(phantom_real_store, inpaint_weights, other, batch_size=1, per_slice=2, nodules=3))
+    augment(_options(prepared_store, inpaint_weights, other, batch_size=1, per_slice=2, nodules=3))
     again = tmp_path / "b4.zarr"
-    augment(_options(phantom_real_store, inpaint_weights, again, batch_size=4, per_slice=2, nodules=3))
+    augment(_options(prepared_store, inpaint_weights, again, batch_size=4, per_slice=2, nodules=3))
     a, b = open_store(other), open_store(again)
     np.testing.assert_array_equal(a.image[...], b.image[...])
     for name, values in a.nodules().items():
@@ -125,11 +125,11 @@ def test_batch_size_does_not_change_the_store(run, phantom_real_store, inpaint_w
     assert a.nodules()["window"].shape == (6, 4)
 
 
-def test_resume_after_a_kill_matches_an_uninterrupted_run(phantom_real_store, inpaint_weights, tmp_path):
+def test_resume_after_a_kill_matches_an_uninterrupted_run(prepared_store, inpaint_weights, tmp_path):
     clean = tmp_path / "clean.zarr"
-    augment(_options(phantom_real_store, inpaint_weights, clean, min_contrast_hu=-1e6))
+    augment(_options(prepared_store, inpaint_weights, clean, min_contrast_hu=-1e6))
     out = tmp_path / "resume.zarr"
-    options = _options(phantom_real_store, inpaint_weights, out, min_contrast_hu=-1e6)
+    options = _options(prepared_store, inpaint_weights, out, min_contrast_hu=-1e6)
 
     class Killed(Exception):
         pass
@@ -148,7 +148,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(phantom_real_store, in
     np.testing.assert_array_equal(a.nodules()["window"], b.nodules()["window"])
 
 
-def test_another_context_gives_another_fill(phantom_real_store):
+def test_another_context_gives_another_fill(prepared_store):
     config = _config(16)
     model = _random_model(config)
     label = torch.zeros(1, 6, 16, 16)
@@ -165,24 +165,24 @@ def test_another_context_gives_another_fill(phantom_real_store):
         model(torch.zeros(1, 1, 16, 16), torch.zeros(1, dtype=torch.long), label)
 
 
-def test_window_larger_than_the_slices_is_refused(phantom_real_store, tmp_path):
+def test_window_larger_than_the_slices_is_refused(prepared_store, tmp_path):
     weights = _save(tmp_path / "w128", 128)
     with pytest.raises(InputError, match="window 128 px is larger than its 64×64 px slices"):
-        augment(_options(phantom_real_store, weights, tmp_path / "x.zarr"))
+        augment(_options(prepared_store, weights, tmp_path / "x.zarr"))
     assert not (tmp_path / "x.zarr").exists()
     ckpt = load_checkpoint(weights)
     with pytest.raises(InputError, match="larger than"):
-        Inpainter(ckpt, open_store(phantom_real_store), 64, torch.device("cpu"), settings=SamplingSettings(steps=2))
+        Inpainter(ckpt, open_store(prepared_store), 64, torch.device("cpu"), settings=SamplingSettings(steps=2))
 
 
-def test_edit_region_reaching_past_the_window_is_refused(phantom_real_store, inpaint_weights, tmp_path):
+def test_edit_region_reaching_past_the_window_is_refused(prepared_store, inpaint_weights, tmp_path):
     with pytest.raises(InputError, match="planned nodule: edit region x .* reaches past the 16 px window"):
-        augment(_options(phantom_real_store, inpaint_weights, tmp_path / "x.zarr", diameter_mm=(40.0, 80.0)))
+        augment(_options(prepared_store, inpaint_weights, tmp_path / "x.zarr", diameter_mm=(40.0, 80.0)))
     assert not (tmp_path / "x.zarr").exists()
 
 
 @pytest.mark.slow
-def test_two_ranks_write_the_same_store_as_one(run, phantom_real_store, inpaint_weights, tmp_path):
+def test_two_ranks_write_the_same_store_as_one(run, prepared_store, inpaint_weights, tmp_path):
     out = tmp_path / "two.zarr"
     cmd = [
         sys.executable,
@@ -195,7 +195,7 @@ def test_two_ranks_write_the_same_store_as_one(run, phantom_real_store, inpaint_
         "lungforge",
         "augment",
         "--data",
-        str(phantom_real_store),
+        str(prepared_store),
         "--weights",
         str(inpaint_weights),
         "--out",

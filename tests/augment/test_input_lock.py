@@ -37,14 +37,14 @@ def _options(real: Path, weights: Path, out: Path) -> AugmentOptions:
 
 
 @pytest.fixture()
-def real(phantom_real_store, tmp_path) -> Path:
-    return Path(shutil.copytree(phantom_real_store, tmp_path / "real.zarr"))
+def real(prepared_store, tmp_path) -> Path:
+    return Path(shutil.copytree(prepared_store, tmp_path / "real.zarr"))
 
 
-def test_prepare_overwrite_of_the_data_being_read_is_refused_and_leaves_it_alone(real, phantom_real_store, micro_weights, tmp_path):
+def test_prepare_overwrite_of_the_data_being_read_is_refused_and_leaves_it_alone(real, phantom_factory, micro_weights, tmp_path):
     inputs = load_inputs(_options(real, micro_weights["spade"], tmp_path / "s.zarr"), torch.device("cpu"))
     fingerprint = inputs.real.fingerprint()
-    luna = phantom_real_store.parent / "luna16"
+    luna = phantom_factory(scans=4, size=64, seed=0)  # the phantom `prepared_store` was prepared from
     with pytest.raises(LockError, match=r"real\.zarr: another lungforge process is reading this store"):
         prepare(luna, real, PrepareOptions(test_patients=0.25, seed=5), overwrite=True)
     assert open_store(real).fingerprint() == fingerprint and not any(tmp_path.glob(".real.zarr.*"))

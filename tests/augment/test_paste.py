@@ -190,11 +190,11 @@ def _seam_gradient_hu(store, real) -> float:
 
 
 @pytest.mark.parametrize("kind", ["ct-like", "phantom"])
-def test_pasted_seam_and_border_are_no_sharper_than_real_nodule_borders(kind, phantom_real_store, tmp_path):
+def test_pasted_seam_and_border_are_no_sharper_than_real_nodule_borders(kind, prepared_store, tmp_path):
     """The gradient across a pasted nodule's seam (changed → untouched pixels) and across its own
     border (nodule → lung) is at most SEAM_TOLERANCE above the gradient across real nodule borders
     of the same real store: no intensity step, and the partial-volume rim comes along."""
-    real_path = _psf_store(tmp_path / "psf.zarr") if kind == "ct-like" else phantom_real_store
+    real_path = _psf_store(tmp_path / "psf.zarr") if kind == "ct-like" else prepared_store
     _paste(real_path, tmp_path / "p.zarr", nodules=16)
     real, pasted = open_store(real_path), open_store(tmp_path / "p.zarr")
     real_border = _border_gradient_hu(real)

@@ -1,4 +1,4 @@
-"""Fixtures of the fidelity tests: a phantom real store and synthetic stores made from its slices."""
+"""Fixtures of the fidelity tests: synthetic stores made from the slices of a real store."""
 
 from __future__ import annotations
 
@@ -9,18 +9,6 @@ import numpy as np
 import pytest
 
 from lungforge.store import SHARD, SPLIT_IDS, create_store, open_store
-
-
-@pytest.fixture(scope="session")
-def phantom_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A complete 64×64 real store from phantom data (4 scans; 3 train patients, 1 test); read-only."""
-    from lungforge.phantom.scans import make_phantom
-    from lungforge.preparation.pipeline import PrepareOptions, prepare
-
-    root = tmp_path_factory.mktemp("fidelity_real")
-    make_phantom(root / "luna16", scans=4, size=64, seed=0)
-    prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=0.25))
-    return root / "real.zarr"
 
 
 def synthetic_from_split(

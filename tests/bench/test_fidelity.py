@@ -18,18 +18,18 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def scored(phantom_store, synthetic_maker, tmp_path_factory):
+def scored(prepared_store, synthetic_maker, tmp_path_factory):
     """compute_fidelity on the phantom store with two 'synthetic' stores: copies of its train slices,
     and the same label maps with uniform noise as images."""
     root = tmp_path_factory.mktemp("fidelity_synth")
     rng = np.random.default_rng(0)
     stores = {
-        "same": open_store(synthetic_maker(phantom_store, root / "same.zarr", split="train")),
+        "same": open_store(synthetic_maker(prepared_store, root / "same.zarr", split="train")),
         "noise": open_store(
-            synthetic_maker(phantom_store, root / "noise.zarr", lambda x: rng.integers(0, 256, x.shape, dtype=np.uint8), split="train")
+            synthetic_maker(prepared_store, root / "noise.zarr", lambda x: rng.integers(0, 256, x.shape, dtype=np.uint8), split="train")
         ),
     }
-    return compute_fidelity(open_store(phantom_store), stores, FEW_STEPS, CPU)
+    return compute_fidelity(open_store(prepared_store), stores, FEW_STEPS, CPU)
 
 
 def trivial_miou(store_path) -> float:
@@ -42,9 +42,9 @@ def trivial_miou(store_path) -> float:
     return mean_iou(class_iou(cm))
 
 
-def test_a_few_steps_beat_the_trivial_baseline(scored, phantom_store):
+def test_a_few_steps_beat_the_trivial_baseline(scored, prepared_store):
     ceiling = scored.scores[REAL].summary
-    assert ceiling.miou > trivial_miou(phantom_store) + 0.2
+    assert ceiling.miou > trivial_miou(prepared_store) + 0.2
     assert min(ceiling.iou["left_lung"], ceiling.iou["right_lung"]) > 0.2  # trivial: 0
     assert ceiling.feature_distance is None and ceiling.nodule_hits.nodules > 0
 
@@ -76,10 +76,10 @@ def test_markdown_has_the_ceiling_and_every_store(scored):
     assert "each trained on half of the real train patients" in md and "| unscored |" in md
 
 
-def test_the_cache_is_hit_on_the_second_call(phantom_store, tmp_path):
+def test_the_cache_is_hit_on_the_second_call(prepared_store, tmp_path):
     import shutil
 
-    path = shutil.copytree(phantom_store, tmp_path / "real.zarr")
+    path = shutil.copytree(prepared_store, tmp_path / "real.zarr")
     store = open_store(path)
     config = SegmenterConfig.quick_preset(size=64, steps=3, seed=5)
     first = load_or_train(store, config, CPU, half=1)
@@ -116,11 +116,11 @@ def source_patients(store, real) -> list[set[int]]:
     return patients
 
 
-def test_no_segmenter_scores_a_slice_whose_sources_it_trained_on(phantom_store, synthetic_maker, tmp_path, monkeypatch):
+def test_no_segmenter_scores_a_slice_whose_sources_it_trained_on(prepared_store, synthetic_maker, tmp_path, monkeypatch):
     """A synthetic store of the real train slices whose nodules take their shape from the next real
     nodule (another patient, sometimes of the other half): every slice a segmenter scores comes from
     patients it never trained on; a slice whose sources touch both halves is not scored."""
-    real = open_store(phantom_store)
+    real = open_store(prepared_store)
     table = real.nodules()
     train_rows = np.flatnonzero(real.meta("split") == SPLIT_IDS["train"])
 
@@ -128,7 +128,7 @@ def test_no_segmenter_scores_a_slice_whose_sources_it_trained_on(phantom_store, 
         original = np.flatnonzero(np.isin(table["slice"], train_rows))
         return {"shape_source": (original + 1) % table["slice"].size}
 
-    mixed = open_store(synthetic_maker(phantom_store, tmp_path / "mixed.zarr", split="train", nodule_sources=next_nodule_shape))
+    mixed = open_store(synthetic_maker(prepared_store, tmp_path / "mixed.zarr", split="train", nodule_sources=next_nodule_shape))
     calls = []
     score_rows = fidelity.score_rows
 
@@ -157,8 +157,8 @@ def test_no_segmenter_scores_a_slice_whose_sources_it_trained_on(phantom_store, 
     assert [s.half for s in result.segmenters] == [0, 1] and all(s.cached for s in result.segmenters)
 
 
-def test_halves_deal_train_and_test_patients(phantom_store):
-    real = open_store(phantom_store)
+def test_halves_deal_train_and_test_patients(prepared_store):
+    real = open_store(prepared_store)
     halves = patient_halves(real, 0)
     series, split = real.meta("series"), real.meta("split")
     for s in np.unique(series):
@@ -170,9 +170,9 @@ def test_halves_deal_train_and_test_patients(phantom_store):
     assert not np.array_equal(patient_halves(real, 0), patient_halves(real, 1)) or np.unique(series).size <= 2
 
 
-def test_test_patient_sources_are_scored_by_the_half_their_patient_was_not_dealt_to(phantom_store, synthetic_maker, tmp_path):
-    real = open_store(phantom_store)
-    from_test = open_store(synthetic_maker(phantom_store, tmp_path / "test.zarr"))
+def test_test_patient_sources_are_scored_by_the_half_their_patient_was_not_dealt_to(prepared_store, synthetic_maker, tmp_path):
+    real = open_store(prepared_store)
+    from_test = open_store(synthetic_maker(prepared_store, tmp_path / "test.zarr"))
     scorer = synthetic_scorers(from_test, real, 0)
     np.testing.assert_array_equal(scorer, 1 - patient_halves(real, 0)[from_test.meta("source")])
 

@@ -62,26 +62,7 @@ def test_two_ranks_share_runs_and_share_failures(tmp_path: Path, fail_rank: int)
         assert results[0]["message"] == "bench rank 1 of 2 failed: no training patches in fold 0"
 
 
-@pytest.fixture(scope="module")
-def paste_bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A real store of a 4-scan 64-px phantom (one test patient) and a `paste` store made from it."""
-    from lungforge.augment.generate import augment
-    from lungforge.augment.options import AugmentOptions
-    from lungforge.phantom.scans import make_phantom
-    from lungforge.preparation.pipeline import PrepareOptions, prepare
-
-    root = tmp_path_factory.mktemp("ranks")
-    make_phantom(root / "luna16", scans=4, size=64, seed=1)
-    prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=1))
-    augment(
-        AugmentOptions(
-            data=root / "real.zarr", weights="paste", out=root / "paste.zarr", nodules=6, nodule_free=2, shard_size=4, device="cpu"
-        )
-    )
-    return {"real": root / "real.zarr", "paste": root / "paste.zarr"}
-
-
-def _bench(launcher: list[str], paste_bench: dict[str, Path], out: Path) -> dict:
+def _bench(launcher: list[str], paste_stores: dict[str, Path], out: Path) -> dict:
     cmd = [
         *launcher,
         "-m",
@@ -89,9 +70,9 @@ def _bench(launcher: list[str], paste_bench: dict[str, Path], out: Path) -> dict
         "bench",
         "detect",
         "--real",
-        str(paste_bench["real"]),
+        str(paste_stores["real"]),
         "--synthetic",
-        f"paste={paste_bench['paste']}",
+        f"paste={paste_stores['paste']}",
         "--patch",
         "16",
         "--quick",
@@ -116,13 +97,13 @@ def _bench(launcher: list[str], paste_bench: dict[str, Path], out: Path) -> dict
 
 
 @pytest.mark.slow  # ~25 s; the default suite checks the sharing in-process (test_two_ranks_share_runs_and_share_failures)
-def test_torchrun_two_ranks_give_the_single_process_json(paste_bench: dict[str, Path], tmp_path: Path) -> None:
+def test_torchrun_two_ranks_give_the_single_process_json(paste_stores: dict[str, Path], tmp_path: Path) -> None:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    two = _bench(torchrun, paste_bench, tmp_path / "two")
-    assert two == _bench([sys.executable], paste_bench, tmp_path / "one")
+    two = _bench(torchrun, paste_stores, tmp_path / "two")
+    assert two == _bench([sys.executable], paste_stores, tmp_path / "one")
     files = sorted(p.name for p in (tmp_path / "two" / "detect-k1").iterdir())
     assert files == ["A-fold0.json", "A-fold1.json", "paste-fold0.json", "paste-fold1.json", "run.json"]
-    assert _bench(torchrun, paste_bench, tmp_path / "two") == two  # resumed from the fold log, nothing retrained
+    assert _bench(torchrun, paste_stores, tmp_path / "two") == two  # resumed from the fold log, nothing retrained
 
 
 def test_bench_all_refuses_torchrun(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

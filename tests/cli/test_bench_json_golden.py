@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-from pathlib import Path
 
 import pytest
 from test_json_golden import GOLDEN, TRAINED_REL_TOL, _check  # tests/cli is on sys.path (pytest's rootdir-relative import)
@@ -27,69 +26,50 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 QUICK = ["--quick", "--size", "64", "--device", "cpu", "--json"]
 
 
-@pytest.fixture(scope="module")
-def bench_stores(tmp_path_factory) -> dict[str, Path]:
-    """A real store of a 4-scan 64-px phantom (one test patient) and an 8-slice `paste` store made from it."""
-    from lungforge.augment.generate import augment
-    from lungforge.augment.options import AugmentOptions
-    from lungforge.phantom.scans import make_phantom
-    from lungforge.preparation.pipeline import PrepareOptions, prepare
-
-    root = tmp_path_factory.mktemp("bench_golden")
-    make_phantom(root / "luna16", scans=4, size=64, seed=1)
-    prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=1))
-    augment(
-        AugmentOptions(
-            data=root / "real.zarr", weights="paste", out=root / "paste.zarr", nodules=6, nodule_free=2, shard_size=4, device="cpu"
-        )
-    )
-    return {"root": root, "real": root / "real.zarr", "paste": root / "paste.zarr"}
-
-
 def _bench(*args: str) -> str:
     result = CliRunner().invoke(app, ["bench", *args])
     assert result.exit_code == 0, result.output
     return result.stdout
 
 
-def test_bench_detect_json_matches_golden(bench_stores) -> None:
-    stdout = _bench("detect", "--real", str(bench_stores["real"]), "--synthetic", f"paste={bench_stores['paste']}", "--patch", "16", *QUICK)
-    _check("bench_detect", stdout, bench_stores["root"], TRAINED_REL_TOL)
+def test_bench_detect_json_matches_golden(paste_stores) -> None:
+    stdout = _bench("detect", "--real", str(paste_stores["real"]), "--synthetic", f"paste={paste_stores['paste']}", "--patch", "16", *QUICK)
+    _check("bench_detect", stdout, paste_stores["root"], TRAINED_REL_TOL)
 
 
-def test_bench_detect_learning_curve_json_matches_golden(bench_stores) -> None:
+def test_bench_detect_learning_curve_json_matches_golden(paste_stores) -> None:
     args = [
         "--real",
-        str(bench_stores["real"]),
+        str(paste_stores["real"]),
         "--synthetic",
-        f"paste={bench_stores['paste']}",
+        f"paste={paste_stores['paste']}",
         "--patch",
         "16",
         "--real-nodules",
         "1,all",
         "--allow-empty-synthetic",
     ]
-    _check("bench_detect_curve", _bench("detect", *args, *QUICK), bench_stores["root"], TRAINED_REL_TOL)
+    _check("bench_detect_curve", _bench("detect", *args, *QUICK), paste_stores["root"], TRAINED_REL_TOL)
 
 
-def test_bench_fid_json_matches_golden(bench_stores) -> None:
-    args = ["--real", str(bench_stores["real"]), "--synthetic", f"paste={bench_stores['paste']}", "--features", "random", "--size", "64"]
-    _check("bench_fid", _bench("fid", *args, "--device", "cpu", "--json"), bench_stores["root"], TRAINED_REL_TOL)
+def test_bench_fid_json_matches_golden(paste_stores) -> None:
+    args = ["--real", str(paste_stores["real"]), "--synthetic", f"paste={paste_stores['paste']}", "--features", "random", "--size", "64"]
+    _check("bench_fid", _bench("fid", *args, "--device", "cpu", "--json"), paste_stores["root"], TRAINED_REL_TOL)
 
 
-def test_bench_fidelity_json_matches_golden(bench_stores) -> None:
-    args = ["--real", str(bench_stores["real"]), "--synthetic", f"paste={bench_stores['paste']}", "--segmenter-steps", "4"]
-    _check("bench_fidelity", _bench("fidelity", *args, *QUICK), bench_stores["root"], TRAINED_REL_TOL)
+def test_bench_fidelity_json_matches_golden(paste_stores) -> None:
+    args = ["--real", str(paste_stores["real"]), "--synthetic", f"paste={paste_stores['paste']}", "--segmenter-steps", "4"]
+    _check("bench_fidelity", _bench("fidelity", *args, *QUICK), paste_stores["root"], TRAINED_REL_TOL)
 
 
-def test_bench_all_json_and_report_match_golden(bench_stores, tmp_path, monkeypatch) -> None:
+def test_bench_all_json_and_report_match_golden(paste_stores, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    out = bench_stores["root"] / "report"
+    out = paste_stores["root"] / "report"
     args = [
         "--real",
-        str(bench_stores["real"]),
+        str(paste_stores["real"]),
         "--synthetic",
-        f"B={bench_stores['paste']}",
+        f"B={paste_stores['paste']}",
         "--out",
         str(out),
         "--patch",
@@ -104,9 +84,9 @@ def test_bench_all_json_and_report_match_golden(bench_stores, tmp_path, monkeypa
         "--allow-empty-synthetic",
     ]
     stdout = _bench("all", *args, *QUICK)
-    _check("bench_all", stdout, bench_stores["root"], TRAINED_REL_TOL)
+    _check("bench_all", stdout, paste_stores["root"], TRAINED_REL_TOL)
     assert json.loads((out / "report.json").read_text()) == json.loads(stdout)
-    md = (out / "report.md").read_text().replace(str(bench_stores["root"]), "<tmp>")
+    md = (out / "report.md").read_text().replace(str(paste_stores["root"]), "<tmp>")
     path = GOLDEN / "bench_all_report.md"
     if os.environ.get("LUNGFORGE_UPDATE_GOLDEN"):
         path.write_text(md)

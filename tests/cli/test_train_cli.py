@@ -6,18 +6,10 @@ import pytest
 from typer.testing import CliRunner
 
 from lungforge.cli.main import app
-from lungforge.phantom.scans import make_phantom
-from lungforge.preparation.pipeline import PrepareOptions, prepare
 
 
-def _store(tmp_path):
-    make_phantom(tmp_path / "luna16", scans=4, size=64, seed=0)
-    prepare(tmp_path / "luna16", tmp_path / "real.zarr", PrepareOptions(test_patients=0.25))
-    return tmp_path / "real.zarr"
-
-
-def test_train_sdm_tiny_end_to_end_then_resume_errors(tmp_path):
-    store, out = _store(tmp_path), tmp_path / "run"
+def test_train_sdm_tiny_end_to_end_then_resume_errors(prepared_store, tmp_path):
+    store, out = prepared_store, tmp_path / "run"
     runner = CliRunner()
     args = [
         "train",
@@ -59,19 +51,14 @@ def test_train_sdm_tiny_end_to_end_then_resume_errors(tmp_path):
     assert "trained with preset 'tiny', but --preset is 'paper'" in str(wrong.exception)
 
 
-@pytest.fixture(scope="module")
-def real_store(tmp_path_factory):
-    return _store(tmp_path_factory.mktemp("train_cli"))
-
-
 @pytest.mark.parametrize("kind, batch", [("sdm", "1"), ("spade", "2")])
-def test_train_summary_line_on_stdout_progress_on_stderr(real_store, tmp_path, kind, batch):
+def test_train_summary_line_on_stdout_progress_on_stderr(prepared_store, tmp_path, kind, batch):
     out = tmp_path / "run"
     args = [
         "train",
         kind,
         "--data",
-        str(real_store),
+        str(prepared_store),
         "--out",
         str(out),
         "--preset",
@@ -123,8 +110,8 @@ def test_malformed_inpaint_window_and_margin_are_bad_usage_before_work(tmp_path)
     assert not (tmp_path / "run").exists()
 
 
-def test_inpaint_window_larger_than_the_store_is_one_line(tmp_path):
-    store = _store(tmp_path)
+def test_inpaint_window_larger_than_the_store_is_one_line(prepared_store, tmp_path):
+    store = prepared_store
     args = [
         "train",
         "sdm",

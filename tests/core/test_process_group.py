@@ -21,7 +21,7 @@ def test_env_without_torchrun_is_single_process(monkeypatch):
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_ranks_train_and_checkpoint_once(tiny_store, tmp_path):
+def test_torchrun_two_cpu_ranks_train_and_checkpoint_once(prepared_store, tmp_path):
     out = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -36,7 +36,7 @@ def test_torchrun_two_cpu_ranks_train_and_checkpoint_once(tiny_store, tmp_path):
         "train",
         "sdm",
         "--data",
-        str(tiny_store),
+        str(prepared_store),
         "--out",
         str(out),
         "--preset",

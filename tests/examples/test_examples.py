@@ -7,19 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from lungforge.preparation.pipeline import PrepareOptions, prepare
 from lungforge.store import open_store
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-
-
-@pytest.fixture(scope="module")
-def real_store(phantom_factory, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("examples") / "real.zarr"
-    prepare(phantom_factory(scans=4, size=64, seed=0), out, PrepareOptions(test_patients=0.25))
-    return out
 
 
 def _run(args, **kw):
@@ -29,15 +20,15 @@ def _run(args, **kw):
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, **kw)
 
 
-def test_train_detector_on_mixed_stores(real_store):
+def test_train_detector_on_mixed_stores(prepared_store):
     result = _run(
         [
             sys.executable,
             str(EXAMPLES / "train_detector_mixed.py"),
             "--real",
-            str(real_store),
+            str(prepared_store),
             "--synthetic",
-            str(real_store),
+            str(prepared_store),
             "--size",
             "64",
             "--steps",
@@ -50,7 +41,7 @@ def test_train_detector_on_mixed_stores(real_store):
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    store = open_store(real_store)
+    store = open_store(prepared_store)
     train_nodule = int(((store.meta("split") == 0) & store.meta("has_nodule")).sum())
     assert report["real"] == train_nodule
     assert report["slices"] == train_nodule + int(store.meta("has_nodule").sum())

@@ -1,5 +1,6 @@
 """Fixtures of the fault tests (issue 13): a private phantom copy to damage and a CLI runner that
-goes through the console entry point, so one-line errors and exit codes are those users see."""
+goes through the console entry point, so one-line errors and exit codes are those users see.
+benchmarks/ goes on sys.path, for the fault matrix's rows and runner (benchmarks/fault_matrix/)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from pathlib import Path
 import pytest
 
 from lungforge.cli.main import run
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.append(str(BENCHMARKS))  # last: the scripts beside fault_matrix/ shadow no module
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""A real store built once per session: phantom LUNA16 (4 scans, 64 px) → prepare."""
+"""Fixtures of the training tests: hand-made stores of given label maps and very small model presets."""
 
 from __future__ import annotations
 
@@ -8,18 +8,7 @@ import numpy as np
 import pytest
 
 from lungforge.models.presets import Preset, SDMConfig, SPADEConfig
-from lungforge.phantom.scans import make_phantom
-from lungforge.preparation.pipeline import PrepareOptions, prepare
 from lungforge.store import create_store, empty_nodules
-
-
-@pytest.fixture(scope="session")
-def tiny_store(tmp_path_factory) -> Path:
-    """Path of a complete 64×64 store with a train split (3 patients) and a test split (1 patient)."""
-    root = tmp_path_factory.mktemp("tiny_store")
-    make_phantom(root / "luna16", scans=4, size=64, seed=0)
-    prepare(root / "luna16", root / "real.zarr", PrepareOptions(test_patients=0.25))
-    return root / "real.zarr"
 
 
 def write_store(path: Path, labels: np.ndarray, split: np.ndarray) -> Path:

@@ -48,11 +48,11 @@ def test_ranks_split_each_global_batch():
         assert next(single) == next(ranks[0]) + next(ranks[1])
 
 
-def test_loader_draws_train_rows_only(tiny_store):
-    store = open_store(tiny_store)
+def test_loader_draws_train_rows_only(prepared_store):
+    store = open_store(prepared_store)
     train_rows = set(np.flatnonzero(store.meta("split") == 0).tolist())
     assert 0 < len(train_rows) < len(store)
-    slices = open_train_split(tiny_store, 32)
+    slices = open_train_split(prepared_store, 32)
     batches = train_batches(slices, LoaderSpec(batch_size=4, seed=0))
     seen = set()
     for _ in range(2 * len(train_rows) // 4 + 1):

@@ -59,17 +59,17 @@ def _fail_on_call(monkeypatch, module, name: str, error: Exception, nth: int) ->
 
 
 @pytest.mark.parametrize("failure", sorted(FAILURES))
-def test_a_failed_save_keeps_the_last_complete_one_and_resume_continues(tiny_store, micro_preset, tmp_path, monkeypatch, failure):
+def test_a_failed_save_keeps_the_last_complete_one_and_resume_continues(prepared_store, micro_preset, tmp_path, monkeypatch, failure):
     module, name, error, message = FAILURES[failure]
     run = tmp_path / "run"
     _fail_on_call(monkeypatch, module, name, error, nth=2)  # the save of step 4
     with pytest.raises(OutputError, match=rf"^cannot write {run}/{message}.* left as they were$"):
-        train_sdm(_options(tiny_store, run, micro_preset))
+        train_sdm(_options(prepared_store, run, micro_preset))
     monkeypatch.undo()
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temporary files left
     assert load_checkpoint(run).step == 2 and load_training_state(run / "resume.pt")["step"] == 2
-    rest = train_sdm(_options(tiny_store, run, micro_preset, resume=True))
-    full = train_sdm(_options(tiny_store, tmp_path / "full", micro_preset))
+    rest = train_sdm(_options(prepared_store, run, micro_preset, resume=True))
+    full = train_sdm(_options(prepared_store, tmp_path / "full", micro_preset))
     assert rest.start_step == 2 and rest.losses == full.losses[2:]
     a, b = load_file(run / "model.safetensors"), load_file(tmp_path / "full" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -20,8 +20,8 @@ def _options(store, out, preset, **kw) -> TrainOptions:
     return TrainOptions(data=store, out=out, preset=preset, **{**base, **kw})
 
 
-def test_writes_checkpoint_state_log_and_grids(tiny_store, micro_preset, tmp_path):
-    result = train_sdm(_options(tiny_store, tmp_path / "run", micro_preset, steps=3))
+def test_writes_checkpoint_state_log_and_grids(prepared_store, micro_preset, tmp_path):
+    result = train_sdm(_options(prepared_store, tmp_path / "run", micro_preset, steps=3))
     run = tmp_path / "run"
     assert result.steps == 3 and len(result.losses) == 3 and np.isfinite(result.final_loss)
     ckpt = load_checkpoint(run, expect_kind="sdm")
@@ -42,10 +42,10 @@ def test_writes_checkpoint_state_log_and_grids(tiny_store, micro_preset, tmp_pat
     )
 
 
-def test_resume_is_bit_for_bit(tiny_store, micro_preset, tmp_path):
-    full = train_sdm(_options(tiny_store, tmp_path / "full", micro_preset))
-    half = train_sdm(_options(tiny_store, tmp_path / "half", micro_preset, steps=2))
-    rest = train_sdm(_options(tiny_store, tmp_path / "half", micro_preset, resume=True))
+def test_resume_is_bit_for_bit(prepared_store, micro_preset, tmp_path):
+    full = train_sdm(_options(prepared_store, tmp_path / "full", micro_preset))
+    half = train_sdm(_options(prepared_store, tmp_path / "half", micro_preset, steps=2))
+    rest = train_sdm(_options(prepared_store, tmp_path / "half", micro_preset, resume=True))
     assert rest.start_step == 2 and rest.steps == 4
     assert half.losses + rest.losses == full.losses
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "half" / "model.safetensors")
@@ -56,14 +56,14 @@ def test_resume_is_bit_for_bit(tiny_store, micro_preset, tmp_path):
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
 
 
-def test_resume_errors(tiny_store, micro_preset, tmp_path):
+def test_resume_errors(prepared_store, micro_preset, tmp_path):
     with pytest.raises(CheckpointError, match="no training state"):
-        train_sdm(_options(tiny_store, tmp_path / "none", micro_preset, resume=True))
-    train_sdm(_options(tiny_store, tmp_path / "run", micro_preset, steps=1))
+        train_sdm(_options(prepared_store, tmp_path / "none", micro_preset, resume=True))
+    train_sdm(_options(prepared_store, tmp_path / "run", micro_preset, steps=1))
     with pytest.raises(CheckpointError, match="trained with preset 'micro', but --preset is 'tiny'"):
-        train_sdm(_options(tiny_store, tmp_path / "run", "tiny", resume=True))
+        train_sdm(_options(prepared_store, tmp_path / "run", "tiny", resume=True))
     with pytest.raises(InputError, match="already holds a training run"):
-        train_sdm(_options(tiny_store, tmp_path / "run", micro_preset, steps=1))
+        train_sdm(_options(prepared_store, tmp_path / "run", micro_preset, steps=1))
 
 
 def test_label_ids_outside_range_fail_clearly(store_factory, micro_preset, tmp_path):
@@ -74,9 +74,9 @@ def test_label_ids_outside_range_fail_clearly(store_factory, micro_preset, tmp_p
         train_sdm(_options(path, tmp_path / "run", micro_preset, batch_size=2, flip=False))
 
 
-def test_fp16_on_cpu_is_refused(tiny_store, micro_preset, tmp_path):
+def test_fp16_on_cpu_is_refused(prepared_store, micro_preset, tmp_path):
     with pytest.raises(InputError, match="fp16 needs a CUDA device"):
-        train_sdm(_options(tiny_store, tmp_path / "run", micro_preset, device="cpu", precision="fp16"))
+        train_sdm(_options(prepared_store, tmp_path / "run", micro_preset, device="cpu", precision="fp16"))
 
 
 def _loss_drop(store, preset, out, steps: int, batch_size: int, window: int) -> tuple[float, float]:
@@ -86,12 +86,12 @@ def _loss_drop(store, preset, out, steps: int, batch_size: int, window: int) -> 
     return float(losses[:window].mean()), float(losses[-window:].mean())
 
 
-def test_short_run_lowers_loss(tiny_store, micro_preset, tmp_path):
-    first, last = _loss_drop(tiny_store, micro_preset, tmp_path / "run", steps=40, batch_size=4, window=10)
+def test_short_run_lowers_loss(prepared_store, micro_preset, tmp_path):
+    first, last = _loss_drop(prepared_store, micro_preset, tmp_path / "run", steps=40, batch_size=4, window=10)
     assert last < 0.6 * first
 
 
 @pytest.mark.slow
-def test_few_hundred_steps_lower_loss_clearly(tiny_store, micro_preset, tmp_path):
-    first, last = _loss_drop(tiny_store, micro_preset, tmp_path / "run", steps=300, batch_size=8, window=20)
+def test_few_hundred_steps_lower_loss_clearly(prepared_store, micro_preset, tmp_path):
+    first, last = _loss_drop(prepared_store, micro_preset, tmp_path / "run", steps=300, batch_size=8, window=20)
     assert last < 0.3 * first

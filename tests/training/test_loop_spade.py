@@ -12,9 +12,11 @@ from lungforge.training.options import TrainOptions
 from lungforge.training.state import load_training_state
 
 
-def test_spade_steps_change_generator_and_discriminator(tiny_store, micro_preset, tmp_path):
+def test_spade_steps_change_generator_and_discriminator(prepared_store, micro_preset, tmp_path):
     result = train_spade(
-        TrainOptions(data=tiny_store, out=tmp_path / "run", preset=micro_preset, steps=2, batch_size=2, checkpoint_every=2, grid_samples=2)
+        TrainOptions(
+            data=prepared_store, out=tmp_path / "run", preset=micro_preset, steps=2, batch_size=2, checkpoint_every=2, grid_samples=2
+        )
     )
     assert result.kind == "spade" and len(result.losses) == 2 and np.isfinite(result.losses).all()
     torch.manual_seed(0)  # the run's initialisation seed
@@ -32,7 +34,7 @@ def test_spade_steps_change_generator_and_discriminator(tiny_store, micro_preset
     assert (tmp_path / "run" / "samples" / "step_0000002.png").is_file()
 
 
-def test_compile_is_refused_for_spade_before_anything_runs(tiny_store, micro_preset, tmp_path):
+def test_compile_is_refused_for_spade_before_anything_runs(prepared_store, micro_preset, tmp_path):
     with pytest.raises(InputError, match="--compile applies to SDM training only"):
-        train_spade(TrainOptions(data=tiny_store, out=tmp_path / "run", preset=micro_preset, steps=1, device="cpu", compile=True))
+        train_spade(TrainOptions(data=prepared_store, out=tmp_path / "run", preset=micro_preset, steps=1, device="cpu", compile=True))
     assert not (tmp_path / "run").exists()

@@ -29,8 +29,8 @@ def _options(store, out, preset, **kw) -> TrainOptions:
     return TrainOptions(data=store, out=out, preset=preset, **{**base, **kw})
 
 
-def test_nodule_windows_hold_the_grown_nodule_and_blank_it(tiny_store):
-    slices = open_train_split(tiny_store, None)
+def test_nodule_windows_hold_the_grown_nodule_and_blank_it(prepared_store):
+    slices = open_train_split(prepared_store, None)
     windows = InpaintWindows(slices, 16, 2, seed=0)
     assert windows.nodules and windows.nodule_items >= len(windows.nodules)
     assert len(windows) == windows.nodule_items + len(slices)
@@ -50,8 +50,8 @@ def test_nodule_windows_hold_the_grown_nodule_and_blank_it(tiny_store):
     assert len(jitter) > 1  # the nodule sits at another place in its window from draw to draw
 
 
-def test_lung_windows_edit_a_disk_and_flip_with_the_image(tiny_store):
-    windows = InpaintWindows(open_train_split(tiny_store, None), 16, 2, seed=0)
+def test_lung_windows_edit_a_disk_and_flip_with_the_image(prepared_store):
+    windows = InpaintWindows(open_train_split(prepared_store, None), 16, 2, seed=0)
     key = windows.nodule_items + 3
     plain, flipped = windows[(key, False, 11)], windows[(key, True, 11)]
     assert plain["context"][1].sum() > 0
@@ -67,9 +67,9 @@ def test_window_stream_is_the_same_for_any_rank_count():
     assert [k[2] for k in single] == list(range(4, 10))
 
 
-def test_window_larger_than_the_slices_is_refused(tiny_store, micro_preset, tmp_path):
+def test_window_larger_than_the_slices_is_refused(prepared_store, micro_preset, tmp_path):
     with pytest.raises(InputError, match="window 128 px is larger than its 64×64 px slices"):
-        train_sdm(_options(tiny_store, tmp_path / "run", micro_preset, window=128))
+        train_sdm(_options(prepared_store, tmp_path / "run", micro_preset, window=128))
     assert not (tmp_path / "run").exists()
 
 
@@ -81,16 +81,16 @@ def test_margin_without_room_for_a_nodule_is_refused_by_the_options(micro_preset
             _options(Path("real.zarr"), Path("run"), micro_preset, edit_margin_px=margin)
 
 
-def test_windows_that_keep_no_nodule_are_refused_with_the_count(tiny_store):
-    slices = open_train_split(tiny_store, None)
+def test_windows_that_keep_no_nodule_are_refused_with_the_count(prepared_store):
+    slices = open_train_split(prepared_store, None)
     with pytest.raises(InputError, match=r"only 0 of its 3 train nodules fit a 16 px window with a 8 px edit margin \(at least 2 needed\)"):
         InpaintWindows(slices, 16, 8, seed=0)
 
 
-def test_inpaint_run_records_its_mode_and_resumes_bit_for_bit(tiny_store, micro_preset, tmp_path):
-    full = train_sdm(_options(tiny_store, tmp_path / "full", micro_preset))
-    half = train_sdm(_options(tiny_store, tmp_path / "half", micro_preset, steps=2))
-    rest = train_sdm(_options(tiny_store, tmp_path / "half", micro_preset, resume=True))
+def test_inpaint_run_records_its_mode_and_resumes_bit_for_bit(prepared_store, micro_preset, tmp_path):
+    full = train_sdm(_options(prepared_store, tmp_path / "full", micro_preset))
+    half = train_sdm(_options(prepared_store, tmp_path / "half", micro_preset, steps=2))
+    rest = train_sdm(_options(prepared_store, tmp_path / "half", micro_preset, resume=True))
     assert half.losses + rest.losses == full.losses
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "half" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -99,11 +99,11 @@ def test_inpaint_run_records_its_mode_and_resumes_bit_for_bit(tiny_store, micro_
     assert ckpt.config.image_size == 16 and ckpt.config.context_channels == 2
     assert a["input_blocks.0.0.weight"].shape[1] == 3  # noisy image + known image + edit mask
     with pytest.raises(CheckpointError, match="--edit-margin 2, this run asks for 4"):
-        train_sdm(_options(tiny_store, tmp_path / "half", micro_preset, steps=6, edit_margin_px=4, resume=True))
+        train_sdm(_options(prepared_store, tmp_path / "half", micro_preset, steps=6, edit_margin_px=4, resume=True))
 
 
-def test_checkpoint_whose_mode_disagrees_with_its_config_is_refused(tiny_store, micro_preset, tmp_path):
-    train_sdm(_options(tiny_store, tmp_path / "run", micro_preset, steps=1, checkpoint_every=1))
+def test_checkpoint_whose_mode_disagrees_with_its_config_is_refused(prepared_store, micro_preset, tmp_path):
+    train_sdm(_options(prepared_store, tmp_path / "run", micro_preset, steps=1, checkpoint_every=1))
     meta = json.loads((tmp_path / "run" / "config.json").read_text())
     meta["mode"] = "slice"
     (tmp_path / "run" / "config.json").write_text(json.dumps(meta))
@@ -116,7 +116,7 @@ def test_checkpoint_whose_mode_disagrees_with_its_config_is_refused(tiny_store, 
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_ranks_train_an_inpainting_sdm(tiny_store, tmp_path):
+def test_torchrun_two_cpu_ranks_train_an_inpainting_sdm(prepared_store, tmp_path):
     out = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -131,7 +131,7 @@ def test_torchrun_two_cpu_ranks_train_an_inpainting_sdm(tiny_store, tmp_path):
         "train",
         "sdm",
         "--data",
-        str(tiny_store),
+        str(prepared_store),
         "--out",
         str(out),
         "--preset",
