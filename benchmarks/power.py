@@ -10,15 +10,14 @@ Phantom → prepare → `augment --weights paste`, `--weights mislabeled` and `-
 same layout request) → `bench detect` with conditions A, mislabeled, paste, blob (and
 demo-spade-tiny / demo-sdm-tiny with --generators) and the fold controls hosts and classic
 (:mod:`lungforge.bench.protocol.fold_controls`), K folds, the same optimiser steps, batch size and
-positive share for all; `--no-controls` leaves out blob, hosts and classic (half the bench). Prints per condition AUROC mean ± std over folds, the mean per-fold difference
-against A with its bootstrap 95 % interval, the corrected t-test p (n_test/n_train = 1/(folds − 1),
+positive share for all (`--no-controls`: without blob, hosts and classic, half the conditions).
+Prints per condition AUROC mean ± std over folds, the mean per-fold difference against A with its bootstrap 95 % interval, the corrected t-test p (n_test/n_train = 1/(folds − 1),
 as everywhere) and DeLong's p on pooled predictions, each raw and Holm-adjusted (the primary
 comparison, the first synthetic condition at the smallest K, unadjusted), the paste − mislabeled
 comparison, the verdict of paste and of each generator (:mod:`lungforge.bench.protocol.verdict`:
 helpful only when ahead of A, classic and blob, paired signed-rank p < 0.05 each), and the wall
 and CPU seconds of each stage. The protocol has power here when paste beats A with p < 0.05 and
-mislabeled does not. The Holm family holds every condition's comparison with A, so the controls
-raise the adjusted p of the others.
+mislabeled does not. The controls join the Holm family, raising the others' adjusted p.
 
 With `--real-nodules K1,…,all` the bench runs a learning curve (:mod:`lungforge.bench.protocol.curves`):
 each fold's real training data cut to K whole nodules, one optimiser budget for every K and
@@ -335,6 +334,7 @@ def markdown(report: dict[str, Any]) -> str:
         if d["paste_vs_mislabeled"] is not None:
             lines.append(f"{lead}paste − mislabeled | | {_cell(d['paste_vs_mislabeled'])} |")
         lines += [f"\n{note}" for note in d["excluded"]]
+    for point, d in blocks.items():  # below the table: helpful only when ahead of A, classic and blob
         task = f"K = {point}" if point is not None else "detect"
         lines += [f"\n{verdict_sentence(task, Verdict(**v))}" for v in (d["verdicts"] or {}).values()]
     lines.append(f"\nPrimary comparison: {next(iter(blocks.values()))['primary']} (raw p); every other p Holm-adjusted.")
@@ -375,12 +375,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="training seeds per fold and condition, averaged")
     parser.add_argument("--real-nodules", default=None, help="learning curve: K1,K2,…,all real training nodules per fold")
     parser.add_argument("--generators", action="store_true", help="also bench the shipped demo SDM and SPADE")
-    parser.add_argument(
-        "--controls",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the realism controls blob (a store), hosts and classic (per fold), and each recipe's verdict against A, classic and blob",
-    )
+    realism = "the realism controls blob, hosts and classic, and each recipe's verdict against A, classic and blob"
+    parser.add_argument("--controls", action=argparse.BooleanOptionalAction, default=True, help=realism)
     parser.add_argument(
         "--generator-from-k",
         action="store_true",
