@@ -6,18 +6,19 @@ And does paste beat the realism controls, classic and blob, as a helpful generat
     python benchmarks/power.py --real-nodules 8,32,all --generators   # the learning curve (docs/results.md)
     python benchmarks/power.py --real-nodules 8,all --generator-from-k  # + an inpainting SDM per fold from its K nodules
 
-Phantom → prepare → `augment --weights paste`, `--weights mislabeled` and `--weights blob` (the
-same layout request) → `bench detect` with conditions A, mislabeled, paste, blob (and
-demo-spade-tiny / demo-sdm-tiny with --generators) and the fold controls hosts and classic
+Phantom → prepare → `augment --weights paste`, `--weights mislabeled` and `--weights blob` (the same
+layout request) → `bench detect` with conditions A, mislabeled, paste, blob (and demo-spade-tiny /
+demo-sdm-tiny with --generators) and the fold controls hosts and classic
 (:mod:`lungforge.bench.protocol.fold_controls`), K folds, the same optimiser steps, batch size and
 positive share for all (`--no-controls`: without blob, hosts and classic, half the conditions).
-Prints per condition AUROC mean ± std over folds, the mean per-fold difference against A with its bootstrap 95 % interval, the corrected t-test p (n_test/n_train = 1/(folds − 1),
-as everywhere) and DeLong's p on pooled predictions, each raw and Holm-adjusted (the primary
-comparison, the first synthetic condition at the smallest K, unadjusted), the paste − mislabeled
-comparison, the verdict of paste and of each generator (:mod:`lungforge.bench.protocol.verdict`:
-helpful only when ahead of A, classic and blob, paired signed-rank p < 0.05 each), and the wall
-and CPU seconds of each stage. The protocol has power here when paste beats A with p < 0.05 and
-mislabeled does not. The controls join the Holm family, raising the others' adjusted p.
+Prints per condition AUROC mean ± std over folds, the mean per-fold difference against A with its
+bootstrap 95 % interval, the corrected t-test p (n_test/n_train = 1/(folds − 1), as everywhere) and
+DeLong's p on pooled predictions, each raw and Holm-adjusted (the primary comparison, the first
+synthetic condition at the smallest K, unadjusted), the paste − mislabeled comparison, the verdict
+of paste and of each generator (:mod:`lungforge.bench.protocol.verdict`: helpful only when ahead of
+A, classic and blob, paired signed-rank p < 0.05 each), and the wall and CPU seconds of each stage.
+The protocol has power here when paste beats A with p < 0.05 and mislabeled does not. The controls
+join the Holm family, raising the others' adjusted p.
 
 With `--real-nodules K1,…,all` the bench runs a learning curve (:mod:`lungforge.bench.protocol.curves`):
 each fold's real training data cut to K whole nodules, one optimiser budget for every K and
