@@ -1,19 +1,24 @@
 """Power of the detection protocol on phantom data: does it see paste beat A, and mislabeled not?
+And does paste beat the realism controls, classic and blob, as a helpful generator must?
 
     python benchmarks/power.py --json                          # the README configuration
     python benchmarks/power.py --generators --out power-run    # also the shipped demo SDM and SPADE
     python benchmarks/power.py --real-nodules 8,32,all --generators   # the learning curve (docs/results.md)
     python benchmarks/power.py --real-nodules 8,all --generator-from-k  # + an inpainting SDM per fold from its K nodules
 
-Phantom → prepare → `augment --weights paste` and `--weights mislabeled` (the same layout
-request) → `bench detect` with conditions A, mislabeled, paste (and demo-spade-tiny /
-demo-sdm-tiny with --generators), K folds, the same optimiser steps, batch size and positive
-share for all. Prints per condition AUROC mean ± std over folds, the mean per-fold difference
-against A with its bootstrap 95 % interval, the corrected t-test p (n_test/n_train = 1/(folds − 1),
-as everywhere) and DeLong's p on pooled predictions, each raw and Holm-adjusted (the primary
-comparison, the first synthetic condition at the smallest K, unadjusted), the paste − mislabeled
-comparison, and the wall and CPU seconds of each stage. The protocol has power here when paste
-beats A with p < 0.05 and mislabeled does not.
+Phantom → prepare → `augment --weights paste`, `--weights mislabeled` and `--weights blob` (the same
+layout request) → `bench detect` with conditions A, mislabeled, paste, blob (and demo-spade-tiny /
+demo-sdm-tiny with --generators) and the fold controls hosts and classic
+(:mod:`lungforge.bench.protocol.fold_controls`), K folds, the same optimiser steps, batch size and
+positive share for all (`--no-controls`: without blob, hosts and classic, half the conditions).
+Prints per condition AUROC mean ± std over folds, the mean per-fold difference against A with its
+bootstrap 95 % interval, the corrected t-test p (n_test/n_train = 1/(folds − 1), as everywhere) and
+DeLong's p on pooled predictions, each raw and Holm-adjusted (the primary comparison, the first
+synthetic condition at the smallest K, unadjusted), the paste − mislabeled comparison, the verdict
+of paste and of each generator (:mod:`lungforge.bench.protocol.verdict`: helpful only when ahead of
+A, classic and blob, paired signed-rank p < 0.05 each), and the wall and CPU seconds of each stage.
+The protocol has power here when paste beats A with p < 0.05 and mislabeled does not. The controls
+join the Holm family, raising the others' adjusted p.
 
 With `--real-nodules K1,…,all` the bench runs a learning curve (:mod:`lungforge.bench.protocol.curves`):
 each fold's real training data cut to K whole nodules, one optimiser budget for every K and
@@ -54,6 +59,7 @@ from lungforge.bench.protocol.detect import DetectConfig, detect_runner, run_det
 from lungforge.bench.protocol.folds import real_groups
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.bench.protocol.results import TaskResult, json_safe
+from lungforge.bench.protocol.verdict import BARS, Verdict, _against, beats, verdict_sentence, verdicts
 from lungforge.bench.scoring.stats import compare, mean_std, nb_ratio
 from lungforge.bench.scoring.summary import TaskSummary, summarize
 from lungforge.models.checkpoint import MODEL_FILE
@@ -66,6 +72,8 @@ from lungforge.training.options import TrainOptions
 METRIC = "auroc"
 """The primary metric of the detection benchmark."""
 GENERATORS = {"SPADE": "demo-spade-tiny", "SDM": "demo-sdm-tiny", "SDM-inpaint": "demo-sdm-inpaint-tiny"}
+STORES = ("mislabeled", "paste")
+"""The control stores of every run; `--controls` adds `blob` (and the fold controls hosts and classic)."""
 
 
 def cpu_seconds() -> float:
@@ -106,9 +114,17 @@ class FoldLog:
         print(f"{self.name} {self.done}/{self.total} steps, {self.status} ({cpu_seconds():.0f} s CPU)", file=sys.stderr, flush=True)
 
 
+def recipe_verdicts(result: TaskResult, metric: str = METRIC) -> list[Verdict]:
+    """Paste's verdict (a control in `bench`, the recipe under test here) and every generator's
+    (:func:`verdicts`): each against A, classic and blob."""
+    against = {bar: _against(result, "paste", bar, metric) for bar in BARS}
+    return [Verdict("paste", metric, against, all(beats(c) for c in against.values())), *verdicts(result, metric)]
+
+
 def table(summary: TaskSummary, result: TaskResult) -> dict[str, Any]:
     """Per condition: mean ± std of the summary's metric and its comparison against A (every p raw and
-    Holm-adjusted, the corrected t with n_test/n_train = 1/(folds − 1)); paste vs mislabeled; excluded folds; per fold the values and the synthetic nodule slices that joined."""
+    Holm-adjusted, the corrected t with n_test/n_train = 1/(folds − 1)); paste vs mislabeled; excluded folds; per fold the values and the synthetic nodule slices that joined;
+    with the realism controls, each recipe's verdict (None without)."""
     metric = summary.metric
     rows = {
         c: {**s.metrics[metric].to_dict(), "vs_A": None if s.comparison is None else s.comparison.to_dict()}
@@ -124,6 +140,7 @@ def table(summary: TaskSummary, result: TaskResult) -> dict[str, Any]:
             "excluded": summary.notes,
             "per_fold": {c: result.values(c, metric) for c in result.conditions},
             "synthetic_positives": {c: result.values(c, "synthetic_positives") for c in result.conditions},
+            "verdicts": {v.generator: v.to_dict() for v in recipe_verdicts(result)} if set(BARS) <= set(result.conditions) else None,
         }
     )
 
@@ -219,7 +236,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     clock("prepare", prepare, luna, real_path, prep)
     request = dict(nodules=args.nodules, nodule_free=args.nodule_free, shape="real", seed=args.seed, retries=0, device="cpu")
     stores = {}
-    for name in ("mislabeled", "paste"):
+    for name in STORES + (("blob",) if args.controls else ()):
         out = root / f"{name}.zarr"
         clock(f"augment {name}", augment, AugmentOptions(data=real_path, weights=name, out=out, size=args.generator_size, **request))
         stores[name] = out
@@ -243,6 +260,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         seed=args.seed,
         repeats=args.repeats,
         allow_empty_synthetic=True,  # the table lists the joined positives
+        fold_controls=args.controls,
     )
     folds_dir = root / "bench" if args.out is not None else None  # per-fold results, kept with --out
     summary = count_store(real)
@@ -317,6 +335,9 @@ def markdown(report: dict[str, Any]) -> str:
         if d["paste_vs_mislabeled"] is not None:
             lines.append(f"{lead}paste − mislabeled | | {_cell(d['paste_vs_mislabeled'])} |")
         lines += [f"\n{note}" for note in d["excluded"]]
+    for point, d in blocks.items():  # below the table: helpful only when ahead of A, classic and blob
+        task = f"K = {point}" if point is not None else "detect"
+        lines += [f"\n{verdict_sentence(task, Verdict(**v))}" for v in (d["verdicts"] or {}).values()]
     lines.append(f"\nPrimary comparison: {next(iter(blocks.values()))['primary']} (raw p); every other p Holm-adjusted.")
     if "curve" in report:
         lines.append(
@@ -355,6 +376,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="training seeds per fold and condition, averaged")
     parser.add_argument("--real-nodules", default=None, help="learning curve: K1,K2,…,all real training nodules per fold")
     parser.add_argument("--generators", action="store_true", help="also bench the shipped demo SDM and SPADE")
+    realism = "the realism controls blob, hosts and classic, and each recipe's verdict against A, classic and blob"
+    parser.add_argument("--controls", action=argparse.BooleanOptionalAction, default=True, help=realism)
     parser.add_argument(
         "--generator-from-k",
         action="store_true",

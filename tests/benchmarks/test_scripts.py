@@ -207,9 +207,14 @@ def test_power(capsys, monkeypatch) -> None:
     )
     result = json.loads(out)
     rows = result["detect"]["rows"]
-    assert set(rows) == {"A", "mislabeled", "paste"}
+    assert set(rows) == {"A", "mislabeled", "paste", "blob", "hosts", "classic"}
     assert all(len(v) == 2 for v in result["detect"]["per_fold"].values())
     assert rows["paste"]["vs_A"] is not None and rows["A"]["vs_A"] is None
+    assert all(n > 0 for n in result["detect"]["synthetic_positives"]["blob"])
+    verdict = result["detect"]["verdicts"]["paste"]  # the only recipe without --generators
+    assert set(result["detect"]["verdicts"]) == {"paste"} and verdict["metric"] == "auroc"
+    assert set(verdict["against"]) == {"A", "classic", "blob"} and isinstance(verdict["helpful"], bool)
+    assert verdict["against"]["A"]["diff_mean"] == pytest.approx(rows["paste"]["vs_A"]["diff_mean"])
 
 
 @pytest.mark.slow
