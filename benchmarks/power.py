@@ -59,7 +59,7 @@ from lungforge.bench.protocol.detect import DetectConfig, detect_runner, run_det
 from lungforge.bench.protocol.folds import real_groups
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
 from lungforge.bench.protocol.results import TaskResult, json_safe
-from lungforge.bench.protocol.verdict import BARS, Verdict, _against, beats, verdict_sentence, verdicts
+from lungforge.bench.protocol.verdict import BARS, Verdict, verdict_of, verdict_sentence, verdicts
 from lungforge.bench.scoring.stats import compare, mean_std, nb_ratio
 from lungforge.bench.scoring.summary import TaskSummary, summarize
 from lungforge.models.checkpoint import MODEL_FILE
@@ -117,8 +117,7 @@ class FoldLog:
 def recipe_verdicts(result: TaskResult, metric: str = METRIC) -> list[Verdict]:
     """Paste's verdict (a control in `bench`, the recipe under test here) and every generator's
     (:func:`verdicts`): each against A, classic and blob."""
-    against = {bar: _against(result, "paste", bar, metric) for bar in BARS}
-    return [Verdict("paste", metric, against, all(beats(c) for c in against.values())), *verdicts(result, metric)]
+    return [verdict_of(result, "paste", metric), *verdicts(result, metric)]
 
 
 def table(summary: TaskSummary, result: TaskResult) -> dict[str, Any]:

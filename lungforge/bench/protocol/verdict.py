@@ -56,11 +56,14 @@ def beats(comparison: Comparison) -> bool:
 def verdicts(result: TaskResult, metric: str) -> list[Verdict]:
     """A :class:`Verdict` per generator condition of `result` (the conditions that are neither A nor a control)."""
     controls = {*CONTROL_NAMES, *FOLD_CONTROLS, REFERENCE, SOURCES}
-    out = []
-    for name in (c for c in result.conditions if c not in controls):
-        against = {bar: _against(result, name, bar, metric) for bar in BARS}
-        out.append(Verdict(name, metric, against, all(beats(c) for c in against.values())))
-    return out
+    return [verdict_of(result, name, metric) for name in result.conditions if name not in controls]
+
+
+def verdict_of(result: TaskResult, name: str, metric: str) -> Verdict:
+    """The :class:`Verdict` of condition `name` (a generator, or a recipe that `bench` runs as a
+    control, such as `paste` in a power study) against every bar of :data:`BARS`."""
+    against = {bar: _against(result, name, bar, metric) for bar in BARS}
+    return Verdict(name, metric, against, all(beats(c) for c in against.values()))
 
 
 def _against(result: TaskResult, name: str, bar: str, metric: str) -> Comparison:
