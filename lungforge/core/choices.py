@@ -27,6 +27,8 @@ MIN_PATCH_PX = 8
 """Smallest detection patch side and so the smallest `bench detect` working size (pixels)."""
 MIN_LOCALIZE_SIZE_PX = 32
 """Smallest `bench localize` working size (pixels)."""
+MIN_FID_SIZE_PX = 32
+"""Smallest `bench fid` working size (pixels)."""
 MAX_GUIDANCE = 20.0
 """Largest classifier-free guidance scale: published SDM and Stable Diffusion settings stay below
 10, and far larger scales push every pixel to the ends of the intensity range."""
