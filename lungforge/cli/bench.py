@@ -11,6 +11,7 @@ import typer
 from lungforge.cli.params import DeviceOpt, build_config, finite
 from lungforge.cli.params import seed as check_seed
 from lungforge.core.choices import (
+    MAX_EPOCHS,
     MAX_SIZE_PX,
     MIN_FID_SIZE_PX,
     MIN_FOLDS,
@@ -277,7 +278,7 @@ def detect(
     folds: FoldsOpt = OFFICIAL_FOLDS,
     real_split: SplitOpt = "all",
     size: Annotated[int, size_option(MIN_PATCH_PX, SIZE_HELP)] = 256,
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per fold and condition.")] = 30,
+    epochs: Annotated[int, typer.Option(min=1, max=MAX_EPOCHS, help="Training epochs per fold and condition.")] = 30,
     batch_size: Annotated[int, typer.Option(min=2, help="Patches per step.")] = 64,
     depth: Annotated[int, typer.Option(min=8, help="SE-ResNet depth 6n+2 (8, 14, 20, 32, 56, 110).")] = 20,
     patch: PatchOpt = 32,
@@ -318,7 +319,9 @@ def localize(
             help="paper: ResNet-50 FPN, 20 epochs (GPU runs); cpu: the CPU-sized detector for nodules of 1–30 px, 40 epochs (docs/localization.md)."
         ),
     ] = "paper",
-    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs per fold and condition (default: the preset's).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, max=MAX_EPOCHS, help="Training epochs per fold and condition (default: the preset's).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per step.")] = 4,
     backbone: Annotated[
         Backbone | None,
