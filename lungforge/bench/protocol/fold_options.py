@@ -5,8 +5,8 @@ reads from a task config (:class:`FoldConfig`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 from lungforge.core.choices import (
     MAX_EPOCHS,
@@ -68,11 +68,6 @@ class FoldOptions:
         check_range("repeats", self.repeats, 1)
         if self.real_nodules is not None:
             check_range("real_nodules", self.real_nodules, 1)
-
-    @classmethod
-    def shared(cls, config: FoldOptions) -> dict[str, Any]:
-        """The :class:`FoldOptions` fields of `config` by name (to build another task's config with them)."""
-        return {f.name: getattr(config, f.name) for f in fields(cls)}
 
 
 def check_training(epochs: int, batch_size: int) -> None:
