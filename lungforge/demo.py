@@ -177,8 +177,9 @@ def _augment(real: Path, store: Path, weights: str, options: DemoOptions) -> Ste
 def _bench(real: Path, synthetic: list[SyntheticSpec], report_dir: Path, options: DemoOptions, progress: Any) -> StepResult:
     """`bench all --quick --controls` on the two-point curve with the demo's budget; the report opens with a missed bar."""
     from lungforge.bench.protocol.detect import DetectConfig
+    from lungforge.bench.protocol.inputs import open_real, open_synthetic
     from lungforge.bench.protocol.localize import LocalizeConfig
-    from lungforge.bench.reporting.report import run_all
+    from lungforge.bench.reporting.report import AllConfig, run_all
     from lungforge.bench.scoring.fid import FidConfig
     from lungforge.bench.scoring.segmenter import SegmenterConfig
     from lungforge.core.device import resolve_device
@@ -189,20 +190,18 @@ def _bench(real: Path, synthetic: list[SyntheticSpec], report_dir: Path, options
     detect = replace(
         DetectConfig.quick_preset(**common, patch=options.patch), epochs=options.detect_epochs, batch_size=options.detect_batch
     )
-    bench = run_all(
-        real,
-        synthetic,
-        report_dir,
-        detect,
-        LocalizeConfig.cpu_preset(**common, epochs=options.localize_epochs, quick=True),
-        FidConfig(size=options.size, real_split="all", features="inception", seed=options.seed),
-        resolve_device(options.device),
-        allow_download=False,
-        progress=progress,
-        controls=True,
+    config = AllConfig(
+        detect=detect,
+        localize=LocalizeConfig.cpu_preset(**common, epochs=options.localize_epochs, quick=True),
+        fid=FidConfig(size=options.size, real_split="all", features="inception", seed=options.seed),
         fidelity=SegmenterConfig.quick_preset(size=options.size, steps=options.segmenter_steps, seed=options.seed),
+        controls=True,
         curve=[options.small_k, None],
+        allow_download=False,
     )
+    real_store = open_real(real)
+    stores = {s.name: open_synthetic(s.path, real_store) for s in synthetic}
+    bench = run_all(real_store, stores, report_dir, config, resolve_device(options.device), progress)
     verdict = demo_verdict(bench)
     report = report_dir / "report.md"
     if verdict is not None:

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from lungforge.cli.params import DeviceOpt, finite
+from lungforge.cli.params import DeviceOpt, build_config, finite
 from lungforge.cli.params import seed as check_seed
-from lungforge.core.choices import MAX_SIZE_PX, Backbone, Features, FidSplit, LocalizePreset, RealSplit, Selection
+from lungforge.core.choices import (
+    MAX_EPOCHS,
+    MAX_SIZE_PX,
+    MIN_FID_SIZE_PX,
+    MIN_FOLDS,
+    MIN_LOCALIZE_SIZE_PX,
+    MIN_PATCH_PX,
+    OFFICIAL_FOLDS,
+    Backbone,
+    Features,
+    FidSplit,
+    LocalizePreset,
+    RealSplit,
+    Selection,
+)
 
 bench_app = typer.Typer(
     help="Evaluate synthetic stores: FID, and nodule detection / localization with k-fold CV (paper §3).", no_args_is_help=True
@@ -29,15 +42,18 @@ SyntheticOpt = Annotated[
         "--synthetic", help="NAME=STORE synthetic store made from --real's label maps; one condition each (e.g. B=spade.zarr C=sdm.zarr)."
     ),
 ]
-SizeOpt = Annotated[
+
+
+def size_option(min_px: int, help: str) -> Any:
+    """A `--size` option: the working resolution, `min_px`..MAX_SIZE_PX pixels (the bounds of the config it builds)."""
+    return typer.Option(min=min_px, max=MAX_SIZE_PX, help=help)
+
+
+SIZE_HELP = "Working resolution in pixels for every condition (and FID); images bilinear antialiased, labels nearest, boxes scaled."
+FoldsOpt = Annotated[
     int,
-    typer.Option(
-        min=32,
-        max=MAX_SIZE_PX,
-        help="Working resolution in pixels for every condition (and FID); images bilinear antialiased, labels nearest, boxes scaled.",
-    ),
+    typer.Option(min=MIN_FOLDS, max=OFFICIAL_FOLDS, help="Cross-validation folds; < 10 merges the official LUNA16 folds as fold mod K."),
 ]
-FoldsOpt = Annotated[int, typer.Option(min=2, max=10, help="Cross-validation folds; < 10 merges the official LUNA16 folds as fold mod K.")]
 SplitOpt = Annotated[
     RealSplit, typer.Option(help="Real patients in the CV: 'all' (the paper) or 'test' (patients the generator never saw).")
 ]
@@ -56,7 +72,9 @@ SelectOpt = Annotated[
         "meta/attempts = 1: one draw per slice for every generator) or 'all' (re-drawn ones too).",
     ),
 ]
-PatchOpt = Annotated[int, typer.Option("--patch", min=8, help="Detection patch side in pixels at the working --size (paper: 32 at 256).")]
+PatchOpt = Annotated[
+    int, typer.Option("--patch", min=MIN_PATCH_PX, help="Detection patch side in pixels at the working --size (paper: 32 at 256).")
+]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Folder for per-fold results; a rerun with the same arguments resumes.")]
 RealNodulesOpt = Annotated[
     str | None,
@@ -101,7 +119,7 @@ RepeatsOpt = Annotated[
 ]
 
 
-def _primary(text: str | None, names: list[str], points: list[int | None] | None):
+def _primary(text: str | None, names: list[str], points: list[int | None] | None) -> Any:
     """The `--primary` spec checked against the conditions and points; a bad one is a usage error."""
     from lungforge.bench.protocol.crossval import point_label
     from lungforge.bench.scoring.summary import parse_primary
@@ -110,14 +128,6 @@ def _primary(text: str | None, names: list[str], points: list[int | None] | None
         return parse_primary(text, names, [point_label(k) for k in points] if points is not None else ["all"])
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--primary") from None
-
-
-def _config(cls, quick: bool = False, **options):
-    """`cls(**options)` (its quick preset with `quick`); a value the config refuses is bad usage (exit 2)."""
-    try:
-        return cls.quick_preset(**options) if quick else cls(**options)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
 
 
 def _points(text: str | None) -> list[int | None] | None:
@@ -132,7 +142,7 @@ def _points(text: str | None) -> list[int | None] | None:
         raise typer.BadParameter(str(exc), param_hint="--real-nodules") from None
 
 
-def _parse_specs(synthetic: list[str] | None):
+def _parse_specs(synthetic: list[str] | None) -> list[Any]:
     """The `--synthetic NAME=STORE` arguments; a malformed one is a usage error (exit 2)."""
     from lungforge.bench.protocol.inputs import parse_synthetic
     from lungforge.core.errors import InputError
@@ -143,60 +153,34 @@ def _parse_specs(synthetic: list[str] | None):
         raise typer.BadParameter(str(exc).removeprefix("--synthetic "), param_hint="--synthetic") from None
 
 
-def _open(real: Path, synthetic: list[str] | None, need_nodules: bool = True):
+def _open(real: Path, synthetic: list[str] | None, need_nodules: bool = True) -> tuple[Any, dict[str, Any]]:
+    """The `--real` store and the `--synthetic` stores by name, opened and checked: every bench
+    command opens its stores here and hands them to lungforge.bench."""
     from lungforge.bench.protocol.inputs import open_real, open_synthetic
 
     specs = _parse_specs(synthetic)
     real_store = open_real(real)
-    return real_store, {s.name: open_synthetic(s.path, real_store, need_nodules=need_nodules) for s in specs}, specs
+    return real_store, {s.name: open_synthetic(s.path, real_store, need_nodules=need_nodules) for s in specs}
 
 
-TASK_OPTIONS = {
-    "first": dict(
-        real=(RealOpt, inspect.Parameter.empty),
-        synthetic=(SyntheticOpt, None),
-        folds=(FoldsOpt, 10),
-        real_split=(SplitOpt, "all"),
-        size=(SizeOpt, 256),
-    ),
-    "last": dict(
-        select=(SelectOpt, "first-draw"),
-        real_nodules=(RealNodulesOpt, None),
-        allow_generator_leakage=(LeakageOpt, False),
-        allow_empty_synthetic=(EmptySyntheticOpt, False),
-        repeats=(RepeatsOpt, 1),
-        primary=(PrimaryOpt, None),
-        out=(OutOpt, None),
-        quick=(QuickOpt, False),
-        device=(DeviceOpt, "auto"),
-        seed=(SeedOpt, 0),
-        json_out=(JsonOpt, False),
-    ),
-}
-"""The options `bench detect` and `bench localize` share: (annotation, default) by name, listed
-before and after each task's own options."""
-
-
-def task_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give `command(own options..., **shared)` the :data:`TASK_OPTIONS` around its own in the
-    signature typer reads (so `--help` lists them in that order); typer passes them in `**shared`."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
-
-    def shared(group: str) -> list[inspect.Parameter]:
-        return [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, (a, d) in TASK_OPTIONS[group].items()]
-
-    keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-    command.__signature__ = inspect.Signature([*shared("first"), *keyword, *shared("last")])  # type: ignore[attr-defined]
-    return command
+def _given(params: dict[str, Any]) -> dict[str, Any]:
+    """A command's options without those left at None (their config field keeps its default, or its preset's)."""
+    return {name: value for name, value in params.items() if value is not None}
 
 
 def _run_task(
-    task, run, config_cls, metric, metrics, *, real, synthetic, real_nodules, primary, out, quick, device, json_out, **options
+    task: str,
+    run: Callable[..., Any],
+    make: Callable[..., Any],
+    metric: str,
+    metrics: tuple[str, ...],
+    params: dict[str, Any],
+    **values: Any,
 ) -> None:
     """Run one task, `detect` or `localize` (or its learning curve over `--real-nodules`) with the
-    config built from `options`; print the table or JSON (the result and its summary); with a
-    curve and `--out`, write its figure there. Under torchrun the ranks share the (fold,
-    condition) runs and rank 0 reports."""
+    config `make` builds from the command's options `params` (:func:`build_config`, `values`
+    first); print the table or JSON (the result and its summary); with a curve and `--out`, write
+    its figure there. Under torchrun the ranks share the (fold, condition) runs and rank 0 reports."""
     from contextlib import nullcontext
 
     from lungforge.bench.protocol.curves import curve_figure, curve_table, learning_curve
@@ -207,12 +191,13 @@ def _run_task(
     from lungforge.core.device import resolve_device
     from lungforge.core.process_group import dist_info_from_env, process_group
 
-    points = _points(real_nodules)
-    spec = _primary(primary, [s.name for s in _parse_specs(synthetic)], points)
-    config = _config(config_cls, quick, **options)
-    real_store, stores, _ = _open(real, synthetic)
+    points = _points(params["curve"])
+    spec = _primary(params["primary"], [s.name for s in _parse_specs(params["synthetic"])], points)
+    config = build_config(make, _given(params), **values)
+    real_store, stores = _open(params["real"], params["synthetic"])
+    out, json_out = params["out"], params["json_out"]
     info = dist_info_from_env()
-    device = resolve_device(device, info.local_rank)
+    device = resolve_device(params["device"], info.local_rank)
     with process_group(info, device), progress() if info.is_main else nullcontext() as bar:
         if points is None:
             result = run(real_store, stores, config, device, out, bar)
@@ -238,12 +223,13 @@ def _run_task(
             print_curve(result, table, task)
     if figure is not None:
         print_wrote(figure, json_out)
-    if quick:
+    if config.quick:
         err_console.print(f"[yellow]{QUICK_LABEL}[/yellow]")
 
 
 @bench_app.command("fid")
 def fid(
+    ctx: typer.Context,
     real: RealOpt,
     synthetic: Annotated[list[str], typer.Option("--synthetic", help="Synthetic store, as STORE or NAME=STORE; repeat for several.")],
     real_split: Annotated[FidSplit, typer.Option(help="Real slices to compare with: all, train or test patients.")] = "all",
@@ -253,10 +239,9 @@ def fid(
     features: Annotated[Features, typer.Option(help="'inception' (FID) or 'random' (tests only; not comparable).")] = "inception",
     size: Annotated[
         int,
-        typer.Option(
-            min=32,
-            max=MAX_SIZE_PX,
-            help="Working resolution in pixels: every store (real and synthetic) is resized to it, antialiased, before the network.",
+        size_option(
+            MIN_FID_SIZE_PX,
+            "Working resolution in pixels: every store (real and synthetic) is resized to it, antialiased, before the network.",
         ),
     ] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 50,
@@ -272,8 +257,8 @@ def fid(
     from lungforge.core.device import resolve_device
 
     named = [s if "=" in s else f"{Path(s).stem}={s}" for s in synthetic]
-    real_store, stores, _ = _open(real, named, need_nodules=False)
-    config = _config(FidConfig, size=size, real_split=real_split, features=features, batch_size=batch_size, seed=seed, select=select)
+    real_store, stores = _open(real, named, need_nodules=False)
+    config = build_config(FidConfig, ctx.params)
     dev = resolve_device(device)
     extractor, dims = make_extractor(config, inception_weights, dev)
     with progress(transient=True) as bar:
@@ -286,13 +271,28 @@ def fid(
 
 
 @bench_app.command("detect")
-@task_options
 def detect(
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per fold and condition.")] = 30,
+    ctx: typer.Context,
+    real: RealOpt,
+    synthetic: SyntheticOpt = None,
+    folds: FoldsOpt = OFFICIAL_FOLDS,
+    real_split: SplitOpt = "all",
+    size: Annotated[int, size_option(MIN_PATCH_PX, SIZE_HELP)] = 256,
+    epochs: Annotated[int, typer.Option(min=1, max=MAX_EPOCHS, help="Training epochs per fold and condition.")] = 30,
     batch_size: Annotated[int, typer.Option(min=2, help="Patches per step.")] = 64,
     depth: Annotated[int, typer.Option(min=8, help="SE-ResNet depth 6n+2 (8, 14, 20, 32, 56, 110).")] = 20,
     patch: PatchOpt = 32,
-    **shared: Any,
+    select: SelectOpt = "first-draw",
+    curve: RealNodulesOpt = None,
+    allow_generator_leakage: LeakageOpt = False,
+    allow_empty_synthetic: EmptySyntheticOpt = False,
+    repeats: RepeatsOpt = 1,
+    primary: PrimaryOpt = None,
+    out: OutOpt = None,
+    quick: QuickOpt = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
 ) -> None:
     """Nodule / non-nodule classification of 32×32 patches with an SE-ResNet (paper Table 1-I).
 
@@ -301,20 +301,27 @@ def detect(
     from lungforge.bench.protocol.detect import DetectConfig, run_detect
     from lungforge.bench.scoring.metrics import DETECT_METRICS
 
-    own = dict(epochs=epochs, batch_size=batch_size, depth=depth, patch=patch)
-    _run_task("detect", run_detect, DetectConfig, "auroc", (*DETECT_METRICS, "auroc"), **own, **shared)
+    make = DetectConfig.quick_preset if quick else DetectConfig
+    _run_task("detect", run_detect, make, "auroc", (*DETECT_METRICS, "auroc"), ctx.params)
 
 
 @bench_app.command("localize")
-@task_options
 def localize(
+    ctx: typer.Context,
+    real: RealOpt,
+    synthetic: SyntheticOpt = None,
+    folds: FoldsOpt = OFFICIAL_FOLDS,
+    real_split: SplitOpt = "all",
+    size: Annotated[int, size_option(MIN_LOCALIZE_SIZE_PX, SIZE_HELP)] = 256,
     preset: Annotated[
         LocalizePreset,
         typer.Option(
             help="paper: ResNet-50 FPN, 20 epochs (GPU runs); cpu: the CPU-sized detector for nodules of 1–30 px, 40 epochs (docs/localization.md)."
         ),
     ] = "paper",
-    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs per fold and condition (default: the preset's).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, max=MAX_EPOCHS, help="Training epochs per fold and condition (default: the preset's).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per step.")] = 4,
     backbone: Annotated[
         Backbone | None,
@@ -328,7 +335,17 @@ def localize(
     nodule_free_ratio: Annotated[
         float, typer.Option(min=0.0, callback=finite, help="Nodule-free slices added as negatives, per nodule slice.")
     ] = 0.0,
-    **shared: Any,
+    select: SelectOpt = "first-draw",
+    curve: RealNodulesOpt = None,
+    allow_generator_leakage: LeakageOpt = False,
+    allow_empty_synthetic: EmptySyntheticOpt = False,
+    repeats: RepeatsOpt = 1,
+    primary: PrimaryOpt = None,
+    out: OutOpt = None,
+    quick: QuickOpt = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
 ) -> None:
     """Nodule bounding boxes on whole slices with Faster R-CNN: AP50/60, AR50/60/70 (paper Table 1-II).
 
@@ -337,27 +354,22 @@ def localize(
     from lungforge.bench.scoring.froc import CPM
     from lungforge.bench.scoring.metrics import LOCALIZE_METRICS
 
-    if preset == "cpu" and shared["quick"]:
+    if preset == "cpu" and quick:
         raise typer.BadParameter("--preset cpu is its own small setting; leave out --quick", param_hint="--preset")
-    chosen = dict(epochs=epochs, backbone=backbone)
-    own = dict(
-        batch_size=batch_size,
-        nodule_free_ratio=nodule_free_ratio,
-        backbone_weights=str(backbone_weights) if backbone_weights else None,
-        **{k: v for k, v in chosen.items() if v is not None},
-    )
-    make = LocalizeConfig.cpu_preset if preset == "cpu" else LocalizeConfig
-    _run_task("localize", run_localize, make, "AP50", (*LOCALIZE_METRICS, CPM), **own, **shared)
+    make = LocalizeConfig.cpu_preset if preset == "cpu" else LocalizeConfig.quick_preset if quick else LocalizeConfig
+    weights = str(backbone_weights) if backbone_weights else None
+    _run_task("localize", run_localize, make, "AP50", (*LOCALIZE_METRICS, CPM), ctx.params, backbone_weights=weights)
 
 
 @bench_app.command("all")
 def all_(
+    ctx: typer.Context,
     real: RealOpt,
     out: Annotated[Path, typer.Option("--out", help="Report folder: report.md, report.json, figures/*.png, per-fold results.")],
     synthetic: SyntheticOpt = None,
-    folds: FoldsOpt = 10,
+    folds: FoldsOpt = OFFICIAL_FOLDS,
     real_split: SplitOpt = "all",
-    size: SizeOpt = 256,
+    size: Annotated[int, size_option(max(MIN_LOCALIZE_SIZE_PX, MIN_FID_SIZE_PX), SIZE_HELP)] = 256,
     inception_weights: Annotated[
         Path | None, typer.Option(help="Local FID Inception weights; without them the FID section says why it is missing.")
     ] = None,
@@ -376,7 +388,7 @@ def all_(
             "and calls a generator helpful only when it beats A, classic and blob.",
         ),
     ] = False,
-    real_nodules: RealNodulesOpt = None,
+    curve: RealNodulesOpt = None,
     allow_generator_leakage: LeakageOpt = False,
     allow_empty_synthetic: EmptySyntheticOpt = False,
     repeats: RepeatsOpt = 1,
@@ -389,7 +401,7 @@ def all_(
     """FID, label fidelity, detection and localization on the same stores; writes report.md / report.json / PNG figures."""
     from lungforge.bench.protocol.detect import DetectConfig
     from lungforge.bench.protocol.localize import LocalizeConfig
-    from lungforge.bench.reporting.report import run_all
+    from lungforge.bench.reporting.report import AllConfig, run_all
     from lungforge.bench.scoring.fid import FidConfig
     from lungforge.cli.bench_print import print_report, print_report_warnings
     from lungforge.cli.console import print_json, progress
@@ -404,38 +416,22 @@ def all_(
     specs = _parse_specs(synthetic)
     if not specs and not controls:
         raise typer.BadParameter("give at least one NAME=STORE (or --controls)", param_hint="--synthetic")
-    points = _points(real_nodules)
+    points = _points(curve)
     _primary(primary, [s.name for s in specs] + (["mislabeled", "paste", "blob", "hosts", "classic"] if controls else []), points)
-    options = dict(
-        size=size,
-        folds=folds,
-        real_split=real_split,
-        select=select,
-        seed=seed,
-        allow_generator_leakage=allow_generator_leakage,
-        allow_empty_synthetic=allow_empty_synthetic,
-        repeats=repeats,
+    params = _given(ctx.params)
+    config = AllConfig(
+        detect=build_config(DetectConfig.quick_preset if quick else DetectConfig, params),
+        localize=build_config(LocalizeConfig.quick_preset if quick else LocalizeConfig, params),
+        fid=build_config(FidConfig, params),
+        fidelity=_segmenter_config(params),
+        controls=controls,
+        curve=points,
+        primary=primary,
+        inception_weights=inception_weights,
     )
-    detect_cfg = _config(DetectConfig, quick, **options, patch=patch)
-    localize_cfg = _config(LocalizeConfig, quick, **options)
-    fid_cfg = _config(FidConfig, size=size, real_split=real_split, features=features, seed=seed, select=select)
-    fidelity_cfg = _segmenter_config(size, seed, quick, segmenter_steps)
+    real_store, stores = _open(real, synthetic)
     with progress() as bar:
-        report = run_all(
-            real,
-            specs,
-            out,
-            detect_cfg,
-            localize_cfg,
-            fid_cfg,
-            resolve_device(device),
-            inception_weights,
-            progress=bar,
-            controls=controls,
-            fidelity=fidelity_cfg,
-            curve=points,
-            primary=primary,
-        )
+        report = run_all(real_store, stores, out, config, resolve_device(device), bar)
     print_report_warnings(report)
     if json_out:
         print_json(report.to_dict())
@@ -443,14 +439,18 @@ def all_(
         print_report(report, out)
 
 
-def _segmenter_config(size: int, seed: int, quick: bool, steps: int | None):
+def _segmenter_config(params: dict[str, Any]) -> Any:
+    """The fidelity segmenters' config from a command's options (its quick preset with `--quick`)."""
     from lungforge.bench.scoring.segmenter import SegmenterConfig
 
-    return _config(SegmenterConfig, quick, size=size, seed=seed, **({"steps": steps} if steps else {}))
+    steps = params.get("segmenter_steps")
+    make = SegmenterConfig.quick_preset if params["quick"] else SegmenterConfig
+    return build_config(make, params, **({"steps": steps} if steps else {}))
 
 
 @bench_app.command("fidelity")
 def fidelity(
+    ctx: typer.Context,
     real: RealOpt,
     synthetic: SyntheticOpt = None,
     size: Annotated[
@@ -479,8 +479,8 @@ def fidelity(
 
     if size % 8:
         raise typer.BadParameter(f"must be divisible by 8, got {size}", param_hint="--size")
-    config = _segmenter_config(size, seed, quick, segmenter_steps)
-    real_store, stores, _ = _open(real, synthetic, need_nodules=False)
+    config = _segmenter_config(_given(ctx.params))
+    real_store, stores = _open(real, synthetic, need_nodules=False)
     with progress(transient=True) as bar:
         result = compute_fidelity(real_store, stores, config, resolve_device(device), bar)
     if json_out:

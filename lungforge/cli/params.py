@@ -70,11 +70,13 @@ def usage_errors(flag: str | None = None, flags: Mapping[str, str] | None = None
         raise typer.BadParameter(str(exc), param_hint=hint) from None
 
 
-def build_config(cls: Callable[..., Config], params: Mapping[str, Any], flags: Mapping[str, str] | None = None, **values: Any) -> Config:
-    """The config `cls` from a command's options: those of `params` (its `ctx.params`) named like
-    the config's fields, then `values` (fields whose option is named otherwise or parsed first).
-    A value the config refuses (ConfigError) is a usage error naming that field's flag (:func:`flag_of`)."""
-    fields = inspect.signature(cls).parameters
+def build_config(make: Callable[..., Config], params: Mapping[str, Any], flags: Mapping[str, str] | None = None, **values: Any) -> Config:
+    """The config that `make` (a config class, or one of its preset classmethods such as
+    `quick_preset`) builds from a command's options: those of `params` (its `ctx.params`) named
+    like the config's fields, then `values` (fields whose option is named otherwise or parsed
+    first). A value the config refuses (ConfigError) is a usage error naming that field's flag
+    (:func:`flag_of`)."""
+    fields = inspect.signature(getattr(make, "__self__", make)).parameters
     options = {name: value for name, value in params.items() if name in fields}
     with usage_errors(flags=flags):
-        return cls(**{**options, **values})
+        return make(**{**options, **values})

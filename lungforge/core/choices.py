@@ -17,6 +17,18 @@ float32 slice is then 16 MB, so batches of such slices stay in memory."""
 MAX_STEPS = 10_000_000
 """Most optimiser steps one training may ask for (train, the fidelity segmenters): the paper's SDM
 trains for a few 100,000, and 10 million steps at 10 steps/s take 12 days."""
+OFFICIAL_FOLDS = 10
+"""LUNA16's official folds: the most cross-validation folds a benchmark can have (fewer merge them)."""
+MIN_FOLDS = 2
+"""Fewest cross-validation folds."""
+MAX_EPOCHS = 10_000
+"""Most epochs a benchmark task may ask for (the paper trains 20–30)."""
+MIN_PATCH_PX = 8
+"""Smallest detection patch side and so the smallest `bench detect` working size (pixels)."""
+MIN_LOCALIZE_SIZE_PX = 32
+"""Smallest `bench localize` working size (pixels)."""
+MIN_FID_SIZE_PX = 32
+"""Smallest `bench fid` working size (pixels)."""
 MAX_GUIDANCE = 20.0
 """Largest classifier-free guidance scale: published SDM and Stable Diffusion settings stay below
 10, and far larger scales push every pixel to the ends of the intensity range."""
@@ -28,8 +40,9 @@ FidSplit = Literal["all", "train", "test"]
 Selection = Literal["first-draw", "all"]
 """Synthetic slices every condition trains on: first generator draws only, or re-drawn ones too."""
 Backbone = Literal["resnet50", "resnet18", "resnet18-stride2"]
-LocalizePreset = Literal["paper", "cpu"]
 """Faster R-CNN backbone (both with FPN)."""
+LocalizePreset = Literal["paper", "cpu"]
+"""`bench localize` settings: the paper's detector, or the CPU-sized one."""
 Features = Literal["inception", "random"]
 """FID features: InceptionV3 (comparable with published FID) or random (tests only)."""
 Placement = Literal["any", "central", "peripheral", "left", "right"]
@@ -38,8 +51,10 @@ NoduleShape = Literal["real", "sphere", "lidc"]
 """Nodule outlines: real train nodules, model outlines (LIDC-like ellipses with lobes) or LIDC contours."""
 Sampler = Literal["ddpm", "ddim", "dpmpp"]
 """Diffusion samplers: ancestral DDPM, DDIM, DPM-Solver++ 2M."""
+SAMPLERS: tuple[Sampler, ...] = get_args(Sampler)
 Precision = Literal["fp32", "bf16", "fp16"]
 """Compute precision of a model's forward (fp16 needs CUDA)."""
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 PresetName = Literal["tiny", "paper"]
 """Named model presets of `train`: 'tiny' (64 px, CPU) and 'paper' (SDM 256 px, SPADE 512 px)."""
 Lungs = Literal["seg", "auto"]

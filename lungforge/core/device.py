@@ -8,11 +8,10 @@ from typing import Literal
 
 import torch
 
-from lungforge.core.choices import Precision
+from lungforge.core.choices import PRECISIONS, Precision
 from lungforge.core.errors import InputError
 
 DeviceChoice = Literal["auto", "cpu", "cuda"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -41,7 +40,7 @@ def check_precision(precision: str, device: torch.device) -> Precision:
         raise InputError(f"--precision fp16 needs a CUDA device, got {device}; use fp32 or bf16 on CPU")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise InputError(f"--precision bf16 is not supported by {torch.cuda.get_device_name(device)}; use fp16 or fp32")
-    return precision  # type: ignore[return-value]
+    return precision
 
 
 def autocast(device: torch.device, precision: Precision) -> AbstractContextManager:

@@ -9,12 +9,11 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-from lungforge.core.choices import Sampler
+from lungforge.core.choices import SAMPLERS, Sampler
 from lungforge.diffusion.gaussian import GaussianDiffusion, Model
 from lungforge.diffusion.guidance import guided_output
 from lungforge.diffusion.schedule import NoiseSchedule, linear_betas, respace
 
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp")
 Progress = Callable[[int, int], None]
 """progress(steps_done, steps_total), called after every denoising step."""
 

@@ -3,13 +3,13 @@ import json
 import numpy as np
 import torch
 
-from lungforge.bench.protocol.detect import DetectConfig, augment, run_detect
+from lungforge.bench.protocol.detect import DetectConfig, flip_patches, run_detect
 from lungforge.bench.protocol.inputs import open_real, open_synthetic
 
 
-def test_augment_keeps_pixel_values():
+def test_flip_patches_keeps_pixel_values():
     x = torch.arange(2 * 32 * 32, dtype=torch.uint8).reshape(2, 32, 32)
-    y = augment(x, torch.Generator().manual_seed(0))
+    y = flip_patches(x, torch.Generator().manual_seed(0))
     assert torch.equal(torch.sort(y.flatten(1)).values, torch.sort(x.flatten(1)).values)
 
 

@@ -19,14 +19,14 @@ import dataclasses
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
 from lungforge.bench.protocol.budget import curve_steps, reference_steps
-from lungforge.bench.protocol.fold_controls import FOLD_CONTROLS, fold_control_names
+from lungforge.bench.protocol.fold_controls import FOLD_CONTROLS, ControlSet, fold_control_names
+from lungforge.bench.protocol.fold_options import FoldConfig
 from lungforge.bench.protocol.foldlog import FoldLog, run_signature
 from lungforge.bench.protocol.folds import OUTSIDE, leak_groups, real_groups
 from lungforge.bench.protocol.inputs import REFERENCE
@@ -36,13 +36,8 @@ from lungforge.bench.protocol.repeats import average_rows, repeat_seed
 from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.protocol.selection import selected
 from lungforge.bench.protocol.sources import SOURCES, check_synthetic_positives, external_source_slices, joined_counts
-from lungforge.core.choices import MAX_SIZE_PX, RealSplit, Selection, check_choice, check_range
 from lungforge.core.errors import InputError
-from lungforge.core.seeds import check_seed
 from lungforge.store import NO_SOURCE, Store, nodule_ids
-
-MAX_EPOCHS = 10_000
-"""Most epochs a benchmark task may ask for (the paper trains 20–30)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,66 +50,6 @@ class FoldRunner:
 
     def __call__(self, fold: int, condition: str) -> FoldRow:
         return self.run(fold, condition)
-
-
-@dataclass(frozen=True)
-class FoldOptions:
-    """The options every k-fold task config shares with the same meaning and default
-    (:class:`~lungforge.bench.protocol.detect.DetectConfig`, :class:`~lungforge.bench.protocol.localize.LocalizeConfig`):
-    which synthetic slices train, the seed, the quick label and the learning-curve settings."""
-
-    select: Selection = "first-draw"
-    """Synthetic slices every condition trains on: 'first-draw' or 'all'."""
-    seed: int = 0
-    quick: bool = False
-    real_nodules: int | None = None
-    """Learning-curve point: real training nodules per fold, each with all its slices (None: all)."""
-    fixed_budget: bool = False
-    """Train every point, fold and condition the same steps (:func:`~lungforge.bench.protocol.budget.curve_steps`)."""
-    allow_generator_leakage: bool = False
-    """Bench generators whose weights saw test-fold patients (the report says so)."""
-    fold_controls: bool = False
-    """Also run the per-fold controls `hosts` and `classic` (:mod:`~lungforge.bench.protocol.fold_controls`;
-    needs the `mislabeled` and `paste` control stores)."""
-    allow_empty_synthetic: bool = False
-    """Bench a synthetic condition that adds no nodule slice to some fold (refused otherwise)."""
-    repeats: int = 1
-    """Training seeds per fold and condition; their fold rows are averaged (:mod:`~lungforge.bench.protocol.repeats`)."""
-
-
-class FoldConfig(Protocol):
-    """The fields every k-fold task's config has (DetectConfig, LocalizeConfig)."""
-
-    size: int
-    folds: int
-    real_split: str
-    select: str
-    epochs: int
-    batch_size: int
-    quick: bool
-    seed: int
-    real_nodules: int | None
-    fixed_budget: bool
-    allow_generator_leakage: bool
-    fold_controls: bool
-    allow_empty_synthetic: bool
-    repeats: int
-
-
-def check_fold_config(config: FoldConfig, min_size: int) -> None:
-    """ConfigError (a ValueError) naming the first shared field of a task config out of its choices
-    or range: seed, real_split, select, size (`min_size`..MAX_SIZE_PX px), folds (2..10), epochs,
-    batch_size (>= 1), repeats (>= 1), real_nodules (>= 1 or None)."""
-    check_seed(config.seed)
-    check_choice("real_split", config.real_split, RealSplit)
-    check_choice("select", config.select, Selection)
-    check_range("size", config.size, min_size, MAX_SIZE_PX)
-    check_range("folds", config.folds, 2, 10)
-    check_range("epochs", config.epochs, 1, MAX_EPOCHS)
-    check_range("batch_size", config.batch_size, 1)
-    check_range("repeats", config.repeats, 1)
-    if config.real_nodules is not None:
-        check_range("real_nodules", config.real_nodules, 1)
 
 
 ALL = "all"
@@ -242,12 +177,14 @@ def log_name(task: str, config: FoldConfig) -> str:
     return f"{task}-k{point_label(config.real_nodules)}" if curve else task
 
 
-class FoldSet(Protocol):
+class FoldSet(ControlSet, Protocol):
     """What a task trains and tests on (PatchSet, SliceSet): items with the fold `group` (n,) of
-    their patient and the store `slice` (n,) they come from."""
+    their patient and the store `slice` (n,) they come from, that a fold control can build on."""
 
-    group: np.ndarray
-    slice: np.ndarray
+    @property
+    def group(self) -> np.ndarray: ...
+    @property
+    def slice(self) -> np.ndarray: ...
 
     def select(self, mask: np.ndarray) -> Any: ...
 
@@ -296,7 +233,7 @@ def fold_runner(
         source = condition if control is None else control.source
         rule = fold_training(real, {c: synthetic[c] for c in synthetic if c == source}, leaks, groups, fold, config)
         reference = real_set.select(reference_mask(fold, rule.kept))
-        train = [reference]
+        train: list[S | ControlSet] = [reference]
         joined = {"synthetic_positives": 0, "synthetic_negatives": 0}
         if source != REFERENCE:
             items = synthetic_sets[source]
@@ -304,11 +241,12 @@ def fold_runner(
                 items = items.select(rule.joins[source][items.slice])
             if control is None:
                 joined = joined_counts(synthetic.get(source, real), items.slice)
+                train.append(items)
             else:
-                items = control.items(reference, items, np.random.default_rng([config.seed, fold, condition_stream(condition)]))
-                positive = np.asarray(items.positive, bool)
+                made = control.items(reference, items, np.random.default_rng([config.seed, fold, condition_stream(condition)]))
+                positive = np.asarray(made.positive, dtype=np.bool_)
                 joined = {"synthetic_positives": int(positive.sum()), "synthetic_negatives": int((~positive).sum())}
-            train.append(items)
+                train.append(made)
         steps = fixed or reference_steps(len(reference), config.epochs, config.batch_size)
         started = time.perf_counter()
         row = average_rows([train_and_test(fold, train, steps, repeat_seed(config.seed, r)) for r in range(config.repeats)])
@@ -330,7 +268,7 @@ def check_joins(real: Store, synthetic: dict[str, Store], groups: np.ndarray, co
     leaks = {name: leak_groups(store, real, groups) for name, store in synthetic.items()}
     rules = [fold_training(real, synthetic, leaks, groups, fold, config) for fold in range(config.folds)]
     joins = {name: [rule.joins[name] for rule in rules] for name in synthetic}
-    used = {name: selected(store, config.select) for name, store in synthetic.items()}  # type: ignore[arg-type]
+    used = {name: selected(store, config.select) for name, store in synthetic.items()}
     check_synthetic_positives(joins, synthetic, used, config.allow_empty_synthetic)
 
 
@@ -366,7 +304,7 @@ def cross_validate(
     benchmark), loads its data once (with the SOURCES set from :func:`external_source_slices`
     when that condition runs) and builds the runner with :func:`fold_runner`.
     """
-    groups = real_groups(real, config.folds, config.real_split)  # type: ignore[arg-type]
+    groups = real_groups(real, config.folds, config.real_split)
     leakage = check_leakage(real, synthetic, groups, config.allow_generator_leakage)
     check_joins(real, synthetic, groups, config)
     rank, _ = rank_and_world()
@@ -396,5 +334,6 @@ def cross_validate(
             log.remember(condition, fold, row)
         if progress:
             progress.update(bar, completed=planned, status="")
-    folds = {c: [log.get(c, f) for f in range(config.folds)] for c in conditions}
+    # every (fold, condition) is in the log now: run above, or finished by an earlier run
+    folds = {c: [cast("FoldRow", log.get(c, f)) for f in range(config.folds)] for c in conditions}
     return TaskResult(task, config, tuple(conditions), folds, leakage)

@@ -22,14 +22,15 @@ from torch.nn import functional as F
 from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
 from lungforge.bench.networks.seresnet import SEResNet
 from lungforge.bench.protocol.budget import CALIBRATION_BATCHES, balanced_batch_indices, realized_share
-from lungforge.bench.protocol.crossval import FoldOptions, FoldRunner, check_fold_config, condition_stream, cross_validate, fold_runner
+from lungforge.bench.protocol.crossval import FoldRunner, condition_stream, cross_validate, fold_runner
+from lungforge.bench.protocol.fold_options import FoldOptions, check_training
 from lungforge.bench.protocol.folds import OUTSIDE, source_groups
 from lungforge.bench.protocol.patches import JITTER_PX, PATCH, PatchSet, sample_patches
 from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.protocol.selection import selected
 from lungforge.bench.protocol.sources import SOURCES, external_source_slices
 from lungforge.bench.scoring.metrics import Confusion, auroc, classification_metrics, recall_by_size
-from lungforge.core.choices import RealSplit, check_range
+from lungforge.core.choices import MIN_PATCH_PX, check_range
 from lungforge.store import Store
 
 QUICK_LABEL = "QUICK (not comparable to the paper)"
@@ -37,12 +38,10 @@ QUICK_LABEL = "QUICK (not comparable to the paper)"
 
 @dataclass(frozen=True)
 class DetectConfig(FoldOptions):
-    """Options of the detection benchmark (sizes in pixels at the working resolution)."""
+    """Options of the detection benchmark: the shared :class:`FoldOptions` (working `size`
+    8..2048 px, every store resized to it before patches are cut) and the classifier's; sizes in
+    pixels at the working resolution."""
 
-    size: int = 256
-    """Working resolution (pixels, 8..2048) every store is resized to before patches are cut."""
-    folds: int = 10
-    real_split: RealSplit = "all"
     epochs: int = 30
     """Passes over condition A's training patches; every condition trains that many steps."""
     batch_size: int = 64
@@ -58,12 +57,13 @@ class DetectConfig(FoldOptions):
     """Nodule patches in every training batch, for every condition (0..1)."""
 
     def __post_init__(self) -> None:
-        check_fold_config(self, min_size=8)
+        super().__post_init__()
+        check_training(self.epochs, self.batch_size)
         check_range("batch_size", self.batch_size, 2)
         if not 0.0 < self.positive_share < 1.0:
             raise ValueError(f"positive_share must lie strictly between 0 and 1, got {self.positive_share}")
         check_range("width", self.width, 1)
-        check_range("patch", self.patch, 8, self.size)
+        check_range("patch", self.patch, MIN_PATCH_PX, self.size)
         check_range("jitter_px", self.jitter_px, 0)
         if (self.depth - 2) % 6 or self.depth < 8:
             raise ValueError(f"depth must be 6n+2 (8, 14, 20, ...), got {self.depth}")
@@ -75,8 +75,8 @@ class DetectConfig(FoldOptions):
         return cls(**{**overrides, "folds": 2, "epochs": 20, "depth": 8, "width": 8, "quick": True})
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random flips and transposes (the 8 symmetries of the square) of (B, P, P) patches."""
+def flip_patches(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each of the (B, P, P) patches under a random one of the 8 symmetries of the square (flips and a transpose)."""
     flips = torch.rand(x.shape[0], 3, generator=generator) < 0.5
     x = torch.where(flips[:, 0, None, None], x.flip(-1), x)
     x = torch.where(flips[:, 1, None, None], x.flip(-2), x)
@@ -109,7 +109,7 @@ def train_classifier(
     model.train()
     taken = 0
     for idx in balanced_batch_indices(train.target, config.batch_size, steps, config.positive_share, generator):
-        x = augment(images[idx], generator)
+        x = flip_patches(images[idx], generator)
         loss = F.binary_cross_entropy_with_logits(model(to_input(x, device)), target[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()

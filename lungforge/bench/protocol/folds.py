@@ -18,7 +18,6 @@ from lungforge.core.choices import RealSplit
 from lungforge.core.errors import InputError
 from lungforge.store import NO_SOURCE, SPLIT_IDS, Store
 
-OFFICIAL_FOLDS = 10
 OUTSIDE = -1
 
 
@@ -33,11 +32,10 @@ class FoldSplit:
 
 
 def real_groups(real: Store, folds: int, real_split: RealSplit) -> np.ndarray:
-    """(N,) int group of every real slice: `fold mod folds`, or -1 for patients outside `real_split`."""
-    if not 2 <= folds <= OFFICIAL_FOLDS:
-        raise InputError(f"--folds must be between 2 and {OFFICIAL_FOLDS}, got {folds}")
-    if real_split not in ("all", "test"):
-        raise InputError(f"--real-split must be 'all' or 'test', got {real_split!r}")
+    """(N,) int group of every real slice: `fold mod folds`, or -1 for patients outside `real_split`.
+
+    `folds` and `real_split` are a task config's, already checked; an InputError when the
+    `real_split` patients do not fill `folds` groups."""
     groups = real.meta("fold").astype(np.int64) % folds
     if real_split == "test":
         groups = np.where(real.meta("split") == SPLIT_IDS["test"], groups, OUTSIDE)

@@ -4,13 +4,13 @@ runner in :mod:`.localize` and the detector's training in :mod:`.detector_traini
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from lungforge.bench.protocol.classic import classic_copies
-from lungforge.bench.protocol.crossval import FoldOptions, check_fold_config
-from lungforge.core.choices import Backbone, RealSplit, check_choice, check_range
+from lungforge.bench.protocol.fold_options import FoldOptions, check_training
+from lungforge.core.choices import MIN_LOCALIZE_SIZE_PX, Backbone, check_choice, check_range
 
 ANCHORS_AT_256 = (8, 16, 32, 64, 128)
 SHOW_SCORE = 0.5
@@ -19,12 +19,11 @@ Optimizer = Literal["sgd", "adamw"]
 
 @dataclass(frozen=True)
 class LocalizeConfig(FoldOptions):
-    """Options of the localization benchmark (sizes in pixels at the working resolution)."""
+    """Options of the localization benchmark: the shared :class:`FoldOptions` (working `size`
+    32..2048 px, every store resized to it: the detector's input size) and the detector's; sizes
+    in pixels at the working resolution."""
 
-    size: int = 256
-    """Working resolution (pixels, 32..2048) every store is resized to; the detector's input size."""
-    folds: int = 10
-    real_split: RealSplit = "all"
+    min_size: ClassVar[int] = MIN_LOCALIZE_SIZE_PX
     backbone: Backbone = "resnet50"
     backbone_weights: str | None = None
     """Local torchvision ResNet state dict for the backbone (None: random init)."""
@@ -48,7 +47,8 @@ class LocalizeConfig(FoldOptions):
     """Test slices per fold whose predictions are kept for the report's figure."""
 
     def __post_init__(self) -> None:
-        check_fold_config(self, min_size=32)
+        super().__post_init__()
+        check_training(self.epochs, self.batch_size)
         check_choice("backbone", self.backbone, Backbone)
         for name in ("fpn_channels", "head_dim", "roi_samples"):
             check_range(name, getattr(self, name), 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from lungforge.bench.protocol.controls import CONTROL_NAMES, make_controls, sepa
 from lungforge.bench.protocol.crossval import point_label
 from lungforge.bench.protocol.curves import check_points, curve_figure, curve_table, learning_curve
 from lungforge.bench.protocol.detect import DetectConfig, run_detect
+from lungforge.bench.protocol.fold_options import FoldOptions
 from lungforge.bench.protocol.foldlog import RESUME_ADVICE
 from lungforge.bench.protocol.folds import leak_groups, real_groups
-from lungforge.bench.protocol.inputs import SyntheticSpec, open_real, open_synthetic
+from lungforge.bench.protocol.inputs import open_synthetic
 from lungforge.bench.protocol.localize import LocalizeConfig, run_localize
 from lungforge.bench.protocol.results import CurveResult, TaskResult
 from lungforge.bench.protocol.selection import selected, selection_summary
@@ -30,7 +32,7 @@ from lungforge.bench.scoring.fidelity import compute_fidelity
 from lungforge.bench.scoring.metrics import DETECT_EXTRA_METRICS, DETECT_METRICS, LOCALIZE_EXTRA_METRICS, LOCALIZE_METRICS
 from lungforge.bench.scoring.segmenter import SegmenterConfig
 from lungforge.bench.scoring.summary import parse_primary, summarize
-from lungforge.core.choices import Selection
+from lungforge.core.choices import RealSplit, Selection
 from lungforge.core.errors import InputError
 from lungforge.core.fileio import atomic_write_bytes, named_write
 from lungforge.store import Store
@@ -38,52 +40,74 @@ from lungforge.store import Store
 SUMMARY_METRICS = {"detect": DETECT_METRICS + DETECT_EXTRA_METRICS, "localize": LOCALIZE_METRICS + LOCALIZE_EXTRA_METRICS}
 
 
-def run_all(
-    real_path: Path,
-    specs: list[SyntheticSpec],
-    out: Path,
-    detect: DetectConfig,
-    localize: LocalizeConfig,
-    fid: FidConfig,
-    device: torch.device,
-    inception_weights: Path | None = None,
-    allow_download: bool = True,
-    progress: Any = None,
-    controls: bool = False,
-    fidelity: SegmenterConfig | None = None,
-    curve: list[int | None] | None = None,
-    primary: str | None = None,
-) -> BenchReport:
-    """Run fid (if weights are available), label fidelity (unless `fidelity` is None), detect and
-    localize; write the report into `out`.
+@dataclass(frozen=True)
+class AllConfig:
+    """What `bench all` runs: each part's config and the report's own options.
 
-    With `controls`, the control stores (`mislabeled`, `paste`, `blob`) are made under `out/controls`
+    `detect` and `localize` hold the same :class:`FoldOptions` (the run's shared options,
+    :attr:`shared`). `fidelity` None skips label fidelity. With `controls` the control stores are
+    made and benched. `curve`: learning-curve points K (None: all), or None for one run.
+    `primary`: `COND@K`, each task's primary comparison (default the first synthetic condition at
+    the smallest K). `inception_weights`: a local FID Inception file; `allow_download` lets
+    torchvision fetch it otherwise."""
+
+    detect: DetectConfig
+    localize: LocalizeConfig
+    fid: FidConfig
+    fidelity: SegmenterConfig | None = None
+    controls: bool = False
+    curve: list[int | None] | None = None
+    primary: str | None = None
+    inception_weights: Path | None = None
+    allow_download: bool = True
+
+    def __post_init__(self) -> None:
+        for name in (f.name for f in dataclasses.fields(FoldOptions)):
+            if getattr(self.detect, name) != getattr(self.localize, name):
+                raise ValueError(
+                    f"detect and localize must share {name}, got {getattr(self.detect, name)!r} and {getattr(self.localize, name)!r}"
+                )
+
+    @property
+    def shared(self) -> FoldOptions:
+        """The options detect and localize share (folds, real patients, selection, seed, ...)."""
+        return self.detect
+
+
+def run_all(
+    real: Store, synthetic: dict[str, Store], out: Path, config: AllConfig, device: torch.device, progress: Any = None
+) -> BenchReport:
+    """Run fid (if weights are available), label fidelity (unless `config.fidelity` is None),
+    detect and localize on the opened stores; write the report into `out`.
+
+    With `config.controls`, the control stores (`mislabeled`, `paste`, `blob`) are made under `out/controls`
     (:mod:`lungforge.bench.protocol.controls`) and benched first, the per-fold controls `hosts` and
     `classic` (:mod:`lungforge.bench.protocol.fold_controls`) last, and the report says whether the
-    protocol separates paste from mislabeled and which generators beat A, classic and blob. With `curve` (learning-curve points K, None: all) detect and localize
-    run at every point with one budget (:mod:`lungforge.bench.protocol.curves`), the tables at K = all (or
-    the largest K), and a curve figure per task. `primary` (`COND@K`, default the first synthetic
-    condition at the smallest K) is each task's primary comparison. Finished folds under `out/detect` and `out/localize` are reused by
-    a rerun with the same arguments. The report is also written as `out/report.json` and `out/report.md`.
+    protocol separates paste from mislabeled and which generators beat A, classic and blob. With
+    `config.curve` detect and localize run at every point with one budget
+    (:mod:`lungforge.bench.protocol.curves`), the tables at K = all (or the largest K), and a curve
+    figure per task. Finished folds under `out/detect` and `out/localize` are reused by a rerun with
+    the same arguments. The report is also written as `out/report.json` and `out/report.md`.
     """
-    real = open_real(real_path)
+    shared, curve, detect, localize = config.shared, config.curve, config.detect, config.localize
     if curve is not None:
-        check_points(real, detect.folds, detect.real_split, curve)
+        check_points(real, shared.folds, shared.real_split, curve)
     out.mkdir(parents=True, exist_ok=True)
-    synthetic = _open(specs, real)
-    candidates = [*synthetic, *(reversed(CONTROL_NAMES) if controls else ())]
+    candidates = [*synthetic, *(reversed(CONTROL_NAMES) if config.controls else ())]
     try:  # the default primary: the user's first store, else the positive control (paste)
-        spec = parse_primary(primary, candidates, [point_label(k) for k in curve] if curve is not None else ["all"])
+        spec = parse_primary(config.primary, candidates, [point_label(k) for k in curve] if curve is not None else ["all"])
     except ValueError as exc:
-        raise InputError(f"--primary {primary}: {exc}") from None
-    if controls:
-        control_specs = make_controls(real_path, real, synthetic, out, detect.seed)
+        raise InputError(f"--primary {config.primary}: {exc}") from None
+    paths = {name: store.path for name, store in synthetic.items()}
+    if config.controls:
+        control_specs = make_controls(real.path, real, synthetic, out, shared.seed)
         detect, localize = dataclasses.replace(detect, fold_controls=True), dataclasses.replace(localize, fold_controls=True)
-        specs, synthetic = [*control_specs, *specs], {**_open(control_specs, real), **synthetic}
+        paths = {**{s.name: s.path for s in control_specs}, **paths}
+        synthetic = {**{s.name: open_synthetic(s.path, real) for s in control_specs}, **synthetic}
     if not synthetic:
         raise InputError("bench all needs at least one --synthetic NAME=STORE or --controls")
-    fid_section = fid_report(real, synthetic, fid, device, inception_weights, allow_download, progress)
-    fidelity_result = compute_fidelity(real, synthetic, fidelity, device, progress) if fidelity is not None else None
+    fid_section = fid_report(real, synthetic, config.fid, device, config.inception_weights, config.allow_download, progress)
+    fidelity_result = compute_fidelity(real, synthetic, config.fidelity, device, progress) if config.fidelity is not None else None
     curves: dict[str, CurveResult] = {}
     if curve is None:
         results = {
@@ -103,30 +127,26 @@ def run_all(
         else summarize(results[task], SUMMARY_METRICS[task], TEST_METRIC[task], spec)
         for task in results
     }
-    figures = report_figures(out / "figures", real, synthetic, results, curves, detect, report_title(detect.quick or localize.quick))
+    figures = report_figures(out / "figures", real, synthetic, results, curves, detect, report_title(shared.quick))
     report = BenchReport(
         device=str(device),
-        real=real_path,
-        synthetic={s.name: s.path for s in specs},
+        real=real.path,
+        synthetic=paths,
         fid=fid_section,
         fidelity=fidelity_result,
-        selection=selection_report(real, synthetic, detect.select, detect.folds, detect.real_split),
+        selection=selection_report(real, synthetic, shared.select, shared.folds, shared.real_split),
         detect=TaskReport(results["detect"], summaries["detect"], Budget.of(results["detect"])),
         localize=TaskReport(results["localize"], summaries["localize"], Budget.of(results["localize"])),
-        controls={task: separation(r, TEST_METRIC[task]) for task, r in results.items()} if controls else None,
+        controls={task: separation(r, TEST_METRIC[task]) for task, r in results.items()} if config.controls else None,
         curves={task: CurveSection(c, TEST_METRIC[task], tables[task]) for task, c in curves.items()} or None,
         figures=[str(p.relative_to(out)) for p in figures],
-        verdicts={task: verdicts(r, TEST_METRIC[task]) for task, r in results.items()} if controls else None,
+        verdicts={task: verdicts(r, TEST_METRIC[task]) for task, r in results.items()} if config.controls else None,
     )
     texts = {"report.json": json.dumps(report.to_dict(), indent=2, allow_nan=False, default=str), "report.md": markdown(report)}
     for name, text in texts.items():
         with named_write(out / name, RESUME_ADVICE):
             atomic_write_bytes(out / name, text.encode())
     return report
-
-
-def _open(specs: list[SyntheticSpec], real: Store) -> dict[str, Store]:
-    return {s.name: open_synthetic(s.path, real) for s in specs}
 
 
 def fid_report(
@@ -178,10 +198,10 @@ def report_figures(
     ]
 
 
-def selection_report(real: Store, synthetic: dict[str, Store], rule: Selection, folds: int, real_split: str) -> dict[str, Any]:
+def selection_report(real: Store, synthetic: dict[str, Store], rule: Selection, folds: int, real_split: RealSplit) -> dict[str, Any]:
     """Per synthetic condition: :func:`selection_summary` plus the selected slices dropped from
     each fold's training because their label map or a nodule source is a test-fold patient."""
-    groups = real_groups(real, folds, real_split)  # type: ignore[arg-type]
+    groups = real_groups(real, folds, real_split)
     section = {}
     for name, store in synthetic.items():
         leaks = leak_groups(store, real, groups) & selected(store, rule)[:, None]

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lungforge.bench.protocol.selection import selected
-from lungforge.core.choices import MAX_SIZE_PX, Features, FidSplit, Selection, check_choice, check_range
+from lungforge.core.choices import MAX_SIZE_PX, MIN_FID_SIZE_PX, Features, FidSplit, Selection, check_choice, check_range
 from lungforge.core.errors import CheckpointError, InputError, torch_load_reason
 from lungforge.core.seeds import check_seed
 from lungforge.data.resize import resize_images_uint8
@@ -232,7 +232,7 @@ class FidConfig:
         check_choice("real_split", self.real_split, FidSplit)
         check_choice("features", self.features, Features)
         check_choice("select", self.select, Selection)
-        check_range("size", self.size, 32, MAX_SIZE_PX)
+        check_range("size", self.size, MIN_FID_SIZE_PX, MAX_SIZE_PX)
         check_range("batch_size", self.batch_size, 1)
 
 
