@@ -8,13 +8,35 @@ from typing import Annotated, Any
 
 import typer
 
+from lungforge.cli.bench_options import (
+    SIZE_HELP,
+    EmptySyntheticOpt,
+    FoldsOpt,
+    JsonOpt,
+    LeakageOpt,
+    OutOpt,
+    PatchOpt,
+    PrimaryOpt,
+    QuickOpt,
+    RealNodulesOpt,
+    RealOpt,
+    RepeatsOpt,
+    SeedOpt,
+    SegmenterStepsOpt,
+    SelectOpt,
+    SplitOpt,
+    SyntheticOpt,
+    curve_points,
+    open_stores,
+    primary_spec,
+    size_option,
+    synthetic_specs,
+)
 from lungforge.cli.params import DeviceOpt, build_config, finite
-from lungforge.cli.params import seed as check_seed
 from lungforge.core.choices import (
     MAX_EPOCHS,
     MAX_SIZE_PX,
     MIN_FID_SIZE_PX,
-    MIN_FOLDS,
     MIN_LOCALIZE_SIZE_PX,
     MIN_PATCH_PX,
     OFFICIAL_FOLDS,
@@ -22,8 +44,6 @@ from lungforge.core.choices import (
     Features,
     FidSplit,
     LocalizePreset,
-    RealSplit,
-    Selection,
 )
 
 bench_app = typer.Typer(
@@ -33,134 +53,6 @@ bench_app = typer.Typer(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")
-
-
-RealOpt = Annotated[Path, typer.Option("--real", help="Real lungforge store (from `lungforge prepare`).")]
-SyntheticOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--synthetic", help="NAME=STORE synthetic store made from --real's label maps; one condition each (e.g. B=spade.zarr C=sdm.zarr)."
-    ),
-]
-
-
-def size_option(min_px: int, help: str) -> Any:
-    """A `--size` option: the working resolution, `min_px`..MAX_SIZE_PX pixels (the bounds of the config it builds)."""
-    return typer.Option(min=min_px, max=MAX_SIZE_PX, help=help)
-
-
-SIZE_HELP = "Working resolution in pixels for every condition (and FID); images bilinear antialiased, labels nearest, boxes scaled."
-FoldsOpt = Annotated[
-    int,
-    typer.Option(min=MIN_FOLDS, max=OFFICIAL_FOLDS, help="Cross-validation folds; < 10 merges the official LUNA16 folds as fold mod K."),
-]
-SplitOpt = Annotated[
-    RealSplit, typer.Option(help="Real patients in the CV: 'all' (the paper) or 'test' (patients the generator never saw).")
-]
-SeedOpt = Annotated[
-    int, typer.Option(callback=check_seed, help="Seed of patch sampling, model initialisation and batch order (same for every condition).")
-]
-QuickOpt = Annotated[
-    bool, typer.Option("--quick", help="2 folds, 1–2 epochs, small models: for CI and demos, NOT comparable to the paper.")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
-SelectOpt = Annotated[
-    Selection,
-    typer.Option(
-        "--select",
-        help="Synthetic slices every condition trains on: 'first-draw' (only slices kept at their first generator draw, "
-        "meta/attempts = 1: one draw per slice for every generator) or 'all' (re-drawn ones too).",
-    ),
-]
-PatchOpt = Annotated[
-    int, typer.Option("--patch", min=MIN_PATCH_PX, help="Detection patch side in pixels at the working --size (paper: 32 at 256).")
-]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="Folder for per-fold results; a rerun with the same arguments resumes.")]
-RealNodulesOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--real-nodules",
-        help="Learning curve: K1,K2,…,all real training nodules per fold, each with all its slices (a seeded, nested subset of the "
-        "benchmarked patients' nodules, nodule-free slices in the store's proportion, the same for every condition; one optimiser "
-        "budget for every K and condition). Synthetic slices built from patients outside the benchmark join at every K.",
-    ),
-]
-LeakageOpt = Annotated[
-    bool,
-    typer.Option(
-        "--allow-generator-leakage",
-        help="Bench generators whose weights saw test-fold patients (or do not record them); the report's first line says so.",
-    ),
-]
-EmptySyntheticOpt = Annotated[
-    bool,
-    typer.Option(
-        "--allow-empty-synthetic",
-        help="Bench a synthetic store that adds no nodule slice to some fold (its slices all copy real nodules not kept there); "
-        "refused otherwise, naming the store and folds.",
-    ),
-]
-SegmenterStepsOpt = Annotated[
-    int | None,
-    typer.Option(min=1, help="Training steps of each of the two cross-fitted fidelity segmenters (default 1500; 150 with --quick)."),
-]
-
-
-PrimaryOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--primary",
-        help="The one comparison fixed before the run, COND@K (K a --real-nodules point, 'all' without a curve; default: the first "
-        "synthetic condition at the smallest K), vs A on the primary metric (detect: AUROC); its p stays raw, every other is Holm-adjusted.",
-    ),
-]
-RepeatsOpt = Annotated[
-    int, typer.Option("--repeats", min=1, help="Training seeds per fold and condition; their fold results are averaged.")
-]
-
-
-def _primary(text: str | None, names: list[str], points: list[int | None] | None) -> Any:
-    """The `--primary` spec checked against the conditions and points; a bad one is a usage error."""
-    from lungforge.bench.protocol.crossval import point_label
-    from lungforge.bench.scoring.summary import parse_primary
-
-    try:
-        return parse_primary(text, names, [point_label(k) for k in points] if points is not None else ["all"])
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--primary") from None
-
-
-def _points(text: str | None) -> list[int | None] | None:
-    """The `--real-nodules` points, or None without the option; a malformed list is a usage error."""
-    from lungforge.bench.protocol.crossval import parse_real_nodules
-
-    if text is None:
-        return None
-    try:
-        return parse_real_nodules(text)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--real-nodules") from None
-
-
-def _parse_specs(synthetic: list[str] | None) -> list[Any]:
-    """The `--synthetic NAME=STORE` arguments; a malformed one is a usage error (exit 2)."""
-    from lungforge.bench.protocol.inputs import parse_synthetic
-    from lungforge.core.errors import InputError
-
-    try:
-        return parse_synthetic(synthetic or [])
-    except InputError as exc:
-        raise typer.BadParameter(str(exc).removeprefix("--synthetic "), param_hint="--synthetic") from None
-
-
-def _open(real: Path, synthetic: list[str] | None, need_nodules: bool = True) -> tuple[Any, dict[str, Any]]:
-    """The `--real` store and the `--synthetic` stores by name, opened and checked: every bench
-    command opens its stores here and hands them to lungforge.bench."""
-    from lungforge.bench.protocol.inputs import open_real, open_synthetic
-
-    specs = _parse_specs(synthetic)
-    real_store = open_real(real)
-    return real_store, {s.name: open_synthetic(s.path, real_store, need_nodules=need_nodules) for s in specs}
 
 
 def _given(params: dict[str, Any]) -> dict[str, Any]:
@@ -191,10 +83,10 @@ def _run_task(
     from lungforge.core.device import resolve_device
     from lungforge.core.process_group import dist_info_from_env, process_group
 
-    points = _points(params["curve"])
-    spec = _primary(params["primary"], [s.name for s in _parse_specs(params["synthetic"])], points)
+    points = curve_points(params["curve"])
+    spec = primary_spec(params["primary"], [s.name for s in synthetic_specs(params["synthetic"])], points)
     config = build_config(make, _given(params), **values)
-    real_store, stores = _open(params["real"], params["synthetic"])
+    real_store, stores = open_stores(params["real"], params["synthetic"])
     out, json_out = params["out"], params["json_out"]
     info = dist_info_from_env()
     device = resolve_device(params["device"], info.local_rank)
@@ -257,7 +149,7 @@ def fid(
     from lungforge.core.device import resolve_device
 
     named = [s if "=" in s else f"{Path(s).stem}={s}" for s in synthetic]
-    real_store, stores = _open(real, named, need_nodules=False)
+    real_store, stores = open_stores(real, named, need_nodules=False)
     config = build_config(FidConfig, ctx.params)
     dev = resolve_device(device)
     extractor, dims = make_extractor(config, inception_weights, dev)
@@ -413,11 +305,11 @@ def all_(
             "bench all runs in one process; under torchrun run `bench detect` and `bench localize`, whose ranks share the folds",
             param_hint="torchrun",
         )
-    specs = _parse_specs(synthetic)
+    specs = synthetic_specs(synthetic)
     if not specs and not controls:
         raise typer.BadParameter("give at least one NAME=STORE (or --controls)", param_hint="--synthetic")
-    points = _points(curve)
-    _primary(primary, [s.name for s in specs] + (["mislabeled", "paste", "blob", "hosts", "classic"] if controls else []), points)
+    points = curve_points(curve)
+    primary_spec(primary, [s.name for s in specs] + (["mislabeled", "paste", "blob", "hosts", "classic"] if controls else []), points)
     params = _given(ctx.params)
     config = AllConfig(
         detect=build_config(DetectConfig.quick_preset if quick else DetectConfig, params),
@@ -429,7 +321,7 @@ def all_(
         primary=primary,
         inception_weights=inception_weights,
     )
-    real_store, stores = _open(real, synthetic)
+    real_store, stores = open_stores(real, synthetic)
     with progress() as bar:
         report = run_all(real_store, stores, out, config, resolve_device(device), bar)
     print_report_warnings(report)
@@ -480,7 +372,7 @@ def fidelity(
     if size % 8:
         raise typer.BadParameter(f"must be divisible by 8, got {size}", param_hint="--size")
     config = _segmenter_config(_given(ctx.params))
-    real_store, stores = _open(real, synthetic, need_nodules=False)
+    real_store, stores = open_stores(real, synthetic, need_nodules=False)
     with progress(transient=True) as bar:
         result = compute_fidelity(real_store, stores, config, resolve_device(device), bar)
     if json_out:
