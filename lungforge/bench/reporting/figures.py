@@ -72,6 +72,11 @@ def sample_grid(real: Store, synthetic: dict[str, Store], path: Path, title: str
                 axes[row, 1].imshow(colour_labels(label), interpolation="nearest")
                 axes[row, 1].set_title("label map", fontsize=8)
                 label_shown = True
+    return _save(plt, fig, path, title)
+
+
+def _save(plt: Any, fig: Any, path: Path, title: str) -> Path:
+    """Title `fig`, write it to `path` (PNG, 110 dpi; a failed write names the file) and close it."""
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     with named_write(path, RESUME_ADVICE):
@@ -96,12 +101,7 @@ def fold_metrics(result: TaskResult, metrics: tuple[str, ...], path: Path, title
         ax.set_xticks(range(len(conditions)), conditions)
         ax.set_ylim(0, 1.05)
         ax.set_title(metric, fontsize=9)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with named_write(path, RESUME_ADVICE):
-        fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title)
 
 
 def _unit_rgb(colour: tuple[int, int, int]) -> tuple[float, float, float]:
