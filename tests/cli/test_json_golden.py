@@ -82,10 +82,19 @@ apart (detect and localize metrics identical), so 1e-2 keeps the check meaningfu
 behaviour moves these by far more) without tying the suite to one CPU."""
 
 
+TRAINED_COUNTS = frozenset({"tp", "fp", "fn", "tn", "hit", "froc_false_positives"})
+"""Counts that a trained network's scores decide (confusion cells, FROC false positives): within
+:data:`TRAINED_REL_TOL` or 2 of the golden count when floats are compared at that tolerance; every
+other integer is exact."""
+
+
 def _same(got: Any, want: Any, where: str = "", rel_tol: float = REL_TOL) -> str | None:
     """The first place where `got` differs from `want` (floats within `rel_tol`), or None."""
     if isinstance(got, float) and isinstance(want, (int, float)) and not isinstance(want, bool):
         return None if math.isclose(got, want, rel_tol=rel_tol, abs_tol=1e-9) else f"{where}: {got!r} != {want!r}"
+    trained_count = rel_tol >= TRAINED_REL_TOL and not TRAINED_COUNTS.isdisjoint(where.split("/"))
+    if trained_count and isinstance(got, int) and isinstance(want, int) and not isinstance(got, bool):
+        return None if abs(got - want) <= max(2, rel_tol * abs(want)) else f"{where}: {got!r} != {want!r}"
     if isinstance(got, dict) and isinstance(want, dict):
         if set(got) != set(want):
             return f"{where}: keys {sorted(set(got) ^ set(want))} differ"

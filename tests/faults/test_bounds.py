@@ -314,7 +314,8 @@ def test_bench_epochs_are_capped(config) -> None:
 
 def test_bench_epochs_without_bound_are_bad_usage(cli, stores) -> None:
     result = cli("bench", "detect", "--real", stores["real"], "--epochs", "99999999999999999999")
-    assert result.code == 2 and "epochs must be in 1..10000, got 99999999999999999999" in " ".join(result.stderr.split())
+    message = " ".join(result.stderr.split())
+    assert result.code == 2 and "Invalid value for '--epochs'" in message and "10000" in message  # the CLI's bound is the config's
 
 
 def test_bench_prints_its_planned_steps_before_training(stores) -> None:
