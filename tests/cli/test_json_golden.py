@@ -24,6 +24,9 @@ from lungforge.cli.main import app
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 VOLATILE = {
     "seconds",
+    # Every low-score box of a detector trained for a few CPU steps: measured 447/449, 457/467 and
+    # 488/417 on two machines while its AP, AR and FROC sensitivities agreed.
+    "froc_false_positives",
     "images_per_s",
     "first_batch_seconds",
     "train_seconds",
@@ -82,15 +85,10 @@ apart (detect and localize metrics identical), so 1e-2 keeps the check meaningfu
 behaviour moves these by far more) without tying the suite to one CPU."""
 
 
-TRAINED_COUNTS = frozenset({"tp", "fp", "fn", "tn", "hit", "froc_false_positives"})
-"""Counts that a trained network's scores decide (confusion cells, FROC false positives): within
-:data:`TRAINED_COUNT_REL_TOL` or 2 of the golden count when floats are compared at the trained
+TRAINED_COUNTS = frozenset({"tp", "fp", "fn", "tn", "hit"})
+"""Counts that a trained network's scores decide (confusion cells, nodule hits): within
+2 of the golden count when floats are compared at the trained
 tolerance; every other integer is exact."""
-
-TRAINED_COUNT_REL_TOL = 0.1
-"""The FROC false positives of a detector trained for a few CPU steps count every low-score box,
-so the drift of its scores flips many of them: measured 447 vs 449 and 457 vs 467 on two machines
-while its AP and FROC sensitivities stayed within :data:`TRAINED_REL_TOL`."""
 
 
 def _same(got: Any, want: Any, where: str = "", rel_tol: float = REL_TOL) -> str | None:
@@ -99,7 +97,7 @@ def _same(got: Any, want: Any, where: str = "", rel_tol: float = REL_TOL) -> str
         return None if math.isclose(got, want, rel_tol=rel_tol, abs_tol=1e-9) else f"{where}: {got!r} != {want!r}"
     trained_count = rel_tol >= TRAINED_REL_TOL and not TRAINED_COUNTS.isdisjoint(where.split("/"))
     if trained_count and isinstance(got, int) and isinstance(want, int) and not isinstance(got, bool):
-        return None if abs(got - want) <= max(2, TRAINED_COUNT_REL_TOL * abs(want)) else f"{where}: {got!r} != {want!r}"
+        return None if abs(got - want) <= 2 else f"{where}: {got!r} != {want!r}"
     if isinstance(got, dict) and isinstance(want, dict):
         if set(got) != set(want):
             return f"{where}: keys {sorted(set(got) ^ set(want))} differ"
