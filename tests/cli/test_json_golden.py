@@ -114,7 +114,7 @@ def _check(name: str, stdout: str, root: Path, rel_tol: float = REL_TOL) -> None
     path = GOLDEN / f"{name}.json"
     if os.environ.get("LUNGFORGE_UPDATE_GOLDEN"):
         path.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
-    difference = _same(got, json.loads(path.read_text()), rel_tol=rel_tol)
+    difference = _same(got, _stable(json.loads(path.read_text()), str(root)), rel_tol=rel_tol)
     assert difference is None, f"{name} JSON differs from {path} at {difference}"
 
 
