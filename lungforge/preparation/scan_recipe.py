@@ -10,8 +10,9 @@ from typing import Any, cast
 
 import numpy as np
 
+from lungforge.core.choices import Lungs
 from lungforge.core.errors import ScanError
-from lungforge.core.labels import LEFT_LUNG, RIGHT_LUNG
+from lungforge.core.labels import LEFT_LUNG, RIGHT_LUNG, SegValues
 from lungforge.luna16 import scans as luna16
 from lungforge.luna16.metaimage import Geometry, read_geometry
 from lungforge.luna16.orientation import Reorientation
@@ -62,7 +63,7 @@ def process_scan(root: Path, ref: luna16.ScanRef, annotations: list[luna16.Annot
     The scan (and its seg mask) is turned into the display orientation first, so slices, label
     maps, boxes and spacing all follow it whatever the file's direction.
     """
-    volume, lungs, lung_present = _read_scan(root, ref, options)
+    volume, lungs, lung_present = read_scan(root, ref, options.lungs, options.seg_values)
     nodules = _locate_nodules(volume, ref, annotations)
     kept, free_kept = _choose_slices(nodules, lung_present, options, ref.uid)
     image, label, nodule_px, per_nodule = _label_slices(volume.hu, lungs, kept, nodules, options)
@@ -102,9 +103,10 @@ def process_scan(root: Path, ref: luna16.ScanRef, annotations: list[luna16.Annot
     )
 
 
-def _read_scan(root: Path, ref: luna16.ScanRef, options: PrepareOptions) -> tuple[luna16.Volume, np.ndarray, np.ndarray]:
+def read_scan(root: Path, ref: luna16.ScanRef, lungs_from: Lungs, seg_values: SegValues) -> tuple[luna16.Volume, np.ndarray, np.ndarray]:
     """The scan in display orientation, its (Z, Y, X) lung labels (seg-file values for
-    `--lungs seg`, lungforge ids for `auto`) and which slices (Z,) hold lung."""
+    `lungs_from` "seg", lungforge ids for "auto") and which slices (Z,) hold lung. ScanError
+    naming the file for a bad scan or seg mask, or when no lung is found."""
     volume = luna16.read_volume(ref.mhd)
     problem = hu_problem(volume.hu)
     if problem:
@@ -112,7 +114,7 @@ def _read_scan(root: Path, ref: luna16.ScanRef, options: PrepareOptions) -> tupl
     turn = Reorientation.from_direction(volume.direction, str(ref.mhd))
     seg_path = root / luna16.SEG_DIR / f"{ref.uid}.mhd"
     seg: np.ndarray | None = None
-    if options.lungs == "seg":
+    if lungs_from == "seg":
         seg = luna16.read_seg(root, ref.uid)
         if seg is None:
             raise ScanError(f"{seg_path}: no seg mask for this scan (use --lungs auto to segment classically)")
@@ -123,7 +125,7 @@ def _read_scan(root: Path, ref: luna16.ScanRef, options: PrepareOptions) -> tupl
     volume = _display(volume, turn)
     if seg is not None:
         lungs = _contiguous(turn.apply(seg))
-        lung_values = (options.seg_values.left, options.seg_values.right)
+        lung_values = (seg_values.left, seg_values.right)
     else:
         lungs = auto_lung_labels(
             volume.hu,
@@ -135,7 +137,7 @@ def _read_scan(root: Path, ref: luna16.ScanRef, options: PrepareOptions) -> tupl
         lung_values = (LEFT_LUNG, RIGHT_LUNG)
     lung_present = _slices_holding(lungs, lung_values)
     if not lung_present.any():
-        if options.lungs == "seg":
+        if lungs_from == "seg":
             raise ScanError(f"{seg_path}: no voxel holds the lung values left={lung_values[0]} right={lung_values[1]} (check --seg-values)")
         raise ScanError(f"{ref.mhd}: --lungs auto found no lung (no air region of ≥ 30 mm² inside the body on any slice)")
     return volume, lungs, lung_present
@@ -146,20 +148,27 @@ def _locate_nodules(volume: luna16.Volume, ref: luna16.ScanRef, annotations: lis
     if not annotations:
         return []
     hu = volume.hu
-    centres = luna16.world_to_index(np.stack([a.center_mm for a in annotations]), volume.origin_mm, volume.spacing_mm, volume.direction)
-    size_xyz = np.array(hu.shape[::-1])
     nodules = []
+    for ann, centre in zip(annotations, nodule_centres(volume, ref, annotations)):
+        box, mask = nodule_mask(hu, centre, ann.diameter_mm, volume.spacing_mm, volume.direction)
+        touched = box[0].start + np.flatnonzero(mask.any(axis=(1, 2)))
+        centre_z = int(np.clip(np.rint(centre[2]), 0, hu.shape[0] - 1))
+        nodules.append(_Nodule(ann, box, mask, touched, centre_z))
+    return nodules
+
+
+def nodule_centres(volume: luna16.Volume, ref: luna16.ScanRef, annotations: list[luna16.Annotation]) -> np.ndarray:
+    """(N, 3) continuous x, y, z voxel indices of the annotations' centres in `volume`; ScanError
+    naming annotations.csv and the series for a centre outside the volume."""
+    centres = luna16.world_to_index(np.stack([a.center_mm for a in annotations]), volume.origin_mm, volume.spacing_mm, volume.direction)
+    size_xyz = np.array(volume.hu.shape[::-1])
     for ann, centre in zip(annotations, centres):
         if np.any(centre < -0.5) or np.any(centre > size_xyz - 0.5):
             raise ScanError(
                 f"annotations.csv: nodule of {ref.uid} at {np.round(ann.center_mm, 1).tolist()} mm lies outside "
                 f"the volume (voxel {np.round(centre, 1).tolist()}, size {size_xyz.tolist()})"
             )
-        box, mask = nodule_mask(hu, centre, ann.diameter_mm, volume.spacing_mm, volume.direction)
-        touched = box[0].start + np.flatnonzero(mask.any(axis=(1, 2)))
-        centre_z = int(np.clip(np.rint(centre[2]), 0, hu.shape[0] - 1))
-        nodules.append(_Nodule(ann, box, mask, touched, centre_z))
-    return nodules
+    return centres
 
 
 def _choose_slices(nodules: list[_Nodule], lung_present: np.ndarray, options: PrepareOptions, uid: str) -> tuple[np.ndarray, np.ndarray]:

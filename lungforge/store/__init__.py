@@ -45,10 +45,14 @@ Modules: :mod:`.schema` (array names, dtypes, attributes), :mod:`.handle` (the o
 with its writer), :mod:`.writing` (its :class:`~.writing.StoreWriter`), :mod:`.chunks`
 (reads that refuse damage), :mod:`.content` (content digests), :mod:`.summary` (`info` counts),
 :mod:`.create`, :mod:`.opening` and :mod:`.nodule_ids` (which nodule a row belongs to).
+
+Volume stores (`lungforge.volumes/1`, one 3-D volume per scan, the same integrity rules) are
+:mod:`.volume_schema`, :mod:`.volumes` (:func:`open_volume_store`, :class:`VolumeStore`) and
+:mod:`.volume_writing`.
 """
 
 from lungforge.store.chunks import CheckedArray
-from lungforge.store.create import create_store, is_store
+from lungforge.store.create import create_store, is_store, schema_of
 from lungforge.store.handle import Store
 from lungforge.store.nodule_ids import copied_nodules, nodule_ids
 from lungforge.store.opening import open_store
@@ -61,11 +65,14 @@ from lungforge.store.schema import (
     SCHEMA,
     SHARD,
     SPLIT_IDS,
+    VOLUME_SCHEMA,
     WINDOW_HU,
     Kind,
     empty_nodules,
 )
 from lungforge.store.summary import StoreSummary, count_store
+from lungforge.store.volume_writing import VolumeWriter, create_volume_store, resume_volume_store
+from lungforge.store.volumes import VolumeStore, open_volume_store
 
 __all__ = [
     "ARRAY_ATTRS",
@@ -76,16 +83,23 @@ __all__ = [
     "SCHEMA",
     "SHARD",
     "SPLIT_IDS",
+    "VOLUME_SCHEMA",
     "WINDOW_HU",
     "CheckedArray",
     "Kind",
     "Store",
     "StoreSummary",
+    "VolumeStore",
+    "VolumeWriter",
     "copied_nodules",
     "count_store",
     "create_store",
+    "create_volume_store",
     "empty_nodules",
     "is_store",
     "nodule_ids",
     "open_store",
+    "open_volume_store",
+    "resume_volume_store",
+    "schema_of",
 ]

@@ -4,8 +4,6 @@ writes invalidate. Shared by the reading handle (:class:`lungforge.store.Store`)
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from pathlib import Path
 from typing import Any, cast
@@ -13,7 +11,7 @@ from typing import Any, cast
 import numpy as np
 
 from lungforge.core.errors import SchemaError
-from lungforge.store.content import array_digest, stored_blocks
+from lungforge.store.content import array_digest, content_fingerprint, stored_blocks
 from lungforge.store.schema import Kind, has_checksums, meta_dtypes, nodule_dtypes, optionalnodule_dtypes
 
 with warnings.catch_warnings():
@@ -90,8 +88,7 @@ class StoreArrays:
 
     def fingerprint(self) -> str:
         """16 hex digits over the schema and :meth:`content_digests`."""
-        payload = json.dumps({"schema": self.attrs.get("schema"), "arrays": self.content_digests()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return content_fingerprint(self.attrs.get("schema"), self.content_digests())
 
     def forget_content(self) -> None:
         """Drop the cached digests: the arrays are about to change."""

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from lungforge.core.errors import CorruptStoreError, SchemaError
+from lungforge.store.schema import digests_attributes, has_checksums
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -128,3 +129,44 @@ def changed_attributes(recorded: dict[str, str], now: dict[str, str]) -> list[st
         elif recorded[name] != now[name]:
             out.append(name)
     return out
+
+
+def content_fingerprint(schema: Any, digests: dict[str, str]) -> str:
+    """16 hex digits over a store's schema name and its per-array content `digests`."""
+    payload = json.dumps({"schema": schema, "arrays": digests}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def attribute_problem(path: Path) -> str | None:
+    """Why the group attributes of the finished store at `path` cannot be trusted, in words; None when they can.
+
+    Reads only `zarr.json`. A store with checksums must hold its `content` record; one whose
+    `integrity` promises attribute digests must hold them, and every attribute must match its
+    digest. Stores from before checksums (no `integrity`) or before attribute digests (a
+    `content` record without them and an `integrity` that does not promise them) have
+    nothing to compare.
+    """
+    attrs = stored_attributes(path)
+    content = attrs.get("content")
+    if not isinstance(content, dict) or not isinstance(content.get("arrays"), dict):
+        if not has_checksums(attrs):
+            return None
+        return (
+            "has no `content` record (the digests lungforge records when it finishes a store written with checksums): "
+            "it was removed or edited; make the store again"
+        )
+    recorded = content.get("attributes")
+    if not isinstance(recorded, dict):
+        if not digests_attributes(attrs):
+            return None
+        return (
+            "its `content` record lacks the attribute digests that its `integrity` attribute promises: "
+            "they were removed or edited; make the store again"
+        )
+    changed = changed_attributes(recorded, attribute_digests(attrs))
+    if changed:
+        return (
+            f"attributes changed after the store was finished: {', '.join(changed)} "
+            "(edited, or copied in from another store); make the store again"
+        )
+    return None

@@ -8,6 +8,7 @@ import os
 import shutil
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from lungforge.store.schema import (
     MAX_SLICES,
     SCHEMA,
     SHARD,
+    STORE_SCHEMAS,
     WINDOW_HU,
     WRITE_CONFIG,
     Kind,
@@ -34,15 +36,56 @@ with warnings.catch_warnings():
     import zarr
 
 
-def is_store(path: Path) -> bool:
-    """True if `path` holds a Zarr group with the lungforge schema attribute."""
+def schema_of(path: Path) -> str | None:
+    """The `schema` attribute of the Zarr group at `path` (None when there is no readable group)."""
     meta = Path(path) / "zarr.json"
     if not meta.is_file():
-        return False
+        return None
     try:
-        return json.loads(meta.read_text()).get("attributes", {}).get("schema") == SCHEMA
-    except (OSError, ValueError):
-        return False
+        schema = json.loads(meta.read_text()).get("attributes", {}).get("schema")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return schema if isinstance(schema, str) else None
+
+
+def is_store(path: Path) -> bool:
+    """True if `path` holds a Zarr group with the lungforge slice-store schema attribute."""
+    return schema_of(path) == SCHEMA
+
+
+def build_into_place(path: Path, overwrite: bool, build: Callable[[Path], None]) -> None:
+    """Make a new store at `path` by calling `build(folder)` on a folder beside it and renaming
+    that folder into place.
+
+    Refuses to touch an existing path unless `overwrite`, and even then only replaces a path
+    that is a lungforge store of any kind (never an unrelated directory). Callers hold the
+    store's lock (:func:`lungforge.core.locks.hold_lock`), which a reader of the store holds
+    shared, so a store being read is never replaced.
+    """
+    if path.exists():
+        if not overwrite:
+            raise SchemaError(f"{path}: already exists; pass --overwrite to replace it or --resume to continue it")
+        if schema_of(path) not in STORE_SCHEMAS and not (path.is_dir() and not any(path.iterdir())):
+            raise SchemaError(f"{path}: exists and is not a lungforge store; refusing to overwrite it")
+    # Built beside the target and renamed into place, so a creation cut short (kill -9, disk
+    # full) never leaves a half-made store at `path`. Writers hold the store's lock, so a
+    # leftover build folder belongs to a dead run.
+    for stale in path.parent.glob(f".{path.name}.creating-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    building = path.parent / f".{path.name}.creating-{os.getpid()}"
+    try:
+        with writing(path), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            build(building)
+            if path.exists():
+                replaced = path.parent / f".{path.name}.replaced-{os.getpid()}"
+                os.rename(path, replaced)
+                os.rename(building, path)
+                shutil.rmtree(replaced)
+            else:
+                os.rename(building, path)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
 
 
 def create_store(
@@ -60,39 +103,13 @@ def create_store(
     """Create an empty store able to hold `capacity` slices of (height, width) pixels.
 
     `shard_slices` (default 64) is the number of slices per shard and per meta chunk; smaller
-    values exist for tests.
-    Refuses to touch an existing path unless `overwrite`, and even then only deletes a path that
-    is a lungforge store (never an unrelated directory). Callers hold the store's lock
-    (:func:`lungforge.core.locks.hold_lock`), which a reader of the store holds shared, so a store
-    being read is never replaced.
+    values exist for tests. The store is built beside `path` and renamed into place
+    (:func:`build_into_place`, which says what an existing `path` may be).
     """
     path = Path(path)
     if not 0 <= capacity <= MAX_SLICES:
         raise OutputError(f"{path}: a store holds at most {MAX_SLICES:,} slices, asked for {capacity:,}")
-    if path.exists():
-        if not overwrite:
-            raise SchemaError(f"{path}: already exists; pass --overwrite to replace it or --resume to continue it")
-        if not is_store(path) and not (path.is_dir() and not any(path.iterdir())):
-            raise SchemaError(f"{path}: exists and is not a lungforge store; refusing to overwrite it")
-    # Built beside the target and renamed into place, so a creation cut short (kill -9, disk
-    # full) never leaves a half-made store at `path`. Writers hold the store's lock, so a
-    # leftover build folder belongs to a dead run.
-    for stale in path.parent.glob(f".{path.name}.creating-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    building = path.parent / f".{path.name}.creating-{os.getpid()}"
-    try:
-        with writing(path), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _build_empty(building, kind, height, width, capacity, params, extra_attrs, shard_slices)
-            if path.exists():
-                replaced = path.parent / f".{path.name}.replaced-{os.getpid()}"
-                os.rename(path, replaced)
-                os.rename(building, path)
-                shutil.rmtree(replaced)
-            else:
-                os.rename(building, path)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
+    build_into_place(path, overwrite, lambda folder: _build_empty(folder, kind, height, width, capacity, params, extra_attrs, shard_slices))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         group = zarr.open_group(str(path), mode="r+", zarr_format=3)

@@ -15,8 +15,8 @@ from lungforge.core.errors import SchemaError
 from lungforge.core.locks import ReadLock
 from lungforge.store.arrays import StoreArrays
 from lungforge.store.chunks import CheckedArray
-from lungforge.store.content import attribute_digests, changed_attributes, stored_attributes
-from lungforge.store.schema import Kind, digests_attributes, has_checksums, nodule_dtypes, optionalnodule_dtypes
+from lungforge.store.content import attribute_problem
+from lungforge.store.schema import Kind, nodule_dtypes, optionalnodule_dtypes
 from lungforge.store.writing import StoreWriter
 
 with warnings.catch_warnings():
@@ -154,38 +154,9 @@ class Store:
         return dict(attributes) if isinstance(attributes, dict) else None
 
     def attribute_problem(self) -> str | None:
-        """Why this finished store's group attributes cannot be trusted, in words; None when they can.
-
-        Reads only `zarr.json`. A store with checksums must hold its `content` record; one whose
-        `integrity` promises attribute digests must hold them, and every attribute must match its
-        digest. Stores from before checksums (no `integrity`) or before attribute digests (a
-        `content` record without them and an `integrity` that does not promise them) have
-        nothing to compare.
-        """
-        attrs = stored_attributes(self.path)
-        content = attrs.get("content")
-        if not isinstance(content, dict) or not isinstance(content.get("arrays"), dict):
-            if not has_checksums(attrs):
-                return None
-            return (
-                "has no `content` record (the digests lungforge records when it finishes a store written with checksums): "
-                "it was removed or edited; make the store again"
-            )
-        recorded = content.get("attributes")
-        if not isinstance(recorded, dict):
-            if not digests_attributes(attrs):
-                return None
-            return (
-                "its `content` record lacks the attribute digests that its `integrity` attribute promises: "
-                "they were removed or edited; make the store again"
-            )
-        changed = changed_attributes(recorded, attribute_digests(attrs))
-        if changed:
-            return (
-                f"attributes changed after the store was finished: {', '.join(changed)} "
-                "(edited, or copied in from another store); make the store again"
-            )
-        return None
+        """Why this finished store's group attributes cannot be trusted, in words; None when they can
+        (:func:`lungforge.store.content.attribute_problem`)."""
+        return attribute_problem(self.path)
 
     def array_names(self) -> list[str]:
         """Every array of the schema present in the store: image, label, meta/*, series/uid, nodules/*."""

@@ -14,7 +14,7 @@ from lungforge.core.labels import labels_attr
 from lungforge.core.locks import ReadLock
 from lungforge.store.chunks import StrictChunks
 from lungforge.store.handle import Store
-from lungforge.store.schema import SCHEMA, has_checksums, meta_dtypes, nodule_dtypes
+from lungforge.store.schema import SCHEMA, VOLUME_SCHEMA, has_checksums, meta_dtypes, nodule_dtypes
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -66,7 +66,10 @@ def _open_store(path: Path, mode: Literal["r", "r+"], require_complete: bool, re
         raise SchemaError(f"{path}: unreadable Zarr group ({exc})") from None
     attrs = dict(group.attrs)
     if attrs.get("schema") != SCHEMA:
-        raise SchemaError(f"{path}: schema is {attrs.get('schema')!r}, expected {SCHEMA!r}")
+        volumes = (
+            " (a store of 3-D volumes: read it with lungforge.store.open_volume_store)" if attrs.get("schema") == VOLUME_SCHEMA else ""
+        )
+        raise SchemaError(f"{path}: schema is {attrs.get('schema')!r}, expected {SCHEMA!r}{volumes}")
     kind = attrs.get("kind")
     if kind not in ("real", "synthetic"):
         raise SchemaError(f"{path}: kind is {kind!r}, expected 'real' or 'synthetic'")

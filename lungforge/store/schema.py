@@ -15,6 +15,10 @@ with warnings.catch_warnings():
     from zarr.core.array_spec import ArrayConfigParams
 
 SCHEMA = "lungforge.slices/1"
+VOLUME_SCHEMA = "lungforge.volumes/1"
+"""The schema of a volume store (:mod:`lungforge.store.volumes`): one 3-D volume per scan."""
+STORE_SCHEMAS = (SCHEMA, VOLUME_SCHEMA)
+"""Every schema lungforge writes: an `--overwrite` replaces a store of any of them."""
 SHARD = 64
 WINDOW_HU = (-1000, 400)
 Kind = Literal["real", "synthetic"]

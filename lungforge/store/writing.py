@@ -15,7 +15,7 @@ import numpy as np
 
 from lungforge.core.errors import OutputError, SchemaError
 from lungforge.store.arrays import StoreArrays
-from lungforge.store.content import attribute_digests, stored_attributes
+from lungforge.store.content import attribute_digests, stored_attributes, stored_blocks
 from lungforge.store.schema import ARRAY_ATTRS, WRITE_CONFIG, Kind, compressors, meta_dtypes, nodule_dtypes, optionalnodule_dtypes
 
 with warnings.catch_warnings():
@@ -43,7 +43,9 @@ def writing(path: Path) -> Iterator[None]:
         ) from None
 
 
-def replace_array(group: zarr.Group, name: str, data: np.ndarray, chunk: int) -> None:
+def replace_array(group: zarr.Group, name: str, data: np.ndarray, chunk: int, attributes: dict[str, Any] | None = None) -> None:
+    """Write `data` as array `name` of `group` (replacing it), `chunk` rows per chunk, with
+    `attributes` (default: the slice schema's :data:`ARRAY_ATTRS` of `name`)."""
     if name in group:
         del group[name]
     with warnings.catch_warnings():
@@ -55,10 +57,56 @@ def replace_array(group: zarr.Group, name: str, data: np.ndarray, chunk: int) ->
             dtype=data.dtype if data.dtype.kind != "U" else str,
             compressors=compressors(),
             config=WRITE_CONFIG,
-            attributes=ARRAY_ATTRS.get(name, {}),
+            attributes=ARRAY_ATTRS.get(name, {}) if attributes is None else attributes,
         )
     if data.size:
         arr[...] = data
+
+
+def save_record(path: Path, name: str, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically save the commit record `parts/<name>.npz` of the store at `path` (written to a
+    temporary file, synced, then renamed): a record is there whole or not at all."""
+    parts = path / "parts"
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=True, **arrays)
+    tmp = parts / f".{name}.npz.tmp"
+    with writing(path):
+        parts.mkdir(exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, parts / f"{name}.npz")
+
+
+def load_records(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """All commit records of the store at `path`, by name, sorted by name."""
+    parts = path / "parts"
+    out: dict[str, dict[str, np.ndarray]] = {}
+    if parts.is_dir():
+        for file in sorted(parts.glob("*.npz")):
+            with np.load(file, allow_pickle=False) as data:
+                out[file.stem] = {k: data[k] for k in data.files}
+    return out
+
+
+def require_written(path: Path, name: str, array: zarr.Array) -> None:
+    """SchemaError when a chunk (or shard) of array `name` of the store at `path` was never written."""
+    lost = [key for key, _, present in stored_blocks(path, name, array) if not present]
+    if lost:
+        raise SchemaError(f"{path}: {len(lost)} chunks of {name} were never written (first {lost[0]}); the store stays incomplete")
+
+
+def seal(path: Path, group: zarr.Group, digests: dict[str, str], fingerprint: str, attrs: dict[str, Any]) -> None:
+    """Add `attrs` to the group of the store at `path`, record its `content` (the arrays'
+    `digests`, the store's `fingerprint` and the digest of every group attribute) and mark it
+    complete (the caller then drops its commit records)."""
+    content: dict[str, Any] = {"fingerprint": fingerprint, "arrays": digests}
+    # The attributes are digested as zarr.json holds them (zarr's JSON, e.g. "NaN" for
+    # nan), which is what a reader sees; `complete` flips with the record in one write.
+    group.attrs.update(attrs)
+    content["attributes"] = attribute_digests({**stored_attributes(path), "complete": True})
+    group.attrs.update({"content": content, "complete": True})
 
 
 class StoreWriter:
@@ -127,29 +175,13 @@ class StoreWriter:
             self.arrays.meta_cache.pop(name, None)
 
     def save_part(self, name: str, arrays: dict[str, np.ndarray]) -> None:
-        """Atomically save a commit record `parts/<name>.npz` (write to temp, then rename)."""
+        """Atomically save a commit record `parts/<name>.npz` (:func:`save_record`)."""
         self._require_writable()
-        parts = self.path / "parts"
-        buf = io.BytesIO()
-        np.savez(buf, allow_pickle=True, **arrays)
-        tmp = parts / f".{name}.npz.tmp"
-        with writing(self.path):
-            parts.mkdir(exist_ok=True)
-            with open(tmp, "wb") as fh:
-                fh.write(buf.getvalue())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, parts / f"{name}.npz")
+        save_record(self.path, name, arrays)
 
     def load_parts(self) -> dict[str, dict[str, np.ndarray]]:
         """All commit records, by name, sorted by name."""
-        parts = self.path / "parts"
-        out: dict[str, dict[str, np.ndarray]] = {}
-        if parts.is_dir():
-            for file in sorted(parts.glob("*.npz")):
-                with np.load(file, allow_pickle=False) as data:
-                    out[file.stem] = {k: data[k] for k in data.files}
-        return out
+        return load_records(self.path)
 
     def clear_parts(self) -> None:
         shutil.rmtree(self.path / "parts", ignore_errors=True)
@@ -178,18 +210,9 @@ class StoreWriter:
                 replace_array(group, f"nodules/{name}", arr, chunk=max(1, arr.shape[0]))
             if arrays.checked:
                 for name in arrays.array_names():
-                    lost = [key for key, _, present in arrays.stored_blocks(name) if not present]
-                    if lost:
-                        raise SchemaError(
-                            f"{self.path}: {len(lost)} chunks of {name} were never written (first {lost[0]}); the store stays incomplete"
-                        )
+                    require_written(self.path, name, arrays.array(name))
             arrays.forget_content()  # resized and replaced arrays above
-            content: dict[str, Any] = {"fingerprint": arrays.fingerprint(), "arrays": arrays.content_digests()}
-            # The attributes are digested as zarr.json holds them (zarr's JSON, e.g. "NaN" for
-            # nan), which is what a reader sees; `complete` flips with the record in one write.
-            group.attrs.update(attrs or {})
-            content["attributes"] = attribute_digests({**stored_attributes(self.path), "complete": True})
-            group.attrs.update({"content": content, "complete": True})
+            seal(self.path, group, arrays.content_digests(), arrays.fingerprint(), attrs or {})
         arrays.meta_cache.clear()
         self.clear_parts()
 
