@@ -52,11 +52,13 @@ class Volume:
 
 @dataclass(frozen=True)
 class Annotation:
-    """One `annotations.csv` row: a nodule centre in world mm (x, y, z) and its diameter in mm."""
+    """One `annotations.csv` row: a nodule centre in world mm (x, y, z), its diameter in mm and the
+    row's line in the file (1-based, the header is line 1; 0 for an annotation made in code)."""
 
     uid: str
     center_mm: np.ndarray
     diameter_mm: float
+    line: int = 0
 
 
 def discover_scans(root: Path) -> list[ScanRef]:
@@ -191,7 +193,7 @@ def load_annotations(root: Path) -> tuple[dict[str, list[Annotation]], list[dict
             duplicates.append({"line": line_no, "same_as": first_line[key], "series": uid})
             continue
         first_line[key] = line_no
-        found.setdefault(uid, []).append(Annotation(uid=uid, center_mm=values[:3], diameter_mm=float(values[3])))
+        found.setdefault(uid, []).append(Annotation(uid=uid, center_mm=values[:3], diameter_mm=float(values[3]), line=line_no))
     return found, duplicates
 
 

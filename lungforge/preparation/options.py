@@ -13,6 +13,7 @@ from lungforge.core.choices import Lungs, NoduleSlices
 from lungforge.core.errors import ConfigError, LungforgeError
 from lungforge.core.labels import SegValues
 from lungforge.core.seeds import check_seed
+from lungforge.store.volume_schema import DEFAULT_SPACING_MM, SPACING_RANGE_MM
 
 
 @dataclass(frozen=True)
@@ -30,32 +31,73 @@ class PrepareOptions:
 
     def __post_init__(self) -> None:
         """ConfigError naming the field for a value outside its choices or range."""
-        for name, allowed in (("lungs", ("seg", "auto")), ("nodule_slices", ("center", "all"))):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(name, f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if not isinstance(self.seg_values, SegValues):
-            raise ConfigError("seg_values", f"seg_values must be a SegValues, got {type(self.seg_values).__name__}")
+        if self.nodule_slices not in ("center", "all"):
+            raise ConfigError("nodule_slices", f"nodule_slices must be one of center, all, got {self.nodule_slices!r}")
         if not (math.isfinite(self.keep_nodule_free) and 0.0 <= self.keep_nodule_free <= 1.0):
             raise ConfigError("keep_nodule_free", f"keep_nodule_free must be a fraction in [0, 1], got {self.keep_nodule_free}")
-        patients = self.test_patients
-        if isinstance(patients, float) and not (math.isfinite(patients) and 0.0 <= patients < 1.0):
-            raise ConfigError("test_patients", f"test_patients must be a count >= 0 or a fraction in [0, 1), got {patients}")
-        if isinstance(patients, int) and (isinstance(patients, bool) or patients < 0):
-            raise ConfigError("test_patients", f"test_patients must be a count >= 0 or a fraction in [0, 1), got {patients!r}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError("limit", f"limit must be >= 1 scans, got {self.limit}")
-        if self.workers < 1:
-            raise ConfigError("workers", f"workers must be >= 1, got {self.workers}")
-        try:
-            check_seed(self.seed)
-        except ValueError as exc:
-            raise ConfigError("seed", str(exc)) from None
+        _check_inputs(self)
 
     def params(self) -> dict[str, Any]:
         """The options that determine the store's content (not `workers`)."""
         out = dataclasses.asdict(self)
         out.pop("workers")
         return out
+
+
+@dataclass(frozen=True)
+class VolumeOptions:
+    """Options of `prepare --volumes` (3-D volumes at one isotropic `spacing_mm`, cropped to the
+    body's box grown by `margin_mm`); saved in the volume store's `params` attribute. The
+    inputs, lungs and split options mean what they mean for :class:`PrepareOptions`."""
+
+    spacing_mm: float = DEFAULT_SPACING_MM
+    margin_mm: float = 5.0
+    lungs: Lungs = "seg"
+    seg_values: SegValues = SegValues()
+    test_patients: int | float | None = None
+    seed: int = 0
+    limit: int | None = None
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        """ConfigError naming the field for a value outside its choices or range."""
+        lo, hi = SPACING_RANGE_MM
+        if not (math.isfinite(self.spacing_mm) and lo <= self.spacing_mm <= hi):
+            raise ConfigError("spacing_mm", f"spacing_mm must be {lo:g}..{hi:g} mm, got {self.spacing_mm}")
+        if not (math.isfinite(self.margin_mm) and 0.0 <= self.margin_mm <= MAX_MARGIN_MM):
+            raise ConfigError("margin_mm", f"margin_mm must be 0..{MAX_MARGIN_MM:g} mm, got {self.margin_mm}")
+        _check_inputs(self)
+
+    def params(self) -> dict[str, Any]:
+        """The options that determine the store's content (not `workers`)."""
+        out = dataclasses.asdict(self)
+        out.pop("workers")
+        return out
+
+
+MAX_MARGIN_MM = 50.0
+"""The widest margin around the body a volume may keep, mm."""
+
+
+def _check_inputs(options: PrepareOptions | VolumeOptions) -> None:
+    """ConfigError for the options both preparations share: lungs, seg values, split, limit, workers, seed."""
+    if options.lungs not in ("seg", "auto"):
+        raise ConfigError("lungs", f"lungs must be one of seg, auto, got {options.lungs!r}")
+    if not isinstance(options.seg_values, SegValues):
+        raise ConfigError("seg_values", f"seg_values must be a SegValues, got {type(options.seg_values).__name__}")
+    patients = options.test_patients
+    if isinstance(patients, float) and not (math.isfinite(patients) and 0.0 <= patients < 1.0):
+        raise ConfigError("test_patients", f"test_patients must be a count >= 0 or a fraction in [0, 1), got {patients}")
+    if isinstance(patients, int) and (isinstance(patients, bool) or patients < 0):
+        raise ConfigError("test_patients", f"test_patients must be a count >= 0 or a fraction in [0, 1), got {patients!r}")
+    if options.limit is not None and options.limit < 1:
+        raise ConfigError("limit", f"limit must be >= 1 scans, got {options.limit}")
+    if options.workers < 1:
+        raise ConfigError("workers", f"workers must be >= 1, got {options.workers}")
+    try:
+        check_seed(options.seed)
+    except ValueError as exc:
+        raise ConfigError("seed", str(exc)) from None
 
 
 @dataclass
@@ -79,6 +121,29 @@ class PrepareReport:
     slices: int
     nodule_slices: int
     nodules: int
+    skipped: list[dict[str, str]]
+    seconds: float
+    lost_nodules: list[dict[str, Any]] = field(default_factory=list)
+    absent_series: dict[str, Any] = field(default_factory=lambda: {"series": 0, "annotations": 0, "uids": []})
+    duplicate_annotations: list[dict[str, Any]] = field(default_factory=list)
+    reoriented: int = 0
+    workers: int = 1
+
+
+@dataclass
+class VolumeReport:
+    """What a `prepare --volumes` run produced: `scans_done` volumes of `voxels` voxels in all at
+    `spacing_mm`, `nodules` nodule rows (every annotation of a written scan) of which
+    `nodules_labelled` have a non-empty mask; the other fields as in :class:`PrepareReport`
+    (`lost_nodules`: the annotations whose mask is empty)."""
+
+    store: str
+    scans_total: int
+    scans_done: int
+    spacing_mm: float
+    voxels: int
+    nodules: int
+    nodules_labelled: int
     skipped: list[dict[str, str]]
     seconds: float
     lost_nodules: list[dict[str, Any]] = field(default_factory=list)

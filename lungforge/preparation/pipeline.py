@@ -31,13 +31,13 @@ from lungforge.core.locks import hold_lock
 from lungforge.luna16 import scans as luna16
 from lungforge.preparation.input_checks import shared_data
 from lungforge.preparation.input_manifest import input_manifest, manifest_difference
-from lungforge.preparation.options import PrepareOptions, PrepareReport, split_patients
+from lungforge.preparation.options import PrepareOptions, PrepareReport, VolumeOptions, split_patients
 from lungforge.preparation.scan_recipe import display_shape
-from lungforge.preparation.workers import ordered_results, worker_pool
+from lungforge.preparation.workers import ordered_results, slice_work, worker_pool
 from lungforge.preparation.writer import ShardWriter
 from lungforge.store import SHARD, Store, create_store, is_store, open_store
 
-__all__ = ["PrepareOptions", "PrepareReport", "planned_workers", "prepare", "store_shape"]
+__all__ = ["PrepareInputs", "PrepareOptions", "PrepareReport", "planned_workers", "prepare", "read_inputs", "store_shape"]
 
 DISPLAY_ORIENTATION = (
     "LPS: columns run towards the patient's left, rows towards posterior, z towards superior "
@@ -47,7 +47,7 @@ DISPLAY_ORIENTATION = (
 
 
 @dataclass(frozen=True)
-class _Inputs:
+class PrepareInputs:
     """What a run reads from the LUNA16 folder before the first scan is processed."""
 
     root: Path
@@ -95,7 +95,7 @@ def prepare(
     return dataclasses.replace(report, workers=workers)
 
 
-def planned_workers(luna16_dir: str | Path, options: PrepareOptions) -> int:
+def planned_workers(luna16_dir: str | Path, options: PrepareOptions | VolumeOptions) -> int:
     """The worker processes `prepare` runs: `options.workers`, capped at one per available CPU
     and one per scan (more would only wait)."""
     scans = len(luna16.discover_scans(Path(luna16_dir)))
@@ -117,7 +117,7 @@ def _prepare(
     pool: ProcessPoolExecutor | None,
     workers: int,
 ) -> PrepareReport:
-    inputs = _read_inputs(Path(luna16_dir), options)
+    inputs = read_inputs(Path(luna16_dir), options.limit, options.params())
     out = Path(out)
     refs = inputs.refs
     scans_total = len(refs) + len(inputs.refused)
@@ -129,7 +129,7 @@ def _prepare(
     next_scan, next_offset = writer.restore()
     task_id = progress.add_task("prepare", total=len(refs), completed=next_scan, status="") if progress else None
     tasks = [(inputs.root, ref, inputs.annotations.get(ref.uid, []), options, store.shape_hw) for ref in refs[next_scan:]]
-    for i, result in enumerate(ordered_results(tasks, pool, workers)):
+    for i, result in enumerate(ordered_results(tasks, pool, workers, slice_work)):
         index = next_scan + i
         writer.add(index, result, offset=next_offset if i == 0 else 0)
         if progress is not None:
@@ -153,15 +153,16 @@ def _prepare(
     return _report(open_store(out), scans_total, started)
 
 
-def _read_inputs(root: Path, options: PrepareOptions) -> _Inputs:
-    """The scans to prepare (those refused for a wrong folder or shared data listed apart), the
-    annotations, the scans' headers and the params that identify the run."""
+def read_inputs(root: Path, limit: int | None, params: dict[str, Any]) -> PrepareInputs:
+    """The scans to prepare (the first `limit`; those refused for a wrong folder or shared data
+    listed apart), the annotations, the scans' headers and the params that identify the run
+    (the options' `params`, with the input folder and the orientation added)."""
     refs = luna16.discover_scans(root)
     misplaced = luna16.misplaced_scans(root)
     all_uids = {r.uid for r in refs} | {mhd.stem for mhd, _ in misplaced}
     sharing = _shared_data(refs)
-    if options.limit is not None:
-        refs = refs[: options.limit]
+    if limit is not None:
+        refs = refs[:limit]
     refused = [{"file": str(mhd), "reason": reason} for mhd, reason in misplaced]
     refused += [{"file": str(r.mhd), "reason": sharing[r.uid]} for r in refs if r.uid in sharing]
     manifest = input_manifest(root, refs)  # every scan read, also those refused for sharing data
@@ -180,16 +181,11 @@ def _read_inputs(root: Path, options: PrepareOptions) -> _Inputs:
         raise InputError(f"{root}: none of the {len(refs)} scans has a readable header")
     # The orientation is part of the params: a run started by a lungforge that stored file
     # order cannot be resumed into a store of mixed orientations.
-    params = {
-        **options.params(),
-        "luna16_dir": str(root.resolve()),
-        "seg_values": dataclasses.asdict(options.seg_values),
-        "orientation": "LPS",
-    }
-    return _Inputs(root, refs, refused, manifest, annotations, duplicate_rows, absent_series, headers, params)
+    params = {**params, "luna16_dir": str(root.resolve()), "orientation": "LPS"}
+    return PrepareInputs(root, refs, refused, manifest, annotations, duplicate_rows, absent_series, headers, params)
 
 
-def _open_target(out: Path, inputs: _Inputs, *, resume: bool, overwrite: bool, shard_slices: int) -> Store:
+def _open_target(out: Path, inputs: PrepareInputs, *, resume: bool, overwrite: bool, shard_slices: int) -> Store:
     """The store to write: the one being resumed (refused when its options or inputs differ), or
     a new one sized for every readable header, (H, W) that of most scans."""
     if resume and out.exists() and is_store(out):

@@ -7,17 +7,23 @@ import multiprocessing
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from lungforge.core.errors import ScanError
 from lungforge.luna16 import scans as luna16
-from lungforge.preparation.options import PrepareOptions
+from lungforge.preparation.options import PrepareOptions, VolumeOptions
 from lungforge.preparation.scan_recipe import ScanSlices, display_shape, process_scan
+from lungforge.preparation.volume_recipe import ScanVolume, process_scan_volume
+
+Task = TypeVar("Task", bound=tuple)
+Result = TypeVar("Result")
 
 
-def _work(args: tuple[Path, luna16.ScanRef, list[luna16.Annotation], PrepareOptions, tuple[int, int]]) -> ScanSlices | ScanError:
+def slice_work(args: tuple[Path, luna16.ScanRef, list[luna16.Annotation], PrepareOptions, tuple[int, int]]) -> ScanSlices | ScanError:
+    """One scan's slices (the store's in-plane size `shape_hw` required), or why it is skipped."""
     root, ref, annotations, options, shape_hw = args
     try:
         (_, height, width), _ = display_shape(ref.mhd)
@@ -26,6 +32,17 @@ def _work(args: tuple[Path, luna16.ScanRef, list[luna16.Annotation], PrepareOpti
                 f"{ref.mhd}: in-plane size {height}×{width} differs from the store's {shape_hw[0]}×{shape_hw[1]} (the size of most scans)"
             )
         return process_scan(root, ref, annotations, options)
+    except ScanError as exc:
+        return exc
+    except MemoryError:
+        return ScanError(f"{ref.mhd}: out of memory while processing")
+
+
+def volume_work(args: tuple[Path, luna16.ScanRef, list[luna16.Annotation], VolumeOptions]) -> ScanVolume | ScanError:
+    """One scan as a volume, or why it is skipped."""
+    root, ref, annotations, options = args
+    try:
+        return process_scan_volume(root, ref, annotations, options)
     except ScanError as exc:
         return exc
     except MemoryError:
@@ -69,21 +86,22 @@ def worker_pool(workers: int) -> contextlib.AbstractContextManager[ProcessPoolEx
     return pool
 
 
-def ordered_results(tasks: list[tuple], pool: ProcessPoolExecutor | None, workers: int) -> Iterator[ScanSlices | ScanError]:
-    """Results in task order, at most 2·workers scans in flight (bounded memory)."""
+def ordered_results(tasks: list[Task], pool: ProcessPoolExecutor | None, workers: int, work: Callable[[Task], Result]) -> Iterator[Result]:
+    """`work(task)` of every task (`work` a module-level function: :func:`slice_work`,
+    :func:`volume_work`), in task order, at most 2·workers scans in flight (bounded memory)."""
     if pool is None:
         for task in tasks:
-            yield _work(task)
+            yield work(task)
         return
-    pending: deque[Future] = deque()
+    pending: deque[Future[Result]] = deque()
     it = iter(tasks)
     for task in it:
-        pending.append(pool.submit(_work, task))
+        pending.append(pool.submit(work, task))
         if len(pending) >= 2 * workers:
             break
     while pending:
         result = pending.popleft().result()
         nxt = next(it, None)
         if nxt is not None:
-            pending.append(pool.submit(_work, nxt))
+            pending.append(pool.submit(work, nxt))
         yield result
