@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lungforge.cli.params import build_config, finite, usage_errors
+from lungforge.cli.params import build_config, finite, flag_of, usage_errors
 from lungforge.cli.params import seed as check_seed
-from lungforge.core.choices import MAX_SIZE_PX, Lungs, NoduleSlices
+from lungforge.core.choices import MAX_SIZE_PX, VOLUME_SPACING_MM, VOLUME_SPACING_RANGE_MM, Lungs, NoduleSlices
 from lungforge.core.errors import EXIT_ERROR, EXIT_PARTIAL
 
 if TYPE_CHECKING:
+    from lungforge.core.labels import SegValues
+    from lungforge.preparation.options import VolumeOptions, VolumeReport
     from lungforge.preparation.pipeline import PrepareOptions, PrepareReport
-    from lungforge.store.summary import StoreSummary
+    from lungforge.store.summary import StoreSummary, VolumeSummary
 
 
 def register(app: typer.Typer) -> None:
@@ -70,6 +72,24 @@ def prepare(
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N scans (for trials).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same store.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing lungforge store at --out.")] = False,
+    volumes: Annotated[
+        bool,
+        typer.Option(
+            "--volumes",
+            help="Write a volume store instead: each scan as one 3-D volume of int16 HU and its label volume at one "
+            "isotropic spacing, cropped to the body, with the nodule table in mm and voxels (docs/store-format.md). "
+            "--nodule-slices and --keep-nodule-free do not apply.",
+        ),
+    ] = False,
+    spacing_mm: Annotated[
+        float | None,
+        typer.Option(
+            min=VOLUME_SPACING_RANGE_MM[0],
+            max=VOLUME_SPACING_RANGE_MM[1],
+            callback=finite,
+            help=f"With --volumes: the isotropic voxel spacing in mm [default: {VOLUME_SPACING_MM:g}].",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout.")] = False,
 ) -> None:
     """Turn LUNA16 scans into windowed 2D slices and label maps in a Zarr store (recipe: docs/prepare.md).
@@ -79,7 +99,8 @@ def prepare(
     on the image's right, anterior up) whatever the file's direction. Bad scans (unreadable, values
     that are not HU, a seg mask laid out otherwise, data shared with another series, scans
     outside subset0..9) are skipped and listed; the exit code is then 3. Exact duplicate rows of
-    annotations.csv are dropped and reported.
+    annotations.csv are dropped and reported. With --volumes the same inputs, checks, split and
+    folds give a store of 3-D volumes (HU, not windowed) for 3-D detectors.
     """
     from lungforge.cli.console import print_json, progress
     from lungforge.core.labels import SegValues
@@ -93,6 +114,11 @@ def prepare(
         values = SegValues.parse(seg_values)
     with usage_errors():
         n_test = parse_test_patients(test_patients) if test_patients is not None else None
+    if volumes:
+        _prepare_volumes(ctx, luna16_dir, out, values, n_test, resume=resume, overwrite=overwrite, json_out=json_out)
+        return
+    if spacing_mm is not None:
+        raise typer.BadParameter("applies to --volumes only (slices keep their scan's spacing)", param_hint="--spacing-mm")
     options = build_config(PrepareOptions, ctx.params, seg_values=values, test_patients=n_test)
     _note_workers(luna16_dir, options)
     with progress() as bar:
@@ -106,7 +132,46 @@ def prepare(
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _note_workers(luna16_dir: Path, options: PrepareOptions) -> None:
+def _prepare_volumes(
+    ctx: typer.Context,
+    luna16_dir: Path,
+    out: Path,
+    seg_values: SegValues,
+    test_patients: int | float | None,
+    *,
+    resume: bool,
+    overwrite: bool,
+    json_out: bool,
+) -> None:
+    """`prepare --volumes`: the volume store, its problems on stderr and its result on stdout."""
+    from lungforge.cli.console import print_json, print_result, progress
+    from lungforge.preparation.volume_pipeline import VolumeOptions, prepare_volumes
+
+    for name in ("nodule_slices", "keep_nodule_free"):
+        source = ctx.get_parameter_source(name)
+        # By name: Typer may bring its own copy of click's ParameterSource enum.
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            raise typer.BadParameter("does not apply to --volumes (a volume holds every slice)", param_hint=flag_of(name))
+    params = {k: v for k, v in ctx.params.items() if v is not None}
+    options = build_config(VolumeOptions, params, seg_values=seg_values, test_patients=test_patients)
+    _note_workers(luna16_dir, options)
+    with progress() as bar:
+        report = prepare_volumes(luna16_dir, out, options, resume=resume, overwrite=overwrite, progress=bar)
+    _print_problems(report, luna16_dir)
+    if json_out:
+        print_json(report)
+    else:
+        print_result(
+            f"{report.scans_done} volumes at {report.spacing_mm:g} mm ({report.voxels:,} voxels, {report.nodules} nodules, "
+            f"{report.nodules_labelled} labelled) written to {out}; {len(report.skipped)} scans skipped, "
+            f"{len(report.lost_nodules)} annotated nodules not labelled, {len(report.duplicate_annotations)} duplicate annotation "
+            f"rows dropped, {report.reoriented} scans turned to the display orientation"
+        )
+    if report.skipped:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _note_workers(luna16_dir: Path, options: PrepareOptions | VolumeOptions) -> None:
     """Say on stderr when `prepare` runs fewer worker processes than --workers asked for."""
     from lungforge.cli.console import err_console
     from lungforge.core.cpus import available_cpus
@@ -120,7 +185,7 @@ def _note_workers(luna16_dir: Path, options: PrepareOptions) -> None:
         )
 
 
-def _print_problems(report: PrepareReport, luna16_dir: Path) -> None:
+def _print_problems(report: PrepareReport | VolumeReport, luna16_dir: Path) -> None:
     """Skipped scans, unlabelled nodules, annotations of absent series and duplicate annotation rows, on stderr."""
     from rich.markup import escape
 
@@ -182,14 +247,17 @@ def info(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
-    """Print counts, splits, folds and the nodule size histogram of a store."""
+    """Print counts, splits, folds and the nodule size histogram of a store (of slices or of volumes)."""
     from rich.markup import escape
 
     from lungforge.cli.console import err_console, print_json, print_result
-    from lungforge.store import count_store, open_store
+    from lungforge.store import VOLUME_SCHEMA, count_store, open_store, open_volume_store, schema_of
+    from lungforge.store.summary import VolumeSummary, count_volume_store
     from lungforge.store.verify import verify_store
+    from lungforge.store.volume_verify import verify_volume_store
 
-    checked = verify_store(store) if verify else None
+    is_volumes = schema_of(store) == VOLUME_SCHEMA
+    checked = (verify_volume_store(store) if is_volumes else verify_store(store)) if verify else None
     if checked is not None and not checked.ok:
         if json_out:
             print_json({"verify": checked})
@@ -201,7 +269,7 @@ def info(
                 f"[red]error:[/red] {store}: {len(checked.problems)} problems{more}; the store is damaged", highlight=False, soft_wrap=True
             )
         raise typer.Exit(EXIT_ERROR)
-    summary = count_store(open_store(store))
+    summary: StoreSummary | VolumeSummary = count_volume_store(open_volume_store(store)) if is_volumes else count_store(open_store(store))
     if json_out:
         print_json(summary if checked is None else {**asdict(summary), "verify": checked})
         return
@@ -213,11 +281,15 @@ def info(
             content = "content as recorded, attributes not recorded (store finished before lungforge recorded them)"
         else:
             content = "content and attributes as recorded"
+        boxes = "hold nodule voxels" if is_volumes else "are the tight boxes of their nodules"
         print_result(
             f"verified: {checked.objects_read} shards/chunks of {checked.arrays} arrays read, {sums}, {content}, "
-            f"counts consistent, {checked.boxes_checked} boxes are the tight boxes of their nodules"
+            f"counts consistent, {checked.boxes_checked} boxes {boxes}"
         )
-    _print_summary(summary)
+    if isinstance(summary, VolumeSummary):
+        _print_volume_summary(summary)
+    else:
+        _print_summary(summary)
 
 
 def _print_summary(summary: StoreSummary) -> None:
@@ -236,4 +308,25 @@ def _print_summary(summary: StoreSummary) -> None:
         table.add_row(name, str(row["slices"]), str(row["nodule_slices"]), str(row["patients"]))
     out_console.print(table)
     print_result("folds: " + ", ".join(f"{k}: {v}" for k, v in summary.folds.items()))
+    print_result("nodule diameters: " + ", ".join(f"{k}: {v}" for k, v in summary.nodule_diameter_hist.items()))
+
+
+def _print_volume_summary(summary: VolumeSummary) -> None:
+    """info's report of a volume store on stdout: its counts, the split table, folds and nodule sizes."""
+    from rich.table import Table
+
+    from lungforge.cli.console import out_console, print_result
+
+    low, high = ("×".join(str(v) for v in shape) for shape in (summary.shape_min, summary.shape_max))
+    print_result(
+        (str(summary.path), "bold"),
+        f"  volumes ({summary.schema})  {summary.scans} scans at {summary.spacing_mm:g} mm, {summary.voxels:,} voxels, "
+        f"Z×Y×X {low} .. {high}",
+    )
+    print_result(f"nodules {summary.nodules}, labelled {summary.nodules_labelled}")
+    table = Table("split", "scans", "nodules", "labelled")
+    for name, row in summary.splits.items():
+        table.add_row(name, str(row["scans"]), str(row["nodules"]), str(row["nodules_labelled"]))
+    out_console.print(table)
+    print_result("folds (scans): " + ", ".join(f"{k}: {v}" for k, v in summary.folds.items()))
     print_result("nodule diameters: " + ", ".join(f"{k}: {v}" for k, v in summary.nodule_diameter_hist.items()))

@@ -17,6 +17,11 @@ float32 slice is then 16 MB, so batches of such slices stay in memory."""
 MAX_STEPS = 10_000_000
 """Most optimiser steps one training may ask for (train, the fidelity segmenters): the paper's SDM
 trains for a few 100,000, and 10 million steps at 10 steps/s take 12 days."""
+VOLUME_SPACING_MM = 1.0
+"""Default isotropic voxel spacing of a volume store (`prepare --volumes`), mm."""
+VOLUME_SPACING_RANGE_MM = (0.5, 4.0)
+"""Isotropic spacings a volume store may be made at: finer than 0.5 mm grows a LUNA16 chest past
+300 M voxels per scan; coarser than 4 mm loses nodules (LUNA16's smallest are 3 mm)."""
 OFFICIAL_FOLDS = 10
 """LUNA16's official folds: the most cross-validation folds a benchmark can have (fewer merge them)."""
 MIN_FOLDS = 2

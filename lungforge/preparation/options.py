@@ -9,11 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from lungforge.core.choices import Lungs, NoduleSlices
+from lungforge.core.choices import VOLUME_SPACING_MM, VOLUME_SPACING_RANGE_MM, Lungs, NoduleSlices
 from lungforge.core.errors import ConfigError, LungforgeError
 from lungforge.core.labels import SegValues
 from lungforge.core.seeds import check_seed
-from lungforge.store.volume_schema import DEFAULT_SPACING_MM, SPACING_RANGE_MM
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class VolumeOptions:
     body's box grown by `margin_mm`); saved in the volume store's `params` attribute. The
     inputs, lungs and split options mean what they mean for :class:`PrepareOptions`."""
 
-    spacing_mm: float = DEFAULT_SPACING_MM
+    spacing_mm: float = VOLUME_SPACING_MM
     margin_mm: float = 5.0
     lungs: Lungs = "seg"
     seg_values: SegValues = SegValues()
@@ -61,7 +60,7 @@ class VolumeOptions:
 
     def __post_init__(self) -> None:
         """ConfigError naming the field for a value outside its choices or range."""
-        lo, hi = SPACING_RANGE_MM
+        lo, hi = VOLUME_SPACING_RANGE_MM
         if not (math.isfinite(self.spacing_mm) and lo <= self.spacing_mm <= hi):
             raise ConfigError("spacing_mm", f"spacing_mm must be {lo:g}..{hi:g} mm, got {self.spacing_mm}")
         if not (math.isfinite(self.margin_mm) and 0.0 <= self.margin_mm <= MAX_MARGIN_MM):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from scipy import ndimage
@@ -59,7 +60,9 @@ class StoreVerification:
     more_problems: int = 0
 
 
-class _Problems:
+class Problems:
+    """Problem lines, the first MAX_PROBLEMS kept, the rest counted."""
+
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.more = 0
@@ -78,7 +81,7 @@ def verify_store(path: str | os.PathLike) -> StoreVerification:
     finished, or its content record is missing, included); damage to arrays is reported.
     """
     store = open_store(path)
-    problems = _Problems()
+    problems = Problems()
     n = len(store)
     nodule_px = np.zeros(n, dtype=bool)
     label_max = 0
@@ -106,7 +109,7 @@ def verify_store(path: str | os.PathLike) -> StoreVerification:
                 boxes.check(region[0].start, data)
         if intact:
             readable.add(name)
-    _check_content(store, problems)
+    check_content(store, problems)
     _check_counts(store, readable, nodule_px, label_max, problems)
     if "label" in readable:
         boxes.report(problems)
@@ -124,7 +127,15 @@ def verify_store(path: str | os.PathLike) -> StoreVerification:
     )
 
 
-def _check_content(store: Store, problems: _Problems) -> None:
+class RecordsContent(Protocol):
+    """A store that can digest its arrays and recall the digests recorded when it was finished."""
+
+    def recorded_digests(self) -> dict[str, str] | None: ...
+
+    def content_digests(self) -> dict[str, str]: ...
+
+
+def check_content(store: RecordsContent, problems: Problems) -> None:
     """Each array's content digest against the one recorded when the store was finished."""
     recorded = store.recorded_digests()
     if recorded is None:
@@ -201,7 +212,7 @@ class _BoxCheck:
         for k in np.flatnonzero(covering[1:] > 1):
             self.doubled.append((int(z_of[k]), int(covering[k + 1])))
 
-    def report(self, problems: _Problems) -> None:
+    def report(self, problems: Problems) -> None:
         if self.empty:
             row, index = self.empty[0]
             problems.add(
@@ -225,7 +236,7 @@ class _BoxCheck:
             )
 
 
-def _locate(store: Store, name: str, key: str, region: tuple[slice, ...], problems: _Problems) -> None:
+def _locate(store: Store, name: str, key: str, region: tuple[slice, ...], problems: Problems) -> None:
     """Name the damaged inner chunks of a shard (one row each), or the chunk `key` itself."""
     array = store.array(name)
     if not array.shards:
@@ -238,7 +249,7 @@ def _locate(store: Store, name: str, key: str, region: tuple[slice, ...], proble
             problems.add(f"{name}: chunk {row} (slice {row}) in shard {key} fails its checksum or is missing")
 
 
-def _check_counts(store: Store, readable: set[str], nodule_px: np.ndarray, label_max: int, problems: _Problems) -> None:
+def _check_counts(store: Store, readable: set[str], nodule_px: np.ndarray, label_max: int, problems: Problems) -> None:
     """Cross-check the tables that could be read in full."""
     n = len(store)
     h, w = store.shape_hw

@@ -13,10 +13,6 @@ CHUNK_VOXELS = 64
 SLAB_SLICES = CHUNK_VOXELS
 """Axial slices per shard: a shard is a slab of 64 slices over the whole (Y, X) plane rounded up to
 whole chunks (the unit of writing; a scan's arrays have one writer, the slabs keep files few)."""
-DEFAULT_SPACING_MM = 1.0
-SPACING_RANGE_MM = (0.5, 4.0)
-"""Isotropic spacings a volume store may be made at: finer than 0.5 mm grows a LUNA16 chest past
-300 M voxels per scan; coarser than 4 mm loses nodules (LUNA16's smallest are 3 mm)."""
 NO_BOX = -1
 """`nodules/bbox` of a nodule whose mask is empty (listed in the `lost_nodules` attribute)."""
 

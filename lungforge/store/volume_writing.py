@@ -145,7 +145,7 @@ class VolumeWriter:
                 replace_array(group, name, table, chunk=max(1, table.shape[0]), attributes=VOLUME_ARRAY_ATTRS[name])
             reader = VolumeStore(self.path, group, "r+")
             for name in reader.array_names():
-                require_written(self.path, name, group[name])
+                require_written(self.path, name, reader.zarray(name))
             seal(self.path, group, reader.content_digests(), reader.fingerprint(), attrs)
         shutil.rmtree(self.path / "parts", ignore_errors=True)
 

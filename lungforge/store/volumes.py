@@ -80,23 +80,27 @@ class VolumeStore:
     @property
     def spacing_mm(self) -> float:
         """The isotropic voxel spacing of every volume, mm."""
-        return float(self.group.attrs["spacing_mm"])
+        return float(self.attrs["spacing_mm"])
 
     @property
     def window_hu(self) -> tuple[float, float]:
         """The HU window of the 2-D pipeline (its uint8 slices), recorded for slices read from here."""
-        lo, hi = self.group.attrs["window"]
+        lo, hi = self.attrs["window"]
         return float(lo), float(hi)
 
     def __len__(self) -> int:
-        return int(self.group["scans/uid"].shape[0])
+        return int(self.zarray("scans/uid").shape[0])
 
-    def array(self, name: str) -> CheckedArray:
-        """A read view of array `name` (e.g. `volumes/0/image`, `scans/fold`); damage raises CorruptStoreError."""
+    def zarray(self, name: str) -> zarr.Array:
+        """The zarr array `name` (KeyError when absent; SchemaError when `name` is a group)."""
         node = self.group[name]
         if not isinstance(node, zarr.Array):
             raise SchemaError(f"{self.path}: {name} is a group, expected an array")
-        return CheckedArray(self.path, name, node)
+        return node
+
+    def array(self, name: str) -> CheckedArray:
+        """A read view of array `name` (e.g. `volumes/0/image`, `scans/fold`); damage raises CorruptStoreError."""
+        return CheckedArray(self.path, name, self.zarray(name))
 
     def _column(self, name: str) -> np.ndarray:
         if name not in self._columns:
@@ -130,7 +134,7 @@ class VolumeStore:
 
     def shape(self, i: int) -> tuple[int, int, int]:
         """(Z, Y, X) voxels of volume `i`."""
-        z, y, x = self.group[f"volumes/{i}/image"].shape
+        z, y, x = self.zarray(f"volumes/{i}/image").shape
         return int(z), int(y), int(x)
 
     def image(self, i: int) -> CheckedArray:
@@ -188,12 +192,12 @@ class VolumeStore:
 
     def stored_blocks(self, name: str) -> list[tuple[str, tuple[slice, ...], bool]]:
         """(key, region, present) of every stored shard or chunk of array `name`."""
-        return stored_blocks(self.path, name, self.group[name])
+        return stored_blocks(self.path, name, self.zarray(name))
 
     def content_digests(self) -> dict[str, str]:
         """Per array, 16 hex digits over its shape, dtype and chunk crc32c checksums (cached)."""
         if self._digests is None:
-            self._digests = {name: array_digest(self.path, name, self.group[name], self.checked) for name in self.array_names()}
+            self._digests = {name: array_digest(self.path, name, self.zarray(name), self.checked) for name in self.array_names()}
         return dict(self._digests)
 
     def fingerprint(self) -> str:
@@ -276,7 +280,7 @@ def _open(path: Path, mode: Literal["r", "r+"], require_complete: bool, check_co
     if problem is not None:
         raise SchemaError(f"{path}: {problem}")
     try:
-        scans = int(group["scans/uid"].shape[0])
+        scans = int(VolumeStore(path, group, mode).zarray("scans/uid").shape[0])
     except Exception:  # a missing array or unreadable metadata
         raise SchemaError(f"{path}: missing or unreadable array scans/uid") from None
     for name in volume_arrays(scans):
@@ -304,15 +308,15 @@ def _open(path: Path, mode: Literal["r", "r+"], require_complete: bool, check_co
 def _check_shapes(store: VolumeStore, scans: int) -> None:
     """SchemaError when a table's rows or a volume's shape or dtype break the schema."""
     for name in ("scans/uid", *(f"scans/{c}" for c in SCAN_COLUMNS)):
-        shape = store.group[name].shape
+        shape = store.zarray(name).shape
         expected = (scans, *SCAN_COLUMNS[name.split("/")[1]].shape) if name != "scans/uid" else (scans,)
         if tuple(shape) != expected:
             raise SchemaError(f"{store.path}: {name} has shape {tuple(shape)}, expected {expected}")
-    rows = {store.group[f"nodules/{c}"].shape[0] for c in NODULE_COLUMNS}
+    rows = {store.zarray(f"nodules/{c}").shape[0] for c in NODULE_COLUMNS}
     if len(rows) > 1:
         raise SchemaError(f"{store.path}: nodules/* columns have different row counts {sorted(rows)}")
     for i in range(scans):
-        image, label = store.group[f"volumes/{i}/image"], store.group[f"volumes/{i}/label"]
+        image, label = store.zarray(f"volumes/{i}/image"), store.zarray(f"volumes/{i}/label")
         if image.shape != label.shape or len(image.shape) != 3 or str(image.dtype) != "int16" or str(label.dtype) != "uint8":
             raise SchemaError(
                 f"{store.path}: volumes/{i}: image {image.shape} {image.dtype} and label {label.shape} {label.dtype} "
