@@ -92,7 +92,7 @@ def _prepare(
             index = next_scan + i
             if isinstance(result, ScanError):
                 file, _, reason = str(result).partition(": ")
-                record = {"status": np.asarray("skipped"), "file": np.asarray(file), "reason": np.asarray(reason or str(result))}
+                record = {"status": np.asarray("skipped"), "skipped_file": np.asarray(file), "reason": np.asarray(reason or str(result))}
             else:
                 writer.write_scan(written, result.image, result.label)
                 split = SPLIT_IDS["test"] if result.uid in test_uids else SPLIT_IDS["train"]
@@ -155,7 +155,9 @@ def _finalize(writer: VolumeWriter, records: list[dict[str, np.ndarray]], inputs
     for name in _NODULE_FIELDS:
         shape = NODULE_COLUMNS[name].shape
         nodules[name] = np.concatenate([r[f"nodule_{name}"].reshape(-1, *shape) for r in done]) if done else np.zeros((0, *shape))
-    skipped = inputs.refused + [{"file": str(r["file"]), "reason": str(r["reason"])} for r in records if str(r["status"]) == "skipped"]
+    skipped = inputs.refused + [
+        {"file": str(r["skipped_file"]), "reason": str(r["reason"])} for r in records if str(r["status"]) == "skipped"
+    ]
     writer.finalize(
         uids,
         scans,
