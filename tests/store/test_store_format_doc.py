@@ -1,9 +1,10 @@
 """docs/store-format.md documents every group attribute, array and array attribute a store carries.
 
-The names come from the code, not from a list kept here: the stores `prepare` and `augment` write
-(a phantom, and the `mislabeled` control on it), the schema's column tables (columns only some
-stores have, e.g. `nodules/window` of inpainting output) and the attribute keys that the writers
-put in a literal (attributes only some runs write, e.g. `lidc`).
+The names come from the code, not from a list kept here: the stores `prepare`, `prepare --volumes`
+and `augment` write (a phantom, and the `mislabeled` control on it), the schema's column tables
+(columns only some stores have, e.g. `nodules/window` of inpainting output) and the attribute keys
+that the writers put in a literal (attributes only some runs write, e.g. `lidc`). A volume
+store's per-scan groups `volumes/0`, `volumes/1`, ... are documented once as `volumes/<index>`.
 """
 
 from __future__ import annotations
@@ -19,11 +20,22 @@ import zarr
 from lungforge.augment.generate import augment
 from lungforge.augment.options import AugmentOptions
 from lungforge.preparation.pipeline import PrepareOptions, prepare
-from lungforge.store import schema
+from lungforge.preparation.volume_pipeline import VolumeOptions, prepare_volumes
+from lungforge.store import schema, volume_schema
 
 ROOT = Path(__file__).parents[2]
 DOC = (ROOT / "docs" / "store-format.md").read_text(encoding="utf-8")
-WRITERS = [ROOT / "lungforge" / p for p in ("store/create.py", "store/writing.py", "preparation/pipeline.py", "augment")]
+WRITERS = [
+    ROOT / "lungforge" / p
+    for p in (
+        "store/create.py",
+        "store/writing.py",
+        "store/volume_writing.py",
+        "preparation/pipeline.py",
+        "preparation/volume_pipeline.py",
+        "augment",
+    )
+]
 ATTRIBUTE_ARGUMENTS = {"attributes", "attrs", "extra_attrs"}
 
 
@@ -34,7 +46,8 @@ def written(phantom_factory, tmp_path_factory) -> dict[str, zarr.Group]:
     prepare(phantom_factory(scans=4, size=64, seed=0), root / "real.zarr", PrepareOptions(test_patients=0.25), shard_slices=8)
     options = AugmentOptions(data=root / "real.zarr", weights="mislabeled", out=root / "synth.zarr", nodules=2, nodule_free=1, device="cpu")
     augment(options)
-    return {kind: zarr.open_group(str(root / f"{kind}.zarr"), mode="r") for kind in ("real", "synth")}
+    prepare_volumes(phantom_factory(scans=4, size=64, seed=0), root / "volumes.zarr", VolumeOptions(spacing_mm=4.0, test_patients=0.25))
+    return {kind: zarr.open_group(str(root / f"{kind}.zarr"), mode="r") for kind in ("real", "synth", "volumes")}
 
 
 def _arrays(group: zarr.Group, prefix: str = "") -> dict[str, Any]:
@@ -43,7 +56,7 @@ def _arrays(group: zarr.Group, prefix: str = "") -> dict[str, Any]:
     for name, member in group.members():
         path = f"{prefix}{name}"
         found |= _arrays(member, f"{path}/") if isinstance(member, zarr.Group) else {path: member}
-    return found
+    return {re.sub(r"^volumes/\d+/", "volumes/<index>/", name): array for name, array in found.items()}
 
 
 def _literal_keys(node: ast.AST | None) -> set[str]:
@@ -95,7 +108,7 @@ def undocumented(names: set[str], *, own_span: bool = True) -> list[str]:
 
 def test_the_writers_keys_are_found() -> None:
     keys = attribute_keys_in_writers()
-    assert {"schema", "complete", "content", "verification", "lidc", "generator", "skipped"} <= keys
+    assert {"schema", "complete", "content", "verification", "lidc", "generator", "skipped", "spacing_mm"} <= keys
 
 
 def test_every_group_attribute_is_documented(written) -> None:
@@ -113,14 +126,17 @@ def test_every_content_and_verification_field_is_documented(written) -> None:
 
 def test_every_array_is_documented(written) -> None:
     optional = {f"nodules/{name}" for name in {**schema.INPAINT_NODULE_COLUMNS, **schema.NODULE_ID_COLUMNS}}
-    names = {path for group in written.values() for path in _arrays(group)} | set(schema.ARRAY_ATTRS) | optional
-    assert "meta/verified" in names and "nodules/window" in names
+    volumes = {f"volumes/<index>/{name}" for name in volume_schema.VOLUME_DTYPES} | {
+        name for name in volume_schema.VOLUME_ARRAY_ATTRS if "/" in name
+    }
+    names = {path for group in written.values() for path in _arrays(group)} | set(schema.ARRAY_ATTRS) | optional | volumes
+    assert {"meta/verified", "nodules/window", "volumes/<index>/image", "nodules/center_voxel"} <= names
     missing = undocumented(names)
     assert not missing, f"arrays missing from docs/store-format.md: {missing}"
 
 
 def test_every_array_attribute_is_documented(written) -> None:
-    keys = {key for attrs in schema.ARRAY_ATTRS.values() for key in attrs}
+    keys = {key for attrs in (*schema.ARRAY_ATTRS.values(), *volume_schema.VOLUME_ARRAY_ATTRS.values()) for key in attrs}
     keys |= {key for group in written.values() for array in _arrays(group).values() for key in array.attrs}
     missing = undocumented(keys, own_span=False)
     assert not missing, f"array attributes missing from docs/store-format.md: {missing}"

@@ -159,7 +159,9 @@ def test_edited_attributes_are_refused(stores, tmp_path):
 
 
 def test_wrong_schema_is_refused_in_one_line(stores):
-    with pytest.raises(SchemaError, match=r"schema is 'lungforge.slices/1', expected 'lungforge.volumes/1' \(a store of 2-D slices") as error:
+    with pytest.raises(
+        SchemaError, match=r"schema is 'lungforge.slices/1', expected 'lungforge.volumes/1' \(a store of 2-D slices"
+    ) as error:
         open_volume_store(stores["slices"])
     assert "\n" not in str(error.value)
     with pytest.raises(SchemaError, match=r"expected 'lungforge.slices/1' \(a store of 3-D volumes: read it with"):
