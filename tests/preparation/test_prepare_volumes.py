@@ -115,3 +115,10 @@ def test_default_spacing_is_one_mm_and_info_reads_the_store(luna, tmp_path):
     assert summary["splits"]["train"]["scans"] == 1
     verified = CliRunner().invoke(app, ["info", str(out), "--verify"])
     assert verified.exit_code == 0 and "verified:" in verified.stdout and "1 scans at 1 mm" in verified.stdout
+
+
+def test_the_store_is_the_same_for_two_workers(luna, whole, tmp_path):
+    out = tmp_path / "volumes.zarr"
+    report = prepare_volumes(luna, out, VolumeOptions(spacing_mm=3.0, test_patients=1, workers=2))
+    assert report.workers == 2
+    assert open_volume_store(out).content_digests() == open_volume_store(whole).content_digests()
