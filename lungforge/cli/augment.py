@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lungforge.cli.params import build_config, finite, flag_of, usage_errors
+from lungforge.cli.params import build_config, finite, usage_errors
 from lungforge.cli.params import device as check_device
 from lungforge.cli.params import seed as check_seed
 from lungforge.core.choices import NoduleShape, Placement, Precision, Sampler
@@ -156,9 +156,8 @@ def _run(options: AugmentOptions, preview: Path | None, json_out: bool) -> None:
         bar.update(task, completed=done, total=total, status=f"{rate:.2f} img/s")
 
     try:
-        report = run_augment(options, progress=update)
-    except ConfigError as exc:  # an option the weights cannot use, known once they are loaded
-        raise typer.BadParameter(str(exc), param_hint=flag_of(exc.field, _FLAGS)) from None
+        with usage_errors(flags=_FLAGS, only=ConfigError):  # an option the weights cannot use, known once they are loaded
+            report = run_augment(options, progress=update)
     finally:
         bar.stop()
     if report is None:

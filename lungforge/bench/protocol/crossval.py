@@ -35,7 +35,7 @@ from lungforge.bench.protocol.ranks import rank_and_world, run_shared
 from lungforge.bench.protocol.repeats import average_rows, repeat_seed
 from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.protocol.selection import selected
-from lungforge.bench.protocol.sources import SOURCES, check_synthetic_positives, external_source_slices, joined_counts
+from lungforge.bench.protocol.sources import SOURCES, check_synthetic_positives, external_source_slices, joined_counts, train_split_outside
 from lungforge.core.errors import InputError
 from lungforge.store import NO_SOURCE, Store, nodule_ids
 
@@ -72,6 +72,20 @@ def parse_real_nodules(text: str) -> list[int | None]:
             raise ValueError(f"{item!r} is given twice")
         points.append(point)
     return sorted(points, key=lambda k: (k is None, k or 0))
+
+
+def compared_conditions(real: Store, synthetic: dict[str, Store], config: FoldConfig, controls_to_make: tuple[str, ...] = ()) -> list[str]:
+    """The conditions a k-fold run of `config` compares with A, in the order it runs them, known
+    before it trains: `controls_to_make` (the control stores `bench all --controls` makes first,
+    :mod:`~lungforge.bench.protocol.controls`), every synthetic store, the comparator
+    :data:`~lungforge.bench.protocol.sources.SOURCES` where some of them draw on real patients
+    outside the benchmark, then the fold controls with `config.fold_controls`. The control
+    stores draw on the real train split (augment's source label maps and nodules), so they count
+    as external wherever the benchmark leaves train patients out (`--real-split test`)."""
+    groups = real_groups(real, config.folds, config.real_split)
+    names = [*controls_to_make, *synthetic]
+    external = external_source_slices(real, synthetic, groups).any() or (bool(controls_to_make) and train_split_outside(real, groups))
+    return [*names, *([SOURCES] if external else []), *fold_control_names(names, config.fold_controls)]
 
 
 def point_label(k: int | None) -> str:
@@ -309,8 +323,7 @@ def cross_validate(
     check_joins(real, synthetic, groups, config)
     rank, _ = rank_and_world()
     log = FoldLog(out, log_name(task, config), run_signature(task, config, real, synthetic), write_run=rank == 0)
-    external = external_source_slices(real, synthetic, groups).any()
-    conditions = [REFERENCE, *synthetic, *([SOURCES] if external else []), *fold_control_names(list(synthetic), config.fold_controls)]
+    conditions = [REFERENCE, *compared_conditions(real, synthetic, config)]
     todo = [(f, c) for f in range(config.folds) for c in conditions if log.get(c, f) is None]
     if todo:
         runner = make_runner(groups)
