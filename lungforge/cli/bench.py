@@ -277,7 +277,7 @@ def all_(
             help="Also bench model-free controls: under OUT/controls, with the first store's layout request at the real store's size, "
             "'paste' (real nodule patches blended into real slices), 'mislabeled' (nodule labels on unchanged slices) and 'blob' "
             "(constant ellipses of the requested sizes); per fold 'hosts' (the joined host slices labelled nodule-free) and 'classic' "
-            "(A's own nodules classically augmented, as many as paste adds). The report says whether paste and mislabeled separate "
+            "(A's own nodules classically augmented, as many positives as the first synthetic store adds, else paste). The report says whether paste and mislabeled separate "
             "and calls a generator helpful only when it beats A, classic and blob.",
         ),
     ] = False,

@@ -228,8 +228,9 @@ def fold_runner(
     (:func:`~lungforge.bench.protocol.repeats.repeat_seed`), averages the rows and adds the wall
     time (`seconds`), the real nodule slices and distinct nodules kept and the synthetic slices
     joined to the row. A fold control (:data:`~lungforge.bench.protocol.fold_controls.FOLD_CONTROLS`)
-    adds what it builds from A's items and its source store's joining items instead of that
-    store's items (its joined counts are items, not distinct slices). A condition that took no
+    adds what it builds from A's items and the joining items of the condition it is built from
+    (:meth:`~lungforge.bench.protocol.fold_controls.FoldControl.built_from`, named in its row as
+    `built_from`) instead of that store's items (its joined counts are items, not distinct slices). A condition that took no
     optimiser step (no training item) is an InputError naming it, K and the fold."""
     leaks = {name: leak_groups(store, real, groups) for name, store in synthetic.items()}
     full = [int((real_set.group != f).sum()) for f in range(config.folds)]
@@ -244,11 +245,12 @@ def fold_runner(
 
     def run(fold: int, condition: str) -> FoldRow:
         control = FOLD_CONTROLS.get(condition)
-        source = condition if control is None else control.source
+        source = condition if control is None else control.built_from(list(synthetic))
         rule = fold_training(real, {c: synthetic[c] for c in synthetic if c == source}, leaks, groups, fold, config)
         reference = real_set.select(reference_mask(fold, rule.kept))
         train: list[S | ControlSet] = [reference]
         joined = {"synthetic_positives": 0, "synthetic_negatives": 0}
+        built: dict[str, str] = {}
         if source != REFERENCE:
             items = synthetic_sets[source]
             if source != SOURCES:
@@ -260,6 +262,7 @@ def fold_runner(
                 made = control.items(reference, items, np.random.default_rng([config.seed, fold, condition_stream(condition)]))
                 positive = np.asarray(made.positive, dtype=np.bool_)
                 joined = {"synthetic_positives": int(positive.sum()), "synthetic_negatives": int((~positive).sum())}
+                built = {"built_from": source}
                 train.append(made)
         steps = fixed or reference_steps(len(reference), config.epochs, config.batch_size)
         started = time.perf_counter()
@@ -271,6 +274,7 @@ def fold_runner(
             "real_nodule_slices": rule.real_nodule_slices,
             "real_nodules": rule.real_nodules,
             **joined,
+            **built,
         }
 
     return FoldRunner(run, steps)
