@@ -243,7 +243,8 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         for name, weights in GENERATORS.items():
             out = root / f"{name.lower()}.zarr"
             generator_request = {**request, "nodules": args.generator_nodules or args.nodules}
-            options = AugmentOptions(data=real_path, weights=weights, out=out, sampler="ddpm", steps=10, batch_size=16, **generator_request)
+            sampling = {} if name == "SPADE" else {"sampler": "ddpm", "steps": 10}  # SPADE draws without a sampler
+            options = AugmentOptions(data=real_path, weights=weights, out=out, batch_size=16, **generator_request, **sampling)
             clock(f"augment {name}", augment, options)
             stores[name] = out
     real = open_real(real_path)

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from lungforge.bench.reporting.bench_report import BenchReport, TaskReport
 
 DemoGenerator = Literal["SPADE", "SDM", "SDM-inpaint"]
+DIFFUSION_GENERATORS: tuple[DemoGenerator, ...] = ("SDM", "SDM-inpaint")
+"""The demo generators that sample (and take `sampler`, `steps`)."""
+DEMO_SAMPLER_STEPS = 10
 LOCALIZE_EPOCHS_ABOVE_ZERO = 40
 """Localization epochs that gave A an AP50 above 0 at K = all on the default demo phantom (20
 epochs gave 0; docs/localization.md)."""
@@ -52,7 +55,8 @@ class DemoOptions:
 
     The demo SDM is a tiny model trained briefly on phantom data; ancestral DDPM sampling (10
     respaced steps) corrects its errors, where the deterministic ODE samplers (ddim, dpmpp) can
-    drift to noisy images with such an undertrained model.
+    drift to noisy images with such an undertrained model. `sampler` and `steps` (None: ddpm, 10)
+    go to the SDM generators only; set with none of them among `generators` they are refused.
     """
 
     out: Path
@@ -60,8 +64,8 @@ class DemoOptions:
     size: int = 128
     nodules: int = 32
     nodule_free: int = 32
-    sampler: Sampler = "ddpm"
-    steps: int = 10
+    sampler: Sampler | None = None
+    steps: int | None = None
     sdm_weights: str = "demo-sdm-tiny"
     spade_weights: str = "demo-spade-tiny"
     inpaint_weights: str = "demo-sdm-inpaint-tiny"
@@ -78,13 +82,26 @@ class DemoOptions:
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
-        check_choice("sampler", self.sampler, Sampler)
+        if self.sampler is not None:
+            check_choice("sampler", self.sampler, Sampler)
         for name in self.generators:
             check_choice("generators", name, DemoGenerator)
         if len(set(self.generators)) != len(self.generators):
             raise ConfigError("generators", f"generators must not repeat a name, got {', '.join(self.generators)}")
+        if not any(name in DIFFUSION_GENERATORS for name in self.generators):
+            for option in ("sampler", "steps"):
+                if getattr(self, option) is not None:
+                    raise ConfigError(
+                        option, f"{option} is for the SDM generators; generators {', '.join(self.generators)} have no sampler"
+                    )
 
-    def generator_weights(self) -> tuple[tuple[str, str], ...]:
+    def sampling(self, generator: DemoGenerator) -> dict[str, Any]:
+        """The augment sampler options of demo generator `generator`: none for SPADE (a GAN)."""
+        if generator not in DIFFUSION_GENERATORS:
+            return {}
+        return {"sampler": self.sampler or "ddpm", "steps": self.steps or DEMO_SAMPLER_STEPS}
+
+    def generator_weights(self) -> tuple[tuple[DemoGenerator, str], ...]:
         """(condition name, weights) of each chosen generator, in the order they are made and benched."""
         weights = {"SPADE": self.spade_weights, "SDM": self.sdm_weights, "SDM-inpaint": self.inpaint_weights}
         return tuple((name, weights[name]) for name in get_args(DemoGenerator) if name in self.generators)
@@ -129,7 +146,7 @@ def run_demo(options: DemoOptions, on_step: Callable[[DemoStep], None] | None = 
     synthetic: list[SyntheticSpec] = []
     for name, weights in options.generator_weights():
         spec = SyntheticSpec(name=name, path=out / f"synthetic-{name.lower()}.zarr")
-        run(f"augment {name}", partial(_augment, real, spec.path, weights, options))
+        run(f"augment {name}", partial(_augment, real, spec.path, name, weights, options))
         synthetic.append(spec)
     run("bench all --quick --controls --real-nodules", partial(_bench, real, synthetic, out / "report", options, progress))
     return steps
@@ -149,7 +166,7 @@ def _prepare(luna: Path, real: Path, options: DemoOptions) -> StepResult:
     return real, {"slices": report.slices, "nodule_slices": report.nodule_slices, "skipped": len(report.skipped)}
 
 
-def _augment(real: Path, store: Path, weights: str, options: DemoOptions) -> StepResult:
+def _augment(real: Path, store: Path, generator: DemoGenerator, weights: str, options: DemoOptions) -> StepResult:
     """One generator's synthetic store: real shapes and mask sizes, one draw per slice."""
     from lungforge.augment.generate import augment
     from lungforge.augment.options import AugmentOptions
@@ -162,12 +179,11 @@ def _augment(real: Path, store: Path, weights: str, options: DemoOptions) -> Ste
             nodules=options.nodules,
             nodule_free=options.nodule_free,
             shape="real",
-            sampler=options.sampler,
-            steps=options.steps,
             retries=0,
             batch_size=16,
             device=options.device,
             seed=options.seed,
+            **options.sampling(generator),
         )
     )
     details = {"slices": result.slices, "verified": result.verified_final, "img_per_s": result.images_per_s} if result else {}

@@ -246,6 +246,13 @@ for _name, _fn in [
     ("augment --diameter 30:3", _augment_usage("--diameter", "30:3")),
     ("augment --placement nowhere", _augment_usage("--placement", "nowhere")),
     ("augment --sampler euler", _augment_usage("--sampler", "euler")),
+    ("augment SPADE --steps 10: refused, not ignored", _augment_usage("--steps", "10")),
+    (
+        "augment --weights paste --sampler ddim: refused, not ignored",
+        lambda lab: usage(
+            lab, "augment", "--data", lab.real, "--weights", "paste", "--out", lab.path("s.zarr"), "--nodules", "2", "--sampler", "ddim"
+        ),
+    ),
     (
         "augment nothing to generate",
         lambda lab: usage(lab, "augment", "--data", lab.real, "--weights", "demo-spade-tiny", "--out", lab.path("s.zarr")),

@@ -193,6 +193,7 @@ def _augment(options: AugmentOptions, info: DistInfo, progress: Progress | None)
     started = time.perf_counter()
     device = resolve_device(options.device, info.local_rank)
     inputs = load_inputs(options, device)
+    options = inputs.options
     with closing(inputs.real), process_group(info, device):
         store = open_output(options, inputs, info)
         threshold = store.attrs.get("min_contrast_hu")

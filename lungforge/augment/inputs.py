@@ -27,36 +27,42 @@ from lungforge.store import SPLIT_IDS, Store, open_store
 
 @dataclass(frozen=True, eq=False)
 class AugmentInputs:
-    """Everything read and validated before any output is touched."""
+    """Everything read and validated before any output is touched; `options` as the generator
+    runs them (:meth:`AugmentOptions.as_run`), what the output store records."""
 
     real: Store
     synthesizer: SliceGenerator
     planner: SamplePlanner
+    options: AugmentOptions
 
 
-def _generator(options: AugmentOptions, real: Store, device: torch.device) -> SliceGenerator:
-    """The model named by --weights, or a model-free control (`paste`, `mislabeled`, `blob`) at --size.
+def _generator(options: AugmentOptions, real: Store, device: torch.device) -> tuple[SliceGenerator, AugmentOptions]:
+    """The model named by --weights, or a model-free control (`paste`, `mislabeled`, `blob`) at
+    --size, and the options as it runs them (sampler settings for diffusion weights only).
 
     An inpainting SDM (its checkpoint's mode) draws into the real slices at --size (default: the
     real store's native size); a whole-slice model generates at its own size.
     """
     if options.weights in CONTROLS:
+        run = options.as_run(diffusion=False, weights_kind="a model-free control")
         if options.weights in ("paste", "blob") and options.nodules > 0 and options.shape != "real":
             raise InputError(f"--weights {options.weights} copies real nodule pixels: it needs --shape real, got --shape {options.shape}")
-        return ControlGenerator(options.weights, real, options.size or real.shape_hw[0])
+        return ControlGenerator(options.weights, real, options.size or real.shape_hw[0]), run
     weights_path = resolve_weights(options.weights)
     refuse_overlap(options.out, "--weights", weights_path, "augment")
     ckpt = load_checkpoint(weights_path)
+    diffusion = isinstance(ckpt.config, SDMConfig)
+    run = options.as_run(diffusion, f"a {ckpt.kind.upper()} checkpoint (a GAN: one forward pass)")
     precision = check_precision(options.precision, device)
-    settings = SamplingSettings(options.sampler, options.steps, options.guidance)
+    settings = run.sampling() if diffusion else SamplingSettings()
     if isinstance(ckpt.config, SDMConfig) and ckpt.config.inpaint:
-        return Inpainter(ckpt, real, options.size or real.shape_hw[0], device, precision, settings, compile=options.compile)
+        return Inpainter(ckpt, real, options.size or real.shape_hw[0], device, precision, settings, compile=options.compile), run
     synthesizer = Synthesizer(ckpt, device, precision, settings, compile=options.compile)
     if options.size is not None and options.size != synthesizer.image_size:
         raise InputError(
             f"--size {options.size}: {options.weights} generates {synthesizer.image_size} px images; --size is for the model-free controls and inpainting weights"
         )
-    return synthesizer
+    return synthesizer, run
 
 
 def load_inputs(options: AugmentOptions, device: torch.device) -> AugmentInputs:
@@ -78,7 +84,7 @@ def _load_inputs(options: AugmentOptions, device: torch.device, real: Store) -> 
         raise InputError(
             f"--data {options.data}: store kind is {real.kind!r}, expected a 'real' store (synthetic slices cannot seed new ones)"
         )
-    synthesizer = _generator(options, real, device)
+    synthesizer, options = _generator(options, real, device)
     maps = SourceMaps(real, synthesizer.image_size)
     library: NoduleLibrary | LidcLibrary | None = None
     sizes = None
@@ -104,4 +110,4 @@ def _load_inputs(options: AugmentOptions, device: torch.device, real: Store) -> 
     planner.check_feasible()
     if options.nodules > 0:
         synthesizer.check_room(planner, options.diameter_mm, options.weights)
-    return AugmentInputs(real, synthesizer, planner)
+    return AugmentInputs(real, synthesizer, planner, options)

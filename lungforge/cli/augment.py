@@ -56,11 +56,16 @@ def augment(
         ),
     ] = "real",
     sampler: Annotated[
-        Sampler,
-        typer.Option(help="Diffusion sampler: ddpm (ancestral), ddim or dpmpp (SDM only); default chosen by benchmarks/samplers.py."),
-    ] = "ddpm",
-    steps: Annotated[int, typer.Option(min=1, help="Denoising steps (SDM only).")] = 50,
-    guidance: Annotated[float, typer.Option(callback=finite, help="Classifier-free guidance scale s (SDM only), 0..20.")] = 1.5,
+        Sampler | None,
+        typer.Option(
+            help="Diffusion sampler: ddpm (ancestral), ddim or dpmpp. SDM weights only (default ddpm, chosen by benchmarks/samplers.py); "
+            "refused for SPADE and the controls, which draw without a sampler."
+        ),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Denoising steps. SDM weights only (default 50).")] = None,
+    guidance: Annotated[
+        float | None, typer.Option(callback=finite, help="Classifier-free guidance scale s, 0..20. SDM weights only (default 1.5).")
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per generator batch (does not change the output).")] = 32,
     device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda (under torchrun: the GPU of LOCAL_RANK).")] = "auto",
     precision: Annotated[Precision, typer.Option(help="fp32, bf16 or fp16 (fp16 needs CUDA).")] = "fp32",
@@ -138,6 +143,7 @@ def _run(options: AugmentOptions, preview: Path | None, json_out: bool) -> None:
 
     from lungforge.augment.generate import augment as run_augment
     from lungforge.cli.console import print_json, print_wrote, progress
+    from lungforge.core.errors import ConfigError
 
     started = time.perf_counter()
     bar = progress()
@@ -150,7 +156,8 @@ def _run(options: AugmentOptions, preview: Path | None, json_out: bool) -> None:
         bar.update(task, completed=done, total=total, status=f"{rate:.2f} img/s")
 
     try:
-        report = run_augment(options, progress=update)
+        with usage_errors(flags=_FLAGS, only=ConfigError):  # an option the weights cannot use, known once they are loaded
+            report = run_augment(options, progress=update)
     finally:
         bar.stop()
     if report is None:

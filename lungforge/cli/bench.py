@@ -28,11 +28,10 @@ from lungforge.cli.bench_options import (
     SyntheticOpt,
     curve_points,
     open_stores,
-    primary_spec,
     size_option,
     synthetic_specs,
 )
-from lungforge.cli.params import DeviceOpt, build_config, finite
+from lungforge.cli.params import DeviceOpt, build_config, finite, usage_errors
 from lungforge.core.choices import (
     MAX_EPOCHS,
     MAX_SIZE_PX,
@@ -77,16 +76,18 @@ def _run_task(
 
     from lungforge.bench.protocol.curves import curve_figure, curve_table, learning_curve
     from lungforge.bench.protocol.detect import QUICK_LABEL
-    from lungforge.bench.scoring.summary import summarize
+    from lungforge.bench.protocol.primary import primary_comparison
+    from lungforge.bench.scoring.summary import PrimaryError, summarize
     from lungforge.cli.bench_print import print_curve, print_leakage, print_summary
     from lungforge.cli.console import err_console, print_json, print_wrote, progress
     from lungforge.core.device import resolve_device
     from lungforge.core.process_group import dist_info_from_env, process_group
 
     points = curve_points(params["curve"])
-    spec = primary_spec(params["primary"], [s.name for s in synthetic_specs(params["synthetic"])], points)
     config = build_config(make, _given(params), **values)
     real_store, stores = open_stores(params["real"], params["synthetic"])
+    with usage_errors(only=PrimaryError):
+        spec = primary_comparison(params["primary"], real_store, stores, config, points)
     out, json_out = params["out"], params["json_out"]
     info = dist_info_from_env()
     device = resolve_device(params["device"], info.local_rank)
@@ -276,7 +277,7 @@ def all_(
             help="Also bench model-free controls: under OUT/controls, with the first store's layout request at the real store's size, "
             "'paste' (real nodule patches blended into real slices), 'mislabeled' (nodule labels on unchanged slices) and 'blob' "
             "(constant ellipses of the requested sizes); per fold 'hosts' (the joined host slices labelled nodule-free) and 'classic' "
-            "(A's own nodules classically augmented, as many as paste adds). The report says whether paste and mislabeled separate "
+            "(A's own nodules classically augmented, as many positives as the first synthetic store adds, else paste). The report says whether paste and mislabeled separate "
             "and calls a generator helpful only when it beats A, classic and blob.",
         ),
     ] = False,
@@ -295,6 +296,7 @@ def all_(
     from lungforge.bench.protocol.localize import LocalizeConfig
     from lungforge.bench.reporting.report import AllConfig, run_all
     from lungforge.bench.scoring.fid import FidConfig
+    from lungforge.bench.scoring.summary import PrimaryError
     from lungforge.cli.bench_print import print_report, print_report_warnings
     from lungforge.cli.console import print_json, progress
     from lungforge.core.device import resolve_device
@@ -309,7 +311,6 @@ def all_(
     if not specs and not controls:
         raise typer.BadParameter("give at least one NAME=STORE (or --controls)", param_hint="--synthetic")
     points = curve_points(curve)
-    primary_spec(primary, [s.name for s in specs] + (["mislabeled", "paste", "blob", "hosts", "classic"] if controls else []), points)
     params = _given(ctx.params)
     config = AllConfig(
         detect=build_config(DetectConfig.quick_preset if quick else DetectConfig, params),
@@ -322,7 +323,7 @@ def all_(
         inception_weights=inception_weights,
     )
     real_store, stores = open_stores(real, synthetic)
-    with progress() as bar:
+    with progress() as bar, usage_errors(only=PrimaryError):
         report = run_all(real_store, stores, out, config, resolve_device(device), bar)
     print_report_warnings(report)
     if json_out:

@@ -1,6 +1,6 @@
 """The options the `lungforge bench` commands share (Typer parameter types, each with its bounds
 from :mod:`lungforge.core.choices`) and the parsing of the values that Typer cannot check alone
-(`--synthetic` specs, `--real-nodules` points, `--primary`)."""
+(`--synthetic` specs, `--real-nodules` points)."""
 
 from __future__ import annotations
 
@@ -94,24 +94,15 @@ PrimaryOpt = Annotated[
     str | None,
     typer.Option(
         "--primary",
-        help="The one comparison fixed before the run, COND@K (K a --real-nodules point, 'all' without a curve; default: the first "
-        "synthetic condition at the smallest K), vs A on the primary metric (detect: AUROC); its p stays raw, every other is Holm-adjusted.",
+        help="The one comparison fixed before the run, COND@K, vs A on the primary metric (detect: AUROC); its p stays raw, every other "
+        "is Holm-adjusted. COND: a synthetic store, a control (with --controls), or A+sources where the synthetic stores draw on "
+        "real patients outside the benchmark (--real-split test); K: a --real-nodules point, 'all' without a curve. Default: the "
+        "first synthetic store (else paste) at the smallest K.",
     ),
 ]
 RepeatsOpt = Annotated[
     int, typer.Option("--repeats", min=1, help="Training seeds per fold and condition; their fold results are averaged.")
 ]
-
-
-def primary_spec(text: str | None, names: list[str], points: list[int | None] | None) -> Any:
-    """The `--primary` spec checked against the conditions and points; a bad one is a usage error."""
-    from lungforge.bench.protocol.crossval import point_label
-    from lungforge.bench.scoring.summary import parse_primary
-
-    try:
-        return parse_primary(text, names, [point_label(k) for k in points] if points is not None else ["all"])
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--primary") from None
 
 
 def curve_points(text: str | None) -> list[int | None] | None:

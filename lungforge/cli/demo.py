@@ -27,8 +27,11 @@ def demo(
     size: Annotated[int, typer.Option(min=64, help="Phantom in-plane size in pixels (the store's resolution).")] = 128,
     nodules: Annotated[int, typer.Option(min=1, help="Synthetic nodule slices per generator.")] = 32,
     nodule_free: Annotated[int, typer.Option(min=0, help="Synthetic nodule-free slices per generator.")] = 32,
-    sampler: Annotated[Sampler, typer.Option(help="SDM sampler: ddpm (robust with the tiny demo model), ddim or dpmpp.")] = "ddpm",
-    steps: Annotated[int, typer.Option(min=1, help="SDM sampling steps.")] = 10,
+    sampler: Annotated[
+        Sampler | None,
+        typer.Option(help="Sampler of the SDM generators: ddpm (default, robust with the tiny demo model), ddim or dpmpp."),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Sampling steps of the SDM generators (default 10).")] = None,
     sdm_weights: Annotated[str, typer.Option(help="SDM weights: registry name or path.")] = "demo-sdm-tiny",
     spade_weights: Annotated[str, typer.Option(help="SPADE weights: registry name or path.")] = "demo-spade-tiny",
     inpaint_weights: Annotated[

@@ -58,14 +58,16 @@ def flag_of(field: str, flags: Mapping[str, str] | None = None) -> str:
 
 
 @contextmanager
-def usage_errors(flag: str | None = None, flags: Mapping[str, str] | None = None) -> Iterator[None]:
+def usage_errors(flag: str | None = None, flags: Mapping[str, str] | None = None, only: type[ValueError] = ValueError) -> Iterator[None]:
     """A ValueError raised inside is a usage error (exit 2) of option `flag` (None: of the command).
 
     A :class:`~lungforge.core.errors.ConfigError` names its field's flag (:func:`flag_of`) instead.
+    `only` narrows it to one ValueError subclass: the option errors a run finds once its inputs
+    are open (weights, stores), while any other error of that run keeps its own exit code.
     """
     try:
         yield
-    except ValueError as exc:
+    except only as exc:
         hint = flag_of(exc.field, flags) if isinstance(exc, ConfigError) else flag
         raise typer.BadParameter(str(exc), param_hint=hint) from None
 

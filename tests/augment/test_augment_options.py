@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lungforge.augment.options import AugmentOptions
+from lungforge.augment.options import AugmentOptions, output_defining
 from lungforge.core.errors import ConfigError
 
 BASE = {"data": Path("real.zarr"), "weights": "paste", "out": Path("synth.zarr"), "nodules": 2}
@@ -89,3 +89,30 @@ def test_params_round_trip_through_json() -> None:
 def test_from_params_refuses_an_unknown_key() -> None:
     with pytest.raises(ConfigError, match="^colour is not an augment option"):
         AugmentOptions.from_params({**AugmentOptions(**BASE).as_params(), "colour": "red"})
+
+
+def test_as_run_fills_diffusion_defaults_and_refuses_sampler_options_elsewhere() -> None:
+    from lungforge.augment.synthesizer import SamplingSettings
+
+    unset = AugmentOptions(**BASE)
+    assert (unset.sampler, unset.steps, unset.guidance) == (None, None, None)
+    assert unset.as_run(diffusion=True, weights_kind="SDM").sampling() == SamplingSettings()
+    assert AugmentOptions(**BASE, steps=7).as_run(True, "SDM").sampling() == SamplingSettings(steps=7)
+    assert unset.as_run(diffusion=False, weights_kind="a model-free control") == unset
+    for field, value in (("sampler", "ddim"), ("steps", 50), ("guidance", 1.5)):
+        with pytest.raises(
+            ConfigError, match=f"^{field} is for diffusion \\(SDM\\) weights; --weights paste is a model-free control"
+        ) as caught:
+            AugmentOptions(**BASE, **{field: value}).as_run(diffusion=False, weights_kind="a model-free control")
+        assert caught.value.field == field
+
+
+def test_a_store_without_a_sampler_resumes_whatever_sampler_defaults_it_recorded() -> None:
+    """Stores of SPADE and the controls once recorded the ignored defaults (ddpm, 50, 1.5);
+    a resume, which records None, compares no sampler option with them."""
+    now = AugmentOptions(**BASE).as_params()
+    before = {**now, "sampler": "ddpm", "steps": 50, "guidance": 1.5}
+    assert output_defining(before).items() >= output_defining(now).items()
+    assert "sampler" not in output_defining(now)
+    diffusion = AugmentOptions(**BASE).as_run(True, "SDM").as_params()
+    assert output_defining(diffusion)["sampler"] == "ddpm" and output_defining(diffusion)["steps"] == 50

@@ -9,7 +9,7 @@ from scipy import ndimage
 from lungforge.augment.generate import augment
 from lungforge.augment.nodule_library import RIM_PX, NoduleLibrary
 from lungforge.augment.options import AugmentOptions
-from lungforge.core.errors import InputError
+from lungforge.core.errors import ConfigError, InputError
 from lungforge.core.labels import NODULE
 from lungforge.data.resize import resize_images_uint8
 from lungforge.store import NO_SOURCE, open_store
@@ -95,6 +95,13 @@ def test_paste_needs_real_shapes_and_size_is_for_controls(real_path, micro_weigh
     with pytest.raises(InputError, match="--size"):
         augment(_control(real_path, tmp_path / "s.zarr", str(micro_weights["sdm"]), size=32, steps=2))
     assert not (tmp_path / "p.zarr").exists() and not (tmp_path / "s.zarr").exists()
+
+
+def test_sampler_options_are_refused_for_a_control(real_path, tmp_path):
+    """A control draws without a model: --steps would be ignored, so it is refused before anything is written."""
+    with pytest.raises(ConfigError, match="^steps is for diffusion \\(SDM\\) weights; --weights blob is a model-free control"):
+        augment(_control(real_path, tmp_path / "b.zarr", "blob", steps=50))
+    assert not (tmp_path / "b.zarr").exists()
 
 
 def test_controls_at_another_size(real_path, tmp_path):

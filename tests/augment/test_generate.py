@@ -18,7 +18,7 @@ from lungforge.augment.plan import SEED_MASK, PlannedSample, sample_seed
 from lungforge.augment.synthesizer import checked_uint8
 from lungforge.augment.weakest_contrast import weakest_contrast_hu
 from lungforge.augment.writer import BlockWriter, FinishedBlock
-from lungforge.core.errors import CheckpointError, GeneratorError, InputError, LayoutError, SchemaError
+from lungforge.core.errors import CheckpointError, ConfigError, GeneratorError, InputError, LayoutError, SchemaError
 from lungforge.core.labels import LEFT_LUNG, LUNG_LABELS, NODULE
 from lungforge.data.resize import resize_label_maps
 from lungforge.models.checkpoint import CONFIG_FILE, MODEL_FILE, read_checkpoint_meta, write_safetensors
@@ -105,6 +105,8 @@ def test_written_store_layouts(run, prepared_store):
             assert np.isin(source_label[nodule], LUNG_LABELS).mean() >= 0.9
     attrs = store.attrs
     assert attrs["generator"]["kind"] == "sdm" and attrs["generator"]["steps"] == 2
+    # the unset sampler and guidance are recorded as the diffusion defaults the run used
+    assert {k: attrs["params"][k] for k in ("sampler", "steps", "guidance")} == {"sampler": "ddpm", "steps": 2, "guidance": 1.5}
     assert attrs["params"]["seed"] == 7 and attrs["input"]["fingerprint"] == real.fingerprint()
     assert isinstance(attrs["min_contrast_hu"], float)
     assert report.slices == 7 and report.nodules == 5 and report.written_this_run == 7
@@ -202,13 +204,24 @@ def test_verification_flags_and_retries(prepared_store, micro_weights, tmp_path,
 
 def test_spade_weights_generate_deterministically(prepared_store, micro_weights, tmp_path):
     a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
-    augment(_options(prepared_store, micro_weights["spade"], a, nodules=2, nodule_free=2))
-    augment(_options(prepared_store, micro_weights["spade"], b, nodules=2, nodule_free=2, batch_size=4))
+    augment(_options(prepared_store, micro_weights["spade"], a, nodules=2, nodule_free=2, steps=None))
+    augment(_options(prepared_store, micro_weights["spade"], b, nodules=2, nodule_free=2, steps=None, batch_size=4))
     _assert_same(_arrays(a), _arrays(b))
     store = open_store(a)
     assert store.attrs["generator"]["kind"] == "spade" and store.attrs["generator"]["sampler"] is None
+    assert [store.attrs["params"][k] for k in ("sampler", "steps", "guidance")] == [None, None, None]
     images = np.asarray(store.image[...])
     assert not (images[0] == images[1]).all()
+
+
+@pytest.mark.parametrize(("option", "value"), [("sampler", "ddim"), ("steps", 2), ("guidance", 1.5)])
+def test_sampler_options_are_refused_for_spade_weights(prepared_store, micro_weights, tmp_path, option, value):
+    """SPADE draws in one forward pass: a sampler option would be ignored, so it is refused, naming the weights' kind."""
+    out = tmp_path / "s.zarr"
+    options = _options(prepared_store, micro_weights["spade"], out, nodules=2, nodule_free=2, **{"steps": None, option: value})
+    with pytest.raises(ConfigError, match=f"^{option} is for diffusion \\(SDM\\) weights; .* is a SPADE checkpoint") as caught:
+        augment(options)
+    assert caught.value.field == option and not out.exists()
 
 
 def test_a_generator_that_ignores_the_seed_is_never_redrawn(prepared_store, tmp_path):
@@ -231,7 +244,9 @@ def test_a_generator_that_ignores_the_seed_is_never_redrawn(prepared_store, tmp_
         step=0,
         store_fingerprint=None,
     )
-    report = augment(_options(prepared_store, weights, tmp_path / "z0.zarr", nodules=3, nodule_free=1, min_contrast_hu=1e6, retries=2))
+    report = augment(
+        _options(prepared_store, weights, tmp_path / "z0.zarr", nodules=3, nodule_free=1, min_contrast_hu=1e6, retries=2, steps=None)
+    )
     store = open_store(tmp_path / "z0.zarr")
     assert report.images_sampled == 4
     np.testing.assert_array_equal(store.meta("attempts"), [1, 1, 1, 1])

@@ -59,6 +59,28 @@ def test_hosts_add_the_joined_host_patches_labelled_nodule_free_and_classic_as_m
         assert not np.array_equal(added.images, a.images[a.target == 1][: len(added)])
 
 
+def test_classic_matches_the_first_synthetic_store_that_is_no_control(stores, store_builder, tmp_path, monkeypatch):
+    """paste copies the first store's request, but its joins can differ (another shape, size or
+    selection): classic adds as many positives as that store adds itself, and says so per fold."""
+    real = open_real(stores["real"])
+    sparse = store_builder(tmp_path / "sparse.zarr", "synthetic", seed=3, nodule_every=4, made_from=stores["real"])
+    generator = open_synthetic(stores["B"], real)
+    synthetic = {"mislabeled": generator, "paste": open_synthetic(sparse, real), "G": generator}
+    seen = _capture(monkeypatch)
+    result = run_detect(real, synthetic, _config(fold_controls=True), torch.device("cpu"))
+    assert result.conditions == ("A", "mislabeled", "paste", "G", "hosts", "classic")
+    train = {key: seen[i] for i, key in enumerate((f, c) for f in range(2) for c in result.conditions)}
+    for fold in range(2):
+        a, paste, g, classic = (train[fold, c] for c in ("A", "paste", "G", "classic"))
+        added = int(classic.target.sum()) - int(a.target.sum())
+        assert added == int(g.target.sum()) - int(a.target.sum()) > int(paste.target.sum()) - int(a.target.sum())
+        assert result.folds["classic"][fold]["built_from"] == "G" and result.folds["classic"][fold]["synthetic_positives"] == added
+        assert result.folds["hosts"][fold]["built_from"] == "mislabeled"
+    assert "built_from" not in result.folds["G"][0]
+    # without a store of its own, the run's classic is paste's size
+    assert {row["built_from"] for row in _run(stores, monkeypatch)[0].folds["classic"]} == {"paste"}
+
+
 def test_classic_is_seeded(stores, monkeypatch):
     first = _run(stores, monkeypatch)[1][0, "classic"]
     again = _run(stores, monkeypatch)[1][0, "classic"]

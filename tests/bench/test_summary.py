@@ -59,9 +59,11 @@ def test_parse_primary_names_the_bad_part():
     assert parse_primary("paste@8", ["SDM", "paste"], ["8", "all"]) == PrimarySpec("paste", "8")
     assert parse_primary("paste", ["SDM", "paste"], ["8", "all"]) == PrimarySpec("paste", "8")
     assert parse_primary(None, ["SDM", "paste"], ["8", "all"]) == PrimarySpec("SDM", "8")
-    with pytest.raises(ValueError, match="condition 'spade' is not a synthetic condition of this run, expected one of SDM, paste"):
+    with pytest.raises(
+        ValueError, match="^primary 'spade@8': condition 'spade' is not compared with A in this run, expected one of SDM, paste$"
+    ):
         parse_primary("spade@8", ["SDM", "paste"], ["8", "all"])
-    with pytest.raises(ValueError, match="K '4' is not a point of this run, expected one of 8, all"):
+    with pytest.raises(ValueError, match="^primary 'SDM@4': K '4' is not a point of this run, expected one of 8, all$"):
         parse_primary("SDM@4", ["SDM", "paste"], ["8", "all"])
 
 

@@ -65,8 +65,7 @@ def _invoke(inputs: dict[str, Path], out: Path, *extra: str, weights: str = "sdm
         str(inputs[weights]),
         "--out",
         str(out),
-        "--steps",
-        "2",
+        *(("--steps", "2") if weights == "sdm" else ()),
         "--shape",
         "sphere",
         "--shard-size",
@@ -174,13 +173,46 @@ def test_synthetic_input_and_existing_output(inputs, tmp_path):
 
 
 def test_cli_sampler_defaults_are_the_options_defaults():
+    """Unset (None) on the command line and in the options, so an explicit value is detectable;
+    diffusion weights then take SamplingSettings' defaults (AugmentOptions.as_run)."""
     import inspect
 
-    from lungforge.augment.options import AugmentOptions
-    from lungforge.augment.synthesizer import SamplingSettings
+    from lungforge.augment.options import SAMPLING, AugmentOptions
     from lungforge.cli.augment import augment
 
     params = inspect.signature(augment).parameters
     fields = AugmentOptions.__dataclass_fields__
-    for name in ("sampler", "steps", "guidance"):
-        assert params[name].default == fields[name].default == getattr(SamplingSettings(), name), name
+    for name in SAMPLING:
+        assert params[name].default is fields[name].default is None, name
+
+
+@pytest.mark.parametrize(
+    ("weights", "extra", "expected"),
+    [
+        ("spade5", ("--sampler", "ddim"), "--sampler: sampler is for diffusion (SDM) weights;"),
+        ("spade5", ("--guidance", "2"), "--guidance: guidance is for diffusion (SDM) weights;"),
+        ("paste", ("--steps", "10"), "--steps: steps is for diffusion (SDM) weights; --weights paste is a model-free control"),
+    ],
+)
+def test_sampler_options_for_weights_without_a_sampler_are_bad_usage(inputs, tmp_path, weights, extra, expected):
+    out = tmp_path / "x.zarr"
+    weights_arg = str(inputs[weights]) if weights in inputs else weights
+    args = [
+        "augment",
+        "--data",
+        str(inputs["real"]),
+        "--weights",
+        weights_arg,
+        "--out",
+        str(out),
+        "--nodules",
+        "2",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(app, args)
+    assert result.exit_code == 2 and expected in result.output, result.output
+    if weights == "spade5":
+        assert "is a SPADE checkpoint (a GAN: one forward pass)" in result.output
+    assert not out.exists()

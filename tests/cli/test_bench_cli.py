@@ -429,3 +429,45 @@ def test_bench_detect_rejects_an_unknown_primary(small_stores):
     result = CliRunner().invoke(app, args)
     text = " ".join(result.output.replace("│", " ").split())  # the usage box wraps the line
     assert result.exit_code == 2 and "K '3' is not a point of this run, expected one of 2, all" in text
+
+
+def test_bench_primary_a_sources_runs_under_the_test_split_and_is_bad_usage_otherwise(stores, tmp_path):
+    """A+sources is a condition (and so a --primary) only where the synthetic stores draw on patients
+    outside the benchmark; elsewhere the CLI says so in the API's own words (exit 2), before any work."""
+    from lungforge.bench.protocol.inputs import open_real, open_synthetic
+    from lungforge.bench.protocol.primary import primary_comparison
+    from lungforge.bench.scoring.summary import PrimaryError
+
+    common = [
+        "--real",
+        str(stores["real"]),
+        "--synthetic",
+        f"B={stores['B']}",
+        "--quick",
+        "--size",
+        "64",
+        "--patch",
+        "16",
+        "--device",
+        "cpu",
+    ]
+    result = CliRunner().invoke(app, ["bench", "detect", *common, "--real-split", "test", "--primary", "A+sources", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["summary"]
+    assert summary["primary"] == "A+sources@all" and summary["conditions"]["A+sources"]["comparison"]["primary"] is True
+    refused = CliRunner(env={"COLUMNS": "400"}).invoke(app, ["bench", "detect", *common, "--primary", "A+sources"])
+    real = open_real(stores["real"])
+    with pytest.raises(PrimaryError) as api:
+        primary_comparison("A+sources", real, {"B": open_synthetic(stores["B"], real)}, _quick_detect(), None)
+    assert refused.exit_code == 2 and f"Invalid value for --primary: {api.value}" in refused.output, refused.output
+    out = tmp_path / "report"
+    all_args = ["bench", "all", *common, "--out", str(out), "--controls", "--primary", "nope@all"]
+    refused_all = CliRunner(env={"COLUMNS": "400"}).invoke(app, all_args)
+    assert refused_all.exit_code == 2 and "primary 'nope@all': condition 'nope' is not compared with A" in refused_all.output
+    assert "expected one of mislabeled, paste, blob, B, hosts, classic" in refused_all.output and not out.exists()
+
+
+def _quick_detect():
+    from lungforge.bench.protocol.detect import DetectConfig
+
+    return DetectConfig.quick_preset(size=64, patch=16)

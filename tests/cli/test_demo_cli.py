@@ -38,3 +38,16 @@ def test_demo_table_and_report_on_stdout_steps_on_stderr(monkeypatch: pytest.Mon
     assert result.stdout.endswith(REPORT) and "\x1b[" not in result.stdout
     assert result.stderr.count("✓ ") == 2 and "✓ phantom (1.2 s) → " in result.stderr and "✓" not in result.stdout
     assert list(tmp_path.iterdir()) == []  # the temporary folder is gone
+
+
+def test_sampler_options_go_to_the_sdm_generators_and_are_refused_without_one(tmp_path: Path) -> None:
+    """SPADE draws in one forward pass: the demo passes --sampler/--steps to its SDM generators only."""
+    options = DemoOptions(out=tmp_path, generators=("SPADE", "SDM"), steps=3)
+    assert options.sampling("SPADE") == {}
+    assert options.sampling("SDM") == {"sampler": "ddpm", "steps": 3}
+    assert DemoOptions(out=tmp_path).sampling("SDM-inpaint") == {"sampler": "ddpm", "steps": 10}
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(
+        app, ["demo", "--out", str(tmp_path / "d"), "--generators", "SPADE", "--sampler", "ddim"]
+    )
+    assert result.exit_code == 2 and "sampler is for the SDM generators; generators SPADE have no sampler" in result.output, result.output
+    assert not (tmp_path / "d").exists()

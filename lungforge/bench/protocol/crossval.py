@@ -35,7 +35,7 @@ from lungforge.bench.protocol.ranks import rank_and_world, run_shared
 from lungforge.bench.protocol.repeats import average_rows, repeat_seed
 from lungforge.bench.protocol.results import FoldRow, TaskResult
 from lungforge.bench.protocol.selection import selected
-from lungforge.bench.protocol.sources import SOURCES, check_synthetic_positives, external_source_slices, joined_counts
+from lungforge.bench.protocol.sources import SOURCES, check_synthetic_positives, external_source_slices, joined_counts, train_split_outside
 from lungforge.core.errors import InputError
 from lungforge.store import NO_SOURCE, Store, nodule_ids
 
@@ -72,6 +72,20 @@ def parse_real_nodules(text: str) -> list[int | None]:
             raise ValueError(f"{item!r} is given twice")
         points.append(point)
     return sorted(points, key=lambda k: (k is None, k or 0))
+
+
+def compared_conditions(real: Store, synthetic: dict[str, Store], config: FoldConfig, controls_to_make: tuple[str, ...] = ()) -> list[str]:
+    """The conditions a k-fold run of `config` compares with A, in the order it runs them, known
+    before it trains: `controls_to_make` (the control stores `bench all --controls` makes first,
+    :mod:`~lungforge.bench.protocol.controls`), every synthetic store, the comparator
+    :data:`~lungforge.bench.protocol.sources.SOURCES` where some of them draw on real patients
+    outside the benchmark, then the fold controls with `config.fold_controls`. The control
+    stores draw on the real train split (augment's source label maps and nodules), so they count
+    as external wherever the benchmark leaves train patients out (`--real-split test`)."""
+    groups = real_groups(real, config.folds, config.real_split)
+    names = [*controls_to_make, *synthetic]
+    external = external_source_slices(real, synthetic, groups).any() or (bool(controls_to_make) and train_split_outside(real, groups))
+    return [*names, *([SOURCES] if external else []), *fold_control_names(names, config.fold_controls)]
 
 
 def point_label(k: int | None) -> str:
@@ -214,8 +228,9 @@ def fold_runner(
     (:func:`~lungforge.bench.protocol.repeats.repeat_seed`), averages the rows and adds the wall
     time (`seconds`), the real nodule slices and distinct nodules kept and the synthetic slices
     joined to the row. A fold control (:data:`~lungforge.bench.protocol.fold_controls.FOLD_CONTROLS`)
-    adds what it builds from A's items and its source store's joining items instead of that
-    store's items (its joined counts are items, not distinct slices). A condition that took no
+    adds what it builds from A's items and the joining items of the condition it is built from
+    (:meth:`~lungforge.bench.protocol.fold_controls.FoldControl.built_from`, named in its row as
+    `built_from`) instead of that store's items (its joined counts are items, not distinct slices). A condition that took no
     optimiser step (no training item) is an InputError naming it, K and the fold."""
     leaks = {name: leak_groups(store, real, groups) for name, store in synthetic.items()}
     full = [int((real_set.group != f).sum()) for f in range(config.folds)]
@@ -230,11 +245,12 @@ def fold_runner(
 
     def run(fold: int, condition: str) -> FoldRow:
         control = FOLD_CONTROLS.get(condition)
-        source = condition if control is None else control.source
+        source = condition if control is None else control.built_from(list(synthetic))
         rule = fold_training(real, {c: synthetic[c] for c in synthetic if c == source}, leaks, groups, fold, config)
         reference = real_set.select(reference_mask(fold, rule.kept))
         train: list[S | ControlSet] = [reference]
         joined = {"synthetic_positives": 0, "synthetic_negatives": 0}
+        built: dict[str, str] = {}
         if source != REFERENCE:
             items = synthetic_sets[source]
             if source != SOURCES:
@@ -246,6 +262,7 @@ def fold_runner(
                 made = control.items(reference, items, np.random.default_rng([config.seed, fold, condition_stream(condition)]))
                 positive = np.asarray(made.positive, dtype=np.bool_)
                 joined = {"synthetic_positives": int(positive.sum()), "synthetic_negatives": int((~positive).sum())}
+                built = {"built_from": source}
                 train.append(made)
         steps = fixed or reference_steps(len(reference), config.epochs, config.batch_size)
         started = time.perf_counter()
@@ -257,6 +274,7 @@ def fold_runner(
             "real_nodule_slices": rule.real_nodule_slices,
             "real_nodules": rule.real_nodules,
             **joined,
+            **built,
         }
 
     return FoldRunner(run, steps)
@@ -309,8 +327,7 @@ def cross_validate(
     check_joins(real, synthetic, groups, config)
     rank, _ = rank_and_world()
     log = FoldLog(out, log_name(task, config), run_signature(task, config, real, synthetic), write_run=rank == 0)
-    external = external_source_slices(real, synthetic, groups).any()
-    conditions = [REFERENCE, *synthetic, *([SOURCES] if external else []), *fold_control_names(list(synthetic), config.fold_controls)]
+    conditions = [REFERENCE, *compared_conditions(real, synthetic, config)]
     todo = [(f, c) for f in range(config.folds) for c in conditions if log.get(c, f) is None]
     if todo:
         runner = make_runner(groups)

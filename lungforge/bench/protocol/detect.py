@@ -23,7 +23,7 @@ from lungforge.bench.networks.batchnorm import recalibrate_batchnorm
 from lungforge.bench.networks.seresnet import SEResNet
 from lungforge.bench.protocol.budget import CALIBRATION_BATCHES, balanced_batch_indices, realized_share
 from lungforge.bench.protocol.crossval import FoldRunner, condition_stream, cross_validate, fold_runner
-from lungforge.bench.protocol.fold_options import FoldOptions, check_training
+from lungforge.bench.protocol.fold_options import FoldConfig, check_training
 from lungforge.bench.protocol.folds import OUTSIDE, source_groups
 from lungforge.bench.protocol.patches import JITTER_PX, PATCH, PatchSet, sample_patches
 from lungforge.bench.protocol.results import FoldRow, TaskResult
@@ -37,7 +37,7 @@ QUICK_LABEL = "QUICK (not comparable to the paper)"
 
 
 @dataclass(frozen=True)
-class DetectConfig(FoldOptions):
+class DetectConfig(FoldConfig):
     """Options of the detection benchmark: the shared :class:`FoldOptions` (working `size`
     8..2048 px, every store resized to it before patches are cut) and the classifier's; sizes in
     pixels at the working resolution."""

@@ -9,20 +9,27 @@ because they depend on the fold:
   real backgrounds alone do to the detector.
 - `classic`: the fold's own kept real nodule items (A's positive patches or nodule slices) under
   classical augmentation (:mod:`lungforge.bench.protocol.classic`), as many as the positives
-  `paste` adds to that fold, drawn from a generator seeded by (seed, fold, the condition's
-  stream). What a few lines of flips, rotations and jitter add without any new image.
+  the run's first synthetic store that is no control store adds to that fold (the store whose
+  layout request the control stores copy, and the default primary comparison; `paste` where
+  the run has none), drawn from a generator seeded by (seed, fold, the condition's stream).
+  What a few lines of flips, rotations and jitter add without any new image, at that
+  generator's own positive count.
+
+Every fold row of a fold control names the condition it was built from (`built_from`); its
+`synthetic_positives` is the count it added.
 
 A generator is helpful only when it beats A, `classic` and `blob` (docs/controls.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import numpy as np
 
+from lungforge.bench.protocol.controls import CONTROL_NAMES
 from lungforge.core.errors import InputError
 
 
@@ -52,16 +59,26 @@ def classic_items(reference: C, joined: C, rng: np.random.Generator) -> C:
 
 @dataclass(frozen=True)
 class FoldControl:
-    """A per-fold control: the control store `source` whose joined items it starts from, and
-    `items(reference, joined, rng)`, what it adds to A's training items."""
+    """A per-fold control: `items(reference, joined, rng)`, what it adds to A's training items
+    from the items `joined` that its source condition adds to the fold (:meth:`built_from`).
+
+    `source` is the control store it needs; with `matches_first_store` it starts from the run's
+    first synthetic store that is no control store instead, where there is one."""
 
     source: str
     items: Callable[[ControlSet, ControlSet, np.random.Generator], ControlSet]
+    matches_first_store: bool = False
+
+    def built_from(self, synthetic_names: Sequence[str]) -> str:
+        """The condition whose joined items this control starts from in a run of `synthetic_names`."""
+        if self.matches_first_store:
+            return next((name for name in synthetic_names if name not in CONTROL_NAMES), self.source)
+        return self.source
 
 
 FOLD_CONTROLS: dict[str, FoldControl] = {
     "hosts": FoldControl("mislabeled", hosts_items),
-    "classic": FoldControl("paste", classic_items),
+    "classic": FoldControl("paste", classic_items, matches_first_store=True),
 }
 
 

@@ -6,7 +6,7 @@ reads from a task config (:class:`FoldConfig`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 from lungforge.core.choices import (
     MAX_EPOCHS,
@@ -76,35 +76,10 @@ def check_training(epochs: int, batch_size: int) -> None:
     check_range("batch_size", batch_size, 1)
 
 
-class FoldConfig(Protocol):
-    """What the k-fold driver reads from a task's config (DetectConfig, LocalizeConfig): the
-    :class:`FoldOptions` and the task's epochs and batch size."""
+class FoldConfig(FoldOptions):
+    """What the k-fold driver reads from a task's config (DetectConfig, LocalizeConfig, which
+    derive from it): the :class:`FoldOptions` and the task's own `epochs` (passes over A's
+    training items) and `batch_size` (items per step), whose defaults differ by task."""
 
-    @property
-    def size(self) -> int: ...
-    @property
-    def folds(self) -> int: ...
-    @property
-    def real_split(self) -> RealSplit: ...
-    @property
-    def select(self) -> Selection: ...
-    @property
-    def epochs(self) -> int: ...
-    @property
-    def batch_size(self) -> int: ...
-    @property
-    def quick(self) -> bool: ...
-    @property
-    def seed(self) -> int: ...
-    @property
-    def real_nodules(self) -> int | None: ...
-    @property
-    def fixed_budget(self) -> bool: ...
-    @property
-    def allow_generator_leakage(self) -> bool: ...
-    @property
-    def fold_controls(self) -> bool: ...
-    @property
-    def allow_empty_synthetic(self) -> bool: ...
-    @property
-    def repeats(self) -> int: ...
+    epochs: int
+    batch_size: int

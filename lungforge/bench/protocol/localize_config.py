@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from lungforge.bench.protocol.classic import classic_copies
-from lungforge.bench.protocol.fold_options import FoldOptions, check_training
+from lungforge.bench.protocol.fold_options import FoldConfig, check_training
 from lungforge.core.choices import MIN_LOCALIZE_SIZE_PX, Backbone, check_choice, check_range
 
 ANCHORS_AT_256 = (8, 16, 32, 64, 128)
@@ -18,7 +18,7 @@ Optimizer = Literal["sgd", "adamw"]
 
 
 @dataclass(frozen=True)
-class LocalizeConfig(FoldOptions):
+class LocalizeConfig(FoldConfig):
     """Options of the localization benchmark: the shared :class:`FoldOptions` (working `size`
     32..2048 px, every store resized to it: the detector's input size) and the detector's; sizes
     in pixels at the working resolution."""

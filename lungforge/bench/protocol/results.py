@@ -5,7 +5,8 @@ The per-fold rows stay plain dicts (:data:`FoldRow`): they are the JSON files of
 (:mod:`lungforge.bench.protocol.foldlog`) that an interrupted run resumes from, and their keys
 are the task's metrics (detect: accuracy, auroc, ...; localize: AP50, CPM, ...) plus the
 training facts (`fold`, `condition`, `optimizer_steps`, `real_nodule_slices`, `real_nodules`,
-`synthetic_positives` / `synthetic_negatives` (slices joined), sizes, `seconds`).
+`synthetic_positives` / `synthetic_negatives` (slices joined; a fold control's items added),
+a fold control's `built_from` (the condition it was built from), sizes, `seconds`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import numpy as np
 
 from lungforge.bench.protocol.folds import OUTSIDE
 from lungforge.core.errors import InputError
-from lungforge.store import NO_SOURCE, Store
+from lungforge.store import NO_SOURCE, SPLIT_IDS, Store
 
 SOURCES = "A+sources"
 """The comparator condition: A plus the external real source slices (not a valid --synthetic name)."""
@@ -41,6 +41,12 @@ def external_source_slices(real: Store, synthetic: dict[str, Store], groups: np.
             rows = table[column]
             used[real_slice[rows[rows != NO_SOURCE]]] = True
     return used & (groups == OUTSIDE)
+
+
+def train_split_outside(real: Store, groups: np.ndarray) -> bool:
+    """Whether the benchmark leaves some real train-split slice outside its folds (`groups` == -1,
+    `--real-split test`): what a store augment draws from the train split then starts from."""
+    return bool((groups[real.meta("split") == SPLIT_IDS["train"]] == OUTSIDE).any())
 
 
 def joined_counts(store: Store, slices: np.ndarray) -> dict[str, int]:

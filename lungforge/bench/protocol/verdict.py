@@ -1,7 +1,7 @@
 """Is a generator helpful? Only when it beats A, `classic` and `blob` on the task's metric.
 
 Beating A alone can be batch size, class balance, extra real backgrounds or plain augmentation;
-beating `classic` (A's own nodules, classically augmented, as many as the synthetic positives)
+beating `classic` (A's own nodules, classically augmented, as many as the first synthetic store's positives)
 and `blob` (constant ellipses of the requested sizes in the same hosts) shows that the
 generator's nodules carry something neither transformation nor shape and size alone give.
 

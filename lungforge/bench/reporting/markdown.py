@@ -126,12 +126,17 @@ def controls_lines(report: BenchReport) -> list[str]:
     for task, task_report in (("detect", report.detect), ("localize", report.localize)):
         lines += [f"- {separation_sentence(task, report.controls[task], task_report.result.config.folds)}"]
     if report.verdicts:
+        # rows of fold logs written before `built_from` was recorded were sized from paste
+        sized_from = sorted(
+            {row.get("built_from", "paste") for t in (report.detect, report.localize) for row in t.result.folds.get("classic", [])}
+        )
         lines += [
             "",
             "## Verdict: helpful only when ahead of A, classic and blob",
             "",
-            "hosts = the joined host slices labelled nodule-free; classic = A's own nodules classically augmented, as many as paste adds; "
-            "blob = constant-intensity ellipses of the requested sizes in the same hosts (docs/controls.md).",
+            "hosts = the joined host slices labelled nodule-free; classic = A's own nodules classically augmented, as many per fold as "
+            f"{' / '.join(sized_from) or 'paste'} adds; blob = constant-intensity ellipses of the requested sizes in the same hosts "
+            "(docs/controls.md).",
             "",
         ]
         lines += [f"- {verdict_sentence(task, v)}" for task, vs in report.verdicts.items() for v in vs]

@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 from lungforge.bench.protocol.controls import CONTROL_NAMES, make_controls, separation
-from lungforge.bench.protocol.crossval import point_label
 from lungforge.bench.protocol.curves import check_points, curve_figure, curve_table, learning_curve
 from lungforge.bench.protocol.detect import DetectConfig, run_detect
 from lungforge.bench.protocol.fold_options import FoldOptions
@@ -20,6 +19,7 @@ from lungforge.bench.protocol.foldlog import RESUME_ADVICE
 from lungforge.bench.protocol.folds import leak_groups, real_groups
 from lungforge.bench.protocol.inputs import open_synthetic
 from lungforge.bench.protocol.localize import LocalizeConfig, run_localize
+from lungforge.bench.protocol.primary import primary_comparison
 from lungforge.bench.protocol.results import CurveResult, TaskResult
 from lungforge.bench.protocol.selection import selected, selection_summary
 from lungforge.bench.protocol.verdict import verdicts
@@ -31,7 +31,7 @@ from lungforge.bench.scoring.fid import FidConfig, InceptionUnavailable, compute
 from lungforge.bench.scoring.fidelity import compute_fidelity
 from lungforge.bench.scoring.metrics import DETECT_EXTRA_METRICS, DETECT_METRICS, LOCALIZE_EXTRA_METRICS, LOCALIZE_METRICS
 from lungforge.bench.scoring.segmenter import SegmenterConfig
-from lungforge.bench.scoring.summary import parse_primary, summarize
+from lungforge.bench.scoring.summary import summarize
 from lungforge.core.choices import RealSplit, Selection
 from lungforge.core.errors import InputError
 from lungforge.core.fileio import atomic_write_bytes, named_write
@@ -47,8 +47,8 @@ class AllConfig:
     `detect` and `localize` hold the same :class:`FoldOptions` (the run's shared options,
     :attr:`shared`). `fidelity` None skips label fidelity. With `controls` the control stores are
     made and benched. `curve`: learning-curve points K (None: all), or None for one run.
-    `primary`: `COND@K`, each task's primary comparison (default the first synthetic condition at
-    the smallest K). `inception_weights`: a local FID Inception file; `allow_download` lets
+    `primary`: `COND@K`, each task's primary comparison (default the first synthetic store, else
+    the positive control paste, at the smallest K; :func:`~lungforge.bench.protocol.primary.primary_comparison`). `inception_weights`: a local FID Inception file; `allow_download` lets
     torchvision fetch it otherwise."""
 
     detect: DetectConfig
@@ -92,16 +92,14 @@ def run_all(
     shared, curve, detect, localize = config.shared, config.curve, config.detect, config.localize
     if curve is not None:
         check_points(real, shared.folds, shared.real_split, curve)
+    if config.controls:
+        detect, localize = dataclasses.replace(detect, fold_controls=True), dataclasses.replace(localize, fold_controls=True)
+    to_make = CONTROL_NAMES if config.controls else ()
+    spec = primary_comparison(config.primary, real, synthetic, detect, curve, to_make)
     out.mkdir(parents=True, exist_ok=True)
-    candidates = [*synthetic, *(reversed(CONTROL_NAMES) if config.controls else ())]
-    try:  # the default primary: the user's first store, else the positive control (paste)
-        spec = parse_primary(config.primary, candidates, [point_label(k) for k in curve] if curve is not None else ["all"])
-    except ValueError as exc:
-        raise InputError(f"--primary {config.primary}: {exc}") from None
     paths = {name: store.path for name, store in synthetic.items()}
     if config.controls:
         control_specs = make_controls(real.path, real, synthetic, out, shared.seed)
-        detect, localize = dataclasses.replace(detect, fold_controls=True), dataclasses.replace(localize, fold_controls=True)
         paths = {**{s.name: s.path for s in control_specs}, **paths}
         synthetic = {**{s.name: open_synthetic(s.path, real) for s in control_specs}, **synthetic}
     if not synthetic:

@@ -20,8 +20,10 @@ import numpy as np
 
 from lungforge.bench.protocol.inputs import REFERENCE
 from lungforge.bench.protocol.results import CurveResult, TaskResult, json_safe
+from lungforge.bench.protocol.sources import SOURCES
 from lungforge.bench.scoring.pooled import Pooled, pooled_test
 from lungforge.bench.scoring.stats import Comparison, MetricStat, compare, holm, mean_std, nb_ratio
+from lungforge.core.errors import ConfigError
 
 TRAIN_KEYS = ("train_patches", "train_slices")
 """Per-fold row fields that count a condition's training items (first present wins)."""
@@ -49,20 +51,33 @@ class PrimarySpec:
         return f"{self.condition}@{self.point}"
 
 
+class PrimaryError(ConfigError):
+    """A `--primary COND@K` naming no condition the run compares with A, or no point of its curve."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("primary", message)
+
+
 def parse_primary(text: str | None, conditions: list[str], points: list[str]) -> PrimarySpec | None:
-    """`COND@K` (or `COND`: the smallest K) checked against the synthetic `conditions` and the
-    curve's `points` (["all"] outside a curve); None text: the first condition at the first point
-    (None without conditions). ValueError naming the bad part."""
+    """`COND@K` (or `COND`: the smallest K) checked against `conditions` (those the run compares
+    with A, :func:`~lungforge.bench.protocol.crossval.compared_conditions`) and the curve's
+    `points` (["all"] outside a curve); None text: the first condition at the first point (None
+    without conditions). :class:`PrimaryError` naming the bad part."""
     if text is None:
         return PrimarySpec(conditions[0], points[0]) if conditions else None
     condition, _, point = text.partition("@")
     point = point or points[0]
     if condition not in conditions:
-        raise ValueError(
-            f"condition {condition!r} is not a synthetic condition of this run, expected one of {', '.join(conditions) or 'none'}"
+        why = (
+            f"; {SOURCES} runs only where synthetic stores draw on real patients outside the benchmark (--real-split test)"
+            if condition == SOURCES
+            else ""
+        )
+        raise PrimaryError(
+            f"primary {text!r}: condition {condition!r} is not compared with A in this run, expected one of {', '.join(conditions) or 'none'}{why}"
         )
     if point not in points:
-        raise ValueError(f"K {point!r} is not a point of this run, expected one of {', '.join(points)}")
+        raise PrimaryError(f"primary {text!r}: K {point!r} is not a point of this run, expected one of {', '.join(points)}")
     return PrimarySpec(condition, point)
 
 
