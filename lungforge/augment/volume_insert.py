@@ -18,6 +18,7 @@ content fingerprint) as an uninterrupted run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -199,15 +200,9 @@ class VolumePlanner:
                     f"--diameter {lo:g}:{hi:g} mm: MIN is below two voxels of {self.real.path} "
                     f"({self.spacing_mm:g} mm spacing); use MIN >= {2 * self.spacing_mm:g}"
                 )
-            worst = VolumePlanner(self.real, _with(self.options, diameter_mm=(hi, hi)))
+            worst = VolumePlanner(self.real, dataclasses.replace(self.options, diameter_mm=(hi, hi)))
             worst.plan(0)
         return self.plan(0)
-
-
-def _with(options: VolumeInsertOptions, **changes: Any) -> VolumeInsertOptions:
-    import dataclasses
-
-    return dataclasses.replace(options, **changes)
 
 
 def render_volume(real: VolumeStore, plan: PlannedVolume) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
@@ -411,6 +406,7 @@ def _report(options: VolumeInsertOptions, store: VolumeStore, written: int, seco
     error = 100.0 * np.abs(achieved - requested) / requested
     boxes = table["bbox"][inserted["nodule"]]
     z_error = np.abs((boxes[:, 3] - boxes[:, 0]) * store.spacing_mm - requested)
+    inserted_now = sum(options.nodules_in(v) for v in range(options.volumes - written, options.volumes))
     return VolumeInsertReport(
         out=str(store.path),
         weights=options.weights,
@@ -423,7 +419,5 @@ def _report(options: VolumeInsertOptions, store: VolumeStore, written: int, seco
         z_extent_error_mm_max=round(float(z_error.max()), 3),
         fingerprint=store.fingerprint(),
         seconds=round(seconds, 3),
-        nodules_per_minute=round(
-            60.0 * sum(options.nodules_in(v) for v in range(options.volumes - written, options.volumes)) / max(seconds, 1e-9), 2
-        ),
+        nodules_per_minute=round(60.0 * inserted_now / max(seconds, 1e-9), 2),
     )

@@ -7,15 +7,13 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 from lungforge.augment.layout import MAX_DIAMETER_MM
-from lungforge.core.choices import Placement
+from lungforge.core.choices import HostSplit, Placement, VolumeControl
 from lungforge.core.errors import ConfigError
 from lungforge.core.seeds import check_seed
 
-VolumeControl = Literal["paste", "blob"]
-HostSplit = Literal["train", "test", "all"]
 MAX_FEATHER_VOXELS = 8
 OUTPUT_DEFINING = ("weights", "nodules", "per_volume", "diameter_mm", "placement", "split", "seed", "feather_voxels")
 """Options that change the output's content: a resumed run must repeat them exactly."""
