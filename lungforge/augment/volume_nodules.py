@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import ndimage
@@ -60,8 +60,11 @@ def z_extent(mask: np.ndarray) -> int:
 class VolumeNodule(Protocol):
     """A nodule ready to insert: its (D, H, W) `mask` padded by `pad` voxels around its tight box."""
 
-    mask: np.ndarray
-    pad: int
+    @property
+    def mask(self) -> np.ndarray: ...
+
+    @property
+    def pad(self) -> int: ...
 
     def render(self, host_hu: np.ndarray, host_label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The edited HU (D, H, W) int16 of a host crop the patch's size, and the (D, H, W) bool
@@ -144,7 +147,16 @@ class Donor:
         return float(np.median(self.hu[self.mask]))
 
 
-def cut_donor(hu: np.ndarray, label: np.ndarray, bbox: np.ndarray, margin: int) -> Donor:
+class Voxels(Protocol):
+    """A (Z, Y, X) volume read lazily by slicing (a numpy array, a store's CheckedArray)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, key: Any, /) -> Any: ...
+
+
+def cut_donor(hu: Voxels, label: Voxels, bbox: np.ndarray, margin: int) -> Donor:
     """The donor nodule of box `bbox` (z0, y0, x0, z1, y1, x1, half-open voxels) from a volume's
     (Z, Y, X) `hu` and `label` (array-likes read lazily: only the crop is read), with `margin`
     voxels of room around the box (clipped to the volume)."""

@@ -199,3 +199,12 @@ def test_cli_writes_the_store_and_bad_input_is_one_line(volume_store, prepared_s
     assert huge.exit_code == 1 and isinstance(huge.exception, LayoutError) and "\n" not in str(huge.exception)
     zero = runner.invoke(app, ["augment-volumes", "--data", str(volume_store), "--out", str(tmp_path / "y.zarr"), "--nodules", "0"])
     assert zero.exit_code == 2 and not (tmp_path / "y.zarr").exists()
+
+
+def test_slice_augment_points_a_volume_store_to_augment_volumes(volume_store, tmp_path):
+    from lungforge.augment.generate import augment
+    from lungforge.augment.options import AugmentOptions
+
+    with pytest.raises(InputError, match="augment-volumes"):
+        augment(AugmentOptions(data=volume_store, weights="paste", out=tmp_path / "s.zarr", nodules=1, device="cpu"))
+    assert not (tmp_path / "s.zarr").exists()
