@@ -116,7 +116,7 @@ class VolumePlanner:
         """The host's label volume and distance maps (the last host's kept: hosts repeat)."""
         if self._maps is None or self._maps[0] != host:
             label = np.asarray(self.real.label(host)[...])
-            self._maps = (host, label, host_maps(label, self.spacing_mm))
+            self._maps = (host, label, host_maps(label, self.spacing_mm, wall=self.options.placement == "peripheral"))
         return self._maps[1], self._maps[2]
 
     def _donor(self, row: int, diameter_mm: float | None) -> Donor:
@@ -202,6 +202,7 @@ class VolumePlanner:
                 )
             worst = VolumePlanner(self.real, dataclasses.replace(self.options, diameter_mm=(hi, hi)))
             worst.plan(0)
+            self._maps = worst._maps  # the same host's distance maps: plan(0) below starts with it
         return self.plan(0)
 
 

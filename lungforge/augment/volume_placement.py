@@ -47,9 +47,10 @@ class HostMaps:
     spacing_mm: float
 
 
-def host_maps(label: np.ndarray, spacing_mm: float) -> HostMaps | None:
+def host_maps(label: np.ndarray, spacing_mm: float, wall: bool) -> HostMaps | None:
     """The distance maps of a (Z, Y, X) label volume on the box around its lungs, grown by two
-    voxels (so the wall around them is seen); None when it has no lung voxel."""
+    voxels (so the wall around them is seen); the distance to the wall only with `wall` (for
+    `peripheral`; otherwise infinite). None when the volume has no lung voxel."""
     lungs = np.isin(label, LUNG_LABELS)
     if not lungs.any():
         return None
@@ -58,14 +59,14 @@ def host_maps(label: np.ndarray, spacing_mm: float) -> HostMaps | None:
     hi = np.array([np.flatnonzero(lungs.any(axis=tuple(a for a in range(3) if a != k)))[-1] for k in range(3)]) + 3
     lo, hi = np.maximum(lo, 0), np.minimum(hi, shape)
     crop = label[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))]
-    wall = (crop == BODY) | (crop == BACKGROUND)
+    walls = (crop == BODY) | (crop == BACKGROUND)
     nodule = crop == NODULE
     return HostMaps(
         lo=lo,
         hi=hi,
         lung={k: ndimage.distance_transform_edt(crop == k, sampling=spacing_mm) for k in LUNG_LABELS},
         to_nodule=ndimage.distance_transform_edt(~nodule, sampling=spacing_mm) if nodule.any() else np.full(crop.shape, np.inf),
-        to_wall=ndimage.distance_transform_edt(~wall, sampling=spacing_mm) if wall.any() else np.full(crop.shape, np.inf),
+        to_wall=ndimage.distance_transform_edt(~walls, sampling=spacing_mm) if wall and walls.any() else np.full(crop.shape, np.inf),
         spacing_mm=spacing_mm,
     )
 
