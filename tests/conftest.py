@@ -11,6 +11,7 @@ import pytest
 from lungforge.core.labels import BODY, LEFT_LUNG, NODULE, RIGHT_LUNG
 from lungforge.phantom.scans import make_phantom
 from lungforge.preparation.pipeline import PrepareOptions, prepare
+from lungforge.preparation.volume_pipeline import VolumeOptions, prepare_volumes
 from lungforge.store import NO_SOURCE, SHARD, create_store, empty_nodules, open_store
 
 PhantomFactory = Callable[..., Path]
@@ -69,6 +70,17 @@ def prepared_store(phantom_factory: PhantomFactory, tmp_path_factory: pytest.Tem
     """
     out = tmp_path_factory.mktemp("prepared_store") / "real.zarr"
     prepare(phantom_factory(scans=4, size=64, seed=0), out, PrepareOptions(test_patients=0.25))
+    return out
+
+
+@pytest.fixture(scope="session")
+def volume_store(phantom_factory: PhantomFactory, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete volume store at 2 mm of the 3-scan, 64-px phantom (seed 0): 2 train patients, 1 test.
+
+    Shared by every test of the session: treat as read-only, copy it before writing to it.
+    """
+    out = tmp_path_factory.mktemp("volume_store") / "volumes.zarr"
+    prepare_volumes(phantom_factory(scans=3, size=64, seed=0), out, VolumeOptions(spacing_mm=2.0, test_patients=1, seed=3))
     return out
 
 

@@ -22,7 +22,7 @@ from lungforge.core.output_paths import refuse_overlap
 from lungforge.models.catalog import resolve_weights
 from lungforge.models.checkpoint import load_checkpoint
 from lungforge.models.presets import SDMConfig
-from lungforge.store import SPLIT_IDS, Store, open_store
+from lungforge.store import SPLIT_IDS, VOLUME_SCHEMA, Store, open_store, schema_of
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,6 +71,11 @@ def load_inputs(options: AugmentOptions, device: torch.device) -> AugmentInputs:
     The real store is held shared (`open_store(lock_for_reading=True)`) until its `close()`, so no
     lungforge writer replaces it while its label maps are read.
     """
+    if schema_of(options.data) == VOLUME_SCHEMA:
+        raise InputError(
+            f"--data {options.data}: is a store of 3-D volumes; augment draws into slices (insert nodules into volumes "
+            "with lungforge augment-volumes)"
+        )
     real = open_store(options.data, lock_for_reading=True)
     try:
         return _load_inputs(options, device, real)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from lungforge.cli import augment as augment_cli
+from lungforge.cli import augment_volumes as augment_volumes_cli
 from lungforge.cli import bench as bench_cli
 from lungforge.cli import data as data_cli
 from lungforge.cli import demo as demo_cli
@@ -46,7 +47,7 @@ def _root(
     """
 
 
-for group in (data_cli, train_cli, weights_cli, augment_cli, bench_cli, demo_cli, export_cli, view_cli):
+for group in (data_cli, train_cli, weights_cli, augment_cli, augment_volumes_cli, bench_cli, demo_cli, export_cli, view_cli):
     group.register(app)
 
 

@@ -52,6 +52,10 @@ Features = Literal["inception", "random"]
 """FID features: InceptionV3 (comparable with published FID) or random (tests only)."""
 Placement = Literal["any", "central", "peripheral", "left", "right"]
 """Where `augment` places nodules: anywhere in lung, away from the pleura, touching it, or in one lung."""
+VolumeControl = Literal["paste", "blob"]
+"""Model-free 3-D insertion of `augment-volumes`: a real nodule's voxels, or a constant-HU ellipsoid."""
+HostSplit = Literal["train", "test", "all"]
+"""Patients whose volumes `augment-volumes` inserts nodules into."""
 NoduleShape = Literal["real", "sphere", "lidc"]
 """Nodule outlines: real train nodules, model outlines (LIDC-like ellipses with lobes) or LIDC contours."""
 Sampler = Literal["ddpm", "ddim", "dpmpp"]

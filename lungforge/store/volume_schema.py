@@ -72,12 +72,38 @@ NODULE_COLUMNS: dict[str, Column] = {
 }
 """`nodules/<name>`: one row per annotated nodule of a stored scan (every annotation, labelled or not)."""
 
+INSERTED_COLUMNS: dict[str, Column] = {
+    "nodule": Column("int64", (), {"axes": ["inserted"], "indexes": "nodules (rows of nodules/*)"}),
+    "host": Column("int64", (), {"axes": ["inserted"], "indexes": "scans of the input store (the host volume)"}),
+    "requested_mm": Column("float32", (), {"axes": ["inserted"], "units": "mm", "meaning": "requested diameter"}),
+    "achieved_mm": Column(
+        "float32", (), {"axes": ["inserted"], "units": "mm", "meaning": "equivalent diameter of the mask (sphere of equal volume)"}
+    ),
+    "edit_box": Column(
+        "int32",
+        (6,),
+        {
+            "axes": ["inserted", "box"],
+            "columns": ["z0", "y0", "x0", "z1", "y1", "x1"],
+            "units": "voxels",
+            "z1_y1_x1": "exclusive",
+            "meaning": "box of every voxel the insertion may change; outside all boxes the volume is the host's",
+        },
+    ),
+    "donor_scan": Column("int64", (), {"axes": ["inserted"], "indexes": "scans of the input store (the donor volume)"}),
+    "donor_nodule": Column("int64", (), {"axes": ["inserted"], "indexes": "nodules of the input store (the donor nodule)"}),
+    "seed": Column("int64", (), {"axes": ["inserted"], "meaning": "seed of the output volume's draws"}),
+}
+"""`inserted/<name>`: one row per inserted nodule of a synthetic volume store (kind "synthetic");
+its row `nodule` of `nodules/*` holds its centre, achieved diameter, voxels and mask box."""
+
 VOLUME_ARRAY_ATTRS: dict[str, dict[str, Any]] = {
     "image": {"axes": ["z", "y", "x"], "units": "HU (not windowed)", "window_hu": list(WINDOW_HU)},
     "label": {"axes": ["z", "y", "x"], "codes": labels_attr()},
     "scans/uid": {"axes": _PER_SCAN, "meaning": "LUNA16 seriesuid of the scan"},
     **{f"scans/{name}": column.attrs for name, column in SCAN_COLUMNS.items()},
     **{f"nodules/{name}": column.attrs for name, column in NODULE_COLUMNS.items()},
+    **{f"inserted/{name}": column.attrs for name, column in INSERTED_COLUMNS.items()},
 }
 """Zarr attributes of each array; `image` and `label` are those of every `volumes/<i>/image|label`."""
 VOLUME_DTYPES = {"image": "int16", "label": "uint8"}

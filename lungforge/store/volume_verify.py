@@ -5,7 +5,8 @@ Checks: every shard present and each of its chunks matching its crc32c; every ar
 equal to the recorded digest (:func:`~lungforge.store.verify.check_content`); label ids within
 the label set; split codes, folds and unique uids in the scan table; every nodule row pointing at
 a stored scan, its centre inside that volume, its box inside it and, for a nodule with voxels,
-holding label-5 voxels. Each problem is one line naming the array and the shard or rows at fault.
+holding label-5 voxels; in a synthetic store, each inserted row pointing at a nodule row of its
+own whose box lies inside the row's edit box. Each problem is one line naming the array and the shard or rows at fault.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _check_tables(store: VolumeStore, readable: set[str], problems: Problems) ->
         return 0
     n = len(store)
     uids = store.uids
-    if len(set(uids)) != len(uids):
+    if not store.synthetic and len(set(uids)) != len(uids):  # a synthetic store may use one host for several volumes
         problems.add(f"scans/uid: {len(uids) - len(set(uids))} uids listed more than once")
     bad = np.flatnonzero(~np.isin(store.split, list(SPLIT_IDS.values())))
     if bad.size:
@@ -116,4 +117,24 @@ def _check_tables(store: VolumeStore, readable: set[str], problems: Problems) ->
             empty.append(int(row))
     if empty:
         problems.add(f"nodules/bbox: {len(empty)} of {checked} boxes of labelled nodules hold no nodule voxel, first row {empty[0]}")
+    if store.synthetic and {"inserted/nodule", "inserted/edit_box"} <= readable:
+        _check_inserted(store, problems)
     return checked
+
+
+def _check_inserted(store: VolumeStore, problems: Problems) -> None:
+    """Each inserted row names a nodule row of its own (no annotation line) whose mask box lies
+    inside the row's edit box."""
+    inserted, table = store.inserted(), store.nodules()
+    rows = inserted["nodule"]
+    bad = np.flatnonzero((rows < 0) | (rows >= table["scan"].size))
+    if bad.size:
+        problems.add(f"inserted/nodule: {bad.size} rows point outside the {table['scan'].size} nodules, first row {bad[0]}")
+        return
+    bad = np.flatnonzero((table["annotation"][rows] != -1) | (np.bincount(rows, minlength=table["scan"].size)[rows] > 1))
+    if bad.size:
+        problems.add(f"inserted/nodule: {bad.size} rows point at annotated or shared nodule rows, first row {bad[0]}")
+    box, edit = table["bbox"][rows], inserted["edit_box"]
+    bad = np.flatnonzero((box[:, :3] < edit[:, :3]).any(axis=1) | (box[:, 3:] > edit[:, 3:]).any(axis=1))
+    if bad.size:
+        problems.add(f"inserted/edit_box: {bad.size} edit boxes do not hold their nodule's mask box, first row {bad[0]}")

@@ -22,7 +22,15 @@ from lungforge.core.errors import SchemaError
 from lungforge.core.labels import labels_attr
 from lungforge.store.create import build_into_place
 from lungforge.store.schema import INTEGRITY, VOLUME_SCHEMA, WINDOW_HU, WRITE_CONFIG, compressors, lungforge_version
-from lungforge.store.volume_schema import CHUNK_VOXELS, NODULE_COLUMNS, SCAN_COLUMNS, SLAB_SLICES, VOLUME_ARRAY_ATTRS, VOLUME_DTYPES
+from lungforge.store.volume_schema import (
+    CHUNK_VOXELS,
+    INSERTED_COLUMNS,
+    NODULE_COLUMNS,
+    SCAN_COLUMNS,
+    SLAB_SLICES,
+    VOLUME_ARRAY_ATTRS,
+    VOLUME_DTYPES,
+)
 from lungforge.store.volumes import VolumeStore, open_volume_store
 from lungforge.store.writing import load_records, replace_array, require_written, save_record, seal, writing
 
@@ -130,16 +138,31 @@ class VolumeWriter:
                 array[...] = np.asarray(data, dtype=VOLUME_DTYPES[name])
                 require_written(self.path, f"volumes/{i}/{name}", array)
 
-    def finalize(self, uids: list[str], scans: dict[str, np.ndarray], nodules: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
-        """Write the scan table (`uids` and the `scans` columns, one row per written volume) and the
-        nodule table, add `attrs`, record the content digests and mark the store complete."""
+    def finalize(
+        self,
+        uids: list[str],
+        scans: dict[str, np.ndarray],
+        nodules: dict[str, np.ndarray],
+        attrs: dict[str, Any],
+        inserted: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Write the scan table (`uids` and the `scans` columns, one row per written volume), the
+        nodule table and, for a synthetic store, the `inserted` table; add `attrs`, record the
+        content digests and mark the store complete."""
         group = self.store.group
         tables = {"scans/uid": np.asarray(uids, dtype=str)}
         tables |= {f"scans/{name}": np.asarray(scans[name], dtype=c.dtype).reshape(-1, *c.shape) for name, c in SCAN_COLUMNS.items()}
         tables |= {f"nodules/{name}": np.asarray(nodules[name], dtype=c.dtype).reshape(-1, *c.shape) for name, c in NODULE_COLUMNS.items()}
-        rows = {name: table.shape[0] for name, table in tables.items() if name.startswith("nodules/")}
-        if len(set(rows.values())) > 1:
-            raise ValueError(f"nodule table columns must have equal rows, got {rows}")
+        if (inserted is not None) != self.store.synthetic:
+            raise ValueError(f"the inserted table belongs to synthetic stores alone (this store's kind is {self.attrs.get('kind')!r})")
+        if inserted is not None:
+            tables |= {
+                f"inserted/{name}": np.asarray(inserted[name], dtype=c.dtype).reshape(-1, *c.shape) for name, c in INSERTED_COLUMNS.items()
+            }
+        for prefix in ("nodules/", "inserted/"):
+            rows = {name: table.shape[0] for name, table in tables.items() if name.startswith(prefix)}
+            if len(set(rows.values())) > 1:
+                raise ValueError(f"{prefix[:-1]} table columns must have equal rows, got {rows}")
         with writing(self.path):
             for name, table in tables.items():
                 replace_array(group, name, table, chunk=max(1, table.shape[0]), attributes=VOLUME_ARRAY_ATTRS[name])

@@ -36,7 +36,7 @@ from lungforge.luna16.scans import index_to_world, world_to_index
 from lungforge.store.chunks import CheckedArray, StrictChunks
 from lungforge.store.content import array_digest, attribute_problem, content_fingerprint, stored_blocks
 from lungforge.store.schema import SCHEMA, SPLIT_IDS, VOLUME_SCHEMA, has_checksums
-from lungforge.store.volume_schema import NODULE_COLUMNS, SCAN_COLUMNS, VOLUME_DTYPES
+from lungforge.store.volume_schema import INSERTED_COLUMNS, NODULE_COLUMNS, SCAN_COLUMNS, VOLUME_DTYPES
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -46,9 +46,11 @@ with warnings.catch_warnings():
 SPLIT_NAMES = {v: k for k, v in SPLIT_IDS.items()}
 
 
-def volume_arrays(scans: int) -> list[str]:
-    """Every array of a complete volume store of `scans` scans, in digest order."""
+def volume_arrays(scans: int, synthetic: bool = False) -> list[str]:
+    """Every array of a complete volume store of `scans` scans, in digest order (`synthetic`: a
+    store of kind "synthetic", which adds the `inserted/*` table)."""
     names = ["scans/uid", *(f"scans/{c}" for c in SCAN_COLUMNS), *(f"nodules/{c}" for c in NODULE_COLUMNS)]
+    names += [f"inserted/{c}" for c in INSERTED_COLUMNS] if synthetic else []
     return names + [f"volumes/{i}/{a}" for i in range(scans) for a in VOLUME_DTYPES]
 
 
@@ -186,9 +188,21 @@ class VolumeStore:
         """True if the store was written with checksums and every chunk."""
         return has_checksums(self.attrs)
 
+    @property
+    def synthetic(self) -> bool:
+        """True for a store of inserted nodules (kind "synthetic", with the `inserted/*` table)."""
+        return self.attrs.get("kind") == "synthetic"
+
+    def inserted(self) -> dict[str, np.ndarray]:
+        """The inserted-nodule table of a synthetic store (columns of
+        :data:`~lungforge.store.volume_schema.INSERTED_COLUMNS`; `nodule` is the row of :meth:`nodules`)."""
+        if not self.synthetic:
+            raise SchemaError(f"{self.path}: a {self.attrs.get('kind')!r} volume store has no inserted nodules")
+        return {name: self._column(f"inserted/{name}") for name in INSERTED_COLUMNS}
+
     def array_names(self) -> list[str]:
         """Every array of the schema present in the store."""
-        return [name for name in volume_arrays(len(self)) if name in self.group]
+        return [name for name in volume_arrays(len(self), self.synthetic) if name in self.group]
 
     def stored_blocks(self, name: str) -> list[tuple[str, tuple[slice, ...], bool]]:
         """(key, region, present) of every stored shard or chunk of array `name`."""
@@ -283,7 +297,7 @@ def _open(path: Path, mode: Literal["r", "r+"], require_complete: bool, check_co
         scans = int(VolumeStore(path, group, mode).zarray("scans/uid").shape[0])
     except Exception:  # a missing array or unreadable metadata
         raise SchemaError(f"{path}: missing or unreadable array scans/uid") from None
-    for name in volume_arrays(scans):
+    for name in volume_arrays(scans, attrs.get("kind") == "synthetic"):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -312,9 +326,10 @@ def _check_shapes(store: VolumeStore, scans: int) -> None:
         expected = (scans, *SCAN_COLUMNS[name.split("/")[1]].shape) if name != "scans/uid" else (scans,)
         if tuple(shape) != expected:
             raise SchemaError(f"{store.path}: {name} has shape {tuple(shape)}, expected {expected}")
-    rows = {store.zarray(f"nodules/{c}").shape[0] for c in NODULE_COLUMNS}
-    if len(rows) > 1:
-        raise SchemaError(f"{store.path}: nodules/* columns have different row counts {sorted(rows)}")
+    for table, columns in (("nodules", NODULE_COLUMNS), ("inserted", INSERTED_COLUMNS if store.synthetic else {})):
+        rows = {store.zarray(f"{table}/{c}").shape[0] for c in columns}
+        if len(rows) > 1:
+            raise SchemaError(f"{store.path}: {table}/* columns have different row counts {sorted(rows)}")
     for i in range(scans):
         image, label = store.zarray(f"volumes/{i}/image"), store.zarray(f"volumes/{i}/label")
         if image.shape != label.shape or len(image.shape) != 3 or str(image.dtype) != "int16" or str(label.dtype) != "uint8":
