@@ -181,6 +181,17 @@ def build_store(
 
 
 @pytest.fixture(scope="session")
+def volume_store(phantom_factory: PhantomFactory, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete volume store at 2 mm of the 3-scan, 64-px phantom (seed 0): 2 train scans, 1 test,
+    5 nodules (two in scan 0, three in scan 2). Shared by the session: treat as read-only."""
+    from lungforge.preparation.volume_pipeline import VolumeOptions, prepare_volumes
+
+    out = tmp_path_factory.mktemp("volume_store") / "volumes.zarr"
+    prepare_volumes(phantom_factory(scans=3, size=64, seed=0), out, VolumeOptions(spacing_mm=2.0, test_patients=1, seed=3))
+    return out
+
+
+@pytest.fixture(scope="session")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Paths of a real store and two synthetic stores made from it (B, C), built once per session."""
     root = tmp_path_factory.mktemp("bench_stores")
