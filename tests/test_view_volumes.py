@@ -68,10 +68,12 @@ def test_chosen_nodules_at_another_size_and_bad_choices(volume_store: Path, tmp_
 
 
 def test_cli_view_of_a_volume_store(volume_store: Path, stores, tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["view", str(volume_store), "--out", str(tmp_path / "v"), "--nodule", "0,2-3", "--tile", "32", "--json"])
+    args = ["view", str(volume_store), "--out", str(tmp_path / "v"), "--nodule", "0,2-3", "--tile", "32", "--json"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert payload["nodules"] == [0, 2, 3] and [Path(p).name for p in payload["pngs"]] == ["nodule_000.png", "nodule_002.png", "nodule_003.png"]
+    assert payload["nodules"] == [0, 2, 3]
+    assert [Path(p).name for p in payload["pngs"]] == ["nodule_000.png", "nodule_002.png", "nodule_003.png"]
     plain = CliRunner().invoke(app, ["view", str(volume_store), "--out", str(tmp_path / "all"), "--tile", "16"])
     assert plain.exit_code == 0 and plain.stdout == f"wrote 5 nodule views to {tmp_path / 'all'}\n"
     for args, message in (

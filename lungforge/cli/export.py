@@ -26,7 +26,9 @@ def export(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output folder (nnunet: the nnUNet_raw folder that gets DatasetNNN_Name/).")],
-    split: Annotated[ExportSplit, typer.Option(help="Slices (volume store: scans) of the store's train split, test split, or all.")] = "all",
+    split: Annotated[
+        ExportSplit, typer.Option(help="Slices (volume store: scans) of the store's train split, test split, or all.")
+    ] = "all",
     size: Annotated[
         int | None,
         typer.Option(

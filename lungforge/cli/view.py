@@ -11,7 +11,14 @@ import typer
 from lungforge.cli.params import StoreArg, build_config, usage_errors
 from lungforge.cli.params import seed as check_seed
 
-SLICE_ONLY = {"index": "--index", "nodules": "--nodules", "random": "--random", "seed": "--seed", "limit": "--limit", "columns": "--columns"}
+SLICE_ONLY = {
+    "index": "--index",
+    "nodules": "--nodules",
+    "random": "--random",
+    "seed": "--seed",
+    "limit": "--limit",
+    "columns": "--columns",
+}
 VOLUME_ONLY = {"nodule": "--nodule", "fov_mm": "--fov-mm"}
 
 
@@ -66,8 +73,8 @@ def view(
         from lungforge.view import VolumeViewOptions, parse_index, write_volume_view
 
         with usage_errors():
-            options = VolumeViewOptions(nodules=parse_index(nodule) if nodule else (), tile_px=tile, fov_mm=fov_mm)
-            pngs, shown = write_volume_view(store, out, options)
+            volume_options = VolumeViewOptions(nodules=parse_index(nodule) if nodule else (), tile_px=tile, fov_mm=fov_mm)
+            pngs, shown = write_volume_view(store, out, volume_options)
         if json_out:
             print_json({"pngs": [str(p) for p in pngs], "nodules": shown.tolist()})
         else:

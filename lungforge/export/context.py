@@ -44,7 +44,9 @@ class ExportOptions:
         if self.dataset_id is not None and not 1 <= self.dataset_id <= 999:
             raise ConfigError("dataset_id", f"dataset_id (nnU-Net) must be 1..999, got {self.dataset_id}")
         if self.size is not None and self.volumes:
-            raise ConfigError("size", f"size applies to slice formats only; {self.format!r} keeps the volume store's spacing, got size {self.size}")
+            raise ConfigError(
+                "size", f"size applies to slice formats only; {self.format!r} keeps the volume store's spacing, got size {self.size}"
+            )
         if self.dataset_id is not None and self.format not in NNUNET_FORMATS:
             raise ConfigError(
                 "dataset_id", f"dataset_id {self.dataset_id} applies to formats 'nnunet' and 'nnunet3d' only, got format {self.format!r}"
