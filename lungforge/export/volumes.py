@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lungforge.core.choices import ExportSplit
+from lungforge.luna16.scans import index_to_world
 from lungforge.store import SPLIT_IDS, VolumeStore
 
 
@@ -46,7 +47,7 @@ class ExportVolume:
     def index_to_world(self, index_zyx: np.ndarray) -> np.ndarray:
         """(N, 3) continuous voxel indices z, y, x → (N, 3) world x, y, z mm."""
         index = np.asarray(index_zyx, dtype=np.float64).reshape(-1, 3)[:, ::-1]
-        return self.origin_mm + (index * self.spacing_mm) @ self.direction.T
+        return index_to_world(index, self.origin_mm, np.full(3, self.spacing_mm), self.direction)
 
     def world_boxes(self) -> np.ndarray:
         """(K, 6) world boxes cx, cy, cz, w, h, d in mm (MONAI's "cccwhd"), axis-aligned in the world.

@@ -16,6 +16,7 @@ from lungforge.core.errors import ConfigError, InputError
 from lungforge.core.labels import LABELS, NODULE
 from lungforge.export import ExportOptions, VolumeExportReport, export_store
 from lungforge.export.nifti import write_volume_nifti
+from lungforge.export.volumes import ExportVolume
 from lungforge.store import open_volume_store
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -173,3 +174,28 @@ def test_volume_exports_keep_the_integrity_rules(volume_store: Path, stores, tmp
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
     with pytest.raises(InputError, match="inside STORE"):
         export_store(volume_store, volume_store / "volumes", ExportOptions(format="monai-detection"))
+
+
+def test_world_boxes_follow_flipped_axes_and_fall_back_to_the_annotation() -> None:
+    """A z-flipped volume: the box of voxels z 4..5 lies below the origin in world z; a nodule
+    with no voxel is boxed by its annotation (centre, a cube of its diameter)."""
+    item = ExportVolume(
+        index=0,
+        case="lungforge_000",
+        split="train",
+        fold=0,
+        series_uid="1.2.3",
+        image=np.zeros((8, 8, 8), np.int16),
+        label=np.zeros((8, 8, 8), np.uint8),
+        spacing_mm=2.0,
+        origin_mm=np.array([10.0, 20.0, 30.0]),
+        direction=np.diag([1.0, 1.0, -1.0]),
+        boxes_voxel=np.array([[4, 1, 2, 6, 2, 5], [-1] * 6]),
+        centers_mm=np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]]),
+        diameters_mm=np.array([5.0, 4.5]),
+    )
+    boxes = item.world_boxes()
+    # x voxels 2..4 → faces 1.5..4.5 → 13..19 mm; y 1 → 21..23 mm; z 4..5 → 30 - (3.5..5.5)·2 = 19..23 mm.
+    np.testing.assert_allclose(boxes[0], [16.0, 22.0, 21.0, 6.0, 2.0, 4.0])
+    np.testing.assert_allclose(boxes[1], [1.0, 2.0, 3.0, 4.5, 4.5, 4.5])
+    assert item.lost.tolist() == [False, True]
