@@ -75,7 +75,8 @@ def prepared_store(phantom_factory: PhantomFactory, tmp_path_factory: pytest.Tem
 
 @pytest.fixture(scope="session")
 def volume_store(phantom_factory: PhantomFactory, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A complete volume store at 2 mm of the 3-scan, 64-px phantom (seed 0): 2 train patients, 1 test.
+    """A complete volume store at 2 mm of the 3-scan, 64-px phantom (seed 0): 2 train patients, 1 test,
+    5 nodules (two in scan 0, three in scan 2).
 
     Shared by every test of the session: treat as read-only, copy it before writing to it.
     """

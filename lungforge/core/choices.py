@@ -70,10 +70,12 @@ Lungs = Literal["seg", "auto"]
 """Where `prepare` takes lungs and trachea from: seg-lungs-LUNA16 masks, or classical segmentation."""
 NoduleSlices = Literal["center", "all"]
 """Nodule slices `prepare` keeps: the one nearest each centre (the paper), or every slice a mask touches."""
-ExportFormat = Literal["coco", "yolo", "nnunet", "nifti", "png"]
-"""Dataset layouts `export` writes."""
+ExportFormat = Literal["coco", "yolo", "nnunet", "nifti", "png", "nnunet3d", "monai-detection"]
+"""Dataset layouts `export` writes: the first five from a slice store, the last two from a volume store."""
+VOLUME_EXPORT_FORMATS: tuple[ExportFormat, ...] = ("nnunet3d", "monai-detection")
+"""Export formats of 3-D volumes: they read a volume store (`prepare --volumes`), the others a slice store."""
 ExportSplit = Literal["train", "test", "all"]
-"""Slices `export` writes: a store's train split, test split, or all."""
+"""Slices (or scans, from a volume store) `export` writes: a store's train split, test split, or all."""
 
 
 def check_choice(field: str, value: Any, choices: Any) -> None:

@@ -114,22 +114,30 @@ class NnunetWriter:
             self.test_cases += 1
 
     def finish(self) -> list[str]:
-        dataset = {
-            "name": self.context.options.dataset_name,
-            "description": "2-D axial lung CT slices windowed [-1000, 400] HU to 0..255, with lungforge label maps",
-            "channel_names": {"0": "CT"},
-            "labels": {name: label_id for label_id, name in sorted(LABELS.items())},
-            "numTraining": len(self.train_cases),
-            "numTest": self.test_cases,
-            "file_ending": ".nii.gz",
-            "overwrite_image_reader_writer": "SimpleITKIO",
-            "lungforge": self.context.provenance,
-        }
-        (self.root / "dataset.json").write_text(json.dumps(dataset, indent=2))
-        splits = []
-        for fold in range(CV_FOLDS):
-            val = [case for case, f in self.train_cases if f % CV_FOLDS == fold]
-            if val and len(val) < len(self.train_cases):
-                splits.append({"train": [case for case, f in self.train_cases if f % CV_FOLDS != fold], "val": val})
-        (self.root / "splits_final.json").write_text(json.dumps(splits, indent=1))
+        description = "2-D axial lung CT slices windowed [-1000, 400] HU to 0..255, with lungforge label maps"
+        write_dataset_files(self.root, self.context, description, self.train_cases, self.test_cases)
         return ["imagesTr/", "labelsTr/", "imagesTs/", "labelsTs/", "dataset.json", "splits_final.json"]
+
+
+def write_dataset_files(root: Path, context: ExportContext, description: str, train_cases: list[tuple[str, int]], test_cases: int) -> None:
+    """`dataset.json` (channel "CT", lungforge's 6 labels, `.nii.gz`, SimpleITK's reader) and
+    `splits_final.json` in `root`: 5 folds over the training cases `(case id, LUNA16 subset)`,
+    fold = subset mod 5, so all cases of one subset are on one side of every fold."""
+    dataset = {
+        "name": context.options.dataset_name,
+        "description": description,
+        "channel_names": {"0": "CT"},
+        "labels": {name: label_id for label_id, name in sorted(LABELS.items())},
+        "numTraining": len(train_cases),
+        "numTest": test_cases,
+        "file_ending": ".nii.gz",
+        "overwrite_image_reader_writer": "SimpleITKIO",
+        "lungforge": context.provenance,
+    }
+    (root / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    splits = []
+    for fold in range(CV_FOLDS):
+        val = [case for case, f in train_cases if f % CV_FOLDS == fold]
+        if val and len(val) < len(train_cases):
+            splits.append({"train": [case for case, f in train_cases if f % CV_FOLDS != fold], "val": val})
+    (root / "splits_final.json").write_text(json.dumps(splits, indent=1))

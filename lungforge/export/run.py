@@ -1,5 +1,5 @@
-"""`export_store`: write a store's slices in a consumer's format, atomically (temp folder, then rename),
-under a lock on the output and never into its input store."""
+"""`export_store`: write a store's slices (or a volume store's scans) in a consumer's format,
+atomically (temp folder, then rename), under a lock on the output and never into its input store."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from typing import Any, Protocol
 from lungforge.core.errors import InputError, OutputError
 from lungforge.core.locks import hold_lock
 from lungforge.core.output_paths import refuse_overlap
-from lungforge.export.context import MARKER, ExportContext, ExportOptions, provenance
+from lungforge.export.context import MARKER, NNUNET_FORMATS, ExportContext, ExportOptions, provenance
 from lungforge.export.nnunet import with_dataset_id
 from lungforge.export.slices import ExportSlice, iter_slices, select_indices
-from lungforge.store import Store, open_store
+from lungforge.export.volumes import ExportVolume, iter_volumes, select_scans
+from lungforge.store import VOLUME_SCHEMA, Store, VolumeStore, open_store, open_volume_store, schema_of
 
 WRITERS = {
     "coco": ("lungforge.export.coco", "CocoWriter"),
@@ -27,6 +28,8 @@ WRITERS = {
     "nnunet": ("lungforge.export.nnunet", "NnunetWriter"),
     "nifti": ("lungforge.export.nifti", "NiftiWriter"),
     "png": ("lungforge.export.png", "PngWriter"),
+    "nnunet3d": ("lungforge.export.nnunet3d", "Nnunet3dWriter"),
+    "monai-detection": ("lungforge.export.monai_detection", "MonaiDetectionWriter"),
 }
 
 
@@ -39,6 +42,18 @@ class Writer(Protocol):
     notes: list[str]
 
     def add(self, item: ExportSlice) -> None: ...
+
+    def finish(self) -> list[str]:
+        """Write the index files; return the top-level entries of the dataset."""
+        ...
+
+
+class VolumeWriter(Protocol):
+    """A volume format: created on an empty folder, given every scan in order, then finished."""
+
+    notes: list[str]
+
+    def add(self, item: ExportVolume) -> None: ...
 
     def finish(self) -> list[str]:
         """Write the index files; return the top-level entries of the dataset."""
@@ -66,6 +81,26 @@ class ExportReport:
     notes: list[str]
 
 
+@dataclass(frozen=True)
+class VolumeExportReport:
+    """What a volume export wrote: scans per split at the store's isotropic `spacing_mm`, nodules
+    (one box each), and `nodules_without_voxels`: annotations with no voxel at that spacing (boxed
+    by the annotation, absent from the label maps)."""
+
+    format: str
+    out: str
+    store: str
+    split: str
+    nodule_only: bool
+    spacing_mm: float
+    scans: int
+    scans_by_split: dict[str, int]
+    nodules: int
+    nodules_without_voxels: int
+    files: list[str]
+    notes: list[str]
+
+
 def export_store(
     store_path: str | os.PathLike,
     out: str | os.PathLike,
@@ -73,8 +108,9 @@ def export_store(
     *,
     overwrite: bool = False,
     progress: Any | None = None,
-) -> ExportReport:
-    """Export the slices of `store_path` chosen by `options` into `out` (nnU-Net: `out/DatasetNNN_Name`).
+) -> ExportReport | VolumeExportReport:
+    """Export the slices of `store_path` chosen by `options` into `out` (nnU-Net: `out/DatasetNNN_Name`);
+    for `nnunet3d` and `monai-detection`, the scans of the volume store `store_path`.
 
     Everything is written into a hidden `.<name>.partial` folder beside the target, which is
     renamed into place only after the last file and the `lungforge-export.json` marker are
@@ -86,7 +122,7 @@ def export_store(
     dataset id gets one here (:func:`lungforge.export.nnunet.with_dataset_id`).
     `progress` is an optional Rich Progress.
     """
-    store = open_store(store_path, lock_for_reading=True)  # no writer replaces the store while it is exported
+    store = _open(Path(store_path), options)
     try:
         # Resolved once: a symlink alias of `out` takes the same lock and is written through.
         out = Path(out).resolve()
@@ -94,7 +130,7 @@ def export_store(
         refuse_overlap(options.target(out), "STORE", store.path, "export")
         with hold_lock(out, "export"):
             notes: list[str] = []
-            if options.format == "nnunet":
+            if options.format in NNUNET_FORMATS:
                 chosen = options.dataset_id is None
                 options = with_dataset_id(out, options)
                 if chosen:
@@ -102,9 +138,25 @@ def export_store(
             target = options.target(out)
             refuse_overlap(target, "STORE", store.path, "export")
             _check_target(target, overwrite, options)
+            if isinstance(store, VolumeStore):
+                return _write_volumes(store, target, options, progress, notes)
             return _write(store, target, options, progress, notes)
     finally:
         store.close()
+
+
+def _open(path: Path, options: ExportOptions) -> Store | VolumeStore:
+    """The store to export, locked for reading (no writer replaces it meanwhile): a volume store
+    for the volume formats, a slice store for the others; a store of the other kind is refused
+    naming the formats it has."""
+    is_volumes = schema_of(path) == VOLUME_SCHEMA
+    if is_volumes != options.volumes and schema_of(path) is not None:
+        wanted = "volume formats nnunet3d, monai-detection" if is_volumes else "slice formats coco, yolo, nnunet, nifti, png"
+        kind = "a volume store (prepare --volumes)" if is_volumes else "a slice store"
+        raise InputError(f"{path}: is {kind}; format {options.format!r} does not read it; use --format with one of the {wanted}")
+    if options.volumes:
+        return open_volume_store(path, lock_for_reading=True)
+    return open_store(path, lock_for_reading=True)
 
 
 def _write(store: Store, target: Path, options: ExportOptions, progress: Any | None, notes: list[str]) -> ExportReport:
@@ -117,9 +169,7 @@ def _write(store: Store, target: Path, options: ExportOptions, progress: Any | N
         )
     h, w = (options.size, options.size) if options.size else store.shape_hw
     context = ExportContext(options=options, height=h, width=w, provenance=provenance(store, options))
-    partial = target.parent / f".{target.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    partial = _fresh_partial(target)
     with _removed_on_error(partial, target):
         module, name = WRITERS[options.format]
         writer: Writer = getattr(importlib.import_module(module), name)(partial, context)
@@ -160,6 +210,62 @@ def _write(store: Store, target: Path, options: ExportOptions, progress: Any | N
     return report
 
 
+def _write_volumes(store: VolumeStore, target: Path, options: ExportOptions, progress: Any | None, notes: list[str]) -> VolumeExportReport:
+    """Write the scans into `.<target>.partial`, then rename it to `target`."""
+    indices = select_scans(store, options.split, options.nodule_only)
+    if indices.size == 0:
+        raise InputError(
+            f"{store.path}: no scans match split={options.split}, nodule_only={options.nodule_only}; choose another --split"
+            + (" or leave out --nodule-only" if options.nodule_only else "")
+        )
+    context = ExportContext(options=options, height=0, width=0, provenance=provenance(store, options))
+    partial = _fresh_partial(target)
+    with _removed_on_error(partial, target):
+        module, name = WRITERS[options.format]
+        writer: VolumeWriter = getattr(importlib.import_module(module), name)(partial, context)
+        task = progress.add_task(f"export {options.format}", total=int(indices.size), status="") if progress else None
+        by_split = {"train": 0, "test": 0}
+        nodules = lost = 0
+        for item in iter_volumes(store, indices):
+            writer.add(item)
+            by_split[item.split] += 1
+            nodules += len(item.boxes_voxel)
+            lost += int(item.lost.sum())
+            if progress is not None:
+                progress.update(task, advance=1, status=f"{nodules} nodules")
+        files = writer.finish()
+        if lost:
+            notes.append(
+                f"{lost} of {nodules} nodules have no voxel at {store.spacing_mm:g} mm: the label maps lack them and a box, "
+                "where written, is the annotation's (its centre and a cube of its diameter)"
+            )
+        report = VolumeExportReport(
+            format=options.format,
+            out=str(target),
+            store=str(store.path),
+            split=options.split,
+            nodule_only=options.nodule_only,
+            spacing_mm=store.spacing_mm,
+            scans=int(indices.size),
+            scans_by_split=by_split,
+            nodules=nodules,
+            nodules_without_voxels=lost,
+            files=files + [MARKER],
+            notes=notes + writer.notes,
+        )
+        (partial / MARKER).write_text(json.dumps({"report": asdict(report), "provenance": context.provenance}, indent=2))
+        _swap_into_place(partial, target)
+    return report
+
+
+def _fresh_partial(target: Path) -> Path:
+    """The empty hidden folder `.<target>.partial` beside `target` (a killed run's is cleared)."""
+    partial = target.parent / f".{target.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    return partial
+
+
 @contextlib.contextmanager
 def _removed_on_error(partial: Path, target: Path) -> Iterator[None]:
     """Remove the `partial` folder of `target` when the export fails with an error (a kill or
@@ -183,7 +289,7 @@ def _check_target(target: Path, overwrite: bool, options: ExportOptions) -> None
         return
     keep = (
         "export under another name with --dataset-name NAME (with no --dataset-id a free id is chosen)"
-        if options.format == "nnunet"
+        if options.format in NNUNET_FORMATS
         else "export into another --out"
     )
     if not target.is_dir():

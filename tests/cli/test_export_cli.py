@@ -64,3 +64,12 @@ def test_export_counts_nodules_kept_as_one_pixel(stores, tmp_path: Path) -> None
     for label in (tmp_path / "y" / "labels").rglob("*.txt"):
         for line in label.read_text().splitlines():
             assert float(line.split()[3]) >= 1 / 8 and float(line.split()[4]) >= 1 / 8  # at least one pixel wide and high
+
+
+def test_export_of_a_volume_store_counts_scans(volume_store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "det"
+    result = CliRunner().invoke(app, ["export", str(volume_store), "--format", "monai-detection", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"exported 3 scans (2 train, 1 test) with 5 nodules as monai-detection to {out}\n"
+    sized = CliRunner().invoke(app, ["export", str(volume_store), "--format", "nnunet3d", "--out", str(tmp_path / "raw"), "--size", "32"])
+    assert sized.exit_code == 2 and "size applies to slice formats only" in " ".join(sized.output.replace("│", " ").split())

@@ -19,6 +19,6 @@ def test_bad_value_is_refused_naming_the_field(field: str, value: object) -> Non
 
 
 def test_dataset_id_of_another_format_is_refused() -> None:
-    with pytest.raises(ConfigError, match="^dataset_id 7 applies to format 'nnunet' only, got format 'coco'$") as caught:
+    with pytest.raises(ConfigError, match="^dataset_id 7 applies to formats 'nnunet' and 'nnunet3d' only, got format 'coco'$") as caught:
         ExportOptions(format="coco", dataset_id=7)
     assert caught.value.field == "dataset_id"

@@ -1,4 +1,4 @@
-"""`lungforge view`: a contact sheet of a store's slices, CT beside CT + label overlay + boxes."""
+"""The contact sheet of a slice store: CT beside CT + label overlay + boxes."""
 
 from __future__ import annotations
 
