@@ -27,15 +27,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torchvision.ops import box_iou
 
 from lungforge.bench.protocol.detector_training import make_targets, predict, to_inputs, train_detector
 from lungforge.bench.protocol.folds import real_groups
 from lungforge.bench.protocol.inputs import open_real
 from lungforge.bench.protocol.localize import LocalizeConfig, SliceSet, build_model, load_slices
+from lungforge.bench.protocol.slices import read_resized
 from lungforge.bench.scoring.metrics import detection_metrics
+from lungforge.core.labels import LUNG_LABELS, NODULE
 from lungforge.phantom.scans import make_phantom
 from lungforge.preparation.pipeline import PrepareOptions, prepare
+from lungforge.store import Store
 
 SIZE_BINS_PX = ((0, 1.5, "1"), (1.5, 3.5, "2-3"), (3.5, 7.5, "4-7"), (7.5, 1e9, "8+"))
 
@@ -84,6 +88,37 @@ def anchor_table(model: torch.nn.Module, slices: SliceSet) -> list[dict[str, Any
                 }
             )
     return rows
+
+
+def look_alikes(real: Store, slices: SliceSet, size: int) -> list[dict[str, Any]]:
+    """Per box-size bin: how many bright things in the same slice's lungs look at least as big as the nodule.
+
+    Bright = above half-way from the lung's median intensity to the nodule's peak (per nodule); the
+    nodule's own bright component's area (px) is compared with every other bright component inside
+    the lungs (labels 1, 2, eroded by 1 px). A nodule with `rivals` ≥ 1 is not the most salient
+    blob of its lungs; on one slice a detector cannot tell it from those vessels by size or brightness."""
+    _, labels = read_resized(real, slices.slice, size)
+    per_bin: dict[str, list[int]] = {name: [] for _, _, name in SIZE_BINS_PX}
+    for image, label, boxes in zip(slices.images.astype(np.float32), labels, slices.boxes, strict=True):
+        lungs = ndimage.binary_erosion(np.isin(label, LUNG_LABELS), iterations=1)
+        nodule = label == NODULE
+        if not nodule.any():
+            continue
+        level = float(np.median(image[lungs | nodule]))
+        bright = image > level + 0.5 * (float(image[nodule].max()) - level)
+        components, count = ndimage.label(bright & (lungs | nodule))
+        areas = np.bincount(components.ravel(), minlength=count + 1)
+        own = np.unique(components[nodule & bright])
+        own = own[own > 0]
+        others = np.setdiff1d(np.arange(1, count + 1), own)
+        side = float((boxes[:, 2:] - boxes[:, :2]).max())
+        name = next(n for low, high, n in SIZE_BINS_PX if low < side <= high)
+        per_bin[name].append(int((areas[others] >= areas[own].max()).sum()))
+    return [
+        {"size_px": name, "nodules": len(r), "median_rivals": float(np.median(r)), "most_salient": sum(x == 0 for x in r)}
+        for name, r in per_bin.items()
+        if r
+    ]
 
 
 @torch.no_grad()
@@ -202,7 +237,16 @@ def main() -> None:
         prepare(Path(tmp) / "luna16", Path(tmp) / "real.zarr", PrepareOptions(test_patients=0.2, seed=args.seed, workers=1))
         real = open_real(Path(tmp) / "real.zarr")
         slices = load_slices(real, real_groups(real, 2, "all"), args.size, 0.0, np.random.default_rng(args.seed))
+        rivals = look_alikes(real, slices, args.size)
     print(f"{len(slices)} nodule slices, {sum(b.shape[0] for b in slices.boxes)} boxes at {args.size} px", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"look_alikes": rivals}))
+    else:
+        print("bright components in the lungs at least as large as the nodule's own (per box size):")
+        for row in rivals:
+            print(
+                f"  {row['size_px']:>3} px: {row['nodules']} nodules, median {row['median_rivals']:g} rivals, {row['most_salient']} the most salient"
+            )
     results = []
     for name in names:
         result = diagnose(name, slices, args.size, args.steps, args.window, args.eval_every)

@@ -86,7 +86,7 @@ def test_demo_smallest_size_runs_the_whole_pipeline(tmp_path, monkeypatch):
     assert (verdict is None) == (a["accuracy"] > 0.5 and a["AP50"] > 0)
     if verdict is not None:  # two epochs on 4 scans: the report opens with the miss
         assert report.startswith(f"**{verdict}**") and "below its bar" in verdict
-        assert a["AP50"] > 0 or "--localize-epochs 40" in verdict
+        assert a["AP50"] > 0 or "no budget measured lifts it above 0" in verdict
 
 
 def test_demo_refuses_an_unknown_generator_before_any_work(tmp_path):
