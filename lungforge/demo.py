@@ -264,7 +264,7 @@ def demo_verdict(report: BenchReport) -> str | None:
     return (
         "This demo's setting is below its bar: "
         + " and ".join(misses)
-        + "; its comparisons mean nothing (docs/results.md and docs/localization.md give the settings that meet it)."
+        + "; the comparisons of that task mean nothing (docs/results.md and docs/localization.md say why)."
     )
 
 
