@@ -14,7 +14,8 @@ from lungforge.core.labels import labels_attr
 from lungforge.core.locks import ReadLock
 from lungforge.store.chunks import StrictChunks
 from lungforge.store.handle import Store
-from lungforge.store.schema import SCHEMA, VOLUME_SCHEMA, has_checksums, meta_dtypes, nodule_dtypes
+from lungforge.store.schema import SCHEMA, has_checksums, meta_dtypes, nodule_dtypes
+from lungforge.store.zarr_group import open_schema_group
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -54,22 +55,7 @@ def open_store(
 
 
 def _open_store(path: Path, mode: Literal["r", "r+"], require_complete: bool, read_lock: ReadLock | None) -> Store:
-    if not path.exists():
-        raise SchemaError(f"{path}: no such store")
-    if not (path / "zarr.json").is_file():
-        raise SchemaError(f"{path}: not a Zarr v3 group (no zarr.json)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            group = zarr.open_group(str(path), mode=mode, zarr_format=3)
-    except Exception as exc:  # zarr raises several types for unreadable metadata
-        raise SchemaError(f"{path}: unreadable Zarr group ({exc})") from None
-    attrs = dict(group.attrs)
-    if attrs.get("schema") != SCHEMA:
-        volumes = (
-            " (a store of 3-D volumes: read it with lungforge.store.open_volume_store)" if attrs.get("schema") == VOLUME_SCHEMA else ""
-        )
-        raise SchemaError(f"{path}: schema is {attrs.get('schema')!r}, expected {SCHEMA!r}{volumes}")
+    group, attrs = open_schema_group(path, mode, SCHEMA)
     kind = attrs.get("kind")
     if kind not in ("real", "synthetic"):
         raise SchemaError(f"{path}: kind is {kind!r}, expected 'real' or 'synthetic'")

@@ -35,8 +35,9 @@ from lungforge.core.locks import ReadLock
 from lungforge.luna16.scans import index_to_world, world_to_index
 from lungforge.store.chunks import CheckedArray, StrictChunks
 from lungforge.store.content import array_digest, attribute_problem, content_fingerprint, stored_blocks
-from lungforge.store.schema import SCHEMA, SPLIT_IDS, VOLUME_SCHEMA, has_checksums
+from lungforge.store.schema import SPLIT_IDS, VOLUME_SCHEMA, has_checksums
 from lungforge.store.volume_schema import INSERTED_COLUMNS, NODULE_COLUMNS, SCAN_COLUMNS, VOLUME_DTYPES
+from lungforge.store.zarr_group import open_schema_group
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -270,20 +271,7 @@ def open_volume_store(
 
 
 def _open(path: Path, mode: Literal["r", "r+"], require_complete: bool, check_content: bool, read_lock: ReadLock | None) -> VolumeStore:
-    if not path.exists():
-        raise SchemaError(f"{path}: no such store")
-    if not (path / "zarr.json").is_file():
-        raise SchemaError(f"{path}: not a Zarr v3 group (no zarr.json)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            group = zarr.open_group(str(path), mode=mode, zarr_format=3)
-    except Exception as exc:  # zarr raises several types for unreadable metadata
-        raise SchemaError(f"{path}: unreadable Zarr group ({exc})") from None
-    attrs = dict(group.attrs)
-    if attrs.get("schema") != VOLUME_SCHEMA:
-        slices = " (a store of 2-D slices: read it with lungforge.store.open_store)" if attrs.get("schema") == SCHEMA else ""
-        raise SchemaError(f"{path}: schema is {attrs.get('schema')!r}, expected {VOLUME_SCHEMA!r}{slices}")
+    group, attrs = open_schema_group(path, mode, VOLUME_SCHEMA)
     if attrs.get("labels") != labels_attr():
         raise SchemaError(f"{path}: label set {attrs.get('labels')} differs from lungforge's {labels_attr()}")
     if require_complete and not attrs.get("complete", False):
