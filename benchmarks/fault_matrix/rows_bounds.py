@@ -142,7 +142,7 @@ for _name, _expected, _fn in [
         "2",
         lambda lab: _says(
             nothing_made(lab, "export", lab.real, "--format", "coco", "--out", lab.path("coco"), "--dataset-id", "7"),
-            "applies to format 'nnunet' only",
+            "applies to formats 'nnunet' and 'nnunet3d' only",
         ),
     ),
 ]:

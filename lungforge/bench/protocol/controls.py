@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from lungforge.augment.options import AugmentOptions
+from lungforge.bench.protocol.control_names import CONTROL_NAMES
 from lungforge.bench.protocol.inputs import SyntheticSpec
 from lungforge.bench.protocol.results import TaskResult, json_safe
 from lungforge.bench.scoring.stats import Comparison, compare, nb_ratio
@@ -26,7 +27,6 @@ from lungforge.bench.scoring.summary import fold_exclusion
 from lungforge.core.errors import InputError
 from lungforge.store import SPLIT_IDS, Store, open_store
 
-CONTROL_NAMES = ("mislabeled", "paste", "blob")
 SEPARATION_P = 0.05
 CONTROLS_DIR = "controls"
 REQUEST = ("nodules", "nodule_free", "diameter_mm", "per_slice", "placement", "seed", "min_contrast_hu")

@@ -29,7 +29,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from lungforge.bench.protocol.controls import CONTROL_NAMES
+from lungforge.bench.protocol.control_names import CONTROL_NAMES
 from lungforge.core.errors import InputError
 
 

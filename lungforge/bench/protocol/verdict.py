@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lungforge.bench.protocol.controls import CONTROL_NAMES
+from lungforge.bench.protocol.control_names import CONTROL_NAMES
 from lungforge.bench.protocol.fold_controls import FOLD_CONTROLS
 from lungforge.bench.protocol.inputs import REFERENCE
 from lungforge.bench.protocol.results import TaskResult, json_safe
