@@ -28,7 +28,6 @@ def _options(real: Path, weights: Path, out: Path) -> AugmentOptions:
         nodule_free=1,
         diameter_mm=(15.0, 30.0),
         shape="sphere",
-        steps=2,
         batch_size=3,
         shard_size=4,
         device="cpu",
