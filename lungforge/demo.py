@@ -46,6 +46,9 @@ LOCALIZE_EPOCHS_MEASURED = (20, 40, 80)
 """`--localize-epochs` budgets measured on the default demo phantom (textured nodules, 20 scans at
 128 px): A's AP50 at K = all was 0 at each, because most of its nodules look like the vessels of
 their slice (docs/localization.md). The report's first line says so when AP50 is 0."""
+DEMO_VOLUME_SPACING_MM = 2.0
+"""The demo's volume spacing: near the 128-px phantom's in-plane 2.4–3.2 mm, so volumes stay small."""
+DEMO_VOLUME_NODULES = 8
 StepResult = tuple[Path, dict[str, Any]]
 """What a step produced (a path) and its details."""
 
@@ -80,6 +83,9 @@ class DemoOptions:
     least that runs every part of localization, since no budget measured learns the default phantom
     (:data:`LOCALIZE_EPOCHS_MEASURED`)."""
     small_k: int = 4
+    volumes: bool = False
+    """Also run the 3-D path: prepare --volumes (at :data:`DEMO_VOLUME_SPACING_MM`), augment-volumes
+    paste (:data:`DEMO_VOLUME_NODULES` nodules), export monai-detection and view."""
     seed: int = 0
     device: str = "cpu"
 
@@ -146,6 +152,12 @@ def run_demo(options: DemoOptions, on_step: Callable[[DemoStep], None] | None = 
     luna, real = out / "luna16-phantom", out / "real.zarr"
     run("phantom", partial(_phantom, luna, options))
     run("prepare", partial(_prepare, luna, real, options))
+    if options.volumes:
+        volumes = out / "volumes.zarr"
+        run("prepare --volumes", partial(_prepare_volumes, luna, volumes, options))
+        run("augment-volumes paste", partial(_augment_volumes, volumes, out / "synthetic-volumes.zarr", options))
+        run("export monai-detection", partial(_export_volumes, out / "synthetic-volumes.zarr", out / "monai"))
+        run("view", partial(_view_volumes, out / "synthetic-volumes.zarr", out / "view-volumes"))
     synthetic: list[SyntheticSpec] = []
     for name, weights in options.generator_weights():
         spec = SyntheticSpec(name=name, path=out / f"synthetic-{name.lower()}.zarr")
@@ -167,6 +179,40 @@ def _prepare(luna: Path, real: Path, options: DemoOptions) -> StepResult:
 
     report = prepare(luna, real, PrepareOptions(test_patients=0.2, seed=options.seed, workers=1))
     return real, {"slices": report.slices, "nodule_slices": report.nodule_slices, "skipped": len(report.skipped)}
+
+
+def _prepare_volumes(luna: Path, volumes: Path, options: DemoOptions) -> StepResult:
+    from lungforge.preparation.options import VolumeOptions
+    from lungforge.preparation.volume_pipeline import prepare_volumes
+
+    report = prepare_volumes(luna, volumes, VolumeOptions(spacing_mm=DEMO_VOLUME_SPACING_MM, test_patients=0.2, seed=options.seed))
+    return volumes, {"scans": report.scans_done, "nodules": report.nodules, "spacing_mm": DEMO_VOLUME_SPACING_MM}
+
+
+def _augment_volumes(volumes: Path, out: Path, options: DemoOptions) -> StepResult:
+    """3-D paste nodules into the train volumes (model-free; no 3-D generator ships yet)."""
+    from lungforge.augment.volume_insert import augment_volumes
+    from lungforge.augment.volume_options import VolumeInsertOptions
+
+    report = augment_volumes(
+        VolumeInsertOptions(data=volumes, out=out, weights="paste", nodules=DEMO_VOLUME_NODULES, per_volume=2, seed=options.seed)
+    )
+    return out, {"volumes": report.volumes, "nodules": report.nodules, "z_extent_error_mm_max": report.z_extent_error_mm_max}
+
+
+def _export_volumes(store: Path, out: Path) -> StepResult:
+    from lungforge.export.context import ExportOptions
+    from lungforge.export.run import VolumeExportReport, export_store
+
+    report = export_store(store, out, ExportOptions(format="monai-detection"))
+    return out, {"scans": report.scans if isinstance(report, VolumeExportReport) else 0}
+
+
+def _view_volumes(store: Path, out: Path) -> StepResult:
+    from lungforge.view.volumes import write_volume_view
+
+    pngs, _ = write_volume_view(store, out)
+    return out, {"pngs": len(pngs)}
 
 
 def _augment(real: Path, store: Path, generator: DemoGenerator, weights: str, options: DemoOptions) -> StepResult:

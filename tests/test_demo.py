@@ -1,6 +1,7 @@
 """`lungforge demo` at its smallest size, with the shipped demo weights."""
 
 import json
+from dataclasses import replace
 
 from typer.testing import CliRunner
 
@@ -101,3 +102,21 @@ def test_demo_benches_the_chosen_generators_in_their_fixed_order(tmp_path):
     assert [name for name, _ in DemoOptions(out=tmp_path).generator_weights()] == ["SDM-inpaint"]
     chosen = DemoOptions(out=tmp_path, generators=("SDM-inpaint", "SPADE"))
     assert chosen.generator_weights() == (("SPADE", "demo-spade-tiny"), ("SDM-inpaint", "demo-sdm-inpaint-tiny"))
+
+
+def test_demo_volumes_runs_the_3d_path(tmp_path):
+    """`--volumes` adds prepare --volumes, 3-D paste, the MONAI data list and the orthogonal views."""
+    from lungforge.demo import DEMO_VOLUME_NODULES, DemoOptions, _augment_volumes, _export_volumes, _prepare_volumes, _view_volumes
+    from lungforge.phantom.scans import make_phantom
+    from lungforge.store import open_volume_store
+
+    options = DemoOptions(out=tmp_path, volumes=True)
+    make_phantom(tmp_path / "luna", scans=4, size=64, seed=0)
+    volumes, _ = _prepare_volumes(tmp_path / "luna", tmp_path / "v.zarr", options)
+    synthetic, inserted = _augment_volumes(volumes, tmp_path / "s.zarr", replace(options, seed=1))
+    assert inserted["nodules"] == DEMO_VOLUME_NODULES and open_volume_store(synthetic).synthetic
+    monai, exported = _export_volumes(synthetic, tmp_path / "monai")
+    datalist = json.loads((monai / "dataset.json").read_text())
+    assert exported["scans"] >= 1 and sum(len(c["box"]) for c in datalist["training"] + datalist["validation"]) >= DEMO_VOLUME_NODULES
+    views, shown = _view_volumes(synthetic, tmp_path / "views")
+    assert shown["pngs"] == len(list(views.glob("*.png"))) >= DEMO_VOLUME_NODULES

@@ -57,6 +57,13 @@ def demo(
     small_k: Annotated[
         int, typer.Option(min=1, help="The learning curve's small point: real training nodule slices per fold (the other point: all).")
     ] = 4,
+    volumes: Annotated[
+        bool,
+        typer.Option(
+            "--volumes/--no-volumes",
+            help="Also run the 3-D path: prepare --volumes (2 mm), augment-volumes paste (8 nodules), export monai-detection, view.",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(callback=check_seed, help="Seed of every step.")] = 0,
     device: Annotated[str, typer.Option(callback=check_device, help="auto, cpu or cuda.")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="Print the steps, timings and outputs as JSON on stdout.")] = False,

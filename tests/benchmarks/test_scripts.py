@@ -105,7 +105,9 @@ def test_localize_diagnosis(tmp_path, capsys, monkeypatch) -> None:
         capsys=capsys,
         monkeypatch=monkeypatch,
     )
-    quick, cpu = json_lines(out)
+    look, quick, cpu = json_lines(out)
+    rivals = look["look_alikes"]
+    assert rivals and all(0 <= row["most_salient"] <= row["nodules"] and row["median_rivals"] >= 0 for row in rivals)
     assert (quick["detector"], quick["rpn_fg_iou"], cpu["detector"], cpu["rpn_fg_iou"]) == ("quick", 0.7, "cpu", 0.25)
     for result in (quick, cpu):
         assert sum(row["boxes"] for row in result["anchors"]) > 0 and all(0 <= row["matched"] <= row["boxes"] for row in result["anchors"])
