@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lungforge.cli.params import StoreArg, build_config, usage_errors
+from lungforge.cli.params import StoreArg, build_config, finite, usage_errors
 from lungforge.cli.params import seed as check_seed
 
 SLICE_ONLY = {
@@ -46,7 +46,8 @@ def view(
         typer.Option("--nodule", help="Volume store: rows of its nodule table to show, e.g. 0,3-5 (default: every nodule)."),
     ] = None,
     fov_mm: Annotated[
-        float, typer.Option("--fov-mm", help="Volume store: the field of view of each panel around the nodule centre, mm.")
+        float,
+        typer.Option("--fov-mm", callback=finite, help="Volume store: the field of view of each panel around the nodule centre, mm."),
     ] = 64.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the PNG path(s) and the rows shown as JSON on stdout.")] = False,
 ) -> None:
