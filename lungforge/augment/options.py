@@ -13,6 +13,7 @@ from lungforge.augment.synthesizer import SamplingSettings
 from lungforge.core.choices import MAX_GUIDANCE, MAX_SIZE_PX, check_range
 from lungforge.core.device import PRECISIONS, Precision
 from lungforge.core.errors import ConfigError
+from lungforge.core.json_params import json_params
 from lungforge.core.seeds import check_seed
 from lungforge.diffusion.samplers import SAMPLERS, Sampler
 from lungforge.store import MAX_SLICES, SHARD
@@ -161,11 +162,7 @@ class AugmentOptions:
 
     def as_params(self) -> dict[str, Any]:
         """All options as JSON-ready values (the output store's `params` attribute)."""
-        out: dict[str, Any] = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            out[field.name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
-        return out
+        return json_params(self)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> AugmentOptions:

@@ -3,7 +3,6 @@ volumes (:mod:`lungforge.augment.volume_insert`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, get_args
 from lungforge.augment.layout import MAX_DIAMETER_MM
 from lungforge.core.choices import HostSplit, Placement, VolumeControl
 from lungforge.core.errors import ConfigError
+from lungforge.core.json_params import json_params
 from lungforge.core.seeds import check_seed
 
 MAX_FEATHER_VOXELS = 8
@@ -80,11 +80,7 @@ class VolumeInsertOptions:
 
     def as_params(self) -> dict[str, Any]:
         """All options as JSON-ready values (the output store's `params` attribute)."""
-        out: dict[str, Any] = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            out[field.name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
-        return out
+        return json_params(self)
 
 
 def output_defining(params: dict[str, Any]) -> dict[str, Any]:

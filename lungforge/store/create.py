@@ -53,6 +53,26 @@ def is_store(path: Path) -> bool:
     return schema_of(path) == SCHEMA
 
 
+def new_store_attributes(schema: str, kind: str, params: dict[str, Any], extra_attrs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The attributes every new store starts with (slices or volumes): schema, kind, window,
+    labels, creation time, a fresh store id, the version, the command's `params`, incomplete,
+    the integrity scheme; then `extra_attrs` (e.g. a volume store's spacing)."""
+    attrs = {
+        "schema": schema,
+        "kind": kind,
+        "window": list(WINDOW_HU),
+        "labels": labels_attr(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "store_id": uuid.uuid4().hex,
+        "lungforge_version": lungforge_version(),
+        "params": params,
+        "complete": False,
+        "integrity": INTEGRITY,
+        **(extra_attrs or {}),
+    }
+    return attrs
+
+
 def build_into_place(path: Path, overwrite: bool, build: Callable[[Path], None]) -> None:
     """Make a new store at `path` by calling `build(folder)` on a folder beside it and renaming
     that folder into place.
@@ -130,19 +150,7 @@ def _build_empty(
         str(path),
         mode="w",
         zarr_format=3,
-        attributes={
-            "schema": SCHEMA,
-            "kind": kind,
-            "window": list(WINDOW_HU),
-            "labels": labels_attr(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "store_id": uuid.uuid4().hex,
-            "lungforge_version": lungforge_version(),
-            "params": params,
-            "complete": False,
-            "integrity": INTEGRITY,
-            **(extra_attrs or {}),
-        },
+        attributes=new_store_attributes(SCHEMA, kind, params, extra_attrs),
     )
     for name in ("image", "label"):
         group.create_array(

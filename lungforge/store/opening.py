@@ -15,24 +15,12 @@ from lungforge.core.locks import ReadLock
 from lungforge.store.chunks import StrictChunks
 from lungforge.store.handle import Store
 from lungforge.store.schema import SCHEMA, has_checksums, meta_dtypes, nodule_dtypes
-from lungforge.store.zarr_group import open_schema_group
+from lungforge.store.zarr_group import open_schema_group, require_array
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import zarr
     from zarr.storage import LocalStore
-
-
-def _require_array(path: Path, group: zarr.Group, name: str) -> None:
-    """SchemaError when array `name` of the store at `path` is missing or its metadata unreadable."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            group[name]
-    except KeyError:
-        raise SchemaError(f"{path}: missing array {name}") from None
-    except Exception as exc:  # zarr raises several types for unreadable metadata (truncated zarr.json: JSONDecodeError)
-        raise SchemaError(f"{path}: unreadable metadata {name}/zarr.json ({exc})") from None
 
 
 def open_store(
@@ -67,7 +55,7 @@ def _open_store(path: Path, mode: Literal["r", "r+"], require_complete: bool, re
     if require_complete:
         required += ["series/uid"] + [f"nodules/{m}" for m in nodule_dtypes(kind)]
     for name in required:
-        _require_array(path, group, name)
+        require_array(path, group, name)
     if attrs.get("complete"):
         problem = Store(path, group, mode).attribute_problem()
         if problem is not None:

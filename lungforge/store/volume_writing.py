@@ -7,11 +7,9 @@ moment leaves each scan either recorded and complete or unrecorded (redone on re
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import os
 import shutil
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from lungforge.core.errors import SchemaError
-from lungforge.core.labels import labels_attr
-from lungforge.store.create import build_into_place
-from lungforge.store.schema import INTEGRITY, VOLUME_SCHEMA, WINDOW_HU, WRITE_CONFIG, compressors, lungforge_version
+from lungforge.store.create import build_into_place, new_store_attributes
+from lungforge.store.schema import VOLUME_SCHEMA, WRITE_CONFIG, compressors
 from lungforge.store.volume_schema import (
     CHUNK_VOXELS,
     INSERTED_COLUMNS,
@@ -57,20 +54,9 @@ def create_volume_store(
             str(folder),
             mode="w",
             zarr_format=3,
-            attributes={
-                "schema": VOLUME_SCHEMA,
-                "kind": "real",
-                "spacing_mm": float(spacing_mm),
-                "window": list(WINDOW_HU),
-                "labels": labels_attr(),
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "store_id": uuid.uuid4().hex,
-                "lungforge_version": lungforge_version(),
-                "params": params,
-                "complete": False,
-                "integrity": INTEGRITY,
-                **(extra_attrs or {}),
-            },
+            attributes=new_store_attributes(
+                VOLUME_SCHEMA, "real", params, extra_attrs={"spacing_mm": float(spacing_mm), **(extra_attrs or {})}
+            ),
         )
 
     build_into_place(path, overwrite, build)

@@ -37,7 +37,7 @@ from lungforge.store.chunks import CheckedArray, StrictChunks
 from lungforge.store.content import array_digest, attribute_problem, content_fingerprint, stored_blocks
 from lungforge.store.schema import SPLIT_IDS, VOLUME_SCHEMA, has_checksums
 from lungforge.store.volume_schema import INSERTED_COLUMNS, NODULE_COLUMNS, SCAN_COLUMNS, VOLUME_DTYPES
-from lungforge.store.zarr_group import open_schema_group
+from lungforge.store.zarr_group import open_schema_group, require_array
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -286,14 +286,7 @@ def _open(path: Path, mode: Literal["r", "r+"], require_complete: bool, check_co
     except Exception:  # a missing array or unreadable metadata
         raise SchemaError(f"{path}: missing or unreadable array scans/uid") from None
     for name in volume_arrays(scans, attrs.get("kind") == "synthetic"):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                group[name]
-        except KeyError:
-            raise SchemaError(f"{path}: missing array {name}") from None
-        except Exception as exc:  # zarr raises several types for unreadable metadata
-            raise SchemaError(f"{path}: unreadable metadata {name}/zarr.json ({exc})") from None
+        require_array(path, group, name)
     if mode == "r" and has_checksums(attrs):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -41,3 +41,15 @@ def open_schema_group(path: Path, mode: Literal["r", "r+"], schema: str) -> tupl
         note = f" ({hint})" if attrs.get("schema") == other else ""
         raise SchemaError(f"{path}: schema is {attrs.get('schema')!r}, expected {schema!r}{note}")
     return group, attrs
+
+
+def require_array(path: Path, group: zarr.Group, name: str) -> None:
+    """SchemaError when array `name` of the store at `path` is missing or its metadata unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            group[name]
+    except KeyError:
+        raise SchemaError(f"{path}: missing array {name}") from None
+    except Exception as exc:  # zarr raises several types for unreadable metadata (truncated zarr.json: JSONDecodeError)
+        raise SchemaError(f"{path}: unreadable metadata {name}/zarr.json ({exc})") from None
